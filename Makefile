@@ -1,0 +1,115 @@
+# sam3d - one Makefile for everything (llm.c style).
+#
+#   make                 all stages, the orchestrator and the tests, into build/
+#   make CUDA_ARCH=90    narrow the GPU targets for a quick build (default: 86 89 90 + PTX)
+#   make test            build, then run every test (GPU tests skip without a GPU)
+#   make test-gpu        only the GPU op tests (on the GPU machine)
+#   make test-sanitize   ASan + UBSan build of the unit tests, then run them
+#   make fuzz            each fuzz target for FUZZ_SECONDS (libFuzzer, clang)
+#   make demo            install missing packages, build, run the example
+#   make deps            install the Debian packages the build needs
+
+BUILD      ?= build
+CUDA_HOME  ?= /usr/local/cuda
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+CC         ?= gcc
+CUDA_ARCH  ?= 86 89 90
+FUZZ_SECONDS ?= 30
+
+# every listed arch as SASS, plus PTX of the newest so later GPUs can JIT it
+comma := ,
+GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+           -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
+
+SAN_FLAGS ?=
+INCLUDES := -Icommon -Ikernels -I$(CUDA_HOME)/include
+CFLAGS   := -std=c11 -O2 -g -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE $(INCLUDES) $(SAN_FLAGS)
+NVFLAGS  := -std=c++17 -O3 -g -lineinfo $(GENCODE) -MMD -MP $(INCLUDES) \
+            -Xcompiler -Wall,-Wextra,-Werror $(if $(SAN_FLAGS),-Xcompiler $(subst $() ,$(comma),$(strip $(SAN_FLAGS))))
+LDLIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart \
+            -lzmq -lmsgpackc -lpng -ljpeg -lstdc++ -lpthread -lm
+LDFLAGS  := $(SAN_FLAGS)
+
+# ---------------------------------------------------------------- sources
+COMMON_SRC := $(wildcard common/*.c)
+KCPU_SRC   := $(wildcard kernels/cpu/*.c)
+KCUDA_SRC  := $(wildcard kernels/cuda/*.cu)
+LIB_OBJ    := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(KCPU_SRC:%.c=$(BUILD)/%.o) $(KCUDA_SRC:%.cu=$(BUILD)/%.o)
+LIB        := $(BUILD)/libsam3d.a
+
+STAGE_DIRS := $(patsubst stages/%/,%,$(dir $(wildcard stages/*/main.c)))
+STAGE_BINS := $(foreach s,$(STAGE_DIRS),$(BUILD)/sam3d-$(subst _,-,$(s)))
+ORCH_SRC   := $(wildcard orchestrator/*.c)
+ORCH_BIN   := $(BUILD)/sam3d
+
+TEST_SUPPORT_SRC := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BINS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all test test-gpu test-sanitize fuzz demo deps clean
+.SECONDARY:
+all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+# one executable per stage directory: stages/ss_flow -> build/sam3d-ss-flow
+define STAGE_RULE
+$(BUILD)/sam3d-$(subst _,-,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard stages/$(1)/*.c)) \
+        $(patsubst %.cu,$(BUILD)/%.o,$(wildcard stages/$(1)/*.cu)) $(LIB)
+	$$(CC) $$(LDFLAGS) $$^ $$(LDLIBS) -o $$@
+endef
+$(foreach s,$(STAGE_DIRS),$(eval $(call STAGE_RULE,$(s))))
+
+$(ORCH_BIN): $(ORCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# ---------------------------------------------------------------- tests
+test: all
+	@tests/run_tests.sh $(BUILD)
+
+test-gpu: all
+	@S3D_REQUIRE_GPU=1 tests/run_tests.sh $(BUILD) gpu
+
+test-sanitize:
+	$(MAKE) BUILD=build-san SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    CUDA_ARCH="$(lastword $(CUDA_ARCH))" all
+	ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    tests/run_tests.sh build-san
+
+# fuzz targets: clang + libFuzzer over the common/ sources
+FUZZ_CC     ?= clang
+FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE $(INCLUDES) -fsanitize=fuzzer,address,undefined
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(COMMON_SRC) -o $@ $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@tests/fuzz/run_fuzz.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+
+deps:
+	@tools/install_deps.sh
+
+demo: deps
+	$(MAKE) all
+	@tools/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,67 @@
+/*
+ * arena.h - bump allocators for host, pinned host and device memory.
+ *
+ * The only cudaMalloc/cudaFree/cudaMallocHost/cudaFreeHost calls in the project
+ * live in arena.c. A stage sizes its arenas once (weights exactly from the bind
+ * table, activations from the largest request) and resets the activation arena
+ * after each request, so nothing is allocated on the request path.
+ *
+ * Every arena keeps a high-water mark of bytes handed out; arena_device_peak()
+ * gives the process-wide peak of bytes handed out by all device arenas at once
+ * (what `status` reports, comparable to torch.cuda.max_memory_allocated()).
+ */
+#ifndef S3D_ARENA_H
+#define S3D_ARENA_H
+
+#include "tensor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum arena_kind { ARENA_HOST, ARENA_PINNED, ARENA_DEVICE };
+
+struct arena {
+    enum arena_kind kind;
+    const char     *name;       /* for messages: "weights", "act", ... */
+    char           *base;
+    size_t          size;       /* capacity in bytes */
+    size_t          used;       /* bytes handed out (incl. alignment padding) */
+    size_t          high_water; /* max of used since init */
+};
+
+#define ARENA_ALIGN 256          /* enough for cp.async, TMA and any vector load */
+
+/* Reserve size bytes of the given kind. Returns 0, or S3D_ENOMEM / S3D_EDEVICE
+ * after logging the arena name and size. size 0 is allowed (an empty arena). */
+int   arena_init(struct arena *a, enum arena_kind kind, const char *name, size_t size);
+/* Release the memory; a zeroed or already-freed arena is a no-op. */
+void  arena_free(struct arena *a);
+/* Bytes aligned to ARENA_ALIGN, or NULL when the arena is full (nothing logged:
+ * the caller knows what it was allocating). */
+void *arena_alloc(struct arena *a, size_t bytes);
+/* Like arena_alloc but an exhausted arena is an internal fault (aborts). */
+void *arena_must_alloc(struct arena *a, size_t bytes);
+/* A contiguous tensor in the arena; aborts when the arena is full. */
+struct tensor arena_tensor(struct arena *a, enum dtype dt, const int64_t *shape, int ndim);
+void  arena_reset(struct arena *a);                 /* used = 0; high_water kept */
+size_t arena_mark(const struct arena *a);           /* current position */
+void  arena_release(struct arena *a, size_t mark);  /* pop back to a mark */
+/* Round a byte count up to the arena alignment (for sizing arenas). */
+size_t arena_round(size_t bytes);
+
+/* Device bytes reserved by live device arenas (resident), and the peak over the
+ * process's life of the bytes handed out by all device arenas together. */
+size_t arena_device_resident(void);
+size_t arena_device_peak(void);
+
+/* True when a CUDA device can be used; logs why not at debug level. */
+bool s3d_cuda_available(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,264 @@
+/*
+ * dtype.c - dtype tables and exact conversions. See dtype.h.
+ *
+ * F16/BF16 rounding is done on the bit pattern (round to nearest, ties to even)
+ * so results match torch's .half() / .bfloat16() bit for bit, subnormals included.
+ */
+#include "dtype.h"
+
+#include <math.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    size_t      size;
+} dtype_table[] = {
+    [DTYPE_F64]  = {"F64", 8},  [DTYPE_F32] = {"F32", 4}, [DTYPE_F16] = {"F16", 2},
+    [DTYPE_BF16] = {"BF16", 2}, [DTYPE_I64] = {"I64", 8}, [DTYPE_I32] = {"I32", 4},
+    [DTYPE_I16]  = {"I16", 2},  [DTYPE_I8]  = {"I8", 1},  [DTYPE_U8]  = {"U8", 1},
+    [DTYPE_BOOL] = {"BOOL", 1},
+};
+_Static_assert(sizeof(dtype_table) / sizeof(dtype_table[0]) == DTYPE_COUNT,
+               "dtype_table must cover every dtype");
+
+size_t dtype_size(enum dtype dt)
+{
+    return (unsigned)dt < DTYPE_COUNT ? dtype_table[dt].size : 0;
+}
+
+const char *dtype_name(enum dtype dt)
+{
+    return (unsigned)dt < DTYPE_COUNT ? dtype_table[dt].name : "?";
+}
+
+bool dtype_from_name(const char *name, enum dtype *out)
+{
+    for (int i = 0; i < DTYPE_COUNT; i++) {
+        if (!strcmp(name, dtype_table[i].name)) {
+            *out = (enum dtype)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool dtype_is_float(enum dtype dt)
+{
+    return dt == DTYPE_F64 || dt == DTYPE_F32 || dt == DTYPE_F16 || dt == DTYPE_BF16;
+}
+
+// ----------------------------------------------------------------------------
+// half precision
+
+/* Round a double (exactly representable sign/exponent/mantissa) to IEEE binary16. */
+uint16_t f64_to_f16(double d)
+{
+    uint64_t u;
+    uint16_t sign;
+    int      exp;
+    uint64_t mant;
+
+    memcpy(&u, &d, 8);
+    sign = (uint16_t)((u >> 48) & 0x8000);
+    exp  = (int)((u >> 52) & 0x7ff);
+    mant = u & 0xfffffffffffffull;
+    if (exp == 0x7ff)                                   /* Inf or NaN */
+        return sign | 0x7c00 | (mant ? (uint16_t)(0x200 | (mant >> 42)) : 0);
+    if (exp == 0)                                       /* f64 subnormal: far below f16 range */
+        return sign;
+    exp -= 1023;                                        /* unbiased */
+    mant |= 1ull << 52;                                 /* 53-bit significand */
+    if (exp > 15)
+        return sign | 0x7c00;
+    /* target: significand with 10 fraction bits at exponent max(exp, -14) */
+    int shift = 52 - 10;                                /* normal: keep 11 bits */
+    if (exp < -14)
+        shift += -14 - exp;                             /* subnormal: keep fewer */
+    if (shift > 63)
+        return sign;
+    uint64_t keep = mant >> shift;
+    uint64_t rem  = mant & ((1ull << shift) - 1);
+    uint64_t half = 1ull << (shift - 1);
+    if (rem > half || (rem == half && (keep & 1)))
+        keep++;
+    /* keep is the significand incl. implicit bit; rebuild exponent */
+    int e = exp < -14 ? 0 : exp + 15;
+    if (e == 0) {
+        /* subnormal; rounding may carry into the first normal (keep == 0x400) */
+        return sign | (uint16_t)keep;
+    }
+    if (keep >= 0x800) {                                /* carry out of the significand */
+        keep >>= 1;
+        e++;
+    }
+    if (e >= 31)
+        return sign | 0x7c00;
+    return sign | (uint16_t)(e << 10) | (uint16_t)(keep & 0x3ff);
+}
+
+uint16_t f32_to_f16(float f)
+{
+    return f64_to_f16((double)f);   /* f32 -> f64 is exact, so this rounds once */
+}
+
+float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp  = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t u;
+    float    f;
+
+    if (exp == 0x1f) {
+        u = sign | 0x7f800000 | (mant << 13);
+    } else if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else {                                        /* subnormal: value = mant * 2^-24 */
+            f = (float)mant * 5.9604644775390625e-8f;
+            return sign ? -f : f;
+        }
+    } else {
+        u = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000)                  /* NaN: keep it quiet */
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fff + ((u >> 16) & 1);                      /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t f64_to_bf16(double d)
+{
+    /* Round directly from double: bf16 has 8 significand bits. */
+    float    f;
+    uint32_t u;
+
+    if (isnan(d))
+        return 0x7fc0 | (signbit(d) ? 0x8000 : 0);
+    f = (float)d;                                       /* may round; fix with sticky bit */
+    if (isinf(f) || (double)f == d)
+        return f32_to_bf16(f);
+    /* double rounding can only go wrong when f lands exactly on a bf16 tie;
+     * nudge f toward d by one float ulp so the tie breaks the right way */
+    memcpy(&u, &f, 4);
+    if ((u & 0xffff) == 0x8000) {
+        if (((double)f < d) == (f > 0))
+            u += 1;
+        else
+            u -= 1;
+        memcpy(&f, &u, 4);
+    }
+    return f32_to_bf16(f);
+}
+
+float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float    f;
+
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// ----------------------------------------------------------------------------
+// element access and bulk conversion
+
+double dtype_get(const void *p, enum dtype dt, size_t i)
+{
+    switch (dt) {
+    case DTYPE_F64:  return ((const double *)p)[i];
+    case DTYPE_F32:  return ((const float *)p)[i];
+    case DTYPE_F16:  return f16_to_f32(((const uint16_t *)p)[i]);
+    case DTYPE_BF16: return bf16_to_f32(((const uint16_t *)p)[i]);
+    case DTYPE_I64:  return (double)((const int64_t *)p)[i];
+    case DTYPE_I32:  return ((const int32_t *)p)[i];
+    case DTYPE_I16:  return ((const int16_t *)p)[i];
+    case DTYPE_I8:   return ((const int8_t *)p)[i];
+    case DTYPE_U8:   return ((const uint8_t *)p)[i];
+    case DTYPE_BOOL: return ((const uint8_t *)p)[i] != 0;
+    default:         return NAN;
+    }
+}
+
+static int64_t double_to_i64(double v)
+{
+    if (isnan(v))
+        return 0;
+    if (v >= 9.2233720368547758e18)
+        return INT64_MAX;
+    if (v <= -9.2233720368547758e18)
+        return INT64_MIN;
+    return (int64_t)v;                                  /* truncates toward zero */
+}
+
+void dtype_set(void *p, enum dtype dt, size_t i, double v)
+{
+    switch (dt) {
+    case DTYPE_F64:  ((double *)p)[i] = v; break;
+    case DTYPE_F32:  ((float *)p)[i] = (float)v; break;
+    case DTYPE_F16:  ((uint16_t *)p)[i] = f64_to_f16(v); break;
+    case DTYPE_BF16: ((uint16_t *)p)[i] = f64_to_bf16(v); break;
+    case DTYPE_I64:  ((int64_t *)p)[i] = double_to_i64(v); break;
+    case DTYPE_I32:  ((int32_t *)p)[i] = (int32_t)double_to_i64(v); break;
+    case DTYPE_I16:  ((int16_t *)p)[i] = (int16_t)double_to_i64(v); break;
+    case DTYPE_I8:   ((int8_t *)p)[i] = (int8_t)double_to_i64(v); break;
+    case DTYPE_U8:   ((uint8_t *)p)[i] = (uint8_t)double_to_i64(v); break;
+    case DTYPE_BOOL: ((uint8_t *)p)[i] = v != 0; break;
+    default: break;
+    }
+}
+
+void dtype_convert(void *dst, enum dtype dt, const void *src, enum dtype st, size_t n)
+{
+    if (dt == st) {
+        if (dst != src)
+            memmove(dst, src, n * dtype_size(dt));
+        return;
+    }
+    /* fast paths for the conversions weight upload uses */
+    if (st == DTYPE_F32 && dt == DTYPE_F16) {
+        for (size_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = f32_to_f16(((const float *)src)[i]);
+        return;
+    }
+    if (st == DTYPE_F32 && dt == DTYPE_BF16) {
+        for (size_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = f32_to_bf16(((const float *)src)[i]);
+        return;
+    }
+    if (st == DTYPE_I64 && dt == DTYPE_I32) {   /* exact for in-range values */
+        for (size_t i = 0; i < n; i++)
+            ((int32_t *)dst)[i] = (int32_t)((const int64_t *)src)[i];
+        return;
+    }
+    if (st == DTYPE_I64 || dt == DTYPE_I64) {   /* keep 64-bit integers exact */
+        for (size_t i = 0; i < n; i++) {
+            if (st == DTYPE_I64 && !dtype_is_float(dt)) {
+                int64_t v = ((const int64_t *)src)[i];
+                switch (dt) {
+                case DTYPE_I16:  ((int16_t *)dst)[i] = (int16_t)v; break;
+                case DTYPE_I8:   ((int8_t *)dst)[i] = (int8_t)v; break;
+                case DTYPE_U8:   ((uint8_t *)dst)[i] = (uint8_t)v; break;
+                case DTYPE_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
+                default: break;
+                }
+            } else if (dt == DTYPE_I64 && !dtype_is_float(st)) {
+                ((int64_t *)dst)[i] = (int64_t)dtype_get(src, st, i);
+            } else {
+                dtype_set(dst, dt, i, dtype_get(src, st, i));
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        dtype_set(dst, dt, i, dtype_get(src, st, i));
+}

@@ -1,0 +1,98 @@
+/*
+ * log.c - leveled stderr logging and s3d_fatal(). See log.h.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "log.h"
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static char           log_name[32] = "sam3d";
+static enum log_level log_level    = LOG_INFO;
+
+static enum log_level log_level_from_env(void)
+{
+    const char *s = getenv("S3D_LOG");
+
+    if (!s)
+        return LOG_INFO;
+    if (!strcmp(s, "debug"))
+        return LOG_DEBUG;
+    if (!strcmp(s, "warn"))
+        return LOG_WARN;
+    if (!strcmp(s, "error"))
+        return LOG_ERROR;
+    return LOG_INFO;
+}
+
+void log_init(const char *name)
+{
+    snprintf(log_name, sizeof(log_name), "%s", name ? name : "sam3d");
+    log_level = log_level_from_env();
+}
+
+void log_set_level(enum log_level level) { log_level = level; }
+
+bool log_enabled(enum log_level level) { return level >= log_level; }
+
+static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+    static const char letters[] = "DIWE";
+    struct timeval tv;
+    struct tm tm;
+    char line[4096];
+    int n;
+
+    gettimeofday(&tv, NULL);
+    localtime_r(&tv.tv_sec, &tm);
+    n = snprintf(line, sizeof(line), "[%s %d] %c %02d:%02d:%02d.%03d ", log_name,
+                 (int)getpid(), letters[level], tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(tv.tv_usec / 1000));
+    if (n < 0)
+        return;
+    vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    n = (int)strlen(line);
+    if (n == 0 || line[n - 1] != '\n') {
+        line[n++] = '\n';
+        line[n] = 0;
+    }
+    fputs(line, stderr);   /* one write per line keeps lines whole across processes */
+    fflush(stderr);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level < log_level)
+        return;
+    va_start(ap, fmt);
+    log_vmsg(level, fmt, ap);
+    va_end(ap);
+}
+
+void s3d_fatal(const char *file, int line, const char *expr, const char *name,
+               const char *detail)
+{
+    log_msg(LOG_ERROR, "FATAL %s:%d: %s failed: %s (%s)", file, line, expr,
+            name ? name : "?", detail ? detail : "");
+    abort();
+}
+
+const char *s3d_strerror(int err)
+{
+    static const char *names[S3D_ERR_COUNT] = {
+        "S3D_OK", "S3D_EIO", "S3D_EFORMAT", "S3D_ESHAPE", "S3D_EPROTO",
+        "S3D_ENOMEM", "S3D_EINVAL", "S3D_ETIMEOUT", "S3D_ENOTFOUND", "S3D_EDEVICE",
+    };
+
+    if (err > 0 || -err >= S3D_ERR_COUNT)
+        return "S3D_E?";
+    return names[-err];
+}

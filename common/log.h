@@ -1,0 +1,50 @@
+/*
+ * log.h - leveled logging to stderr, and the one reporter for internal faults.
+ *
+ * Line format: "[<stage> <pid>] <L> HH:MM:SS.mmm <message>" with L one of
+ * D I W E. The level comes from S3D_LOG=debug|info|warn|error (default info).
+ * Stages leave stdout unused; nothing is logged per element or per kernel.
+ */
+#ifndef S3D_LOG_H
+#define S3D_LOG_H
+
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Set the name printed in every line (e.g. "depth", "sam3d"); reads S3D_LOG. */
+void log_init(const char *name);
+void log_set_level(enum log_level level);
+bool log_enabled(enum log_level level);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/* Internal fault: log file, line, failing expression and symbolic error, then abort(). */
+#ifdef __cplusplus
+[[noreturn]]
+#else
+_Noreturn
+#endif
+void s3d_fatal(const char *file, int line, const char *expr, const char *name,
+               const char *detail);
+
+/* Broken invariant between our own pieces of code (never for user input). */
+#define ASSERT(cond) do {                                                   \
+        if (!(cond))                                                        \
+            s3d_fatal(__FILE__, __LINE__, #cond, "ASSERT", "invariant broken"); \
+    } while (0)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
