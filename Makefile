@@ -22,7 +22,7 @@ GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
            -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
 
 SAN_FLAGS ?=
-INCLUDES := -Icommon -Ikernels -I$(CUDA_HOME)/include
+INCLUDES := -Icommon -Ikernels -Istages -I$(CUDA_HOME)/include
 CFLAGS   := -std=c11 -O2 -g -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE $(INCLUDES) $(SAN_FLAGS)
 NVFLAGS  := -std=c++17 -O3 -g -lineinfo $(GENCODE) -MMD -MP $(INCLUDES) \
             -Xcompiler -Wall,-Wextra,-Werror $(if $(SAN_FLAGS),-Xcompiler $(subst $() ,$(comma),$(strip $(SAN_FLAGS))))
@@ -34,10 +34,15 @@ LDFLAGS  := $(SAN_FLAGS)
 COMMON_SRC := $(wildcard common/*.c)
 KCPU_SRC   := $(wildcard kernels/cpu/*.c)
 KCUDA_SRC  := $(wildcard kernels/cuda/*.cu)
-LIB_OBJ    := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(KCPU_SRC:%.c=$(BUILD)/%.o) $(KCUDA_SRC:%.cu=$(BUILD)/%.o)
+STAGE_DIRS := $(patsubst stages/%/,%,$(dir $(wildcard stages/*/main.c)))
+# stages/<dir> without a main.c holds model code shared by several stages (e.g. the ViT)
+MODEL_DIRS := $(filter-out $(STAGE_DIRS),$(patsubst stages/%/,%,$(sort $(dir $(wildcard stages/*/*.c stages/*/*.cu)))))
+MODEL_SRC  := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.c))
+MODEL_CU   := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.cu))
+LIB_OBJ    := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(KCPU_SRC:%.c=$(BUILD)/%.o) $(KCUDA_SRC:%.cu=$(BUILD)/%.o) \
+              $(MODEL_SRC:%.c=$(BUILD)/%.o) $(MODEL_CU:%.cu=$(BUILD)/%.o)
 LIB        := $(BUILD)/libsam3d.a
 
-STAGE_DIRS := $(patsubst stages/%/,%,$(dir $(wildcard stages/*/main.c)))
 STAGE_BINS := $(foreach s,$(STAGE_DIRS),$(BUILD)/sam3d-$(subst _,-,$(s)))
 ORCH_SRC   := $(wildcard orchestrator/*.c)
 ORCH_BIN   := $(BUILD)/sam3d
