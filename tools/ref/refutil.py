@@ -361,3 +361,116 @@ def describe(tensors):
             s = f"min {v.min().item()} max {v.max().item()}" if v.numel() else "empty"
         lines.append(f"{k:60s} {str(list(v.shape)):22s} {str(v.dtype)[6:]:8s} {s}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# example inputs (real images from ../shared/examples, synthetic point maps)
+
+def load_example(example_dir, mask_index=0, image_name="image.png"):
+    """Read <example_dir>/image.png and <example_dir>/<mask_index>.png as the official notebook
+    does (S3D:notebook/inference.py:94-120, 351-356): RGB = first 3 channels; mask = last
+    channel of the mask PNG > 0. Returns (rgb uint8 (H,W,3) numpy, mask bool (H,W) numpy)."""
+    from PIL import Image
+    rgb = np.array(Image.open(os.path.join(example_dir, image_name)).convert("RGBA"))[..., :3]
+    m = np.array(Image.open(os.path.join(example_dir, f"{mask_index}.png")))
+    if m.ndim == 3:
+        m = m[..., -1]
+    mask = m > 0
+    if mask.shape != rgb.shape[:2]:
+        raise SystemExit(f"error: mask {mask.shape} does not match image {rgb.shape[:2]} "
+                         f"in {example_dir}")
+    return rgb, mask
+
+
+def synthetic_pointmap(H, W, mask, seed, invalid_frac=0.04):
+    """A plausible metric point map (3,H,W) fp32 in the PyTorch3D camera frame the pipeline
+    uses after MoGe (x left, y up, z forward; spec/conditioning.md §3.1): a smooth background
+    surface at depth ~3, the masked object ~1 closer with a bump, x/y from a pinhole of ~60 deg
+    FoV. A band of the top rows (invalid_frac of the image) is NaN, as MoGe-invalid sky, and
+    invalid_frac/2 of the pixels elsewhere, scattered (so crops contain invalid points too)."""
+    g = torch.Generator().manual_seed(seed)
+    v, u = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    phase = torch.rand(4, generator=g) * 6.28
+    z = 3.0 + 0.3 * torch.sin(2.1 * u + phase[0]) * torch.cos(1.7 * v + phase[1])
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    bump = 0.2 * torch.cos(3.0 * u + phase[2]) * torch.cos(3.0 * v + phase[3])
+    z = z - m * (1.0 + bump)
+    aspect = W / H
+    x = -(u * aspect * 0.577) * z
+    y = -(v * 0.577) * z
+    P = torch.stack([x, y, z]).float()
+    nbad = int(round(invalid_frac * H))
+    if nbad:
+        P[:, :nbad, :] = float("nan")
+    speckle = torch.rand(H, W, generator=g) < invalid_frac / 2     # scattered invalid pixels
+    P[:, speckle] = float("nan")
+    return P
+
+
+def ssi_normalize(P, mask):
+    """ObjectCentricSSI.normalize with use_scene_scale (spec/conditioning.md §5.2;
+    S3D:sam3d_objects/data/dataset/tdfy/img_and_mask_transforms.py:519-615): shift = per-axis
+    nanmedian of object points, scale = nanmedian over all pixels of the L-inf distance to the
+    shift. Returns (Pn (3,H,W), scale (3,), shift (3,)). Used only to make fixture inputs look
+    like the preprocessor's output; the preprocessing parity dump is dump_preprocess.py's."""
+    sel = torch.as_tensor(mask).reshape(-1) > 0.5
+    Q = P.reshape(3, -1)[:, sel]
+    shift = torch.nanmedian(Q, dim=1).values
+    d = (P - shift[:, None, None]).abs().amax(dim=0)
+    s = torch.nanmedian(d.reshape(-1))
+    scale = torch.stack([s, s, s])
+    return (P - shift[:, None, None]) / s, scale, shift
+
+
+def crop_square_resize(t, mask, size, mode, fill=0.0, box_factor=1.2):
+    """Crop (C,H,W) around the mask bbox x box_factor, zero-fill outside the image (as the
+    official torchvision crop does), then resize to (size,size): mode 'bilinear' uses antialias
+    (torchvision Resize on tensors), 'nearest' is legacy nearest. Simplified from
+    TDFY/img_and_mask_transforms.py:262-389 (for fixture inputs only)."""
+    import torch.nn.functional as F
+    ys, xs = np.nonzero(np.asarray(mask))
+    cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    half = int(max(xs.max() - xs.min(), ys.max() - ys.min(), 2) * box_factor) // 2
+    left, top = int(cx - half), int(cy - half)
+    C, H, W = t.shape
+    out = torch.full((C, 2 * half, 2 * half), fill, dtype=t.dtype)
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + 2 * half, H), min(left + 2 * half, W)
+    out[:, sy0 - top:sy1 - top, sx0 - left:sx1 - left] = t[:, sy0:sy1, sx0:sx1]
+    return resize_square(out, size, mode)
+
+
+def pad_square_resize(t, size, mode):
+    """Pad (C,H,W) to a centred square with 0 (pad_to_square_centered, TDFY/img_processing.py)
+    and resize to (size,size) as crop_square_resize does."""
+    import torch.nn.functional as F
+    C, H, W = t.shape
+    d = abs(H - W)
+    p1 = d // 2
+    pad = (p1, d - p1, 0, 0) if H > W else (0, 0, p1, d - p1)
+    return resize_square(F.pad(t, pad, value=0.0), size, mode)
+
+
+def resize_square(t, size, mode):
+    import torch.nn.functional as F
+    if mode == "bilinear":
+        return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
+    return F.interpolate(t[None], size=(size, size), mode="nearest")[0]
+
+
+def fuser_inputs(rgb, mask, size, pointmap=None):
+    """The condition-fuser inputs as the SS/SLAT preprocessors produce them (§5.5), at `size`:
+    image/rgb_image (1,3,S,S), mask/rgb_image_mask (1,1,S,S) fp32, and with a (3,H,W) pointmap
+    (already normalised) pointmap/rgb_pointmap (1,3,S,S). Returns an OrderedDict."""
+    img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).double().div(255).float()
+    m = torch.from_numpy(np.asarray(mask)).float()[None]
+    out = OrderedDict()
+    out["image"] = crop_square_resize(img, mask, size, "bilinear")[None]
+    out["rgb_image"] = pad_square_resize(img, size, "bilinear")[None]
+    out["mask"] = crop_square_resize(m, mask, size, "nearest")[None]
+    out["rgb_image_mask"] = pad_square_resize(m, size, "nearest")[None]
+    if pointmap is not None:
+        out["pointmap"] = crop_square_resize(pointmap, mask, size, "nearest")[None]
+        out["rgb_pointmap"] = pad_square_resize(pointmap, size, "nearest")[None]
+    return out
