@@ -1,0 +1,34 @@
+/*
+ * swiglu.c - CPU reference for op_swiglu: y = silu(a) * b with PyTorch's
+ * rounding (silu(a) stored in a's dtype first). See kernels/ops_small.h.
+ */
+#include "ops_small.h"
+#include "log.h"
+
+#include <math.h>
+
+/* Round v through dtype dt (identity for F32). */
+static float round_to(enum dtype dt, float v)
+{
+    switch (dt) {
+    case DTYPE_F16:  return f16_to_f32(f32_to_f16(v));
+    case DTYPE_BF16: return bf16_to_f32(f32_to_bf16(v));
+    default:         return v;
+    }
+}
+
+void op_swiglu_cpu(struct tensor *y, const struct tensor *a, const struct tensor *b)
+{
+    op_check_dense("swiglu.a", a, DEVICE_HOST);
+    op_check_dense("swiglu.b", b, DEVICE_HOST);
+    op_check_dense("swiglu.y", y, DEVICE_HOST);
+    int64_t n = tensor_numel(y);
+    ASSERT(tensor_numel(a) == n && tensor_numel(b) == n);
+
+    for (int64_t i = 0; i < n; i++) {
+        float x = (float)dtype_get(a->data, a->dtype, (size_t)i);
+        float s = round_to(a->dtype, x / (1.0f + expf(-x)));
+        float g = (float)dtype_get(b->data, b->dtype, (size_t)i);
+        dtype_set(y->data, y->dtype, (size_t)i, (double)(s * g));
+    }
+}
