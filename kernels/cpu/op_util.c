@@ -1,0 +1,56 @@
+/*
+ * op_util.c - boundary checks shared by the CPU and CUDA ops. See ops.h.
+ *
+ * A failed check is an internal fault (two of our own ops disagree about a
+ * tensor), so it logs the op, the tensor and what was wrong, then aborts.
+ */
+#include "ops.h"
+#include "log.h"
+
+#include <stdio.h>
+
+bool op_dtype_ok(enum dtype dt)
+{
+    return dt == DTYPE_F32 || dt == DTYPE_F16 || dt == DTYPE_BF16;
+}
+
+void op_check_dense(const char *op, const struct tensor *t, enum device dev)
+{
+    char shape[128];
+
+    ASSERT(t && t->data);
+    if (op_dtype_ok(t->dtype) && t->device == dev && tensor_is_contiguous(t) && t->ndim >= 1)
+        return;
+    log_error("%s: tensor %s %s on %s, contiguous %d; expected F32/F16/BF16, contiguous, on %s",
+              op, dtype_name(t->dtype), tensor_shape_str(t->shape, t->ndim, shape, sizeof(shape)),
+              t->device == DEVICE_CUDA ? "cuda" : "host", tensor_is_contiguous(t),
+              dev == DEVICE_CUDA ? "cuda" : "host");
+    s3d_fatal(__FILE__, __LINE__, "op_check_dense", "ASSERT", op);
+}
+
+int64_t op_cols(const struct tensor *t)
+{
+    ASSERT(t->ndim >= 1);
+    return t->shape[t->ndim - 1];
+}
+
+int64_t op_rows(const struct tensor *t)
+{
+    int64_t c = op_cols(t);
+
+    return c ? tensor_numel(t) / c : 0;
+}
+
+int64_t op_bcast_groups(const char *op, const struct tensor *p, int64_t rows, int64_t cols)
+{
+    int64_t n = tensor_numel(p);
+    char    shape[128];
+
+    if (cols > 0 && n % cols == 0 && n / cols >= 1 && rows % (n / cols) == 0 &&
+        op_cols(p) == cols)
+        return n / cols;
+    log_error("%s: broadcast parameter %s does not fit %lld rows of %lld", op,
+              tensor_shape_str(p->shape, p->ndim, shape, sizeof(shape)), (long long)rows,
+              (long long)cols);
+    s3d_fatal(__FILE__, __LINE__, "op_bcast_groups", "ASSERT", op);
+}

@@ -1,0 +1,111 @@
+/*
+ * attention.cu - op_attention_cuda and op_attention_varlen_cuda. See ops.h; the
+ * kernels and their design are in attention.cuh, their timings in
+ * kernels/dev/attention_bench.cu.
+ */
+#include "attention.cuh"
+
+#include <string.h>
+
+/* Tensor-core tile height (query rows per block), chosen with the bench. */
+#define ATTN_MMA_BM 64
+
+/* True when every (b, t, h) stride is a multiple of 8 elements and the base is
+ * 16-byte aligned: each 64-element row is then a whole number of 16-byte chunks. */
+static bool rows_16b(const void *base, const int64_t *strides, int n)
+{
+    if ((uintptr_t)base % 16)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (strides[i] % 8)
+            return false;
+    return true;
+}
+
+/* Launch the right kernel for p over B sequences of at most max_tq queries. */
+static void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt,
+                        int B, int H, int max_tq, bool mma_ok)
+{
+    ASSERT(B <= 65535 && H <= 65535);
+    if (dt != DTYPE_F32 && mma_ok) {
+        dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
+        if (dt == DTYPE_F16)
+            attn_mma_kernel<__half, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
+        else
+            attn_mma_kernel<__nv_bfloat16, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
+        return;
+    }
+    dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H, (unsigned)B);
+    DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, ctx->stream>>>(*p));
+}
+
+/* Checks shared by both ops: q, k, v on the GPU with nd dims, last dim 64
+ * contiguous, one dtype; o contiguous, q's shape and dtype. */
+static void check_qkv(const struct tensor *o, const struct tensor *q, const struct tensor *k,
+                      const struct tensor *v, int nd)
+{
+    const struct tensor *in[3] = {q, k, v};
+
+    for (int i = 0; i < 3; i++) {
+        ASSERT(in[i]->device == DEVICE_CUDA && in[i]->ndim == nd);
+        ASSERT(in[i]->dtype == q->dtype && op_dtype_ok(q->dtype));
+        ASSERT(in[i]->shape[nd - 1] == OP_HEAD_DIM && in[i]->stride[nd - 1] == 1);
+        ASSERT(in[i]->shape[nd - 2] == q->shape[nd - 2]);
+    }
+    ASSERT(tensor_same_shape(k, v));
+    op_check_dense("attention.o", o, DEVICE_CUDA);
+    ASSERT(tensor_same_shape(o, q) && o->dtype == q->dtype);
+}
+
+void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,
+                       const struct tensor *k, const struct tensor *v, float scale)
+{
+    struct attn_params p;
+
+    check_qkv(o, q, k, v, 4);
+    int64_t B = q->shape[0], Tq = q->shape[1], H = q->shape[2], Tk = k->shape[1];
+    ASSERT(k->shape[0] == B && Tq < (1ll << 31) && Tk < (1ll << 31));
+    if (B == 0 || Tq == 0 || H == 0)
+        return;
+    memset(&p, 0, sizeof(p));
+    p.q = q->data;  p.q_sb = q->stride[0];  p.q_st = q->stride[1];  p.q_sh = q->stride[2];
+    p.k = k->data;  p.k_sb = k->stride[0];  p.k_st = k->stride[1];  p.k_sh = k->stride[2];
+    p.v = v->data;  p.v_sb = v->stride[0];  p.v_st = v->stride[1];  p.v_sh = v->stride[2];
+    p.o = o->data;  p.o_sb = Tq * H * OP_HEAD_DIM;  p.o_st = H * OP_HEAD_DIM;  p.o_sh = OP_HEAD_DIM;
+    p.Tq = (int)Tq;
+    p.Tk = (int)Tk;
+    p.scale = scale;
+    bool mma_ok = rows_16b(q->data, q->stride, 3) && rows_16b(k->data, k->stride, 3) &&
+                  rows_16b(v->data, v->stride, 3) && rows_16b(o->data, o->stride, 3);
+    attn_launch(ctx, &p, q->dtype, (int)B, (int)H, (int)Tq, mma_ok);
+    op_done(ctx, "attention");
+}
+
+void op_attention_varlen_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,
+                              const struct tensor *k, const struct tensor *v,
+                              const struct tensor *q_off, const struct tensor *k_off,
+                              int max_tq, float scale)
+{
+    struct attn_params p;
+
+    check_qkv(o, q, k, v, 3);
+    ASSERT(q_off->dtype == DTYPE_I32 && k_off->dtype == DTYPE_I32);
+    ASSERT(q_off->device == DEVICE_CUDA && k_off->device == DEVICE_CUDA);
+    ASSERT(tensor_is_contiguous(q_off) && tensor_is_contiguous(k_off));
+    int64_t n = tensor_numel(q_off) - 1, H = q->shape[1];
+    ASSERT(n >= 0 && tensor_numel(k_off) == n + 1 && max_tq >= 0);
+    if (n == 0 || max_tq == 0 || H == 0)
+        return;
+    memset(&p, 0, sizeof(p));
+    p.q = q->data;  p.q_st = q->stride[0];  p.q_sh = q->stride[1];
+    p.k = k->data;  p.k_st = k->stride[0];  p.k_sh = k->stride[1];
+    p.v = v->data;  p.v_st = v->stride[0];  p.v_sh = v->stride[1];
+    p.o = o->data;  p.o_st = H * OP_HEAD_DIM;  p.o_sh = OP_HEAD_DIM;
+    p.q_off = (const int *)q_off->data;
+    p.k_off = (const int *)k_off->data;
+    p.scale = scale;
+    bool mma_ok = rows_16b(q->data, q->stride, 2) && rows_16b(k->data, k->stride, 2) &&
+                  rows_16b(v->data, v->stride, 2) && rows_16b(o->data, o->stride, 2);
+    attn_launch(ctx, &p, q->dtype, (int)n, (int)H, max_tq, mma_ok);
+    op_done(ctx, "attention_varlen");
+}

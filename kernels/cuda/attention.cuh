@@ -1,0 +1,362 @@
+/*
+ * attention.cuh - the attention kernels, shared by kernels/cuda/attention.cu
+ * (the op) and kernels/dev/attention_bench.cu (the workshop that times them).
+ *
+ * o = softmax(q k^T * scale) v per (sequence, head), head size 64, no mask.
+ *
+ * attn_simple_kernel<T>   fp32 everything (CUDA cores), any strides and
+ *                         alignment; one warp per query row, 8 rows a block,
+ *                         K/V tiles of 32 keys converted to fp32 in shared memory.
+ * attn_mma_kernel<T, BM>  FlashAttention-2 style for F16/BF16: a block owns BM
+ *                         query rows (BM / 16 warps, 16 rows each), loops over
+ *                         64-key tiles of K and V brought into shared memory by
+ *                         cp.async, double-buffered; S = Q K^T and O += P V on
+ *                         tensor cores (mma.sync m16n8k16, fp32 accumulators),
+ *                         online softmax in fp32 with exp2; P stays in registers
+ *                         (the S accumulator layout is the A operand layout).
+ *                         Shared-memory rows are 128 bytes, 16-byte chunks
+ *                         XOR-swizzled by (row & 7), so ldmatrix is conflict-free.
+ *                         Needs 16-byte aligned rows: every stride a multiple
+ *                         of 8 elements, 16-byte aligned bases.
+ *
+ * Both read the sequence bounds from q_off/k_off when set (variable length),
+ * else use Tq/Tk with batch strides; grid = (ceil(max Tq / rows), H, B).
+ */
+#ifndef S3D_KERNELS_CUDA_ATTENTION_CUH
+#define S3D_KERNELS_CUDA_ATTENTION_CUH
+
+#include "common.cuh"
+
+#include <stdint.h>
+
+struct attn_params {
+    const void *q, *k, *v;      /* element (b, t, h, d) at base + b*sb + t*st + h*sh + d */
+    void       *o;
+    int64_t     q_sb, q_st, q_sh;
+    int64_t     k_sb, k_st, k_sh;
+    int64_t     v_sb, v_st, v_sh;
+    int64_t     o_sb, o_st, o_sh;
+    int         Tq, Tk;         /* dense lengths (ignored when q_off is set) */
+    const int  *q_off, *k_off;  /* (B + 1) device offsets for varlen, or NULL */
+    float       scale;          /* softmax scale */
+};
+
+/* Resolve sequence b's query/key start and length. */
+__device__ __forceinline__ void attn_seq(const struct attn_params &p, int b, int *q0, int *tq,
+                                         int *k0, int *tk)
+{
+    if (p.q_off) {
+        *q0 = p.q_off[b];
+        *tq = p.q_off[b + 1] - *q0;
+        *k0 = p.k_off[b];
+        *tk = p.k_off[b + 1] - *k0;
+    } else {
+        *q0 = 0;
+        *tq = p.Tq;
+        *k0 = 0;
+        *tk = p.Tk;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// simple fp32 kernel
+
+#define ATTN_SIMPLE_ROWS 8      /* query rows (warps) per block */
+#define ATTN_SIMPLE_KEYS 32     /* keys per tile: one per lane */
+
+template <typename T>
+__global__ void __launch_bounds__(32 * ATTN_SIMPLE_ROWS)
+attn_simple_kernel(struct attn_params p)
+{
+    __shared__ float sk[ATTN_SIMPLE_KEYS][65];   /* +1 pad: lane j reads row j */
+    __shared__ float sv[ATTN_SIMPLE_KEYS][65];
+    __shared__ float sq[ATTN_SIMPLE_ROWS][64];
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int q0, Tq, k0, Tk;
+
+    attn_seq(p, b, &q0, &Tq, &k0, &Tk);
+    int m0 = blockIdx.x * ATTN_SIMPLE_ROWS;
+    if (m0 >= Tq)
+        return;                                   /* whole block: no barrier skipped */
+    int  row    = m0 + warp;
+    bool active = row < Tq;
+    const T *qr = (const T *)p.q + b * p.q_sb + (int64_t)(q0 + row) * p.q_st + h * p.q_sh;
+    const T *kb = (const T *)p.k + b * p.k_sb + (int64_t)k0 * p.k_st + h * p.k_sh;
+    const T *vb = (const T *)p.v + b * p.v_sb + (int64_t)k0 * p.v_st + h * p.v_sh;
+
+    sq[warp][lane]      = active ? to_f32(qr[lane]) : 0.0f;
+    sq[warp][lane + 32] = active ? to_f32(qr[lane + 32]) : 0.0f;
+
+    float m = -INFINITY, l = 0.0f, o0 = 0.0f, o1 = 0.0f;   /* lane owns dims 2 lane, 2 lane + 1 */
+    for (int t0 = 0; t0 < Tk; t0 += ATTN_SIMPLE_KEYS) {
+        __syncthreads();                          /* previous tile fully used */
+        for (int i = threadIdx.x; i < ATTN_SIMPLE_KEYS * 64; i += blockDim.x) {
+            int  key = i >> 6, d = i & 63;
+            bool ok  = t0 + key < Tk;
+            sk[key][d] = ok ? to_f32(kb[(int64_t)(t0 + key) * p.k_st + d]) : 0.0f;
+            sv[key][d] = ok ? to_f32(vb[(int64_t)(t0 + key) * p.v_st + d]) : 0.0f;
+        }
+        __syncthreads();
+        bool  valid = t0 + lane < Tk;
+        float s = -INFINITY;
+        if (valid) {
+            float acc = 0.0f;
+            for (int d = 0; d < 64; d++)
+                acc += sq[warp][d] * sk[lane][d];
+            s = acc * p.scale;
+        }
+        float m_new = fmaxf(m, warp_max(s));
+        float alpha = expf(m - m_new);           /* m = -inf on the first tile: 0 */
+        float pj    = valid ? expf(s - m_new) : 0.0f;
+        l = l * alpha + warp_sum(pj);
+        o0 *= alpha;
+        o1 *= alpha;
+        int nk = Tk - t0 < ATTN_SIMPLE_KEYS ? Tk - t0 : ATTN_SIMPLE_KEYS;
+        for (int j = 0; j < nk; j++) {
+            float pb = __shfl_sync(0xffffffffu, pj, j);
+            o0 += pb * sv[j][2 * lane];
+            o1 += pb * sv[j][2 * lane + 1];
+        }
+        m = m_new;
+    }
+    if (active) {
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
+        T *orow = (T *)p.o + b * p.o_sb + (int64_t)(q0 + row) * p.o_st + h * p.o_sh;
+        orow[2 * lane]     = from_f32<T>(o0 * inv);
+        orow[2 * lane + 1] = from_f32<T>(o1 * inv);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// tensor-core kernel (sm_80+ instructions: cp.async, ldmatrix, mma.sync)
+
+#define ATTN_BN 64              /* keys per tile */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, zero-filled when !valid (src is then not read). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+/* d += a (16x16, row) * b (16x8, col), fp32 accumulators. */
+__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
+                                          __half)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
+                                          __nv_bfloat16)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats as a packed pair of T (lo in the low half). */
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half)
+{
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+/* Element offset of (row, 16-byte chunk) in a swizzled tile of 64-element rows. */
+__device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ (row & 7)) << 3); }
+
+/* rows [r0, r0 + nrows) of a strided (T, 64) operand into a swizzled tile;
+ * rows at or past `limit` are zero-filled. */
+template <typename T, int NROWS, int NT>
+__device__ __forceinline__ void load_tile(T *tile, const T *base, int64_t stride, int r0, int limit)
+{
+    for (int c = threadIdx.x; c < NROWS * 8; c += NT) {
+        int  r = c >> 3, ch = c & 7;
+        bool ok = r0 + r < limit;
+        const T *src = ok ? base + (int64_t)(r0 + r) * stride + ch * 8 : base;
+        cp_async16(tile + swz(r, ch), src, ok);
+    }
+}
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(BM * 2)
+attn_mma_kernel(struct attn_params p)
+{
+    constexpr int NT = BM * 2;                    /* BM / 16 warps */
+    __shared__ __align__(128) T sq[BM * 64];
+    __shared__ __align__(128) T sk[2][ATTN_BN * 64];
+    __shared__ __align__(128) T sv[2][ATTN_BN * 64];
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int q0, Tq, k0, Tk;
+
+    attn_seq(p, b, &q0, &Tq, &k0, &Tk);
+    int m0 = blockIdx.x * BM;
+    if (m0 >= Tq)
+        return;
+    const T *qb = (const T *)p.q + b * p.q_sb + (int64_t)(q0 + m0) * p.q_st + h * p.q_sh;
+    const T *kb = (const T *)p.k + b * p.k_sb + (int64_t)k0 * p.k_st + h * p.k_sh;
+    const T *vb = (const T *)p.v + b * p.v_sb + (int64_t)k0 * p.v_st + h * p.v_sh;
+    int ntiles = (Tk + ATTN_BN - 1) / ATTN_BN;
+    const float sl2 = p.scale * 1.4426950408889634f;   /* exp(x) = exp2(x log2 e) */
+
+    load_tile<T, BM, NT>(sq, qb, p.q_st, 0, Tq - m0);
+    if (ntiles > 0) {
+        load_tile<T, ATTN_BN, NT>(sk[0], kb, p.k_st, 0, Tk);
+        load_tile<T, ATTN_BN, NT>(sv[0], vb, p.v_st, 0, Tk);
+    }
+    cp_async_commit();
+
+    float    o[8][4];                            /* 16 rows x 64 dims per warp */
+    float    m_r[2] = {-INFINITY, -INFINITY};    /* rows g and g + 8, g = lane / 4 */
+    float    l_r[2] = {0.0f, 0.0f};              /* this thread's partial row sums */
+    uint32_t qf[4][4];                           /* Q A-fragments, 4 k-steps of 16 dims */
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+
+    for (int j = 0; j < ntiles; j++) {
+        int buf = j & 1;
+        if (j + 1 < ntiles) {
+            load_tile<T, ATTN_BN, NT>(sk[buf ^ 1], kb, p.k_st, (j + 1) * ATTN_BN, Tk);
+            load_tile<T, ATTN_BN, NT>(sv[buf ^ 1], vb, p.v_st, (j + 1) * ATTN_BN, Tk);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();                      /* everything but tile j + 1 has landed */
+        __syncthreads();
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                ldmatrix_x4(qf[kk], sq + swz(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        }
+
+        /* S = Q K^T: 16 x 64 per warp, 8 n-tiles of 8 keys */
+        float s[8][4];
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        const T *kt = sk[buf];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+#pragma unroll
+            for (int nn = 0; nn < 8; nn += 2) {
+                uint32_t bf[4];
+                int mat = lane >> 3;
+                ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
+                mma_16816(s[nn], qf[kk], bf[0], bf[1], T());
+                mma_16816(s[nn + 1], qf[kk], bf[2], bf[3], T());
+            }
+        }
+        if ((j + 1) * ATTN_BN > Tk) {            /* last tile: mask keys >= Tk */
+#pragma unroll
+            for (int nn = 0; nn < 8; nn++) {
+                int key = j * ATTN_BN + nn * 8 + 2 * (lane & 3);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (key + (e & 1) >= Tk)
+                        s[nn][e] = -INFINITY;
+            }
+        }
+
+        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) */
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nn = 0; nn < 8; nn++)
+                mx = fmaxf(mx, fmaxf(s[nn][2 * r], s[nn][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float m_new = fmaxf(m_r[r], mx);
+            float alpha = exp2f((m_r[r] - m_new) * sl2);
+            float msc   = m_new * sl2;
+            m_r[r] = m_new;
+            l_r[r] *= alpha;
+#pragma unroll
+            for (int dd = 0; dd < 8; dd++) {
+                o[dd][2 * r] *= alpha;
+                o[dd][2 * r + 1] *= alpha;
+            }
+#pragma unroll
+            for (int nn = 0; nn < 8; nn++) {
+                float p0 = exp2f(fmaf(s[nn][2 * r], sl2, -msc));
+                float p1 = exp2f(fmaf(s[nn][2 * r + 1], sl2, -msc));
+                s[nn][2 * r]     = p0;
+                s[nn][2 * r + 1] = p1;
+                l_r[r] += p0 + p1;
+            }
+        }
+
+        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans */
+        const T *vt = sv[buf];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {         /* 16 keys per step */
+            uint32_t pa[4];
+            pa[0] = pack2(s[2 * kk][0], s[2 * kk][1], T());
+            pa[1] = pack2(s[2 * kk][2], s[2 * kk][3], T());
+            pa[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], T());
+            pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], T());
+#pragma unroll
+            for (int dd = 0; dd < 8; dd += 2) {
+                uint32_t bf[4];
+                int mat = lane >> 3;
+                ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
+                mma_16816(o[dd], pa, bf[0], bf[1], T());
+                mma_16816(o[dd + 1], pa, bf[2], bf[3], T());
+            }
+        }
+        __syncthreads();                         /* buffer buf is refilled at j + 1 */
+    }
+    cp_async_wait<0>();
+
+    /* o / l, rows g and g + 8 of this warp */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = l_r[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
+        int   row = m0 + warp * 16 + (lane >> 2) + 8 * r;
+        if (row < Tq) {
+            T *orow = (T *)p.o + b * p.o_sb + (int64_t)(q0 + row) * p.o_st + h * p.o_sh;
+#pragma unroll
+            for (int dd = 0; dd < 8; dd++)
+                *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
+                    pack2(o[dd][2 * r] * inv, o[dd][2 * r + 1] * inv, T());
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * ctx.cu - the CUDA context every op runs in: stream, cuBLASLt handle,
+ * workspace from a device arena, S3D_SYNC. See ops.h.
+ */
+#include "common.cuh"
+
+#include "arena.h"
+#include "err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes)
+{
+    const char *sync = getenv("S3D_SYNC");
+
+    memset(ctx, 0, sizeof(*ctx));
+    if (!s3d_cuda_available()) {
+        log_error("op context: no usable CUDA device; HINT: run with --device cpu");
+        return S3D_EDEVICE;
+    }
+    if (workspace_bytes) {
+        ASSERT(dev && dev->kind == ARENA_DEVICE);
+        ctx->workspace = arena_alloc(dev, workspace_bytes);
+        if (!ctx->workspace) {
+            log_error("op context: arena %s cannot hold a %zu-byte cuBLASLt workspace "
+                      "(%zu of %zu used); HINT: size the arena for it", dev->name,
+                      workspace_bytes, dev->used, dev->size);
+            return S3D_ENOMEM;
+        }
+        ctx->workspace_size = workspace_bytes;
+    }
+    CUDA_CHECK(cudaStreamCreate(&ctx->stream));
+    CUBLAS_CHECK(cublasLtCreate(&ctx->lt));
+    ctx->sync = sync && *sync && strcmp(sync, "0") != 0;
+    return 0;
+}
+
+void op_ctx_free(struct op_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->lt)
+        CUBLAS_CHECK(cublasLtDestroy(ctx->lt));
+    if (ctx->stream)
+        CUDA_CHECK(cudaStreamDestroy(ctx->stream));
+    memset(ctx, 0, sizeof(*ctx));
+}
+
+void op_ctx_synchronize(const struct op_ctx *ctx)
+{
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+}

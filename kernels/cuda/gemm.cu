@@ -1,0 +1,178 @@
+/*
+ * gemm.cu - op_linear_cuda: y = x @ w^T (+ b) (+ y) through cuBLASLt. See ops.h.
+ *
+ * Row-major y(M, N) = x(M, K) w(N, K)^T is, read column-major, y^T = w x^T:
+ * A = w as a column-major (K, N) matrix with op T, B = x as column-major (K, M)
+ * with op N, D = y^T column-major (N, M). Compute type fp32 (CUBLAS_COMPUTE_32F:
+ * no TF32 for F32 inputs, fp32 accumulation for F16/BF16). The bias is a
+ * cuBLASLt epilogue when its dtype equals y's (cuBLASLt's default bias type),
+ * else a separate op_add_bias. The chosen algorithm is cached per problem
+ * (shape, dtypes, epilogue, beta, pointer alignments).
+ */
+#include "common.cuh"
+
+#include <pthread.h>
+#include <string.h>
+
+struct gemm_key {
+    int64_t  M, N, K;
+    int      xt, yt;          /* enum dtype of x/w and y */
+    int      bias, beta;      /* fused bias epilogue, accumulate */
+    uint32_t align[4];        /* A, B, C, bias alignment in bytes */
+    size_t   ws;              /* workspace bytes offered */
+};
+
+struct gemm_entry {
+    struct gemm_key         key;
+    cublasLtMatmulAlgo_t    algo;
+    bool                    valid;
+};
+
+#define GEMM_CACHE 64
+static struct gemm_entry gemm_cache[GEMM_CACHE];
+static int               gemm_cache_next;
+static pthread_mutex_t   gemm_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static cudaDataType_t cuda_dtype(enum dtype dt)
+{
+    switch (dt) {
+    case DTYPE_F32:  return CUDA_R_32F;
+    case DTYPE_F16:  return CUDA_R_16F;
+    case DTYPE_BF16: return CUDA_R_16BF;
+    default:         ASSERT(!"gemm dtype not F32/F16/BF16");
+    }
+    return CUDA_R_32F;
+}
+
+/* Largest power of two (at most 256) dividing the address. */
+static uint32_t ptr_align(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    uint32_t  al = 256;
+
+    while (al > 1 && (a & (al - 1)))
+        al >>= 1;
+    return al;
+}
+
+static bool cache_find(const struct gemm_key *k, cublasLtMatmulAlgo_t *algo)
+{
+    bool hit = false;
+
+    pthread_mutex_lock(&gemm_cache_lock);
+    for (int i = 0; i < GEMM_CACHE && !hit; i++) {
+        if (gemm_cache[i].valid && memcmp(&gemm_cache[i].key, k, sizeof(*k)) == 0) {
+            *algo = gemm_cache[i].algo;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&gemm_cache_lock);
+    return hit;
+}
+
+static void cache_put(const struct gemm_key *k, const cublasLtMatmulAlgo_t *algo)
+{
+    pthread_mutex_lock(&gemm_cache_lock);
+    struct gemm_entry *e = &gemm_cache[gemm_cache_next];
+    gemm_cache_next = (gemm_cache_next + 1) % GEMM_CACHE;
+    e->key = *k;
+    e->algo = *algo;
+    e->valid = true;
+    pthread_mutex_unlock(&gemm_cache_lock);
+}
+
+void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                    const struct tensor *w, const struct tensor *b, bool accumulate)
+{
+    op_check_dense("linear.x", x, DEVICE_CUDA);
+    op_check_dense("linear.w", w, DEVICE_CUDA);
+    op_check_dense("linear.y", y, DEVICE_CUDA);
+    ASSERT(w->ndim == 2 && w->dtype == x->dtype);
+    ASSERT(y->dtype == x->dtype || y->dtype == DTYPE_F32);
+
+    int64_t K = op_cols(x), M = op_rows(x), N = w->shape[0];
+    ASSERT(w->shape[1] == K && op_cols(y) == N && op_rows(y) == M && y->ndim == x->ndim);
+    if (b) {
+        op_check_dense("linear.b", b, DEVICE_CUDA);
+        ASSERT(tensor_numel(b) == N);
+    }
+    if (M == 0 || N == 0)
+        return;
+    ASSERT(K > 0);
+
+    bool fuse_bias = b && b->dtype == y->dtype;
+    struct gemm_key key;
+    memset(&key, 0, sizeof(key));   /* padding too: the key is compared with memcmp */
+    key.M = M;
+    key.N = N;
+    key.K = K;
+    key.xt = x->dtype;
+    key.yt = y->dtype;
+    key.bias = fuse_bias;
+    key.beta = accumulate;
+    key.align[0] = ptr_align(w->data);
+    key.align[1] = ptr_align(x->data);
+    key.align[2] = ptr_align(y->data);
+    key.align[3] = fuse_bias ? ptr_align(b->data) : 256;
+    key.ws = ctx->workspace_size;
+
+    cublasLtMatmulDesc_t   op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasOperation_t      ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cudaDataType_t         xt = cuda_dtype(x->dtype), yt = cuda_dtype(y->dtype);
+
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (fuse_bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                    sizeof(epi)));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &b->data, sizeof(b->data)));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, xt, (uint64_t)K, (uint64_t)N, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, xt, (uint64_t)K, (uint64_t)M, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, yt, (uint64_t)N, (uint64_t)M, N));
+
+    cublasLtMatmulAlgo_t algo;
+    if (!cache_find(&key, &algo)) {
+        cublasLtMatmulPreference_t      pref;
+        cublasLtMatmulHeuristicResult_t res;
+        int                             nres = 0;
+        size_t                          ws = ctx->workspace_size;
+
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align[0], sizeof(uint32_t)));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align[1], sizeof(uint32_t)));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align[2], sizeof(uint32_t)));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align[2], sizeof(uint32_t)));
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &res,
+                                                    &nres));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        if (nres < 1)
+            s3d_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", "no algorithm",
+                      "cuBLASLt found no kernel for this GEMM");
+        algo = res.algo;
+        cache_put(&key, &algo);
+    }
+
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(ctx->lt, op, &alpha, w->data, la, x->data, lb, &beta, y->data, lc,
+                                y->data, lc, &algo, ctx->workspace, ctx->workspace_size,
+                                ctx->stream));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+    op_done(ctx, "linear");
+
+    if (b && !fuse_bias)
+        op_add_bias_cuda(ctx, y, y, b);
+}

@@ -1,0 +1,238 @@
+/*
+ * test_op_gemm.c - op_linear (y = x w^T + b [+ y]).
+ *
+ * CPU part (always): op_linear_cpu against a naive double-precision loop on
+ * small shapes, every dtype pair, with/without bias, accumulate; small-integer
+ * inputs must match exactly. GPU part: op_linear_cuda against op_linear_cpu
+ * over a shape table (1, odd sizes, the DINOv2 MLP shapes), guard bytes after
+ * every output, NaN/Inf counted by compare_f32.
+ */
+#include "harness.h"
+#include "log.h"
+#include "op_harness.h"
+#include "ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tolerances by output dtype for random N(0,1) inputs (|o - r| <= atol + rtol |r|). */
+static const struct tol {
+    enum dtype  out;
+    double      atol, rtol;
+    const char *why;
+} TOL[] = {
+    {DTYPE_F32,  2e-4, 2e-4, "fp32 sums of up to 4096 terms in a different order (~sqrt(K) eps |x||w|)"},
+    {DTYPE_F16,  2e-3, 2e-3, "one f16 rounding (2^-11 rel) of results that differ in fp32 order"},
+    {DTYPE_BF16, 2e-2, 1e-2, "one bf16 rounding (2^-8 rel), can flip at a tie: one bf16 ulp"},
+};
+
+static const struct tol *tol_for(enum dtype dt)
+{
+    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
+        if (TOL[i].out == dt)
+            return &TOL[i];
+    return &TOL[0];
+}
+
+struct gcase {
+    int64_t     M, N, K;
+    enum dtype  in, out;
+    bool        bias, acc, small_int;
+};
+
+/* Inputs (rounded to their dtypes) for one case: x (M,K), w (N,K), b (N), y0 (M,N). */
+struct gdata {
+    float *x, *w, *b, *y0;
+};
+
+static void gdata_make(struct gdata *d, const struct gcase *c, uint64_t seed)
+{
+    struct rng r;
+
+    rng_seed(&r, seed);
+    d->x  = malloc(sizeof(float) * (size_t)(c->M * c->K));
+    d->w  = malloc(sizeof(float) * (size_t)(c->N * c->K));
+    d->b  = malloc(sizeof(float) * (size_t)c->N);
+    d->y0 = malloc(sizeof(float) * (size_t)(c->M * c->N));
+    if (c->small_int) {
+        fill_small_int(&r, d->x, (size_t)(c->M * c->K), -3, 3);
+        fill_small_int(&r, d->w, (size_t)(c->N * c->K), -3, 3);
+        fill_small_int(&r, d->b, (size_t)c->N, -8, 8);
+        fill_small_int(&r, d->y0, (size_t)(c->M * c->N), -8, 8);
+    } else {
+        fill_normal(&r, d->x, (size_t)(c->M * c->K), 1.0f);
+        fill_normal(&r, d->w, (size_t)(c->N * c->K), 1.0f / sqrtf((float)c->K));
+        fill_normal(&r, d->b, (size_t)c->N, 0.5f);
+        fill_normal(&r, d->y0, (size_t)(c->M * c->N), 1.0f);
+    }
+    ot_round(d->x, (size_t)(c->M * c->K), c->in);
+    ot_round(d->w, (size_t)(c->N * c->K), c->in);
+    ot_round(d->b, (size_t)c->N, c->in);
+    ot_round(d->y0, (size_t)(c->M * c->N), c->out);
+}
+
+static void gdata_free(struct gdata *d)
+{
+    free(d->x);
+    free(d->w);
+    free(d->b);
+    free(d->y0);
+}
+
+static void case_label(char *buf, size_t n, const char *what, const struct gcase *c)
+{
+    snprintf(buf, n, "%s M%lld N%lld K%lld %s->%s%s%s%s", what, (long long)c->M, (long long)c->N,
+             (long long)c->K, dtype_name(c->in), dtype_name(c->out), c->bias ? " +b" : "",
+             c->acc ? " +=y" : "", c->small_int ? " int" : "");
+}
+
+/* Run op_linear_cpu on host copies of d; result (M*N floats) into out.
+ * Checks the guard after y. */
+static void run_cpu(const struct gcase *c, const struct gdata *d, float *out)
+{
+    struct tensor x = ot_host(c->in, SHAPE(c->M, c->K), d->x);
+    struct tensor w = ot_host(c->in, SHAPE(c->N, c->K), d->w);
+    struct tensor b = ot_host(c->in, SHAPE(c->N), d->b);
+    struct tensor y = ot_host(c->out, SHAPE(c->M, c->N), c->acc ? d->y0 : NULL);
+
+    op_linear_cpu(&y, &x, &w, c->bias ? &b : NULL, c->acc);
+    CHECK(ot_guard_ok(&y), "cpu guard after y");
+    ot_to_f32(&y, out);
+    ot_free(&x);
+    ot_free(&w);
+    ot_free(&b);
+    ot_free(&y);
+}
+
+static void test_cpu(void)
+{
+    static const struct gcase shapes[] = {
+        {1, 1, 1, 0, 0, 0, 0, 0},   {3, 5, 7, 0, 0, 0, 0, 0},   {17, 33, 65, 0, 0, 0, 0, 0},
+        {64, 48, 100, 0, 0, 0, 0, 0}, {70, 9, 130, 0, 0, 0, 0, 0},
+    };
+    static const enum dtype pairs[][2] = {
+        {DTYPE_F32, DTYPE_F32}, {DTYPE_F16, DTYPE_F16}, {DTYPE_F16, DTYPE_F32},
+        {DTYPE_BF16, DTYPE_BF16}, {DTYPE_BF16, DTYPE_F32},
+    };
+    char label[160];
+    int  k = 0;
+
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        for (size_t p = 0; p < sizeof(pairs) / sizeof(pairs[0]); p++) {
+            for (int v = 0; v < 3; v++, k++) {
+                struct gcase c = shapes[s];
+                struct gdata d;
+                c.in = pairs[p][0];
+                c.out = pairs[p][1];
+                c.bias = v != 0;
+                c.acc = v == 2;
+                c.small_int = (k % 2) == 1;
+                gdata_make(&d, &c, 1000 + (uint64_t)k);
+
+                float *out = malloc(sizeof(float) * (size_t)(c.M * c.N));
+                float *ref = malloc(sizeof(float) * (size_t)(c.M * c.N));
+                run_cpu(&c, &d, out);
+                for (int64_t i = 0; i < c.M; i++) {
+                    for (int64_t j = 0; j < c.N; j++) {
+                        double acc = 0;
+                        for (int64_t q = 0; q < c.K; q++)
+                            acc += (double)d.x[i * c.K + q] * d.w[j * c.K + q];
+                        if (c.bias)
+                            acc += d.b[j];
+                        if (c.acc)
+                            acc += d.y0[i * c.N + j];
+                        ref[i * c.N + j] = (float)acc;
+                    }
+                }
+                ot_round(ref, (size_t)(c.M * c.N), c.out);
+                const struct tol *t = tol_for(c.out);
+                case_label(label, sizeof(label), "cpu~naive", &c);
+                if (c.small_int)
+                    report_cmp(label, compare_f32(out, ref, (size_t)(c.M * c.N), 0, 0, -1));
+                else
+                    report_cmp(label, compare_f32(out, ref, (size_t)(c.M * c.N), t->atol, t->rtol, -1));
+                free(out);
+                free(ref);
+                gdata_free(&d);
+            }
+        }
+    }
+}
+
+static void test_gpu(void)
+{
+    static const struct gcase cases[] = {
+        /*  M     N     K    in          out         bias acc int */
+        {1,    1,    1,    DTYPE_F32,  DTYPE_F32,  1, 0, 0},
+        {1,    1,    1,    DTYPE_F16,  DTYPE_F16,  1, 0, 1},
+        {7,    13,   5,    DTYPE_F16,  DTYPE_F16,  1, 1, 0},
+        {7,    13,   5,    DTYPE_BF16, DTYPE_F32,  1, 0, 0},
+        {33,   17,   31,   DTYPE_F32,  DTYPE_F32,  1, 1, 0},
+        {100,  257,  129,  DTYPE_F16,  DTYPE_F32,  1, 1, 0},   /* f16 bias, f32 out: unfused bias */
+        {100,  257,  129,  DTYPE_BF16, DTYPE_BF16, 1, 0, 0},
+        {1374, 3072, 1024, DTYPE_F16,  DTYPE_F16,  1, 0, 0},   /* DINOv2 qkv */
+        {1374, 4096, 1024, DTYPE_F16,  DTYPE_F16,  1, 0, 1},   /* DINOv2 fc1, exact */
+        {1374, 1024, 4096, DTYPE_F16,  DTYPE_F32,  0, 1, 0},   /* fc2 into an f32 residual */
+        {1374, 1024, 4096, DTYPE_BF16, DTYPE_BF16, 1, 1, 1},
+        {4096, 1024, 1024, DTYPE_F32,  DTYPE_F32,  1, 0, 0},
+        {30000, 64,  128,  DTYPE_F16,  DTYPE_F16,  1, 0, 0},   /* decoder-sized M */
+    };
+    struct arena  a;
+    struct op_ctx ctx;
+    char          label[160];
+
+    if (!ot_gpu_begin(&a, &ctx, (size_t)1 << 30)) {
+        CHECK(0, "GPU set-up failed");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct gcase *c = &cases[i];
+        struct gdata d;
+        size_t mark = arena_mark(&a);
+
+        gdata_make(&d, c, 77 + i);
+        struct tensor hx = ot_host(c->in, SHAPE(c->M, c->K), d.x);
+        struct tensor hw = ot_host(c->in, SHAPE(c->N, c->K), d.w);
+        struct tensor hb = ot_host(c->in, SHAPE(c->N), d.b);
+        struct tensor hy = ot_host(c->out, SHAPE(c->M, c->N), c->acc ? d.y0 : NULL);
+        struct tensor x = ot_dev(&a, &hx), w = ot_dev(&a, &hw), b = ot_dev(&a, &hb);
+        struct tensor y = ot_dev(&a, &hy);
+
+        op_linear_cuda(&ctx, &y, &x, &w, c->bias ? &b : NULL, c->acc);
+        op_ctx_synchronize(&ctx);
+        float *out = malloc(sizeof(float) * (size_t)(c->M * c->N));
+        float *ref = malloc(sizeof(float) * (size_t)(c->M * c->N));
+        ot_to_f32(&y, out);
+        run_cpu(c, &d, ref);
+        const struct tol *t = tol_for(c->out);
+        case_label(label, sizeof(label), "cuda~cpu", c);
+        if (c->small_int)
+            report_cmp(label, compare_f32(out, ref, (size_t)(c->M * c->N), 0, 0, -1));
+        else
+            report_cmp(label, compare_f32(out, ref, (size_t)(c->M * c->N), t->atol, t->rtol, -1));
+        CHECK(ot_guard_ok(&y), "%s: guard after y", label);
+        free(out);
+        free(ref);
+        ot_free(&hx);
+        ot_free(&hw);
+        ot_free(&hb);
+        ot_free(&hy);
+        gdata_free(&d);
+        arena_release(&a, mark);
+    }
+    ot_gpu_end(&a, &ctx);
+}
+
+int main(void)
+{
+    log_init("test_op_gemm");
+    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
+        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
+               TOL[i].rtol, TOL[i].why);
+    test_cpu();
+    ot_skip_without_gpu("test_op_gemm");
+    test_gpu();
+    return harness_done("test_op_gemm");
+}
