@@ -1,0 +1,169 @@
+/*
+ * ops_image.h - image-space ops (NCHW): 2-D convolution, the k=2 s=2
+ * transposed convolution, GroupNorm, and resampling with PyTorch's
+ * F.interpolate semantics. MoGe's head and input resize are built from these.
+ *
+ * Conventions are those of ops.h: struct tensor views in PyTorch order,
+ * contiguous, F32/F16/BF16, fp32 math, one rounding into the output dtype,
+ * op_<name>_cpu on DEVICE_HOST tensors, op_<name>_cuda queued on ctx->stream,
+ * op_<name>() dispatching on the output's device. Shape or dtype mismatches
+ * are internal faults (ASSERT).
+ *
+ * Resampling formulas: /work/shared/spec/conditioning.md Appendix A; they
+ * follow ATen's CPU kernels (aten/src/ATen/native/UpSample.h and
+ * cpu/UpSampleKernel.cpp) and are checked against torch in tests/test_op_resize.c.
+ */
+#ifndef S3D_OPS_IMAGE_H
+#define S3D_OPS_IMAGE_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ----------------------------------------------------------------------------
+// convolution
+
+enum op_pad_mode {
+    OP_PAD_ZEROS,       /* nn.Conv2d default */
+    OP_PAD_REPLICATE,   /* padding_mode='replicate' (edge pixels repeated) */
+};
+
+/* y = conv2d(pad(x), w) + b, then ReLU when relu is set (nn.Conv2d with
+ * dilation 1, groups 1; the ReLU fuses MoGe's output block).
+ * x (N, Cin, H, W); w (Cout, Cin, KH, KW) with x's dtype; b (Cout) any float
+ * dtype or NULL; y (N, Cout, Ho, Wo) any float dtype, Ho = (H + 2 pad - KH) /
+ * stride + 1 (same for W). pad >= 0 on all four sides; with OP_PAD_REPLICATE
+ * pad < H and pad < W. fp32 accumulation. y must not overlap x.
+ * The CUDA op uses cuDNN (kernels/cuda/cudnn.cu); replicate padding is a
+ * separate copy into scratch memory taken from `scratch` (a device arena,
+ * released again before returning). */
+void op_conv2d_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                   const struct tensor *b, int stride, int pad, enum op_pad_mode mode, bool relu);
+void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                    const struct tensor *x, const struct tensor *w, const struct tensor *b,
+                    int stride, int pad, enum op_pad_mode mode, bool relu);
+
+/* nn.ConvTranspose2d(kernel_size=2, stride=2, padding=0):
+ *     y[n, co, 2i+dy, 2j+dx] = b[co] + sum_ci x[n, ci, i, j] * w[ci, co, dy, dx]
+ * x (N, Cin, H, W); w (Cin, Cout, 2, 2) with x's dtype; b (Cout) any float
+ * dtype or NULL; y (N, Cout, 2H, 2W) any float dtype. fp32 accumulation. */
+void op_conv_transpose2x2_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                              const struct tensor *b);
+void op_conv_transpose2x2_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                               const struct tensor *w, const struct tensor *b);
+
+// ----------------------------------------------------------------------------
+// GroupNorm
+
+/* nn.GroupNorm(groups, C, eps, affine) on x (N, C, ...): per (n, group) mean
+ * and biased variance over C/groups channels and all spatial positions (fp32
+ * statistics), y = (x - mean) * rsqrt(var + eps) * w[c] + b[c], then ReLU
+ * when relu is set (MoGe's GroupNorm -> ReLU pairs). x, y the same shape,
+ * any float dtypes; w, b (C) any float dtype or both NULL. C % groups == 0.
+ * In place allowed. */
+void op_groupnorm_cpu(struct tensor *y, const struct tensor *x, int groups,
+                      const struct tensor *w, const struct tensor *b, float eps, bool relu);
+void op_groupnorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                       int groups, const struct tensor *w, const struct tensor *b, float eps,
+                       bool relu);
+
+// ----------------------------------------------------------------------------
+// resampling (F.interpolate, align_corners=False)
+
+enum op_resize_mode {
+    OP_RESIZE_NEAREST,       /* mode='nearest' (legacy, floor(i * in/out)), A.1 */
+    OP_RESIZE_BILINEAR,      /* mode='bilinear', antialias=False, A.2 */
+    OP_RESIZE_BICUBIC,       /* mode='bicubic', antialias=False, A = -0.75, A.4 */
+    OP_RESIZE_BILINEAR_AA,   /* mode='bilinear', antialias=True (triangle filter), A.3 */
+    OP_RESIZE_BICUBIC_AA,    /* mode='bicubic', antialias=True (cubic, a = -0.5), A.3 */
+};
+
+/* y = F.interpolate(x, size=(Ho, Wo), mode, align_corners=False).
+ * x (..., H, W), y (..., Ho, Wo): the same leading dims, any float dtypes,
+ * H, W, Ho, Wo >= 1. scale_h / scale_w: the scale_factor passed to
+ * interpolate (then the source coordinate uses 1/scale_factor, not H/Ho, as
+ * ATen does when a scale factor is given; DINOv2's pos-embed resize relies on
+ * it), or 0 to use the sizes. Only OP_RESIZE_NEAREST, _BILINEAR and _BICUBIC
+ * accept a scale factor. The antialiased modes resample W first, then H, with
+ * an fp32 intermediate (ATen's CPU order); the others nest the H sum around
+ * the W sum. x may also be U8 (an image), read as (float)(v / 255.0), the
+ * pipeline's image_to_float. Must not overlap. */
+void op_resize_cpu(struct tensor *y, const struct tensor *x, enum op_resize_mode mode,
+                   double scale_h, double scale_w);
+void op_resize_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                    const struct tensor *x, enum op_resize_mode mode, double scale_h,
+                    double scale_w);
+
+/* Interpolation tables for one axis, shared by the CPU and CUDA ops and
+ * computed in fp32/double exactly as ATen computes them: output i reads taps
+ * op_resize_tap_index(mode, n_in, idx[i], j) for j < cnt[i] with weights
+ * wt[i * max_taps + j]. */
+/* Largest number of taps per output for a resampling of n_in to n_out. */
+int  op_resize_max_taps(enum op_resize_mode mode, int n_in, int n_out);
+/* Fill idx[n_out] (first source index, clamped where the mode clamps),
+ * cnt[n_out] (taps) and wt[n_out * max_taps] for one axis. scale: the
+ * scale_factor or 0 (see op_resize_cpu). */
+void op_resize_axis(enum op_resize_mode mode, int n_in, int n_out, double scale, int max_taps,
+                    int *idx, int *cnt, float *wt);
+/* Source index of tap j of output i for the axis tables above. */
+static inline int op_resize_tap_index(enum op_resize_mode mode, int n_in, int first, int j)
+{
+    int s = first + j;
+
+    if (mode == OP_RESIZE_BICUBIC)              /* taps i0-1 .. i0+2, clamped */
+        s = first - 1 + j;
+    if (mode == OP_RESIZE_BICUBIC || mode == OP_RESIZE_BILINEAR)
+        s = s < 0 ? 0 : s > n_in - 1 ? n_in - 1 : s;
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// dispatch on the output tensor's device
+
+static inline void op_conv2d(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                             const struct tensor *x, const struct tensor *w,
+                             const struct tensor *b, int stride, int pad, enum op_pad_mode mode,
+                             bool relu)
+{
+    if (y->device == DEVICE_CUDA)
+        op_conv2d_cuda(ctx, scratch, y, x, w, b, stride, pad, mode, relu);
+    else
+        op_conv2d_cpu(y, x, w, b, stride, pad, mode, relu);
+}
+
+static inline void op_conv_transpose2x2(const struct op_ctx *ctx, struct tensor *y,
+                                        const struct tensor *x, const struct tensor *w,
+                                        const struct tensor *b)
+{
+    if (y->device == DEVICE_CUDA)
+        op_conv_transpose2x2_cuda(ctx, y, x, w, b);
+    else
+        op_conv_transpose2x2_cpu(y, x, w, b);
+}
+
+static inline void op_groupnorm(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                                int groups, const struct tensor *w, const struct tensor *b,
+                                float eps, bool relu)
+{
+    if (y->device == DEVICE_CUDA)
+        op_groupnorm_cuda(ctx, y, x, groups, w, b, eps, relu);
+    else
+        op_groupnorm_cpu(y, x, groups, w, b, eps, relu);
+}
+
+static inline void op_resize(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                             const struct tensor *x, enum op_resize_mode mode, double scale_h,
+                             double scale_w)
+{
+    if (y->device == DEVICE_CUDA)
+        op_resize_cuda(ctx, scratch, y, x, mode, scale_h, scale_w);
+    else
+        op_resize_cpu(y, x, mode, scale_h, scale_w);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
