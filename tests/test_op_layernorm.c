@@ -1,0 +1,197 @@
+/*
+ * test_op_layernorm.c - op_layernorm (affine and not, any eps, dtype pairs).
+ *
+ * CPU part: op_layernorm_cpu against a double-precision formula on small
+ * shapes. GPU part: op_layernorm_cuda against the CPU op over a shape table
+ * (1 column, odd widths, DINOv2's 1374 x 1024, a 30000-row decoder shape),
+ * in place and not, with guard bytes after every output.
+ */
+#include "harness.h"
+#include "log.h"
+#include "op_harness.h"
+#include "ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static const struct tol {
+    enum dtype  out;
+    double      atol, rtol;
+    const char *why;
+} TOL[] = {
+    {DTYPE_F32,  1e-5, 1e-5, "fp32 statistics vs double: sums of C terms, |y| of a few units"},
+    {DTYPE_F16,  2e-3, 1e-3, "one f16 rounding (2^-11 rel); fp32-vs-double statistics can flip it"},
+    {DTYPE_BF16, 2e-2, 8e-3, "one bf16 rounding (2^-8 rel), one ulp flip allowed"},
+};
+
+static const struct tol *tol_for(enum dtype dt)
+{
+    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
+        if (TOL[i].out == dt)
+            return &TOL[i];
+    return &TOL[0];
+}
+
+struct lcase {
+    int64_t    R, C;
+    enum dtype in, out, par;
+    bool       affine, in_place;
+    float      eps;
+};
+
+/* x (R,C) with an offset so the mean matters, w, b (C); all rounded to their dtypes. */
+static void make_inputs(const struct lcase *c, uint64_t seed, float **x, float **w, float **b)
+{
+    struct rng r;
+
+    rng_seed(&r, seed);
+    *x = malloc(sizeof(float) * (size_t)(c->R * c->C));
+    *w = malloc(sizeof(float) * (size_t)c->C);
+    *b = malloc(sizeof(float) * (size_t)c->C);
+    fill_normal(&r, *x, (size_t)(c->R * c->C), 2.0f);
+    for (int64_t i = 0; i < c->R * c->C; i++)
+        (*x)[i] += 3.0f;
+    fill_normal(&r, *w, (size_t)c->C, 1.0f);
+    fill_normal(&r, *b, (size_t)c->C, 1.0f);
+    ot_round(*x, (size_t)(c->R * c->C), c->in);
+    ot_round(*w, (size_t)c->C, c->par);
+    ot_round(*b, (size_t)c->C, c->par);
+}
+
+static void label_of(char *buf, size_t n, const char *what, const struct lcase *c)
+{
+    snprintf(buf, n, "%s R%lld C%lld %s->%s%s%s eps%.0e", what, (long long)c->R, (long long)c->C,
+             dtype_name(c->in), dtype_name(c->out), c->affine ? " affine" : "",
+             c->in_place ? " in-place" : "", (double)c->eps);
+}
+
+/* op_layernorm on `dev` (host: CPU op; cuda: CUDA op); result into out. */
+static void run_op(const struct lcase *c, const float *xv, const float *wv, const float *bv,
+                   float *out, struct arena *a, const struct op_ctx *ctx)
+{
+    struct tensor hx = ot_host(c->in, SHAPE(c->R, c->C), xv);
+    struct tensor hw = ot_host(c->par, SHAPE(c->C), wv);
+    struct tensor hb = ot_host(c->par, SHAPE(c->C), bv);
+    struct tensor hy = ot_host(c->out, SHAPE(c->R, c->C), NULL);
+    struct tensor x = hx, w = hw, b = hb, y = hy;
+
+    if (ctx) {
+        x = ot_dev(a, &hx);
+        w = ot_dev(a, &hw);
+        b = ot_dev(a, &hb);
+        y = ot_dev(a, &hy);
+    }
+    struct tensor *yp = c->in_place ? &x : &y;
+    op_layernorm(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, c->eps);
+    if (ctx)
+        op_ctx_synchronize(ctx);
+    CHECK(ot_guard_ok(yp), "guard after y");
+    ot_to_f32(yp, out);
+    ot_free(&hx);
+    ot_free(&hw);
+    ot_free(&hb);
+    ot_free(&hy);
+}
+
+static void test_cpu(void)
+{
+    static const struct lcase cases[] = {
+        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
+        {3, 7, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 0, 1e-5f},
+        {5, 100, DTYPE_F16, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
+        {5, 100, DTYPE_F32, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f},
+        {9, 257, DTYPE_BF16, DTYPE_BF16, DTYPE_F32, 1, 1, 1e-6f},
+        {4, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-5f},
+    };
+    char label[160];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct lcase *c = &cases[i];
+        float *x, *w, *b;
+        make_inputs(c, 10 + i, &x, &w, &b);
+        float *out = malloc(sizeof(float) * (size_t)(c->R * c->C));
+        float *ref = malloc(sizeof(float) * (size_t)(c->R * c->C));
+        run_op(c, x, w, b, out, NULL, NULL);
+        for (int64_t r = 0; r < c->R; r++) {
+            double m = 0, v = 0;
+            for (int64_t j = 0; j < c->C; j++)
+                m += x[r * c->C + j];
+            m /= (double)c->C;
+            for (int64_t j = 0; j < c->C; j++)
+                v += (x[r * c->C + j] - m) * (x[r * c->C + j] - m);
+            v /= (double)c->C;
+            for (int64_t j = 0; j < c->C; j++) {
+                double y = (x[r * c->C + j] - m) / sqrt(v + (double)c->eps);
+                if (c->affine)
+                    y = y * w[j] + b[j];
+                ref[r * c->C + j] = (float)y;
+            }
+        }
+        ot_round(ref, (size_t)(c->R * c->C), c->out);
+        const struct tol *t = tol_for(c->out);
+        label_of(label, sizeof(label), "cpu~naive", c);
+        report_cmp(label, compare_f32(out, ref, (size_t)(c->R * c->C), t->atol, t->rtol, -1));
+        free(x);
+        free(w);
+        free(b);
+        free(out);
+        free(ref);
+    }
+}
+
+static void test_gpu(void)
+{
+    static const struct lcase cases[] = {
+        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
+        {1, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f},
+        {7, 33, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
+        {13, 1001, DTYPE_BF16, DTYPE_F32, DTYPE_BF16, 1, 0, 1e-5f},
+        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},  /* DINOv2 norm1, fp32 stream */
+        {1374, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
+        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 1, 1e-5f},  /* SLAT prenorm output */
+        {4096, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-6f},  /* flow norm1, in place */
+        {30000, 128, DTYPE_F16, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
+        {3, 2048, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 1, 1, 1e-6f},
+    };
+    struct arena  a;
+    struct op_ctx ctx;
+    char          label[160];
+
+    if (!ot_gpu_begin(&a, &ctx, (size_t)1 << 29)) {
+        CHECK(0, "GPU set-up failed");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct lcase *c = &cases[i];
+        size_t mark = arena_mark(&a);
+        float *x, *w, *b;
+        make_inputs(c, 100 + i, &x, &w, &b);
+        float *out = malloc(sizeof(float) * (size_t)(c->R * c->C));
+        float *ref = malloc(sizeof(float) * (size_t)(c->R * c->C));
+        run_op(c, x, w, b, out, &a, &ctx);
+        run_op(c, x, w, b, ref, NULL, NULL);
+        const struct tol *t = tol_for(c->out);
+        label_of(label, sizeof(label), "cuda~cpu", c);
+        report_cmp(label, compare_f32(out, ref, (size_t)(c->R * c->C), t->atol, t->rtol, -1));
+        free(x);
+        free(w);
+        free(b);
+        free(out);
+        free(ref);
+        arena_release(&a, mark);
+    }
+    ot_gpu_end(&a, &ctx);
+}
+
+int main(void)
+{
+    log_init("test_op_layernorm");
+    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
+        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
+               TOL[i].rtol, TOL[i].why);
+    test_cpu();
+    ot_skip_without_gpu("test_op_layernorm");
+    test_gpu();
+    return harness_done("test_op_layernorm");
+}
