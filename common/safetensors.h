@@ -1,0 +1,47 @@
+/*
+ * safetensors.h - the safetensors container: reader (into struct ckpt) and writer.
+ *
+ * Format (huggingface/safetensors): u64 little-endian N, then N bytes of JSON
+ *   {"name": {"dtype": "F32", "shape": [2,3], "data_offsets": [begin, end]}, ...,
+ *    "__metadata__": {"key": "value", ...}}
+ * then the data buffer; offsets are relative to the buffer (byte 8 + N). Tensors
+ * are contiguous, row-major, little-endian, and never overlap.
+ *
+ * Checks at open: N <= file size - 8 and N <= 100 MB (so 2^60 fails), valid JSON
+ * whose top level is an object, each entry an object with a known dtype string,
+ * a shape of non-negative integers (at most TENSOR_MAX_DIMS), two integer offsets
+ * with begin <= end <= buffer size and end - begin == numel * dtype size, no two
+ * tensors overlapping, no duplicate names, __metadata__ values all strings.
+ *
+ * Writer: header padded with spaces so the data starts at a multiple of 64 bytes;
+ * the file is written to "<path>.tmp.<pid>" and renamed over path, so a reader
+ * never sees a half-written file.
+ */
+#ifndef S3D_SAFETENSORS_H
+#define S3D_SAFETENSORS_H
+
+#include "ckpt.h"
+#include "tensor.h"
+
+#define SAFETENSORS_MAX_HEADER (100u << 20)
+
+/* Parse c->map[0..c->size) as safetensors, appending entries to c (unsorted)
+ * and setting c->meta. Returns 0 or S3D_EFORMAT with the reason in c->err. */
+int safetensors_parse(struct ckpt *c);
+
+/* Open path (no ":KEY") and require the safetensors format; logs failures.
+ * The same struct ckpt as ckpt_open, for artifacts. */
+int safetensors_open(struct ckpt *c, const char *path);
+
+struct st_write_item {
+    const char   *name;
+    struct tensor t;     /* host tensor, any strides; its logical contents are written */
+};
+
+/* Write n tensors and n_meta (key, value) string pairs (meta_kv[2*i], [2*i+1])
+ * to path atomically. Returns 0, S3D_EINVAL (duplicate/empty name, logged) or
+ * S3D_EIO (logged with the path and errno text; no file is left behind). */
+int safetensors_write(const char *path, const struct st_write_item *items, int n,
+                      const char *const *meta_kv, int n_meta);
+
+#endif
