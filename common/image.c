@@ -1,0 +1,614 @@
+/*
+ * image.c - PNG/JPEG decoding into PIL's pixel values, and a PNG writer.
+ *
+ * Both decoders first produce a "raw" picture in PIL's own mode for the file
+ * (L, LA, RGB, RGBA, P with its palette, I;16, CMYK), then raw_to_rgb() and
+ * raw_to_mask() apply the reference's rules (image.h explains them). libpng
+ * and libjpeg report errors through longjmp back into the decoder, never exit().
+ */
+#include "image.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <stdio.h>          /* before jpeglib.h, which uses FILE */
+
+#include <jerror.h>
+#include <jpeglib.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------
+// raw pictures in PIL's modes
+
+enum raw_mode {
+    RAW_L,      /* 1 sample; 1/2/4-bit gray already scaled to 0..255 (PIL "L", "1") */
+    RAW_LA,     /* 2 samples */
+    RAW_RGB,    /* 3 samples */
+    RAW_RGBA,   /* 4 samples */
+    RAW_P,      /* 1 sample = palette index; pal holds the RGB entries */
+    RAW_I16,    /* 16-bit gray (PIL "I;16"), in px16 */
+    RAW_CMYK,   /* 4 samples, as PIL holds them (Adobe files un-inverted) */
+};
+
+struct raw {
+    int            w;
+    int            h;
+    enum raw_mode  mode;
+    int            nc;          /* samples per pixel in px */
+    uint8_t       *px;          /* (h, w, nc), or NULL for RAW_I16 */
+    uint16_t      *px16;        /* (h, w) for RAW_I16 */
+    uint8_t        pal[256][3]; /* RAW_P: entries past npal are 0 */
+    int            npal;
+};
+
+static void raw_free(struct raw *r)
+{
+    free(r->px);
+    free(r->px16);
+    r->px = NULL;
+    r->px16 = NULL;
+}
+
+static int check_size(const char *name, int64_t w, int64_t h)
+{
+    if (w <= 0 || h <= 0 || w * h > IMAGE_MAX_PIXELS) {
+        log_error("%s: image size %lldx%lld is empty or larger than %lld pixels "
+                  "(HINT: downscale the image)", name, (long long)w, (long long)h,
+                  IMAGE_MAX_PIXELS);
+        return S3D_EFORMAT;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// PNG (libpng, reading from memory)
+
+struct png_src {
+    const uint8_t *buf;
+    size_t         len;
+    size_t         pos;
+    const char    *name;
+    char           msg[160];
+};
+
+static void png_read_mem(png_structp png, png_bytep out, png_size_t n)
+{
+    struct png_src *s = png_get_io_ptr(png);
+
+    if (n > s->len - s->pos)
+        png_error(png, "file is truncated");
+    memcpy(out, s->buf + s->pos, n);
+    s->pos += n;
+}
+
+static void png_on_error(png_structp png, png_const_charp msg)
+{
+    struct png_src *s = png_get_error_ptr(png);
+
+    snprintf(s->msg, sizeof(s->msg), "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void png_on_warning(png_structp png, png_const_charp msg)
+{
+    struct png_src *s = png_get_error_ptr(png);
+
+    log_debug("%s: libpng warning: %s", s->name, msg);
+}
+
+/* Decode a PNG into r. Returns 0 or S3D_EFORMAT / S3D_ENOMEM (logged). */
+static int png_decode(const uint8_t *buf, size_t len, const char *name, struct raw *r)
+{
+    struct png_src src = {.buf = buf, .len = len, .name = name};
+    png_structp    png;
+    png_infop      info = NULL;
+    png_bytep *volatile rows = NULL;
+    uint8_t *volatile   pix = NULL;
+    volatile int   rc = S3D_EFORMAT;
+    png_uint_32    w, h;
+    int            depth, ctype, interlace;
+    size_t         rowbytes;
+
+    memset(r, 0, sizeof(*r));
+    png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
+    if (!png)
+        return S3D_ENOMEM;
+    info = png_create_info_struct(png);
+    if (!info)
+        goto out_destroy;
+    if (setjmp(png_jmpbuf(png))) {
+        log_error("%s: corrupt or truncated PNG: %s (HINT: re-export the file)", name, src.msg);
+        rc = S3D_EFORMAT;
+        goto out_destroy;
+    }
+    png_set_read_fn(png, &src, png_read_mem);
+    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    png_read_info(png, info);
+    png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
+    if ((rc = check_size(name, w, h)) != 0)
+        goto out_destroy;
+    rc = S3D_EFORMAT;
+    r->w = (int)w;
+    r->h = (int)h;
+
+    switch (ctype) {
+    case PNG_COLOR_TYPE_GRAY:
+        r->mode = depth == 16 ? RAW_I16 : RAW_L;
+        r->nc = 1;
+        if (depth < 8)
+            png_set_expand_gray_1_2_4_to_8(png);   /* v * 255 / (2^d - 1), as PIL's L;2, L;4, 1 */
+        break;
+    case PNG_COLOR_TYPE_GRAY_ALPHA:
+        r->mode = RAW_LA;
+        r->nc = 2;
+        break;
+    case PNG_COLOR_TYPE_RGB:
+        r->mode = RAW_RGB;
+        r->nc = 3;
+        break;
+    case PNG_COLOR_TYPE_RGB_ALPHA:
+        r->mode = RAW_RGBA;
+        r->nc = 4;
+        break;
+    case PNG_COLOR_TYPE_PALETTE: {
+        png_colorp plte;
+        int        n = 0;
+
+        r->mode = RAW_P;
+        r->nc = 1;
+        if (depth < 8)
+            png_set_packing(png);                  /* one index per byte */
+        if (png_get_PLTE(png, info, &plte, &n) & PNG_INFO_PLTE) {
+            for (int i = 0; i < n && i < 256; i++) {
+                r->pal[i][0] = plte[i].red;
+                r->pal[i][1] = plte[i].green;
+                r->pal[i][2] = plte[i].blue;
+            }
+        }
+        r->npal = n;
+        break;
+    }
+    default:
+        log_error("%s: unsupported PNG colour type %d", name, ctype);
+        goto out_destroy;
+    }
+    if (depth == 16 && r->mode != RAW_I16)
+        png_set_strip_16(png);                     /* high byte, as PIL's "RGB;16B" etc. */
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    rowbytes = png_get_rowbytes(png, info);
+    if (rowbytes != (size_t)w * r->nc * (r->mode == RAW_I16 ? 2 : 1)) {
+        log_error("%s: unexpected PNG row size %zu", name, rowbytes);
+        goto out_destroy;
+    }
+    pix = malloc(rowbytes * h);
+    rows = malloc(sizeof(*rows) * h);
+    if (!pix || !rows) {
+        log_error("%s: out of memory for a %ux%u image", name, (unsigned)w, (unsigned)h);
+        rc = S3D_ENOMEM;
+        goto out_destroy;
+    }
+    for (png_uint_32 y = 0; y < h; y++)
+        rows[y] = pix + y * rowbytes;
+    png_read_image(png, rows);
+
+    if (r->mode == RAW_I16) {                      /* big-endian samples -> uint16 */
+        r->px16 = malloc(sizeof(uint16_t) * w * h);
+        if (!r->px16) {
+            rc = S3D_ENOMEM;
+            goto out_destroy;
+        }
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            r->px16[i] = (uint16_t)(pix[2 * i] << 8 | pix[2 * i + 1]);
+    } else {
+        r->px = pix;
+        pix = NULL;
+    }
+    rc = 0;
+out_destroy:
+    free(rows);
+    free(pix);
+    png_destroy_read_struct(&png, info ? &info : NULL, NULL);
+    if (rc != 0)
+        raw_free(r);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// JPEG (libjpeg-turbo, reading from memory)
+
+struct jpeg_err {
+    struct jpeg_error_mgr pub;
+    jmp_buf               jb;
+    int                   truncated;   /* libjpeg hit the end of the data */
+};
+
+static void jpeg_on_error(j_common_ptr cinfo)
+{
+    struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
+
+    longjmp(e->jb, 1);
+}
+
+/* Warnings: remember premature end of data (PIL raises "image file is truncated"
+ * there); other corruption warnings are ignored, as PIL ignores them. */
+static void jpeg_on_message(j_common_ptr cinfo, int level)
+{
+    struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
+
+    if (level < 0 && e->pub.msg_code == JWRN_JPEG_EOF)
+        e->truncated = 1;
+}
+
+/* Decode a JPEG into r. Returns 0 or S3D_EFORMAT / S3D_ENOMEM (logged). */
+static int jpeg_decode(const uint8_t *buf, size_t len, const char *name, struct raw *r)
+{
+    struct jpeg_decompress_struct cinfo;
+    struct jpeg_err               jerr;
+    volatile int                  rc = S3D_EFORMAT;
+    uint8_t *volatile             pix = NULL;
+    volatile int                  adobe_inverted = 0;
+
+    memset(r, 0, sizeof(*r));
+    memset(&jerr, 0, sizeof(jerr));
+    cinfo.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = jpeg_on_error;
+    jerr.pub.emit_message = jpeg_on_message;
+    if (setjmp(jerr.jb)) {
+        char msg[JMSG_LENGTH_MAX];
+
+        (*cinfo.err->format_message)((j_common_ptr)&cinfo, msg);
+        log_error("%s: corrupt JPEG: %s (HINT: re-export the file)", name, msg);
+        goto out_destroy;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, buf, (unsigned long)len);
+    jpeg_save_markers(&cinfo, JPEG_APP0 + 14, 0xffff);     /* keep Adobe for saw_Adobe_marker */
+    jpeg_read_header(&cinfo, TRUE);
+    if ((rc = check_size(name, cinfo.image_width, cinfo.image_height)) != 0)
+        goto out_destroy;
+    rc = S3D_EFORMAT;
+    r->w = (int)cinfo.image_width;
+    r->h = (int)cinfo.image_height;
+    switch (cinfo.jpeg_color_space) {
+    case JCS_GRAYSCALE:
+        cinfo.out_color_space = JCS_GRAYSCALE;
+        r->mode = RAW_L;
+        r->nc = 1;
+        break;
+    case JCS_YCbCr:
+    case JCS_RGB:
+        cinfo.out_color_space = JCS_RGB;
+        r->mode = RAW_RGB;
+        r->nc = 3;
+        break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        cinfo.out_color_space = JCS_CMYK;
+        r->mode = RAW_CMYK;
+        r->nc = 4;
+        adobe_inverted = cinfo.saw_Adobe_marker;   /* Pillow: rawmode "CMYK;I" */
+        break;
+    default:
+        log_error("%s: unsupported JPEG colour space %d (HINT: convert the image to RGB)",
+                  name, (int)cinfo.jpeg_color_space);
+        goto out_destroy;
+    }
+    cinfo.dct_method = JDCT_ISLOW;                 /* Pillow's defaults */
+    cinfo.do_fancy_upsampling = TRUE;
+    jpeg_start_decompress(&cinfo);
+    if ((int)cinfo.output_components != r->nc) {
+        log_error("%s: JPEG decodes to %d components, expected %d", name,
+                  cinfo.output_components, r->nc);
+        goto out_destroy;
+    }
+    pix = malloc((size_t)r->w * r->h * r->nc);
+    if (!pix) {
+        log_error("%s: out of memory for a %dx%d image", name, r->w, r->h);
+        rc = S3D_ENOMEM;
+        goto out_destroy;
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = pix + (size_t)cinfo.output_scanline * r->w * r->nc;
+
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    if (jerr.truncated) {
+        log_error("%s: JPEG data is truncated (HINT: the file is incomplete; re-download it)",
+                  name);
+        goto out_destroy;
+    }
+    jpeg_finish_decompress(&cinfo);
+    if (adobe_inverted) {
+        for (size_t i = 0; i < (size_t)r->w * r->h * 4; i++)
+            pix[i] = (uint8_t)(255 - pix[i]);
+    }
+    r->px = pix;
+    pix = NULL;
+    rc = 0;
+out_destroy:
+    jpeg_destroy_decompress(&cinfo);
+    free(pix);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// decode dispatch and conversions
+
+static int raw_decode(const void *buf, size_t len, const char *name, struct raw *r)
+{
+    static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const uint8_t       *b = buf;
+
+    memset(r, 0, sizeof(*r));
+    if (len >= 8 && memcmp(b, png_magic, 8) == 0)
+        return png_decode(b, len, name, r);
+    if (len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+        return jpeg_decode(b, len, name, r);
+    log_error("%s: not a PNG or JPEG file (first bytes %02x %02x %02x %02x) "
+              "(HINT: convert it to PNG)", name, len > 0 ? b[0] : 0, len > 1 ? b[1] : 0,
+              len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
+    return S3D_EFORMAT;
+}
+
+/* Pillow's MULDIV255: a * b / 255 rounded, in integers (libImaging/ImPlatform.h). */
+static inline int muldiv255(int a, int b)
+{
+    int t = a * b + 128;
+
+    return ((t >> 8) + t) >> 8;
+}
+
+/* PIL convert("RGB") for the raw mode (the reference's image[..., :3] for RGB/RGBA). */
+static int raw_to_rgb(const struct raw *r, const char *name, struct image *out)
+{
+    size_t   n = (size_t)r->w * r->h;
+    uint8_t *d = malloc(n * 3);
+
+    if (!d) {
+        log_error("%s: out of memory for a %dx%d image", name, r->w, r->h);
+        return S3D_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t       *o = d + 3 * i;
+        const uint8_t *p = r->px ? r->px + r->nc * i : NULL;
+
+        switch (r->mode) {
+        case RAW_L:
+        case RAW_LA:
+            o[0] = o[1] = o[2] = p[0];
+            break;
+        case RAW_RGB:
+        case RAW_RGBA:
+            o[0] = p[0];
+            o[1] = p[1];
+            o[2] = p[2];
+            break;
+        case RAW_P:
+            memcpy(o, r->pal[p[0]], 3);
+            break;
+        case RAW_I16:
+            o[0] = o[1] = o[2] = (uint8_t)(r->px16[i] >> 8);   /* deliberate: see image.h */
+            break;
+        case RAW_CMYK: {                                       /* Pillow Convert.c cmyk2rgb */
+            int nk = 255 - p[3];
+
+            o[0] = (uint8_t)(nk - muldiv255(p[0], nk));
+            o[1] = (uint8_t)(nk - muldiv255(p[1], nk));
+            o[2] = (uint8_t)(nk - muldiv255(p[2], nk));
+            break;
+        }
+        }
+    }
+    out->w = r->w;
+    out->h = r->h;
+    out->c = 3;
+    out->data = d;
+    return 0;
+}
+
+/* load_mask: astype(uint8) > 0 on the last channel of PIL's raw samples. */
+static int raw_to_mask(const struct raw *r, const char *name, struct image *out)
+{
+    size_t   n = (size_t)r->w * r->h;
+    size_t   differ = 0;
+    uint8_t *d = malloc(n);
+
+    if (!d) {
+        log_error("%s: out of memory for a %dx%d mask", name, r->w, r->h);
+        return S3D_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (r->mode == RAW_I16) {
+            d[i] = (r->px16[i] & 0xff) != 0;                  /* astype(uint8) wraps */
+            differ += d[i] != (r->px16[i] != 0);
+        } else {
+            d[i] = r->px[r->nc * i + r->nc - 1] != 0;
+        }
+    }
+    if (differ)
+        log_warn("%s: 16-bit gray mask: %zu pixels are nonzero but have a zero low byte; "
+                 "they are background, as in the reference's load_mask (HINT: save masks "
+                 "as 8-bit)", name, differ);
+    out->w = r->w;
+    out->h = r->h;
+    out->c = 1;
+    out->data = d;
+    return 0;
+}
+
+/* Decode buf into out as RGB or as a mask. */
+static int decode(const void *buf, size_t len, const char *name, bool as_mask,
+                  struct image *out)
+{
+    struct raw r;
+    int        rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = raw_decode(buf, len, name, &r)) != 0)
+        return rc;
+    rc = as_mask ? raw_to_mask(&r, name, out) : raw_to_rgb(&r, name, out);
+    raw_free(&r);
+    return rc;
+}
+
+int image_decode_rgb(const void *buf, size_t len, const char *name, struct image *out)
+{
+    return decode(buf, len, name, false, out);
+}
+
+int image_decode_mask(const void *buf, size_t len, const char *name, struct image *out)
+{
+    return decode(buf, len, name, true, out);
+}
+
+// ---------------------------------------------------------------------------
+// files
+
+/* Read a whole file into a malloc'ed buffer. Returns 0 or S3D_EIO / S3D_ENOMEM. */
+static int slurp(const char *path, uint8_t **buf, size_t *len)
+{
+    FILE    *f = fopen(path, "rb");
+    uint8_t *b = NULL;
+    long     n;
+    int      rc = S3D_EIO;
+
+    *buf = NULL;
+    *len = 0;
+    if (!f) {
+        log_error("%s: cannot open image file (HINT: check the path)", path);
+        return S3D_EIO;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        log_error("%s: cannot read image file (not a regular file?)", path);
+        goto out_close;
+    }
+    b = malloc(n > 0 ? (size_t)n : 1);
+    if (!b) {
+        rc = S3D_ENOMEM;
+        goto out_close;
+    }
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
+        log_error("%s: short read", path);
+        free(b);
+        goto out_close;
+    }
+    *buf = b;
+    *len = (size_t)n;
+    rc = 0;
+out_close:
+    fclose(f);
+    return rc;
+}
+
+/* Read path and decode it as RGB or as a mask. */
+static int load(const char *path, bool as_mask, struct image *out)
+{
+    uint8_t *buf;
+    size_t   len;
+    int      rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = slurp(path, &buf, &len)) != 0)
+        return rc;
+    rc = decode(buf, len, path, as_mask, out);
+    free(buf);
+    return rc;
+}
+
+int image_load_rgb(const char *path, struct image *out)
+{
+    return load(path, false, out);
+}
+
+int64_t image_count_nonzero(const struct image *mask)
+{
+    int64_t n = 0;
+    size_t  total = (size_t)mask->w * mask->h * mask->c;
+
+    for (size_t i = 0; i < total; i++)
+        n += mask->data[i] != 0;
+    return n;
+}
+
+int image_load_mask(const char *path, int expect_w, int expect_h, struct image *out)
+{
+    int rc = load(path, true, out);
+
+    if (rc != 0)
+        return rc;
+    if (expect_w > 0 && (out->w != expect_w || out->h != expect_h)) {
+        log_error("%s: mask is %dx%d but the image is %dx%d (HINT: the mask must have the "
+                  "image's exact size)", path, out->w, out->h, expect_w, expect_h);
+        image_free(out);
+        return S3D_ESHAPE;
+    }
+    if (image_count_nonzero(out) == 0) {
+        log_error("%s: mask is empty, no pixel is marked as the object (HINT: nonzero pixels "
+                  "of the last channel mark the object)", path);
+        image_free(out);
+        return S3D_EINVAL;
+    }
+    return 0;
+}
+
+void image_free(struct image *img)
+{
+    if (!img)
+        return;
+    free(img->data);
+    memset(img, 0, sizeof(*img));
+}
+
+// ---------------------------------------------------------------------------
+// PNG writer
+
+int image_write_png(const char *path, const struct image *img)
+{
+    static const int ctype[5] = {-1, PNG_COLOR_TYPE_GRAY, -1, PNG_COLOR_TYPE_RGB,
+                                 PNG_COLOR_TYPE_RGB_ALPHA};
+    FILE        *volatile f = NULL;
+    png_structp  png;
+    png_infop    info = NULL;
+    struct png_src err = {.name = path};
+    volatile int rc = S3D_EIO;
+
+    ASSERT(img->c == 1 || img->c == 3 || img->c == 4);
+    ASSERT(img->w > 0 && img->h > 0 && img->data);
+    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error, png_on_warning);
+    if (!png)
+        return S3D_ENOMEM;
+    info = png_create_info_struct(png);
+    if (!info)
+        goto out_destroy;
+    if (setjmp(png_jmpbuf(png))) {
+        log_error("%s: cannot write PNG: %s", path, err.msg);
+        rc = S3D_EIO;
+        goto out_destroy;
+    }
+    f = fopen(path, "wb");
+    if (!f) {
+        log_error("%s: cannot create file (HINT: check the directory exists and is writable)",
+                  path);
+        goto out_destroy;
+    }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, 8, ctype[img->c],
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < img->h; y++)
+        png_write_row(png, img->data + (size_t)y * img->w * img->c);
+    png_write_end(png, NULL);
+    rc = 0;
+out_destroy:
+    png_destroy_write_struct(&png, info ? &info : NULL);
+    if (f && fclose(f) != 0 && rc == 0) {
+        log_error("%s: write failed (disk full?)", path);
+        rc = S3D_EIO;
+    }
+    return rc;
+}

@@ -1,0 +1,299 @@
+/*
+ * test_image.c - PNG/JPEG decoding against PIL, mask rules of the reference's
+ * load_mask, error paths (truncated PNG, corrupt JPEG, wrong-size and empty
+ * masks, unsupported files), a 6000x4500 image, and the PNG writer.
+ *
+ * Fixtures: tests/fixtures/images/ from tools/ref/make_image_fixtures.py
+ * (manifest.txt; <stem>.rgb and <stem>.mask hold PIL's pixels). The real
+ * example images are checked by CRC-32 of PIL's pixels (examples.txt) when
+ * ../shared/examples (or $S3D_EXAMPLES) exists.
+ */
+#include "err.h"
+#include "harness.h"
+#include "image.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FIX "tests/fixtures/images"
+
+static uint32_t crc32_bytes(const uint8_t *p, size_t n)
+{
+    static uint32_t table[256];
+    uint32_t        c = 0xffffffffu;
+
+    if (!table[1]) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t v = i;
+
+            for (int k = 0; k < 8; k++)
+                v = (v & 1) ? 0xedb88320u ^ (v >> 1) : v >> 1;
+            table[i] = v;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+/* Count bytes that differ; print the first one. */
+static size_t diff_bytes(const char *what, const uint8_t *a, const uint8_t *b, size_t n)
+{
+    size_t bad = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) {
+            if (!bad)
+                printf("  %s: first difference at byte %zu: got %u want %u\n", what, i, a[i],
+                       b[i]);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+static void test_fixtures(void)
+{
+    FILE *f = fopen(FIX "/manifest.txt", "r");
+    char  name[128], mode[16];
+    int   w, h, n = 0;
+
+    CHECK(f != NULL, "missing " FIX "/manifest.txt");
+    if (!f)
+        return;
+    while (fscanf(f, "%127s %d %d %15s", name, &w, &h, mode) == 4) {
+        char          path[256], stem[128], ref_path[256];
+        struct image  img, mask;
+        uint8_t      *ref_rgb, *ref_mask;
+        size_t        len_rgb = 0, len_mask = 0, bad_rgb = 0, bad_mask = 0;
+        int           rc1, rc2;
+
+        snprintf(stem, sizeof(stem), "%.*s", (int)(strrchr(name, '.') - name), name);
+        snprintf(path, sizeof(path), FIX "/%s", name);
+        snprintf(ref_path, sizeof(ref_path), FIX "/%s.rgb", stem);
+        ref_rgb = read_file(ref_path, &len_rgb);
+        snprintf(ref_path, sizeof(ref_path), FIX "/%s.mask", stem);
+        ref_mask = read_file(ref_path, &len_mask);
+        CHECK(ref_rgb && len_rgb == (size_t)w * h * 3, "%s.rgb", stem);
+        CHECK(ref_mask && len_mask == (size_t)w * h, "%s.mask", stem);
+
+        rc1 = image_load_rgb(path, &img);
+        rc2 = image_load_mask(path, w, h, &mask);
+        CHECK(rc1 == 0 && img.w == w && img.h == h && img.c == 3, "%s rgb rc %d", name, rc1);
+        CHECK(rc2 == 0 && mask.w == w && mask.h == h && mask.c == 1, "%s mask rc %d", name, rc2);
+        if (rc1 == 0 && ref_rgb && len_rgb == (size_t)w * h * 3)
+            bad_rgb = diff_bytes(name, img.data, ref_rgb, len_rgb);
+        if (rc2 == 0 && ref_mask && len_mask == (size_t)w * h)
+            bad_mask = diff_bytes(name, mask.data, ref_mask, len_mask);
+        printf("%-28s %-5s %dx%d  rgb %s  mask %s\n", name, mode, w, h,
+               rc1 ? "ERR" : bad_rgb ? "DIFF" : "equal", rc2 ? "ERR" : bad_mask ? "DIFF" : "equal");
+        CHECK(bad_rgb == 0, "%s: %zu rgb bytes differ from PIL", name, bad_rgb);
+        CHECK(bad_mask == 0, "%s: %zu mask bytes differ from load_mask", name, bad_mask);
+        image_free(&img);
+        image_free(&mask);
+        free(ref_rgb);
+        free(ref_mask);
+        n++;
+    }
+    fclose(f);
+    CHECK(n >= 20, "only %d fixtures listed", n);
+}
+
+static void test_examples(void)
+{
+    const char *dir = getenv("S3D_EXAMPLES") ? getenv("S3D_EXAMPLES") : "../shared/examples";
+    FILE       *f = fopen(FIX "/examples.txt", "r");
+    char        rel[256], kind[8];
+    int         w, h;
+    unsigned    want;
+
+    CHECK(f != NULL, "missing " FIX "/examples.txt");
+    if (!f)
+        return;
+    if (access(dir, R_OK) != 0) {
+        printf("examples: %s not found, real-image checks not run (set S3D_EXAMPLES)\n", dir);
+        fclose(f);
+        return;
+    }
+    while (fscanf(f, "%255s %7s %d %d %x", rel, kind, &w, &h, &want) == 5) {
+        char         path[512];
+        struct image img;
+        int          rc;
+        uint32_t     got = 0;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, rel);
+        if (strcmp(kind, "rgb") == 0)
+            rc = image_load_rgb(path, &img);
+        else
+            rc = image_load_mask(path, w, h, &img);
+        if (rc == 0)
+            got = crc32_bytes(img.data, (size_t)img.w * img.h * img.c);
+        printf("example %-24s %-4s %dx%d crc %08x (PIL %08x) %s\n", rel, kind, img.w, img.h, got,
+               want, rc == 0 && got == want ? "equal" : "DIFFERENT");
+        CHECK(rc == 0 && img.w == w && img.h == h && got == want, "%s", rel);
+        image_free(&img);
+    }
+    fclose(f);
+}
+
+/* Decoding a damaged copy of a fixture must fail with code want. */
+static void expect_decode_error(const char *label, const uint8_t *buf, size_t len, int want)
+{
+    struct image img;
+    int          rc1 = image_decode_rgb(buf, len, label, &img);
+    int          rc2 = image_decode_mask(buf, len, label, &img);
+
+    printf("error case %-34s rc %s / %s\n", label, s3d_strerror(rc1), s3d_strerror(rc2));
+    CHECK(rc1 == want && rc2 == want, "%s: got %d %d want %d", label, rc1, rc2, want);
+    CHECK(img.data == NULL && img.w == 0, "%s: output not cleared", label);
+}
+
+static void test_errors(void)
+{
+    size_t       plen = 0, jlen = 0;
+    uint8_t     *png = read_file(FIX "/rgb8.png", &plen);
+    uint8_t     *jpg = read_file(FIX "/jpeg_420.jpg", &jlen);
+    uint8_t     *tmp;
+    struct image img;
+    const char  *junk = "GIF89a not a supported format";
+
+    CHECK(png && jpg, "fixtures missing");
+    if (!png || !jpg)
+        goto out;
+    tmp = malloc(plen > jlen ? plen : jlen);
+
+    expect_decode_error("empty buffer", png, 0, S3D_EFORMAT);
+    expect_decode_error("gif magic", (const uint8_t *)junk, strlen(junk), S3D_EFORMAT);
+    expect_decode_error("png signature only", png, 8, S3D_EFORMAT);
+    expect_decode_error("png cut inside IHDR", png, 20, S3D_EFORMAT);
+    expect_decode_error("png cut inside IDAT", png, plen / 2, S3D_EFORMAT);
+    expect_decode_error("png cut before IEND", png, plen - 20, S3D_EFORMAT);
+    memcpy(tmp, png, plen);
+    tmp[29] ^= 0x55;                                  /* IHDR CRC */
+    expect_decode_error("png bad IHDR crc", tmp, plen, S3D_EFORMAT);
+    memcpy(tmp, png, plen);
+    tmp[16] = 0x7f;                                   /* width 2^31-ish */
+    expect_decode_error("png absurd width", tmp, plen, S3D_EFORMAT);
+
+    expect_decode_error("jpeg magic only", jpg, 3, S3D_EFORMAT);
+    expect_decode_error("jpeg cut in header", jpg, 100, S3D_EFORMAT);
+    expect_decode_error("jpeg cut in scan data", jpg, jlen * 3 / 4, S3D_EFORMAT);
+    memcpy(tmp, jpg, jlen);
+    for (size_t i = 2; i + 1 < jlen; i++) {           /* SOF0 precision 8 -> 3 */
+        if (tmp[i] == 0xff && tmp[i + 1] == 0xc0) {
+            tmp[i + 4] = 3;
+            break;
+        }
+    }
+    expect_decode_error("jpeg bad SOF precision", tmp, jlen, S3D_EFORMAT);
+    memcpy(tmp, jpg, jlen);
+    for (size_t i = 2; i + 5 < jlen; i++) {           /* SOS names a component that is absent */
+        if (tmp[i] == 0xff && tmp[i + 1] == 0xda) {
+            tmp[i + 5] = 0x77;
+            break;
+        }
+    }
+    expect_decode_error("jpeg bad SOS component", tmp, jlen, S3D_EFORMAT);
+
+    CHECK(image_load_rgb("tests/fixtures/images/does-not-exist.png", &img) == S3D_EIO);
+    CHECK(image_load_rgb("tests/fixtures/images", &img) != 0, "a directory is not an image");
+    CHECK(image_load_mask(FIX "/rgba8.png", 36, 23, &img) == S3D_ESHAPE, "wrong width");
+    CHECK(image_load_mask(FIX "/rgba8.png", 37, 24, &img) == S3D_ESHAPE, "wrong height");
+    CHECK(img.data == NULL);
+    CHECK(image_load_mask(FIX "/rgba8.png", 0, 0, &img) == 0, "size check skipped");
+    image_free(&img);
+    image_free(&img);                                 /* idempotent */
+    image_free(NULL);
+    free(tmp);
+out:
+    free(png);
+    free(jpg);
+}
+
+static void test_writer_and_empty_mask(void)
+{
+    char         path[64];
+    struct image src = {.w = 5, .h = 3}, back, m;
+    uint8_t      px[5 * 3 * 4];
+
+    snprintf(path, sizeof(path), "/tmp/s3d_test_image_%d.png", (int)getpid());
+    for (int c = 1; c <= 4; c++) {
+        if (c == 2)
+            continue;
+        for (size_t i = 0; i < sizeof(px); i++)
+            px[i] = (uint8_t)(i * 37 % 251);
+        src.c = c;
+        src.data = px;
+        CHECK(image_write_png(path, &src) == 0, "write c=%d", c);
+        CHECK(image_load_rgb(path, &back) == 0 && back.w == 5 && back.h == 3, "read c=%d", c);
+        CHECK(image_load_mask(path, 5, 3, &m) == 0, "mask c=%d", c);
+        for (int i = 0; back.data && m.data && i < 15; i++) {
+            const uint8_t *p = px + i * c;
+
+            CHECK(back.data[3 * i] == p[0] && back.data[3 * i + 1] == p[c >= 3 ? 1 : 0] &&
+                  back.data[3 * i + 2] == p[c >= 3 ? 2 : 0], "pixel %d c=%d", i, c);
+            CHECK(m.data[i] == (p[c - 1] != 0), "mask pixel %d c=%d", i, c);
+        }
+        image_free(&back);
+        image_free(&m);
+    }
+    memset(px, 0, sizeof(px));
+    src.c = 1;
+    CHECK(image_write_png(path, &src) == 0);
+    CHECK(image_load_mask(path, 5, 3, &m) == S3D_EINVAL, "empty mask must be refused");
+    CHECK(image_load_rgb(path, &back) == 0, "an all-black image is fine");
+    image_free(&back);
+    unlink(path);
+    CHECK(image_write_png("/nonexistent-dir/x.png", &src) == S3D_EIO);
+}
+
+/* 6000x4500 RGB written with libpng here, then loaded (never committed). */
+static void test_large(void)
+{
+    enum { W = 6000, H = 4500 };
+    char         path[64];
+    struct image src = {.w = W, .h = H, .c = 3}, back, m;
+    bool         ok = true;
+
+    snprintf(path, sizeof(path), "/tmp/s3d_test_large_%d.png", (int)getpid());
+    src.data = malloc((size_t)W * H * 3);
+    CHECK(src.data != NULL);
+    if (!src.data)
+        return;
+    for (size_t y = 0; y < H; y++)
+        for (size_t x = 0; x < W; x++) {
+            uint8_t *p = src.data + (y * W + x) * 3;
+
+            p[0] = (uint8_t)x;
+            p[1] = (uint8_t)y;
+            p[2] = (uint8_t)((x / 64 + y / 64) & 1);  /* blue 0/1: the mask channel */
+        }
+    CHECK(image_write_png(path, &src) == 0);
+    CHECK(image_load_rgb(path, &back) == 0 && back.w == W && back.h == H);
+    CHECK(image_load_mask(path, W, H, &m) == 0);
+    if (back.data && m.data) {
+        ok = memcmp(back.data, src.data, (size_t)W * H * 3) == 0;
+        for (size_t i = 0; ok && i < (size_t)W * H; i++)
+            ok = m.data[i] == src.data[3 * i + 2];
+    }
+    printf("large %dx%d png: rgb and mask %s\n", W, H, ok ? "equal" : "DIFFERENT");
+    CHECK(ok);
+    image_free(&back);
+    image_free(&m);
+    free(src.data);
+    unlink(path);
+}
+
+int main(void)
+{
+    log_init("test_image");
+    test_fixtures();
+    test_examples();
+    test_errors();
+    test_writer_and_empty_mask();
+    test_large();
+    return harness_done("test_image");
+}
