@@ -33,9 +33,11 @@ enum op_pad_mode {
 /* y = conv2d(pad(x), w) + b, then ReLU when relu is set (nn.Conv2d with
  * dilation 1, groups 1; the ReLU fuses MoGe's output block).
  * x (N, Cin, H, W); w (Cout, Cin, KH, KW) with x's dtype; b (Cout) any float
- * dtype or NULL; y (N, Cout, Ho, Wo) any float dtype, Ho = (H + 2 pad - KH) /
- * stride + 1 (same for W). pad >= 0 on all four sides; with OP_PAD_REPLICATE
- * pad < H and pad < W. fp32 accumulation. y must not overlap x.
+ * dtype or NULL; y (N, Cout, Ho, Wo) any float dtype on the CPU, x's dtype on
+ * CUDA (cuDNN writes x's type), Ho = (H + 2 pad - KH) /
+ * stride + 1 (same for W). pad >= 0 on all four sides (replicate padding
+ * works for any size, like F.pad(mode='replicate')). fp32 accumulation.
+ * y must not overlap x.
  * The CUDA op uses cuDNN (kernels/cuda/cudnn.cu); replicate padding is a
  * separate copy into scratch memory taken from `scratch` (a device arena,
  * released again before returning). */
@@ -62,12 +64,13 @@ void op_conv_transpose2x2_cuda(const struct op_ctx *ctx, struct tensor *y, const
  * statistics), y = (x - mean) * rsqrt(var + eps) * w[c] + b[c], then ReLU
  * when relu is set (MoGe's GroupNorm -> ReLU pairs). x, y the same shape,
  * any float dtypes; w, b (C) any float dtype or both NULL. C % groups == 0.
- * In place allowed. */
+ * In place allowed. The CUDA op takes a few KB of statistics from scratch
+ * (a device arena), released before it returns. */
 void op_groupnorm_cpu(struct tensor *y, const struct tensor *x, int groups,
                       const struct tensor *w, const struct tensor *b, float eps, bool relu);
-void op_groupnorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                       int groups, const struct tensor *w, const struct tensor *b, float eps,
-                       bool relu);
+void op_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                       const struct tensor *x, int groups, const struct tensor *w,
+                       const struct tensor *b, float eps, bool relu);
 
 // ----------------------------------------------------------------------------
 // resampling (F.interpolate, align_corners=False)
@@ -143,12 +146,12 @@ static inline void op_conv_transpose2x2(const struct op_ctx *ctx, struct tensor 
         op_conv_transpose2x2_cpu(y, x, w, b);
 }
 
-static inline void op_groupnorm(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                                int groups, const struct tensor *w, const struct tensor *b,
-                                float eps, bool relu)
+static inline void op_groupnorm(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                                const struct tensor *x, int groups, const struct tensor *w,
+                                const struct tensor *b, float eps, bool relu)
 {
     if (y->device == DEVICE_CUDA)
-        op_groupnorm_cuda(ctx, y, x, groups, w, b, eps, relu);
+        op_groupnorm_cuda(ctx, scratch, y, x, groups, w, b, eps, relu);
     else
         op_groupnorm_cpu(y, x, groups, w, b, eps, relu);
 }
