@@ -213,6 +213,22 @@ def main():
         with open(os.path.join(OUT, f"hostile_p{proto}.pkl"), "wb") as f:
             pickle.dump({"x": [1, 2], "evil": Hostile()}, f, protocol=proto)
 
+    # 6b. plain pickles of every value type the unpickler knows, protocols 2, 4 and 5
+    #     (tests/test_pickle.c checks each value), and a torch file with a cycle
+    shared = [7, 8]
+    values = {"ints": [0, 1, -1, 255, 256, 65535, 65536, -2**31, 2**31, 2**63 - 1, -2**63],
+              "big": 2**70, "f": 1.5, "neg_f": -0.25, "s": "h\u00e9llo", "b": b"\x00\xffz",
+              "t": (1, 2, 3), "t0": (), "t1": ("x",), "set": {5}, "fs": frozenset({6}),
+              "none": None, "bools": [True, False], "shared": (shared, shared),
+              "obj": HyperCfg(), "od": collections.OrderedDict([("k", 1)]),
+              "long_list": list(range(1200))}
+    for proto in (2, 4, 5):
+        with open(os.path.join(OUT, f"types_p{proto}.pkl"), "wb") as f:
+            pickle.dump(values, f, protocol=proto)
+    cyc = []
+    cyc.append(cyc)
+    torch.save({"w": rnd(2), "cycle": cyc}, os.path.join(OUT, "cycle.pt"))
+
     # 7. a deflate-compressed copy of plain.pt (the reader accepts only stored entries)
     src = os.path.join(OUT, "plain.pt")
     with zipfile.ZipFile(src) as zin, \
