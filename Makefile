@@ -6,6 +6,7 @@
 #   make test-gpu        only the GPU op tests (on the GPU machine)
 #   make test-sanitize   ASan + UBSan build of the unit tests, then run them
 #   make fuzz            each fuzz target for FUZZ_SECONDS (libFuzzer, clang)
+#   make dev             kernel workshops in kernels/dev (GPU benches)
 #   make demo            install missing packages, build, run the example
 #   make deps            install the Debian packages the build needs
 
@@ -82,7 +83,14 @@ $(ORCH_BIN): $(ORCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(filter-out $(LIB),$^) $(LIB) $(LDLIBS) -o $@
+
+# tests/test_<stage>.c also links that stage's model code (stages/<stage>/ without main.c)
+define STAGE_TEST_RULE
+$(BUILD)/tests/test_$(1): $(patsubst %.c,$(BUILD)/%.o,$(filter-out stages/$(1)/main.c,$(wildcard stages/$(1)/*.c))) \
+        $(patsubst %.cu,$(BUILD)/%.o,$(wildcard stages/$(1)/*.cu))
+endef
+$(foreach s,$(STAGE_DIRS),$(if $(wildcard tests/test_$(s).c),$(eval $(call STAGE_TEST_RULE,$(s)))))
 
 # ---------------------------------------------------------------- tests
 test: all
@@ -106,6 +114,16 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
 
 fuzz: $(FUZZ_BINS)
 	@tests/fuzz/run_fuzz.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+
+# kernel workshops: kernels/dev/NAME.cu -> build/dev/NAME (GPU benches, run by hand)
+DEV_SRC  := $(wildcard kernels/dev/*.cu)
+DEV_BINS := $(DEV_SRC:kernels/dev/%.cu=$(BUILD)/dev/%)
+$(BUILD)/dev/%: $(BUILD)/kernels/dev/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+.PHONY: dev
+dev: $(DEV_BINS)
 
 deps:
 	@tools/install_deps.sh
