@@ -52,12 +52,14 @@ TEST_SUPPORT_SRC := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BINS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
+TOOL_BINS  := $(TOOL_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all test test-gpu test-sanitize fuzz demo deps clean
 .SECONDARY:
-all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS)
+all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS) $(TOOL_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -91,6 +93,10 @@ $(BUILD)/tests/test_$(1): $(patsubst %.c,$(BUILD)/%.o,$(filter-out stages/$(1)/m
         $(patsubst %.cu,$(BUILD)/%.o,$(wildcard stages/$(1)/*.cu))
 endef
 $(foreach s,$(STAGE_DIRS),$(if $(wildcard tests/test_$(s).c),$(eval $(call STAGE_TEST_RULE,$(s)))))
+
+# test-only programs (tests/tools/*.c, e.g. the echo stage) used by test scripts
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # ---------------------------------------------------------------- tests
 test: all

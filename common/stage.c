@@ -1,0 +1,818 @@
+/*
+ * stage.c - options, serve loop, --once and --check-weights for stage executables.
+ * Contract: stage.h. Test: tests/test_stage.c with tests/tools/echo_stage.c.
+ *
+ * The serve loop is the zguide's cellular wall: anything wrong with a request
+ * (framing, header, inputs, paths, the stage's own validation) becomes an error
+ * reply and the loop continues; an internal fault aborts the process.
+ */
+#include "stage.h"
+
+#include "err.h"
+#include "jobdir.h"
+#include "log.h"
+#include "safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define STAGE_DEFAULT_ARENA (256u << 20)
+
+/* Process state of the one stage this executable serves. */
+struct stage_state {
+    const struct stage_opts *opts;
+    const struct stage_ops  *ops;
+    void                    *model;
+    bool                     loaded;
+    struct arena             arena;       /* host request arena */
+    int64_t                  requests;
+    double                   load_ms, last_run_ms, total_run_ms;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// ---------------------------------------------------------------- options
+
+static void usage(FILE *f, const char *name)
+{
+    fprintf(f,
+        "usage: sam3d-%s --weights FILE[:KEY] --listen ENDPOINT [options]\n"
+        "       sam3d-%s --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]\n"
+        "       sam3d-%s --weights FILE --check-weights\n"
+        "\n"
+        "  --weights FILE[:KEY]   checkpoint to read (KEY: sub-dictionary / name prefix)\n"
+        "  --listen ENDPOINT      ZeroMQ REP endpoint, e.g. ipc:///dev/shm/s3d-1-0/%s.sock;\n"
+        "                         tcp:// beyond loopback needs --curve-secret\n"
+        "  --device cuda:N|cpu    where to run (default cuda:0 when a GPU is usable, else cpu)\n"
+        "  --precision fp16|fp32  weight/activation precision on the GPU (default fp16)\n"
+        "  --once IN_DIR OUT_DIR  run one request: inputs are every tensor of\n"
+        "                         IN_DIR/*.safetensors, outputs go to OUT_DIR\n"
+        "  --param KEY=VALUE      a request param for --once (bool, int, float or string)\n"
+        "  --dump DIR             write intermediate activations there (safetensors)\n"
+        "  --check-weights        bind every weight, report, exit 0/1 without running\n"
+        "  --curve-secret Z85     CURVE server secret key (or env S3D_CURVE_SECRET)\n"
+        "  --help                 this text\n",
+        name, name, name, name);
+}
+
+static int bad_opt(const char *name, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    usage(stderr, name);
+    return S3D_EINVAL;
+}
+
+int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **argv)
+{
+    const char *env = getenv("S3D_CURVE_SECRET");
+    bool device_set = false;
+
+    memset(o, 0, sizeof(*o));
+    o->name = name;
+    o->precision = STAGE_FP16;
+    o->curve_secret = (env && *env) ? env : NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has1 = i + 1 < argc;
+
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout, name);
+            return 1;
+        } else if (!strcmp(a, "--check-weights")) {
+            o->check_weights = true;
+        } else if (!strcmp(a, "--once")) {
+            if (i + 2 >= argc)
+                return bad_opt(name, "%s needs IN_DIR and OUT_DIR", a);
+            o->once_in = argv[++i];
+            o->once_out = argv[++i];
+        } else if (!has1) {
+            return bad_opt(name, "unknown option or missing value: %s", a);
+        } else if (!strcmp(a, "--weights")) {
+            o->weights = argv[++i];
+        } else if (!strcmp(a, "--listen")) {
+            o->listen = argv[++i];
+        } else if (!strcmp(a, "--dump")) {
+            o->dump = argv[++i];
+        } else if (!strcmp(a, "--curve-secret")) {
+            o->curve_secret = argv[++i];
+        } else if (!strcmp(a, "--param")) {
+            if (!strchr(argv[i + 1], '=') || argv[i + 1][0] == '=')
+                return bad_opt(name, "--param wants KEY=VALUE, got '%s'", argv[i + 1]);
+            if (o->n_params >= WIRE_MAX_PARAMS)
+                return bad_opt(name, "too many --param (at most %s)", "48");
+            o->params[o->n_params++] = argv[++i];
+        } else if (!strcmp(a, "--precision")) {
+            const char *v = argv[++i];
+
+            if (!strcmp(v, "fp16"))
+                o->precision = STAGE_FP16;
+            else if (!strcmp(v, "fp32"))
+                o->precision = STAGE_FP32;
+            else
+                return bad_opt(name, "--precision must be fp16 or fp32, got '%s'", v);
+        } else if (!strcmp(a, "--device")) {
+            const char *v = argv[++i];
+            char *end;
+
+            device_set = true;
+            if (!strcmp(v, "cpu")) {
+                o->device = -1;
+            } else if (!strncmp(v, "cuda:", 5) && v[5]) {
+                long n = strtol(v + 5, &end, 10);
+
+                if (*end || n < 0 || n > 64)
+                    return bad_opt(name, "--device must be cpu or cuda:N, got '%s'", v);
+                o->device = (int)n;
+            } else if (!strcmp(v, "cuda")) {
+                o->device = 0;
+            } else {
+                return bad_opt(name, "--device must be cpu or cuda:N, got '%s'", v);
+            }
+        } else {
+            return bad_opt(name, "unknown option: %s", a);
+        }
+    }
+    if (!o->check_weights && !o->once_in && !o->listen)
+        return bad_opt(name, "%s", "one of --listen ENDPOINT, --once IN_DIR OUT_DIR or "
+                       "--check-weights is needed");
+    if (!device_set)
+        o->device = s3d_cuda_available() ? 0 : -1;
+    return 0;
+}
+
+// ---------------------------------------------------------------- request helpers
+
+int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(rq->err, sizeof(rq->err), fmt, ap);
+    va_end(ap);
+    log_error("req %lld: %s", (long long)rq->msg->id, rq->err);
+    return code;
+}
+
+const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
+                                 const int64_t *shape, int ndim)
+{
+    char got[128], want[128];
+
+    for (int i = 0; i < rq->n_in; i++) {
+        const struct tensor *t = &rq->in[i].t;
+        bool ok;
+
+        if (strcmp(rq->in[i].desc->name, name) != 0)
+            continue;
+        ok = t->dtype == dt && (!shape || t->ndim == ndim);
+        for (int d = 0; ok && shape && d < ndim; d++)
+            ok = shape[d] < 0 || shape[d] == t->shape[d];
+        if (ok)
+            return t;
+        tensor_shape_str(t->shape, t->ndim, got, sizeof(got));
+        if (shape)
+            tensor_shape_str(shape, ndim, want, sizeof(want));
+        else
+            snprintf(want, sizeof(want), "(any shape)");
+        stage_fail(rq, S3D_ESHAPE, "input '%s': expected %s %s, got %s %s (-1 = any size)",
+                   name, dtype_name(dt), want, dtype_name(t->dtype), got);
+        return NULL;
+    }
+    stage_fail(rq, S3D_ESHAPE, "input '%s' is missing from the request. HINT: check the "
+               "pipeline's input lines for stage '%s'", name, rq->opts->name);
+    return NULL;
+}
+
+struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
+                            const int64_t *shape, int ndim)
+{
+    struct tensor *t;
+    size_t bytes = dtype_size(dt);
+    void *p;
+
+    if (rq->n_out >= WIRE_MAX_TENSORS || strlen(name) >= WIRE_KEY_MAX || !name[0]) {
+        stage_fail(rq, S3D_EINVAL, "output '%s': too many outputs or a bad name", name);
+        return NULL;
+    }
+    for (int i = 0; i < rq->n_out; i++)
+        if (!strcmp(rq->out_name[i], name)) {
+            stage_fail(rq, S3D_EINVAL, "output '%s' written twice", name);
+            return NULL;
+        }
+    ASSERT(ndim >= 0 && ndim <= TENSOR_MAX_DIMS);
+    for (int d = 0; d < ndim; d++) {
+        ASSERT(shape[d] >= 0);
+        bytes *= (size_t)shape[d];
+    }
+    p = arena_alloc(rq->arena, bytes ? bytes : 1);
+    if (!p) {
+        stage_fail(rq, S3D_ENOMEM, "output '%s' (%zu bytes) does not fit the request arena "
+                   "(%zu of %zu bytes used)", name, bytes, rq->arena->used, rq->arena->size);
+        return NULL;
+    }
+    strcpy(rq->out_name[rq->n_out], name);
+    t = &rq->out[rq->n_out++];
+    *t = tensor_view(p, dt, DEVICE_HOST, shape, ndim);
+    return t;
+}
+
+int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t out_len)
+{
+    const char *p = wire_get_str(rq->msg, key, NULL);
+
+    if (!p)
+        return stage_fail(rq, S3D_EINVAL, "param '%s' (a path string) is missing", key);
+    if (!rq->in_dir)
+        return stage_fail(rq, S3D_EINVAL, "param '%s': a path needs a job directory "
+                          "(param 'job')", key);
+    if (jobdir_resolve(rq->in_dir, p, false, out, out_len) != 0)
+        return stage_fail(rq, S3D_EINVAL, "param '%s': '%s' is missing or not inside '%s'",
+                          key, p, rq->in_dir);
+    return 0;
+}
+
+bool stage_endpoint_is_local(const char *ep)
+{
+    static const char *const local[] = {
+        "tcp://127.", "tcp://localhost:", "tcp://[::1]:", "tcp://lo:",
+    };
+
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return true;
+    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++)
+        if (!strncmp(ep, local[i], strlen(local[i])))
+            return true;
+    return false;
+}
+
+// ---------------------------------------------------------------- one request
+
+static bool shape_eq(const int64_t *a, int na, const int64_t *b, int nb)
+{
+    if (na != nb)
+        return false;
+    for (int d = 0; d < na; d++)
+        if (a[d] != b[d])
+            return false;
+    return true;
+}
+
+/* Map each input descriptor to a host tensor: frames as they are, shm files
+ * opened (inside in_dir only) and matched by key, dtype and shape. */
+static int open_inputs(struct stage_req *rq)
+{
+    for (int i = 0; i < rq->msg->n_tensors; i++) {
+        const struct wire_tensor *d = &rq->msg->tensors[i];
+        struct stage_input *in = &rq->in[rq->n_in];
+        const struct ckpt_entry *e;
+        struct ckpt *c;
+        const char *key = d->key[0] ? d->key : d->name;
+        char path[PATH_MAX], got[128], want[128];
+
+        in->desc = d;
+        if (d->frame >= 0) {
+            in->t = tensor_view((void *)d->data, d->dtype, DEVICE_HOST, d->shape, d->ndim);
+            rq->n_in++;
+            continue;
+        }
+        if (!rq->in_dir)
+            return stage_fail(rq, S3D_EINVAL, "input '%s': an shm tensor needs a job "
+                              "directory (param 'job')", d->name);
+        if (jobdir_resolve(rq->in_dir, d->shm, false, path, sizeof(path)) != 0)
+            return stage_fail(rq, S3D_EINVAL, "input '%s': '%s' is missing or not inside "
+                              "the job directory '%s'", d->name, d->shm, rq->in_dir);
+        c = NULL;
+        for (int f = 0; f < rq->n_files; f++)
+            if (!strcmp(rq->files[f].path, path))
+                c = &rq->files[f];
+        if (!c) {
+            c = &rq->files[rq->n_files];
+            if (safetensors_open(c, path) != 0)
+                return stage_fail(rq, S3D_EFORMAT, "input '%s': '%s' is not a readable "
+                                  "safetensors file", d->name, path);
+            rq->n_files++;
+        }
+        e = ckpt_find(c, key);
+        if (!e)
+            return stage_fail(rq, S3D_ENOTFOUND, "input '%s': no tensor '%s' in '%s'",
+                              d->name, key, path);
+        in->t = ckpt_entry_tensor(e);
+        if (e->dtype != d->dtype || !shape_eq(e->shape, e->ndim, d->shape, d->ndim)) {
+            tensor_shape_str(e->shape, e->ndim, got, sizeof(got));
+            tensor_shape_str(d->shape, d->ndim, want, sizeof(want));
+            return stage_fail(rq, S3D_ESHAPE, "input '%s': the request says %s %s but '%s' "
+                              "holds %s %s", d->name, dtype_name(d->dtype), want, path,
+                              dtype_name(e->dtype), got);
+        }
+        rq->n_in++;
+    }
+    return 0;
+}
+
+static void close_inputs(struct stage_req *rq)
+{
+    for (int f = 0; f < rq->n_files; f++)
+        ckpt_close(&rq->files[f]);
+    rq->n_files = 0;
+    rq->n_in = 0;
+}
+
+/* Write the outputs to out_dir/<out> and describe them in rep (shm), or attach
+ * them to rep as frames when out_dir is NULL. */
+static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
+{
+    struct st_write_item items[WIRE_MAX_TENSORS];
+    const char *out = wire_get_str(rq->msg, "out", NULL);
+    char file[WIRE_KEY_MAX + 16], path[PATH_MAX], want[PATH_MAX];
+    int n;
+
+    if (!rq->out_dir) {
+        for (int i = 0; i < rq->n_out; i++)
+            wire_add_frame(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
+                           rq->out[i].ndim, rq->out[i].data);
+        return 0;
+    }
+    if (out)
+        n = snprintf(file, sizeof(file), "%s", out);
+    else
+        n = snprintf(file, sizeof(file), "%s.safetensors", rq->opts->name);
+    if (n < 0 || (size_t)n >= sizeof(file) || !file[0] || strchr(file, '/') ||
+        !strcmp(file, ".") || !strcmp(file, ".."))
+        return stage_fail(rq, S3D_EINVAL, "param 'out' must be a plain file name, got '%s'",
+                          file);
+    n = snprintf(want, sizeof(want), "%s/%s", rq->out_dir, file);
+    if (n < 0 || (size_t)n >= sizeof(want) ||
+        jobdir_resolve(rq->out_dir, want, true, path, sizeof(path)) != 0)
+        return stage_fail(rq, S3D_EINVAL, "output file '%s' is not inside '%s'", file,
+                          rq->out_dir);
+    for (int i = 0; i < rq->n_out; i++) {
+        items[i].name = rq->out_name[i];
+        items[i].t = rq->out[i];
+    }
+    if (safetensors_write(path, items, rq->n_out, NULL, 0) != 0)
+        return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s'", path);
+    for (int i = 0; i < rq->n_out; i++)
+        wire_add_shm(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
+                     rq->out[i].ndim, path);
+    return 0;
+}
+
+static int do_load(struct stage_state *s, char *err, size_t err_len)
+{
+    double t0 = now_ms();
+    int rc;
+
+    if (s->loaded)
+        return 0;
+    rc = s->ops->load ? s->ops->load(s->model, s->opts) : 0;
+    if (rc) {
+        snprintf(err, err_len, "load failed (%s): the weights '%s' could not be loaded; the "
+                 "stage log says why", s3d_strerror(rc), s->opts->weights ? s->opts->weights
+                 : "(none)");
+        return rc;
+    }
+    s->loaded = true;
+    s->load_ms = now_ms() - t0;
+    log_info("loaded %s in %.1f ms (%zu device bytes resident)",
+             s->opts->weights ? s->opts->weights : "(no weights)", s->load_ms,
+             arena_device_resident());
+    return 0;
+}
+
+static void do_unload(struct stage_state *s)
+{
+    if (!s->loaded)
+        return;
+    if (s->ops->unload)
+        s->ops->unload(s->model);
+    s->loaded = false;
+}
+
+static void add_status(struct stage_state *s, struct wire_msg *rep)
+{
+    char dev[16];
+
+    if (s->opts->device < 0)
+        snprintf(dev, sizeof(dev), "cpu");
+    else
+        snprintf(dev, sizeof(dev), "cuda:%d", s->opts->device);
+    ASSERT(wire_set_str(rep, "name", s->opts->name) == 0);
+    ASSERT(wire_set_int(rep, "pid", (int64_t)getpid()) == 0);
+    ASSERT(wire_set_bool(rep, "loaded", s->loaded) == 0);
+    ASSERT(wire_set_str(rep, "device", dev) == 0);
+    ASSERT(wire_set_str(rep, "precision", s->opts->precision == STAGE_FP32 ? "fp32" : "fp16")
+           == 0);
+    ASSERT(wire_set_int(rep, "resident_bytes", (int64_t)arena_device_resident()) == 0);
+    ASSERT(wire_set_int(rep, "peak_bytes", (int64_t)arena_device_peak()) == 0);
+    ASSERT(wire_set_int(rep, "host_peak_bytes", (int64_t)s->arena.high_water) == 0);
+    ASSERT(wire_set_int(rep, "requests", s->requests) == 0);
+    ASSERT(wire_set_float(rep, "load_ms", s->load_ms) == 0);
+    ASSERT(wire_set_float(rep, "last_run_ms", s->last_run_ms) == 0);
+    ASSERT(wire_set_float(rep, "total_run_ms", s->total_run_ms) == 0);
+    if (s->ops->status)
+        s->ops->status(s->model, rep);
+}
+
+/* Is job a job directory directly under the job root? */
+static bool job_allowed(const char *job)
+{
+    char rroot[PATH_MAX], rjob[PATH_MAX], *slash;
+
+    if (!realpath(jobdir_default_root(), rroot) || !realpath(job, rjob) || !jobdir_is_job(rjob))
+        return false;
+    slash = strrchr(rjob, '/');
+    if (!slash)
+        return false;
+    *slash = 0;
+    return !strcmp(rjob[0] ? rjob : "/", rroot);
+}
+
+/* Handle one request: fill rep (its id already set). The request arena and the
+ * inputs are released before returning; rep's frame tensors point into the
+ * arena and stay valid until the next request. */
+static void handle(struct stage_state *s, const struct wire_msg *req, const char *in_dir,
+                   const char *out_dir, struct wire_msg *rep)
+{
+    static struct stage_req rq;
+    double t0 = now_ms();
+    int rc;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.msg = req;
+    rq.opts = s->opts;
+    rq.in_dir = in_dir;
+    rq.out_dir = out_dir;
+    rq.arena = &s->arena;
+    switch (req->method) {
+    case WIRE_LOAD:
+        rc = do_load(s, rq.err, sizeof(rq.err));
+        break;
+    case WIRE_UNLOAD:
+        do_unload(s);
+        rc = 0;
+        break;
+    case WIRE_STATUS:
+    case WIRE_SHUTDOWN:
+        rc = 0;
+        break;
+    case WIRE_RUN:
+        arena_reset(&s->arena);
+        rc = do_load(s, rq.err, sizeof(rq.err));
+        if (!rc)
+            rc = open_inputs(&rq);
+        if (!rc) {
+            rc = s->ops->run(s->model, &rq);
+            if (rc && !rq.err[0])
+                snprintf(rq.err, sizeof(rq.err), "run failed: %s", s3d_strerror(rc));
+        }
+        if (!rc)
+            rc = emit_outputs(&rq, rep);
+        close_inputs(&rq);
+        s->requests++;
+        s->last_run_ms = now_ms() - t0;
+        s->total_run_ms += s->last_run_ms;
+        if (!rc)
+            log_info("req %lld run: %d inputs -> %d outputs in %.1f ms", (long long)req->id,
+                     req->n_tensors, rq.n_out, s->last_run_ms);
+        break;
+    default:
+        ASSERT(0);
+    }
+    if (rc) {
+        rep->has_error = true;
+        snprintf(rep->error, sizeof(rep->error), "%s", rq.err[0] ? rq.err : s3d_strerror(rc));
+        rep->n_tensors = 0;
+    }
+    add_status(s, rep);
+}
+
+static int state_init(struct stage_state *s, const struct stage_opts *o,
+                      const struct stage_ops *ops, void *model)
+{
+    memset(s, 0, sizeof(*s));
+    s->opts = o;
+    s->ops = ops;
+    s->model = model;
+    return arena_init(&s->arena, ARENA_HOST, "request",
+                      ops->arena_bytes ? ops->arena_bytes : STAGE_DEFAULT_ARENA);
+}
+
+static void state_free(struct stage_state *s)
+{
+    do_unload(s);
+    arena_free(&s->arena);
+}
+
+// ---------------------------------------------------------------- serve
+
+/* A served request: its job directory (param "job") confines inputs and outputs;
+ * without one, only inline tensors are accepted and outputs go back inline. */
+static void serve_request(struct stage_state *s, const struct wire_msg *req,
+                          struct wire_msg *rep)
+{
+    const char *job = wire_get_str(req, "job", NULL);
+    char rjob[PATH_MAX];
+
+    if (!wire_param_ok(req, "job", WIRE_STR)) {
+        rep->has_error = true;
+        snprintf(rep->error, sizeof(rep->error), "param 'job' must be a string");
+        return;
+    }
+    if (job && (!job_allowed(job) || !realpath(job, rjob))) {
+        rep->has_error = true;
+        snprintf(rep->error, sizeof(rep->error), "param 'job': '%.200s' is not a job "
+                 "directory (" JOBDIR_PREFIX "*) directly under the job root '%.200s'", job,
+                 jobdir_default_root());
+        log_warn("req %lld: %s", (long long)req->id, rep->error);
+        return;
+    }
+    handle(s, req, job ? rjob : NULL, job ? rjob : NULL, rep);
+}
+
+static int bind_socket(void *sock, const struct stage_opts *o)
+{
+    int zero = 0;
+
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (o->curve_secret) {
+        int one = 1;
+
+        if (!zmq_has("curve")) {
+            log_error("--curve-secret given but this libzmq has no CURVE support. HINT: "
+                      "install a libzmq built with libsodium");
+            return S3D_EINVAL;
+        }
+        if (strlen(o->curve_secret) != 40 ||
+            zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
+            zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, o->curve_secret, 40) != 0) {
+            log_error("CURVE secret key is not a 40-character Z85 key. HINT: make one with "
+                      "zmq_curve_keypair (e.g. `curve_keygen`)");
+            return S3D_EINVAL;
+        }
+    } else if (!stage_endpoint_is_local(o->listen)) {
+        log_error("refusing to listen on '%s' without CURVE keys: only ipc:// and loopback "
+                  "tcp:// are allowed in the clear. HINT: pass --curve-secret (or set "
+                  "S3D_CURVE_SECRET), or listen on ipc:// or tcp://127.0.0.1", o->listen);
+        return S3D_EINVAL;
+    }
+    if (zmq_bind(sock, o->listen) != 0) {
+        log_error("cannot listen on '%s': %s. HINT: check the endpoint and that no other "
+                  "process uses it", o->listen, zmq_strerror(errno));
+        return S3D_EIO;
+    }
+    return 0;
+}
+
+int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *model)
+{
+    static struct stage_state s;
+    static struct wire_msg req, rep;
+    static struct wire_frames frames;
+    struct sigaction sa;
+    void *ctx, *sock;
+    char err[WIRE_ERR_MAX];
+    int code = 1;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;          /* no SA_RESTART: recv returns EINTR */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (state_init(&s, o, ops, model) != 0)
+        return 1;
+    ctx = zmq_ctx_new();
+    ASSERT(ctx);
+    sock = zmq_socket(ctx, ZMQ_REP);
+    ASSERT(sock);
+    if (bind_socket(sock, o) != 0)
+        goto out_close;
+    log_info("serving on %s (device %s)", o->listen, o->device < 0 ? "cpu" : "cuda");
+    while (!stop_requested) {
+        int rc = wire_recv(sock, WIRE_REQUEST, &req, &frames, err, sizeof(err));
+
+        if (rc == S3D_EIO) {
+            if (errno == EINTR)
+                continue;
+            log_error("receive failed on '%s': %s", o->listen, zmq_strerror(errno));
+            goto out_close;
+        }
+        wire_msg_init(&rep, WIRE_REPLY, req.id);
+        if (rc) {
+            log_warn("bad request (id %lld): %s", (long long)req.id, err);
+            rep.has_error = true;
+            snprintf(rep.error, sizeof(rep.error), "bad request: %.480s", err);
+        } else {
+            serve_request(&s, &req, &rep);
+        }
+        if (wire_send(sock, &rep) != 0)
+            log_warn("reply %lld not sent: %s", (long long)req.id, zmq_strerror(errno));
+        wire_frames_close(&frames);
+        if (!rc && req.method == WIRE_SHUTDOWN) {
+            log_info("shutdown requested");
+            break;
+        }
+    }
+    if (stop_requested)
+        log_info("stopping on a signal");
+    code = 0;
+out_close:
+    wire_frames_close(&frames);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    state_free(&s);
+    return code;
+}
+
+// ---------------------------------------------------------------- --once, --check-weights
+
+/* Parse "KEY=VALUE" into a typed param: true/false, an integer, a float, else a string. */
+static int set_param_kv(struct wire_msg *m, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    const char *v = eq + 1;
+    char key[WIRE_KEY_MAX], *end;
+    long long iv;
+    double fv;
+
+    if ((size_t)(eq - kv) >= sizeof(key))
+        return S3D_EINVAL;
+    memcpy(key, kv, (size_t)(eq - kv));
+    key[eq - kv] = 0;
+    if (!strcmp(v, "true") || !strcmp(v, "false"))
+        return wire_set_bool(m, key, v[0] == 't');
+    errno = 0;
+    iv = strtoll(v, &end, 10);
+    if (*v && !*end && !errno)
+        return wire_set_int(m, key, iv);
+    fv = strtod(v, &end);
+    if (*v && !*end)
+        return wire_set_float(m, key, fv);
+    return wire_set_str(m, key, v);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Describe every tensor of every IN_DIR/ *.safetensors file (sorted by file name) as
+ * an shm input of req. */
+static int once_inputs(const char *in_dir, struct wire_msg *req)
+{
+    DIR *d = opendir(in_dir);
+    struct dirent *e;
+    char *names[WIRE_MAX_TENSORS];
+    int n = 0, rc = 0;
+
+    if (!d) {
+        log_error("--once: cannot read '%s': %s", in_dir, strerror(errno));
+        return S3D_EIO;
+    }
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+
+        if (len <= 12 || strcmp(e->d_name + len - 12, ".safetensors") != 0)
+            continue;
+        if (n == WIRE_MAX_TENSORS) {
+            log_error("--once: more than %d files in '%s'", WIRE_MAX_TENSORS, in_dir);
+            rc = S3D_EINVAL;
+            break;
+        }
+        names[n] = strdup(e->d_name);
+        ASSERT(names[n]);
+        n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof(names[0]), name_cmp);
+    for (int i = 0; i < n && !rc; i++) {
+        struct ckpt c;
+        char path[PATH_MAX];
+
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", in_dir, names[i]) >= sizeof(path)) {
+            rc = S3D_EINVAL;
+            break;
+        }
+        rc = safetensors_open(&c, path);
+        if (rc)
+            break;
+        for (int k = 0; k < c.n_entries; k++) {
+            const struct ckpt_entry *en = &c.entries[k];
+
+            if (strlen(en->name) >= WIRE_KEY_MAX || req->n_tensors >= WIRE_MAX_TENSORS ||
+                wire_tensor_find(req, en->name)) {
+                log_error("--once: tensor '%s' in '%s' is too long a name, one too many, or "
+                          "a name seen in an earlier file", en->name, path);
+                rc = S3D_EINVAL;
+                break;
+            }
+            wire_add_shm(req, en->name, en->dtype, en->shape, en->ndim, path);
+        }
+        ckpt_close(&c);
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    return rc;
+}
+
+int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void *model)
+{
+    static struct stage_state s;
+    static struct wire_msg req, rep;
+    char in_dir[PATH_MAX], out_dir[PATH_MAX];
+    int code = 1;
+
+    if (!realpath(o->once_in, in_dir) || !realpath(o->once_out, out_dir)) {
+        log_error("--once %s %s: %s. HINT: both directories must exist", o->once_in,
+                  o->once_out, strerror(errno));
+        return 1;
+    }
+    wire_msg_init(&req, WIRE_REQUEST, 1);
+    req.method = WIRE_RUN;
+    for (int i = 0; i < o->n_params; i++)
+        if (set_param_kv(&req, o->params[i]) != 0) {
+            log_error("--param '%s': key or value too long", o->params[i]);
+            return 2;
+        }
+    if (once_inputs(in_dir, &req) != 0)
+        return 1;
+    if (state_init(&s, o, ops, model) != 0)
+        return 1;
+    wire_msg_init(&rep, WIRE_REPLY, req.id);
+    handle(&s, &req, in_dir, out_dir, &rep);
+    if (rep.has_error) {
+        log_error("--once failed: %s", rep.error);
+        goto out_free;
+    }
+    for (int i = 0; i < rep.n_tensors; i++) {
+        char shape[128];
+
+        tensor_shape_str(rep.tensors[i].shape, rep.tensors[i].ndim, shape, sizeof(shape));
+        log_info("output %s %s %s -> %s", rep.tensors[i].name,
+                 dtype_name(rep.tensors[i].dtype), shape, rep.tensors[i].shm);
+    }
+    code = 0;
+out_free:
+    state_free(&s);
+    return code;
+}
+
+int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops, void *model)
+{
+    int rc;
+
+    if (ops->check) {
+        rc = ops->check(model, o);
+    } else {
+        rc = ops->load ? ops->load(model, o) : 0;
+        if (!rc && ops->unload)
+            ops->unload(model);
+    }
+    if (rc) {
+        log_error("check-weights %s: FAILED (%s) for '%s'", o->name, s3d_strerror(rc),
+                  o->weights ? o->weights : "(no --weights)");
+        return 1;
+    }
+    log_info("check-weights %s: OK ('%s')", o->name, o->weights ? o->weights : "(no weights)");
+    return 0;
+}
+
+int stage_main(const struct stage_ops *ops, void *model, int argc, char **argv)
+{
+    struct stage_opts o;
+    int rc;
+
+    log_init(ops->name);
+    rc = stage_parse_opts(&o, ops->name, argc, argv);
+    if (rc == 1)
+        return 0;
+    if (rc)
+        return 2;
+    if (o.check_weights)
+        return stage_check_weights(&o, ops, model);
+    if (o.once_in)
+        return stage_run_once(&o, ops, model);
+    return stage_serve(&o, ops, model);
+}

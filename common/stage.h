@@ -1,0 +1,143 @@
+/*
+ * stage.h - the library every stage executable is built on: options, the serve
+ * loop on a ZeroMQ REP socket, --once, --check-weights. design.md "Stage
+ * executables", style.md §2.3.
+ *
+ *   sam3d-<stage> --weights FILE[:KEY] --listen ENDPOINT [--device cuda:N|cpu]
+ *                 [--precision fp16|fp32] [--dump DIR] [--curve-secret Z85]
+ *   sam3d-<stage> --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]
+ *   sam3d-<stage> --weights FILE --check-weights
+ *
+ * Methods (wire.h): load (weights to the device), unload (free device memory),
+ * run, status, shutdown. `run` loads first when needed. Every reply carries
+ * result fields; `status` answers name, pid, loaded, device, precision,
+ * resident_bytes, peak_bytes (device arenas, arena.h), host_peak_bytes,
+ * requests, load_ms, last_run_ms, total_run_ms.
+ *
+ * A run request names its job directory in the string param "job" (a "s3d-*"
+ * directory directly under the job root, jobdir.h) and its output file in
+ * "out" (a file name, default "<stage>.safetensors"). Inputs are tensor
+ * descriptors: "shm" ones are safetensors files inside the job directory
+ * (opened read-only, mmapped: no copy), "frame" ones arrive inline. Outputs are
+ * written into one safetensors file in the job directory and the reply lists
+ * them as shm descriptors; a request without "job" gets its outputs inline as
+ * data frames (remote stages). --once runs one request from files: every
+ * tensor of every IN_DIR/NAME.safetensors is an input, --param gives the params,
+ * outputs go to OUT_DIR/<out>.
+ *
+ * A malformed request, a missing or mis-shaped input, a path outside the job
+ * directory: an error reply, and the loop keeps serving. Internal faults abort
+ * (the orchestrator sees the process die and restarts it).
+ */
+#ifndef S3D_STAGE_H
+#define S3D_STAGE_H
+
+#include "arena.h"
+#include "ckpt.h"
+#include "tensor.h"
+#include "wire.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum stage_precision { STAGE_FP16, STAGE_FP32 };
+
+struct stage_opts {
+    const char          *name;          /* stage name: logs, default output file */
+    const char          *weights;       /* --weights FILE[:KEY], or NULL */
+    const char          *listen;        /* --listen ENDPOINT, or NULL */
+    int                  device;        /* --device: -1 cpu, N cuda:N (default cuda:0 if usable) */
+    enum stage_precision precision;     /* --precision fp16 (default) | fp32 */
+    const char          *once_in;       /* --once IN_DIR OUT_DIR */
+    const char          *once_out;
+    const char          *dump;          /* --dump DIR: the stage writes intermediates there */
+    bool                 check_weights; /* --check-weights */
+    const char          *curve_secret;  /* --curve-secret Z85 (or env S3D_CURVE_SECRET) */
+    int                  n_params;      /* --param KEY=VALUE (for --once) */
+    const char          *params[WIRE_MAX_PARAMS];
+};
+
+/* One input of a request: its descriptor and a host view of its data (inside
+ * a read-only file mapping or a received frame; valid for the request). */
+struct stage_input {
+    const struct wire_tensor *desc;
+    struct tensor             t;
+};
+
+struct stage_req {
+    const struct wire_msg   *msg;          /* id, params: wire_get_int(rq->msg, "steps", 25) */
+    const struct stage_opts *opts;
+    const char              *in_dir;       /* inputs and path params must lie inside */
+    const char              *out_dir;      /* where the output file goes; NULL: inline reply */
+    struct arena            *arena;        /* host: outputs + scratch, reset after the request */
+    int                      n_in;
+    struct stage_input       in[WIRE_MAX_TENSORS];
+    int                      n_out;
+    char                     out_name[WIRE_MAX_TENSORS][WIRE_KEY_MAX];
+    struct tensor            out[WIRE_MAX_TENSORS];     /* host, in arena */
+    char                     err[WIRE_ERR_MAX];         /* error reply text */
+    struct ckpt              files[WIRE_MAX_TENSORS];   /* open shm inputs (library-owned) */
+    int                      n_files;
+};
+
+/*
+ * What a stage provides. Only run is required; every "(optional)" one may be NULL.
+ * model is the stage's own state, passed back untouched.
+ */
+struct stage_ops {
+    const char *name;            /* "depth", "cond", ... */
+    size_t      arena_bytes;     /* host request arena (outputs + scratch); 0: 256 MiB */
+    /* (optional) Bind the weights (opts->weights) and upload them to opts->device.
+     * 0, or a negative s3d_err after logging the reason with a HINT. */
+    int  (*load)(void *model, const struct stage_opts *opts);
+    /* (optional) Free device memory; the next load may reuse a pinned host copy. */
+    void (*unload)(void *model);
+    /* Run one request: read inputs (stage_input), write outputs (stage_output).
+     * 0, or a negative s3d_err after stage_fail() set the reply text. */
+    int  (*run)(void *model, struct stage_req *rq);
+    /* (optional) --check-weights: bind every weight without running; print what is
+     * missing, unexpected or mis-shaped. 0 when all is well. Default: load + unload. */
+    int  (*check)(void *model, const struct stage_opts *opts);
+    /* (optional) Add stage-specific fields to a status reply (wire_set_*). */
+    void (*status)(void *model, struct wire_msg *rep);
+};
+
+/* Parse argv. Returns 0; 1 after printing --help to stdout; S3D_EINVAL after
+ * printing the problem and the usage to stderr. Strings point into argv. */
+int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **argv);
+
+/* Everything a main() needs: parse, then --check-weights, --once or serve.
+ * Returns the process exit code (0 ok, 1 failure, 2 usage). */
+int stage_main(const struct stage_ops *ops, void *model, int argc, char **argv);
+
+/* Serve on o->listen until shutdown, SIGINT or SIGTERM. Exit code. */
+int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *model);
+/* Run one request from o->once_in into o->once_out. Exit code. */
+int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void *model);
+/* --check-weights. Exit code. */
+int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops, void *model);
+
+/* --- for run callbacks --- */
+
+/* The input named name, checked against dt and shape (ndim entries; -1 matches
+ * any size; shape NULL: any shape). NULL after stage_fail() named got vs
+ * expected, so the callback just returns S3D_ESHAPE. */
+const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
+                                 const int64_t *shape, int ndim);
+/* A new contiguous host output tensor (uninitialised) in rq->arena, written to the
+ * output file after run returns. NULL after stage_fail() when the arena is full,
+ * the name repeats, or there are more than WIRE_MAX_TENSORS outputs. */
+struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
+                            const int64_t *shape, int ndim);
+/* Resolve the string param key as a path inside rq->in_dir (must exist) into out.
+ * 0, or an error code after stage_fail(). */
+int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t out_len);
+/* Set the reply's error text (and log it); returns code. */
+int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* True when the endpoint may be bound without CURVE keys: ipc://, inproc://,
+ * or tcp:// on a loopback address (127.x.x.x, localhost, [::1]). */
+bool stage_endpoint_is_local(const char *endpoint);
+
+#endif

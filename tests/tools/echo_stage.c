@@ -1,0 +1,174 @@
+/*
+ * echo_stage.c - a test stage built on the stage library (common/stage.h), so the
+ * serve loop, --once, --check-weights and the orchestrator can be tested without
+ * a model. Built as build/tests/tools/echo_stage.
+ *
+ * load:  reads the --weights file (any file, must be non-empty) into memory.
+ * run:   every input tensor comes back as output "<prefix><name>", float dtypes
+ *        multiplied by param scale (default 1, computed in double and rounded to
+ *        the dtype), others copied. Param "file" (a path inside the job dir) adds
+ *        output "file_bytes" (U8, the file's bytes).
+ * Fault params: "fail" (string: reply with that error), "sleep_ms" (int: sleep
+ * before answering), "abort" (bool: abort()), "crash_marker" (a file name in the
+ * job dir: abort() the first time, when the file does not exist yet, creating it).
+ * Stage name: from env S3D_ECHO_NAME (default "echo"), so one binary can play
+ * several pipeline stages.
+ */
+#include "err.h"
+#include "log.h"
+#include "stage.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct echo {
+    unsigned char *weights;   /* the weights file's bytes while loaded */
+    size_t         n_weights;
+};
+
+static int echo_load(void *model, const struct stage_opts *o)
+{
+    struct echo *e = model;
+    struct stat st;
+    FILE *f;
+
+    if (!o->weights)
+        return 0;
+    f = fopen(o->weights, "rb");
+    if (!f || fstat(fileno(f), &st) != 0 || st.st_size == 0) {
+        log_error("echo: weights '%s': %s. HINT: any non-empty file will do",
+                  o->weights, f ? "empty file" : strerror(errno));
+        if (f)
+            fclose(f);
+        return S3D_EIO;
+    }
+    e->weights = malloc((size_t)st.st_size);
+    ASSERT(e->weights);
+    e->n_weights = fread(e->weights, 1, (size_t)st.st_size, f);
+    fclose(f);
+    return 0;
+}
+
+static void echo_unload(void *model)
+{
+    struct echo *e = model;
+
+    free(e->weights);
+    e->weights = NULL;
+    e->n_weights = 0;
+}
+
+static void echo_status(void *model, struct wire_msg *rep)
+{
+    struct echo *e = model;
+
+    ASSERT(wire_set_int(rep, "weights_bytes", (int64_t)e->n_weights) == 0);
+}
+
+static int echo_run(void *model, struct stage_req *rq)
+{
+    const char *fail = wire_get_str(rq->msg, "fail", NULL);
+    const char *prefix = wire_get_str(rq->msg, "prefix", "");
+    const char *marker = wire_get_str(rq->msg, "crash_marker", NULL);
+    int64_t sleep_ms = wire_get_int(rq->msg, "sleep_ms", 0);
+    double scale = wire_get_float(rq->msg, "scale", 1.0);
+    char path[PATH_MAX];
+
+    (void)model;
+    if (!wire_param_ok(rq->msg, "scale", WIRE_FLOAT) ||
+        !wire_param_ok(rq->msg, "sleep_ms", WIRE_INT))
+        return stage_fail(rq, S3D_EINVAL, "param scale must be a number and sleep_ms an int");
+    if (sleep_ms > 0) {
+        struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    if (wire_get_bool(rq->msg, "abort", false))
+        abort();
+    if (marker && rq->in_dir) {
+        char want[PATH_MAX];
+
+        snprintf(want, sizeof(want), "%s/%s", rq->in_dir, marker);
+        if (access(want, F_OK) != 0) {
+            int fd = open(want, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+            if (fd >= 0)
+                close(fd);
+            log_warn("echo: crash_marker '%s' absent: crashing as asked", marker);
+            abort();
+        }
+    }
+    if (fail)
+        return stage_fail(rq, S3D_EINVAL, "%s", fail);
+    for (int i = 0; i < rq->n_in; i++) {
+        const struct tensor *in = &rq->in[i].t;
+        struct tensor *out;
+        char name[WIRE_KEY_MAX];
+        size_t n = (size_t)tensor_numel(in);
+
+        if ((size_t)snprintf(name, sizeof(name), "%s%s", prefix, rq->in[i].desc->name) >=
+            sizeof(name))
+            return stage_fail(rq, S3D_EINVAL, "output name '%s%s' too long", prefix,
+                              rq->in[i].desc->name);
+        out = stage_output(rq, name, in->dtype, in->shape, in->ndim);
+        if (!out)
+            return S3D_ENOMEM;
+        if (dtype_is_float(in->dtype) && scale != 1.0) {
+            for (size_t k = 0; k < n; k++)
+                dtype_set(out->data, out->dtype, k, dtype_get(in->data, in->dtype, k) * scale);
+        } else {
+            memcpy(out->data, in->data, tensor_nbytes(in));
+        }
+    }
+    if (wire_find(rq->msg, "file")) {
+        struct tensor *out;
+        FILE *f;
+        long len;
+        int rc = stage_param_path(rq, "file", path, sizeof(path));
+
+        if (rc)
+            return rc;
+        f = fopen(path, "rb");
+        if (!f || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
+            fseek(f, 0, SEEK_SET) != 0) {
+            if (f)
+                fclose(f);
+            return stage_fail(rq, S3D_EIO, "cannot read '%s'", path);
+        }
+        out = stage_output(rq, "file_bytes", DTYPE_U8, SHAPE(len));
+        if (!out) {
+            fclose(f);
+            return S3D_ENOMEM;
+        }
+        if (fread(out->data, 1, (size_t)len, f) != (size_t)len) {
+            fclose(f);
+            return stage_fail(rq, S3D_EIO, "short read on '%s'", path);
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct echo model;
+    const char *name = getenv("S3D_ECHO_NAME");
+    struct stage_ops ops = {
+        .name        = (name && *name) ? name : "echo",
+        .arena_bytes = 64u << 20,
+        .load        = echo_load,
+        .unload      = echo_unload,
+        .run         = echo_run,
+        .status      = echo_status,
+    };
+
+    return stage_main(&ops, &model, argc, argv);
+}
