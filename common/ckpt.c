@@ -118,12 +118,13 @@ static int ckpt_finish(struct ckpt *c, const char *key)
         size_t kl = strlen(key);
         int m = 0;
 
+        for (int i = 0; i < c->n_entries; i++)
+            if (!strcmp(c->entries[i].name, key))
+                return ckpt_fail(c, S3D_EINVAL, "key '%s' is a tensor, not a dictionary "
+                                 "(HINT: name its parent key)", key);
         for (int i = 0; i < c->n_entries; i++) {
             struct ckpt_entry *e = &c->entries[i];
 
-            if (!strcmp(e->name, key))
-                return ckpt_fail(c, S3D_EINVAL, "key '%s' is a tensor, not a dictionary "
-                                 "(HINT: name its parent key)", key);
             if (!strncmp(e->name, key, kl) && e->name[kl] == '.') {
                 memmove(e->name, e->name + kl + 1, strlen(e->name + kl + 1) + 1);
                 c->entries[m++] = *e;
@@ -136,7 +137,8 @@ static int ckpt_finish(struct ckpt *c, const char *key)
             return ckpt_fail(c, S3D_ENOTFOUND, "no tensors under key '%s' (HINT: `sam3d "
                              "inspect FILE` lists the names)", key);
     }
-    qsort(c->entries, (size_t)c->n_entries, sizeof(*c->entries), entry_cmp);
+    if (c->n_entries)
+        qsort(c->entries, (size_t)c->n_entries, sizeof(*c->entries), entry_cmp);
     for (int i = 1; i < c->n_entries; i++)
         if (!strcmp(c->entries[i].name, c->entries[i - 1].name))
             return ckpt_fail(c, S3D_EFORMAT, "two tensors are both named '%s'",
