@@ -324,7 +324,7 @@ static int flatten(struct zip *z, const struct pk_value *v, char *name, size_t l
         return 0;                         /* numbers, strings, opaque objects: no tensors */
     if (depth >= TORCHZIP_MAX_DEPTH)
         return ckpt_fail(c, S3D_EFORMAT, "containers nested deeper than %d (or a cycle) at "
-                         "'%s'", TORCHZIP_MAX_DEPTH, name);
+                         "'%.60s...'", TORCHZIP_MAX_DEPTH, name);
     for (int i = 0; i + step <= v->n; i += step) {
         const struct pk_value *child = v->items[i + step - 1];
         char key[32];

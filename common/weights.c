@@ -22,9 +22,10 @@ int weights_open(struct weights *w, const char *path_key, const char *prefix, en
     rc = ckpt_open(&w->ck, path_key, 0);
     if (rc)
         return rc;
+    w->source = strdup(path_key);
     w->prefix = strdup(prefix ? prefix : "");
     w->used = calloc((size_t)w->ck.n_entries + 1, sizeof(*w->used));
-    if (!w->prefix || !w->used) {
+    if (!w->source || !w->prefix || !w->used) {
         log_error("%s: out of memory", path_key);
         weights_close(w);
         return S3D_ENOMEM;
@@ -38,6 +39,7 @@ void weights_close(struct weights *w)
     if (!w)
         return;
     ckpt_close(&w->ck);
+    free(w->source);
     free(w->prefix);
     free(w->binds);
     free(w->used);
@@ -76,7 +78,7 @@ static bool grow_binds(struct weights *w)
         struct weights_bind_rec *nb = realloc(w->binds, (size_t)cap * sizeof(*nb));
 
         if (!nb) {
-            log_error("%s: out of memory", w->ck.path);
+            log_error("%s: out of memory", w->source);
             return false;
         }
         w->binds = nb;
@@ -95,13 +97,13 @@ static int bind_v(struct weights *w, struct tensor *dst, int dt, const int64_t *
     bool same;
 
     if (!full_name(w, name, fmt, ap)) {
-        log_error("%s: tensor name too long (prefix '%s')", w->ck.path, w->prefix);
+        log_error("%s: tensor name too long (prefix '%s')", w->source, w->prefix);
         return S3D_EINVAL;
     }
     e = ckpt_find(&w->ck, name);
     if (!e) {
         log_error("%s: tensor '%s' not found (HINT: wrong file for this stage, or a naming "
-                  "bug; `sam3d inspect %s` lists the names)", w->ck.path, name, w->ck.path);
+                  "bug; `sam3d inspect %s` lists the names)", w->source, name, w->source);
         return S3D_ENOTFOUND;
     }
     same = shape == NULL || ndim == e->ndim;
@@ -113,7 +115,7 @@ static int bind_v(struct weights *w, struct tensor *dst, int dt, const int64_t *
         tensor_shape_str(shape, ndim, want, sizeof(want));
         tensor_shape_str(e->shape, e->ndim, got, sizeof(got));
         log_error("%s: tensor '%s' has shape %s, expected %s (HINT: a checkpoint of a "
-                  "different model size or version?)", w->ck.path, name, got, want);
+                  "different model size or version?)", w->source, name, got, want);
         return S3D_ESHAPE;
     }
     if (dt >= 0)
@@ -225,7 +227,7 @@ int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
 
         if (!out && r->nbytes) {
             log_error("%s: weights arena '%s' too small for '%s' (%zu of %zu bytes used; "
-                      "size it with weights_arena_bytes)", w->ck.path, dst->name, e->name,
+                      "size it with weights_arena_bytes)", w->source, dst->name, e->name,
                       dst->used, dst->size);
             rc = S3D_ENOMEM;
             goto out;
@@ -274,7 +276,7 @@ int weights_report_unused(const struct weights *w, const char *sub)
 
         if (w->used[i] || strncmp(e->name, pre, pl))
             continue;
-        log_warn("%s: tensor '%s' %s is not used by this stage", w->ck.path, e->name,
+        log_warn("%s: tensor '%s' %s is not used by this stage", w->source, e->name,
                  dtype_name(e->dtype));
         count++;
     }

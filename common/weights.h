@@ -46,6 +46,7 @@ struct weights_bind_rec {
 
 struct weights {
     struct ckpt               ck;
+    char                     *source;     /* "FILE[:KEY]" as opened, for messages */
     char                     *prefix;     /* prepended to every bound name ("" if none) */
     enum dtype                dtype;      /* default target for float tensors */
     struct weights_bind_rec  *binds;
