@@ -301,6 +301,14 @@ int64_t op_cols(const struct tensor *t);
 /* Group count G of a row-broadcast parameter p for x with R rows of C
  * (see the top of this file); ASSERTs that p fits. */
 int64_t op_bcast_groups(const char *op, const struct tensor *p, int64_t rows, int64_t cols);
+/* ASSERT op_linear's operands (see op_linear_cpu) on dev; sets M, N, K. */
+void op_check_linear(const struct tensor *y, const struct tensor *x, const struct tensor *w,
+                     const struct tensor *b, enum device dev, int64_t *M, int64_t *N, int64_t *K);
+/* ASSERT attention operands on dev: q, k, v with nd dims (4 dense, 3 varlen),
+ * last dim 64 contiguous, one dtype, k and v the same shape; o contiguous with
+ * q's shape and dtype. */
+void op_check_attention(const struct tensor *o, const struct tensor *q, const struct tensor *k,
+                        const struct tensor *v, int nd, enum device dev);
 
 #ifdef __cplusplus
 }

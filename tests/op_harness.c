@@ -85,6 +85,30 @@ struct tensor ot_dev(struct arena *a, const struct tensor *host)
     return d;
 }
 
+const struct op_tol *ot_tol(const struct op_tol *table, size_t n, enum dtype dt)
+{
+    for (size_t i = 0; i < n; i++)
+        if (table[i].dt == dt)
+            return &table[i];
+    return &table[0];
+}
+
+void ot_print_tols(const struct op_tol *table, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        printf("tolerance %-4s atol %.0e rtol %.0e nmse %s%.0e: %s\n", dtype_name(table[i].dt),
+               table[i].atol, table[i].rtol, table[i].nmse < 0 ? "-" : "",
+               table[i].nmse < 0 ? 0.0 : table[i].nmse, table[i].why);
+}
+
+bool ot_report(const char *label, const float *out, const float *ref, size_t n,
+               const struct op_tol *table, size_t ntab, enum dtype dt)
+{
+    const struct op_tol *t = ot_tol(table, ntab, dt);
+
+    return report_cmp(label, compare_f32(out, ref, n, t->atol, t->rtol, t->nmse));
+}
+
 bool ot_gpu_begin(struct arena *a, struct op_ctx *ctx, size_t bytes)
 {
     if (!s3d_cuda_available())

@@ -31,6 +31,22 @@ void          ot_to_f32(const struct tensor *t, float *out);
 /* A device copy of a host tensor (same dtype, shape), guard after it. */
 struct tensor ot_dev(struct arena *a, const struct tensor *host);
 
+/* One row of a test's tolerance table: outputs of dtype dt pass when every
+ * |o - r| <= atol + rtol |r| and (nmse >= 0) NMSE <= nmse; why is printed. */
+struct op_tol {
+    enum dtype  dt;
+    double      atol, rtol, nmse;
+    const char *why;
+};
+
+/* The row for dt (the first row when none matches). */
+const struct op_tol *ot_tol(const struct op_tol *table, size_t n, enum dtype dt);
+/* Print every row, one line each, at the top of a test's output. */
+void ot_print_tols(const struct op_tol *table, size_t n);
+/* Compare n floats with the row for dt and report under label (report_cmp). */
+bool ot_report(const char *label, const float *out, const float *ref, size_t n,
+               const struct op_tol *table, size_t ntab, enum dtype dt);
+
 /* The GPU part of an op test: a device arena of `bytes` and an op context.
  * Returns false (nothing to free) when there is no usable CUDA device. */
 bool ot_gpu_begin(struct arena *a, struct op_ctx *ctx, size_t bytes);

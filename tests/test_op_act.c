@@ -13,23 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct tol {
-    enum dtype  out;
-    double      atol, rtol;
-    const char *why;
-} TOL[] = {
-    {DTYPE_F32,  1e-6, 1e-5, "fp32 erff/tanhf/expf: a few ulp apart between libm, CUDA and double"},
-    {DTYPE_F16,  1e-3, 1e-3, "one f16 rounding (2^-11 rel), can flip with a few-ulp fp32 difference"},
-    {DTYPE_BF16, 8e-3, 8e-3, "one bf16 rounding (2^-8 rel), same"},
+static const struct op_tol TOL[] = {
+    {DTYPE_F32,  1e-6, 1e-5, -1, "fp32 erff/tanhf/expf: a few ulp apart between libm, CUDA and double"},
+    {DTYPE_F16,  1e-3, 1e-3, -1, "one f16 rounding (2^-11 rel), can flip with a few-ulp fp32 difference"},
+    {DTYPE_BF16, 8e-3, 8e-3, -1, "one bf16 rounding (2^-8 rel), same"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].out == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 static const char *act_name(enum op_act a)
 {
@@ -116,9 +105,8 @@ static void test_cpu(void)
             for (size_t j = 0; j < n; j++)
                 ref[j] = (float)act_ref(x[j], (enum op_act)act);
             ot_round(ref, n, c->out);
-            const struct tol *t = tol_for(c->out);
             label_of(label, sizeof(label), "cpu~naive", (enum op_act)act, c);
-            report_cmp(label, compare_f32(out, ref, n, t->atol, t->rtol, -1));
+            ot_report(label, out, ref, n, TOL, NTOL, c->out);
             free(x);
             free(out);
             free(ref);
@@ -150,9 +138,8 @@ static void test_gpu(void)
             float *ref = malloc(sizeof(float) * n);
             run_op(c, (enum op_act)act, x, out, &a, &ctx);
             run_op(c, (enum op_act)act, x, ref, NULL, NULL);
-            const struct tol *t = tol_for(c->out);
             label_of(label, sizeof(label), "cuda~cpu", (enum op_act)act, c);
-            report_cmp(label, compare_f32(out, ref, n, t->atol, t->rtol, -1));
+            ot_report(label, out, ref, n, TOL, NTOL, c->out);
             free(x);
             free(out);
             free(ref);
@@ -165,9 +152,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_act");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
-               TOL[i].rtol, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_act");
     test_gpu();

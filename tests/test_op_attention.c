@@ -21,23 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct tol {
-    enum dtype  dt;
-    double      atol, rtol, nmse;
-    const char *why;
-} TOL[] = {
+static const struct op_tol TOL[] = {
     {DTYPE_F32,  2e-5, 1e-4, 1e-9, "fp32 online softmax vs one-pass softmax, sums of Tk terms"},
     {DTYPE_F16,  4e-3, 1e-2, 2e-5, "P rounded to f16 for the PV product (as FlashAttention), f16 out"},
     {DTYPE_BF16, 3e-2, 4e-2, 1e-3, "P rounded to bf16 (2^-8 rel) for the PV product, bf16 out"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].dt == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 enum layout {
     LAYOUT_FUSED,     /* q, k, v = op_heads_view of one (B, T, 3, H, 64); needs Tq == Tk */
@@ -226,7 +215,7 @@ static void test_cpu(void)
         cpu_rows(c, &q, &k, &v, 0, c->Tq, out);
         naive(&q, &k, &v, 0, c->Tq, 0.125f, ref);
         ot_round(ref, n, c->dt);
-        const struct tol *t = tol_for(c->dt);
+        const struct op_tol *t = ot_tol(TOL, NTOL, c->dt);
         label_of(label, sizeof(label), "cpu~naive", c);
         /* the CPU op is fp32 throughout: hold it to the fp32 tolerance plus one output rounding */
         report_cmp(label, compare_f32(out, ref, n, TOL[0].atol, t->dt == DTYPE_F32 ? TOL[0].rtol
@@ -350,7 +339,7 @@ static void test_gpu(void)
             spans[1][0] = c->Tq - 70;
             spans[1][1] = 70;
         }
-        const struct tol *t = tol_for(c->dt);
+        const struct op_tol *t = ot_tol(TOL, NTOL, c->dt);
         for (int s = 0; s < 2; s++) {
             int64_t r0 = spans[s][0], nr = spans[s][1];
             if (nr == 0)
@@ -416,9 +405,8 @@ static void test_gpu(void)
             float *out = malloc(sizeof(float) * (size_t)(T * H * D)), *ref = malloc(sizeof(float) * (size_t)(T * H * D));
             ot_to_f32(&dout, out);
             ot_to_f32(&hr, ref);
-            const struct tol *t = tol_for(dts[di]);
             snprintf(label, sizeof(label), "cuda~cpu varlen windows 1/64/200/65 H4 %s", dtype_name(dts[di]));
-            report_cmp(label, compare_f32(out, ref, (size_t)(T * H * D), t->atol, t->rtol, t->nmse));
+            ot_report(label, out, ref, (size_t)(T * H * D), TOL, NTOL, dts[di]);
             free(out);
             free(ref);
             free(qkv);
@@ -436,9 +424,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_attention");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e nmse %.0e: %s\n", dtype_name(TOL[i].dt),
-               TOL[i].atol, TOL[i].rtol, TOL[i].nmse, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_attention");
     test_gpu();

@@ -15,23 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct tol {
-    enum dtype  out;
-    double      atol, rtol;
-    const char *why;
-} TOL[] = {
-    {DTYPE_F32,  1e-6, 1e-6, "fp32 a + b c: at most one fma-vs-separate rounding apart"},
-    {DTYPE_F16,  1e-3, 1e-3, "one f16 rounding (2^-11 rel), may flip on that fp32 difference"},
-    {DTYPE_BF16, 8e-3, 8e-3, "one bf16 rounding (2^-8 rel), same"},
+static const struct op_tol TOL[] = {
+    {DTYPE_F32,  1e-6, 1e-6, -1, "fp32 a + b c: at most one fma-vs-separate rounding apart"},
+    {DTYPE_F16,  1e-3, 1e-3, -1, "one f16 rounding (2^-11 rel), may flip on that fp32 difference"},
+    {DTYPE_BF16, 8e-3, 8e-3, -1, "one bf16 rounding (2^-8 rel), same"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].out == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 enum ew_op { EW_ADD, EW_ADD_SCALED, EW_MODULATE, EW_MODULATE_NO_T, EW_ADD_BIAS };
 static const char *ew_name[] = {"add", "add_scaled", "modulate", "modulate(no t)", "add_bias"};
@@ -175,12 +164,11 @@ static void test_cpu(void)
             }
         }
         ot_round(ref, (size_t)n, c->ydt);
-        const struct tol *t = tol_for(c->ydt);
         label_of(label, sizeof(label), "cpu~naive", c);
         if (c->small_int)
             report_cmp(label, compare_f32(out, ref, (size_t)n, 0, 0, -1));
         else
-            report_cmp(label, compare_f32(out, ref, (size_t)n, t->atol, t->rtol, -1));
+            ot_report(label, out, ref, (size_t)n, TOL, NTOL, c->ydt);
         free(out);
         free(ref);
         free_data(&d);
@@ -217,12 +205,11 @@ static void test_gpu(void)
         float *out = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
         run_op(c, &d, out, &a, &ctx);
         run_op(c, &d, ref, NULL, NULL);
-        const struct tol *t = tol_for(c->ydt);
         label_of(label, sizeof(label), "cuda~cpu", c);
         if (c->small_int)
             report_cmp(label, compare_f32(out, ref, n, 0, 0, -1));
         else
-            report_cmp(label, compare_f32(out, ref, n, t->atol, t->rtol, -1));
+            ot_report(label, out, ref, n, TOL, NTOL, c->ydt);
         free(out);
         free(ref);
         free_data(&d);
@@ -234,9 +221,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_elementwise");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
-               TOL[i].rtol, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_elementwise");
     test_gpu();

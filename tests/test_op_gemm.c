@@ -18,23 +18,12 @@
 #include <string.h>
 
 /* Tolerances by output dtype for random N(0,1) inputs (|o - r| <= atol + rtol |r|). */
-static const struct tol {
-    enum dtype  out;
-    double      atol, rtol;
-    const char *why;
-} TOL[] = {
-    {DTYPE_F32,  2e-4, 2e-4, "fp32 sums of up to 4096 terms in a different order (~sqrt(K) eps |x||w|)"},
-    {DTYPE_F16,  2e-3, 2e-3, "one f16 rounding (2^-11 rel) of results that differ in fp32 order"},
-    {DTYPE_BF16, 2e-2, 1e-2, "one bf16 rounding (2^-8 rel), can flip at a tie: one bf16 ulp"},
+static const struct op_tol TOL[] = {
+    {DTYPE_F32,  2e-4, 2e-4, -1, "fp32 sums of up to 4096 terms in a different order (~sqrt(K) eps |x||w|)"},
+    {DTYPE_F16,  2e-3, 2e-3, -1, "one f16 rounding (2^-11 rel) of results that differ in fp32 order"},
+    {DTYPE_BF16, 2e-2, 1e-2, -1, "one bf16 rounding (2^-8 rel), can flip at a tie: one bf16 ulp"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].out == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 struct gcase {
     int64_t     M, N, K;
@@ -147,12 +136,11 @@ static void test_cpu(void)
                     }
                 }
                 ot_round(ref, (size_t)(c.M * c.N), c.out);
-                const struct tol *t = tol_for(c.out);
                 case_label(label, sizeof(label), "cpu~naive", &c);
                 if (c.small_int)
                     report_cmp(label, compare_f32(out, ref, (size_t)(c.M * c.N), 0, 0, -1));
                 else
-                    report_cmp(label, compare_f32(out, ref, (size_t)(c.M * c.N), t->atol, t->rtol, -1));
+                    ot_report(label, out, ref, (size_t)(c.M * c.N), TOL, NTOL, c.out);
                 free(out);
                 free(ref);
                 gdata_free(&d);
@@ -206,12 +194,11 @@ static void test_gpu(void)
         float *ref = malloc(sizeof(float) * (size_t)(c->M * c->N));
         ot_to_f32(&y, out);
         run_cpu(c, &d, ref);
-        const struct tol *t = tol_for(c->out);
         case_label(label, sizeof(label), "cuda~cpu", c);
         if (c->small_int)
             report_cmp(label, compare_f32(out, ref, (size_t)(c->M * c->N), 0, 0, -1));
         else
-            report_cmp(label, compare_f32(out, ref, (size_t)(c->M * c->N), t->atol, t->rtol, -1));
+            ot_report(label, out, ref, (size_t)(c->M * c->N), TOL, NTOL, c->out);
         CHECK(ot_guard_ok(&y), "%s: guard after y", label);
         free(out);
         free(ref);
@@ -228,9 +215,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_gemm");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
-               TOL[i].rtol, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_gemm");
     test_gpu();

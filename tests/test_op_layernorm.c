@@ -15,23 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct tol {
-    enum dtype  out;
-    double      atol, rtol;
-    const char *why;
-} TOL[] = {
-    {DTYPE_F32,  1e-5, 1e-5, "fp32 statistics vs double: sums of C terms, |y| of a few units"},
-    {DTYPE_F16,  2e-3, 1e-3, "one f16 rounding (2^-11 rel); fp32-vs-double statistics can flip it"},
-    {DTYPE_BF16, 2e-2, 8e-3, "one bf16 rounding (2^-8 rel), one ulp flip allowed"},
+static const struct op_tol TOL[] = {
+    {DTYPE_F32,  1e-5, 1e-5, -1, "fp32 statistics vs double: sums of C terms, |y| of a few units"},
+    {DTYPE_F16,  2e-3, 1e-3, -1, "one f16 rounding (2^-11 rel); fp32-vs-double statistics can flip it"},
+    {DTYPE_BF16, 2e-2, 8e-3, -1, "one bf16 rounding (2^-8 rel), one ulp flip allowed"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].out == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 struct lcase {
     int64_t    R, C;
@@ -129,9 +118,8 @@ static void test_cpu(void)
             }
         }
         ot_round(ref, (size_t)(c->R * c->C), c->out);
-        const struct tol *t = tol_for(c->out);
         label_of(label, sizeof(label), "cpu~naive", c);
-        report_cmp(label, compare_f32(out, ref, (size_t)(c->R * c->C), t->atol, t->rtol, -1));
+        ot_report(label, out, ref, (size_t)(c->R * c->C), TOL, NTOL, c->out);
         free(x);
         free(w);
         free(b);
@@ -171,9 +159,8 @@ static void test_gpu(void)
         float *ref = malloc(sizeof(float) * (size_t)(c->R * c->C));
         run_op(c, x, w, b, out, &a, &ctx);
         run_op(c, x, w, b, ref, NULL, NULL);
-        const struct tol *t = tol_for(c->out);
         label_of(label, sizeof(label), "cuda~cpu", c);
-        report_cmp(label, compare_f32(out, ref, (size_t)(c->R * c->C), t->atol, t->rtol, -1));
+        ot_report(label, out, ref, (size_t)(c->R * c->C), TOL, NTOL, c->out);
         free(x);
         free(w);
         free(b);
@@ -187,9 +174,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_layernorm");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].out), TOL[i].atol,
-               TOL[i].rtol, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_layernorm");
     test_gpu();

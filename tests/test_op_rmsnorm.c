@@ -15,23 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct tol {
-    enum dtype  dt;
-    double      atol, rtol;
-    const char *why;
-} TOL[] = {
-    {DTYPE_F32,  1e-5, 1e-5, "fp32 norm of 64 terms vs double; |y| up to ~8 |gamma|"},
-    {DTYPE_F16,  4e-3, 1e-3, "one f16 rounding (2^-11 rel) of values up to ~30"},
-    {DTYPE_BF16, 4e-2, 8e-3, "one bf16 rounding (2^-8 rel), one ulp flip allowed"},
+static const struct op_tol TOL[] = {
+    {DTYPE_F32,  1e-5, 1e-5, -1, "fp32 norm of 64 terms vs double; |y| up to ~8 |gamma|"},
+    {DTYPE_F16,  4e-3, 1e-3, -1, "one f16 rounding (2^-11 rel) of values up to ~30"},
+    {DTYPE_BF16, 4e-2, 8e-3, -1, "one bf16 rounding (2^-8 rel), one ulp flip allowed"},
 };
-
-static const struct tol *tol_for(enum dtype dt)
-{
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        if (TOL[i].dt == dt)
-            return &TOL[i];
-    return &TOL[0];
-}
+#define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
 struct rcase {
     int64_t    B, T, H;
@@ -128,9 +117,8 @@ static void test_cpu(void)
             }
         }
         ot_round(ref, nx, c->dt);
-        const struct tol *t = tol_for(c->dt);
         label_of(label, sizeof(label), "cpu~naive", c);
-        report_cmp(label, compare_f32(out, ref, nx, t->atol, t->rtol, -1));
+        ot_report(label, out, ref, nx, TOL, NTOL, c->dt);
         free(x);
         free(g);
         free(out);
@@ -167,10 +155,9 @@ static void test_gpu(void)
         float *ref = malloc(sizeof(float) * nx);
         run_op(c, x, g, out, &a, &ctx);
         run_op(c, x, g, ref, NULL, NULL);
-        const struct tol *t = tol_for(c->dt);
         label_of(label, sizeof(label), "cuda~cpu", c);
         size_t n = c->fused ? nx : (size_t)(c->B * c->T * c->H * OP_HEAD_DIM);
-        report_cmp(label, compare_f32(out, ref, n, t->atol, t->rtol, -1));
+        ot_report(label, out, ref, n, TOL, NTOL, c->dt);
         free(x);
         free(g);
         free(out);
@@ -183,9 +170,7 @@ static void test_gpu(void)
 int main(void)
 {
     log_init("test_op_rmsnorm");
-    for (size_t i = 0; i < sizeof(TOL) / sizeof(TOL[0]); i++)
-        printf("tolerance %-4s atol %.0e rtol %.0e: %s\n", dtype_name(TOL[i].dt), TOL[i].atol,
-               TOL[i].rtol, TOL[i].why);
+    ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_rmsnorm");
     test_gpu();

@@ -77,28 +77,10 @@ static void attend_seq(char *o, enum dtype odt, const struct seq_view *q, const 
     }
 }
 
-/* The checks both entry points share: q, k, v on the host, last dim 64
- * contiguous, same dtype; o contiguous with q's shape and dtype. */
-static void check_qkv(const struct tensor *o, const struct tensor *q, const struct tensor *k,
-                      const struct tensor *v, int nd)
-{
-    const struct tensor *in[3] = {q, k, v};
-
-    for (int i = 0; i < 3; i++) {
-        ASSERT(in[i]->device == DEVICE_HOST && in[i]->ndim == nd);
-        ASSERT(in[i]->dtype == q->dtype && op_dtype_ok(q->dtype));
-        ASSERT(in[i]->shape[nd - 1] == OP_HEAD_DIM && in[i]->stride[nd - 1] == 1);
-        ASSERT(in[i]->shape[nd - 2] == q->shape[nd - 2]);
-    }
-    ASSERT(tensor_same_shape(k, v));
-    op_check_dense("attention.o", o, DEVICE_HOST);
-    ASSERT(tensor_same_shape(o, q) && o->dtype == q->dtype);
-}
-
 void op_attention_cpu(struct tensor *o, const struct tensor *q, const struct tensor *k,
                       const struct tensor *v, float scale)
 {
-    check_qkv(o, q, k, v, 4);
+    op_check_attention(o, q, k, v, 4, DEVICE_HOST);
     int64_t B = q->shape[0], Tq = q->shape[1], H = q->shape[2], Tk = k->shape[1];
     ASSERT(k->shape[0] == B);
     if (B == 0 || Tq == 0 || H == 0)
@@ -124,7 +106,7 @@ void op_attention_varlen_cpu(struct tensor *o, const struct tensor *q, const str
                              const struct tensor *v, const struct tensor *q_off,
                              const struct tensor *k_off, float scale)
 {
-    check_qkv(o, q, k, v, 3);
+    op_check_attention(o, q, k, v, 3, DEVICE_HOST);
     ASSERT(q_off->dtype == DTYPE_I32 && k_off->dtype == DTYPE_I32);
     ASSERT(q_off->device == DEVICE_HOST && k_off->device == DEVICE_HOST);
     ASSERT(tensor_is_contiguous(q_off) && tensor_is_contiguous(k_off));

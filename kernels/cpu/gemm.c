@@ -53,18 +53,9 @@ static void tile_4x4(float c[4][4], const float *a, const float *b, int mi, int 
 void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
                    const struct tensor *b, bool accumulate)
 {
-    op_check_dense("linear.x", x, DEVICE_HOST);
-    op_check_dense("linear.w", w, DEVICE_HOST);
-    op_check_dense("linear.y", y, DEVICE_HOST);
-    ASSERT(w->ndim == 2 && w->dtype == x->dtype);
-    ASSERT(y->dtype == x->dtype || y->dtype == DTYPE_F32);
+    int64_t M, N, K;
 
-    int64_t K = op_cols(x), M = op_rows(x), N = w->shape[0];
-    ASSERT(w->shape[1] == K && op_cols(y) == N && op_rows(y) == M && y->ndim == x->ndim);
-    if (b) {
-        op_check_dense("linear.b", b, DEVICE_HOST);
-        ASSERT(tensor_numel(b) == N);
-    }
+    op_check_linear(y, x, w, b, DEVICE_HOST, &M, &N, &K);
     if (M == 0 || N == 0)
         return;
 

@@ -41,6 +41,40 @@ int64_t op_rows(const struct tensor *t)
     return c ? tensor_numel(t) / c : 0;
 }
 
+void op_check_linear(const struct tensor *y, const struct tensor *x, const struct tensor *w,
+                     const struct tensor *b, enum device dev, int64_t *M, int64_t *N, int64_t *K)
+{
+    op_check_dense("linear.x", x, dev);
+    op_check_dense("linear.w", w, dev);
+    op_check_dense("linear.y", y, dev);
+    ASSERT(w->ndim == 2 && w->dtype == x->dtype);
+    ASSERT(y->dtype == x->dtype || y->dtype == DTYPE_F32);
+    *K = op_cols(x);
+    *M = op_rows(x);
+    *N = w->shape[0];
+    ASSERT(w->shape[1] == *K && op_cols(y) == *N && op_rows(y) == *M && y->ndim == x->ndim);
+    if (b) {
+        op_check_dense("linear.b", b, dev);
+        ASSERT(tensor_numel(b) == *N);
+    }
+}
+
+void op_check_attention(const struct tensor *o, const struct tensor *q, const struct tensor *k,
+                        const struct tensor *v, int nd, enum device dev)
+{
+    const struct tensor *in[3] = {q, k, v};
+
+    for (int i = 0; i < 3; i++) {
+        ASSERT(in[i]->device == dev && in[i]->ndim == nd);
+        ASSERT(in[i]->dtype == q->dtype && op_dtype_ok(q->dtype));
+        ASSERT(in[i]->shape[nd - 1] == OP_HEAD_DIM && in[i]->stride[nd - 1] == 1);
+        ASSERT(in[i]->shape[nd - 2] == q->shape[nd - 2]);
+    }
+    ASSERT(tensor_same_shape(k, v));
+    op_check_dense("attention.o", o, dev);
+    ASSERT(tensor_same_shape(o, q) && o->dtype == q->dtype);
+}
+
 int64_t op_bcast_groups(const char *op, const struct tensor *p, int64_t rows, int64_t cols)
 {
     int64_t n = tensor_numel(p);

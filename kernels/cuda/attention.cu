@@ -39,30 +39,12 @@ static void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, e
     DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, ctx->stream>>>(*p));
 }
 
-/* Checks shared by both ops: q, k, v on the GPU with nd dims, last dim 64
- * contiguous, one dtype; o contiguous, q's shape and dtype. */
-static void check_qkv(const struct tensor *o, const struct tensor *q, const struct tensor *k,
-                      const struct tensor *v, int nd)
-{
-    const struct tensor *in[3] = {q, k, v};
-
-    for (int i = 0; i < 3; i++) {
-        ASSERT(in[i]->device == DEVICE_CUDA && in[i]->ndim == nd);
-        ASSERT(in[i]->dtype == q->dtype && op_dtype_ok(q->dtype));
-        ASSERT(in[i]->shape[nd - 1] == OP_HEAD_DIM && in[i]->stride[nd - 1] == 1);
-        ASSERT(in[i]->shape[nd - 2] == q->shape[nd - 2]);
-    }
-    ASSERT(tensor_same_shape(k, v));
-    op_check_dense("attention.o", o, DEVICE_CUDA);
-    ASSERT(tensor_same_shape(o, q) && o->dtype == q->dtype);
-}
-
 void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,
                        const struct tensor *k, const struct tensor *v, float scale)
 {
     struct attn_params p;
 
-    check_qkv(o, q, k, v, 4);
+    op_check_attention(o, q, k, v, 4, DEVICE_CUDA);
     int64_t B = q->shape[0], Tq = q->shape[1], H = q->shape[2], Tk = k->shape[1];
     ASSERT(k->shape[0] == B && Tq < (1ll << 31) && Tk < (1ll << 31));
     if (B == 0 || Tq == 0 || H == 0)
@@ -88,7 +70,7 @@ void op_attention_varlen_cuda(const struct op_ctx *ctx, struct tensor *o, const 
 {
     struct attn_params p;
 
-    check_qkv(o, q, k, v, 3);
+    op_check_attention(o, q, k, v, 3, DEVICE_CUDA);
     ASSERT(q_off->dtype == DTYPE_I32 && k_off->dtype == DTYPE_I32);
     ASSERT(q_off->device == DEVICE_CUDA && k_off->device == DEVICE_CUDA);
     ASSERT(tensor_is_contiguous(q_off) && tensor_is_contiguous(k_off));

@@ -84,18 +84,9 @@ static void cache_put(const struct gemm_key *k, const cublasLtMatmulAlgo_t *algo
 void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                     const struct tensor *w, const struct tensor *b, bool accumulate)
 {
-    op_check_dense("linear.x", x, DEVICE_CUDA);
-    op_check_dense("linear.w", w, DEVICE_CUDA);
-    op_check_dense("linear.y", y, DEVICE_CUDA);
-    ASSERT(w->ndim == 2 && w->dtype == x->dtype);
-    ASSERT(y->dtype == x->dtype || y->dtype == DTYPE_F32);
+    int64_t M, N, K;
 
-    int64_t K = op_cols(x), M = op_rows(x), N = w->shape[0];
-    ASSERT(w->shape[1] == K && op_cols(y) == N && op_rows(y) == M && y->ndim == x->ndim);
-    if (b) {
-        op_check_dense("linear.b", b, DEVICE_CUDA);
-        ASSERT(tensor_numel(b) == N);
-    }
+    op_check_linear(y, x, w, b, DEVICE_CUDA, &M, &N, &K);
     if (M == 0 || N == 0)
         return;
     ASSERT(K > 0);
