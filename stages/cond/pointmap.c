@@ -80,6 +80,9 @@ int ppe_bind(struct ppe *m, struct weights *w, const char *prefix, enum dtype ge
 size_t ppe_act_bytes(const struct ppe *m)
 {
     int64_t T = 1 + (int64_t)m->patch * m->patch, D = m->dim, nc = PPE_CHUNK;
+    int64_t nmax = 2 * (int64_t)m->nwin * m->nwin;     /* two maps per request */
+
+    nc = nc < nmax ? nc : nmax;
     size_t e = dtype_size(m->gemm_dt);
     size_t xyz = arena_round(sizeof(float) * 2 * 3 * (size_t)m->size * (size_t)m->size);
 

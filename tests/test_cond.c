@@ -1,0 +1,207 @@
+/*
+ * test_cond.c - the condition fuser (stages/cond/model.c, pointmap.c) on the
+ * CPU against the official EmbedderFuser, both variants, on H5's tiny fixtures
+ * (tests/fixtures/cond_{ss,slat}_tiny: official modules with tiny configs,
+ * random weights in the official .ckpt container, dumped activations).
+ *
+ * Order: the point-map embedder's output ('pointmap.embed', 'rgb_pointmap.embed'),
+ * then each segment of the fused condition (so a bad segment names its
+ * embedder), then the whole 'cond'. Bad inputs: the wrong checkpoint, a missing
+ * input, a wrong input shape each give an error code (and one logged line).
+ * GPU part: CUDA fp32 and fp16 against the CPU (skipped without a GPU).
+ */
+#include "harness.h"
+#include "arena.h"
+#include "ckpt.h"
+#include "err.h"
+#include "log.h"
+#include "cond/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* fp32 CPU vs PyTorch CPU fp32: summation order only (see test_vit.c). */
+static const double ATOL = 1e-4, RTOL = 1e-4, NMSE = 1e-10;
+/* CUDA fp32 vs CPU: order only; fp16: fp16 GEMMs/attention and an fp16 output
+ * (spec §6.7, §8.8), about 1e-3 relative per element. */
+static const double GPU32_NMSE = 1e-10, GPU16_NMSE = 1e-5;
+
+static const struct tensor *ref_tensor(const struct ckpt *r, const char *name, struct tensor *buf)
+{
+    const struct ckpt_entry *e = ckpt_find(r, name);
+
+    CHECK(e != NULL, "fixture tensor %s", name);
+    if (!e)
+        return NULL;
+    *buf = ckpt_entry_tensor(e);
+    return buf;
+}
+
+/* Run the fuser on dev/gemm_dt; returns a malloc'ed fp32 copy of the output. */
+static float *run_fuser(const char *ckpt, enum device dev, enum dtype gd,
+                        const struct cond_inputs *in, struct cond_model *m_out)
+{
+    struct cond_model m;
+    struct arena act;
+    struct op_ctx ctx;
+    float *res = NULL;
+
+    memset(&ctx, 0, sizeof(ctx));
+    if (cond_load(&m, ckpt, dev, gd) != 0) {
+        CHECK(0, "cond_load %s", ckpt);
+        return NULL;
+    }
+    CHECK(cond_check_inputs(&m, in) == 0);
+    size_t bytes = cond_act_bytes(&m) + (dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0);
+    CHECK(arena_init(&act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes) == 0);
+    if (dev == DEVICE_CUDA)
+        CHECK(op_ctx_init(&ctx, &act, OP_WORKSPACE_DEFAULT) == 0);
+    size_t n = (size_t)(m.n_tokens * m.dim);
+    void *o = malloc(n * dtype_size(gd));
+    struct tensor out = tensor_view(o, gd, DEVICE_HOST, SHAPE(1, m.n_tokens, m.dim));
+    cond_forward(&m, dev == DEVICE_CUDA ? &ctx : NULL, &act, in, &out);
+    CHECK(act.high_water <= act.size);
+    printf("  %s %s: activation arena peak %.2f MB of %.2f MB sized\n",
+           dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd), act.high_water / 1e6, act.size / 1e6);
+    res = malloc(sizeof(*res) * n);
+    dtype_convert(res, DTYPE_F32, o, gd, n);
+    free(o);
+    if (dev == DEVICE_CUDA)
+        op_ctx_free(&ctx);
+    arena_free(&act);
+    if (m_out)
+        *m_out = m;
+    else
+        cond_free(&m);
+    return res;
+}
+
+static void run_variant(const char *dir, const char *ckpt_name, bool ss)
+{
+    char ckpt[256], refp[256], label[128];
+    struct ckpt ref;
+    struct tensor b[6];
+    struct cond_inputs in;
+    struct cond_model m;
+
+    snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, ckpt_name);
+    snprintf(refp, sizeof(refp), "%s/ref.safetensors", dir);
+    if (ckpt_open(&ref, refp, 0) != 0) {
+        CHECK(0, "fixture %s unreadable (regenerate with tools/ref/dump_cond.py)", refp);
+        return;
+    }
+    memset(&in, 0, sizeof(in));
+    in.image = ref_tensor(&ref, "image", &b[0]);
+    in.rgb_image = ref_tensor(&ref, "rgb_image", &b[1]);
+    in.mask = ref_tensor(&ref, "mask", &b[2]);
+    in.rgb_image_mask = ref_tensor(&ref, "rgb_image_mask", &b[3]);
+    if (ss) {
+        in.pointmap = ref_tensor(&ref, "pointmap", &b[4]);
+        in.rgb_pointmap = ref_tensor(&ref, "rgb_pointmap", &b[5]);
+    }
+    float *out = run_fuser(ckpt, DEVICE_HOST, DTYPE_F32, &in, &m);
+    if (!out)
+        goto out_ref;
+    CHECK(m.variant == (ss ? COND_SS : COND_SLAT), "variant detected from the checkpoint");
+    const struct ckpt_entry *ce = ckpt_find(&ref, "cond");
+    CHECK(ce && ckpt_entry_numel(ce) == m.n_tokens * m.dim, "cond shape");
+    if (!ce || ckpt_entry_numel(ce) != m.n_tokens * m.dim)
+        goto out_free;
+
+    /* the point-map embedder alone */
+    if (ss) {
+        struct arena act;
+        int64_t W = (int64_t)m.ppe.nwin * m.ppe.nwin, D = m.ppe.dim, S = m.input_size;
+        CHECK(arena_init(&act, ARENA_HOST, "act", cond_act_bytes(&m)) == 0);
+        struct tensor pm = arena_tensor(&act, DTYPE_F32, SHAPE(2, 3, S, S));
+        struct tensor pe = arena_tensor(&act, DTYPE_F32, SHAPE(2, W, D));
+        memcpy(pm.data, in.pointmap->data, tensor_nbytes(in.pointmap));
+        memcpy((char *)pm.data + tensor_nbytes(in.pointmap), in.rgb_pointmap->data,
+               tensor_nbytes(in.rgb_pointmap));
+        ppe_forward(&m.ppe, NULL, &act, &pe, &pm);
+        const char *names[2] = {"pointmap.embed", "rgb_pointmap.embed"};
+        for (int i = 0; i < 2; i++) {
+            struct tensor r;
+            if (!ref_tensor(&ref, names[i], &r))
+                continue;
+            snprintf(label, sizeof(label), "%s cpu f32 %-22s", dir + 15, names[i]);
+            report_cmp(label, compare_f32((float *)pe.data + i * W * D, r.data, (size_t)(W * D),
+                                          ATOL, RTOL, NMSE));
+        }
+        arena_free(&act);
+    }
+
+    /* each segment of the fused condition, in the reference's order (spec §8.3) */
+    const float *rc = (const float *)ce->data;
+    const char *segs[6] = {"image", "rgb_image", "mask", "rgb_image_mask", "pointmap", "rgb_pointmap"};
+    int64_t row = 0;
+    for (int s = 0; s < (ss ? 6 : 4); s++) {
+        int64_t rows = s < 4 ? (m.n_tokens - (ss ? 2 * (int64_t)m.ppe.nwin * m.ppe.nwin : 0)) / 4
+                             : (int64_t)m.ppe.nwin * m.ppe.nwin;
+        size_t n = (size_t)(rows * m.dim);
+        snprintf(label, sizeof(label), "%s cpu f32 cond rows %4lld.. (%s)", dir + 15,
+                 (long long)row, segs[s]);
+        report_cmp(label, compare_f32(out + row * m.dim, rc + row * m.dim, n, ATOL, RTOL, NMSE));
+        row += rows;
+    }
+    CHECK(row == m.n_tokens);
+    snprintf(label, sizeof(label), "%s cpu f32 cond (1,%lld,%d)", dir + 15,
+             (long long)m.n_tokens, m.dim);
+    report_cmp(label, compare_f32(out, rc, (size_t)(m.n_tokens * m.dim), ATOL, RTOL, NMSE));
+
+    /* bad inputs: missing tensor, wrong shape */
+    {
+        struct cond_inputs bad = in;
+        bad.mask = NULL;
+        CHECK(cond_check_inputs(&m, &bad) == S3D_ENOTFOUND, "missing mask");
+        bad = in;
+        bad.image = in.mask;                               /* 1 channel where 3 are needed */
+        CHECK(cond_check_inputs(&m, &bad) == S3D_ESHAPE, "image with 1 channel");
+        if (ss) {
+            bad = in;
+            bad.rgb_pointmap = NULL;
+            CHECK(cond_check_inputs(&m, &bad) == S3D_ENOTFOUND, "SS without rgb_pointmap");
+        }
+    }
+
+    /* GPU: CUDA fp32 and fp16 against the CPU output */
+    if (!s3d_cuda_available()) {
+        const char *req = getenv("S3D_REQUIRE_GPU");
+        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
+        printf("GPU part skipped (%s): no CUDA device on this machine\n", dir + 15);
+    } else {
+        const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
+        for (int g = 0; g < 2; g++) {
+            float *go = run_fuser(ckpt, DEVICE_CUDA, gdts[g], &in, NULL);
+            if (!go)
+                continue;
+            snprintf(label, sizeof(label), "%s cuda %s cond vs cpu", dir + 15, dtype_name(gdts[g]));
+            report_cmp(label, compare_f32(go, out, (size_t)(m.n_tokens * m.dim), -1, -1,
+                                          g ? GPU16_NMSE : GPU32_NMSE));
+            free(go);
+        }
+    }
+out_free:
+    free(out);
+    cond_free(&m);
+out_ref:
+    ckpt_close(&ref);
+}
+
+int main(void)
+{
+    struct cond_model m;
+
+    log_init("test_cond");
+    run_variant("tests/fixtures/cond_ss_tiny", "ss_generator.ckpt", true);
+    run_variant("tests/fixtures/cond_slat_tiny", "slat_generator.ckpt", false);
+
+    /* the wrong checkpoint for this stage: MoGe's (no condition embedder) */
+    printf("expect one error line (wrong checkpoint):\n");
+    CHECK(cond_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32) < 0,
+          "MoGe checkpoint refused");
+    printf("expect one error line (missing file):\n");
+    CHECK(cond_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32) < 0);
+    return harness_done("test_cond");
+}
