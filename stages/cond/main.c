@@ -1,0 +1,115 @@
+/*
+ * main.c - sam3d-cond: the condition fuser as a stage (stages/cond/README.md).
+ *
+ *   sam3d-cond --weights ss_generator.ckpt --once IN_DIR OUT_DIR
+ *   sam3d-cond --weights slat_generator.ckpt --listen ipc:///tmp/s3d/cond_slat.sock
+ *
+ * Inputs (docs/formats.md, "cond"): image, rgb_image (1,3,S,S), mask,
+ * rgb_image_mask (1,1,S,S), SS also pointmap, rgb_pointmap (1,3,S,S),
+ * pointmap_scale, pointmap_shift (1,3); all F32. Outputs: cond_ss or cond_slat
+ * (1, n, C) F16 (F32 with --precision fp32 or --device cpu), and for SS the
+ * pointmap_scale/shift passed through for the pose decoder.
+ */
+#include "model.h"
+#include "stage.h"
+#include "check.h"
+#include "err.h"
+#include "log.h"
+
+#include <string.h>
+
+struct cond_stage {
+    struct cond_model m;
+    struct arena      act;     /* activations, sized by cond_act_bytes (+ cuBLAS workspace) */
+    struct op_ctx     ctx;
+    bool              loaded;
+};
+
+static int cond_stage_load(void *p, const struct stage_opts *o)
+{
+    struct cond_stage *s = p;
+    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
+    enum dtype gd = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
+    size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
+    int rc;
+
+    if (s->loaded)
+        return 0;
+    if (dev == DEVICE_CUDA)
+        CUDA_CHECK(cudaSetDevice(o->device));
+    if ((rc = cond_load(&s->m, o->weights, dev, gd)))
+        return rc;
+    rc = arena_init(&s->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",
+                    cond_act_bytes(&s->m) + ws);
+    if (!rc && dev == DEVICE_CUDA)
+        rc = op_ctx_init(&s->ctx, &s->act, ws);
+    if (rc) {
+        arena_free(&s->act);
+        cond_free(&s->m);
+        return rc;
+    }
+    s->loaded = true;
+    return 0;
+}
+
+static void cond_stage_unload(void *p)
+{
+    struct cond_stage *s = p;
+
+    op_ctx_free(&s->ctx);
+    arena_free(&s->act);
+    cond_free(&s->m);
+    memset(s, 0, sizeof(*s));
+}
+
+static int cond_stage_run(void *p, struct stage_req *rq)
+{
+    struct cond_stage *s = p;
+    const struct cond_model *m = &s->m;
+    int64_t S = m->input_size;
+    bool ss = m->variant == COND_SS;
+    struct cond_inputs in = {
+        .image = stage_input(rq, "image", DTYPE_F32, SHAPE(1, 3, S, S)),
+        .rgb_image = stage_input(rq, "rgb_image", DTYPE_F32, SHAPE(1, 3, S, S)),
+        .mask = stage_input(rq, "mask", DTYPE_F32, SHAPE(1, 1, S, S)),
+        .rgb_image_mask = stage_input(rq, "rgb_image_mask", DTYPE_F32, SHAPE(1, 1, S, S)),
+    };
+    const char *side[2] = {"pointmap_scale", "pointmap_shift"};
+
+    if (!in.image || !in.rgb_image || !in.mask || !in.rgb_image_mask)
+        return S3D_ESHAPE;                    /* stage_input already set the reply */
+    if (ss) {
+        in.pointmap = stage_input(rq, "pointmap", DTYPE_F32, SHAPE(1, 3, S, S));
+        in.rgb_pointmap = stage_input(rq, "rgb_pointmap", DTYPE_F32, SHAPE(1, 3, S, S));
+        if (!in.pointmap || !in.rgb_pointmap)
+            return S3D_ESHAPE;
+        for (int i = 0; i < 2; i++) {        /* passed through for the pose decoder */
+            const struct tensor *t = stage_input(rq, side[i], DTYPE_F32, SHAPE(1, 3));
+            struct tensor *o = t ? stage_output(rq, side[i], DTYPE_F32, SHAPE(1, 3)) : NULL;
+            if (!o)
+                return S3D_ESHAPE;
+            tensor_copy_contiguous(o->data, t);
+        }
+    }
+    if (cond_check_inputs(m, &in))
+        return stage_fail(rq, S3D_ESHAPE, "cond: inputs not contiguous F32 (see the log)");
+    struct tensor *out = stage_output(rq, ss ? "cond_ss" : "cond_slat", m->gemm_dt,
+                                      SHAPE(1, m->n_tokens, m->dim));
+    if (!out)
+        return S3D_ENOMEM;
+    cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, &in, out);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct cond_stage model;
+    const struct stage_ops ops = {
+        .name = "cond",
+        .load = cond_stage_load,
+        .unload = cond_stage_unload,
+        .run = cond_stage_run,
+    };
+
+    return stage_main(&ops, &model, argc, argv);
+}
