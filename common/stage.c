@@ -648,29 +648,17 @@ out_close:
 
 // ---------------------------------------------------------------- --once, --check-weights
 
-/* Parse "KEY=VALUE" into a typed param: true/false, an integer, a float, else a string. */
+/* Parse "KEY=VALUE" into a typed param (wire_set_parsed). */
 static int set_param_kv(struct wire_msg *m, const char *kv)
 {
     const char *eq = strchr(kv, '=');
-    const char *v = eq + 1;
-    char key[WIRE_KEY_MAX], *end;
-    long long iv;
-    double fv;
+    char key[WIRE_KEY_MAX];
 
     if ((size_t)(eq - kv) >= sizeof(key))
         return S3D_EINVAL;
     memcpy(key, kv, (size_t)(eq - kv));
     key[eq - kv] = 0;
-    if (!strcmp(v, "true") || !strcmp(v, "false"))
-        return wire_set_bool(m, key, v[0] == 't');
-    errno = 0;
-    iv = strtoll(v, &end, 10);
-    if (*v && !*end && !errno)
-        return wire_set_int(m, key, iv);
-    fv = strtod(v, &end);
-    if (*v && !*end)
-        return wire_set_float(m, key, fv);
-    return wire_set_str(m, key, v);
+    return wire_set_parsed(m, key, eq + 1);
 }
 
 static int name_cmp(const void *a, const void *b)

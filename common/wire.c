@@ -145,6 +145,32 @@ int wire_set_str(struct wire_msg *m, const char *key, const char *v)
     return 0;
 }
 
+int wire_set_parsed(struct wire_msg *m, const char *key, const char *text)
+{
+    char *end;
+    long long iv;
+    double fv;
+
+    if (!strcmp(text, "true") || !strcmp(text, "false"))
+        return wire_set_bool(m, key, text[0] == 't');
+    if (!strcmp(text, "nil")) {
+        struct wire_param *p = param_slot(m, key);
+
+        if (!p)
+            return S3D_EINVAL;
+        p->type = WIRE_NIL;
+        return 0;
+    }
+    errno = 0;
+    iv = strtoll(text, &end, 10);
+    if (*text && !*end && !errno)
+        return wire_set_int(m, key, iv);
+    fv = strtod(text, &end);
+    if (*text && !*end)
+        return wire_set_float(m, key, fv);
+    return wire_set_str(m, key, text);
+}
+
 const struct wire_param *wire_find(const struct wire_msg *m, const char *key)
 {
     for (int i = 0; i < m->n_params; i++)

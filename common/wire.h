@@ -108,6 +108,9 @@ int wire_set_int(struct wire_msg *m, const char *key, int64_t v);
 int wire_set_float(struct wire_msg *m, const char *key, double v);
 int wire_set_bool(struct wire_msg *m, const char *key, bool v);
 int wire_set_str(struct wire_msg *m, const char *key, const char *v);
+/* Set from text: "true"/"false" a bool, "nil" nil, an integer an int, another
+ * number a float, anything else a string. Same returns as wire_set_*. */
+int wire_set_parsed(struct wire_msg *m, const char *key, const char *text);
 
 /* Typed accessors: the value of key, or def when the key is absent or nil.
  * wire_get_int accepts an integral float; wire_get_float accepts an int.

@@ -1,0 +1,132 @@
+/*
+ * client.c - Lazy Pirate REQ client. See client.h.
+ */
+#include "client.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define SLICE_MS 100
+
+static int connect_sock(struct client *c)
+{
+    const char *server_key = getenv("S3D_CURVE_SERVERKEY");
+    int zero = 0;
+
+    c->sock = zmq_socket(c->ctx, ZMQ_REQ);
+    ASSERT(c->sock);
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (server_key && *server_key) {
+        char pub[41], sec[41];
+
+        if (strlen(server_key) != 40 || zmq_curve_keypair(pub, sec) != 0 ||
+            zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, server_key, 40) != 0 ||
+            zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
+            zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, sec, 40) != 0) {
+            log_error("S3D_CURVE_SERVERKEY: not a 40-character Z85 key, or no CURVE in "
+                      "libzmq. HINT: use the public key printed with the stage's secret");
+            goto out_close;
+        }
+    }
+    if (zmq_connect(c->sock, c->endpoint) != 0) {
+        log_error("cannot connect to '%s': %s", c->endpoint, zmq_strerror(errno));
+        goto out_close;
+    }
+    return 0;
+out_close:
+    zmq_close(c->sock);
+    c->sock = NULL;
+    return S3D_EIO;
+}
+
+int client_open(struct client *c, void *ctx, const char *endpoint)
+{
+    memset(c, 0, sizeof(*c));
+    c->ctx = ctx;
+    c->next_id = 1;
+    if (strlen(endpoint) >= sizeof(c->endpoint)) {
+        log_error("endpoint '%s' too long", endpoint);
+        return S3D_EINVAL;
+    }
+    strcpy(c->endpoint, endpoint);
+    return connect_sock(c);
+}
+
+void client_close(struct client *c)
+{
+    if (c && c->sock) {
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
+}
+
+/* Lazy Pirate: a REQ socket that lost its reply is closed and opened again. */
+static void reset(struct client *c)
+{
+    client_close(c);
+    (void)connect_sock(c);    /* on failure sock stays NULL: the next call retries */
+}
+
+int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
+                struct wire_frames *f, int timeout_ms, client_wait_fn wait_fn, void *arg,
+                char *why, size_t why_len)
+{
+    char err[WIRE_ERR_MAX];
+    int waited = 0, rc;
+
+    if (!c->sock && connect_sock(c) != 0) {
+        snprintf(why, why_len, "cannot connect to %s", c->endpoint);
+        return S3D_EIO;
+    }
+    req->id = c->next_id++;
+    if (wire_send(c->sock, req) != 0) {
+        snprintf(why, why_len, "send to %s failed: %s", c->endpoint, zmq_strerror(errno));
+        reset(c);
+        return S3D_EIO;
+    }
+    for (;;) {
+        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+        int slice = timeout_ms - waited < SLICE_MS ? timeout_ms - waited : SLICE_MS;
+        int n = zmq_poll(&item, 1, slice > 0 ? slice : 0);
+
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, why_len, "poll on %s: %s", c->endpoint, zmq_strerror(errno));
+            reset(c);
+            return S3D_EIO;
+        }
+        if (n > 0 && (item.revents & ZMQ_POLLIN))
+            break;
+        waited += slice > 0 ? slice : 0;
+        if (waited >= timeout_ms) {
+            snprintf(why, why_len, "no reply from %s within %.1f s", c->endpoint,
+                     timeout_ms / 1000.0);
+            reset(c);
+            return S3D_ETIMEOUT;
+        }
+        if (wait_fn && !wait_fn(arg)) {
+            snprintf(why, why_len, "gave up waiting for %s", c->endpoint);
+            reset(c);
+            return S3D_ETIMEOUT;
+        }
+    }
+    rc = wire_recv(c->sock, WIRE_REPLY, rep, f, err, sizeof(err));
+    if (rc == 0 && rep->id != req->id) {
+        snprintf(err, sizeof(err), "reply id %lld does not match request id %lld",
+                 (long long)rep->id, (long long)req->id);
+        rc = S3D_EPROTO;
+    }
+    if (rc) {
+        snprintf(why, why_len, "bad reply from %s: %s", c->endpoint,
+                 rc == S3D_EIO ? zmq_strerror(errno) : err);
+        reset(c);
+        return rc == S3D_EIO ? S3D_EIO : S3D_EPROTO;
+    }
+    return 0;
+}

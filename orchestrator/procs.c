@@ -1,0 +1,101 @@
+/*
+ * procs.c - fork/exec, liveness and stopping of stage processes. See procs.h.
+ */
+#include "procs.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int proc_spawn(struct proc *p, char *const argv[])
+{
+    pid_t parent = getpid();
+    pid_t pid;
+
+    memset(p, 0, sizeof(*p));
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        log_error("cannot start '%s': fork: %s", argv[0], strerror(errno));
+        return S3D_EIO;
+    }
+    if (pid == 0) {
+        int fd = open("/dev/null", O_RDONLY);
+        sigset_t none;
+
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)          /* the parent died before prctl */
+            _exit(1);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            close(fd);
+        }
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], argv);
+        fprintf(stderr, "error: cannot execute '%s': %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    p->pid = pid;
+    return 0;
+}
+
+bool proc_alive(struct proc *p)
+{
+    pid_t r;
+
+    if (p->pid <= 0 || p->reaped)
+        return false;
+    r = waitpid(p->pid, &p->status, WNOHANG);
+    if (r == 0)
+        return true;
+    p->reaped = true;      /* ended (or not our child any more) */
+    return false;
+}
+
+void proc_stop(struct proc *p, int grace_ms)
+{
+    struct timespec ts = {0, 10 * 1000000L};
+
+    if (!proc_alive(p))
+        return;
+    kill(p->pid, SIGTERM);
+    for (int waited = 0; waited < grace_ms; waited += 10) {
+        if (!proc_alive(p))
+            return;
+        nanosleep(&ts, NULL);
+    }
+    kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &p->status, 0) < 0 && errno == EINTR)
+        ;
+    p->reaped = true;
+}
+
+const char *proc_describe(const struct proc *p, char *buf, size_t len)
+{
+    if (p->pid <= 0)
+        snprintf(buf, len, "not started");
+    else if (!p->reaped)
+        snprintf(buf, len, "running");
+    else if (WIFEXITED(p->status))
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(p->status));
+    else if (WIFSIGNALED(p->status))
+        snprintf(buf, len, "killed by SIG%s", sigabbrev_np(WTERMSIG(p->status)) ?
+                 sigabbrev_np(WTERMSIG(p->status)) : "?");
+    else
+        snprintf(buf, len, "ended");
+    return buf;
+}

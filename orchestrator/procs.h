@@ -1,0 +1,31 @@
+/*
+ * procs.h - spawning and reaping stage processes.
+ *
+ * A child gets PR_SET_PDEATHSIG(SIGTERM), so it dies with the orchestrator
+ * even when the orchestrator is killed with SIGKILL: no orphans. Its stdin is
+ * /dev/null; stdout and stderr are inherited (stages log to stderr).
+ */
+#ifndef S3D_PROCS_H
+#define S3D_PROCS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct proc {
+    pid_t pid;          /* 0 when not running */
+    int   status;       /* waitpid status once reaped */
+    bool  reaped;
+};
+
+/* Start argv[0] (a path) with argv. Returns 0 or S3D_EIO (logged). exec failure
+ * shows up as the child exiting with status 127. */
+int  proc_spawn(struct proc *p, char *const argv[]);
+/* Still running? Reaps it (without blocking) when it has ended. */
+bool proc_alive(struct proc *p);
+/* SIGTERM, wait up to grace_ms, then SIGKILL; always reaps. No-op when not running. */
+void proc_stop(struct proc *p, int grace_ms);
+/* "running", "exited with status 1", "killed by SIGABRT" into buf; returns buf. */
+const char *proc_describe(const struct proc *p, char *buf, size_t len);
+
+#endif
