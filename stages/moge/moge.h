@@ -1,0 +1,127 @@
+/*
+ * moge.h - MoGe v1 (MG:moge/model/v1.py at a8c3734): the point-map network of
+ * the depth stage. Library code (no main.c here) so tests link it; the
+ * executable is stages/depth/main.c.
+ *
+ * Forward (spec conditioning.md §4.2-4.5):
+ *   image (3, H, W) U8 or F32 in [0, 1]
+ *   -> AA bicubic to (rh, rw) (token budget num_tokens), (x - mean) / std,
+ *      AA bilinear to (rh//14*14, rw//14*14)              moge_prepare
+ *   -> DINOv2 (stages/vit) with the (ph+0.1)/37 bicubic pos-embed, the last
+ *      n_feat blocks through the final norm
+ *   -> head: projects (1x1), 3 x [UV, ConvT 2x2, 3x3 replicate, res blocks],
+ *      bilinear to (rh, rw), UV, two output blocks   -> raw (4, rh, rw) F32
+ *   -> moge_postprocess (host): bilinear to (H, W), exp remap, mask > 0.5,
+ *      focal/shift (common/lmsolve.h), intrinsics, z += shift, camera flip,
+ *      NaN where invalid.
+ *
+ * Config from the weights: ViT by vit_detect under "backbone.", n_feat from
+ * head.projects.N, widths from shapes, GroupNorm groups hidden/32 (MoGe's
+ * 'group_norm'). num_tokens is not in the state dict (model_config's
+ * trained_area_range): 2551 for Ruicheng/moge-vitl, set by the caller.
+ *
+ * Precision: act_dt is the head's activation dtype (F16 on the GPU by
+ * default: autocast; F32 on the CPU and with --precision fp32); GroupNorm
+ * statistics fp32; outputs fp32.
+ */
+#ifndef S3D_MOGE_H
+#define S3D_MOGE_H
+
+#include "arena.h"
+#include "ops_image.h"
+#include "vit/vit.h"
+#include "weights.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOGE_MAX_FEAT   8
+#define MOGE_UP_STAGES  3
+#define MOGE_MAX_RES    4
+#define MOGE_NUM_TOKENS 2551   /* int(1275 + 9/9 * (2551 - 1275)), moge-vitl */
+
+struct moge_resblock {
+    int           hidden, groups2;        /* conv1 width; GroupNorm(hidden/32) */
+    struct tensor gn1_w, gn1_b;           /* (C) F32, GroupNorm(1, C) */
+    struct tensor conv1_w, conv1_b;       /* (hidden, C, 3, 3) act_dt, (hidden) F32 */
+    struct tensor gn2_w, gn2_b;           /* (hidden) F32 */
+    struct tensor conv2_w, conv2_b;       /* (C, hidden, 3, 3) act_dt, (C) F32 */
+};
+
+struct moge_up {
+    int                  cin, cout;       /* cin excludes the 2 UV channels */
+    struct tensor        convt_w, convt_b;/* (cin+2, cout, 2, 2) act_dt, (cout) F32 */
+    struct tensor        conv_w, conv_b;  /* (cout, cout, 3, 3) act_dt, (cout) F32 */
+    int                  n_res;
+    struct moge_resblock res[MOGE_MAX_RES];
+};
+
+struct moge_out {
+    int           cout;                   /* 3 (points) or 1 (mask) */
+    struct tensor conv_w, conv_b;         /* (last, C+2, 3, 3) act_dt, (last) F32 */
+    struct tensor lin_w, lin_b;           /* (cout, last, 1, 1) act_dt, (cout) F32 */
+};
+
+struct moge_model {
+    struct vit     vit;                   /* backbone */
+    enum dtype     act_dt;
+    int            n_feat;                /* intermediate layers taken (4) */
+    int            dim_proj;              /* 512 */
+    struct tensor  proj_w[MOGE_MAX_FEAT]; /* (dim_proj, C, 1, 1) act_dt: used as a (P, C) matrix */
+    struct tensor  proj_b[MOGE_MAX_FEAT]; /* (dim_proj) F32 */
+    struct moge_up up[MOGE_UP_STAGES];
+    struct moge_out out[2];
+    struct tensor  image_mean, image_std; /* (1, 3, 1, 1) F32 */
+    int            num_tokens;            /* 2551 */
+};
+
+/* Detect the config and declare every tensor (phase 1 of weights binding;
+ * w opened on "model.pt:model"). act_dt: F16 or F32. Returns 0 or an error
+ * (logged). */
+int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt);
+
+/* Sizes for one image of H x W: the resized (rh, rw), the patch grid. */
+struct moge_geom {
+    int H, W;           /* input */
+    int rh, rw;         /* token-budget resize */
+    int ph, pw;         /* patch grid: rh / 14, rw / 14 */
+};
+void moge_geometry(const struct moge_model *m, int H, int W, struct moge_geom *g);
+
+/* Activation bytes moge_forward takes from its arena (upper bound). */
+size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g);
+
+/* Run the network on img (3, H, W) U8 or F32 on the model's device.
+ * raw: (4, rh, rw) F32 host buffer the caller owns: channels 0-2 the point
+ * head, 3 the mask head, before the output resize. dump (optional, may be
+ * NULL): called with every named intermediate (names as in
+ * tools/ref/dump_moge.py) for parity tests; the tensor is valid only during
+ * the call. Returns 0. */
+typedef void (*moge_dump_fn)(void *user, const char *name, const struct tensor *t);
+int moge_forward(const struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
+                 const struct tensor *img, const struct moge_geom *g, float *raw,
+                 moge_dump_fn dump, void *user);
+
+/* Outputs of the depth stage (host, caller-owned buffers). */
+struct moge_result {
+    float   *pointmap;      /* (H, W, 3) F32: camera flip (-x, -y, z), NaN where invalid */
+    uint8_t *mask;          /* (H, W) 0/1 */
+    float    intrinsics[9]; /* (3, 3) normalised, row-major */
+    float    focal, shift;
+    float   *points_moge;   /* optional (H, W, 3): MoGe's own points (+inf invalid), or NULL */
+};
+
+/* Post-process the raw head output (spec §4.5, §3.1-3.2). lm: solver options
+ * (lm_opts_default() is scipy >= 1.16). */
+struct lm_opts;
+void moge_postprocess(const struct moge_geom *g, const float *raw, const struct lm_opts *lm,
+                      struct moge_result *r);
+
+/* torch.linspace(start, end, n)[i] in fp32 (CPU/CUDA kernel formula). */
+float moge_linspace(double start, double end, int n, int i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
