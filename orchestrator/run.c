@@ -593,8 +593,10 @@ static int common_opt(struct run_ctx *r, int argc, char **argv, int *i, const ch
     return 1;
 }
 
-/* Fill r->rt from the pipeline: executables, weights, endpoints, built or not. */
-static int prepare_stages(struct run_ctx *r)
+/* Fill r->rt from the pipeline: executables, weights, endpoints, built or not.
+ * Weights are resolved (and must exist) for the built stages that will run:
+ * all of them, or only stage index only when only >= 0. */
+static int prepare_stages(struct run_ctx *r, int only)
 {
     r->n_rt = r->pipe.n_stages;
     for (int i = 0; i < r->n_rt; i++) {
@@ -614,6 +616,8 @@ static int prepare_stages(struct run_ctx *r)
                      rt->ps->name);
         if (n < 0 || (size_t)n >= sizeof(rt->endpoint))
             return S3D_EINVAL;
+        if (!rt->built || (only >= 0 && i != only))
+            continue;
         if (pipeline_weights_path(rt->ps, r->weights_dir, r->moge, rt->weights,
                                   sizeof(rt->weights)) != 0)
             return S3D_EINVAL;
@@ -621,7 +625,7 @@ static int prepare_stages(struct run_ctx *r)
             pipeline_weights_file(rt->weights, wfile, sizeof(wfile));
             if (stat(wfile, &st) == 0)
                 rt->weights_bytes = st.st_size;
-            else if (rt->built) {
+            else {
                 log_error("stage %s: weights '%s': %s. HINT: check --weights DIR (and "
                           "--moge FILE); `sam3d check-weights DIR` lists what is missing",
                           rt->ps->name, wfile, strerror(errno));
@@ -736,7 +740,7 @@ int cmd_run(int argc, char **argv)
     log_info("job %s, pipeline %s, stages from %s", r->job.path, pipe_path, r->stages_dir);
     if (copy_input(r, image, "input_image", r->image, sizeof(r->image), "--image") ||
         copy_input(r, mask, "input_mask", r->mask, sizeof(r->mask), "--mask") ||
-        prepare_stages(r) != 0)
+        prepare_stages(r, -1) != 0)
         goto out_report;
     for (first_missing = 0; first_missing < r->n_rt; first_missing++)
         if (!r->rt[first_missing].built)
@@ -823,15 +827,15 @@ int cmd_stage(int argc, char **argv)
     snprintf(r->mask, sizeof(r->mask), "%s/input_mask", r->job.path);
     pipeline_default_path(pipe_arg, pipe_path, sizeof(pipe_path));
     pipeline_stages_dir(stages_arg, r->stages_dir, sizeof(r->stages_dir));
-    if (pipeline_load(&r->pipe, pipe_path) != 0 || prepare_stages(r) != 0)
+    if (pipeline_load(&r->pipe, pipe_path) != 0)
         goto out_free;
-    for (int i = 0; i < r->n_rt; i++)
-        if (!strcmp(r->rt[i].ps->name, name))
-            rt = &r->rt[i];
-    if (!rt) {
+    if (!pipeline_find(&r->pipe, name)) {
         log_error("no stage '%s' in '%s'", name, pipe_path);
         goto out_free;
     }
+    if (prepare_stages(r, (int)(pipeline_find(&r->pipe, name) - r->pipe.stages)) != 0)
+        goto out_free;
+    rt = &r->rt[pipeline_find(&r->pipe, name) - r->pipe.stages];
     if (!rt->built) {
         log_error("stage '%s' is not built yet ('%s' is missing)", name, rt->exe);
         code = EXIT_PARTIAL;
