@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // ---------------------------------------------------------------------------
 // raw pictures in PIL's modes
@@ -472,10 +473,11 @@ int image_decode_mask(const void *buf, size_t len, const char *name, struct imag
 /* Read a whole file into a malloc'ed buffer. Returns 0 or S3D_EIO / S3D_ENOMEM. */
 static int slurp(const char *path, uint8_t **buf, size_t *len)
 {
-    FILE    *f = fopen(path, "rb");
-    uint8_t *b = NULL;
-    long     n;
-    int      rc = S3D_EIO;
+    FILE       *f = fopen(path, "rb");
+    uint8_t    *b = NULL;
+    long        n;
+    struct stat st;
+    int         rc = S3D_EIO;
 
     *buf = NULL;
     *len = 0;
@@ -483,10 +485,11 @@ static int slurp(const char *path, uint8_t **buf, size_t *len)
         log_error("%s: cannot open image file (HINT: check the path)", path);
         return S3D_EIO;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        log_error("%s: cannot read image file (not a regular file?)", path);
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        log_error("%s: not a regular file (HINT: give the path of a PNG or JPEG file)", path);
         goto out_close;
     }
+    n = (long)st.st_size;
     b = malloc(n > 0 ? (size_t)n : 1);
     if (!b) {
         rc = S3D_ENOMEM;
