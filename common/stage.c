@@ -699,7 +699,8 @@ static int once_inputs(const char *in_dir, struct wire_msg *req)
         struct ckpt c;
         char path[PATH_MAX];
 
-        if ((size_t)snprintf(path, sizeof(path), "%s/%s", in_dir, names[i]) >= sizeof(path)) {
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", in_dir, names[i]) >= WIRE_STR_MAX) {
+            log_error("--once: path '%s' longer than %d bytes", path, WIRE_STR_MAX - 1);
             rc = S3D_EINVAL;
             break;
         }
