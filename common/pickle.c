@@ -258,7 +258,7 @@ static int memo_put(struct unpickler *u, uint64_t idx)
 
     if (!v)
         return fail(u, "memo store with an empty stack");
-    if (idx >= PK_MAX_MEMO)
+    if (idx >= PK_MAX_MEMO || idx > u->len)   /* Python's pickler numbers memo slots 0, 1, ... */
         return fail(u, "memo index %llu too large", (unsigned long long)idx);
     if ((int)idx >= u->memo_cap) {
         int old = u->memo_cap;
