@@ -167,6 +167,14 @@ grep -q '^a .*OK' "$T/cw.out" && grep -q '^b .*FAILED' "$T/cw.out" && grep -q '^
     || fail "check-weights lines: $(cat "$T/cw.out")"
 ok "check-weights"
 
+# the shipped pipeline parses: with no stages built, every stage is listed, exit 3
+mkdir -p "$T/nostages"
+"$SAM3D" check-weights "$T" --pipeline pipelines/sam3d_objects.pipe --stages-dir "$T/nostages" \
+    >"$T/cw2.out" 2>"$T/cw2.log"; rc=$?
+[ $rc -eq 3 ] && grep -q '^8 stages: 0 OK, 0 failed, 8 not built yet' "$T/cw2.out" \
+    || fail "shipped pipeline: rc=$rc $(cat "$T/cw2.out" "$T/cw2.log")"
+ok "shipped pipelines/sam3d_objects.pipe parses"
+
 # 11. bad pipelines and options: one clear error line, exit 1/2, nothing left
 bad() {   # label expected-text pipeline-text
     printf '%b' "$3" > "$T/bad.pipe"
