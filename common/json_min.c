@@ -149,8 +149,9 @@ static bool match_word(struct parser *p, const char *w)
 }
 
 /*
- * The grammar as a loop: stack[d] is the node index of the d-th open container;
- * want_key says an object expects a key next.
+ * The grammar as a loop: stack[d] is the node index of the d-th open container.
+ * Each turn reads one value (preceded by `"key":` inside an object); an opened
+ * container is pushed, and value_done consumes ',' or closing brackets.
  */
 int json_parse(struct json_doc *doc, const char *text, size_t len, char *err, size_t errlen)
 {

@@ -280,6 +280,31 @@ static int memo_get(struct unpickler *u, uint64_t idx)
     return push(u, u->memo[idx]);
 }
 
+/* The memo index argument of PUT/GET (text line), BINPUT/BINGET (1 byte) or
+ * LONG_BINPUT/LONG_BINGET (4 bytes). */
+static int memo_arg(struct unpickler *u, uint8_t op, uint64_t *idx)
+{
+    char tmp[24], *end;
+    const char *s;
+    long n;
+    int rc;
+
+    if (op == 'p' || op == 'g') {
+        if ((n = read_line(u, &s)) <= 0 || n >= (long)sizeof(tmp))
+            return fail(u, "bad memo index line");
+        memcpy(tmp, s, (size_t)n);
+        tmp[n] = 0;
+        *idx = strtoull(tmp, &end, 10);
+        return *end ? fail(u, "bad memo index line") : 0;
+    }
+    n = op == 'q' || op == 'h' ? 1 : 4;
+    if ((rc = need(u, (size_t)n)))
+        return rc;
+    *idx = rd_le(u->buf + u->pos, (int)n);
+    u->pos += (size_t)n;
+    return 0;
+}
+
 static bool is_int_tuple(const struct pk_value *t, int max)
 {
     if (!t || t->type != PK_TUPLE || t->n > max)
@@ -639,51 +664,29 @@ static int run(struct unpickler *u)
                 return oom(u);
             rc = push(u, b);
             break;
-        case 'p': {                                      /* PUT (protocol 0) */
-            char tmp[24];
-
-            if ((n = read_line(u, &s)) <= 0 || n >= (long)sizeof(tmp))
-                return fail(u, "bad PUT");
-            memcpy(tmp, s, (size_t)n);
-            tmp[n] = 0;
-            rc = memo_put(u, strtoull(tmp, NULL, 10));
-            break;
-        }
-        case 'g': {                                      /* GET (protocol 0) */
-            char tmp[24];
-
-            if ((n = read_line(u, &s)) <= 0 || n >= (long)sizeof(tmp))
-                return fail(u, "bad GET");
-            memcpy(tmp, s, (size_t)n);
-            tmp[n] = 0;
-            rc = memo_get(u, strtoull(tmp, NULL, 10));
-            break;
-        }
+        case 'p':                                        /* PUT (protocol 0) */
         case 'q':                                        /* BINPUT */
-            if ((rc = need(u, 1)))
+        case 'r': {                                      /* LONG_BINPUT */
+            uint64_t idx;
+
+            if ((rc = memo_arg(u, op, &idx)))
                 return rc;
-            rc = memo_put(u, u->buf[u->pos++]);
+            rc = memo_put(u, idx);
             break;
-        case 'r':                                        /* LONG_BINPUT */
-            if ((rc = need(u, 4)))
-                return rc;
-            rc = memo_put(u, rd_le(u->buf + u->pos, 4));
-            u->pos += 4;
-            break;
+        }
         case 0x94:                                       /* MEMOIZE */
             rc = memo_put(u, u->memo_count);
             break;
+        case 'g':                                        /* GET (protocol 0) */
         case 'h':                                        /* BINGET */
-            if ((rc = need(u, 1)))
+        case 'j': {                                      /* LONG_BINGET */
+            uint64_t idx;
+
+            if ((rc = memo_arg(u, op, &idx)))
                 return rc;
-            rc = memo_get(u, u->buf[u->pos++]);
+            rc = memo_get(u, idx);
             break;
-        case 'j':                                        /* LONG_BINGET */
-            if ((rc = need(u, 4)))
-                return rc;
-            rc = memo_get(u, rd_le(u->buf + u->pos, 4));
-            u->pos += 4;
-            break;
+        }
         default:
             return fail(u, "unsupported pickle opcode 0x%02x (HINT: re-save the file with "
                         "torch.save, which emits only supported opcodes)", op);
