@@ -27,13 +27,17 @@ import refutil  # noqa: E402
 PREFIX = "_base_models.condition_embedder."
 
 # Tiny configuration: same classes and structure, small sizes (head size 64 in DINO).
+# SS: DINO width 128 with 2 heads (multi-head layout); SLAT: width 64, 1 head (keeps the
+# committed fixtures under the size budget; the SLAT-specific paths are the pre-norm features,
+# the kept registers and the affine-free LayerNorm, which do not depend on the head count).
 TINY = {
-    "dino": {"dino_model": "dinov2_tiny14_reg", "input_size": 98,
-             "backbone_kwargs": {"embed_dim": 128, "depth": 2, "num_heads": 2, "img_size": 98,
+    "dino": {"dino_model": "dinov2_tiny14_reg", "input_size": 70,
+             "backbone_kwargs": {"embed_dim": 128, "depth": 2, "num_heads": 2, "img_size": 70,
                                  "mlp_ratio": 2}},
     "ppe": {"embed_dim": 64, "input_size": 16, "patch_size": 8},   # PPE has 16 heads fixed
     "projection_net_hidden_dim_multiplier": 1.0,   # hidden int(2*128/3) -> 256 (multiple_of)
 }
+TINY_SLAT_DINO = {"embed_dim": 64, "num_heads": 1}
 
 
 def build_config(args):
@@ -44,7 +48,9 @@ def build_config(args):
         target = module_cfg["_target_"]
         if target.endswith(".Dino"):
             if args.size == "tiny":
-                module_cfg.update(TINY["dino"])
+                module_cfg.update(json.loads(json.dumps(TINY["dino"])))
+                if args.variant == "slat":
+                    module_cfg["backbone_kwargs"].update(TINY_SLAT_DINO)
                 module_cfg["repo_or_dir"] = os.path.join(HERE, "hub_tiny")
             else:
                 module_cfg["repo_or_dir"] = os.path.abspath(args.dinov2)
@@ -178,7 +184,8 @@ def run(args):
             "s3d_commit": refutil.ref_commit(args.s3d),
             "dinov2_commit": refutil.ref_commit(args.dinov2),
             "torch": torch.__version__, "params": nparam,
-            "cond_shape": list(cond.shape), "tiny": TINY if args.size == "tiny" else None}
+            "cond_shape": list(cond.shape),
+            "tiny": {**TINY, "slat_dino": TINY_SLAT_DINO} if args.size == "tiny" else None}
     refutil.save_tensors(os.path.join(args.out, "ref.safetensors"), out,
                          metadata={k: v for k, v in meta.items() if k != "tiny"})
     with open(os.path.join(args.out, "meta.json"), "w") as f:

@@ -97,7 +97,7 @@ def run(args):
     nparam = sum(p.numel() for p in model.parameters())
     print(f"built MoGe {args.size}: {nparam:,} parameters ({time.time() - t0:.1f} s)", flush=True)
     if args.construct_only:
-        return model
+        return model, None
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "model.pt")
     refutil.save_container(refutil.moge_container(config, model.state_dict()), path)
@@ -149,7 +149,7 @@ def run(args):
           f"({len(res)} tensors)")
     for b in bad:
         print(f"warning: degenerate activation {b}")
-    return model
+    return model, image
 
 
 def parse(argv=None):
