@@ -195,7 +195,11 @@ static void test_gpu(void)
         ot_to_f32(&y, out);
         run_cpu(c, &d, ref);
         case_label(label, sizeof(label), "cuda~cpu", c);
-        if (c->small_int)
+        /* Small integers make the fp32 sums exact, so results must match bit for bit,
+         * except with a BF16 output: K = 4096 sums pass 256, the last integer bf16
+         * holds exactly, and with accumulate cuBLASLt's epilogue may round once more
+         * than the CPU (seen on the H200: one bf16 ulp, 8 at |y| in [1024, 2048)). */
+        if (c->small_int && c->out != DTYPE_BF16)
             report_cmp(label, compare_f32(out, ref, (size_t)(c->M * c->N), 0, 0, -1));
         else
             ot_report(label, out, ref, (size_t)(c->M * c->N), TOL, NTOL, c->out);
