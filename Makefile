@@ -3,7 +3,7 @@
 #   make                 all stages, the orchestrator and the tests, into build/
 #   make CUDA_ARCH=90    narrow the GPU targets for a quick build (default: 86 89 90 + PTX)
 #   make test            build, then run every test (GPU tests skip without a GPU)
-#   make test-gpu        only the GPU op tests (on the GPU machine)
+#   make test-gpu        every test program, verbose, a skip counts as a failure (GPU machine)
 #   make test-sanitize   ASan + UBSan build of the unit tests, then run them
 #   make fuzz            each fuzz target for FUZZ_SECONDS (libFuzzer, clang)
 #   make dev             kernel workshops in kernels/dev (GPU benches)

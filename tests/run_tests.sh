@@ -3,8 +3,9 @@
 #
 # A test program exits 0 (pass), 77 (skipped, reason printed) or anything else (fail).
 # Programs: BUILD/tests/test_*. Scripts: tests/test_*.sh, run with BUILD in $BUILD.
-# With "gpu", only the GPU op tests (test_op_*) run, and S3D_REQUIRE_GPU=1 turns a
-# skip into a failure.
+# With "gpu" (make test-gpu, on the GPU machine), every test program runs verbosely
+# (the op tests and the stage tests compare their CUDA path with the CPU path), no
+# scripts, and S3D_REQUIRE_GPU=1 turns a skip into a failure.
 set -u
 build=${1:-build}
 only=${2:-}
@@ -38,7 +39,6 @@ for t in "$build"/tests/test_*; do
     case "$t" in *.o|*.d) continue ;; esac
     name=$(basename "$t")
     if [ "$only" = gpu ]; then
-        case "$name" in test_op_*) ;; *) continue ;; esac
         S3D_TEST_VERBOSE=1 run_one "$name" "$t"
     else
         run_one "$name" "$t"
