@@ -9,14 +9,24 @@
  * embedder), then the whole 'cond'. Bad inputs: the wrong checkpoint, a missing
  * input, a wrong input shape each give an error code (and one logged line).
  * GPU part: CUDA fp32 and fp16 against the CPU (skipped without a GPU).
+ *
+ * Inputs at another size (518 x 518, what the preprocessor makes for the
+ * release's 518 DINO input): the embedders resize them as the reference does
+ * (Dino bilinear, PointPatchEmbed nearest). Expected: the official fuser on the
+ * same weights and the same closed-form 518 inputs
+ * (tests/fixtures/cond_518_tiny, tools/ref/dump_cond.py --inputs pattern);
+ * a control run with the inputs shrunk by nearest instead of bilinear must
+ * miss it, so the comparison sees the resize.
  */
 #include "harness.h"
 #include "arena.h"
 #include "ckpt.h"
 #include "err.h"
 #include "log.h"
+#include "ops_image.h"
 #include "cond/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +123,9 @@ static void run_variant(const char *dir, const char *ckpt_name, bool ss)
     if (ss) {
         struct arena act;
         int64_t W = (int64_t)m.ppe.nwin * m.ppe.nwin, D = m.ppe.dim, S = m.input_size;
-        CHECK(arena_init(&act, ARENA_HOST, "act", cond_act_bytes(&m)) == 0);
+        /* pm at the fixture's input size (the fuser itself resizes before uploading) */
+        CHECK(arena_init(&act, ARENA_HOST, "act",
+                         cond_act_bytes(&m) + arena_round(sizeof(float) * (size_t)(2 * 3 * S * S))) == 0);
         struct tensor pm = arena_tensor(&act, DTYPE_F32, SHAPE(2, 3, S, S));
         struct tensor pe = arena_tensor(&act, DTYPE_F32, SHAPE(2, W, D));
         memcpy(pm.data, in.pointmap->data, tensor_nbytes(in.pointmap));
@@ -189,6 +201,108 @@ out_ref:
     ckpt_close(&ref);
 }
 
+// ----------------------------------------------------------------------------
+// inputs at 518: tools/ref/dump_cond.py pattern_inputs, value for value
+
+/* Fill the six (or four) closed-form inputs at n x n into buf (6 planes of
+ * 3 n^2 floats, malloc'ed by the caller) and point in at them. */
+static void pattern_inputs(int64_t n, float *buf, struct tensor t[6], struct cond_inputs *in,
+                           bool ss)
+{
+    int64_t N = n * n;
+    float *im = buf, *rim = buf + 3 * N, *mk = buf + 6 * N, *rmk = buf + 9 * N;
+    float *pm = buf + 12 * N, *rpm = buf + 15 * N;
+
+    for (int64_t y = 0; y < n; y++)
+        for (int64_t x = 0; x < n; x++) {
+            int64_t k = y * n + x;
+            bool nan1 = (x + 2 * y) % 13 == 0, nan2 = 25 * y < n;
+            mk[k] = (float)((x / 37 + y / 29) % 2);
+            rmk[k] = 25 * ((2 * x - n) * (2 * x - n) + (2 * y - n) * (2 * y - n)) < 9 * n * n;
+            for (int64_t c = 0; c < 3; c++) {
+                im[c * N + k] = (float)((7 * x + 13 * y + 5 * c) % 251) / 256.0f;
+                rim[c * N + k] = (float)((3 * x + 11 * y + 17 * c) % 253) / 256.0f;
+                pm[c * N + k] = nan1 ? NAN : (float)((5 * x + 3 * y + 7 * c) % 61 - 30) / 16.0f;
+                rpm[c * N + k] = nan2 ? NAN : (float)((2 * x + 9 * y + 11 * c) % 47 - 23) / 8.0f;
+            }
+        }
+    float *p[6] = {im, rim, mk, rmk, pm, rpm};
+    for (int i = 0; i < 6; i++)
+        t[i] = tensor_view(p[i], DTYPE_F32, DEVICE_HOST, SHAPE(1, i == 2 || i == 3 ? 1 : 3, n, n));
+    memset(in, 0, sizeof(*in));
+    in->image = &t[0];
+    in->rgb_image = &t[1];
+    in->mask = &t[2];
+    in->rgb_image_mask = &t[3];
+    if (ss) {
+        in->pointmap = &t[4];
+        in->rgb_pointmap = &t[5];
+    }
+}
+
+static void run_518(const char *ckpt, const char *refp, bool ss)
+{
+    const int64_t n = 518;
+    struct ckpt ref;
+    struct tensor t[6], small[6];
+    struct cond_inputs in, ctl;
+    struct cond_model m;
+    char label[128];
+    float *buf = malloc(sizeof(float) * (size_t)(18 * n * n));
+
+    ASSERT(buf);
+    if (ckpt_open(&ref, refp, 0) != 0) {
+        CHECK(0, "fixture %s unreadable (see tests/fixtures/cond_518_tiny/README.md)", refp);
+        free(buf);
+        return;
+    }
+    pattern_inputs(n, buf, t, &in, ss);
+    float *out = run_fuser(ckpt, DEVICE_HOST, DTYPE_F32, &in, &m);
+    const struct ckpt_entry *ce = ckpt_find(&ref, "cond");
+    CHECK(ce && out && ckpt_entry_numel(ce) == m.n_tokens * m.dim, "%s: cond shape", refp);
+    if (!ce || !out || ckpt_entry_numel(ce) != m.n_tokens * m.dim)
+        goto out_free;
+    size_t ne = (size_t)(m.n_tokens * m.dim);
+    snprintf(label, sizeof(label), "%s cpu f32 cond from 518 inputs (S %d)", ss ? "ss  " : "slat",
+             m.input_size);
+    report_cmp(label, compare_f32(out, (const float *)ce->data, ne, ATOL, RTOL, NMSE));
+
+    /* control: the DINO inputs shrunk by nearest instead of bilinear must not match */
+    int64_t S = m.input_size;
+    float *sb = malloc(sizeof(float) * (size_t)(12 * S * S));
+    ASSERT(sb);
+    ctl = in;
+    const struct tensor **slot[4] = {&ctl.image, &ctl.rgb_image, &ctl.mask, &ctl.rgb_image_mask};
+    for (int i = 0; i < 4; i++) {
+        small[i] = tensor_view(sb + i * 3 * S * S, DTYPE_F32, DEVICE_HOST,
+                               SHAPE(1, t[i].shape[1], S, S));
+        op_resize_cpu(&small[i], &t[i], OP_RESIZE_NEAREST, 0, 0);
+        *slot[i] = &small[i];
+    }
+    float *bad = run_fuser(ckpt, DEVICE_HOST, DTYPE_F32, &ctl, NULL);
+    struct cmp c = compare_f32(bad, (const float *)ce->data, ne, ATOL, RTOL, NMSE);
+    printf("%s control (nearest instead of bilinear): rel_l2 %.1e, must fail\n",
+           ss ? "ss  " : "slat", c.rel_l2);
+    CHECK(!c.ok && c.rel_l2 > 1e-3, "the 518 comparison must see the resize mode");
+    free(bad);
+    free(sb);
+
+    if (s3d_cuda_available()) {
+        float *go = run_fuser(ckpt, DEVICE_CUDA, DTYPE_F32, &in, NULL);
+        snprintf(label, sizeof(label), "%s cuda f32 cond from 518 inputs vs cpu", ss ? "ss  " : "slat");
+        if (go)
+            report_cmp(label, compare_f32(go, out, ne, -1, -1, GPU32_NMSE));
+        free(go);
+    } else {
+        printf("GPU part skipped (518 inputs): no CUDA device on this machine\n");
+    }
+out_free:
+    free(out);
+    cond_free(&m);
+    ckpt_close(&ref);
+    free(buf);
+}
+
 int main(void)
 {
     struct cond_model m;
@@ -196,6 +310,10 @@ int main(void)
     log_init("test_cond");
     run_variant("tests/fixtures/cond_ss_tiny", "ss_generator.ckpt", true);
     run_variant("tests/fixtures/cond_slat_tiny", "slat_generator.ckpt", false);
+    run_518("tests/fixtures/cond_ss_tiny/ss_generator.ckpt",
+            "tests/fixtures/cond_518_tiny/ss_518.safetensors", true);
+    run_518("tests/fixtures/cond_slat_tiny/slat_generator.ckpt",
+            "tests/fixtures/cond_518_tiny/slat_518.safetensors", false);
 
     /* the wrong checkpoint for this stage: MoGe's (no condition embedder) */
     printf("expect one error line (wrong checkpoint):\n");

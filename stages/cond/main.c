@@ -4,9 +4,10 @@
  *   sam3d-cond --weights ss_generator.ckpt --once IN_DIR OUT_DIR
  *   sam3d-cond --weights slat_generator.ckpt --listen ipc:///tmp/s3d/cond_slat.sock
  *
- * Inputs (docs/formats.md, "cond"): image, rgb_image (1,3,S,S), mask,
- * rgb_image_mask (1,1,S,S), SS also pointmap, rgb_pointmap (1,3,S,S),
- * pointmap_scale, pointmap_shift (1,3); all F32. Outputs: cond_ss or cond_slat
+ * Inputs (docs/formats.md, "cond"): image, rgb_image (1,3,H,W), mask,
+ * rgb_image_mask (1,1,H,W), SS also pointmap, rgb_pointmap (1,3,H,W),
+ * pointmap_scale, pointmap_shift (1,3); all F32; any H, W (518 from the
+ * preprocessor), resized inside as the reference's embedders do. Outputs: cond_ss or cond_slat
  * (1, n, C) F16 (F32 with --precision fp32 or --device cpu), and for SS the
  * pointmap_scale/shift passed through for the pose decoder.
  */
@@ -66,21 +67,21 @@ static int cond_stage_run(void *p, struct stage_req *rq)
 {
     struct cond_stage *s = p;
     const struct cond_model *m = &s->m;
-    int64_t S = m->input_size;
     bool ss = m->variant == COND_SS;
+    /* any H, W: each embedder resizes to its own input size as the reference does */
     struct cond_inputs in = {
-        .image = stage_input(rq, "image", DTYPE_F32, SHAPE(1, 3, S, S)),
-        .rgb_image = stage_input(rq, "rgb_image", DTYPE_F32, SHAPE(1, 3, S, S)),
-        .mask = stage_input(rq, "mask", DTYPE_F32, SHAPE(1, 1, S, S)),
-        .rgb_image_mask = stage_input(rq, "rgb_image_mask", DTYPE_F32, SHAPE(1, 1, S, S)),
+        .image = stage_input(rq, "image", DTYPE_F32, SHAPE(1, 3, -1, -1)),
+        .rgb_image = stage_input(rq, "rgb_image", DTYPE_F32, SHAPE(1, 3, -1, -1)),
+        .mask = stage_input(rq, "mask", DTYPE_F32, SHAPE(1, 1, -1, -1)),
+        .rgb_image_mask = stage_input(rq, "rgb_image_mask", DTYPE_F32, SHAPE(1, 1, -1, -1)),
     };
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
 
     if (!in.image || !in.rgb_image || !in.mask || !in.rgb_image_mask)
         return S3D_ESHAPE;                    /* stage_input already set the reply */
     if (ss) {
-        in.pointmap = stage_input(rq, "pointmap", DTYPE_F32, SHAPE(1, 3, S, S));
-        in.rgb_pointmap = stage_input(rq, "rgb_pointmap", DTYPE_F32, SHAPE(1, 3, S, S));
+        in.pointmap = stage_input(rq, "pointmap", DTYPE_F32, SHAPE(1, 3, -1, -1));
+        in.rgb_pointmap = stage_input(rq, "rgb_pointmap", DTYPE_F32, SHAPE(1, 3, -1, -1));
         if (!in.pointmap || !in.rgb_pointmap)
             return S3D_ESHAPE;
         for (int i = 0; i < 2; i++) {        /* passed through for the pose decoder */

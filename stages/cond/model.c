@@ -3,6 +3,7 @@
  * See model.h.
  */
 #include "model.h"
+#include "ops_image.h"
 #include "ops_small.h"
 #include "check.h"
 #include "err.h"
@@ -173,16 +174,18 @@ size_t cond_act_bytes(const struct cond_model *m)
     size_t ppe = 0;
 
     if (m->variant == COND_SS) {
-        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin;
-        /* the point maps are uploaded at the DINO input size (checked in cond_check_inputs) */
-        ppe = arena_round(sizeof(float) * (size_t)(2 * 3 * S * S)) +
+        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, P = m->ppe.size;
+        /* the point maps are uploaded already resized to the PPE input size (fit_input) */
+        ppe = arena_round(sizeof(float) * (size_t)(2 * 3 * P * P)) +
               arena_round(sizeof(float) * (size_t)(2 * W * m->ppe.dim)) + ppe_act_bytes(&m->ppe) +
               proj_bytes(&m->proj[2], m->gemm_dt, 2 * W);
     }
     return out + (dino > ppe ? dino : ppe);
 }
 
-static int check_one(const struct tensor *t, const char *name, int64_t c, int64_t s)
+/* t must be F32 (1, c, H, W), contiguous, any H, W >= 1: the embedders resize it
+ * to their own input size as the reference does (fit_input). */
+static int check_one(const struct tensor *t, const char *name, int64_t c)
 {
     char got[64];
 
@@ -192,11 +195,12 @@ static int check_one(const struct tensor *t, const char *name, int64_t c, int64_
         return S3D_ENOTFOUND;
     }
     if (t->dtype != DTYPE_F32 || t->ndim != 4 || t->shape[0] != 1 || t->shape[1] != c ||
-        t->shape[2] != s || t->shape[3] != s || !tensor_is_contiguous(t)) {
-        log_error("cond: input '%s' is %s %s, expected F32 [1,%lld,%lld,%lld] (HINT: the inputs "
-                  "must be preprocessed to the DINO input size, spec/conditioning.md §5)", name,
+        t->shape[2] < 1 || t->shape[3] < 1 || t->shape[2] > INT32_MAX || t->shape[3] > INT32_MAX ||
+        !tensor_is_contiguous(t)) {
+        log_error("cond: input '%s' is %s %s, expected F32 [1,%lld,H,W] (HINT: the inputs are the "
+                  "preprocessor's outputs, 518x518 in the release, spec/conditioning.md §5)", name,
                   dtype_name(t->dtype), tensor_shape_str(t->shape, t->ndim, got, sizeof(got)),
-                  (long long)c, (long long)s, (long long)s);
+                  (long long)c);
         return S3D_ESHAPE;
     }
     return 0;
@@ -204,17 +208,16 @@ static int check_one(const struct tensor *t, const char *name, int64_t c, int64_
 
 int cond_check_inputs(const struct cond_model *m, const struct cond_inputs *in)
 {
-    int64_t S = m->input_size;
     int rc;
 
-    if ((rc = check_one(in->image, "image", 3, S)) ||
-        (rc = check_one(in->rgb_image, "rgb_image", 3, S)) ||
-        (rc = check_one(in->mask, "mask", 1, S)) ||
-        (rc = check_one(in->rgb_image_mask, "rgb_image_mask", 1, S)))
+    if ((rc = check_one(in->image, "image", 3)) ||
+        (rc = check_one(in->rgb_image, "rgb_image", 3)) ||
+        (rc = check_one(in->mask, "mask", 1)) ||
+        (rc = check_one(in->rgb_image_mask, "rgb_image_mask", 1)))
         return rc;
     if (m->variant == COND_SS &&
-        ((rc = check_one(in->pointmap, "pointmap", 3, S)) ||
-         (rc = check_one(in->rgb_pointmap, "rgb_pointmap", 3, S))))
+        ((rc = check_one(in->pointmap, "pointmap", 3)) ||
+         (rc = check_one(in->rgb_pointmap, "rgb_pointmap", 3))))
         return rc;
     return 0;
 }
@@ -233,8 +236,29 @@ static void upload(const struct op_ctx *ctx, void *dst, const void *src, size_t 
     }
 }
 
+/* t (1, c, H, W) F32 host at size x size: t's own data when it already has that
+ * size, else a malloc'ed copy resized with mode (*tmp owns it; free(*tmp) after
+ * use). The reference resizes inside each embedder: Dino with F.interpolate
+ * bilinear, align_corners=False (dino.py:70-76, the identity at its input size),
+ * PointPatchEmbed with nearest (pointmap.py:245-248). */
+static const float *fit_input(const struct tensor *t, int64_t size, enum op_resize_mode mode,
+                              float **tmp)
+{
+    int64_t c = t->shape[1];
+
+    *tmp = NULL;
+    if (t->shape[2] == size && t->shape[3] == size)
+        return t->data;
+    *tmp = malloc(sizeof(**tmp) * (size_t)(c * size * size));
+    ASSERT(*tmp);
+    struct tensor y = tensor_view(*tmp, DTYPE_F32, DEVICE_HOST, SHAPE(1, c, size, size));
+    op_resize_cpu(&y, t, mode, 0, 0);
+    return *tmp;
+}
+
 /* img (2, 3, S, S) on the model's device = Dino's _preprocess_input of a and b
- * (dino.py:70-84): 1-channel inputs repeated to 3, then (x - mean) / std. */
+ * (dino.py:70-84): bilinear resize to S, 1-channel inputs repeated to 3, then
+ * (x - mean) / std. */
 static void dino_input(const struct cond_model *m, const struct op_ctx *ctx, struct tensor *img,
                        const struct tensor *a, const struct tensor *b)
 {
@@ -243,13 +267,17 @@ static void dino_input(const struct cond_model *m, const struct op_ctx *ctx, str
     const struct tensor *src[2] = {a, b};
 
     ASSERT(h);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
+        float *tmp;
+        const float *r = fit_input(src[i], S, OP_RESIZE_BILINEAR, &tmp);
         for (int c = 0; c < 3; c++) {
-            const float *s = (const float *)src[i]->data + (src[i]->shape[1] == 3 ? c * HW : 0);
+            const float *s = r + (src[i]->shape[1] == 3 ? c * HW : 0);
             float *d = h + (i * 3 + c) * HW;
             for (int64_t k = 0; k < HW; k++)
                 d[k] = (s[k] - DINO_MEAN[c]) / DINO_STD[c];
         }
+        free(tmp);
+    }
     upload(ctx, img->data, h, sizeof(*h) * (size_t)(2 * 3 * HW), m->device);
     free(h);
 }
@@ -304,13 +332,17 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         arena_release(act, m2);
     }
     if (m->variant == COND_SS) {
-        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, n1 = 3 * S * S;
+        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, P = m->ppe.size, n1 = 3 * P * P;
         size_t m2 = arena_mark(act);
-        struct tensor pm = arena_tensor(act, DTYPE_F32, SHAPE(2, 3, S, S));
+        struct tensor pm = arena_tensor(act, DTYPE_F32, SHAPE(2, 3, P, P));
         struct tensor pe = arena_tensor(act, DTYPE_F32, SHAPE(2, W, m->ppe.dim));
-        upload(ctx, pm.data, in->pointmap->data, sizeof(float) * (size_t)n1, m->device);
-        upload(ctx, (float *)pm.data + n1, in->rgb_pointmap->data, sizeof(float) * (size_t)n1,
-               m->device);
+        const struct tensor *maps[2] = {in->pointmap, in->rgb_pointmap};
+        for (int i = 0; i < 2; i++) {       /* nearest to P here; ppe_forward's is then the identity */
+            float *tmp;
+            const float *r = fit_input(maps[i], P, OP_RESIZE_NEAREST, &tmp);
+            upload(ctx, (float *)pm.data + i * n1, r, sizeof(float) * (size_t)n1, m->device);
+            free(tmp);
+        }
         ppe_forward(&m->ppe, ctx, act, &pe, &pm);
         struct tensor pe2 = tensor_reshape(&pe, SHAPE(2 * W, m->ppe.dim));
         struct tensor dst = tensor_slice(&o, 0, row, 2 * W);

@@ -76,15 +76,21 @@ void cond_free(struct cond_model *m);    /* NULL-safe, idempotent */
 size_t cond_act_bytes(const struct cond_model *m);
 
 /* The inputs of one request: host tensors, F32, contiguous, batch 1, as the
- * preprocessors produce them (spec §5.5). pointmap/rgb_pointmap only for SS. */
+ * preprocessors produce them (spec §5.5; 518 x 518 in the release). Any H, W:
+ * like the reference, the DINO towers resize each input to input_size with
+ * F.interpolate(bilinear, align_corners=False) (dino.py:70-76) and the point-map
+ * embedder resizes to its own size with nearest (pointmap.py:245-248); inputs
+ * already at those sizes are used as they are (the identity).
+ * pointmap/rgb_pointmap only for SS. */
 struct cond_inputs {
-    const struct tensor *image, *rgb_image;          /* (1, 3, S, S) */
-    const struct tensor *mask, *rgb_image_mask;      /* (1, 1, S, S) */
+    const struct tensor *image, *rgb_image;          /* (1, 3, H, W) */
+    const struct tensor *mask, *rgb_image_mask;      /* (1, 1, H, W) */
     const struct tensor *pointmap, *rgb_pointmap;    /* (1, 3, H, W), NaN = invalid */
 };
 
-/* Check the inputs' presence, dtypes and shapes; 0 or S3D_ESHAPE / S3D_ENOTFOUND
- * with one logged line naming the input and the expected shape. */
+/* Check the inputs' presence, dtypes and shapes (F32, contiguous, (1, c, H, W)
+ * with c as above, H, W >= 1); 0 or S3D_ESHAPE / S3D_ENOTFOUND with one logged
+ * line naming the input and the expected shape. */
 int  cond_check_inputs(const struct cond_model *m, const struct cond_inputs *in);
 
 /* out (1, n_tokens, C) host tensor of dtype gemm_dt = the fused condition.

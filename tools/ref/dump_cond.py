@@ -13,6 +13,17 @@ Writes OUT/<variant>_generator.ckpt ({'state_dict': {'_base_models.condition_emb
 OUT/ref.safetensors (inputs, per-module activations in execution order, output 'cond'; see
 tests/fixtures/README.md for the names) and OUT/meta.json.
 --size full uses the yaml as released (DINOv2 ViT-L/14-reg4 at 518, PPE 512/256/8).
+
+Inputs at another size than the model's (the embedders resize them: Dino bilinear,
+PointPatchEmbed nearest), on the committed weights, e.g. the 518 x 518 the preprocessor makes:
+
+  python3 tools/ref/dump_cond.py --variant ss --size tiny --input-size 518 --inputs pattern \
+      --no-inputs --no-acts --ckpt tests/fixtures/cond_ss_tiny/ss_generator.ckpt \
+      --ref-name ss_518.safetensors --out tests/fixtures/cond_518_tiny
+
+--inputs pattern: closed-form inputs of exactly representable float32 values (pattern_inputs;
+tests/test_cond.c builds the same ones), so --no-inputs can leave them out of the dump.
+--ckpt FILE: load these weights (official loader) instead of writing new random ones.
 """
 import argparse
 import json
@@ -113,13 +124,44 @@ def register_hooks(fuser, log):
     return handles
 
 
+def pattern_inputs(n, need_pm):
+    """Closed-form fuser inputs at n x n, every value exact in float32 (k / 256, k / 16, k / 8),
+    so C rebuilds them bit for bit (tests/test_cond.c pattern_inputs). x, y: column, row; c:
+      image[c,y,x]          = ((7x + 13y + 5c) % 251) / 256
+      rgb_image[c,y,x]      = ((3x + 11y + 17c) % 253) / 256
+      mask[0,y,x]           = (x // 37 + y // 29) % 2
+      rgb_image_mask[0,y,x] = 25 ((2x - n)^2 + (2y - n)^2) < 9 n^2
+      pointmap[c,y,x]       = ((5x + 3y + 7c) % 61 - 30) / 16, all 3 NaN where (x + 2y) % 13 == 0
+      rgb_pointmap[c,y,x]   = ((2x + 9y + 11c) % 47 - 23) / 8, all 3 NaN where 25 y < n"""
+    import numpy as np
+    import torch
+    y, x = np.meshgrid(np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), indexing="ij")
+    c = np.arange(3, dtype=np.int64)[:, None, None]
+    f = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
+    out = refutil.OrderedDict()
+    out["image"] = f(((7 * x + 13 * y + 5 * c) % 251) / 256.0)
+    out["rgb_image"] = f(((3 * x + 11 * y + 17 * c) % 253) / 256.0)
+    out["mask"] = f(((x // 37 + y // 29) % 2)[None])
+    out["rgb_image_mask"] = f((25 * ((2 * x - n) ** 2 + (2 * y - n) ** 2) < 9 * n * n)[None])
+    if need_pm:
+        pm = ((5 * x + 3 * y + 7 * c) % 61 - 30) / 16.0
+        pm = np.where(((x + 2 * y) % 13 == 0)[None], np.nan, pm)
+        rpm = ((2 * x + 9 * y + 11 * c) % 47 - 23) / 8.0
+        rpm = np.where((25 * y < n)[None], np.nan, rpm)
+        out["pointmap"] = f(pm)
+        out["rgb_pointmap"] = f(rpm)
+    return out
+
+
 def make_inputs(args, fuser):
     import torch
+    size = args.input_size or fuser.module_list[0].input_size
+    need_pm = any(kw == "pointmap" for _, info in fuser.embedder_list for kw, _ in info)
+    if args.inputs == "pattern":
+        return pattern_inputs(size, need_pm), {}, torch
     rgb, mask = refutil.load_example(args.example, args.mask_index)
-    size = fuser.module_list[0].input_size
     P = refutil.synthetic_pointmap(*mask.shape, mask, args.seed + 7)
     Pn, scale, shift = refutil.ssi_normalize(P, mask)
-    need_pm = any(kw == "pointmap" for _, info in fuser.embedder_list for kw, _ in info)
     inputs = refutil.fuser_inputs(rgb, mask, size, Pn if need_pm else None)
     return inputs, {"pointmap_scale": scale[None], "pointmap_shift": shift[None]}, torch
 
@@ -139,8 +181,11 @@ def run(args):
     if args.construct_only:
         return fuser, None
     os.makedirs(args.out, exist_ok=True)
-    ckpt_path = os.path.join(args.out, f"{args.variant}_generator.ckpt")
-    refutil.save_container(refutil.lightning_ckpt(fuser.state_dict(), PREFIX), ckpt_path)
+    if args.ckpt:                     # given weights: nothing written, loaded below
+        ckpt_path = args.ckpt
+    else:
+        ckpt_path = os.path.join(args.out, f"{args.variant}_generator.ckpt")
+        refutil.save_container(refutil.lightning_ckpt(fuser.state_dict(), PREFIX), ckpt_path)
 
     # Round trip through the official loader: a fresh fuser, load_model_from_checkpoint with
     # the pipeline's prefix filter (PL/inference_pipeline.py:261-290), strict.
@@ -172,28 +217,34 @@ def run(args):
     for h in handles:
         h.remove()
     out = refutil.OrderedDict()
-    out.update(inputs)
-    out.update(side)
+    if not args.no_inputs:
+        out.update(inputs)
+        out.update(side)
     out.update(log.tensors)
     out["cond"] = cond
     bad = refutil.check_realistic(log.tensors, allow_nonfinite=("pointmap", "point_proj"))
     meta = {"variant": args.variant, "size": args.size, "seed": args.seed,
             "precision": args.precision, "device": args.device, "loader": loader,
-            "example": os.path.basename(os.path.normpath(args.example)),
+            "example": os.path.basename(os.path.normpath(args.example))
+            if args.inputs == "example" else None,
             "mask_index": args.mask_index, "config": os.path.relpath(args.config),
             "s3d_commit": refutil.ref_commit(args.s3d),
             "dinov2_commit": refutil.ref_commit(args.dinov2),
             "torch": torch.__version__, "params": nparam,
             "cond_shape": list(cond.shape),
+            "input_size": int(inputs["image"].shape[-1]), "inputs": args.inputs,
+            "ckpt": os.path.relpath(ckpt_path),
             "tiny": {**TINY, "slat_dino": TINY_SLAT_DINO} if args.size == "tiny" else None}
-    refutil.save_tensors(os.path.join(args.out, "ref.safetensors"), out,
+    refutil.save_tensors(os.path.join(args.out, args.ref_name), out,
                          metadata={k: v for k, v in meta.items() if k != "tiny"})
-    with open(os.path.join(args.out, "meta.json"), "w") as f:
+    meta_name = "meta.json" if args.ref_name == "ref.safetensors" else \
+        os.path.splitext(args.ref_name)[0] + ".meta.json"
+    with open(os.path.join(args.out, meta_name), "w") as f:
         json.dump({**meta, "init_rules": sorted(set(rules.values())), "degenerate": bad}, f,
                   indent=1)
     if args.verbose:
         print(refutil.describe(out))
-    print(f"cond {tuple(cond.shape)} {cond.dtype}; wrote {ckpt_path} and ref.safetensors "
+    print(f"cond {tuple(cond.shape)} {cond.dtype}; weights {ckpt_path}, wrote {args.ref_name} "
           f"({len(out)} tensors)")
     for b in bad:
         print(f"warning: degenerate activation {b}")
@@ -216,6 +267,17 @@ def parse(argv=None):
     ap.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                     help="fp16 = the official autocast (spec/conditioning.md §6.7, §8.8)")
     ap.add_argument("--no-acts", action="store_true", help="dump inputs and output only")
+    ap.add_argument("--input-size", type=int, default=0,
+                    help="side of the fuser inputs (default: the model's input size; the "
+                         "embedders resize, e.g. 518 as the preprocessor makes them)")
+    ap.add_argument("--inputs", choices=["example", "pattern"], default="example",
+                    help="example: the preprocessed example image + synthetic point map; "
+                         "pattern: closed-form exact inputs (pattern_inputs)")
+    ap.add_argument("--no-inputs", action="store_true",
+                    help="leave the inputs out of the dump (only with --inputs pattern)")
+    ap.add_argument("--ckpt", default=None,
+                    help="use this <variant>_generator.ckpt instead of writing random weights")
+    ap.add_argument("--ref-name", default="ref.safetensors", help="name of the dump in --out")
     ap.add_argument("--construct-only", action="store_true", help="build and init, then stop")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -223,6 +285,8 @@ def parse(argv=None):
         args.config = f".ref/Fast-SAM3D/checkpoints/hf/{args.variant}_generator.yaml"
     if not args.construct_only and not args.out:
         ap.error("--out is required")
+    if args.no_inputs and args.inputs != "pattern":
+        ap.error("--no-inputs needs --inputs pattern (other inputs cannot be rebuilt)")
     return args
 
 
