@@ -413,3 +413,25 @@ out:
     free(z.recs);
     return rc;
 }
+
+int torchzip_record(struct ckpt *c, const char *name, const uint8_t **data, size_t *len)
+{
+    struct zip z = {c, NULL, 0, NULL, 0};
+    const struct zrec *r;
+    int rc;
+
+    *data = NULL;
+    *len = 0;
+    if ((rc = read_cd(&z)))
+        goto out;
+    r = get_record(&z, name, &rc);
+    if (!rc && !r)
+        rc = S3D_ENOTFOUND;
+    if (!rc) {
+        *data = r->data;
+        *len = (size_t)r->size;
+    }
+out:
+    free(z.recs);
+    return rc;
+}

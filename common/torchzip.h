@@ -29,4 +29,11 @@
  * (unsorted). Returns 0, or S3D_EFORMAT / S3D_ENOMEM with the reason in c->err. */
 int torchzip_parse(struct ckpt *c);
 
+/* The bytes of record "<archive>/<name>" (e.g. "data.pkl") of the torch zip
+ * that c maps (ckpt_open'ed, format CKPT_TORCHZIP): *data points into c->map,
+ * *len its size. For reading non-tensor values (a model_config dict) with
+ * pickle_load. Returns 0, S3D_ENOTFOUND (no such record), or S3D_EFORMAT /
+ * S3D_ENOMEM with the reason in c->err. */
+int torchzip_record(struct ckpt *c, const char *name, const uint8_t **data, size_t *len);
+
 #endif

@@ -179,7 +179,10 @@ size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g)
     }
     size_t fin = ((size_t)m->up[2].cout + 2 + 2 * 64) * g->rh * g->rw * es + 4 * (size_t)g->rh * g->rw * 4;
     big = fin > big ? fin : big;
-    size_t img = (size_t)3 * g->H * g->W * 4 + 2 * (size_t)3 * g->rh * g->rw * 4 * 2;
+    /* r1 and i14 (F32), plus op_resize's W-pass intermediate (3, H, rw) F32 and
+     * its tables; the input image itself is the caller's */
+    size_t img = (size_t)3 * g->H * g->rw * 4 + 2 * (size_t)3 * g->rh * g->rw * 4 * 2 +
+                 (size_t)16 * (g->H + g->W + g->rh + g->rw) * 4;
     size_t vit = vit_act_bytes(&m->vit.cfg, m->act_dt, 1, g->ph, g->pw);
     size_t feats = (size_t)m->n_feat * T * C * es + T * C * 4;
     return img + vit + feats + big + ((size_t)64 << 20);
@@ -262,7 +265,48 @@ static void resblock(const struct moge_model *m, const struct op_ctx *ctx, struc
     arena_release(act, mark);
 }
 
-int moge_forward(const struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
+void moge_release(struct moge_model *m)
+{
+    if (!m)
+        return;
+    arena_free(&m->pos_arena);
+    memset(&m->pos_cache, 0, sizeof(m->pos_cache));
+    m->pos_ph = m->pos_pw = 0;
+}
+
+/* The pos-embed for a ph x pw grid on the weights' device, cached per grid. */
+static int pos_embed_cached(struct moge_model *m, const struct op_ctx *ctx, enum device dev,
+                            int ph, int pw)
+{
+    int64_t T = (int64_t)ph * pw, C = m->vit.cfg.dim;
+    size_t bytes = sizeof(float) * (size_t)(T * C);
+    int rc;
+
+    if (m->pos_cache.data && m->pos_ph == ph && m->pos_pw == pw)
+        return 0;
+    moge_release(m);
+    rc = arena_init(&m->pos_arena, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "moge_pos",
+                    bytes);
+    if (rc)
+        return rc;                                 /* arena_init logged it */
+    m->pos_cache = act_t(&m->pos_arena, DTYPE_F32, dev, SHAPE(T, C));
+    if (dev == DEVICE_CUDA) {
+        float *h = malloc(bytes);
+        ASSERT(h);
+        pos_embed_interp(m, ph, pw, h);
+        CUDA_CHECK(cudaMemcpyAsync(m->pos_cache.data, h, bytes, cudaMemcpyHostToDevice,
+                                   ctx->stream));
+        op_ctx_synchronize(ctx);                   /* h is pageable: free after the copy */
+        free(h);
+    } else {
+        pos_embed_interp(m, ph, pw, m->pos_cache.data);
+    }
+    m->pos_ph = ph;
+    m->pos_pw = pw;
+    return 0;
+}
+
+int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
                  const struct tensor *img, const struct moge_geom *g, float *raw,
                  moge_dump_fn dump, void *user)
 {
@@ -286,15 +330,11 @@ int moge_forward(const struct moge_model *m, const struct op_ctx *ctx, struct ar
     emit(dump, user, ctx, "image_14", &i14);
 
     /* backbone with the interpolated pos-embed and the last n_feat blocks tapped */
-    float *pos_h = malloc(sizeof(float) * (size_t)T * C);
-    ASSERT(pos_h);
-    pos_embed_interp(m, ph, pw, pos_h);
-    struct tensor pos = act_t(act, DTYPE_F32, dev, SHAPE(T, C));
-    if (dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemcpyAsync(pos.data, pos_h, sizeof(float) * (size_t)T * C,
-                                   cudaMemcpyHostToDevice, ctx->stream));
-    else
-        memcpy(pos.data, pos_h, sizeof(float) * (size_t)T * C);
+    int rc = pos_embed_cached(m, ctx, dev, ph, pw);
+    if (rc) {
+        arena_release(act, mark0);
+        return rc;
+    }
     struct vit_taps taps;
     memset(&taps, 0, sizeof(taps));
     taps.n = m->n_feat;
@@ -303,10 +343,7 @@ int moge_forward(const struct moge_model *m, const struct op_ctx *ctx, struct ar
         taps.out[k] = act_t(act, adt, dev, SHAPE(1, T + 1, C));
     }
     size_t mark_vit = arena_mark(act);
-    vit_forward(&m->vit, ctx, act, &i14, &pos, &taps);
-    if (dev == DEVICE_CUDA)
-        op_ctx_synchronize(ctx);                   /* pos_h is pageable: free after the copy */
-    free(pos_h);
+    vit_forward(&m->vit, ctx, act, &i14, &m->pos_cache, &taps);
     arena_release(act, mark_vit);
     for (int k = 0; k < m->n_feat; k++) {
         snprintf(name, sizeof(name), k ? "backbone.norm#%d" : "backbone.norm", k);

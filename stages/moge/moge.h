@@ -17,8 +17,13 @@
  *
  * Config from the weights: ViT by vit_detect under "backbone.", n_feat from
  * head.projects.N, widths from shapes, GroupNorm groups hidden/32 (MoGe's
- * 'group_norm'). num_tokens is not in the state dict (model_config's
- * trained_area_range): 2551 for Ruicheng/moge-vitl, set by the caller.
+ * 'group_norm'). num_tokens is not in the state dict: moge_config_num_tokens
+ * reads it from the checkpoint's model_config (num_tokens_range or the legacy
+ * trained_area_range, at resolution level 9): 2551 for Ruicheng/moge-vitl.
+ *
+ * The interpolated pos-embed depends only on the patch grid; moge_forward
+ * caches it per grid (on the model's device) until the grid changes or
+ * moge_release.
  *
  * Precision: act_dt is the head's activation dtype (F16 on the GPU by
  * default: autocast; F32 on the CPU and with --precision fp32); GroupNorm
@@ -74,12 +79,29 @@ struct moge_model {
     struct moge_out out[2];
     struct tensor  image_mean, image_std; /* (1, 3, 1, 1) F32 */
     int            num_tokens;            /* 2551 */
+    /* pos-embed cache (moge_forward): the interpolated patch rows for one grid */
+    int            pos_ph, pos_pw;        /* grid of pos_cache; 0 = empty */
+    struct tensor  pos_cache;             /* (pos_ph * pos_pw, C) F32 on the weights' device */
+    struct arena   pos_arena;             /* owns pos_cache (device or host) */
 };
 
 /* Detect the config and declare every tensor (phase 1 of weights binding;
  * w opened on "model.pt:model"). act_dt: F16 or F32. Returns 0 or an error
  * (logged). */
 int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt);
+
+/* Free what moge_forward cached (the pos-embed); the weights are the caller's.
+ * NULL-safe, idempotent. */
+void moge_release(struct moge_model *m);
+
+/* The token budget MoGeModel.infer uses by default (resolution_level 9):
+ * int(lo + 9/9 * (hi - lo)) = hi of model_config's num_tokens_range, or of
+ * trained_area_range // 196 (the legacy key, MG:v1.py:166-171). path: the
+ * checkpoint FILE (a ":KEY" suffix is ignored). Returns 0 with *num_tokens
+ * set; S3D_ENOTFOUND when the file has no model_config with either key (a
+ * safetensors file, a bare state dict: the caller keeps MOGE_NUM_TOKENS);
+ * S3D_EFORMAT / S3D_EIO when the file cannot be read (logged). */
+int moge_config_num_tokens(const char *path, int *num_tokens);
 
 /* Sizes for one image of H x W: the resized (rh, rw), the patch grid. */
 struct moge_geom {
@@ -89,17 +111,20 @@ struct moge_geom {
 };
 void moge_geometry(const struct moge_model *m, int H, int W, struct moge_geom *g);
 
-/* Activation bytes moge_forward takes from its arena (upper bound). */
+/* Activation bytes moge_forward takes from its arena (upper bound; the input
+ * image is the caller's, the pos-embed cache the model's). */
 size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g);
 
-/* Run the network on img (3, H, W) U8 or F32 on the model's device.
+/* Run the network on img (3, H, W) U8 or F32 on the model's device (U8 is
+ * read as (float)(v / 255.0), the pipeline's image_to_float).
  * raw: (4, rh, rw) F32 host buffer the caller owns: channels 0-2 the point
  * head, 3 the mask head, before the output resize. dump (optional, may be
  * NULL): called with every named intermediate (names as in
  * tools/ref/dump_moge.py) for parity tests; the tensor is valid only during
- * the call. Returns 0. */
+ * the call. Updates m's pos-embed cache. Returns 0, or S3D_ENOMEM when the
+ * cache cannot be allocated (logged). */
 typedef void (*moge_dump_fn)(void *user, const char *name, const struct tensor *t);
-int moge_forward(const struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
+int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
                  const struct tensor *img, const struct moge_geom *g, float *raw,
                  moge_dump_fn dump, void *user);
 
