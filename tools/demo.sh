@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# demo.sh - run the sam3d pipeline on an example image and show what it produced
+# (`make demo` calls it after building: tools/demo.sh BUILD_DIR).
+#
+#   tools/demo.sh [BUILD_DIR]                                  (default: build)
+#
+# Environment:
+#   DEMO_IMAGE, DEMO_MASK   the input (default ../shared/examples/human_object/{image,0}.png,
+#                           relative to the repository root)
+#   SAM3D_WEIGHTS=DIR       the official weights (ss_generator.ckpt, slat_generator.ckpt, ...
+#                           and MoGe at DIR/moge-vitl/model.pt, or DEMO_MOGE=FILE). Without it
+#                           the demo assembles a tiny RANDOM-weight model in the official file
+#                           layout from the committed test fixtures into BUILD/demo-weights/;
+#                           its numbers mean nothing and every result line says so.
+#   DEMO_DEVICE             passed as --device (cpu, cuda:N); default: each stage picks
+#                           cuda:0 when a GPU is usable, else its CPU path
+#   DEMO_OUT                output directory (default BUILD/demo-out)
+#
+# It runs `BUILD/sam3d run ... --out DEMO_OUT`, then lists the artifacts (name, dtype, shape
+# via `sam3d inspect`), the per-stage wall time and peak memory from report.json, and the
+# stages that are still to come. Exit status: 0 when the run completed or ran every stage
+# that exists (sam3d's exit 3), else sam3d's exit status.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+build=${1:-build}
+sam3d=$build/sam3d
+image=${DEMO_IMAGE:-../shared/examples/human_object/image.png}
+mask=${DEMO_MASK:-../shared/examples/human_object/0.png}
+out=${DEMO_OUT:-$build/demo-out}
+
+die() { echo "demo: error: $*" >&2; exit 1; }
+
+[ -x "$sam3d" ] || die "$sam3d is not built (HINT: make demo, or make all first)"
+for f in "$image" "$mask"; do
+    [ -r "$f" ] || die "cannot read '$f' (HINT: set DEMO_IMAGE=IMG DEMO_MASK=MASK)"
+done
+
+# ---------------------------------------------------------------- weights
+tag=""                    # prefix of every line that could be mistaken for a real result
+if [ -n "${SAM3D_WEIGHTS:-}" ]; then
+    weights=$SAM3D_WEIGHTS
+    moge=${DEMO_MOGE:-$weights/moge-vitl/model.pt}
+    [ -d "$weights" ] || die "SAM3D_WEIGHTS='$weights' is not a directory (README: Getting the official weights)"
+    echo "demo: official weights from $weights (MoGe: $moge)"
+else
+    weights=$build/demo-weights
+    moge=$weights/moge-vitl/model.pt
+    fx=tests/fixtures
+    mkdir -p "$weights/moge-vitl" || die "cannot create $weights"
+    # the same official containers, with tiny configurations and random weights
+    if ! cp "$fx/moge_tiny/model.pt" "$moge" ||
+       ! cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" "$weights/"; then
+        die "cannot assemble the tiny model from $fx (HINT: run from a complete checkout)"
+    fi
+    tag="[RANDOM WEIGHTS] "
+    echo "demo: SAM3D_WEIGHTS is not set: using a tiny RANDOM-weight model in the official file"
+    echo "demo: layout ($weights: moge-vitl/model.pt, ss_generator.ckpt, slat_generator.ckpt,"
+    echo "demo: from tests/fixtures). It exercises every built stage end to end; its outputs"
+    echo "demo: are NOT a reconstruction. Set SAM3D_WEIGHTS=DIR for real results."
+fi
+
+# ---------------------------------------------------------------- run
+rm -rf "$out"
+mkdir -p "$out" || die "cannot create $out"
+args=(run --image "$image" --mask "$mask" --weights "$weights" --moge "$moge" --out "$out")
+[ -n "${DEMO_DEVICE:-}" ] && args+=(--device "$DEMO_DEVICE")
+echo "demo: $sam3d ${args[*]}"
+echo "demo: (stage logs in $out/sam3d.log)"
+"$sam3d" "${args[@]}" 2>"$out/sam3d.log.tmp"
+rc=$?
+mv "$out/sam3d.log.tmp" "$out/sam3d.log"
+case $rc in
+0) echo "demo: ${tag}sam3d run completed every stage" ;;
+3) echo "demo: ${tag}sam3d run ran every stage that is built (exit 3: later stages do not exist yet)" ;;
+*) echo "demo: sam3d run failed (exit $rc); the end of $out/sam3d.log:" >&2
+   tail -15 "$out/sam3d.log" >&2
+   exit $rc ;;
+esac
+
+# ---------------------------------------------------------------- what it produced
+echo
+echo "${tag}artifacts in $out/artifacts (name dtype shape):"
+shopt -s nullglob
+for f in "$out"/artifacts/*.safetensors; do
+    echo "  ${tag}$(basename "$f")"
+    "$sam3d" inspect "$f" | sed "s/^/      ${tag}/"
+done
+for f in "$out"/*.ply "$out"/*.glb "$out"/pose.json; do
+    [ -e "$f" ] || continue
+    echo "  ${tag}$(basename "$f") ($(wc -c <"$f") bytes)"
+done
+
+# report.json (orchestrator/run.c write_report): one line per stage
+#   {"name": "depth", "exe": "...", "state": "done", "wall_ms": 1.0, "load_ms": ..., "run_ms": ...,
+#    "peak_bytes": N, "resident_bytes": N, "host_peak_bytes": N, "restarts": N ...
+echo
+status=$(sed -n 's/^  "status": "\([a-z ]*\)".*/\1/p' "$out/report.json")
+total=$(sed -n 's/^  "wall_ms": \([0-9.]*\).*/\1/p' "$out/report.json")
+echo "${tag}report.json: $status, $total ms in all (peak device = the stage's device arenas;"
+echo "${tag}host = its request arena; on the CPU path the model's arenas are host memory)"
+awk -v tag="$tag" '
+function field(k,   m) {
+    if (match($0, "\"" k "\": (\"[^\"]*\"|[-0-9.]+)")) {
+        m = substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 4); gsub(/"/, "", m); return m
+    }
+    return ""
+}
+function mb(b) { return sprintf("%.1f MB", b / 1e6) }
+/^    \{"name": / {
+    name = field("name"); state = field("state")
+    if (state == "done")
+        printf "  %s%-12s %-8s wall %9.1f ms (load %.1f, run %.1f)  peak device %s, host %s\n", \
+               tag, name, state, field("wall_ms"), field("load_ms"), field("run_ms"), \
+               mb(field("peak_bytes")), mb(field("host_peak_bytes"))
+    else
+        todo = todo sprintf("  %-12s %s (%s)\n", name, state, field("exe"))
+}
+END {
+    if (todo != "") { print ""; printf "stages still to come:\n%s", todo }
+}' "$out/report.json"
+echo
+echo "demo: ${tag}outputs in $out (report.json, artifacts/, sam3d.log)"
+exit 0
