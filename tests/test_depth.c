@@ -333,6 +333,38 @@ int main(void)
     printf("focal %.7g shift %.7g; reference fx %.7g, ours %.7g\n", r.focal, r.shift, kr[0],
            r.intrinsics[0]);
 
+    /* the threaded full-resolution pass gives the same bits as one thread */
+    {
+        struct moge_geom gb = {.H = 1131, .W = 2011, .rh = 301, .rw = 517};
+        size_t nb = (size_t)4 * gb.rh * gb.rw, HWb = (size_t)gb.H * gb.W;
+        float *rb = malloc(sizeof(float) * nb);
+        struct rng rg;
+        rng_seed(&rg, 7);
+        fill_normal(&rg, rb, nb, 0.5f);
+        struct moge_result o[2];
+        for (int k = 0; k < 2; k++) {
+            o[k] = (struct moge_result){.pointmap = malloc(sizeof(float) * 3 * HWb),
+                                        .mask = malloc(HWb)};
+            setenv("S3D_THREADS", k ? "7" : "1", 1);
+            moge_postprocess(&gb, rb, &lo, &o[k]);
+        }
+        unsetenv("S3D_THREADS");
+        CHECK(!memcmp(o[0].mask, o[1].mask, HWb) && o[0].focal == o[1].focal &&
+              o[0].shift == o[1].shift, "7 threads differ from 1 (mask, focal, shift)");
+        size_t same = 0;
+        for (size_t q = 0; q < 3 * HWb; q++)
+            same += o[0].pointmap[q] == o[1].pointmap[q] ||
+                    (isnan(o[0].pointmap[q]) && isnan(o[1].pointmap[q]));
+        CHECK(same == 3 * HWb, "7 threads: %zu of %zu point coordinates differ", 3 * HWb - same,
+              3 * HWb);
+        printf("post-processing %dx%d: 7 threads equal 1 thread bit for bit\n", gb.W, gb.H);
+        for (int k = 0; k < 2; k++) {
+            free(o[k].pointmap);
+            free(o[k].mask);
+        }
+        free(rb);
+    }
+
     gpu_part(&img, &g, raw, &r, 36);
 
     free(a);

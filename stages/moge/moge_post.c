@@ -15,8 +15,72 @@
 #include "log.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define MOGE_POST_THREADS 16
+
+/* Rows [i0, i1) of the full-resolution pass: bilinear (same nesting as
+ * op_resize_cpu), exp remap, mask on the raw value. Pixels are independent, so
+ * the row split across threads does not change a bit. */
+struct post_rows {
+    const struct moge_geom *g;
+    const float            *raw;
+    const int              *ix, *iy;
+    const float            *wx, *wy;
+    int                     tw, th;
+    float                  *pts;
+    uint8_t                *mask;
+    int                     i0, i1;
+};
+
+static void *post_rows(void *arg)
+{
+    const struct post_rows *a = arg;
+    int H = a->g->H, W = a->g->W, rh = a->g->rh, rw = a->g->rw, tw = a->tw, th = a->th;
+    const int *ix = a->ix, *iy = a->iy;
+    const float *wx = a->wx, *wy = a->wy;
+
+    for (int i = a->i0; i < a->i1; i++)
+        for (int j = 0; j < W; j++) {
+            float v[4];
+            for (int c = 0; c < 4; c++) {
+                const float *pl = a->raw + (size_t)c * rh * rw;
+                float acc = 0.0f;
+                for (int t = 0; t < iy[H + i]; t++) {
+                    int sy = op_resize_tap_index(OP_RESIZE_BILINEAR, rh, iy[i], t);
+                    const float *row = pl + (size_t)sy * rw;
+                    float u = row[op_resize_tap_index(OP_RESIZE_BILINEAR, rw, ix[j], 0)] *
+                              wx[(size_t)j * tw];
+                    for (int b = 1; b < ix[W + j]; b++)
+                        u += row[op_resize_tap_index(OP_RESIZE_BILINEAR, rw, ix[j], b)] *
+                             wx[(size_t)j * tw + b];
+                    acc = t == 0 ? u * wy[(size_t)i * th] : acc + u * wy[(size_t)i * th + t];
+                }
+                v[c] = acc;
+            }
+            float z = expf(v[2]);
+            float *p = a->pts + ((size_t)i * W + j) * 3;
+            p[0] = v[0] * z;
+            p[1] = v[1] * z;
+            p[2] = z;
+            a->mask[(size_t)i * W + j] = v[3] > 0.5f;
+        }
+    return NULL;
+}
+
+/* Threads for the full-resolution pass: the online cores, or env S3D_THREADS
+ * (at most MOGE_POST_THREADS), at least 64 rows each. */
+static int post_threads(int H)
+{
+    const char *env = getenv("S3D_THREADS");
+    long n = env && atoi(env) > 0 ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    n = n < 1 ? 1 : n > MOGE_POST_THREADS ? MOGE_POST_THREADS : n;
+    return (int)(n > H / 64 ? (H / 64 > 1 ? H / 64 : 1) : n);
+}
 
 void moge_postprocess(const struct moge_geom *g, const float *raw, const struct lm_opts *lm,
                       struct moge_result *r)
@@ -31,31 +95,21 @@ void moge_postprocess(const struct moge_geom *g, const float *raw, const struct 
     op_resize_axis(OP_RESIZE_BILINEAR, rw, W, 0.0, tw, ix, ix + W, wx);
     op_resize_axis(OP_RESIZE_BILINEAR, rh, H, 0.0, th, iy, iy + H, wy);
 
-    /* bilinear (same nesting as op_resize_cpu), exp remap, mask on the raw value */
-    for (int i = 0; i < H; i++)
-        for (int j = 0; j < W; j++) {
-            float v[4];
-            for (int c = 0; c < 4; c++) {
-                const float *pl = raw + (size_t)c * rh * rw;
-                float acc = 0.0f;
-                for (int a = 0; a < iy[H + i]; a++) {
-                    int sy = op_resize_tap_index(OP_RESIZE_BILINEAR, rh, iy[i], a);
-                    const float *row = pl + (size_t)sy * rw;
-                    float t = row[op_resize_tap_index(OP_RESIZE_BILINEAR, rw, ix[j], 0)] * wx[(size_t)j * tw];
-                    for (int b = 1; b < ix[W + j]; b++)
-                        t += row[op_resize_tap_index(OP_RESIZE_BILINEAR, rw, ix[j], b)] *
-                             wx[(size_t)j * tw + b];
-                    acc = a == 0 ? t * wy[(size_t)i * th] : acc + t * wy[(size_t)i * th + a];
-                }
-                v[c] = acc;
-            }
-            float z = expf(v[2]);
-            float *p = pts + ((size_t)i * W + j) * 3;
-            p[0] = v[0] * z;
-            p[1] = v[1] * z;
-            p[2] = z;
-            r->mask[(size_t)i * W + j] = v[3] > 0.5f;
-        }
+    int nt = post_threads(H);
+    pthread_t tid[MOGE_POST_THREADS];
+    bool started[MOGE_POST_THREADS] = {false};
+    struct post_rows part[MOGE_POST_THREADS];
+    for (int k = 0; k < nt; k++)
+        part[k] = (struct post_rows){g, raw, ix, iy, wx, wy, tw, th, pts, r->mask,
+                                     (int)((int64_t)H * k / nt), (int)((int64_t)H * (k + 1) / nt)};
+    for (int k = 1; k < nt; k++)
+        started[k] = pthread_create(&tid[k], NULL, post_rows, &part[k]) == 0;
+    for (int k = 0; k < nt; k++)
+        if (!started[k])
+            post_rows(&part[k]);           /* part 0, and any part without a thread */
+    for (int k = 1; k < nt; k++)
+        if (started[k])
+            pthread_join(tid[k], NULL);
 
     /* recover_focal_shift: 64x64 legacy-nearest samples of points, uv, mask */
     double a = (double)W / (double)H;
