@@ -88,8 +88,8 @@ def run(args):
         h.remove()
         ply = os.path.join(args.out, "splat.ply")
         gs.save_ply(ply)
-        act = {"get_xyz": gs.get_xyz, "get_features": gs.get_features,
-               "get_scaling": gs.get_scaling, "get_rotation": gs.get_rotation,
+        # get_xyz (= _xyz - 0.5) and get_features (= _features_dc) left out: size budget
+        act = {"get_scaling": gs.get_scaling, "get_rotation": gs.get_rotation,
                "get_opacity": gs.get_opacity}
     out = refutil.OrderedDict()
     out["coords"] = coords

@@ -91,7 +91,7 @@ def parse(argv=None):
     ap.add_argument("--pipeline", default=".ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml")
     ap.add_argument("--slat", default=None,
                     help="safetensors with 'coords' (N,4) and 'slat_feats' (N,8)")
-    ap.add_argument("--voxels", type=int, default=30, help="synthetic shell size")
+    ap.add_argument("--voxels", type=int, default=22, help="synthetic shell size")
     ap.add_argument("--all-acts", action="store_true", help="also sub-block activations")
     return ap.parse_args(argv)
 

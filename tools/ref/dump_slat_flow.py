@@ -128,7 +128,7 @@ def sampler(args, gen, cond, coords, mean, std, torch):
     for s, (t, x, v) in enumerate(rec["steps"]):
         out[f"step.{s}.t"] = t.reshape(1)
         out[f"step.{s}.x"] = x
-        if s in cfg_steps:
+        if cfg_steps and s in (cfg_steps[0], cfg_steps[-1]):    # raw outputs: size budget
             for tag, o in rec["per_step"][s]:
                 out[f"step.{s}.{tag}"] = o
         out[f"step.{s}.v"] = v

@@ -96,7 +96,11 @@ def run(args):
     out["x"] = x
     out.update(log.tensors)
     out["logits"] = ss
-    out["coords_original"] = coords_original
+    # coords_original is stored only when pruning/downsampling changed it (size budget: the
+    # random decoder's speckle occupancy usually has no interior voxel)
+    same = torch.equal(coords_original, coords)
+    if not same:
+        out["coords_original"] = coords_original
     out["coords"] = coords
     out["downsample_factor"] = torch.tensor([factor], dtype=torch.int32)
     # The random decoder's occupancy is speckle, so pruning rarely fires on it; exercise both
@@ -112,7 +116,7 @@ def run(args):
     meta = rs.base_meta(args, loader, nparam, TINY, latent_source=src, latent_res=R,
                         prune_dist=args.prune_dist,
                         n_coords_original=int(coords_original.shape[0]),
-                        n_coords=int(coords.shape[0]))
+                        n_coords=int(coords.shape[0]), coords_equal_original=same)
     rs.write_outputs(args.out, {"ref.safetensors": (out, {}, torch.float32)}, meta, {},
                      rules, args.verbose)
     print(f"logits {tuple(ss.shape)}; coords {coords_original.shape[0]} -> pruned "

@@ -28,10 +28,11 @@ import refutil_sparse as rs  # noqa: E402
 PREFIX = "_base_models.generator."
 LATENTS = ["6drotation_normalized", "scale", "shape", "translation", "translation_scale"]
 
-# Tiny: same classes, width 128 = 2 heads x 64, 2 blocks, shape latent at 8^3 (512 tokens),
-# MLP ratio 1 and condition width 64 so the checkpoint stays under 4 MB (3.7 MiB); with
-# --cond FILE of another width the tokens are random instead (see make_cond).
-TINY = {"model_channels": 128, "num_heads": 2, "num_blocks": 2, "cond_channels": 64,
+# Tiny: same classes, width 128 = 2 heads x 64, 1 block, shape latent at 8^3 (512 tokens),
+# MLP ratio 1 and condition width 64 (fixture size budget: 2 blocks would double the
+# checkpoint, 1.9 -> 3.9 MB); with --cond FILE of another width the tokens are random
+# (refutil_sparse.make_cond). --blocks N overrides the block count.
+TINY = {"model_channels": 128, "num_heads": 2, "num_blocks": 1, "cond_channels": 64,
         "mlp_ratio": 1, "resolution": 8}
 # Pipeline overrides (PL/inference_pipeline.py:80-84, 418-442, 642-654).
 PIPE = {"steps": 25, "rescale_t": 3, "strength": 7.0, "interval": [0, 500]}
@@ -44,6 +45,8 @@ def build_config(args):
         C = TINY["model_channels"]
         for k in ("model_channels", "num_heads", "num_blocks", "cond_channels", "mlp_ratio"):
             bb[k] = TINY[k]
+        if args.blocks:
+            bb["num_blocks"] = args.blocks
         bb["resolution"] = TINY["resolution"]
         for lat in bb["latent_mapping"].values():
             lat["model_channels"] = C
@@ -71,10 +74,10 @@ def block_names(backbone, sub):
     for b in range(n):
         names.append(f"blocks.{b}")
     # sub-module outputs of block 0 (conditional pass only) for finer bisection
-    # (the shape stream's MLP output is left out: size budget; it is implied by blocks.0)
+    # (the shape stream's cross-attention and MLP outputs are left out: size budget; the
+    # pose stream's are kept, and blocks.0 holds the block output of both streams)
     for b in [0] if sub else []:
-        names += [f"blocks.{b}.self_attn", f"blocks.{b}.cross_attn.shape",
-                  f"blocks.{b}.cross_attn.6drotation_normalized",
+        names += [f"blocks.{b}.self_attn", f"blocks.{b}.cross_attn.6drotation_normalized",
                   f"blocks.{b}.mlp.6drotation_normalized"]
     return names
 
@@ -187,6 +190,7 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rs.add_common_args(ap, ".ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml", PIPE["steps"])
+    ap.add_argument("--blocks", type=int, default=0, help="tiny: number of blocks (default 1)")
     return ap.parse_args(argv)
 
 
