@@ -153,11 +153,14 @@ out_close:
     return rc;
 }
 
-/* Make the activation arena hold need bytes (reallocated only when it grows). */
+/* Make the activation arena hold need bytes, empty (reallocated only when it
+ * grows; a request that failed midway leaves nothing behind). */
 static int act_reserve(struct depth_stage *s, size_t need)
 {
-    if (s->act.base && s->act.size >= need)
+    if (s->act.base && s->act.size >= need) {
+        arena_reset(&s->act);
         return 0;
+    }
     arena_free(&s->act);
     return arena_init(&s->act, s->dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", need);
 }
@@ -228,7 +231,6 @@ static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct im
              "peak %.1f MiB (arenas), resident %.1f MiB", W, H, g.rw, g.rh, g.pw, g.ph,
              num_tokens, ms[repeat / 2], repeat, fwd_ms / repeat, post_ms / repeat, r->focal,
              r->shift, arena_device_peak() / 1048576.0, arena_device_resident() / 1048576.0);
-    arena_reset(&s->act);
 out:
     free(raw);
     free(ms);
