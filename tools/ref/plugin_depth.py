@@ -64,8 +64,8 @@ def write_inputs(in_dir, rgb, mask):
     from PIL import Image
     os.makedirs(in_dir, exist_ok=True)
     ip, mp = os.path.join(in_dir, "image.png"), os.path.join(in_dir, "mask.png")
-    Image.fromarray(rgb).save(ip)
-    Image.fromarray(mask.astype("uint8") * 255).save(mp)
+    Image.fromarray(rgb).save(ip, compress_level=1)          # lossless; level 1: fast at 27 MP
+    Image.fromarray(mask.astype("uint8") * 255).save(mp, compress_level=1)
     return ip, mp
 
 
