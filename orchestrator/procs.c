@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,14 +56,18 @@ int proc_spawn(struct proc *p, char *const argv[])
 
 bool proc_alive(struct proc *p)
 {
+    struct rusage ru;
     pid_t r;
 
     if (p->pid <= 0 || p->reaped)
         return false;
-    r = waitpid(p->pid, &p->status, WNOHANG);
+    memset(&ru, 0, sizeof(ru));
+    r = wait4(p->pid, &p->status, WNOHANG, &ru);
     if (r == 0)
         return true;
     p->reaped = true;      /* ended (or not our child any more) */
+    if (r == p->pid)
+        p->max_rss_kb = ru.ru_maxrss;
     return false;
 }
 
@@ -79,9 +84,12 @@ void proc_stop(struct proc *p, int grace_ms)
         nanosleep(&ts, NULL);
     }
     kill(p->pid, SIGKILL);
-    while (waitpid(p->pid, &p->status, 0) < 0 && errno == EINTR)
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    while (wait4(p->pid, &p->status, 0, &ru) < 0 && errno == EINTR)
         ;
     p->reaped = true;
+    p->max_rss_kb = ru.ru_maxrss;
 }
 
 const char *proc_describe(const struct proc *p, char *buf, size_t len)

@@ -16,6 +16,7 @@ struct proc {
     pid_t pid;          /* 0 when not running */
     int   status;       /* waitpid status once reaped */
     bool  reaped;
+    long  max_rss_kb;   /* its peak resident set (wait4 ru_maxrss) once reaped, else 0 */
 };
 
 /* Start argv[0] (a path) with argv. Returns 0 or S3D_EIO (logged). exec failure

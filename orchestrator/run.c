@@ -59,6 +59,7 @@ struct stage_rt {
     int             restarts;
     double          wall_ms, load_ms, run_ms;
     int64_t         peak_bytes, resident_bytes, host_peak_bytes, weights_bytes;
+    int64_t         rss_peak_bytes;             /* max over its processes (ru_maxrss) */
     char            error[WIRE_ERR_MAX];
     int             n_out;
     struct wire_tensor out[WIRE_MAX_TENSORS];   /* what the stage wrote */
@@ -176,6 +177,14 @@ static int start_stage(struct run_ctx *r, struct stage_rt *rt)
     return 0;
 }
 
+/* Stop rt's process (proc_stop) and keep its peak resident set. */
+static void stop_proc(struct stage_rt *rt)
+{
+    proc_stop(&rt->proc, STOP_GRACE_MS);
+    if ((int64_t)rt->proc.max_rss_kb * 1024 > rt->rss_peak_bytes)
+        rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
+}
+
 /* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. */
 static void stop_stage(struct run_ctx *r, struct stage_rt *rt)
 {
@@ -185,7 +194,7 @@ static void stop_stage(struct run_ctx *r, struct stage_rt *rt)
         wire_msg_init(&r->req, WIRE_REQUEST, 0);
         (void)call(r, rt, WIRE_SHUTDOWN, 2000, why, sizeof(why));
     }
-    proc_stop(&rt->proc, STOP_GRACE_MS);
+    stop_proc(rt);
     client_close(&rt->cli);
     rt->loaded = false;
 }
@@ -332,7 +341,7 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
                 log_warn("restarting stage %s (attempt %d of %d)", rt->ps->name, attempt + 1,
                          r->retries + 1);
             }
-            proc_stop(&rt->proc, STOP_GRACE_MS);
+            stop_proc(rt);
             rc = start_stage(r, rt);
             if (rc)
                 continue;
@@ -443,9 +452,9 @@ static int write_report(const struct run_ctx *r, const char *status, double wall
         json_str(f, state_names[rt->state]);
         fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"run_ms\": %.1f, "
                 "\"peak_bytes\": %lld, \"resident_bytes\": %lld, \"host_peak_bytes\": %lld, "
-                "\"restarts\": %d", rt->wall_ms, rt->load_ms, rt->run_ms,
-                (long long)rt->peak_bytes, (long long)rt->resident_bytes,
-                (long long)rt->host_peak_bytes, rt->restarts);
+                "\"rss_peak_bytes\": %lld, \"restarts\": %d", rt->wall_ms, rt->load_ms,
+                rt->run_ms, (long long)rt->peak_bytes, (long long)rt->resident_bytes,
+                (long long)rt->host_peak_bytes, (long long)rt->rss_peak_bytes, rt->restarts);
         if (rt->error[0]) {
             fprintf(f, ", \"error\": ");
             json_str(f, rt->error);

@@ -129,11 +129,15 @@ st = {s["name"]: s for s in r["stages"]}
 for n in ("depth", "cond_ss", "cond_slat"):
     s = st[n]
     if s["state"] != "done": errs.append(f"{n} state {s['state']}")
-    for k in ("wall_ms", "load_ms", "run_ms", "peak_bytes", "resident_bytes", "host_peak_bytes"):
+    for k in ("wall_ms", "load_ms", "run_ms", "peak_bytes", "resident_bytes", "host_peak_bytes",
+              "rss_peak_bytes"):
         if not isinstance(s.get(k), (int, float)): errs.append(f"{n} has no {k}")
     if not s["wall_ms"] > 0 or not s["run_ms"] > 0 or s["run_ms"] > s["wall_ms"]:
         errs.append(f"{n} times wall {s['wall_ms']} run {s['run_ms']}")
     if not s["host_peak_bytes"] > 0: errs.append(f"{n} host_peak_bytes {s['host_peak_bytes']}")
+    # the process holds at least its weights file's tensors and the request arena
+    if not s["rss_peak_bytes"] > max(s["host_peak_bytes"], 1 << 20):
+        errs.append(f"{n} rss_peak_bytes {s['rss_peak_bytes']}")
     if s["peak_bytes"] != 0: errs.append(f"{n} peak device bytes {s['peak_bytes']} on the CPU path")
     outs = {o["name"] for o in s["outputs"]}
     if not outs or any(o["file"] != n + ".safetensors" for o in s["outputs"]):
@@ -141,14 +145,14 @@ for n in ("depth", "cond_ss", "cond_slat"):
 for n in ("ss_flow", "ss_decode", "slat_flow", "gs_decode", "mesh_decode"):
     if st[n]["state"] != "not built": errs.append(f"{n} state {st[n]['state']}")
 if errs: print("\n".join(errs)); sys.exit(1)
-print(", ".join(f"{n} {st[n]['wall_ms']:.0f} ms, host peak {st[n]['host_peak_bytes'] / 1e6:.1f} MB"
+print(", ".join(f"{n} {st[n]['wall_ms']:.0f} ms, rss peak {st[n]['rss_peak_bytes'] / 1e6:.0f} MB"
                 for n in ("depth", "cond_ss", "cond_slat")))
 PY
     then ok "report.json: $(cat "$tmp/report.log")"; else
         bad "report.json"; sed 's/^/     /' "$tmp/report.log"; fi
 else
     for k in '"status": "partial"' '"name": "cond_slat", "exe": "sam3d-cond", "state": "done"' \
-             '"host_peak_bytes"' '"peak_bytes"' '"wall_ms"'; do
+             '"host_peak_bytes"' '"rss_peak_bytes"' '"peak_bytes"' '"wall_ms"'; do
         grep -qF "$k" "$out/report.json" || bad "report.json has no $k"
     done
     ok "report.json fields present (python3 absent: structure not checked)"

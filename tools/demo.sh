@@ -92,12 +92,12 @@ done
 
 # report.json (orchestrator/run.c write_report): one line per stage
 #   {"name": "depth", "exe": "...", "state": "done", "wall_ms": 1.0, "load_ms": ..., "run_ms": ...,
-#    "peak_bytes": N, "resident_bytes": N, "host_peak_bytes": N, "restarts": N ...
+#    "peak_bytes": N, "resident_bytes": N, "host_peak_bytes": N, "rss_peak_bytes": N, ...
 echo
 status=$(sed -n 's/^  "status": "\([a-z ]*\)".*/\1/p' "$out/report.json")
 total=$(sed -n 's/^  "wall_ms": \([0-9.]*\).*/\1/p' "$out/report.json")
-echo "${tag}report.json: $status, $total ms in all (peak device = the stage's device arenas;"
-echo "${tag}host = its request arena; on the CPU path the model's arenas are host memory)"
+echo "${tag}report.json: $status, $total ms in all (peak device: the stage's device arenas;"
+echo "${tag}peak host: its process's peak resident set, docs/formats.md)"
 awk -v tag="$tag" '
 function field(k,   m) {
     if (match($0, "\"" k "\": (\"[^\"]*\"|[-0-9.]+)")) {
@@ -111,7 +111,7 @@ function mb(b) { return sprintf("%.1f MB", b / 1e6) }
     if (state == "done")
         printf "  %s%-12s %-8s wall %9.1f ms (load %.1f, run %.1f)  peak device %s, host %s\n", \
                tag, name, state, field("wall_ms"), field("load_ms"), field("run_ms"), \
-               mb(field("peak_bytes")), mb(field("host_peak_bytes"))
+               mb(field("peak_bytes")), mb(field("rss_peak_bytes"))
     else
         todo = todo sprintf("  %-12s %s (%s)\n", name, state, field("exe"))
 }
