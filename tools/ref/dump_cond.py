@@ -281,6 +281,8 @@ def parse(argv=None):
     ap.add_argument("--construct-only", action="store_true", help="build and init, then stop")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.precision == "fp32":
+        refutil.strict_fp32()   # no TF32 convolutions in the fp32 reference
     if args.config is None:
         args.config = f".ref/Fast-SAM3D/checkpoints/hf/{args.variant}_generator.yaml"
     if not args.construct_only and not args.out:

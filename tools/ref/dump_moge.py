@@ -167,6 +167,8 @@ def parse(argv=None):
     ap.add_argument("--construct-only", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.precision == "fp32":
+        refutil.strict_fp32()   # no TF32 convolutions in the fp32 reference
     if not args.construct_only and not args.out:
         ap.error("--out is required")
     return args

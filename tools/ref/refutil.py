@@ -474,3 +474,13 @@ def fuser_inputs(rgb, mask, size, pointmap=None):
         out["pointmap"] = crop_square_resize(pointmap, mask, size, "nearest")[None]
         out["rgb_pointmap"] = pad_square_resize(pointmap, size, "nearest")[None]
     return out
+
+
+def strict_fp32():
+    """Make fp32 mean fp32 on the GPU: PyTorch runs cuDNN convolutions in TF32 by default
+    (torch.backends.cudnn.allow_tf32 = True), which alone puts ~3e-4 relative error into a
+    DINOv2 forward (seen on the H200, 2026-11-28). Our --precision fp32 is a true-fp32 debug
+    mode, so fp32 references are computed without TF32. Returns what was set, for meta.json."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return {"cudnn.allow_tf32": False, "matmul.allow_tf32": False}
