@@ -608,14 +608,16 @@ static int common_opt(struct run_ctx *r, int argc, char **argv, int *i, const ch
 static int prepare_stages(struct run_ctx *r, int only)
 {
     r->n_rt = r->pipe.n_stages;
+    for (int i = 0; i < r->n_rt; i++) {        /* every entry valid for the report, */
+        memset(&r->rt[i], 0, sizeof(r->rt[i]));  /* even when a later check fails */
+        r->rt[i].ps = &r->pipe.stages[i];
+    }
     for (int i = 0; i < r->n_rt; i++) {
         struct stage_rt *rt = &r->rt[i];
         char wfile[PATH_MAX];
         struct stat st;
         int n;
 
-        memset(rt, 0, sizeof(*rt));
-        rt->ps = &r->pipe.stages[i];
         n = snprintf(rt->exe, sizeof(rt->exe), "%s/%s", r->stages_dir, rt->ps->exe);
         if (n < 0 || (size_t)n >= sizeof(rt->exe))
             return S3D_EINVAL;
@@ -635,9 +637,12 @@ static int prepare_stages(struct run_ctx *r, int only)
             if (stat(wfile, &st) == 0)
                 rt->weights_bytes = st.st_size;
             else {
-                log_error("stage %s: weights '%s': %s. HINT: check --weights DIR (and "
-                          "--moge FILE); `sam3d check-weights DIR` lists what is missing",
-                          rt->ps->name, wfile, strerror(errno));
+                snprintf(rt->error, sizeof(rt->error), "weights '%.400s': %s", wfile,
+                         strerror(errno));
+                rt->state = RT_FAILED;
+                log_error("stage %s: %s. HINT: check --weights DIR (and --moge FILE); "
+                          "`sam3d check-weights DIR` lists what is missing", rt->ps->name,
+                          rt->error);
                 return S3D_ENOTFOUND;
             }
         }

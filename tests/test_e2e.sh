@@ -8,7 +8,8 @@
 #      same stage run alone with --once on the same inputs (depth on the image, cond on the
 #      depth artifact), and pointmap_scale/shift pass through cond_ss unchanged;
 #   4. report.json: status partial, per-stage state, wall/load/run times and peak memory;
-#   5. nothing left behind: no stage process, no job directory.
+#   5. a missing weights file fails the run cleanly (exit 1, named, report "failed");
+#   6. nothing left behind: no stage process, no job directory.
 # Only sam3d-depth and sam3d-cond are offered to the run (a stages dir of links), so the
 # chain stays the same while colleagues add later stages. Env: BUILD (default build).
 set -u
@@ -158,7 +159,22 @@ else
     ok "report.json fields present (python3 absent: structure not checked)"
 fi
 
-# ---------------------------------------------------------------- 5. nothing left behind
+# ---------------------------------------------------------------- 5. a missing weights file
+# (MoGe absent): exit 1, the error names the file, report.json says failed (no crash)
+mkdir -p "$tmp/w2"
+cp "$w"/*.ckpt "$tmp/w2/"
+S3D_JOB_ROOT=$tmp/jobs "$sam3d" run --image "$ex/image.png" --mask "$ex/0.png" --weights "$tmp/w2" \
+    --out "$tmp/out2" --stages-dir "$tmp/bin" --device cpu 2>"$tmp/run2.log"
+rc=$?
+if [ $rc -eq 1 ] && grep -q " E .*stage depth: weights '$tmp/w2/moge-vitl/model.pt'" "$tmp/run2.log" &&
+   grep -q '"status": "failed"' "$tmp/out2/report.json" &&
+   grep -q '"name": "depth", "exe": "sam3d-depth", "state": "failed"' "$tmp/out2/report.json"; then
+    ok "missing MoGe weights: exit 1, file named, report says failed"
+else
+    bad "missing MoGe weights: exit $rc"; tail -5 "$tmp/run2.log"
+fi
+
+# ---------------------------------------------------------------- 6. nothing left behind
 if [ -z "$(ls -A "$tmp/jobs")" ]; then ok "job directory removed"; else
     bad "left in the job root: $(ls -A "$tmp/jobs")"; fi
 left=$(pgrep -f "$tmp/bin/sam3d-" || true)

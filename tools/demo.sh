@@ -60,8 +60,9 @@ else
 fi
 
 # ---------------------------------------------------------------- run
-rm -rf "$out"
 mkdir -p "$out" || die "cannot create $out"
+# only what an earlier demo run wrote there (DEMO_OUT may be a directory with other files)
+rm -rf "$out/artifacts" "$out/report.json" "$out/sam3d.log" "$out"/*.ply "$out"/*.glb "$out/pose.json"
 args=(run --image "$image" --mask "$mask" --weights "$weights" --moge "$moge" --out "$out")
 [ -n "${DEMO_DEVICE:-}" ] && args+=(--device "$DEMO_DEVICE")
 echo "demo: $sam3d ${args[*]}"
