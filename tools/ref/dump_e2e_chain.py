@@ -32,7 +32,6 @@ import json
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -70,8 +69,10 @@ def save(args, name, tensors):
 
 
 def cond_stage(args, variant, dev, torch):
-    ns = SimpleNamespace(variant=variant, size=args.size, config=f"{args.hf}/{variant}_generator.yaml",
-                         dinov2=args.dinov2, example=args.example, mask_index=0, seed=args.seed)
+    ns = dump_cond.parse(["--variant", variant, "--size", args.size, "--s3d", args.s3d,
+                          "--dinov2", args.dinov2, "--config", f"{args.hf}/{variant}_generator.yaml",
+                          "--example", args.example, "--seed", str(args.seed),
+                          "--device", args.device, "--construct-only"])
     cfg = dump_cond.build_config(ns)
     fuser = make(cfg, args.seed + 100, dev, torch)
     inputs, side, _ = dump_cond.make_inputs(ns, fuser)
@@ -104,7 +105,7 @@ def run(args):
 
     # ---- SS flow: 25 steps, CFG 7, rescale 3 (sample_sparse_structure) -------------------
     log("ss_flow")
-    a = SimpleNamespace(size=args.size, config=f"{args.hf}/ss_generator.yaml")
+    a = dump_ss_flow.parse(["--size", args.size, "--config", f"{args.hf}/ss_generator.yaml", "--out", args.out])
     cfg = dump_ss_flow.build_config(a)
     if tiny:     # the pipeline views the shape latent as (B,8,16,16,16): keep 16^3 tokens
         bb = cfg["reverse_fn"]["backbone"]
@@ -152,7 +153,7 @@ def run(args):
     log("cond_slat")
     fuser_slat, cond_slat, _ = cond_stage(args, "slat", dev, torch)
     log("slat_flow")
-    a = SimpleNamespace(size=args.size, config=f"{args.hf}/slat_generator.yaml")
+    a = dump_slat_flow.parse(["--size", args.size, "--config", f"{args.hf}/slat_generator.yaml", "--out", args.out])
     cfg = dump_slat_flow.build_config(a)
     bb = cfg["reverse_fn"]["backbone"]
     bb["cond_channels"] = cond_slat.shape[-1]

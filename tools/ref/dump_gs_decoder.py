@@ -116,8 +116,12 @@ def parse(argv=None):
     ap.add_argument("--pipeline", default=".ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml")
     ap.add_argument("--slat", default=None,
                     help="safetensors with 'coords' (N,4) and 'slat_feats' (N,8)")
-    ap.add_argument("--voxels", type=int, default=120, help="synthetic shell size")
-    return ap.parse_args(argv)
+    ap.add_argument("--voxels", type=int, default=None,
+                    help="synthetic shell size (default 120 tiny, 12000 full)")
+    args = ap.parse_args(argv)
+    if args.voxels is None:
+        args.voxels = 120 if args.size == "tiny" else 12000
+    return args
 
 
 if __name__ == "__main__":

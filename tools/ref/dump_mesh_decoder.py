@@ -91,9 +91,13 @@ def parse(argv=None):
     ap.add_argument("--pipeline", default=".ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml")
     ap.add_argument("--slat", default=None,
                     help="safetensors with 'coords' (N,4) and 'slat_feats' (N,8)")
-    ap.add_argument("--voxels", type=int, default=22, help="synthetic shell size")
+    ap.add_argument("--voxels", type=int, default=None,
+                    help="synthetic shell size (default 22 tiny, 12000 full)")
     ap.add_argument("--all-acts", action="store_true", help="also sub-block activations")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.voxels is None:
+        args.voxels = 22 if args.size == "tiny" else 12000
+    return args
 
 
 if __name__ == "__main__":

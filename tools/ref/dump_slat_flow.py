@@ -164,7 +164,7 @@ def run(args):
     bb = gen.reverse_fn.backbone
     coords, csrc = make_coords(args, torch)
     coords = coords.to(dev)
-    cond, cond_src = rs.make_cond(args, bb.cond_channels, 80)
+    cond, cond_src = rs.make_cond(args, bb.cond_channels, 80 if args.size == "tiny" else 5496)
     cond = cond.to(dev)
     pipe = rs.load_node(args.pipeline)
     mean = torch.tensor(pipe["slat_mean"], dtype=torch.float32)
@@ -185,8 +185,12 @@ def parse(argv=None):
     rs.add_common_args(ap, ".ref/Fast-SAM3D/checkpoints/hf/slat_generator.yaml", PIPE["steps"])
     ap.add_argument("--pipeline", default=".ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml")
     ap.add_argument("--coords", default=None, help="safetensors with 'coords' (N,4) int32")
-    ap.add_argument("--voxels", type=int, default=300, help="synthetic shell size")
-    return ap.parse_args(argv)
+    ap.add_argument("--voxels", type=int, default=None,
+                    help="synthetic shell size (default 300 tiny, 12000 full)")
+    args = ap.parse_args(argv)
+    if args.voxels is None:
+        args.voxels = 300 if args.size == "tiny" else 12000
+    return args
 
 
 if __name__ == "__main__":

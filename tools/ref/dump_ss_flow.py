@@ -175,7 +175,7 @@ def run(args):
     dev = torch.device(args.device)
     gen = gen.to(dev)
     bb = gen.reverse_fn.backbone
-    cond, cond_src = rs.make_cond(args, bb.cond_channels, 96)
+    cond, cond_src = rs.make_cond(args, bb.cond_channels, 96 if args.size == "tiny" else 7528)
     cond = cond.to(dev)
     meta = rs.base_meta(args, loader, nparam, TINY, model_channels=bb.model_channels,
                         cond_source=cond_src, pipeline={**PIPE, "steps": args.steps})
