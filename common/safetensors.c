@@ -280,6 +280,8 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
     uint8_t len8[8];
     FILE *f = NULL;
     int rc = S3D_EIO;
+    int *ord = NULL;             /* data order: widest elements first */
+    uint64_t *ofs = NULL;        /* data offset of item i */
 
     for (int i = 0; i < n; i++) {
         if (!items[i].name || !items[i].name[0] || !strcmp(items[i].name, "__metadata__")) {
@@ -292,6 +294,30 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
                 return S3D_EINVAL;
             }
         ASSERT(items[i].t.device == DEVICE_HOST);
+    }
+    /* Data goes in order of element size, widest first (stable): with the data block
+     * 64-byte aligned, every tensor then starts aligned to its element size, so readers
+     * can use it in place (an F64 after an odd-length F16 would not be). The format has
+     * no gaps between tensors, so ordering is the only way to align them. */
+    ord = malloc(sizeof(*ord) * (size_t)(n > 0 ? n : 1));
+    ofs = malloc(sizeof(*ofs) * (size_t)(n > 0 ? n : 1));
+    if (!ord || !ofs) {
+        log_error("%s: out of memory ordering %d tensors", path, n);
+        rc = S3D_ENOMEM;
+        goto out_free;
+    }
+    for (int i = 0; i < n; i++) {
+        int j = i;
+
+        while (j > 0 && dtype_size(items[ord[j - 1]].t.dtype) < dtype_size(items[i].t.dtype)) {
+            ord[j] = ord[j - 1];
+            j--;
+        }
+        ord[j] = i;
+    }
+    for (int k = 0; k < n; k++) {
+        ofs[ord[k]] = off;
+        off += tensor_nbytes(&items[ord[k]].t);
     }
     sb_str(&h, "{");
     if (n_meta > 0) {
@@ -320,17 +346,16 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
             sb_str(&h, num);
         }
         snprintf(num, sizeof(num), "],\"data_offsets\":[%llu,%llu]}",
-                 (unsigned long long)off, (unsigned long long)(off + nb));
+                 (unsigned long long)ofs[i], (unsigned long long)(ofs[i] + nb));
         sb_str(&h, num);
-        off += nb;
     }
     sb_str(&h, "}");
     while ((8 + h.n) % 64)
         sb_str(&h, " ");
     if (h.oom) {
         log_error("%s: out of memory building the safetensors header", path);
-        free(h.p);
-        return S3D_ENOMEM;
+        rc = S3D_ENOMEM;
+        goto out_free;
     }
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
@@ -343,7 +368,8 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
     }
     if (write_all(f, len8, 8) || write_all(f, h.p, h.n))
         goto out_write;
-    for (int i = 0; i < n; i++) {
+    for (int k = 0; k < n; k++) {
+        int i = ord[k];
         const struct tensor *t = &items[i].t;
         size_t nb = tensor_nbytes(t);
         void *buf;
@@ -388,6 +414,8 @@ out_close:
 out_unlink:
     unlink(tmp);
 out_free:
+    free(ord);
+    free(ofs);
     free(h.p);
     return rc;
 }

@@ -218,6 +218,9 @@ static void test_write(void)
     }
     CHECK(safetensors_open(&c, path) == 0);
     CHECK(c.n_entries == 6);
+    for (int i = 0; i < c.n_entries; i++)   /* widest first: each tensor aligned in place */
+        CHECK((uintptr_t)c.entries[i].data % dtype_size(c.entries[i].dtype) == 0,
+              "tensor %s at a misaligned address", c.entries[i].name);
     e = ckpt_find(&c, "m.t");
     CHECK(e && e->shape[0] == 3 && e->shape[1] == 2);
     if (e) {
