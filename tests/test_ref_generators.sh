@@ -11,8 +11,8 @@
 #  2. the spconv layout self-test (SubMConv3d vs dense conv3d, KRSC weights), if spconv is
 #     installed;
 #  3. when the reference checkout (.ref/sam-3d-objects) and the python deps are present, the
-#     gs_4 fixture is regenerated from the official code and must match the committed one
-#     (all five with S3D_REF_REGEN=1; several minutes).
+#     gs_4 and mesh fixtures are regenerated from the official code and must match the
+#     committed ones (all with S3D_REF_REGEN=1; several minutes).
 # Needs python3 with torch and safetensors; skipped (77) without them.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -66,15 +66,16 @@ t_seq = sm["t_seq"]
 assert len(t_seq) == 26 and abs(float(t_seq[1]) - 1 / 73) < 1e-12, "rescale_t 3 grid k/(75-2k)"
 cfg_steps = json.loads(md["cfg_steps"])
 assert cfg_steps == list(range(19)) and int(md["n_evals"]) == 44, (cfg_steps, md["n_evals"])
-for k in LAT:
+for k in LAT:     # replay the Euler trajectory from the noise: bit-exact (same fp32 ops)
     assert torch.equal(sm[f"noise.{k}"], sm[f"step.0.x.{k}"])
+    x = sm[f"noise.{k}"]
+    for s in range(25):
+        assert abs(float(sm[f"step.{s}.t"]) - float(t_seq[s]) * 1000) < 1e-3
+        if f"step.{s}.x.{k}" in sm:
+            assert torch.equal(sm[f"step.{s}.x.{k}"], x), (s, k)
+        x = x + sm[f"step.{s}.v.{k}"] * float(t_seq[s + 1] - t_seq[s])
+    assert torch.equal(sm[f"final.{k}"], x), k
 for s in range(25):
-    assert abs(float(sm[f"step.{s}.t"]) - float(t_seq[s]) * 1000) < 1e-3
-    nxt = (lambda k: sm[f"step.{s + 1}.x.{k}"]) if s < 24 else (lambda k: sm[f"final.{k}"])
-    for k in LAT:
-        if f"step.{s}.v.{k}" in sm:
-            exp = sm[f"step.{s}.x.{k}"] + sm[f"step.{s}.v.{k}"] * float(t_seq[s + 1] - t_seq[s])
-            assert torch.allclose(nxt(k), exp, atol=1e-5), (s, k)
     if f"step.{s}.cond.shape" in sm:
         for k in LAT:
             exp = 8 * sm[f"step.{s}.cond.{k}"] - 7 * sm[f"step.{s}.uncond.{k}"]
@@ -115,13 +116,14 @@ finite(sm)
 assert json.loads(md["cfg_steps"]) == list(range(13)) and int(md["n_evals"]) == 38
 t_seq = sm["t_seq"]
 assert torch.equal(sm["noise"], sm["step.0.x"])
+x = sm["noise"]
 for s in range(25):
-    nxt = sm[f"step.{s + 1}.x"] if s < 24 else sm["final"]
-    assert torch.allclose(nxt, sm[f"step.{s}.x"] + sm[f"step.{s}.v"] * (t_seq[s + 1] - t_seq[s]),
-                          atol=1e-5), s
+    assert torch.equal(sm[f"step.{s}.x"], x), s
+    x = x + sm[f"step.{s}.v"] * (t_seq[s + 1] - t_seq[s])
     if f"step.{s}.cond" in sm:
         assert torch.allclose(sm[f"step.{s}.v"], 2 * sm[f"step.{s}.cond"] - sm[f"step.{s}.uncond"],
                               atol=1e-5), s
+assert torch.equal(sm["final"], x)
 assert torch.allclose(sm["slat_feats"], sm["final"][0] * sm["slat_std"] + sm["slat_mean"])
 
 # ---- GS decoders + PLY
@@ -181,6 +183,9 @@ regen() {   # fixture dir, script args...
 if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pytorch, plyfile, easydict" 2>/dev/null; then
     check "regenerated gs_4 fixture matches (official code)" \
         regen tests/fixtures/gs_decoder_tiny/g4 tools/ref/dump_gs_decoder.py --size tiny --gaussians 4
+    rm -rf "$tmp/regen"
+    check "regenerated mesh_decoder fixture matches (official code, spconv)" \
+        regen tests/fixtures/mesh_decoder_tiny tools/ref/dump_mesh_decoder.py --size tiny
     if [ "${S3D_REF_REGEN:-0}" = 1 ]; then
         rm -rf "$tmp/regen"
         check "regenerated ss_flow fixture matches" regen tests/fixtures/ss_flow_tiny tools/ref/dump_ss_flow.py --size tiny
@@ -188,8 +193,6 @@ if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pyt
         check "regenerated ss_decoder fixture matches" regen tests/fixtures/ss_decoder_tiny tools/ref/dump_ss_decoder.py --size tiny --latent tests/fixtures/ss_flow_tiny/sampler.safetensors
         rm -rf "$tmp/regen"
         check "regenerated slat_flow fixture matches" regen tests/fixtures/slat_flow_tiny tools/ref/dump_slat_flow.py --size tiny
-        rm -rf "$tmp/regen"
-        check "regenerated mesh_decoder fixture matches" regen tests/fixtures/mesh_decoder_tiny tools/ref/dump_mesh_decoder.py --size tiny
     fi
 else
     echo "skip regeneration: .ref/sam-3d-objects or hydra/spconv/plyfile/easydict missing"

@@ -123,8 +123,9 @@ def one_eval(args, gen, cond, torch):
 def sampler(args, gen, cond, torch):
     """The whole sampler through the official generator call (Base.forward -> generate ->
     ShortCut.generate_iter -> Euler), with the noise drawn by the official _generate_noise
-    under torch.manual_seed(seed + 42) and recorded; per step k: t, x_k (input), v_k (after
-    CFG); the backbone's raw cond/uncond outputs for the first and last CFG step."""
+    under torch.manual_seed(seed + 42) and recorded; per step k: t, x_k (input; for the shape
+    latent only on the first and last CFG step), v_k (after CFG); the backbone's raw
+    cond/uncond outputs for the first and last CFG step."""
     bb = gen.reverse_fn.backbone
     shapes = {k: (1,) + (v.pos_emb.shape[0], v.input_layer.in_features)
               for k, v in bb.latent_mapping.items()}
@@ -140,17 +141,20 @@ def sampler(args, gen, cond, torch):
     t_seq, d = gen._prepare_t_and_d()
     out["t_seq"] = torch.tensor(t_seq, dtype=torch.float64)
     cfg_steps = [s for s, c in enumerate(rec["per_step"]) if len(c) == 2]
+    debug = (cfg_steps[0], cfg_steps[-1]) if cfg_steps else ()
     for s, (t, x, v) in enumerate(rec["steps"]):
         out[f"step.{s}.t"] = t
+        # x of the shape latent only where the raw outputs are kept (size budget): the
+        # trajectory is x_{k+1} = x_k + v_k * (t_{k+1} - t_k) from noise, bit for bit
         for k in LATENTS:
-            out[f"step.{s}.x.{k}"] = x[k]
-        if s in (cfg_steps[0], cfg_steps[-1]) if cfg_steps else False:
+            if k != "shape" or s in debug:
+                out[f"step.{s}.x.{k}"] = x[k]
+        if s in debug:
             for tag, o in rec["per_step"][s]:
                 for k in LATENTS:
                     out[f"step.{s}.{tag}.{k}"] = o[k]
-        for k in LATENTS:             # velocities of the shape latent: CFG steps kept above
-            if k != "shape" or f"step.{s}.cond.shape" in out:
-                out[f"step.{s}.v.{k}"] = v[k]
+        for k in LATENTS:
+            out[f"step.{s}.v.{k}"] = v[k]
     for k in LATENTS:
         out[f"final.{k}"] = final[k]
     return out, {"cfg_steps": cfg_steps, "n_evals": len(rec["calls"]),
