@@ -115,7 +115,8 @@ def sampler(args, gen, cond, coords, mean, std, torch):
     recorded; per step k: t, x_k, v_k (after CFG) and, on CFG steps, the raw cond/uncond."""
     bb = gen.reverse_fn.backbone
     N = coords.shape[0]
-    with rs.record_sampler(gen, lambda v: v.clone()) as rec:
+    given = refutil.load_tensors(args.noise)[0]["noise"] if args.noise else None
+    with rs.record_sampler(gen, lambda v: v.clone(), given) as rec:
         torch.manual_seed(args.seed + 42)
         with torch.no_grad():
             final = gen((1, N, bb.in_channels), cond.device, cond, coords.cpu().numpy())

@@ -130,7 +130,11 @@ def sampler(args, gen, cond, torch):
     shapes = {k: (1,) + (v.pos_emb.shape[0], v.input_layer.in_features)
               for k, v in bb.latent_mapping.items()}
     clone = lambda d: {k: u.clone() for k, u in d.items()}          # noqa: E731
-    with rs.record_sampler(gen, clone) as rec:
+    given = None
+    if args.noise:
+        t, _ = refutil.load_tensors(args.noise)
+        given = {k: t[f"noise.{k}"] for k in LATENTS}
+    with rs.record_sampler(gen, clone, given) as rec:
         torch.manual_seed(args.seed + 42)
         with torch.no_grad():
             final = gen(shapes, cond.device, cond)

@@ -326,6 +326,9 @@ def add_common_args(ap, config, steps=None):
         ap.add_argument("--steps", type=int, default=steps)
         ap.add_argument("--eval-step", type=int, default=3,
                         help="grid index k of the single evaluation")
+        ap.add_argument("--noise", default=None,
+                        help="safetensors with the sampler noise to use ('noise' or "
+                             "'noise.<latent>', as this script writes) instead of the draw")
 
 
 def base_meta(args, loader, nparam, tiny, **extra):
@@ -366,10 +369,13 @@ def build_init_save(cfg, seed, ckpt_path, wrap=None, prefix=None, state_dict_key
 
 
 @contextlib.contextmanager
-def record_sampler(gen, clone):
+def record_sampler(gen, clone, noise=None):
     """Record what the official sampler does: the noise returned by gen._generate_noise, each
     reverse_fn call (t, x_t, velocity after CFG) and each backbone call ('cond' or 'uncond'
     by the cfg flag, output). clone(value) copies a tensor or dict of tensors.
+    noise: optional given noise (tensor or dict, same structure and shapes as the official
+    draw) returned instead of the official draw (the draw still happens, so the global RNG
+    advances as in the pipeline); lets C-drawn noise drive the official sampler.
     Yields rec = {"noise", "steps": [(t, x, v)], "calls": [(tag, out)]}; rec["per_step"]
     (filled on exit) lists the backbone calls of each step."""
     rec = {"noise": None, "steps": [], "calls": [], "marks": []}
@@ -377,6 +383,14 @@ def record_sampler(gen, clone):
 
     def noise_hook(x_shape, x_device):
         n = orig_noise(x_shape, x_device)
+        if noise is not None:
+            if isinstance(n, dict):
+                assert set(noise) == set(n) and all(noise[k].shape == n[k].shape for k in n), \
+                    "given noise does not match the sampler's latents"
+                n = {k: noise[k].to(n[k]) for k in n}
+            else:
+                assert noise.shape == n.shape, (noise.shape, n.shape)
+                n = noise.to(n)
         rec["noise"] = clone(n)
         return n
 
