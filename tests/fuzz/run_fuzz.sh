@@ -9,6 +9,7 @@ secs=${2:-30}
 cd "$(dirname "$0")/../.." || exit 1
 status=0
 ran=0
+nfail=0
 for bin in "$dir"/fuzz_*; do
     [ -x "$bin" ] && [ -f "$bin" ] || continue
     case "$bin" in *.o|*.d|*.log) continue ;; esac
@@ -30,9 +31,11 @@ for bin in "$dir"/fuzz_*; do
             "$dir/crashes-$name/" "$log"
         tail -n 30 "$log" | sed 's/^/    /'
         status=1
+        nfail=$((nfail + 1))
     fi
     rm -rf "$work"
     ran=$((ran + 1))
 done
 [ $ran -gt 0 ] || { echo "no fuzz targets in $dir"; exit 1; }
+echo "fuzz: $((ran - nfail)) passed, $nfail failed"
 exit $status
