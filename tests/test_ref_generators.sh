@@ -12,7 +12,8 @@
 #     installed;
 #  3. when the reference checkout (.ref/sam-3d-objects) and the python deps are present, the
 #     gs_4 and mesh fixtures are regenerated from the official code and must match the
-#     committed ones (all with S3D_REF_REGEN=1; several minutes).
+#     committed ones (all, plus the reduced-mode end-to-end chain, with S3D_REF_REGEN=1;
+#     several minutes).
 # Needs python3 with torch and safetensors; skipped (77) without them.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -180,6 +181,25 @@ regen() {   # fixture dir, script args...
         python3 tools/ref/compare.py --require-all "$tmp/regen/$(basename "$f")" "$f" || return 1
     done
 }
+e2e_chain() {   # reduced-mode chain; each stage's input is the previous stage's output
+    python3 tools/ref/dump_e2e_chain.py --size tiny --device cpu --max-voxels 300 \
+        --out "$tmp/e2e" >"$tmp/e2e.log" 2>&1 || { tail -20 "$tmp/e2e.log"; return 1; }
+    python3 - "$tmp/e2e" <<'PYEOF'
+import sys, torch
+sys.path.insert(0, "tools/ref")
+import refutil
+d = sys.argv[1] + "/"
+L = lambda n: refutil.load_tensors(d + n + ".safetensors")[0]
+cs, sf, sd, cl, sl, gs, me = (L(n) for n in ("cond_ss", "ss_flow", "ss_decode", "cond_slat",
+                                             "slat_flow", "gs_decode", "mesh_decode"))
+assert torch.equal(sf["cond"], cs["cond"]) and torch.equal(sl["cond"], cl["cond"])
+assert torch.equal(sd["shape_latent"], sf["final.shape"]) and sd["shape_latent"].shape == (1, 4096, 8)
+assert sd["logits"].shape == (1, 1, 64, 64, 64)
+assert torch.equal(sl["coords"], sd["coords"]) and 0 < sd["coords"].shape[0] <= 300
+assert torch.equal(gs["feats"], sl["slat_feats"]) and torch.equal(me["coords"], sd["coords"])
+assert gs["_xyz"].shape[0] == 32 * sd["coords"].shape[0] and me["faces"].shape[0] > 0
+PYEOF
+}
 if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pytorch, plyfile, easydict" 2>/dev/null; then
     check "regenerated gs_4 fixture matches (official code)" \
         regen tests/fixtures/gs_decoder_tiny/g4 tools/ref/dump_gs_decoder.py --size tiny --gaussians 4
@@ -193,6 +213,7 @@ if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pyt
         check "regenerated ss_decoder fixture matches" regen tests/fixtures/ss_decoder_tiny tools/ref/dump_ss_decoder.py --size tiny --latent tests/fixtures/ss_flow_tiny/sampler.safetensors
         rm -rf "$tmp/regen"
         check "regenerated slat_flow fixture matches" regen tests/fixtures/slat_flow_tiny tools/ref/dump_slat_flow.py --size tiny
+        check "e2e chain (tiny, CPU) runs and its artifacts chain" e2e_chain
     fi
 else
     echo "skip regeneration: .ref/sam-3d-objects or hydra/spconv/plyfile/easydict missing"
