@@ -7,7 +7,15 @@
 #include "dtype.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DTYPE_HAVE_F16C 1
+#endif
 
 static const struct {
     const char *name;
@@ -96,9 +104,38 @@ uint16_t f64_to_f16(double d)
     return sign | (uint16_t)(e << 10) | (uint16_t)(keep & 0x3ff);
 }
 
+/* Bit-domain rounding straight from binary32 (no detour through f64): one
+ * rounding, ties to even, the same results as f64_to_f16((double)f) for every
+ * input (tests/test_dtype.c checks that). Normal results add the rounding bias
+ * below the kept bits and let the carry ripple into the exponent; f16
+ * subnormal results let the FPU round: |f| + 0.5f has an ulp of 2^-24, exactly
+ * the f16 subnormal step, so its low mantissa bits are the rounded f16 bits
+ * (needs round-to-nearest and no flush-to-zero, the C defaults). */
 uint16_t f32_to_f16(float f)
 {
-    return f64_to_f16((double)f);   /* f32 -> f64 is exact, so this rounds once */
+    uint32_t u;
+    uint32_t a;
+    uint16_t sign;
+
+    memcpy(&u, &f, 4);
+    sign = (uint16_t)((u >> 16) & 0x8000);
+    a = u & 0x7fffffff;
+    if (a >= 0x7f800000)                                /* Inf, or NaN made quiet */
+        return sign | 0x7c00 | (a > 0x7f800000 ? (uint16_t)(0x200 | ((a >> 13) & 0x3ff)) : 0);
+    if (a >= 0x477ff000)                                /* >= 65520 rounds to Inf */
+        return sign | 0x7c00;
+    if (a < 0x38800000) {                               /* below 2^-14: f16 subnormal or 0 */
+        float    t;
+        uint32_t tu;
+
+        memcpy(&t, &a, 4);
+        t += 0.5f;
+        memcpy(&tu, &t, 4);
+        return sign | (uint16_t)(tu - 0x3f000000);      /* may be 0x400: the first normal */
+    }
+    /* rebias the exponent (127 -> 15) and round at bit 13, ties to even */
+    a += ((uint32_t)(15 - 127) << 23) + 0xfff + ((a >> 13) & 1);
+    return sign | (uint16_t)(a >> 13);
 }
 
 float f16_to_f32(uint16_t h)
@@ -217,6 +254,61 @@ void dtype_set(void *p, enum dtype dt, size_t i, double v)
     }
 }
 
+// ----------------------------------------------------------------------------
+// bulk F32 -> F16 / BF16 (weight upload converts ~1e9 elements of these)
+
+#ifdef DTYPE_HAVE_F16C
+/* 8 lanes per VCVTPS2PH with imm8 = round to nearest even: the same bits as
+ * f32_to_f16, NaN payloads included (quieted, top 10 fraction bits kept), and
+ * unaffected by MXCSR DAZ/FTZ. Tail elements go through f32_to_f16. */
+__attribute__((target("avx,f16c")))
+static void f32_to_f16_f16c(uint16_t *dst, const float *src, size_t n)
+{
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256  v = _mm256_loadu_ps(src + i);
+        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(dst + i), h);
+    }
+    for (; i < n; i++)
+        dst[i] = f32_to_f16(src[i]);
+}
+#endif
+
+/* dst[i] = f32_to_f16(src[i]); F16C when the CPU has it (S3D_NO_F16C=1 forces
+ * the scalar routine, for tests and benchmarks). */
+static void f32_to_f16_n(uint16_t *dst, const float *src, size_t n)
+{
+#ifdef DTYPE_HAVE_F16C
+    static int use = -1;               /* benign race: every thread computes the same value */
+
+    if (use < 0) {
+        const char *no = getenv("S3D_NO_F16C");
+        use = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") &&
+              !(no && *no && strcmp(no, "0"));
+    }
+    if (use) {
+        f32_to_f16_f16c(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        dst[i] = f32_to_f16(src[i]);
+}
+
+/* dst[i] = f32_to_bf16(src[i]) without a branch, so the compiler can vectorize. */
+static void f32_to_bf16_n(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, src + i, 4);
+        uint32_t r = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+        uint32_t q = (u >> 16) | 0x40;
+        dst[i] = (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? q : r);
+    }
+}
+
 void dtype_convert(void *dst, enum dtype dt, const void *src, enum dtype st, size_t n)
 {
     if (dt == st) {
@@ -226,13 +318,11 @@ void dtype_convert(void *dst, enum dtype dt, const void *src, enum dtype st, siz
     }
     /* fast paths for the conversions weight upload uses */
     if (st == DTYPE_F32 && dt == DTYPE_F16) {
-        for (size_t i = 0; i < n; i++)
-            ((uint16_t *)dst)[i] = f32_to_f16(((const float *)src)[i]);
+        f32_to_f16_n(dst, src, n);
         return;
     }
     if (st == DTYPE_F32 && dt == DTYPE_BF16) {
-        for (size_t i = 0; i < n; i++)
-            ((uint16_t *)dst)[i] = f32_to_bf16(((const float *)src)[i]);
+        f32_to_bf16_n(dst, src, n);
         return;
     }
     if (st == DTYPE_I64 && dt == DTYPE_I32) {   /* exact for in-range values */
@@ -261,4 +351,68 @@ void dtype_convert(void *dst, enum dtype dt, const void *src, enum dtype st, siz
     }
     for (size_t i = 0; i < n; i++)
         dtype_set(dst, dt, i, dtype_get(src, st, i));
+}
+
+// ----------------------------------------------------------------------------
+// threaded bulk conversion
+
+#define DTYPE_MAX_THREADS 64
+#define DTYPE_MT_MIN      ((size_t)1 << 18)   /* elements per thread worth a thread */
+
+int dtype_threads(void)
+{
+    const char *env = getenv("S3D_THREADS");
+    long n = env && atoi(env) > 0 ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
+
+    return (int)(n < 1 ? 1 : n > DTYPE_MAX_THREADS ? DTYPE_MAX_THREADS : n);
+}
+
+struct convert_part {
+    void       *dst;
+    enum dtype  dt;
+    const void *src;
+    enum dtype  st;
+    size_t      n;
+};
+
+static void *convert_part_run(void *p)
+{
+    struct convert_part *c = p;
+
+    dtype_convert(c->dst, c->dt, c->src, c->st, c->n);
+    return NULL;
+}
+
+void dtype_convert_mt(void *dst, enum dtype dt, const void *src, enum dtype st, size_t n,
+                      int nthreads)
+{
+    struct convert_part part[DTYPE_MAX_THREADS];
+    pthread_t tid[DTYPE_MAX_THREADS];
+    bool started[DTYPE_MAX_THREADS] = {false};
+    size_t ds = dtype_size(dt), ss = dtype_size(st);
+    size_t nt = nthreads > 0 ? (size_t)nthreads : (size_t)dtype_threads();
+
+    if (nt > DTYPE_MAX_THREADS)
+        nt = DTYPE_MAX_THREADS;
+    if (nt > n / DTYPE_MT_MIN)
+        nt = n / DTYPE_MT_MIN;
+    if (nt <= 1 || (dt == st && dst == src)) {
+        dtype_convert(dst, dt, src, st, n);
+        return;
+    }
+    /* in-place conversions between different sizes are not split (dtype_convert
+     * forbids overlap for them anyway); parts are 64-element aligned */
+    for (size_t k = 0; k < nt; k++) {
+        size_t b = (n * k / nt) & ~(size_t)63, e = k + 1 == nt ? n : (n * (k + 1) / nt) & ~(size_t)63;
+        part[k] = (struct convert_part){(uint8_t *)dst + b * ds, dt,
+                                        (const uint8_t *)src + b * ss, st, e - b};
+    }
+    for (size_t k = 1; k < nt; k++)
+        started[k] = pthread_create(&tid[k], NULL, convert_part_run, &part[k]) == 0;
+    for (size_t k = 0; k < nt; k++)
+        if (!started[k])
+            convert_part_run(&part[k]);   /* part 0, and any part without a thread */
+    for (size_t k = 1; k < nt; k++)
+        if (started[k])
+            pthread_join(tid[k], NULL);
 }

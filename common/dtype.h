@@ -48,6 +48,15 @@ uint16_t f64_to_bf16(double d);
  * overlap unless dt == st. Contiguous, host memory. */
 void dtype_convert(void *dst, enum dtype dt, const void *src, enum dtype st, size_t n);
 
+/* dtype_convert split over nthreads threads (<= 0: dtype_threads()); the same
+ * bytes as dtype_convert. Runs on the calling thread when n is small (under
+ * 2^18 elements per thread). Blocks until done; dst and src as for dtype_convert. */
+void dtype_convert_mt(void *dst, enum dtype dt, const void *src, enum dtype st, size_t n,
+                      int nthreads);
+/* Threads for bulk host work: env S3D_THREADS when > 0, else the online cores;
+ * between 1 and 64. */
+int  dtype_threads(void);
+
 /* Read element i of a host buffer as double / write a double into element i. */
 double dtype_get(const void *p, enum dtype dt, size_t i);
 void   dtype_set(void *p, enum dtype dt, size_t i, double v);

@@ -201,6 +201,7 @@ int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
     uint8_t *slot[2] = {NULL, NULL};
     uint8_t *tmp = NULL;       /* gather buffer for strided sources that also convert */
     int next = 0;
+    int nt = dtype_threads();  /* S3D_THREADS, else the online cores */
     int rc = 0;
 
     ASSERT(staging->kind != ARENA_DEVICE);
@@ -237,13 +238,17 @@ int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
             uint8_t *sl = slot[next];
 
             copier_wait(&cp, next);
-            if (e->dtype == r->dtype) {
+            /* contiguous chunks (nearly all weight bytes) are read and converted by nt
+             * threads while the other slot's cudaMemcpyAsync runs; the mapping's page
+             * faults are spread over the threads too */
+            if (contig) {
+                dtype_convert_mt(sl, r->dtype, e->data + (size_t)i * es, e->dtype, (size_t)k,
+                                 nt);
+            } else if (e->dtype == r->dtype) {
                 ckpt_gather(e, i, k, sl);
-            } else if (contig) {
-                dtype_convert(sl, r->dtype, e->data + (size_t)i * es, e->dtype, (size_t)k);
             } else {
                 ckpt_gather(e, i, k, tmp);
-                dtype_convert(sl, r->dtype, tmp, e->dtype, (size_t)k);
+                dtype_convert_mt(sl, r->dtype, tmp, e->dtype, (size_t)k, nt);
             }
             copier_copy(&cp, next, out + (size_t)i * ed, sl, (size_t)k * ed);
             next ^= 1;

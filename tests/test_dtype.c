@@ -5,10 +5,12 @@
 #include "arena.h"
 #include "dtype.h"
 #include "harness.h"
+#include "log.h"
 #include "tensor.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Reference half rounding by search: the f16 whose value is nearest (ties even). */
@@ -104,6 +106,83 @@ static void test_bf16(void)
     }
 }
 
+/* f32_to_f16 (bit domain) and the bulk dtype_convert F32 -> F16 (F16C where the
+ * CPU has it) against f64_to_f16, an independent routine (checked against the
+ * search reference above): both must agree with it bit for bit. Inputs: every
+ * sign x exponent with mantissas around each rounding position (tie - 1, tie,
+ * tie + 1 for every shift a normal or subnormal f16 result can use), NaN
+ * payloads (quiet and signalling), and a stride-251 sweep of all 2^32 patterns. */
+static void test_f32_to_f16_fast(void)
+{
+    size_t cap = ((size_t)1 << 32) / 251 + 600000, n = 0;
+    uint32_t *bits = malloc(cap * sizeof(*bits));
+    uint16_t *bulk = malloc((cap + 1) * sizeof(*bulk));
+    const uint32_t hi[4] = {0, 0x7fffff, 0x2aaaaa, 0x555555};
+    const uint32_t nan[] = {0x7f800001, 0x7fa00000, 0x7fc00000, 0x7fffffff, 0x7f802000,
+                            0x7f801fff, 0xffc00001, 0xff800001, 0x7f800000, 0xff800000};
+    int bad = 0;
+
+    ASSERT(bits && bulk);
+    for (uint32_t se = 0; se < 512; se++)
+        for (int sh = 1; sh <= 24; sh++)
+            for (int v = 0; v < 4; v++) {
+                uint32_t half = 1u << (sh - 1);
+                uint32_t top = hi[v] & ~((1u << sh) - 1) & 0x7fffff;
+                for (int d = -1; d <= 1; d++) {
+                    uint32_t m = (top | half) + (uint32_t)d;
+                    bits[n++] = (se << 23) | (m & 0x7fffff);
+                }
+                bits[n++] = (se << 23) | top;
+                bits[n++] = (se << 23) | (top | ((1u << sh) - 1));
+            }
+    for (size_t i = 0; i < sizeof(nan) / sizeof(nan[0]); i++)
+        bits[n++] = nan[i];
+    for (uint64_t u = 0; u <= 0xffffffffull && n < cap; u += 251)
+        bits[n++] = (uint32_t)u;
+    ASSERT(n <= cap);
+    /* bulk through an odd offset: unaligned loads/stores and a scalar tail */
+    dtype_convert(bulk + 1, DTYPE_F16, bits, DTYPE_F32, n);
+    for (size_t i = 0; i < n; i++) {
+        float f;
+        memcpy(&f, &bits[i], 4);
+        uint16_t want = f64_to_f16((double)f), got = f32_to_f16(f);
+        if ((got != want || bulk[i + 1] != want) && bad++ < 10)
+            CHECK(0, "f32 %08x: f32_to_f16 %04x, bulk %04x, f64_to_f16 %04x", bits[i], got,
+                  bulk[i + 1], want);
+    }
+    CHECK(bad == 0, "%d of %zu f32 -> f16 conversions differ", bad, n);
+    free(bits);
+    free(bulk);
+}
+
+/* dtype_convert_mt gives dtype_convert's bytes for any thread count. */
+static void test_convert_mt(void)
+{
+    size_t n = ((size_t)1 << 21) + 37;
+    float *src = malloc(n * sizeof(*src));
+    uint16_t *a = malloc(n * 4), *b = malloc(n * 4 + 1);
+    const enum dtype to[3] = {DTYPE_F16, DTYPE_BF16, DTYPE_F32};
+    struct rng r;
+
+    ASSERT(src && a && b);
+    rng_seed(&r, 7);
+    fill_normal(&r, src, n, 3.0f);
+    for (int t = 0; t < 3; t++) {
+        dtype_convert(a, to[t], src, DTYPE_F32, n);
+        for (int nt = 0; nt <= 7; nt += 3) {
+            memset(b, 0xa5, n * 4 + 1);
+            dtype_convert_mt(b, to[t], src, DTYPE_F32, n, nt);
+            CHECK(!memcmp(a, b, n * dtype_size(to[t])), "convert_mt to %s, %d threads",
+                  dtype_name(to[t]), nt);
+            CHECK(((uint8_t *)b)[n * dtype_size(to[t])] == 0xa5, "convert_mt wrote past the end");
+        }
+    }
+    CHECK(dtype_threads() >= 1);
+    free(src);
+    free(a);
+    free(b);
+}
+
 static void test_convert(void)
 {
     double   src[6] = {1.5, -2.75, 1e10, -0.0, 255.9, -1.0};
@@ -186,6 +265,8 @@ int main(void)
     test_f16_exhaustive();
     test_f16_rounding();
     test_bf16();
+    test_f32_to_f16_fast();
+    test_convert_mt();
     test_convert();
     test_tensor();
     test_arena();

@@ -10,12 +10,14 @@
 #include "err.h"
 #include "harness.h"
 #include "log.h"
+#include "safetensors.h"
 #include "weights.h"
 
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct model {
     struct tensor norm1_w;   /* (8) F32 -> target */
@@ -195,6 +197,68 @@ static void test_device(void)
     arena_free(&st);
 }
 
+/* Large tensors take the threaded path (dtype_convert_mt, >= 2^18 elements a
+ * thread): a 5 MiB F32 tensor and a 1-element one uploaded as F16 and as F32
+ * with 3 threads and 4 MiB staging chunks (1M F32 elements: 3 parts), to a host and (where a GPU exists)
+ * a device arena; every byte equals dtype_convert of the file's data. */
+static void test_threaded(void)
+{
+    char path[64];
+    int64_t n = ((int64_t)5 << 18) + 7;
+    float *big = malloc((size_t)n * sizeof(*big));
+    float one = -3.0f;
+    uint8_t *want = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+    struct st_write_item it[2];
+    struct rng r;
+
+    ASSERT(big && want && got);
+    snprintf(path, sizeof(path), "/tmp/s3d_test_weights_big.%d.safetensors", (int)getpid());
+    rng_seed(&r, 11);
+    fill_normal(&r, big, (size_t)n, 2.0f);
+    it[0] = (struct st_write_item){"big", tensor_view(big, DTYPE_F32, DEVICE_HOST, SHAPE(n))};
+    it[1] = (struct st_write_item){"one", tensor_view(&one, DTYPE_F32, DEVICE_HOST, SHAPE(1))};
+    CHECK(safetensors_write(path, it, 2, NULL, 0) == 0);
+    setenv("S3D_THREADS", "3", 1);
+    for (int dev = 0; dev < 2; dev++) {
+        if (dev && !s3d_cuda_available())
+            break;
+        for (int d = 0; d < 2; d++) {
+            enum dtype dt = d ? DTYPE_F32 : DTYPE_F16;
+            struct weights w;
+            struct tensor tb, to;
+            struct arena wa = {0}, st = {0};
+
+            CHECK(weights_open(&w, path, "", dt) == 0);
+            CHECK(weights_bind(&w, &tb, SHAPE(n), "big") == 0 &&
+                  weights_bind(&w, &to, SHAPE(1), "one") == 0);
+            CHECK(arena_init(&wa, dev ? ARENA_DEVICE : ARENA_HOST, "weights",
+                             weights_arena_bytes(&w)) == 0);
+            CHECK(arena_init(&st, dev ? ARENA_PINNED : ARENA_HOST, "staging",
+                             2 * ARENA_ALIGN + (8 << 20)) == 0);
+            CHECK(weights_upload(&w, &wa, &st) == 0);
+            weights_close(&w);
+            dtype_convert(want, dt, big, DTYPE_F32, (size_t)n);
+            if (dev)
+                CHECK(cudaMemcpy(got, tb.data, (size_t)n * dtype_size(dt),
+                                 cudaMemcpyDeviceToHost) == cudaSuccess);
+            else
+                memcpy(got, tb.data, (size_t)n * dtype_size(dt));
+            CHECK(!memcmp(want, got, (size_t)n * dtype_size(dt)), "threaded upload %s %s",
+                  dev ? "device" : "host", dtype_name(dt));
+            if (!dev)
+                CHECK(dtype_get(to.data, dt, 0) == -3.0, "1-element tensor");
+            arena_free(&wa);
+            arena_free(&st);
+        }
+    }
+    unsetenv("S3D_THREADS");
+    unlink(path);
+    printf("threaded upload, 1.3M elements, 3 threads, F16 and F32: OK\n");
+    free(big);
+    free(want);
+    free(got);
+}
+
 int main(void)
 {
     log_init("test_weights");
@@ -204,5 +268,6 @@ int main(void)
     run_host(DTYPE_F64, 4096, "host F64, 1.8 KiB staging");
     test_errors();
     test_device();
+    test_threaded();
     return harness_done("test_weights");
 }
