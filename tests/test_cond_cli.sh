@@ -3,7 +3,8 @@
 # fixtures: SS and SLAT outputs equal the official fuser's 'cond' (relative L2
 # below 1e-5, fp32 on the CPU), the SS pass-through of pointmap_scale/shift is
 # exact, and bad inputs (the wrong checkpoint, a missing tensor, a wrong shape)
-# exit non-zero with one clear error line naming the problem.
+# exit non-zero with one clear error line naming the problem; param repeat
+# reruns the forward (same output, median logged).
 # Inputs are cut out of the fixture dumps with a stdlib-only Python helper.
 set -u
 build=${BUILD:-build}
@@ -83,6 +84,27 @@ for v in ss slat; do
         done
     fi
 done
+
+# param repeat: the forward runs N times (warm timing), the output is unchanged and the
+# median and arena peak are logged; a repeat outside [1, 1000] is refused
+v=slat
+mkdir -p "$tmp/rep"
+if "$bin" --weights tests/fixtures/cond_${v}_tiny/${v}_generator.ckpt --device cpu --param repeat=3 \
+    --once "$tmp/$v/in" "$tmp/rep" 2>"$tmp/rep.log" &&
+    cmp -s "$tmp/rep/cond.safetensors" "$tmp/$v/out/cond.safetensors" &&
+    grep -q "forward .* ms median of 3 .*device peak" "$tmp/rep.log"; then
+    ok "repeat=3: same output, $(grep -o 'forward .* ms median of 3' "$tmp/rep.log")"
+else
+    bad "repeat=3"; tail -5 "$tmp/rep.log"
+fi
+if "$bin" --weights tests/fixtures/cond_${v}_tiny/${v}_generator.ckpt --device cpu --param repeat=0 \
+    --once "$tmp/$v/in" "$tmp/rep" 2>"$tmp/rep.log"; then
+    bad "repeat=0 accepted"
+elif grep -q "repeat 0 is outside" "$tmp/rep.log"; then
+    ok "repeat=0 refused"
+else
+    bad "repeat=0: no error line"; cat "$tmp/rep.log"
+fi
 
 # refused() NAME WEIGHTS INDIR SUBSTRING: non-zero exit and an error line containing SUBSTRING
 refused() {

@@ -10,6 +10,10 @@
  * preprocessor), resized inside as the reference's embedders do. Outputs: cond_ss or cond_slat
  * (1, n, C) F16 (F32 with --precision fp32 or --device cpu), and for SS the
  * pointmap_scale/shift passed through for the pose decoder.
+ * Param repeat (optional, int in [1, 1000]): run the forward that many times and
+ * log the median (warm timing for benchmarks; the output is the last run's) and
+ * the device peak of the arenas (weights + activation high-water, comparable to
+ * torch.cuda.max_memory_allocated).
  */
 #include "model.h"
 #include "stage.h"
@@ -17,7 +21,11 @@
 #include "err.h"
 #include "log.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define COND_MAX_REPEAT 1000
 
 struct cond_stage {
     struct cond_model m;
@@ -63,6 +71,45 @@ static void cond_stage_unload(void *p)
     memset(s, 0, sizeof(*s));
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* cond_forward repeat times (each ends with the output's device-to-host copy,
+ * so wall time is device time); logs min/median/max and the arena peak. */
+static int cond_run_timed(struct cond_stage *s, struct stage_req *rq, const struct cond_inputs *in,
+                          struct tensor *out, int repeat)
+{
+    const struct cond_model *m = &s->m;
+    double *ms = calloc((size_t)repeat, sizeof(*ms));
+
+    if (!ms)
+        return stage_fail(rq, S3D_ENOMEM, "cond: out of host memory");
+    for (int k = 0; k < repeat; k++) {
+        double t0 = now_ms();
+        cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, in, out);
+        ms[k] = now_ms() - t0;
+    }
+    qsort(ms, (size_t)repeat, sizeof(*ms), cmp_double);
+    log_info("cond: forward %.2f ms median of %d (min %.2f, max %.2f); device peak %.1f MiB "
+             "(arenas: weights %.1f + activations high-water %.1f), resident %.1f MiB", ms[repeat / 2],
+             repeat, ms[0], ms[repeat - 1], arena_device_peak() / 1048576.0,
+             m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
+             arena_device_resident() / 1048576.0);
+    free(ms);
+    return 0;
+}
+
 static int cond_stage_run(void *p, struct stage_req *rq)
 {
     struct cond_stage *s = p;
@@ -77,6 +124,12 @@ static int cond_stage_run(void *p, struct stage_req *rq)
     };
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
 
+    if (!wire_param_ok(rq->msg, "repeat", WIRE_INT))
+        return stage_fail(rq, S3D_EINVAL, "cond: param repeat must be an integer");
+    int64_t repeat = wire_get_int(rq->msg, "repeat", 1);
+    if (repeat < 1 || repeat > COND_MAX_REPEAT)
+        return stage_fail(rq, S3D_EINVAL, "cond: repeat %lld is outside [1, %d]",
+                          (long long)repeat, COND_MAX_REPEAT);
     if (!in.image || !in.rgb_image || !in.mask || !in.rgb_image_mask)
         return S3D_ESHAPE;                    /* stage_input already set the reply */
     if (ss) {
@@ -98,8 +151,7 @@ static int cond_stage_run(void *p, struct stage_req *rq)
                                       SHAPE(1, m->n_tokens, m->dim));
     if (!out)
         return S3D_ENOMEM;
-    cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, &in, out);
-    return 0;
+    return cond_run_timed(s, rq, &in, out, (int)repeat);
 }
 
 int main(int argc, char **argv)
