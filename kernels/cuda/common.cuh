@@ -10,6 +10,7 @@
 #include "check.h"
 #include "log.h"
 #include "ops.h"
+#include "prof.h"
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -49,10 +50,13 @@ static inline const char *cublas_status_name(cublasStatus_t st)
 }
 
 /* After queuing an op's kernels: check the launch, and under S3D_SYNC wait for
- * the op and log its name, so an asynchronous fault names the right op. */
+ * the op and log its name, so an asynchronous fault names the right op; under
+ * S3D_PROFILE tag the op's device time (kernels/prof.h). */
 static inline void op_done(const struct op_ctx *ctx, const char *op)
 {
     CUDA_CHECK(cudaGetLastError());
+    if (op_prof_on)
+        op_prof_record(ctx, op);
     if (ctx->sync) {
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
         log_info("S3D_SYNC: op %s ok", op);

@@ -1,6 +1,6 @@
 /*
  * ctx.cu - the CUDA context every op runs in: stream, cuBLASLt handle,
- * workspace from a device arena, S3D_SYNC. See ops.h.
+ * workspace from a device arena, S3D_SYNC, S3D_PROFILE (prof.h). See ops.h.
  */
 #include "common.cuh"
 
@@ -33,6 +33,7 @@ int op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes)
     CUDA_CHECK(cudaStreamCreate(&ctx->stream));
     CUBLAS_CHECK(cublasLtCreate(&ctx->lt));
     ctx->sync = sync && *sync && strcmp(sync, "0") != 0;
+    op_prof_init();
     return 0;
 }
 

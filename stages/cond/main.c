@@ -20,6 +20,7 @@
 #include "check.h"
 #include "err.h"
 #include "log.h"
+#include "prof.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,9 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* cond_forward repeat times (each ends with the output's device-to-host copy,
- * so wall time is device time); logs min/median/max and the arena peak. */
+ * so wall time is device time); logs min/median/max and the arena peak. Under
+ * S3D_PROFILE=1 also the per-op table over the warm forwards (all but the
+ * first when repeat > 1). */
 static int cond_run_timed(struct cond_stage *s, struct stage_req *rq, const struct cond_inputs *in,
                           struct tensor *out, int repeat)
 {
@@ -97,9 +100,14 @@ static int cond_run_timed(struct cond_stage *s, struct stage_req *rq, const stru
         return stage_fail(rq, S3D_ENOMEM, "cond: out of host memory");
     for (int k = 0; k < repeat; k++) {
         double t0 = now_ms();
+        if (m->device == DEVICE_CUDA)
+            op_prof_begin(&s->ctx);
         cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, in, out);
+        if (m->device == DEVICE_CUDA)
+            op_prof_end(&s->ctx, k > 0 || repeat == 1);
         ms[k] = now_ms() - t0;
     }
+    op_prof_report(stderr, "cond forward");
     qsort(ms, (size_t)repeat, sizeof(*ms), cmp_double);
     log_info("cond: forward %.2f ms median of %d (min %.2f, max %.2f); device peak %.1f MiB "
              "(arenas: weights %.1f + activations high-water %.1f), resident %.1f MiB", ms[repeat / 2],

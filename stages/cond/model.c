@@ -3,6 +3,7 @@
  * See model.h.
  */
 #include "model.h"
+#include "prof.h"
 #include "ops_image.h"
 #include "ops_small.h"
 #include "check.h"
@@ -231,6 +232,7 @@ static void upload(const struct op_ctx *ctx, void *dst, const void *src, size_t 
     if (dev == DEVICE_CUDA) {
         CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, ctx->stream));
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* src is pageable and freed next */
+        op_prof_record(ctx, "input prep (host) + upload");
     } else {
         memcpy(dst, src, n);
     }
