@@ -1,5 +1,5 @@
 /*
- * test_depth.c - the MoGe network (stages/moge) on the CPU against the
+ * test_depth.c - the MoGe network (stages/moge_net) on the CPU against the
  * official module: tests/fixtures/moge_tiny (tools/ref/dump_moge.py: MoGe v1
  * at a8c3734 with a tiny config and random weights in the official model.pt
  * container, run through MoGeModel.infer on a real example image, fp32 CPU).
@@ -16,7 +16,7 @@
 #include "harness.h"
 #include "lmsolve.h"
 #include "log.h"
-#include "moge/moge.h"
+#include "moge_net/moge.h"
 #include "weights.h"
 #include "err.h"
 

@@ -27,7 +27,7 @@
  * post-processing runs on the host, so a 6000 x 4500 image costs the device only
  * its 81 MB of U8 pixels and the (3, H, rw) resize intermediate.
  */
-#include "moge/moge.h"
+#include "moge_net/moge.h"
 
 #include "check.h"
 #include "err.h"
