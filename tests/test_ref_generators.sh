@@ -181,24 +181,12 @@ regen() {   # fixture dir, script args...
         python3 tools/ref/compare.py --require-all "$tmp/regen/$(basename "$f")" "$f" || return 1
     done
 }
-e2e_chain() {   # reduced-mode chain; each stage's input is the previous stage's output
+e2e_chain() {   # reduced-mode chain; each stage's input is the previous stage's output, and
+                # our stages that exist (build/) run on the chain's inputs and weights
     python3 tools/ref/dump_e2e_chain.py --size tiny --device cpu --max-voxels 300 \
-        --out "$tmp/e2e" >"$tmp/e2e.log" 2>&1 || { tail -20 "$tmp/e2e.log"; return 1; }
-    python3 - "$tmp/e2e" <<'PYEOF'
-import sys, torch
-sys.path.insert(0, "tools/ref")
-import refutil
-d = sys.argv[1] + "/"
-L = lambda n: refutil.load_tensors(d + n + ".safetensors")[0]
-cs, sf, sd, cl, sl, gs, me = (L(n) for n in ("cond_ss", "ss_flow", "ss_decode", "cond_slat",
-                                             "slat_flow", "gs_decode", "mesh_decode"))
-assert torch.equal(sf["cond"], cs["cond"]) and torch.equal(sl["cond"], cl["cond"])
-assert torch.equal(sd["shape_latent"], sf["final.shape"]) and sd["shape_latent"].shape == (1, 4096, 8)
-assert sd["logits"].shape == (1, 1, 64, 64, 64)
-assert torch.equal(sl["coords"], sd["coords"]) and 0 < sd["coords"].shape[0] <= 300
-assert torch.equal(gs["feats"], sl["slat_feats"]) and torch.equal(me["coords"], sd["coords"])
-assert gs["_xyz"].shape[0] == 32 * sd["coords"].shape[0] and me["faces"].shape[0] > 0
-PYEOF
+        --out "$tmp/e2e" --weights-out "$tmp/e2e/weights" >"$tmp/e2e.log" 2>&1 ||
+        { tail -20 "$tmp/e2e.log"; return 1; }
+    python3 tools/ref/check_e2e_chain.py "$tmp/e2e" --bin build --device cpu --precision fp32
 }
 if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pytorch, plyfile, easydict" 2>/dev/null; then
     check "regenerated gs_4 fixture matches (official code)" \

@@ -152,6 +152,21 @@ def big_image(args, weights, rgb, mask):
                   f"post-processing) | {peak / 1024:.2f} GiB |")
 
 
+def cross_check(fs, args):
+    """Focal/shift of every run against every other (relative), so a reader sees how far the
+    official module's own fp16 result sits from its fp32 one next to ours. Printed as one
+    'focal-shift' line per pair, for grepping over several examples/seeds."""
+    keys = [k for k in (("official", "fp32"), ("official", "fp16"), ("sam3d", "fp32"),
+                        ("sam3d", "fp16")) if k in fs]
+    ex = os.path.basename(os.path.normpath(args.example))
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            (fa, sa), (fb, sb) = fs[b], fs[a]
+            print(f"focal-shift {ex} seed {args.seed}: {b[0]}-{b[1]} vs {a[0]}-{a[1]}: focal "
+                  f"rel {abs(fa - fb) / abs(fb):.2e}, shift rel {abs(sa - sb) / abs(sb):.2e} "
+                  f"(shift {sa:.7g} vs {sb:.7g})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +203,7 @@ def main(argv=None):
         mask = np.array(Image.fromarray(mask.astype("uint8")).resize((W, H), Image.NEAREST)) > 0
     fails, rows, timings = 0, [], []
     weights = None
+    fs = {}                              # (who, precision) -> (focal, shift)
     for prec in args.precisions.split(","):
         print(f"\n===== depth, {prec} =====", flush=True)
         out_dir = os.path.join(args.work, prec)
@@ -198,6 +214,7 @@ def main(argv=None):
         del seen[:]
         ref, timing = full_parity.reference("depth", full_parity.STAGES["depth"], ns, out_dir)
         official_fs = seen[0]                              # the dump run, before the timed ones
+        fs[("official", prec)] = official_fs
         timings.append(timing)
         weights = os.path.join(out_dir, "model.pt")
         in_dir = os.path.join(out_dir, "once_in")
@@ -207,6 +224,7 @@ def main(argv=None):
         if not ok:
             fails += 1
             continue
+        fs[("sam3d", prec)] = (float(outs["focal"][0]), float(outs["shift"][0]))
         good, lines, (rel, maxabs) = compare(outs, ref, official_fs, prec)
         print("\n".join(lines))
         fails += not good
@@ -222,6 +240,7 @@ def main(argv=None):
         good, row = big_image(args, fp16_w if os.path.exists(fp16_w) else weights, rgb, mask)
         fails += not good
         timings.append(row)
+    cross_check(fs, args)
     print("\nparity rows (docs/parity.md):")
     print("\n".join(rows) or "(none)")
     print("\ntimings (docs/performance.md):")
