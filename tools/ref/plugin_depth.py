@@ -96,6 +96,12 @@ def log_number(log, pattern):
     return float(m.group(1)) if m else float("nan")
 
 
+def rel_err(a, b):
+    """|a - b| / |b|; 0 when equal (MoGe returns shift 0 when its solve finds no valid
+    points), inf when only b is 0."""
+    return 0.0 if a == b else abs(a - b) / abs(b) if b else float("inf")
+
+
 def compare(ours, ref, official_fs, precision):
     """Checks of issue 4; returns (ok, lines, row values)."""
     import torch
@@ -112,7 +118,7 @@ def compare(ours, ref, official_fs, precision):
     nan_ok = bool(torch.isnan(pts[~valid]).all()) and bool(torch.isfinite(pts[valid]).all())
     focal, shift = float(ours["focal"][0]), float(ours["shift"][0])
     rf, rs = official_fs
-    ef, es = abs(focal - rf) / abs(rf), abs(shift - rs) / abs(rs)
+    ef, es = rel_err(focal, rf), rel_err(shift, rs)
     checks = [
         (f"point map rel L2 {rel:.2e} (max abs {maxabs:.2e}) over {int(both.sum())} pixels",
          rel <= THRESH[precision], f"<= {THRESH[precision]:g}"),
@@ -152,8 +158,9 @@ def big_image(args, weights, rgb, mask):
                   f"post-processing) | {peak / 1024:.2f} GiB |")
 
 
-def cross_check(fs, args):
-    """Focal/shift of every run against every other (relative), so a reader sees how far the
+def cross_check(fs, args, pm=None):
+    """Focal/shift (and, with pm {key: ((H,W,3) points, (H,W) valid)}, the point map over pixels
+    valid in both) of every run against every other, relative, so a reader sees how far the
     official module's own fp16 result sits from its fp32 one next to ours. Printed as one
     'focal-shift' line per pair, for grepping over several examples/seeds."""
     keys = [k for k in (("official", "fp32"), ("official", "fp16"), ("sam3d", "fp32"),
@@ -162,8 +169,14 @@ def cross_check(fs, args):
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             (fa, sa), (fb, sb) = fs[b], fs[a]
+            pts = ""
+            if pm and a in pm and b in pm:
+                (pa, va), (pb, vb) = pm[a], pm[b]
+                both = va & vb
+                d = (pb[both] - pa[both]).double().norm() / pa[both].double().norm()
+                pts = f", point map rel {float(d):.2e}"
             print(f"focal-shift {ex} seed {args.seed}: {b[0]}-{b[1]} vs {a[0]}-{a[1]}: focal "
-                  f"rel {abs(fa - fb) / abs(fb):.2e}, shift rel {abs(sa - sb) / abs(sb):.2e} "
+                  f"rel {rel_err(fa, fb):.2e}, shift rel {rel_err(sa, sb):.2e}{pts} "
                   f"(shift {sa:.7g} vs {sb:.7g})")
 
 
@@ -204,6 +217,7 @@ def main(argv=None):
     fails, rows, timings = 0, [], []
     weights = None
     fs = {}                              # (who, precision) -> (focal, shift)
+    pm = {}                              # (who, precision) -> (points (H,W,3), valid (H,W))
     for prec in args.precisions.split(","):
         print(f"\n===== depth, {prec} =====", flush=True)
         out_dir = os.path.join(args.work, prec)
@@ -215,6 +229,7 @@ def main(argv=None):
         ref, timing = full_parity.reference("depth", full_parity.STAGES["depth"], ns, out_dir)
         official_fs = seen[0]                              # the dump run, before the timed ones
         fs[("official", prec)] = official_fs
+        pm[("official", prec)] = (ref["pointmap"].float().permute(1, 2, 0), ref["mask"].bool())
         timings.append(timing)
         weights = os.path.join(out_dir, "model.pt")
         in_dir = os.path.join(out_dir, "once_in")
@@ -225,6 +240,7 @@ def main(argv=None):
             fails += 1
             continue
         fs[("sam3d", prec)] = (float(outs["focal"][0]), float(outs["shift"][0]))
+        pm[("sam3d", prec)] = (outs["points"].float(), outs["valid"].bool())
         good, lines, (rel, maxabs) = compare(outs, ref, official_fs, prec)
         print("\n".join(lines))
         fails += not good
@@ -240,7 +256,7 @@ def main(argv=None):
         good, row = big_image(args, fp16_w if os.path.exists(fp16_w) else weights, rgb, mask)
         fails += not good
         timings.append(row)
-    cross_check(fs, args)
+    cross_check(fs, args, pm)
     print("\nparity rows (docs/parity.md):")
     print("\n".join(rows) or "(none)")
     print("\ntimings (docs/performance.md):")
