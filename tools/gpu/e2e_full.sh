@@ -11,7 +11,8 @@
 # portalocker termcolor pybind11 ninja, plus plyfile easydict for the decoders). spconv's wheel
 # is 70 MB, over one call's carry limit: bring it in parts on a warm machine
 # (tools/ref/README.md "GPU run").
-# Budget on one H200: about 5-8 minutes (random init of ~3 B parameters on the CPU dominates).
+# Measured on one H200 (2026-11-28): 140 s for the chain (random init of ~3.2 B parameters on the
+# CPU dominates), ~10 s for the check.
 set -u
 OUT=${1:?usage: e2e_full.sh OUT [WHEELS]}
 WH=${2:-/tmp/s3d-wheels}

@@ -4,7 +4,7 @@ and with the settings of InferencePipelinePointMap.run (PL/inference_pipeline_po
 316-423; PL/inference_pipeline.py:642-768, 589-615), with random weights written as the
 official checkpoint files, so the orchestrator's chaining can be checked artifact by artifact.
 
-  # full size, on the GPU machine (about 5-8 minutes on one H200):
+  # full size, on the GPU machine (140 s on one H200, tools/gpu/e2e_full.sh):
   python3 tools/ref/dump_e2e_chain.py --size full --device cuda --out /tmp/e2e_full \
       --weights-out /tmp/e2e_full/weights
   # reduced mode on this machine (tiny weights, few voxels, CPU, a few minutes):
