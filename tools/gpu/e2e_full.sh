@@ -36,6 +36,7 @@ rc=${PIPESTATUS[0]}
 echo "dump_e2e_chain: exit $rc after $(( $(date +%s) - t0 )) s"
 [ "$rc" = 0 ] || exit 1
 cp "$CHAIN/meta.json" "$OUT/" 2>/dev/null
+python3 -c "import json,sys; m=json.load(open(sys.argv[1])); [print(f'official {k}: {m[\"official_cold_s\"][k]:.3f} s cold, torch peak {m[\"official_peak_bytes\"][k]/2**30:.2f} GiB') for k in m['official_cold_s']]" "$CHAIN/meta.json"
 ls -la "$CHAIN" "$CHAIN/weights" > "$OUT/e2e_files.txt"
 python3 - "$CHAIN" > "$OUT/e2e_summary.txt" <<'EOF'
 import glob, os, sys

@@ -63,6 +63,34 @@ def make(cfg, seed, dev, torch):
     return m
 
 
+TIMES = {}        # stage -> (seconds, peak device bytes) of its official forward(s), one cold run
+
+
+class timed:
+    """Wall time (CUDA-synchronised) and torch's peak device memory of one block, stored in
+    TIMES[name] and logged: a rough, cold reference (first call, cuDNN/cuBLAS warm-up
+    included), not a benchmark."""
+
+    def __init__(self, name, dev):
+        self.name, self.dev = name, dev
+
+    def __enter__(self):
+        import torch
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        import torch
+        peak = 0
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        TIMES[self.name] = (time.perf_counter() - self.t0, peak)
+        log(f"{self.name}: {TIMES[self.name][0]:.3f} s, torch peak {peak / 2**30:.2f} GiB")
+
+
 def save(args, name, tensors):
     refutil.save_tensors(os.path.join(args.out, name + ".safetensors"), tensors, dtype=None)
     log(f"wrote {name}.safetensors ({len(tensors)} tensors)")
@@ -78,7 +106,8 @@ def cond_stage(args, variant, dev, torch):
     inputs, side, _ = dump_cond.make_inputs(ns, fuser)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16,
                                          enabled=dev.type == "cuda"):
-        cond = fuser(**{k: v.to(dev) for k, v in inputs.items()})
+        with timed(f"cond_{variant}", dev):
+            cond = fuser(**{k: v.to(dev) for k, v in inputs.items()})
     out = refutil.OrderedDict(inputs)
     out.update(side)
     out["cond"] = cond
@@ -117,7 +146,8 @@ def run(args):
               for k, v in gen_ss.reverse_fn.backbone.latent_mapping.items()}
     clone = lambda d: {k: u.clone() for k, u in d.items()}          # noqa: E731
     torch.manual_seed(args.seed)                 # run(): torch.manual_seed(seed) before stage 1
-    with rs.record_sampler(gen_ss, clone) as rec, torch.no_grad(), torch.autocast(**amp):
+    with rs.record_sampler(gen_ss, clone) as rec, torch.no_grad(), torch.autocast(**amp), \
+            timed("ss_flow", dev):
         ss = gen_ss(shapes, dev, cond_ss)
     out = refutil.OrderedDict(cond=cond_ss)
     for k in dump_ss_flow.LATENTS:
@@ -138,7 +168,7 @@ def run(args):
     prune = rs.official_function(args.s3d, utils, "prune_sparse_structure")
     downsample = rs.official_function(args.s3d, utils, "downsample_sparse_structure")
     shape_latent = ss["shape"]
-    with torch.no_grad(), torch.autocast(**amp):
+    with torch.no_grad(), torch.autocast(**amp), timed("ss_decode", dev):
         logits = ss_dec(shape_latent.permute(0, 2, 1).contiguous()
                         .view(shape_latent.shape[0], 8, 16, 16, 16))
         coords_original = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
@@ -165,7 +195,7 @@ def run(args):
     mean = torch.tensor(pipe["slat_mean"], device=dev)
     std = torch.tensor(pipe["slat_std"], device=dev)
     with rs.record_sampler(gen_slat, lambda v: v.clone()) as rec, torch.no_grad(), \
-            torch.autocast(**amp):
+            torch.autocast(**amp), timed("slat_flow", dev):
         slat = gen_slat((1, coords.shape[0], 8), dev, cond_slat, coords.cpu().numpy())
         x = sp.SparseTensor(coords=coords, feats=slat[0]).to(dev)
         x = x * std + mean
@@ -192,7 +222,8 @@ def run(args):
         dec = make(cfg, args.seed + 500 + len(models), dev, torch)
         models[name] = dec
         with torch.no_grad(), rs.cpu_cuda_shim():
-            rep = dec(x)[0]
+            with timed(stage, dev):
+                rep = dec(x)[0]
             out = refutil.OrderedDict(coords=x.coords, feats=x.feats)
             if "mesh" in name:
                 out.update(vertices=rep.vertices, faces=rep.faces.int(),
@@ -220,7 +251,9 @@ def run(args):
                                    os.path.join(W, name + ".ckpt"))
     meta.update(n_coords_original=int(coords_original.shape[0]), n_coords=int(coords.shape[0]),
                 downsample_factor=factor, ss_steps=args.ss_steps, slat_steps=args.slat_steps,
-                max_voxels=args.max_voxels)
+                max_voxels=args.max_voxels,
+                official_cold_s={k: round(v[0], 4) for k, v in TIMES.items()},
+                official_peak_bytes={k: v[1] for k, v in TIMES.items()})
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     log(f"done: {args.out}")
