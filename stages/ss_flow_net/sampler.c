@@ -1,0 +1,182 @@
+/*
+ * sampler.c - the SS sampler: ShortCut in flow-matching mode (d = 0), Euler,
+ * CFG with a zeroed condition; and our seeded N(0, 1) noise. See ssflow.h.
+ *
+ * Reference (sam-3d-objects @cf06676, sam3d_objects/model/backbone/generator/):
+ *   shortcut/model.py:395-412     t_seq = np.linspace(0, 1, steps + 1), rescaled
+ *                                 t / (1 + (r - 1)(1 - t)) in float64; d = 0
+ *   shortcut/model.py:436-450     t, d fed as float32 tensors [t * 1000], [d * 1000]
+ *   flow_matching/solver.py:9-51  x_{k+1} = x_k + v_k * (t_{k+1} - t_k)
+ *   classifier_free_guidance.py:99-160  strength s while lo <= t <= hi (float32 t),
+ *                                 else the conditional pass alone;
+ *                                 v = (1 + s) v_cond - s v_uncond
+ * Spec: generators.md §5.3-5.6, §11.1-2, §11.19.
+ */
+#include "ssflow.h"
+#include "check.h"
+#include "dtype.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ssflow_sampler_defaults(struct ssflow_sampler *s)
+{
+    s->steps = 25;
+    s->cfg = 7.0;
+    s->cfg_lo = 0.0;
+    s->cfg_hi = 500.0;
+    s->rescale_t = 3.0;
+    s->d = 0.0;
+}
+
+double ssflow_time(const struct ssflow_sampler *s, int k)
+{
+    ASSERT(s->steps >= 1 && k >= 0 && k <= s->steps);
+    /* np.linspace: arange(num) * step + start, the endpoint set exactly */
+    double t = k == s->steps ? 1.0 : (double)k * (1.0 / (double)s->steps) + 0.0;
+    if (s->rescale_t != 0.0)    /* `if self.rescale_t:` (shortcut/model.py:405) */
+        t = t / (1.0 + (s->rescale_t - 1.0) * (1.0 - t));
+    return t;
+}
+
+size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond)
+{
+    return ssflow_cond_bytes(m, n_cond) + ssflow_act_bytes(m, n_cond);
+}
+
+/* Round to fp16 and back (the reference's fp16 tensor ops under autocast). */
+static float r16(float x)
+{
+    return f16_to_f32(f32_to_f16(x));
+}
+
+int ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                  const struct tensor *cond, struct tensor *const x[SSF_N_LATENT],
+                  const struct ssflow_sampler *s, ssflow_step_fn on_step, void *user)
+{
+    const struct ssflow_config *g = &m->cfg;
+    const bool h16 = m->gemm_dt == DTYPE_F16;
+    size_t mark = arena_mark(act);
+    struct tensor vc_t[SSF_N_LATENT], vu_t[SSF_N_LATENT];
+    struct tensor *vc[SSF_N_LATENT], *vu[SSF_N_LATENT];
+    const struct tensor *xc[SSF_N_LATENT];
+    float *buf[2];
+    int64_t n = 0;
+    int evals = 0;
+
+    for (int l = 0; l < SSF_N_LATENT; l++)
+        n += g->ntok[l] * g->cin[l];
+    for (int b = 0; b < 2; b++) {
+        buf[b] = malloc(sizeof(float) * (size_t)n);
+        ASSERT(buf[b]);
+    }
+    for (int l = 0, off = 0; l < SSF_N_LATENT; l++) {
+        vc_t[l] = tensor_view(buf[0] + off, DTYPE_F32, DEVICE_HOST, SHAPE(1, g->ntok[l], g->cin[l]));
+        vu_t[l] = tensor_view(buf[1] + off, DTYPE_F32, DEVICE_HOST, SHAPE(1, g->ntok[l], g->cin[l]));
+        vc[l] = &vc_t[l];
+        vu[l] = &vu_t[l];
+        xc[l] = x[l];
+        off += (int)(g->ntok[l] * g->cin[l]);
+    }
+    struct tensor c = ssflow_put_cond(m, ctx, act, cond);
+    const float d1000 = (float)(s->d * 1000.0);        /* shortcut/model.py:447-449 */
+    const float cs = (float)(1.0 + s->cfg), cu = (float)s->cfg;
+
+    for (int k = 0; k < s->steps; k++) {
+        double t0 = ssflow_time(s, k), t1 = ssflow_time(s, k + 1);
+        const float T = (float)(t0 * 1000.0);
+        const float dt = (float)(t1 - t0);             /* fp32 tensor * float64 scalar */
+        const bool cfg = s->cfg > 0.0 && s->cfg_lo <= (double)T && (double)T <= s->cfg_hi;
+
+        ssflow_forward(m, ctx, act, xc, T, d1000, &c, vc, NULL);
+        evals++;
+        if (cfg) {
+            ssflow_forward(m, ctx, act, xc, T, d1000, NULL, vu, NULL);
+            evals++;
+            for (int64_t i = 0; i < n; i++) {          /* (1 + s) * y_cond - s * y_uncond */
+                float a = cs * buf[0][i], b = cu * buf[1][i];
+                buf[0][i] = h16 ? r16(r16(a) - r16(b)) : a - b;
+            }
+        }
+        if (on_step)
+            on_step(user, k, T, cfg, xc, vc);
+        for (int l = 0, off = 0; l < SSF_N_LATENT; l++) {   /* x + v * dt */
+            float *xd = x[l]->data;
+            int64_t nl = g->ntok[l] * g->cin[l];
+            for (int64_t i = 0; i < nl; i++) {
+                float p = buf[0][off + i] * dt;
+                xd[i] = xd[i] + (h16 ? r16(p) : p);
+            }
+            off += (int)nl;
+        }
+        log_info("ss_flow: step %d/%d (t %.3f%s)", k + 1, s->steps, (double)T, cfg ? ", cfg" : "");
+    }
+    free(buf[0]);
+    free(buf[1]);
+    arena_release(act, mark);
+    return evals;
+}
+
+// ----------------------------------------------------------------------------
+// noise
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256** (Blackman & Vigna). */
+static uint64_t xoshiro(uint64_t st[4])
+{
+    uint64_t r = rotl(st[1] * 5, 7) * 9, t = st[1] << 17;
+
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = rotl(st[3], 45);
+    return r;
+}
+
+/* Uniform in (0, 1]: 53 random bits, never 0 (log below). */
+static double unif(uint64_t st[4])
+{
+    return ((double)(xoshiro(st) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+void ssflow_noise(uint64_t seed, struct tensor *const x[SSF_N_LATENT])
+{
+    uint64_t st[4], sm = seed;
+    double spare = 0.0;
+    bool have = false;
+
+    for (int i = 0; i < 4; i++)
+        st[i] = splitmix64(&sm);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        float *d = x[l]->data;
+        int64_t n = tensor_numel(x[l]);
+        ASSERT(x[l]->dtype == DTYPE_F32 && x[l]->device == DEVICE_HOST && tensor_is_contiguous(x[l]));
+        for (int64_t i = 0; i < n; i++) {
+            if (have) {
+                d[i] = (float)spare;
+                have = false;
+                continue;
+            }
+            double r = sqrt(-2.0 * log(unif(st))), a = 6.283185307179586476925 * unif(st);
+            d[i] = (float)(r * cos(a));
+            spare = r * sin(a);
+            have = true;
+        }
+    }
+}

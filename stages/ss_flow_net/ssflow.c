@@ -1,0 +1,615 @@
+/*
+ * ssflow.c - the SS flow network: config detection, weight binding, one
+ * network evaluation. See ssflow.h; the sampler is in sampler.c.
+ *
+ * One block (modulated.py:268-333), m = adaLN(SiLU(temb)) split into
+ * shift/scale/gate (msa) and shift/scale/gate (mlp), shared by both streams:
+ *     h = LN(x) * (1 + scale_msa) + shift_msa                 (all T rows)
+ *     x += gate_msa * to_out_s(MoT-attention(to_qkv_s(h)))     (per stream s)
+ *     x += co_s(attn(cq_s(LN_aff_s(x)), ckv_s(cond)))          (no gate, no modulation)
+ *     h = LN(x) * (1 + scale_mlp) + shift_mlp
+ *     x += gate_mlp * fc2_s(gelu_tanh(fc1_s(h)))
+ */
+#include "ssflow.h"
+#include "check.h"
+#include "err.h"
+#include "log.h"
+#include "weights.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *const ssflow_latent_name[SSF_N_LATENT] = {
+    "6drotation_normalized", "scale", "shape", "translation", "translation_scale",
+};
+const char *const ssflow_stream_name[2] = {"shape", "6drotation_normalized"};
+
+/* Rows of the pose stream, in concatenation order (mot_sparse_structure_flow.py:256-271). */
+static const enum ssf_latent POSE_ORDER[4] = {SSF_ROT, SSF_TRANS, SSF_SCALE, SSF_TSCALE};
+
+// ----------------------------------------------------------------------------
+// load
+
+static int not_ssflow(const struct weights *w, const char *what)
+{
+    log_error("%s: no %s%s (HINT: sam3d-ss-flow reads the official ss_generator.ckpt; "
+              "`sam3d inspect %s` lists its tensors)", w->ck.path, SSF_PREFIX, what, w->ck.path);
+    return S3D_ENOTFOUND;
+}
+
+/* Detect every size from tensor shapes (spec §4.9). */
+static int detect(struct ssflow_config *g, const struct weights *w)
+{
+    const struct ckpt_entry *e, *gam, *fc1, *kv;
+    char name[160];
+
+    memset(g, 0, sizeof(*g));
+    if (!(e = weights_find(w, "t_embedder.mlp.0.weight")))
+        return not_ssflow(w, "t_embedder.mlp.0.weight");
+    if (e->ndim != 2 || e->shape[1] != SSF_FREQ_DIM)
+        goto bad;
+    g->dim = (int)e->shape[0];
+    while (g->depth < SSF_MAX_DEPTH && weights_find(w, "blocks.%d.adaLN_modulation.1.weight", g->depth))
+        g->depth++;
+    if (g->depth == 0)
+        return not_ssflow(w, "blocks.0.adaLN_modulation.1.weight");
+    if (!(gam = weights_find(w, "blocks.0.self_attn.q_rms_norm.shape.gamma")))
+        return not_ssflow(w, "blocks.0.self_attn.q_rms_norm.shape.gamma");
+    if (!(fc1 = weights_find(w, "blocks.0.mlp.shape.mlp.0.weight")))
+        return not_ssflow(w, "blocks.0.mlp.shape.mlp.0.weight");
+    if (!(kv = weights_find(w, "blocks.0.cross_attn.shape.to_kv.weight")))
+        return not_ssflow(w, "blocks.0.cross_attn.shape.to_kv.weight");
+    if (gam->ndim != 2 || gam->shape[1] != OP_HEAD_DIM || fc1->ndim != 2 || kv->ndim != 2)
+        goto bad;
+    g->heads = (int)gam->shape[0];
+    g->mlp = (int)fc1->shape[0];
+    g->cond_dim = (int)kv->shape[1];
+    if ((int64_t)g->heads * OP_HEAD_DIM != g->dim || fc1->shape[1] != g->dim ||
+        kv->shape[0] != 2 * (int64_t)g->dim)
+        goto bad;
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct ckpt_entry *in, *pos;
+        snprintf(name, sizeof(name), "latent_mapping.%s.input_layer.weight", ssflow_latent_name[l]);
+        if (!(in = weights_find(w, "%s", name)))
+            return not_ssflow(w, name);
+        snprintf(name, sizeof(name), "latent_mapping.%s.pos_emb", ssflow_latent_name[l]);
+        if (!(pos = weights_find(w, "%s", name)))
+            return not_ssflow(w, name);
+        if (in->ndim != 2 || in->shape[0] != g->dim || pos->ndim != 2 || pos->shape[1] != g->dim ||
+            pos->shape[0] < 1)
+            goto bad;
+        g->cin[l] = (int)in->shape[1];
+        g->ntok[l] = pos->shape[0];
+    }
+    g->n_shape = g->ntok[SSF_SHAPE];
+    int64_t r = g->n_shape;
+    g->row[SSF_SHAPE] = 0;
+    for (int i = 0; i < 4; i++) {
+        g->row[POSE_ORDER[i]] = r;
+        r += g->ntok[POSE_ORDER[i]];
+    }
+    g->n_tok = r;
+    return 0;
+bad:
+    log_error("%s: the SS flow tensors under %s have inconsistent shapes (t_embedder, "
+              "q_rms_norm gamma (H, 64), mlp, to_kv, latent_mapping) (HINT: the checkpoint is "
+              "damaged or not an official ss_generator.ckpt)", w->ck.path, SSF_PREFIX);
+    return S3D_ESHAPE;
+}
+
+static int bind_temb(struct ssflow_temb *e, struct weights *w, const char *name, int C, enum dtype gd)
+{
+    int rc = 0;
+
+    rc |= weights_bind_as(w, &e->w0, gd, SHAPE(C, SSF_FREQ_DIM), "%s.mlp.0.weight", name);
+    rc |= weights_bind_as(w, &e->b0, gd, SHAPE(C), "%s.mlp.0.bias", name);
+    rc |= weights_bind_as(w, &e->w2, gd, SHAPE(C, C), "%s.mlp.2.weight", name);
+    rc |= weights_bind_as(w, &e->b2, gd, SHAPE(C), "%s.mlp.2.bias", name);
+    return rc;
+}
+
+static int bind_stream(struct ssflow_stream_w *s, struct weights *w, const struct ssflow_config *g,
+                       int i, const char *n, enum dtype gd)
+{
+    int64_t C = g->dim, H = g->heads, M = g->mlp, Cc = g->cond_dim;
+    int rc = 0;
+
+    rc |= weights_bind_as(w, &s->norm2_w, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.%s.weight", i, n);
+    rc |= weights_bind_as(w, &s->norm2_b, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.%s.bias", i, n);
+    rc |= weights_bind_as(w, &s->qkv_w, gd, SHAPE(3 * C, C), "blocks.%d.self_attn.to_qkv.%s.weight", i, n);
+    rc |= weights_bind_as(w, &s->qkv_b, gd, SHAPE(3 * C), "blocks.%d.self_attn.to_qkv.%s.bias", i, n);
+    rc |= weights_bind_as(w, &s->q_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
+                          "blocks.%d.self_attn.q_rms_norm.%s.gamma", i, n);
+    rc |= weights_bind_as(w, &s->k_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
+                          "blocks.%d.self_attn.k_rms_norm.%s.gamma", i, n);
+    rc |= weights_bind_as(w, &s->sa_out_w, gd, SHAPE(C, C), "blocks.%d.self_attn.to_out.%s.weight", i, n);
+    rc |= weights_bind_as(w, &s->sa_out_b, gd, SHAPE(C), "blocks.%d.self_attn.to_out.%s.bias", i, n);
+    rc |= weights_bind_as(w, &s->cq_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.%s.to_q.weight", i, n);
+    rc |= weights_bind_as(w, &s->cq_b, gd, SHAPE(C), "blocks.%d.cross_attn.%s.to_q.bias", i, n);
+    rc |= weights_bind_as(w, &s->ckv_w, gd, SHAPE(2 * C, Cc), "blocks.%d.cross_attn.%s.to_kv.weight", i, n);
+    rc |= weights_bind_as(w, &s->ckv_b, gd, SHAPE(2 * C), "blocks.%d.cross_attn.%s.to_kv.bias", i, n);
+    rc |= weights_bind_as(w, &s->co_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.%s.to_out.weight", i, n);
+    rc |= weights_bind_as(w, &s->co_b, gd, SHAPE(C), "blocks.%d.cross_attn.%s.to_out.bias", i, n);
+    rc |= weights_bind_as(w, &s->fc1_w, gd, SHAPE(M, C), "blocks.%d.mlp.%s.mlp.0.weight", i, n);
+    rc |= weights_bind_as(w, &s->fc1_b, gd, SHAPE(M), "blocks.%d.mlp.%s.mlp.0.bias", i, n);
+    rc |= weights_bind_as(w, &s->fc2_w, gd, SHAPE(C, M), "blocks.%d.mlp.%s.mlp.2.weight", i, n);
+    rc |= weights_bind_as(w, &s->fc2_b, gd, SHAPE(C), "blocks.%d.mlp.%s.mlp.2.bias", i, n);
+    return rc;
+}
+
+static int bind_all(struct ssflow_model *m, struct weights *w)
+{
+    const struct ssflow_config *g = &m->cfg;
+    enum dtype gd = m->gemm_dt;
+    int64_t C = g->dim;
+    int rc = 0;
+
+    rc |= bind_temb(&m->t_emb, w, "t_embedder", g->dim, gd);
+    rc |= bind_temb(&m->d_emb, w, "d_embedder", g->dim, gd);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        struct ssflow_latent *L = &m->lat[l];
+        const char *n = ssflow_latent_name[l];
+        int64_t ci = g->cin[l];
+        rc |= weights_bind_as(w, &L->in_w, gd, SHAPE(C, ci), "latent_mapping.%s.input_layer.weight", n);
+        rc |= weights_bind_as(w, &L->in_b, gd, SHAPE(C), "latent_mapping.%s.input_layer.bias", n);
+        rc |= weights_bind_as(w, &L->pos, DTYPE_F32, SHAPE(g->ntok[l], C), "latent_mapping.%s.pos_emb", n);
+        rc |= weights_bind_as(w, &L->out_w, gd, SHAPE(ci, C), "latent_mapping.%s.out_layer.weight", n);
+        rc |= weights_bind_as(w, &L->out_b, gd, SHAPE(ci), "latent_mapping.%s.out_layer.bias", n);
+    }
+    for (int i = 0; i < g->depth; i++) {
+        struct ssflow_block *B = &m->blocks[i];
+        for (int s = 0; s < 2; s++)
+            rc |= bind_stream(&B->s[s], w, g, i, ssflow_stream_name[s], gd);
+        rc |= weights_bind_as(w, &B->ada_w, gd, SHAPE(6 * C, C), "blocks.%d.adaLN_modulation.1.weight", i);
+        rc |= weights_bind_as(w, &B->ada_b, gd, SHAPE(6 * C), "blocks.%d.adaLN_modulation.1.bias", i);
+    }
+    return rc ? S3D_ESHAPE : 0;
+}
+
+int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt)
+{
+    struct weights w;
+    struct arena staging;
+    struct stat st;
+    char *pk = NULL;
+    int rc;
+
+    ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
+    memset(m, 0, sizeof(*m));
+    memset(&staging, 0, sizeof(staging));
+    m->gemm_dt = gemm_dt;
+    m->device = dev;
+    /* a bare file means its state_dict, the official Lightning container */
+    if (stat(path, &st) == 0) {
+        size_t n = strlen(path) + sizeof(":state_dict");
+        pk = malloc(n);
+        ASSERT(pk);
+        snprintf(pk, n, "%s:state_dict", path);
+    }
+    rc = weights_open(&w, pk ? pk : path, SSF_PREFIX, gemm_dt);
+    free(pk);
+    if (rc)
+        return rc;
+    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w)))
+        goto out_close;
+    rc = arena_init(&m->weights, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
+                    weights_arena_bytes(&w));
+    if (rc)
+        goto out_close;
+    rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
+                    (size_t)64 << 20);
+    if (rc || (rc = weights_upload(&w, &m->weights, &staging)))
+        goto out_free;
+    weights_report_unused(&w, "");
+    const struct ssflow_config *g = &m->cfg;
+    log_info("ss_flow: %s: width %d, %d heads, %d blocks, MLP %d, cond width %d, %lld shape + "
+             "%lld pose tokens; %.1f MB of %s weights on %s", w.ck.path, g->dim, g->heads, g->depth,
+             g->mlp, g->cond_dim, (long long)g->n_shape, (long long)(g->n_tok - g->n_shape),
+             (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
+    arena_free(&staging);
+    weights_close(&w);
+    return 0;
+out_free:
+    arena_free(&staging);
+    arena_free(&m->weights);
+out_close:
+    weights_close(&w);
+    return rc;
+}
+
+void ssflow_free(struct ssflow_model *m)
+{
+    if (m)
+        arena_free(&m->weights);
+}
+
+// ----------------------------------------------------------------------------
+// checks
+
+int ssflow_check_cond(const struct ssflow_model *m, const struct tensor *c, const char *name)
+{
+    char got[64];
+
+    if (!c) {
+        log_error("ss_flow: input '%s' is missing (HINT: it is the output of sam3d-cond on "
+                  "ss_generator.ckpt)", name);
+        return S3D_ENOTFOUND;
+    }
+    if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
+        c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
+        c->device != DEVICE_HOST) {
+        log_error("ss_flow: input '%s' is %s %s, expected F16 or F32 [1,N,%d] (HINT: it is the "
+                  "output of sam3d-cond on the same ss_generator.ckpt)", name, dtype_name(c->dtype),
+                  tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);
+        return S3D_ESHAPE;
+    }
+    return 0;
+}
+
+int ssflow_check_latents(const struct ssflow_model *m, const struct tensor *const x[SSF_N_LATENT],
+                         const char *prefix)
+{
+    char got[64];
+
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct tensor *t = x[l];
+        if (!t) {
+            log_error("ss_flow: input '%s%s' is missing (HINT: give all five latents or none)",
+                      prefix, ssflow_latent_name[l]);
+            return S3D_ENOTFOUND;
+        }
+        if (t->dtype != DTYPE_F32 || t->ndim != 3 || t->shape[0] != 1 ||
+            t->shape[1] != m->cfg.ntok[l] || t->shape[2] != m->cfg.cin[l] ||
+            !tensor_is_contiguous(t) || t->device != DEVICE_HOST) {
+            log_error("ss_flow: input '%s%s' is %s %s, expected F32 [1,%lld,%d] (HINT: the "
+                      "latent shapes come from the checkpoint's latent_mapping)", prefix,
+                      ssflow_latent_name[l], dtype_name(t->dtype),
+                      tensor_shape_str(t->shape, t->ndim, got, sizeof(got)),
+                      (long long)m->cfg.ntok[l], m->cfg.cin[l]);
+            return S3D_ESHAPE;
+        }
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// activations: one allocation list, used both for sizing (a == NULL) and allocating
+
+static struct tensor take(struct arena *a, size_t *bytes, enum dtype dt, const int64_t *shape,
+                          int ndim)
+{
+    if (a)
+        return arena_tensor(a, dt, shape, ndim);
+    struct tensor t = tensor_view(NULL, dt, DEVICE_HOST, shape, ndim);
+    *bytes += arena_round(tensor_nbytes(&t));
+    return t;
+}
+
+struct ssf_act {
+    struct tensor tf;       /* (1, 256) gemm_dt: frequency embedding */
+    struct tensor e1;       /* (1, C) gemm_dt: embedder hidden */
+    struct tensor te, de;   /* (1, C) gemm_dt: t_embedder(t), d_embedder(d); te becomes temb */
+    struct tensor st;       /* (1, C) gemm_dt: SiLU(temb) */
+    struct tensor ada;      /* (6, C) gemm_dt: shift/scale/gate msa, shift/scale/gate mlp */
+    struct tensor xin;      /* (maxtok, maxcin) gemm_dt: one latent's input */
+    struct tensor x;        /* (T, C) F32: the residual stream */
+    struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
+    struct tensor h;        /* (T, C) gemm_dt: GEMM input */
+    struct tensor qkv;      /* (1, T, 3, H, 64) gemm_dt */
+    struct tensor a;        /* (1, T, H, 64) gemm_dt: attention output */
+    struct tensor p;        /* (T, C) gemm_dt: sub-module output (to_out, fc2) */
+    struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
+    struct tensor kv;       /* (1, Nc, 2, H, 64) gemm_dt: cross-attention keys/values */
+    struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
+    struct tensor vo;       /* (maxtok, maxcin) gemm_dt: one latent's velocity */
+};
+
+static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *bytes, int64_t n_cond,
+                     struct ssf_act *s)
+{
+    const struct ssflow_config *g = &m->cfg;
+    enum dtype gd = m->gemm_dt;
+    int64_t C = g->dim, T = g->n_tok, H = g->heads, mt = 0, mc = 0;
+
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        mt = g->ntok[l] > mt ? g->ntok[l] : mt;
+        mc = g->cin[l] > mc ? g->cin[l] : mc;
+    }
+    s->tf = take(a, bytes, gd, SHAPE(1, SSF_FREQ_DIM));
+    s->e1 = take(a, bytes, gd, SHAPE(1, C));
+    s->te = take(a, bytes, gd, SHAPE(1, C));
+    s->de = take(a, bytes, gd, SHAPE(1, C));
+    s->st = take(a, bytes, gd, SHAPE(1, C));
+    s->ada = take(a, bytes, gd, SHAPE(6, C));
+    s->xin = take(a, bytes, gd, SHAPE(mt, mc));
+    s->x = take(a, bytes, DTYPE_F32, SHAPE(T, C));
+    s->hf = take(a, bytes, DTYPE_F32, SHAPE(T, C));
+    s->h = take(a, bytes, gd, SHAPE(T, C));
+    s->qkv = take(a, bytes, gd, SHAPE(1, T, 3, H, OP_HEAD_DIM));
+    s->a = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
+    s->p = take(a, bytes, gd, SHAPE(T, C));
+    s->q = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
+    s->kv = take(a, bytes, gd, SHAPE(1, n_cond, 2, H, OP_HEAD_DIM));
+    s->f = take(a, bytes, gd, SHAPE(T, g->mlp));
+    s->vo = take(a, bytes, gd, SHAPE(mt, mc));
+}
+
+size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
+{
+    struct ssf_act s;
+    size_t bytes = 0;
+
+    act_plan(m, NULL, &bytes, n_cond, &s);
+    return bytes;
+}
+
+size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond)
+{
+    return arena_round(dtype_size(m->gemm_dt) * (size_t)(n_cond * m->cfg.cond_dim));
+}
+
+// ----------------------------------------------------------------------------
+// host <-> model device
+
+/* dst (model device, contiguous, any float dtype) = host contiguous src, converted. */
+static void put(const struct op_ctx *ctx, struct tensor *dst, const struct tensor *src)
+{
+    size_t n = (size_t)tensor_numel(src);
+
+    ASSERT(tensor_numel(dst) == (int64_t)n && src->device == DEVICE_HOST);
+    if (dst->device == DEVICE_HOST) {
+        dtype_convert(dst->data, dst->dtype, src->data, src->dtype, n);
+        return;
+    }
+    void *tmp = malloc(n * dtype_size(dst->dtype));
+    ASSERT(tmp);
+    dtype_convert(tmp, dst->dtype, src->data, src->dtype, n);
+    CUDA_CHECK(cudaMemcpyAsync(dst->data, tmp, n * dtype_size(dst->dtype), cudaMemcpyHostToDevice,
+                               ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* tmp is pageable and freed next */
+    free(tmp);
+}
+
+/* out[0..numel) F32 host = src (model device, contiguous). */
+static void get(const struct op_ctx *ctx, float *out, const struct tensor *src)
+{
+    size_t n = (size_t)tensor_numel(src);
+
+    if (src->device == DEVICE_HOST) {
+        dtype_convert(out, DTYPE_F32, src->data, src->dtype, n);
+        return;
+    }
+    void *tmp = malloc(n * dtype_size(src->dtype));
+    ASSERT(tmp);
+    CUDA_CHECK(cudaMemcpyAsync(tmp, src->data, n * dtype_size(src->dtype), cudaMemcpyDeviceToHost,
+                               ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    dtype_convert(out, DTYPE_F32, tmp, src->dtype, n);
+    free(tmp);
+}
+
+struct tensor ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx,
+                              struct arena *act, const struct tensor *cond)
+{
+    struct tensor c = arena_tensor(act, m->gemm_dt, SHAPE(1, cond->shape[1], m->cfg.cond_dim));
+
+    ASSERT(cond->ndim == 3 && cond->shape[2] == m->cfg.cond_dim);
+    put(ctx, &c, cond);
+    return c;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+/* e = mlp(freq(v)) of a TimestepEmbedder (timestep_embedder.py:29-59): freqs
+ * exp(-ln(10000) k / 128) in fp32, [cos | sin] of v * freqs in fp32. */
+static void temb_eval(const struct op_ctx *ctx, struct ssf_act *s, const struct ssflow_temb *E,
+                      float v, struct tensor *e)
+{
+    const int half = SSF_FREQ_DIM / 2;
+    const float nl = (float)-log(10000.0);   /* -np.log(max_period) * fp32 tensor -> fp32 */
+    float f[SSF_FREQ_DIM];
+
+    for (int k = 0; k < half; k++) {
+        float fr = expf(nl * (float)k / (float)half);
+        float arg = v * fr;
+        f[k] = cosf(arg);
+        f[half + k] = sinf(arg);
+    }
+    struct tensor fh = tensor_view(f, DTYPE_F32, DEVICE_HOST, SHAPE(1, SSF_FREQ_DIM));
+    put(ctx, &s->tf, &fh);
+    op_linear(ctx, &s->e1, &s->tf, &E->w0, &E->b0, false);
+    op_act(ctx, &s->e1, &s->e1, OP_ACT_SILU);
+    op_linear(ctx, e, &s->e1, &E->w2, &E->b2, false);
+}
+
+/* Rows [r0, r0 + n) of a 2-D (rows, C) tensor. */
+static struct tensor rows(const struct tensor *t, int64_t r0, int64_t n)
+{
+    return tensor_slice(t, 0, r0, n);
+}
+
+/* The (1, n, H, 64) query/key/value view `which` of qkv rows [r0, r0 + n). */
+static struct tensor qkv_part(const struct tensor *qkv, int which, int64_t r0, int64_t n)
+{
+    struct tensor v = op_heads_view(qkv, which);
+    return tensor_slice(&v, 1, r0, n);
+}
+
+/* Flatten rows [r0, r0 + n) of a (1, T, H, 64) tensor to (n, C). */
+static struct tensor flat_rows(const struct tensor *t, int64_t r0, int64_t n, int64_t C)
+{
+    struct tensor f = tensor_reshape(t, SHAPE(t->shape[1], C));
+    return rows(&f, r0, n);
+}
+
+/* t = 0 (contiguous, on the model's device). */
+static void zero(const struct op_ctx *ctx, struct tensor *t)
+{
+    if (t->device == DEVICE_CUDA)
+        CUDA_CHECK(cudaMemsetAsync(t->data, 0, tensor_nbytes(t), ctx->stream));
+    else
+        memset(t->data, 0, tensor_nbytes(t));
+}
+
+/* Copy a (T, C)-shaped activation to a tap when asked. */
+static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
+{
+    if (dst)
+        get(ctx, dst, src);
+}
+
+static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
+                          const struct ssflow_block *B, const struct tensor *cond,
+                          const struct ssflow_taps *tp)
+{
+    const struct ssflow_config *g = &m->cfg;
+    int64_t C = g->dim, T = g->n_tok, Ns = g->n_shape;
+    const int64_t r0[2] = {0, Ns}, nr[2] = {Ns, T - Ns};
+    const float scale = 1.0f / sqrtf((float)OP_HEAD_DIM);
+    struct tensor sh_msa = rows(&s->ada, 0, 1), sc_msa = rows(&s->ada, 1, 1);
+    struct tensor gt_msa = rows(&s->ada, 2, 1), sh_mlp = rows(&s->ada, 3, 1);
+    struct tensor sc_mlp = rows(&s->ada, 4, 1), gt_mlp = rows(&s->ada, 5, 1);
+    struct tensor qkv2 = tensor_reshape(&s->qkv, SHAPE(T, 3 * C));
+
+    /* adaLN (modulated.py:288-291): SiLU(temb) -> Linear, chunks in row order */
+    struct tensor ada2 = tensor_reshape(&s->ada, SHAPE(1, 6 * C));
+    op_linear(ctx, &ada2, &s->st, &B->ada_w, &B->ada_b, false);
+
+    /* self-attention (L292-306); norm1 has no affine, so both streams at once */
+    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
+    op_modulate(ctx, &s->h, &s->hf, &sc_msa, &sh_msa);
+    for (int k = 0; k < 2; k++) {
+        const struct ssflow_stream_w *W = &B->s[k];
+        struct tensor hk = rows(&s->h, r0[k], nr[k]);
+        struct tensor ok = rows(&qkv2, r0[k], nr[k]);
+        op_linear(ctx, &ok, &hk, &W->qkv_w, &W->qkv_b, false);
+        struct tensor q = qkv_part(&s->qkv, 0, r0[k], nr[k]);
+        struct tensor kk = qkv_part(&s->qkv, 1, r0[k], nr[k]);
+        op_rmsnorm_heads(ctx, &q, &q, &W->q_gamma, sqrtf((float)OP_HEAD_DIM));
+        op_rmsnorm_heads(ctx, &kk, &kk, &W->k_gamma, sqrtf((float)OP_HEAD_DIM));
+    }
+    for (int k = 0; k < 2; k++) {            /* after both norms: pose keys include shape's */
+        struct tensor q = qkv_part(&s->qkv, 0, r0[k], nr[k]);
+        int64_t nk = k == SSF_S_SHAPE ? Ns : T;  /* modules.py:310-337: shape sees only shape */
+        struct tensor kk = qkv_part(&s->qkv, 1, 0, nk);
+        struct tensor vv = qkv_part(&s->qkv, 2, 0, nk);
+        struct tensor ak = tensor_slice(&s->a, 1, r0[k], nr[k]);
+        op_attention(ctx, &ak, &q, &kk, &vv, scale);
+        struct tensor a2 = flat_rows(&s->a, r0[k], nr[k], C);
+        struct tensor pk = rows(&s->p, r0[k], nr[k]);
+        op_linear(ctx, &pk, &a2, &B->s[k].sa_out_w, &B->s[k].sa_out_b, false);
+    }
+    if (tp)
+        tap(ctx, tp->self_attn, &s->p);
+    op_add_scaled(ctx, &s->x, &s->x, &gt_msa, &s->p);
+
+    /* cross-attention (L307-317): affine norm2 per stream, no gate */
+    for (int k = 0; k < 2; k++) {
+        const struct ssflow_stream_w *W = &B->s[k];
+        struct tensor xk = rows(&s->x, r0[k], nr[k]);
+        struct tensor hk = rows(&s->h, r0[k], nr[k]);
+        op_layernorm(ctx, &hk, &xk, &W->norm2_w, &W->norm2_b, SSF_BLOCK_EPS);
+        struct tensor q2 = flat_rows(&s->q, r0[k], nr[k], C);
+        op_linear(ctx, &q2, &hk, &W->cq_w, &W->cq_b, false);
+        struct tensor kv;
+        if (cond) {
+            kv = s->kv;
+            struct tensor kv2 = tensor_reshape(&kv, SHAPE(cond->shape[1], 2 * C));
+            struct tensor c2 = tensor_reshape(cond, SHAPE(cond->shape[1], g->cond_dim));
+            op_linear(ctx, &kv2, &c2, &W->ckv_w, &W->ckv_b, false);
+        } else {
+            /* cond x 0: every key/value row is the bias; one row gives the same
+             * softmax result (uniform weights over equal values), spec §10.3 */
+            kv = tensor_slice(&s->kv, 1, 0, 1);
+            struct tensor kv2 = tensor_reshape(&kv, SHAPE(1, 2 * C));
+            zero(ctx, &kv2);
+            op_add_bias(ctx, &kv2, &kv2, &W->ckv_b);
+        }
+        struct tensor q = tensor_slice(&s->q, 1, r0[k], nr[k]);
+        struct tensor kk = op_heads_view(&kv, 0), vv = op_heads_view(&kv, 1);
+        struct tensor ak = tensor_slice(&s->a, 1, r0[k], nr[k]);
+        op_attention(ctx, &ak, &q, &kk, &vv, scale);
+        struct tensor a2 = flat_rows(&s->a, r0[k], nr[k], C);
+        struct tensor pk = rows(&s->p, r0[k], nr[k]);
+        op_linear(ctx, &pk, &a2, &W->co_w, &W->co_b, false);
+    }
+    if (tp)
+        tap(ctx, tp->cross_attn, &s->p);
+    op_add(ctx, &s->x, &s->x, &s->p);
+
+    /* MLP (L318-332) */
+    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
+    op_modulate(ctx, &s->h, &s->hf, &sc_mlp, &sh_mlp);
+    for (int k = 0; k < 2; k++) {
+        const struct ssflow_stream_w *W = &B->s[k];
+        struct tensor hk = rows(&s->h, r0[k], nr[k]);
+        struct tensor fk = rows(&s->f, r0[k], nr[k]);
+        struct tensor pk = rows(&s->p, r0[k], nr[k]);
+        op_linear(ctx, &fk, &hk, &W->fc1_w, &W->fc1_b, false);
+        op_act(ctx, &fk, &fk, OP_ACT_GELU_TANH);
+        op_linear(ctx, &pk, &fk, &W->fc2_w, &W->fc2_b, false);
+    }
+    if (tp)
+        tap(ctx, tp->mlp, &s->p);
+    op_add_scaled(ctx, &s->x, &s->x, &gt_mlp, &s->p);
+    if (tp)
+        tap(ctx, tp->block_out, &s->x);
+}
+
+void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                    const struct tensor *const x[SSF_N_LATENT], float t, float d,
+                    const struct tensor *cond, struct tensor *const v[SSF_N_LATENT],
+                    const struct ssflow_taps *taps)
+{
+    const struct ssflow_config *g = &m->cfg;
+    size_t mark = arena_mark(act), unused = 0;
+    struct ssf_act s;
+
+    ASSERT(!cond || (cond->ndim == 3 && cond->shape[2] == g->cond_dim && cond->dtype == m->gemm_dt &&
+                     cond->device == m->device));
+    act_plan(m, act, &unused, cond ? cond->shape[1] : 1, &s);
+
+    /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
+     * for the adaLN of every block */
+    temb_eval(ctx, &s, &m->t_emb, t, &s.te);
+    temb_eval(ctx, &s, &m->d_emb, d, &s.de);
+    if (taps) {
+        tap(ctx, taps->t_emb, &s.te);
+        tap(ctx, taps->d_emb, &s.de);
+    }
+    op_add(ctx, &s.te, &s.te, &s.de);
+    op_act(ctx, &s.st, &s.te, OP_ACT_SILU);
+
+    /* latent inputs (mm_latent.py:47-51): Linear(x) + pos_emb into the stream rows */
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct ssflow_latent *L = &m->lat[l];
+        struct tensor xi = tensor_view(s.xin.data, m->gemm_dt, s.xin.device, SHAPE(g->ntok[l], g->cin[l]));
+        put(ctx, &xi, x[l]);
+        struct tensor hl = rows(&s.h, g->row[l], g->ntok[l]);
+        struct tensor xl = rows(&s.x, g->row[l], g->ntok[l]);
+        op_linear(ctx, &hl, &xi, &L->in_w, &L->in_b, false);
+        op_add_bias(ctx, &xl, &hl, &L->pos);
+    }
+    if (taps)
+        tap(ctx, taps->tokens_in, &s.x);
+
+    for (int i = 0; i < g->depth; i++)
+        block_forward(m, ctx, &s, &m->blocks[i], cond, taps && taps->block == i ? taps : NULL);
+
+    /* outputs (mm_latent.py:53-57): F.layer_norm (no affine, eps 1e-5) -> out_layer */
+    op_layernorm(ctx, &s.h, &s.x, NULL, NULL, SSF_OUT_EPS);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct ssflow_latent *L = &m->lat[l];
+        struct tensor hl = rows(&s.h, g->row[l], g->ntok[l]);
+        struct tensor vo = tensor_view(s.vo.data, m->gemm_dt, s.vo.device, SHAPE(g->ntok[l], g->cin[l]));
+        op_linear(ctx, &vo, &hl, &L->out_w, &L->out_b, false);
+        ASSERT(v[l]->dtype == DTYPE_F32 && tensor_numel(v[l]) == tensor_numel(&vo) &&
+               tensor_is_contiguous(v[l]));
+        get(ctx, v[l]->data, &vo);
+    }
+    arena_release(act, mark);
+}

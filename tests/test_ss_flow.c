@@ -1,0 +1,465 @@
+/*
+ * test_ss_flow.c - the SS flow network and sampler (stages/ss_flow_net/) on
+ * the CPU against the official modules on the tiny fixture
+ * (tests/fixtures/ss_flow_tiny, tools/ref/dump_ss_flow.py: width 128, 2 heads,
+ * 1 block, MLP ratio 1, cond width 64 x 96 tokens, 8^3 shape tokens).
+ *
+ * 1. Config detection from the checkpoint.
+ * 2. One evaluation (eval.safetensors): t/d embeddings, block-0 input and
+ *    sub-module outputs per stream, block output, the five velocities, for the
+ *    conditional and the unconditional (condition x 0) pass.
+ * 3. The time grid bit for bit (t_seq, step.k.t); the Euler update replayed
+ *    with the reference velocities reproduces every stored x and final bit for
+ *    bit; then the whole 25-step sampler (44 evaluations) from the fixture's
+ *    noise: per-step velocities and the final latents.
+ * 4. Bad inputs (missing/mis-shaped condition and latents), wrong checkpoints.
+ * 5. GPU (skipped without one): CUDA fp32 and fp16 forward and sampler vs CPU.
+ */
+#include "harness.h"
+#include "arena.h"
+#include "ckpt.h"
+#include "err.h"
+#include "log.h"
+#include "ss_flow_net/ssflow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIR "tests/fixtures/ss_flow_tiny"
+
+/* fp32 CPU vs PyTorch CPU fp32: summation order only. */
+static const double ATOL = 1e-5, RTOL = 1e-4, NMSE = 1e-8;    /* rel L2 <= 1e-4 */
+/* CUDA fp32 vs CPU: order only; fp16: fp16 GEMMs/attention, fp16 velocities. */
+static const double GPU32_NMSE = 1e-10, GPU16_NMSE = 1e-4;
+/* 25 steps of fp16 against the fp32 CPU run: the errors of 44 evaluations add up. */
+static const double GPU16_SAMPLE_NMSE = 1e-3;
+
+static const struct tensor *ref(const struct ckpt *r, const char *name, struct tensor *buf)
+{
+    const struct ckpt_entry *e = ckpt_find(r, name);
+
+    CHECK(e != NULL, "fixture tensor %s", name);
+    if (!e)
+        return NULL;
+    *buf = ckpt_entry_tensor(e);
+    return buf;
+}
+
+/* Compare n floats at out with fixture tensor name (from element off). */
+static void cmp_ref(const struct ckpt *r, const char *name, const float *out, int64_t off, int64_t n,
+                    const char *label)
+{
+    struct tensor t;
+    char lab[160];
+
+    if (!ref(r, name, &t))
+        return;
+    CHECK(t.dtype == DTYPE_F32 && tensor_numel(&t) >= off + n, "%s size", name);
+    snprintf(lab, sizeof(lab), "%-44s", label ? label : name);
+    report_cmp(lab, compare_f32(out, (const float *)t.data + off, (size_t)n, ATOL, RTOL, NMSE));
+}
+
+/* Velocity buffers matching the model's latents. */
+struct lat {
+    float        *buf;
+    struct tensor t[SSF_N_LATENT];
+    struct tensor *p[SSF_N_LATENT];
+    int64_t       off[SSF_N_LATENT + 1];
+};
+
+static void lat_init(struct lat *L, const struct ssflow_config *g)
+{
+    L->off[0] = 0;
+    for (int l = 0; l < SSF_N_LATENT; l++)
+        L->off[l + 1] = L->off[l] + g->ntok[l] * g->cin[l];
+    L->buf = calloc((size_t)L->off[SSF_N_LATENT], sizeof(float));
+    ASSERT(L->buf);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        L->t[l] = tensor_view(L->buf + L->off[l], DTYPE_F32, DEVICE_HOST,
+                              SHAPE(1, g->ntok[l], g->cin[l]));
+        L->p[l] = &L->t[l];
+    }
+}
+
+/* Copy fixture tensors prefix<latent> into L; false when one is missing. */
+static bool lat_load(struct lat *L, const struct ckpt *r, const char *prefix)
+{
+    char name[96];
+    struct tensor t;
+
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        snprintf(name, sizeof(name), "%s%s", prefix, ssflow_latent_name[l]);
+        if (!ref(r, name, &t) || tensor_numel(&t) != tensor_numel(&L->t[l]))
+            return false;
+        memcpy(L->t[l].data, t.data, tensor_nbytes(&t));
+    }
+    return true;
+}
+
+/* Everything one device/precision needs to evaluate the model. */
+struct runner {
+    struct ssflow_model m;
+    struct arena        act;
+    struct op_ctx       ctx;
+    const struct op_ctx *c;
+    bool                ok;
+};
+
+static bool runner_init(struct runner *R, enum device dev, enum dtype gd, int64_t n_cond)
+{
+    memset(R, 0, sizeof(*R));
+    if (ssflow_load(&R->m, DIR "/ss_generator.ckpt", dev, gd) != 0) {
+        CHECK(0, "ssflow_load %s %s", dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd));
+        return false;
+    }
+    size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
+    CHECK(arena_init(&R->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",
+                     ssflow_sample_bytes(&R->m, n_cond) + ws) == 0);
+    if (dev == DEVICE_CUDA) {
+        CHECK(op_ctx_init(&R->ctx, &R->act, ws) == 0);
+        R->c = &R->ctx;
+    }
+    R->ok = true;
+    return true;
+}
+
+static void runner_free(struct runner *R)
+{
+    if (R->c)
+        op_ctx_free(&R->ctx);
+    arena_free(&R->act);
+    ssflow_free(&R->m);
+}
+
+/* Evaluate once (cond or uncond when cond is NULL) into v. */
+static void eval_once(struct runner *R, struct lat *x, const struct tensor *cond, float t, float d,
+                      struct lat *v, const struct ssflow_taps *taps)
+{
+    size_t mark = arena_mark(&R->act);
+    struct tensor c;
+    const struct tensor *xc[SSF_N_LATENT];
+
+    for (int l = 0; l < SSF_N_LATENT; l++)
+        xc[l] = x->p[l];
+    if (cond)
+        c = ssflow_put_cond(&R->m, R->c, &R->act, cond);
+    ssflow_forward(&R->m, R->c, &R->act, xc, t, d, cond ? &c : NULL, v->p, taps);
+    CHECK(R->act.high_water <= R->act.size);
+    arena_release(&R->act, mark);
+}
+
+// ----------------------------------------------------------------------------
+// 2. one evaluation
+
+static void test_eval(struct runner *R, const struct ckpt *E, float **vcond_out)
+{
+    const struct ssflow_config *g = &R->m.cfg;
+    int64_t C = g->dim, T = g->n_tok, Ns = g->n_shape, P = T - Ns;
+    struct tensor tt, dt, ct;
+    struct lat x, v;
+    float *te = malloc(sizeof(float) * (size_t)C), *de = malloc(sizeof(float) * (size_t)C);
+    float *tin = malloc(sizeof(float) * (size_t)(T * C)), *sa = malloc(sizeof(float) * (size_t)(T * C));
+    float *ca = malloc(sizeof(float) * (size_t)(T * C)), *ml = malloc(sizeof(float) * (size_t)(T * C));
+    float *bo = malloc(sizeof(float) * (size_t)(T * C));
+    struct ssflow_taps taps = {.block = 0, .t_emb = te, .d_emb = de, .tokens_in = tin,
+                               .self_attn = sa, .cross_attn = ca, .mlp = ml, .block_out = bo};
+    char name[96];
+
+    ASSERT(te && de && tin && sa && ca && ml && bo);
+    lat_init(&x, g);
+    lat_init(&v, g);
+    if (!lat_load(&x, E, "x.") || !ref(E, "t", &tt) || !ref(E, "d", &dt) || !ref(E, "cond", &ct))
+        goto out;
+    CHECK(ssflow_check_cond(&R->m, &ct, "cond") == 0);
+    CHECK(ssflow_check_latents(&R->m, (const struct tensor *const *)x.p, "x.") == 0);
+    float t = *(const float *)tt.data, d = *(const float *)dt.data;
+    printf("eval at t*1000 = %.4f, d = %g\n", (double)t, (double)d);
+
+    eval_once(R, &x, &ct, t, d, &v, &taps);
+    cmp_ref(E, "cond.t_embedder", te, 0, C, NULL);
+    cmp_ref(E, "cond.d_embedder", de, 0, C, NULL);
+    cmp_ref(E, "cond.tokens_in.6drotation_normalized", tin + Ns * C, 0, P * C, NULL);
+    cmp_ref(E, "cond.blocks.0.self_attn.shape", sa, 0, Ns * C, NULL);
+    cmp_ref(E, "cond.blocks.0.self_attn.6drotation_normalized", sa + Ns * C, 0, P * C, NULL);
+    cmp_ref(E, "cond.blocks.0.cross_attn.6drotation_normalized", ca + Ns * C, 0, P * C, NULL);
+    cmp_ref(E, "cond.blocks.0.mlp.6drotation_normalized", ml + Ns * C, 0, P * C, NULL);
+    if (g->depth == 1) {
+        cmp_ref(E, "cond.blocks.0.shape", bo, 0, Ns * C, NULL);
+        cmp_ref(E, "cond.blocks.0.6drotation_normalized", bo + Ns * C, 0, P * C, NULL);
+    }
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        snprintf(name, sizeof(name), "cond.v.%s", ssflow_latent_name[l]);
+        cmp_ref(E, name, v.p[l]->data, 0, tensor_numel(v.p[l]), NULL);
+    }
+    *vcond_out = malloc(sizeof(float) * (size_t)v.off[SSF_N_LATENT]);
+    memcpy(*vcond_out, v.buf, sizeof(float) * (size_t)v.off[SSF_N_LATENT]);
+
+    /* the unconditional pass: condition x 0 (one bias key, spec §10.3) */
+    taps = (struct ssflow_taps){.block = 0, .t_emb = te, .d_emb = de};
+    eval_once(R, &x, NULL, t, d, &v, &taps);
+    cmp_ref(E, "uncond.t_embedder", te, 0, C, NULL);
+    cmp_ref(E, "uncond.d_embedder", de, 0, C, NULL);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        snprintf(name, sizeof(name), "uncond.v.%s", ssflow_latent_name[l]);
+        cmp_ref(E, name, v.p[l]->data, 0, tensor_numel(v.p[l]), NULL);
+    }
+    /* control: the unconditional output must differ from the conditional one */
+    struct cmp cc = compare_f32(v.buf, *vcond_out, (size_t)v.off[SSF_N_LATENT], ATOL, RTOL, NMSE);
+    printf("control: uncond vs cond velocities rel_l2 %.2e (must differ)\n", cc.rel_l2);
+    CHECK(!cc.ok && cc.rel_l2 > 1e-2);
+out:
+    free(x.buf);
+    free(v.buf);
+    free(te), free(de), free(tin), free(sa), free(ca), free(ml), free(bo);
+}
+
+// ----------------------------------------------------------------------------
+// 3. sampler
+
+struct step_ctx {
+    const struct ckpt *S;
+    bool               replay;       /* substitute the reference velocities */
+    int                n_steps, n_cfg;
+    double             worst_v;      /* largest per-step velocity rel L2 */
+    int                bad_x;        /* replay: inputs that differ bit-wise */
+    bool               bad_t;
+};
+
+static void on_step(void *user, int k, float t1000, bool cfg, const struct tensor *const x[SSF_N_LATENT],
+                    struct tensor *const v[SSF_N_LATENT])
+{
+    struct step_ctx *s = user;
+    char name[96];
+    struct tensor r;
+
+    s->n_steps++;
+    s->n_cfg += cfg;
+    snprintf(name, sizeof(name), "step.%d.t", k);
+    if (ref(s->S, name, &r) && *(const float *)r.data != t1000) {
+        printf("step %d: t*1000 %.9g, reference %.9g\n", k, (double)t1000, (double)*(float *)r.data);
+        s->bad_t = true;
+    }
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct ckpt_entry *e;
+        snprintf(name, sizeof(name), "step.%d.x.%s", k, ssflow_latent_name[l]);
+        if (s->replay && (e = ckpt_find(s->S, name)) &&
+            memcmp(e->data, x[l]->data, tensor_nbytes(x[l])) != 0)
+            s->bad_x++;
+        snprintf(name, sizeof(name), "step.%d.v.%s", k, ssflow_latent_name[l]);
+        if (!ref(s->S, name, &r) || tensor_numel(&r) != tensor_numel(v[l]))
+            continue;
+        if (s->replay) {
+            memcpy(v[l]->data, r.data, tensor_nbytes(&r));
+            continue;
+        }
+        struct cmp c = compare_f32(v[l]->data, r.data, (size_t)tensor_numel(&r), -1, -1, -1);
+        if (c.rel_l2 > s->worst_v)
+            s->worst_v = c.rel_l2;
+    }
+}
+
+/* Run the sampler from the fixture's noise into x; returns evaluations. */
+static int run_sampler(struct runner *R, const struct ckpt *S, struct lat *x, struct step_ctx *sc)
+{
+    struct ssflow_sampler sp;
+    struct tensor ct;
+
+    ssflow_sampler_defaults(&sp);
+    if (!lat_load(x, S, "noise.") || !ref(S, "cond", &ct))
+        return -1;
+    return ssflow_sample(&R->m, R->c, &R->act, &ct, x->p, &sp, sc ? on_step : NULL, sc);
+}
+
+static void test_sampler(struct runner *R, const struct ckpt *S, float **final_out)
+{
+    struct ssflow_sampler sp;
+    struct tensor ts;
+    struct lat x;
+    char name[96];
+    int bad = 0;
+
+    ssflow_sampler_defaults(&sp);
+    if (ref(S, "t_seq", &ts)) {
+        CHECK(ts.dtype == DTYPE_F64 && tensor_numel(&ts) == sp.steps + 1);
+        for (int k = 0; k <= sp.steps && k < tensor_numel(&ts); k++)
+            bad += ssflow_time(&sp, k) != ((const double *)ts.data)[k];
+        printf("time grid: %d of %d values differ from t_seq (float64, bit for bit)\n", bad,
+               sp.steps + 1);
+        CHECK(bad == 0);
+    }
+    lat_init(&x, &R->m.cfg);
+
+    /* replay: the reference velocities through our update reproduce every x bit for bit */
+    struct step_ctx rp = {.S = S, .replay = true};
+    int ev = run_sampler(R, S, &x, &rp);
+    int bad_final = 0;
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        const struct ckpt_entry *e;
+        snprintf(name, sizeof(name), "final.%s", ssflow_latent_name[l]);
+        e = ckpt_find(S, name);
+        CHECK(e != NULL, "%s", name);
+        bad_final += e && memcmp(e->data, x.t[l].data, tensor_nbytes(&x.t[l])) != 0;
+    }
+    printf("replay: %d evaluations, %d steps (%d with CFG), %d stored inputs and %d finals differ "
+           "bit-wise\n", ev, rp.n_steps, rp.n_cfg, rp.bad_x, bad_final);
+    CHECK(ev == 44 && rp.n_steps == 25 && rp.n_cfg == 19 && rp.bad_x == 0 && bad_final == 0 &&
+          !rp.bad_t);
+
+    /* the real run */
+    struct step_ctx sc = {.S = S};
+    ev = run_sampler(R, S, &x, &sc);
+    printf("sampler: %d evaluations; worst per-step velocity rel_l2 %.2e\n", ev, sc.worst_v);
+    CHECK(ev == 44 && sc.worst_v <= 1e-4 && !sc.bad_t);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        snprintf(name, sizeof(name), "final.%s", ssflow_latent_name[l]);
+        cmp_ref(S, name, x.t[l].data, 0, tensor_numel(&x.t[l]), NULL);
+    }
+    *final_out = x.buf;
+}
+
+// ----------------------------------------------------------------------------
+// 4. bad inputs
+
+static void test_bad(struct runner *R, const struct ckpt *E)
+{
+    struct ssflow_model m;
+    struct tensor ct, bad;
+    struct lat x;
+
+    lat_init(&x, &R->m.cfg);
+    if (!ref(E, "cond", &ct) || !lat_load(&x, E, "x."))
+        goto out;
+    printf("expect 5 error lines (bad inputs):\n");
+    CHECK(ssflow_check_cond(&R->m, NULL, "cond_ss") == S3D_ENOTFOUND);
+    bad = tensor_view(ct.data, DTYPE_F32, DEVICE_HOST, SHAPE(1, 192, 32));    /* wrong width */
+    CHECK(ssflow_check_cond(&R->m, &bad, "cond_ss") == S3D_ESHAPE);
+    bad = tensor_view(ct.data, DTYPE_I32, DEVICE_HOST, SHAPE(1, 96, 64));     /* wrong dtype */
+    CHECK(ssflow_check_cond(&R->m, &bad, "cond_ss") == S3D_ESHAPE);
+    struct tensor *save = x.p[SSF_SCALE];
+    x.p[SSF_SCALE] = NULL;
+    CHECK(ssflow_check_latents(&R->m, (const struct tensor *const *)x.p, "noise.") == S3D_ENOTFOUND);
+    x.p[SSF_SCALE] = save;
+    bad = tensor_view(x.t[SSF_SHAPE].data, DTYPE_F32, DEVICE_HOST, SHAPE(1, 256, 16));
+    x.p[SSF_SHAPE] = &bad;
+    CHECK(ssflow_check_latents(&R->m, (const struct tensor *const *)x.p, "noise.") == S3D_ESHAPE);
+    printf("expect error lines (wrong checkpoints):\n");
+    CHECK(ssflow_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32) < 0,
+          "MoGe checkpoint refused");
+    CHECK(ssflow_load(&m, "tests/fixtures/cond_ss_tiny/ss_generator.ckpt", DEVICE_HOST, DTYPE_F32) < 0,
+          "a checkpoint without the generator refused");
+    CHECK(ssflow_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32) < 0);
+out:
+    free(x.buf);
+}
+
+// ----------------------------------------------------------------------------
+// 5. GPU
+
+static void test_gpu(const struct ckpt *E, const struct ckpt *S, const float *vcond_cpu,
+                     const float *final_cpu)
+{
+    const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
+
+    for (int i = 0; i < 2; i++) {
+        struct runner R;
+        struct tensor tt, dt, ct;
+        struct lat x, v;
+        char lab[96];
+
+        if (!runner_init(&R, DEVICE_CUDA, gdts[i], 96))
+            continue;
+        lat_init(&x, &R.m.cfg);
+        lat_init(&v, &R.m.cfg);
+        if (lat_load(&x, E, "x.") && ref(E, "t", &tt) && ref(E, "d", &dt) && ref(E, "cond", &ct)) {
+            eval_once(&R, &x, &ct, *(float *)tt.data, *(float *)dt.data, &v, NULL);
+            snprintf(lab, sizeof(lab), "cuda %s cond velocities vs cpu", dtype_name(gdts[i]));
+            report_cmp(lab, compare_f32(v.buf, vcond_cpu, (size_t)v.off[SSF_N_LATENT], -1, -1,
+                                        i ? GPU16_NMSE : GPU32_NMSE));
+        }
+        int ev = run_sampler(&R, S, &x, NULL);
+        CHECK(ev == 44);
+        snprintf(lab, sizeof(lab), "cuda %s sampler final vs cpu", dtype_name(gdts[i]));
+        report_cmp(lab, compare_f32(x.buf, final_cpu, (size_t)x.off[SSF_N_LATENT], -1, -1,
+                                    i ? GPU16_SAMPLE_NMSE : GPU32_NMSE * 100));
+        printf("  cuda %s: activation arena peak %.2f MB of %.2f MB\n", dtype_name(gdts[i]),
+               R.act.high_water / 1e6, R.act.size / 1e6);
+        free(x.buf);
+        free(v.buf);
+        runner_free(&R);
+    }
+}
+
+int main(void)
+{
+    struct ckpt E, S;
+    struct runner R;
+    float *vcond = NULL, *final = NULL;
+
+    log_init("test_ss_flow");
+    if (ckpt_open(&E, DIR "/eval.safetensors", 0) || ckpt_open(&S, DIR "/sampler.safetensors", 0)) {
+        CHECK(0, "fixture unreadable (tools/ref/dump_ss_flow.py --size tiny)");
+        return harness_done("test_ss_flow");
+    }
+    if (runner_init(&R, DEVICE_HOST, DTYPE_F32, 96)) {
+        const struct ssflow_config *g = &R.m.cfg;
+        printf("config: width %d, %d heads, %d blocks, MLP %d, cond %d, %lld + %lld tokens\n",
+               g->dim, g->heads, g->depth, g->mlp, g->cond_dim, (long long)g->n_shape,
+               (long long)(g->n_tok - g->n_shape));
+        CHECK(g->dim == 128 && g->heads == 2 && g->depth == 1 && g->mlp == 128 &&
+              g->cond_dim == 64 && g->n_shape == 512 && g->n_tok == 516);
+        CHECK(g->cin[SSF_ROT] == 6 && g->cin[SSF_SCALE] == 3 && g->cin[SSF_SHAPE] == 8 &&
+              g->cin[SSF_TRANS] == 3 && g->cin[SSF_TSCALE] == 1);
+        CHECK(g->row[SSF_ROT] == 512 && g->row[SSF_TRANS] == 513 && g->row[SSF_SCALE] == 514 &&
+              g->row[SSF_TSCALE] == 515, "pose rows: rotation, translation, scale, translation_scale");
+        test_eval(&R, &E, &vcond);
+        test_sampler(&R, &S, &final);
+        test_bad(&R, &E);
+        printf("  cpu f32: activation arena peak %.2f MB of %.2f MB\n", R.act.high_water / 1e6,
+               R.act.size / 1e6);
+        runner_free(&R);
+    }
+
+    /* our noise: deterministic per seed, N(0, 1)-like, different seeds differ */
+    {
+        float a[4096], b[4096];
+        struct tensor ta[SSF_N_LATENT], tb[SSF_N_LATENT];
+        struct tensor *pa[SSF_N_LATENT], *pb[SSF_N_LATENT];
+        const int64_t n[SSF_N_LATENT] = {6, 3, 4072, 3, 1};     /* sums to 4085 */
+        int64_t off = 0;
+        for (int l = 0; l < SSF_N_LATENT; l++) {
+            ta[l] = tensor_view(a + off, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, n[l]));
+            tb[l] = tensor_view(b + off, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, n[l]));
+            pa[l] = &ta[l];
+            pb[l] = &tb[l];
+            off += n[l];
+        }
+        ssflow_noise(42, pa);
+        ssflow_noise(42, pb);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)off) == 0, "same seed, same noise");
+        double s1 = 0, s2 = 0;
+        for (int64_t i = 0; i < off; i++) {
+            s1 += a[i];
+            s2 += (double)a[i] * a[i];
+        }
+        double mean = s1 / off, var = s2 / off - mean * mean;
+        printf("noise seed 42: mean %.4f, variance %.4f over %lld draws\n", mean, var, (long long)off);
+        CHECK(fabs(mean) < 0.05 && fabs(var - 1.0) < 0.07);
+        ssflow_noise(43, pb);
+        CHECK(memcmp(a, b, sizeof(float) * (size_t)off) != 0, "another seed, other noise");
+    }
+
+    if (!s3d_cuda_available()) {
+        const char *req = getenv("S3D_REQUIRE_GPU");
+        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
+        printf("GPU part skipped: no CUDA device on this machine\n");
+    } else if (vcond && final) {
+        test_gpu(&E, &S, vcond, final);
+    }
+    free(vcond);
+    free(final);
+    ckpt_close(&E);
+    ckpt_close(&S);
+    return harness_done("test_ss_flow");
+}
