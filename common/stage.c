@@ -569,9 +569,15 @@ static int bind_socket(void *sock, const struct stage_opts *o)
         if (strlen(o->curve_secret) != 40 ||
             zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one)) != 0 ||
             zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, o->curve_secret, 40) != 0) {
-            log_error("CURVE secret key is not a 40-character Z85 key. HINT: make one with "
-                      "zmq_curve_keypair (e.g. `curve_keygen`)");
+            log_error("CURVE secret key is not a 40-character Z85 key. HINT: make a pair "
+                      "with `sam3d keygen`");
             return S3D_EINVAL;
+        }
+        {
+            char pub[41];
+
+            if (zmq_curve_public(pub, o->curve_secret) == 0)
+                log_info("CURVE on; clients need S3D_CURVE_SERVERKEY=%s", pub);
         }
     } else if (!stage_endpoint_is_local(o->listen)) {
         log_error("refusing to listen on '%s' without CURVE keys: only ipc:// and loopback "

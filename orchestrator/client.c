@@ -23,7 +23,7 @@ static int connect_sock(struct client *c)
     c->sock = zmq_socket(c->ctx, ZMQ_REQ);
     ASSERT(c->sock);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof(zero));
-    if (server_key && *server_key) {
+    if (server_key && *server_key && !strncmp(c->endpoint, "tcp://", 6)) {
         char pub[41], sec[41];
 
         if (strlen(server_key) != 40 || zmq_curve_keypair(pub, sec) != 0 ||

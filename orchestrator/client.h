@@ -23,8 +23,10 @@ struct client {
     int64_t next_id;
 };
 
-/* Connect to endpoint. CURVE: when env S3D_CURVE_SERVERKEY holds the stage's
- * public key, the client uses CURVE with a fresh keypair. Returns 0 or S3D_EIO. */
+/* Connect to endpoint. CURVE: for a tcp:// endpoint, when env S3D_CURVE_SERVERKEY
+ * holds the stage's public key, the client uses CURVE with a fresh keypair
+ * (ipc:// stages, the ones the orchestrator starts itself, never do). Returns 0
+ * or S3D_EIO. */
 int  client_open(struct client *c, void *ctx, const char *endpoint);
 void client_close(struct client *c);              /* NULL-safe */
 

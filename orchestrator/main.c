@@ -16,6 +16,7 @@ static const struct {
     {"stage",         cmd_stage,         "re-run one stage on an existing job directory"},
     {"inspect",       cmd_inspect,       "list the tensors of a checkpoint"},
     {"check-weights", cmd_check_weights, "bind every stage's weights without running"},
+    {"keygen",        cmd_keygen,        "a CURVE key pair for stages served over tcp://"},
 };
 
 static void usage(FILE *f)

@@ -123,8 +123,17 @@ static int parse_line(struct pipeline *p, int ln, char **w, int nw)
             !copy_word(s->param_val[s->n_params], WIRE_STR_MAX, w[2]))
             return perr(p, ln, "param key or value too long");
         s->n_params++;
+    } else if (!strcmp(w[0], "device")) {
+        if (nw != 2 || !pipeline_device_ok(w[1]))
+            return perr(p, ln, "expected 'device cuda:N' or 'device cpu'");
+        strcpy(s->device, w[1]);
+    } else if (!strcmp(w[0], "endpoint")) {
+        if (nw != 2 || !pipeline_endpoint_ok(w[1]))
+            return perr(p, ln, "expected 'endpoint tcp://HOST:PORT' or 'endpoint ipc://PATH'");
+        strcpy(s->endpoint, w[1]);
     } else {
-        return perr(p, ln, "unknown directive (stage, exe, weights, out, input, param)");
+        return perr(p, ln, "unknown directive (stage, exe, weights, out, input, param, "
+                    "device, endpoint)");
     }
     return 0;
 }
@@ -174,6 +183,28 @@ int pipeline_load(struct pipeline *p, const char *path)
         if (!p->stages[i].exe[0])
             return perr(p, p->stages[i].line, "stage without an 'exe' line");
     return 0;
+}
+
+bool pipeline_device_ok(const char *d)
+{
+    const char *n = d + 5;
+
+    if (!strcmp(d, "cpu") || !strcmp(d, "cuda"))
+        return true;
+    if (strncmp(d, "cuda:", 5) || !*n || strlen(d) >= sizeof(((struct pipe_stage *)0)->device))
+        return false;
+    for (; *n; n++)
+        if (!isdigit((unsigned char)*n))
+            return false;
+    return true;
+}
+
+bool pipeline_endpoint_ok(const char *e)
+{
+    size_t n = strlen(e);
+
+    return n < WIRE_STR_MAX && ((!strncmp(e, "tcp://", 6) && n > 6) ||
+                                (!strncmp(e, "ipc://", 6) && n > 6));
 }
 
 const struct pipe_stage *pipeline_find(const struct pipeline *p, const char *name)

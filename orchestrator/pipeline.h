@@ -13,6 +13,12 @@
  *     input   FILE:TENSOR [as NAME]   a tensor of an earlier artifact
  *     param   KEY VALUE         true/false, int, float or string; in strings
  *                               $JOB, $IMAGE and $MASK expand to job paths
+ *     device  cuda:N|cpu        (optional) this stage's device; default: the
+ *                               run's --device
+ *     endpoint URL              (optional) the stage is served elsewhere
+ *                               (tcp://HOST:PORT or ipc://PATH): the orchestrator
+ *                               connects instead of starting it, sends its inputs
+ *                               inline and writes the outputs it gets back
  *
  * Order of "stage" lines is execution order. pipeline_load checks the syntax,
  * that every input names an artifact written by an earlier stage, and limits.
@@ -44,6 +50,8 @@ struct pipe_stage {
     int               n_params;
     char              param_key[PIPE_MAX_PARAMS][WIRE_KEY_MAX];
     char              param_val[PIPE_MAX_PARAMS][WIRE_STR_MAX];
+    char              device[32];             /* "" = the run's --device */
+    char              endpoint[WIRE_STR_MAX]; /* "" = started locally on ipc:// */
     int               line;                   /* of the "stage" line */
 };
 
@@ -58,6 +66,12 @@ struct pipeline {
 int pipeline_load(struct pipeline *p, const char *path);
 /* The stage named name, or NULL. */
 const struct pipe_stage *pipeline_find(const struct pipeline *p, const char *name);
+
+/* Validity of the optional per-stage values (also used for the command-line
+ * overrides): a device is "cpu" or "cuda" or "cuda:N"; an endpoint starts with
+ * tcp:// or ipc:// and fits WIRE_STR_MAX. */
+bool pipeline_device_ok(const char *device);
+bool pipeline_endpoint_ok(const char *endpoint);
 
 /* --- paths around a pipeline (shared by run, stage and check-weights) --- */
 

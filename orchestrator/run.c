@@ -24,6 +24,7 @@
 #include "log.h"
 #include "pipeline.h"
 #include "procs.h"
+#include "remote.h"
 #include "safetensors.h"
 #include "wire.h"
 
@@ -51,6 +52,8 @@ struct stage_rt {
     char            exe[PATH_MAX];
     char            weights[PATH_MAX];      /* "" = none */
     char            endpoint[WIRE_STR_MAX];
+    char            device[32];             /* "" = none given (the stage's default) */
+    bool            remote;                 /* served elsewhere: connect, never spawn */
     bool            built;
     bool            loaded;
     struct proc     proc;
@@ -79,6 +82,9 @@ struct run_ctx {
     struct stage_rt    rt[PIPE_MAX_STAGES];
     struct wire_msg    req, rep;
     struct wire_frames frames;
+    struct remote_inputs rin;                    /* mapped inputs of a remote request */
+    int                n_over;                   /* --endpoint / --stage-device overrides */
+    const char        *over_kind[2 * PIPE_MAX_STAGES], *over_arg[2 * PIPE_MAX_STAGES];
 };
 
 static volatile sig_atomic_t interrupted;
@@ -107,12 +113,13 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-/* Keep waiting for a reply while the stage lives and no signal came. */
+/* Keep waiting for a reply while the stage lives (a remote one: until the
+ * timeout) and no signal came. */
 static bool keep_waiting(void *arg)
 {
     struct stage_rt *rt = arg;
 
-    return !interrupted && proc_alive(&rt->proc);
+    return !interrupted && (rt->remote || proc_alive(&rt->proc));
 }
 
 // ---------------------------------------------------------------- stage processes
@@ -132,6 +139,33 @@ static int call(struct run_ctx *r, struct stage_rt *rt, enum wire_method m, int 
     return rc;
 }
 
+/* A remote stage: connect and wait until it answers status. */
+static int connect_remote(struct run_ctx *r, struct stage_rt *rt)
+{
+    char why[WIRE_ERR_MAX];
+    int rc;
+
+    client_close(&rt->cli);
+    rc = client_open(&rt->cli, r->zctx, rt->endpoint);
+    if (rc)
+        return rc;
+    wire_msg_init(&r->req, WIRE_REQUEST, 0);
+    rc = call(r, rt, WIRE_STATUS, r->timeout_ms, why, sizeof(why));
+    if (rc) {
+        if (interrupted)
+            return S3D_ETIMEOUT;
+        snprintf(rt->error, sizeof(rt->error), "remote stage '%s' at %.200s did not answer "
+                 "status: %.200s", rt->ps->name, rt->endpoint, why);
+        log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
+                  "and check the address; for tcp:// beyond loopback set "
+                  "S3D_CURVE_SERVERKEY to its public key", rt->error);
+        return rc;
+    }
+    rt->loaded = wire_get_bool(&r->rep, "loaded", false);
+    log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
+    return 0;
+}
+
 /* Start rt's process and wait until it answers status. */
 static int start_stage(struct run_ctx *r, struct stage_rt *rt)
 {
@@ -139,6 +173,8 @@ static int start_stage(struct run_ctx *r, struct stage_rt *rt)
     char why[WIRE_ERR_MAX], desc[64];
     int n = 0, rc;
 
+    if (rt->remote)
+        return connect_remote(r, rt);
     argv[n++] = rt->exe;
     argv[n++] = "--listen";
     argv[n++] = rt->endpoint;
@@ -146,9 +182,9 @@ static int start_stage(struct run_ctx *r, struct stage_rt *rt)
         argv[n++] = "--weights";
         argv[n++] = rt->weights;
     }
-    if (r->device) {
+    if (rt->device[0]) {
         argv[n++] = "--device";
-        argv[n++] = (char *)r->device;
+        argv[n++] = rt->device;
     }
     if (r->precision) {
         argv[n++] = "--precision";
@@ -185,11 +221,16 @@ static void stop_proc(struct stage_rt *rt)
         rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
 }
 
-/* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. */
+/* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. A remote stage
+ * is not ours to stop: only the connection is closed. */
 static void stop_stage(struct run_ctx *r, struct stage_rt *rt)
 {
     char why[WIRE_ERR_MAX];
 
+    if (rt->remote) {
+        client_close(&rt->cli);
+        return;
+    }
     if (proc_alive(&rt->proc) && !interrupted) {
         wire_msg_init(&r->req, WIRE_REQUEST, 0);
         (void)call(r, rt, WIRE_SHUTDOWN, 2000, why, sizeof(why));
@@ -247,7 +288,8 @@ static int build_request(struct run_ctx *r, struct stage_rt *rt)
 
     wire_msg_init(m, WIRE_REQUEST, 0);
     m->method = WIRE_RUN;
-    ASSERT(wire_set_str(m, "job", r->job.path) == 0);
+    if (!rt->remote)                    /* a remote stage answers inline (no job there) */
+        ASSERT(wire_set_str(m, "job", r->job.path) == 0);
     ASSERT(wire_set_str(m, "out", ps->out) == 0);
     for (int i = 0; i < ps->n_params; i++) {
         char v[WIRE_STR_MAX];
@@ -259,6 +301,8 @@ static int build_request(struct run_ctx *r, struct stage_rt *rt)
             return S3D_EINVAL;
         }
     }
+    if (rt->remote)
+        return remote_add_inputs(m, ps, r->job.path, &r->rin, rt->error, sizeof(rt->error));
     for (int i = 0; i < ps->n_inputs; i++) {
         const struct pipe_input *in = &ps->inputs[i];
         const struct ckpt_entry *e;
@@ -292,15 +336,17 @@ static void apply_budget(struct run_ctx *r, struct stage_rt *rt)
     int64_t sum = rt->weights_bytes;
     char why[WIRE_ERR_MAX];
 
+    if (rt->remote)
+        return;                         /* another machine's memory */
     for (int i = 0; i < r->n_rt; i++)
-        if (&r->rt[i] != rt && r->rt[i].loaded)
+        if (&r->rt[i] != rt && r->rt[i].loaded && !r->rt[i].remote)
             sum += r->rt[i].resident_bytes ? r->rt[i].resident_bytes : r->rt[i].weights_bytes;
     if (r->vram_budget > 0 && sum <= r->vram_budget)
         return;
     for (int i = 0; i < r->n_rt; i++) {
         struct stage_rt *o = &r->rt[i];
 
-        if (o == rt || !o->loaded || !proc_alive(&o->proc))
+        if (o == rt || o->remote || !o->loaded || !proc_alive(&o->proc))
             continue;
         wire_msg_init(&r->req, WIRE_REQUEST, 0);
         if (call(r, o, WIRE_UNLOAD, r->timeout_ms, why, sizeof(why)) == 0) {
@@ -335,7 +381,11 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
 
     apply_budget(r, rt);
     for (int attempt = 0; attempt <= r->retries && !interrupted; attempt++) {
-        if (attempt > 0 || !proc_alive(&rt->proc)) {
+        if (rt->remote && attempt > 0) {
+            rt->restarts++;
+            log_warn("asking remote stage %s again (attempt %d of %d)", rt->ps->name,
+                     attempt + 1, r->retries + 1);
+        } else if (!rt->remote && (attempt > 0 || !proc_alive(&rt->proc))) {
             if (attempt > 0) {
                 rt->restarts++;
                 log_warn("restarting stage %s (attempt %d of %d)", rt->ps->name, attempt + 1,
@@ -347,11 +397,23 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
                 continue;
         }
         rc = build_request(r, rt);
-        if (rc)
+        if (rc) {
+            remote_inputs_close(&r->rin);
             break;                      /* a missing artifact does not heal by retrying */
-        log_info("stage %s: run (%d inputs)", rt->ps->name, r->req.n_tensors);
+        }
+        log_info("stage %s: run (%d inputs%s)", rt->ps->name, r->req.n_tensors,
+                 rt->remote ? ", inline" : "");
         rc = client_call(&rt->cli, &r->req, &r->rep, &r->frames, r->timeout_ms, keep_waiting,
                          rt, why, sizeof(why));
+        remote_inputs_close(&r->rin);
+        if (rc == 0 && !r->rep.has_error && rt->remote) {
+            char path[PATH_MAX + WIRE_KEY_MAX];
+
+            snprintf(path, sizeof(path), "%s/%s", r->job.path, rt->ps->out);
+            rc = remote_write_outputs(&r->rep, path, rt->error, sizeof(rt->error));
+            if (rc)
+                break;                  /* the same answer would come again */
+        }
         if (interrupted)
             break;
         if (rc == 0 && r->rep.has_error) {
@@ -368,8 +430,11 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
             return 0;
         }
         proc_alive(&rt->proc);
-        snprintf(rt->error, sizeof(rt->error), "%.440s; process %s", why,
-                 proc_describe(&rt->proc, desc, sizeof(desc)));
+        if (rt->remote)
+            snprintf(rt->error, sizeof(rt->error), "%.440s (remote)", why);
+        else
+            snprintf(rt->error, sizeof(rt->error), "%.440s; process %s", why,
+                     proc_describe(&rt->proc, desc, sizeof(desc)));
         log_warn("stage %s: %s", rt->ps->name, rt->error);
     }
     rt->wall_ms = now_ms() - t0;
@@ -450,6 +515,14 @@ static int write_report(const struct run_ctx *r, const char *status, double wall
         json_str(f, rt->ps->exe);
         fprintf(f, ", \"state\": ");
         json_str(f, state_names[rt->state]);
+        if (rt->device[0]) {
+            fprintf(f, ", \"device\": ");
+            json_str(f, rt->device);
+        }
+        if (rt->remote) {
+            fprintf(f, ", \"endpoint\": ");
+            json_str(f, rt->endpoint);
+        }
         fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"run_ms\": %.1f, "
                 "\"peak_bytes\": %lld, \"resident_bytes\": %lld, \"host_peak_bytes\": %lld, "
                 "\"rss_peak_bytes\": %lld, \"restarts\": %d", rt->wall_ms, rt->load_ms,
@@ -512,7 +585,12 @@ static void usage_run(FILE *f)
     fprintf(f,
         "usage: sam3d run --image IMG --mask MASK --weights DIR --out DIR [options]\n"
         "  --moge FILE          MoGe weights (default DIR/moge-vitl/model.pt)\n"
-        "  --device cuda:N|cpu  passed to every stage\n"
+        "  --device cuda:N|cpu  passed to every stage (default: each stage's own)\n"
+        "  --stage-device NAME=cuda:N|cpu   one stage's device (repeatable; overrides the\n"
+        "                       pipeline's 'device' line and --device)\n"
+        "  --endpoint NAME=URL  stage NAME is served elsewhere (tcp://HOST:PORT, ipc://PATH):\n"
+        "                       connect instead of starting it; tensors travel inline.\n"
+        "                       tcp:// uses CURVE when S3D_CURVE_SERVERKEY holds its key\n"
         "  --precision fp16|fp32\n"
         "  --keep-job           keep the job directory (its path is printed)\n"
         "  --stages-dir DIR     where the sam3d-* stage executables are (default: next to sam3d)\n"
@@ -530,7 +608,8 @@ static void usage_stage(FILE *f)
     fprintf(f,
         "usage: sam3d stage NAME --job DIR [--weights DIR] [--moge FILE] [--out DIR]\n"
         "                   [--device D] [--precision P] [--stages-dir DIR] [--pipeline FILE]\n"
-        "                   [--timeout S] [--retries N]\n"
+        "                   [--timeout S] [--retries N] [--stage-device NAME=D]\n"
+        "                   [--endpoint NAME=URL]\n"
         "Re-runs stage NAME of the pipeline on the artifacts in an existing job directory\n"
         "(one kept with `sam3d run --keep-job`); its artifact there is replaced.\n");
 }
@@ -590,6 +669,14 @@ static int common_opt(struct run_ctx *r, int argc, char **argv, int *i, const ch
             return -1;
         }
         r->retries = (int)n;
+    } else if ((!strcmp(a, "--endpoint") || !strcmp(a, "--stage-device")) && v) {
+        if (r->n_over == 2 * PIPE_MAX_STAGES || !strchr(v, '=') || v[0] == '=') {
+            fprintf(stderr, "error: %s wants NAME=VALUE (at most %d), got '%s'\n", a,
+                    2 * PIPE_MAX_STAGES, v);
+            return -1;
+        }
+        r->over_kind[r->n_over] = a;
+        r->over_arg[r->n_over++] = v;
     } else if (!strcmp(a, "--vram-budget") && v) {
         if (!parse_size(v, &r->vram_budget)) {
             fprintf(stderr, "error: --vram-budget wants a size like 10G or 512M, got '%s'\n", v);
@@ -600,6 +687,37 @@ static int common_opt(struct run_ctx *r, int argc, char **argv, int *i, const ch
     }
     (*i)++;
     return 1;
+}
+
+/* Apply --endpoint NAME=URL and --stage-device NAME=DEV to the loaded pipeline.
+ * Returns 0, or S3D_EINVAL after one error line. */
+static int apply_overrides(struct run_ctx *r)
+{
+    for (int i = 0; i < r->n_over; i++) {
+        const char *eq = strchr(r->over_arg[i], '=');
+        bool ep = !strcmp(r->over_kind[i], "--endpoint");
+        char name[PIPE_NAME_MAX];
+        struct pipe_stage *ps = NULL;
+
+        if ((size_t)(eq - r->over_arg[i]) < sizeof(name)) {
+            memcpy(name, r->over_arg[i], (size_t)(eq - r->over_arg[i]));
+            name[eq - r->over_arg[i]] = 0;
+            ps = (struct pipe_stage *)pipeline_find(&r->pipe, name);
+        }
+        if (!ps) {
+            log_error("%s %s: no such stage in '%s'. HINT: the stage names are the 'stage' "
+                      "lines of the pipeline file", r->over_kind[i], r->over_arg[i],
+                      r->pipe.path);
+            return S3D_EINVAL;
+        }
+        if (ep ? !pipeline_endpoint_ok(eq + 1) : !pipeline_device_ok(eq + 1)) {
+            log_error("%s %s: %s", r->over_kind[i], r->over_arg[i],
+                      ep ? "expected tcp://HOST:PORT or ipc://PATH" : "expected cuda:N or cpu");
+            return S3D_EINVAL;
+        }
+        strcpy(ep ? ps->endpoint : ps->device, eq + 1);
+    }
+    return 0;
 }
 
 /* Fill r->rt from the pipeline: executables, weights, endpoints, built or not.
@@ -621,6 +739,14 @@ static int prepare_stages(struct run_ctx *r, int only)
         n = snprintf(rt->exe, sizeof(rt->exe), "%s/%s", r->stages_dir, rt->ps->exe);
         if (n < 0 || (size_t)n >= sizeof(rt->exe))
             return S3D_EINVAL;
+        snprintf(rt->device, sizeof(rt->device), "%s",
+                 rt->ps->device[0] ? rt->ps->device : r->device ? r->device : "");
+        if (rt->ps->endpoint[0]) {              /* served elsewhere, with its own weights */
+            rt->remote = rt->built = true;
+            rt->state = RT_NOT_RUN;
+            strcpy(rt->endpoint, rt->ps->endpoint);
+            continue;
+        }
         rt->built = access(rt->exe, X_OK) == 0;
         rt->state = rt->built ? RT_NOT_RUN : RT_MISSING;
         n = snprintf(rt->endpoint, sizeof(rt->endpoint), "ipc://%s/%s.sock", r->job.path,
@@ -742,7 +868,7 @@ int cmd_run(int argc, char **argv)
     install_signals();
     pipeline_default_path(pipe_arg, pipe_path, sizeof(pipe_path));
     pipeline_stages_dir(stages_arg, r->stages_dir, sizeof(r->stages_dir));
-    if (pipeline_load(&r->pipe, pipe_path) != 0)
+    if (pipeline_load(&r->pipe, pipe_path) != 0 || apply_overrides(r) != 0)
         goto out_free;
     if (mkdir(r->out_dir, 0755) != 0 && errno != EEXIST) {
         log_error("--out '%s': %s", r->out_dir, strerror(errno));
@@ -841,7 +967,7 @@ int cmd_stage(int argc, char **argv)
     snprintf(r->mask, sizeof(r->mask), "%s/input_mask", r->job.path);
     pipeline_default_path(pipe_arg, pipe_path, sizeof(pipe_path));
     pipeline_stages_dir(stages_arg, r->stages_dir, sizeof(r->stages_dir));
-    if (pipeline_load(&r->pipe, pipe_path) != 0)
+    if (pipeline_load(&r->pipe, pipe_path) != 0 || apply_overrides(r) != 0)
         goto out_free;
     if (!pipeline_find(&r->pipe, name)) {
         log_error("no stage '%s' in '%s'", name, pipe_path);
