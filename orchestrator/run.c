@@ -139,10 +139,11 @@ static int call(struct run_ctx *r, struct stage_rt *rt, enum wire_method m, int 
     return rc;
 }
 
-/* A remote stage: connect and wait until it answers status. */
-static int connect_remote(struct run_ctx *r, struct stage_rt *rt)
+/* (Re)connect to rt's endpoint and wait until it answers status; on failure
+ * rt->error says why (a remote stage: where it was looked for). */
+static int connect_stage(struct run_ctx *r, struct stage_rt *rt)
 {
-    char why[WIRE_ERR_MAX];
+    char why[WIRE_ERR_MAX], desc[64];
     int rc;
 
     client_close(&rt->cli);
@@ -151,30 +152,38 @@ static int connect_remote(struct run_ctx *r, struct stage_rt *rt)
         return rc;
     wire_msg_init(&r->req, WIRE_REQUEST, 0);
     rc = call(r, rt, WIRE_STATUS, r->timeout_ms, why, sizeof(why));
-    if (rc) {
-        if (interrupted)
-            return S3D_ETIMEOUT;
+    if (rc && interrupted)
+        return S3D_ETIMEOUT;
+    if (rc && rt->remote) {
         snprintf(rt->error, sizeof(rt->error), "remote stage '%s' at %.200s did not answer "
                  "status: %.200s", rt->ps->name, rt->endpoint, why);
         log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
                   "and check the address; for tcp:// beyond loopback set "
                   "S3D_CURVE_SERVERKEY to its public key", rt->error);
-        return rc;
+    } else if (rc) {
+        snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: "
+                 "%.200s (%s)", rt->ps->name, rt->exe, why,
+                 proc_describe(&rt->proc, desc, sizeof(desc)));
+        log_error("%s. HINT: its log lines above say why", rt->error);
     }
+    if (rc)
+        return rc;
     rt->loaded = wire_get_bool(&r->rep, "loaded", false);
-    log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
+    if (rt->remote)
+        log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
+    else
+        log_info("stage %s up (pid %d, %s)", rt->ps->name, (int)rt->proc.pid, rt->endpoint);
     return 0;
 }
 
-/* Start rt's process and wait until it answers status. */
+/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
 static int start_stage(struct run_ctx *r, struct stage_rt *rt)
 {
     char *argv[16];
-    char why[WIRE_ERR_MAX], desc[64];
     int n = 0, rc;
 
     if (rt->remote)
-        return connect_remote(r, rt);
+        return connect_stage(r, rt);
     argv[n++] = rt->exe;
     argv[n++] = "--listen";
     argv[n++] = rt->endpoint;
@@ -192,25 +201,7 @@ static int start_stage(struct run_ctx *r, struct stage_rt *rt)
     }
     argv[n] = NULL;
     rc = proc_spawn(&rt->proc, argv);
-    if (rc)
-        return rc;
-    client_close(&rt->cli);
-    rc = client_open(&rt->cli, r->zctx, rt->endpoint);
-    if (rc)
-        return rc;
-    wire_msg_init(&r->req, WIRE_REQUEST, 0);
-    rc = call(r, rt, WIRE_STATUS, r->timeout_ms, why, sizeof(why));
-    if (rc) {
-        if (interrupted)
-            return S3D_ETIMEOUT;
-        snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: %.200s (%s)",
-                 rt->ps->name, rt->exe, why, proc_describe(&rt->proc, desc, sizeof(desc)));
-        log_error("%s. HINT: its log lines above say why", rt->error);
-        return rc;
-    }
-    rt->loaded = wire_get_bool(&r->rep, "loaded", false);
-    log_info("stage %s up (pid %d, %s)", rt->ps->name, (int)rt->proc.pid, rt->endpoint);
-    return 0;
+    return rc ? rc : connect_stage(r, rt);
 }
 
 /* Stop rt's process (proc_stop) and keep its peak resident set. */
