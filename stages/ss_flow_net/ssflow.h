@@ -41,6 +41,7 @@
 #include "tensor.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -150,12 +151,14 @@ size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond);
 
 /* Check a condition tensor from a request: host, (1, Nc, Cc) with Cc the
  * model's cond_dim, Nc >= 1, F16 or F32, contiguous. 0, or S3D_ENOTFOUND
- * (NULL) / S3D_ESHAPE with one logged line naming `name` and a HINT. */
-int  ssflow_check_cond(const struct ssflow_model *m, const struct tensor *cond, const char *name);
-/* Check the five latents x[l] (host F32 contiguous (1, ntok[l], cin[l])) named
- * prefix + latent name in messages. 0 or S3D_ENOTFOUND / S3D_ESHAPE (logged). */
+ * (NULL) / S3D_ESHAPE with one line naming `name`, got vs expected and a HINT:
+ * written to err (err_len bytes) when err is not NULL, else logged. */
+int  ssflow_check_cond(const struct ssflow_model *m, const struct tensor *cond, const char *name,
+                       char *err, size_t err_len);
+/* Check the five latents x[l] (host F32 contiguous (1, ntok[l], cin[l])), named
+ * prefix + latent name in the message; returns and reports as ssflow_check_cond. */
 int  ssflow_check_latents(const struct ssflow_model *m, const struct tensor *const x[SSF_N_LATENT],
-                          const char *prefix);
+                          const char *prefix, char *err, size_t err_len);
 
 /* Copy a checked host condition (F16 or F32) into act, converted to gemm_dt,
  * on the model's device. Returns the view (1, Nc, Cc), valid until act is

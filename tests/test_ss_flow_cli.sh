@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# test_ss_flow_cli.sh - sam3d-ss-flow through its real CLI (--once, CPU) on the
+# tiny fixture (tests/fixtures/ss_flow_tiny): with the fixture's condition and
+# noise the five outputs equal the official sampler's final latents (relative L2
+# below 1e-5), the pointmap scale/shift pass through exactly, an F16 condition is
+# accepted; without noise inputs our seeded noise is deterministic per seed; param
+# repeat reruns the sampler (same output, median logged); bad inputs and params
+# exit non-zero with one clear error line.
+# Inputs are cut out of the fixture with a stdlib-only Python helper.
+set -u
+build=${BUILD:-build}
+bin=$build/sam3d-ss-flow
+if [ ! -x "$bin" ]; then
+    echo "SKIP: $bin not built"
+    exit 77
+fi
+if ! command -v python3 >/dev/null; then
+    echo "SKIP: python3 (stdlib only) is needed to cut the fixture inputs"
+    exit 77
+fi
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fx=tests/fixtures/ss_flow_tiny
+ck=$fx/ss_generator.ckpt
+
+# sf.py in SRC DST [--f16] [--drop NAME]... [--narrow]  |  sf.py cmp OUT name REF refname tol
+cat >"$tmp/sf.py" <<'PY'
+import json, math, struct, sys
+from array import array
+LAT = ["6drotation_normalized", "scale", "shape", "translation", "translation_scale"]
+def read(path):
+    raw = open(path, "rb").read(); hl = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + hl]); head.pop("__metadata__", None); base = 8 + hl
+    return {k: [e["dtype"], e["shape"], raw[base + e["data_offsets"][0]:base + e["data_offsets"][1]]]
+            for k, e in head.items()}
+def write(path, tensors):
+    head, blob = {}, bytearray()
+    for k, (dt, shape, data) in tensors.items():
+        head[k] = {"dtype": dt, "shape": shape, "data_offsets": [len(blob), len(blob) + len(data)]}
+        blob += data
+    hj = json.dumps(head).encode(); hj += b" " * (-len(hj) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj + bytes(blob))
+def values(dt, data):
+    if dt == "F32": return list(array("f", data))
+    return [struct.unpack_from("<e", data, 2 * i)[0] for i in range(len(data) // 2)]
+a = sys.argv
+if a[1] == "in":
+    src, opts = read(a[2]), a[4:]
+    out = {"cond_ss": src["cond"]}
+    if "--f16" in opts:
+        vals = values("F32", src["cond"][2])
+        out["cond_ss"] = ["F16", src["cond"][1], b"".join(struct.pack("<e", v) for v in vals)]
+    if "--narrow" in opts:                      # a condition of the wrong width
+        dt, sh, data = out["cond_ss"]; out["cond_ss"] = [dt, [1, sh[1] * 2, sh[2] // 2], data]
+    out["pointmap_scale"] = ["F32", [1, 3], array("f", [1.5, 0.25, -2.0]).tobytes()]
+    out["pointmap_shift"] = ["F32", [1, 3], array("f", [0.125, -3.0, 7.5]).tobytes()]
+    for k in LAT:
+        out["noise." + k] = src["noise." + k]
+    for i, o in enumerate(opts):
+        if o == "--drop":
+            out.pop(opts[i + 1])
+    write(a[3], out)
+else:
+    _, _, outp, name, refp, refname, tol = a
+    o, r = read(outp)[name], read(refp)[refname]
+    if o[1] != r[1]:
+        print(name, "shape", o[1], "vs", r[1]); sys.exit(1)
+    x, y = values(o[0], o[2]), values(r[0], r[2])
+    err = sum((p - q) ** 2 for p, q in zip(x, y)); norm = sum(q * q for q in y)
+    rel = math.sqrt(err / norm) if norm else math.sqrt(err)
+    print(f"{name} {o[0]} {o[1]} rel_l2 {rel:.2e} (tol {tol})"); sys.exit(0 if rel <= float(tol) else 1)
+PY
+sf() { python3 "$tmp/sf.py" "$@"; }
+ok()  { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
+run() {  # run OUT_DIR IN_DIR [--param ...]: --once on the CPU, log in OUT_DIR.log
+    local out=$1 in=$2; shift 2
+    mkdir -p "$out"
+    "$bin" --weights "$ck" --device cpu "$@" --once "$in" "$out" 2>"$out.log"
+}
+
+# 1. the fixture's condition and noise: the official sampler's final latents
+mkdir -p "$tmp/in"
+sf in "$fx/sampler.safetensors" "$tmp/in/inputs.safetensors" || { echo "FAIL cut inputs"; exit 1; }
+if run "$tmp/out" "$tmp/in"; then
+    ok "--once with given noise ($(grep -o '[0-9]* evaluations' "$tmp/out.log"))"
+    o=$tmp/out/ss_flow.safetensors
+    for k in 6drotation_normalized scale translation translation_scale; do
+        if sf cmp "$o" $k "$fx/sampler.safetensors" final.$k 1e-5; then ok "$k"; else bad "$k"; fi
+    done
+    if sf cmp "$o" shape_latent "$fx/sampler.safetensors" final.shape 1e-5; then
+        ok "shape_latent"; else bad "shape_latent"; fi
+    for k in pointmap_scale pointmap_shift; do
+        if sf cmp "$o" $k "$tmp/in/inputs.safetensors" $k 0; then ok "$k passed through"
+        else bad "$k not passed through"; fi
+    done
+else
+    bad "--once with given noise"; tail -5 "$tmp/out.log"
+fi
+
+# 2. an F16 condition (what fp16 sam3d-cond writes): accepted, close to the fp32 result
+mkdir -p "$tmp/in16"
+sf in "$fx/sampler.safetensors" "$tmp/in16/inputs.safetensors" --f16
+if run "$tmp/out16" "$tmp/in16" &&
+    sf cmp "$tmp/out16/ss_flow.safetensors" shape_latent "$fx/sampler.safetensors" final.shape 1e-2; then
+    ok "F16 cond_ss accepted"
+else
+    bad "F16 cond_ss"; tail -3 "$tmp/out16.log"
+fi
+
+# 3. seeded noise: the same seed gives the same bytes, another seed other latents
+mkdir -p "$tmp/ins"
+sf in "$fx/sampler.safetensors" "$tmp/ins/inputs.safetensors" --drop noise.6drotation_normalized \
+    --drop noise.scale --drop noise.shape --drop noise.translation --drop noise.translation_scale
+run "$tmp/s7a" "$tmp/ins" --param seed=7 --param steps=3 &&
+    run "$tmp/s7b" "$tmp/ins" --param seed=7 --param steps=3 &&
+    run "$tmp/s8" "$tmp/ins" --param seed=8 --param steps=3
+if cmp -s "$tmp/s7a/ss_flow.safetensors" "$tmp/s7b/ss_flow.safetensors" &&
+    ! cmp -s "$tmp/s7a/ss_flow.safetensors" "$tmp/s8/ss_flow.safetensors" &&
+    grep -q "noise seeded" "$tmp/s7a.log"; then
+    ok "seeded noise: deterministic per seed"
+else
+    bad "seeded noise"; tail -3 "$tmp/s7a.log"
+fi
+
+# 4. repeat: same output, median logged
+if run "$tmp/rep" "$tmp/in" --param repeat=2 &&
+    cmp -s "$tmp/rep/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
+    grep -q "ms median of 2 .*device peak" "$tmp/rep.log"; then
+    ok "repeat=2: same output"
+else
+    bad "repeat=2"; tail -3 "$tmp/rep.log"
+fi
+
+# 5. refused: non-zero exit and an error line containing SUBSTRING
+refused() {  # refused NAME INDIR SUBSTRING [--param ...] [--weights-file FILE]
+    local name=$1 in=$2 sub=$3 w=$ck; shift 3
+    if [ "${1:-}" = "--weights-file" ]; then w=$2; shift 2; fi
+    mkdir -p "$tmp/r_out"
+    if "$bin" --weights "$w" --device cpu "$@" --once "$in" "$tmp/r_out" 2>"$tmp/r_err"; then
+        bad "$name: accepted"
+    elif grep -q " E .*$sub" "$tmp/r_err"; then
+        ok "$name: refused ($(grep -m1 " E " "$tmp/r_err" | sed 's/.* E [0-9:.]* //'))"
+    else
+        bad "$name: no error line with '$sub'"; cat "$tmp/r_err"
+    fi
+}
+mkdir -p "$tmp/nocond" "$tmp/narrow" "$tmp/partial"
+sf in "$fx/sampler.safetensors" "$tmp/nocond/inputs.safetensors" --drop cond_ss
+sf in "$fx/sampler.safetensors" "$tmp/narrow/inputs.safetensors" --narrow
+sf in "$fx/sampler.safetensors" "$tmp/partial/inputs.safetensors" --drop noise.scale
+refused "missing cond_ss" "$tmp/nocond" "cond_ss"
+refused "cond_ss of the wrong width" "$tmp/narrow" "cond_ss"
+refused "4 of 5 noise latents" "$tmp/partial" "noise.scale"
+refused "steps=0" "$tmp/in" "steps" --param steps=0
+refused "cfg=-1" "$tmp/in" "cfg" --param cfg=-1
+refused "wrong checkpoint (MoGe)" "$tmp/in" "model.pt" --weights-file tests/fixtures/moge_tiny/model.pt
+exit $fail
