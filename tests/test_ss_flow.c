@@ -425,6 +425,24 @@ int main(void)
         runner_free(&R);
     }
 
+    /* activation bytes at the released size (no weights needed: sizes only) */
+    {
+        static struct ssflow_model full;
+        struct ssflow_config *g = &full.cfg;
+        const int cin[SSF_N_LATENT] = {6, 3, 8, 3, 1};
+        *g = (struct ssflow_config){.dim = 1024, .heads = 16, .depth = 24, .mlp = 4096,
+                                    .cond_dim = 1024, .n_shape = 4096, .n_tok = 4100};
+        for (int l = 0; l < SSF_N_LATENT; l++) {
+            g->cin[l] = cin[l];
+            g->ntok[l] = l == SSF_SHAPE ? 4096 : 1;
+        }
+        full.gemm_dt = DTYPE_F16;
+        double mb = ssflow_sample_bytes(&full, 7528) / 1e6;
+        printf("released config, fp16, 7528 condition tokens: %.1f MB of activations + condition\n",
+               mb);
+        CHECK(mb > 140 && mb < 150, "README's memory figure");
+    }
+
     /* our noise: deterministic per seed, N(0, 1)-like, different seeds differ */
     {
         float a[4096], b[4096];

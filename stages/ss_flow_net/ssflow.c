@@ -309,15 +309,16 @@ struct ssf_act {
     struct tensor ada;      /* (6, C) gemm_dt: shift/scale/gate msa, shift/scale/gate mlp */
     struct tensor xin;      /* (maxtok, maxcin) gemm_dt: one latent's input */
     struct tensor x;        /* (T, C) F32: the residual stream */
-    struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
     struct tensor h;        /* (T, C) gemm_dt: GEMM input */
     struct tensor qkv;      /* (1, T, 3, H, 64) gemm_dt */
     struct tensor a;        /* (1, T, H, 64) gemm_dt: attention output */
     struct tensor p;        /* (T, C) gemm_dt: sub-module output (to_out, fc2) */
-    struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
     struct tensor kv;       /* (1, Nc, 2, H, 64) gemm_dt: cross-attention keys/values */
-    struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
     struct tensor vo;       /* (maxtok, maxcin) gemm_dt: one latent's velocity */
+    /* three views of one scratch buffer, never live at the same time: */
+    struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
+    struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
+    struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
 };
 
 static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *bytes, int64_t n_cond,
@@ -326,11 +327,13 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
     const struct ssflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
     int64_t C = g->dim, T = g->n_tok, H = g->heads, mt = 0, mc = 0;
+    size_t e = dtype_size(gd), sb = (size_t)(T * g->mlp) * e;
 
     for (int l = 0; l < SSF_N_LATENT; l++) {
         mt = g->ntok[l] > mt ? g->ntok[l] : mt;
         mc = g->cin[l] > mc ? g->cin[l] : mc;
     }
+    sb = sb > (size_t)(T * C) * sizeof(float) ? sb : (size_t)(T * C) * sizeof(float);
     s->tf = take(a, bytes, gd, SHAPE(1, SSF_FREQ_DIM));
     s->e1 = take(a, bytes, gd, SHAPE(1, C));
     s->te = take(a, bytes, gd, SHAPE(1, C));
@@ -339,15 +342,16 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
     s->ada = take(a, bytes, gd, SHAPE(6, C));
     s->xin = take(a, bytes, gd, SHAPE(mt, mc));
     s->x = take(a, bytes, DTYPE_F32, SHAPE(T, C));
-    s->hf = take(a, bytes, DTYPE_F32, SHAPE(T, C));
     s->h = take(a, bytes, gd, SHAPE(T, C));
     s->qkv = take(a, bytes, gd, SHAPE(1, T, 3, H, OP_HEAD_DIM));
     s->a = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
     s->p = take(a, bytes, gd, SHAPE(T, C));
-    s->q = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
     s->kv = take(a, bytes, gd, SHAPE(1, n_cond, 2, H, OP_HEAD_DIM));
-    s->f = take(a, bytes, gd, SHAPE(T, g->mlp));
     s->vo = take(a, bytes, gd, SHAPE(mt, mc));
+    struct tensor scr = take(a, bytes, DTYPE_U8, SHAPE((int64_t)sb));
+    s->hf = tensor_view(scr.data, DTYPE_F32, scr.device, SHAPE(T, C));
+    s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
+    s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
 }
 
 size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
