@@ -1,0 +1,182 @@
+/*
+ * ops_sparse.h - the sparse 3-D op family of the SLAT flow and the mesh
+ * decoder: neighbour maps, submanifold 3x3x3 convolution, x2 down/upsampling,
+ * subdivision and GroupNorm over sparse sites.
+ *
+ * A sparse tensor (spec generators.md §8.2, decoders.md §4.3) is
+ *     coords (T, 4) I32, rows (b, x, y, z), unique; batch b always 0 here
+ *     feats  (T, C) any float dtype, row i belongs to coords[i]
+ * and its row order is whatever produced it (lexicographic from the SS stage
+ * and after a downsample, 8i + k after a subdivide); no op re-sorts.
+ *
+ * Conventions are those of ops.h (struct tensor views in PyTorch order,
+ * contiguous, F32/F16/BF16, fp32 math, one rounding into the output dtype,
+ * _cpu on host tensors, _cuda queued on ctx->stream, shape/dtype mismatches
+ * between our own ops are internal faults). Coordinates are not user input
+ * here: the stage that reads them checks the preconditions below (unique rows,
+ * 0 <= x, y, z < res <= SPARSE_MAX_RES, b == 0) and returns S3D_ESHAPE with a
+ * HINT otherwise; sparse_coords_check() does that check on the host.
+ *
+ * Memory: nothing is allocated on the device except from the caller's arenas
+ * (common/arena.h). Scratch taken from a `scratch` arena is released before
+ * the op returns; the *_scratch_bytes() functions say how much an op takes.
+ *
+ * Reference code (sam-3d-objects cf06676, TD = sam3d_objects/model/backbone/
+ * tdfy_dit/modules/sparse): TD/conv/conv_spconv.py:29-38 (SubMConv3d),
+ * TD/spatial.py:10-131 (SparseDownsample/Upsample/Subdivide), TD/norm.py:15-64
+ * (SparseGroupNorm32). CPU: kernels/cpu/sparse*.c; CUDA: kernels/cuda/sparse.cu;
+ * test: tests/test_op_sparse.c (dense-conv, hand-made and spconv golden cases:
+ * tests/fixtures/sparse_ops, made by tools/ref/dump_sparse_ops.py).
+ */
+#ifndef S3D_OPS_SPARSE_H
+#define S3D_OPS_SPARSE_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPARSE_K3        27      /* offsets of a 3x3x3 kernel */
+#define SPARSE_MAX_RES   4096    /* coordinates must be in [0, SPARSE_MAX_RES) */
+
+/* True when coords (T, 4) I32 on the host are a valid sparse coordinate set at
+ * resolution res: b == 0, 0 <= x, y, z < res <= SPARSE_MAX_RES, no duplicate
+ * rows. Otherwise logs one line naming `what`, the first bad row and a HINT,
+ * and returns false. (For stages, on data read from an artifact.) */
+bool sparse_coords_check(const struct tensor *coords, int res, const char *what);
+
+/* ASSERT that t is a contiguous I32 tensor on dev of shape (rows, cols)
+ * (cols 0: one-dimensional (rows)); rows < 0 accepts any row count. Names op. */
+void sparse_check_i32(const char *op, const struct tensor *t, enum device dev, int64_t rows,
+                      int64_t cols);
+
+// ----------------------------------------------------------------------------
+// neighbour map of a submanifold 3x3x3 conv
+
+/* nbr (T, 27) I32: nbr[p, r] = the row q with coords[q] = coords[p] + (r0-1,
+ * r1-1, r2-1) in (x, y, z), r = r0*9 + r1*3 + r2 (spconv's kernel-offset
+ * index, decoders.md §4.4), or -1 when that site is not active. nbr[p, 13] = p.
+ * coords (T, 4) I32 on nbr's device, valid (see the top). Built once per
+ * coordinate set and shared by every conv at that resolution.
+ * CPU: rows sorted by coordinate + binary search (malloc'ed temporary).
+ * CUDA: an open-addressing hash (linear probing, load <= 1/2, 64-bit packed
+ * keys) of op_sparse_nbr_scratch_bytes(T) bytes taken from scratch. */
+void   op_sparse_nbr_cpu(struct tensor *nbr, const struct tensor *coords);
+void   op_sparse_nbr_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *nbr,
+                          const struct tensor *coords);
+size_t op_sparse_nbr_scratch_bytes(int64_t T);
+
+// ----------------------------------------------------------------------------
+// submanifold sparse convolution
+
+/* spconv.SubMConv3d(Cin, Cout, 3) (TD/conv/conv_spconv.py:29-38, spec
+ * generators.md §8.3, decoders.md §4.4):
+ *     y[p] = b + sum_{r : nbr[p, r] >= 0} W[:, r0, r1, r2, :] . x[nbr[p, r]]
+ * x (T, Cin) any float dtype; w (Cout, 3, 3, 3, Cin) KRSC as stored in the
+ * checkpoints, F32/F16/BF16; b (Cout) any float dtype or NULL; y (T, Cout) any
+ * float dtype on the CPU, F32 or w's dtype on CUDA; nbr (T, 27) I32 from
+ * op_sparse_nbr. fp32 accumulation, one rounding into y. y must not overlap x.
+ * CUDA: per chunk of rows, gather an im2col buffer (rows, 27*Cin) in w's dtype
+ * (zero rows for missing neighbours), then one op_linear with w viewed as
+ * (Cout, 27*Cin) (KRSC is exactly that layout) and the bias in the epilogue.
+ * Cost: 2*T*27*Cin*Cout FLOP on tensor cores (the dense-equivalent count;
+ * missing neighbours are multiplied as zeros), plus T*27*Cin elements of
+ * im2col written and read again (the gather reads each x row up to 27 times,
+ * mostly from L2). For the
+ * SLAT flow's largest conv (1024->1024 at ~8k sites) that is ~0.45 TFLOP and
+ * ~0.9 GB of im2col traffic per call. The im2col chunk takes up to
+ * op_sparse_conv3_scratch_bytes(T, Cin, w dtype) (<= SPARSE_CONV_CHUNK_BYTES,
+ * at least 64 rows) from scratch, and op_linear may use ctx's workspace. */
+#define SPARSE_CONV_CHUNK_BYTES ((size_t)256 << 20)
+void   op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                           const struct tensor *b, const struct tensor *nbr);
+void   op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                            const struct tensor *x, const struct tensor *w,
+                            const struct tensor *b, const struct tensor *nbr);
+size_t op_sparse_conv3_scratch_bytes(int64_t T, int64_t Cin, enum dtype wdt);
+
+/* SparseConv3d(Cin, Cout, 1): a per-site Linear. w (Cout, 1, 1, 1, Cin) as
+ * stored (or already (Cout, Cin)); viewed as (Cout, Cin) and passed to
+ * op_linear (same operand rules: x's dtype == w's dtype, y x's dtype or F32). */
+void   op_sparse_conv1(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                       const struct tensor *w, const struct tensor *b);
+
+// ----------------------------------------------------------------------------
+// SparseDownsample(2) / SparseUpsample(2) (TD/spatial.py:10-96, generators.md §8.3)
+
+/* The coordinate side of SparseDownsample(2). coords (T, 4) I32 valid at
+ * resolution res (even; CUDA: res <= SPARSE_DOWN_MAX_RES); outputs, all I32 on
+ * coords' device, with T rows each because M (<= T) is not known before:
+ *   pcoords  (T, 4): rows [0, M) = the unique parents (0, x>>1, y>>1, z>>1) in
+ *            lexicographic (x, y, z) order (torch's code.unique, spatial.py:31-36)
+ *   parent   (T): child row -> parent row (torch's return_inverse idx; the
+ *            upsample index)
+ *   children (T, 8): rows [0, M): children[m, k] = the child row whose
+ *            ((x&1)<<2 | (y&1)<<1 | (z&1)) == k, or -1
+ * Rows from M on are left untouched. Returns M. The CUDA op marks occupied
+ * parent cells in a dense (res/2)^3 grid, scans it (op_sparse_down_scratch_bytes
+ * (res) from scratch: 8 (res/2)^3 + 16 KiB bytes, 2 MiB at res 128), and
+ * synchronizes ctx->stream once to read M. */
+#define SPARSE_DOWN_MAX_RES 512
+int64_t op_sparse_down_index_cpu(struct tensor *pcoords, struct tensor *parent,
+                                 struct tensor *children, const struct tensor *coords, int res);
+int64_t op_sparse_down_index_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                  struct tensor *pcoords, struct tensor *parent,
+                                  struct tensor *children, const struct tensor *coords, int res);
+size_t  op_sparse_down_scratch_bytes(int res);
+
+/* The feature side: y[m] = sum_k x[children[m, k]] / (n_m + 1), n_m = the
+ * number of children of m (torch.scatter_reduce(zeros, "mean") with its default
+ * include_self=True counts the zero it starts from; spec generators.md §8.3:
+ * part of the trained model, reproduced on purpose). Children summed in k
+ * order in fp32. x (T, C), y (M, C) any float dtypes; children (>= M, 8) I32. */
+void op_sparse_down_mean_cpu(struct tensor *y, const struct tensor *x,
+                             const struct tensor *children);
+void op_sparse_down_mean_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                              const struct tensor *children);
+
+/* SparseUpsample(2) and any row gather: y[i] = x[idx[i]]. x (M, C), y (T, C)
+ * any float dtypes (converted); idx (T) I32 in [0, M). The upsample passes the
+ * parent index of the matching op_sparse_down_index (coords = its input's). */
+void op_sparse_gather_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx);
+void op_sparse_gather_rows_cuda(const struct op_ctx *ctx, struct tensor *y,
+                                const struct tensor *x, const struct tensor *idx);
+
+// ----------------------------------------------------------------------------
+// SparseSubdivide (TD/spatial.py:99-131, decoders.md §4.5)
+
+/* Voxel i becomes 8 children at twice the resolution: child k has coords
+ * (b, 2x + (k>>2), 2y + ((k>>1)&1), 2z + (k&1)) and row 8i + k, with a copy of
+ * feats i. y_coords (8T, 4) I32 from x_coords (T, 4) I32, and/or y_feats
+ * (8T, C) from x_feats (T, C) (any float dtypes); either pair may be NULL
+ * (the mesh decoder subdivides two feature sets on one coordinate set). */
+void op_sparse_subdivide_cpu(struct tensor *y_coords, const struct tensor *x_coords,
+                             struct tensor *y_feats, const struct tensor *x_feats);
+void op_sparse_subdivide_cuda(const struct op_ctx *ctx, struct tensor *y_coords,
+                              const struct tensor *x_coords, struct tensor *y_feats,
+                              const struct tensor *x_feats);
+
+// ----------------------------------------------------------------------------
+// SparseGroupNorm32 (TD/norm.py:15-64, decoders.md §4.6)
+
+/* GroupNorm over sparse sites, batch 0 only: for each group g of C/groups
+ * channels, mean and biased variance over all T rows x C/groups channels
+ * (fp32 statistics; the CPU in double), y = (x - mean) * rsqrt(var + eps) *
+ * w[c] + b[c], then SiLU when silu is set (SparseSubdivideBlock3d's GN->SiLU).
+ * x, y (T, C) any float dtypes (channel-last, which op_groupnorm's (N, C, ...)
+ * layout cannot view without a transpose); w, b (C) any float dtype or both
+ * NULL. In place allowed. CUDA: per-slice partial (mean, M2) combined with
+ * Chan's formula; op_sparse_groupnorm_scratch_bytes(T, groups) from scratch. */
+void   op_sparse_groupnorm_cpu(struct tensor *y, const struct tensor *x, int groups,
+                               const struct tensor *w, const struct tensor *b, float eps,
+                               bool silu);
+void   op_sparse_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                                const struct tensor *x, int groups, const struct tensor *w,
+                                const struct tensor *b, float eps, bool silu);
+size_t op_sparse_groupnorm_scratch_bytes(int64_t T, int groups);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
