@@ -76,7 +76,9 @@ size_t op_sparse_nbr_scratch_bytes(int64_t T);
  * x (T, Cin) any float dtype; w (Cout, 3, 3, 3, Cin) KRSC as stored in the
  * checkpoints, F32/F16/BF16; b (Cout) any float dtype or NULL; y (T, Cout) any
  * float dtype on the CPU, F32 or w's dtype on CUDA; nbr (T, 27) I32 from
- * op_sparse_nbr. fp32 accumulation, one rounding into y. y must not overlap x.
+ * op_sparse_nbr. x is rounded to w's dtype first (the GEMM's operand type; a
+ * no-op when they match, as under the reference's fp16 autocast), then fp32
+ * accumulation and one rounding into y. y must not overlap x.
  * CUDA: per chunk of rows, gather an im2col buffer (rows, 27*Cin) in w's dtype
  * (zero rows for missing neighbours), then one op_linear with w viewed as
  * (Cout, 27*Cin) (KRSC is exactly that layout) and the bias in the epilogue.
@@ -165,7 +167,7 @@ void op_sparse_subdivide_cuda(const struct op_ctx *ctx, struct tensor *y_coords,
  * (fp32 statistics; the CPU in double), y = (x - mean) * rsqrt(var + eps) *
  * w[c] + b[c], then SiLU when silu is set (SparseSubdivideBlock3d's GN->SiLU).
  * x, y (T, C) any float dtypes (channel-last, which op_groupnorm's (N, C, ...)
- * layout cannot view without a transpose); w, b (C) any float dtype or both
+ * layout cannot view without a transpose); w, b (C) one float dtype, or both
  * NULL. In place allowed. CUDA: per-slice partial (mean, M2) combined with
  * Chan's formula; op_sparse_groupnorm_scratch_bytes(T, groups) from scratch. */
 void   op_sparse_groupnorm_cpu(struct tensor *y, const struct tensor *x, int groups,

@@ -175,7 +175,15 @@ void op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct 
     ASSERT(wf);
     float *xf = wf + nw, *bf = xf + T * Cin, *acc = bf + Cout;
     dtype_convert(wf, DTYPE_F32, w->data, w->dtype, nw);
-    dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(T * Cin));
+    if (x->dtype == w->dtype || w->dtype == DTYPE_F32) {
+        dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(T * Cin));
+    } else {                                    /* x rounded to w's dtype, as on CUDA */
+        void *xr = malloc(dtype_size(w->dtype) * (size_t)(T * Cin));
+        ASSERT(xr);
+        dtype_convert(xr, w->dtype, x->data, x->dtype, (size_t)(T * Cin));
+        dtype_convert(xf, DTYPE_F32, xr, w->dtype, (size_t)(T * Cin));
+        free(xr);
+    }
     if (b)
         dtype_convert(bf, DTYPE_F32, b->data, b->dtype, (size_t)Cout);
     else
