@@ -116,7 +116,8 @@ static bool runner_init(struct runner *R, enum device dev, enum dtype gd, int64_
     }
     size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
     CHECK(arena_init(&R->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",
-                     ssflow_sample_bytes(&R->m, n_cond) + ws) == 0);
+                     ssflow_sample_bytes(&R->m, n_cond, false) +
+                     ssflow_cond_bytes(&R->m, n_cond, true) + ws) == 0);
     if (dev == DEVICE_CUDA) {
         CHECK(op_ctx_init(&R->ctx, &R->act, ws) == 0);
         R->c = &R->ctx;
@@ -133,18 +134,19 @@ static void runner_free(struct runner *R)
     ssflow_free(&R->m);
 }
 
-/* Evaluate once (cond or uncond when cond is NULL) into v. */
+/* Evaluate once (cond or uncond when cond is NULL) into v; cache_kv: project
+ * the condition's K/V up front (ssflow_put_cond) instead of inside. */
 static void eval_once(struct runner *R, struct lat *x, const struct tensor *cond, float t, float d,
-                      struct lat *v, const struct ssflow_taps *taps)
+                      struct lat *v, const struct ssflow_taps *taps, bool cache_kv)
 {
     size_t mark = arena_mark(&R->act);
-    struct tensor c;
+    struct ssflow_cond c;
     const struct tensor *xc[SSF_N_LATENT];
 
     for (int l = 0; l < SSF_N_LATENT; l++)
         xc[l] = x->p[l];
     if (cond)
-        c = ssflow_put_cond(&R->m, R->c, &R->act, cond);
+        ssflow_put_cond(&R->m, R->c, &R->act, cond, cache_kv, &c);
     ssflow_forward(&R->m, R->c, &R->act, xc, t, d, cond ? &c : NULL, v->p, taps);
     CHECK(R->act.high_water <= R->act.size);
     arena_release(&R->act, mark);
@@ -177,7 +179,7 @@ static void test_eval(struct runner *R, const struct ckpt *E, float **vcond_out)
     float t = *(const float *)tt.data, d = *(const float *)dt.data;
     printf("eval at t*1000 = %.4f, d = %g\n", (double)t, (double)d);
 
-    eval_once(R, &x, &ct, t, d, &v, &taps);
+    eval_once(R, &x, &ct, t, d, &v, &taps, false);
     cmp_ref(E, "cond.t_embedder", te, 0, C, NULL);
     cmp_ref(E, "cond.d_embedder", de, 0, C, NULL);
     cmp_ref(E, "cond.tokens_in.6drotation_normalized", tin + Ns * C, 0, P * C, NULL);
@@ -193,12 +195,16 @@ static void test_eval(struct runner *R, const struct ckpt *E, float **vcond_out)
         snprintf(name, sizeof(name), "cond.v.%s", ssflow_latent_name[l]);
         cmp_ref(E, name, v.p[l]->data, 0, tensor_numel(v.p[l]), NULL);
     }
-    *vcond_out = malloc(sizeof(float) * (size_t)v.off[SSF_N_LATENT]);
-    memcpy(*vcond_out, v.buf, sizeof(float) * (size_t)v.off[SSF_N_LATENT]);
+    size_t nv = (size_t)v.off[SSF_N_LATENT];
+    *vcond_out = malloc(sizeof(float) * nv);
+    memcpy(*vcond_out, v.buf, sizeof(float) * nv);
+    /* K/V projected once up front (the sampler's default): the same bytes */
+    eval_once(R, &x, &ct, t, d, &v, NULL, true);
+    CHECK(memcmp(v.buf, *vcond_out, sizeof(float) * nv) == 0, "cached K/V: same velocities");
 
     /* the unconditional pass: condition x 0 (one bias key, spec §10.3) */
     taps = (struct ssflow_taps){.block = 0, .t_emb = te, .d_emb = de};
-    eval_once(R, &x, NULL, t, d, &v, &taps);
+    eval_once(R, &x, NULL, t, d, &v, &taps, false);
     cmp_ref(E, "uncond.t_embedder", te, 0, C, NULL);
     cmp_ref(E, "uncond.d_embedder", de, 0, C, NULL);
     for (int l = 0; l < SSF_N_LATENT; l++) {
@@ -206,7 +212,7 @@ static void test_eval(struct runner *R, const struct ckpt *E, float **vcond_out)
         cmp_ref(E, name, v.p[l]->data, 0, tensor_numel(v.p[l]), NULL);
     }
     /* control: the unconditional output must differ from the conditional one */
-    struct cmp cc = compare_f32(v.buf, *vcond_out, (size_t)v.off[SSF_N_LATENT], ATOL, RTOL, NMSE);
+    struct cmp cc = compare_f32(v.buf, *vcond_out, nv, ATOL, RTOL, NMSE);
     printf("control: uncond vs cond velocities rel_l2 %.2e (must differ)\n", cc.rel_l2);
     CHECK(!cc.ok && cc.rel_l2 > 1e-2);
 out:
@@ -261,12 +267,14 @@ static void on_step(void *user, int k, float t1000, bool cfg, const struct tenso
 }
 
 /* Run the sampler from the fixture's noise into x; returns evaluations. */
-static int run_sampler(struct runner *R, const struct ckpt *S, struct lat *x, struct step_ctx *sc)
+static int run_sampler(struct runner *R, const struct ckpt *S, struct lat *x, struct step_ctx *sc,
+                       bool cache_kv)
 {
     struct ssflow_sampler sp;
     struct tensor ct;
 
     ssflow_sampler_defaults(&sp);
+    sp.cache_kv = cache_kv;
     if (!lat_load(x, S, "noise.") || !ref(S, "cond", &ct))
         return -1;
     return ssflow_sample(&R->m, R->c, &R->act, &ct, x->p, &sp, sc ? on_step : NULL, sc);
@@ -293,7 +301,7 @@ static void test_sampler(struct runner *R, const struct ckpt *S, float **final_o
 
     /* replay: the reference velocities through our update reproduce every x bit for bit */
     struct step_ctx rp = {.S = S, .replay = true};
-    int ev = run_sampler(R, S, &x, &rp);
+    int ev = run_sampler(R, S, &x, &rp, true);
     int bad_final = 0;
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct ckpt_entry *e;
@@ -309,13 +317,20 @@ static void test_sampler(struct runner *R, const struct ckpt *S, float **final_o
 
     /* the real run */
     struct step_ctx sc = {.S = S};
-    ev = run_sampler(R, S, &x, &sc);
+    ev = run_sampler(R, S, &x, &sc, true);
     printf("sampler: %d evaluations; worst per-step velocity rel_l2 %.2e\n", ev, sc.worst_v);
     CHECK(ev == 44 && sc.worst_v <= 1e-4 && !sc.bad_t);
     for (int l = 0; l < SSF_N_LATENT; l++) {
         snprintf(name, sizeof(name), "final.%s", ssflow_latent_name[l]);
         cmp_ref(S, name, x.t[l].data, 0, tensor_numel(&x.t[l]), NULL);
     }
+    /* without the K/V cache: the same bytes */
+    struct lat y;
+    lat_init(&y, &R->m.cfg);
+    CHECK(run_sampler(R, S, &y, NULL, false) == 44);
+    CHECK(memcmp(y.buf, x.buf, sizeof(float) * (size_t)x.off[SSF_N_LATENT]) == 0,
+          "sampler without the K/V cache: the same final latents");
+    free(y.buf);
     *final_out = x.buf;
 }
 
@@ -377,12 +392,12 @@ static void test_gpu(const struct ckpt *E, const struct ckpt *S, const float *vc
         lat_init(&x, &R.m.cfg);
         lat_init(&v, &R.m.cfg);
         if (lat_load(&x, E, "x.") && ref(E, "t", &tt) && ref(E, "d", &dt) && ref(E, "cond", &ct)) {
-            eval_once(&R, &x, &ct, *(float *)tt.data, *(float *)dt.data, &v, NULL);
+            eval_once(&R, &x, &ct, *(float *)tt.data, *(float *)dt.data, &v, NULL, false);
             snprintf(lab, sizeof(lab), "cuda %s cond velocities vs cpu", dtype_name(gdts[i]));
             report_cmp(lab, compare_f32(v.buf, vcond_cpu, (size_t)v.off[SSF_N_LATENT], -1, -1,
                                         i ? GPU16_NMSE : GPU32_NMSE));
         }
-        int ev = run_sampler(&R, S, &x, NULL);
+        int ev = run_sampler(&R, S, &x, NULL, true);
         CHECK(ev == 44);
         snprintf(lab, sizeof(lab), "cuda %s sampler final vs cpu", dtype_name(gdts[i]));
         report_cmp(lab, compare_f32(x.buf, final_cpu, (size_t)x.off[SSF_N_LATENT], -1, -1,
@@ -437,10 +452,13 @@ int main(void)
             g->ntok[l] = l == SSF_SHAPE ? 4096 : 1;
         }
         full.gemm_dt = DTYPE_F16;
-        double mb = ssflow_sample_bytes(&full, 7528) / 1e6;
-        printf("released config, fp16, 7528 condition tokens: %.1f MB of activations + condition\n",
-               mb);
+        double mb = ssflow_sample_bytes(&full, 7528, false) / 1e6;
+        double kv = (ssflow_sample_bytes(&full, 7528, true) - ssflow_act_bytes(&full, 1)) / 1e6;
+        printf("released config, fp16, 7528 condition tokens: %.1f MB of activations + condition; "
+               "with the K/V cache %.1f MB (condition + K/V) + %.1f MB\n", mb, kv,
+               ssflow_act_bytes(&full, 1) / 1e6);
         CHECK(mb > 140 && mb < 150, "README's memory figure");
+        CHECK(kv > 1490 && kv < 1500, "README's K/V cache figure");
     }
 
     /* our noise: deterministic per seed, N(0, 1)-like, different seeds differ */

@@ -4,7 +4,8 @@
 # noise the five outputs equal the official sampler's final latents (relative L2
 # below 1e-5), the pointmap scale/shift pass through exactly, an F16 condition is
 # accepted; without noise inputs our seeded noise is deterministic per seed; param
-# repeat reruns the sampler (same output, median logged); bad inputs and params
+# repeat reruns the sampler (same output, median logged), cache_kv=0 gives the
+# same bytes; bad inputs and params
 # exit non-zero with one clear error line.
 # Inputs are cut out of the fixture with a stdlib-only Python helper.
 set -u
@@ -134,7 +135,16 @@ else
     bad "repeat=2"; tail -3 "$tmp/rep.log"
 fi
 
-# 5. refused: non-zero exit and an error line containing SUBSTRING
+# 5. cache_kv=0 (the condition projected in every evaluation): the same bytes
+if run "$tmp/nokv" "$tmp/in" --param cache_kv=0 &&
+    cmp -s "$tmp/nokv/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
+    grep -q "K/V per evaluation" "$tmp/nokv.log"; then
+    ok "cache_kv=0: same output"
+else
+    bad "cache_kv=0"; tail -3 "$tmp/nokv.log"
+fi
+
+# 6. refused: non-zero exit and an error line containing SUBSTRING
 refused() {  # refused NAME INDIR SUBSTRING [--param ...] [--weights-file FILE]
     local name=$1 in=$2 sub=$3 w=$ck; shift 3
     if [ "${1:-}" = "--weights-file" ]; then w=$2; shift 2; fi
@@ -156,5 +166,6 @@ refused "cond_ss of the wrong width" "$tmp/narrow" "cond_ss"
 refused "4 of 5 noise latents" "$tmp/partial" "noise.scale"
 refused "steps=0" "$tmp/in" "steps" --param steps=0
 refused "cfg=-1" "$tmp/in" "cfg" --param cfg=-1
+refused "cache_kv=2" "$tmp/in" "cache_kv" --param cache_kv=2
 refused "wrong checkpoint (MoGe)" "$tmp/in" "model.pt" --weights-file tests/fixtures/moge_tiny/model.pt
 exit $fail

@@ -9,8 +9,10 @@
  * pointmap_shift (1, 3) F32, passed through for the pose decoder; optional
  * noise.<latent> (all five or none, F32, the latents' shapes) replacing our
  * seeded noise (parity runs). Params: steps (25), cfg (7.0), seed (42),
- * rescale_t (3.0), repeat (1: run the sampler that many times from the same
- * noise and log the median; the output is the last run's).
+ * rescale_t (3.0), cache_kv (1: project the condition's cross-attention K/V
+ * once per request, spec §10.3; 0: in every evaluation, less memory), repeat
+ * (1: run the sampler that many times from the same noise and log the median;
+ * the output is the last run's).
  * Outputs: shape_latent (1, Ns, 8) and the pose latents 6drotation_normalized
  * (1, 1, 6), scale (1, 1, 3), translation (1, 1, 3), translation_scale
  * (1, 1, 1), all F32; pointmap_scale, pointmap_shift unchanged.
@@ -105,7 +107,8 @@ static int param_num(struct stage_req *rq, const char *key, bool integer, double
     if (!wire_param_ok(rq->msg, key, integer ? WIRE_INT : WIRE_FLOAT))
         return stage_fail(rq, S3D_EINVAL, "ss_flow: param %s must be %s", key,
                           integer ? "an integer" : "a number");
-    *out = integer ? (double)wire_get_int(rq->msg, key, (int64_t)def) : wire_get_float(rq->msg, key, def);
+    *out = integer ? (double)wire_get_int(rq->msg, key, (int64_t)def)
+                   : wire_get_float(rq->msg, key, def);
     if (!(*out >= lo && *out <= hi))
         return stage_fail(rq, S3D_EINVAL, "ss_flow: param %s = %g is outside [%g, %g]", key, *out,
                           lo, hi);
@@ -130,7 +133,7 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
     const struct tensor *noise[SSF_N_LATENT];
     struct tensor *x[SSF_N_LATENT];
     struct ssflow_sampler sp;
-    double steps, cfg, seed, rescale, repeat;
+    double steps, cfg, seed, rescale, repeat, cache;
     char name[64], msg[WIRE_ERR_MAX - 32];
     int n_noise = 0, rc;
 
@@ -139,11 +142,13 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
         (rc = param_num(rq, "cfg", false, sp.cfg, 0, 1e6, &cfg)) ||
         (rc = param_num(rq, "seed", true, 42, 0, 9.0e15, &seed)) ||
         (rc = param_num(rq, "rescale_t", false, sp.rescale_t, 1e-6, 1e6, &rescale)) ||
-        (rc = param_num(rq, "repeat", true, 1, 1, SSF_MAX_REPEAT, &repeat)))
+        (rc = param_num(rq, "repeat", true, 1, 1, SSF_MAX_REPEAT, &repeat)) ||
+        (rc = param_num(rq, "cache_kv", true, 1, 0, 1, &cache)))
         return rc;
     sp.steps = (int)steps;
     sp.cfg = cfg;
     sp.rescale_t = rescale;
+    sp.cache_kv = cache != 0;
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
     const struct stage_input *ci = find_input(rq, "cond_ss");
@@ -174,7 +179,7 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
         if (!(x[l] = stage_output(rq, out, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]))))
             return S3D_ENOMEM;
     }
-    size_t need = ssflow_sample_bytes(m, cond->shape[1]);
+    size_t need = ssflow_sample_bytes(m, cond->shape[1], sp.cache_kv);
     if (ensure_act(s, need))
         return stage_fail(rq, S3D_ENOMEM, "ss_flow: cannot reserve %.1f MiB of activations "
                           "(HINT: free device memory or use --device cpu)", need / 1048576.0);
@@ -196,10 +201,11 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
         arena_reset(&s->act);
     }
     qsort(ms, (size_t)nrep, sizeof(*ms), cmp_double);
-    log_info("ss_flow: %d steps, %d evaluations (noise %s): %.1f ms median of %d (min %.1f, max "
-             "%.1f), %.2f ms per evaluation; device peak %.1f MiB (arenas: weights %.1f + "
-             "activations high-water %.1f), resident %.1f MiB", sp.steps, evals,
-             n_noise ? "given" : "seeded", ms[nrep / 2], nrep, ms[0], ms[nrep - 1],
+    log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %.1f ms median of %d (min "
+             "%.1f, max %.1f), %.2f ms per evaluation; device peak %.1f MiB (arenas: weights %.1f "
+             "+ activations high-water %.1f), resident %.1f MiB", sp.steps, evals,
+             n_noise ? "given" : "seeded", sp.cache_kv ? "cached" : "per evaluation", ms[nrep / 2],
+             nrep, ms[0], ms[nrep - 1],
              evals ? ms[nrep / 2] / evals : 0.0, arena_device_peak() / 1048576.0,
              m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
              arena_device_resident() / 1048576.0);

@@ -29,6 +29,7 @@ void ssflow_sampler_defaults(struct ssflow_sampler *s)
     s->cfg_hi = 500.0;
     s->rescale_t = 3.0;
     s->d = 0.0;
+    s->cache_kv = true;
 }
 
 double ssflow_time(const struct ssflow_sampler *s, int k)
@@ -41,9 +42,9 @@ double ssflow_time(const struct ssflow_sampler *s, int k)
     return t;
 }
 
-size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond)
+size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv)
 {
-    return ssflow_cond_bytes(m, n_cond) + ssflow_act_bytes(m, n_cond);
+    return ssflow_cond_bytes(m, n_cond, cache_kv) + ssflow_act_bytes(m, cache_kv ? 1 : n_cond);
 }
 
 /* Round to fp16 and back (the reference's fp16 tensor ops under autocast). */
@@ -80,7 +81,9 @@ int ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, struct
         xc[l] = x[l];
         off += (int)(g->ntok[l] * g->cin[l]);
     }
-    struct tensor c = ssflow_put_cond(m, ctx, act, cond);
+    struct ssflow_cond c;
+
+    ssflow_put_cond(m, ctx, act, cond, s->cache_kv, &c);
     const float d1000 = (float)(s->d * 1000.0);        /* shortcut/model.py:447-449 */
     const float cs = (float)(1.0 + s->cfg), cu = (float)s->cfg;
 

@@ -250,10 +250,9 @@ int ssflow_check_cond(const struct ssflow_model *m, const struct tensor *c, cons
 {
     char got[64];
 
-    if (!c) {
-        return bad_input(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s' is missing (HINT: it is the output of sam3d-cond on "
-                  "ss_generator.ckpt)", name);
-    }
+    if (!c)
+        return bad_input(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s' is missing (HINT: it "
+                         "is the output of sam3d-cond on ss_generator.ckpt)", name);
     if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
         c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
         c->device != DEVICE_HOST) {
@@ -313,7 +312,8 @@ struct ssf_act {
     struct tensor qkv;      /* (1, T, 3, H, 64) gemm_dt */
     struct tensor a;        /* (1, T, H, 64) gemm_dt: attention output */
     struct tensor p;        /* (T, C) gemm_dt: sub-module output (to_out, fc2) */
-    struct tensor kv;       /* (1, Nc, 2, H, 64) gemm_dt: cross-attention keys/values */
+    struct tensor c1;       /* (1, C) gemm_dt: the unconditional cross-attention output row */
+    struct tensor kv;       /* (1, Nkv, 2, H, 64) gemm_dt: cross-attention keys/values */
     struct tensor vo;       /* (maxtok, maxcin) gemm_dt: one latent's velocity */
     /* three views of one scratch buffer, never live at the same time: */
     struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
@@ -321,7 +321,9 @@ struct ssf_act {
     struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
 };
 
-static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *bytes, int64_t n_cond,
+/* n_kv: rows of the per-evaluation K/V buffer (the condition's length, or 1
+ * when the K/V are cached or the pass is unconditional). */
+static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *bytes, int64_t n_kv,
                      struct ssf_act *s)
 {
     const struct ssflow_config *g = &m->cfg;
@@ -346,7 +348,8 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
     s->qkv = take(a, bytes, gd, SHAPE(1, T, 3, H, OP_HEAD_DIM));
     s->a = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
     s->p = take(a, bytes, gd, SHAPE(T, C));
-    s->kv = take(a, bytes, gd, SHAPE(1, n_cond, 2, H, OP_HEAD_DIM));
+    s->c1 = take(a, bytes, gd, SHAPE(1, C));
+    s->kv = take(a, bytes, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
     s->vo = take(a, bytes, gd, SHAPE(mt, mc));
     struct tensor scr = take(a, bytes, DTYPE_U8, SHAPE((int64_t)sb));
     s->hf = tensor_view(scr.data, DTYPE_F32, scr.device, SHAPE(T, C));
@@ -363,9 +366,13 @@ size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
     return bytes;
 }
 
-size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond)
+size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv)
 {
-    return arena_round(dtype_size(m->gemm_dt) * (size_t)(n_cond * m->cfg.cond_dim));
+    const struct ssflow_config *g = &m->cfg;
+    size_t e = dtype_size(m->gemm_dt);
+    size_t kv = (size_t)g->depth * 2 * (size_t)n_cond * 2 * (size_t)g->dim * e;
+
+    return arena_round(e * (size_t)(n_cond * g->cond_dim)) + (cache_kv ? arena_round(kv) : 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -408,14 +415,37 @@ static void get(const struct op_ctx *ctx, float *out, const struct tensor *src)
     free(tmp);
 }
 
-struct tensor ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx,
-                              struct arena *act, const struct tensor *cond)
+/* kv (Nc, 2C) = to_kv of stream k of block B applied to the condition c (1, Nc, Cc). */
+static void project_kv(const struct ssflow_model *m, const struct op_ctx *ctx,
+                       const struct ssflow_block *B, int k, const struct tensor *c,
+                       struct tensor *kv)
 {
-    struct tensor c = arena_tensor(act, m->gemm_dt, SHAPE(1, cond->shape[1], m->cfg.cond_dim));
+    int64_t Nc = c->shape[1];
+    struct tensor c2 = tensor_reshape(c, SHAPE(Nc, m->cfg.cond_dim));
+    struct tensor kv2 = tensor_reshape(kv, SHAPE(Nc, 2 * (int64_t)m->cfg.dim));
 
-    ASSERT(cond->ndim == 3 && cond->shape[2] == m->cfg.cond_dim);
-    put(ctx, &c, cond);
-    return c;
+    op_linear(ctx, &kv2, &c2, &B->s[k].ckv_w, &B->s[k].ckv_b, false);
+}
+
+void ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                     const struct tensor *cond, bool cache_kv, struct ssflow_cond *out)
+{
+    const struct ssflow_config *g = &m->cfg;
+    int64_t Nc = cond->shape[1], C = g->dim;
+
+    ASSERT(cond->ndim == 3 && cond->shape[2] == g->cond_dim);
+    memset(out, 0, sizeof(*out));
+    out->c = arena_tensor(act, m->gemm_dt, SHAPE(1, Nc, g->cond_dim));
+    put(ctx, &out->c, cond);
+    if (!cache_kv)
+        return;
+    out->kv = arena_tensor(act, m->gemm_dt, SHAPE(g->depth, 2, Nc, 2 * C));
+    for (int i = 0; i < g->depth; i++)
+        for (int k = 0; k < 2; k++) {
+            struct tensor kv = tensor_slice(&out->kv, 0, i, 1);
+            kv = tensor_slice(&kv, 1, k, 1);
+            project_kv(m, ctx, &m->blocks[i], k, &out->c, &kv);
+        }
 }
 
 // ----------------------------------------------------------------------------
@@ -480,9 +510,9 @@ static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
 }
 
 static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
-                          const struct ssflow_block *B, const struct tensor *cond,
-                          const struct ssflow_taps *tp)
+                          int blk, const struct ssflow_cond *cond, const struct ssflow_taps *tp)
 {
+    const struct ssflow_block *B = &m->blocks[blk];
     const struct ssflow_config *g = &m->cfg;
     int64_t C = g->dim, T = g->n_tok, Ns = g->n_shape;
     const int64_t r0[2] = {0, Ns}, nr[2] = {Ns, T - Ns};
@@ -527,31 +557,35 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     /* cross-attention (L307-317): affine norm2 per stream, no gate */
     for (int k = 0; k < 2; k++) {
         const struct ssflow_stream_w *W = &B->s[k];
+        struct tensor pk = rows(&s->p, r0[k], nr[k]);
+        if (!cond) {
+            /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v) */
+            struct tensor bv = tensor_slice(&W->ckv_b, 0, C, C);
+            bv = tensor_reshape(&bv, SHAPE(1, C));
+            op_linear(ctx, &s->c1, &bv, &W->co_w, &W->co_b, false);
+            zero(ctx, &pk);
+            op_add_bias(ctx, &pk, &pk, &s->c1);
+            continue;
+        }
         struct tensor xk = rows(&s->x, r0[k], nr[k]);
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
         op_layernorm(ctx, &hk, &xk, &W->norm2_w, &W->norm2_b, SSF_BLOCK_EPS);
         struct tensor q2 = flat_rows(&s->q, r0[k], nr[k], C);
         op_linear(ctx, &q2, &hk, &W->cq_w, &W->cq_b, false);
-        struct tensor kv;
-        if (cond) {
-            kv = s->kv;
-            struct tensor kv2 = tensor_reshape(&kv, SHAPE(cond->shape[1], 2 * C));
-            struct tensor c2 = tensor_reshape(cond, SHAPE(cond->shape[1], g->cond_dim));
-            op_linear(ctx, &kv2, &c2, &W->ckv_w, &W->ckv_b, false);
+        int64_t Nc = cond->c.shape[1];
+        struct tensor kv = s->kv;              /* (1, Nc, 2, H, 64) */
+        if (cond->kv.data) {
+            kv = tensor_slice(&cond->kv, 0, blk, 1);
+            kv = tensor_slice(&kv, 1, k, 1);
         } else {
-            /* cond x 0: every key/value row is the bias; one row gives the same
-             * softmax result (uniform weights over equal values), spec §10.3 */
-            kv = tensor_slice(&s->kv, 1, 0, 1);
-            struct tensor kv2 = tensor_reshape(&kv, SHAPE(1, 2 * C));
-            zero(ctx, &kv2);
-            op_add_bias(ctx, &kv2, &kv2, &W->ckv_b);
+            project_kv(m, ctx, B, k, &cond->c, &kv);
         }
+        kv = tensor_reshape(&kv, SHAPE(1, Nc, 2, g->heads, OP_HEAD_DIM));
         struct tensor q = tensor_slice(&s->q, 1, r0[k], nr[k]);
         struct tensor kk = op_heads_view(&kv, 0), vv = op_heads_view(&kv, 1);
         struct tensor ak = tensor_slice(&s->a, 1, r0[k], nr[k]);
         op_attention(ctx, &ak, &q, &kk, &vv, scale);
         struct tensor a2 = flat_rows(&s->a, r0[k], nr[k], C);
-        struct tensor pk = rows(&s->p, r0[k], nr[k]);
         op_linear(ctx, &pk, &a2, &W->co_w, &W->co_b, false);
     }
     if (tp)
@@ -579,16 +613,16 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
 
 void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
                     const struct tensor *const x[SSF_N_LATENT], float t, float d,
-                    const struct tensor *cond, struct tensor *const v[SSF_N_LATENT],
+                    const struct ssflow_cond *cond, struct tensor *const v[SSF_N_LATENT],
                     const struct ssflow_taps *taps)
 {
     const struct ssflow_config *g = &m->cfg;
     size_t mark = arena_mark(act), unused = 0;
     struct ssf_act s;
 
-    ASSERT(!cond || (cond->ndim == 3 && cond->shape[2] == g->cond_dim && cond->dtype == m->gemm_dt &&
-                     cond->device == m->device));
-    act_plan(m, act, &unused, cond ? cond->shape[1] : 1, &s);
+    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == g->cond_dim &&
+                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
+    act_plan(m, act, &unused, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
 
     /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
      * for the adaLN of every block */
@@ -615,7 +649,7 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
         tap(ctx, taps->tokens_in, &s.x);
 
     for (int i = 0; i < g->depth; i++)
-        block_forward(m, ctx, &s, &m->blocks[i], cond, taps && taps->block == i ? taps : NULL);
+        block_forward(m, ctx, &s, i, cond, taps && taps->block == i ? taps : NULL);
 
     /* outputs (mm_latent.py:53-57): F.layer_norm (no affine, eps 1e-5) -> out_layer */
     op_layernorm(ctx, &s.h, &s.x, NULL, NULL, SSF_OUT_EPS);

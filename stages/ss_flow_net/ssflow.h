@@ -146,8 +146,10 @@ void ssflow_free(struct ssflow_model *m);      /* NULL-safe, idempotent */
 /* Bytes of the model's device arena that ssflow_forward takes for a condition
  * of n_cond tokens (the condition itself not included: ssflow_cond_bytes). */
 size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond);
-/* Bytes ssflow_put_cond takes (n_cond tokens in gemm_dt). */
-size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond);
+/* Bytes ssflow_put_cond takes: n_cond tokens in gemm_dt, and with cache_kv
+ * the K/V of every block and stream (depth x 2 x n_cond x 2C in gemm_dt;
+ * 1.48 GB fp16 at the released size with 7528 tokens). */
+size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv);
 
 /* Check a condition tensor from a request: host, (1, Nc, Cc) with Cc the
  * model's cond_dim, Nc >= 1, F16 or F32, contiguous. 0, or S3D_ENOTFOUND
@@ -160,11 +162,20 @@ int  ssflow_check_cond(const struct ssflow_model *m, const struct tensor *cond, 
 int  ssflow_check_latents(const struct ssflow_model *m, const struct tensor *const x[SSF_N_LATENT],
                           const char *prefix, char *err, size_t err_len);
 
+/* The condition of one request on the model's device. */
+struct ssflow_cond {
+    struct tensor c;     /* (1, Nc, Cc) gemm_dt */
+    struct tensor kv;    /* (depth, 2, Nc, 2C) gemm_dt: to_kv of every block and stream
+                          * (spec §10.3: the same for every step); data NULL when not
+                          * cached (each evaluation projects the condition again) */
+};
+
 /* Copy a checked host condition (F16 or F32) into act, converted to gemm_dt,
- * on the model's device. Returns the view (1, Nc, Cc), valid until act is
- * released below the mark at the call. */
-struct tensor ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx,
-                              struct arena *act, const struct tensor *cond);
+ * on the model's device; with cache_kv also compute the cross-attention K/V
+ * of every block and stream once (the same numbers an evaluation computes).
+ * The views in *out are valid until act is released below the mark at the call. */
+void ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                     const struct tensor *cond, bool cache_kv, struct ssflow_cond *out);
 
 /* Optional copies of activations of block `block` (ssflow_forward's taps):
  * each non-NULL pointer receives host F32 data; rows are X's rows (shape
@@ -183,16 +194,17 @@ struct ssflow_taps {
 /* One network evaluation (SparseStructureFlowTdfyWrapper.forward):
  * x[l] host F32 (1, ntok[l], cin[l]) contiguous (checked by the caller);
  * t = t_grid * 1000, d = d * 1000 (0 in default inference) as the reference's
- * float32 tensors; cond (1, Nc, Cc) gemm_dt on the model's device
- * (ssflow_put_cond), or NULL for the unconditional pass (the condition x 0:
- * every key and value of the cross-attention is its bias, so one key row
- * gives the same softmax output - spec §10.3); v[l] host F32 of x[l]'s shape
+ * float32 tensors; cond from ssflow_put_cond, or NULL for the unconditional
+ * pass (the condition x 0: every key of the cross-attention is the same and
+ * every value is the to_kv bias b_v, so each query's output is b_v and the
+ * sub-module output the constant row to_out(b_v) - spec §10.3; no K/V, no
+ * to_q, no attention); v[l] host F32 of x[l]'s shape
  * receive the velocities (fp16-rounded values with gemm_dt F16). act: the
  * model's device arena with ssflow_act_bytes free; released to its mark at
  * entry. ctx NULL on the host. taps may be NULL. */
 void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
                     const struct tensor *const x[SSF_N_LATENT], float t, float d,
-                    const struct tensor *cond, struct tensor *const v[SSF_N_LATENT],
+                    const struct ssflow_cond *cond, struct tensor *const v[SSF_N_LATENT],
                     const struct ssflow_taps *taps);
 
 // ----------------------------------------------------------------------------
@@ -204,9 +216,11 @@ struct ssflow_sampler {
     double cfg_lo, cfg_hi; /* CFG on while cfg_lo <= float32(t*1000) <= cfg_hi ([0, 500]) */
     double rescale_t;      /* r (3): t <- t / (1 + (r-1)(1-t)) */
     double d;              /* shortcut step d (0: plain flow matching, the default) */
+    bool   cache_kv;       /* project the condition once per request, not per evaluation */
 };
 
-/* The pipeline's defaults (spec §2.1): 25 steps, CFG 7 on [0, 500], rescale 3, d 0. */
+/* The pipeline's defaults (spec §2.1): 25 steps, CFG 7 on [0, 500], rescale 3, d 0;
+ * and cache_kv on. */
 void   ssflow_sampler_defaults(struct ssflow_sampler *s);
 /* t_k of the grid as the reference computes it in float64 (np.linspace(0, 1,
  * steps+1) = k * (1/steps), last exactly 1, then the rescale), k in [0, steps]. */
@@ -222,7 +236,8 @@ typedef void (*ssflow_step_fn)(void *user, int k, float t1000, bool cfg,
 
 /* Run the sampler: x[l] host F32 (1, ntok[l], cin[l]) holds the initial noise
  * on entry and the sample on return. cond: a checked host condition
- * (ssflow_check_cond), uploaded once into act. Per step: t = float32(t_k*1000);
+ * (ssflow_check_cond), uploaded once into act (with its K/V when
+ * s->cache_kv). Per step: t = float32(t_k*1000);
  * v_cond; with CFG also v_uncond (cond x 0) and v = (1+s) v_cond - s v_uncond;
  * x += v * float32(t_{k+1} - t_k). With gemm_dt F16 the CFG combination and
  * the product v * dt are rounded to fp16 as the reference does them in fp16
@@ -233,8 +248,9 @@ int    ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, str
                      const struct tensor *cond, struct tensor *const x[SSF_N_LATENT],
                      const struct ssflow_sampler *s, ssflow_step_fn on_step, void *user);
 /* Bytes of act that ssflow_sample takes for n_cond condition tokens (the
- * condition in gemm_dt + one forward); its velocity buffers are malloc'ed. */
-size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond);
+ * condition, its K/V when cache_kv, one forward); its velocity buffers are
+ * malloc'ed. */
+size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv);
 
 /* Fill x[l] (host F32, contiguous) with N(0, 1) noise from our own generator
  * (splitmix64-seeded xoshiro256**, Box-Muller in double), drawn latent by
