@@ -85,9 +85,9 @@ size_t op_sparse_nbr_scratch_bytes(int64_t T);
  * Cost: 2*T*27*Cin*Cout FLOP on tensor cores (the dense-equivalent count;
  * missing neighbours are multiplied as zeros), plus T*27*Cin elements of
  * im2col written and read again (the gather reads each x row up to 27 times,
- * mostly from L2). For the
- * SLAT flow's largest conv (1024->1024 at ~8k sites) that is ~0.45 TFLOP and
- * ~0.9 GB of im2col traffic per call. The im2col chunk takes up to
+ * mostly from L2). For the SLAT flow's largest conv (1024->1024 at ~8k sites)
+ * that is ~0.45 TFLOP and ~0.9 GB of im2col traffic per call (estimates; see
+ * kernels/dev/sparse_bench.cu for the measured rates). The im2col chunk takes up to
  * op_sparse_conv3_scratch_bytes(T, Cin, w dtype) (<= SPARSE_CONV_CHUNK_BYTES,
  * at least 64 rows) from scratch, and op_linear may use ctx's workspace. */
 #define SPARSE_CONV_CHUNK_BYTES ((size_t)256 << 20)
@@ -177,6 +177,80 @@ void   op_sparse_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch,
                                 const struct tensor *x, int groups, const struct tensor *w,
                                 const struct tensor *b, float eps, bool silu);
 size_t op_sparse_groupnorm_scratch_bytes(int64_t T, int groups);
+
+// ----------------------------------------------------------------------------
+// dispatch on the output tensor's device (ctx and scratch may be NULL for host tensors)
+
+static inline void op_sparse_nbr(const struct op_ctx *ctx, struct arena *scratch,
+                                 struct tensor *nbr, const struct tensor *coords)
+{
+    if (nbr->device == DEVICE_CUDA)
+        op_sparse_nbr_cuda(ctx, scratch, nbr, coords);
+    else
+        op_sparse_nbr_cpu(nbr, coords);
+}
+
+static inline void op_sparse_conv3(const struct op_ctx *ctx, struct arena *scratch,
+                                   struct tensor *y, const struct tensor *x,
+                                   const struct tensor *w, const struct tensor *b,
+                                   const struct tensor *nbr)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_conv3_cuda(ctx, scratch, y, x, w, b, nbr);
+    else
+        op_sparse_conv3_cpu(y, x, w, b, nbr);
+}
+
+static inline int64_t op_sparse_down_index(const struct op_ctx *ctx, struct arena *scratch,
+                                           struct tensor *pcoords, struct tensor *parent,
+                                           struct tensor *children, const struct tensor *coords,
+                                           int res)
+{
+    if (coords->device == DEVICE_CUDA)
+        return op_sparse_down_index_cuda(ctx, scratch, pcoords, parent, children, coords, res);
+    return op_sparse_down_index_cpu(pcoords, parent, children, coords, res);
+}
+
+static inline void op_sparse_down_mean(const struct op_ctx *ctx, struct tensor *y,
+                                       const struct tensor *x, const struct tensor *children)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_down_mean_cuda(ctx, y, x, children);
+    else
+        op_sparse_down_mean_cpu(y, x, children);
+}
+
+static inline void op_sparse_gather_rows(const struct op_ctx *ctx, struct tensor *y,
+                                         const struct tensor *x, const struct tensor *idx)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_gather_rows_cuda(ctx, y, x, idx);
+    else
+        op_sparse_gather_rows_cpu(y, x, idx);
+}
+
+static inline void op_sparse_subdivide(const struct op_ctx *ctx, struct tensor *y_coords,
+                                       const struct tensor *x_coords, struct tensor *y_feats,
+                                       const struct tensor *x_feats)
+{
+    const struct tensor *o = y_coords ? y_coords : y_feats;
+
+    if (o && o->device == DEVICE_CUDA)
+        op_sparse_subdivide_cuda(ctx, y_coords, x_coords, y_feats, x_feats);
+    else
+        op_sparse_subdivide_cpu(y_coords, x_coords, y_feats, x_feats);
+}
+
+static inline void op_sparse_groupnorm(const struct op_ctx *ctx, struct arena *scratch,
+                                       struct tensor *y, const struct tensor *x, int groups,
+                                       const struct tensor *w, const struct tensor *b, float eps,
+                                       bool silu)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_groupnorm_cuda(ctx, scratch, y, x, groups, w, b, eps, silu);
+    else
+        op_sparse_groupnorm_cpu(y, x, groups, w, b, eps, silu);
+}
 
 #ifdef __cplusplus
 }

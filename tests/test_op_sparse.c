@@ -443,6 +443,38 @@ static void cpu_hand(struct rng *r)
     }
     free(gx); free(gxt); free(gref); free(gy);
 
+    /* kernel size 1 (skip_connection): op_sparse_conv1 == conv3 with only the centre tap,
+     * both through the dispatchers on host tensors */
+    {
+        const int64_t T1 = 9, Ci = 5, Co = 4;
+        float x1[9 * 5], w1[4 * 5], w3[4 * 27 * 5], b1[4], y1[9 * 4], y3[9 * 4];
+        int32_t c1[9][4];
+        fill_small_int(r, x1, (size_t)(T1 * Ci), -3, 3);
+        fill_small_int(r, w1, (size_t)(Co * Ci), -3, 3);
+        fill_small_int(r, b1, (size_t)Co, -3, 3);
+        memset(w3, 0, sizeof(w3));
+        for (int64_t co = 0; co < Co; co++)
+            memcpy(w3 + (co * 27 + 13) * Ci, w1 + co * Ci, sizeof(float) * (size_t)Ci);
+        for (int i = 0; i < 9; i++) {                /* a 3x3 plane: centres have neighbours */
+            int32_t row[4] = {0, 1, i / 3, i % 3};
+            memcpy(c1[i], row, sizeof(row));
+        }
+        int32_t n1[9 * 27];
+        struct tensor tc1 = tensor_view(c1, DTYPE_I32, DEVICE_HOST, SHAPE(T1, 4));
+        struct tensor tn1 = tensor_view(n1, DTYPE_I32, DEVICE_HOST, SHAPE(T1, 27));
+        struct tensor tx1 = tensor_view(x1, DTYPE_F32, DEVICE_HOST, SHAPE(T1, Ci));
+        struct tensor tw1 = tensor_view(w1, DTYPE_F32, DEVICE_HOST, SHAPE(Co, 1, 1, 1, Ci));
+        struct tensor tw3 = tensor_view(w3, DTYPE_F32, DEVICE_HOST, SHAPE(Co, 3, 3, 3, Ci));
+        struct tensor tb1 = tensor_view(b1, DTYPE_F32, DEVICE_HOST, SHAPE(Co));
+        struct tensor ty1 = tensor_view(y1, DTYPE_F32, DEVICE_HOST, SHAPE(T1, Co));
+        struct tensor ty3 = tensor_view(y3, DTYPE_F32, DEVICE_HOST, SHAPE(T1, Co));
+        op_sparse_nbr(NULL, NULL, &tn1, &tc1);
+        op_sparse_conv1(NULL, &ty1, &tx1, &tw1, &tb1);
+        op_sparse_conv3(NULL, NULL, &ty3, &tx1, &tw3, &tb1, &tn1);
+        ot_report("conv1 cpu vs conv3 centre tap", y1, y3, (size_t)(T1 * Co), TOL_EXACT,
+                  NT(TOL_EXACT), DTYPE_F32);
+    }
+
     /* coordinate checks (an external-input validator: must reject, not abort) */
     int32_t good[3][4] = {{0, 0, 0, 0}, {0, 7, 7, 7}, {0, 3, 1, 2}};
     int32_t dup[3][4] = {{0, 1, 2, 3}, {0, 0, 0, 0}, {0, 1, 2, 3}};
