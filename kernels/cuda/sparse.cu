@@ -17,7 +17,9 @@
  *   out as (r, ci). So y = im2col(x) @ W^T + b is one cuBLASLt GEMM (fp32
  *   accumulation, bias epilogue) per chunk of rows, with zero im2col rows for
  *   missing neighbours (dense-equivalent FLOPs; spconv's MaskImplicitGemm also
- *   multiplies through tiles whose rows miss an offset).
+ *   multiplies through tiles whose rows miss an offset). The gather moves
+ *   16-byte vectors when x already has w's dtype and Cin * size is a multiple
+ *   of 16 (all real convs); else one converted element per thread.
  * - Downsample: a dense (res/2)^3 occupancy grid and an exclusive scan give
  *   each occupied parent cell its rank, which is its row in lexicographic
  *   (x, y, z) order, exactly torch's sorted unique codes.
@@ -155,6 +157,21 @@ static __global__ void im2col_kernel(Tw *col, const Tx *x, const int32_t *nbr, i
     }
 }
 
+/* The same gather when x and col share a dtype and a row is a whole number of
+ * 16-byte vectors (every real conv: Cin is a multiple of 8): V vectors per row. */
+static __global__ void im2col_vec_kernel(uint4 *col, const uint4 *x, const int32_t *nbr,
+                                         int64_t p0, int64_t rows, int64_t V)
+{
+    int64_t n = rows * SPARSE_K3 * V;
+
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t ir = e / V, v = e - ir * V;
+        int32_t q = nbr[p0 * SPARSE_K3 + ir];
+        col[e] = q >= 0 ? x[(int64_t)q * V + v] : make_uint4(0, 0, 0, 0);
+    }
+}
+
 static int64_t conv_chunk_rows(int64_t T, int64_t Cin, enum dtype wdt, size_t avail)
 {
     size_t row_bytes = (size_t)SPARSE_K3 * (size_t)Cin * dtype_size(wdt);
@@ -198,13 +215,22 @@ void op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, struc
     const int64_t wshape[2] = {Cout, (int64_t)SPARSE_K3 * Cin};
     struct tensor wm = tensor_view(w->data, w->dtype, DEVICE_CUDA, wshape, 2);
 
+    size_t row_bytes = (size_t)Cin * dtype_size(x->dtype);
+    bool vec = x->dtype == w->dtype && row_bytes % 16 == 0 && (uintptr_t)x->data % 16 == 0;
+    int64_t V = (int64_t)(row_bytes / 16);
+
     for (int64_t p0 = 0; p0 < T; p0 += chunk) {
         int64_t rows = T - p0 < chunk ? T - p0 : chunk;
-        DISPATCH_2(x->dtype, Tx, w->dtype, Tw,
-                   im2col_kernel<Tx, Tw><<<grid_for(rows * SPARSE_K3 * Cin, SP_THREADS),
-                                           SP_THREADS, 0, ctx->stream>>>(
-                       (Tw *)col, (const Tx *)x->data, (const int32_t *)nbr->data, p0, rows,
-                       Cin));
+        if (vec)
+            im2col_vec_kernel<<<grid_for(rows * SPARSE_K3 * V, SP_THREADS), SP_THREADS, 0,
+                                ctx->stream>>>((uint4 *)col, (const uint4 *)x->data,
+                                               (const int32_t *)nbr->data, p0, rows, V);
+        else
+            DISPATCH_2(x->dtype, Tx, w->dtype, Tw,
+                       im2col_kernel<Tx, Tw><<<grid_for(rows * SPARSE_K3 * Cin, SP_THREADS),
+                                               SP_THREADS, 0, ctx->stream>>>(
+                           (Tw *)col, (const Tx *)x->data, (const int32_t *)nbr->data, p0,
+                           rows, Cin));
         CUDA_CHECK(cudaGetLastError());
         const int64_t cshape[2] = {rows, (int64_t)SPARSE_K3 * Cin};
         struct tensor xc = tensor_view(col, w->dtype, DEVICE_CUDA, cshape, 2);
