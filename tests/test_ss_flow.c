@@ -33,6 +33,10 @@
 static const double ATOL = 1e-5, RTOL = 1e-4, NMSE = 1e-8;    /* rel L2 <= 1e-4 */
 /* CUDA fp32 vs CPU: order only; fp16: fp16 GEMMs/attention, fp16 velocities. */
 static const double GPU32_NMSE = 1e-10, GPU16_NMSE = 1e-4;
+/* The fp16 path on the host against fp32: fp16 GEMM inputs/outputs, fp16 velocities. */
+static const double HOST16_NMSE = 1e-5;
+/* The fp16 path on the host against the official module under fp16 autocast. */
+static const double AUTOCAST_NMSE = 1e-6;
 /* 25 steps of fp16 against the fp32 CPU run: the errors of 44 evaluations add up. */
 static const double GPU16_SAMPLE_NMSE = 1e-3;
 
@@ -260,7 +264,12 @@ static void on_step(void *user, int k, float t1000, bool cfg, const struct tenso
             memcpy(v[l]->data, r.data, tensor_nbytes(&r));
             continue;
         }
-        struct cmp c = compare_f32(v[l]->data, r.data, (size_t)tensor_numel(&r), -1, -1, -1);
+        size_t n = (size_t)tensor_numel(&r);
+        float *rf = malloc(sizeof(float) * n);          /* the fp16 dumps store v as F16 */
+        ASSERT(rf);
+        dtype_convert(rf, DTYPE_F32, r.data, r.dtype, n);
+        struct cmp c = compare_f32(v[l]->data, rf, n, -1, -1, -1);
+        free(rf);
         if (c.rel_l2 > s->worst_v)
             s->worst_v = c.rel_l2;
     }
@@ -374,7 +383,91 @@ out:
 }
 
 // ----------------------------------------------------------------------------
-// 5. GPU
+// 5. the fp16 path on the host (the GPU default's rounding points, CPU ops)
+
+static void test_f16_host(const struct ckpt *E, const struct ckpt *S, const float *vcond32,
+                          const float *final32)
+{
+    struct runner R;
+    struct tensor tt, dt, ct;
+    struct lat x, v;
+
+    if (!runner_init(&R, DEVICE_HOST, DTYPE_F16, 96))
+        return;
+    lat_init(&x, &R.m.cfg);
+    lat_init(&v, &R.m.cfg);
+    size_t n = (size_t)v.off[SSF_N_LATENT];
+    if (lat_load(&x, E, "x.") && ref(E, "t", &tt) && ref(E, "d", &dt) && ref(E, "cond", &ct)) {
+        eval_once(&R, &x, &ct, *(float *)tt.data, *(float *)dt.data, &v, NULL, false);
+        int not16 = 0;
+        for (size_t i = 0; i < n; i++)
+            not16 += f16_to_f32(f32_to_f16(v.buf[i])) != v.buf[i];
+        printf("cpu f16: %d of %zu velocities are not fp16 values\n", not16, n);
+        CHECK(not16 == 0, "velocities are fp16 (the reference's out_layer under autocast)");
+        report_cmp("cpu f16 cond velocities vs cpu f32          ",
+                   compare_f32(v.buf, vcond32, n, -1, -1, HOST16_NMSE));
+    }
+    CHECK(run_sampler(&R, S, &x, NULL, true) == 44);
+    report_cmp("cpu f16 sampler final vs cpu f32            ",
+               compare_f32(x.buf, final32, n, -1, -1, HOST16_NMSE));
+
+    /* optional: against the official module under fp16 autocast (same seed, so the same
+     * weights): tools/ref/dump_ss_flow.py --size tiny --precision fp16 --device cpu
+     * --noise tests/fixtures/ss_flow_tiny/sampler.safetensors --out DIR */
+    const char *dir16 = getenv("S3D_SSF_F16_REF");
+    struct ckpt E16, S16;
+    char p16[512];
+    if (!dir16) {
+        printf("fp16 autocast reference: not given (S3D_SSF_F16_REF=DIR, see the comment)\n");
+        goto out;
+    }
+    snprintf(p16, sizeof(p16), "%s/eval.safetensors", dir16);
+    CHECK(ckpt_open(&E16, p16, 0) == 0, "%s", p16);
+    snprintf(p16, sizeof(p16), "%s/sampler.safetensors", dir16);
+    CHECK(ckpt_open(&S16, p16, 0) == 0, "%s", p16);
+    if (harness_failures)
+        goto out;
+    for (int pass = 0; pass < 2 && lat_load(&x, &E16, "x."); pass++) {
+        const char *tag = pass ? "uncond" : "cond";
+        char name[96], lab[128];
+        eval_once(&R, &x, pass ? NULL : &ct, *(float *)tt.data, *(float *)dt.data, &v, NULL, false);
+        for (int l = 0; l < SSF_N_LATENT; l++) {
+            struct tensor r;
+            snprintf(name, sizeof(name), "%s.v.%s", tag, ssflow_latent_name[l]);
+            snprintf(lab, sizeof(lab), "cpu f16 vs autocast %s", name);
+            if (ref(&E16, name, &r))
+                report_cmp(lab, compare_f32(v.p[l]->data, r.data, (size_t)tensor_numel(&r), -1, -1,
+                                            AUTOCAST_NMSE));
+        }
+    }
+    {
+        struct step_ctx sc = {.S = &S16};
+        struct ssflow_sampler sp;
+        struct tensor c16;
+        ssflow_sampler_defaults(&sp);
+        if (lat_load(&x, &S16, "noise.") && ref(&S16, "cond", &c16))
+            ssflow_sample(&R.m, NULL, &R.act, &c16, x.p, &sp, on_step, &sc);
+        printf("cpu f16 vs autocast sampler: worst per-step velocity rel_l2 %.2e\n", sc.worst_v);
+        for (int l = 0; l < SSF_N_LATENT; l++) {
+            char name[96], lab[128];
+            struct tensor r;
+            snprintf(name, sizeof(name), "final.%s", ssflow_latent_name[l]);
+            snprintf(lab, sizeof(lab), "cpu f16 vs autocast %s", name);
+            if (ref(&S16, name, &r))
+                report_cmp(lab, compare_f32(x.p[l]->data, r.data, (size_t)tensor_numel(&r), -1, -1,
+                                            AUTOCAST_NMSE));
+        }
+    }
+    ckpt_close(&E16);
+    ckpt_close(&S16);
+out:
+    free(x.buf);
+    free(v.buf);
+    runner_free(&R);
+}
+
+// ----------------------------------------------------------------------------
+// 6. GPU
 
 static void test_gpu(const struct ckpt *E, const struct ckpt *S, const float *vcond_cpu,
                      const float *final_cpu)
@@ -490,6 +583,8 @@ int main(void)
         CHECK(memcmp(a, b, sizeof(float) * (size_t)off) != 0, "another seed, other noise");
     }
 
+    if (vcond && final)
+        test_f16_host(&E, &S, vcond, final);
     if (!s3d_cuda_available()) {
         const char *req = getenv("S3D_REQUIRE_GPU");
         CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");

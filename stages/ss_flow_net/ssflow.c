@@ -315,10 +315,14 @@ struct ssf_act {
     struct tensor c1;       /* (1, C) gemm_dt: the unconditional cross-attention output row */
     struct tensor kv;       /* (1, Nkv, 2, H, 64) gemm_dt: cross-attention keys/values */
     struct tensor vo;       /* (maxtok, maxcin) gemm_dt: one latent's velocity */
-    /* three views of one scratch buffer, never live at the same time: */
+    struct tensor ones;     /* (2, C) F32: rows +1 and -1 (fp16 rounding of 1 + scale) */
+    struct tensor s16;      /* (1, C) gemm_dt: 1 + scale rounded */
+    struct tensor s1;       /* (1, C) F32: (1 + scale rounded) - 1, exact */
+    /* four views of one scratch buffer, never live at the same time: */
     struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
     struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
     struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
+    struct tensor z;        /* (T, C) gemm_dt: zeros (fp16 rounding of gate * h) */
 };
 
 /* n_kv: rows of the per-evaluation K/V buffer (the condition's length, or 1
@@ -351,10 +355,14 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
     s->c1 = take(a, bytes, gd, SHAPE(1, C));
     s->kv = take(a, bytes, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
     s->vo = take(a, bytes, gd, SHAPE(mt, mc));
+    s->ones = take(a, bytes, DTYPE_F32, SHAPE(2, C));
+    s->s16 = take(a, bytes, gd, SHAPE(1, C));
+    s->s1 = take(a, bytes, DTYPE_F32, SHAPE(1, C));
     struct tensor scr = take(a, bytes, DTYPE_U8, SHAPE((int64_t)sb));
     s->hf = tensor_view(scr.data, DTYPE_F32, scr.device, SHAPE(T, C));
     s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
     s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
+    s->z = tensor_view(scr.data, gd, scr.device, SHAPE(T, C));
 }
 
 size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
@@ -509,6 +517,39 @@ static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
         get(ctx, dst, src);
 }
 
+/* h = hf * (1 + scale) + shift (modulated.py:255-259). Under fp16 autocast
+ * `1 + scale` is an fp16 tensor (rounded) before it meets the fp32 hf; with
+ * gemm_dt F16 we round it too: s1 = fp16(1 + scale) - 1 is exact in fp32, so
+ * op_modulate's 1 + s1 is the rounded value. */
+static void modulate(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
+                     const struct tensor *scale, const struct tensor *shift)
+{
+    if (m->gemm_dt == DTYPE_F32) {
+        op_modulate(ctx, &s->h, &s->hf, scale, shift);
+        return;
+    }
+    struct tensor plus = rows(&s->ones, 0, 1), minus = rows(&s->ones, 1, 1);
+    op_add_bias(ctx, &s->s16, scale, &plus);
+    op_add_bias(ctx, &s->s1, &s->s16, &minus);
+    op_modulate(ctx, &s->h, &s->hf, &s->s1, shift);
+}
+
+/* x += gate * p (modulated.py:264-268, 302-306): under autocast `h * gate`
+ * is an fp16 product (rounded) added to the fp32 stream; with gemm_dt F16 we
+ * round it too (p = fp16(0 + gate * p), then x += p). s->z (the scratch) must
+ * be free: it is zeroed here. */
+static void gated_add(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
+                      const struct tensor *gate)
+{
+    if (m->gemm_dt == DTYPE_F32) {
+        op_add_scaled(ctx, &s->x, &s->x, gate, &s->p);
+        return;
+    }
+    zero(ctx, &s->z);
+    op_add_scaled(ctx, &s->p, &s->z, gate, &s->p);
+    op_add(ctx, &s->x, &s->x, &s->p);
+}
+
 static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
                           int blk, const struct ssflow_cond *cond, const struct ssflow_taps *tp)
 {
@@ -528,7 +569,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
 
     /* self-attention (L292-306); norm1 has no affine, so both streams at once */
     op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
-    op_modulate(ctx, &s->h, &s->hf, &sc_msa, &sh_msa);
+    modulate(m, ctx, s, &sc_msa, &sh_msa);
     for (int k = 0; k < 2; k++) {
         const struct ssflow_stream_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
@@ -552,7 +593,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     }
     if (tp)
         tap(ctx, tp->self_attn, &s->p);
-    op_add_scaled(ctx, &s->x, &s->x, &gt_msa, &s->p);
+    gated_add(m, ctx, s, &gt_msa);
 
     /* cross-attention (L307-317): affine norm2 per stream, no gate */
     for (int k = 0; k < 2; k++) {
@@ -594,7 +635,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
 
     /* MLP (L318-332) */
     op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
-    op_modulate(ctx, &s->h, &s->hf, &sc_mlp, &sh_mlp);
+    modulate(m, ctx, s, &sc_mlp, &sh_mlp);
     for (int k = 0; k < 2; k++) {
         const struct ssflow_stream_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
@@ -606,7 +647,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     }
     if (tp)
         tap(ctx, tp->mlp, &s->p);
-    op_add_scaled(ctx, &s->x, &s->x, &gt_mlp, &s->p);
+    gated_add(m, ctx, s, &gt_mlp);
     if (tp)
         tap(ctx, tp->block_out, &s->x);
 }
@@ -623,6 +664,15 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
     ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == g->cond_dim &&
                      cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
     act_plan(m, act, &unused, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    if (m->gemm_dt != DTYPE_F32) {
+        float *pm = malloc(sizeof(float) * 2 * (size_t)g->dim);
+        ASSERT(pm);
+        for (int i = 0; i < 2 * g->dim; i++)
+            pm[i] = i < g->dim ? 1.0f : -1.0f;
+        struct tensor h = tensor_view(pm, DTYPE_F32, DEVICE_HOST, SHAPE(2, g->dim));
+        put(ctx, &s.ones, &h);
+        free(pm);
+    }
 
     /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
      * for the adaLN of every block */

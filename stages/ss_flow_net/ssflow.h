@@ -29,9 +29,11 @@
  * Precision: gemm_dt F16 (GPU default) follows the reference under fp16
  * autocast (spec §4.10): GEMMs, q/k RMS norm and attention in fp16 with fp32
  * accumulation, adaLN vectors and t/d embeddings fp16, residual stream and all
- * LayerNorm statistics fp32, velocities fp16; two roundings the reference does
- * are not repeated (1 + scale and gate * h stay fp32 inside the fused
- * modulate/gated-add ops). gemm_dt F32: everything fp32 (CPU, --precision fp32).
+ * LayerNorm statistics fp32, velocities fp16, and the two fp16 tensors the
+ * reference forms inside the block (1 + scale, gate * h) rounded as it does.
+ * gemm_dt F16 also runs on the host (CPU ops), which the tests use to compare
+ * the rounding points with the official module under fp16 autocast.
+ * gemm_dt F32: everything fp32 (CPU, --precision fp32).
  */
 #ifndef S3D_SSFLOW_H
 #define S3D_SSFLOW_H
