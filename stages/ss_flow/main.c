@@ -12,7 +12,8 @@
  * rescale_t (3.0), cache_kv (1: project the condition's cross-attention K/V
  * once per request, spec §10.3; 0: in every evaluation, less memory), repeat
  * (1: run the sampler that many times from the same noise and log the median;
- * the output is the last run's).
+ * the output is the last run's; with S3D_PROFILE=1 the per-op device time of
+ * the warm runs is printed, kernels/prof.h).
  * Outputs: shape_latent (1, Ns, 8) and the pose latents 6drotation_normalized
  * (1, 1, 6), scale (1, 1, 3), translation (1, 1, 3), translation_scale
  * (1, 1, 1), all F32; pointmap_scale, pointmap_shift unchanged.
@@ -22,6 +23,7 @@
 #include "check.h"
 #include "err.h"
 #include "log.h"
+#include "prof.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -195,11 +197,16 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
         if (!n_noise)
             ssflow_noise((uint64_t)seed, x);
         double t0 = now_ms();
+        if (m->device == DEVICE_CUDA)
+            op_prof_begin(&s->ctx);
         evals = ssflow_sample(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, cond, x, &sp,
                               NULL, NULL);
+        if (m->device == DEVICE_CUDA)
+            op_prof_end(&s->ctx, k > 0 || nrep == 1);
         ms[k] = now_ms() - t0;
         arena_reset(&s->act);
     }
+    op_prof_report(stderr, "ss_flow sampler");
     qsort(ms, (size_t)nrep, sizeof(*ms), cmp_double);
     log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %.1f ms median of %d (min "
              "%.1f, max %.1f), %.2f ms per evaluation; device peak %.1f MiB (arenas: weights %.1f "
