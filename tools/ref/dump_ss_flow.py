@@ -191,7 +191,35 @@ def run(args):
     with rs.amp_context(args, dev):
         ev, m1 = one_eval(args, gen, cond, torch)
         sm, m2 = sampler(args, gen, cond, torch)
+        if args.time:
+            m2.update(time_sampler(args, gen, cond, torch))
     rs.write_flow_outputs(args, ev, m1, sm, m2, meta, rules)
+
+
+def time_sampler(args, gen, cond, torch):
+    """--time N: the official sampler (no recording hooks, same autocast) N more times after
+    the recorded run (which warmed up cuBLAS/cuDNN): wall time per run (CUDA-synchronised) and
+    torch's peak device memory over them. Printed and returned for meta.json."""
+    import statistics
+    bb = gen.reverse_fn.backbone
+    shapes = {k: (1,) + (v.pos_emb.shape[0], v.input_layer.in_features)
+              for k, v in bb.latent_mapping.items()}
+    sync = torch.cuda.synchronize if cond.device.type == "cuda" else (lambda: None)
+    if cond.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ms = []
+    for _ in range(args.time):
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            gen(shapes, cond.device, cond)
+        sync()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() if cond.device.type == "cuda" else 0
+    med = statistics.median(ms)
+    print(f"official sampler: {med:.1f} ms median of {len(ms)} (min {min(ms):.1f}); torch peak "
+          f"{peak / 2**30:.2f} GiB", flush=True)
+    return {"official_sampler_ms": ms, "official_peak_bytes": peak}
 
 
 def parse(argv=None):
@@ -199,6 +227,8 @@ def parse(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rs.add_common_args(ap, ".ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml", PIPE["steps"])
     ap.add_argument("--blocks", type=int, default=0, help="tiny: number of blocks (default 1)")
+    ap.add_argument("--time", type=int, default=0,
+                    help="also time N more official sampler runs (median ms, torch peak)")
     return ap.parse_args(argv)
 
 

@@ -1,0 +1,199 @@
+/*
+ * conv3d.cu - the channels-last 3-D ops on the GPU (see ops_3d.h): the
+ * "same" 3-D convolution through cuDNN's Nd API in NDHWC layout, and the
+ * 3-D pixel shuffle. CPU reference: kernels/cpu/conv3d.c. Test:
+ * tests/test_op_conv3d.c.
+ *
+ * cuDNN use mirrors kernels/cuda/cudnn.cu (2-D conv): compute type FLOAT,
+ * tensor-op math for F16/BF16, FMA math for F32 (no TF32, so --precision fp32
+ * is a real fp32 reference), the first deterministic algorithm of the v7
+ * heuristics whose workspace fits the free scratch space, cached per problem
+ * shape. This file keeps its own cuDNN handle. The bias follows as one
+ * elementwise kernel in place on y (PyTorch's cuDNN path rounds the
+ * convolution to y's dtype, then adds the bias: the same two roundings).
+ */
+#include "common.cuh"
+
+#include "arena.h"
+#include "ops_3d.h"
+
+#include <pthread.h>
+#include <string.h>
+
+static cudnnHandle_t   g_cudnn3;
+static pthread_mutex_t g_lock3 = PTHREAD_MUTEX_INITIALIZER;
+
+struct conv3_key {
+    int64_t N, Ci, D, H, W, Co, K;
+    int     dt;
+    size_t  ws_cap;
+};
+
+struct conv3_entry {
+    struct conv3_key          key;
+    cudnnConvolutionFwdAlgo_t algo;
+    size_t                    ws;
+    bool                      valid;
+};
+
+#define CONV3_CACHE 64
+static struct conv3_entry g_cache3[CONV3_CACHE];
+static int                g_cache3_next;
+
+static cudnnDataType_t cudnn3_dtype(enum dtype dt)
+{
+    switch (dt) {
+    case DTYPE_F16:  return CUDNN_DATA_HALF;
+    case DTYPE_BF16: return CUDNN_DATA_BFLOAT16;
+    default:         return CUDNN_DATA_FLOAT;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// kernels
+
+/* y[v, o] += b[o] over n = V * Co elements, one rounding into T. */
+template <typename T>
+__global__ void conv3d_bias_kernel(T *y, const void *b, enum dtype bt, int64_t Co, int64_t n)
+{
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x)
+        y[e] = from_f32<T>(to_f32(y[e]) + load_dt(b, bt, e % Co));
+}
+
+/* One thread per output element: y (N, 2D, 2H, 2W, C) from x (N, D, H, W, 8C). */
+template <typename Tx, typename Ty>
+__global__ void pixel_shuffle3d_kernel(Ty *y, const Tx *x, int64_t D, int64_t H, int64_t W,
+                                       int64_t C, int64_t n)
+{
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = e % C, u = e / C;
+        int64_t ow = u % (2 * W), oh = (u / (2 * W)) % (2 * H);
+        int64_t od = (u / (4 * W * H)) % (2 * D), nb = u / (8 * W * H * D);
+        int s = (int)(4 * (od & 1) + 2 * (oh & 1) + (ow & 1));
+        int64_t v = ((nb * D + od / 2) * H + oh / 2) * W + ow / 2;
+        y[e] = from_f32<Ty>(to_f32(x[v * 8 * C + 8 * c + s]));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// ops
+
+void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                    const struct tensor *x, const struct tensor *wp, const struct tensor *b)
+{
+    int64_t K = op_conv3d_check(y, x, wp, b, DEVICE_CUDA);
+    ASSERT(y->dtype == x->dtype);
+    ASSERT(scratch && scratch->kind == ARENA_DEVICE);
+    int64_t N = x->shape[0], D = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t Ci = x->shape[4], Co = y->shape[4];
+    ASSERT(N * Ci * D * H * W < ((int64_t)1 << 31) && N * Co * D * H * W < ((int64_t)1 << 31));
+    if (tensor_numel(y) == 0)
+        return;
+
+    size_t mark = arena_mark(scratch);
+    pthread_mutex_lock(&g_lock3);
+    if (!g_cudnn3)
+        CUDNN_CHECK(cudnnCreate(&g_cudnn3));
+    CUDNN_CHECK(cudnnSetStream(g_cudnn3, ctx->stream));
+
+    cudnnDataType_t dt = cudnn3_dtype(x->dtype);
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    /* dims are given in NCDHW order; the NHWC format makes the memory NDHWC */
+    int xdim[5] = {(int)N, (int)Ci, (int)D, (int)H, (int)W};
+    int ydim[5] = {(int)N, (int)Co, (int)D, (int)H, (int)W};
+    int wdim[5] = {(int)Co, (int)Ci, (int)K, (int)K, (int)K};
+    int pad[3] = {(int)(K / 2), (int)(K / 2), (int)(K / 2)};
+    int one[3] = {1, 1, 1};
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&xd));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
+    CUDNN_CHECK(cudnnSetTensorNdDescriptorEx(xd, CUDNN_TENSOR_NHWC, dt, 5, xdim));
+    CUDNN_CHECK(cudnnSetTensorNdDescriptorEx(yd, CUDNN_TENSOR_NHWC, dt, 5, ydim));
+    CUDNN_CHECK(cudnnSetFilterNdDescriptor(wd, dt, CUDNN_TENSOR_NHWC, 5, wdim));
+    CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(cd, 3, pad, one, one, CUDNN_CROSS_CORRELATION,
+                                                CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, x->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
+                                                                       : CUDNN_TENSOR_OP_MATH));
+
+    /* free scratch space caps the workspace (kept at a 256-byte multiple) */
+    size_t cap = scratch->size > scratch->used + 2 * ARENA_ALIGN
+                     ? (scratch->size - scratch->used - 2 * ARENA_ALIGN) & ~(size_t)255 : 0;
+    struct conv3_key key;
+    memset(&key, 0, sizeof(key));
+    key.N = N; key.Ci = Ci; key.D = D; key.H = H; key.W = W; key.Co = Co; key.K = K;
+    key.dt = (int)x->dtype; key.ws_cap = cap;
+    cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    size_t ws = 0;
+    bool hit = false;
+    for (int i = 0; i < CONV3_CACHE && !hit; i++)
+        if (g_cache3[i].valid && memcmp(&g_cache3[i].key, &key, sizeof(key)) == 0) {
+            algo = g_cache3[i].algo;
+            ws = g_cache3[i].ws;
+            hit = true;
+        }
+    if (!hit) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int got = 0;
+        bool found = false;
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn3, xd, wd, cd, yd,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                           &got, perf));
+        for (int i = 0; i < got && !found; i++) {
+            if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap)
+                continue;
+            if (perf[i].determinism != CUDNN_DETERMINISTIC)
+                continue;
+            algo = perf[i].algo;
+            found = true;
+        }
+        if (!found)
+            log_error("conv3d: cuDNN offers no deterministic NDHWC algorithm for %s x (%lld, %lld, "
+                      "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace",
+                      dtype_name(x->dtype), (long long)N, (long long)D, (long long)H, (long long)W,
+                      (long long)Ci, (long long)K, (long long)Co, cap);
+        ASSERT(found);
+        CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo, &ws));
+        struct conv3_entry *e = &g_cache3[g_cache3_next];
+        g_cache3_next = (g_cache3_next + 1) % CONV3_CACHE;
+        e->key = key;
+        e->algo = algo;
+        e->ws = ws;
+        e->valid = true;
+    }
+    void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
+    float alpha = 1.0f, beta = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, x->data, wd, wp->data, cd, algo, wsp,
+                                        ws, &beta, yd, y->data));
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(cd));
+    CUDNN_CHECK(cudnnDestroyFilterDescriptor(wd));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(yd));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(xd));
+    pthread_mutex_unlock(&g_lock3);
+
+    if (b) {
+        int64_t n = tensor_numel(y);
+        DISPATCH_1(y->dtype, T,
+            conv3d_bias_kernel<T><<<grid_for(n, 256), 256, 0, ctx->stream>>>(
+                (T *)y->data, b->data, b->dtype, Co, n));
+    }
+    op_done(ctx, "conv3d");
+    arena_release(scratch, mark);   /* later users queue on the same stream */
+}
+
+void op_pixel_shuffle3d_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x)
+{
+    op_pixel_shuffle3d_check(y, x, DEVICE_CUDA);
+    int64_t n = tensor_numel(y);
+    if (n == 0)
+        return;
+    DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
+        pixel_shuffle3d_kernel<Tx, Ty><<<grid_for(n, 256), 256, 0, ctx->stream>>>(
+            (Ty *)y->data, (const Tx *)x->data, x->shape[1], x->shape[2], x->shape[3],
+            y->shape[4], n));
+    op_done(ctx, "pixel_shuffle3d");
+}

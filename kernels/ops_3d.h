@@ -1,0 +1,99 @@
+/*
+ * ops_3d.h - dense 3-D ops on channels-last voxel grids: the "same" 3-D
+ * convolution (odd kernel, stride 1, zero padding k/2, bias) and the 3-D
+ * pixel shuffle of TRELLIS's UpsampleBlock3d. The SS decoder
+ * (stages/ss_decode_net) is built from these plus LayerNorm and SiLU (ops.h).
+ *
+ * Layout: grids are channels-last, x (N, D, H, W, C) - what PyTorch calls
+ * channels_last_3d (NDHWC) - so a per-voxel LayerNorm over channels is
+ * op_layernorm over the last dim, and cuDNN runs its tensor-core NDHWC path.
+ * A PyTorch (N, C, D, H, W) tensor and ours hold the same numbers with the
+ * channel axis moved last. Conv weights are packed once at load from the
+ * checkpoint's (Co, Ci, K, K, K) into (Co, K, K, K, Ci) (cuDNN's NDHWC
+ * filter layout, "KTRSC"): op_conv3d_pack_weight.
+ *
+ * Conventions are those of ops.h: struct tensor views in PyTorch dimension
+ * order, contiguous, F32/F16/BF16, fp32 math and accumulation, one rounding
+ * into the output dtype, op_<name>_cpu on DEVICE_HOST tensors,
+ * op_<name>_cuda queued on ctx->stream, op_<name>() dispatching on the
+ * output's device. Shape or dtype mismatches are internal faults (ASSERT).
+ *
+ * CPU reference: kernels/cpu/conv3d.c. CUDA: kernels/cuda/conv3d.cu (cuDNN).
+ * Test: tests/test_op_conv3d.c.
+ */
+#ifndef S3D_OPS_3D_H
+#define S3D_OPS_3D_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* y = conv3d(x, w, padding=K/2) + b, as nn.Conv3d(Ci, Co, K, padding=K//2)
+ * (cross-correlation, stride 1, dilation 1, groups 1, zero padding) in
+ * channels-last layout:
+ *     y[n, d, h, w, o] = b[o] + sum_{i, a, c, e} x[n, d+a-P, h+c-P, w+e-P, i] * wp[o, a, c, e, i]
+ * with P = K / 2 and out-of-grid x read as 0.
+ * x (N, D, H, W, Ci); wp (Co, K, K, K, Ci) packed (op_conv3d_pack_weight),
+ * K odd, x's dtype; b (Co) any float dtype or NULL; y (N, D, H, W, Co).
+ * CPU: x, wp, y any float dtypes (x and wp the same), fp32 accumulation,
+ * one rounding into y. CUDA: y has x's dtype; cuDNN (compute type FLOAT,
+ * tensor cores for F16/BF16, plain FMA - no TF32 - for F32) writes the
+ * convolution in y's dtype, then the bias is added in fp32 and rounded again,
+ * the two roundings of PyTorch's cuDNN conv (convolution, then
+ * output.add_(bias)). The cuDNN workspace is taken from the free space of
+ * `scratch` (a device arena) and released before returning. y must not
+ * overlap x. */
+void op_conv3d_cpu(struct tensor *y, const struct tensor *x, const struct tensor *wp,
+                   const struct tensor *b);
+void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                    const struct tensor *x, const struct tensor *wp, const struct tensor *b);
+
+/* Pack a PyTorch Conv3d weight w (Co, Ci, K, K, K) F32 host (contiguous) into
+ * dst (Co, K, K, K, Ci) host, converted exactly once to dtype dt (F32, F16,
+ * BF16; round to nearest even). dst holds Co*Ci*K^3 elements of dt. */
+void op_conv3d_pack_weight(void *dst, enum dtype dt, const float *w, int64_t Co, int64_t Ci,
+                           int64_t K);
+
+/* 3-D pixel shuffle by 2 (TRELLIS modules/spatial.py:5-14, sam-3d-objects
+ * tdfy_dit/modules/spatial.py), channels-last:
+ *     y[n, 2d+i, 2h+j, 2w+k, c] = x[n, d, h, w, 8c + 4i + 2j + k],  i, j, k in {0, 1}
+ * (PyTorch: in[b, 8c + 4i + 2j + k, d, h, w] -> out[b, c, 2d+i, 2h+j, 2w+k]).
+ * x (N, D, H, W, 8C), y (N, 2D, 2H, 2W, C), any float dtypes (a pure copy
+ * when they match). Must not overlap. */
+void op_pixel_shuffle3d_cpu(struct tensor *y, const struct tensor *x);
+void op_pixel_shuffle3d_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x);
+
+/* The shape/dtype ASSERTs of op_conv3d_* on device dev; returns K. */
+int64_t op_conv3d_check(const struct tensor *y, const struct tensor *x, const struct tensor *wp,
+                        const struct tensor *b, enum device dev);
+/* The shape/dtype ASSERTs of op_pixel_shuffle3d_* on device dev. */
+void op_pixel_shuffle3d_check(const struct tensor *y, const struct tensor *x, enum device dev);
+
+// ----------------------------------------------------------------------------
+// dispatch on the output tensor's device
+
+static inline void op_conv3d(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                             const struct tensor *x, const struct tensor *wp,
+                             const struct tensor *b)
+{
+    if (y->device == DEVICE_CUDA)
+        op_conv3d_cuda(ctx, scratch, y, x, wp, b);
+    else
+        op_conv3d_cpu(y, x, wp, b);
+}
+
+static inline void op_pixel_shuffle3d(const struct op_ctx *ctx, struct tensor *y,
+                                      const struct tensor *x)
+{
+    if (y->device == DEVICE_CUDA)
+        op_pixel_shuffle3d_cuda(ctx, y, x);
+    else
+        op_pixel_shuffle3d_cpu(y, x);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
