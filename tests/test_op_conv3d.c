@@ -13,6 +13,7 @@
 #include "arena.h"
 #include "check.h"
 #include "harness.h"
+#include "op_harness.h"
 #include "ops_3d.h"
 
 #include <math.h>
@@ -26,15 +27,6 @@
  * fp16 twice on the GPU (conv, then + bias) and once on the CPU, plus order. */
 static const double TOL_F32_ABS = 1e-5, TOL_F32_REL = 1e-5;
 static const double TOL_F16_ABS = 2e-3, TOL_F16_REL = 2e-3;
-
-static bool gpu_ok(void)
-{
-    if (s3d_cuda_available())
-        return true;
-    if (getenv("S3D_REQUIRE_GPU") && strcmp(getenv("S3D_REQUIRE_GPU"), "1") == 0)
-        CHECK(!"S3D_REQUIRE_GPU=1 but no CUDA device");
-    return false;
-}
 
 /* Direct Conv3d in PyTorch indexing: x (N, Ci, D, H, W), w (Co, Ci, K, K, K) -> y (N, Co, D, H, W). */
 static void conv_torch(float *y, const float *x, const float *w, const float *b, int N, int Ci,
@@ -152,40 +144,27 @@ static void exact_shuffle_case(int N, int C, int D, int H, int W)
 // ----------------------------------------------------------------------------
 // CUDA vs CPU
 
-static struct tensor up_t(struct arena *dev, const float *h, enum dtype dt, const int64_t *shape,
-                          int nd)
+/* A device tensor of dtype dt holding h (F32 host values rounded to dt), guard after it. */
+static struct tensor dev_tensor(struct arena *dev, const float *h, enum dtype dt, const int64_t *shape,
+                           int nd)
 {
-    struct tensor t = tensor_view(NULL, dt, DEVICE_CUDA, shape, nd);
-    size_t n = (size_t)tensor_numel(&t);
-    void *tmp = malloc(n * dtype_size(dt) + 1);
-    dtype_convert(tmp, dt, h, DTYPE_F32, n);
-    t.data = arena_must_alloc(dev, n * dtype_size(dt) + SENTINEL_BYTES);
-    CUDA_CHECK(cudaMemcpy(t.data, tmp, n * dtype_size(dt), cudaMemcpyHostToDevice));
-    free(tmp);
+    struct tensor ht = ot_host(dt, shape, nd, h);
+    struct tensor t = ot_dev(dev, &ht);
+    ot_free(&ht);
     return t;
 }
 
-/* Device output with a sentinel after it (written on the host, copied up). */
-static struct tensor out_t(struct arena *dev, enum dtype dt, const int64_t *shape, int nd)
+/* A device output (0xff bytes: NaN until written), guard after it. */
+static struct tensor dev_out(struct arena *dev, enum dtype dt, const int64_t *shape, int nd)
 {
-    struct tensor t = tensor_view(NULL, dt, DEVICE_CUDA, shape, nd);
-    size_t nb = tensor_nbytes(&t);
-    unsigned char guard[SENTINEL_BYTES];
-    t.data = arena_must_alloc(dev, nb + SENTINEL_BYTES);
-    sentinel_fill(guard, SENTINEL_BYTES);
-    CUDA_CHECK(cudaMemcpy((char *)t.data + nb, guard, SENTINEL_BYTES, cudaMemcpyHostToDevice));
-    return t;
+    return dev_tensor(dev, NULL, dt, shape, nd);
 }
 
-/* Copy a device tensor down as F32 and check its sentinel. */
+/* Contents of a device tensor as F32, checking its guard. */
 static void down_f32(float *h, const struct tensor *t)
 {
-    size_t n = (size_t)tensor_numel(t), nb = n * dtype_size(t->dtype);
-    unsigned char *tmp = malloc(nb + SENTINEL_BYTES);
-    CUDA_CHECK(cudaMemcpy(tmp, t->data, nb + SENTINEL_BYTES, cudaMemcpyDeviceToHost));
-    CHECK(sentinel_ok(tmp + nb, SENTINEL_BYTES), "device output sentinel overwritten");
-    dtype_convert(h, DTYPE_F32, tmp, t->dtype, n);
-    free(tmp);
+    CHECK(ot_guard_ok(t), "device output guard overwritten");
+    ot_to_f32(t, h);
 }
 
 struct gcase { int N, D, H, W, Ci, Co, K; };
@@ -223,10 +202,10 @@ static void gpu_conv_case(const struct gcase *g, struct arena *dev, const struct
     for (int f16 = 0; f16 < 2; f16++) {
         enum dtype dt = f16 ? DTYPE_F16 : DTYPE_F32;
         size_t mark = arena_mark(dev);
-        struct tensor gx = up_t(dev, x, dt, SHAPE(g->N, g->D, g->H, g->W, g->Ci));
-        struct tensor gw = up_t(dev, wp, dt, SHAPE(g->Co, g->K, g->K, g->K, g->Ci));
-        struct tensor gb = up_t(dev, b, dt, SHAPE(g->Co));
-        struct tensor gy = out_t(dev, dt, SHAPE(g->N, g->D, g->H, g->W, g->Co));
+        struct tensor gx = dev_tensor(dev, x, dt, SHAPE(g->N, g->D, g->H, g->W, g->Ci));
+        struct tensor gw = dev_tensor(dev, wp, dt, SHAPE(g->Co, g->K, g->K, g->K, g->Ci));
+        struct tensor gb = dev_tensor(dev, b, dt, SHAPE(g->Co));
+        struct tensor gy = dev_out(dev, dt, SHAPE(g->N, g->D, g->H, g->W, g->Co));
         op_conv3d_cuda(ctx, dev, &gy, &gx, &gw, &gb);
         op_ctx_synchronize(ctx);
         down_f32(got, &gy);
@@ -266,8 +245,8 @@ static void gpu_shuffle_case(int N, int D, int H, int W, int C, struct arena *de
     op_pixel_shuffle3d_cpu(&ty, &tx);
     for (int f16 = 0; f16 < 2; f16++) {
         size_t mark = arena_mark(dev);
-        struct tensor gx = up_t(dev, x, DTYPE_F32, tx.shape, 5);
-        struct tensor gy = out_t(dev, f16 ? DTYPE_F16 : DTYPE_F32, ty.shape, 5);
+        struct tensor gx = dev_tensor(dev, x, DTYPE_F32, tx.shape, 5);
+        struct tensor gy = dev_out(dev, f16 ? DTYPE_F16 : DTYPE_F32, ty.shape, 5);
         op_pixel_shuffle3d_cuda(ctx, &gy, &gx);
         op_ctx_synchronize(ctx);
         down_f32(got, &gy);
@@ -302,20 +281,15 @@ int main(void)
     exact_shuffle_case(1, 1, 1, 1, 1);
     exact_shuffle_case(2, 3, 2, 3, 4);
 
-    if (!gpu_ok()) {
-        printf("SKIP: CUDA part: no usable CUDA device (CPU cases ran)\n");
-        return harness_done("test_op_conv3d");
-    }
+    ot_skip_without_gpu("test_op_conv3d");
     struct arena dev = {0};
     struct op_ctx ctx = {0};
-    ASSERT(arena_init(&dev, ARENA_DEVICE, "test", (size_t)1 << 30) == 0);
-    ASSERT(op_ctx_init(&ctx, &dev, 0) == 0);
+    CHECK(ot_gpu_begin(&dev, &ctx, (size_t)1 << 30), "cannot set up the GPU part");
     for (size_t i = 0; i < sizeof(GCASES) / sizeof(GCASES[0]); i++)
         gpu_conv_case(&GCASES[i], &dev, &ctx);
     gpu_shuffle_case(1, 1, 1, 1, 1, &dev, &ctx);
     gpu_shuffle_case(1, 3, 4, 5, 3, &dev, &ctx);
     gpu_shuffle_case(1, 16, 16, 16, 128, &dev, &ctx);
-    op_ctx_free(&ctx);
-    arena_free(&dev);
+    ot_gpu_end(&dev, &ctx);
     return harness_done("test_op_conv3d");
 }
