@@ -35,10 +35,12 @@ extern "C" {
  * channels-last layout:
  *     y[n, d, h, w, o] = b[o] + sum_{i, a, c, e} x[n, d+a-P, h+c-P, w+e-P, i] * wp[o, a, c, e, i]
  * with P = K / 2 and out-of-grid x read as 0.
- * x (N, D, H, W, Ci); wp (Co, K, K, K, Ci) packed (op_conv3d_pack_weight),
- * K odd, x's dtype; b (Co) any float dtype or NULL; y (N, D, H, W, Co).
- * CPU: x, wp, y any float dtypes (x and wp the same), fp32 accumulation,
- * one rounding into y. CUDA: y has x's dtype; cuDNN (compute type FLOAT,
+ * x (N, D, H, W, Ci) any float dtype; wp (Co, K, K, K, Ci) packed
+ * (op_conv3d_pack_weight), K odd, F32/F16/BF16; b (Co) any float dtype or
+ * NULL; y (N, D, H, W, Co). When x's dtype differs from wp's, x is first
+ * rounded to wp's dtype (autocast's cast of a conv input; CUDA: into scratch).
+ * CPU: y any float dtype, fp32 accumulation, one rounding into y.
+ * CUDA: y has wp's dtype; cuDNN (compute type FLOAT,
  * tensor cores for F16/BF16, plain FMA - no TF32 - for F32) writes the
  * convolution in y's dtype, then the bias is added in fp32 and rounded again,
  * the two roundings of PyTorch's cuDNN conv (convolution, then

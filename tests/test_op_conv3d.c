@@ -141,6 +141,39 @@ static void exact_shuffle_case(int N, int C, int D, int H, int W)
     free(x); free(xl); free(ref); free(refl); free(y);
 }
 
+/* x F32 with F16 weights: the CPU op must round x to F16 first, so the result
+ * equals the op on an F16 copy of x bit for bit (and differs from plain fp32). */
+static void mixed_cpu_case(void)
+{
+    enum { D = 3, H = 4, W = 5, CI = 6, CO = 3, K = 3 };
+    static float x[D * H * W * CI], w[CO * CI * K * K * K], wp[CO * CI * K * K * K];
+    static float y1[D * H * W * CO], y2[D * H * W * CO], y3[D * H * W * CO];
+    struct rng r;
+
+    rng_seed(&r, 21);
+    fill_normal(&r, x, sizeof(x) / 4, 1.0f);
+    fill_small_int(&r, w, sizeof(w) / 4, -2, 2);
+    op_conv3d_pack_weight(wp, DTYPE_F32, w, CO, CI, K);
+    struct tensor hx = ot_host(DTYPE_F32, SHAPE(1, D, H, W, CI), x);
+    struct tensor hx16 = ot_host(DTYPE_F16, SHAPE(1, D, H, W, CI), x);
+    struct tensor hw = ot_host(DTYPE_F32, SHAPE(CO, K, K, K, CI), wp);
+    struct tensor hw16 = ot_host(DTYPE_F16, SHAPE(CO, K, K, K, CI), wp);
+    struct tensor t1 = tensor_view(y1, DTYPE_F32, DEVICE_HOST, SHAPE(1, D, H, W, CO));
+    struct tensor t2 = tensor_view(y2, DTYPE_F32, DEVICE_HOST, SHAPE(1, D, H, W, CO));
+    struct tensor t3 = tensor_view(y3, DTYPE_F32, DEVICE_HOST, SHAPE(1, D, H, W, CO));
+    op_conv3d_cpu(&t1, &hx, &hw16, NULL);
+    op_conv3d_cpu(&t2, &hx16, &hw16, NULL);
+    op_conv3d_cpu(&t3, &hx, &hw, NULL);
+    CHECK(memcmp(y1, y2, sizeof(y1)) == 0, "x F32 with F16 weights differs from x rounded to F16");
+    CHECK(memcmp(y1, y3, sizeof(y1)) != 0, "rounding x to F16 changed nothing (weak case)");
+    printf("conv3d cpu x F32 w F16 == x F16 w F16 (x rounded first): %s\n",
+           memcmp(y1, y2, sizeof(y1)) == 0 ? "OK" : "FAIL");
+    ot_free(&hx);
+    ot_free(&hx16);
+    ot_free(&hw);
+    ot_free(&hw16);
+}
+
 // ----------------------------------------------------------------------------
 // CUDA vs CPU
 
@@ -192,42 +225,41 @@ static void gpu_conv_case(const struct gcase *g, struct arena *dev, const struct
     float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
     float *wp = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * g->Co);
     float *ref = malloc(sizeof(float) * ny), *got = malloc(sizeof(float) * ny);
-    float *xr = malloc(sizeof(float) * nx), *wr = malloc(sizeof(float) * nw);
 
     rng_seed(&r, 7);
     fill_normal(&r, x, (size_t)nx, 1.0f);
     fill_normal(&r, w, (size_t)nw, (float)(1.0 / sqrt((double)g->Ci * g->K * g->K * g->K)));
     fill_normal(&r, b, (size_t)g->Co, 0.1f);
     op_conv3d_pack_weight(wp, DTYPE_F32, w, g->Co, g->Ci, g->K);
-    for (int f16 = 0; f16 < 2; f16++) {
-        enum dtype dt = f16 ? DTYPE_F16 : DTYPE_F32;
+    /* (x dtype, weight dtype): F32, F16, and F32 x with F16 weights (the op rounds x) */
+    static const enum dtype DT[3][2] = {
+        {DTYPE_F32, DTYPE_F32}, {DTYPE_F16, DTYPE_F16}, {DTYPE_F32, DTYPE_F16}};
+    for (int v = 0; v < 3; v++) {
+        enum dtype xdt = DT[v][0], dt = DT[v][1];
+        bool f16 = dt == DTYPE_F16;
         size_t mark = arena_mark(dev);
-        struct tensor gx = dev_tensor(dev, x, dt, SHAPE(g->N, g->D, g->H, g->W, g->Ci));
-        struct tensor gw = dev_tensor(dev, wp, dt, SHAPE(g->Co, g->K, g->K, g->K, g->Ci));
-        struct tensor gb = dev_tensor(dev, b, dt, SHAPE(g->Co));
+        struct tensor hx = ot_host(xdt, SHAPE(g->N, g->D, g->H, g->W, g->Ci), x);
+        struct tensor hw = ot_host(dt, SHAPE(g->Co, g->K, g->K, g->K, g->Ci), wp);
+        struct tensor hb = ot_host(dt, SHAPE(g->Co), b);
+        struct tensor gx = ot_dev(dev, &hx), gw = ot_dev(dev, &hw), gb = ot_dev(dev, &hb);
         struct tensor gy = dev_out(dev, dt, SHAPE(g->N, g->D, g->H, g->W, g->Co));
         op_conv3d_cuda(ctx, dev, &gy, &gx, &gw, &gb);
         op_ctx_synchronize(ctx);
         down_f32(got, &gy);
-        /* the CPU op on the same (rounded) inputs, fp32 output */
-        float bf[4096];
-        ASSERT(g->Co <= 4096);
-        down_f32(xr, &gx);
-        down_f32(wr, &gw);
-        down_f32(bf, &gb);
-        struct tensor tx = tensor_view(xr, DTYPE_F32, DEVICE_HOST, gx.shape, 5);
-        struct tensor tw = tensor_view(wr, DTYPE_F32, DEVICE_HOST, gw.shape, 5);
-        struct tensor tb = tensor_view(bf, DTYPE_F32, DEVICE_HOST, gb.shape, 1);
+        /* the CPU op on the same inputs and dtypes, fp32 output */
         struct tensor ty = tensor_view(ref, DTYPE_F32, DEVICE_HOST, gy.shape, 5);
-        op_conv3d_cpu(&ty, &tx, &tw, &tb);
+        op_conv3d_cpu(&ty, &hx, &hw, &hb);
         char label[128];
-        snprintf(label, sizeof(label), "conv3d cuda %s (%d,%d,%d,%d,%d) K%d -> %d vs cpu",
-                 dtype_name(dt), g->N, g->D, g->H, g->W, g->Ci, g->K, g->Co);
+        snprintf(label, sizeof(label), "conv3d cuda x %s w %s (%d,%d,%d,%d,%d) K%d -> %d vs cpu",
+                 dtype_name(xdt), dtype_name(dt), g->N, g->D, g->H, g->W, g->Ci, g->K, g->Co);
         report_cmp(label, compare_f32(got, ref, (size_t)ny, f16 ? TOL_F16_ABS : TOL_F32_ABS,
                                       f16 ? TOL_F16_REL : TOL_F32_REL, -1));
+        ot_free(&hx);
+        ot_free(&hw);
+        ot_free(&hb);
         arena_release(dev, mark);
     }
-    free(x); free(w); free(wp); free(b); free(ref); free(got); free(xr); free(wr);
+    free(x); free(w); free(wp); free(b); free(ref); free(got);
 }
 
 static void gpu_shuffle_case(int N, int D, int H, int W, int C, struct arena *dev,
@@ -278,6 +310,7 @@ int main(void)
     exact_conv_case(2, 4, 3, 3, 2, 5, 1, false, DTYPE_F32);
     exact_conv_case(1, 2, 4, 5, 3, 3, 5, true, DTYPE_F32);
     exact_conv_case(1, 5, 4, 3, 5, 7, 3, true, DTYPE_F16);
+    mixed_cpu_case();
     exact_shuffle_case(1, 1, 1, 1, 1);
     exact_shuffle_case(2, 3, 2, 3, 4);
 

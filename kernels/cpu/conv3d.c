@@ -26,7 +26,6 @@ int64_t op_conv3d_check(const struct tensor *y, const struct tensor *x, const st
     op_check_dense("conv3d.w", wp, dev);
     op_check_dense("conv3d.y", y, dev);
     ASSERT(x->ndim == 5 && wp->ndim == 5 && y->ndim == 5);
-    ASSERT(wp->dtype == x->dtype);
     int64_t K = wp->shape[1];
     ASSERT(K >= 1 && K % 2 == 1 && wp->shape[2] == K && wp->shape[3] == K);
     ASSERT(wp->shape[4] == x->shape[4]);
@@ -89,6 +88,21 @@ static const float *as_f32(const struct tensor *t, bool *owned)
     return f;
 }
 
+/* Round n floats in place to the nearest value of dtype dt. */
+static void round_to(float *v, size_t n, enum dtype dt)
+{
+    size_t chunk = 4096;
+    uint16_t tmp[4096];
+
+    if (dt == DTYPE_F32)
+        return;
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        dtype_convert(tmp, dt, v + i, DTYPE_F32, m);
+        dtype_convert(v + i, DTYPE_F32, tmp, dt, m);
+    }
+}
+
 static float dot_f32(const float *a, const float *b, int64_t n)
 {
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
@@ -116,6 +130,15 @@ void op_conv3d_cpu(struct tensor *y, const struct tensor *x, const struct tensor
     if (tensor_numel(y) == 0)
         return;
     const float *xf = as_f32(x, &own_x);
+    if (x->dtype != wp->dtype) {                /* autocast: x rounded to the weight dtype */
+        float *r = own_x ? (float *)xf : malloc(sizeof(*r) * (size_t)tensor_numel(x));
+        ASSERT(r);
+        if (!own_x)
+            memcpy(r, xf, sizeof(*r) * (size_t)tensor_numel(x));
+        round_to(r, (size_t)tensor_numel(x), wp->dtype);
+        xf = r;
+        own_x = true;
+    }
     const float *wf = as_f32(wp, &own_w);
     float *acc = malloc(sizeof(*acc) * (size_t)(2 * Co));
     ASSERT(acc);

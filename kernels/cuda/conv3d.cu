@@ -61,6 +61,15 @@ __global__ void conv3d_bias_kernel(T *y, const void *b, enum dtype bt, int64_t C
         y[e] = from_f32<T>(to_f32(y[e]) + load_dt(b, bt, e % Co));
 }
 
+/* y = x converted element by element (one rounding). */
+template <typename Tx, typename Ty>
+__global__ void cast_kernel(Ty *y, const Tx *x, int64_t n)
+{
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x)
+        y[e] = from_f32<Ty>(to_f32(x[e]));
+}
+
 /* One thread per output element: y (N, 2D, 2H, 2W, C) from x (N, D, H, W, 8C). */
 template <typename Tx, typename Ty>
 __global__ void pixel_shuffle3d_kernel(Ty *y, const Tx *x, int64_t D, int64_t H, int64_t W,
@@ -84,7 +93,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
                     const struct tensor *x, const struct tensor *wp, const struct tensor *b)
 {
     int64_t K = op_conv3d_check(y, x, wp, b, DEVICE_CUDA);
-    ASSERT(y->dtype == x->dtype);
+    ASSERT(y->dtype == wp->dtype);
     ASSERT(scratch && scratch->kind == ARENA_DEVICE);
     int64_t N = x->shape[0], D = x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ci = x->shape[4], Co = y->shape[4];
@@ -93,12 +102,21 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
         return;
 
     size_t mark = arena_mark(scratch);
+    const void *xin = x->data;
+    if (x->dtype != wp->dtype) {                /* autocast: x rounded to the weight dtype */
+        int64_t n = tensor_numel(x);
+        void *xc = arena_must_alloc(scratch, (size_t)n * dtype_size(wp->dtype));
+        DISPATCH_2(x->dtype, Tx, wp->dtype, Ty,
+            cast_kernel<Tx, Ty><<<grid_for(n, 256), 256, 0, ctx->stream>>>(
+                (Ty *)xc, (const Tx *)x->data, n));
+        xin = xc;
+    }
     pthread_mutex_lock(&g_lock3);
     if (!g_cudnn3)
         CUDNN_CHECK(cudnnCreate(&g_cudnn3));
     CUDNN_CHECK(cudnnSetStream(g_cudnn3, ctx->stream));
 
-    cudnnDataType_t dt = cudnn3_dtype(x->dtype);
+    cudnnDataType_t dt = cudnn3_dtype(wp->dtype);
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
@@ -117,7 +135,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     CUDNN_CHECK(cudnnSetFilterNdDescriptor(wd, dt, CUDNN_TENSOR_NHWC, 5, wdim));
     CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(cd, 3, pad, one, one, CUDNN_CROSS_CORRELATION,
                                                 CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, x->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, wp->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
                                                                        : CUDNN_TENSOR_OP_MATH));
 
     /* free scratch space caps the workspace (kept at a 256-byte multiple) */
@@ -126,7 +144,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     struct conv3_key key;
     memset(&key, 0, sizeof(key));
     key.N = N; key.Ci = Ci; key.D = D; key.H = H; key.W = W; key.Co = Co; key.K = K;
-    key.dt = (int)x->dtype; key.ws_cap = cap;
+    key.dt = (int)wp->dtype; key.ws_cap = cap;
     cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
     size_t ws = 0;
     bool hit = false;
@@ -154,7 +172,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
         if (!found)
             log_error("conv3d: cuDNN offers no deterministic NDHWC algorithm for %s x (%lld, %lld, "
                       "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace",
-                      dtype_name(x->dtype), (long long)N, (long long)D, (long long)H, (long long)W,
+                      dtype_name(wp->dtype), (long long)N, (long long)D, (long long)H, (long long)W,
                       (long long)Ci, (long long)K, (long long)Co, cap);
         ASSERT(found);
         CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo, &ws));
@@ -167,7 +185,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     }
     void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
     float alpha = 1.0f, beta = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, x->data, wd, wp->data, cd, algo, wsp,
+    CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, xin, wd, wp->data, cd, algo, wsp,
                                         ws, &beta, yd, y->data));
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(cd));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(wd));
