@@ -55,13 +55,14 @@ static int not_ssdec(const struct weights *w, const char *what)
     return S3D_ENOTFOUND;
 }
 
+/* Every tensor a model can have: input_layer, 8 per ResBlock, out_layer. */
+#define SSDEC_MAX_TENSORS (2 + 8 * (SSDEC_MAX_MIDDLE + SSDEC_MAX_BLOCKS) + 4)
+
+/* The next pending entry. L->p never moves (weights_bind keeps &e->src until
+ * the upload), so it is allocated once at its largest. */
 static struct pend *pend_add(struct loader *L, struct tensor *dst, enum pend_kind kind)
 {
-    if (L->n == L->cap) {
-        L->cap = L->cap ? 2 * L->cap : 64;
-        L->p = realloc(L->p, sizeof(*L->p) * (size_t)L->cap);
-        ASSERT(L->p);
-    }
+    ASSERT(L->n < L->cap);
     struct pend *e = &L->p[L->n++];
     memset(e, 0, sizeof(*e));
     e->dst = dst;
@@ -247,8 +248,13 @@ int ssdec_load(struct ssdec_model *m, const char *path, enum device dev, enum dt
     memset(&staging, 0, sizeof(staging));
     m->conv_dt = conv_dt;
     m->device = dev;
-    if ((rc = weights_open(&L.w, path, NULL, DTYPE_F32)))
+    L.cap = SSDEC_MAX_TENSORS;
+    L.p = calloc((size_t)L.cap, sizeof(*L.p));
+    ASSERT(L.p);
+    if ((rc = weights_open(&L.w, path, NULL, DTYPE_F32))) {
+        free(L.p);
         return rc;
+    }
     if ((rc = detect_and_bind(m, &L)))
         goto out_close;
     if ((rc = arena_init(&host, ARENA_HOST, "weights-f32", weights_arena_bytes(&L.w))) ||
