@@ -258,6 +258,44 @@ static void error_cases(const struct ssdec_model *m)
     printf("error cases (bad latents, missing file, wrong checkpoint) done\n");
 }
 
+/* ssdec_act_bytes at the released config (channels [512, 128, 32], 2 middle + 8 blocks,
+ * 16^3 latent) from a model that has only its config and dtypes: the plan never reads
+ * weight data. Spec decoders.md §2.4: peak "well under 0.2 GB plus convolution workspace". */
+static void released_act_bytes(void)
+{
+    static struct ssdec_model m;
+    static const int ch[3] = {512, 128, 32};
+    const enum dtype dts[2] = {DTYPE_F16, DTYPE_F32};
+    const enum device devs[2] = {DEVICE_CUDA, DEVICE_HOST};
+
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 2; k++) {
+            enum dtype cdt = dts[k];
+            memset(&m, 0, sizeof(m));
+            m.cfg = (struct ssdec_config){.latent_ch = 8, .out_ch = 1, .ch0 = 512, .n_middle = 2,
+                                          .n_blocks = 8, .n_up = 2, .ch_last = 32};
+            m.conv_dt = cdt;
+            m.device = devs[d];
+            m.in_w.dtype = m.out_w.dtype = cdt;
+            for (int i = 0; i < 2; i++)
+                m.middle[i].c1_w.dtype = m.middle[i].c2_w.dtype = cdt;
+            for (int i = 0, lvl = 0; i < 8; i++) {
+                struct ssdec_block *B = &m.blocks[i];
+                B->up = i == 2 || i == 5;
+                B->cin = ch[lvl];
+                B->cout = B->up ? ch[++lvl] : ch[lvl];
+                B->up_w.dtype = B->r.c1_w.dtype = B->r.c2_w.dtype = cdt;
+            }
+            size_t b = ssdec_act_bytes(&m, 16);
+            size_t ws = devs[d] == DEVICE_CUDA ? SSDEC_CUDA_WS : 0;
+            printf("act bytes, released config, %s %s: %.1f MB (+ %.0f MB cuDNN workspace)\n",
+                   devs[d] == DEVICE_CUDA ? "cuda" : "host", dtype_name(cdt), (b - ws) / 1e6,
+                   ws / 1e6);
+            CHECK(b - ws < (cdt == DTYPE_F16 ? 100e6 : 200e6), "released act %zu bytes", b);
+            CHECK(b - ws > 60e6, "released act %zu bytes: less than the 64^3 buffers", b);
+        }
+}
+
 int main(void)
 {
     struct ckpt r;
@@ -270,6 +308,7 @@ int main(void)
 
     post_hand_cases();
     post_fixture_cases(&r);
+    released_act_bytes();
 
     /* ---- CPU F32 against the dump ---- */
     int rlat = ssdec_latent_side(lat.shape[1]);

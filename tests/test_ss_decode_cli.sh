@@ -5,7 +5,8 @@
 # coords_original and downsample_factor; logits only with keep_logits; max_coords
 # below N takes the downsample path (factor 2, sorted unique rows); a decoder whose
 # logits are all negative (out_layer.2.bias set to -1e4 in a copy of the checkpoint)
-# is one clear error, as are a latent of the wrong shape and bad params.
+# is one clear error, as are a latent of the wrong shape and bad params. With a GPU
+# also the CUDA path in fp32 and fp16.
 # Inputs are cut out of the fixture with a stdlib-only Python helper.
 set -u
 build=${BUILD:-build}
@@ -156,4 +157,28 @@ for p in keep_logits=maybe prune_dist=-1 max_coords=0; do
         bad "param $p"; tail -3 "$tmp/badp.log"
     fi
 done
+
+# 6. with a GPU: the CUDA path (fp32: the official logits and coords; fp16: close, a few
+#    threshold flips allowed as in tools/ref/check_e2e_chain.py, at most 0.1%)
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    for prec in fp32 fp16; do
+        out=$tmp/gpu_$prec
+        mkdir -p "$out"
+        if "$bin" --weights "$ck" --device cuda:0 --precision $prec --once "$tmp/in" "$out" \
+            --param keep_logits=true 2>"$out.log"; then
+            tol=1e-5; [ $prec = fp16 ] && tol=1e-2
+            if sd cmp "$out/ss_decode.safetensors" logits "$fx/ref.safetensors" logits $tol; then
+                ok "cuda $prec logits"; else bad "cuda $prec logits"; fi
+            if [ $prec = fp32 ]; then
+                if sd eq "$out/ss_decode.safetensors" coords "$fx/ref.safetensors" coords; then
+                    ok "cuda fp32 coords exact"; else bad "cuda fp32 coords"; fi
+            fi
+            grep -o "logits .* in [0-9.]* ms.*device peak [0-9.]* MiB" "$out.log" | head -1
+        else
+            bad "cuda $prec --once"; tail -5 "$out.log"
+        fi
+    done
+else
+    echo "GPU part skipped: no CUDA device on this machine"
+fi
 exit $fail
