@@ -250,8 +250,10 @@ static void gpu_conv_case(const struct gcase *g, struct arena *dev, const struct
         struct tensor ty = tensor_view(ref, DTYPE_F32, DEVICE_HOST, gy.shape, 5);
         op_conv3d_cpu(&ty, &hx, &hw, &hb);
         char label[128];
-        snprintf(label, sizeof(label), "conv3d cuda x %s w %s (%d,%d,%d,%d,%d) K%d -> %d vs cpu",
-                 dtype_name(xdt), dtype_name(dt), g->N, g->D, g->H, g->W, g->Ci, g->K, g->Co);
+        const char *direct = getenv("S3D_CONV3D_DIRECT");
+        snprintf(label, sizeof(label), "conv3d cuda%s x %s w %s (%d,%d,%d,%d,%d) K%d -> %d vs cpu",
+                 direct && !strcmp(direct, "1") ? " direct" : "", dtype_name(xdt), dtype_name(dt),
+                 g->N, g->D, g->H, g->W, g->Ci, g->K, g->Co);
         report_cmp(label, compare_f32(got, ref, (size_t)ny, f16 ? TOL_F16_ABS : TOL_F32_ABS,
                                       f16 ? TOL_F16_REL : TOL_F32_REL, -1));
         ot_free(&hx);
@@ -320,6 +322,11 @@ int main(void)
     CHECK(ot_gpu_begin(&dev, &ctx, (size_t)1 << 30), "cannot set up the GPU part");
     for (size_t i = 0; i < sizeof(GCASES) / sizeof(GCASES[0]); i++)
         gpu_conv_case(&GCASES[i], &dev, &ctx);
+    /* the direct kernel (the fallback when cuDNN offers no algorithm), forced */
+    setenv("S3D_CONV3D_DIRECT", "1", 1);
+    for (size_t i = 0; i < 6; i++)
+        gpu_conv_case(&GCASES[i], &dev, &ctx);
+    unsetenv("S3D_CONV3D_DIRECT");
     gpu_shuffle_case(1, 1, 1, 1, 1, &dev, &ctx);
     gpu_shuffle_case(1, 3, 4, 5, 3, &dev, &ctx);
     gpu_shuffle_case(1, 16, 16, 16, 128, &dev, &ctx);

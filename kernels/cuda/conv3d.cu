@@ -8,7 +8,8 @@
  * tensor-op math for F16/BF16, FMA math for F32 (no TF32, so --precision fp32
  * is a real fp32 reference), the first deterministic algorithm of the v7
  * heuristics whose workspace fits the free scratch space, cached per problem
- * shape. This file keeps its own cuDNN handle. The bias follows as one
+ * shape (when cuDNN offers none, a direct fp32-accumulating kernel runs
+ * instead, with a warning). This file keeps its own cuDNN handle. The bias follows as one
  * elementwise kernel in place on y (PyTorch's cuDNN path rounds the
  * convolution to y's dtype, then adds the bias: the same two roundings).
  */
@@ -18,6 +19,7 @@
 #include "ops_3d.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static cudnnHandle_t   g_cudnn3;
@@ -26,6 +28,7 @@ static pthread_mutex_t g_lock3 = PTHREAD_MUTEX_INITIALIZER;
 struct conv3_key {
     int64_t N, Ci, D, H, W, Co, K;
     int     dt;
+    int     force_direct;
     size_t  ws_cap;
 };
 
@@ -33,6 +36,7 @@ struct conv3_entry {
     struct conv3_key          key;
     cudnnConvolutionFwdAlgo_t algo;
     size_t                    ws;
+    bool                      direct;   /* no cuDNN algorithm: conv3d_direct_kernel */
     bool                      valid;
 };
 
@@ -68,6 +72,42 @@ __global__ void cast_kernel(Ty *y, const Tx *x, int64_t n)
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
          e += (int64_t)gridDim.x * blockDim.x)
         y[e] = from_f32<Ty>(to_f32(x[e]));
+}
+
+/* The fallback when cuDNN offers no algorithm: one thread per output element
+ * y[v, o] (no bias), fp32 accumulation over taps and input channels. Slow
+ * but simple; the test compares it with the CPU op like the cuDNN path. */
+template <typename T>
+__global__ void conv3d_direct_kernel(T *y, const T *x, const T *w, int64_t D, int64_t H,
+                                     int64_t W, int64_t Ci, int64_t Co, int K, int64_t n)
+{
+    int P = K / 2;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t o = e % Co, v = e / Co;
+        int64_t ww = v % W, hh = (v / W) % H, dd = (v / (W * H)) % D, nb = v / (W * H * D);
+        float acc = 0.0f;
+        for (int a = 0; a < K; a++) {
+            int64_t sd = dd + a - P;
+            if (sd < 0 || sd >= D)
+                continue;
+            for (int c = 0; c < K; c++) {
+                int64_t sh = hh + c - P;
+                if (sh < 0 || sh >= H)
+                    continue;
+                for (int f = 0; f < K; f++) {
+                    int64_t sw = ww + f - P;
+                    if (sw < 0 || sw >= W)
+                        continue;
+                    const T *xr = x + (((nb * D + sd) * H + sh) * W + sw) * Ci;
+                    const T *wr = w + ((o * K + a) * K * K + c * K + f) * Ci;
+                    for (int64_t i = 0; i < Ci; i++)
+                        acc += to_f32(xr[i]) * to_f32(wr[i]);
+                }
+            }
+        }
+        y[e] = from_f32<T>(acc);
+    }
 }
 
 /* One thread per output element: y (N, 2D, 2H, 2W, C) from x (N, D, H, W, 8C). */
@@ -145,13 +185,17 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     memset(&key, 0, sizeof(key));
     key.N = N; key.Ci = Ci; key.D = D; key.H = H; key.W = W; key.Co = Co; key.K = K;
     key.dt = (int)wp->dtype; key.ws_cap = cap;
+    /* S3D_CONV3D_DIRECT=1: always the direct kernel (tests of the fallback) */
+    const char *env = getenv("S3D_CONV3D_DIRECT");
+    key.force_direct = env && strcmp(env, "1") == 0;
     cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
     size_t ws = 0;
-    bool hit = false;
+    bool hit = false, direct = false;
     for (int i = 0; i < CONV3_CACHE && !hit; i++)
         if (g_cache3[i].valid && memcmp(&g_cache3[i].key, &key, sizeof(key)) == 0) {
             algo = g_cache3[i].algo;
             ws = g_cache3[i].ws;
+            direct = g_cache3[i].direct;
             hit = true;
         }
     if (!hit) {
@@ -161,7 +205,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn3, xd, wd, cd, yd,
                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                            &got, perf));
-        for (int i = 0; i < got && !found; i++) {
+        for (int i = 0; i < got && !found && !key.force_direct; i++) {
             if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap)
                 continue;
             if (perf[i].determinism != CUDNN_DETERMINISTIC)
@@ -169,24 +213,34 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
             algo = perf[i].algo;
             found = true;
         }
-        if (!found)
-            log_error("conv3d: cuDNN offers no deterministic NDHWC algorithm for %s x (%lld, %lld, "
-                      "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace",
-                      dtype_name(wp->dtype), (long long)N, (long long)D, (long long)H, (long long)W,
-                      (long long)Ci, (long long)K, (long long)Co, cap);
-        ASSERT(found);
-        CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo, &ws));
+        if (!found && !key.force_direct)
+            log_warn("conv3d: cuDNN offers no deterministic NDHWC algorithm for %s x (%lld, %lld, "
+                     "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace: using the "
+                     "direct kernel (slow)", dtype_name(wp->dtype), (long long)N, (long long)D,
+                     (long long)H, (long long)W, (long long)Ci, (long long)K, (long long)Co, cap);
+        else
+            CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo,
+                                                                &ws));
         struct conv3_entry *e = &g_cache3[g_cache3_next];
         g_cache3_next = (g_cache3_next + 1) % CONV3_CACHE;
         e->key = key;
         e->algo = algo;
         e->ws = ws;
+        e->direct = !found;
         e->valid = true;
+        direct = !found;
     }
-    void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
-    float alpha = 1.0f, beta = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, xin, wd, wp->data, cd, algo, wsp,
-                                        ws, &beta, yd, y->data));
+    if (direct) {
+        int64_t n = tensor_numel(y);
+        DISPATCH_1(wp->dtype, T,
+            conv3d_direct_kernel<T><<<grid_for(n, 256), 256, 0, ctx->stream>>>(
+                (T *)y->data, (const T *)xin, (const T *)wp->data, D, H, W, Ci, Co, (int)K, n));
+    } else {
+        void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
+        float alpha = 1.0f, beta = 0.0f;
+        CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, xin, wd, wp->data, cd, algo,
+                                            wsp, ws, &beta, yd, y->data));
+    }
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(cd));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(wd));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(yd));
