@@ -47,17 +47,28 @@ def finite(t):
         if v.is_floating_point():
             assert torch.isfinite(v).all(), f"non-finite {k}"
 
-# ---- SS flow
-sd = load_ckpt(F + "ss_flow_tiny/ss_generator.ckpt")["state_dict"]
-assert all(k.startswith("_base_models.generator.") for k in sd)
+# ---- SS flow: the generator half of the one tiny ss_generator.ckpt (as released: the
+# condition embedder and the generator in one container; tools/ref/merge_ckpt.py)
+sd = load_ckpt(F + "cond_ss_tiny/ss_generator.ckpt")["state_dict"]
+E = "_base_models.condition_embedder."
+assert all(k.startswith(("_base_models.generator.", E)) for k in sd), "a key outside both prefixes"
+assert any(k.startswith(E) for k in sd), "the condition embedder half is missing"
+keys = list(sd)
+assert keys == sorted(keys, key=lambda k: not k.startswith(E)), "embedder entries first, then generator"
+sd = {k: v for k, v in sd.items() if k.startswith("_base_models.generator.")}
 for k in ("blocks.0.self_attn.to_qkv.shape.weight", "blocks.0.cross_attn.6drotation_normalized.to_kv.weight",
           "blocks.0.adaLN_modulation.1.weight", "latent_mapping.shape.pos_emb", "d_embedder.mlp.0.weight",
           "blocks.0.self_attn.q_rms_norm.shape.gamma"):
     assert G + k in sd, k
 assert all(v.dtype == torch.float32 for v in sd.values()), "SS generator is fp32 (use_fp16 false)"
 assert sd[G + "blocks.0.adaLN_modulation.1.weight"].abs().max() > 0, "adaLN must not be zero"
+cs, _ = refutil.load_tensors(F + "cond_ss_tiny/ref.safetensors")
+W = cs["cond"].shape[-1]      # the tiny fuser's token width: what the generator reads
+for st in ("shape", "6drotation_normalized"):     # the two MoT streams
+    assert sd[G + f"blocks.0.cross_attn.{st}.to_kv.weight"].shape[1] == W, ("cond width", st)
 ev, _ = refutil.load_tensors(F + "ss_flow_tiny/eval.safetensors")
 finite(ev)
+assert ev["cond"].shape[-1] == W, "the fixture's condition has the fuser's width"
 assert list(ev)[:2] == ["x.6drotation_normalized", "x.scale"] and "cond.v.shape" in ev
 assert ev["cond.v.shape"].shape == ev["x.shape"].shape == (1, 512, 8)
 assert not torch.equal(ev["cond.v.shape"], ev["uncond.v.shape"])
@@ -196,7 +207,10 @@ if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pyt
         regen tests/fixtures/mesh_decoder_tiny tools/ref/dump_mesh_decoder.py --size tiny
     if [ "${S3D_REF_REGEN:-0}" = 1 ]; then
         rm -rf "$tmp/regen"
-        check "regenerated ss_flow fixture matches" regen tests/fixtures/ss_flow_tiny tools/ref/dump_ss_flow.py --size tiny
+        mkdir -p "$tmp/ck" && cp tests/fixtures/cond_ss_tiny/ss_generator.ckpt "$tmp/ck/"
+        check "regenerated ss_flow fixture matches" regen tests/fixtures/ss_flow_tiny tools/ref/dump_ss_flow.py --size tiny --ckpt-out "$tmp/ck/ss_generator.ckpt"
+        check "regenerated generator merged into ss_generator.ckpt: the committed bytes" \
+            cmp "$tmp/ck/ss_generator.ckpt" tests/fixtures/cond_ss_tiny/ss_generator.ckpt
         rm -rf "$tmp/regen"
         check "regenerated ss_decoder fixture matches" regen tests/fixtures/ss_decoder_tiny tools/ref/dump_ss_decoder.py --size tiny --latent tests/fixtures/ss_flow_tiny/sampler.safetensors
         rm -rf "$tmp/regen"

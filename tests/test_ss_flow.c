@@ -2,7 +2,9 @@
  * test_ss_flow.c - the SS flow network and sampler (stages/ss_flow_net/) on
  * the CPU against the official modules on the tiny fixture
  * (tests/fixtures/ss_flow_tiny, tools/ref/dump_ss_flow.py: width 128, 2 heads,
- * 1 block, MLP ratio 1, cond width 64 x 96 tokens, 8^3 shape tokens).
+ * 1 block, MLP ratio 1, cond width 128 x 96 tokens, 8^3 shape tokens). The
+ * weights are the generator half of tests/fixtures/cond_ss_tiny/ss_generator.ckpt,
+ * which also holds the tiny condition embedder, as the released file does.
  *
  * 1. Config detection from the checkpoint.
  * 2. One evaluation (eval.safetensors): t/d embeddings, block-0 input and
@@ -28,6 +30,7 @@
 #include <string.h>
 
 #define DIR "tests/fixtures/ss_flow_tiny"
+#define CKPT "tests/fixtures/cond_ss_tiny/ss_generator.ckpt"   /* embedder + generator */
 
 /* fp32 CPU vs PyTorch CPU fp32: summation order only. */
 static const double ATOL = 1e-5, RTOL = 1e-4, NMSE = 1e-8;    /* rel L2 <= 1e-4 */
@@ -114,7 +117,7 @@ struct runner {
 static bool runner_init(struct runner *R, enum device dev, enum dtype gd, int64_t n_cond)
 {
     memset(R, 0, sizeof(*R));
-    if (ssflow_load(&R->m, DIR "/ss_generator.ckpt", dev, gd) != 0) {
+    if (ssflow_load(&R->m, CKPT, dev, gd) != 0) {
         CHECK(0, "ssflow_load %s %s", dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd));
         return false;
     }
@@ -359,7 +362,7 @@ static void test_bad(struct runner *R, const struct ckpt *E)
     CHECK(ssflow_check_cond(&R->m, NULL, "cond_ss", NULL, 0) == S3D_ENOTFOUND);
     bad = tensor_view(ct.data, DTYPE_F32, DEVICE_HOST, SHAPE(1, 192, 32));    /* wrong width */
     CHECK(ssflow_check_cond(&R->m, &bad, "cond_ss", NULL, 0) == S3D_ESHAPE);
-    bad = tensor_view(ct.data, DTYPE_I32, DEVICE_HOST, SHAPE(1, 96, 64));     /* wrong dtype */
+    bad = tensor_view(ct.data, DTYPE_I32, DEVICE_HOST, SHAPE(1, 96, 128));    /* wrong dtype */
     CHECK(ssflow_check_cond(&R->m, &bad, "cond_ss", NULL, 0) == S3D_ESHAPE);
     const struct tensor **xs = (const struct tensor **)x.p;
     xs[SSF_SCALE] = NULL;
@@ -375,8 +378,8 @@ static void test_bad(struct runner *R, const struct ckpt *E)
     printf("expect error lines (wrong checkpoints):\n");
     CHECK(ssflow_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32) < 0,
           "MoGe checkpoint refused");
-    CHECK(ssflow_load(&m, "tests/fixtures/cond_ss_tiny/ss_generator.ckpt", DEVICE_HOST, DTYPE_F32) < 0,
-          "a checkpoint without the generator refused");
+    CHECK(ssflow_load(&m, "tests/fixtures/cond_slat_tiny/slat_generator.ckpt", DEVICE_HOST, DTYPE_F32) < 0,
+          "a checkpoint without the generator (the SLAT condition embedder only) refused");
     CHECK(ssflow_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32) < 0);
 out:
     free(x.buf);
@@ -520,7 +523,7 @@ int main(void)
                g->dim, g->heads, g->depth, g->mlp, g->cond_dim, (long long)g->n_shape,
                (long long)(g->n_tok - g->n_shape));
         CHECK(g->dim == 128 && g->heads == 2 && g->depth == 1 && g->mlp == 128 &&
-              g->cond_dim == 64 && g->n_shape == 512 && g->n_tok == 516);
+              g->cond_dim == 128 && g->n_shape == 512 && g->n_tok == 516);
         CHECK(g->cin[SSF_ROT] == 6 && g->cin[SSF_SCALE] == 3 && g->cin[SSF_SHAPE] == 8 &&
               g->cin[SSF_TRANS] == 3 && g->cin[SSF_TSCALE] == 1);
         CHECK(g->row[SSF_ROT] == 512 && g->row[SSF_TRANS] == 513 && g->row[SSF_SCALE] == 514 &&

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_ss_flow_cli.sh - sam3d-ss-flow through its real CLI (--once, CPU) on the
-# tiny fixture (tests/fixtures/ss_flow_tiny): with the fixture's condition and
+# tiny fixture (tests/fixtures/ss_flow_tiny; weights: the generator half of
+# tests/fixtures/cond_ss_tiny/ss_generator.ckpt): with the fixture's condition and
 # noise the five outputs equal the official sampler's final latents (relative L2
 # below 1e-5), the pointmap scale/shift pass through exactly, an F16 condition is
 # accepted; without noise inputs our seeded noise is deterministic per seed; param
@@ -23,7 +24,7 @@ fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fx=tests/fixtures/ss_flow_tiny
-ck=$fx/ss_generator.ckpt
+ck=tests/fixtures/cond_ss_tiny/ss_generator.ckpt    # embedder + generator, as released
 
 # sf.py in SRC DST [--f16] [--drop NAME]... [--narrow]  |  sf.py cmp OUT name REF refname tol
 cat >"$tmp/sf.py" <<'PY'
@@ -168,4 +169,6 @@ refused "steps=0" "$tmp/in" "steps" --param steps=0
 refused "cfg=-1" "$tmp/in" "cfg" --param cfg=-1
 refused "cache_kv=2" "$tmp/in" "cache_kv" --param cache_kv=2
 refused "wrong checkpoint (MoGe)" "$tmp/in" "model.pt" --weights-file tests/fixtures/moge_tiny/model.pt
+refused "checkpoint without the generator (SLAT embedder only)" "$tmp/in" "slat_generator.ckpt" \
+    --weights-file tests/fixtures/cond_slat_tiny/slat_generator.ckpt
 exit $fail

@@ -9,7 +9,9 @@ official Lightning container, run on a real example image + synthetic point map,
       --config .ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml \
       --example ../shared/examples/human_object --out tests/fixtures/cond_ss_tiny
 
-Writes OUT/<variant>_generator.ckpt ({'state_dict': {'_base_models.condition_embedder.<k>'}}),
+Writes OUT/<variant>_generator.ckpt ({'state_dict': {'_base_models.condition_embedder.<k>'}};
+an existing file keeps its other entries: the tiny SS flow generator shares
+tests/fixtures/cond_ss_tiny/ss_generator.ckpt, as the released file holds both, merge_ckpt.py),
 OUT/ref.safetensors (inputs, per-module activations in execution order, output 'cond'; see
 tests/fixtures/README.md for the names) and OUT/meta.json.
 --size full uses the yaml as released (DINOv2 ViT-L/14-reg4 at 518, PPE 512/256/8).
@@ -34,6 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import refutil  # noqa: E402
+import merge_ckpt  # noqa: E402
 
 PREFIX = "_base_models.condition_embedder."
 
@@ -185,7 +188,10 @@ def run(args):
         ckpt_path = args.ckpt
     else:
         ckpt_path = os.path.join(args.out, f"{args.variant}_generator.ckpt")
-        refutil.save_container(refutil.lightning_ckpt(fuser.state_dict(), PREFIX), ckpt_path)
+        # an existing file keeps its entries under other prefixes (the generator of
+        # tests/fixtures/cond_ss_tiny/ss_generator.ckpt: one file as released, merge_ckpt.py)
+        refutil.save_container(merge_ckpt.merged(ckpt_path, refutil.lightning_ckpt(
+            fuser.state_dict(), PREFIX), PREFIX), ckpt_path)
 
     # Round trip through the official loader: a fresh fuser, load_model_from_checkpoint with
     # the pipeline's prefix filter (PL/inference_pipeline.py:261-290), strict.

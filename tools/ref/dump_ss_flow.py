@@ -9,10 +9,14 @@ with per-block activations, and (2) as the whole sampler with the pipeline's set
 the sampler drew and every step.
 
   python3 tools/ref/dump_ss_flow.py --size tiny --s3d .ref/sam-3d-objects \
-      --config .ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml --out tests/fixtures/ss_flow_tiny
+      --config .ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml --out tests/fixtures/ss_flow_tiny \
+      --ckpt-out tests/fixtures/cond_ss_tiny/ss_generator.ckpt
 
 Writes OUT/ss_generator.ckpt ({'state_dict': {'_base_models.generator.<k>'}}),
 OUT/eval.safetensors (one evaluation), OUT/sampler.safetensors (sampler), OUT/meta.json.
+--ckpt-out FILE writes the generator into FILE instead, keeping the entries FILE already holds
+under other prefixes (the tiny condition embedder: one ss_generator.ckpt with both, as released;
+merge_ckpt.py), and loads it back from there through the official loader.
 --size full uses the yaml as released (width 1024, 24 blocks, 16^3 latent; needs the GPU).
 """
 import argparse
@@ -24,15 +28,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
+import merge_ckpt  # noqa: E402
 
 PREFIX = "_base_models.generator."
 LATENTS = ["6drotation_normalized", "scale", "shape", "translation", "translation_scale"]
 
 # Tiny: same classes, width 128 = 2 heads x 64, 1 block, shape latent at 8^3 (512 tokens),
-# MLP ratio 1 and condition width 64 (fixture size budget: 2 blocks would double the
-# checkpoint, 1.9 -> 3.9 MB); with --cond FILE of another width the tokens are random
-# (refutil_sparse.make_cond). --blocks N overrides the block count.
-TINY = {"model_channels": 128, "num_heads": 2, "num_blocks": 1, "cond_channels": 64,
+# MLP ratio 1 (fixture size budget: 2 blocks would double the checkpoint) and condition width
+# 128 = the tiny SS condition fuser's token width (tests/fixtures/cond_ss_tiny: cond (1,112,128)),
+# so the two halves of the tiny ss_generator.ckpt chain; with --cond FILE of another width the
+# tokens are random (refutil_sparse.make_cond). --blocks N overrides the block count.
+TINY = {"model_channels": 128, "num_heads": 2, "num_blocks": 1, "cond_channels": 128,
         "mlp_ratio": 1, "resolution": 8}
 # Pipeline overrides (PL/inference_pipeline.py:80-84, 418-442, 642-654).
 PIPE = {"steps": 25, "rescale_t": 3, "strength": 7.0, "interval": [0, 500]}
@@ -173,10 +179,11 @@ def run(args):
     cfg = build_config(args)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
+    ckpt = args.ckpt_out or os.path.join(args.out, "ss_generator.ckpt")
     gen, loader, rules, nparam = rs.build_init_save(
-        cfg, args.seed, os.path.join(args.out, "ss_generator.ckpt"),
-        wrap=lambda sd: refutil.lightning_ckpt(sd, PREFIX), prefix=PREFIX,
-        state_dict_key="state_dict")
+        cfg, args.seed, ckpt,
+        wrap=lambda sd: merge_ckpt.merged(ckpt, refutil.lightning_ckpt(sd, PREFIX), PREFIX),
+        prefix=PREFIX, state_dict_key="state_dict")
     print(f"built ss generator ({args.size}): {nparam:,} parameters ({time.time() - t0:.1f} s)",
           flush=True)
     apply_pipeline_overrides(gen, args.steps)
@@ -227,6 +234,9 @@ def parse(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rs.add_common_args(ap, ".ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml", PIPE["steps"])
     ap.add_argument("--blocks", type=int, default=0, help="tiny: number of blocks (default 1)")
+    ap.add_argument("--ckpt-out", default=None,
+                    help="write the generator into this ss_generator.ckpt (other prefixes kept) "
+                         "instead of OUT/ss_generator.ckpt")
     ap.add_argument("--time", type=int, default=0,
                     help="also time N more official sampler runs (median ms, torch peak)")
     return ap.parse_args(argv)
