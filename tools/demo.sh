@@ -47,16 +47,20 @@ else
     moge=$weights/moge-vitl/model.pt
     fx=tests/fixtures
     mkdir -p "$weights/moge-vitl" || die "cannot create $weights"
-    # the same official containers, with tiny configurations and random weights
+    # the same official containers, with tiny configurations and random weights that chain:
+    # ss_generator.ckpt holds the SS condition embedder (sam3d-cond: tokens of width 128) AND
+    # the SS flow generator (sam3d-ss-flow: condition width 128), as the released file does;
+    # the SS decoder is convolutional (any latent grid: 8^3 here -> 32^3 occupancy)
     if ! cp "$fx/moge_tiny/model.pt" "$moge" ||
-       ! cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" "$weights/"; then
+       ! cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" \
+            "$fx/ss_decoder_tiny/ss_decoder.ckpt" "$weights/"; then
         die "cannot assemble the tiny model from $fx (HINT: run from a complete checkout)"
     fi
     tag="[RANDOM WEIGHTS] "
     echo "demo: SAM3D_WEIGHTS is not set: using a tiny RANDOM-weight model in the official file"
     echo "demo: layout ($weights: moge-vitl/model.pt, ss_generator.ckpt, slat_generator.ckpt,"
-    echo "demo: from tests/fixtures). It exercises every built stage end to end; its outputs"
-    echo "demo: are NOT a reconstruction. Set SAM3D_WEIGHTS=DIR for real results."
+    echo "demo: ss_decoder.ckpt, from tests/fixtures). It exercises every built stage end to"
+    echo "demo: end; its outputs are NOT a reconstruction. Set SAM3D_WEIGHTS=DIR for real results."
 fi
 
 # ---------------------------------------------------------------- run
