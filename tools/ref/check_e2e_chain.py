@@ -67,19 +67,21 @@ def coords_compare(ours, ref, spec):
 STAGES = [
     {"chain": "cond_ss", "exe": "sam3d-cond", "weights": "ss_generator.ckpt",
      "inputs": lambda a: {k: a[k] for k in COND_KEYS if k in a},
-     "map": {"cond": "cond_ss"}, "passthrough": ["pointmap_scale", "pointmap_shift"]},
+     "map": {"cond": "cond_ss"}, "final": "cond",
+     "passthrough": ["pointmap_scale", "pointmap_shift"]},
     {"chain": "cond_slat", "exe": "sam3d-cond", "weights": "slat_generator.ckpt",
      "inputs": lambda a: {k: a[k] for k in COND_KEYS[:4]},
-     "map": {"cond": "cond_slat"}},
+     "map": {"cond": "cond_slat"}, "final": "cond"},
     {"chain": "ss_flow", "exe": "sam3d-ss-flow", "weights": "ss_generator.ckpt",
      "inputs": lambda a: dict([("cond_ss", a["cond"]), ("pointmap_scale", a["pointmap_scale"]),
                                ("pointmap_shift", a["pointmap_shift"])]
                               + [(f"noise.{k}", a[f"noise.{k}"]) for k in LATENTS]),
      "map": {f"final.{k}": ("shape_latent" if k == "shape" else k) for k in LATENTS},
-     "passthrough": ["pointmap_scale", "pointmap_shift"]},
+     "final": "final.shape", "passthrough": ["pointmap_scale", "pointmap_shift"]},
     {"chain": "ss_decode", "exe": "sam3d-ss-decode", "weights": "ss_decoder.ckpt",
      "inputs": lambda a: {"shape_latent": a["shape_latent"]},
-     "params": ["keep_logits=true"], "map": {"logits": "logits"}, "custom": coords_compare},
+     "params": ["keep_logits=true"], "map": {"logits": "logits"}, "final": "logits",
+     "custom": coords_compare},
 ]
 CHAIN_FILES = ["cond_ss", "cond_slat", "ss_flow", "ss_decode", "slat_flow", "gs_decode",
                "mesh_decode"]
@@ -164,7 +166,8 @@ def run_stage(args, spec, art, work):
         same = k in ours and bool((ours[k] == art[k]).all())
         print(f"{'ok  ' if same else 'FAIL'} {k} passed through unchanged")
         ok = ok and same
-    return ok, compare.parity_row(f"e2e {spec['chain']}", args.precision, args.size, rows)
+    return ok, compare.parity_row(f"e2e {spec['chain']}", args.precision, args.size, rows,
+                                  spec.get("final"))
 
 
 def main(argv=None):
