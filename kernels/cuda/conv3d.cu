@@ -218,7 +218,7 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
                      "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace: using the "
                      "direct kernel (slow)", dtype_name(wp->dtype), (long long)N, (long long)D,
                      (long long)H, (long long)W, (long long)Ci, (long long)K, (long long)Co, cap);
-        else
+        if (found)                      /* forced or fallen back: the direct kernel needs none */
             CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo,
                                                                 &ws));
         struct conv3_entry *e = &g_cache3[g_cache3_next];
