@@ -29,14 +29,19 @@ int remote_add_inputs(struct wire_msg *m, const struct pipe_stage *ps, const cha
         char path[PATH_MAX + WIRE_KEY_MAX];
 
         snprintf(path, sizeof(path), "%s/%s", job, pi->file);
-        memset(c, 0, sizeof(*c));
-        if (ckpt_open(c, path, CKPT_QUIET) != 0 || c->format != CKPT_SAFETENSORS) {
-            snprintf(err, err_len, "input artifact '%s' is missing or unreadable (it comes "
-                     "from an earlier stage; re-run that one)", pi->file);
-            ckpt_close(c);
-            return S3D_ENOTFOUND;
+        for (int j = 0; j < in->n; j++)         /* several inputs from one artifact: map once */
+            if (!strcmp(in->files[j].path, path))
+                c = &in->files[j];
+        if (c == &in->files[in->n]) {
+            memset(c, 0, sizeof(*c));
+            if (ckpt_open(c, path, CKPT_QUIET) != 0 || c->format != CKPT_SAFETENSORS) {
+                snprintf(err, err_len, "input artifact '%s' is missing or unreadable (it comes "
+                         "from an earlier stage; re-run that one)", pi->file);
+                ckpt_close(c);
+                return S3D_ENOTFOUND;
+            }
+            in->n++;
         }
-        in->n++;
         e = ckpt_find(c, pi->key);
         if (!e) {
             snprintf(err, err_len, "artifact '%s' has no tensor '%s'", pi->file, pi->key);
