@@ -1,0 +1,208 @@
+/*
+ * slatflow.h - the structured-latent (SLAT) flow network of SAM 3D Objects
+ * (`SLatFlowModelTdfyWrapper`, a sparse U-shaped DiT): one network evaluation.
+ * The sampler and the stage glue live elsewhere.
+ *
+ * Reference (sam-3d-objects @cf06676, sam3d_objects/model/backbone/tdfy_dit/):
+ *   models/structured_latent_flow.py:15-74      SparseResBlock3d
+ *   models/structured_latent_flow.py:268-301    SLatFlowModel.forward
+ *   models/structured_latent_flow.py:319-354    wrapper (x[0] + coords, cond x 0 for CFG)
+ *   modules/sparse/transformer/modulated.py:90-186  ModulatedSparseTransformerCrossBlock
+ *   modules/sparse/attention/modules.py:16-31, 100-200  RMS norm, SparseMultiHeadAttention
+ *   modules/sparse/spatial.py:10-96              SparseDownsample / SparseUpsample
+ *   modules/transformer/blocks.py:9-56           AbsolutePositionEmbedder
+ *   models/timestep_embedder.py:29-59            TimestepEmbedder
+ * Spec: /work/shared/spec/generators.md §8, §10.4-10.5.
+ *
+ * Shape of the network (one io level, num_io_res_blocks 2, patch size 2;
+ * c0 = io channels, C = width):
+ *   h   = input_layer(x)                          (N, c0)   at the input coords (res^3)
+ *   s0  = ResBlock(c0 -> c0)(h)                   (N, c0)
+ *   s1  = ResBlock(c0 -> C, downsample)(s0)       (M, C)    at the parent coords ((res/2)^3)
+ *   h   = s1 + APE(parent coords)
+ *   h   = blocks[0..depth)(h, temb, cond)
+ *   h   = ResBlock(2C -> c0, upsample)([h | s1])  (N, c0)
+ *   h   = ResBlock(2c0 -> c0)([h | s0])
+ *   v   = out_layer(layer_norm(h))                (N, out)
+ *
+ * Config from the weights (slatflow_load): C from t_embedder.mlp.0.weight,
+ * c0 and the input channels from input_layer.weight, heads from q_rms_norm
+ * gamma (H, 64), depth from the block count, MLP width from mlp.mlp.0.weight,
+ * condition width from to_kv.weight, output channels from out_layer.weight.
+ * Released: C 1024, c0 128, 16 heads, 24 blocks, MLP 4096, cond width 1024.
+ *
+ * Precision: gemm_dt F32: everything fp32 (the reference's numbers on the
+ * fp16-stored weights, as the fixture's fp32 CPU run). gemm_dt F16: the
+ * reference's torso under fp16 autocast (spec §8.8): activations, the token
+ * stream, modulation vectors and GEMM/conv/attention operands in fp16 with
+ * fp32 accumulation; LayerNorm / RMS-norm statistics fp32; the APE rounded to
+ * fp16 before the add; fp16 velocities. Unlike the reference, h*(1+scale)+shift
+ * is one fp32 expression rounded once (the reference rounds 1+scale, the
+ * product and the sum separately).
+ */
+#ifndef S3D_SLATFLOW_H
+#define S3D_SLATFLOW_H
+
+#include "arena.h"
+#include "ops.h"
+#include "tensor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLF_PREFIX     "_base_models.generator.reverse_fn.backbone."
+#define SLF_MAX_DEPTH  64
+#define SLF_FREQ_DIM   256          /* TimestepEmbedder frequency_embedding_size */
+#define SLF_EPS        1e-6f        /* block norms and res-block norms */
+#define SLF_OUT_EPS    1e-5f        /* F.layer_norm default before out_layer */
+#define SLF_RESOLUTION 64           /* yaml `resolution` (not in the checkpoint) */
+
+struct slatflow_config {
+    int dim;                        /* C */
+    int heads;                      /* H = C / 64 */
+    int depth;                      /* transformer blocks */
+    int mlp;                        /* MLP hidden width */
+    int cond_dim;                   /* Cc, input width of to_kv */
+    int io;                         /* c0, io_block_channels[0] */
+    int in_ch, out_ch;              /* latent channels (8, 8) */
+};
+
+/* SparseResBlock3d(cin -> cout). */
+struct slatflow_res {
+    int           cin, cout;
+    struct tensor norm1_w, norm1_b; /* (cin) F32 */
+    struct tensor conv1_w;          /* (cout, 3, 3, 3, cin) gemm_dt, KRSC */
+    struct tensor conv1_b;          /* (cout) gemm_dt */
+    struct tensor conv2_w;          /* (cout, 3, 3, 3, cout) gemm_dt */
+    struct tensor conv2_b;          /* (cout) gemm_dt */
+    struct tensor emb_w;            /* (2 cout, C) gemm_dt: emb_layers.1 (scale | shift) */
+    struct tensor emb_b;            /* (2 cout) gemm_dt */
+    struct tensor skip_w;           /* (cout, cin) gemm_dt, data NULL when cin == cout */
+    struct tensor skip_b;           /* (cout) gemm_dt */
+};
+
+struct slatflow_block {
+    struct tensor norm2_w, norm2_b; /* (C) F32 */
+    struct tensor qkv_w;            /* (3C, C) gemm_dt */
+    struct tensor qkv_b;            /* (3C) gemm_dt */
+    struct tensor q_gamma, k_gamma; /* (H, 64) F32 */
+    struct tensor sa_out_w;         /* (C, C) gemm_dt */
+    struct tensor sa_out_b;         /* (C) gemm_dt */
+    struct tensor cq_w;             /* (C, C) gemm_dt */
+    struct tensor cq_b;             /* (C) gemm_dt */
+    struct tensor ckv_w;            /* (2C, Cc) gemm_dt */
+    struct tensor ckv_b;            /* (2C) gemm_dt */
+    struct tensor co_w;             /* (C, C) gemm_dt */
+    struct tensor co_b;             /* (C) gemm_dt */
+    struct tensor fc1_w;            /* (mlp, C) gemm_dt */
+    struct tensor fc1_b;            /* (mlp) gemm_dt */
+    struct tensor fc2_w;            /* (C, mlp) gemm_dt */
+    struct tensor fc2_b;            /* (C) gemm_dt */
+    struct tensor ada_w;            /* (6C, C) gemm_dt */
+    struct tensor ada_b;            /* (6C) gemm_dt */
+};
+
+struct slatflow_model {
+    struct slatflow_config cfg;
+    enum dtype             gemm_dt;      /* F16 or F32 */
+    enum device            device;
+    struct tensor          t_w0, t_b0;   /* (C, 256), (C) gemm_dt: t_embedder.mlp.0 */
+    struct tensor          t_w2, t_b2;   /* (C, C), (C) gemm_dt: t_embedder.mlp.2 */
+    struct tensor          in_w, in_b;   /* (c0, in_ch), (c0) gemm_dt: input_layer */
+    struct tensor          out_w, out_b; /* (out_ch, c0), (out_ch) gemm_dt: out_layer */
+    struct slatflow_res    inb[2];       /* input_blocks: (c0 -> c0), (c0 -> C, down) */
+    struct slatflow_res    outb[2];      /* out_blocks: (2C -> c0, up), (2c0 -> c0) */
+    struct slatflow_block  blocks[SLF_MAX_DEPTH];
+    struct arena           weights;      /* every bound tensor, exactly sized */
+};
+
+/* Open path ("FILE" = FILE:state_dict, or "FILE:KEY"), detect the config,
+ * bind every tensor under SLF_PREFIX and upload to dev (DEVICE_CUDA or
+ * DEVICE_HOST) with GEMM/conv weights and biases in gemm_dt (F16 or F32),
+ * norm weights and RMS gammas in F32. Returns 0, or a negative s3d_err
+ * already logged (not a SLAT generator, an unsupported layout, a missing or
+ * mis-shaped tensor, no memory); on failure nothing stays allocated. */
+int  slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt);
+void slatflow_free(struct slatflow_model *m);    /* NULL-safe, idempotent */
+
+/* The coordinate-dependent state of one voxel set (fixed during sampling):
+ * views into the arena given to slatflow_geom_build, on the model's device. */
+struct slatflow_geom {
+    int64_t       n, m;          /* N input sites, M parent sites */
+    struct tensor nbr_hi;        /* (N, 27) I32: neighbour map at res^3 */
+    struct tensor nbr_lo;        /* (M, 27) I32: neighbour map at (res/2)^3 */
+    struct tensor parent;        /* (N) I32: site -> parent row (the upsample index) */
+    struct tensor children;      /* (M, 8) I32: parent -> child rows or -1 */
+    struct tensor ape;           /* (M, C) gemm_dt: APE of the parent coords */
+};
+
+/* Check coords (host I32 (N, 4), N >= 1) as a voxel set at resolution res
+ * (even): 0, or S3D_ESHAPE with one logged line naming `what` and a HINT. */
+int    slatflow_check_coords(const struct tensor *coords, int res, const char *what);
+/* Bytes of arena that slatflow_geom_build takes for N sites (an upper bound:
+ * M <= N). */
+size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n);
+/* Build the geometry of checked coords (host I32 (N, 4)) at resolution res on
+ * the model's device: neighbour maps, the x2 downsample index (computed on the
+ * host with the CPU ops and uploaded), the APE of the parent coords. The
+ * views stay valid until `a` is released below its mark at the call. */
+void   slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ctx,
+                           struct arena *a, const struct tensor *coords, int res,
+                           struct slatflow_geom *g);
+
+/* Check a condition tensor: host, (1, Nc, Cc), Nc >= 1, F16 or F32,
+ * contiguous. 0, or S3D_ENOTFOUND (NULL) / S3D_ESHAPE with one logged line. */
+int    slatflow_check_cond(const struct slatflow_model *m, const struct tensor *cond,
+                           const char *name);
+/* A checked host condition copied into `a` on the model's device, converted
+ * to gemm_dt: (1, Nc, Cc). */
+struct tensor slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
+                                struct arena *a, const struct tensor *cond);
+
+/* Bytes of the activation arena slatflow_forward takes for N input sites, M
+ * parent sites and a condition of n_cond tokens (0: unconditional only). */
+size_t slatflow_act_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond);
+
+/* Optional host F32 copies of activations (fixture names in comments). */
+struct slatflow_taps {
+    int    block;           /* which transformer block's taps below */
+    float *input_layer;     /* (N, c0) input_layer */
+    float *t_emb;           /* (C) t_embedder */
+    float *ib0_conv1;       /* (N, c0) input_blocks.0.conv1 */
+    float *ib0_conv2;       /* (N, c0) input_blocks.0.conv2 */
+    float *ib0;             /* (N, c0) input_blocks.0 */
+    float *ib1_conv1;       /* (M, C) input_blocks.1.conv1 */
+    float *ib1_skip;        /* (M, C) input_blocks.1.skip_connection */
+    float *ib1;             /* (M, C) input_blocks.1 */
+    float *tokens_ape;      /* (M, C) tokens_ape: the input of blocks.0 */
+    float *self_attn;       /* (M, C) blocks.<block>.self_attn (before the gate) */
+    float *cross_attn;      /* (M, C) blocks.<block>.cross_attn */
+    float *mlp;             /* (M, C) blocks.<block>.mlp (before the gate) */
+    float *block_out;       /* (M, C) blocks.<block> */
+    float *ob0_conv1;       /* (N, c0) out_blocks.0.conv1 */
+    float *ob0;             /* (N, c0) out_blocks.0 */
+    float *ob1;             /* (N, c0) out_blocks.1 */
+};
+
+/* One network evaluation: x host F32 (N, in_ch) contiguous (the feats of
+ * the sparse tensor, rows in coords order); t = t_k * 1000 as the
+ * reference's float32; g from slatflow_geom_build; cond from
+ * slatflow_put_cond, or NULL for the unconditional pass (condition x 0: every
+ * key equal, every value the to_kv bias b_v, so the cross-attention output is
+ * the constant row to_out(b_v)); v host F32 (N, out_ch) contiguous receives
+ * the velocity (fp16-rounded values with gemm_dt F16). act: an arena on the
+ * model's device with slatflow_act_bytes free; released to its mark on
+ * return. ctx NULL on the host. taps may be NULL. */
+void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                      const struct slatflow_geom *g, const struct tensor *x, float t,
+                      const struct tensor *cond, struct tensor *v, const struct slatflow_taps *taps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
