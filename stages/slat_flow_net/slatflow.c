@@ -465,6 +465,19 @@ static struct tensor take(struct arena *a, size_t *bytes, enum dtype dt, const i
     return t;
 }
 
+/* A view at *off inside region r (data NULL when sizing), advancing *off by
+ * the arena-rounded size. */
+static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, const int64_t *shape,
+                           int ndim)
+{
+    void *p = r->data ? (char *)r->data + *off : NULL;
+    struct tensor t = tensor_view(p, dt, r->device, shape, ndim);
+
+    *off += arena_round(tensor_nbytes(&t));
+    ASSERT(!r->data || *off <= tensor_nbytes(r));
+    return t;
+}
+
 static int64_t max64(int64_t a, int64_t b)
 {
     return a > b ? a : b;
@@ -482,10 +495,9 @@ struct slf_act {
     struct tensor x;        /* (M, C) gemm_dt: the token stream */
     struct tensor o;        /* (N, c0) gemm_dt: res-block output at full resolution */
     struct tensor vo;       /* (N, out_ch) gemm_dt: velocity */
-    /* res-block scratch: u (rows, cin) clobbered input, v/w (rows, cout) */
-    struct tensor u;        /* flat, max(N * 2C, N * c0 ...) gemm_dt */
-    struct tensor v, w;     /* flat, max(N * c0, M * C) gemm_dt */
-    /* transformer scratch */
+    struct tensor v, w;     /* flat, max(N * c0, M * C) gemm_dt: res-block scratch */
+    /* one region holding either u or the transformer scratch (never live together) */
+    struct tensor u;        /* flat, max(N * 2C, N * 2c0, M * c0) gemm_dt: res-block input */
     struct tensor hf;       /* (M, C) F32: LayerNorm output */
     struct tensor h;        /* (M, C) gemm_dt: GEMM input */
     struct tensor qkv;      /* (1, M, 3, H, 64) gemm_dt */
@@ -517,19 +529,31 @@ static void act_plan(const struct slatflow_model *m, struct arena *a, size_t *by
     s->x = take(a, bytes, gd, SHAPE(M, C));
     s->o = take(a, bytes, gd, SHAPE(N, c0));
     s->vo = take(a, bytes, gd, SHAPE(N, g->out_ch));
-    s->u = take(a, bytes, gd, SHAPE(max64(N * 2 * C, max64(N * 2 * c0, M * 2 * C))));
     s->v = take(a, bytes, gd, SHAPE(max64(N * c0, M * C)));
     s->w = take(a, bytes, gd, SHAPE(max64(N * c0, M * C)));
-    s->hf = take(a, bytes, DTYPE_F32, SHAPE(M, C));
-    s->h = take(a, bytes, gd, SHAPE(M, C));
-    s->qkv = take(a, bytes, gd, SHAPE(1, M, 3, H, OP_HEAD_DIM));
-    s->a = take(a, bytes, gd, SHAPE(1, M, H, OP_HEAD_DIM));
-    s->p = take(a, bytes, gd, SHAPE(M, C));
-    s->q = take(a, bytes, gd, SHAPE(1, M, H, OP_HEAD_DIM));
-    s->kv = take(a, bytes, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
-    s->c1 = take(a, bytes, gd, SHAPE(1, C));
-    s->f = take(a, bytes, gd, SHAPE(M, g->mlp));
     s->cat = take(a, bytes, gd, SHAPE(M, 2 * C));
+
+    /* the shared region: sized by a first pass over the transformer scratch */
+    int64_t nu = max64(N * 2 * C, max64(N * 2 * c0, M * c0));
+    struct tensor reg = tensor_view(NULL, DTYPE_U8, DEVICE_HOST, SHAPE(0));
+    size_t ub = arena_round((size_t)nu * dtype_size(gd));
+    for (int pass = 0; pass < 2; pass++) {
+        const struct tensor *r = &reg;
+        size_t off = 0;
+        s->hf = carve(r, &off, DTYPE_F32, SHAPE(M, C));
+        s->h = carve(r, &off, gd, SHAPE(M, C));
+        s->qkv = carve(r, &off, gd, SHAPE(1, M, 3, H, OP_HEAD_DIM));
+        s->a = carve(r, &off, gd, SHAPE(1, M, H, OP_HEAD_DIM));
+        s->p = carve(r, &off, gd, SHAPE(M, C));
+        s->q = carve(r, &off, gd, SHAPE(1, M, H, OP_HEAD_DIM));
+        s->kv = carve(r, &off, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
+        s->c1 = carve(r, &off, gd, SHAPE(1, C));
+        s->f = carve(r, &off, gd, SHAPE(M, g->mlp));
+        if (!pass) {
+            reg = take(a, bytes, DTYPE_U8, SHAPE((int64_t)(off > ub ? off : ub)));
+            s->u = tensor_view(reg.data, gd, reg.device, SHAPE(nu));
+        }
+    }
     s->scratch = a;
 }
 
