@@ -45,12 +45,24 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-static double now_ms(void)
+double stage_now_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void stage_sort_ms(double *ms, int n)
+{
+    ASSERT(ms && n >= 1);
+    qsort(ms, (size_t)n, sizeof(*ms), cmp_double);
 }
 
 // ---------------------------------------------------------------- options
@@ -175,6 +187,50 @@ int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
     va_end(ap);
     log_error("req %lld: %s", (long long)rq->msg->id, rq->err);
     return code;
+}
+
+int stage_param_int(struct stage_req *rq, const char *key, int64_t def, int64_t lo, int64_t hi,
+                    int64_t *out)
+{
+    if (!wire_param_ok(rq->msg, key, WIRE_INT))
+        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be an integer", rq->opts->name, key);
+    int64_t v = wire_get_int(rq->msg, key, def);
+    if (v < lo || v > hi)
+        return stage_fail(rq, S3D_EINVAL, "%s: param %s %lld is outside [%lld, %lld]",
+                          rq->opts->name, key, (long long)v, (long long)lo, (long long)hi);
+    *out = v;
+    return 0;
+}
+
+int stage_param_float(struct stage_req *rq, const char *key, double def, double lo, double hi,
+                      double *out)
+{
+    if (!wire_param_ok(rq->msg, key, WIRE_FLOAT))
+        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be a number", rq->opts->name, key);
+    double v = wire_get_float(rq->msg, key, def);
+    if (!(v >= lo && v <= hi))                  /* NaN fails too */
+        return stage_fail(rq, S3D_EINVAL, "%s: param %s %g is outside [%g, %g]", rq->opts->name,
+                          key, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out)
+{
+    int64_t v;
+    int rc;
+
+    if (wire_param_ok(rq->msg, key, WIRE_BOOL)) {
+        *out = wire_get_bool(rq->msg, key, def);
+        return 0;
+    }
+    if (!wire_param_ok(rq->msg, key, WIRE_INT))
+        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be true/false or 0/1",
+                          rq->opts->name, key);
+    if ((rc = stage_param_int(rq, key, def, 0, 1, &v)))
+        return rc;
+    *out = v != 0;
+    return 0;
 }
 
 const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
@@ -383,7 +439,7 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
 
 static int do_load(struct stage_state *s, char *err, size_t err_len)
 {
-    double t0 = now_ms();
+    double t0 = stage_now_ms();
     int rc;
 
     if (s->loaded)
@@ -396,7 +452,7 @@ static int do_load(struct stage_state *s, char *err, size_t err_len)
         return rc;
     }
     s->loaded = true;
-    s->load_ms = now_ms() - t0;
+    s->load_ms = stage_now_ms() - t0;
     log_info("loaded %s in %.1f ms (%zu device bytes resident)",
              s->opts->weights ? s->opts->weights : "(no weights)", s->load_ms,
              arena_device_resident());
@@ -458,7 +514,7 @@ static void handle(struct stage_state *s, const struct wire_msg *req, const char
                    const char *out_dir, struct wire_msg *rep)
 {
     static struct stage_req rq;
-    double t0 = now_ms();
+    double t0 = stage_now_ms();
     int rc;
 
     memset(&rq, 0, sizeof(rq));
@@ -493,7 +549,7 @@ static void handle(struct stage_state *s, const struct wire_msg *req, const char
             rc = emit_outputs(&rq, rep);
         close_inputs(&rq);
         s->requests++;
-        s->last_run_ms = now_ms() - t0;
+        s->last_run_ms = stage_now_ms() - t0;
         s->total_run_ms += s->last_run_ms;
         if (!rc)
             log_info("req %lld run: %d inputs -> %d outputs in %.1f ms", (long long)req->id,

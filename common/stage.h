@@ -136,6 +136,27 @@ int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t ou
 int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Typed request params with a default and a range. Each writes the value of
+ * key (def when absent) into out and returns 0; when the value has another
+ * type or lies outside [lo, hi] it returns S3D_EINVAL after stage_fail() set
+ * "<stage>: param KEY must be an integer" or "<stage>: param KEY V is outside
+ * [LO, HI]" (stage = rq->opts->name). out is written only on success. */
+int stage_param_int(struct stage_req *rq, const char *key, int64_t def, int64_t lo, int64_t hi,
+                    int64_t *out);
+/* As stage_param_int for a number (an int is accepted as a float). */
+int stage_param_float(struct stage_req *rq, const char *key, double def, double lo, double hi,
+                      double *out);
+/* A flag param: true/false, or the integers 0/1; anything else fails as above. */
+int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out);
+
+/* --- timing helpers for run callbacks --- */
+
+/* CLOCK_MONOTONIC in milliseconds. */
+double stage_now_ms(void);
+/* Sort the n >= 1 timings ms ascending in place, so that ms[0], ms[n / 2] and
+ * ms[n - 1] are the min, median and max of a repeat loop. */
+void stage_sort_ms(double *ms, int n);
+
 /* True when the endpoint may be bound without CURVE keys: ipc://, inproc://,
  * or tcp:// on a loopback address (127.x.x.x, localhost, [::1]). */
 bool stage_endpoint_is_local(const char *endpoint);

@@ -24,7 +24,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define COND_MAX_REPEAT 1000
 
@@ -72,20 +71,6 @@ static void cond_stage_unload(void *p)
     memset(s, 0, sizeof(*s));
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* cond_forward repeat times (each ends with the output's device-to-host copy,
  * so wall time is device time); logs min/median/max and the arena peak. Under
  * S3D_PROFILE=1 also the per-op table over the warm forwards (all but the
@@ -99,16 +84,16 @@ static int cond_run_timed(struct cond_stage *s, struct stage_req *rq, const stru
     if (!ms)
         return stage_fail(rq, S3D_ENOMEM, "cond: out of host memory");
     for (int k = 0; k < repeat; k++) {
-        double t0 = now_ms();
+        double t0 = stage_now_ms();
         if (m->device == DEVICE_CUDA)
             op_prof_begin(&s->ctx);
         cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, in, out);
         if (m->device == DEVICE_CUDA)
             op_prof_end(&s->ctx, k > 0 || repeat == 1);
-        ms[k] = now_ms() - t0;
+        ms[k] = stage_now_ms() - t0;
     }
     op_prof_report(stderr, "cond forward");
-    qsort(ms, (size_t)repeat, sizeof(*ms), cmp_double);
+    stage_sort_ms(ms, repeat);
     log_info("cond: forward %.2f ms median of %d (min %.2f, max %.2f); device peak %.1f MiB "
              "(arenas: weights %.1f + activations high-water %.1f), resident %.1f MiB", ms[repeat / 2],
              repeat, ms[0], ms[repeat - 1], arena_device_peak() / 1048576.0,
@@ -132,12 +117,11 @@ static int cond_stage_run(void *p, struct stage_req *rq)
     };
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
 
-    if (!wire_param_ok(rq->msg, "repeat", WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "cond: param repeat must be an integer");
-    int64_t repeat = wire_get_int(rq->msg, "repeat", 1);
-    if (repeat < 1 || repeat > COND_MAX_REPEAT)
-        return stage_fail(rq, S3D_EINVAL, "cond: repeat %lld is outside [1, %d]",
-                          (long long)repeat, COND_MAX_REPEAT);
+    int64_t repeat;
+    int rc;
+
+    if ((rc = stage_param_int(rq, "repeat", 1, 1, COND_MAX_REPEAT, &repeat)))
+        return rc;
     if (!in.image || !in.rgb_image || !in.mask || !in.rgb_image_mask)
         return S3D_ESHAPE;                    /* stage_input already set the reply */
     if (ss) {

@@ -40,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #define DEPTH_MAX_TOKENS 20000          /* num_tokens above this is a user error */
 #define DEPTH_MAX_REPEAT 1000
@@ -55,14 +54,6 @@ struct depth_stage {
     int               num_tokens; /* from model_config (or MOGE_NUM_TOKENS) */
     bool              loaded;
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void depth_stage_unload(void *p)
 {
@@ -165,12 +156,6 @@ static int act_reserve(struct depth_stage *s, size_t need)
     return arena_init(&s->act, s->dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", need);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* MoGe on rgb (H, W, 3) U8 into points/valid (H, W, 3)/(H, W) and r's scalars. */
 static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct image *rgb,
                     int num_tokens, int repeat, struct moge_result *r)
@@ -211,21 +196,21 @@ static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct im
     else
         memcpy(img.data, chw, 3 * HW);
     for (int k = 0; k < repeat; k++) {
-        double t0 = now_ms();
+        double t0 = stage_now_ms();
         rc = moge_forward(&s->m, s->dev == DEVICE_CUDA ? &s->ctx : NULL, &s->act, &img, &g, raw,
                           NULL, NULL);
         if (rc) {
             stage_fail(rq, rc, "depth: MoGe forward failed (device memory; see the log)");
             goto out;
         }
-        double t1 = now_ms();
+        double t1 = stage_now_ms();
         moge_postprocess(&g, raw, &lo, r);
-        double t2 = now_ms();
+        double t2 = stage_now_ms();
         ms[k] = t2 - t0;
         fwd_ms += t1 - t0;
         post_ms += t2 - t1;
     }
-    qsort(ms, (size_t)repeat, sizeof(double), cmp_double);
+    stage_sort_ms(ms, repeat);
     log_info("depth: %dx%d -> %dx%d (%dx%d patches, budget %d): MoGe %.2f ms median of %d "
              "(forward %.2f + post-processing %.2f ms mean); focal %.6g shift %.6g; device "
              "peak %.1f MiB (arenas), resident %.1f MiB", W, H, g.rw, g.rh, g.pw, g.ph,
@@ -248,18 +233,13 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     int rc;
 
     memset(&po, 0, sizeof(po));
-    if (!wire_param_ok(rq->msg, "num_tokens", WIRE_INT) ||
-        !wire_param_ok(rq->msg, "repeat", WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "depth: params num_tokens and repeat must be "
-                          "integers");
-    int64_t nt = wire_get_int(rq->msg, "num_tokens", s->num_tokens);
-    int64_t repeat = wire_get_int(rq->msg, "repeat", 1);
+    int64_t nt, repeat;
+    if ((rc = stage_param_int(rq, "num_tokens", s->num_tokens, INT64_MIN, INT64_MAX, &nt)) ||
+        (rc = stage_param_int(rq, "repeat", 1, 1, DEPTH_MAX_REPEAT, &repeat)))
+        return rc;
     if (nt < 1 || nt > DEPTH_MAX_TOKENS)
         return stage_fail(rq, S3D_EINVAL, "depth: num_tokens %lld is outside [1, %d]; HINT: "
                           "MoGe was trained with 1275..2551", (long long)nt, DEPTH_MAX_TOKENS);
-    if (repeat < 1 || repeat > DEPTH_MAX_REPEAT)
-        return stage_fail(rq, S3D_EINVAL, "depth: repeat %lld is outside [1, %d]",
-                          (long long)repeat, DEPTH_MAX_REPEAT);
     if ((rc = stage_param_path(rq, "image", ipath, sizeof(ipath))) ||
         (rc = stage_param_path(rq, "mask", mpath, sizeof(mpath))))
         return rc;
@@ -286,7 +266,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
         goto out;
 
     /* the SS preprocessor on the flipped, NaN-invalid point map as (3, H, W) */
-    double t0 = now_ms();
+    double t0 = stage_now_ms();
     pm3 = malloc(sizeof(float) * 3 * HW);
     if (!pm3) {
         rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory");
@@ -324,7 +304,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
         memcpy(t->data, outs[i].src, sizeof(float) * (size_t)tensor_numel(t));
     }
     log_info("depth: preprocessing %.1f ms; crop box [%d, %d, %d, %d], pointmap scale %.6g "
-             "shift (%.6g, %.6g, %.6g)", now_ms() - t0, po.bbox[0], po.bbox[1], po.bbox[2],
+             "shift (%.6g, %.6g, %.6g)", stage_now_ms() - t0, po.bbox[0], po.bbox[1], po.bbox[2],
              po.bbox[3], po.pointmap_scale[0], po.pointmap_shift[0], po.pointmap_shift[1],
              po.pointmap_shift[2]);
 out:

@@ -24,7 +24,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define SSD_MAX_PRUNE_DIST 8
 #define SSD_MAX_COORDS_DEF 42000       /* PL/inference_utils.py:414 */
@@ -76,45 +75,6 @@ static int ensure_act(struct ssd_stage *s, size_t bytes)
     return arena_init(&s->act, s->m.device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* An integer param with a default, failing the request outside [lo, hi]. */
-static int param_int(struct stage_req *rq, const char *key, int64_t def, int64_t lo, int64_t hi,
-                     int64_t *out)
-{
-    if (!wire_param_ok(rq->msg, key, WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "ss_decode: param %s must be an integer", key);
-    *out = wire_get_int(rq->msg, key, def);
-    if (*out < lo || *out > hi)
-        return stage_fail(rq, S3D_EINVAL, "ss_decode: param %s = %lld is outside [%lld, %lld]", key,
-                          (long long)*out, (long long)lo, (long long)hi);
-    return 0;
-}
-
-/* A flag param: true/false, or the integers 0/1. */
-static int param_flag(struct stage_req *rq, const char *key, bool def, bool *out)
-{
-    int64_t v;
-    int rc;
-
-    if (wire_param_ok(rq->msg, key, WIRE_BOOL)) {
-        *out = wire_get_bool(rq->msg, key, def);
-        return 0;
-    }
-    if (!wire_param_ok(rq->msg, key, WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "ss_decode: param %s must be true/false or 0/1", key);
-    if ((rc = param_int(rq, key, def, 0, 1, &v)))
-        return rc;
-    *out = v != 0;
-    return 0;
-}
-
 /* A (n, 4) I32 output holding rows. */
 static int put_rows(struct stage_req *rq, const char *name, const int32_t *rows, int64_t n)
 {
@@ -136,10 +96,10 @@ static int ssd_stage_run(void *p, struct stage_req *rq)
     float *logits = NULL;
     int rc;
 
-    if ((rc = param_flag(rq, "keep_logits", false, &keep)) ||
-        (rc = param_int(rq, "prune_dist", 1, 0, SSD_MAX_PRUNE_DIST, &dist)) ||
-        (rc = param_int(rq, "max_coords", SSD_MAX_COORDS_DEF, 1, INT32_MAX, &maxc)) ||
-        (rc = param_int(rq, "seed", 0, 0, INT64_MAX, &seed)))
+    if ((rc = stage_param_flag(rq, "keep_logits", false, &keep)) ||
+        (rc = stage_param_int(rq, "prune_dist", 1, 0, SSD_MAX_PRUNE_DIST, &dist)) ||
+        (rc = stage_param_int(rq, "max_coords", SSD_MAX_COORDS_DEF, 1, INT32_MAX, &maxc)) ||
+        (rc = stage_param_int(rq, "seed", 0, 0, INT64_MAX, &seed)))
         return rc;
     const struct tensor *lat = stage_input(rq, "shape_latent", DTYPE_F32,
                                            SHAPE(1, -1, m->cfg.latent_ch));
@@ -165,9 +125,9 @@ static int ssd_stage_run(void *p, struct stage_req *rq)
         return stage_fail(rq, S3D_ENOMEM, "ss_decode: out of host memory");
     }
     struct tensor lview = tensor_view(logits, DTYPE_F32, DEVICE_HOST, SHAPE(1, R, R, R, 1));
-    double t0 = now_ms();
+    double t0 = stage_now_ms();
     ssdec_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, lat, &lview, NULL, NULL);
-    double t1 = now_ms();
+    double t1 = stage_now_ms();
 
     int64_t n0 = ssdec_coords(logits, R, NULL), n1 = 0, n2 = 0;
     int factor = 1;
@@ -202,7 +162,7 @@ static int ssd_stage_run(void *p, struct stage_req *rq)
              "prune (dist %lld) -> %lld (factor %d) in %.1f ms; device peak %.1f MiB (arenas: "
              "weights %.1f + activations high-water %.1f), resident %.1f MiB", r, R,
              dtype_name(m->conv_dt), t1 - t0, (long long)n0, (long long)n1, (long long)dist,
-             (long long)n2, factor, now_ms() - t1, arena_device_peak() / 1048576.0,
+             (long long)n2, factor, stage_now_ms() - t1, arena_device_peak() / 1048576.0,
              m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
              arena_device_resident() / 1048576.0);
     rc = 0;

@@ -27,7 +27,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define SSF_MAX_REPEAT 1000
 #define SSF_MAX_STEPS  1000
@@ -87,36 +86,6 @@ static int ensure_act(struct ssf_stage *s, size_t bytes)
     return arena_init(&s->act, s->m.device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Read a param of the given type with a default; fails the request when present
- * with another type or outside [lo, hi]. */
-static int param_num(struct stage_req *rq, const char *key, bool integer, double def, double lo,
-                     double hi, double *out)
-{
-    if (!wire_param_ok(rq->msg, key, integer ? WIRE_INT : WIRE_FLOAT))
-        return stage_fail(rq, S3D_EINVAL, "ss_flow: param %s must be %s", key,
-                          integer ? "an integer" : "a number");
-    *out = integer ? (double)wire_get_int(rq->msg, key, (int64_t)def)
-                   : wire_get_float(rq->msg, key, def);
-    if (!(*out >= lo && *out <= hi))
-        return stage_fail(rq, S3D_EINVAL, "ss_flow: param %s = %g is outside [%g, %g]", key, *out,
-                          lo, hi);
-    return 0;
-}
-
 /* The request's input called name, or NULL (no error: for optional inputs). */
 static const struct stage_input *find_input(const struct stage_req *rq, const char *name)
 {
@@ -135,21 +104,19 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
     const struct tensor *noise[SSF_N_LATENT];
     struct tensor *x[SSF_N_LATENT];
     struct ssflow_sampler sp;
-    double steps, cfg, seed, rescale, repeat, cache;
+    int64_t steps, seed, repeat, cache;
     char name[64], msg[WIRE_ERR_MAX - 32];
     int n_noise = 0, rc;
 
     ssflow_sampler_defaults(&sp);
-    if ((rc = param_num(rq, "steps", true, sp.steps, 1, SSF_MAX_STEPS, &steps)) ||
-        (rc = param_num(rq, "cfg", false, sp.cfg, 0, 1e6, &cfg)) ||
-        (rc = param_num(rq, "seed", true, 42, 0, 9.0e15, &seed)) ||
-        (rc = param_num(rq, "rescale_t", false, sp.rescale_t, 1e-6, 1e6, &rescale)) ||
-        (rc = param_num(rq, "repeat", true, 1, 1, SSF_MAX_REPEAT, &repeat)) ||
-        (rc = param_num(rq, "cache_kv", true, 1, 0, 1, &cache)))
+    if ((rc = stage_param_int(rq, "steps", sp.steps, 1, SSF_MAX_STEPS, &steps)) ||
+        (rc = stage_param_float(rq, "cfg", sp.cfg, 0, 1e6, &sp.cfg)) ||
+        (rc = stage_param_int(rq, "seed", 42, 0, 9000000000000000LL, &seed)) ||
+        (rc = stage_param_float(rq, "rescale_t", sp.rescale_t, 1e-6, 1e6, &sp.rescale_t)) ||
+        (rc = stage_param_int(rq, "repeat", 1, 1, SSF_MAX_REPEAT, &repeat)) ||
+        (rc = stage_param_int(rq, "cache_kv", 1, 0, 1, &cache)))
         return rc;
     sp.steps = (int)steps;
-    sp.cfg = cfg;
-    sp.rescale_t = rescale;
     sp.cache_kv = cache != 0;
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
@@ -196,18 +163,18 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
                 tensor_copy_contiguous(x[l]->data, noise[l]);
         if (!n_noise)
             ssflow_noise((uint64_t)seed, x);
-        double t0 = now_ms();
+        double t0 = stage_now_ms();
         if (m->device == DEVICE_CUDA)
             op_prof_begin(&s->ctx);
         evals = ssflow_sample(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, cond, x, &sp,
                               NULL, NULL);
         if (m->device == DEVICE_CUDA)
             op_prof_end(&s->ctx, k > 0 || nrep == 1);
-        ms[k] = now_ms() - t0;
+        ms[k] = stage_now_ms() - t0;
         arena_reset(&s->act);
     }
     op_prof_report(stderr, "ss_flow sampler");
-    qsort(ms, (size_t)nrep, sizeof(*ms), cmp_double);
+    stage_sort_ms(ms, nrep);
     log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %.1f ms median of %d (min "
              "%.1f, max %.1f), %.2f ms per evaluation; device peak %.1f MiB (arenas: weights %.1f "
              "+ activations high-water %.1f), resident %.1f MiB", sp.steps, evals,
