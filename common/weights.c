@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define WEIGHTS_NAME_MAX 1024
 
@@ -286,4 +287,44 @@ int weights_report_unused(const struct weights *w, const char *sub)
         count++;
     }
     return count;
+}
+
+int weights_open_key(struct weights *w, const char *path, const char *key, const char *prefix,
+                     enum dtype dtype)
+{
+    struct stat st;
+    char *pk = NULL;
+    int rc;
+
+    if (stat(path, &st) == 0) {
+        size_t n = strlen(path) + strlen(key) + 2;
+        pk = malloc(n);
+        ASSERT(pk);
+        snprintf(pk, n, "%s:%s", path, key);
+    }
+    rc = weights_open(w, pk ? pk : path, prefix, dtype);
+    free(pk);
+    return rc;
+}
+
+int weights_load_arena(struct weights *w, struct arena *dst, enum device dev)
+{
+    struct arena staging;
+    int rc;
+
+    memset(&staging, 0, sizeof(staging));
+    rc = arena_init(dst, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
+                    weights_arena_bytes(w));
+    if (!rc)
+        rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
+                        (size_t)64 << 20);
+    if (!rc)
+        rc = weights_upload(w, dst, &staging);
+    arena_free(&staging);
+    if (rc) {
+        arena_free(dst);
+        return rc;
+    }
+    weights_report_unused(w, "");
+    return 0;
 }

@@ -84,4 +84,17 @@ int  weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
  * returns how many. */
 int  weights_report_unused(const struct weights *w, const char *sub);
 
+/* weights_open, where a path naming an existing file stands for "path:key"
+ * (the official containers: key "state_dict" for the Lightning .ckpt files,
+ * "model" for MoGe's model.pt); a path that is no file ("FILE:KEY") is passed
+ * as it is. Same returns as weights_open. */
+int  weights_open_key(struct weights *w, const char *path, const char *key, const char *prefix,
+                      enum dtype dtype);
+/* After every bind: init dst as a "weights" arena of weights_arena_bytes(w)
+ * (DEVICE for DEVICE_CUDA, else HOST), upload through a 64 MiB staging arena
+ * (PINNED for DEVICE_CUDA, else HOST; freed before returning), then
+ * weights_report_unused(w, ""). 0, or a negative s3d_err (logged) with dst
+ * freed. w stays open (the caller closes it). */
+int  weights_load_arena(struct weights *w, struct arena *dst, enum device dev);
+
 #endif

@@ -97,37 +97,18 @@ bad:
 int cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt)
 {
     struct weights w;
-    struct arena staging;
-    struct stat st;
-    char *pk = NULL;
     int rc;
 
     memset(m, 0, sizeof(*m));
-    memset(&staging, 0, sizeof(staging));
     m->gemm_dt = gemm_dt;
     m->device = dev;
     /* a bare file means its state_dict, the official Lightning container */
-    if (stat(path, &st) == 0) {
-        size_t n = strlen(path) + sizeof(":state_dict");
-        pk = malloc(n);
-        ASSERT(pk);
-        snprintf(pk, n, "%s:state_dict", path);
-    }
-    rc = weights_open(&w, pk ? pk : path, COND_PREFIX, gemm_dt);
-    free(pk);
-    if (rc)
+    if ((rc = weights_open_key(&w, path, "state_dict", COND_PREFIX, gemm_dt)))
         return rc;
     if ((rc = bind_all(m, &w)))
         goto out_close;
-    rc = arena_init(&m->weights, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                    weights_arena_bytes(&w));
-    if (rc)
+    if ((rc = weights_load_arena(&w, &m->weights, dev)))
         goto out_close;
-    rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
-                    (size_t)64 << 20);
-    if (rc || (rc = weights_upload(&w, &m->weights, &staging)))
-        goto out_free;
-    weights_report_unused(&w, "");
     const struct vit_config *g = &m->dino[0].cfg;
     log_info("cond: %s variant from %s: DINO depth %d, dim %d, heads %d, %d registers, patch %d, "
              "input %d; %s%s; fused width %d, %lld tokens; %.1f MB of %s weights",
@@ -135,12 +116,8 @@ int cond_load(struct cond_model *m, const char *path, enum device dev, enum dtyp
              g->n_reg, g->patch, m->input_size, m->variant == COND_SS ? "point-map embedder " : "",
              m->variant == COND_SS ? "present" : "no point-map embedder", m->dim,
              (long long)m->n_tokens, (double)m->weights.used / 1e6, dtype_name(gemm_dt));
-    arena_free(&staging);
     weights_close(&w);
     return 0;
-out_free:
-    arena_free(&staging);
-    arena_free(&m->weights);
 out_close:
     weights_close(&w);
     return rc;

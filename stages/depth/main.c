@@ -72,9 +72,6 @@ static int depth_stage_load(void *p, const struct stage_opts *o)
 {
     struct depth_stage *s = p;
     struct weights w;
-    struct arena staging = {0};
-    struct stat st;
-    char *pk = NULL;
     int rc;
 
     if (s->loaded)
@@ -90,15 +87,7 @@ static int depth_stage_load(void *p, const struct stage_opts *o)
     if (s->dev == DEVICE_CUDA)
         CUDA_CHECK(cudaSetDevice(o->device));
     /* a bare file means its 'model' state dict, the official container */
-    if (stat(o->weights, &st) == 0) {
-        size_t n = strlen(o->weights) + sizeof(":model");
-        pk = malloc(n);
-        ASSERT(pk);
-        snprintf(pk, n, "%s:model", o->weights);
-    }
-    rc = weights_open(&w, pk ? pk : o->weights, NULL, act_dt);
-    free(pk);
-    if (rc)
+    if ((rc = weights_open_key(&w, o->weights, "model", NULL, act_dt)))
         return rc;
     if ((rc = moge_bind(&s->m, &w, act_dt)))
         goto out_close;
@@ -110,17 +99,8 @@ static int depth_stage_load(void *p, const struct stage_opts *o)
     } else if (rc) {
         goto out_close;
     }
-    rc = arena_init(&s->weights, s->dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                    weights_arena_bytes(&w));
-    if (!rc)
-        rc = arena_init(&staging, s->dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
-                        (size_t)64 << 20);
-    if (!rc)
-        rc = weights_upload(&w, &s->weights, &staging);
-    arena_free(&staging);
-    if (rc)
-        goto out_free;
-    weights_report_unused(&w, "");
+    if ((rc = weights_load_arena(&w, &s->weights, s->dev)))
+        goto out_close;
     if (s->dev == DEVICE_CUDA) {
         rc = arena_init(&s->ws, ARENA_DEVICE, "workspace", OP_WORKSPACE_DEFAULT);
         if (!rc)

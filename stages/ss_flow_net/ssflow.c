@@ -173,49 +173,26 @@ static int bind_all(struct ssflow_model *m, struct weights *w)
 int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt)
 {
     struct weights w;
-    struct arena staging;
-    struct stat st;
-    char *pk = NULL;
     int rc;
 
     ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
     memset(m, 0, sizeof(*m));
-    memset(&staging, 0, sizeof(staging));
     m->gemm_dt = gemm_dt;
     m->device = dev;
     /* a bare file means its state_dict, the official Lightning container */
-    if (stat(path, &st) == 0) {
-        size_t n = strlen(path) + sizeof(":state_dict");
-        pk = malloc(n);
-        ASSERT(pk);
-        snprintf(pk, n, "%s:state_dict", path);
-    }
-    rc = weights_open(&w, pk ? pk : path, SSF_PREFIX, gemm_dt);
-    free(pk);
-    if (rc)
+    if ((rc = weights_open_key(&w, path, "state_dict", SSF_PREFIX, gemm_dt)))
         return rc;
     if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w)))
         goto out_close;
-    rc = arena_init(&m->weights, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                    weights_arena_bytes(&w));
-    if (rc)
+    if ((rc = weights_load_arena(&w, &m->weights, dev)))
         goto out_close;
-    rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
-                    (size_t)64 << 20);
-    if (rc || (rc = weights_upload(&w, &m->weights, &staging)))
-        goto out_free;
-    weights_report_unused(&w, "");
     const struct ssflow_config *g = &m->cfg;
     log_info("ss_flow: %s: width %d, %d heads, %d blocks, MLP %d, cond width %d, %lld shape + "
              "%lld pose tokens; %.1f MB of %s weights on %s", w.ck.path, g->dim, g->heads, g->depth,
              g->mlp, g->cond_dim, (long long)g->n_shape, (long long)(g->n_tok - g->n_shape),
              (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
-    arena_free(&staging);
     weights_close(&w);
     return 0;
-out_free:
-    arena_free(&staging);
-    arena_free(&m->weights);
 out_close:
     weights_close(&w);
     return rc;
