@@ -9,17 +9,10 @@
 set -u
 build=${BUILD:-build}
 bin=$build/sam3d-cond
-if [ ! -x "$bin" ]; then
-    echo "SKIP: $bin not built"
-    exit 77
-fi
-if ! command -v python3 >/dev/null; then
-    echo "SKIP: python3 (stdlib only) is needed to cut the fixture inputs"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+need_exec "" "$bin"
+need_python3 "to cut the fixture inputs"
+test_tmp
 
 # st.py cut SRC DST name[=newname] ...   |   st.py cmp OUT name REF refname tol
 cat >"$tmp/st.py" <<'PY'
@@ -56,9 +49,6 @@ PY
 st() { python3 "$tmp/st.py" "$@"; }
 ins="image rgb_image mask rgb_image_mask"
 ss_ins="$ins pointmap rgb_pointmap pointmap_scale pointmap_shift"
-
-ok()   { echo "ok   $1"; }
-bad()  { echo "FAIL $1"; fail=1; }
 
 for v in ss slat; do
     fx=tests/fixtures/cond_${v}_tiny

@@ -12,21 +12,10 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
 ex=../shared/examples/human_object
-for b in "$build/sam3d" "$build/sam3d-depth"; do
-    if [ ! -x "$b" ]; then
-        echo "SKIP: $b not built (the demo needs sam3d and at least its first stage)"
-        exit 77
-    fi
-done
-if [ ! -f "$ex/image.png" ] || [ ! -f "$ex/0.png" ]; then
-    echo "SKIP: example $ex/{image,0}.png not present"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
+. tests/lib.sh
+need_exec "the demo needs sam3d and at least its first stage" "$build/sam3d" "$build/sam3d-depth"
+need_example "$ex"
+test_tmp
 
 # ---------------------------------------------------------------- 1. the demo
 env -u SAM3D_WEIGHTS -u DEMO_IMAGE -u DEMO_MASK DEMO_DEVICE=cpu DEMO_OUT="$tmp/out" \

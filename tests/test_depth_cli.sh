@@ -18,17 +18,10 @@ build=${BUILD:-build}
 bin=$build/sam3d-depth
 fx=tests/fixtures/moge_tiny
 ex=../shared/examples/human_object
-if [ ! -x "$bin" ]; then
-    echo "SKIP: $bin not built"
-    exit 77
-fi
-if ! command -v python3 >/dev/null; then
-    echo "SKIP: python3 (stdlib only) is needed to write the PNG inputs"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+need_exec "" "$bin"
+need_python3 "to write the PNG inputs"
+test_tmp
 
 cat >"$tmp/st.py" <<'PY'
 import json, math, struct, sys, zlib
@@ -103,9 +96,6 @@ elif cmd == "layout":                  # layout OUT H W: names, dtypes, shapes, 
     if errs: print("\n".join(errs)); sys.exit(1)
 PY
 st() { python3 "$tmp/st.py" "$@"; }
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
-
 # 1. parity with the official dump through the CLI
 mkdir -p "$tmp/fx/in" "$tmp/fx/out"
 st fixture_png "$fx/ref.safetensors" "$tmp/fx/in" || bad "write fixture PNGs"

@@ -17,21 +17,11 @@ cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
 sam3d=$build/sam3d
 ex=../shared/examples/human_object
-for b in "$sam3d" "$build/sam3d-cond" "$build/sam3d-depth"; do
-    if [ ! -x "$b" ]; then
-        echo "SKIP: $b not built (the chain needs sam3d, sam3d-depth and sam3d-cond)"
-        exit 77
-    fi
-done
-if [ ! -f "$ex/image.png" ] || [ ! -f "$ex/0.png" ]; then
-    echo "SKIP: example $ex/{image,0}.png not present"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
+. tests/lib.sh
+need_exec "the chain needs sam3d, sam3d-depth and sam3d-cond" "$sam3d" "$build/sam3d-cond" \
+    "$build/sam3d-depth"
+need_example "$ex"
+test_tmp
 
 # the tiny model in the official layout (as tools/demo.sh assembles it)
 w=$tmp/weights

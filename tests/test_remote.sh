@@ -18,23 +18,13 @@ cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
 sam3d=$build/sam3d
 ex=../shared/examples/human_object
-for b in "$sam3d" "$build/sam3d-cond" "$build/sam3d-depth"; do
-    if [ ! -x "$b" ]; then
-        echo "SKIP: $b not built (needs sam3d, sam3d-depth and sam3d-cond)"
-        exit 77
-    fi
-done
-if [ ! -f "$ex/image.png" ] || [ ! -f "$ex/0.png" ]; then
-    echo "SKIP: example $ex/{image,0}.png not present"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
+. tests/lib.sh
+need_exec "needs sam3d, sam3d-depth and sam3d-cond" "$sam3d" "$build/sam3d-cond" "$build/sam3d-depth"
+need_example "$ex"
+test_tmp
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
 
 w=$tmp/weights
 fx=tests/fixtures

@@ -11,17 +11,10 @@
 set -u
 build=${BUILD:-build}
 bin=$build/sam3d-ss-decode
-if [ ! -x "$bin" ]; then
-    echo "SKIP: $bin not built"
-    exit 77
-fi
-if ! command -v python3 >/dev/null; then
-    echo "SKIP: python3 (stdlib only) is needed to cut the fixture inputs"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+need_exec "" "$bin"
+need_python3 "to cut the fixture inputs"
+test_tmp
 fx=tests/fixtures/ss_decoder_tiny
 ck=$fx/ss_decoder.ckpt
 
@@ -89,8 +82,6 @@ elif a[1] == "bias":                            # copy CKPT with out_layer.2.bia
     open(a[3], "wb").write(raw)
 PY
 sd() { python3 "$tmp/sd.py" "$@"; }
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
 run() {  # run OUT_DIR IN_DIR [--weights W] [--param ...]: --once on the CPU, log in OUT_DIR.log
     local out=$1 in=$2 w=$ck; shift 2
     if [ "${1:-}" = --weights ]; then w=$2; shift 2; fi

@@ -12,17 +12,10 @@
 set -u
 build=${BUILD:-build}
 bin=$build/sam3d-ss-flow
-if [ ! -x "$bin" ]; then
-    echo "SKIP: $bin not built"
-    exit 77
-fi
-if ! command -v python3 >/dev/null; then
-    echo "SKIP: python3 (stdlib only) is needed to cut the fixture inputs"
-    exit 77
-fi
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+need_exec "" "$bin"
+need_python3 "to cut the fixture inputs"
+test_tmp
 fx=tests/fixtures/ss_flow_tiny
 ck=tests/fixtures/cond_ss_tiny/ss_generator.ckpt    # embedder + generator, as released
 
@@ -75,8 +68,6 @@ else:
     print(f"{name} {o[0]} {o[1]} rel_l2 {rel:.2e} (tol {tol})"); sys.exit(0 if rel <= float(tol) else 1)
 PY
 sf() { python3 "$tmp/sf.py" "$@"; }
-ok()  { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fail=1; }
 run() {  # run OUT_DIR IN_DIR [--param ...]: --once on the CPU, log in OUT_DIR.log
     local out=$1 in=$2; shift 2
     mkdir -p "$out"

@@ -1,0 +1,50 @@
+# lib.sh - the opening every tests/test_*.sh script shares; sourced, never run
+# (run_tests.sh and `make test` run tests/test_*.sh only). After
+#     . "$(dirname "$0")/lib.sh"
+# a script has:
+#   need_exec WHY FILE...  "SKIP: FILE not built (WHY)" and exit 77 unless every
+#                          FILE is executable (WHY "" leaves out the parenthesis)
+#   need_python3 WHY       "SKIP: python3 (stdlib only) is needed WHY", exit 77,
+#                          unless python3 is on PATH
+#   need_example DIR       "SKIP: example DIR/{image,0}.png not present", exit 77,
+#                          unless both files exist
+#   test_tmp               tmp=$(mktemp -d), removed on exit by an EXIT trap (a
+#                          script with more to clean up sets its own trap, which
+#                          must remove "$tmp" too)
+#   ok LABEL, bad LABEL    print "ok   LABEL" / "FAIL LABEL"; bad sets fail=1
+#   fail=0                 so a script ends with `exit $fail`
+
+fail=0
+
+need_exec() {
+    local why=$1 b
+    shift
+    for b in "$@"; do
+        if [ ! -x "$b" ]; then
+            echo "SKIP: $b not built${why:+ ($why)}"
+            exit 77
+        fi
+    done
+}
+
+need_python3() {
+    if ! command -v python3 >/dev/null; then
+        echo "SKIP: python3 (stdlib only) is needed $1"
+        exit 77
+    fi
+}
+
+need_example() {
+    if [ ! -f "$1/image.png" ] || [ ! -f "$1/0.png" ]; then
+        echo "SKIP: example $1/{image,0}.png not present"
+        exit 77
+    fi
+}
+
+test_tmp() {
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+}
+
+ok()  { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
