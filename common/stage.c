@@ -8,6 +8,7 @@
  */
 #include "stage.h"
 
+#include "check.h"
 #include "err.h"
 #include "jobdir.h"
 #include "log.h"
@@ -43,6 +44,16 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+enum device stage_use_device(const struct stage_opts *o, enum dtype *compute_dt)
+{
+    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
+
+    *compute_dt = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
+    if (dev == DEVICE_CUDA)
+        CUDA_CHECK(cudaSetDevice(o->device));
+    return dev;
 }
 
 double stage_now_ms(void)

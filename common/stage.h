@@ -149,6 +149,13 @@ int stage_param_float(struct stage_req *rq, const char *key, double def, double 
 /* A flag param: true/false, or the integers 0/1; anything else fails as above. */
 int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out);
 
+/* --- for load callbacks --- */
+
+/* The device and compute dtype that --device and --precision ask for:
+ * DEVICE_HOST and F32 for cpu; DEVICE_CUDA with F16 (fp16) or F32 (fp32) for
+ * cuda:N, and cuda:N made the calling thread's current device. */
+enum device stage_use_device(const struct stage_opts *o, enum dtype *compute_dt);
+
 /* --- timing helpers for run callbacks --- */
 
 /* CLOCK_MONOTONIC in milliseconds. */

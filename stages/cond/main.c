@@ -37,15 +37,13 @@ struct cond_stage {
 static int cond_stage_load(void *p, const struct stage_opts *o)
 {
     struct cond_stage *s = p;
-    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
-    enum dtype gd = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
-    size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
+    enum dtype gd;
     int rc;
 
     if (s->loaded)
         return 0;
-    if (dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaSetDevice(o->device));
+    enum device dev = stage_use_device(o, &gd);
+    size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
     if ((rc = cond_load(&s->m, o->weights, dev, gd)))
         return rc;
     rc = arena_init(&s->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",

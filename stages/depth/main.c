@@ -77,15 +77,12 @@ static int depth_stage_load(void *p, const struct stage_opts *o)
     if (s->loaded)
         return 0;
     memset(s, 0, sizeof(*s));
-    s->dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
-    enum dtype act_dt = s->dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16
-                                                                             : DTYPE_F32;
     if (!o->weights) {
         log_error("depth: no --weights; HINT: pass MoGe's model.pt (Ruicheng/moge-vitl)");
         return S3D_EINVAL;
     }
-    if (s->dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaSetDevice(o->device));
+    enum dtype act_dt;
+    s->dev = stage_use_device(o, &act_dt);
     /* a bare file means its 'model' state dict, the official container */
     if ((rc = weights_open_key(&w, o->weights, "model", NULL, act_dt)))
         return rc;

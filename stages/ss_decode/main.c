@@ -39,14 +39,12 @@ struct ssd_stage {
 static int ssd_stage_load(void *p, const struct stage_opts *o)
 {
     struct ssd_stage *s = p;
-    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
-    enum dtype cdt = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
+    enum dtype cdt;
     int rc;
 
     if (s->loaded)
         return 0;
-    if (dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaSetDevice(o->device));
+    enum device dev = stage_use_device(o, &cdt);
     if ((rc = ssdec_load(&s->m, o->weights, dev, cdt)))
         return rc;
     if (dev == DEVICE_CUDA && (rc = op_ctx_init(&s->ctx, NULL, 0))) {

@@ -42,14 +42,12 @@ struct ssf_stage {
 static int ssf_stage_load(void *p, const struct stage_opts *o)
 {
     struct ssf_stage *s = p;
-    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
-    enum dtype gd = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
+    enum dtype gd;
     int rc;
 
     if (s->loaded)
         return 0;
-    if (dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaSetDevice(o->device));
+    enum device dev = stage_use_device(o, &gd);
     if ((rc = ssflow_load(&s->m, o->weights, dev, gd)))
         return rc;
     if (dev == DEVICE_CUDA) {
