@@ -2,24 +2,37 @@
  * pickle.c - restricted unpickler (interprets, never executes). See pickle.h.
  *
  * A stack machine like CPython's Lib/pickle.py _Unpickler: a value stack, a
- * stack of MARK positions and a memo. Every value is allocated here and listed
- * in pk->all; containers hold pointers, so memo aliasing behaves as in Python.
+ * stack of MARK positions and a memo. Every value is allocated here, in slabs
+ * listed in pk->slabs; containers hold pointers, so memo aliasing behaves as in
+ * Python. Every allocation is charged against pk->limit first (pickle.h).
  */
 #include "pickle.h"
 #include "err.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PK_MAX_MEMO  (1 << 22)     /* memo indices above this are refused */
+#define PK_SLAB      256           /* values per slab */
+#define PK_SMALL_MIN (-5)          /* shared small ints, as CPython's */
+#define PK_SMALL_MAX 256
+
+struct pk_slab {
+    struct pk_slab  *next;
+    int              n;
+    struct pk_value  v[PK_SLAB];
+};
 
 struct unpickler {
     struct pickle    *pk;
     const uint8_t    *buf;
     size_t            len, pos;
     size_t            op_pos;      /* offset of the current opcode, for messages */
+    bool              over;        /* the last failed allocation hit pk->limit */
     struct pk_value **stack;
     int               sp, scap;
     int              *marks;
@@ -27,6 +40,7 @@ struct unpickler {
     struct pk_value **memo;
     int               memo_cap;
     uint64_t          memo_count;  /* distinct keys stored (MEMOIZE uses it, like len(memo)) */
+    struct pk_value  *none, *bools[2], *small[PK_SMALL_MAX - PK_SMALL_MIN + 1];   /* shared */
 };
 
 static const char *const type_names[PK_TYPE_COUNT] = {
@@ -52,23 +66,46 @@ static int fail(struct unpickler *u, const char *fmt, ...)
     return S3D_EFORMAT;
 }
 
+/* An allocation failed: over the input's memory limit (a hostile or broken
+ * pickle: EFORMAT) or the machine is out of memory. */
 static int oom(struct unpickler *u)
 {
+    if (u->over)
+        return fail(u, "needs more than %zu bytes of memory, the limit for a %zu-byte pickle "
+                    "(%d bytes a byte + %u; HINT: the file is corrupt or hostile; re-save it "
+                    "with torch.save)", u->pk->limit, u->len, PICKLE_MEM_PER_BYTE,
+                    PICKLE_MEM_BASE);
     snprintf(u->pk->err, sizeof(u->pk->err), "out of memory unpickling");
     return S3D_ENOMEM;
 }
 
-static bool grow(void **p, int *cap, int need, size_t elem)
+/* Count n more bytes against the limit; false (u->over set) when they do not fit. */
+static bool charge(struct unpickler *u, size_t n)
+{
+    struct pickle *pk = u->pk;
+
+    if (n > pk->limit - pk->bytes) {
+        u->over = true;
+        return false;
+    }
+    pk->bytes += n;
+    return true;
+}
+
+/* Make *p (an array of *cap elements of elem bytes) hold at least need, charged. */
+static bool grow(struct unpickler *u, void **p, int *cap, int need, size_t elem)
 {
     if (need <= *cap)
         return true;
-    int nc = *cap ? *cap : 16;
+    int nc = *cap ? *cap : 4;
 
     while (nc < need) {
         if (nc > (1 << 28))
             return false;
         nc *= 2;
     }
+    if (!charge(u, (size_t)(nc - *cap) * elem))
+        return false;
     void *np = realloc(*p, (size_t)nc * elem);
 
     if (!np)
@@ -78,32 +115,57 @@ static bool grow(void **p, int *cap, int need, size_t elem)
     return true;
 }
 
+static void *alloc(struct unpickler *u, size_t n)
+{
+    return charge(u, n) ? malloc(n) : NULL;
+}
+
 static struct pk_value *new_value(struct unpickler *u, enum pk_type t)
 {
     struct pickle *pk = u->pk;
     struct pk_value *v;
 
-    if (!grow((void **)&pk->all, &pk->cap_all, pk->n_all + 1, sizeof(*pk->all)))
-        return NULL;
-    v = calloc(1, sizeof(*v));
-    if (!v)
-        return NULL;
+    if (!pk->slabs || pk->slabs->n == PK_SLAB) {
+        struct pk_slab *sl = alloc(u, sizeof(*sl));
+
+        if (!sl)
+            return NULL;
+        sl->next = pk->slabs;
+        sl->n = 0;
+        pk->slabs = sl;
+    }
+    v = &pk->slabs->v[pk->slabs->n++];
+    memset(v, 0, sizeof(*v));
     v->type = t;
-    pk->all[pk->n_all++] = v;
+    pk->n_values++;
     return v;
 }
 
-static bool add_item(struct pk_value *c, struct pk_value *x)
+static bool add_item(struct unpickler *u, struct pk_value *c, struct pk_value *x)
 {
-    if (!grow((void **)&c->items, &c->cap, c->n + 1, sizeof(*c->items)))
+    if (!grow(u, (void **)&c->items, &c->cap, c->n + 1, sizeof(*c->items)))
         return false;
     c->items[c->n++] = x;
     return true;
 }
 
+/* A fresh container of type t holding x[0..n) (exactly sized). */
+static struct pk_value *new_container(struct unpickler *u, enum pk_type t,
+                                      struct pk_value *const *x, int n)
+{
+    struct pk_value *c = new_value(u, t);
+
+    if (!c || (n && !(c->items = alloc(u, (size_t)n * sizeof(*c->items)))))
+        return NULL;
+    if (n)
+        memcpy(c->items, x, (size_t)n * sizeof(*c->items));
+    c->n = c->cap = n;
+    return c;
+}
+
 static int push(struct unpickler *u, struct pk_value *v)
 {
-    if (!v || !grow((void **)&u->stack, &u->scap, u->sp + 1, sizeof(*u->stack)))
+    if (!v || !grow(u, (void **)&u->stack, &u->scap, u->sp + 1, sizeof(*u->stack)))
         return oom(u);
     u->stack[u->sp++] = v;
     return 0;
@@ -132,12 +194,9 @@ static int pop_mark_into(struct unpickler *u, enum pk_type t, struct pk_value **
     if (!u->nm)
         return fail(u, "no MARK on the stack");
     base = u->marks[--u->nm];
-    c = new_value(u, t);
+    c = new_container(u, t, u->stack + base, u->sp - base);
     if (!c)
         return oom(u);
-    for (int i = base; i < u->sp; i++)
-        if (!add_item(c, u->stack[i]))
-            return oom(u);
     u->sp = base;
     *out = c;
     return 0;
@@ -167,7 +226,7 @@ static int push_str(struct unpickler *u, enum pk_type t, size_t n)
     if ((rc = need(u, n)))
         return rc;
     v = new_value(u, t);
-    if (!v || !(v->s = malloc(n + 1)))
+    if (!v || !(v->s = alloc(u, n + 1)))
         return oom(u);
     memcpy(v->s, u->buf + u->pos, n);
     v->s[n] = 0;
@@ -176,13 +235,26 @@ static int push_str(struct unpickler *u, enum pk_type t, size_t n)
     return push(u, v);
 }
 
+/* Push an int or bool. Immutable small values are made once per load and shared,
+ * as CPython shares None, True, False and the ints -5..256: a list of small ints
+ * then costs a pointer per item. */
 static int push_int(struct unpickler *u, enum pk_type t, int64_t i)
 {
-    struct pk_value *v = new_value(u, t);
+    struct pk_value **slot = NULL, *v;
 
-    if (!v)
+    if (t == PK_BOOL)
+        slot = &u->bools[i != 0];
+    else if (t == PK_NONE)
+        slot = &u->none;
+    else if (i >= PK_SMALL_MIN && i <= PK_SMALL_MAX)
+        slot = &u->small[i - PK_SMALL_MIN];
+    if (slot && *slot)
+        return push(u, *slot);
+    if (!(v = new_value(u, t)))
         return oom(u);
     v->i = i;
+    if (slot)
+        *slot = v;
     return push(u, v);
 }
 
@@ -191,7 +263,7 @@ static int push_opaque(struct unpickler *u, const char *what, const char *suffix
     struct pk_value *v = new_value(u, PK_OPAQUE);
     size_t n = strlen(what) + strlen(suffix) + 1;
 
-    if (!v || !(v->s = malloc(n)))
+    if (!v || !(v->s = alloc(u, n)))
         return oom(u);
     snprintf(v->s, n, "%s%s", what, suffix);
     v->len = n - 1;
@@ -240,7 +312,7 @@ static int make_global(struct unpickler *u, const char *mod, size_t ml, const ch
 {
     struct pk_value *v = new_value(u, PK_GLOBAL);
 
-    if (!v || !(v->s = malloc(ml + nl + 2)))
+    if (!v || !(v->s = alloc(u, ml + nl + 2)))
         return oom(u);
     memcpy(v->s, mod, ml);
     v->s[ml] = '.';
@@ -263,7 +335,7 @@ static int memo_put(struct unpickler *u, uint64_t idx)
     if ((int)idx >= u->memo_cap) {
         int old = u->memo_cap;
 
-        if (!grow((void **)&u->memo, &u->memo_cap, (int)idx + 1, sizeof(*u->memo)))
+        if (!grow(u, (void **)&u->memo, &u->memo_cap, (int)idx + 1, sizeof(*u->memo)))
             return oom(u);
         memset(u->memo + old, 0, (size_t)(u->memo_cap - old) * sizeof(*u->memo));
     }
@@ -338,14 +410,15 @@ static int apply(struct unpickler *u, struct pk_value *f, struct pk_value *a, in
             return fail(u, "_rebuild_tensor_v2 arguments are not (storage, offset, size, "
                         "stride) with at most %d dimensions", TENSOR_MAX_DIMS);
         v = new_value(u, PK_TENSOR);
-        if (!v)
+        if (!v || !(v->tensor = alloc(u, sizeof(*v->tensor))))
             return oom(u);
-        v->storage = st;
-        v->offset = off->i;
-        v->ndim = size->n;
+        memset(v->tensor, 0, sizeof(*v->tensor));
+        v->tensor->storage = st;
+        v->tensor->offset = off->i;
+        v->tensor->ndim = size->n;
         for (int i = 0; i < size->n; i++) {
-            v->shape[i] = size->items[i]->i;
-            v->stride[i] = stride->items[i]->i;
+            v->tensor->shape[i] = size->items[i]->i;
+            v->tensor->stride[i] = stride->items[i]->i;
         }
         return push(u, v);
     }
@@ -372,7 +445,7 @@ static int setitems(struct unpickler *u, struct pk_value *d, struct pk_value **k
     if (d->type != PK_DICT)
         return fail(u, "SETITEM on a %s", pk_type_name(d->type));
     for (int i = 0; i < n; i++)
-        if (!add_item(d, kv[i]))
+        if (!add_item(u, d, kv[i]))
             return oom(u);
     return 0;
 }
@@ -385,7 +458,7 @@ static int appends(struct unpickler *u, struct pk_value *l, struct pk_value **x,
     if (l->type != (set ? PK_SET : PK_LIST))
         return fail(u, "%s on a %s", set ? "ADDITEMS" : "APPEND", pk_type_name(l->type));
     for (int i = 0; i < n; i++)
-        if (!add_item(l, x[i]))
+        if (!add_item(u, l, x[i]))
             return oom(u);
     return 0;
 }
@@ -422,7 +495,7 @@ static int run(struct unpickler *u)
             u->pk->root = a;
             return 0;
         case '(':                                        /* MARK */
-            if (!grow((void **)&u->marks, &u->mcap, u->nm + 1, sizeof(*u->marks)))
+            if (!grow(u, (void **)&u->marks, &u->mcap, u->nm + 1, sizeof(*u->marks)))
                 return oom(u);
             u->marks[u->nm++] = u->sp;
             break;
@@ -440,7 +513,7 @@ static int run(struct unpickler *u)
                 return fail(u, "DUP with an empty stack");
             rc = push(u, a);
             break;
-        case 'N': rc = push(u, new_value(u, PK_NONE)); break;
+        case 'N': rc = push_int(u, PK_NONE, 0); break;
         case 0x88: rc = push_int(u, PK_BOOL, 1); break;  /* NEWTRUE */
         case 0x89: rc = push_int(u, PK_BOOL, 0); break;  /* NEWFALSE */
         case 'J':                                        /* BININT */
@@ -576,18 +649,14 @@ static int run(struct unpickler *u)
             break;
         case 0x85: case 0x86: case 0x87: {               /* TUPLE1..3 */
             int k = op - 0x84;
-            struct pk_value *t = new_value(u, PK_TUPLE);
             int floor = u->nm ? u->marks[u->nm - 1] : 0;
 
-            if (!t)
-                return oom(u);
             if (u->sp - floor < k)
                 return fail(u, "TUPLE%d with %d items on the stack", k, u->sp - floor);
-            for (int i = u->sp - k; i < u->sp; i++)
-                if (!add_item(t, u->stack[i]))
-                    return oom(u);
+            if (!(a = new_container(u, PK_TUPLE, u->stack + u->sp - k, k)))
+                return oom(u);
             u->sp -= k;
-            rc = push(u, t);
+            rc = push(u, a);
             break;
         }
         case 'a':                                        /* APPEND */
@@ -660,7 +729,7 @@ static int run(struct unpickler *u)
         case 'Q':                                        /* BINPERSID */
             if (!(a = pop(u)))
                 return fail(u, "BINPERSID with an empty stack");
-            if (!(b = new_value(u, PK_PERSID)) || !add_item(b, a))
+            if (!(b = new_container(u, PK_PERSID, &a, 1)))
                 return oom(u);
             rc = push(u, b);
             break;
@@ -702,6 +771,8 @@ int pickle_load(struct pickle *pk, const uint8_t *buf, size_t len)
     int rc;
 
     memset(pk, 0, sizeof(*pk));
+    pk->limit = len > (SIZE_MAX - PICKLE_MEM_BASE) / PICKLE_MEM_PER_BYTE ? SIZE_MAX :
+                len * PICKLE_MEM_PER_BYTE + PICKLE_MEM_BASE;
     u.pk = pk;
     u.buf = buf;
     u.len = len;
@@ -709,6 +780,8 @@ int pickle_load(struct pickle *pk, const uint8_t *buf, size_t len)
     free(u.stack);
     free(u.marks);
     free(u.memo);
+    pk->bytes -= ((size_t)u.scap * sizeof(*u.stack) + (size_t)u.mcap * sizeof(*u.marks) +
+                  (size_t)u.memo_cap * sizeof(*u.memo));
     if (rc) {
         char err[sizeof(pk->err)];
 
@@ -723,11 +796,16 @@ void pickle_free(struct pickle *pk)
 {
     if (!pk)
         return;
-    for (int i = 0; i < pk->n_all; i++) {
-        free(pk->all[i]->s);
-        free(pk->all[i]->items);
-        free(pk->all[i]);
+    while (pk->slabs) {
+        struct pk_slab *sl = pk->slabs;
+
+        for (int i = 0; i < sl->n; i++) {
+            free(sl->v[i].s);
+            free(sl->v[i].items);
+            free(sl->v[i].tensor);
+        }
+        pk->slabs = sl->next;
+        free(sl);
     }
-    free(pk->all);
     memset(pk, 0, sizeof(*pk));
 }

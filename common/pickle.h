@@ -79,35 +79,54 @@ enum pk_type {
     PK_GLOBAL,    /* s = "module.name" */
     PK_OPAQUE,    /* s = what made it ("posix.system()"): inert */
     PK_PERSID,    /* items[0] = the persistent id (torch: ('storage', type, key, loc, numel)) */
-    PK_TENSOR,    /* storage (a PK_PERSID), offset, ndim, shape, stride */
+    PK_TENSOR,    /* tensor: storage (a PK_PERSID), offset, ndim, shape, stride */
     PK_TYPE_COUNT
 };
 
-struct pk_value {
-    enum pk_type      type;
-    int64_t           i;
-    double            f;
-    char             *s;
-    size_t            len;
-    struct pk_value **items;
-    int               n, cap;
-    /* PK_TENSOR */
-    struct pk_value  *storage;
+struct pk_tensor {                              /* a PK_TENSOR value's fields */
+    struct pk_value  *storage;                  /* a PK_PERSID */
     int64_t           offset;                   /* elements */
     int               ndim;
     int64_t           shape[TENSOR_MAX_DIMS];
     int64_t           stride[TENSOR_MAX_DIMS];
 };
 
+struct pk_value {
+    enum pk_type      type;
+    int               n, cap;
+    uint32_t          mark;                     /* scratch for a reader's walk, 0 at load */
+    int64_t           i;
+    double            f;
+    char             *s;
+    size_t            len;
+    struct pk_value **items;
+    struct pk_tensor *tensor;                   /* PK_TENSOR only */
+};
+
+/* Memory: every allocation of a load (values, strings, containers, the stack,
+ * marks and memo) is counted against a limit of PICKLE_MEM_PER_BYTE bytes per
+ * input byte plus PICKLE_MEM_BASE, checked before it is made, so a pickle can
+ * never make the reader hold more than a fixed multiple of its own size (an
+ * 8 MB pickle of EMPTY_TUPLE opcodes fails at its limit instead of growing to
+ * gigabytes). torch.save'd state dicts need 7-8 bytes per byte
+ * (tests/test_pickle.c measures the fixtures). */
+#define PICKLE_MEM_PER_BYTE 24
+#define PICKLE_MEM_BASE     (4u << 20)
+
+struct pk_slab;
+
 struct pickle {
     struct pk_value  *root;     /* the object STOP returned */
-    struct pk_value **all;      /* every value made, for pickle_free */
-    int               n_all, cap_all;
+    struct pk_slab   *slabs;    /* every value made, for pickle_free */
+    int               n_values; /* values made */
+    size_t            bytes;    /* memory held (the accounted total) */
+    size_t            limit;    /* its limit for this input */
     char              err[256]; /* reason of a failure */
 };
 
 /* Unpickle buf[0..len). Returns 0, or S3D_EFORMAT / S3D_ENOMEM with the reason
- * (opcode, offset) in pk->err; nothing is logged. Values live until pickle_free. */
+ * (opcode, offset) in pk->err; nothing is logged. Values live until pickle_free.
+ * Going over the memory limit above is S3D_EFORMAT ("needs more than N bytes"). */
 int  pickle_load(struct pickle *pk, const uint8_t *buf, size_t len);
 void pickle_free(struct pickle *pk);          /* NULL-safe */
 const char *pk_type_name(enum pk_type t);

@@ -202,6 +202,49 @@ static void test_hand(void)
            sizeof(cases) / sizeof(cases[0]));
 }
 
+/* Finding 5: memory is charged per opcode against a limit proportional to the
+ * input: 2 MB of EMPTY_LIST (each one a fresh value) fails at the limit; the same
+ * length of small ints (shared, like CPython's) parses. */
+static void test_memory_limit(void)
+{
+    size_t n = 2u << 20;
+    uint8_t *buf = malloc(n + 4);
+    struct pickle pk;
+    int rc;
+
+    if (!buf) {
+        CHECK(0, "out of memory");
+        return;
+    }
+    buf[0] = 0x80;
+    buf[1] = 2;
+    memset(buf + 2, ']', n);
+    buf[n + 2] = '.';
+    rc = pickle_load(&pk, buf, n + 3);
+    CHECK(rc == S3D_EFORMAT && strstr(pk.err, "needs more than") && strstr(pk.err, "limit"),
+          "2 MB of EMPTY_LIST: rc %d %s", rc, pk.err);
+    printf("2 MB of EMPTY_LIST: %s\n", pk.err);
+    {   /* "(" then n/2 - 2 BININT1 "K x", "l", "." */
+        size_t k = 3;
+
+        buf[2] = '(';
+        for (; k + 2 < n + 2; k += 2) {
+            buf[k] = 'K';
+            buf[k + 1] = (uint8_t)k;
+        }
+        buf[k++] = 'l';
+        buf[k++] = '.';
+        n = k - 3;
+    }
+    rc = pickle_load(&pk, buf, n + 3);
+    CHECK(rc == 0 && pk.root->type == PK_LIST && pk.bytes < 8 * n, "a list of 1M small ints: "
+          "rc %d %s, %zu bytes held", rc, pk.err, pk.bytes);
+    printf("a list of %d small ints (%zu-byte pickle): %zu bytes held (%.1f a byte)\n",
+           rc ? 0 : pk.root->n, n + 3, pk.bytes, (double)pk.bytes / (double)(n + 3));
+    pickle_free(&pk);
+    free(buf);
+}
+
 int main(void)
 {
     log_init("test_pickle");
@@ -210,5 +253,6 @@ int main(void)
     test_types(5);
     test_hostile();
     test_hand();
+    test_memory_limit();
     return harness_done("test_pickle");
 }
