@@ -217,10 +217,17 @@ static const struct zrec *get_record(struct zip *z, const char *name, int *rc)
         *rc = ckpt_fail(c, S3D_EFORMAT, "zip: record '%s' is encrypted", full);
         return NULL;
     }
-    if (r->method != 0 || r->csize != r->size) {
+    if (r->method != 0) {
         *rc = ckpt_fail(c, S3D_EFORMAT, "zip: record '%s' is compressed (method %d); only "
                         "stored records are read in place (HINT: re-save with torch.save, or "
                         "re-zip with `zip -0`)", full, r->method);
+        return NULL;
+    }
+    if (r->csize != r->size) {
+        *rc = ckpt_fail(c, S3D_EFORMAT, "zip: record '%s' is stored (not compressed) but its "
+                        "central directory gives two sizes, %llu and %llu bytes: the archive "
+                        "is corrupt (HINT: download or save the file again)", full,
+                        (unsigned long long)r->csize, (unsigned long long)r->size);
         return NULL;
     }
     lo = r->local_ofs;
@@ -265,7 +272,8 @@ static bool storage_dtype(const char *s, enum dtype *dt)
 static int add_tensor(struct zip *z, const char *name, const struct pk_value *t)
 {
     struct ckpt *c = z->c;
-    const struct pk_value *pid = t->storage->n ? t->storage->items[0] : NULL;
+    const struct pk_tensor *tt = t->tensor;
+    const struct pk_value *pid = tt->storage->n ? tt->storage->items[0] : NULL;
     const struct zrec *r;
     char rec[600];
     enum dtype dt;
@@ -294,46 +302,85 @@ static int add_tensor(struct zip *z, const char *name, const struct pk_value *t)
         return ckpt_fail(c, S3D_EFORMAT, "tensor '%s': storage '%s' holds %llu bytes, not %lld "
                          "elements of %s", name, rec, (unsigned long long)r->size,
                          (long long)pid->items[4]->i, dtype_name(dt));
-    return ckpt_add(c, name, dt, t->ndim, t->shape, t->stride, r->data,
-                    (size_t)pid->items[4]->i * dtype_size(dt), t->offset);
+    return ckpt_add(c, name, dt, tt->ndim, tt->shape, tt->stride, r->data,
+                    (size_t)pid->items[4]->i * dtype_size(dt), tt->offset);
 }
 
-static bool has_tensor(const struct pk_value *v, int depth)
+/* Marks of the walks (pk_value.mark): what scan() found under a container, and
+ * the bit flatten() sets while it is inside one. */
+enum { M_NEW, M_BUSY, M_NONE, M_SOME, M_DEEP, M_INSIDE = 0x10 };
+
+static bool is_container(const struct pk_value *v)
 {
+    return v->type == PK_DICT || v->type == PK_LIST || v->type == PK_TUPLE;
+}
+
+/* Does v hold a tensor (M_SOME), none (M_NONE), or lie deeper than the limit
+ * (M_DEEP)? Memoised in v->mark, so a DAG costs one visit per container and edge;
+ * an edge back into a container being scanned (a cycle) adds nothing. */
+static int scan(struct pk_value *v, int depth)
+{
+    int r = M_NONE;
+
     if (v->type == PK_TENSOR)
-        return true;
-    if (depth > TORCHZIP_MAX_DEPTH ||
-        (v->type != PK_DICT && v->type != PK_LIST && v->type != PK_TUPLE))
-        return false;
-    for (int i = 0; i < v->n; i++)
-        if (has_tensor(v->items[i], depth + 1))
-            return true;
-    return false;
+        return M_SOME;
+    if (!is_container(v) || v->mark == M_BUSY)
+        return M_NONE;
+    if (v->mark != M_NEW)
+        return v->mark;
+    if (depth >= TORCHZIP_MAX_DEPTH)
+        return v->mark = M_DEEP;
+    v->mark = M_BUSY;
+    for (int i = v->type == PK_DICT ? 1 : 0; i < v->n; i += v->type == PK_DICT ? 2 : 1) {
+        int c = scan(v->items[i], depth + 1);
+
+        if (c == M_DEEP || (c == M_SOME && r != M_DEEP))
+            r = c;
+    }
+    return v->mark = r;
 }
 
-/* Append every tensor under v, named name[0..len) + ".key". */
-static int flatten(struct zip *z, const struct pk_value *v, char *name, size_t len, int depth)
+/* The walk that names the tensors: its budgets (torchzip.h). */
+struct walk {
+    struct zip *z;
+    char       *name;        /* TORCHZIP_MAX_NAME bytes */
+    uint64_t    visits, max_visits;
+    uint64_t    name_bytes, max_name_bytes;
+};
+
+/* Append every tensor under v, named w->name[0..len) + ".key". */
+static int flatten(struct walk *w, struct pk_value *v, size_t len, int depth)
 {
-    struct ckpt *c = z->c;
+    struct ckpt *c = w->z->c;
+    char *name = w->name;
     bool is_dict = v->type == PK_DICT;
     int step = is_dict ? 2 : 1;
+    int rc = 0;
 
+    if (++w->visits > w->max_visits || (w->name_bytes += len + 1) > w->max_name_bytes)
+        return ckpt_fail(c, S3D_EFORMAT, "the pickled object reaches its containers %llu times "
+                         "(%llu bytes of names) in a %zu-byte file: containers are shared "
+                         "over and over (a DAG made to multiply the names). HINT: re-save the "
+                         "state dict with torch.save", (unsigned long long)w->visits,
+                         (unsigned long long)w->name_bytes, c->size);
     if (v->type == PK_TENSOR)
-        return add_tensor(z, name, v);
-    if (!is_dict && v->type != PK_LIST && v->type != PK_TUPLE)
+        return add_tensor(w->z, name, v);
+    if ((v->mark & ~M_INSIDE) == M_NONE)
         return 0;                         /* numbers, strings, opaque objects: no tensors */
-    if (depth >= TORCHZIP_MAX_DEPTH)
-        return ckpt_fail(c, S3D_EFORMAT, "containers nested deeper than %d (or a cycle) at "
-                         "'%.60s...'", TORCHZIP_MAX_DEPTH, name);
-    for (int i = 0; i + step <= v->n; i += step) {
-        const struct pk_value *child = v->items[i + step - 1];
+    if ((v->mark & ~M_INSIDE) == M_DEEP || depth >= TORCHZIP_MAX_DEPTH)
+        return ckpt_fail(c, S3D_EFORMAT, "containers nested deeper than %d at '%.60s...'",
+                         TORCHZIP_MAX_DEPTH, name);
+    if (v->mark & M_INSIDE)
+        return ckpt_fail(c, S3D_EFORMAT, "'%.100s' holds itself (a cycle of containers with "
+                         "tensors): its tensors would have endless names", name);
+    v->mark |= M_INSIDE;
+    for (int i = 0; i + step <= v->n && !rc; i += step) {
+        struct pk_value *child = v->items[i + step - 1];
         char key[32];
         const char *k = key;
         size_t kl;
-        int rc;
 
-        if (child->type != PK_TENSOR && child->type != PK_DICT && child->type != PK_LIST &&
-            child->type != PK_TUPLE)
+        if (child->type != PK_TENSOR && (scan(child, depth + 1) & ~M_INSIDE) == M_NONE)
             continue;
         if (!is_dict) {
             snprintf(key, sizeof(key), "%d", i);
@@ -341,25 +388,25 @@ static int flatten(struct zip *z, const struct pk_value *v, char *name, size_t l
             k = v->items[i]->s;
         } else if (v->items[i]->type == PK_INT) {
             snprintf(key, sizeof(key), "%lld", (long long)v->items[i]->i);
-        } else if (!has_tensor(child, depth + 1)) {
-            continue;
         } else {
-            return ckpt_fail(c, S3D_EFORMAT, "tensors under a %s dictionary key in '%s' cannot "
-                             "be named", pk_type_name(v->items[i]->type), name);
+            rc = ckpt_fail(c, S3D_EFORMAT, "tensors under a %s dictionary key in '%s' cannot "
+                           "be named", pk_type_name(v->items[i]->type), name);
+            break;
         }
         kl = strlen(k);
-        if (len + 1 + kl + 1 > 4096)
-            return ckpt_fail(c, S3D_EFORMAT, "tensor name longer than 4095 bytes under '%.100s'",
-                             name);
+        if (len + 1 + kl + 1 > TORCHZIP_MAX_NAME) {
+            rc = ckpt_fail(c, S3D_EFORMAT, "tensor name longer than %d bytes under '%.100s'",
+                           TORCHZIP_MAX_NAME - 1, name);
+            break;
+        }
         if (len)
             name[len] = '.';
         memcpy(name + len + (len ? 1 : 0), k, kl + 1);
-        rc = flatten(z, child, name, len + (len ? 1 : 0) + kl, depth + 1);
+        rc = flatten(w, child, len + (len ? 1 : 0) + kl, depth + 1);
         name[len] = 0;
-        if (rc)
-            return rc;
     }
-    return 0;
+    v->mark &= ~M_INSIDE;
+    return rc;
 }
 
 int torchzip_parse(struct ckpt *c)
@@ -400,12 +447,20 @@ int torchzip_parse(struct ckpt *c)
                        pk.root->s ? pk.root->s : "");
         goto out_pickle;
     }
-    name = calloc(1, 4096);
+    name = calloc(1, TORCHZIP_MAX_NAME);
     if (!name) {
         rc = ckpt_fail(c, S3D_ENOMEM, "out of memory");
         goto out_pickle;
     }
-    rc = flatten(&z, pk.root, name, 0, 0);
+    {
+        struct walk w = {&z, name, 0, 0, 0, 0};
+
+        w.max_visits = TORCHZIP_VISITS_PER_VALUE * (uint64_t)pk.n_values + TORCHZIP_VISITS_BASE;
+        w.max_name_bytes = TORCHZIP_NAME_BYTES_PER_BYTE * (uint64_t)r->size +
+                           TORCHZIP_NAME_BYTES_BASE;
+        scan(pk.root, 0);
+        rc = flatten(&w, pk.root, 0, 0);
+    }
     free(name);
 out_pickle:
     pickle_free(&pk);

@@ -17,6 +17,17 @@
  * record's directory, as in caffe2/serialize/inline_container.cc. Tensors are
  * found in nested dicts, lists and tuples (named by key or index, joined by
  * '.'); values inside opaque objects (unknown classes) are not looked into.
+ *
+ * The object may be a graph, not a tree (the memo lets a pickle reference one
+ * container from many places). The walk first marks, once per container, whether
+ * any tensor lies under it (containers without tensors are never entered), then
+ * names the tensors: a container reached twice names its tensors twice, as
+ * Python would see them, but all reaching together is limited to
+ * TORCHZIP_VISITS_PER_VALUE visits per unpickled value and the names to
+ * TORCHZIP_NAME_BYTES_PER_BYTE bytes per pickle byte (plus a base), so a pickle
+ * whose lists each hold the one before twice fails at once instead of making
+ * 2^depth names. A cycle through tensors, nesting deeper than
+ * TORCHZIP_MAX_DEPTH and names longer than TORCHZIP_MAX_NAME are errors.
  */
 #ifndef S3D_TORCHZIP_H
 #define S3D_TORCHZIP_H
@@ -24,6 +35,11 @@
 #include "ckpt.h"
 
 #define TORCHZIP_MAX_DEPTH 100   /* nesting of dicts/lists the flattener follows */
+#define TORCHZIP_MAX_NAME  4096  /* bytes of a tensor name, with its NUL */
+#define TORCHZIP_VISITS_PER_VALUE    4
+#define TORCHZIP_VISITS_BASE         4096
+#define TORCHZIP_NAME_BYTES_PER_BYTE 16
+#define TORCHZIP_NAME_BYTES_BASE     (1u << 20)
 
 /* Parse c->map[0..c->size) as a torch zip, appending one entry per tensor
  * (unsorted). Returns 0, or S3D_EFORMAT / S3D_ENOMEM with the reason in c->err. */

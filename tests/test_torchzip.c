@@ -2,17 +2,21 @@
  * test_torchzip.c - PyTorch zip checkpoints: every fixture listed exactly as
  * Python computed it and bit-identical to its safetensors twin; FILE:KEY;
  * zip64; legacy, compressed and hostile files; one corrupt-input case per
- * validation branch of the zip walk and the tensor bounds checks.
+ * validation branch of the zip walk and the tensor bounds checks; the hostile
+ * graphs and shapes of issue 15 (a DAG of lists, cycles, stride 0, a FIFO).
  */
 #include "ckpt_list.h"
 #include "ckpt_testutil.h"
 #include "err.h"
 #include "harness.h"
 #include "log.h"
+#include "zipbuild.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void test_fixtures(void)
@@ -92,8 +96,9 @@ static void test_refused(void)
     CHECK(rc == 0 && c.n_entries == 1 && ckpt_find(&c, "w"), "hostile.pt: the tensor is read, "
           "the os.system object is inert");
     ckpt_close(&c);
-    rc = ckpt_open(&c, fixture("cycle.pt"), CKPT_QUIET);
-    CHECK(rc == S3D_EFORMAT && strstr(c.err, "nested deeper"), "cycle: %s", c.err);
+    rc = ckpt_open(&c, fixture("cycle.pt"), CKPT_QUIET);   /* the cycle holds no tensor */
+    CHECK(rc == 0 && c.n_entries == 1 && ckpt_find(&c, "w"), "cycle: %s", c.err);
+    ckpt_close(&c);
     rc = ckpt_open(&c, "tests/fixtures/ckpt/lightning.ckpt:state_dict.scalar", CKPT_QUIET);
     CHECK(rc == S3D_EINVAL && strstr(c.err, "is a tensor"), "%s", c.err);
     rc = ckpt_open(&c, "tests/fixtures/ckpt/lightning.ckpt:nope", CKPT_QUIET);
@@ -300,6 +305,222 @@ static void test_bounds(void)
     printf("tensor bounds checks OK\n");
 }
 
+// ----------------------------------------------------------------------------
+// issue 15: hostile object graphs, shapes and files
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint8_t *live_zip;   /* the buffer the last open_pkl's entries point into */
+
+/* Open a torch zip around pkl with n_st storages of st_bytes; rc, c->err set.
+ * The zip stays alive until the next call (close c first). */
+static int open_pkl(struct ckpt *c, const struct zbuf *pkl, int n_st, size_t st_bytes,
+                    double *secs)
+{
+    size_t n;
+    double t0;
+    int rc;
+
+    free(live_zip);
+    live_zip = torch_zip(pkl->p, pkl->n, n_st, st_bytes, &n);
+    t0 = now_s();
+    rc = ckpt_open_mem(c, live_zip, n, "hostile.pt", NULL);
+    *secs = now_s() - t0;
+    return rc;
+}
+
+/* {"a": x_depth} where x_0 = leaf (a tensor, or an empty list) and
+ * x_{i+1} = [x_i, x_i]: 2^depth paths to the leaf in a few bytes per level. */
+static void dag_pickle(struct zbuf *b, int depth, bool tensor_leaf)
+{
+    static const int64_t one = 1;
+
+    zb_put(b, "\x80\x02", 2);
+    if (tensor_leaf)
+        pk_tensor(b, "0", 1, 0, 1, &one, &one);
+    else
+        zb_byte(b, ']');
+    pk_put(b, 0);
+    zb_byte(b, '0');                                  /* POP */
+    for (int i = 1; i <= depth; i++) {
+        zb_byte(b, ']');
+        zb_byte(b, '(');
+        pk_get(b, (uint32_t)i - 1);
+        pk_get(b, (uint32_t)i - 1);
+        zb_byte(b, 'e');                              /* APPENDS */
+        pk_put(b, (uint32_t)i);
+        zb_byte(b, '0');
+    }
+    zb_byte(b, '}');
+    zb_byte(b, '(');
+    pk_str(b, "a");
+    pk_get(b, (uint32_t)depth);
+    zb_byte(b, 'u');
+    zb_byte(b, '.');
+}
+
+static void test_hostile_graphs(void)
+{
+    static const int64_t one = 1;
+    struct zbuf b = {0};
+    struct ckpt c;
+    double secs;
+    int rc;
+
+    /* finding 5: a 1.3 KB pickle whose lists each hold the one before twice */
+    dag_pickle(&b, 60, false);
+    rc = open_pkl(&c, &b, 0, 0, &secs);
+    CHECK(rc == 0 && c.n_entries == 0 && secs < 1.0, "DAG of 60 lists without tensors: rc %d "
+          "%s in %.2f s", rc, c.err, secs);
+    printf("DAG of 60 lists (%zu-byte pickle, 2^60 paths), no tensor: read in %.3f s, "
+           "0 tensors\n", b.n, secs);
+    ckpt_close(&c);
+    zb_free(&b);
+    dag_pickle(&b, 60, true);
+    rc = open_pkl(&c, &b, 1, 4, &secs);
+    CHECK(rc == S3D_EFORMAT && strstr(c.err, "shared over and over") && secs < 1.0,
+          "DAG with a tensor leaf: rc %d '%s' in %.2f s", rc, c.err, secs);
+    printf("DAG of 60 lists with a tensor leaf: refused in %.3f s: %s\n", secs, c.err);
+    zb_free(&b);
+
+    /* a tied sub-dictionary (one dict under two keys) still names both */
+    zb_put(&b, "\x80\x02}(", 4);
+    pk_str(&b, "a");
+    zb_byte(&b, '}');
+    zb_byte(&b, '(');
+    pk_str(&b, "w");
+    pk_tensor(&b, "0", 1, 0, 1, &one, &one);
+    zb_byte(&b, 'u');
+    pk_put(&b, 0);
+    pk_str(&b, "b");
+    pk_get(&b, 0);
+    zb_put(&b, "u.", 2);
+    rc = open_pkl(&c, &b, 1, 4, &secs);
+    CHECK(rc == 0 && c.n_entries == 2 && ckpt_find(&c, "a.w") && ckpt_find(&c, "b.w") &&
+          ckpt_find(&c, "a.w")->data == ckpt_find(&c, "b.w")->data, "tied dict: %s", c.err);
+    ckpt_close(&c);
+    zb_free(&b);
+
+    /* a cycle through a tensor: l = [t]; l.append(l) */
+    zb_put(&b, "\x80\x02}(", 4);
+    pk_str(&b, "l");
+    zb_byte(&b, ']');
+    pk_put(&b, 0);
+    pk_tensor(&b, "0", 1, 0, 1, &one, &one);
+    zb_byte(&b, 'a');
+    pk_get(&b, 0);
+    zb_byte(&b, 'a');
+    zb_put(&b, "u.", 2);
+    rc = open_pkl(&c, &b, 1, 4, &secs);
+    CHECK(rc == S3D_EFORMAT && strstr(c.err, "holds itself"), "tensor cycle: rc %d %s", rc,
+          c.err);
+    zb_free(&b);
+    printf("tied sub-dictionary named twice; a cycle through a tensor refused: %s\n", c.err);
+}
+
+/* One tensor "t" of the given shape/stride over a 16-element storage. */
+static int open_shape(struct ckpt *c, int ndim, const int64_t *shape, const int64_t *stride)
+{
+    struct zbuf b = {0};
+    double secs;
+    int rc;
+
+    zb_put(&b, "\x80\x02}(", 4);
+    pk_str(&b, "t");
+    pk_tensor(&b, "0", 16, 0, ndim, shape, stride);
+    zb_put(&b, "u.", 2);
+    rc = open_pkl(c, &b, 1, 64, &secs);
+    zb_free(&b);
+    return rc;
+}
+
+static void test_hostile_shapes(void)
+{
+    int64_t sh[2], st[2] = {0, 0};
+    struct ckpt c;
+    int rc;
+
+    /* finding 6: stride 0 makes the element count independent of the storage */
+    sh[0] = sh[1] = (int64_t)1 << 32;
+    rc = open_shape(&c, 2, sh, st);
+    CHECK(rc == S3D_EFORMAT && strstr(c.err, "more than 2^63 bytes"), "[2^32, 2^32] stride 0: "
+          "rc %d %s", rc, c.err);
+    printf("[2^32, 2^32] stride 0: %s\n", c.err);
+    sh[0] = sh[1] = (int64_t)1 << 30;
+    rc = open_shape(&c, 2, sh, st);
+    CHECK(rc == S3D_EFORMAT && strstr(c.err, "stride 0"), "[2^30, 2^30] stride 0: rc %d %s",
+          rc, c.err);
+    printf("[2^30, 2^30] stride 0: %s\n", c.err);
+    sh[0] = 1000;                          /* a modest expanded view is a valid tensor */
+    sh[1] = 4;
+    st[1] = 1;
+    rc = open_shape(&c, 2, sh, st);
+    CHECK(rc == 0 && ckpt_entry_numel(ckpt_find(&c, "t")) == 4000, "[1000, 4] stride (0, 1): "
+          "%s", c.err);
+    if (!rc) {
+        float out[8];
+
+        ckpt_gather(ckpt_find(&c, "t"), 3996, 4, out);   /* the last row reads row 0 */
+        CHECK(out[0] == 0.0f && out[3] == 0.0f);
+    }
+    ckpt_close(&c);
+}
+
+static void test_stored_sizes(void)
+{
+    static const int64_t one = 1;
+    struct zbuf b = {0};
+    struct ckpt c;
+    size_t n;
+    uint8_t *z, *cd;
+    int rc;
+
+    /* finding 10: a stored record whose two sizes differ is corrupt, not "compressed" */
+    zb_put(&b, "\x80\x02}(", 4);
+    pk_str(&b, "t");
+    pk_tensor(&b, "0", 1, 0, 1, &one, &one);
+    zb_put(&b, "u.", 2);
+    z = torch_zip(b.p, b.n, 1, 4, &n);
+    cd = memmem(z + 64, n - 64, "PK\x01\x02", 4);          /* a/data.pkl's directory record */
+    CHECK(cd != NULL);
+    if (cd) {
+        cd[20] ^= 1;                                          /* compressed size */
+        rc = ckpt_open_mem(&c, z, n, "sizes.pt", NULL);
+        CHECK(rc == S3D_EFORMAT && strstr(c.err, "stored (not compressed)") &&
+              strstr(c.err, "two sizes") && !strstr(c.err, "is compressed"), "%s", c.err);
+        printf("stored record with two sizes: %s\n", c.err);
+    }
+    free(z);
+    zb_free(&b);
+}
+
+static void test_fifo(void)
+{
+    char dir[] = "/tmp/s3d-fifo-XXXXXX", path[64];
+    struct ckpt c;
+    int rc;
+
+    /* finding 7: a FIFO as the checkpoint must be refused, not waited on */
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/w.pt", dir);
+    CHECK(mkfifo(path, 0600) == 0);
+    alarm(20);                             /* a regression hangs: fail instead */
+    rc = ckpt_open(&c, path, CKPT_QUIET);
+    alarm(0);
+    CHECK(rc == S3D_EINVAL && strstr(c.err, "is a FIFO"), "FIFO: rc %d %s", rc, c.err);
+    printf("FIFO as a checkpoint: refused at once: %s\n", c.err);
+    rc = ckpt_open(&c, "/dev/zero", CKPT_QUIET);
+    CHECK(rc == S3D_EINVAL && strstr(c.err, "character device"), "/dev/zero: %s", c.err);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     log_init("test_torchzip");
@@ -309,5 +530,10 @@ int main(void)
     test_refused();
     test_corrupt_zip();
     test_bounds();
+    test_hostile_graphs();
+    test_hostile_shapes();
+    test_stored_sizes();
+    test_fifo();
+    free(live_zip);
     return harness_done("test_torchzip");
 }
