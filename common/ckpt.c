@@ -4,6 +4,7 @@
  */
 #include "ckpt.h"
 #include "err.h"
+#include "fileio.h"
 #include "log.h"
 #include "safetensors.h"
 #include "torchzip.h"
@@ -20,11 +21,13 @@
 
 int ckpt_fail(struct ckpt *c, int code, const char *fmt, ...)
 {
+    char raw[sizeof(c->err)];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    log_escape(c->err, sizeof(c->err), raw, 0);    /* names from the file, made visible */
     return code;
 }
 
@@ -35,6 +38,11 @@ int64_t ckpt_entry_numel(const struct ckpt_entry *e)
     for (int i = 0; i < e->ndim; i++)
         n *= e->shape[i];
     return n;
+}
+
+uint64_t ckpt_max_logical(const struct ckpt *c)
+{
+    return CKPT_LOGICAL_PER_BYTE * (uint64_t)c->size + CKPT_LOGICAL_BASE;
 }
 
 int ckpt_add(struct ckpt *c, const char *name, enum dtype dt, int ndim,
@@ -57,6 +65,26 @@ int ckpt_add(struct ckpt *c, const char *name, enum dtype dt, int ndim,
                              "dimension %d", name, i);
         if (shape[i] == 0)
             empty = true;
+    }
+    /* its logical size (numel x dtype size) in 64 bits: stride 0 (an expanded view)
+     * addresses few stored elements but may name 2^64 of them */
+    if (!empty) {
+        uint64_t bytes = es;
+
+        for (int i = 0; i < ndim; i++) {
+            if ((uint64_t)shape[i] > (uint64_t)INT64_MAX / bytes)
+                return ckpt_fail(c, S3D_EFORMAT, "tensor '%s': its shape holds more than 2^63 "
+                                 "bytes (dimension %d is %lld)", name, i, (long long)shape[i]);
+            bytes *= (uint64_t)shape[i];
+        }
+        if (bytes > ckpt_max_logical(c) - c->logical_bytes)
+            return ckpt_fail(c, S3D_EFORMAT, "tensor '%s': %llu bytes as its shape reads them; "
+                             "with the tensors before it that is more than %llu bytes for a "
+                             "%zu-byte file (views with stride 0 repeat their elements; "
+                             "HINT: save such tensors with .contiguous())", name,
+                             (unsigned long long)bytes, (unsigned long long)ckpt_max_logical(c),
+                             c->size);
+        c->logical_bytes += bytes;
     }
     if (!empty) {
         /* overflow-safe: every term is bounded by the storage size before adding */
@@ -182,6 +210,17 @@ static int ckpt_parse(struct ckpt *c, const char *key)
     return ckpt_finish(c, key);
 }
 
+/* Release everything c holds but its failure reason; returns rc. */
+static int close_keep_err(struct ckpt *c, int rc)
+{
+    char err[sizeof(c->err)];
+
+    memcpy(err, c->err, sizeof(err));
+    ckpt_close(c);
+    memcpy(c->err, err, sizeof(err));
+    return rc;
+}
+
 int ckpt_open_mem(struct ckpt *c, const void *data, size_t size, const char *label,
                   const char *key)
 {
@@ -194,14 +233,47 @@ int ckpt_open_mem(struct ckpt *c, const void *data, size_t size, const char *lab
     c->map = data;
     c->size = size;
     rc = ckpt_parse(c, key);
-    if (rc) {
-        char err[sizeof(c->err)];
+    return rc ? close_keep_err(c, rc) : 0;
+}
 
-        memcpy(err, c->err, sizeof(err));
-        ckpt_close(c);
-        memcpy(c->err, err, sizeof(err));
+/* Map the regular file open as fd (consumed, size bytes) into c, which holds path. */
+static int map_fd(struct ckpt *c, int fd, uint64_t size)
+{
+    void *map;
+
+    if (size == 0) {
+        close(fd);
+        return ckpt_fail(c, S3D_EFORMAT, "empty file");
     }
-    return rc;
+    if (size > SIZE_MAX) {
+        close(fd);
+        return ckpt_fail(c, S3D_EFORMAT, "%llu bytes do not fit the address space",
+                         (unsigned long long)size);
+    }
+    map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return ckpt_fail(c, S3D_EIO, "mmap failed: %s", strerror(errno));
+    c->map = map;
+    c->size = (size_t)size;
+    c->mapped = true;
+    return 0;
+}
+
+/* Map fd (size bytes; consumed) and parse; on failure c holds only the reason. */
+static int open_fd(struct ckpt *c, int fd, uint64_t size, const char *label, const char *key)
+{
+    int rc;
+
+    c->path = strdup(label);
+    if (!c->path) {
+        close(fd);
+        return ckpt_fail(c, S3D_ENOMEM, "out of memory");
+    }
+    rc = map_fd(c, fd, size);
+    if (!rc)
+        rc = ckpt_parse(c, key);
+    return rc ? close_keep_err(c, rc) : 0;
 }
 
 int ckpt_open(struct ckpt *c, const char *path_key, int flags)
@@ -209,7 +281,6 @@ int ckpt_open(struct ckpt *c, const char *path_key, int flags)
     struct stat st;
     const char *key = NULL;
     char *path;
-    void *map;
     int fd, rc;
 
     memset(c, 0, sizeof(*c));
@@ -224,50 +295,35 @@ int ckpt_open(struct ckpt *c, const char *path_key, int flags)
             key = colon + 1;
         }
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = ckpt_fail(c, errno == ENOENT ? S3D_ENOTFOUND : S3D_EIO, "cannot open: %s",
-                       strerror(errno));
-        goto out_log;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = ckpt_fail(c, S3D_EIO, "not a regular file");
-        close(fd);
-        goto out_log;
-    }
-    if (st.st_size == 0) {
-        rc = ckpt_fail(c, S3D_EFORMAT, "empty file");
-        close(fd);
-        goto out_log;
-    }
-    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        rc = ckpt_fail(c, S3D_EIO, "mmap failed: %s", strerror(errno));
-        goto out_log;
-    }
-    c->path = path;
-    path = NULL;
-    c->map = map;
-    c->size = (size_t)st.st_size;
-    c->mapped = true;
-    rc = ckpt_parse(c, key);
-    if (rc) {
-        char err[sizeof(c->err)];
+    /* a FIFO, a device or a directory is refused without blocking (fileio.h) */
+    {
+        char why[200];
+        uint64_t size = 0;
 
-        memcpy(err, c->err, sizeof(err));
-        path = c->path;
-        c->path = NULL;
-        ckpt_close(c);
-        memcpy(c->err, err, sizeof(err));
-        goto out_log;
+        fd = file_open_read(AT_FDCWD, path, 0, 0, &size, why, sizeof(why));
+        if (fd < 0)
+            rc = ckpt_fail(c, errno == ENOENT ? S3D_ENOTFOUND : errno == EINVAL ? S3D_EINVAL
+                           : S3D_EIO, "%s%s", why, errno == EINVAL ? " (HINT: give the "
+                           "checkpoint file itself)" : "");
+        else
+            rc = open_fd(c, fd, size, path, key);
     }
-    return 0;
-out_log:
-    if (!(flags & CKPT_QUIET))
+    if (rc && !(flags & CKPT_QUIET))
         log_error("%s: %s", path, c->err);
     free(path);
     return rc;
+}
+
+int ckpt_open_fd(struct ckpt *c, int fd, const char *label)
+{
+    struct stat st;
+
+    memset(c, 0, sizeof(*c));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ckpt_fail(c, S3D_EINVAL, "not a regular file");
+    }
+    return open_fd(c, fd, (uint64_t)st.st_size, label, NULL);
 }
 
 void ckpt_close(struct ckpt *c)

@@ -103,9 +103,17 @@ static int parse_entry(struct ckpt *c, const struct json_doc *d, int v, const ch
             return ckpt_fail(c, S3D_EFORMAT, "tensor '%s': shape overflows", name);
         numel *= (uint64_t)shape[k];
     }
-    for (int k = ndim - 1, s = 1; k >= 0; k--) {
-        stride[k] = s;
-        s *= shape[k] ? shape[k] : 1;
+    {   /* row-major strides, in 64 bits (an empty dimension counts as 1) */
+        int64_t s = 1;
+
+        for (int k = ndim - 1; k >= 0; k--) {
+            int64_t dim = shape[k] ? shape[k] : 1;
+
+            stride[k] = s;
+            if (k && s > INT64_MAX / 16 / dim)
+                return ckpt_fail(c, S3D_EFORMAT, "tensor '%s': shape overflows", name);
+            s *= dim;
+        }
     }
     if (d->nodes[iof].type != JSON_ARRAY || d->nodes[iof].size != 2 ||
         !json_int64(d, iof + 1, &b) || !json_int64(d, d->nodes[iof + 1].next, &e))
