@@ -4,6 +4,7 @@
 #include "ckpt_list.h"
 #include "log.h"
 #include "sha256.h"
+#include "torchzip.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,11 @@ void ckpt_list_entries(FILE *out, const struct ckpt *c, bool sha256)
         const struct ckpt_entry *e = &c->entries[i];
         char shape[TENSOR_MAX_DIMS * 22 + 3];
 
+        char name[4 * TORCHZIP_MAX_NAME];
+
         tensor_shape_str(e->shape, e->ndim, shape, sizeof(shape));
-        fprintf(out, "%s\t%s\t%s", e->name, dtype_name(e->dtype), shape);
+        log_escape(name, sizeof(name), e->name, LOG_ESCAPE_BACKSLASH);
+        fprintf(out, "%s\t%s\t%s", name, dtype_name(e->dtype), shape);
         if (sha256) {
             char hex[65];
 

@@ -3,6 +3,9 @@
  *
  * One line per tensor, sorted bytewise by name, tab-separated:
  *     name<TAB>dtype<TAB>[d0,d1,...]            ([] for a 0-d tensor)
+ * Names are printed through log_escape(LOG_ESCAPE_BACKSLASH): a newline, a tab,
+ * a terminal escape or a backslash in a name shows as \n, \t, \x1b, \\, so a
+ * hostile file cannot forge listing lines.
  * and with sha256 a fourth column: the hex SHA-256 of the tensor's logical
  * contents, elements in row-major order as little-endian bytes of the stored
  * dtype (a transposed or sliced view hashes what it shows, not its storage).

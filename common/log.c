@@ -41,12 +41,66 @@ void log_set_level(enum log_level level) { log_level = level; }
 
 bool log_enabled(enum log_level level) { return level >= log_level; }
 
+/* Length of the valid UTF-8 sequence at s (2..4), or 0. */
+static int utf8_len(const unsigned char *s)
+{
+    int n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+
+    if (s[0] >= 0xf5)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;                              /* overlong, surrogate, past U+10FFFF */
+    return n;
+}
+
+size_t log_escape(char *out, size_t len, const char *s, int flags)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0;
+
+    if (!len)
+        return 0;
+    while (*p) {
+        char esc[8];
+        const char *piece = esc;
+        size_t pl;
+        int u = *p >= 0x80 ? utf8_len(p) : 0;
+
+        if (*p == '\\' && (flags & LOG_ESCAPE_BACKSLASH)) {
+            piece = "\\\\";
+            pl = 2;
+        } else if (*p == '\n' || *p == '\t' || *p == '\r') {
+            esc[0] = '\\';
+            esc[1] = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
+            pl = 2;
+        } else if (*p < 0x20 || *p == 0x7f || (*p >= 0x80 && !u) ||
+                   (u == 2 && p[0] == 0xc2 && p[1] < 0xa0)) {
+            snprintf(esc, sizeof(esc), "\\x%02x", *p);   /* C1 as UTF-8: its lead byte */
+            pl = 4;
+        } else {
+            piece = (const char *)p;
+            pl = u ? (size_t)u : 1;
+        }
+        if (o + pl >= len)
+            break;
+        memcpy(out + o, piece, pl);
+        o += pl;
+        p += piece == (const char *)p ? pl : 1;
+    }
+    out[o] = 0;
+    return o;
+}
+
 static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
     static const char letters[] = "DIWE";
     struct timeval tv;
     struct tm tm;
-    char line[4096];
+    char line[4096], msg[3072];
     int n;
 
     gettimeofday(&tv, NULL);
@@ -56,7 +110,12 @@ static void log_vmsg(enum log_level level, const char *fmt, va_list ap)
                  (int)(tv.tv_usec / 1000));
     if (n < 0)
         return;
-    vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = (int)strlen(msg);
+    if (n && msg[n - 1] == '\n')
+        msg[n - 1] = 0;
+    n = (int)strlen(line);
+    log_escape(line + n, sizeof(line) - (size_t)n - 1, msg, 0);
     n = (int)strlen(line);
     if (n == 0 || line[n - 1] != '\n') {
         line[n++] = '\n';

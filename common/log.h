@@ -4,11 +4,15 @@
  * Line format: "[<stage> <pid>] <L> HH:MM:SS.mmm <message>" with L one of
  * D I W E. The level comes from S3D_LOG=debug|info|warn|error (default info).
  * Stages leave stdout unused; nothing is logged per element or per kernel.
+ * Messages often quote what a file or a client sent (a tensor name, a path):
+ * every line is written through log_escape(), so none can forge a line of its
+ * own or send terminal escapes.
  */
 #ifndef S3D_LOG_H
 #define S3D_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,6 +24,15 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_init(const char *name);
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
+
+/* Copy the NUL-terminated s into out[len] (always NUL-terminated, cut when out
+ * is short) with every byte that a terminal would act on written visibly:
+ * C0 controls and DEL as \n \t \r or \xHH, UTF-8 encoded C1 controls
+ * (U+0080..U+009F) and bytes that are not valid UTF-8 as \xHH. With
+ * LOG_ESCAPE_BACKSLASH a backslash becomes "\\" too (listings, where the text
+ * must read back unambiguously). Returns the length written. */
+#define LOG_ESCAPE_BACKSLASH 1
+size_t log_escape(char *out, size_t len, const char *s, int flags);
 
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
