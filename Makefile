@@ -114,9 +114,10 @@ test-sanitize:
 # fuzz targets: clang + libFuzzer over the common/ sources
 FUZZ_CC     ?= clang
 FUZZ_CFLAGS := -std=c11 -g -O1 -D_GNU_SOURCE $(INCLUDES) -fsanitize=fuzzer,address,undefined
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
+# (tests/zipbuild.c: the in-memory pickles and torch zips some targets build)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h) tests/zipbuild.c tests/zipbuild.h
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(COMMON_SRC) -o $@ $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests $< $(COMMON_SRC) tests/zipbuild.c -o $@ $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	@tests/fuzz/run_fuzz.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
