@@ -814,19 +814,80 @@ void wire_frames_close(struct wire_frames *f)
     f->n = 0;
 }
 
+int wire_limit(void *sock, struct wire_frames *f, uint64_t max_tensor_bytes)
+{
+    int64_t frame = (int64_t)(max_tensor_bytes > WIRE_MAX_HEADER ? max_tensor_bytes
+                                                                  : WIRE_MAX_HEADER);
+    int hwm = WIRE_RCVHWM;
+
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &frame, sizeof(frame)) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof(hwm)) != 0)
+        return S3D_EIO;
+    if (f)
+        f->max_bytes = max_tensor_bytes + WIRE_MAX_HEADER + 64;
+    return 0;
+}
+
+/* "tcp://HOST:PORT" host part into host[len] (brackets kept); false if not tcp. */
+static bool tcp_host(const char *ep, char *host, size_t len)
+{
+    const char *h, *colon;
+
+    if (strncmp(ep, "tcp://", 6))
+        return false;
+    h = ep + 6;
+    colon = strrchr(h, ':');
+    if (!colon || (size_t)(colon - h) >= len)
+        return false;
+    memcpy(host, h, (size_t)(colon - h));
+    host[colon - h] = 0;
+    return true;
+}
+
+int wire_endpoint_check(const char *ep, bool curve, char *why, size_t why_len)
+{
+    char host[256];
+
+    if (!strncmp(ep, "ipc://@", 7)) {
+        if (curve)
+            return 0;
+        snprintf(why, why_len, "'%s' is an abstract socket: it has no file permissions, so "
+                 "any local user could connect (HINT: listen on ipc://PATH in a private "
+                 "directory, or give CURVE keys)", ep);
+        return S3D_EINVAL;
+    }
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return 0;
+    if (tcp_host(ep, host, sizeof(host)) && !strcmp(host, "localhost")) {
+        snprintf(why, why_len, "'%s': ZeroMQ binds interface addresses, not host names "
+                 "(HINT: listen on tcp://127.0.0.1:%s)", ep, strrchr(ep, ':') + 1);
+        return S3D_EINVAL;
+    }
+    if (curve)
+        return 0;
+    if (tcp_host(ep, host, sizeof(host)) &&
+        (!strncmp(host, "127.", 4) || !strcmp(host, "[::1]")))
+        return 0;
+    snprintf(why, why_len, "refusing to listen on '%s' without CURVE keys: only ipc://, "
+             "inproc:// and loopback tcp:// are allowed in the clear (HINT: pass "
+             "--curve-secret and --curve-clients, or listen on ipc:// or tcp://127.0.0.1)", ep);
+    return S3D_EINVAL;
+}
+
 int wire_recv(void *sock, enum wire_kind kind, struct wire_msg *m, struct wire_frames *f,
               char *err, size_t err_len)
 {
     const void *data[WIRE_MAX_FRAMES];
     size_t sizes[WIRE_MAX_FRAMES];
     int total = 0;
-    bool more = true;
+    uint64_t bytes = 0;
+    bool more = true, over = false;
     zmq_msg_t extra;
 
     wire_frames_close(f);
     wire_msg_init(m, kind, 0);
     while (more) {
-        zmq_msg_t *part = f->n < WIRE_MAX_FRAMES ? &f->parts[f->n] : &extra;
+        zmq_msg_t *part = f->n < WIRE_MAX_FRAMES && !over ? &f->parts[f->n] : &extra;
 
         zmq_msg_init(part);
         if (zmq_msg_recv(part, sock, 0) < 0) {
@@ -839,11 +900,20 @@ int wire_recv(void *sock, enum wire_kind kind, struct wire_msg *m, struct wire_f
         }
         more = zmq_msg_more(part);
         total++;
-        if (part == &extra)
-            zmq_msg_close(&extra);     /* drain frames beyond the limit */
+        bytes += zmq_msg_size(part);
+        if (f->max_bytes && bytes > f->max_bytes && !over) {
+            over = true;               /* keep nothing more of this message */
+            wire_frames_close(f);
+        }
+        if (part == &extra || over)
+            zmq_msg_close(part);       /* drain frames beyond the limits */
         else
             f->n++;
     }
+    if (over)
+        return fail(err, err_len, "a message of %llu bytes refused: this endpoint "
+                    "accepts at most %llu bytes a message", (unsigned long long)bytes,
+                    (unsigned long long)f->max_bytes);
     if (total > WIRE_MAX_FRAMES)
         return fail(err, err_len, "message has %d frames (at most %d)", total, WIRE_MAX_FRAMES);
     if (zmq_msg_size(&f->parts[0]) != strlen(WIRE_PROTO) ||

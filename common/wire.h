@@ -149,19 +149,44 @@ int wire_unpack(enum wire_kind kind, const void *hdr, size_t len, const void *co
 
 /* --- sockets (libzmq) --- */
 
-/* A received message's frames, kept alive while tensors point into them. */
+/* A received message's frames, kept alive while tensors point into them.
+ * max_bytes (set by wire_limit; 0 = none): the most bytes one message may bring. */
 struct wire_frames {
     int       n;
+    uint64_t  max_bytes;
     zmq_msg_t parts[WIRE_MAX_FRAMES];
 };
+
+/* The receive limits of a socket, set before it binds or connects (docs/
+ * security.md "Message sizes"): ZMQ_MAXMSGSIZE = max_tensor_bytes (at least
+ * WIRE_MAX_HEADER), so libzmq drops a peer that announces a larger frame
+ * before allocating it; ZMQ_RCVHWM = WIRE_RCVHWM messages queued per peer; and
+ * f->max_bytes = max_tensor_bytes + WIRE_MAX_HEADER + 64, the budget wire_recv
+ * checks as the frames of a message come in (frames past the budget are
+ * released at once, never kept). Returns 0 or S3D_EIO (errno kept). */
+#define WIRE_RCVHWM 4
+int wire_limit(void *sock, struct wire_frames *f, uint64_t max_tensor_bytes);
+
+/* The policy for endpoints a stage listens on (docs/security.md):
+ *   ipc://PATH         allowed (the socket file's permissions guard it; the
+ *                      job directory is 0700)
+ *   ipc://@NAME        an abstract socket has no permissions: needs CURVE
+ *   inproc://          allowed
+ *   tcp://127.x.x.x:P, tcp://[::1]:P  allowed in the clear (loopback)
+ *   tcp://localhost:P  refused: ZeroMQ binds addresses, not host names
+ *   anything else      needs CURVE
+ * Returns 0 when endpoint may be bound (curve: a secret key is set), else
+ * S3D_EINVAL with the reason and a HINT in why. */
+int wire_endpoint_check(const char *endpoint, bool curve, char *why, size_t why_len);
 
 /* Send m with its frame tensors' data as one atomic multipart message.
  * Returns 0 or S3D_EIO (errno kept; EINTR/EAGAIN are the caller's to judge). */
 int wire_send(void *sock, const struct wire_msg *m);
 
 /* Receive one multipart message into f (released first) and unpack it as kind.
- * Returns 0; S3D_EPROTO with err set when the message is malformed (the whole
- * message was consumed, so a REP socket may reply); S3D_EIO on a socket error
+ * Returns 0; S3D_EPROTO with err set when the message is malformed or brings
+ * more than f->max_bytes (the whole message was consumed, so a REP socket may
+ * reply); S3D_EIO on a socket error
  * (errno kept: EINTR, EAGAIN for a timeout). */
 int wire_recv(void *sock, enum wire_kind kind, struct wire_msg *m, struct wire_frames *f,
               char *err, size_t err_len);

@@ -8,11 +8,14 @@
 #include "harness.h"
 #include "log.h"
 #include "wire.h"
+#include "zap.h"
 
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 static struct wire_msg a, b;
@@ -344,6 +347,212 @@ static void test_sockets(void)
     zmq_ctx_term(ctx);
 }
 
+// ------------------------------------------------------------ issue 15: limits, CURVE clients
+
+static void *tcp_pair(void *ctx, int type, const char *ep, bool bind_it)
+{
+    void *s = zmq_socket(ctx, type);
+    int zero = 0, ms = 2000;
+
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof(ms));
+    CHECK((bind_it ? zmq_bind(s, ep) : zmq_connect(s, ep)) == 0, "%s: %s", ep,
+          zmq_strerror(errno));
+    return s;
+}
+
+/* Does a message arrive on s within ms? */
+static bool readable(void *s, int ms)
+{
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+
+    return zmq_poll(&it, 1, ms) == 1;
+}
+
+static void test_limits(void)
+{
+    static struct wire_frames fr, cf;
+    static uint8_t big[2u << 20];
+    void *ctx = zmq_ctx_new();
+    char ep[64], err[256];
+    void *rep, *req, *bad;
+    int rc, port = 20000 + (int)(getpid() % 20000);
+
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", port);
+    rep = zmq_socket(ctx, ZMQ_REP);
+    CHECK(wire_limit(rep, &fr, 4096) == 0);
+    CHECK(fr.max_bytes == 4096 + WIRE_MAX_HEADER + 64);
+    {
+        int zero = 0;
+
+        zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof(zero));
+    }
+    CHECK(zmq_bind(rep, ep) == 0, "%s", zmq_strerror(errno));
+    /* finding 3: frames under the frame limit but over the message budget */
+    req = tcp_pair(ctx, ZMQ_REQ, ep, false);
+    wire_msg_init(&a, WIRE_REQUEST, 5);
+    a.method = WIRE_RUN;
+    for (int i = 0; i < 3; i++) {
+        char name[8];
+
+        snprintf(name, sizeof(name), "t%d", i);
+        wire_add_frame(&a, name, DTYPE_U8, SHAPE(600000), big);
+    }
+    CHECK(wire_send(req, &a) == 0);
+    rc = wire_recv(rep, WIRE_REQUEST, &b, &fr, err, sizeof(err));
+    CHECK(rc == S3D_EPROTO && strstr(err, "refused") && fr.n == 0, "budget: %d %s", rc, err);
+    printf("limits: 3 x 600 KB against a %llu-byte budget -> %s\n",
+           (unsigned long long)fr.max_bytes, err);
+    CHECK(wire_send_error(rep, 5, err) == 0);
+    CHECK(wire_recv(req, WIRE_REPLY, &b, &cf, err, sizeof(err)) == 0 && b.has_error);
+    /* a frame over ZMQ_MAXMSGSIZE: libzmq drops that peer, nothing reaches the stage */
+    bad = tcp_pair(ctx, ZMQ_REQ, ep, false);
+    wire_msg_init(&a, WIRE_REQUEST, 6);
+    a.method = WIRE_RUN;
+    wire_add_frame(&a, "huge", DTYPE_U8, SHAPE(sizeof(big)), big);
+    CHECK(wire_send(bad, &a) == 0);
+    CHECK(!readable(rep, 500), "a 2 MiB frame reached a socket limited to 1 MiB frames");
+    /* and the socket still serves others */
+    wire_msg_init(&a, WIRE_REQUEST, 7);
+    CHECK(wire_send(req, &a) == 0);
+    rc = wire_recv(rep, WIRE_REQUEST, &b, &fr, err, sizeof(err));
+    CHECK(rc == 0 && b.id == 7, "after the drop: %d %s", rc, err);
+    printf("limits: a 2 MiB frame dropped by ZMQ_MAXMSGSIZE; the next client is served\n");
+    wire_frames_close(&fr);
+    wire_frames_close(&cf);
+    zmq_close(bad);
+    zmq_close(req);
+    zmq_close(rep);
+    zmq_ctx_term(ctx);
+}
+
+static void test_curve_clients(void)
+{
+    static struct wire_frames fr, cf;
+    char spub[41], ssec[41], apub[41], asec[41], bpub[41], bsec[41];
+    char ep[64], err[256], list[] = "/tmp/s3d-test-zap-XXXXXX";
+    void *ctx, *rep, *ca, *cb;
+    struct zap *z = NULL;
+    uint64_t allowed, refused;
+    int one = 1, fd, port = 20000 + (int)((getpid() + 7) % 20000);
+    FILE *f;
+
+    if (!zmq_has("curve")) {
+        printf("CURVE: this libzmq has none; skipped\n");
+        return;
+    }
+    CHECK(zmq_curve_keypair(spub, ssec) == 0 && zmq_curve_keypair(apub, asec) == 0 &&
+          zmq_curve_keypair(bpub, bsec) == 0);
+    fd = mkstemp(list);
+    f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "# the clients allowed\n\n%s\n", apub);
+    fclose(f);
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", port);
+    ctx = zmq_ctx_new();
+    CHECK(zap_start(ctx, list, &z) == 0);
+    rep = zmq_socket(ctx, ZMQ_REP);
+    CHECK(zmq_setsockopt(rep, ZMQ_CURVE_SERVER, &one, sizeof(one)) == 0 &&
+          zmq_setsockopt(rep, ZMQ_CURVE_SECRETKEY, ssec, 40) == 0);
+    {
+        int zero = 0;
+
+        zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof(zero));
+    }
+    CHECK(zmq_bind(rep, ep) == 0);
+    ca = zmq_socket(ctx, ZMQ_REQ);
+    cb = zmq_socket(ctx, ZMQ_REQ);
+    for (int i = 0; i < 2; i++) {
+        void *c = i ? cb : ca;
+        int zero = 0;
+
+        zmq_setsockopt(c, ZMQ_LINGER, &zero, sizeof(zero));
+        zmq_setsockopt(c, ZMQ_CURVE_SERVERKEY, spub, 40);
+        zmq_setsockopt(c, ZMQ_CURVE_PUBLICKEY, i ? bpub : apub, 40);
+        zmq_setsockopt(c, ZMQ_CURVE_SECRETKEY, i ? bsec : asec, 40);
+        CHECK(zmq_connect(c, ep) == 0);
+    }
+    /* finding 4: a client with its own key pair, not on the list, gets nothing */
+    wire_msg_init(&a, WIRE_REQUEST, 1);
+    a.method = WIRE_SHUTDOWN;
+    CHECK(wire_send(cb, &a) == 0);
+    CHECK(!readable(rep, 1000), "an unlisted CURVE client reached the server");
+    wire_msg_init(&a, WIRE_REQUEST, 2);
+    CHECK(wire_send(ca, &a) == 0);
+    CHECK(readable(rep, 5000) && wire_recv(rep, WIRE_REQUEST, &b, &fr, err, sizeof(err)) == 0 &&
+          b.id == 2, "the listed client: %s", err);
+    CHECK(wire_send_error(rep, 2, "fine") == 0);
+    CHECK(wire_recv(ca, WIRE_REPLY, &b, &cf, err, sizeof(err)) == 0 && b.id == 2);
+    zap_counts(z, &allowed, &refused);
+    CHECK(allowed >= 1 && refused >= 1, "allowed %llu refused %llu", (unsigned long long)allowed,
+          (unsigned long long)refused);
+    printf("CURVE clients: the listed key is served, an unlisted one refused by the ZAP "
+           "handler (%llu allowed, %llu refused)\n", (unsigned long long)allowed,
+           (unsigned long long)refused);
+    wire_frames_close(&fr);
+    wire_frames_close(&cf);
+    zmq_close(ca);
+    zmq_close(cb);
+    zmq_close(rep);
+    zap_stop(z);
+    zmq_ctx_term(ctx);
+    /* allow-list files: each bad one named with its line */
+    {
+        uint8_t keys[2][32];
+        static const struct { const char *text; const char *why; } bad[] = {
+            {"", "no keys"}, {"# only a comment\n", "no keys"},
+            {"short\n", ":1: not a 40-character"},
+            {"\n0123456789012345678901234567890123456789~\n", ":2: not a 40-character"},
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            f = fopen(list, "w");
+            fputs(bad[i].text, f);
+            fclose(f);
+            CHECK(zap_read_keys(list, keys, 2, err, sizeof(err)) < 0 && strstr(err, bad[i].why),
+                  "case %zu: %s", i, err);
+        }
+        f = fopen(list, "w");
+        fprintf(f, "%s\n%s\n%s\n", apub, bpub, spub);
+        fclose(f);
+        CHECK(zap_read_keys(list, keys, 2, err, sizeof(err)) < 0 && strstr(err, "more than 2"));
+        CHECK(zap_read_keys("/nonexistent/list", keys, 2, err, sizeof(err)) < 0);
+    }
+    unlink(list);
+}
+
+static void test_endpoints(void)
+{
+    static const struct { const char *ep; bool curve; int rc; const char *why; } cases[] = {
+        {"ipc:///dev/shm/s3d-1-0/x.sock", false, 0, NULL},
+        {"inproc://x", false, 0, NULL},
+        {"tcp://127.0.0.1:5555", false, 0, NULL},
+        {"tcp://127.3.2.1:5555", false, 0, NULL},
+        {"tcp://[::1]:5555", false, 0, NULL},
+        {"tcp://0.0.0.0:5555", false, S3D_EINVAL, "without CURVE"},
+        {"tcp://0.0.0.0:5555", true, 0, NULL},
+        {"tcp://10.0.0.2:5555", false, S3D_EINVAL, "without CURVE"},
+        {"tcp://localhost:5555", false, S3D_EINVAL, "tcp://127.0.0.1:5555"},
+        {"tcp://localhost:5555", true, S3D_EINVAL, "not host names"},
+        {"ipc://@s3d", false, S3D_EINVAL, "abstract socket"},
+        {"ipc://@s3d", true, 0, NULL},
+    };
+    char why[300];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc;
+
+        why[0] = 0;
+        rc = wire_endpoint_check(cases[i].ep, cases[i].curve, why, sizeof(why));
+        CHECK(rc == cases[i].rc && (!cases[i].why || strstr(why, cases[i].why)),
+              "%s curve %d: rc %d '%s'", cases[i].ep, cases[i].curve, rc, why);
+    }
+    printf("endpoint policy: %zu cases (localhost and ipc://@ refused with the reason)\n",
+           sizeof(cases) / sizeof(cases[0]));
+}
+
 int main(void)
 {
     log_init("test_wire");
@@ -353,6 +562,9 @@ int main(void)
     test_roundtrip_reply();
     test_malformed();
     test_sockets();
+    test_limits();
+    test_curve_clients();
+    test_endpoints();
     msgpack_sbuffer_destroy(&sb);
     return harness_done("test_wire");
 }
