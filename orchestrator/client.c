@@ -18,20 +18,33 @@
 static int connect_sock(struct client *c)
 {
     const char *server_key = getenv("S3D_CURVE_SERVERKEY");
+    const char *client_sec = getenv("S3D_CURVE_CLIENT_SECRET");
     int zero = 0;
 
     c->sock = zmq_socket(c->ctx, ZMQ_REQ);
     ASSERT(c->sock);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (wire_limit(c->sock, NULL, CLIENT_MAX_REPLY_BYTES) != 0) {
+        log_error("cannot set the message limits of a socket: %s", zmq_strerror(errno));
+        goto out_close;
+    }
     if (server_key && *server_key && !strncmp(c->endpoint, "tcp://", 6)) {
-        char pub[41], sec[41];
+        char pub[41];
 
-        if (strlen(server_key) != 40 || zmq_curve_keypair(pub, sec) != 0 ||
+        if (!client_sec || !*client_sec) {
+            log_error("S3D_CURVE_SERVERKEY is set but S3D_CURVE_CLIENT_SECRET is not: a CURVE "
+                      "stage answers only the clients on its --curve-clients list. HINT: "
+                      "`sam3d keygen` prints a client key pair; give its S3D_CURVE_CLIENT_KEY "
+                      "to the stage's list");
+            goto out_close;
+        }
+        if (strlen(server_key) != 40 || strlen(client_sec) != 40 ||
+            zmq_curve_public(pub, client_sec) != 0 ||
             zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, server_key, 40) != 0 ||
             zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
-            zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, sec, 40) != 0) {
-            log_error("S3D_CURVE_SERVERKEY: not a 40-character Z85 key, or no CURVE in "
-                      "libzmq. HINT: use the public key printed with the stage's secret");
+            zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, client_sec, 40) != 0) {
+            log_error("S3D_CURVE_SERVERKEY or S3D_CURVE_CLIENT_SECRET: not a 40-character Z85 "
+                      "key, or no CURVE in libzmq. HINT: use the keys `sam3d keygen` prints");
             goto out_close;
         }
     }

@@ -24,9 +24,12 @@ struct client {
 };
 
 /* Connect to endpoint. CURVE: for a tcp:// endpoint, when env S3D_CURVE_SERVERKEY
- * holds the stage's public key, the client uses CURVE with a fresh keypair
- * (ipc:// stages, the ones the orchestrator starts itself, never do). Returns 0
- * or S3D_EIO. */
+ * holds the stage's public key, the client uses CURVE with the key pair whose
+ * secret is env S3D_CURVE_CLIENT_SECRET (the stage answers only the public keys
+ * on its --curve-clients list; `sam3d keygen` prints both); ipc:// stages, the
+ * ones the orchestrator starts itself, never do. Replies are limited to
+ * CLIENT_MAX_REPLY_BYTES of tensors (wire_limit). Returns 0 or S3D_EIO. */
+#define CLIENT_MAX_REPLY_BYTES (8ull << 30)
 int  client_open(struct client *c, void *ctx, const char *endpoint);
 void client_close(struct client *c);              /* NULL-safe */
 

@@ -159,7 +159,8 @@ static int connect_stage(struct run_ctx *r, struct stage_rt *rt)
                  "status: %.200s", rt->ps->name, rt->endpoint, why);
         log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
                   "and check the address; for tcp:// beyond loopback set "
-                  "S3D_CURVE_SERVERKEY to its public key", rt->error);
+                  "S3D_CURVE_SERVERKEY to its public key and S3D_CURVE_CLIENT_SECRET to a "
+                  "client key on its --curve-clients list", rt->error);
     } else if (rc) {
         snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: "
                  "%.200s (%s)", rt->ps->name, rt->exe, why,

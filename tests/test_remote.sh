@@ -110,8 +110,8 @@ if [ -n "${S3D_CURVE_SECRET:-}" ] && [ -n "${S3D_CURVE_SERVERKEY:-}" ]; then
     port2=$((port + 2))
     S3D_CURVE_SECRET=$S3D_CURVE_SECRET "$build/sam3d-cond" --weights "$w/ss_generator.ckpt" \
         --device cpu --listen tcp://127.0.0.1:$port2 2>"$tmp/srv_curve.log" & pids+=($!)
-    S3D_CURVE_SERVERKEY=$S3D_CURVE_SERVERKEY run "$tmp/curve" "$tmp/curve.log" --device cpu \
-        --endpoint cond_ss=tcp://127.0.0.1:$port2
+    S3D_CURVE_SERVERKEY=$S3D_CURVE_SERVERKEY S3D_CURVE_CLIENT_SECRET=$S3D_CURVE_CLIENT_SECRET \
+        run "$tmp/curve" "$tmp/curve.log" --device cpu --endpoint cond_ss=tcp://127.0.0.1:$port2
     rc=$?
     a=$(sha "$tmp/curve/artifacts/cond_ss.safetensors" cond_ss 2>/dev/null)
     if [ $rc -eq 3 ] && [ -n "$a" ] && [ "$a" = "$(sha "$tmp/local/artifacts/cond_ss.safetensors" cond_ss)" ] &&
