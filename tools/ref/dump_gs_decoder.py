@@ -23,11 +23,12 @@ sys.path.insert(0, HERE)
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
 
-# Tiny: width 64 = 1 head x 64, 2 blocks (block 0 unshifted windows, block 1 shifted by 4),
-# MLP ratio 2, window 8 and resolution 64 as released. The checkpoint is written from the
+# Tiny: width 128 = 2 heads x 64 (so the head-major qkv layout is exercised), 2 blocks
+# (block 0 unshifted windows, block 1 shifted by 4), MLP ratio 2, window 8 and resolution 64
+# as released. The checkpoint is written from the
 # module as released (use_fp16 true: the blocks' Linear weights fp16 in its state_dict); the
 # fp32 reference run loads it into a use_fp16 false module (same values, fp32 compute).
-TINY = {"model_channels": 64, "num_heads": 1, "num_blocks": 2, "mlp_ratio": 2}
+TINY = {"model_channels": 128, "num_heads": 2, "num_blocks": 2, "mlp_ratio": 2}
 ATTRS = ["_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"]
 
 
@@ -47,9 +48,29 @@ def make_slat(args, torch, res):
 
 
 def trunk_names(dec):
-    names = ["input_layer"] + [f"blocks.{i}" for i in range(len(dec.blocks))]
-    names += ["blocks.0.attn", "blocks.0.mlp", "out_layer"]
-    return names
+    names = ["input_layer"]
+    for i in range(len(dec.blocks)):
+        names += [f"blocks.{i}.attn", f"blocks.{i}.mlp", f"blocks.{i}"]
+    return names + ["out_layer"]
+
+
+def window_partitions(x, dec):
+    """The official swin partition of each distinct (window, shift) the blocks use
+    (TD/modules/sparse/attention/windowed_attn.py:24-76): 'window.shift<s>.fwd' (N) int32,
+    the argsort of the window keys (unstable: order inside a window is arbitrary), and
+    'window.shift<s>.seq_lens' int32, the non-empty windows' lengths in key order."""
+    import torch
+    from sam3d_objects.model.backbone.tdfy_dit.modules.sparse.attention import windowed_attn
+    out = {}
+    for b in dec.blocks:
+        ws, sh = b.attn.window_size, b.attn.shift_window
+        s = sh[0] if isinstance(sh, (tuple, list)) else sh
+        if f"window.shift{s}.fwd" in out:
+            continue
+        fwd, _, lens, _ = windowed_attn.calc_window_partition(x, ws, sh)
+        out[f"window.shift{s}.fwd"] = fwd.int()
+        out[f"window.shift{s}.seq_lens"] = torch.tensor(lens, dtype=torch.int32)
+    return out
 
 
 def run(args):
@@ -84,8 +105,11 @@ def run(args):
             rs.sparse_capture(dec, trunk_names(dec)) as log:
         pre = []
         h = dec.blocks[0].register_forward_pre_hook(lambda m, a: pre.append(a[0].feats))
+        h2 = dec.out_layer.register_forward_pre_hook(lambda m, a: pre.append(a[0].feats))
         gs = dec(x)[0]
         h.remove()
+        h2.remove()
+        parts = window_partitions(x, dec)
         ply = os.path.join(args.out, "splat.ply")
         gs.save_ply(ply)
         # get_xyz (= _xyz - 0.5) and get_features (= _features_dc) left out: size budget
@@ -95,7 +119,9 @@ def run(args):
     out["coords"] = coords
     out["feats"] = feats
     out["tokens_ape"] = pre[0]                    # input_layer + APE, input of blocks.0
+    out.update(parts)
     out.update(log.tensors)
+    out["head_ln"] = pre[1]                       # F.layer_norm(h.float()), input of out_layer
     out["offset_perturbation"] = dec.offset_perturbation
     for a in ATTRS:
         out[a] = getattr(gs, a)
