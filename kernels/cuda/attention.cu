@@ -10,9 +10,8 @@
 /* Tensor-core tile height (query rows per block), chosen with the bench. */
 #define ATTN_MMA_BM 64
 
-/* True when every (b, t, h) stride is a multiple of 8 elements and the base is
- * 16-byte aligned: each 64-element row is then a whole number of 16-byte chunks. */
-static bool rows_16b(const void *base, const int64_t *strides, int n)
+/* attn_rows_16b and attn_launch: see attention.cuh. */
+bool attn_rows_16b(const void *base, const int64_t *strides, int n)
 {
     if ((uintptr_t)base % 16)
         return false;
@@ -22,8 +21,7 @@ static bool rows_16b(const void *base, const int64_t *strides, int n)
     return true;
 }
 
-/* Launch the right kernel for p over B sequences of at most max_tq queries. */
-static void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt,
+void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt,
                         int B, int H, int max_tq, bool mma_ok)
 {
     ASSERT(B <= 65535 && H <= 65535);
@@ -57,8 +55,8 @@ void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct 
     p.Tq = (int)Tq;
     p.Tk = (int)Tk;
     p.scale = scale;
-    bool mma_ok = rows_16b(q->data, q->stride, 3) && rows_16b(k->data, k->stride, 3) &&
-                  rows_16b(v->data, v->stride, 3) && rows_16b(o->data, o->stride, 3);
+    bool mma_ok = attn_rows_16b(q->data, q->stride, 3) && attn_rows_16b(k->data, k->stride, 3) &&
+                  attn_rows_16b(v->data, v->stride, 3) && attn_rows_16b(o->data, o->stride, 3);
     attn_launch(ctx, &p, q->dtype, (int)B, (int)H, (int)Tq, mma_ok);
     op_done(ctx, "attention");
 }
@@ -86,8 +84,8 @@ void op_attention_varlen_cuda(const struct op_ctx *ctx, struct tensor *o, const 
     p.q_off = (const int *)q_off->data;
     p.k_off = (const int *)k_off->data;
     p.scale = scale;
-    bool mma_ok = rows_16b(q->data, q->stride, 2) && rows_16b(k->data, k->stride, 2) &&
-                  rows_16b(v->data, v->stride, 2) && rows_16b(o->data, o->stride, 2);
+    bool mma_ok = attn_rows_16b(q->data, q->stride, 2) && attn_rows_16b(k->data, k->stride, 2) &&
+                  attn_rows_16b(v->data, v->stride, 2) && attn_rows_16b(o->data, o->stride, 2);
     attn_launch(ctx, &p, q->dtype, (int)n, (int)H, max_tq, mma_ok);
     op_done(ctx, "attention_varlen");
 }

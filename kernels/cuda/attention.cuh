@@ -21,6 +21,9 @@
  *
  * Both read the sequence bounds from q_off/k_off when set (variable length),
  * else use Tq/Tk with batch strides; grid = (ceil(max Tq / rows), H, B).
+ * With rows set (varlen only: the swin windows of kernels/cuda/window.cu),
+ * packed row t of the sequences is token row rows[t] of q, k, v and o, so the
+ * windows are read and written in place, in token order, without a gather.
  */
 #ifndef S3D_KERNELS_CUDA_ATTENTION_CUH
 #define S3D_KERNELS_CUDA_ATTENTION_CUH
@@ -38,8 +41,15 @@ struct attn_params {
     int64_t     o_sb, o_st, o_sh;
     int         Tq, Tk;         /* dense lengths (ignored when q_off is set) */
     const int  *q_off, *k_off;  /* (B + 1) device offsets for varlen, or NULL */
+    const int  *rows;           /* varlen: packed row -> token row of q, k, v, o; or NULL */
     float       scale;          /* softmax scale */
 };
+
+/* The token row of packed row t (identity without p.rows). */
+__device__ __forceinline__ int64_t attn_row(const struct attn_params &p, int t)
+{
+    return p.rows ? p.rows[t] : t;
+}
 
 /* Resolve sequence b's query/key start and length. */
 __device__ __forceinline__ void attn_seq(const struct attn_params &p, int b, int *q0, int *tq,
@@ -80,9 +90,10 @@ attn_simple_kernel(struct attn_params p)
         return;                                   /* whole block: no barrier skipped */
     int  row    = m0 + warp;
     bool active = row < Tq;
-    const T *qr = (const T *)p.q + b * p.q_sb + (int64_t)(q0 + row) * p.q_st + h * p.q_sh;
-    const T *kb = (const T *)p.k + b * p.k_sb + (int64_t)k0 * p.k_st + h * p.k_sh;
-    const T *vb = (const T *)p.v + b * p.v_sb + (int64_t)k0 * p.v_st + h * p.v_sh;
+    const T *qr = (const T *)p.q + b * p.q_sb + (active ? attn_row(p, q0 + row) : 0) * p.q_st +
+                  h * p.q_sh;
+    const T *kb = (const T *)p.k + b * p.k_sb + h * p.k_sh;
+    const T *vb = (const T *)p.v + b * p.v_sb + h * p.v_sh;
 
     sq[warp][lane]      = active ? to_f32(qr[lane]) : 0.0f;
     sq[warp][lane + 32] = active ? to_f32(qr[lane + 32]) : 0.0f;
@@ -91,10 +102,11 @@ attn_simple_kernel(struct attn_params p)
     for (int t0 = 0; t0 < Tk; t0 += ATTN_SIMPLE_KEYS) {
         __syncthreads();                          /* previous tile fully used */
         for (int i = threadIdx.x; i < ATTN_SIMPLE_KEYS * 64; i += blockDim.x) {
-            int  key = i >> 6, d = i & 63;
-            bool ok  = t0 + key < Tk;
-            sk[key][d] = ok ? to_f32(kb[(int64_t)(t0 + key) * p.k_st + d]) : 0.0f;
-            sv[key][d] = ok ? to_f32(vb[(int64_t)(t0 + key) * p.v_st + d]) : 0.0f;
+            int     key = i >> 6, d = i & 63;
+            bool    ok  = t0 + key < Tk;
+            int64_t r   = ok ? attn_row(p, k0 + t0 + key) : 0;
+            sk[key][d] = ok ? to_f32(kb[r * p.k_st + d]) : 0.0f;
+            sv[key][d] = ok ? to_f32(vb[r * p.v_st + d]) : 0.0f;
         }
         __syncthreads();
         bool  valid = t0 + lane < Tk;
@@ -121,7 +133,7 @@ attn_simple_kernel(struct attn_params p)
     }
     if (active) {
         float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
-        T *orow = (T *)p.o + b * p.o_sb + (int64_t)(q0 + row) * p.o_st + h * p.o_sh;
+        T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
         orow[2 * lane]     = from_f32<T>(o0 * inv);
         orow[2 * lane + 1] = from_f32<T>(o1 * inv);
     }
@@ -199,14 +211,17 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16)
 __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ (row & 7)) << 3); }
 
 /* rows [r0, r0 + nrows) of a strided (T, 64) operand into a swizzled tile;
- * rows at or past `limit` are zero-filled. */
+ * rows at or past `limit` are zero-filled. Row r is base row idx[r] when idx
+ * is set (a window's token rows), else base row r. */
 template <typename T, int NROWS, int NT>
-__device__ __forceinline__ void load_tile(T *tile, const T *base, int64_t stride, int r0, int limit)
+__device__ __forceinline__ void load_tile(T *tile, const T *base, int64_t stride, const int *idx,
+                                          int r0, int limit)
 {
     for (int c = threadIdx.x; c < NROWS * 8; c += NT) {
         int  r = c >> 3, ch = c & 7;
         bool ok = r0 + r < limit;
-        const T *src = ok ? base + (int64_t)(r0 + r) * stride + ch * 8 : base;
+        int64_t pr = ok ? (idx ? idx[r0 + r] : r0 + r) : 0;
+        const T *src = ok ? base + pr * stride + ch * 8 : base;
         cp_async16(tile + swz(r, ch), src, ok);
     }
 }
@@ -226,16 +241,19 @@ attn_mma_kernel(struct attn_params p)
     int m0 = blockIdx.x * BM;
     if (m0 >= Tq)
         return;
-    const T *qb = (const T *)p.q + b * p.q_sb + (int64_t)(q0 + m0) * p.q_st + h * p.q_sh;
-    const T *kb = (const T *)p.k + b * p.k_sb + (int64_t)k0 * p.k_st + h * p.k_sh;
-    const T *vb = (const T *)p.v + b * p.v_sb + (int64_t)k0 * p.v_st + h * p.v_sh;
+    /* with p.rows the bases stay at token 0 and the tiles read rows through qi / ki */
+    const int *qi = p.rows ? p.rows + q0 + m0 : NULL, *ki = p.rows ? p.rows + k0 : NULL;
+    int64_t qs = p.rows ? 0 : q0 + m0, ks = p.rows ? 0 : k0;
+    const T *qb = (const T *)p.q + b * p.q_sb + qs * p.q_st + h * p.q_sh;
+    const T *kb = (const T *)p.k + b * p.k_sb + ks * p.k_st + h * p.k_sh;
+    const T *vb = (const T *)p.v + b * p.v_sb + ks * p.v_st + h * p.v_sh;
     int ntiles = (Tk + ATTN_BN - 1) / ATTN_BN;
     const float sl2 = p.scale * 1.4426950408889634f;   /* exp(x) = exp2(x log2 e) */
 
-    load_tile<T, BM, NT>(sq, qb, p.q_st, 0, Tq - m0);
+    load_tile<T, BM, NT>(sq, qb, p.q_st, qi, 0, Tq - m0);
     if (ntiles > 0) {
-        load_tile<T, ATTN_BN, NT>(sk[0], kb, p.k_st, 0, Tk);
-        load_tile<T, ATTN_BN, NT>(sv[0], vb, p.v_st, 0, Tk);
+        load_tile<T, ATTN_BN, NT>(sk[0], kb, p.k_st, ki, 0, Tk);
+        load_tile<T, ATTN_BN, NT>(sv[0], vb, p.v_st, ki, 0, Tk);
     }
     cp_async_commit();
 
@@ -250,8 +268,8 @@ attn_mma_kernel(struct attn_params p)
     for (int j = 0; j < ntiles; j++) {
         int buf = j & 1;
         if (j + 1 < ntiles) {
-            load_tile<T, ATTN_BN, NT>(sk[buf ^ 1], kb, p.k_st, (j + 1) * ATTN_BN, Tk);
-            load_tile<T, ATTN_BN, NT>(sv[buf ^ 1], vb, p.v_st, (j + 1) * ATTN_BN, Tk);
+            load_tile<T, ATTN_BN, NT>(sk[buf ^ 1], kb, p.k_st, ki, (j + 1) * ATTN_BN, Tk);
+            load_tile<T, ATTN_BN, NT>(sv[buf ^ 1], vb, p.v_st, ki, (j + 1) * ATTN_BN, Tk);
         }
         cp_async_commit();
         cp_async_wait<1>();                      /* everything but tile j + 1 has landed */
@@ -350,7 +368,7 @@ attn_mma_kernel(struct attn_params p)
         float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
         int   row = m0 + warp * 16 + (lane >> 2) + 8 * r;
         if (row < Tq) {
-            T *orow = (T *)p.o + b * p.o_sb + (int64_t)(q0 + row) * p.o_st + h * p.o_sh;
+            T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
 #pragma unroll
             for (int dd = 0; dd < 8; dd++)
                 *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
@@ -358,5 +376,14 @@ attn_mma_kernel(struct attn_params p)
         }
     }
 }
+
+/* Host side (kernels/cuda/attention.cu), shared with the other attention ops:
+ * true when every one of n strides is a multiple of 8 elements and base is
+ * 16-byte aligned (rows are whole 16-byte chunks: the tensor-core kernel's
+ * condition); and the launch of the right kernel for p over B sequences of at
+ * most max_tq queries (mma_ok: every operand passed attn_rows_16b). */
+bool attn_rows_16b(const void *base, const int64_t *strides, int n);
+void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
+                 int max_tq, bool mma_ok);
 
 #endif
