@@ -1,0 +1,345 @@
+/*
+ * slatdec.c - the SLAT decoder trunk: config detection, weight binding, the
+ * window partitions of a voxel set, the forward. See slatdec.h.
+ */
+#include "slatdec.h"
+#include "check.h"
+#include "err.h"
+#include "log.h"
+#include "ops_sparse.h"
+#include "ops_window.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// weights
+
+static int not_slatdec(const struct weights *w, const char *who, const char *what)
+{
+    log_error("%s: %s: no %s%s (HINT: the %s stage reads an official SLAT decoder checkpoint "
+              "(slat_decoder_gs.ckpt, slat_decoder_gs_4.ckpt, slat_decoder_mesh.ckpt); `sam3d "
+              "inspect %s` lists its tensors)", who, w->ck.path, w->prefix, what, who, w->ck.path);
+    return S3D_ENOTFOUND;
+}
+
+/* Sizes from tensor shapes (spec decoders.md §3). */
+static int detect(struct slatdec_config *g, const struct weights *w, const char *who)
+{
+    const struct ckpt_entry *in, *qkv, *fc1;
+
+    memset(g, 0, sizeof(*g));
+    if (!(in = weights_find(w, "input_layer.weight")))
+        return not_slatdec(w, who, "input_layer.weight");
+    while (g->depth < SLD_MAX_DEPTH && weights_find(w, "blocks.%d.attn.to_qkv.weight", g->depth))
+        g->depth++;
+    if (g->depth == 0)
+        return not_slatdec(w, who, "blocks.0.attn.to_qkv.weight");
+    if (!(fc1 = weights_find(w, "blocks.0.mlp.mlp.0.weight")))
+        return not_slatdec(w, who, "blocks.0.mlp.mlp.0.weight");
+    qkv = weights_find(w, "blocks.0.attn.to_qkv.weight");
+    if (in->ndim != 2 || qkv->ndim != 2 || fc1->ndim != 2)
+        goto bad;
+    g->dim = (int)in->shape[0];
+    g->in_ch = (int)in->shape[1];
+    g->heads = g->dim / OP_HEAD_DIM;
+    g->mlp = (int)fc1->shape[0];
+    if (g->dim % OP_HEAD_DIM || g->dim == 0 || qkv->shape[0] != 3 * (int64_t)g->dim ||
+        qkv->shape[1] != g->dim || fc1->shape[1] != g->dim || g->in_ch < 1)
+        goto bad;
+    return 0;
+bad:
+    log_error("%s: %s: the SLAT decoder tensors have inconsistent shapes (input_layer (C, 8), "
+              "to_qkv (3C, C), mlp.0 (mlp, C), C a multiple of 64) (HINT: the checkpoint is "
+              "damaged or not an official SLAT decoder)", who, w->ck.path);
+    return S3D_ESHAPE;
+}
+
+int slatdec_bind(struct slatdec_trunk *t, struct weights *w, enum device dev, enum dtype gd,
+                 const char *who)
+{
+    int rc;
+
+    ASSERT(gd == DTYPE_F16 || gd == DTYPE_F32);
+    memset(t, 0, sizeof(*t));
+    t->gemm_dt = gd;
+    t->device = dev;
+    if ((rc = detect(&t->cfg, w, who)))
+        return rc;
+    const struct slatdec_config *g = &t->cfg;
+    int64_t C = g->dim, M = g->mlp;
+    rc = 0;
+    rc |= weights_bind_as(w, &t->in_w, DTYPE_F32, SHAPE(C, g->in_ch), "input_layer.weight");
+    rc |= weights_bind_as(w, &t->in_b, DTYPE_F32, SHAPE(C), "input_layer.bias");
+    for (int i = 0; i < g->depth; i++) {
+        struct slatdec_block *b = &t->blocks[i];
+        rc |= weights_bind_as(w, &b->qkv_w, gd, SHAPE(3 * C, C), "blocks.%d.attn.to_qkv.weight", i);
+        rc |= weights_bind_as(w, &b->qkv_b, gd, SHAPE(3 * C), "blocks.%d.attn.to_qkv.bias", i);
+        rc |= weights_bind_as(w, &b->out_w, gd, SHAPE(C, C), "blocks.%d.attn.to_out.weight", i);
+        rc |= weights_bind_as(w, &b->out_b, gd, SHAPE(C), "blocks.%d.attn.to_out.bias", i);
+        rc |= weights_bind_as(w, &b->fc1_w, gd, SHAPE(M, C), "blocks.%d.mlp.mlp.0.weight", i);
+        rc |= weights_bind_as(w, &b->fc1_b, gd, SHAPE(M), "blocks.%d.mlp.mlp.0.bias", i);
+        rc |= weights_bind_as(w, &b->fc2_w, gd, SHAPE(C, M), "blocks.%d.mlp.mlp.2.weight", i);
+        rc |= weights_bind_as(w, &b->fc2_b, gd, SHAPE(C), "blocks.%d.mlp.mlp.2.bias", i);
+    }
+    if (rc)
+        return S3D_ESHAPE;     /* weights_bind logged the name and both shapes */
+    log_info("%s: SLAT decoder trunk: width %d, %d heads, %d blocks, MLP %d, latent %d; "
+             "swin window %d (shift %d on odd blocks), %s", who, g->dim, g->heads, g->depth,
+             g->mlp, g->in_ch, SLD_WINDOW, SLD_WINDOW / 2, dtype_name(gd));
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// host <-> trunk device
+
+/* dst (contiguous, trunk device) = the tensor_nbytes(dst) bytes at host src. */
+static void upload(const struct op_ctx *ctx, struct tensor *dst, const void *src)
+{
+    if (dst->device == DEVICE_HOST) {
+        memcpy(dst->data, src, tensor_nbytes(dst));
+        return;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(dst->data, src, tensor_nbytes(dst), cudaMemcpyHostToDevice,
+                               ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* src may be pageable and reused */
+}
+
+/* out[0..numel) F32 host = src (contiguous float tensor, trunk device). */
+static void tap(const struct op_ctx *ctx, float *out, const struct tensor *src)
+{
+    size_t n = (size_t)tensor_numel(src);
+
+    if (!out)
+        return;
+    if (src->device == DEVICE_HOST) {
+        dtype_convert(out, DTYPE_F32, src->data, src->dtype, n);
+        return;
+    }
+    void *tmp = malloc(tensor_nbytes(src) + 1);
+    ASSERT(tmp);
+    CUDA_CHECK(cudaMemcpyAsync(tmp, src->data, tensor_nbytes(src), cudaMemcpyDeviceToHost,
+                               ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    dtype_convert(out, DTYPE_F32, tmp, src->dtype, n);
+    free(tmp);
+}
+
+// ----------------------------------------------------------------------------
+// coordinates
+
+int slatdec_check_coords(const struct tensor *coords, const char *what, char *msg, size_t len)
+{
+    char got[64];
+
+    if (coords->dtype != DTYPE_I32 || coords->device != DEVICE_HOST || coords->ndim != 2 ||
+        coords->shape[1] != 4 || !tensor_is_contiguous(coords)) {
+        snprintf(msg, len, "%s: expected I32 [N,4] (b, x, y, z) voxel coordinates, got %s %s "
+                 "(HINT: they are the `coords` of the SS decode / SLAT flow stages)", what,
+                 dtype_name(coords->dtype),
+                 tensor_shape_str(coords->shape, coords->ndim, got, sizeof(got)));
+        return S3D_ESHAPE;
+    }
+    if (coords->shape[0] < 1) {
+        snprintf(msg, len, "%s: no voxel (N = 0) (HINT: the structured latent is empty; the SS "
+                 "decode stage found no occupied voxel)", what);
+        return S3D_ESHAPE;
+    }
+    if (!sparse_coords_check(coords, SLD_RESOLUTION, what)) {     /* logs the first bad row */
+        snprintf(msg, len, "%s: not a voxel set at %d^3: every row must be (0, x, y, z) with "
+                 "x, y, z in [0, %d) and no row twice (the stage log names the first bad row) "
+                 "(HINT: give the coords of the SS decode / SLAT flow stages unchanged)", what,
+                 SLD_RESOLUTION, SLD_RESOLUTION);
+        return S3D_ESHAPE;
+    }
+    return 0;
+}
+
+size_t slatdec_geom_bytes(int64_t n)
+{
+    return arena_round((size_t)n * 16) + 2 * arena_round((size_t)n * 4) +
+           2 * arena_round((size_t)(n + 1) * 4);
+}
+
+void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
+                        struct slatdec_geom *g)
+{
+    int64_t N = coords->shape[0];
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *off = malloc(sizeof(int32_t) * (size_t)(N + 1));
+
+    ASSERT(perm && off && coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST &&
+           tensor_is_contiguous(coords));
+    memset(g, 0, sizeof(*g));
+    g->n = N;
+    g->coords = arena_tensor(a, DTYPE_I32, SHAPE(N, 4));
+    upload(ctx, &g->coords, coords->data);
+    struct tensor tp = tensor_view(perm, DTYPE_I32, DEVICE_HOST, SHAPE(N));
+    struct tensor to = tensor_view(off, DTYPE_I32, DEVICE_HOST, SHAPE(N + 1));
+    for (int s = 0; s < 2; s++) {
+        g->nwin[s] = op_window_partition_cpu(&tp, &to, coords, SLD_WINDOW, s * SLD_WINDOW / 2,
+                                             &g->max_len[s]);
+        for (int64_t w = 0; w < g->nwin[s]; w++)
+            g->sum_l2[s] += (double)(off[w + 1] - off[w]) * (off[w + 1] - off[w]);
+        g->perm[s] = arena_tensor(a, DTYPE_I32, SHAPE(N));
+        upload(ctx, &g->perm[s], perm);
+        g->off[s] = arena_tensor(a, DTYPE_I32, SHAPE(g->nwin[s] + 1));
+        upload(ctx, &g->off[s], off);
+    }
+    free(perm);
+    free(off);
+}
+
+// ----------------------------------------------------------------------------
+// activations: x is the caller's; one region holds, in turn, the input layer's
+// fp32 output, the attention's qkv + LN/attention output, the MLP chunks
+
+/* Region elements (of gemm_dt, rounded up for the F32 input phase) per voxel. */
+static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
+{
+    const struct slatdec_config *g = &t->cfg;
+    size_t es = dtype_size(t->gemm_dt);
+    size_t attn = arena_round((size_t)n * 3 * g->dim * es) + arena_round((size_t)n * g->dim * es);
+    size_t in = arena_round((size_t)n * g->in_ch * 4) + arena_round((size_t)n * g->dim * 4);
+    /* the MLP needs at least one 64-row chunk of (C + mlp) */
+    size_t mlp = arena_round((size_t)64 * g->dim * es) + arena_round((size_t)64 * g->mlp * es);
+
+    size_t r = attn > in ? attn : in;
+    return r > mlp ? r : mlp;
+}
+
+size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n)
+{
+    return region_bytes(t, n);
+}
+
+/* View at *off inside region r, advancing *off by the arena-rounded size. */
+static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, const int64_t *shape,
+                           int ndim)
+{
+    struct tensor v = tensor_view((char *)r->data + *off, dt, r->device, shape, ndim);
+
+    *off += arena_round(tensor_nbytes(&v));
+    ASSERT(*off <= tensor_nbytes(r));
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+/* x += to_out(WinAttn(to_qkv(LN(x)))) with the region as scratch. */
+static void attn_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
+                         const struct tensor *reg, const struct slatdec_geom *g, int blk,
+                         struct tensor *x, const struct slatdec_taps *tp)
+{
+    const struct slatdec_block *B = &t->blocks[blk];
+    int64_t N = g->n, C = t->cfg.dim, H = t->cfg.heads;
+    enum dtype gd = t->gemm_dt;
+    int s = blk & 1;
+    size_t off = 0;
+    struct tensor qkv = carve(reg, &off, gd, SHAPE(N, 3, H, OP_HEAD_DIM));
+    struct tensor h = carve(reg, &off, gd, SHAPE(N, C));
+    struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(N, 3 * C));
+    struct tensor a = tensor_view(h.data, gd, h.device, SHAPE(N, H, OP_HEAD_DIM));
+    struct tensor a2 = tensor_reshape(&a, SHAPE(N, C));
+
+    op_layernorm(ctx, &h, x, NULL, NULL, SLD_EPS);
+    op_linear(ctx, &qkv2, &h, &B->qkv_w, &B->qkv_b, false);
+    op_window_attention(ctx, &a, &qkv, &g->perm[s], &g->off[s], g->max_len[s],
+                        1.0f / sqrtf((float)OP_HEAD_DIM));      /* a overwrites h (dead) */
+    if (tp && tp->attn) {
+        struct tensor p = tensor_view(qkv.data, gd, qkv.device, SHAPE(N, C));   /* qkv dead */
+        op_linear(ctx, &p, &a2, &B->out_w, &B->out_b, false);
+        tap(ctx, tp->attn, &p);
+        op_add(ctx, x, x, &p);
+    } else {
+        op_linear(ctx, x, &a2, &B->out_w, &B->out_b, true);    /* residual in the epilogue */
+    }
+}
+
+/* x += fc2(GELU_tanh(fc1(LN(x)))) in row chunks that fit the region. */
+static void mlp_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
+                        const struct tensor *reg, int blk, struct tensor *x,
+                        const struct slatdec_taps *tp)
+{
+    const struct slatdec_block *B = &t->blocks[blk];
+    int64_t N = x->shape[0], C = t->cfg.dim, M = t->cfg.mlp;
+    enum dtype gd = t->gemm_dt;
+    size_t es = dtype_size(gd);
+    /* rows per chunk: a multiple of 64 whose (rows, C) + (rows, mlp) fit */
+    int64_t rows = (int64_t)((tensor_nbytes(reg) - 2 * ARENA_ALIGN) / ((size_t)(C + M) * es));
+    rows = rows / 64 * 64;
+    if (t->mlp_rows > 0 && t->mlp_rows < rows)
+        rows = t->mlp_rows;
+    ASSERT(rows >= 1);
+    if (rows > N)
+        rows = N;
+    for (int64_t r0 = 0; r0 < N; r0 += rows) {
+        int64_t n = N - r0 < rows ? N - r0 : rows;
+        size_t off = 0;
+        struct tensor h = carve(reg, &off, gd, SHAPE(n, C));
+        struct tensor f = carve(reg, &off, gd, SHAPE(n, M));
+        struct tensor xc = tensor_slice(x, 0, r0, n);
+
+        op_layernorm(ctx, &h, &xc, NULL, NULL, SLD_EPS);
+        op_linear(ctx, &f, &h, &B->fc1_w, &B->fc1_b, false);
+        op_act(ctx, &f, &f, OP_ACT_GELU_TANH);
+        if (tp && tp->mlp) {
+            op_linear(ctx, &h, &f, &B->fc2_w, &B->fc2_b, false);   /* h dead after fc1 */
+            tap(ctx, tp->mlp + r0 * C, &h);
+            op_add(ctx, &xc, &xc, &h);
+        } else {
+            op_linear(ctx, &xc, &f, &B->fc2_w, &B->fc2_b, true);
+        }
+    }
+}
+
+void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, struct arena *act,
+                     const struct slatdec_geom *g, const struct tensor *feats, struct tensor *x,
+                     const struct slatdec_taps *taps)
+{
+    const struct slatdec_config *cf = &t->cfg;
+    int64_t N = g->n, C = cf->dim;
+    size_t mark = arena_mark(act);
+
+    ASSERT(feats->dtype == DTYPE_F32 && feats->device == DEVICE_HOST &&
+           tensor_is_contiguous(feats) && tensor_numel(feats) == N * cf->in_ch);
+    ASSERT(x->dtype == t->gemm_dt && x->device == t->device && tensor_is_contiguous(x) &&
+           x->ndim == 2 && x->shape[0] == N && x->shape[1] == C);
+    struct tensor reg = arena_tensor(act, DTYPE_U8, SHAPE((int64_t)region_bytes(t, N)));
+
+    /* input layer (fp32) + APE (fp32), one rounding into the stream (base.py:128-131) */
+    size_t off = 0;
+    struct tensor xin = carve(&reg, &off, DTYPE_F32, SHAPE(N, cf->in_ch));
+    struct tensor lin = carve(&reg, &off, DTYPE_F32, SHAPE(N, C));
+    upload(ctx, &xin, feats->data);
+    op_linear(ctx, &lin, &xin, &t->in_w, &t->in_b, false);
+    if (taps)
+        tap(ctx, taps->input_layer, &lin);
+    op_ape_add(ctx, x, &lin, &g->coords);
+    if (taps)
+        tap(ctx, taps->tokens_ape, x);
+
+    for (int i = 0; i < cf->depth; i++) {
+        const struct slatdec_taps *tp = taps && taps->block == i ? taps : NULL;
+        attn_forward(t, ctx, &reg, g, i, x, tp);
+        mlp_forward(t, ctx, &reg, i, x, tp);
+        if (tp)
+            tap(ctx, tp->block_out, x);
+    }
+    arena_release(act, mark);
+}
+
+double slatdec_flops(const struct slatdec_trunk *t, const struct slatdec_geom *g)
+{
+    const struct slatdec_config *c = &t->cfg;
+    double C = c->dim, M = c->mlp, N = (double)g->n;
+    double gemm = 2.0 * N * (c->in_ch * C + c->depth * (3 * C * C + C * C + 2 * C * M));
+    double attn = 0;
+
+    for (int i = 0; i < c->depth; i++)
+        attn += 4.0 * C * g->sum_l2[i & 1];
+    return gemm + attn;
+}

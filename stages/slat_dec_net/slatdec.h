@@ -1,0 +1,169 @@
+/*
+ * slatdec.h - the SLAT decoder trunk of SAM 3D Objects (`SparseTransformerBase`
+ * with attn_mode "swin"), shared by the Gaussian decoder (stages/gs_decode/)
+ * and the mesh decoder (stages/mesh_decode/): structured latent (coords +
+ * feats) -> per-voxel features (N, C) on the device. The heads live with
+ * their stages.
+ *
+ * Reference (sam-3d-objects @cf06676, sam3d_objects/model/backbone/tdfy_dit/):
+ *   models/structured_latent_vae/base.py:11-33     block_attn_config (window 8, shift 4 on odd blocks)
+ *   models/structured_latent_vae/base.py:36-134    SparseTransformerBase (use_fp16, forward)
+ *   modules/sparse/transformer/blocks.py:12-84     SparseFeedForwardNet, SparseTransformerBlock
+ *   modules/sparse/attention/modules.py:76-200     SparseMultiHeadAttention (to_qkv, to_out)
+ *   modules/sparse/attention/windowed_attn.py      partition + windowed attention (kernels/ops_window.h)
+ *   modules/transformer/blocks.py:9-56             AbsolutePositionEmbedder
+ *   modules/norm.py:6-9                            LayerNorm32
+ *   modules/utils.py:7-41                          convert_module_to_f16 (the blocks' Linears only)
+ * Spec: spec decoders.md §3-§4; docs/parity.md.
+ *
+ * Forward (base.py:127-134), C = width, H = C / 64 heads:
+ *   h = input_layer(feats)                     (N, C)  fp32 Linear (8 -> C)
+ *   h = h + APE(coords[:, 1:])                 fp32, then h.type(dtype)
+ *   for block i (shift_i = i odd ? window / 2 : 0):
+ *     x = x + to_out(WinAttn_i(to_qkv(LN(x))))   LN: no affine, eps 1e-6, fp32 statistics
+ *     x = x + fc2(GELU_tanh(fc1(LN(x))))
+ *   output x (N, C) in gemm_dt
+ * WinAttn_i: self-attention inside the 8^3 windows of the coordinates shifted
+ * by shift_i (no wrap-around, no mask), scale 1/8, via the two partitions of
+ * slatdec_geom (op_window_partition_cpu, shift 0 and window / 2).
+ *
+ * Config from the weights (slatdec_bind): C from input_layer.weight (C, in_ch),
+ * depth from the block count, MLP width from mlp.mlp.0.weight; window 8 and
+ * resolution 64 are the yaml's (not in the checkpoint). Released: C 768,
+ * 12 heads, 12 blocks, MLP 3072, latent 8 (all three decoders).
+ *
+ * Precision (gemm_dt): F16 is the reference's use_fp16 trunk (decode_slat runs
+ * without autocast; convert_to_fp16 makes only the blocks' Linears fp16):
+ * input_layer and the APE in fp32, the token stream fp16 from the first block
+ * on; LayerNorm statistics fp32, output rounded to fp16; GEMMs fp16 with fp32
+ * accumulation, bias in the epilogue; attention fp16 in, fp32 softmax and
+ * accumulation (P rounded to fp16 for P V, as flash_attn); GELU in fp32,
+ * rounded to fp16. One difference: the residual adds are fused into the
+ * to_out / fc2 GEMMs (x + W a + b rounded once), where the reference rounds
+ * W a + b to fp16 and then the sum (at most a few fp16 ulps of x apart).
+ * F32 (--precision fp32, the CPU reference): everything fp32 on the stored
+ * (fp16) values, as the tiny fixture's fp32 reference run.
+ *
+ * Memory (activations, slatdec_act_bytes): the token stream x (N, C) plus one
+ * region of N * 4C elements holding qkv (N, 3C) and the LN output / attention
+ * output (N, C); the MLP runs in row chunks that fit the same region (hidden
+ * (rows, mlp)). At N = 30k, fp16: 46 + 184 MB.
+ */
+#ifndef S3D_SLATDEC_H
+#define S3D_SLATDEC_H
+
+#include "arena.h"
+#include "ops.h"
+#include "tensor.h"
+#include "weights.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLD_MAX_DEPTH  64
+#define SLD_WINDOW     8            /* yaml window_size */
+#define SLD_RESOLUTION 64           /* yaml resolution: coords in [0, 64) */
+#define SLD_EPS        1e-6f        /* LayerNorm32 of the blocks (blocks.py:50-51) */
+
+struct slatdec_config {
+    int dim;                        /* C */
+    int heads;                      /* H = C / 64 */
+    int depth;                      /* transformer blocks */
+    int mlp;                        /* MLP hidden width */
+    int in_ch;                      /* latent channels (8) */
+};
+
+struct slatdec_block {
+    struct tensor qkv_w;            /* (3C, C) gemm_dt: attn.to_qkv, rows [q|k|v] x head x 64 */
+    struct tensor qkv_b;            /* (3C) gemm_dt */
+    struct tensor out_w;            /* (C, C) gemm_dt: attn.to_out */
+    struct tensor out_b;            /* (C) gemm_dt */
+    struct tensor fc1_w;            /* (mlp, C) gemm_dt: mlp.mlp.0 */
+    struct tensor fc1_b;            /* (mlp) gemm_dt */
+    struct tensor fc2_w;            /* (C, mlp) gemm_dt: mlp.mlp.2 */
+    struct tensor fc2_b;            /* (C) gemm_dt */
+};
+
+struct slatdec_trunk {
+    struct slatdec_config cfg;
+    enum dtype            gemm_dt;     /* F16 or F32 */
+    enum device           device;
+    struct tensor         in_w;        /* (C, in_ch) F32: input_layer (fp32 in the reference) */
+    struct tensor         in_b;        /* (C) F32 */
+    struct slatdec_block  blocks[SLD_MAX_DEPTH];
+    int64_t               mlp_rows;    /* 0: MLP chunk from the region; > 0 caps it (tests) */
+};
+
+/* Detect the config from w (opened with the decoder's prefix, usually none)
+ * and declare every trunk tensor (weights_bind_as: input_layer F32, the
+ * blocks' Linears gemm_dt). The caller binds its head, then uploads with
+ * weights_load_arena. who names the decoder in messages ("gs_decode").
+ * 0, or S3D_ENOTFOUND / S3D_ESHAPE logged with a HINT (not a SLAT decoder,
+ * inconsistent shapes, a missing tensor). */
+int  slatdec_bind(struct slatdec_trunk *t, struct weights *w, enum device dev, enum dtype gemm_dt,
+                  const char *who);
+
+/* Check coords (host I32 (N, 4), the structured latent's support): non-empty,
+ * b == 0, 0 <= x, y, z < SLD_RESOLUTION, unique. 0, or S3D_ESHAPE with one
+ * line naming `what` and a HINT in msg (for the stage's error reply; the
+ * caller logs it). */
+int  slatdec_check_coords(const struct tensor *coords, const char *what, char *msg, size_t len);
+
+/* The coordinate-dependent state of one voxel set: views into the arena given
+ * to slatdec_geom_build, on the trunk's device. */
+struct slatdec_geom {
+    int64_t       n;                /* N voxels */
+    struct tensor coords;           /* (N, 4) I32 */
+    struct tensor perm[2];          /* (N) I32: window partition, shift 0 and SLD_WINDOW / 2 */
+    struct tensor off[2];           /* (nwin + 1) I32: window offsets */
+    int64_t       nwin[2];          /* non-empty windows */
+    int           max_len[2];       /* longest window */
+    double        sum_l2[2];        /* sum over windows of len^2 (attention cost) */
+};
+
+/* Arena bytes slatdec_geom_build takes for N voxels. */
+size_t slatdec_geom_bytes(int64_t n);
+/* Partition checked coords (host I32 (N, 4)) for both shifts on the host and
+ * put coords and partitions into `a` (an arena on the trunk's device; ctx
+ * NULL on the host). The views stay valid until `a` is released below its
+ * mark at the call. */
+void   slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
+                          struct slatdec_geom *g);
+
+/* Bytes of the activation arena slatdec_forward takes for N voxels (beyond
+ * the caller's output). */
+size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n);
+
+/* Optional host F32 copies of activations (the fixture's names). */
+struct slatdec_taps {
+    int    block;                   /* which block's taps below (-1: none) */
+    float *input_layer;             /* (N, C) input_layer: before the APE */
+    float *tokens_ape;              /* (N, C) tokens_ape: the input of blocks.0 */
+    float *attn;                    /* (N, C) blocks.<block>.attn (to_out output) */
+    float *mlp;                     /* (N, C) blocks.<block>.mlp (fc2 output) */
+    float *block_out;               /* (N, C) blocks.<block> */
+};
+
+/* The trunk on feats (host F32 (N, in_ch) contiguous, rows in coords order):
+ * x receives the output, (N, C) gemm_dt contiguous on the trunk's device
+ * (allocated by the caller, outside `act`'s part used here). act: an arena on
+ * the trunk's device with slatdec_act_bytes free; released to its mark on
+ * return. ctx NULL on the host. taps may be NULL (tapping the attn / mlp
+ * outputs runs those GEMMs unfused). */
+void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, struct arena *act,
+                     const struct slatdec_geom *g, const struct tensor *feats, struct tensor *x,
+                     const struct slatdec_taps *taps);
+
+/* FLOPs (multiply-add = 2) of one forward on g: the GEMMs plus QK^T and P V
+ * inside the windows (4 C len^2 per window and block). */
+double slatdec_flops(const struct slatdec_trunk *t, const struct slatdec_geom *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
