@@ -7,10 +7,13 @@
  * and libjpeg report errors through longjmp back into the decoder, never exit().
  */
 #include "image.h"
+#include "fileio.h"
 
 #include "err.h"
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>          /* before jpeglib.h, which uses FILE */
 
 #include <jerror.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------------------
 // raw pictures in PIL's modes
@@ -470,42 +474,47 @@ int image_decode_mask(const void *buf, size_t len, const char *name, struct imag
 // ---------------------------------------------------------------------------
 // files
 
-/* Read a whole file into a malloc'ed buffer. Returns 0 or S3D_EIO / S3D_ENOMEM. */
+/* Read a whole file into a malloc'ed buffer: a regular file of at most
+ * IMAGE_MAX_FILE_BYTES, opened without blocking (fileio.h: /dev/zero or a FIFO
+ * is refused, not read). Returns 0 or S3D_EIO / S3D_EINVAL / S3D_ENOMEM. */
 static int slurp(const char *path, uint8_t **buf, size_t *len)
 {
-    FILE       *f = fopen(path, "rb");
+    char        why[200];
+    uint64_t    n = 0;
     uint8_t    *b = NULL;
-    long        n;
-    struct stat st;
-    int         rc = S3D_EIO;
+    size_t      got = 0;
+    int         fd = file_open_read(AT_FDCWD, path, 0, IMAGE_MAX_FILE_BYTES, &n, why,
+                                    sizeof(why));
 
     *buf = NULL;
     *len = 0;
-    if (!f) {
-        log_error("%s: cannot open image file (HINT: check the path)", path);
-        return S3D_EIO;
+    if (fd < 0) {
+        log_error("%s: %s (HINT: give the path of a PNG or JPEG file%s)", path, why,
+                  errno == EFBIG ? " of at most 1 GiB" : "");
+        return errno == ENOENT || errno == EACCES ? S3D_EIO : S3D_EINVAL;
     }
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        log_error("%s: not a regular file (HINT: give the path of a PNG or JPEG file)", path);
-        goto out_close;
-    }
-    n = (long)st.st_size;
     b = malloc(n > 0 ? (size_t)n : 1);
     if (!b) {
-        rc = S3D_ENOMEM;
-        goto out_close;
+        close(fd);
+        return S3D_ENOMEM;
     }
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
-        log_error("%s: short read", path);
-        free(b);
-        goto out_close;
+    while (got < n) {
+        ssize_t r = read(fd, b + got, (size_t)n - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            log_error("%s: short read", path);
+            free(b);
+            close(fd);
+            return S3D_EIO;
+        }
+        got += (size_t)r;
     }
+    close(fd);
     *buf = b;
     *len = (size_t)n;
-    rc = 0;
-out_close:
-    fclose(f);
-    return rc;
+    return 0;
 }
 
 /* Read path and decode it as RGB or as a mask. */

@@ -28,7 +28,8 @@
  *
  * Memory: decoded pixels are malloc'ed and owned by the struct image; release
  * them with image_free() (NULL-safe, idempotent). Images larger than
- * IMAGE_MAX_PIXELS (PIL's decompression-bomb error limit) are refused.
+ * IMAGE_MAX_PIXELS (PIL's decompression-bomb error limit) are refused, and so
+ * are files that are not regular files or exceed IMAGE_MAX_FILE_BYTES.
  */
 #ifndef S3D_IMAGE_H
 #define S3D_IMAGE_H
@@ -42,6 +43,8 @@ extern "C" {
 
 /* PIL raises DecompressionBombError above 2 * 89478485 pixels. */
 #define IMAGE_MAX_PIXELS 178956970LL
+/* The largest image file read (a regular file; a FIFO or a device is refused). */
+#define IMAGE_MAX_FILE_BYTES (1ull << 30)
 
 struct image {
     int      w;      /* width in pixels */

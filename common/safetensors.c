@@ -5,9 +5,11 @@
 #include "safetensors.h"
 #include "err.h"
 #include "json_min.h"
+#include "fileio.h"
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,23 +275,44 @@ static void sb_json_str(struct sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-static int write_all(FILE *f, const void *p, size_t n)
-{
-    return n && fwrite(p, 1, n, f) != n ? -1 : 0;
-}
-
 int safetensors_write(const char *path, const struct st_write_item *items, int n,
                       const char *const *meta_kv, int n_meta)
 {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    int dfd, rc;
+
+    if (slash && (size_t)(slash - path) >= sizeof(dir)) {
+        log_error("%s: path too long", path);
+        return S3D_EINVAL;
+    }
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
+             slash ? path : ".");
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        log_error("%s: cannot open its directory: %s (HINT: check the directory exists)", path,
+                  strerror(errno));
+        return S3D_EIO;
+    }
+    rc = safetensors_write_at(dfd, slash ? slash + 1 : path, path, items, n, meta_kv, n_meta);
+    close(dfd);
+    return rc;
+}
+
+int safetensors_write_at(int dirfd, const char *name, const char *label,
+                         const struct st_write_item *items, int n,
+                         const char *const *meta_kv, int n_meta)
+{
     struct sbuf h = {0};
-    char tmp[4096];
+    char tmp[512];
     char num[64];
     uint64_t off = 0;
     uint8_t len8[8];
-    FILE *f = NULL;
+    int fd = -1;
     int rc = S3D_EIO;
     int *ord = NULL;             /* data order: widest elements first */
     uint64_t *ofs = NULL;        /* data offset of item i */
+    const char *path = label ? label : name;
 
     for (int i = 0; i < n; i++) {
         if (!items[i].name || !items[i].name[0] || !strcmp(items[i].name, "__metadata__")) {
@@ -367,14 +390,13 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
     }
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    f = fopen(tmp, "wb");
-    if (!f) {
-        log_error("%s: cannot create: %s (HINT: check the directory exists and is writable)",
-                  tmp, strerror(errno));
+    fd = file_create_tmp_at(dirfd, name, tmp, sizeof(tmp));
+    if (fd < 0) {
+        log_error("%s: cannot create a temporary file beside it: %s (HINT: check the directory "
+                  "exists and is writable)", path, strerror(errno));
         goto out_free;
     }
-    if (write_all(f, len8, 8) || write_all(f, h.p, h.n))
+    if (file_write_all(fd, len8, 8) || file_write_all(fd, h.p, h.n))
         goto out_write;
     for (int k = 0; k < n; k++) {
         int i = ord[k];
@@ -385,7 +407,7 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
         if (!nb)
             continue;
         if (tensor_is_contiguous(t)) {
-            if (write_all(f, t->data, nb))
+            if (file_write_all(fd, t->data, nb))
                 goto out_write;
             continue;
         }
@@ -395,32 +417,27 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
             goto out_close;
         }
         tensor_copy_contiguous(buf, t);
-        if (write_all(f, buf, nb)) {
+        if (file_write_all(fd, buf, nb)) {
             free(buf);
             goto out_write;
         }
         free(buf);
     }
-    if (fflush(f) || fsync(fileno(f)))
-        goto out_write;
-    if (fclose(f)) {
-        f = NULL;
-        goto out_write;
-    }
-    f = NULL;
-    if (rename(tmp, path)) {
-        log_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto out_unlink;
+    if (file_commit_at(fd, dirfd, tmp, name) != 0) {
+        fd = -1;                                  /* closed, tmp unlinked */
+        log_error("%s: cannot put the new file in place: %s (HINT: disk or /dev/shm full?)",
+                  path, strerror(errno));
+        goto out_free;
     }
     rc = 0;
     goto out_free;
 out_write:
-    log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", tmp, strerror(errno));
+    log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", path, strerror(errno));
 out_close:
-    if (f)
-        fclose(f);
-out_unlink:
-    unlink(tmp);
+    if (fd >= 0) {
+        close(fd);
+        unlinkat(dirfd, tmp, 0);
+    }
 out_free:
     free(ord);
     free(ofs);

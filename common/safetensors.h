@@ -14,8 +14,10 @@
  * tensors overlapping, no duplicate names, __metadata__ values all strings.
  *
  * Writer: header padded with spaces so the data starts at a multiple of 64 bytes;
- * the file is written to "<path>.tmp.<pid>" and renamed over path, so a reader
- * never sees a half-written file.
+ * the file is written to a fresh "<name>.tmp.XXXXXX" created O_CREAT|O_EXCL|
+ * O_NOFOLLOW beside it (fileio.h), then renamed over the name, so a reader
+ * never sees a half-written file and a symlink planted under either name is
+ * never written through.
  */
 #ifndef S3D_SAFETENSORS_H
 #define S3D_SAFETENSORS_H
@@ -43,5 +45,10 @@ struct st_write_item {
  * S3D_EIO (logged with the path and errno text; no file is left behind). */
 int safetensors_write(const char *path, const struct st_write_item *items, int n,
                       const char *const *meta_kv, int n_meta);
+/* The same as the file name in the directory open as dirfd (a job directory);
+ * label names it in messages (NULL: name). */
+int safetensors_write_at(int dirfd, const char *name, const char *label,
+                         const struct st_write_item *items, int n,
+                         const char *const *meta_kv, int n_meta);
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FIX "tests/fixtures/images"
@@ -200,6 +201,21 @@ static void test_errors(void)
 
     CHECK(image_load_rgb("tests/fixtures/images/does-not-exist.png", &img) == S3D_EIO);
     CHECK(image_load_rgb("tests/fixtures/images", &img) != 0, "a directory is not an image");
+    /* issue 15, finding 8: a device or a FIFO is refused, never read */
+    CHECK(image_load_rgb("/dev/zero", &img) == S3D_EINVAL, "/dev/zero is not an image");
+    {
+        char dir[] = "/tmp/s3d-img-fifo-XXXXXX", fifo[64];
+
+        if (mkdtemp(dir)) {
+            snprintf(fifo, sizeof(fifo), "%s/image.png", dir);
+            CHECK(mkfifo(fifo, 0600) == 0);
+            alarm(20);
+            CHECK(image_load_mask(fifo, 0, 0, &img) == S3D_EINVAL, "a FIFO is not a mask");
+            alarm(0);
+            unlink(fifo);
+            rmdir(dir);
+        }
+    }
     CHECK(image_load_mask(FIX "/rgba8.png", 36, 23, &img) == S3D_ESHAPE, "wrong width");
     CHECK(image_load_mask(FIX "/rgba8.png", 37, 24, &img) == S3D_ESHAPE, "wrong height");
     CHECK(img.data == NULL);
