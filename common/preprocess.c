@@ -69,8 +69,10 @@ int prep_mask_bbox(const float *alpha, int h, int w, float box_size_factor, int 
         int    size, half;
 
         if (bw < 2 || bh < 2) {
-            log_error("mask bounding box is %dx%d pixels, the reference needs at least 2x2 "
-                      "(BoundingBoxError) (HINT: the object mask is too small)", bw + 1, bh + 1);
+            log_error("the object in the mask spans %dx%d pixels; the reference needs at "
+                      "least 3x3 (its box, max - min, must be 2 or more each way, else "
+                      "BoundingBoxError) (HINT: mark an object at least 3 pixels wide and "
+                      "high in the mask)", bw + 1, bh + 1);
             return S3D_EINVAL;
         }
         size = bw > bh ? bw : bh;

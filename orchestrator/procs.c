@@ -92,10 +92,29 @@ void proc_stop(struct proc *p, int grace_ms)
     p->max_rss_kb = ru.ru_maxrss;
 }
 
+/* The state letter of a live process (/proc/PID/stat: R S D T t Z ...), or 0. */
+static char proc_state(pid_t pid)
+{
+    char path[64], line[512], *rp;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    rp = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;   /* comm may hold ')' */
+    fclose(f);
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
 const char *proc_describe(const struct proc *p, char *buf, size_t len)
 {
+    char st = p->pid > 0 && !p->reaped ? proc_state(p->pid) : 0;
+
     if (p->pid <= 0)
         snprintf(buf, len, "not started");
+    else if (!p->reaped && (st == 'T' || st == 't'))
+        snprintf(buf, len, "stopped (SIGSTOP or a debugger), not answering");
     else if (!p->reaped)
         snprintf(buf, len, "running");
     else if (WIFEXITED(p->status))

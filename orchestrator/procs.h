@@ -26,7 +26,8 @@ int  proc_spawn(struct proc *p, char *const argv[]);
 bool proc_alive(struct proc *p);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; always reaps. No-op when not running. */
 void proc_stop(struct proc *p, int grace_ms);
-/* "running", "exited with status 1", "killed by SIGABRT" into buf; returns buf. */
+/* "running", "stopped (SIGSTOP or a debugger), not answering", "exited with
+ * status 1", "killed by SIGABRT" into buf; returns buf. */
 const char *proc_describe(const struct proc *p, char *buf, size_t len);
 
 #endif

@@ -20,6 +20,7 @@
 #include "client.h"
 #include "commands.h"
 #include "err.h"
+#include "image.h"
 #include "jobdir.h"
 #include "log.h"
 #include "pipeline.h"
@@ -76,7 +77,8 @@ struct run_ctx {
     int64_t            vram_budget;              /* 0: one stage loaded at a time */
     struct jobdir      job;
     bool               own_job, keep_job;
-    char               image[PATH_MAX + 32], mask[PATH_MAX + 32];
+    char               image[PATH_MAX + 32], mask[PATH_MAX + 32];   /* the job's copies */
+    const char        *user_image, *user_mask;   /* --image, --mask as given (messages) */
     void              *zctx;
     int                n_rt;
     struct stage_rt    rt[PIPE_MAX_STAGES];
@@ -271,6 +273,23 @@ static int expand(const struct run_ctx *r, const char *v, char *out, size_t len)
     return 0;
 }
 
+/* Name the user's files, not the job's copies (which are gone after the run),
+ * in a stage's error text. */
+static void name_user_inputs(const struct run_ctx *r, char *text, size_t len)
+{
+    const char *copy[2] = {r->image, r->mask}, *user[2] = {r->user_image, r->user_mask};
+
+    for (int k = 0; k < 2; k++) {
+        char *at, out[WIRE_ERR_MAX];
+        size_t cl = strlen(copy[k]);
+
+        if (!user[k] || !cl || !(at = strstr(text, copy[k])))
+            continue;
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - text), text, user[k], at + cl);
+        snprintf(text, len, "%s", out);
+    }
+}
+
 /* The run request for rt: params and the input descriptors (each input file is
  * opened to read the tensor's dtype and shape; a missing one is an error). */
 static int build_request(struct run_ctx *r, struct stage_rt *rt)
@@ -410,6 +429,7 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
             break;
         if (rc == 0 && r->rep.has_error) {
             snprintf(rt->error, sizeof(rt->error), "%s", r->rep.error);
+            name_user_inputs(r, rt->error, sizeof(rt->error));
             rc = S3D_EINVAL;            /* the stage refused the request: do not repeat */
             break;
         }
@@ -421,9 +441,11 @@ static int run_stage(struct run_ctx *r, struct stage_rt *rt)
                      rt->n_out, rt->ps->out);
             return 0;
         }
-        proc_alive(&rt->proc);
         if (rt->remote)
             snprintf(rt->error, sizeof(rt->error), "%.440s (remote)", why);
+        else if (proc_alive(&rt->proc))      /* hung or stopped: it is killed next */
+            snprintf(rt->error, sizeof(rt->error), "%.400s; the process was %s and is "
+                     "killed", why, proc_describe(&rt->proc, desc, sizeof(desc)));
         else
             snprintf(rt->error, sizeof(rt->error), "%.440s; process %s", why,
                      proc_describe(&rt->proc, desc, sizeof(desc)));
@@ -806,19 +828,17 @@ static void ctx_free(struct run_ctx *r)
         else
             jobdir_remove(r->job.path);
     }
+    jobdir_close(&r->job);
     free(r);
 }
 
+/* Copy the user's --image/--mask into the job as name (jobdir_copy_in: regular
+ * files only, O_EXCL); dst receives the copy's path. */
 static int copy_input(struct run_ctx *r, const char *src, const char *name, char *dst,
                       size_t len, const char *what)
 {
     snprintf(dst, len, "%s/%s", r->job.path, name);
-    if (copy_file(src, dst) != 0) {
-        log_error("%s '%s': %s. HINT: give a readable PNG or JPEG file", what, src,
-                  strerror(errno));
-        return S3D_EIO;
-    }
-    return 0;
+    return jobdir_copy_in(&r->job, src, name, IMAGE_MAX_FILE_BYTES, what);
 }
 
 // ---------------------------------------------------------------- commands
@@ -869,6 +889,10 @@ int cmd_run(int argc, char **argv)
     if (jobdir_create(&r->job, NULL) != 0)
         goto out_free;
     r->own_job = true;
+    if (r->keep_job && jobdir_keep(&r->job) != 0)
+        goto out_free;
+    r->user_image = image;
+    r->user_mask = mask;
     log_info("job %s, pipeline %s, stages from %s", r->job.path, pipe_path, r->stages_dir);
     if (copy_input(r, image, "input_image", r->image, sizeof(r->image), "--image") ||
         copy_input(r, mask, "input_mask", r->mask, sizeof(r->mask), "--mask") ||
