@@ -58,15 +58,98 @@ static void raw_free(struct raw *r)
     r->px16 = NULL;
 }
 
+int image_parse_pixels(const char *s, int64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (end == s || v < 1)
+        return 0;
+    if (*end == 'k' || *end == 'K')
+        v *= 1e3, end++;
+    else if (*end == 'm' || *end == 'M')
+        v *= 1e6, end++;
+    else if (*end == 'g' || *end == 'G')
+        v *= 1e9, end++;
+    if (*end || v > (double)IMAGE_MAX_PIXELS_CAP)
+        return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+int64_t image_max_pixels(void)
+{
+    const char *e = getenv("S3D_MAX_PIXELS");
+    int64_t v;
+
+    return e && *e && image_parse_pixels(e, &v) ? v : IMAGE_DEFAULT_MAX_PIXELS;
+}
+
 static int check_size(const char *name, int64_t w, int64_t h)
 {
-    if (w <= 0 || h <= 0 || w * h > IMAGE_MAX_PIXELS) {
-        log_error("%s: image size %lldx%lld is empty or larger than %lld pixels "
-                  "(HINT: downscale the image)", name, (long long)w, (long long)h,
-                  IMAGE_MAX_PIXELS);
+    int64_t max = image_max_pixels();
+
+    if (w <= 0 || h <= 0) {
+        log_error("%s: image size %lldx%lld is empty", name, (long long)w, (long long)h);
         return S3D_EFORMAT;
     }
+    if (w * h > max) {
+        log_error("%s: %lldx%lld is %.1f Mpixels, over the limit of %.1f Mpixels (HINT: "
+                  "downscale the image, or raise the limit with `sam3d run --max-pixels N` "
+                  "(env S3D_MAX_PIXELS); the depth stage needs 13 bytes of memory a pixel)",
+                  name, (long long)w, (long long)h, w * h / 1e6, max / 1e6);
+        return S3D_EINVAL;
+    }
     return 0;
+}
+
+/* big-endian 16/32-bit reads for the header probe */
+static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static uint32_t be32(const uint8_t *p) { return be16(p) << 16 | be16(p + 2); }
+
+int image_probe(const char *path, int64_t *w, int64_t *h)
+{
+    enum { PROBE = 1 << 20 };             /* a JPEG's frame header follows its APPn segments */
+    char why[200];
+    uint8_t *b;
+    ssize_t n;
+    int fd = file_open_read(AT_FDCWD, path, 0, IMAGE_MAX_FILE_BYTES, NULL, why, sizeof(why));
+    int rc = S3D_EFORMAT;
+
+    if (fd < 0)
+        return S3D_EIO;
+    b = malloc(PROBE);
+    n = b ? read(fd, b, PROBE) : -1;
+    close(fd);
+    if (n < 0) {
+        free(b);
+        return S3D_EIO;
+    }
+    if (n >= 24 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8) && !memcmp(b + 12, "IHDR", 4)) {
+        *w = be32(b + 16);
+        *h = be32(b + 20);
+        rc = 0;
+    } else if (n >= 4 && b[0] == 0xff && b[1] == 0xd8) {
+        for (ssize_t p = 2; p + 9 <= n && b[p] == 0xff;) {
+            uint8_t m = b[p + 1];
+
+            if (m == 0xff) {                      /* fill byte */
+                p++;
+                continue;
+            }
+            if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc) {
+                *h = be16(b + p + 5);             /* SOFn: length, precision, height, width */
+                *w = be16(b + p + 7);
+                rc = 0;
+                break;
+            }
+            if (m == 0xd9 || m == 0xda)           /* end of image / start of scan: no SOF */
+                break;
+            p += 2 + (m >= 0xd0 && m <= 0xd7 ? 0 : be16(b + p + 2));
+        }
+    }
+    free(b);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------

@@ -27,9 +27,9 @@
  * palette INDEX for palette PNGs, K for CMYK; nonzero = object.
  *
  * Memory: decoded pixels are malloc'ed and owned by the struct image; release
- * them with image_free() (NULL-safe, idempotent). Images larger than
- * IMAGE_MAX_PIXELS (PIL's decompression-bomb error limit) are refused, and so
- * are files that are not regular files or exceed IMAGE_MAX_FILE_BYTES.
+ * them with image_free() (NULL-safe, idempotent). Images with more pixels than
+ * image_max_pixels() are refused, and so are files that are not regular files
+ * or exceed IMAGE_MAX_FILE_BYTES.
  */
 #ifndef S3D_IMAGE_H
 #define S3D_IMAGE_H
@@ -41,8 +41,13 @@
 extern "C" {
 #endif
 
-/* PIL raises DecompressionBombError above 2 * 89478485 pixels. */
-#define IMAGE_MAX_PIXELS 178956970LL
+/* The pixel limit: images with more pixels are refused before they are decoded.
+ * The default is what the depth stage's default host arena holds (13 bytes a
+ * pixel, stages/depth); env S3D_MAX_PIXELS (`sam3d run --max-pixels N`) raises
+ * or lowers it, up to IMAGE_MAX_PIXELS_CAP. For reference, PIL raises
+ * DecompressionBombError above 2 * 89478485 pixels. */
+#define IMAGE_DEFAULT_MAX_PIXELS 80000000LL
+#define IMAGE_MAX_PIXELS_CAP     1000000000LL
 /* The largest image file read (a regular file; a FIFO or a device is refused). */
 #define IMAGE_MAX_FILE_BYTES (1ull << 30)
 
@@ -52,6 +57,19 @@ struct image {
     int      c;      /* channels: 3 (RGB) from image_*_rgb, 1 from image_*_mask */
     uint8_t *data;   /* (h, w, c) row-major; masks hold 0 or 1; malloc'ed, see image_free */
 };
+
+/* The pixel limit in force: S3D_MAX_PIXELS when set (an integer, or one with a
+ * K/M/G suffix of 10^3/10^6/10^9), else IMAGE_DEFAULT_MAX_PIXELS. */
+int64_t image_max_pixels(void);
+/* Parse a pixel count ("150M", "12000000") into *out; false when it is not a
+ * number in [1, IMAGE_MAX_PIXELS_CAP]. */
+int     image_parse_pixels(const char *s, int64_t *out);
+
+/* The width and height a PNG or JPEG file declares, read from its first bytes
+ * without decoding it (the orchestrator checks the pixel limit before starting
+ * anything). Returns 0, S3D_EIO (cannot read; nothing logged) or S3D_EFORMAT
+ * (no size found in the header: the decoder will say why). */
+int image_probe(const char *path, int64_t *w, int64_t *h);
 
 /* Decode an image file as RGB (see the header comment for each mode).
  * out: filled on success (c = 3), zeroed on failure. Returns 0, or S3D_EIO (cannot

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -21,13 +22,43 @@ int proc_spawn(struct proc *p, char *const argv[])
 {
     pid_t parent = getpid();
     pid_t pid;
+    int watch[2];
+
+    char watch_env[32], **envp;
+    int n_env = 0;
 
     memset(p, 0, sizeof(*p));
+    p->watch_fd = -1;
+    if (pipe2(watch, O_CLOEXEC) != 0) {
+        log_error("cannot start '%s': pipe: %s", argv[0], strerror(errno));
+        return S3D_EIO;
+    }
+    /* the child's environment, built before fork (no allocation between fork and exec) */
+    while (environ[n_env])
+        n_env++;
+    envp = calloc((size_t)n_env + 2, sizeof(*envp));
+    if (!envp) {
+        close(watch[0]);
+        close(watch[1]);
+        return S3D_ENOMEM;
+    }
+    snprintf(watch_env, sizeof(watch_env), "S3D_PARENT_FD=%d", watch[0]);
+    for (int i = 0, k = 0; i < n_env; i++)
+        if (strncmp(environ[i], "S3D_PARENT_FD=", 14))
+            envp[k++] = environ[i];
+    for (int k = 0;; k++)
+        if (!envp[k]) {
+            envp[k] = watch_env;
+            break;
+        }
     fflush(stdout);
     fflush(stderr);
     pid = fork();
     if (pid < 0) {
         log_error("cannot start '%s': fork: %s", argv[0], strerror(errno));
+        free(envp);
+        close(watch[0]);
+        close(watch[1]);
         return S3D_EIO;
     }
     if (pid == 0) {
@@ -37,6 +68,9 @@ int proc_spawn(struct proc *p, char *const argv[])
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)          /* the parent died before prctl */
             _exit(1);
+        /* the read end of the watch pipe stays open across exec: EOF = parent gone */
+        close(watch[1]);
+        fcntl(watch[0], F_SETFD, 0);
         if (fd >= 0) {
             dup2(fd, 0);
             close(fd);
@@ -46,12 +80,25 @@ int proc_spawn(struct proc *p, char *const argv[])
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
-        execv(argv[0], argv);
+        execve(argv[0], argv, envp);
         fprintf(stderr, "error: cannot execute '%s': %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    free(envp);
+    close(watch[0]);
     p->pid = pid;
+    p->watch_fd = watch[1];               /* closed when the child is reaped, or with us */
     return 0;
+}
+
+/* The child is gone: drop our end of its watch pipe. */
+static void reaped(struct proc *p)
+{
+    p->reaped = true;
+    if (p->watch_fd >= 0) {
+        close(p->watch_fd);
+        p->watch_fd = -1;
+    }
 }
 
 bool proc_alive(struct proc *p)
@@ -65,7 +112,7 @@ bool proc_alive(struct proc *p)
     r = wait4(p->pid, &p->status, WNOHANG, &ru);
     if (r == 0)
         return true;
-    p->reaped = true;      /* ended (or not our child any more) */
+    reaped(p);             /* ended (or not our child any more) */
     if (r == p->pid)
         p->max_rss_kb = ru.ru_maxrss;
     return false;
@@ -88,7 +135,7 @@ void proc_stop(struct proc *p, int grace_ms)
     memset(&ru, 0, sizeof(ru));
     while (wait4(p->pid, &p->status, 0, &ru) < 0 && errno == EINTR)
         ;
-    p->reaped = true;
+    reaped(p);
     p->max_rss_kb = ru.ru_maxrss;
 }
 

@@ -1,9 +1,12 @@
 /*
  * procs.h - spawning and reaping stage processes.
  *
- * A child gets PR_SET_PDEATHSIG(SIGTERM), so it dies with the orchestrator
- * even when the orchestrator is killed with SIGKILL: no orphans. Its stdin is
- * /dev/null; stdout and stderr are inherited (stages log to stderr).
+ * A child gets PR_SET_PDEATHSIG(SIGTERM) and the read end of a pipe whose
+ * write end only this process holds (its number in env S3D_PARENT_FD): when
+ * the orchestrator dies, even by SIGKILL, the pipe reads EOF and the stage's
+ * serve loop, which polls it, exits whatever it was doing (common/stage.h). No
+ * orphans. Its stdin is /dev/null; stdout and stderr are inherited (stages log
+ * to stderr).
  */
 #ifndef S3D_PROCS_H
 #define S3D_PROCS_H
@@ -17,6 +20,7 @@ struct proc {
     int   status;       /* waitpid status once reaped */
     bool  reaped;
     long  max_rss_kb;   /* its peak resident set (wait4 ru_maxrss) once reaped, else 0 */
+    int   watch_fd;     /* write end of its watch pipe while it runs, else -1 */
 };
 
 /* Start argv[0] (a path) with argv. Returns 0 or S3D_EIO (logged). exec failure

@@ -613,6 +613,8 @@ static void usage_run(FILE *f)
         "  --retries N          restarts of a stage that dies or hangs (default 1)\n"
         "  --vram-budget SIZE   e.g. 10G; stages stay loaded while they fit (default 0:\n"
         "                       only the running stage keeps its weights on the GPU)\n"
+        "  --max-pixels N       largest image accepted, e.g. 150M (default 80M; the depth\n"
+        "                       stage needs 13 bytes of host memory a pixel)\n"
         "exit status: 0 complete, 1 failed, 2 usage, 3 stages still to come, 130 interrupted\n"
         "job directories go under $S3D_JOB_ROOT (default /dev/shm)\n");
 }
@@ -623,7 +625,7 @@ static void usage_stage(FILE *f)
         "usage: sam3d stage NAME --job DIR [--weights DIR] [--moge FILE] [--out DIR]\n"
         "                   [--device D] [--precision P] [--stages-dir DIR] [--pipeline FILE]\n"
         "                   [--timeout S] [--retries N] [--stage-device NAME=D]\n"
-        "                   [--endpoint NAME=URL]\n"
+        "                   [--endpoint NAME=URL] [--max-pixels N]\n"
         "Re-runs stage NAME of the pipeline on the artifacts in an existing job directory\n"
         "(one kept with `sam3d run --keep-job`); its artifact there is replaced.\n");
 }
@@ -691,6 +693,15 @@ static int common_opt(struct run_ctx *r, int argc, char **argv, int *i, const ch
         }
         r->over_kind[r->n_over] = a;
         r->over_arg[r->n_over++] = v;
+    } else if (!strcmp(a, "--max-pixels") && v) {
+        int64_t px;
+
+        if (!image_parse_pixels(v, &px)) {
+            fprintf(stderr, "error: --max-pixels wants a pixel count like 150M (at most %lld), "
+                    "got '%s'\n", IMAGE_MAX_PIXELS_CAP, v);
+            return -1;
+        }
+        setenv("S3D_MAX_PIXELS", v, 1);          /* for the stages it starts, too */
     } else if (!strcmp(a, "--vram-budget") && v) {
         if (!parse_size(v, &r->vram_budget)) {
             fprintf(stderr, "error: --vram-budget wants a size like 10G or 512M, got '%s'\n", v);
@@ -885,6 +896,18 @@ int cmd_run(int argc, char **argv)
     if (mkdir(r->out_dir, 0755) != 0 && errno != EEXIST) {
         log_error("--out '%s': %s", r->out_dir, strerror(errno));
         goto out_free;
+    }
+    {   /* the pixel limit, checked on the user's file before anything starts */
+        int64_t w, h;
+
+        if (image_probe(image, &w, &h) == 0 && w * h > image_max_pixels()) {
+            log_error("--image '%s' is %lldx%lld, %.1f Mpixels, over the limit of %.1f Mpixels. "
+                      "HINT: downscale it, or raise the limit with --max-pixels %.0fM (the "
+                      "depth stage then needs about %.1f GB of host memory)", image,
+                      (long long)w, (long long)h, w * h / 1e6, image_max_pixels() / 1e6,
+                      w * h / 1e6 + 1, (w * h * 13.0 + (160 << 20)) / 1e9);
+            goto out_free;
+        }
     }
     if (jobdir_create(&r->job, NULL) != 0)
         goto out_free;
