@@ -94,10 +94,10 @@ static int check_size(const char *name, int64_t w, int64_t h)
         return S3D_EFORMAT;
     }
     if (w * h > max) {
-        log_error("%s: %lldx%lld is %.1f Mpixels, over the limit of %.1f Mpixels (HINT: "
-                  "downscale the image, or raise the limit with `sam3d run --max-pixels N` "
-                  "(env S3D_MAX_PIXELS); the depth stage needs 13 bytes of memory a pixel)",
-                  name, (long long)w, (long long)h, w * h / 1e6, max / 1e6);
+        log_error("%s: %lldx%lld = %lld pixels, over the limit of %lld (HINT: downscale "
+                  "the image, or raise the limit with `sam3d run --max-pixels N` (env "
+                  "S3D_MAX_PIXELS); the depth stage needs 13 bytes of memory a pixel)",
+                  name, (long long)w, (long long)h, (long long)(w * h), (long long)max);
         return S3D_EINVAL;
     }
     return 0;

@@ -303,6 +303,48 @@ static void test_large(void)
     unlink(path);
 }
 
+/* Issue 15, finding 10: the pixel limit (S3D_MAX_PIXELS) and the header probe
+ * the orchestrator checks it with. */
+static void test_pixel_limit(void)
+{
+    static const char *files[] = {"gray8.png", "jpeg_420.jpg", "jpeg_420_progressive.png",
+                                  "jpeg_cmyk.jpg", "jpeg_gray.jpg"};
+    struct image img;
+    int64_t w, h, px;
+    char path[256];
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "tests/fixtures/images/%s", files[i]);
+        CHECK(image_probe(path, &w, &h) == 0 && image_load_rgb(path, &img) == 0 &&
+              w == img.w && h == img.h, "%s: probe %lldx%lld", files[i], (long long)w,
+              (long long)h);
+        image_free(&img);
+    }
+    CHECK(image_probe("tests/fixtures/images/examples.txt", &w, &h) == S3D_EFORMAT);
+    CHECK(image_probe("/nonexistent.png", &w, &h) == S3D_EIO);
+    CHECK(image_probe("/dev/zero", &w, &h) == S3D_EIO, "a device is not probed");
+    CHECK(image_max_pixels() == IMAGE_DEFAULT_MAX_PIXELS);
+    CHECK(image_parse_pixels("150M", &px) && px == 150000000);
+    CHECK(image_parse_pixels("2.5k", &px) && px == 2500);
+    CHECK(!image_parse_pixels("0", &px) && !image_parse_pixels("5X", &px) &&
+          !image_parse_pixels("2G", &px) && !image_parse_pixels("", &px));
+    snprintf(path, sizeof(path), "tests/fixtures/images/gray8.png");
+    CHECK(image_probe(path, &w, &h) == 0);
+    {
+        char lim[32];
+
+        snprintf(lim, sizeof(lim), "%lld", (long long)(w * h - 1));
+        setenv("S3D_MAX_PIXELS", lim, 1);
+        CHECK(image_load_rgb(path, &img) == S3D_EINVAL, "one pixel over the limit");
+        snprintf(lim, sizeof(lim), "%lld", (long long)(w * h));
+        setenv("S3D_MAX_PIXELS", lim, 1);
+        CHECK(image_load_rgb(path, &img) == 0, "at the limit");
+        image_free(&img);
+        unsetenv("S3D_MAX_PIXELS");
+    }
+    printf("pixel limit: header probes equal the decoded sizes; S3D_MAX_PIXELS enforced\n");
+}
+
 int main(void)
 {
     log_init("test_image");
@@ -311,5 +353,6 @@ int main(void)
     test_errors();
     test_writer_and_empty_mask();
     test_large();
+    test_pixel_limit();
     return harness_done("test_image");
 }
