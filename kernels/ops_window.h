@@ -42,7 +42,9 @@ extern "C" {
  * coords (T, 4) I32 host, T >= 1, valid; window >= 1, 0 <= shift < window.
  * perm (T) I32 host: slot s (window order) -> token row; off (T + 1) I32 host:
  * window w holds slots [off[w], off[w + 1]); entries past nwin + 1 untouched.
- * Returns nwin (>= 1); *max_len = the longest window. O(T log T). */
+ * Returns nwin (>= 1); *max_len = the longest window. A counting sort when
+ * there are at most 2^20 possible windows (always at 64^3: 9^3), else qsort
+ * on (key, row); the same order either way. */
 int64_t op_window_partition_cpu(struct tensor *perm, struct tensor *off,
                                 const struct tensor *coords, int window, int shift,
                                 int *max_len);

@@ -46,10 +46,10 @@ static const double APE_ATOL = 2e-6;
 // ----------------------------------------------------------------------------
 // coordinate sets
 
-enum cset { CS_ONE, CS_FULL, CS_SPARSE, CS_SHELL, CS_BIG_SHELL };
+enum cset { CS_ONE, CS_FULL, CS_SPARSE, CS_SHELL, CS_BIG_SHELL, CS_FAR };
 
 static const char *cs_name[] = {"one token", "full 8^3 block", "tokens 9 apart", "shell",
-                                "big shell"};
+                                "big shell", "clusters at 4096^3"};
 
 /* Coordinates of a set, malloc'ed (N, 4) I32; *n receives N. */
 static int32_t *make_coords(enum cset cs, int64_t *n)
@@ -58,7 +58,17 @@ static int32_t *make_coords(enum cset cs, int64_t *n)
     int64_t k = 0;
 
     ASSERT(c);
-    for (int x = 0; x < 64; x++)
+    if (cs == CS_FAR) {     /* 6 clusters of 3^3 voxels spread over [0, 4096)^3: > 2^20 windows */
+        for (int q = 0; q < 6; q++)
+            for (int e = 0; e < 27; e++) {
+                int32_t *p = c + 4 * k++;
+                p[0] = 0;
+                p[1] = (q * 733 + 11) % 4090 + e / 9;
+                p[2] = (q * 1999 + 5) % 4090 + (e / 3) % 3;
+                p[3] = (q * 3011 + 7) % 4090 + e % 3;
+            }
+    }
+    for (int x = 0; x < 64 && cs != CS_FAR; x++)
         for (int y = 0; y < 64; y++)
             for (int z = 0; z < 64; z++) {
                 double dx = x - 31.5, dy = y - 30.2, dz = z - 32.7, r = sqrt(dx * dx + dy * dy + dz * dz);
@@ -69,6 +79,7 @@ static int32_t *make_coords(enum cset cs, int64_t *n)
                 case CS_SPARSE:    on = x % 9 == 3 && y % 9 == 0 && z % 9 == 7; break;
                 case CS_SHELL:     on = r >= 12.0 && r < 13.0; break;
                 case CS_BIG_SHELL: on = (r >= 28.0 && r < 30.0) || (r >= 14.0 && r < 15.3); break;
+                case CS_FAR:       break;
                 }
                 if (on) {
                     int32_t *p = c + 4 * k++;
@@ -271,6 +282,7 @@ static void test_cpu_attention(void)
     static const struct { enum cset cs; int shift; int64_t H; enum dtype dt; } cases[] = {
         {CS_ONE, 0, 1, DTYPE_F32},  {CS_FULL, 0, 2, DTYPE_F32},  {CS_FULL, 4, 1, DTYPE_F16},
         {CS_SPARSE, 4, 2, DTYPE_F32}, {CS_SHELL, 0, 2, DTYPE_F32}, {CS_SHELL, 4, 1, DTYPE_BF16},
+        {CS_FAR, 4, 1, DTYPE_F32},
     };
     char label[160];
 
@@ -463,7 +475,7 @@ int main(void)
 
     log_init("test_op_window");
     ot_print_tols(TOL, NTOL);
-    for (int cs = CS_ONE; cs <= CS_BIG_SHELL; cs++) {
+    for (int cs = CS_ONE; cs <= CS_FAR; cs++) {
         int64_t n;
         int32_t *c = make_coords((enum cset)cs, &n);
         for (int shift = 0; shift <= 4; shift += 4)

@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Key ranges up to this many windows sort by counting, larger ones by qsort. */
+#define WINDOW_COUNTING_MAX ((int64_t)1 << 20)
+
 struct win_key {
     int64_t key;    /* linear window key */
     int32_t row;    /* token row: the tie-break that makes the sort stable */
@@ -58,7 +61,24 @@ int64_t op_window_partition_cpu(struct tensor *perm, struct tensor *off,
         k[i].key = (w[0] * nw[1] + w[1]) * nw[2] + w[2];
         k[i].row = (int32_t)i;
     }
-    qsort(k, (size_t)T, sizeof(*k), win_key_cmp);
+    int64_t K = nw[0] * nw[1] * nw[2];
+    if (K <= WINDOW_COUNTING_MAX) {
+        /* counting sort by key (729 keys at 64^3): stable, O(T + K) */
+        int32_t *cnt = calloc((size_t)K + 1, sizeof(int32_t));
+        struct win_key *sorted = malloc(sizeof(*sorted) * (size_t)T);
+        ASSERT(cnt && sorted);
+        for (int64_t i = 0; i < T; i++)
+            cnt[k[i].key + 1]++;
+        for (int64_t q = 0; q < K; q++)
+            cnt[q + 1] += cnt[q];
+        for (int64_t i = 0; i < T; i++)
+            sorted[cnt[k[i].key]++] = k[i];
+        free(cnt);
+        free(k);
+        k = sorted;
+    } else {
+        qsort(k, (size_t)T, sizeof(*k), win_key_cmp);   /* (key, row): the same order */
+    }
 
     int64_t nwin = 0;
     int longest = 0;
@@ -76,8 +96,8 @@ int64_t op_window_partition_cpu(struct tensor *perm, struct tensor *off,
 }
 
 void op_check_window_attention(const struct tensor *o, const struct tensor *qkv,
-                                   const struct tensor *perm, const struct tensor *off,
-                                   enum device dev)
+                               const struct tensor *perm, const struct tensor *off,
+                               enum device dev)
 {
     op_check_dense("window_attention.qkv", qkv, dev);
     op_check_dense("window_attention.o", o, dev);
