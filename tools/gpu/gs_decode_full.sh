@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# gs_decode_full.sh OUT [SLAT] - sam3d-gs-decode on the GPU machine, in one call (~5 min):
+#   1. the GPU tests this decoder touches (S3D_REQUIRE_GPU=1: a skip is a failure):
+#      test_op_window (windowed attention, APE), test_op_attention (the flash kernels now read
+#      rows through attn_params.rows), test_slat_dec, test_gs_decode, test_gs_decode_cli.sh;
+#   2. full-size parity, time and memory against the official decoder
+#      (tools/ref/plugin_gs_decode.py): G = 32, ~30k voxels, fp16 and fp32, then G = 4 fp16;
+#      with SLAT (a slat_flow.safetensors of the official chain, e.g. $E2E/slat_flow.safetensors
+#      of tools/gpu/e2e_full.sh: 'coords' + 'slat_feats') also on that real latent.
+# Everything goes to OUT (logs, gs_decode_results.json, gs_decode_summary.txt per run).
+#
+# Needs, carried with the call: build/ (here: make -j2 CUDA_ARCH=90), .whl/
+# (sh tools/ref/fetch_wheels.sh: hydra-core, omegaconf, antlr4, loguru, optree, astor), .gl/
+# (sh tools/ref/pack_ref.sh: the official sam3d_objects package and the released yaml files),
+# .deb/ (tools/gpu/README.md: libzmq5 libmsgpackc2 libsodium23 libpgm-5.3-0 libnorm1
+# libjpeg62-turbo). Not needed: spconv (tools/ref/shims/spconv stands in for its tensor
+# container; the Gaussian decoder has no convolution), flash-attn (PyTorch's FlashAttention-2
+# varlen kernel serves the official flash_attn call, see plugin_gs_decode.py). The GPU machine's
+# PyTorch (2.11) runs the official module.
+set -u
+OUT=${1:?usage: gs_decode_full.sh OUT [SLAT]}
+SLAT=${2:-}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site
+# shellcheck disable=SC1091
+. tools/gpu/device_env.sh
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+fail=0
+
+# 1. tests
+for t in test_op_window test_op_attention test_slat_dec test_gs_decode; do
+    S3D_REQUIRE_GPU=1 timeout 300 "build/tests/$t" >"$OUT/$t.log" 2>&1
+    rc=$?
+    echo "$t: exit $rc; $(grep -c ' OK$\| OK ' "$OUT/$t.log") OK lines, $(grep -c FAIL "$OUT/$t.log") FAIL"
+    grep -E "FAIL|cuda" "$OUT/$t.log" | grep -v "^\[" | head -40
+    [ $rc = 0 ] || fail=1
+done
+BUILD=build timeout 300 bash tests/test_gs_decode_cli.sh >"$OUT/test_gs_decode_cli.log" 2>&1 ||
+    fail=1
+tail -8 "$OUT/test_gs_decode_cli.log"
+
+# 2. full size against the official decoder
+plugin() {  # plugin NAME ARGS...
+    local name=$1; shift
+    mkdir -p "$OUT/$name"
+    PYTHONUNBUFFERED=1 timeout 900 python3 tools/ref/plugin_gs_decode.py --bin build \
+        --work "/tmp/gsd_$name" --out "$OUT/$name" --s3d .gl/ref/s3d --config-dir .gl/ref/hf \
+        "$@" >"$OUT/$name/plugin.log" 2>&1
+    local rc=$?
+    echo "== plugin $name ($*): exit $rc"
+    grep -vE "is_fx_tracing|\| INFO |^running:|^\[gs_decode .* I .*(trunk|Gaussians per)" \
+        "$OUT/$name/plugin.log" | tail -70
+    [ $rc = 0 ] || fail=1
+}
+plugin g32 --gaussians 32 --voxels 30000 --precisions fp16,fp32 --time 10 --repeat 10
+plugin g4 --gaussians 4 --voxels 30000 --precisions fp16 --time 10 --repeat 10
+[ -n "$SLAT" ] && plugin chain --gaussians 32 --slat "$SLAT" --precisions fp16,fp32 --time 10 --repeat 10
+echo "gs_decode_full: $([ $fail = 0 ] && echo PASS || echo FAIL)"
+exit $fail
