@@ -82,6 +82,10 @@ STAGES = [
      "inputs": lambda a: {"shape_latent": a["shape_latent"]},
      "params": ["keep_logits=true"], "map": {"logits": "logits"}, "final": "logits",
      "custom": coords_compare},
+    {"chain": "gs_decode", "exe": "sam3d-gs-decode", "weights": "slat_decoder_gs.ckpt",
+     "inputs": lambda a: {"coords": a["coords"], "feats": a["feats"]},
+     "map": {f"ply.{k}": k for k in ("xyz", "f_dc", "opacity", "scale", "rotation")},
+     "final": "ply.xyz"},
 ]
 CHAIN_FILES = ["cond_ss", "cond_slat", "ss_flow", "ss_decode", "slat_flow", "gs_decode",
                "mesh_decode"]

@@ -17,7 +17,7 @@ Stages and files (OUT/<stage>.safetensors, tensors in execution order):
               'downsample_factor'
   cond_slat   inputs, out 'cond'
   slat_flow   'coords', 'cond', 'noise', 'final', 'slat_feats' (de-normalised)
-  gs_decode   'coords', 'feats', Gaussian _xyz.._opacity; OUT/splat.ply (official save_ply)
+  gs_decode   'coords', 'feats', Gaussian _xyz.._opacity, 'ply.<name>' (the save_ply arrays = sam3d-gs-decode's outputs); OUT/splat.ply (official save_ply)
   gs4_decode  the same for slat_decoder_gs_4 (not run by the default pipeline; --gs4)
   mesh_decode 'vertices', 'faces', 'vertex_attrs'
 The chain starts at the condition inputs: the image/mask crops are made by refutil's
@@ -231,6 +231,8 @@ def run(args):
             else:
                 for k in dump_gs_decoder.ATTRS:
                     out[k] = getattr(rep, k)
+                for k, v in dump_gs_decoder.ply_arrays(rep).items():   # sam3d-gs-decode's outputs
+                    out["ply." + k] = v
                 rep.save_ply(os.path.join(args.out, "splat.ply" if name.endswith("gs")
                                           else "splat_gs4.ply"))
         save(args, stage, out)

@@ -47,6 +47,21 @@ def make_slat(args, torch, res):
     return coords, feats, f"shell_coords({res},{args.voxels}), randn*slat_std+slat_mean"
 
 
+def ply_arrays(gs):
+    """The five arrays Gaussian.save_ply writes (TD/representations/gaussian/gaussian_model.py:
+    124-161), named as sam3d-gs-decode's outputs: get_xyz, the raw DC features (M, 3), the
+    logit of get_opacity, log(get_scaling), _rotation + rots_bias (wxyz, not normalised)."""
+    import torch
+    from sam3d_objects.model.backbone.tdfy_dit.representations.gaussian.general_utils import \
+        inverse_sigmoid
+    return refutil.OrderedDict([
+        ("xyz", gs.get_xyz),
+        ("f_dc", gs._features_dc.transpose(1, 2).flatten(start_dim=1).contiguous()),
+        ("opacity", inverse_sigmoid(gs.get_opacity)),
+        ("scale", torch.log(gs.get_scaling)),
+        ("rotation", gs._rotation + gs.rots_bias[None, :])])
+
+
 def trunk_names(dec):
     names = ["input_layer"]
     for i in range(len(dec.blocks)):

@@ -10,7 +10,7 @@ slat_decoder_gs.ckpt) and the same structured latent, on the GPU.
 
 Per precision the official decoder runs as decode_slat runs it (no autocast; fp16 = the
 released use_fp16 trunk, fp32 = use_fp16 false), its output turned into the arrays
-Gaussian.save_ply writes (TD/representations/gaussian/gaussian_model.py:124-161), timed
+Gaussian.save_ply writes (dump_gs_decoder.ply_arrays), timed
 (--time runs after 2 warm-ups; a fresh SparseTensor each run, so the window partition is
 computed every time, as in the pipeline) with torch's peak allocation; then our stage runs
 --once on the same checkpoint and latent (--param repeat=N: its warm median, arena peak and,
@@ -49,6 +49,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import compare  # noqa: E402
+import dump_gs_decoder  # noqa: E402
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
 
@@ -227,8 +228,6 @@ def official(args, torch, cfg, ckpt, prec, coords, feats, shim, wa, dev):
     """Build (first call: init + save) or load the official decoder for prec; return
     (arrays on the host, timings, peak bytes)."""
     from sam3d_objects.model.backbone.tdfy_dit.modules import sparse as sp
-    from sam3d_objects.model.backbone.tdfy_dit.representations.gaussian.general_utils import \
-        inverse_sigmoid
     run_cfg = json.loads(json.dumps(cfg))
     run_cfg["use_fp16"] = prec != "fp32"
     t0 = time.time()
@@ -244,13 +243,6 @@ def official(args, torch, cfg, ckpt, prec, coords, feats, shim, wa, dev):
     use_backend(wa, shim)
     c, f = coords.to(dev), feats.to(dev)
 
-    def arrays(gs):     # what Gaussian.save_ply writes (gaussian_model.py:124-161)
-        return {"xyz": gs.get_xyz,
-                "f_dc": gs._features_dc.transpose(1, 2).flatten(start_dim=1).contiguous(),
-                "opacity": inverse_sigmoid(gs.get_opacity),
-                "scale": torch.log(gs.get_scaling),
-                "rotation": gs._rotation + gs.rots_bias[None, :]}
-
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -265,7 +257,7 @@ def official(args, torch, cfg, ckpt, prec, coords, feats, shim, wa, dev):
             gs = dec(sp.SparseTensor(coords=c, feats=f))[0]     # fresh: partition recomputed
             sync()
             t1 = time.perf_counter()
-            out = {k: v.float().cpu() for k, v in arrays(gs).items()}
+            out = {k: v.float().cpu() for k, v in dump_gs_decoder.ply_arrays(gs).items()}
             sync()
             t2 = time.perf_counter()
             if i >= 2 or args.time == 0:
