@@ -54,12 +54,14 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BINS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BINS  := $(TOOL_SRC:tests/%.c=$(BUILD)/tests/%)
+SO_SRC     := $(wildcard tests/tools/so/*.c)
+SO_LIBS    := $(SO_SRC:tests/tools/so/%.c=$(BUILD)/tests/tools/lib%.so)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all test test-gpu test-sanitize fuzz demo deps clean
 .SECONDARY:
-all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS) $(TOOL_BINS)
+all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS) $(TOOL_BINS) $(SO_LIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -97,6 +99,11 @@ $(foreach s,$(STAGE_DIRS),$(if $(wildcard tests/test_$(s).c),$(eval $(call STAGE
 # test-only programs (tests/tools/*.c, e.g. the echo stage) used by test scripts
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# test-only shared libraries (tests/tools/so/*.c), e.g. the fake NVML of test_budget.sh
+$(BUILD)/tests/tools/lib%.so: tests/tools/so/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -shared -fPIC $< -o $@
 
 # ---------------------------------------------------------------- tests
 test: all

@@ -87,13 +87,8 @@ static void reset(struct client *c)
     (void)connect_sock(c);    /* on failure sock stays NULL: the next call retries */
 }
 
-int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
-                struct wire_frames *f, int timeout_ms, client_wait_fn wait_fn, void *arg,
-                char *why, size_t why_len)
+int client_send(struct client *c, struct wire_msg *req, char *why, size_t why_len)
 {
-    char err[WIRE_ERR_MAX];
-    int waited = 0, rc;
-
     if (!c->sock && connect_sock(c) != 0) {
         snprintf(why, why_len, "cannot connect to %s", c->endpoint);
         return S3D_EIO;
@@ -104,6 +99,51 @@ int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
         reset(c);
         return S3D_EIO;
     }
+    c->pending_id = req->id;
+    return 0;
+}
+
+int client_recv(struct client *c, struct wire_msg *rep, struct wire_frames *f, char *why,
+                size_t why_len)
+{
+    char err[WIRE_ERR_MAX];
+    int rc = wire_recv(c->sock, WIRE_REPLY, rep, f, err, sizeof(err));
+
+    if (rc == 0 && rep->id != c->pending_id) {
+        snprintf(err, sizeof(err), "reply id %lld does not match request id %lld",
+                 (long long)rep->id, (long long)c->pending_id);
+        rc = S3D_EPROTO;
+    }
+    c->pending_id = 0;
+    if (rc) {
+        snprintf(why, why_len, "bad reply from %s: %s", c->endpoint,
+                 rc == S3D_EIO ? zmq_strerror(errno) : err);
+        reset(c);
+        return rc == S3D_EIO ? S3D_EIO : S3D_EPROTO;
+    }
+    return 0;
+}
+
+void client_abandon(struct client *c)
+{
+    c->pending_id = 0;
+    reset(c);
+}
+
+void *client_socket(const struct client *c)
+{
+    return c->sock;
+}
+
+int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
+                struct wire_frames *f, int timeout_ms, client_wait_fn wait_fn, void *arg,
+                char *why, size_t why_len)
+{
+    int waited = 0, rc;
+
+    rc = client_send(c, req, why, why_len);
+    if (rc)
+        return rc;
     for (;;) {
         zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
         int slice = timeout_ms - waited < SLICE_MS ? timeout_ms - waited : SLICE_MS;
@@ -111,7 +151,7 @@ int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
 
         if (n < 0 && errno != EINTR) {
             snprintf(why, why_len, "poll on %s: %s", c->endpoint, zmq_strerror(errno));
-            reset(c);
+            client_abandon(c);
             return S3D_EIO;
         }
         if (n > 0 && (item.revents & ZMQ_POLLIN))
@@ -120,26 +160,14 @@ int client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
         if (waited >= timeout_ms) {
             snprintf(why, why_len, "no reply from %s within %.1f s", c->endpoint,
                      timeout_ms / 1000.0);
-            reset(c);
+            client_abandon(c);
             return S3D_ETIMEOUT;
         }
         if (wait_fn && !wait_fn(arg)) {
             snprintf(why, why_len, "gave up waiting for %s", c->endpoint);
-            reset(c);
+            client_abandon(c);
             return S3D_ETIMEOUT;
         }
     }
-    rc = wire_recv(c->sock, WIRE_REPLY, rep, f, err, sizeof(err));
-    if (rc == 0 && rep->id != req->id) {
-        snprintf(err, sizeof(err), "reply id %lld does not match request id %lld",
-                 (long long)rep->id, (long long)req->id);
-        rc = S3D_EPROTO;
-    }
-    if (rc) {
-        snprintf(why, why_len, "bad reply from %s: %s", c->endpoint,
-                 rc == S3D_EIO ? zmq_strerror(errno) : err);
-        reset(c);
-        return rc == S3D_EIO ? S3D_EIO : S3D_EPROTO;
-    }
-    return 0;
+    return client_recv(c, rep, f, why, why_len);
 }

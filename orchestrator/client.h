@@ -21,6 +21,7 @@ struct client {
     void   *sock;                /* REQ, or NULL */
     char    endpoint[WIRE_STR_MAX];
     int64_t next_id;
+    int64_t pending_id;          /* id of the request sent and not answered yet, 0: none */
 };
 
 /* Connect to endpoint. CURVE: for a tcp:// endpoint, when env S3D_CURVE_SERVERKEY
@@ -45,5 +46,17 @@ typedef bool (*client_wait_fn)(void *arg);
 int  client_call(struct client *c, struct wire_msg *req, struct wire_msg *rep,
                  struct wire_frames *f, int timeout_ms, client_wait_fn wait_fn, void *arg,
                  char *why, size_t why_len);
+
+/* The two halves of client_call, for callers that wait on several stages at
+ * once (zmq_poll on client_socket). client_send: 0, or S3D_EIO (socket reset)
+ * with why set. client_recv, once the socket is readable: 0 with rep filled
+ * (rep->has_error: the stage failed the request), or S3D_EPROTO / S3D_EIO with
+ * why set (socket reset). client_abandon: the reply will not be waited for
+ * (timeout, dead peer): the socket is reset (Lazy Pirate). */
+int   client_send(struct client *c, struct wire_msg *req, char *why, size_t why_len);
+int   client_recv(struct client *c, struct wire_msg *rep, struct wire_frames *f, char *why,
+                  size_t why_len);
+void  client_abandon(struct client *c);
+void *client_socket(const struct client *c);     /* the REQ socket, NULL while reset failed */
 
 #endif

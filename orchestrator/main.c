@@ -17,13 +17,15 @@ static const struct {
     {"inspect",       cmd_inspect,       "list the tensors of a checkpoint"},
     {"check-weights", cmd_check_weights, "bind every stage's weights without running"},
     {"keygen",        cmd_keygen,        "a CURVE key pair for stages served over tcp://"},
+    {"devmem-probe",  cmd_devmem_probe,  NULL},     /* internal: devmem.c's probe child */
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sam3d COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+        if (commands[i].help)
+            fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n`sam3d COMMAND --help` describes each command.\n");
 }
 

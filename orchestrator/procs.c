@@ -154,6 +154,27 @@ static char proc_state(pid_t pid)
     return rp && rp[1] == ' ' ? rp[2] : 0;
 }
 
+long long proc_rss_peak(const struct proc *p)
+{
+    char path[64], line[256];
+    long long kb = 0;
+    FILE *f;
+
+    if (p->pid <= 0)
+        return 0;
+    if (p->reaped)
+        return (long long)p->max_rss_kb * 1024;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
+}
+
 const char *proc_describe(const struct proc *p, char *buf, size_t len)
 {
     char st = p->pid > 0 && !p->reaped ? proc_state(p->pid) : 0;

@@ -30,6 +30,8 @@ int  proc_spawn(struct proc *p, char *const argv[]);
 bool proc_alive(struct proc *p);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; always reaps. No-op when not running. */
 void proc_stop(struct proc *p, int grace_ms);
+/* Its peak resident set in bytes: VmHWM while it runs, ru_maxrss once reaped; 0 unknown. */
+long long proc_rss_peak(const struct proc *p);
 /* "running", "stopped (SIGSTOP or a debugger), not answering", "exited with
  * status 1", "killed by SIGABRT" into buf; returns buf. */
 const char *proc_describe(const struct proc *p, char *buf, size_t len);

@@ -13,12 +13,18 @@
  * job dir: abort() the first time, when the file does not exist yet, creating it).
  * Stage name: from env S3D_ECHO_NAME (default "echo"), so one binary can play
  * several pipeline stages.
+ * Fake device memory (with the fake NVML of tests/tools/so/fake_nvml.c): when
+ * S3D_FAKE_NVML_DIR is set, the stage "holds" 1 MiB (its context) from its
+ * first load on, plus its weights file's size while loaded, plus param
+ * act_bytes (int) from the run that asked for them until unload, written to
+ * the file $S3D_FAKE_NVML_DIR/<pid> as the driver would show it.
  */
 #include "err.h"
 #include "log.h"
 #include "stage.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -31,7 +37,30 @@
 struct echo {
     unsigned char *weights;   /* the weights file's bytes while loaded */
     size_t         n_weights;
+    bool           had_context;
+    int64_t        act_bytes; /* fake activation memory held until unload */
 };
+
+#define FAKE_CONTEXT_BYTES (1 << 20)
+
+/* Publish what this process "holds on the device" for the fake NVML. */
+static void fake_devmem(const struct echo *e)
+{
+    const char *dir = getenv("S3D_FAKE_NVML_DIR");
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    FILE *f;
+
+    if (!dir || !*dir || !e->had_context)
+        return;
+    snprintf(path, sizeof(path), "%s/%d", dir, (int)getpid());
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "%lld\n", (long long)(FAKE_CONTEXT_BYTES + e->n_weights + e->act_bytes));
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
 
 static int echo_load(void *model, const struct stage_opts *o)
 {
@@ -53,6 +82,8 @@ static int echo_load(void *model, const struct stage_opts *o)
     ASSERT(e->weights);
     e->n_weights = fread(e->weights, 1, (size_t)st.st_size, f);
     fclose(f);
+    e->had_context = true;
+    fake_devmem(e);
     return 0;
 }
 
@@ -63,6 +94,8 @@ static void echo_unload(void *model)
     free(e->weights);
     e->weights = NULL;
     e->n_weights = 0;
+    e->act_bytes = 0;
+    fake_devmem(e);
 }
 
 static void echo_status(void *model, struct wire_msg *rep)
@@ -81,10 +114,18 @@ static int echo_run(void *model, struct stage_req *rq)
     double scale = wire_get_float(rq->msg, "scale", 1.0);
     char path[PATH_MAX];
 
-    (void)model;
+    struct echo *e = model;
+    int64_t act = wire_get_int(rq->msg, "act_bytes", 0);
+
     if (!wire_param_ok(rq->msg, "scale", WIRE_FLOAT) ||
-        !wire_param_ok(rq->msg, "sleep_ms", WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "param scale must be a number and sleep_ms an int");
+        !wire_param_ok(rq->msg, "sleep_ms", WIRE_INT) ||
+        !wire_param_ok(rq->msg, "act_bytes", WIRE_INT))
+        return stage_fail(rq, S3D_EINVAL, "param scale must be a number, sleep_ms and "
+                          "act_bytes ints");
+    if (act > e->act_bytes) {
+        e->act_bytes = act;
+        fake_devmem(e);
+    }
     if (sleep_ms > 0) {
         struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
 

@@ -3,8 +3,8 @@
 # machine, at full size: random weights in the official layout (MoGe ViT-L model.pt, the SS and
 # SLAT condition embedders in ss_generator.ckpt / slat_generator.ckpt, written by the official
 # code via tools/ref/dump_*.py), then `sam3d run --device cuda:0` on human_object: depth ->
-# cond_ss -> cond_slat as separate processes over ZeroMQ, one model on the GPU at a time
-# (--vram-budget 0). Prints report.json (per stage: wall, load, run, device peak, RSS).
+# cond_ss -> cond_slat as separate processes over ZeroMQ, inside the default VRAM budget
+# (the free memory at start). Prints report.json (per stage: wall, load, run, device peak, RSS).
 # Then `make demo`'s script on CUDA with the tiny fixture weights.
 #
 # Set-up (tools/ref/README.md "GPU run"): wheels in .whl, .gl/ref from pack_ref.sh,

@@ -1,0 +1,1128 @@
+/*
+ * engine.c - stage processes and the jobs that run through them. Contract: engine.h.
+ *
+ * Sections: processes (start, stop, synchronous calls), opening (pipeline,
+ * stages, devices, budgets), jobs, the VRAM budget, turns (request, reply,
+ * retry), the scheduler.
+ */
+#include "engine.h"
+
+#include "err.h"
+#include "log.h"
+#include "report.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define STOP_GRACE_MS 2000
+#define SLICE_MS      100
+
+static volatile sig_atomic_t never;
+
+static const char *const turn_names[] = {"not run", "not built", "done", "failed", "kept"};
+
+const char *turn_state_name(enum turn_state s)
+{
+    return (unsigned)s < sizeof(turn_names) / sizeof(turn_names[0]) ? turn_names[s] : "?";
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static bool stopping(const struct engine *e)
+{
+    return *e->o.interrupted != 0;
+}
+
+static void emit(struct engine *e, enum engine_ev kind, struct job *j, int s)
+{
+    struct engine_event ev = {kind, j, s, s >= 0 ? e->rt[s].ps->name : NULL,
+                              j ? j->last - j->first + 1 : 0, s >= 0 ? e->rt[s].table_ms : 0};
+
+    if (e->o.event)
+        e->o.event(e->o.event_arg, &ev);
+}
+
+// ---------------------------------------------------------------- stage processes
+
+struct waiter {
+    struct engine   *e;
+    struct stage_rt *rt;
+};
+
+/* A synchronous call keeps waiting while the stage lives (a remote one: until
+ * the timeout) and no signal came; the idle hook runs meanwhile. */
+static bool keep_waiting(void *arg)
+{
+    struct waiter *w = arg;
+
+    if (w->e->o.idle)
+        w->e->o.idle(w->e->o.idle_arg);
+    return !stopping(w->e) && (w->rt->remote || proc_alive(&w->rt->proc));
+}
+
+static int call(struct engine *e, struct stage_rt *rt, enum wire_method m, int timeout_ms,
+                char *why, size_t why_len)
+{
+    struct waiter w = {e, rt};
+    int rc;
+
+    wire_msg_init(&e->req, WIRE_REQUEST, 0);
+    e->req.method = m;
+    rc = client_call(&rt->cli, &e->req, &e->rep, &e->frames, timeout_ms, keep_waiting, &w,
+                     why, why_len);
+    if (rc == 0 && e->rep.has_error) {
+        snprintf(why, why_len, "%s", e->rep.error);
+        return S3D_EINVAL;
+    }
+    return rc;
+}
+
+/* (Re)connect to rt's endpoint and wait until it answers status; on failure
+ * rt->error says why (a remote stage: where it was looked for). */
+static int connect_stage(struct engine *e, struct stage_rt *rt)
+{
+    char why[WIRE_ERR_MAX], desc[64];
+    int rc;
+
+    client_close(&rt->cli);
+    rc = client_open(&rt->cli, e->zctx, rt->endpoint);
+    if (rc)
+        return rc;
+    rc = call(e, rt, WIRE_STATUS, e->o.timeout_ms, why, sizeof(why));
+    if (rc && stopping(e))
+        return S3D_ETIMEOUT;
+    if (rc && rt->remote) {
+        snprintf(rt->error, sizeof(rt->error), "remote stage '%s' at %.200s did not answer "
+                 "status: %.200s", rt->ps->name, rt->endpoint, why);
+        log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
+                  "and check the address; for tcp:// beyond loopback set "
+                  "S3D_CURVE_SERVERKEY to its public key and S3D_CURVE_CLIENT_SECRET to a "
+                  "client key on its --curve-clients list", rt->error);
+    } else if (rc) {
+        snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: "
+                 "%.200s (%s)", rt->ps->name, rt->exe, why,
+                 proc_describe(&rt->proc, desc, sizeof(desc)));
+        log_error("%s. HINT: its log lines above say why", rt->error);
+    }
+    if (rc)
+        return rc;
+    rt->loaded = wire_get_bool(&e->rep, "loaded", false);
+    if (rt->remote)
+        log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
+    else
+        log_info("stage %s up (pid %d, %s)", rt->ps->name, (int)rt->proc.pid, rt->endpoint);
+    return 0;
+}
+
+/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
+static int start_stage(struct engine *e, struct stage_rt *rt)
+{
+    char *argv[16];
+    int n = 0, rc;
+
+    if (rt->remote)
+        return connect_stage(e, rt);
+    argv[n++] = rt->exe;
+    argv[n++] = "--listen";
+    argv[n++] = rt->endpoint;
+    if (rt->weights[0]) {
+        argv[n++] = "--weights";
+        argv[n++] = rt->weights;
+    }
+    if (rt->device[0]) {
+        argv[n++] = "--device";
+        argv[n++] = rt->device;
+    }
+    if (e->o.precision) {
+        argv[n++] = "--precision";
+        argv[n++] = (char *)e->o.precision;
+    }
+    argv[n] = NULL;
+    rt->loaded = false;
+    rc = proc_spawn(&rt->proc, argv);
+    if (rc)
+        return rc;
+    rt->starts++;
+    if (rt->cuda >= 0)
+        devmem_watch(e->dm, rt->proc.pid, rt->cuda);
+    return connect_stage(e, rt);
+}
+
+/* Stop rt's process (proc_stop) and keep its peak resident set. */
+static void stop_proc(struct engine *e, struct stage_rt *rt)
+{
+    if (rt->proc.pid > 0)
+        devmem_unwatch(e->dm, rt->proc.pid);
+    proc_stop(&rt->proc, STOP_GRACE_MS);
+    if ((int64_t)rt->proc.max_rss_kb * 1024 > rt->rss_peak_bytes)
+        rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
+    rt->loaded = false;
+}
+
+/* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. A remote stage
+ * is not ours to stop: only the connection is closed. */
+static void stop_stage(struct engine *e, struct stage_rt *rt)
+{
+    char why[WIRE_ERR_MAX];
+
+    if (rt->remote) {
+        client_close(&rt->cli);
+        return;
+    }
+    if (proc_alive(&rt->proc) && !stopping(e) && !rt->busy)
+        (void)call(e, rt, WIRE_SHUTDOWN, 2000, why, sizeof(why));
+    stop_proc(e, rt);
+    client_close(&rt->cli);
+}
+
+// ---------------------------------------------------------------- opening
+
+/* Apply --endpoint NAME=URL and --stage-device NAME=DEV to the loaded pipeline.
+ * Returns 0, or S3D_EINVAL after one error line. */
+static int apply_overrides(struct engine *e)
+{
+    for (int i = 0; i < e->o.n_over; i++) {
+        const char *arg = e->o.over_arg[i], *eq = strchr(arg, '=');
+        bool ep = !strcmp(e->o.over_kind[i], "--endpoint");
+        char name[PIPE_NAME_MAX];
+        struct pipe_stage *ps = NULL;
+
+        if (eq && (size_t)(eq - arg) < sizeof(name)) {
+            memcpy(name, arg, (size_t)(eq - arg));
+            name[eq - arg] = 0;
+            ps = (struct pipe_stage *)pipeline_find(&e->pipe, name);
+        }
+        if (!ps) {
+            log_error("%s %s: no such stage in '%s'. HINT: the stage names are the 'stage' "
+                      "lines of the pipeline file", e->o.over_kind[i], arg, e->pipe.path);
+            return S3D_EINVAL;
+        }
+        if (ep ? !pipeline_endpoint_ok(eq + 1) : !pipeline_device_ok(eq + 1)) {
+            log_error("%s %s: %s", e->o.over_kind[i], arg,
+                      ep ? "expected tcp://HOST:PORT or ipc://PATH" : "expected cuda:N or cpu");
+            return S3D_EINVAL;
+        }
+        strcpy(ep ? ps->endpoint : ps->device, eq + 1);
+    }
+    return 0;
+}
+
+/* The CUDA device a stage given device string dev runs on: -1 for cpu; the
+ * stage's own default (cuda:0 when a GPU is usable) for "". */
+static int cuda_index(const struct engine *e, const char *dev)
+{
+    if (!strcmp(dev, "cpu"))
+        return -1;
+    if (!dev[0])
+        return devmem_device_count(e->dm) > 0 ? 0 : -1;
+    if (!strcmp(dev, "cuda"))
+        return 0;
+    return atoi(dev + 5);
+}
+
+/* Fill e->rt from the pipeline: executables, weights, endpoints, devices. Weights
+ * are resolved (and must exist) for the built stages that will run: all of them,
+ * or only stage index only when only >= 0. */
+static int prepare_stages(struct engine *e, int only)
+{
+    e->n_rt = e->pipe.n_stages;
+    e->first_missing = e->n_rt;
+    for (int i = 0; i < e->n_rt; i++) {        /* every entry valid for the report, */
+        e->rt[i].ps = &e->pipe.stages[i];      /* even when a later check fails */
+        e->rt[i].cuda = -1;
+    }
+    for (int i = 0; i < e->n_rt; i++) {
+        struct stage_rt *rt = &e->rt[i];
+        const struct needs_row *row;
+        char wfile[PATH_MAX];
+        struct stat st;
+        int n;
+
+        n = snprintf(rt->exe, sizeof(rt->exe), "%s/%s", e->stages_dir, rt->ps->exe);
+        if (n < 0 || (size_t)n >= sizeof(rt->exe))
+            return S3D_EINVAL;
+        snprintf(rt->device, sizeof(rt->device), "%s",
+                 rt->ps->device[0] ? rt->ps->device : e->o.device ? e->o.device : "");
+        if (rt->ps->endpoint[0]) {              /* served elsewhere, with its own weights */
+            rt->remote = rt->built = true;
+            strcpy(rt->endpoint, rt->ps->endpoint);
+            continue;
+        }
+        rt->built = access(rt->exe, X_OK) == 0;
+        if (!rt->built && e->first_missing == e->n_rt)
+            e->first_missing = i;
+        rt->cuda = cuda_index(e, rt->device);
+        if (rt->cuda >= devmem_device_count(e->dm) && devmem_device_count(e->dm) > 0) {
+            log_error("stage %s: device %s does not exist (%d CUDA device(s)). HINT: pick one "
+                      "of cuda:0..cuda:%d", rt->ps->name, rt->device,
+                      devmem_device_count(e->dm), devmem_device_count(e->dm) - 1);
+            return S3D_EINVAL;
+        }
+        if (rt->cuda >= DEVMEM_MAX_DEVICES)
+            rt->cuda = -1;
+        row = needs_find(&e->needs, rt->ps->name, e->precision);
+        rt->need = row ? row->bytes : 0;
+        rt->table_ms = row ? row->run_ms : 0;
+        n = snprintf(rt->endpoint, sizeof(rt->endpoint), "ipc://%s/%s.sock", e->o.sock_dir,
+                     rt->ps->name);
+        if (n < 0 || (size_t)n >= sizeof(rt->endpoint))
+            return S3D_EINVAL;
+        if (!rt->built || (only >= 0 && i != only))
+            continue;
+        if (pipeline_weights_path(rt->ps, e->o.weights_dir, e->o.moge, rt->weights,
+                                  sizeof(rt->weights)) != 0)
+            return S3D_EINVAL;
+        if (rt->weights[0]) {
+            pipeline_weights_file(rt->weights, wfile, sizeof(wfile));
+            if (stat(wfile, &st) != 0) {
+                snprintf(rt->error, sizeof(rt->error), "weights '%.400s': %s", wfile,
+                         strerror(errno));
+                log_error("stage %s: %s. HINT: check --weights DIR (and --moge FILE); "
+                          "`sam3d check-weights DIR` lists what is missing", rt->ps->name,
+                          rt->error);
+                return S3D_ENOTFOUND;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Each CUDA device a local stage uses: its free memory now and the budget. */
+static void open_devices(struct engine *e)
+{
+    char a[32], b[32], c[32];
+
+    for (int i = 0; i < e->n_rt; i++)
+        if (e->rt[i].built && e->rt[i].cuda >= 0)
+            e->dev[e->rt[i].cuda].used = true;
+    for (int d = 0; d < DEVMEM_MAX_DEVICES; d++) {
+        struct engine_dev *v = &e->dev[d];
+
+        if (!v->used)
+            continue;
+        if (devmem_device_free(e->dm, d, &v->free_at_open, &v->total) != 0) {
+            v->free_at_open = v->total = 0;
+            log_warn("cuda:%d: free device memory unknown (%s); %s", d,
+                     devmem_method_name(devmem_method(e->dm)),
+                     e->o.vram_budget >= 0 ? "the budget is taken as given" :
+                     "no budget applies (pass --vram-budget SIZE)");
+        }
+        v->budget = e->o.vram_budget >= 0 ? e->o.vram_budget : v->free_at_open;
+        if (v->free_at_open > 0 && v->budget > v->free_at_open)
+            log_warn("cuda:%d: --vram-budget %s is more than the %s free now: stages may run "
+                     "out of device memory", d, budget_size_str(v->budget, a, sizeof(a)),
+                     budget_size_str(v->free_at_open, b, sizeof(b)));
+        if (v->budget > 0 || e->o.vram_budget >= 0)
+            e->budget_on = true;
+        log_info("cuda:%d: %s free of %s at start; VRAM budget %s (%s; measured with %s)", d,
+                 budget_size_str(v->free_at_open, a, sizeof(a)),
+                 budget_size_str(v->total, b, sizeof(b)),
+                 budget_size_str(v->budget, c, sizeof(c)),
+                 e->o.vram_budget >= 0 ? "--vram-budget" : "the free memory",
+                 devmem_method_name(devmem_method(e->dm)));
+    }
+}
+
+int engine_open(struct engine **out, const struct engine_opts *o)
+{
+    struct engine *e = calloc(1, sizeof(*e));
+    const struct pipe_stage *only = NULL;
+    int rc;
+
+    ASSERT(e);
+    *out = NULL;
+    e->o = *o;
+    if (!e->o.interrupted)
+        e->o.interrupted = &never;
+    e->precision = o->precision ? o->precision : "fp16";
+    e->zctx = zmq_ctx_new();
+    ASSERT(e->zctx);
+    pipeline_default_path(o->pipeline, e->pipe_path, sizeof(e->pipe_path));
+    pipeline_stages_dir(o->stages_dir, e->stages_dir, sizeof(e->stages_dir));
+    if ((rc = pipeline_load(&e->pipe, e->pipe_path)) || (rc = apply_overrides(e)) ||
+        (rc = needs_load(&e->needs, e->pipe_path)))
+        goto out_close;
+    if (o->only && !(only = pipeline_find(&e->pipe, o->only))) {
+        log_error("no stage '%s' in '%s'", o->only, e->pipe_path);
+        rc = S3D_EINVAL;
+        goto out_close;
+    }
+    e->dm = devmem_open();
+    rc = prepare_stages(e, only ? (int)(only - e->pipe.stages) : -1);
+    if (!rc)
+        open_devices(e);
+    *out = e;                           /* also on a stage's failure: the caller reports it */
+    return rc;
+out_close:
+    engine_close(e);
+    return rc;
+}
+
+void engine_close(struct engine *e)
+{
+    if (!e)
+        return;
+    for (int i = 0; i < e->n_rt; i++) {
+        stop_stage(e, &e->rt[i]);
+        if (e->rt[i].rin) {
+            remote_inputs_close(e->rt[i].rin);
+            free(e->rt[i].rin);
+        }
+    }
+    wire_frames_close(&e->frames);
+    if (e->zctx)
+        zmq_ctx_term(e->zctx);
+    devmem_close(e->dm);
+    free(e->jobs);
+    free(e);
+}
+
+/* Run stage s with param key=val by default (a memory-saving variant). */
+static void set_default_param(struct engine *e, int s, const char *key, const char *val)
+{
+    struct pipe_stage *ps = &e->pipe.stages[s];
+    int i = 0;
+
+    while (i < ps->n_params && strcmp(ps->param_key[i], key))
+        i++;
+    if (i == ps->n_params) {
+        ASSERT(ps->n_params < PIPE_MAX_PARAMS);
+        snprintf(ps->param_key[ps->n_params++], WIRE_KEY_MAX, "%s", key);
+    }
+    snprintf(ps->param_val[i], WIRE_STR_MAX, "%s", val);
+}
+
+int engine_check(struct engine *e, int first, int last)
+{
+    char a[32], b[32], c[32];
+
+    if (!e->budget_on)
+        return 0;
+    for (int i = first; i <= last && i < e->first_missing; i++) {
+        struct stage_rt *rt = &e->rt[i];
+        const struct engine_dev *v;
+        const struct needs_row *row;
+
+        if (rt->remote || rt->cuda < 0)
+            continue;
+        v = &e->dev[rt->cuda];
+        row = needs_fit(&e->needs, rt->ps->name, e->precision, v->budget);
+        if (!row)
+            continue;                   /* unknown need: learned while running */
+        if (row->key[0] && row->bytes <= v->budget && rt->need > v->budget) {
+            log_info("budget: stage %s runs with %s=%s (needs %s on cuda:%d, %s without; "
+                     "budget %s)", rt->ps->name, row->key, row->val,
+                     budget_size_str(row->bytes, a, sizeof(a)), rt->cuda,
+                     budget_size_str(rt->need, b, sizeof(b)),
+                     budget_size_str(v->budget, c, sizeof(c)));
+            set_default_param(e, i, row->key, row->val);
+            rt->need = row->bytes;
+            rt->table_ms = row->run_ms;
+        }
+        if (rt->need <= v->budget)
+            continue;
+        if (e->o.vram_budget >= 0)
+            log_error("--vram-budget %s is below what stage %s needs on cuda:%d: %s (%s, "
+                      "needs table %s). HINT: pass --vram-budget %s or more, or run it on "
+                      "another device (--stage-device %s=cpu)",
+                      budget_size_str(v->budget, a, sizeof(a)), rt->ps->name, rt->cuda,
+                      budget_size_str(rt->need, b, sizeof(b)), e->precision, e->needs.path,
+                      budget_size_arg(rt->need, c, sizeof(c)), rt->ps->name);
+        else
+            log_error("cuda:%d has %s free, below what stage %s needs: %s (%s, needs table "
+                      "%s). HINT: free the GPU, pick another (--device cuda:N), or pass "
+                      "--vram-budget to insist", rt->cuda,
+                      budget_size_str(v->budget, a, sizeof(a)), rt->ps->name,
+                      budget_size_str(rt->need, b, sizeof(b)), e->precision, e->needs.path);
+        return S3D_ENOMEM;
+    }
+    return 0;
+}
+
+int engine_start(struct engine *e, int first, int last)
+{
+    for (int i = first; i <= last && i < e->first_missing && !stopping(e); i++) {
+        int rc = start_stage(e, &e->rt[i]);
+
+        if (rc)
+            return rc;
+    }
+    return stopping(e) ? S3D_ETIMEOUT : 0;
+}
+
+// ---------------------------------------------------------------- jobs
+
+void job_init(struct job *j, const char *name, int first, int last)
+{
+    memset(j, 0, sizeof(*j));
+    snprintf(j->name, sizeof(j->name), "%s", name);
+    j->first = j->next = first;
+    j->last = last;
+    for (int s = 0; s < PIPE_MAX_STAGES; s++)
+        j->turn[s].dev_bytes = -1;
+}
+
+int job_set_param(struct job *j, int stage, const char *key, const char *val)
+{
+    struct job_set *t = NULL;
+
+    for (int i = 0; i < j->n_set && !t; i++)
+        if (j->set[i].stage == stage && !strcmp(j->set[i].key, key))
+            t = &j->set[i];
+    if (!t && j->n_set == JOB_MAX_SET) {
+        log_error("more than %d param overrides", JOB_MAX_SET);
+        return S3D_EINVAL;
+    }
+    if (strlen(key) >= WIRE_KEY_MAX || strlen(val) >= JOB_SET_VAL || !key[0]) {
+        log_error("param '%s=%s': key or value too long (at most %d and %d characters)", key,
+                  val, WIRE_KEY_MAX - 1, JOB_SET_VAL - 1);
+        return S3D_EINVAL;
+    }
+    if (!t)
+        t = &j->set[j->n_set++];
+    t->stage = stage;
+    strcpy(t->key, key);
+    strcpy(t->val, val);
+    return 0;
+}
+
+const char *job_param(const struct engine *e, const struct job *j, int s, const char *key)
+{
+    const struct pipe_stage *ps = &e->pipe.stages[s];
+    const char *v = NULL;
+
+    for (int i = 0; i < ps->n_params; i++)
+        if (!strcmp(ps->param_key[i], key))
+            v = ps->param_val[i];
+    for (int i = 0; i < j->n_set && v; i++)     /* a general override: where the key exists */
+        if (j->set[i].stage == -1 && !strcmp(j->set[i].key, key))
+            v = j->set[i].val;
+    for (int i = 0; i < j->n_set; i++)          /* the stage's own override wins */
+        if (j->set[i].stage == s && !strcmp(j->set[i].key, key))
+            v = j->set[i].val;
+    return v;
+}
+
+void engine_submit(struct engine *e, struct job *j)
+{
+    if (e->n_jobs == e->cap_jobs) {
+        e->cap_jobs = e->cap_jobs ? 2 * e->cap_jobs : 16;
+        e->jobs = realloc(e->jobs, sizeof(*e->jobs) * (size_t)e->cap_jobs);
+        ASSERT(e->jobs);
+    }
+    j->id = ++e->next_id;
+    j->state = JOB_QUEUED;
+    if (j->last >= e->n_rt)
+        j->last = e->n_rt - 1;
+    if (j->last >= e->first_missing) {
+        j->last = e->first_missing - 1;
+        j->partial = true;
+    }
+    for (int s = e->first_missing; s < e->n_rt; s++)
+        j->turn[s].state = TURN_MISSING;
+    j->next = j->first;
+    e->jobs[e->n_jobs++] = j;
+}
+
+void engine_forget(struct engine *e, struct job *j)
+{
+    for (int i = 0; i < e->n_jobs; i++)
+        if (e->jobs[i] == j) {
+            memmove(&e->jobs[i], &e->jobs[i + 1], sizeof(*e->jobs) * (size_t)(e->n_jobs - i - 1));
+            e->n_jobs--;
+            return;
+        }
+}
+
+static void job_finish(struct engine *e, struct job *j, int code)
+{
+    j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;
+    j->code = code;
+    j->wall_ms = now_ms() - j->t_start;
+    emit(e, EV_JOB_DONE, j, -1);
+}
+
+// ---------------------------------------------------------------- the VRAM budget
+
+/* Device bytes rt's process holds now: measured, or estimated from its state. */
+static int64_t held(struct engine *e, const struct stage_rt *rt)
+{
+    const struct needs_row *ctx = needs_find(&e->needs, "context", e->precision);
+    int64_t now, peak;
+
+    if (rt->proc.pid <= 0 || rt->proc.reaped)
+        return 0;
+    if (devmem_process(e->dm, rt->proc.pid, &now, &peak))
+        return now;
+    if (rt->loaded)
+        return rt->need;
+    return rt->ever_loaded && ctx ? ctx->bytes : 0;
+}
+
+/* Turns until a job still queued or running needs stage s again (INT32_MAX: never). */
+static int next_use(const struct engine *e, int s)
+{
+    int base = 0;
+
+    for (int i = 0; i < e->n_jobs; i++) {
+        const struct job *j = e->jobs[i];
+
+        if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
+            continue;
+        if (s >= j->next && s <= j->last)
+            return base + (s - j->next);
+        base += j->last - j->next + 1;
+    }
+    return INT32_MAX;
+}
+
+/* Make room on rt's device for its turn: unload, then stop, idle stages there.
+ * true when it fits (or nothing else can be freed and nothing is busy: then it
+ * runs anyway, with a warning); false to wait for a busy stage to finish. */
+static bool budget_fit(struct engine *e, struct stage_rt *rt)
+{
+    struct budget_slot slot[PIPE_MAX_STAGES];
+    char a[32], b[32], c[32], why[WIRE_ERR_MAX];
+    int d = rt->cuda;
+
+    if (!e->budget_on || rt->remote || d < 0)
+        return true;
+    devmem_sample(e->dm);
+    for (;;) {
+        int64_t others = 0, need = rt->need > held(e, rt) ? rt->need : held(e, rt);
+        bool busy_there = false;
+        int v;
+
+        for (int i = 0; i < e->n_rt; i++) {
+            struct stage_rt *o = &e->rt[i];
+
+            slot[i].evictable = false;
+            if (o == rt || o->remote || o->cuda != d)
+                continue;
+            others += held(e, o);
+            busy_there |= o->busy != NULL;
+            slot[i].evictable = !o->busy && proc_alive(&o->proc);
+            slot[i].loaded = o->loaded;
+            slot[i].next_use = next_use(e, i);
+        }
+        if (others + need <= e->dev[d].budget)
+            return true;
+        v = budget_victim(slot, e->n_rt, true);
+        if (v < 0) {
+            if (busy_there)
+                return false;
+            log_warn("budget: stage %s needs %s on cuda:%d and the other stages hold %s "
+                     "that cannot be freed; the budget is %s", rt->ps->name,
+                     budget_size_str(need, a, sizeof(a)), d,
+                     budget_size_str(others, b, sizeof(b)),
+                     budget_size_str(e->dev[d].budget, c, sizeof(c)));
+            return true;
+        }
+        budget_size_str(held(e, &e->rt[v]), a, sizeof(a));
+        if (e->rt[v].loaded &&
+            call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
+            e->rt[v].loaded = false;
+            log_info("budget: unloaded %s (it held %s; %s needs %s, budget %s on cuda:%d)",
+                     e->rt[v].ps->name, a, rt->ps->name, budget_size_str(need, b, sizeof(b)),
+                     budget_size_str(e->dev[d].budget, c, sizeof(c)), d);
+        } else {
+            log_info("budget: stopped %s (its process held %s on cuda:%d)", e->rt[v].ps->name,
+                     a, d);
+            stop_stage(e, &e->rt[v]);
+        }
+        devmem_sample(e->dm);
+    }
+}
+
+// ---------------------------------------------------------------- turns
+
+/* Replace $JOB, $IMAGE, $MASK in v into out. */
+static int expand(const struct job *j, const char *v, char *out, size_t len)
+{
+    static const char *const vars[] = {"$JOB", "$IMAGE", "$MASK"};
+    const char *vals[] = {j->dir.path, j->image, j->mask};
+    size_t n = 0;
+
+    while (*v) {
+        int k = -1;
+
+        for (int i = 0; i < 3 && k < 0; i++)
+            if (!strncmp(v, vars[i], strlen(vars[i])))
+                k = i;
+        if (k >= 0) {
+            size_t l = strlen(vals[k]);
+
+            if (n + l >= len)
+                return S3D_EINVAL;
+            memcpy(out + n, vals[k], l);
+            n += l;
+            v += strlen(vars[k]);
+        } else {
+            if (n + 1 >= len)
+                return S3D_EINVAL;
+            out[n++] = *v++;
+        }
+    }
+    out[n] = 0;
+    return 0;
+}
+
+/* Describe tensor key of artifact file (in the job directory) as input name. */
+static int add_input(struct wire_msg *m, const struct job *j, const char *file, const char *key,
+                     const char *name, char *err, size_t err_len)
+{
+    const struct ckpt_entry *ce;
+    struct wire_tensor *t;
+    struct ckpt c;
+    char path[PATH_MAX + WIRE_KEY_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s", j->dir.path, file);
+    if (safetensors_open(&c, path) != 0) {
+        snprintf(err, err_len, "input artifact '%s' is missing or unreadable (it comes from an "
+                 "earlier stage; re-run that one)", file);
+        return S3D_ENOTFOUND;
+    }
+    ce = ckpt_find(&c, key);
+    if (!ce) {
+        snprintf(err, err_len, "artifact '%s' has no tensor '%s'", file, key);
+        ckpt_close(&c);
+        return S3D_ENOTFOUND;
+    }
+    t = wire_add_shm(m, name, ce->dtype, ce->shape, ce->ndim, path);
+    strcpy(t->key, key);
+    ckpt_close(&c);
+    return 0;
+}
+
+/* The run request for stage s of job j: params (pipeline's, then the job's
+ * overrides) and the input descriptors. 0, or an error with err set. */
+static int build_request(struct engine *e, struct job *j, int s, char *err, size_t err_len)
+{
+    const struct stage_rt *rt = &e->rt[s];
+    const struct pipe_stage *ps = rt->ps;
+    struct wire_msg *m = &e->req;
+    char v[WIRE_STR_MAX];
+    int rc;
+
+    wire_msg_init(m, WIRE_REQUEST, 0);
+    m->method = WIRE_RUN;
+    if (!rt->remote)                    /* a remote stage answers inline (no job there) */
+        ASSERT(wire_set_str(m, "job", j->dir.path) == 0);
+    ASSERT(wire_set_str(m, "out", ps->out) == 0);
+    for (int pass = 0; pass < 2; pass++) {  /* the pipeline's keys, then the job's own ones */
+        int n = pass == 0 ? ps->n_params : j->n_set;
+
+        for (int i = 0; i < n; i++) {
+            const char *key = pass == 0 ? ps->param_key[i] : j->set[i].key;
+
+            if (pass == 1 && (j->set[i].stage != s || wire_find(m, key)))
+                continue;
+            if (expand(j, job_param(e, j, s, key), v, sizeof(v)) != 0 ||
+                wire_set_parsed(m, key, v) != 0) {
+                snprintf(err, err_len, "param '%s' too long after expansion", key);
+                return S3D_EINVAL;
+            }
+        }
+    }
+    if (rt->remote) {
+        if (j->n_extra) {
+            snprintf(err, err_len, "a remote stage cannot take this job's extra inputs");
+            return S3D_EINVAL;
+        }
+        return remote_add_inputs(m, ps, j->dir.path, rt->rin, err, err_len);
+    }
+    for (int i = 0; i < ps->n_inputs; i++)
+        if ((rc = add_input(m, j, ps->inputs[i].file, ps->inputs[i].key, ps->inputs[i].name,
+                            err, err_len)))
+            return rc;
+    for (int i = 0; i < j->n_extra; i++)
+        if (j->extra[i].stage == s &&
+            (rc = add_input(m, j, j->extra[i].file, j->extra[i].key, j->extra[i].key, err,
+                            err_len)))
+            return rc;
+    return 0;
+}
+
+/* Name the user's files, not the job's copies (which are gone after the run),
+ * in a stage's error text. */
+static void name_user_inputs(const struct job *j, char *text, size_t len)
+{
+    const char *copy[2] = {j->image, j->mask}, *user[2] = {j->user_image, j->user_mask};
+
+    for (int k = 0; k < 2; k++) {
+        char *at, out[WIRE_ERR_MAX];
+        size_t cl = strlen(copy[k]);
+
+        if (!user[k] || !cl || !(at = strstr(text, copy[k])))
+            continue;
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - text), text, user[k], at + cl);
+        snprintf(text, len, "%s", out);
+    }
+}
+
+static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
+{
+    const struct wire_msg *rep = &e->rep;
+    bool was = rt->loaded;
+
+    rt->loaded = wire_get_bool(rep, "loaded", true);
+    if (rt->loaded && !was) {
+        rt->loads++;
+        rt->ever_loaded = true;
+    }
+    t->load_ms = t->warm ? 0 : wire_get_float(rep, "load_ms", 0);
+    t->run_ms = wire_get_float(rep, "last_run_ms", 0);
+    t->peak_bytes = wire_get_int(rep, "peak_bytes", 0);
+    t->resident_bytes = wire_get_int(rep, "resident_bytes", 0);
+    t->host_peak_bytes = wire_get_int(rep, "host_peak_bytes", 0);
+    t->n_out = 0;
+    for (int i = 0; i < rep->n_tensors; i++) {
+        const struct wire_tensor *w = &rep->tensors[i];
+        struct out_desc *o = &t->out[t->n_out++];
+
+        memcpy(o->name, w->name, sizeof(o->name));
+        o->dtype = w->dtype;
+        o->ndim = w->ndim;
+        memcpy(o->shape, w->shape, sizeof(o->shape));
+        o->nbytes = w->nbytes;
+    }
+}
+
+/* The device memory rt's process reached during turn t (devmem.h methods). */
+static void record_devmem(struct engine *e, struct stage_rt *rt, struct turn *t)
+{
+    int64_t now, peak, f, tot;
+
+    if (rt->remote || rt->cuda < 0)
+        return;
+    devmem_sample(e->dm);
+    if (devmem_process(e->dm, rt->proc.pid, &now, &peak)) {
+        t->dev_bytes = peak;
+        if (peak > rt->need)
+            rt->need = peak;                    /* learned: the table may be low */
+    } else if (t->probe_free0 > 0 && devmem_device_free(e->dm, rt->cuda, &f, &tot) == 0) {
+        struct engine_dev *v = &e->dev[rt->cuda];
+
+        t->dev_bytes = t->probe_free0 > f ? t->probe_free0 - f : 0;
+        if (v->free_at_open - f > v->probe_peak)
+            v->probe_peak = v->free_at_open - f;
+    }
+}
+
+/* Turn s of job j is over (done, or failed for good). */
+static void end_turn(struct engine *e, struct job *j, int s, bool ok)
+{
+    struct stage_rt *rt = &e->rt[s];
+    struct turn *t = &j->turn[s];
+
+    rt->busy = NULL;
+    j->in_flight = false;
+    t->wall_ms = now_ms() - t->t0;
+    t->state = ok ? TURN_DONE : TURN_FAILED;
+    if (ok) {
+        log_info("stage %s done in %.1f ms (%d outputs -> %s)%s%s", rt->ps->name, t->wall_ms,
+                 t->n_out, rt->ps->out, e->n_jobs > 1 ? " for " : "",
+                 e->n_jobs > 1 ? j->name : "");
+        if (report_copy_artifact(e, j, s) != 0) {
+            t->state = TURN_FAILED;
+            snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
+                     j->out_dir);
+        }
+    } else if (stopping(e)) {
+        snprintf(t->error, sizeof(t->error), "interrupted by a signal");
+    } else {
+        log_error("stage %s failed%s%s: %s", rt->ps->name, e->n_jobs > 1 ? " for job " : "",
+                  e->n_jobs > 1 ? j->name : "", t->error);
+    }
+    emit(e, EV_STAGE_DONE, j, s);
+    if (t->state != TURN_DONE)
+        job_finish(e, j, stopping(e) ? 130 : 1);
+    else if (++j->next > j->last)
+        job_finish(e, j, j->partial ? 3 : 0);
+}
+
+static void begin_turn(struct engine *e, struct job *j, int s);
+
+/* The stage died, hung or sent garbage: ask again (restarting it) or give up. */
+static void retry_turn(struct engine *e, struct job *j, int s, const char *why)
+{
+    struct stage_rt *rt = &e->rt[s];
+    struct turn *t = &j->turn[s];
+    char desc[64];
+
+    if (rt->remote)
+        snprintf(t->error, sizeof(t->error), "%.440s (remote)", why);
+    else if (proc_alive(&rt->proc))      /* hung or stopped: it is killed next */
+        snprintf(t->error, sizeof(t->error), "%.400s; the process was %s and is killed", why,
+                 proc_describe(&rt->proc, desc, sizeof(desc)));
+    else
+        snprintf(t->error, sizeof(t->error), "%.440s; process %s", why,
+                 proc_describe(&rt->proc, desc, sizeof(desc)));
+    log_warn("stage %s: %s", rt->ps->name, t->error);
+    if (rt->rin)
+        remote_inputs_close(rt->rin);
+    if (stopping(e) || ++t->attempt > e->o.retries) {
+        if (!rt->remote && !stopping(e))
+            stop_proc(e, rt);           /* a hung one must not keep its device memory */
+        end_turn(e, j, s, false);
+        return;
+    }
+    t->restarts++;
+    if (rt->remote) {
+        log_warn("asking remote stage %s again (attempt %d of %d)", rt->ps->name,
+                 t->attempt + 1, e->o.retries + 1);
+    } else {
+        log_warn("restarting stage %s (attempt %d of %d)", rt->ps->name, t->attempt + 1,
+                 e->o.retries + 1);
+        stop_proc(e, rt);
+    }
+    emit(e, EV_STAGE_RETRY, j, s);
+    rt->busy = NULL;
+    j->in_flight = false;
+    begin_turn(e, j, s);
+}
+
+/* Send stage s's run request for job j (starting the stage first if needed). */
+static void begin_turn(struct engine *e, struct job *j, int s)
+{
+    struct stage_rt *rt = &e->rt[s];
+    struct turn *t = &j->turn[s];
+    char why[WIRE_ERR_MAX];
+    int64_t tot;
+    int rc;
+
+    rt->busy = j;
+    j->in_flight = true;
+    if (t->attempt == 0 && t->t0 == 0) {
+        t->t0 = now_ms();
+        emit(e, EV_STAGE_START, j, s);
+    }
+    if (rt->remote && !rt->rin) {
+        rt->rin = calloc(1, sizeof(*rt->rin));
+        ASSERT(rt->rin);
+    }
+    if (!rt->remote && !proc_alive(&rt->proc)) {
+        stop_proc(e, rt);
+        if (start_stage(e, rt) != 0) {
+            retry_turn(e, j, s, rt->error[0] ? rt->error : "the stage did not start");
+            return;
+        }
+    } else if (rt->remote && !client_socket(&rt->cli) && connect_stage(e, rt) != 0) {
+        retry_turn(e, j, s, rt->error);
+        return;
+    }
+    rc = build_request(e, j, s, t->error, sizeof(t->error));
+    if (rc) {
+        if (rt->rin)
+            remote_inputs_close(rt->rin);
+        end_turn(e, j, s, false);       /* a missing artifact does not heal by retrying */
+        return;
+    }
+    t->warm = rt->loaded;
+    t->probe_free0 = 0;
+    if (devmem_method(e->dm) == DEVMEM_PROBE && rt->cuda >= 0 &&
+        devmem_device_free(e->dm, rt->cuda, &t->probe_free0, &tot) != 0)
+        t->probe_free0 = 0;
+    if (rt->proc.pid > 0)
+        devmem_mark(e->dm, rt->proc.pid);
+    log_info("stage %s: run%s%s (%d inputs%s%s)", rt->ps->name, e->n_jobs > 1 ? " for " : "",
+             e->n_jobs > 1 ? j->name : "", e->req.n_tensors, rt->remote ? ", inline" : "",
+             t->warm ? ", loaded" : "");
+    if (client_send(&rt->cli, &e->req, why, sizeof(why)) != 0) {
+        retry_turn(e, j, s, why);
+        return;
+    }
+    t->deadline = now_ms() + e->o.timeout_ms;
+}
+
+/* A reply is waiting on stage s's socket. */
+static void on_reply(struct engine *e, int s)
+{
+    struct stage_rt *rt = &e->rt[s];
+    struct job *j = rt->busy;
+    struct turn *t = &j->turn[s];
+    char why[WIRE_ERR_MAX];
+    int rc = client_recv(&rt->cli, &e->rep, &e->frames, why, sizeof(why));
+
+    if (rt->rin)
+        remote_inputs_close(rt->rin);
+    if (rc) {
+        retry_turn(e, j, s, why);
+        return;
+    }
+    if (e->rep.has_error) {             /* the stage refused the request: do not repeat */
+        snprintf(t->error, sizeof(t->error), "%s", e->rep.error);
+        name_user_inputs(j, t->error, sizeof(t->error));
+        rt->loaded = wire_get_bool(&e->rep, "loaded", rt->loaded);
+        end_turn(e, j, s, false);
+        return;
+    }
+    if (rt->remote) {
+        char path[PATH_MAX + WIRE_KEY_MAX];
+
+        snprintf(path, sizeof(path), "%s/%s", j->dir.path, rt->ps->out);
+        if (remote_write_outputs(&e->rep, path, t->error, sizeof(t->error)) != 0) {
+            end_turn(e, j, s, false);   /* the same answer would come again */
+            return;
+        }
+    }
+    record_reply(e, rt, t);
+    record_devmem(e, rt, t);
+    end_turn(e, j, s, true);
+}
+
+// ---------------------------------------------------------------- the scheduler
+
+/* May job index ji run stage s now, as far as earlier jobs go (FIFO per stage)? */
+static bool earlier_first(const struct engine *e, int ji, int s)
+{
+    for (int i = 0; i < ji; i++) {
+        const struct job *o = e->jobs[i];
+
+        if ((o->state == JOB_RUNNING || o->state == JOB_QUEUED) && o->next <= s && s <= o->last)
+            return false;
+    }
+    return true;
+}
+
+static bool any_busy(const struct engine *e)
+{
+    for (int i = 0; i < e->n_rt; i++)
+        if (e->rt[i].busy)
+            return true;
+    return false;
+}
+
+static void dispatch(struct engine *e)
+{
+    int running = 0;
+
+    for (int i = 0; i < e->n_jobs; i++)
+        running += e->jobs[i]->state == JOB_RUNNING;
+    for (int i = 0; i < e->n_jobs && !stopping(e); i++) {
+        struct job *j = e->jobs[i];
+        int s;
+
+        if (j->state == JOB_QUEUED && (e->o.max_active <= 0 || running < e->o.max_active)) {
+            j->state = JOB_RUNNING;
+            j->t_start = now_ms();
+            running++;
+            emit(e, EV_JOB_START, j, -1);
+            if (j->next > j->last) {    /* nothing to run (all kept, or none built) */
+                job_finish(e, j, j->partial ? 3 : 0);
+                continue;
+            }
+        }
+        if (j->state != JOB_RUNNING || j->in_flight)
+            continue;
+        s = j->next;
+        if (e->rt[s].busy || (!e->o.overlap && any_busy(e)) || !earlier_first(e, i, s) ||
+            !budget_fit(e, &e->rt[s]))
+            continue;
+        begin_turn(e, j, s);
+    }
+}
+
+/* Abandon every turn in flight (a signal came). */
+static void abort_all(struct engine *e)
+{
+    for (int s = 0; s < e->n_rt; s++)
+        if (e->rt[s].busy) {
+            client_abandon(&e->rt[s].cli);
+            end_turn(e, e->rt[s].busy, s, false);
+        }
+    for (int i = 0; i < e->n_jobs; i++)
+        if (e->jobs[i]->state == JOB_QUEUED || e->jobs[i]->state == JOB_RUNNING)
+            job_finish(e, e->jobs[i], 130);
+}
+
+int engine_step(struct engine *e, int timeout_ms)
+{
+    zmq_pollitem_t items[PIPE_MAX_STAGES];
+    int who[PIPE_MAX_STAGES], n = 0, left = 0;
+    double now;
+
+    if (!stopping(e))
+        dispatch(e);
+    for (int s = 0; s < e->n_rt; s++)
+        if (e->rt[s].busy && client_socket(&e->rt[s].cli)) {
+            items[n] = (zmq_pollitem_t){client_socket(&e->rt[s].cli), 0, ZMQ_POLLIN, 0};
+            who[n++] = s;
+        }
+    if (n && zmq_poll(items, n, timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) > 0)
+        for (int k = 0; k < n; k++)
+            if ((items[k].revents & ZMQ_POLLIN) && e->rt[who[k]].busy)
+                on_reply(e, who[k]);
+    if (!n && timeout_ms > 0) {
+        struct timespec ts = {0, (timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) * 1000000L};
+
+        if (!e->n_jobs || !stopping(e))
+            nanosleep(&ts, NULL);
+    }
+    if (e->o.idle)
+        e->o.idle(e->o.idle_arg);
+    if (stopping(e)) {
+        abort_all(e);
+        return 0;
+    }
+    now = now_ms();
+    for (int s = 0; s < e->n_rt; s++) {
+        struct stage_rt *rt = &e->rt[s];
+        struct job *j = rt->busy;
+        char why[WIRE_ERR_MAX];
+
+        if (!j)
+            continue;
+        if (now >= j->turn[s].deadline) {
+            snprintf(why, sizeof(why), "no reply from %s within %.1f s", rt->endpoint,
+                     e->o.timeout_ms / 1000.0);
+            client_abandon(&rt->cli);
+            retry_turn(e, j, s, why);
+        } else if (!rt->remote && !proc_alive(&rt->proc)) {
+            snprintf(why, sizeof(why), "gave up waiting for %s", rt->endpoint);
+            client_abandon(&rt->cli);
+            retry_turn(e, j, s, why);
+        }
+    }
+    for (int i = 0; i < e->n_jobs; i++)
+        left += e->jobs[i]->state == JOB_QUEUED || e->jobs[i]->state == JOB_RUNNING;
+    return left;
+}
+
+void engine_stop_all(struct engine *e)
+{
+    for (int i = 0; i < e->n_rt; i++)
+        stop_stage(e, &e->rt[i]);
+}
+
+void engine_run(struct engine *e)
+{
+    while (engine_step(e, SLICE_MS) > 0)
+        ;
+}
+
+bool engine_dev_peak(struct engine *e, int dev, int64_t *peak, bool *per_process)
+{
+    int64_t now;
+
+    if (dev < 0 || dev >= DEVMEM_MAX_DEVICES || !e->dev[dev].used)
+        return false;
+    if (devmem_ours(e->dm, dev, &now, peak, per_process))
+        return true;
+    *per_process = false;
+    *peak = e->dev[dev].probe_peak;
+    return devmem_method(e->dm) == DEVMEM_PROBE;
+}

@@ -1,0 +1,212 @@
+/*
+ * report.c - artifacts/ and report.json in a job's --out directory. See report.h;
+ * the report's fields are documented in docs/formats.md.
+ */
+#include "report.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *report_status(int code)
+{
+    return code == 0 ? "complete" : code == 3 ? "partial" : code == 130 ? "interrupted"
+                                                                         : "failed";
+}
+
+int report_copy_file(const char *src, const char *dst)
+{
+    char buf[1 << 16], tmp[PATH_MAX + 32];
+    int in, out, saved;
+    ssize_t n = 0;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dst, (int)getpid());
+    in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return S3D_EIO;
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        saved = errno;
+        close(in);
+        errno = saved;
+        return S3D_EIO;
+    }
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        if (write(out, buf, (size_t)n) != n) {
+            n = -1;
+            break;
+        }
+    saved = errno;
+    close(in);
+    if (close(out) != 0 || n < 0 || rename(tmp, dst) != 0) {
+        saved = n < 0 ? saved : errno;
+        unlink(tmp);
+        errno = saved;
+        return S3D_EIO;
+    }
+    return 0;
+}
+
+int report_copy_artifact(const struct engine *e, const struct job *j, int s)
+{
+    char dir[PATH_MAX + 16], src[PATH_MAX + WIRE_KEY_MAX], dst[PATH_MAX + WIRE_KEY_MAX + 16];
+    const char *file = e->rt[s].ps->out;
+
+    if (!j->out_dir[0])
+        return 0;
+    snprintf(dir, sizeof(dir), "%s/artifacts", j->out_dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        log_error("cannot create '%s': %s", dir, strerror(errno));
+        return S3D_EIO;
+    }
+    snprintf(src, sizeof(src), "%s/%s", j->dir.path, file);
+    snprintf(dst, sizeof(dst), "%s/%s", dir, file);
+    if (report_copy_file(src, dst) != 0) {
+        log_error("cannot copy '%s' to '%s': %s. HINT: check the space left where --out is",
+                  src, dst, strerror(errno));
+        return S3D_EIO;
+    }
+    return 0;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* The run's device memory: budget and driver-measured peak per CUDA device. */
+static void write_vram(FILE *f, struct engine *e)
+{
+    int k = 0;
+
+    fprintf(f, ",\n  \"vram\": {\"method\": ");
+    json_str(f, devmem_method_name(devmem_method(e->dm)));
+    fprintf(f, ", \"needs_table\": ");
+    json_str(f, e->needs.path);
+    fprintf(f, ", \"devices\": [");
+    for (int d = 0; d < DEVMEM_MAX_DEVICES; d++) {
+        const struct engine_dev *v = &e->dev[d];
+        bool per_process = false, known;
+        int64_t peak = 0;
+
+        if (!v->used)
+            continue;
+        known = engine_dev_peak(e, d, &peak, &per_process);
+        fprintf(f, "%s\n    {\"device\": \"cuda:%d\", \"total_bytes\": %lld, "
+                "\"free_at_start_bytes\": %lld, \"budget_bytes\": %lld, ", k++ ? "," : "", d,
+                (long long)v->total, (long long)v->free_at_open, (long long)v->budget);
+        if (known)
+            fprintf(f, "\"peak_bytes\": %lld, \"peak_of\": \"%s\", \"within_budget\": %s}",
+                    (long long)peak, per_process ? "our processes" : "device used - at start",
+                    !e->budget_on || peak <= v->budget ? "true" : "false");
+        else
+            fprintf(f, "\"peak_bytes\": null}");
+    }
+    fprintf(f, "%s]}", k ? "\n  " : "");
+}
+
+static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
+{
+    const struct stage_rt *rt = &e->rt[i];
+    const struct turn *t = &j->turn[i];
+    long long rss = proc_rss_peak(&rt->proc);
+
+    if (rss < rt->rss_peak_bytes)
+        rss = rt->rss_peak_bytes;
+    fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+    json_str(f, rt->ps->name);
+    fprintf(f, ", \"exe\": ");
+    json_str(f, rt->ps->exe);
+    fprintf(f, ", \"state\": ");
+    json_str(f, turn_state_name(t->state));
+    if (rt->device[0]) {
+        fprintf(f, ", \"device\": ");
+        json_str(f, rt->device);
+    }
+    if (rt->remote) {
+        fprintf(f, ", \"endpoint\": ");
+        json_str(f, rt->endpoint);
+    }
+    fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"run_ms\": %.1f, "
+            "\"peak_bytes\": %lld, \"resident_bytes\": %lld, \"host_peak_bytes\": %lld, "
+            "\"rss_peak_bytes\": %lld, \"restarts\": %d", t->wall_ms, t->load_ms, t->run_ms,
+            (long long)t->peak_bytes, (long long)t->resident_bytes,
+            (long long)t->host_peak_bytes, rss, t->restarts);
+    if (t->state == TURN_DONE) {
+        fprintf(f, ",\n     \"warm\": %s, \"loads\": %d, \"starts\": %d, \"device_bytes\": ",
+                t->warm ? "true" : "false", rt->loads, rt->starts);
+        if (t->dev_bytes >= 0)
+            fprintf(f, "%lld", (long long)t->dev_bytes);
+        else
+            fprintf(f, "null");
+    }
+    if (t->error[0]) {
+        fprintf(f, ", \"error\": ");
+        json_str(f, t->error);
+    }
+    fprintf(f, ",\n     \"outputs\": [");
+    for (int k = 0; k < t->n_out; k++) {
+        const struct out_desc *o = &t->out[k];
+
+        fprintf(f, "%s{\"name\": ", k ? ", " : "");
+        json_str(f, o->name);
+        fprintf(f, ", \"dtype\": \"%s\", \"shape\": [", dtype_name(o->dtype));
+        for (int d = 0; d < o->ndim; d++)
+            fprintf(f, "%s%lld", d ? "," : "", (long long)o->shape[d]);
+        fprintf(f, "], \"bytes\": %zu, \"file\": ", o->nbytes);
+        json_str(f, rt->ps->out);
+        fprintf(f, "}");
+    }
+    fprintf(f, "]}");
+}
+
+int report_write(struct engine *e, const struct job *j, const char *status)
+{
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+    FILE *f;
+
+    if (!j->out_dir[0])
+        return 0;
+    snprintf(path, sizeof(path), "%s/report.json", j->out_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    f = fopen(tmp, "w");
+    if (!f) {
+        log_error("cannot write '%s': %s", tmp, strerror(errno));
+        return S3D_EIO;
+    }
+    fprintf(f, "{\n  \"status\": ");
+    json_str(f, status);
+    fprintf(f, ",\n  \"pipeline\": ");
+    json_str(f, e->pipe.path);
+    fprintf(f, ",\n  \"job\": ");
+    json_str(f, j->dir.path);
+    fprintf(f, ",\n  \"wall_ms\": %.1f", j->wall_ms);
+    write_vram(f, e);
+    fprintf(f, ",\n  \"stages\": [");
+    for (int i = 0; i < e->n_rt; i++)
+        write_stage(f, e, j, i);
+    fprintf(f, "\n  ]\n}\n");
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        log_error("cannot write '%s': %s", path, strerror(errno));
+        unlink(tmp);
+        return S3D_EIO;
+    }
+    return 0;
+}

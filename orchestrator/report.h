@@ -1,0 +1,27 @@
+/*
+ * report.h - what a job leaves in its --out directory: artifacts/ (each
+ * stage's artifact, copied as soon as the stage completes, so a run stopped
+ * by anything keeps what it finished) and report.json (docs/formats.md).
+ * Every file is written under a temporary name and renamed into place:
+ * complete or absent, never half-written.
+ */
+#ifndef S3D_REPORT_H
+#define S3D_REPORT_H
+
+#include "engine.h"
+
+/* "complete" (code 0), "partial" (3), "interrupted" (130), "failed" (else). */
+const char *report_status(int code);
+
+/* Copy src to dst through "<dst>.tmp.<pid>" + rename. 0 or S3D_EIO (errno kept). */
+int  report_copy_file(const char *src, const char *dst);
+
+/* Copy stage s's artifact of job j into j->out_dir/artifacts/ (nothing when
+ * out_dir is ""). 0, or S3D_EIO after logging. */
+int  report_copy_artifact(const struct engine *e, const struct job *j, int s);
+
+/* Write j->out_dir/report.json for job j with the given status. 0 or S3D_EIO
+ * (logged). */
+int  report_write(struct engine *e, const struct job *j, const char *status);
+
+#endif
