@@ -9,7 +9,12 @@
 #      of tools/gpu/e2e_full.sh: 'coords' + 'slat_feats') also on that real latent.
 # Everything goes to OUT (logs, gs_decode_results.json, gs_decode_summary.txt per run).
 #
-# Needs, carried with the call: build/ (here: make -j2 CUDA_ARCH=90), .whl/
+# Needs, carried with the call: the binaries in $S3D_BIN (default build; build/ is ~100 MB with
+# its objects, over the 64 MiB carry limit, so here: make -j2 CUDA_ARCH=90, then
+#   mkdir -p build-gpu/tests && cp build/sam3d-gs-decode build-gpu/ &&
+#   cp build/tests/test_op_window build/tests/test_op_attention build/tests/test_slat_dec \
+#      build/tests/test_gs_decode build-gpu/tests/ && strip build-gpu/sam3d-* build-gpu/tests/*
+# and carry build-gpu with S3D_BIN=build-gpu, git-ignored, ~6 MB), .whl/
 # (sh tools/ref/fetch_wheels.sh: hydra-core, omegaconf, antlr4, loguru, optree, astor), .gl/
 # (sh tools/ref/pack_ref.sh: the official sam3d_objects package and the released yaml files),
 # .deb/ (tools/gpu/README.md: libzmq5 libmsgpackc2 libsodium23 libpgm-5.3-0 libnorm1
@@ -20,6 +25,7 @@
 set -u
 OUT=${1:?usage: gs_decode_full.sh OUT [SLAT]}
 SLAT=${2:-}
+BIN=${S3D_BIN:-build}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -31,13 +37,13 @@ fail=0
 
 # 1. tests
 for t in test_op_window test_op_attention test_slat_dec test_gs_decode; do
-    S3D_REQUIRE_GPU=1 timeout 300 "build/tests/$t" >"$OUT/$t.log" 2>&1
+    S3D_REQUIRE_GPU=1 timeout 300 "$BIN/tests/$t" >"$OUT/$t.log" 2>&1
     rc=$?
     echo "$t: exit $rc; $(grep -c ' OK$\| OK ' "$OUT/$t.log") OK lines, $(grep -c FAIL "$OUT/$t.log") FAIL"
     grep -E "FAIL|cuda" "$OUT/$t.log" | grep -v "^\[" | head -40
     [ $rc = 0 ] || fail=1
 done
-BUILD=build timeout 300 bash tests/test_gs_decode_cli.sh >"$OUT/test_gs_decode_cli.log" 2>&1 ||
+BUILD=$BIN timeout 300 bash tests/test_gs_decode_cli.sh >"$OUT/test_gs_decode_cli.log" 2>&1 ||
     fail=1
 tail -8 "$OUT/test_gs_decode_cli.log"
 
@@ -45,7 +51,7 @@ tail -8 "$OUT/test_gs_decode_cli.log"
 plugin() {  # plugin NAME ARGS...
     local name=$1; shift
     mkdir -p "$OUT/$name"
-    PYTHONUNBUFFERED=1 timeout 900 python3 tools/ref/plugin_gs_decode.py --bin build \
+    PYTHONUNBUFFERED=1 timeout 900 python3 tools/ref/plugin_gs_decode.py --bin "$BIN" \
         --work "/tmp/gsd_$name" --out "$OUT/$name" --s3d .gl/ref/s3d --config-dir .gl/ref/hf \
         "$@" >"$OUT/$name/plugin.log" 2>&1
     local rc=$?
