@@ -59,17 +59,24 @@ def run(args):
     x = sp.SparseTensor(coords=coords.to(dev), feats=feats.to(dev))
     names = ["input_layer"] + [f"blocks.{i}" for i in range(len(dec.blocks))]
     names += ["upsample.0", "upsample.1", "out_layer"]
-    if args.all_acts:
-        names += ["upsample.0.act_layers", "upsample.0.out_layers.0", "upsample.0.out_layers.1",
-                  "upsample.0.skip_connection"]
+    subs = ["act_layers", "out_layers.0", "out_layers.2", "out_layers.3", "skip_connection"]
+    every = args.all_acts or args.size == "tiny"      # tiny: every head tap (a few 100 KB)
+    if every:
+        names += [f"upsample.{i}.{n}" for i in (0, 1) for n in subs]
     with torch.no_grad(), rs.cpu_cuda_shim(), rs.sparse_capture(dec, names) as log:
         mesh = dec(x)[0]
     out = refutil.OrderedDict()
     out["coords"] = coords
     out["feats"] = feats
+    # one name per coordinate set whichever module showed it first: the input's are `coords`,
+    # the subdivided ones upsample.0.coords (8N) and upsample.1.coords (64N)
+    n = coords.shape[0]
+    cname = {n: None, 8 * n: "upsample.0.coords", 64 * n: "upsample.1.coords"}
     for k, v in log.tensors.items():
-        if args.all_acts or k in ("input_layer", "blocks.0", "upsample.0", "upsample.0.coords",
-                                  "out_layer", "upsample.1.coords") or k.startswith("blocks."):
+        if k.endswith(".coords"):
+            if cname.get(v.shape[0]):
+                out[cname[v.shape[0]]] = v
+        elif every or k in ("input_layer", "upsample.0", "out_layer") or k.startswith("blocks."):
             out[k] = v
     out["vertices"] = mesh.vertices
     out["faces"] = mesh.faces.int()
@@ -93,7 +100,8 @@ def parse(argv=None):
                     help="safetensors with 'coords' (N,4) and 'slat_feats' (N,8)")
     ap.add_argument("--voxels", type=int, default=None,
                     help="synthetic shell size (default 22 tiny, 12000 full)")
-    ap.add_argument("--all-acts", action="store_true", help="also sub-block activations")
+    ap.add_argument("--all-acts", action="store_true",
+                    help="also upsample.1 and the sub-block activations (always with --size tiny)")
     args = ap.parse_args(argv)
     if args.voxels is None:
         args.voxels = 22 if args.size == "tiny" else 12000
