@@ -73,7 +73,10 @@ size_t op_sparse_nbr_scratch_bytes(int64_t T);
 /* spconv.SubMConv3d(Cin, Cout, 3) (TD/conv/conv_spconv.py:29-38, spec
  * generators.md §8.3, decoders.md §4.4):
  *     y[p] = b + sum_{r : nbr[p, r] >= 0} W[:, r0, r1, r2, :] . x[nbr[p, r]]
- * x (T, Cin) any float dtype; w (Cout, 3, 3, 3, Cin) KRSC as stored in the
+ * for the T = y rows = nbr rows; x (Tx, Cin) any float dtype, the rows nbr
+ * points into (Tx = T for a plain conv; a caller may pass a chunk of output rows
+ * with their nbr rows, or a map into another row set, e.g. the parents of a
+ * subdivided set); w (Cout, 3, 3, 3, Cin) KRSC as stored in the
  * checkpoints, F32/F16/BF16; b (Cout) any float dtype or NULL; y (T, Cout) any
  * float dtype on the CPU, F32 or w's dtype on CUDA; nbr (T, 27) I32 from
  * op_sparse_nbr. x is rounded to w's dtype first (the GEMM's operand type; a
@@ -178,6 +181,28 @@ void   op_sparse_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch,
                                 const struct tensor *b, float eps, bool silu);
 size_t op_sparse_groupnorm_scratch_bytes(int64_t T, int groups);
 
+/* The same GroupNorm over a tensor that is never whole in memory (the mesh
+ * decoder's 256^3 level), in two sweeps over its row chunks. acc (groups, 3)
+ * F64 on x's device, zeroed by the caller, holds (count, mean, M2) per group:
+ * op_sparse_groupnorm_stats adds the rows of a chunk x (T, C) (the chunk's
+ * statistics - two-pass in double on the CPU, the slices of
+ * op_sparse_groupnorm_cuda on CUDA - merged with Chan et al.'s pairwise update
+ * in double); op_sparse_groupnorm_apply then normalises any chunk x into y
+ * (same shape; in place allowed) with the accumulated statistics (biased
+ * variance, eps), affine w/b, SiLU when set. One chunk holding every row gives
+ * op_sparse_groupnorm's result (bit for bit on the CPU). CUDA:
+ * op_sparse_groupnorm_scratch_bytes(T, groups) from scratch. */
+void op_sparse_groupnorm_stats_cpu(struct tensor *acc, const struct tensor *x, int groups);
+void op_sparse_groupnorm_stats_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                    struct tensor *acc, const struct tensor *x, int groups);
+void op_sparse_groupnorm_apply_cpu(struct tensor *y, const struct tensor *x,
+                                   const struct tensor *acc, int groups, const struct tensor *w,
+                                   const struct tensor *b, float eps, bool silu);
+void op_sparse_groupnorm_apply_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                    struct tensor *y, const struct tensor *x,
+                                    const struct tensor *acc, int groups, const struct tensor *w,
+                                    const struct tensor *b, float eps, bool silu);
+
 // ----------------------------------------------------------------------------
 // dispatch on the output tensor's device (ctx and scratch may be NULL for host tensors)
 
@@ -250,6 +275,28 @@ static inline void op_sparse_groupnorm(const struct op_ctx *ctx, struct arena *s
         op_sparse_groupnorm_cuda(ctx, scratch, y, x, groups, w, b, eps, silu);
     else
         op_sparse_groupnorm_cpu(y, x, groups, w, b, eps, silu);
+}
+
+static inline void op_sparse_groupnorm_stats(const struct op_ctx *ctx, struct arena *scratch,
+                                             struct tensor *acc, const struct tensor *x,
+                                             int groups)
+{
+    if (acc->device == DEVICE_CUDA)
+        op_sparse_groupnorm_stats_cuda(ctx, scratch, acc, x, groups);
+    else
+        op_sparse_groupnorm_stats_cpu(acc, x, groups);
+}
+
+static inline void op_sparse_groupnorm_apply(const struct op_ctx *ctx, struct arena *scratch,
+                                             struct tensor *y, const struct tensor *x,
+                                             const struct tensor *acc, int groups,
+                                             const struct tensor *w, const struct tensor *b,
+                                             float eps, bool silu)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_groupnorm_apply_cuda(ctx, scratch, y, x, acc, groups, w, b, eps, silu);
+    else
+        op_sparse_groupnorm_apply_cpu(y, x, acc, groups, w, b, eps, silu);
 }
 
 #ifdef __cplusplus

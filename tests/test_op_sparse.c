@@ -14,7 +14,8 @@
  *   SparseConv3d (pins KRSC and the offset orientation), SparseDownsample(2) +
  *   SparseUpsample(2), SparseSubdivide, SparseGroupNorm32;
  * - down/upsample and subdivide on hand-computed cases; sparse GroupNorm against
- *   op_groupnorm_cpu on the transposed (1, C, T) data; sparse_coords_check.
+ *   op_groupnorm_cpu on the transposed (1, C, T) data, and in chunks (stats +
+ *   apply) against the whole; conv3 on a chunk of output rows; sparse_coords_check.
  * CUDA part (with a GPU): every op against the CPU op, with guard bytes; the
  * conv in F32, F16 and F16 -> F32 and through many small im2col chunks.
  */
@@ -441,7 +442,67 @@ static void cpu_hand(struct rng *r)
                        : "groupnorm cpu vs op_groupnorm (1,C,T)",
                   gy, gref, (size_t)(T * C), TOL_GPU, NT(TOL_GPU), DTYPE_F32);
     }
+    /* chunked GroupNorm: statistics over uneven row chunks, then each chunk normalised;
+     * one chunk of every row is op_sparse_groupnorm bit for bit */
+    {
+        double acc[3 * 3];
+        float *gc = malloc(sizeof(float) * T * C);
+        struct tensor ta = tensor_view(acc, DTYPE_F64, DEVICE_HOST, SHAPE(G, 3));
+        struct tensor x = tensor_view(gx, DTYPE_F32, DEVICE_HOST, SHAPE(T, C));
+        struct tensor y = tensor_view(gy, DTYPE_F32, DEVICE_HOST, SHAPE(T, C));
+        op_sparse_groupnorm_cpu(&y, &x, G, &w, &b, 1e-5f, true);
+        memset(acc, 0, sizeof(acc));
+        op_sparse_groupnorm_stats_cpu(&ta, &x, G);
+        struct tensor yc = tensor_view(gc, DTYPE_F32, DEVICE_HOST, SHAPE(T, C));
+        op_sparse_groupnorm_apply_cpu(&yc, &x, &ta, G, &w, &b, 1e-5f, true);
+        bool same = memcmp(gc, gy, sizeof(float) * T * C) == 0;
+        printf("%-44s %s\n", "groupnorm stats+apply, one chunk: same bytes", same ? "OK" : "FAIL");
+        CHECK(same);
+        const int64_t cut[4] = {0, 1, 20, T};
+        memset(acc, 0, sizeof(acc));
+        for (int k = 0; k < 3; k++) {
+            struct tensor xs = tensor_slice(&x, 0, cut[k], cut[k + 1] - cut[k]);
+            op_sparse_groupnorm_stats_cpu(&ta, &xs, G);
+        }
+        for (int k = 0; k < 3; k++) {
+            struct tensor xs = tensor_slice(&x, 0, cut[k], cut[k + 1] - cut[k]);
+            struct tensor ys = tensor_slice(&yc, 0, cut[k], cut[k + 1] - cut[k]);
+            op_sparse_groupnorm_apply_cpu(&ys, &xs, &ta, G, &w, &b, 1e-5f, true);
+        }
+        ot_report("groupnorm+silu in chunks 1/19/17 vs whole", gc, gy, (size_t)(T * C), TOL_GPU,
+                  NT(TOL_GPU), DTYPE_F32);
+        free(gc);
+    }
     free(gx); free(gxt); free(gref); free(gy);
+
+    /* conv3 on a chunk of output rows (x all rows, nbr the chunk's rows): the
+     * chunk's rows of the whole conv, bit for bit; and a map into another row
+     * set (x = 2 rows, every entry 0 or 1) */
+    {
+        int64_t Tn;
+        int32_t *cs = random_sites(r, 6, 60, false, &Tn);
+        const int64_t Ci = 5, Co = 3;
+        float *xs = malloc(sizeof(float) * (size_t)(Tn * Ci)), *ws = malloc(sizeof(float) * Co * 27 * Ci);
+        float *yw = malloc(sizeof(float) * (size_t)(Tn * Co)), *yk = malloc(sizeof(float) * (size_t)(Tn * Co));
+        int32_t *nb = malloc(sizeof(int32_t) * (size_t)(Tn * 27));
+        fill_normal(r, xs, (size_t)(Tn * Ci), 1.0f);
+        fill_normal(r, ws, (size_t)(Co * 27 * Ci), 1.0f);
+        struct tensor tc = tensor_view(cs, DTYPE_I32, DEVICE_HOST, SHAPE(Tn, 4));
+        struct tensor tn = tensor_view(nb, DTYPE_I32, DEVICE_HOST, SHAPE(Tn, 27));
+        struct tensor tx = tensor_view(xs, DTYPE_F32, DEVICE_HOST, SHAPE(Tn, Ci));
+        struct tensor tw = tensor_view(ws, DTYPE_F32, DEVICE_HOST, SHAPE(Co, 3, 3, 3, Ci));
+        struct tensor ty = tensor_view(yw, DTYPE_F32, DEVICE_HOST, SHAPE(Tn, Co));
+        op_sparse_nbr_cpu(&tn, &tc);
+        op_sparse_conv3_cpu(&ty, &tx, &tw, NULL, &tn);
+        int64_t a = Tn / 3, n = Tn / 2;
+        struct tensor tnc = tensor_slice(&tn, 0, a, n);
+        struct tensor tyc = tensor_view(yk, DTYPE_F32, DEVICE_HOST, SHAPE(n, Co));
+        op_sparse_conv3_cpu(&tyc, &tx, &tw, NULL, &tnc);
+        bool same = memcmp(yk, yw + a * Co, sizeof(float) * (size_t)(n * Co)) == 0;
+        printf("%-44s %s\n", "conv3 cpu on a chunk of output rows", same ? "OK" : "FAIL");
+        CHECK(same);
+        free(cs); free(xs); free(ws); free(yw); free(yk); free(nb);
+    }
 
     /* kernel size 1 (skip_connection): op_sparse_conv1 == conv3 with only the centre tap,
      * both through the dispatchers on host tensors */
@@ -656,6 +717,23 @@ static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
                  k ? "+silu" : "", dtype_name(dt), (long long)T, C, G);
         ot_report(label, got, ref, (size_t)(T * C), TOL_GPU, NT(TOL_GPU), dt);
         CHECK(ot_guard_ok(&dx));
+
+        /* chunked groupnorm: cuda stats over 3 chunks + apply vs the cpu op on the whole */
+        struct tensor hacc = ot_host(DTYPE_F64, SHAPE(G, 3), NULL);
+        memset(hacc.data, 0, tensor_nbytes(&hacc));
+        struct tensor dacc = ot_dev(dev, &hacc), dx2 = ot_dev(dev, &hx);
+        const int64_t cut[4] = {0, T / 5, T / 5 + 1, T};
+        for (int q = 0; q < 3; q++) {
+            struct tensor xs = tensor_slice(&dx2, 0, cut[q], cut[q + 1] - cut[q]);
+            op_sparse_groupnorm_stats_cuda(ctx, dev, &dacc, &xs, G);
+        }
+        op_sparse_groupnorm_apply_cuda(ctx, dev, &dx2, &dx2, &dacc, G, &dw, &dbb, 1e-5f, k == 1);
+        ot_to_f32(&dx2, got);
+        snprintf(label, sizeof(label), "groupnorm%s chunked cuda vs cpu %s (%lld,%d) G%d",
+                 k ? "+silu" : "", dtype_name(dt), (long long)T, C, G);
+        ot_report(label, got, ref, (size_t)(T * C), TOL_GPU, NT(TOL_GPU), dt);
+        CHECK(ot_guard_ok(&dx2) && ot_guard_ok(&dacc));
+        ot_free(&hacc);
 
         ot_free(&hc); ot_free(&hpc); ot_free(&hpa); ot_free(&hch); ot_free(&hx); ot_free(&hy);
         ot_free(&hu); ot_free(&hsc); ot_free(&hsf); ot_free(&hw); ot_free(&hb);

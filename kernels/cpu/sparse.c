@@ -159,9 +159,9 @@ void op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct 
     op_check_dense("sparse_conv3.w", w, DEVICE_HOST);
     op_check_dense("sparse_conv3.y", y, DEVICE_HOST);
     ASSERT(x->ndim == 2 && y->ndim == 2 && w->ndim == 5);
-    int64_t T = x->shape[0], Cin = x->shape[1], Cout = w->shape[0];
+    int64_t T = y->shape[0], Tx = x->shape[0], Cin = x->shape[1], Cout = w->shape[0];
     ASSERT(w->shape[1] == 3 && w->shape[2] == 3 && w->shape[3] == 3 && w->shape[4] == Cin);
-    ASSERT(y->shape[0] == T && y->shape[1] == Cout);
+    ASSERT(y->shape[1] == Cout);
     sparse_check_i32("sparse_conv3.nbr", nbr, DEVICE_HOST, T, SPARSE_K3);
     if (b) {
         op_check_dense("sparse_conv3.b", b, DEVICE_HOST);
@@ -171,17 +171,17 @@ void op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct 
         return;
 
     size_t nw = (size_t)(Cout * SPARSE_K3 * Cin);
-    float *wf = malloc(sizeof(float) * (nw + (size_t)(T * Cin) + 2 * (size_t)Cout));
+    float *wf = malloc(sizeof(float) * (nw + (size_t)(Tx * Cin) + 2 * (size_t)Cout));
     ASSERT(wf);
-    float *xf = wf + nw, *bf = xf + T * Cin, *acc = bf + Cout;
+    float *xf = wf + nw, *bf = xf + Tx * Cin, *acc = bf + Cout;
     dtype_convert(wf, DTYPE_F32, w->data, w->dtype, nw);
     if (x->dtype == w->dtype || w->dtype == DTYPE_F32) {
-        dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(T * Cin));
+        dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(Tx * Cin));
     } else {                                    /* x rounded to w's dtype, as on CUDA */
-        void *xr = malloc(dtype_size(w->dtype) * (size_t)(T * Cin));
+        void *xr = malloc(dtype_size(w->dtype) * (size_t)(Tx * Cin));
         ASSERT(xr);
-        dtype_convert(xr, w->dtype, x->data, x->dtype, (size_t)(T * Cin));
-        dtype_convert(xf, DTYPE_F32, xr, w->dtype, (size_t)(T * Cin));
+        dtype_convert(xr, w->dtype, x->data, x->dtype, (size_t)(Tx * Cin));
+        dtype_convert(xf, DTYPE_F32, xr, w->dtype, (size_t)(Tx * Cin));
         free(xr);
     }
     if (b)
@@ -196,6 +196,7 @@ void op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct 
             int32_t q = nb[p * SPARSE_K3 + r];
             if (q < 0)
                 continue;
+            ASSERT(q < Tx);
             const float *xr = xf + (int64_t)q * Cin;
             for (int64_t co = 0; co < Cout; co++) {
                 const float *wr = wf + (co * SPARSE_K3 + r) * Cin;   /* W[co, r, :] */
@@ -376,6 +377,65 @@ void op_sparse_groupnorm_cpu(struct tensor *y, const struct tensor *x, int group
     ASSERT((w == NULL) == (b == NULL));
     int64_t T = x->shape[0], C = x->shape[1];
     ASSERT(groups >= 1 && C % groups == 0);
+    if (T == 0 || C == 0)
+        return;
+
+    double *acc = calloc(3 * (size_t)groups, sizeof(double));
+    ASSERT(acc);
+    struct tensor ta = tensor_view(acc, DTYPE_F64, DEVICE_HOST, SHAPE(groups, 3));
+    op_sparse_groupnorm_stats_cpu(&ta, x, groups);
+    op_sparse_groupnorm_apply_cpu(y, x, &ta, groups, w, b, eps, silu);
+    free(acc);
+}
+
+void op_sparse_groupnorm_stats_cpu(struct tensor *acc, const struct tensor *x, int groups)
+{
+    op_check_dense("sparse_groupnorm_stats.x", x, DEVICE_HOST);
+    ASSERT(acc->dtype == DTYPE_F64 && acc->device == DEVICE_HOST && tensor_is_contiguous(acc) &&
+           tensor_numel(acc) == 3 * (int64_t)groups && x->ndim == 2);
+    int64_t T = x->shape[0], C = x->shape[1];
+    ASSERT(groups >= 1 && C % groups == 0);
+    int64_t Cg = C / groups;
+    if (T == 0 || C == 0)
+        return;
+    float *xf = malloc(sizeof(float) * (size_t)(T * C));
+    double *a = acc->data;
+    ASSERT(xf);
+    dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(T * C));
+    for (int g = 0; g < groups; g++) {         /* two passes in double over the chunk */
+        double mean = 0, m2 = 0, n = (double)(T * Cg);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
+                mean += xf[t * C + c];
+        mean /= n;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
+                m2 += (xf[t * C + c] - mean) * (xf[t * C + c] - mean);
+        double *s = a + 3 * g;
+        if (s[0] == 0) {                       /* the first chunk: as it is */
+            s[0] = n, s[1] = mean, s[2] = m2;
+        } else {                               /* Chan et al.'s pairwise merge */
+            double tot = s[0] + n, d = mean - s[1];
+            s[1] += d * n / tot;
+            s[2] += m2 + d * d * s[0] * n / tot;
+            s[0] = tot;
+        }
+    }
+    free(xf);
+}
+
+void op_sparse_groupnorm_apply_cpu(struct tensor *y, const struct tensor *x,
+                                   const struct tensor *acc, int groups, const struct tensor *w,
+                                   const struct tensor *b, float eps, bool silu)
+{
+    op_check_dense("sparse_groupnorm.x", x, DEVICE_HOST);
+    op_check_dense("sparse_groupnorm.y", y, DEVICE_HOST);
+    ASSERT(x->ndim == 2 && tensor_same_shape(x, y));
+    ASSERT((w == NULL) == (b == NULL));
+    ASSERT(acc->dtype == DTYPE_F64 && acc->device == DEVICE_HOST &&
+           tensor_numel(acc) == 3 * (int64_t)groups);
+    int64_t T = x->shape[0], C = x->shape[1];
+    ASSERT(groups >= 1 && C % groups == 0);
     int64_t Cg = C / groups;
     if (w) {
         op_check_dense("sparse_groupnorm.w", w, DEVICE_HOST);
@@ -389,22 +449,15 @@ void op_sparse_groupnorm_cpu(struct tensor *y, const struct tensor *x, int group
     double *st = malloc(sizeof(double) * 2 * (size_t)groups);
     ASSERT(xf && st);
     float *wf = xf + T * C, *bf = wf + C;      /* affine, or (1, 0) */
+    const double *a = acc->data;
     dtype_convert(xf, DTYPE_F32, x->data, x->dtype, (size_t)(T * C));
     for (int64_t c = 0; c < C; c++) {
         wf[c] = w ? (float)dtype_get(w->data, w->dtype, (size_t)c) : 1.0f;
         bf[c] = w ? (float)dtype_get(b->data, b->dtype, (size_t)c) : 0.0f;
     }
-    for (int g = 0; g < groups; g++) {         /* two passes in double */
-        double mean = 0, var = 0, n = (double)(T * Cg);
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
-                mean += xf[t * C + c];
-        mean /= n;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
-                var += (xf[t * C + c] - mean) * (xf[t * C + c] - mean);
-        var /= n;                              /* biased, as torch */
-        st[2 * g] = mean;
+    for (int g = 0; g < groups; g++) {
+        double var = a[3 * g] > 0 ? a[3 * g + 2] / a[3 * g] : 0.0;   /* biased, as torch */
+        st[2 * g] = a[3 * g + 1];
         st[2 * g + 1] = 1.0 / sqrt(var + (double)eps);
     }
     for (int64_t t = 0; t < T; t++)

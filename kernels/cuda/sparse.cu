@@ -198,9 +198,9 @@ void op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, struc
     op_check_dense("sparse_conv3.w", w, DEVICE_CUDA);
     op_check_dense("sparse_conv3.y", y, DEVICE_CUDA);
     ASSERT(x->ndim == 2 && y->ndim == 2 && w->ndim == 5);
-    int64_t T = x->shape[0], Cin = x->shape[1], Cout = w->shape[0];
+    int64_t T = y->shape[0], Cin = x->shape[1], Cout = w->shape[0];
     ASSERT(w->shape[1] == 3 && w->shape[2] == 3 && w->shape[3] == 3 && w->shape[4] == Cin);
-    ASSERT(y->shape[0] == T && y->shape[1] == Cout);
+    ASSERT(y->shape[1] == Cout);
     ASSERT(y->dtype == DTYPE_F32 || y->dtype == w->dtype);
     sparse_check_i32("sparse_conv3.nbr", nbr, DEVICE_CUDA, T, SPARSE_K3);
     if (T == 0 || Cout == 0)
@@ -652,5 +652,104 @@ void op_sparse_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, s
                    (Ty *)y->data, (const Tx *)x->data, stats, w ? w->data : NULL,
                    b ? b->data : NULL, w ? w->dtype : DTYPE_F32, C, Cg, T * C, silu));
     op_done(ctx, "sparse_groupnorm");
+    arena_release(scratch, mark);
+}
+
+/* acc[g] (count, mean, M2) += the nb slice partials of a chunk of Trows rows
+ * (Chan et al.'s merge, sequential over the slices, in double) */
+static __global__ void sgn_merge_kernel(double *acc, const float2 *partial, int64_t Trows, int Cg,
+                                        int nb, int G)
+{
+    int g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= G)
+        return;
+    int64_t per = (Trows + nb - 1) / nb;
+    const float2 *pg = partial + (int64_t)g * nb;
+    double *a = acc + 3 * g;
+    for (int k = 0; k < nb; k++) {
+        double n = (double)max((int64_t)0, min(Trows, (int64_t)k * per + per) - (int64_t)k * per) * Cg;
+        if (n <= 0)
+            continue;
+        double mean = (double)pg[k].x, m2 = (double)pg[k].y;
+        if (a[0] == 0) {
+            a[0] = n, a[1] = mean, a[2] = m2;
+        } else {
+            double tot = a[0] + n, d = mean - a[1];
+            a[1] += d * n / tot;
+            a[2] += m2 + d * d * a[0] * n / tot;
+            a[0] = tot;
+        }
+    }
+}
+
+void op_sparse_groupnorm_stats_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                    struct tensor *acc, const struct tensor *x, int groups)
+{
+    op_check_dense("sparse_groupnorm_stats.x", x, DEVICE_CUDA);
+    ASSERT(acc->dtype == DTYPE_F64 && acc->device == DEVICE_CUDA && tensor_is_contiguous(acc) &&
+           tensor_numel(acc) == 3 * (int64_t)groups && x->ndim == 2);
+    int64_t T = x->shape[0], C = x->shape[1];
+    ASSERT(groups >= 1 && C % groups == 0);
+    int Cg = (int)(C / groups);
+    if (T == 0 || C == 0)
+        return;
+    int nb = sgn_slices(T, Cg);
+    size_t mark = arena_mark(scratch);
+    float2 *partial = (float2 *)arena_must_alloc(scratch, (size_t)groups * nb * sizeof(float2));
+
+    DISPATCH_1(x->dtype, Tx,
+               sgn_partial_kernel<Tx><<<dim3(nb, groups), SP_THREADS, 0, ctx->stream>>>(
+                   partial, (const Tx *)x->data, T, C, Cg, nb));
+    CUDA_CHECK(cudaGetLastError());
+    sgn_merge_kernel<<<(groups + 127) / 128, 128, 0, ctx->stream>>>((double *)acc->data, partial,
+                                                                    T, Cg, nb, groups);
+    op_done(ctx, "sparse_groupnorm_stats");
+    arena_release(scratch, mark);
+}
+
+/* stats[g] = (mean, rstd) from acc[g] = (count, mean, M2) */
+static __global__ void sgn_final_kernel(float2 *stats, const double *acc, int G, float eps)
+{
+    int g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= G)
+        return;
+    const double *a = acc + 3 * g;
+    double var = a[0] > 0 ? a[2] / a[0] : 0.0;
+    stats[g] = make_float2((float)a[1], (float)(1.0 / sqrt(var + (double)eps)));
+}
+
+void op_sparse_groupnorm_apply_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                    struct tensor *y, const struct tensor *x,
+                                    const struct tensor *acc, int groups, const struct tensor *w,
+                                    const struct tensor *b, float eps, bool silu)
+{
+    op_check_dense("sparse_groupnorm.x", x, DEVICE_CUDA);
+    op_check_dense("sparse_groupnorm.y", y, DEVICE_CUDA);
+    ASSERT(x->ndim == 2 && tensor_same_shape(x, y));
+    ASSERT((w == NULL) == (b == NULL));
+    ASSERT(acc->dtype == DTYPE_F64 && acc->device == DEVICE_CUDA &&
+           tensor_numel(acc) == 3 * (int64_t)groups);
+    int64_t T = x->shape[0], C = x->shape[1];
+    ASSERT(groups >= 1 && C % groups == 0);
+    int Cg = (int)(C / groups);
+    if (w) {
+        op_check_dense("sparse_groupnorm.w", w, DEVICE_CUDA);
+        op_check_dense("sparse_groupnorm.b", b, DEVICE_CUDA);
+        ASSERT(tensor_numel(w) == C && tensor_numel(b) == C && w->dtype == b->dtype);
+    }
+    if (T == 0 || C == 0)
+        return;
+    size_t mark = arena_mark(scratch);
+    float2 *stats = (float2 *)arena_must_alloc(scratch, (size_t)groups * sizeof(float2));
+
+    sgn_final_kernel<<<(groups + 127) / 128, 128, 0, ctx->stream>>>(
+        stats, (const double *)acc->data, groups, eps);
+    CUDA_CHECK(cudaGetLastError());
+    DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
+               sgn_apply_kernel<Tx, Ty><<<grid_for(T * C, SP_THREADS), SP_THREADS, 0,
+                                          ctx->stream>>>(
+                   (Ty *)y->data, (const Tx *)x->data, stats, w ? w->data : NULL,
+                   b ? b->data : NULL, w ? w->dtype : DTYPE_F32, C, Cg, T * C, silu));
+    op_done(ctx, "sparse_groupnorm_apply");
     arena_release(scratch, mark);
 }
