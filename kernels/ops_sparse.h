@@ -101,11 +101,22 @@ void   op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, str
                             const struct tensor *b, const struct tensor *nbr);
 size_t op_sparse_conv3_scratch_bytes(int64_t T, int64_t Cin, enum dtype wdt);
 
-/* SparseConv3d(Cin, Cout, 1): a per-site Linear. w (Cout, 1, 1, 1, Cin) as
- * stored (or already (Cout, Cin)); viewed as (Cout, Cin) and passed to
- * op_linear (same operand rules: x's dtype == w's dtype, y x's dtype or F32). */
+/* SparseConv3d(Cin, Cout, 1): a per-site Linear, y = x lin^T + b, with lin
+ * (Cout, Cin) from sparse_conv1_weight (op_linear's operand rules: x's dtype
+ * == lin's dtype, y x's dtype or F32).
+ *
+ * spconv does not read a 1x1 kernel as KRSC: SubMConv3d with kernel size 1
+ * multiplies the features by the stored (Cout, 1, 1, 1, Cin) buffer viewed as
+ * an (Cin, Cout) matrix, y = x . w.view(Cin, Cout) + b (spconv 2.3.8
+ * spconv/pytorch/conv.py:225-237, FILTER_HWIO false; checked against spconv by
+ * tests/fixtures/mesh_decoder_tiny's skip_connection taps). The trained
+ * weights carry that reading, so it is reproduced, not "fixed". */
 void   op_sparse_conv1(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                       const struct tensor *w, const struct tensor *b);
+                       const struct tensor *lin, const struct tensor *b);
+/* lin (Cout, Cin) = the stored 1x1 kernel buffer w (Cout * Cin elements, any
+ * shape) viewed as (Cin, Cout) and transposed: lin[o][i] = w[i * Cout + o].
+ * Host memory, elements of dtype_size(dt) bytes copied unchanged. */
+void   sparse_conv1_weight(void *lin, const void *w, enum dtype dt, int64_t Cout, int64_t Cin);
 
 // ----------------------------------------------------------------------------
 // SparseDownsample(2) / SparseUpsample(2) (TD/spatial.py:10-96, generators.md §8.3)

@@ -21,6 +21,9 @@
 #include "err.h"
 #include "log.h"
 #include "mesh_decode/flexicubes.h"
+#include "mesh_decode/meshdec.h"
+#include "mesh_decode/meshdec_kern.h"
+#include "ops_sparse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,12 +32,19 @@
 
 #define DIR  "tests/fixtures/mesh_decoder_tiny"
 #define REF  DIR "/ref.safetensors"
+#define CKPT DIR "/slat_decoder_mesh.ckpt"
 #define MESH_RES 64           /* 4 * the fixture's resolution 16 */
 
 /* FlexiCubes CPU vs the official CPU run: the same fp32 operations, libm ulps. */
 static const double POS_ATOL = 1e-5;
 /* F16-stored raw weights: beta, alpha, gamma move by ~1e-3 relative. */
 static const double F16_POS_ATOL = 2e-4;
+/* The head, CPU fp32 vs PyTorch CPU fp32: summation order only (rel L2 <= 1e-4). */
+static const double ATOL = 1e-5, RTOL = 1e-4, NMSE = 1e-8;
+/* The fp16 torso (fp16 convs and activations) vs fp32: rel L2 <= 1e-2. */
+static const double F16_NMSE = 1e-4;
+/* CUDA fp16 vs the host fp16 path: the same rounding points, other sum orders. */
+static const double GPU16_NMSE = 1e-5;
 
 static bool ref(const struct ckpt *r, const char *name, struct tensor *t)
 {
@@ -173,6 +183,109 @@ static void cmp_mesh(const char *what, const struct mesh *m, const float *rv, co
     free(c3);
 }
 
+/* Two of our meshes: counts and faces equal, vertices and colours within atol. */
+static void cmp_ours(const char *what, const struct mesh *a, const struct mesh *b, double atol)
+{
+    char lab[128];
+
+    CHECK(a->nv == b->nv && a->nf == b->nf, "%s: %lld/%lld vertices/faces vs %lld/%lld", what,
+          (long long)a->nv, (long long)a->nf, (long long)b->nv, (long long)b->nf);
+    if (a->nv != b->nv || a->nf != b->nf)
+        return;
+    bool same = !memcmp(a->f, b->f, sizeof(int32_t) * (size_t)(3 * a->nf));
+    printf("%s: faces %s\n", what, same ? "the same" : "DIFFER");
+    CHECK(same, "%s: the same faces", what);
+    snprintf(lab, sizeof(lab), "%s vertices", what);
+    report_cmp(lab, compare_f32(a->v, b->v, (size_t)(3 * a->nv), atol, 0, -1));
+    snprintf(lab, sizeof(lab), "%s colours", what);
+    report_cmp(lab, compare_f32(a->c, b->c, (size_t)(3 * a->nv), atol, 0, -1));
+}
+
+// ----------------------------------------------------------------------------
+// neighbour maps of subdivided sets (meshdec_kern.h)
+
+/* The fixture's voxels subdivided once: the derived maps against op_sparse_nbr on
+ * the subdivided coordinates; the chunk-table map through a scrambled loc; with a
+ * GPU the CUDA ops against these. */
+static void test_kern(const struct ckpt *r)
+{
+    struct tensor coords;
+    if (!ref(r, "coords", &coords))
+        return;
+    int64_t N = coords.shape[0], M = 8 * N;
+    int32_t *n0 = malloc(sizeof(int32_t) * N * 27), *sc = malloc(sizeof(int32_t) * M * 4);
+    int32_t *n1 = malloc(sizeof(int32_t) * M * 27), *d1 = malloc(sizeof(int32_t) * M * 27);
+    int32_t *dp = malloc(sizeof(int32_t) * M * 27), *dl = malloc(sizeof(int32_t) * M * 27);
+    int32_t *loc = malloc(sizeof(int32_t) * N), *units = malloc(sizeof(int32_t) * N);
+    struct tensor t0 = tensor_view(n0, DTYPE_I32, DEVICE_HOST, SHAPE(N, 27));
+    struct tensor ts = tensor_view(sc, DTYPE_I32, DEVICE_HOST, SHAPE(M, 4));
+    struct tensor t1 = tensor_view(n1, DTYPE_I32, DEVICE_HOST, SHAPE(M, 27));
+    struct tensor td = tensor_view(d1, DTYPE_I32, DEVICE_HOST, SHAPE(M, 27));
+    struct tensor tp = tensor_view(dp, DTYPE_I32, DEVICE_HOST, SHAPE(M, 27));
+    struct tensor tl = tensor_view(dl, DTYPE_I32, DEVICE_HOST, SHAPE(M, 27));
+    struct tensor tloc = tensor_view(loc, DTYPE_I32, DEVICE_HOST, SHAPE(N));
+    struct tensor tu = tensor_view(units, DTYPE_I32, DEVICE_HOST, SHAPE(N));
+
+    op_sparse_nbr_cpu(&t0, &coords);
+    op_sparse_subdivide_cpu(&ts, &coords, NULL, NULL);
+    op_sparse_nbr_cpu(&t1, &ts);
+    mdk_nbr_sub_cpu(&td, &t0, NULL, 8, 0, MDK_CHILD, NULL);
+    mdk_nbr_sub_cpu(&tp, &t0, NULL, 8, 0, MDK_PARENT, NULL);
+    /* a chunk table holding every parent, in reverse order: slot of parent p = N-1-p */
+    for (int64_t i = 0; i < N; i++)
+        units[i] = (int32_t)(N - 1 - i);
+    for (int64_t i = 0; i < N; i++)
+        loc[i] = -1;
+    mdk_loc_cpu(&tloc, &tu, true);
+    mdk_nbr_sub_cpu(&tl, &t0, NULL, 8, 0, MDK_LOCAL, &tloc);
+    int64_t bad_c = 0, bad_p = 0, bad_l = 0, present = 0;
+    for (int64_t e = 0; e < M * 27; e++) {
+        int32_t q = n1[e];
+        present += q >= 0;
+        bad_c += d1[e] != q;
+        bad_p += dp[e] != (q < 0 ? -1 : q >> 3);
+        bad_l += dl[e] != (q < 0 ? -1 : 8 * (int32_t)(N - 1 - (q >> 3)) + (q & 7));
+    }
+    printf("subdivided neighbour maps (%lld sites, %lld neighbours present): child %lld, parent "
+           "%lld, chunk-table %lld entries differ\n", (long long)M, (long long)present,
+           (long long)bad_c, (long long)bad_p, (long long)bad_l);
+    CHECK(bad_c == 0 && bad_p == 0 && bad_l == 0 && present > M);
+    mdk_loc_cpu(&tloc, &tu, false);
+    bool cleared = true;
+    for (int64_t i = 0; i < N; i++)
+        cleared &= loc[i] == -1;
+    CHECK(cleared, "mdk_loc clear");
+
+    if (s3d_cuda_available()) {
+        struct arena a;
+        struct op_ctx ctx;
+        CHECK(arena_init(&a, ARENA_DEVICE, "kern", (size_t)16 << 20) == 0);
+        CHECK(op_ctx_init(&ctx, NULL, 0) == 0);
+        struct tensor g0 = arena_tensor(&a, DTYPE_I32, SHAPE(N, 27));
+        struct tensor gd = arena_tensor(&a, DTYPE_I32, SHAPE(M, 27));
+        struct tensor gl = arena_tensor(&a, DTYPE_I32, SHAPE(N));
+        struct tensor gu = arena_tensor(&a, DTYPE_I32, SHAPE(N));
+        CHECK(cudaMemcpy(g0.data, n0, tensor_nbytes(&g0), cudaMemcpyHostToDevice) == 0);
+        CHECK(cudaMemcpy(gu.data, units, tensor_nbytes(&gu), cudaMemcpyHostToDevice) == 0);
+        CHECK(cudaMemset(gl.data, 0xff, tensor_nbytes(&gl)) == 0);
+        int32_t *back = malloc(sizeof(int32_t) * M * 27);
+        const enum mdk_nbr_mode modes[3] = {MDK_CHILD, MDK_PARENT, MDK_LOCAL};
+        const int32_t *want[3] = {d1, dp, dl};
+        mdk_loc_cuda(&ctx, &gl, &gu, true);
+        for (int k = 0; k < 3; k++) {
+            mdk_nbr_sub_cuda(&ctx, &gd, &g0, NULL, 8, 0, modes[k], &gl);
+            CHECK(cudaMemcpy(back, gd.data, tensor_nbytes(&gd), cudaMemcpyDeviceToHost) == 0);
+            bool same = !memcmp(back, want[k], tensor_nbytes(&gd));
+            printf("mdk_nbr_sub cuda vs cpu, mode %d: %s\n", k, same ? "same" : "DIFFER");
+            CHECK(same);
+        }
+        free(back);
+        op_ctx_free(&ctx);
+        arena_free(&a);
+    }
+    free(n0), free(sc), free(n1), free(d1), free(dp), free(dl), free(loc), free(units);
+}
+
 // ----------------------------------------------------------------------------
 // FlexiCubes
 
@@ -291,6 +404,211 @@ static void test_hand(void)
     mesh_free(&m);
 }
 
+// ----------------------------------------------------------------------------
+// the head (upsample blocks + out_layer) on the fixture's trunk output
+
+static float *fbuf(int64_t n)
+{
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    ASSERT(p);
+    return p;
+}
+
+/* Compare n floats with the fixture tensor name (rows expanded x8 when `per_parent`:
+ * our skip is one row per parent, the fixture's is the subdivided tensor). */
+static void cmp_tap(const struct ckpt *r, const char *name, const float *out, int64_t n,
+                    int64_t C, bool per_parent, double nmse)
+{
+    struct tensor t;
+    char lab[128];
+
+    if (!ref(r, name, &t))
+        return;
+    int64_t want = per_parent ? 8 * n : n;
+    CHECK(tensor_numel(&t) == want, "%s size %lld, ours %lld", name, (long long)tensor_numel(&t),
+          (long long)want);
+    if (tensor_numel(&t) != want)
+        return;
+    float *o = (float *)out, *x = NULL;
+    if (per_parent) {
+        x = fbuf(want);
+        for (int64_t row = 0; row < want / C; row++)
+            memcpy(x + row * C, out + (row >> 3) * C, sizeof(float) * (size_t)C);
+        o = x;
+    }
+    snprintf(lab, sizeof(lab), "%-30s", name);
+    report_cmp(lab, compare_f32(o, t.data, (size_t)want, nmse == NMSE ? ATOL : -1,
+                                nmse == NMSE ? RTOL : -1, nmse));
+    free(x);
+}
+
+struct head_result {
+    struct mesh mesh;
+    size_t      plan_bytes, high_water;
+    int         chunks;
+    int64_t     max_c, max_l;
+};
+
+/* The head + extraction on dev/ct with chunks of at most cmax voxels, as the
+ * stage sequences it: count corners, state arena (maps + FlexiCubes state), act
+ * arena (h0 + the head), fill h0 with the fixture's trunk output. */
+static bool run_head(const struct ckpt *r, enum device dev, enum dtype ct, int64_t cmax,
+                     const struct meshdec_taps *tp, struct head_result *res)
+{
+    struct meshdec_model m;
+    struct tensor coords, b0;
+    struct arena state = {0}, act = {0};
+    struct op_ctx ctx, *c = NULL;
+    struct meshdec_geom g;
+    struct flexicubes fc;
+    enum arena_kind k = dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST;
+
+    memset(res, 0, sizeof(*res));
+    if (!ref(r, "coords", &coords) || !ref(r, "blocks.0", &b0))
+        return false;
+    if (meshdec_load(&m, CKPT, dev, ct)) {
+        CHECK(0, "meshdec_load %s", dtype_name(ct));
+        return false;
+    }
+    if (dev == DEVICE_CUDA) {
+        CHECK(op_ctx_init(&ctx, NULL, 0) == 0);
+        c = &ctx;
+    }
+    int64_t N = coords.shape[0];
+    /* corner count (scratch: act), then the state arena */
+    CHECK(arena_init(&act, k, "act", fc_init_scratch_bytes(N, 2, dev) + ((size_t)1 << 20)) == 0);
+    struct tensor cd = arena_tensor(&act, DTYPE_I32, SHAPE(N, 4));
+    if (dev == DEVICE_CUDA)
+        CHECK(cudaMemcpy(cd.data, coords.data, tensor_nbytes(&coords), cudaMemcpyHostToDevice) == 0);
+    else
+        memcpy(cd.data, coords.data, tensor_nbytes(&coords));
+    int64_t nv = fc_count_vertices(c, &act, &cd, MESH_RES, 2);
+    CHECK(arena_init(&state, k, "state", meshdec_geom_bytes(N) +
+                     fc_state_bytes(N, nv, 2, ct)) == 0);
+    meshdec_geom_build(&m, c, &state, &coords, cmax, &g);
+    fc_init(&fc, c, &state, &act, &cd, MESH_RES, 2, ct);
+    CHECK(state.used <= state.size);
+    arena_free(&act);
+
+    res->plan_bytes = meshdec_head_bytes(&m, &g);
+    res->chunks = g.plan.n;
+    res->max_c = g.plan.max_c;
+    res->max_l = g.plan.max_l;
+    CHECK(arena_init(&act, k, "act", res->plan_bytes) == 0);
+    struct tensor h0 = arena_tensor(&act, ct, SHAPE(N, m.C));
+    void *tmp = malloc(tensor_nbytes(&h0));
+    dtype_convert(tmp, ct, b0.data, DTYPE_F32, (size_t)(N * m.C));
+    if (dev == DEVICE_CUDA)
+        CHECK(cudaMemcpy(h0.data, tmp, tensor_nbytes(&h0), cudaMemcpyHostToDevice) == 0);
+    else
+        memcpy(h0.data, tmp, tensor_nbytes(&h0));
+    free(tmp);
+    meshdec_head(&m, c, &act, &g, &h0, &fc, tp);
+    res->high_water = act.high_water;
+    CHECK(act.used == 0, "the head releases everything, h0 included");
+
+    int rc = fc_finish(&fc, c, &act, INT64_MAX);
+    if (rc == S3D_ENOMEM) {
+        size_t need = fc.need_scratch;
+        arena_free(&act);
+        CHECK(arena_init(&act, k, "act", need) == 0);
+        rc = fc_finish(&fc, c, &act, INT64_MAX);
+    }
+    CHECK(rc == 0);
+    if (rc == 0) {
+        struct mesh *o = &res->mesh;
+        o->cnt = fc.cnt;
+        o->nv = fc.cnt.n_vd;
+        o->nf = fc.cnt.n_faces;
+        o->v = fbuf(3 * o->nv);
+        o->c = fbuf(3 * o->nv);
+        o->f = malloc(sizeof(int32_t) * (size_t)(3 * o->nf + 1));
+        struct tensor tv = tensor_view(o->v, DTYPE_F32, DEVICE_HOST, SHAPE(o->nv, 3));
+        struct tensor tcl = tensor_view(o->c, DTYPE_F32, DEVICE_HOST, SHAPE(o->nv, 3));
+        struct tensor tf = tensor_view(o->f, DTYPE_I32, DEVICE_HOST, SHAPE(o->nf, 3));
+        fc_download(&fc, c, &tv, &tf, &tcl);
+    }
+    fc_end(&fc);
+    meshdec_geom_free(&g);
+    if (c)
+        op_ctx_free(&ctx);
+    arena_free(&act);
+    arena_free(&state);
+    meshdec_free(&m);
+    return rc == 0;
+}
+
+static void test_head(const struct ckpt *r, struct head_result *cpu)
+{
+    struct tensor coords, v, vc, f;
+    if (!ref(r, "coords", &coords) || !ref(r, "vertices", &v) || !ref(r, "vertex_attrs", &vc) ||
+        !ref(r, "faces", &f))
+        return;
+    int64_t N = coords.shape[0];
+    const int64_t C = 256, C1 = 64, C2 = 32;       /* the tiny config (README) */
+    struct meshdec_taps tp = {
+        .act0 = fbuf(N * C), .conv01 = fbuf(8 * N * C1), .gn0 = fbuf(8 * N * C1),
+        .conv02 = fbuf(8 * N * C1), .skip0 = fbuf(N * C1), .up0 = fbuf(8 * N * C1),
+        .act1 = fbuf(8 * N * C1), .conv11 = fbuf(64 * N * C2), .gn1 = fbuf(64 * N * C2),
+        .conv12 = fbuf(64 * N * C2), .skip1 = fbuf(8 * N * C2), .up1 = fbuf(64 * N * C2),
+        .out = fbuf(64 * N * FC_CH)};
+
+    /* one chunk per 3 voxels: several chunks with halos */
+    if (!run_head(r, DEVICE_HOST, DTYPE_F32, 3, &tp, cpu))
+        return;
+    printf("cpu f32 head: %d chunks (largest %lld voxels, table %lld); act plan %.3f MB, "
+           "high-water %.3f MB\n", cpu->chunks, (long long)cpu->max_c, (long long)cpu->max_l,
+           cpu->plan_bytes / 1e6, cpu->high_water / 1e6);
+    CHECK(cpu->chunks > 1 && cpu->high_water == cpu->plan_bytes, "plan = what the run takes");
+    cmp_tap(r, "upsample.0.act_layers", tp.act0, N * C, C, false, NMSE);
+    cmp_tap(r, "upsample.0.out_layers.0", tp.conv01, 8 * N * C1, C1, false, NMSE);
+    cmp_tap(r, "upsample.0.out_layers.2", tp.gn0, 8 * N * C1, C1, false, NMSE);
+    cmp_tap(r, "upsample.0.out_layers.3", tp.conv02, 8 * N * C1, C1, false, NMSE);
+    cmp_tap(r, "upsample.0.skip_connection", tp.skip0, N * C1, C1, true, NMSE);
+    cmp_tap(r, "upsample.0", tp.up0, 8 * N * C1, C1, false, NMSE);
+    cmp_tap(r, "upsample.1.act_layers", tp.act1, 8 * N * C1, C1, false, NMSE);
+    cmp_tap(r, "upsample.1.out_layers.0", tp.conv11, 64 * N * C2, C2, false, NMSE);
+    cmp_tap(r, "upsample.1.out_layers.2", tp.gn1, 64 * N * C2, C2, false, NMSE);
+    cmp_tap(r, "upsample.1.out_layers.3", tp.conv12, 64 * N * C2, C2, false, NMSE);
+    cmp_tap(r, "upsample.1.skip_connection", tp.skip1, 8 * N * C2, C2, true, NMSE);
+    cmp_tap(r, "upsample.1", tp.up1, 64 * N * C2, C2, false, NMSE);
+    cmp_tap(r, "out_layer", tp.out, 64 * N * FC_CH, FC_CH, false, NMSE);
+    print_counts("cpu f32 decoder", &cpu->mesh.cnt);
+    cmp_mesh("cpu f32 decoder", &cpu->mesh, v.data, vc.data, f.data, v.shape[0], f.shape[0],
+             POS_ATOL);
+
+    /* chunking does not change the mesh: one chunk for everything, 1-voxel chunks */
+    const int64_t cm[2] = {1000, 1};
+    for (int i = 0; i < 2; i++) {
+        struct head_result h;
+        if (!run_head(r, DEVICE_HOST, DTYPE_F32, cm[i], NULL, &h))
+            continue;
+        char lab[64];
+        snprintf(lab, sizeof(lab), "cpu f32 %d chunk%s vs 7", h.chunks, h.chunks > 1 ? "s" : "");
+        cmp_ours(lab, &h.mesh, &cpu->mesh, 1e-6);
+        mesh_free(&h.mesh);
+    }
+
+    /* the fp16 torso on the host vs fp32 */
+    float *out16 = fbuf(64 * N * FC_CH);
+    struct meshdec_taps t16 = {.out = out16};
+    struct head_result h16;
+    if (run_head(r, DEVICE_HOST, DTYPE_F16, 3, &t16, &h16)) {
+        report_cmp("cpu f16 out_layer vs cpu f32",
+                   compare_f32(out16, tp.out, (size_t)(64 * N * FC_CH), -1, -1, F16_NMSE));
+        print_counts("cpu f16 decoder", &h16.mesh.cnt);
+        printf("cpu f16 decoder: %lld vertices / %lld faces vs %lld / %lld in fp32\n",
+               (long long)h16.mesh.nv, (long long)h16.mesh.nf, (long long)cpu->mesh.nv,
+               (long long)cpu->mesh.nf);
+        mesh_free(&h16.mesh);
+    }
+    free(out16);
+    float **all[] = {&tp.act0, &tp.conv01, &tp.gn0, &tp.conv02, &tp.skip0, &tp.up0, &tp.act1,
+                     &tp.conv11, &tp.gn1, &tp.conv12, &tp.skip1, &tp.up1, &tp.out};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(*all[i]);
+}
+
 int main(void)
 {
     struct ckpt r;
@@ -302,8 +620,12 @@ int main(void)
         CHECK(0, "fixture unreadable (tools/ref/dump_mesh_decoder.py --size tiny)");
         return harness_done("test_mesh_decode");
     }
+    test_kern(&r);
     test_fixture(&r, &cpu);
     test_hand();
+    struct head_result hc;
+    memset(&hc, 0, sizeof(hc));
+    test_head(&r, &hc);
 
     if (!s3d_cuda_available()) {
         const char *req = getenv("S3D_REQUIRE_GPU");
@@ -318,10 +640,37 @@ int main(void)
         ref(&r, "vertex_attrs", &vc);
         ref(&r, "faces", &f);
         CHECK(extract(&coords, &out, MESH_RES, 2, DEVICE_CUDA, DTYPE_F32, 333, INT64_MAX, &g) == 0);
-        print_counts("cuda f32", &g.cnt);
-        cmp_mesh("cuda f32", &g, v.data, vc.data, f.data, v.shape[0], f.shape[0], POS_ATOL);
+        print_counts("cuda f32 flexicubes", &g.cnt);
+        cmp_mesh("cuda f32 flexicubes", &g, v.data, vc.data, f.data, v.shape[0], f.shape[0],
+                 POS_ATOL);
         mesh_free(&g);
+        /* the whole head on CUDA: fp32 against the CPU, fp16 against the host fp16 path */
+        struct head_result h;
+        if (hc.mesh.nv && run_head(&r, DEVICE_CUDA, DTYPE_F32, 3, NULL, &h)) {
+            print_counts("cuda f32 decoder", &h.mesh.cnt);
+            cmp_ours("cuda f32 decoder vs cpu f32", &h.mesh, &hc.mesh, POS_ATOL);
+            printf("cuda f32 decoder: act plan %.3f MB, high-water %.3f MB\n",
+                   h.plan_bytes / 1e6, h.high_water / 1e6);
+            CHECK(h.high_water <= h.plan_bytes);
+            mesh_free(&h.mesh);
+        }
+        int64_t N = coords.shape[0];
+        float *o16 = fbuf(64 * N * FC_CH), *g16 = fbuf(64 * N * FC_CH);
+        struct meshdec_taps th = {.out = o16}, tg = {.out = g16};
+        struct head_result a16, b16;
+        if (run_head(&r, DEVICE_HOST, DTYPE_F16, 3, &th, &a16) &&
+            run_head(&r, DEVICE_CUDA, DTYPE_F16, 3, &tg, &b16)) {
+            report_cmp("cuda f16 out_layer vs cpu f16",
+                       compare_f32(g16, o16, (size_t)(64 * N * FC_CH), -1, -1, GPU16_NMSE));
+            print_counts("cuda f16 decoder", &b16.mesh.cnt);
+            CHECK(llabs(b16.mesh.nf - a16.mesh.nf) <= a16.mesh.nf / 100, "face counts within 1%");
+            mesh_free(&a16.mesh);
+            mesh_free(&b16.mesh);
+        }
+        free(o16);
+        free(g16);
     }
+    mesh_free(&hc.mesh);
     mesh_free(&cpu);
     ckpt_close(&r);
     return harness_done("test_mesh_decode");

@@ -504,8 +504,19 @@ static void cpu_hand(struct rng *r)
         free(cs); free(xs); free(ws); free(yw); free(yk); free(nb);
     }
 
-    /* kernel size 1 (skip_connection): op_sparse_conv1 == conv3 with only the centre tap,
-     * both through the dispatchers on host tensors */
+    /* kernel size 1 (skip_connection): spconv's reading of the stored (Cout,1,1,1,Cin)
+     * buffer as (Cin, Cout), by hand; then op_sparse_conv1 == conv3 with only the
+     * centre tap, both through the dispatchers on host tensors */
+    {
+        float st[2 * 3], lin[2 * 3];            /* Cout 2, Cin 3: st[i * 2 + o] is W[i][o] */
+        for (int i = 0; i < 6; i++)
+            st[i] = (float)(i + 1);
+        sparse_conv1_weight(lin, st, DTYPE_F32, 2, 3);
+        bool ok = lin[0] == 1 && lin[1] == 3 && lin[2] == 5 && lin[3] == 2 && lin[4] == 4 &&
+                  lin[5] == 6;
+        printf("%-44s %s\n", "sparse_conv1_weight: (Cin, Cout) view transposed", ok ? "OK" : "FAIL");
+        CHECK(ok);
+    }
     {
         const int64_t T1 = 9, Ci = 5, Co = 4;
         float x1[9 * 5], w1[4 * 5], w3[4 * 27 * 5], b1[4], y1[9 * 4], y3[9 * 4];
@@ -524,7 +535,7 @@ static void cpu_hand(struct rng *r)
         struct tensor tc1 = tensor_view(c1, DTYPE_I32, DEVICE_HOST, SHAPE(T1, 4));
         struct tensor tn1 = tensor_view(n1, DTYPE_I32, DEVICE_HOST, SHAPE(T1, 27));
         struct tensor tx1 = tensor_view(x1, DTYPE_F32, DEVICE_HOST, SHAPE(T1, Ci));
-        struct tensor tw1 = tensor_view(w1, DTYPE_F32, DEVICE_HOST, SHAPE(Co, 1, 1, 1, Ci));
+        struct tensor tw1 = tensor_view(w1, DTYPE_F32, DEVICE_HOST, SHAPE(Co, Ci));
         struct tensor tw3 = tensor_view(w3, DTYPE_F32, DEVICE_HOST, SHAPE(Co, 3, 3, 3, Ci));
         struct tensor tb1 = tensor_view(b1, DTYPE_F32, DEVICE_HOST, SHAPE(Co));
         struct tensor ty1 = tensor_view(y1, DTYPE_F32, DEVICE_HOST, SHAPE(T1, Co));

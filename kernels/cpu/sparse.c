@@ -213,12 +213,20 @@ void op_sparse_conv3_cpu(struct tensor *y, const struct tensor *x, const struct 
 }
 
 void op_sparse_conv1(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                     const struct tensor *w, const struct tensor *b)
+                     const struct tensor *lin, const struct tensor *b)
 {
-    ASSERT(w->ndim == 2 || (w->ndim == 5 && w->shape[1] == 1 && w->shape[2] == 1 &&
-                            w->shape[3] == 1));
-    struct tensor w2 = tensor_reshape(w, SHAPE(w->shape[0], w->shape[w->ndim - 1]));
-    op_linear(ctx, y, x, &w2, b, false);
+    ASSERT(lin->ndim == 2);
+    op_linear(ctx, y, x, lin, b, false);
+}
+
+void sparse_conv1_weight(void *lin, const void *w, enum dtype dt, int64_t Cout, int64_t Cin)
+{
+    size_t e = dtype_size(dt);
+
+    for (int64_t o = 0; o < Cout; o++)
+        for (int64_t i = 0; i < Cin; i++)
+            memcpy((char *)lin + (size_t)(o * Cin + i) * e, (const char *)w + (size_t)(i * Cout + o) * e,
+                   e);
 }
 
 // ----------------------------------------------------------------------------

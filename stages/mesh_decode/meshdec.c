@@ -1,0 +1,533 @@
+/*
+ * meshdec.c - the mesh decoder's head: weights, voxel neighbour maps, the
+ * chunk plan, and the forward that streams the 256^3 level into FlexiCubes.
+ * See meshdec.h.
+ */
+#include "meshdec.h"
+#include "meshdec_kern.h"
+#include "check.h"
+#include "err.h"
+#include "log.h"
+#include "ops_sparse.h"
+#include "weights.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// weights
+
+static int bind_sub(struct meshdec_sub *u, struct weights *w, int i, int cin, int cout,
+                    enum dtype ct)
+{
+    int rc = 0;
+
+    u->cin = cin;
+    u->cout = cout;
+    rc |= weights_bind_as(w, &u->act_w, DTYPE_F32, SHAPE(cin), "upsample.%d.act_layers.0.weight", i);
+    rc |= weights_bind_as(w, &u->act_b, DTYPE_F32, SHAPE(cin), "upsample.%d.act_layers.0.bias", i);
+    rc |= weights_bind_as(w, &u->conv1_w, ct, SHAPE(cout, 3, 3, 3, cin),
+                          "upsample.%d.out_layers.0.conv.weight", i);
+    rc |= weights_bind_as(w, &u->conv1_b, ct, SHAPE(cout), "upsample.%d.out_layers.0.conv.bias", i);
+    rc |= weights_bind_as(w, &u->gn_w, DTYPE_F32, SHAPE(cout), "upsample.%d.out_layers.1.weight", i);
+    rc |= weights_bind_as(w, &u->gn_b, DTYPE_F32, SHAPE(cout), "upsample.%d.out_layers.1.bias", i);
+    rc |= weights_bind_as(w, &u->conv2_w, ct, SHAPE(cout, 3, 3, 3, cout),
+                          "upsample.%d.out_layers.3.conv.weight", i);
+    rc |= weights_bind_as(w, &u->conv2_b, ct, SHAPE(cout), "upsample.%d.out_layers.3.conv.bias", i);
+    rc |= weights_bind_as(w, &u->skip_w, ct, SHAPE(cout, 1, 1, 1, cin),
+                          "upsample.%d.skip_connection.conv.weight", i);
+    rc |= weights_bind_as(w, &u->skip_b, ct, SHAPE(cout), "upsample.%d.skip_connection.conv.bias", i);
+    return rc;
+}
+
+int meshdec_bind(struct meshdec_model *m, struct weights *w, enum device dev, enum dtype ct)
+{
+    const struct ckpt_entry *a0, *c0, *c1, *o;
+
+    ASSERT(ct == DTYPE_F16 || ct == DTYPE_F32);
+    memset(m, 0, sizeof(*m));
+    m->ct = ct;
+    m->device = dev;
+    a0 = weights_find(w, "upsample.0.act_layers.0.weight");
+    c0 = weights_find(w, "upsample.0.out_layers.0.conv.weight");
+    c1 = weights_find(w, "upsample.1.out_layers.0.conv.weight");
+    o = weights_find(w, "out_layer.weight");
+    if (!a0 || !c0 || !c1 || !o) {
+        log_error("%s: no upsample.{0,1} subdivide blocks or out_layer (HINT: the mesh decoder "
+                  "reads the official slat_decoder_mesh.ckpt; `sam3d inspect %s` lists its "
+                  "tensors)", w->ck.path, w->ck.path);
+        return S3D_ENOTFOUND;
+    }
+    if (a0->ndim != 1 || c0->ndim != 5 || c1->ndim != 5 || o->ndim != 2) {
+        log_error("%s: upsample/out_layer tensors have unexpected ranks (HINT: the checkpoint "
+                  "is damaged or not an official slat_decoder_mesh.ckpt)", w->ck.path);
+        return S3D_ESHAPE;
+    }
+    m->C = (int)a0->shape[0];
+    m->C1 = (int)c0->shape[0];
+    m->C2 = (int)c1->shape[0];
+    if (o->shape[0] != FC_CH) {
+        log_error("%s: out_layer has %lld outputs, expected %d (sdf 8, deform 24, weights 21, "
+                  "colour 48) (HINT: a mesh decoder without vertex colours is not supported)",
+                  w->ck.path, (long long)o->shape[0], FC_CH);
+        return S3D_ESHAPE;
+    }
+    if (m->C % MDEC_GROUPS || m->C1 % MDEC_GROUPS || m->C2 % MDEC_GROUPS) {
+        log_error("%s: subdivide widths %d/%d/%d are not multiples of the %d GroupNorm groups "
+                  "(HINT: not an official mesh decoder)", w->ck.path, m->C, m->C1, m->C2,
+                  MDEC_GROUPS);
+        return S3D_ESHAPE;
+    }
+    int rc = bind_sub(&m->up[0], w, 0, m->C, m->C1, ct) | bind_sub(&m->up[1], w, 1, m->C1, m->C2, ct);
+    rc |= weights_bind_as(w, &m->out_w, DTYPE_F32, SHAPE(FC_CH, m->C2), "out_layer.weight");
+    rc |= weights_bind_as(w, &m->out_b, DTYPE_F32, SHAPE(FC_CH), "out_layer.bias");
+    return rc ? S3D_ESHAPE : 0;
+}
+
+static void put(const struct op_ctx *ctx, void *dst, enum device dev, const void *src, size_t n);
+
+void meshdec_bind_finish(struct meshdec_model *m, const struct weights *w)
+{
+    for (int i = 0; i < 2; i++) {
+        struct meshdec_sub *u = &m->up[i];
+        const struct ckpt_entry *e = weights_find(w, "upsample.%d.skip_connection.conv.weight", i);
+        struct tensor src = ckpt_entry_tensor(e);
+        size_t n = (size_t)u->cout * (size_t)u->cin;
+        char *raw = malloc(tensor_nbytes(&src) + 1), *cvt = malloc(n * dtype_size(m->ct));
+        char *lin = malloc(n * dtype_size(m->ct));
+
+        ASSERT(e && raw && cvt && lin && (size_t)tensor_numel(&src) == n);
+        tensor_copy_contiguous(raw, &src);
+        dtype_convert(cvt, m->ct, raw, src.dtype, n);
+        sparse_conv1_weight(lin, cvt, m->ct, u->cout, u->cin);
+        u->skip_w = tensor_view(u->skip_w.data, m->ct, m->device, SHAPE(u->cout, u->cin));
+        put(NULL, u->skip_w.data, m->device, lin, n * dtype_size(m->ct));
+        free(raw);
+        free(cvt);
+        free(lin);
+    }
+}
+
+int meshdec_load(struct meshdec_model *m, const char *path, enum device dev, enum dtype ct)
+{
+    struct weights w;
+    int rc;
+
+    memset(m, 0, sizeof(*m));
+    if ((rc = weights_open(&w, path, NULL, ct)))
+        return rc;
+    if (!(rc = meshdec_bind(m, &w, dev, ct)) && !(rc = weights_load_arena(&w, &m->weights, dev))) {
+        meshdec_bind_finish(m, &w);
+        log_info("mesh_decode: %s: head %d -> %d -> %d -> %d channels; %.1f MB of %s weights on %s",
+                 path, m->C, m->C1, m->C2, FC_CH, (double)m->weights.used / 1e6, dtype_name(ct),
+                 dev == DEVICE_CUDA ? "cuda" : "cpu");
+    }
+    weights_close(&w);
+    return rc;
+}
+
+void meshdec_free(struct meshdec_model *m)
+{
+    if (m)
+        arena_free(&m->weights);
+}
+
+// ----------------------------------------------------------------------------
+// host <-> device
+
+/* dst (dev) = host src; synchronous (src may be freed next); ctx NULL: the
+ * default stream (at load time) */
+static void put(const struct op_ctx *ctx, void *dst, enum device dev, const void *src, size_t n)
+{
+    if (dev == DEVICE_CUDA) {
+        cudaStream_t st = ctx ? ctx->stream : (cudaStream_t)0;
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st));
+        CUDA_CHECK(cudaStreamSynchronize(st));
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
+/* out[0, numel) F32 = the float tensor t (host or device) */
+static void tap(const struct op_ctx *ctx, float *out, const struct tensor *t)
+{
+    size_t n = (size_t)tensor_numel(t);
+
+    if (!out)
+        return;
+    if (t->device == DEVICE_HOST) {
+        dtype_convert(out, DTYPE_F32, t->data, t->dtype, n);
+        return;
+    }
+    void *tmp = malloc(tensor_nbytes(t) + 1);
+    ASSERT(tmp);
+    CUDA_CHECK(cudaMemcpyAsync(tmp, t->data, tensor_nbytes(t), cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    dtype_convert(out, DTYPE_F32, tmp, t->dtype, n);
+    free(tmp);
+}
+
+// ----------------------------------------------------------------------------
+// the chunk plan
+
+void meshdec_plan_build(struct meshdec_plan *p, const struct tensor *nbr, int64_t cmax,
+                        int64_t lmax)
+{
+    int64_t N = nbr->shape[0];
+    const int32_t *nb = nbr->data;
+    int32_t *stamp = malloc(sizeof(int32_t) * (size_t)(N + 1));
+    int64_t cap = 64, used = 0;
+
+    ASSERT(stamp && cmax >= 1 && lmax >= SPARSE_K3 && nbr->device == DEVICE_HOST);
+    memset(p, 0, sizeof(*p));
+    for (int64_t i = 0; i < N; i++)
+        stamp[i] = -1;
+    int64_t nmax = N + 1;
+    p->c0 = malloc(sizeof(int64_t) * (size_t)nmax);
+    p->c1 = malloc(sizeof(int64_t) * (size_t)nmax);
+    p->off = malloc(sizeof(int64_t) * (size_t)nmax);
+    p->len = malloc(sizeof(int64_t) * (size_t)nmax);
+    p->list = malloc(sizeof(int32_t) * (size_t)cap);
+    ASSERT(p->c0 && p->c1 && p->off && p->len && p->list);
+    int64_t i = 0;
+    int k = 0;
+    while (i < N) {
+        /* grow the range while its voxels and their neighbours fit the table */
+        int64_t i0 = i, seen = 0;
+        for (; i < N && i - i0 < cmax; i++) {
+            int64_t add = 0;
+            for (int r = 0; r < SPARSE_K3; r++) {
+                int32_t q = nb[i * SPARSE_K3 + r];
+                add += q >= 0 && stamp[q] != 2 * k;
+            }
+            if (i > i0 && seen + add > lmax)
+                break;
+            for (int r = 0; r < SPARSE_K3; r++) {
+                int32_t q = nb[i * SPARSE_K3 + r];
+                if (q >= 0 && stamp[q] != 2 * k)
+                    stamp[q] = 2 * k;
+            }
+            seen += add;
+        }
+        /* the table: the range in order, then its other neighbours */
+        if (used + seen > cap) {
+            while (cap < used + seen)
+                cap *= 2;
+            p->list = realloc(p->list, sizeof(int32_t) * (size_t)cap);
+            ASSERT(p->list);
+        }
+        p->c0[k] = i0;
+        p->c1[k] = i;
+        p->off[k] = used;
+        for (int64_t v = i0; v < i; v++) {
+            p->list[used++] = (int32_t)v;
+            stamp[v] = 2 * k + 1;
+        }
+        for (int64_t v = i0; v < i; v++)
+            for (int r = 0; r < SPARSE_K3; r++) {
+                int32_t q = nb[v * SPARSE_K3 + r];
+                if (q >= 0 && stamp[q] != 2 * k + 1) {
+                    stamp[q] = 2 * k + 1;
+                    p->list[used++] = q;
+                }
+            }
+        p->len[k] = used - p->off[k];
+        ASSERT(p->len[k] == seen);
+        if (i - i0 > p->max_c)
+            p->max_c = i - i0;
+        if (p->len[k] > p->max_l)
+            p->max_l = p->len[k];
+        k++;
+    }
+    p->n = k;
+    free(stamp);
+}
+
+void meshdec_plan_free(struct meshdec_plan *p)
+{
+    if (!p)
+        return;
+    free(p->c0);
+    free(p->c1);
+    free(p->off);
+    free(p->len);
+    free(p->list);
+    memset(p, 0, sizeof(*p));
+}
+
+int64_t meshdec_chunk_voxels(const struct meshdec_model *m, size_t budget)
+{
+    /* per chunk voxel: its conv #2 output and, with tables up to twice the
+     * chunk, two voxels of conv #1 output: 64 rows x C2 each */
+    size_t per = 3 * 64 * (size_t)m->C2 * dtype_size(m->ct);
+    int64_t c = (int64_t)(budget / per);
+
+    return c < 1 ? 1 : c;
+}
+
+// ----------------------------------------------------------------------------
+// geometry
+
+size_t meshdec_geom_bytes(int64_t n)
+{
+    return arena_round((size_t)n * SPARSE_K3 * 4) + arena_round((size_t)n * 8 * SPARSE_K3 * 4) +
+           arena_round((size_t)n * 4) + arena_round((size_t)n * SPARSE_K3 * 4);
+}
+
+void meshdec_geom_build(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *a,
+                        const struct tensor *coords, int64_t cmax, struct meshdec_geom *g)
+{
+    int64_t N = coords->shape[0];
+    int32_t *nb = malloc(sizeof(int32_t) * (size_t)(N * SPARSE_K3));
+    int32_t *ones = malloc(sizeof(int32_t) * (size_t)N);
+
+    ASSERT(nb && ones && coords->device == DEVICE_HOST);
+    memset(g, 0, sizeof(*g));
+    g->n = N;
+    struct tensor hn = tensor_view(nb, DTYPE_I32, DEVICE_HOST, SHAPE(N, SPARSE_K3));
+    op_sparse_nbr_cpu(&hn, coords);
+    int64_t lmax = 2 * cmax > SPARSE_K3 ? 2 * cmax : SPARSE_K3;
+    meshdec_plan_build(&g->plan, &hn, cmax, lmax);
+
+    enum device dev = m->device;
+    g->nbr0 = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
+    put(ctx, g->nbr0.data, dev, nb, tensor_nbytes(&g->nbr0));
+    g->nbr1 = arena_tensor(a, DTYPE_I32, SHAPE(8 * N, SPARSE_K3));
+    mdk_nbr_sub(ctx, &g->nbr1, &g->nbr0, NULL, 1, 0, MDK_CHILD, NULL);
+    g->loc = arena_tensor(a, DTYPE_I32, SHAPE(N));
+    for (int64_t i = 0; i < N; i++)
+        ones[i] = -1;
+    put(ctx, g->loc.data, dev, ones, tensor_nbytes(&g->loc));
+    int64_t nl = g->plan.off[g->plan.n - 1] + g->plan.len[g->plan.n - 1];
+    ASSERT(nl <= SPARSE_K3 * N);
+    g->list = arena_tensor(a, DTYPE_I32, SHAPE(nl));
+    put(ctx, g->list.data, dev, g->plan.list, tensor_nbytes(&g->list));
+    free(ones);
+    free(nb);
+}
+
+void meshdec_geom_free(struct meshdec_geom *g)
+{
+    if (g)
+        meshdec_plan_free(&g->plan);
+}
+
+// ----------------------------------------------------------------------------
+// the forward, also run without ops to size its arena
+
+struct stk {
+    struct arena *a;        /* NULL: plan only */
+    enum device   dev;
+    size_t        used;     /* bytes above the head's base (h0's start) */
+    size_t        peak;
+};
+
+static struct tensor take(struct stk *s, enum dtype dt, const int64_t *shape, int ndim)
+{
+    struct tensor t = tensor_view(NULL, dt, s->dev, shape, ndim);
+
+    if (s->a)
+        t = arena_tensor(s->a, dt, shape, ndim);
+    s->used += arena_round(tensor_nbytes(&t));
+    if (s->used > s->peak)
+        s->peak = s->used;
+    return t;
+}
+
+static void release(struct stk *s, size_t base, size_t mark)
+{
+    s->used = mark;
+    if (s->a)
+        arena_release(s->a, base + mark);
+}
+
+/* room a sparse op takes from the arena while it runs (CUDA only) */
+static void need_scratch(struct stk *s, size_t bytes)
+{
+    if (s->dev == DEVICE_CUDA && s->used + bytes > s->peak)
+        s->peak = s->used + bytes;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* y = conv3 of the subdivided x at the child rows [row0, row0 + rows) of y
+ * (rows contiguous) or at the rows of `units` (groups of 64): neighbour maps
+ * derived per slice of MDEC_SUB_ROWS rows from `parent` in `mode`. */
+static void conv_sub(const struct op_ctx *ctx, struct stk *s, struct arena *act, struct tensor *y,
+                     const struct tensor *x, const struct tensor *w, const struct tensor *b,
+                     const struct tensor *parent, const struct tensor *units, int64_t row0,
+                     enum mdk_nbr_mode mode, const struct tensor *loc, int64_t sub)
+{
+    int64_t rows = y->shape[0];
+    size_t mk = s->used, base = s->a ? arena_mark(act) - s->used : 0;
+    struct tensor map = take(s, DTYPE_I32, SHAPE(sub, SPARSE_K3));
+
+    need_scratch(s, MDEC_CONV_SCRATCH);
+    for (int64_t j = 0; s->a && j < rows; j += sub) {
+        int64_t n = min64(sub, rows - j);
+        struct tensor mj = tensor_slice(&map, 0, 0, n), yj = tensor_slice(y, 0, j, n);
+        if (units) {
+            struct tensor uj = tensor_slice(units, 0, j / 64, n / 64);
+            mdk_nbr_sub(ctx, &mj, parent, &uj, 64, 0, mode, loc);
+        } else {
+            mdk_nbr_sub(ctx, &mj, parent, NULL, 64, row0 + j, mode, loc);
+        }
+        op_sparse_conv3(ctx, act, &yj, x, w, b, &mj);
+    }
+    release(s, base, mk);
+}
+
+/* The forward; act NULL: only count (returns the peak bytes above h0's start). */
+static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
+                       struct arena *act, const struct meshdec_geom *g, struct tensor *h0,
+                       struct flexicubes *fc, const struct meshdec_taps *tp)
+{
+    const int64_t N = g->n, C = m->C, C1 = m->C1, C2 = m->C2;
+    const enum dtype ct = m->ct;
+    const struct meshdec_sub *u0 = &m->up[0], *u1 = &m->up[1];
+    const struct meshdec_plan *P = &g->plan;
+    struct stk s = {act, m->device, 0, 0};
+    struct tensor loc = g->loc;
+    size_t base = 0;
+    /* rows per derived map / out_layer slice: whole 64-row voxels */
+    const int64_t sub = min64(MDEC_SUB_ROWS, 64 * (P->max_l > P->max_c ? P->max_l : P->max_c));
+    bool run = act != NULL;
+    static const struct meshdec_taps none;
+
+    if (!tp)
+        tp = &none;
+    if (run) {
+        size_t hb = arena_round(tensor_nbytes(h0));
+        ASSERT(h0->dtype == ct && h0->ndim == 2 && h0->shape[0] == N && h0->shape[1] == C &&
+               act->used >= hb && (char *)h0->data == act->base + act->used - hb);
+        base = act->used - hb;
+    }
+    struct tensor x0 = run ? *h0 : tensor_view(NULL, ct, m->device, SHAPE(N, C));
+    s.used = s.peak = arena_round(tensor_nbytes(&x0));
+
+    /* ---- upsample.0: skip per parent, GroupNorm + SiLU in place, conv3 on the
+     * subdivided h, GroupNorm + SiLU, conv3, + skip */
+    struct tensor s0 = take(&s, ct, SHAPE(N, C1));
+    need_scratch(&s, (size_t)1 << 20);
+    if (run) {
+        op_sparse_conv1(ctx, &s0, &x0, &u0->skip_w, &u0->skip_b);
+        op_sparse_groupnorm(ctx, act, &x0, &x0, MDEC_GROUPS, &u0->act_w, &u0->act_b, MDEC_GN_EPS,
+                            true);
+        tap(ctx, tp->skip0, &s0);
+        tap(ctx, tp->act0, &x0);
+    }
+    struct tensor c0 = take(&s, ct, SHAPE(8 * N, C1));
+    conv_sub(ctx, &s, act, &c0, &x0, &u0->conv1_w, &u0->conv1_b, &g->nbr0, NULL, 0, MDK_PARENT,
+             NULL, sub);
+    if (run) {
+        tap(ctx, tp->conv01, &c0);
+        op_sparse_groupnorm(ctx, act, &c0, &c0, MDEC_GROUPS, &u0->gn_w, &u0->gn_b, MDEC_GN_EPS,
+                            true);
+        tap(ctx, tp->gn0, &c0);
+    }
+    struct tensor o0 = take(&s, ct, SHAPE(8 * N, C1));
+    need_scratch(&s, MDEC_CONV_SCRATCH);
+    if (run) {
+        op_sparse_conv3(ctx, act, &o0, &c0, &u0->conv2_w, &u0->conv2_b, &g->nbr1);
+        tap(ctx, tp->conv02, &o0);
+        mdk_add_parent(ctx, &o0, &o0, &s0, 0);
+        tap(ctx, tp->up0, &o0);
+    }
+
+    /* x1 = o0 moved down to h0's place; everything else of upsample.0 goes */
+    struct tensor x1 = tensor_view(run ? act->base + base : NULL, ct, m->device, SHAPE(8 * N, C1));
+    if (run)
+        mdk_move_down(ctx, m->device, x1.data, o0.data, tensor_nbytes(&o0));
+    release(&s, base, arena_round(tensor_nbytes(&x1)));
+    if (run)
+        arena_release(act, base + s.used);
+
+    /* ---- upsample.1: skip per parent from x1, then x1 becomes SiLU(GN(x1)) */
+    struct tensor s1 = take(&s, ct, SHAPE(8 * N, C2));
+    struct tensor acc = take(&s, DTYPE_F64, SHAPE(MDEC_GROUPS, 3));
+    need_scratch(&s, (size_t)1 << 20);
+    if (run) {
+        op_sparse_conv1(ctx, &s1, &x1, &u1->skip_w, &u1->skip_b);
+        op_sparse_groupnorm(ctx, act, &x1, &x1, MDEC_GROUPS, &u1->act_w, &u1->act_b, MDEC_GN_EPS,
+                            true);
+        tap(ctx, tp->skip1, &s1);
+        tap(ctx, tp->act1, &x1);
+        double z[3 * MDEC_GROUPS] = {0};
+        put(ctx, acc.data, m->device, z, sizeof(z));
+    }
+    struct tensor c1 = take(&s, ct, SHAPE(64 * P->max_l, C2));     /* a chunk's table */
+    struct tensor o1 = take(&s, ct, SHAPE(64 * P->max_c, C2));     /* its conv #2 output */
+    struct tensor y32 = take(&s, DTYPE_F32, SHAPE(sub, C2));
+    struct tensor out = take(&s, DTYPE_F32, SHAPE(sub, FC_CH));
+
+    /* pass 1: GroupNorm statistics of conv #1 over every row, chunk by chunk */
+    for (int k = 0; k < P->n; k++) {
+        int64_t nr = 64 * (P->c1[k] - P->c0[k]);
+        struct tensor ck = tensor_slice(&c1, 0, 0, nr);
+        conv_sub(ctx, &s, act, &ck, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, NULL,
+                 64 * P->c0[k], MDK_PARENT, NULL, sub);
+        if (!run)
+            break;
+        op_sparse_groupnorm_stats(ctx, act, &acc, &ck, MDEC_GROUPS);
+        if (tp->conv11)
+            tap(ctx, tp->conv11 + 64 * P->c0[k] * C2, &ck);
+    }
+
+    /* pass 2: per chunk, conv #1 on its table, GroupNorm + SiLU, conv #2 on its
+     * rows, + skip, out_layer, into FlexiCubes */
+    for (int k = 0; k < P->n; k++) {
+        int64_t nc = P->c1[k] - P->c0[k], nl = P->len[k], f0 = 64 * P->c0[k];
+        struct tensor units = run ? tensor_slice(&g->list, 0, P->off[k], nl)
+                                  : tensor_view(NULL, DTYPE_I32, m->device, SHAPE(nl));
+        struct tensor cl = tensor_slice(&c1, 0, 0, 64 * nl), oc = tensor_slice(&o1, 0, 0, 64 * nc);
+        conv_sub(ctx, &s, act, &cl, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, &units, 0,
+                 MDK_PARENT, NULL, sub);
+        need_scratch(&s, (size_t)1 << 20);
+        if (run) {
+            op_sparse_groupnorm_apply(ctx, act, &cl, &cl, &acc, MDEC_GROUPS, &u1->gn_w, &u1->gn_b,
+                                      MDEC_GN_EPS, true);
+            mdk_loc(ctx, &loc, &units, true);
+            if (tp->gn1) {
+                struct tensor own = tensor_slice(&cl, 0, 0, 64 * nc);
+                tap(ctx, tp->gn1 + f0 * C2, &own);
+            }
+        }
+        conv_sub(ctx, &s, act, &oc, &cl, &u1->conv2_w, &u1->conv2_b, &g->nbr1, NULL, f0,
+                 MDK_LOCAL, &loc, sub);
+        if (!run)
+            break;
+        mdk_loc(ctx, &loc, &units, false);
+        if (tp->conv12)
+            tap(ctx, tp->conv12 + f0 * C2, &oc);
+        for (int64_t j = 0; j < 64 * nc; j += sub) {
+            int64_t n = min64(sub, 64 * nc - j);
+            struct tensor oj = tensor_slice(&oc, 0, j, n), yj = tensor_slice(&y32, 0, 0, n);
+            struct tensor fj = tensor_slice(&out, 0, 0, n);
+            mdk_add_parent(ctx, &yj, &oj, &s1, f0 + j);          /* h + skip, then h.float() */
+            op_linear(ctx, &fj, &yj, &m->out_w, &m->out_b, false);
+            if (tp->up1)
+                tap(ctx, tp->up1 + (f0 + j) * C2, &yj);
+            if (tp->out)
+                tap(ctx, tp->out + (f0 + j) * FC_CH, &fj);
+            fc_accumulate(fc, ctx, &fj, f0 + j);
+        }
+    }
+    release(&s, base, 0);
+    return s.peak;
+}
+
+size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_geom *g)
+{
+    return head_run(m, NULL, NULL, g, NULL, NULL, NULL);
+}
+
+void meshdec_head(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
+                  const struct meshdec_geom *g, struct tensor *h0, struct flexicubes *fc,
+                  const struct meshdec_taps *taps)
+{
+    ASSERT(act && fc && fc->n_vox == g->n && fc->L == 2);
+    head_run(m, ctx, act, g, h0, fc, taps);
+}
