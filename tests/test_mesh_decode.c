@@ -405,7 +405,7 @@ static void test_hand(void)
 }
 
 // ----------------------------------------------------------------------------
-// the head (upsample blocks + out_layer) on the fixture's trunk output
+// the decoder: trunk (stages/slat_dec_net) + head (upsample blocks + out_layer)
 
 static float *fbuf(int64_t n)
 {
@@ -449,91 +449,70 @@ struct head_result {
     int64_t     max_c, max_l;
 };
 
-/* The head + extraction on dev/ct with chunks of at most cmax voxels, as the
- * stage sequences it: count corners, state arena (maps + FlexiCubes state), act
- * arena (h0 + the head), fill h0 with the fixture's trunk output. */
+/* The whole decoder (trunk + head + extraction) on dev/ct with chunks of at most
+ * cmax voxels, as the stage sequences it. */
 static bool run_head(const struct ckpt *r, enum device dev, enum dtype ct, int64_t cmax,
-                     const struct meshdec_taps *tp, struct head_result *res)
+                     const struct slatdec_taps *ttp, const struct meshdec_taps *tp,
+                     struct head_result *res)
 {
     struct meshdec_model m;
-    struct tensor coords, b0;
-    struct arena state = {0}, act = {0};
+    struct tensor coords, feats;
+    struct arena act = {0};
     struct op_ctx ctx, *c = NULL;
-    struct meshdec_geom g;
-    struct flexicubes fc;
+    struct meshdec_plan plan;
+    struct meshdec_job job;
     enum arena_kind k = dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST;
+    char msg[256];
 
     memset(res, 0, sizeof(*res));
-    if (!ref(r, "coords", &coords) || !ref(r, "blocks.0", &b0))
+    if (!ref(r, "coords", &coords) || !ref(r, "feats", &feats))
         return false;
     if (meshdec_load(&m, CKPT, dev, ct)) {
         CHECK(0, "meshdec_load %s", dtype_name(ct));
         return false;
     }
+    CHECK(meshdec_check_inputs(&m, &coords, &feats, MESH_RES / 4, msg, sizeof(msg)) == 0, "%s", msg);
     if (dev == DEVICE_CUDA) {
         CHECK(op_ctx_init(&ctx, NULL, 0) == 0);
         c = &ctx;
     }
-    int64_t N = coords.shape[0];
-    /* corner count (scratch: act), then the state arena */
-    CHECK(arena_init(&act, k, "act", fc_init_scratch_bytes(N, 2, dev) + ((size_t)1 << 20)) == 0);
-    struct tensor cd = arena_tensor(&act, DTYPE_I32, SHAPE(N, 4));
-    if (dev == DEVICE_CUDA)
-        CHECK(cudaMemcpy(cd.data, coords.data, tensor_nbytes(&coords), cudaMemcpyHostToDevice) == 0);
-    else
-        memcpy(cd.data, coords.data, tensor_nbytes(&coords));
-    int64_t nv = fc_count_vertices(c, &act, &cd, MESH_RES, 2);
-    CHECK(arena_init(&state, k, "state", meshdec_geom_bytes(N) +
-                     fc_state_bytes(N, nv, 2, ct)) == 0);
-    meshdec_geom_build(&m, c, &state, &coords, cmax, &g);
-    fc_init(&fc, c, &state, &act, &cd, MESH_RES, 2, ct);
-    CHECK(state.used <= state.size);
-    arena_free(&act);
-
-    res->plan_bytes = meshdec_head_bytes(&m, &g);
-    res->chunks = g.plan.n;
-    res->max_c = g.plan.max_c;
-    res->max_l = g.plan.max_l;
+    meshdec_plan_make(&plan, &coords, cmax);
+    res->chunks = plan.n;
+    res->max_c = plan.max_c;
+    res->max_l = plan.max_l;
+    res->plan_bytes = meshdec_act_bytes(&m, &plan);
     CHECK(arena_init(&act, k, "act", res->plan_bytes) == 0);
-    struct tensor h0 = arena_tensor(&act, ct, SHAPE(N, m.C));
-    void *tmp = malloc(tensor_nbytes(&h0));
-    dtype_convert(tmp, ct, b0.data, DTYPE_F32, (size_t)(N * m.C));
-    if (dev == DEVICE_CUDA)
-        CHECK(cudaMemcpy(h0.data, tmp, tensor_nbytes(&h0), cudaMemcpyHostToDevice) == 0);
-    else
-        memcpy(h0.data, tmp, tensor_nbytes(&h0));
-    free(tmp);
-    meshdec_head(&m, c, &act, &g, &h0, &fc, tp);
+    int rc = meshdec_decode(&m, c, &act, &coords, &feats, MESH_RES / 4, &plan, &job, ttp, tp);
+    CHECK(rc == 0);
     res->high_water = act.high_water;
-    CHECK(act.used == 0, "the head releases everything, h0 included");
-
-    int rc = fc_finish(&fc, c, &act, INT64_MAX);
-    if (rc == S3D_ENOMEM) {
-        size_t need = fc.need_scratch;
+    CHECK(act.used == 0, "the decoder releases its activations");
+    if (rc == 0)
+        rc = meshdec_extract(&m, c, &act, &job, INT64_MAX);
+    if (rc == S3D_ENOMEM) {                   /* re-reserve act; the state lives on */
+        size_t need = job.fc.need_scratch;
         arena_free(&act);
         CHECK(arena_init(&act, k, "act", need) == 0);
-        rc = fc_finish(&fc, c, &act, INT64_MAX);
+        rc = meshdec_extract(&m, c, &act, &job, INT64_MAX);
     }
     CHECK(rc == 0);
     if (rc == 0) {
         struct mesh *o = &res->mesh;
-        o->cnt = fc.cnt;
-        o->nv = fc.cnt.n_vd;
-        o->nf = fc.cnt.n_faces;
+        o->cnt = job.fc.cnt;
+        o->nv = job.fc.cnt.n_vd;
+        o->nf = job.fc.cnt.n_faces;
         o->v = fbuf(3 * o->nv);
         o->c = fbuf(3 * o->nv);
         o->f = malloc(sizeof(int32_t) * (size_t)(3 * o->nf + 1));
         struct tensor tv = tensor_view(o->v, DTYPE_F32, DEVICE_HOST, SHAPE(o->nv, 3));
         struct tensor tcl = tensor_view(o->c, DTYPE_F32, DEVICE_HOST, SHAPE(o->nv, 3));
         struct tensor tf = tensor_view(o->f, DTYPE_I32, DEVICE_HOST, SHAPE(o->nf, 3));
-        fc_download(&fc, c, &tv, &tf, &tcl);
+        meshdec_download(&job, c, &tv, &tf, &tcl);
     }
-    fc_end(&fc);
-    meshdec_geom_free(&g);
+    meshdec_job_end(&job);
+    meshdec_plan_free(&plan);
     if (c)
         op_ctx_free(&ctx);
     arena_free(&act);
-    arena_free(&state);
     meshdec_free(&m);
     return rc == 0;
 }
@@ -553,9 +532,16 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
         .conv12 = fbuf(64 * N * C2), .skip1 = fbuf(8 * N * C2), .up1 = fbuf(64 * N * C2),
         .out = fbuf(64 * N * FC_CH)};
 
+    float *il = fbuf(N * C), *b0 = fbuf(N * C);
+    struct slatdec_taps ttp = {.block = 0, .input_layer = il, .block_out = b0};
+
     /* one chunk per 3 voxels: several chunks with halos */
-    if (!run_head(r, DEVICE_HOST, DTYPE_F32, 3, &tp, cpu))
+    if (!run_head(r, DEVICE_HOST, DTYPE_F32, 3, &ttp, &tp, cpu))
         return;
+    cmp_tap(r, "input_layer", il, N * C, C, false, NMSE);
+    cmp_tap(r, "blocks.0", b0, N * C, C, false, NMSE);
+    free(il);
+    free(b0);
     printf("cpu f32 head: %d chunks (largest %lld voxels, table %lld); act plan %.3f MB, "
            "high-water %.3f MB\n", cpu->chunks, (long long)cpu->max_c, (long long)cpu->max_l,
            cpu->plan_bytes / 1e6, cpu->high_water / 1e6);
@@ -581,7 +567,7 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
     const int64_t cm[2] = {1000, 1};
     for (int i = 0; i < 2; i++) {
         struct head_result h;
-        if (!run_head(r, DEVICE_HOST, DTYPE_F32, cm[i], NULL, &h))
+        if (!run_head(r, DEVICE_HOST, DTYPE_F32, cm[i], NULL, NULL, &h))
             continue;
         char lab[64];
         snprintf(lab, sizeof(lab), "cpu f32 %d chunk%s vs 7", h.chunks, h.chunks > 1 ? "s" : "");
@@ -593,7 +579,7 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
     float *out16 = fbuf(64 * N * FC_CH);
     struct meshdec_taps t16 = {.out = out16};
     struct head_result h16;
-    if (run_head(r, DEVICE_HOST, DTYPE_F16, 3, &t16, &h16)) {
+    if (run_head(r, DEVICE_HOST, DTYPE_F16, 3, NULL, &t16, &h16)) {
         report_cmp("cpu f16 out_layer vs cpu f32",
                    compare_f32(out16, tp.out, (size_t)(64 * N * FC_CH), -1, -1, F16_NMSE));
         print_counts("cpu f16 decoder", &h16.mesh.cnt);
@@ -646,7 +632,7 @@ int main(void)
         mesh_free(&g);
         /* the whole head on CUDA: fp32 against the CPU, fp16 against the host fp16 path */
         struct head_result h;
-        if (hc.mesh.nv && run_head(&r, DEVICE_CUDA, DTYPE_F32, 3, NULL, &h)) {
+        if (hc.mesh.nv && run_head(&r, DEVICE_CUDA, DTYPE_F32, 3, NULL, NULL, &h)) {
             print_counts("cuda f32 decoder", &h.mesh.cnt);
             cmp_ours("cuda f32 decoder vs cpu f32", &h.mesh, &hc.mesh, POS_ATOL);
             printf("cuda f32 decoder: act plan %.3f MB, high-water %.3f MB\n",
@@ -658,8 +644,8 @@ int main(void)
         float *o16 = fbuf(64 * N * FC_CH), *g16 = fbuf(64 * N * FC_CH);
         struct meshdec_taps th = {.out = o16}, tg = {.out = g16};
         struct head_result a16, b16;
-        if (run_head(&r, DEVICE_HOST, DTYPE_F16, 3, &th, &a16) &&
-            run_head(&r, DEVICE_CUDA, DTYPE_F16, 3, &tg, &b16)) {
+        if (run_head(&r, DEVICE_HOST, DTYPE_F16, 3, NULL, &th, &a16) &&
+            run_head(&r, DEVICE_CUDA, DTYPE_F16, 3, NULL, &tg, &b16)) {
             report_cmp("cuda f16 out_layer vs cpu f16",
                        compare_f32(g16, o16, (size_t)(64 * N * FC_CH), -1, -1, GPU16_NMSE));
             print_counts("cuda f16 decoder", &b16.mesh.cnt);

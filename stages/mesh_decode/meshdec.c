@@ -9,7 +9,10 @@
 #include "err.h"
 #include "log.h"
 #include "ops_sparse.h"
+#include "stage.h"
 #include "weights.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -111,25 +114,70 @@ void meshdec_bind_finish(struct meshdec_model *m, const struct weights *w)
 int meshdec_load(struct meshdec_model *m, const char *path, enum device dev, enum dtype ct)
 {
     struct weights w;
+    const struct slatdec_config *t = &m->trunk.cfg;
     int rc;
 
     memset(m, 0, sizeof(*m));
     if ((rc = weights_open(&w, path, NULL, ct)))
         return rc;
-    if (!(rc = meshdec_bind(m, &w, dev, ct)) && !(rc = weights_load_arena(&w, &m->weights, dev))) {
-        meshdec_bind_finish(m, &w);
-        log_info("mesh_decode: %s: head %d -> %d -> %d -> %d channels; %.1f MB of %s weights on %s",
-                 path, m->C, m->C1, m->C2, FC_CH, (double)m->weights.used / 1e6, dtype_name(ct),
-                 dev == DEVICE_CUDA ? "cuda" : "cpu");
+    /* the binds record where each tensor goes: bind straight into m */
+    if ((rc = meshdec_bind(m, &w, dev, ct)) ||
+        (rc = slatdec_bind(&m->trunk, &w, dev, ct, "mesh_decode")))
+        goto out_close;
+    if (t->dim != m->C) {
+        log_error("mesh_decode: %s: the trunk is %d wide but upsample.0 takes %d channels (HINT: "
+                  "the checkpoint is damaged or not an official slat_decoder_mesh.ckpt)",
+                  w.ck.path, t->dim, m->C);
+        rc = S3D_ESHAPE;
+        goto out_close;
     }
+    if ((rc = weights_load_arena(&w, &m->weights, dev)))
+        goto out_close;
+    meshdec_bind_finish(m, &w);
+    log_info("mesh_decode: %s: trunk %d wide, %d blocks; head %d -> %d -> %d -> %d channels; "
+             "%.1f MB of %s weights on %s", w.ck.path, t->dim, t->depth, m->C, m->C1, m->C2,
+             FC_CH, (double)m->weights.used / 1e6, dtype_name(ct), dev == DEVICE_CUDA ? "cuda" : "cpu");
+out_close:
     weights_close(&w);
     return rc;
 }
 
 void meshdec_free(struct meshdec_model *m)
 {
-    if (m)
-        arena_free(&m->weights);
+    if (!m)
+        return;
+    arena_free(&m->weights);
+    arena_free(&m->state);
+}
+
+int meshdec_check_inputs(const struct meshdec_model *m, const struct tensor *coords,
+                         const struct tensor *feats, int res, char *msg, size_t len)
+{
+    char got[64];
+    int L = m->trunk.cfg.in_ch, rc;
+
+    if ((rc = slatdec_check_coords(coords, "mesh_decode: input 'coords'", msg, len)))
+        return rc;
+    const int32_t *c = coords->data;
+    for (int64_t i = 0; i < coords->shape[0]; i++)
+        if (c[4 * i + 1] >= res || c[4 * i + 2] >= res || c[4 * i + 3] >= res) {
+            snprintf(msg, len, "mesh_decode: input 'coords' row %lld is (%d, %d, %d, %d), outside "
+                     "the %d^3 voxel grid of param resolution (HINT: the released decoder runs at "
+                     "resolution %d)", (long long)i, c[4 * i], c[4 * i + 1], c[4 * i + 2],
+                     c[4 * i + 3], res, MDEC_RESOLUTION);
+            return S3D_ESHAPE;
+        }
+    if (feats->dtype != DTYPE_F32 || feats->device != DEVICE_HOST || feats->ndim != 2 ||
+        feats->shape[0] != coords->shape[0] || feats->shape[1] != L ||
+        !tensor_is_contiguous(feats)) {
+        snprintf(msg, len, "mesh_decode: input 'feats' is %s %s, expected F32 [%lld,%d]: one row "
+                 "of %d latent channels per voxel of 'coords' (HINT: give the coords and feats "
+                 "of the same slat_flow.safetensors)", dtype_name(feats->dtype),
+                 tensor_shape_str(feats->shape, feats->ndim, got, sizeof(got)),
+                 (long long)coords->shape[0], L, L);
+        return S3D_ESHAPE;
+    }
+    return 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -170,16 +218,20 @@ static void tap(const struct op_ctx *ctx, float *out, const struct tensor *t)
 // ----------------------------------------------------------------------------
 // the chunk plan
 
-void meshdec_plan_build(struct meshdec_plan *p, const struct tensor *nbr, int64_t cmax,
-                        int64_t lmax)
+void meshdec_plan_make(struct meshdec_plan *p, const struct tensor *coords, int64_t cmax)
 {
-    int64_t N = nbr->shape[0];
-    const int32_t *nb = nbr->data;
+    int64_t N = coords->shape[0], lmax = 2 * cmax > SPARSE_K3 ? 2 * cmax : SPARSE_K3;
     int32_t *stamp = malloc(sizeof(int32_t) * (size_t)(N + 1));
     int64_t cap = 64, used = 0;
 
-    ASSERT(stamp && cmax >= 1 && lmax >= SPARSE_K3 && nbr->device == DEVICE_HOST);
+    ASSERT(stamp && cmax >= 1 && coords->device == DEVICE_HOST);
     memset(p, 0, sizeof(*p));
+    p->n_vox = N;
+    p->nbr = malloc(sizeof(int32_t) * (size_t)(N * SPARSE_K3));
+    ASSERT(p->nbr);
+    struct tensor tn = tensor_view(p->nbr, DTYPE_I32, DEVICE_HOST, SHAPE(N, SPARSE_K3));
+    op_sparse_nbr_cpu(&tn, coords);
+    const int32_t *nb = p->nbr;
     for (int64_t i = 0; i < N; i++)
         stamp[i] = -1;
     int64_t nmax = N + 1;
@@ -240,6 +292,7 @@ void meshdec_plan_build(struct meshdec_plan *p, const struct tensor *nbr, int64_
         k++;
     }
     p->n = k;
+    p->n_list = used;
     free(stamp);
 }
 
@@ -247,6 +300,7 @@ void meshdec_plan_free(struct meshdec_plan *p)
 {
     if (!p)
         return;
+    free(p->nbr);
     free(p->c0);
     free(p->c1);
     free(p->off);
@@ -268,48 +322,36 @@ int64_t meshdec_chunk_voxels(const struct meshdec_model *m, size_t budget)
 // ----------------------------------------------------------------------------
 // geometry
 
-size_t meshdec_geom_bytes(int64_t n)
+size_t meshdec_geom_bytes(const struct meshdec_plan *p)
 {
+    int64_t n = p->n_vox;
+
     return arena_round((size_t)n * SPARSE_K3 * 4) + arena_round((size_t)n * 8 * SPARSE_K3 * 4) +
-           arena_round((size_t)n * 4) + arena_round((size_t)n * SPARSE_K3 * 4);
+           arena_round((size_t)n * 4) + arena_round((size_t)p->n_list * 4);
 }
 
 void meshdec_geom_build(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *a,
-                        const struct tensor *coords, int64_t cmax, struct meshdec_geom *g)
+                        const struct meshdec_plan *p, struct meshdec_geom *g)
 {
-    int64_t N = coords->shape[0];
-    int32_t *nb = malloc(sizeof(int32_t) * (size_t)(N * SPARSE_K3));
-    int32_t *ones = malloc(sizeof(int32_t) * (size_t)N);
+    int64_t N = p->n_vox;
+    int32_t *none = malloc(sizeof(int32_t) * (size_t)N);
+    enum device dev = m->device;
 
-    ASSERT(nb && ones && coords->device == DEVICE_HOST);
+    ASSERT(none);
     memset(g, 0, sizeof(*g));
     g->n = N;
-    struct tensor hn = tensor_view(nb, DTYPE_I32, DEVICE_HOST, SHAPE(N, SPARSE_K3));
-    op_sparse_nbr_cpu(&hn, coords);
-    int64_t lmax = 2 * cmax > SPARSE_K3 ? 2 * cmax : SPARSE_K3;
-    meshdec_plan_build(&g->plan, &hn, cmax, lmax);
-
-    enum device dev = m->device;
+    g->plan = p;
     g->nbr0 = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
-    put(ctx, g->nbr0.data, dev, nb, tensor_nbytes(&g->nbr0));
+    put(ctx, g->nbr0.data, dev, p->nbr, tensor_nbytes(&g->nbr0));
     g->nbr1 = arena_tensor(a, DTYPE_I32, SHAPE(8 * N, SPARSE_K3));
     mdk_nbr_sub(ctx, &g->nbr1, &g->nbr0, NULL, 1, 0, MDK_CHILD, NULL);
     g->loc = arena_tensor(a, DTYPE_I32, SHAPE(N));
     for (int64_t i = 0; i < N; i++)
-        ones[i] = -1;
-    put(ctx, g->loc.data, dev, ones, tensor_nbytes(&g->loc));
-    int64_t nl = g->plan.off[g->plan.n - 1] + g->plan.len[g->plan.n - 1];
-    ASSERT(nl <= SPARSE_K3 * N);
-    g->list = arena_tensor(a, DTYPE_I32, SHAPE(nl));
-    put(ctx, g->list.data, dev, g->plan.list, tensor_nbytes(&g->list));
-    free(ones);
-    free(nb);
-}
-
-void meshdec_geom_free(struct meshdec_geom *g)
-{
-    if (g)
-        meshdec_plan_free(&g->plan);
+        none[i] = -1;
+    put(ctx, g->loc.data, dev, none, tensor_nbytes(&g->loc));
+    g->list = arena_tensor(a, DTYPE_I32, SHAPE(p->n_list));
+    put(ctx, g->list.data, dev, p->list, tensor_nbytes(&g->list));
+    free(none);
 }
 
 // ----------------------------------------------------------------------------
@@ -388,7 +430,7 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
     const int64_t N = g->n, C = m->C, C1 = m->C1, C2 = m->C2;
     const enum dtype ct = m->ct;
     const struct meshdec_sub *u0 = &m->up[0], *u1 = &m->up[1];
-    const struct meshdec_plan *P = &g->plan;
+    const struct meshdec_plan *P = g->plan;
     struct stk s = {act, m->device, 0, 0};
     struct tensor loc = g->loc;
     size_t base = 0;
@@ -519,9 +561,14 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
     return s.peak;
 }
 
-size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_geom *g)
+size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_plan *p)
 {
-    return head_run(m, NULL, NULL, g, NULL, NULL, NULL);
+    struct meshdec_geom g;
+
+    memset(&g, 0, sizeof(g));
+    g.n = p->n_vox;
+    g.plan = p;
+    return head_run(m, NULL, NULL, &g, NULL, NULL, NULL);
 }
 
 void meshdec_head(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
@@ -530,4 +577,112 @@ void meshdec_head(const struct meshdec_model *m, const struct op_ctx *ctx, struc
 {
     ASSERT(act && fc && fc->n_vox == g->n && fc->L == 2);
     head_run(m, ctx, act, g, h0, fc, taps);
+}
+
+// ----------------------------------------------------------------------------
+// one request
+
+static double now_ms(const struct op_ctx *ctx)
+{
+    if (ctx)
+        op_ctx_synchronize(ctx);
+    return stage_now_ms();
+}
+
+size_t meshdec_act_bytes(const struct meshdec_model *m, const struct meshdec_plan *p)
+{
+    int64_t N = p->n_vox;
+    size_t cd = arena_round((size_t)N * 16);
+    size_t count = cd + fc_init_scratch_bytes(N, 2, m->device);
+    size_t h0 = arena_round((size_t)N * m->C * dtype_size(m->ct));
+    size_t tg = slatdec_geom_bytes(N), trunk = tg + h0 + slatdec_act_bytes(&m->trunk, N);
+    size_t head = tg + meshdec_head_bytes(m, p);
+    size_t b = count > trunk ? count : trunk;
+
+    return b > head ? b : head;
+}
+
+/* FLOPs of the head's convs and out_layer (dense-equivalent: 27 taps). */
+static double head_flops(const struct meshdec_model *m, const struct meshdec_plan *p)
+{
+    double N = (double)p->n_vox, C = m->C, C1 = m->C1, C2 = m->C2, extra = 0;
+
+    for (int k = 0; k < p->n; k++)         /* conv #1 again on the tables in pass 2 */
+        extra += 64.0 * (double)p->len[k];
+    return 2.0 * (8 * N * 27 * C * C1 + 8 * N * 27 * C1 * C1 + N * C * C1 +
+                  (64 * N + extra) * 27 * C1 * C2 + 64 * N * 27 * C2 * C2 + 8 * N * C1 * C2 +
+                  64 * N * C2 * FC_CH);
+}
+
+int meshdec_decode(struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
+                   const struct tensor *coords, const struct tensor *feats, int res,
+                   const struct meshdec_plan *p, struct meshdec_job *job,
+                   const struct slatdec_taps *trunk_taps, const struct meshdec_taps *taps)
+{
+    const int64_t N = coords->shape[0];
+    const int R = 4 * res;
+    size_t mark = arena_mark(act);
+
+    ASSERT(p->n_vox == N);
+    memset(job, 0, sizeof(*job));
+    job->res = res;
+    double t0 = now_ms(ctx);
+
+    /* cube corners -> the state arena: voxel maps + FlexiCubes state */
+    struct tensor cd = arena_tensor(act, DTYPE_I32, SHAPE(N, 4));
+    put(ctx, cd.data, m->device, coords->data, tensor_nbytes(&cd));
+    int64_t nv = fc_count_vertices(ctx, act, &cd, R, 2);
+    size_t need = meshdec_geom_bytes(p) + fc_state_bytes(N, nv, 2, m->ct);
+    if (m->state.size < need) {
+        arena_free(&m->state);
+        if (arena_init(&m->state, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "state",
+                       need)) {
+            arena_release(act, mark);
+            return S3D_ENOMEM;             /* arena_init logged the size */
+        }
+    }
+    arena_reset(&m->state);
+    meshdec_geom_build(m, ctx, &m->state, p, &job->g);
+    fc_init(&job->fc, ctx, &m->state, act, &cd, R, 2, m->ct);
+    arena_release(act, mark);
+    double t1 = now_ms(ctx);
+
+    /* trunk */
+    struct slatdec_geom tg;
+    slatdec_geom_build(ctx, act, coords, &tg);
+    struct tensor h0 = arena_tensor(act, m->ct, SHAPE(N, m->C));
+    slatdec_forward(&m->trunk, ctx, act, &tg, feats, &h0, trunk_taps);
+    double t2 = now_ms(ctx);
+
+    /* head into FlexiCubes */
+    meshdec_head(m, ctx, act, &job->g, &h0, &job->fc, taps);
+    arena_release(act, mark);
+    double t3 = now_ms(ctx);
+    job->ms_geom = t1 - t0;
+    job->ms_trunk = t2 - t1;
+    job->ms_head = t3 - t2;
+    job->flops = slatdec_flops(&m->trunk, &tg) + head_flops(m, p);
+    return 0;
+}
+
+int meshdec_extract(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
+                    struct meshdec_job *job, int64_t max_faces)
+{
+    (void)m;
+    double t0 = now_ms(ctx);
+    int rc = fc_finish(&job->fc, ctx, act, max_faces);
+    job->ms_extract = now_ms(ctx) - t0;
+    return rc;
+}
+
+void meshdec_download(const struct meshdec_job *job, const struct op_ctx *ctx,
+                      struct tensor *vertices, struct tensor *faces, struct tensor *colors)
+{
+    fc_download(&job->fc, ctx, vertices, faces, colors);
+}
+
+void meshdec_job_end(struct meshdec_job *job)
+{
+    if (job)
+        fc_end(&job->fc);
 }

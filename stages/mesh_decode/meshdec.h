@@ -43,6 +43,7 @@
 #include "arena.h"
 #include "flexicubes.h"
 #include "ops.h"
+#include "slat_dec_net/slatdec.h"
 #include "tensor.h"
 
 #include <stdbool.h>
@@ -74,6 +75,7 @@ struct meshdec_sub {
 };
 
 struct meshdec_model {
+    struct slatdec_trunk trunk;     /* input layer, APE, swin blocks (stages/slat_dec_net) */
     int                 C, C1, C2;  /* trunk width, after upsample.0, after upsample.1 */
     enum dtype          ct;         /* F16 or F32 */
     enum device         device;
@@ -81,6 +83,10 @@ struct meshdec_model {
     struct tensor       out_w;      /* (101, C2) F32: out_layer */
     struct tensor       out_b;      /* (101) F32 */
     struct arena        weights;
+    /* the request's FlexiCubes state and voxel maps: their own arena, because
+     * they must survive a re-reservation of the activation arena when the
+     * extraction needs more than it holds (grown only when a request needs more) */
+    struct arena        state;
 };
 
 /* Bind the head's tensors of an open checkpoint (a flat state dict,
@@ -92,28 +98,38 @@ int  meshdec_bind(struct meshdec_model *m, struct weights *w, enum device dev, e
  * matrices spconv's 1x1 path uses (ops_sparse.h, sparse_conv1_weight). */
 void meshdec_bind_finish(struct meshdec_model *m, const struct weights *w);
 
-/* Open path (slat_decoder_mesh.ckpt, a flat state dict), bind the head and
- * upload it to dev (weights arena exactly sized). 0, or a negative s3d_err
- * already logged; on failure nothing stays allocated. */
+/* Open path (slat_decoder_mesh.ckpt, a flat state dict), bind the trunk and
+ * the head and upload them to dev (weights arena exactly sized; the trunk's
+ * GEMMs and the head's convs in ct, out_layer F32). 0, or a negative s3d_err
+ * already logged (not a mesh decoder, inconsistent shapes, no memory); on
+ * failure nothing stays allocated. */
 int  meshdec_load(struct meshdec_model *m, const char *path, enum device dev, enum dtype ct);
-void meshdec_free(struct meshdec_model *m);    /* NULL-safe */
+void meshdec_free(struct meshdec_model *m);    /* weights and state; NULL-safe */
+
+/* Check the inputs of one request: coords (host I32 (N, 4), N >= 1, unique,
+ * batch 0, x, y, z in [0, res)) and feats (host F32 (N, latent channels)).
+ * 0, or S3D_ESHAPE with one line naming the input and a HINT in msg. */
+int  meshdec_check_inputs(const struct meshdec_model *m, const struct tensor *coords,
+                          const struct tensor *feats, int res, char *msg, size_t len);
 
 /* Chunks of voxel rows for the 64N level: chunk k covers voxels [c0[k], c1[k])
  * and needs the conv outputs of the voxels list[off[k], off[k] + len[k]) (its
- * own, in order, then its neighbours outside it). Host memory (malloc). */
+ * own, in order, then its neighbours outside it). Host memory (malloc), with
+ * the voxel neighbour map it was made from. */
 struct meshdec_plan {
+    int64_t  n_vox;                 /* N */
+    int32_t *nbr;                   /* (N, 27) voxel neighbour map (op_sparse_nbr) */
     int      n;                     /* chunks */
     int64_t *c0, *c1, *off, *len;   /* (n) each */
     int32_t *list;                  /* (sum len) voxel rows */
+    int64_t  n_list;                /* sum len */
     int64_t  max_c, max_l;          /* the largest chunk and table, in voxels */
 };
 
-/* Plan chunks of at most cmax voxels whose tables hold at most lmax voxels
- * (lmax >= 27), from the voxel neighbour map nbr (N, 27) I32 on the host.
- * Ranges in row order; any row order works, a spatially sorted one (the SS
- * decoder's) gives small halos. */
-void meshdec_plan_build(struct meshdec_plan *p, const struct tensor *nbr, int64_t cmax,
-                        int64_t lmax);
+/* Plan chunks of at most cmax voxels whose tables hold at most max(2 cmax, 27)
+ * voxels, for checked coords (host I32 (N, 4)). Ranges in row order; any row
+ * order works, a spatially sorted one (the SS decoder's) gives small halos. */
+void meshdec_plan_make(struct meshdec_plan *p, const struct tensor *coords, int64_t cmax);
 void meshdec_plan_free(struct meshdec_plan *p);
 /* The largest chunk (in voxels) whose buffers fit `budget` bytes, with tables
  * up to twice the chunk (>= 1). */
@@ -137,26 +153,24 @@ struct meshdec_taps {
     float *out;         /* (64N, 101) out_layer */
 };
 
-/* The voxel set's neighbour maps: views into the arena given to meshdec_geom_build. */
+/* The voxel set's neighbour maps: views into the state arena. */
 struct meshdec_geom {
     int64_t       n;                /* N voxels */
     struct tensor nbr0;             /* (N, 27) I32 at res (the trunk's voxels) */
     struct tensor nbr1;             /* (8N, 27) I32 at 2 res */
     struct tensor loc;              /* (N) I32: voxel -> slot of the current chunk, else -1 */
-    struct tensor list;             /* (sum len) I32: the plan's tables, on the device */
-    struct meshdec_plan plan;       /* host */
+    struct tensor list;             /* (n_list) I32: the plan's tables, on the device */
+    const struct meshdec_plan *plan;
 };
 
-/* Bytes meshdec_geom_build takes for N voxels (tables of up to 27 N voxels). */
-size_t meshdec_geom_bytes(int64_t n);
-/* Build the maps and plan chunks of at most cmax voxels (tables <= 2 cmax or
- * 27): coords host I32 (N, 4), checked (fc_check). */
+/* Bytes of `a` that meshdec_geom_build takes. */
+size_t meshdec_geom_bytes(const struct meshdec_plan *p);
+/* Put the maps and the plan's tables into a (on m's device). */
 void   meshdec_geom_build(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *a,
-                          const struct tensor *coords, int64_t cmax, struct meshdec_geom *g);
-void   meshdec_geom_free(struct meshdec_geom *g);   /* the host plan */
+                          const struct meshdec_plan *p, struct meshdec_geom *g);
 
 /* Bytes of act that meshdec_head takes above its input (h0 included). */
-size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_geom *g);
+size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_plan *p);
 
 /* Run the head on h0 (N, C) ct, the trunk's output - it must be the last
  * allocation in act, which the head overwrites and releases to below h0 - and
@@ -165,6 +179,46 @@ size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_ge
 void   meshdec_head(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
                     const struct meshdec_geom *g, struct tensor *h0, struct flexicubes *fc,
                     const struct meshdec_taps *taps);
+
+// ----------------------------------------------------------------------------
+// one request: decode (trunk + head into FlexiCubes), extract, download
+
+struct meshdec_job {
+    int                 res;        /* voxel resolution (64); cubes at 4 res */
+    struct meshdec_geom g;          /* in m->state */
+    struct flexicubes   fc;         /* in m->state */
+    double              ms_geom, ms_trunk, ms_head, ms_extract;
+    double              flops;      /* trunk + head convs/GEMMs (multiply-add = 2) */
+};
+
+/* Bytes of the activation arena meshdec_decode takes for plan p (the largest of
+ * its phases: corner count, trunk, head). meshdec_extract may want more
+ * (fc->need_scratch). */
+size_t meshdec_act_bytes(const struct meshdec_model *m, const struct meshdec_plan *p);
+
+/* Decode checked inputs at voxel resolution res with plan p (made from the same
+ * coords; it must outlive the job): counts the cube corners, reserves
+ * m->state, runs the trunk and the head, streaming into job->fc. act: an arena
+ * on m's device with meshdec_act_bytes free, released to its mark on return.
+ * 0, or S3D_ENOMEM (logged: the state arena could not be reserved). taps may
+ * be NULL. */
+int  meshdec_decode(struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
+                    const struct tensor *coords, const struct tensor *feats, int res,
+                    const struct meshdec_plan *p, struct meshdec_job *job,
+                    const struct slatdec_taps *trunk_taps, const struct meshdec_taps *taps);
+
+/* fc_finish in act (from its mark): 0; S3D_ENOMEM when act is too small
+ * (job->fc.need_scratch: re-reserve act that large, nothing else lost, and
+ * call again); S3D_EINVAL (logged) past max_faces. The mesh then stays in act
+ * until meshdec_job_end or act is reset. */
+int  meshdec_extract(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
+                     struct meshdec_job *job, int64_t max_faces);
+
+/* The mesh into host tensors: vertices (V, 3) F32, faces (F, 3) I32, colors
+ * (V, 3) F32 (V = job->fc.cnt.n_vd, F = job->fc.cnt.n_faces). */
+void meshdec_download(const struct meshdec_job *job, const struct op_ctx *ctx,
+                      struct tensor *vertices, struct tensor *faces, struct tensor *colors);
+void meshdec_job_end(struct meshdec_job *job);
 
 #ifdef __cplusplus
 }

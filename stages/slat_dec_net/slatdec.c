@@ -203,8 +203,10 @@ static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
     size_t es = dtype_size(t->gemm_dt);
     size_t attn = arena_round((size_t)n * 3 * g->dim * es) + arena_round((size_t)n * g->dim * es);
     size_t in = arena_round((size_t)n * g->in_ch * 4) + arena_round((size_t)n * g->dim * 4);
-    /* the MLP needs at least one 64-row chunk of (C + mlp) */
-    size_t mlp = arena_round((size_t)64 * g->dim * es) + arena_round((size_t)64 * g->mlp * es);
+    /* the MLP needs at least one 64-row chunk of (C + mlp), plus the alignment
+     * slack mlp_forward's chunk size leaves (small N: the region is this term) */
+    size_t mlp = arena_round((size_t)64 * g->dim * es) + arena_round((size_t)64 * g->mlp * es) +
+                 2 * ARENA_ALIGN;
 
     size_t r = attn > in ? attn : in;
     return r > mlp ? r : mlp;
