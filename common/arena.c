@@ -6,6 +6,7 @@
 #include "err.h"
 #include "log.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,7 @@ static size_t device_used_peak;  /* max of device_used over the process's life *
 
 static void device_used_add(const struct arena *a, size_t old_used)
 {
-    if (a->kind != ARENA_DEVICE)
+    if (a->kind != ARENA_DEVICE || a->plan)
         return;
     device_used = device_used - old_used + a->used;
     if (device_used > device_used_peak)
@@ -93,8 +94,21 @@ int arena_init(struct arena *a, enum arena_kind kind, const char *name, size_t s
     return 0;
 }
 
+void arena_plan_init(struct arena *a, enum arena_kind kind, const char *name)
+{
+    memset(a, 0, sizeof(*a));
+    a->kind = kind;
+    a->name = name;
+    a->size = SIZE_MAX;
+    a->plan = true;
+}
+
 void arena_free(struct arena *a)
 {
+    if (a && a->plan) {
+        memset(a, 0, sizeof(*a));
+        return;
+    }
     if (!a || !a->base)
         return;
     switch (a->kind) {
@@ -117,7 +131,7 @@ void *arena_alloc(struct arena *a, size_t bytes)
 
     if (need > a->size - a->used)
         return NULL;
-    p = a->base + a->used;
+    p = a->plan ? NULL : a->base + a->used;
     a->used += need;
     device_used_add(a, a->used - need);
     if (a->used > a->high_water)
@@ -129,7 +143,7 @@ void *arena_must_alloc(struct arena *a, size_t bytes)
 {
     void *p = arena_alloc(a, bytes);
 
-    if (!p) {
+    if (!p && !a->plan) {
         log_error("arena %s: %zu bytes requested, %zu of %zu used", a->name ? a->name : "?",
                   bytes, a->used, a->size);
         s3d_fatal(__FILE__, __LINE__, "arena_alloc", "S3D_ENOMEM", "arena sized too small");

@@ -6,6 +6,16 @@
  * table, activations from the largest request) and resets the activation arena
  * after each request, so nothing is allocated on the request path.
  *
+ * Sizing by a dry run: a planning arena (arena_plan_init) hands out no memory
+ * but counts bytes exactly as a real arena of its kind would. Run the code
+ * that allocates (a forward with its ops skipped, an allocation list) once on
+ * a planning arena; its high_water is the size of the real arena:
+ *
+ *     struct arena plan;
+ *     arena_plan_init(&plan, ARENA_DEVICE, "act");
+ *     my_alloc_list(&plan, ...);          (arena_tensor gives data == NULL here)
+ *     arena_init(&act, ARENA_DEVICE, "act", plan.high_water);
+ *
  * Every arena keeps a high-water mark of bytes handed out; arena_device_peak()
  * gives the process-wide peak of bytes handed out by all device arenas at once
  * (what `status` reports, comparable to torch.cuda.max_memory_allocated()).
@@ -31,6 +41,7 @@ struct arena {
     size_t          size;       /* capacity in bytes */
     size_t          used;       /* bytes handed out (incl. alignment padding) */
     size_t          high_water; /* max of used since init */
+    bool            plan;       /* a planning arena: no memory, no limit (arena_plan_init) */
 };
 
 #define ARENA_ALIGN 256          /* enough for cp.async, TMA and any vector load */
@@ -38,12 +49,20 @@ struct arena {
 /* Reserve size bytes of the given kind. Returns 0, or S3D_ENOMEM / S3D_EDEVICE
  * after logging the arena name and size. size 0 is allowed (an empty arena). */
 int   arena_init(struct arena *a, enum arena_kind kind, const char *name, size_t size);
+/* A planning arena of the given kind: holds no memory and has no limit;
+ * arena_alloc and arena_must_alloc return NULL and arena_tensor a tensor with
+ * data NULL (device from kind), while used, high_water, marks and releases
+ * behave exactly as in a real arena (same alignment). Not counted in the
+ * device totals below. */
+void  arena_plan_init(struct arena *a, enum arena_kind kind, const char *name);
 /* Release the memory; a zeroed or already-freed arena is a no-op. */
 void  arena_free(struct arena *a);
 /* Bytes aligned to ARENA_ALIGN, or NULL when the arena is full (nothing logged:
- * the caller knows what it was allocating). */
+ * the caller knows what it was allocating). A planning arena counts the bytes
+ * and returns NULL. */
 void *arena_alloc(struct arena *a, size_t bytes);
-/* Like arena_alloc but an exhausted arena is an internal fault (aborts). */
+/* Like arena_alloc but an exhausted arena is an internal fault (aborts);
+ * NULL only from a planning arena. */
 void *arena_must_alloc(struct arena *a, size_t bytes);
 /* A contiguous tensor in the arena; aborts when the arena is full. */
 struct tensor arena_tensor(struct arena *a, enum dtype dt, const int64_t *shape, int ndim);

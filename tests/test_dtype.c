@@ -259,6 +259,45 @@ static void test_arena(void)
         CHECK(arena_init(&a, ARENA_DEVICE, "dev", 1 << 20) == -9, "device arena without GPU");
 }
 
+/* A planning arena counts exactly what a real one hands out, and holds nothing. */
+static void test_arena_plan(void)
+{
+    struct arena plan, real;
+    size_t resident = arena_device_resident(), peak = arena_device_peak();
+
+    arena_plan_init(&plan, ARENA_DEVICE, "plan");
+    CHECK(plan.plan && !plan.base);
+    CHECK(arena_alloc(&plan, 10) == NULL && plan.used == ARENA_ALIGN);
+    size_t m = arena_mark(&plan);
+    struct tensor t = arena_tensor(&plan, DTYPE_F16, SHAPE(1000, 3));
+    CHECK(t.data == NULL && t.device == DEVICE_CUDA && t.dtype == DTYPE_F16 && t.shape[1] == 3);
+    CHECK(arena_must_alloc(&plan, (size_t)1 << 40) == NULL, "no limit, no abort");
+    arena_release(&plan, m);
+    CHECK(arena_alloc(&plan, 1) == NULL);
+    CHECK(plan.used == 2 * ARENA_ALIGN);
+    CHECK(plan.high_water == ARENA_ALIGN + arena_round(6000) + arena_round((size_t)1 << 40));
+    CHECK(arena_device_resident() == resident && arena_device_peak() == peak,
+          "plans are not device memory");
+    arena_free(&plan);
+    CHECK(!plan.plan && plan.size == 0);
+
+    /* the same allocation list on a real host arena of the planned size fits exactly */
+    arena_plan_init(&plan, ARENA_HOST, "plan");
+    for (int pass = 0; pass < 2; pass++) {
+        struct arena *a = pass ? &real : &plan;
+        if (pass)
+            CHECK(arena_init(&real, ARENA_HOST, "real", plan.high_water) == 0);
+        arena_tensor(a, DTYPE_F32, SHAPE(7, 5));
+        size_t mk = arena_mark(a);
+        arena_tensor(a, DTYPE_U8, SHAPE(1000));
+        arena_release(a, mk);
+        arena_tensor(a, DTYPE_BF16, SHAPE(3));
+        CHECK(!pass || (real.used == plan.used && real.high_water == plan.high_water &&
+                        real.high_water == real.size));
+    }
+    arena_free(&real);
+}
+
 int main(void)
 {
     test_names();
@@ -270,5 +309,6 @@ int main(void)
     test_convert();
     test_tensor();
     test_arena();
+    test_arena_plan();
     return harness_done("test_dtype");
 }
