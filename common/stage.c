@@ -33,6 +33,7 @@ struct stage_state {
     const struct stage_ops  *ops;
     void                    *model;
     bool                     loaded;
+    struct stage_rt          rt;          /* device, op context, activations (while loaded) */
     struct arena             arena;       /* host request arena */
     int64_t                  requests;
     double                   load_ms, last_run_ms, total_run_ms;
@@ -44,16 +45,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-enum device stage_use_device(const struct stage_opts *o, enum dtype *compute_dt)
-{
-    enum device dev = o->device < 0 ? DEVICE_HOST : DEVICE_CUDA;
-
-    *compute_dt = dev == DEVICE_CUDA && o->precision == STAGE_FP16 ? DTYPE_F16 : DTYPE_F32;
-    if (dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaSetDevice(o->device));
-    return dev;
 }
 
 double stage_now_ms(void)
@@ -274,6 +265,14 @@ const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dt
     return NULL;
 }
 
+const struct tensor *stage_input_opt(const struct stage_req *rq, const char *name)
+{
+    for (int i = 0; i < rq->n_in; i++)
+        if (!strcmp(rq->in[i].desc->name, name))
+            return &rq->in[i].t;
+    return NULL;
+}
+
 struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
                             const int64_t *shape, int ndim)
 {
@@ -448,6 +447,24 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
     return 0;
 }
 
+/* Start the runtime, then the stage's load; on failure neither holds anything. */
+static int load_model(const struct stage_opts *o, const struct stage_ops *ops, void *model,
+                      struct stage_rt *rt)
+{
+    int rc = stage_rt_init(rt, o, ops->workspace_bytes);
+
+    if (!rc && ops->load && (rc = ops->load(model, rt)))
+        stage_rt_free(rt);
+    return rc;
+}
+
+static void unload_model(const struct stage_ops *ops, void *model, struct stage_rt *rt)
+{
+    if (ops->unload)
+        ops->unload(model);
+    stage_rt_free(rt);
+}
+
 static int do_load(struct stage_state *s, char *err, size_t err_len)
 {
     double t0 = stage_now_ms();
@@ -455,7 +472,7 @@ static int do_load(struct stage_state *s, char *err, size_t err_len)
 
     if (s->loaded)
         return 0;
-    rc = s->ops->load ? s->ops->load(s->model, s->opts) : 0;
+    rc = load_model(s->opts, s->ops, s->model, &s->rt);
     if (rc) {
         snprintf(err, err_len, "load failed (%s): the weights '%s' could not be loaded; the "
                  "stage log says why", s3d_strerror(rc), s->opts->weights ? s->opts->weights
@@ -474,8 +491,7 @@ static void do_unload(struct stage_state *s)
 {
     if (!s->loaded)
         return;
-    if (s->ops->unload)
-        s->ops->unload(s->model);
+    unload_model(s->ops, s->model, &s->rt);
     s->loaded = false;
 }
 
@@ -531,6 +547,7 @@ static void handle(struct stage_state *s, const struct wire_msg *req, const char
     memset(&rq, 0, sizeof(rq));
     rq.msg = req;
     rq.opts = s->opts;
+    rq.rt = &s->rt;
     rq.in_dir = in_dir;
     rq.out_dir = out_dir;
     rq.arena = &s->arena;
@@ -562,9 +579,11 @@ static void handle(struct stage_state *s, const struct wire_msg *req, const char
         s->requests++;
         s->last_run_ms = stage_now_ms() - t0;
         s->total_run_ms += s->last_run_ms;
-        if (!rc)
+        if (!rc) {
             log_info("req %lld run: %d inputs -> %d outputs in %.1f ms", (long long)req->id,
                      req->n_tensors, rq.n_out, s->last_run_ms);
+            stage_rt_log_memory(&s->rt);
+        }
         break;
     default:
         ASSERT(0);
@@ -848,9 +867,11 @@ int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops,
     if (ops->check) {
         rc = ops->check(model, o);
     } else {
-        rc = ops->load ? ops->load(model, o) : 0;
-        if (!rc && ops->unload)
-            ops->unload(model);
+        struct stage_rt rt;
+
+        rc = load_model(o, ops, model, &rt);
+        if (!rc)
+            unload_model(ops, model, &rt);
     }
     if (rc) {
         log_error("check-weights %s: FAILED (%s) for '%s'", o->name, s3d_strerror(rc),

@@ -34,6 +34,7 @@
 
 #include "arena.h"
 #include "ckpt.h"
+#include "stage_rt.h"
 #include "tensor.h"
 #include "wire.h"
 
@@ -67,6 +68,7 @@ struct stage_input {
 struct stage_req {
     const struct wire_msg   *msg;          /* id, params: wire_get_int(rq->msg, "steps", 25) */
     const struct stage_opts *opts;
+    struct stage_rt         *rt;           /* device, op context, activation arena (stage_rt.h) */
     const char              *in_dir;       /* inputs and path params must lie inside */
     const char              *out_dir;      /* where the output file goes; NULL: inline reply */
     struct arena            *arena;        /* host: outputs + scratch, reset after the request */
@@ -81,16 +83,23 @@ struct stage_req {
 };
 
 /*
- * What a stage provides. Only run is required; every "(optional)" one may be NULL.
- * model is the stage's own state, passed back untouched.
+ * What a stage provides (stages/README.md). Only run is required; every
+ * "(optional)" one may be NULL. model is the stage's own state, passed back
+ * untouched. The library starts the runtime (stage_rt_init with
+ * workspace_bytes) before load and frees it after unload.
  */
 struct stage_ops {
     const char *name;            /* "depth", "cond", ... */
     size_t      arena_bytes;     /* host request arena (outputs + scratch); 0: 256 MiB */
-    /* (optional) Bind the weights (opts->weights) and upload them to opts->device.
-     * 0, or a negative s3d_err after logging the reason with a HINT. */
-    int  (*load)(void *model, const struct stage_opts *opts);
-    /* (optional) Free device memory; the next load may reuse a pinned host copy. */
+    size_t      workspace_bytes; /* device workspace of the op context on CUDA (cuBLASLt:
+                                  * OP_WORKSPACE_DEFAULT); 0: none */
+    /* (optional) Bind the weights (rt->opts->weights) and upload them to rt->device
+     * in rt->compute_dt where the model computes in it; set rt->weights to the
+     * model's weights arena. 0, or a negative s3d_err after logging the reason
+     * with a HINT; on failure the model holds nothing. */
+    int  (*load)(void *model, struct stage_rt *rt);
+    /* (optional) Free the model's memory (its weights arena); the runtime's
+     * arenas are freed by the library right after. */
     void (*unload)(void *model);
     /* Run one request: read inputs (stage_input), write outputs (stage_output).
      * 0, or a negative s3d_err after stage_fail() set the reply text. */
@@ -124,6 +133,9 @@ int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops,
  * expected, so the callback just returns S3D_ESHAPE. */
 const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
                                  const int64_t *shape, int ndim);
+/* The input named name as it came (any dtype and shape), or NULL when the
+ * request has none: for optional inputs (no reply text is set). */
+const struct tensor *stage_input_opt(const struct stage_req *rq, const char *name);
 /* A new contiguous host output tensor (uninitialised) in rq->arena, written to the
  * output file after run returns. NULL after stage_fail() when the arena is full,
  * the name repeats, or there are more than WIRE_MAX_TENSORS outputs. */
@@ -149,12 +161,19 @@ int stage_param_float(struct stage_req *rq, const char *key, double def, double 
 /* A flag param: true/false, or the integers 0/1; anything else fails as above. */
 int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out);
 
-/* --- for load callbacks --- */
+/* The activation arena rq->rt->act, empty, holding at least bytes (sized by a
+ * dry run: arena_plan_init); grown only when a request needs more. 0, or
+ * S3D_ENOMEM after stage_fail() named the size and a HINT. */
+int stage_act(struct stage_req *rq, size_t bytes);
 
-/* The device and compute dtype that --device and --precision ask for:
- * DEVICE_HOST and F32 for cpu; DEVICE_CUDA with F16 (fp16) or F32 (fp32) for
- * cuda:N, and cuda:N made the calling thread's current device. */
-enum device stage_use_device(const struct stage_opts *o, enum dtype *compute_dt);
+/* The timed repeat loop of a run: body (stage_rt.h) runs `repeat` times, the
+ * request param repeat (int in [1, STAGE_MAX_REPEAT], default 1: benchmarks
+ * repeat the work on the same inputs; the outputs are the last run's), then
+ * *tm holds the timings and, with S3D_PROFILE=1 on CUDA, the per-op table of
+ * the warm runs is printed under `what`. 0, the param's error (after
+ * stage_fail) or body's first error. */
+int stage_repeat(struct stage_req *rq, const char *what, stage_rt_body body, void *user,
+                 struct stage_timing *tm);
 
 /* --- timing helpers for run callbacks --- */
 

@@ -73,33 +73,21 @@ static void cmp_named(void *user, const char *name, const struct tensor *t)
 /* A MoGe model on one device: weights, activation arena, CUDA context. */
 struct runner {
     struct moge_model m;
-    struct arena      wa, act;
+    struct arena      act;
     struct op_ctx     ctx;
     enum device       dev;
 };
 
 static int runner_load(struct runner *r, enum device dev, enum dtype act_dt, int num_tokens)
 {
-    struct weights w;
-    struct arena stg = {0};
-
     memset(r, 0, sizeof(*r));
     r->dev = dev;
-    CHECK(weights_open(&w, FIX "model.pt:model", NULL, act_dt) == 0);
-    if (moge_bind(&r->m, &w, act_dt) != 0) {
-        CHECK(0, "moge_bind");
-        weights_close(&w);
+    if (moge_load(&r->m, FIX "model.pt", dev, act_dt) != 0) {
+        CHECK(0, "moge_load");
         return -1;
     }
+    CHECK(r->m.num_tokens == 36, "num_tokens %d from model_config, want 36", r->m.num_tokens);
     r->m.num_tokens = num_tokens;
-    ASSERT(arena_init(&r->wa, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                      weights_arena_bytes(&w)) == 0);
-    ASSERT(arena_init(&stg, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
-                      1 << 20) == 0);
-    CHECK(weights_upload(&w, &r->wa, &stg) == 0);
-    CHECK(weights_report_unused(&w, "") == 0, "unbound tensors in model.pt");
-    weights_close(&w);
-    arena_free(&stg);
     return 0;
 }
 
@@ -130,11 +118,10 @@ static void runner_forward(struct runner *r, const struct tensor *img_h, const s
 
 static void runner_free(struct runner *r)
 {
-    moge_release(&r->m);
+    moge_free(&r->m);
     if (r->dev == DEVICE_CUDA && r->act.base)
         op_ctx_free(&r->ctx);
     arena_free(&r->act);
-    arena_free(&r->wa);
 }
 
 /* Mask agreement: pixels where ours differs from the reference must sit at the

@@ -73,7 +73,7 @@ for g in 32 4; do
         ok "G=$g --once ($(grep -o '[0-9]* voxels -> [0-9]* Gaussians (G [0-9]*)' "$tmp/out$g.log"))"
         if gd ply "$tmp/out$g/gs_decode.safetensors" "$fx/g$g/splat.ply" 1e-5; then
             ok "G=$g: the official save_ply values"; else bad "G=$g values"; fi
-        if grep -q "device peak" "$tmp/out$g.log"; then ok "G=$g: timing and peak logged"
+        if grep -q "memory: " "$tmp/out$g.log"; then ok "G=$g: timing and memory logged"
         else bad "G=$g log line"; fi
     else
         bad "G=$g --once"; tail -5 "$tmp/out$g.log"

@@ -1,14 +1,13 @@
 /*
  * test_stage_params.c - the request param and timing helpers of common/stage.h
- * (stage_param_int/float/flag, stage_now_ms, stage_sort_ms) and
- * stage_use_device, in process: no socket, a stage_req built by hand around a
- * wire_msg. The cuda:0 case of stage_use_device runs only with a GPU.
+ * (stage_param_int/float/flag, stage_now_ms, stage_sort_ms), in process: no
+ * socket, a stage_req built by hand around a wire_msg. The runtime
+ * (stage_rt.h) has its own test, test_stage_rt.c.
  */
 #include "harness.h"
 #include "stage.h"
 #include "err.h"
 #include "log.h"
-#include "check.h"
 
 #include <math.h>
 #include <string.h>
@@ -111,24 +110,6 @@ static void test_timing(void)
     CHECK(one == 4);
 }
 
-static void test_device(void)
-{
-    struct stage_opts o = {.name = "tst", .device = -1, .precision = STAGE_FP16};
-    enum dtype dt = DTYPE_BOOL;
-
-    CHECK(stage_use_device(&o, &dt) == DEVICE_HOST && dt == DTYPE_F32, "cpu computes in F32");
-    if (!s3d_cuda_available()) {
-        printf("stage_use_device cuda:0 not checked: no CUDA device\n");
-        return;
-    }
-    o.device = 0;
-    CHECK(stage_use_device(&o, &dt) == DEVICE_CUDA && dt == DTYPE_F16, "cuda:0 fp16");
-    o.precision = STAGE_FP32;
-    CHECK(stage_use_device(&o, &dt) == DEVICE_CUDA && dt == DTYPE_F32, "cuda:0 fp32");
-    int cur = -1;
-    CHECK(cudaGetDevice(&cur) == cudaSuccess && cur == 0, "cuda:0 is current");
-}
-
 int main(void)
 {
     log_init("test_stage_params");
@@ -136,6 +117,5 @@ int main(void)
     test_float();
     test_flag();
     test_timing();
-    test_device();
     return harness_done("test_stage_params");
 }

@@ -11,93 +11,53 @@
  * (1, n, C) F16 (F32 with --precision fp32 or --device cpu), and for SS the
  * pointmap_scale/shift passed through for the pose decoder.
  * Param repeat (optional, int in [1, 1000]): run the forward that many times and
- * log the median (warm timing for benchmarks; the output is the last run's) and
- * the device peak of the arenas (weights + activation high-water, comparable to
- * torch.cuda.max_memory_allocated).
+ * log the median (warm timing for benchmarks; the output is the last run's);
+ * the library's memory line gives the arenas' device peak (weights +
+ * activation high-water, comparable to torch.cuda.max_memory_allocated).
  */
 #include "model.h"
-#include "stage.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
-#include "prof.h"
+#include "stage.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define COND_MAX_REPEAT 1000
-
 struct cond_stage {
     struct cond_model m;
-    struct arena      act;     /* activations, sized by cond_act_bytes (+ cuBLAS workspace) */
-    struct op_ctx     ctx;
-    bool              loaded;
 };
 
-static int cond_stage_load(void *p, const struct stage_opts *o)
+static int cond_stage_load(void *p, struct stage_rt *rt)
 {
     struct cond_stage *s = p;
-    enum dtype gd;
-    int rc;
+    int rc = cond_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
 
-    if (s->loaded)
-        return 0;
-    enum device dev = stage_use_device(o, &gd);
-    size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
-    if ((rc = cond_load(&s->m, o->weights, dev, gd)))
-        return rc;
-    rc = arena_init(&s->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",
-                    cond_act_bytes(&s->m) + ws);
-    if (!rc && dev == DEVICE_CUDA)
-        rc = op_ctx_init(&s->ctx, &s->act, ws);
-    if (rc) {
-        arena_free(&s->act);
-        cond_free(&s->m);
-        return rc;
-    }
-    s->loaded = true;
-    return 0;
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
 }
 
 static void cond_stage_unload(void *p)
 {
     struct cond_stage *s = p;
 
-    op_ctx_free(&s->ctx);
-    arena_free(&s->act);
     cond_free(&s->m);
-    memset(s, 0, sizeof(*s));
 }
 
-/* cond_forward repeat times (each ends with the output's device-to-host copy,
- * so wall time is device time); logs min/median/max and the arena peak. Under
- * S3D_PROFILE=1 also the per-op table over the warm forwards (all but the
- * first when repeat > 1). */
-static int cond_run_timed(struct cond_stage *s, struct stage_req *rq, const struct cond_inputs *in,
-                          struct tensor *out, int repeat)
-{
-    const struct cond_model *m = &s->m;
-    double *ms = calloc((size_t)repeat, sizeof(*ms));
+/* One forward for stage_repeat (it ends with the output's download). */
+struct cond_pass {
+    const struct cond_model  *m;
+    struct stage_rt          *rt;
+    const struct cond_inputs *in;
+    struct tensor            *out;
+};
 
-    if (!ms)
-        return stage_fail(rq, S3D_ENOMEM, "cond: out of host memory");
-    for (int k = 0; k < repeat; k++) {
-        double t0 = stage_now_ms();
-        if (m->device == DEVICE_CUDA)
-            op_prof_begin(&s->ctx);
-        cond_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, in, out);
-        if (m->device == DEVICE_CUDA)
-            op_prof_end(&s->ctx, k > 0 || repeat == 1);
-        ms[k] = stage_now_ms() - t0;
-    }
-    op_prof_report(stderr, "cond forward");
-    stage_sort_ms(ms, repeat);
-    log_info("cond: forward %.2f ms median of %d (min %.2f, max %.2f); device peak %.1f MiB "
-             "(arenas: weights %.1f + activations high-water %.1f), resident %.1f MiB", ms[repeat / 2],
-             repeat, ms[0], ms[repeat - 1], arena_device_peak() / 1048576.0,
-             m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
-             arena_device_resident() / 1048576.0);
-    free(ms);
+static int cond_pass_run(void *user, int k)
+{
+    struct cond_pass *f = user;
+
+    (void)k;
+    cond_forward(f->m, f->rt->op, &f->rt->act, f->in, f->out);
     return 0;
 }
 
@@ -114,12 +74,9 @@ static int cond_stage_run(void *p, struct stage_req *rq)
         .rgb_image_mask = stage_input(rq, "rgb_image_mask", DTYPE_F32, SHAPE(1, 1, -1, -1)),
     };
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
-
-    int64_t repeat;
+    char tms[96];
     int rc;
 
-    if ((rc = stage_param_int(rq, "repeat", 1, 1, COND_MAX_REPEAT, &repeat)))
-        return rc;
     if (!in.image || !in.rgb_image || !in.mask || !in.rgb_image_mask)
         return S3D_ESHAPE;                    /* stage_input already set the reply */
     if (ss) {
@@ -141,7 +98,16 @@ static int cond_stage_run(void *p, struct stage_req *rq)
                                       SHAPE(1, m->n_tokens, m->dim));
     if (!out)
         return S3D_ENOMEM;
-    return cond_run_timed(s, rq, &in, out, (int)repeat);
+    if ((rc = stage_act(rq, cond_act_bytes(m))))
+        return rc;
+    struct cond_pass f = {.m = m, .rt = rq->rt, .in = &in, .out = out};
+    struct stage_timing tm;
+    if ((rc = stage_repeat(rq, "cond forward", cond_pass_run, &f, &tm)))
+        return rc;
+    log_info("cond: forward %s; %s (1, %lld, %d) %s", stage_timing_str(&tm, tms, sizeof(tms)),
+             ss ? "cond_ss" : "cond_slat", (long long)m->n_tokens, m->dim,
+             dtype_name(m->gemm_dt));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -149,6 +115,7 @@ int main(int argc, char **argv)
     static struct cond_stage model;
     const struct stage_ops ops = {
         .name = "cond",
+        .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = cond_stage_load,
         .unload = cond_stage_unload,
         .run = cond_stage_run,

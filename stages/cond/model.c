@@ -6,7 +6,7 @@
 #include "prof.h"
 #include "ops_image.h"
 #include "ops_small.h"
-#include "check.h"
+#include "ops_copy.h"
 #include "err.h"
 #include "log.h"
 
@@ -203,18 +203,6 @@ int cond_check_inputs(const struct cond_model *m, const struct cond_inputs *in)
 // ----------------------------------------------------------------------------
 // forward
 
-/* Copy n bytes of host memory into dst (on dev) on ctx's stream. */
-static void upload(const struct op_ctx *ctx, void *dst, const void *src, size_t n, enum device dev)
-{
-    if (dev == DEVICE_CUDA) {
-        CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, ctx->stream));
-        CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* src is pageable and freed next */
-        op_prof_record(ctx, "input prep (host) + upload");
-    } else {
-        memcpy(dst, src, n);
-    }
-}
-
 /* t (1, c, H, W) F32 host at size x size: t's own data when it already has that
  * size, else a malloc'ed copy resized with mode (*tmp owns it; free(*tmp) after
  * use). The reference resizes inside each embedder: Dino with F.interpolate
@@ -257,7 +245,8 @@ static void dino_input(const struct cond_model *m, const struct op_ctx *ctx, str
         }
         free(tmp);
     }
-    upload(ctx, img->data, h, sizeof(*h) * (size_t)(2 * 3 * HW), m->device);
+    struct tensor hv = tensor_view(h, DTYPE_F32, DEVICE_HOST, img->shape, img->ndim);
+    op_upload(ctx, img, &hv);
     free(h);
 }
 
@@ -311,7 +300,7 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         arena_release(act, m2);
     }
     if (m->variant == COND_SS) {
-        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, P = m->ppe.size, n1 = 3 * P * P;
+        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, P = m->ppe.size;
         size_t m2 = arena_mark(act);
         struct tensor pm = arena_tensor(act, DTYPE_F32, SHAPE(2, 3, P, P));
         struct tensor pe = arena_tensor(act, DTYPE_F32, SHAPE(2, W, m->ppe.dim));
@@ -319,7 +308,9 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         for (int i = 0; i < 2; i++) {       /* nearest to P here; ppe_forward's is then the identity */
             float *tmp;
             const float *r = fit_input(maps[i], P, OP_RESIZE_NEAREST, &tmp);
-            upload(ctx, (float *)pm.data + i * n1, r, sizeof(float) * (size_t)n1, m->device);
+            struct tensor dst = tensor_slice(&pm, 0, i, 1);
+            struct tensor src = tensor_view((void *)r, DTYPE_F32, DEVICE_HOST, SHAPE(1, 3, P, P));
+            op_upload(ctx, &dst, &src);
             free(tmp);
         }
         ppe_forward(&m->ppe, ctx, act, &pe, &pm);
@@ -330,12 +321,6 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         arena_release(act, m2);
     }
     ASSERT(row == m->n_tokens);
-    if (m->device == DEVICE_CUDA) {
-        CUDA_CHECK(cudaMemcpyAsync(out->data, o.data, tensor_nbytes(&o), cudaMemcpyDeviceToHost,
-                                   ctx->stream));
-        CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    } else {
-        memcpy(out->data, o.data, tensor_nbytes(&o));
-    }
+    op_download(ctx, out, &o);
     arena_release(act, mark);
 }

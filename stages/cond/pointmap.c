@@ -6,7 +6,7 @@
 #include "ops_image.h"
 #include "ops_small.h"
 #include "arena.h"
-#include "check.h"
+#include "ops_copy.h"
 #include "err.h"
 #include "log.h"
 
@@ -164,16 +164,9 @@ void ppe_finish_cpu(const struct ppe *m, struct tensor *out, const struct tensor
 /* The row-0 residual x0 (nc, D) = tok[:, 0, :] (a strided copy). */
 static void copy_row0(const struct op_ctx *ctx, struct tensor *x0, const struct tensor *tok)
 {
-    size_t row = sizeof(float) * (size_t)x0->shape[1];
-    size_t pitch = row * (size_t)tok->shape[1];
+    struct tensor r0 = tensor_slice(tok, 1, 0, 1);
 
-    if (x0->device == DEVICE_CUDA) {
-        CUDA_CHECK(cudaMemcpy2DAsync(x0->data, row, tok->data, pitch, row, (size_t)x0->shape[0],
-                                     cudaMemcpyDeviceToDevice, ctx->stream));
-        return;
-    }
-    for (int64_t i = 0; i < x0->shape[0]; i++)
-        memcpy((char *)x0->data + (size_t)i * row, (const char *)tok->data + (size_t)i * pitch, row);
+    op_copy(ctx, x0, &r0);
 }
 
 /* One chunk of nc windows starting at global window g0. */

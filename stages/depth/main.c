@@ -21,19 +21,19 @@
  *   pointmap, rgb_pointmap (1, 3, 518, 518) F32, pointmap_scale, pointmap_shift (1, 3) F32:
  *                          the SS preprocessor's outputs (common/preprocess.h), read by cond.
  *
- * Device memory: the weights (act_dt), a cuBLAS workspace, the pos-embed cache
- * and one activation arena sized by moge_act_bytes for the request's geometry
- * plus the image as U8 (grown when a request needs more). The full-resolution
+ * Device memory: the weights (act_dt), the runtime's cuBLAS workspace, the
+ * pos-embed cache and the runtime's activation arena sized by moge_act_bytes for
+ * the request's geometry plus the image as U8 (grown when a request needs more). The full-resolution
  * post-processing runs on the host, so a 6000 x 4500 image costs the device only
  * its 81 MB of U8 pixels and the (3, H, rw) resize intermediate.
  */
 #include "moge_net/moge.h"
 
-#include "check.h"
 #include "err.h"
 #include "image.h"
 #include "lmsolve.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "preprocess.h"
 #include "stage.h"
 
@@ -42,160 +42,103 @@
 #include <sys/stat.h>
 
 #define DEPTH_MAX_TOKENS 20000          /* num_tokens above this is a user error */
-#define DEPTH_MAX_REPEAT 1000
 
 struct depth_stage {
     struct moge_model m;
-    struct arena      weights;    /* bound weights (device, or host on the CPU) */
-    struct arena      ws;         /* cuBLAS workspace (device only) */
-    struct arena      act;        /* activations + the U8 image; grown per request */
-    struct op_ctx     ctx;
-    enum device       dev;
-    int               num_tokens; /* from model_config (or MOGE_NUM_TOKENS) */
-    bool              loaded;
 };
+
+static int depth_stage_load(void *p, struct stage_rt *rt)
+{
+    struct depth_stage *s = p;
+    int rc = moge_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
+
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
+}
 
 static void depth_stage_unload(void *p)
 {
     struct depth_stage *s = p;
 
-    moge_release(&s->m);
-    if (s->dev == DEVICE_CUDA && s->loaded)
-        op_ctx_free(&s->ctx);
-    arena_free(&s->act);
-    arena_free(&s->ws);
-    arena_free(&s->weights);
-    memset(s, 0, sizeof(*s));
+    moge_free(&s->m);
 }
 
-static int depth_stage_load(void *p, const struct stage_opts *o)
-{
-    struct depth_stage *s = p;
-    struct weights w;
-    int rc;
+/* One MoGe run (forward + host post-processing) for stage_repeat. */
+struct moge_pass {
+    struct moge_model     *m;
+    struct stage_rt       *rt;
+    const struct tensor   *img;        /* (3, H, W) U8 on the model's device */
+    const struct moge_geom *g;
+    float                 *raw;        /* (4, rh, rw) F32 host */
+    struct lm_opts         lo;
+    struct moge_result    *r;
+    double                 fwd_ms, post_ms;   /* sums over the runs */
+};
 
-    if (s->loaded)
-        return 0;
-    memset(s, 0, sizeof(*s));
-    if (!o->weights) {
-        log_error("depth: no --weights; HINT: pass MoGe's model.pt (Ruicheng/moge-vitl)");
-        return S3D_EINVAL;
-    }
-    enum dtype act_dt;
-    s->dev = stage_use_device(o, &act_dt);
-    /* a bare file means its 'model' state dict, the official container */
-    if ((rc = weights_open_key(&w, o->weights, "model", NULL, act_dt)))
+static int moge_pass_run(void *user, int k)
+{
+    struct moge_pass *f = user;
+    size_t mark = arena_mark(&f->rt->act);
+    double t0 = stage_now_ms();
+
+    (void)k;
+    int rc = moge_forward(f->m, f->rt->op, &f->rt->act, f->img, f->g, f->raw, NULL, NULL);
+    arena_release(&f->rt->act, mark);
+    if (rc)
         return rc;
-    if ((rc = moge_bind(&s->m, &w, act_dt)))
-        goto out_close;
-    rc = moge_config_num_tokens(o->weights, &s->num_tokens);
-    if (rc == S3D_ENOTFOUND) {
-        s->num_tokens = MOGE_NUM_TOKENS;
-        log_warn("depth: %s has no model_config token range; using %d (moge-vitl)",
-                 o->weights, s->num_tokens);
-    } else if (rc) {
-        goto out_close;
-    }
-    if ((rc = weights_load_arena(&w, &s->weights, s->dev)))
-        goto out_close;
-    if (s->dev == DEVICE_CUDA) {
-        rc = arena_init(&s->ws, ARENA_DEVICE, "workspace", OP_WORKSPACE_DEFAULT);
-        if (!rc)
-            rc = op_ctx_init(&s->ctx, &s->ws, OP_WORKSPACE_DEFAULT);
-        if (rc)
-            goto out_free;
-    }
-    log_info("depth: MoGe v1 from %s: ViT dim %d depth %d, %d taps, proj %d, %d tokens; "
-             "%.1f MB of %s weights on %s", w.ck.path, s->m.vit.cfg.dim, s->m.vit.cfg.depth,
-             s->m.n_feat, s->m.dim_proj, s->num_tokens, (double)s->weights.used / 1e6,
-             dtype_name(act_dt), s->dev == DEVICE_CUDA ? "cuda" : "cpu");
-    weights_close(&w);
-    s->loaded = true;
+    double t1 = stage_now_ms();
+    moge_postprocess(f->g, f->raw, &f->lo, f->r);
+    f->fwd_ms += t1 - t0;
+    f->post_ms += stage_now_ms() - t1;
     return 0;
-out_free:
-    arena_free(&s->ws);
-    arena_free(&s->weights);
-out_close:
-    weights_close(&w);
-    memset(s, 0, sizeof(*s));
-    return rc;
-}
-
-/* Make the activation arena hold need bytes, empty (reallocated only when it
- * grows; a request that failed midway leaves nothing behind). */
-static int act_reserve(struct depth_stage *s, size_t need)
-{
-    if (s->act.base && s->act.size >= need) {
-        arena_reset(&s->act);
-        return 0;
-    }
-    arena_free(&s->act);
-    return arena_init(&s->act, s->dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", need);
 }
 
 /* MoGe on rgb (H, W, 3) U8 into points/valid (H, W, 3)/(H, W) and r's scalars. */
 static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct image *rgb,
-                    int num_tokens, int repeat, struct moge_result *r)
+                    int num_tokens, struct moge_result *r)
 {
     struct moge_geom g;
     int H = rgb->h, W = rgb->w, rc = 0;
     size_t HW = (size_t)H * W;
-    uint8_t *chw = malloc(3 * HW);
-    float *raw = NULL;
-    double *ms = calloc((size_t)repeat, sizeof(double)), fwd_ms = 0, post_ms = 0;
-    struct lm_opts lo = lm_opts_default();
+    struct stage_rt *rt = rq->rt;
+    char tms[96];
 
-    if (!chw || !ms) {
+    int def_tokens = s->m.num_tokens;
+    s->m.num_tokens = num_tokens;
+    moge_geometry(&s->m, H, W, &g);
+    s->m.num_tokens = def_tokens;
+    size_t need = moge_act_bytes(&s->m, &g) + arena_round(3 * HW);
+    if ((rc = stage_act(rq, need)))
+        return rc;
+    uint8_t *chw = malloc(3 * HW);
+    float *raw = malloc(sizeof(float) * 4 * (size_t)g.rh * g.rw);
+    if (!chw || !raw) {
         rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory for a %dx%d image", W, H);
         goto out;
     }
     for (size_t q = 0; q < HW; q++)                       /* (H, W, 3) -> (3, H, W) */
         for (int c = 0; c < 3; c++)
             chw[(size_t)c * HW + q] = rgb->data[3 * q + c];
-    s->m.num_tokens = num_tokens;
-    moge_geometry(&s->m, H, W, &g);
-    s->m.num_tokens = s->num_tokens;
-    size_t need = moge_act_bytes(&s->m, &g) + arena_round(3 * HW);
-    if ((rc = act_reserve(s, need))) {
-        stage_fail(rq, rc, "depth: cannot reserve %zu activation bytes for a %dx%d image "
-                   "(%dx%d tokens)", need, W, H, g.pw, g.ph);
-        goto out;
-    }
-    raw = malloc(sizeof(float) * 4 * (size_t)g.rh * g.rw);
-    if (!raw) {
-        rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory");
-        goto out;
-    }
-    struct tensor img = arena_tensor(&s->act, DTYPE_U8, SHAPE(3, H, W));
-    img.device = s->dev;
-    if (s->dev == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemcpyAsync(img.data, chw, 3 * HW, cudaMemcpyHostToDevice, s->ctx.stream));
-    else
-        memcpy(img.data, chw, 3 * HW);
-    for (int k = 0; k < repeat; k++) {
-        double t0 = stage_now_ms();
-        rc = moge_forward(&s->m, s->dev == DEVICE_CUDA ? &s->ctx : NULL, &s->act, &img, &g, raw,
-                          NULL, NULL);
-        if (rc) {
+    struct tensor img = arena_tensor(&rt->act, DTYPE_U8, SHAPE(3, H, W));
+    struct tensor hi = tensor_view(chw, DTYPE_U8, DEVICE_HOST, SHAPE(3, H, W));
+    op_upload(rt->op, &img, &hi);
+    free(chw);
+    chw = NULL;
+    struct moge_pass f = {.m = &s->m, .rt = rt, .img = &img, .g = &g, .raw = raw,
+                          .lo = lm_opts_default(), .r = r};
+    struct stage_timing tm;
+    if ((rc = stage_repeat(rq, "depth MoGe", moge_pass_run, &f, &tm))) {
+        if (!rq->err[0])
             stage_fail(rq, rc, "depth: MoGe forward failed (device memory; see the log)");
-            goto out;
-        }
-        double t1 = stage_now_ms();
-        moge_postprocess(&g, raw, &lo, r);
-        double t2 = stage_now_ms();
-        ms[k] = t2 - t0;
-        fwd_ms += t1 - t0;
-        post_ms += t2 - t1;
+        goto out;
     }
-    stage_sort_ms(ms, repeat);
-    log_info("depth: %dx%d -> %dx%d (%dx%d patches, budget %d): MoGe %.2f ms median of %d "
-             "(forward %.2f + post-processing %.2f ms mean); focal %.6g shift %.6g; device "
-             "peak %.1f MiB (arenas), resident %.1f MiB", W, H, g.rw, g.rh, g.pw, g.ph,
-             num_tokens, ms[repeat / 2], repeat, fwd_ms / repeat, post_ms / repeat, r->focal,
-             r->shift, arena_device_peak() / 1048576.0, arena_device_resident() / 1048576.0);
+    log_info("depth: %dx%d -> %dx%d (%dx%d patches, budget %d): MoGe %s (forward %.2f + "
+             "post-processing %.2f ms mean); focal %.6g shift %.6g", W, H, g.rw, g.rh, g.pw, g.ph,
+             num_tokens, stage_timing_str(&tm, tms, sizeof(tms)), f.fwd_ms / tm.n,
+             f.post_ms / tm.n, r->focal, r->shift);
 out:
     free(raw);
-    free(ms);
     free(chw);
     return rc;
 }
@@ -210,9 +153,8 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     int rc;
 
     memset(&po, 0, sizeof(po));
-    int64_t nt, repeat;
-    if ((rc = stage_param_int(rq, "num_tokens", s->num_tokens, INT64_MIN, INT64_MAX, &nt)) ||
-        (rc = stage_param_int(rq, "repeat", 1, 1, DEPTH_MAX_REPEAT, &repeat)))
+    int64_t nt;
+    if ((rc = stage_param_int(rq, "num_tokens", s->m.num_tokens, INT64_MIN, INT64_MAX, &nt)))
         return rc;
     if (nt < 1 || nt > DEPTH_MAX_TOKENS)
         return stage_fail(rq, S3D_EINVAL, "depth: num_tokens %lld is outside [1, %d]; HINT: "
@@ -239,7 +181,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
         goto out;
     }
     struct moge_result r = {.pointmap = points->data, .mask = valid->data};
-    if ((rc = run_moge(s, rq, &rgb, (int)nt, (int)repeat, &r)))
+    if ((rc = run_moge(s, rq, &rgb, (int)nt, &r)))
         goto out;
 
     /* the SS preprocessor on the flipped, NaN-invalid point map as (3, H, W) */
@@ -299,6 +241,7 @@ int main(int argc, char **argv)
         .name = "depth",
         /* points (H, W, 3) F32 + valid dominate: 13 bytes a pixel, ~85 MP */
         .arena_bytes = (size_t)1152 << 20,
+        .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = depth_stage_load,
         .unload = depth_stage_unload,
         .run = depth_stage_run,

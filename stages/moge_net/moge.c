@@ -8,8 +8,8 @@
 #include "moge.h"
 #include "moge_kern.h"
 
-#include "check.h"
 #include "err.h"
+#include "ops_copy.h"
 #include "log.h"
 
 #include <math.h>
@@ -148,6 +148,50 @@ int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt)
     return 0;
 }
 
+int moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt)
+{
+    struct weights w;
+    int rc;
+
+    memset(m, 0, sizeof(*m));
+    if (!path) {
+        log_error("depth: no --weights; HINT: pass MoGe's model.pt (Ruicheng/moge-vitl)");
+        return S3D_EINVAL;
+    }
+    /* a bare file means its 'model' state dict, the official container */
+    if ((rc = weights_open_key(&w, path, "model", NULL, act_dt)))
+        return rc;
+    if ((rc = moge_bind(m, &w, act_dt)))
+        goto out_close;
+    rc = moge_config_num_tokens(path, &m->num_tokens);
+    if (rc == S3D_ENOTFOUND) {
+        m->num_tokens = MOGE_NUM_TOKENS;
+        log_warn("depth: %s has no model_config token range; using %d (moge-vitl)", path,
+                 m->num_tokens);
+    } else if (rc) {
+        goto out_close;
+    }
+    if ((rc = weights_load_arena(&w, &m->weights, dev)))
+        goto out_close;
+    log_info("depth: MoGe v1 from %s: ViT dim %d depth %d, %d taps, proj %d, %d tokens; "
+             "%.1f MB of %s weights on %s", w.ck.path, m->vit.cfg.dim, m->vit.cfg.depth,
+             m->n_feat, m->dim_proj, m->num_tokens, (double)m->weights.used / 1e6,
+             dtype_name(act_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
+out_close:
+    weights_close(&w);
+    if (rc)
+        memset(m, 0, sizeof(*m));
+    return rc;
+}
+
+void moge_free(struct moge_model *m)
+{
+    if (!m)
+        return;
+    moge_release(m);
+    arena_free(&m->weights);
+}
+
 // ----------------------------------------------------------------------------
 // geometry
 
@@ -225,11 +269,10 @@ static void pos_embed_interp(const struct moge_model *m, int ph, int pw, float *
     float *pe = malloc(sizeof(float) * n), *chw = malloc(sizeof(float) * n);
     float *res = malloc(sizeof(float) * (size_t)C * ph * pw);
     ASSERT(pe && chw && res);
-    const float *src = (const float *)m->vit.pos_embed.data + C;     /* skip the cls row */
-    if (m->vit.pos_embed.device == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemcpy(pe, src, sizeof(float) * n, cudaMemcpyDeviceToHost));
-    else
-        memcpy(pe, src, sizeof(float) * n);
+    struct tensor src = tensor_view((float *)m->vit.pos_embed.data + C, DTYPE_F32,  /* no cls row */
+                                    m->vit.pos_embed.device, SHAPE(M * M, C));
+    struct tensor pet = tensor_view(pe, DTYPE_F32, DEVICE_HOST, SHAPE(M * M, C));
+    op_download(NULL, &pet, &src);
     for (size_t t = 0; t < (size_t)M * M; t++)                     /* (M*M, C) -> (C, M, M) */
         for (int c = 0; c < C; c++)
             chw[(size_t)c * M * M + t] = pe[t * C + c];
@@ -294,9 +337,8 @@ static int pos_embed_cached(struct moge_model *m, const struct op_ctx *ctx, enum
         float *h = malloc(bytes);
         ASSERT(h);
         pos_embed_interp(m, ph, pw, h);
-        CUDA_CHECK(cudaMemcpyAsync(m->pos_cache.data, h, bytes, cudaMemcpyHostToDevice,
-                                   ctx->stream));
-        op_ctx_synchronize(ctx);                   /* h is pageable: free after the copy */
+        struct tensor ht = tensor_view(h, DTYPE_F32, DEVICE_HOST, SHAPE(T, C));
+        op_upload(ctx, &m->pos_cache, &ht);
         free(h);
     } else {
         pos_embed_interp(m, ph, pw, m->pos_cache.data);
@@ -420,18 +462,8 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
         arena_release(act, mark);
     }
     /* raw (4, rh, rw) F32 on the host */
-    size_t n = (size_t)4 * rh * rw;
-    void *tmp = malloc(n * dtype_size(adt));
-    ASSERT(tmp);
-    if (dev == DEVICE_CUDA) {
-        CUDA_CHECK(cudaMemcpyAsync(tmp, outs.data, n * dtype_size(adt), cudaMemcpyDeviceToHost,
-                                   ctx->stream));
-        op_ctx_synchronize(ctx);
-    } else {
-        memcpy(tmp, outs.data, n * dtype_size(adt));
-    }
-    dtype_convert(raw, DTYPE_F32, tmp, adt, n);
-    free(tmp);
+    struct tensor rawt = tensor_view(raw, DTYPE_F32, DEVICE_HOST, SHAPE(4, rh, rw));
+    op_download(ctx, &rawt, &outs);
     arena_release(act, mark0);
     return 0;
 }

@@ -83,11 +83,22 @@ struct moge_model {
     int            pos_ph, pos_pw;        /* grid of pos_cache; 0 = empty */
     struct tensor  pos_cache;             /* (pos_ph * pos_pw, C) F32 on the weights' device */
     struct arena   pos_arena;             /* owns pos_cache (device or host) */
+    struct arena   weights;               /* every bound tensor, exactly sized (moge_load) */
 };
 
-/* Detect the config and declare every tensor (phase 1 of weights binding;
- * w opened on "model.pt:model"). act_dt: F16 or F32. Returns 0 or an error
- * (logged). */
+/* Open path ("FILE" = FILE:model, MoGe's container, or "FILE:KEY"), detect the
+ * config, bind every tensor, read the token budget from the checkpoint's
+ * model_config (moge_config_num_tokens; MOGE_NUM_TOKENS with a warning when
+ * it has none) and upload to dev (DEVICE_CUDA or DEVICE_HOST) with the head's
+ * weights in act_dt (F16 or F32). Returns 0, or a negative s3d_err already
+ * logged; on failure nothing stays allocated. */
+int  moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt);
+/* The weights and the pos-embed cache. NULL-safe, idempotent. */
+void moge_free(struct moge_model *m);
+
+/* Detect the config and declare every tensor (phase 1 of weights binding,
+ * inside moge_load; w opened on "model.pt:model"). act_dt: F16 or F32.
+ * Returns 0 or an error (logged). */
 int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt);
 
 /* Free what moge_forward cached (the pos-embed); the weights are the caller's.

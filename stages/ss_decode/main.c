@@ -1,6 +1,8 @@
 /*
  * main.c - sam3d-ss-decode: the SS decoder and the occupancy post-processing as
  * a stage (stages/ss_decode/README.md; model code in stages/ss_decode_net/).
+ * The template for a stage main (stages/README.md): the model's load/free,
+ * one request handler, the ops table.
  *
  *   sam3d-ss-decode --weights ss_decoder.ckpt --once IN_DIR OUT_DIR [--param keep_logits=1]
  *   sam3d-ss-decode --weights ss_decoder.ckpt --listen ipc:///tmp/s3d/ss_decode.sock
@@ -9,7 +11,8 @@
  * released, any cube accepted). Params: keep_logits (false; true or 1 also
  * writes the logits), prune_dist (1, the pipeline's downsample_ss_dist; 0 skips the
  * prune), max_coords (42000), seed (0: only for the random subset of
- * downsample, unreachable at the released sizes).
+ * downsample, unreachable at the released sizes), repeat (1: run the decoder
+ * that many times and log the median; S3D_PROFILE=1 adds the per-op table).
  * Outputs: coords (N, 4) I32 (b, x, y, z) - the SLAT support; coords_original
  * (N0, 4) I32 - argwhere(logits > 0) before prune/downsample; downsample_factor
  * (1) I32 (1 or 2: multiplies the pose scale); logits (1, 1, R, R, R) F32 when
@@ -17,10 +20,9 @@
  * No occupied voxel at all is an error reply, not an empty output.
  */
 #include "ss_decode_net/ssdec.h"
-#include "stage.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
+#include "stage.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,46 +33,40 @@
 
 struct ssd_stage {
     struct ssdec_model m;
-    struct arena       act;     /* sized per latent side, grown when a larger one comes */
-    struct op_ctx      ctx;
-    bool               loaded;
 };
 
-static int ssd_stage_load(void *p, const struct stage_opts *o)
+static int ssd_load(void *p, struct stage_rt *rt)
 {
     struct ssd_stage *s = p;
-    enum dtype cdt;
-    int rc;
+    int rc = ssdec_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
 
-    if (s->loaded)
-        return 0;
-    enum device dev = stage_use_device(o, &cdt);
-    if ((rc = ssdec_load(&s->m, o->weights, dev, cdt)))
-        return rc;
-    if (dev == DEVICE_CUDA && (rc = op_ctx_init(&s->ctx, NULL, 0))) {
-        ssdec_free(&s->m);
-        return rc;
-    }
-    s->loaded = true;
-    return 0;
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
 }
 
-static void ssd_stage_unload(void *p)
+static void ssd_unload(void *p)
 {
     struct ssd_stage *s = p;
 
-    op_ctx_free(&s->ctx);
-    arena_free(&s->act);
     ssdec_free(&s->m);
-    memset(s, 0, sizeof(*s));
 }
 
-static int ensure_act(struct ssd_stage *s, size_t bytes)
+/* One decoder pass for stage_repeat. */
+struct ssd_pass {
+    const struct ssdec_model *m;
+    struct stage_rt          *rt;
+    const struct tensor      *lat;
+    struct tensor            *logits;
+};
+
+static int ssd_forward(void *user, int k)
 {
-    if (s->act.base && s->act.size >= bytes)
-        return 0;
-    arena_free(&s->act);
-    return arena_init(&s->act, s->m.device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes);
+    struct ssd_pass *f = user;
+
+    (void)k;
+    ssdec_forward(f->m, f->rt->op, &f->rt->act, f->lat, f->logits, NULL, NULL);
+    return 0;
 }
 
 /* A (n, 4) I32 output holding rows. */
@@ -83,15 +79,13 @@ static int put_rows(struct stage_req *rq, const char *name, const int32_t *rows,
     return 0;
 }
 
-static int ssd_stage_run(void *p, struct stage_req *rq)
+static int ssd_run(void *p, struct stage_req *rq)
 {
     struct ssd_stage *s = p;
     const struct ssdec_model *m = &s->m;
     int64_t dist, maxc, seed;
     bool keep = false;
-    char msg[WIRE_ERR_MAX - 32];
-    int32_t *c0 = NULL, *c1 = NULL, *c2 = NULL;
-    float *logits = NULL;
+    char msg[WIRE_ERR_MAX - 32], tms[96];
     int rc;
 
     if ((rc = stage_param_flag(rq, "keep_logits", false, &keep)) ||
@@ -107,42 +101,38 @@ static int ssd_stage_run(void *p, struct stage_req *rq)
         return stage_fail(rq, rc, "%s", msg);
     int r = ssdec_latent_side(lat->shape[1]);
     int R = ssdec_out_side(m, r);
-    int64_t nv = (int64_t)R * R * R;
-    size_t need = ssdec_act_bytes(m, r);
-    if (ensure_act(s, need))
-        return stage_fail(rq, S3D_ENOMEM, "ss_decode: cannot reserve %.1f MiB of activations "
-                          "(HINT: free device memory or use --device cpu)", need / 1048576.0);
+    if ((rc = stage_act(rq, ssdec_act_bytes(m, r))))
+        return rc;
 
-    /* logits straight into the output when kept, else into scratch */
-    struct tensor *lt = NULL;
-    if (keep) {
-        if (!(lt = stage_output(rq, "logits", DTYPE_F32, SHAPE(1, 1, R, R, R))))
-            return S3D_ENOMEM;
-        logits = lt->data;
-    } else if (!(logits = malloc(sizeof(*logits) * (size_t)nv))) {
-        return stage_fail(rq, S3D_ENOMEM, "ss_decode: out of host memory");
-    }
-    struct tensor lview = tensor_view(logits, DTYPE_F32, DEVICE_HOST, SHAPE(1, R, R, R, 1));
-    double t0 = stage_now_ms();
-    ssdec_forward(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, lat, &lview, NULL, NULL);
+    /* logits straight into the output when kept, else into request scratch */
+    struct tensor lt, *out = NULL;
+    if (keep && !(out = stage_output(rq, "logits", DTYPE_F32, SHAPE(1, 1, R, R, R))))
+        return S3D_ENOMEM;
+    lt = out ? *out : tensor_view(arena_alloc(rq->arena, sizeof(float) * (size_t)R * R * R),
+                                  DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, R, R, R));
+    if (!lt.data)
+        return stage_fail(rq, S3D_ENOMEM, "ss_decode: the request arena cannot hold the logits");
+    struct tensor lview = tensor_reshape(&lt, SHAPE(1, R, R, R, 1));
+    struct ssd_pass pass = {.m = m, .rt = rq->rt, .lat = lat, .logits = &lview};
+    struct stage_timing tm;
+    if ((rc = stage_repeat(rq, "ss_decode forward", ssd_forward, &pass, &tm)))
+        return rc;
+
     double t1 = stage_now_ms();
-
-    int64_t n0 = ssdec_coords(logits, R, NULL), n1 = 0, n2 = 0;
+    int64_t n0 = ssdec_coords(lt.data, R, NULL), n1 = 0, n2 = 0;
     int factor = 1;
-    if (n0 == 0) {
-        rc = stage_fail(rq, S3D_EINVAL, "ss_decode: no occupied voxel (no logit > 0 among %d^3) "
-                        "(HINT: the shape latent decodes to empty space; check that it comes "
-                        "from sam3d-ss-flow with the matching weights, or try another seed)", R);
-        goto out;
-    }
-    c0 = malloc((size_t)n0 * 16);
-    c1 = malloc((size_t)n0 * 16);
-    c2 = malloc((size_t)n0 * 16);
-    if (!c0 || !c1 || !c2) {
-        rc = stage_fail(rq, S3D_ENOMEM, "ss_decode: out of host memory");
-        goto out;
-    }
-    ssdec_coords(logits, R, c0);
+    if (n0 == 0)
+        return stage_fail(rq, S3D_EINVAL, "ss_decode: no occupied voxel (no logit > 0 among "
+                          "%d^3) (HINT: the shape latent decodes to empty space; check that it "
+                          "comes from sam3d-ss-flow with the matching weights, or try another "
+                          "seed)", R);
+    int32_t *c0 = arena_alloc(rq->arena, (size_t)n0 * 16);
+    int32_t *c1 = arena_alloc(rq->arena, (size_t)n0 * 16);
+    int32_t *c2 = arena_alloc(rq->arena, (size_t)n0 * 16);
+    if (!c0 || !c1 || !c2)
+        return stage_fail(rq, S3D_ENOMEM, "ss_decode: the request arena cannot hold %lld "
+                          "coordinates", (long long)n0);
+    ssdec_coords(lt.data, R, c0);
     if (dist > 0) {
         n1 = ssdec_prune(c0, n0, (int)dist, c1);
     } else {
@@ -151,26 +141,14 @@ static int ssd_stage_run(void *p, struct stage_req *rq)
     }
     n2 = ssdec_downsample(c1, n1, maxc, SSD_DOWNSAMPLE, (uint64_t)seed, c2, &factor);
     struct tensor *ft = stage_output(rq, "downsample_factor", DTYPE_I32, SHAPE(1));
-    if (!ft || put_rows(rq, "coords", c2, n2) || put_rows(rq, "coords_original", c0, n0)) {
-        rc = S3D_ENOMEM;
-        goto out;
-    }
+    if (!ft || put_rows(rq, "coords", c2, n2) || put_rows(rq, "coords_original", c0, n0))
+        return S3D_ENOMEM;
     ((int32_t *)ft->data)[0] = factor;
-    log_info("ss_decode: latent %d^3 -> logits %d^3 (%s) in %.1f ms; %lld occupied -> %lld after "
-             "prune (dist %lld) -> %lld (factor %d) in %.1f ms; device peak %.1f MiB (arenas: "
-             "weights %.1f + activations high-water %.1f), resident %.1f MiB", r, R,
-             dtype_name(m->conv_dt), t1 - t0, (long long)n0, (long long)n1, (long long)dist,
-             (long long)n2, factor, stage_now_ms() - t1, arena_device_peak() / 1048576.0,
-             m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
-             arena_device_resident() / 1048576.0);
-    rc = 0;
-out:
-    if (!keep)
-        free(logits);
-    free(c0);
-    free(c1);
-    free(c2);
-    return rc;
+    log_info("ss_decode: latent %d^3 -> logits %d^3 (%s) in %s; %lld occupied -> %lld after "
+             "prune (dist %lld) -> %lld (factor %d) in %.1f ms", r, R, dtype_name(m->conv_dt),
+             stage_timing_str(&tm, tms, sizeof(tms)), (long long)n0, (long long)n1,
+             (long long)dist, (long long)n2, factor, stage_now_ms() - t1);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -178,9 +156,9 @@ int main(int argc, char **argv)
     static struct ssd_stage model;
     const struct stage_ops ops = {
         .name = "ss_decode",
-        .load = ssd_stage_load,
-        .unload = ssd_stage_unload,
-        .run = ssd_stage_run,
+        .load = ssd_load,
+        .unload = ssd_unload,
+        .run = ssd_run,
     };
 
     return stage_main(&ops, &model, argc, argv);

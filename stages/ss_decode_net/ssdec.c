@@ -2,9 +2,9 @@
  * ssdec.c - the SS decoder network: config detection, weight binding and
  * packing, one forward pass. See ssdec.h; post-processing is in ssdec_post.c.
  *
- * The forward is written once and run in two modes: "plan" (no arena, no
- * ops: it only adds up the buffers it would take, which is ssdec_act_bytes)
- * and "run". So the activation size can never drift from the code.
+ * The forward is written once and run in two modes: "plan" (a planning arena,
+ * arena_plan_init, and no ops: its high-water mark is ssdec_act_bytes) and
+ * "run". So the activation size can never drift from the code.
  *
  * Buffers per module, channels-last, V = R^3 voxels of C channels:
  *   ResBlock3d(in -> out; out == in except where the stream changes dtype):
@@ -17,10 +17,10 @@
  *   the released size in fp16).
  */
 #include "ssdec.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
 #include "ops_3d.h"
+#include "ops_copy.h"
 #include "weights.h"
 
 #include <math.h>
@@ -226,10 +226,8 @@ static int finish(struct ssdec_model *m, struct loader *L)
                                   p->src.shape[2]);
         else
             dtype_convert(tmp, dt, p->src.data, DTYPE_F32, (size_t)tensor_numel(&p->src));
-        if (m->device == DEVICE_CUDA)
-            CUDA_CHECK(cudaMemcpy(p->dst->data, tmp, tensor_nbytes(p->dst), cudaMemcpyHostToDevice));
-        else
-            memcpy(p->dst->data, tmp, tensor_nbytes(p->dst));
+        struct tensor packed = tensor_view(tmp, dt, DEVICE_HOST, shape, nd);
+        op_upload(NULL, p->dst, &packed);
     }
     free(tmp);
     return 0;
@@ -337,91 +335,58 @@ int ssdec_check_latent(const struct ssdec_model *m, const struct tensor *lat, co
 struct fwd {
     const struct ssdec_model *m;
     const struct op_ctx      *ctx;
-    struct arena             *act;      /* NULL: plan mode */
-    size_t                    used;     /* plan mode: bytes taken, peak */
-    size_t                    peak;
+    struct arena             *act;      /* a planning arena (arena_plan_init): plan mode */
+    bool                      plan;     /* no ops, only the buffers counted */
     ssdec_tap_fn              tap;
     void                     *user;
 };
 
-static void plan_bump(struct fwd *f, size_t bytes)
-{
-    f->used += arena_round(bytes);
-    f->peak = f->used > f->peak ? f->used : f->peak;
-}
-
 /* A (1, R, R, R, C) buffer of dt. */
 static struct tensor take(struct fwd *f, enum dtype dt, int R, int64_t C)
 {
-    if (f->act)
-        return arena_tensor(f->act, dt, SHAPE(1, R, R, R, C));
-    struct tensor t = tensor_view(NULL, dt, f->m->device, SHAPE(1, R, R, R, C));
-    plan_bump(f, tensor_nbytes(&t));
-    return t;
-}
-
-static size_t mark(const struct fwd *f)
-{
-    return f->act ? arena_mark(f->act) : f->used;
-}
-
-static void release(struct fwd *f, size_t mk)
-{
-    if (f->act)
-        arena_release(f->act, mk);
-    else
-        f->used = mk;
+    return arena_tensor(f->act, dt, SHAPE(1, R, R, R, C));
 }
 
 static void ln(struct fwd *f, struct tensor *y, const struct tensor *x, const struct tensor *w,
                const struct tensor *b)
 {
-    if (f->act)
+    if (!f->plan)
         op_layernorm(f->ctx, y, x, w, b, SSDEC_LN_EPS);
 }
 
 static void silu(struct fwd *f, struct tensor *y, const struct tensor *x)
 {
-    if (f->act)
+    if (!f->plan)
         op_act(f->ctx, y, x, OP_ACT_SILU);
 }
 
 static void conv(struct fwd *f, struct tensor *y, const struct tensor *x, const struct tensor *w,
                  const struct tensor *b)
 {
-    if (f->act) {
+    if (!f->plan) {
         op_conv3d(f->ctx, f->act, y, x, w, b);
         return;
     }
     /* the CUDA op casts x into scratch when its dtype is not the weights' */
     if (f->m->device == DEVICE_CUDA && x->dtype != w->dtype) {
-        size_t mk = f->used;
-        plan_bump(f, (size_t)tensor_numel(x) * dtype_size(w->dtype));
-        f->used = mk;
+        size_t mk = arena_mark(f->act);
+        arena_alloc(f->act, (size_t)tensor_numel(x) * dtype_size(w->dtype));
+        arena_release(f->act, mk);
     }
 }
 
 /* Tap: the module output as host F32 (copied down / converted when needed). */
 static void tap(struct fwd *f, const char *name, const struct tensor *t)
 {
-    if (!f->act || !f->tap)
+    if (f->plan || !f->tap)
         return;
-    size_t n = (size_t)tensor_numel(t);
     float *h = NULL;
     struct tensor v = *t;
     if (t->device == DEVICE_CUDA || t->dtype != DTYPE_F32) {
-        void *raw = malloc(tensor_nbytes(t) + 1);
-        h = malloc(sizeof(*h) * n + 1);
-        ASSERT(raw && h);
-        if (t->device == DEVICE_CUDA) {
-            op_ctx_synchronize(f->ctx);
-            CUDA_CHECK(cudaMemcpy(raw, t->data, tensor_nbytes(t), cudaMemcpyDeviceToHost));
-        } else {
-            memcpy(raw, t->data, tensor_nbytes(t));
-        }
-        dtype_convert(h, DTYPE_F32, raw, t->dtype, n);
-        free(raw);
+        h = malloc(sizeof(*h) * (size_t)tensor_numel(t) + 1);
+        ASSERT(h);
         v = tensor_view(h, DTYPE_F32, DEVICE_HOST, t->shape, t->ndim);
+        op_download(f->ctx, &v, t);
     }
     f->tap(f->user, name, &v);
     free(h);
@@ -434,7 +399,7 @@ static void res_block(struct fwd *f, const struct ssdec_res *r, const struct ten
     enum dtype cdt = f->m->conv_dt;
     int R = (int)in->shape[1];
     int64_t C = in->shape[4];
-    size_t mk = mark(f);
+    size_t mk = arena_mark(f->act);
 
     struct tensor t = take(f, in->dtype, R, C);
     struct tensor s = in->dtype == cdt ? t : take(f, cdt, R, C);
@@ -445,9 +410,9 @@ static void res_block(struct fwd *f, const struct ssdec_res *r, const struct ten
     ln(f, &u, &u, &r->n2_w, &r->n2_b);
     silu(f, &u, &u);
     conv(f, &s, &u, &r->c2_w, &r->c2_b);
-    if (f->act)
+    if (!f->plan)
         op_add(f->ctx, out, &s, in);
-    release(f, mk);
+    arena_release(f->act, mk);
 }
 
 /* The whole pass; returns the logits buffer (conv_dt (1, R, R, R, out_ch)). */
@@ -463,9 +428,8 @@ static struct tensor run(struct fwd *f, const struct tensor *lat)
     struct tensor x;
     if (m->device == DEVICE_CUDA) {
         x = take(f, DTYPE_F32, r, g->latent_ch);
-        if (f->act)
-            CUDA_CHECK(cudaMemcpyAsync(x.data, lat->data, tensor_nbytes(&x),
-                                       cudaMemcpyHostToDevice, f->ctx->stream));
+        if (!f->plan)
+            op_upload(f->ctx, &x, lat);
     } else {
         x = tensor_view(lat->data, DTYPE_F32, DEVICE_HOST, SHAPE(1, r, r, r, g->latent_ch));
     }
@@ -487,12 +451,12 @@ static struct tensor run(struct fwd *f, const struct tensor *lat)
         const struct ssdec_block *B = &m->blocks[i];
         if (B->up) {
             struct tensor nh = take(f, cdt, 2 * R, B->cout);
-            size_t mk = mark(f);
+            size_t mk = arena_mark(f->act);
             struct tensor c = take(f, cdt, R, 8 * (int64_t)B->cout);
             conv(f, &c, in, &B->up_w, &B->up_b);
-            if (f->act)
+            if (!f->plan)
                 op_pixel_shuffle3d(f->ctx, &nh, &c);
-            release(f, mk);
+            arena_release(f->act, mk);
             h = nh;
             R *= 2;
         } else {
@@ -505,27 +469,31 @@ static struct tensor run(struct fwd *f, const struct tensor *lat)
 
     /* out_layer on h.type(float32): LN and SiLU in fp32, the conv in conv_dt */
     struct tensor lg = take(f, cdt, R, g->out_ch);
-    size_t mk = mark(f);
+    size_t mk = arena_mark(f->act);
     struct tensor t = take(f, DTYPE_F32, R, g->ch_last);
     struct tensor s = cdt == DTYPE_F32 ? t : take(f, cdt, R, g->ch_last);
     ln(f, &t, in, &m->out_n_w, &m->out_n_b);
     silu(f, &s, &t);
     conv(f, &lg, &s, &m->out_w, &m->out_b);
-    release(f, mk);
+    arena_release(f->act, mk);
     return lg;
 }
 
 size_t ssdec_act_bytes(const struct ssdec_model *m, int r)
 {
     struct fwd f;
+    struct arena plan;
     struct tensor lat = tensor_view(NULL, DTYPE_F32, DEVICE_HOST,
                                     SHAPE(1, (int64_t)r * r * r, m->cfg.latent_ch));
 
     ASSERT(r >= 1 && r <= SSDEC_MAX_LATENT_R);
+    arena_plan_init(&plan, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
     memset(&f, 0, sizeof(f));
     f.m = m;
+    f.act = &plan;
+    f.plan = true;
     run(&f, &lat);
-    return f.peak + (m->device == DEVICE_CUDA ? SSDEC_CUDA_WS : 0);
+    return plan.high_water + (m->device == DEVICE_CUDA ? SSDEC_CUDA_WS : 0);
 }
 
 void ssdec_forward(const struct ssdec_model *m, const struct op_ctx *ctx, struct arena *act,
@@ -548,16 +516,6 @@ void ssdec_forward(const struct ssdec_model *m, const struct op_ctx *ctx, struct
     f.user = user;
     size_t mk = arena_mark(act);
     struct tensor lg = run(&f, lat);
-    size_t n = (size_t)tensor_numel(&lg);
-    if (m->device == DEVICE_CUDA) {
-        void *raw = malloc(tensor_nbytes(&lg));
-        ASSERT(raw);
-        op_ctx_synchronize(ctx);
-        CUDA_CHECK(cudaMemcpy(raw, lg.data, tensor_nbytes(&lg), cudaMemcpyDeviceToHost));
-        dtype_convert(logits->data, DTYPE_F32, raw, lg.dtype, n);
-        free(raw);
-    } else {
-        dtype_convert(logits->data, DTYPE_F32, lg.data, lg.dtype, n);
-    }
+    op_download(ctx, logits, &lg);
     arena_release(act, mk);
 }

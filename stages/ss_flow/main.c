@@ -13,97 +13,80 @@
  * once per request, spec §10.3; 0: in every evaluation, less memory), repeat
  * (1: run the sampler that many times from the same noise and log the median;
  * the output is the last run's; with S3D_PROFILE=1 the per-op device time of
- * the warm runs is printed, kernels/prof.h).
+ * the warm runs is printed, kernels/prof.h; the noise is drawn inside each
+ * timed run).
  * Outputs: shape_latent (1, Ns, 8) and the pose latents 6drotation_normalized
  * (1, 1, 6), scale (1, 1, 3), translation (1, 1, 3), translation_scale
  * (1, 1, 1), all F32; pointmap_scale, pointmap_shift unchanged.
  */
 #include "ss_flow_net/ssflow.h"
-#include "stage.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
-#include "prof.h"
+#include "stage.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define SSF_MAX_REPEAT 1000
 #define SSF_MAX_STEPS  1000
 
 struct ssf_stage {
     struct ssflow_model m;
-    struct arena        ws;      /* the cuBLAS workspace (device) */
-    struct arena        act;     /* condition + one forward; grown per request if Nc needs it */
-    struct op_ctx       ctx;
-    bool                loaded;
 };
 
-static int ssf_stage_load(void *p, const struct stage_opts *o)
+static int ssf_load(void *p, struct stage_rt *rt)
 {
     struct ssf_stage *s = p;
-    enum dtype gd;
-    int rc;
+    int rc = ssflow_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
 
-    if (s->loaded)
-        return 0;
-    enum device dev = stage_use_device(o, &gd);
-    if ((rc = ssflow_load(&s->m, o->weights, dev, gd)))
-        return rc;
-    if (dev == DEVICE_CUDA) {
-        rc = arena_init(&s->ws, ARENA_DEVICE, "cublas", OP_WORKSPACE_DEFAULT);
-        if (!rc)
-            rc = op_ctx_init(&s->ctx, &s->ws, OP_WORKSPACE_DEFAULT);
-        if (rc) {
-            arena_free(&s->ws);
-            ssflow_free(&s->m);
-            return rc;
-        }
-    }
-    s->loaded = true;
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
+}
+
+static void ssf_unload(void *p)
+{
+    struct ssf_stage *s = p;
+
+    ssflow_free(&s->m);
+}
+
+/* One sampler run for stage_repeat: from the same noise every time. */
+struct ssf_pass {
+    const struct ssflow_model   *m;
+    struct stage_rt             *rt;
+    const struct tensor         *cond;
+    const struct tensor         *noise[SSF_N_LATENT];    /* given, or all NULL: seeded */
+    uint64_t                     seed;
+    struct tensor               *x[SSF_N_LATENT];        /* the outputs */
+    const struct ssflow_sampler *sp;
+    int                          evals;
+};
+
+static int ssf_sample(void *user, int k)
+{
+    struct ssf_pass *f = user;
+
+    (void)k;
+    if (f->noise[0])
+        for (int l = 0; l < SSF_N_LATENT; l++)
+            tensor_copy_contiguous(f->x[l]->data, f->noise[l]);
+    else
+        ssflow_noise(f->seed, f->x);
+    f->evals = ssflow_sample(f->m, f->rt->op, &f->rt->act, f->cond, f->x, f->sp, NULL, NULL);
+    arena_reset(&f->rt->act);
     return 0;
 }
 
-static void ssf_stage_unload(void *p)
-{
-    struct ssf_stage *s = p;
-
-    op_ctx_free(&s->ctx);
-    arena_free(&s->act);
-    arena_free(&s->ws);
-    ssflow_free(&s->m);
-    memset(s, 0, sizeof(*s));
-}
-
-/* Make s->act hold at least bytes (re-reserved when a longer condition comes). */
-static int ensure_act(struct ssf_stage *s, size_t bytes)
-{
-    if (s->act.base && s->act.size >= bytes)
-        return 0;
-    arena_free(&s->act);
-    return arena_init(&s->act, s->m.device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes);
-}
-
-/* The request's input called name, or NULL (no error: for optional inputs). */
-static const struct stage_input *find_input(const struct stage_req *rq, const char *name)
-{
-    for (int i = 0; i < rq->n_in; i++)
-        if (!strcmp(rq->in[i].desc->name, name))
-            return &rq->in[i];
-    return NULL;
-}
-
-static int ssf_stage_run(void *p, struct stage_req *rq)
+static int ssf_run(void *p, struct stage_req *rq)
 {
     struct ssf_stage *s = p;
     const struct ssflow_model *m = &s->m;
     const struct ssflow_config *g = &m->cfg;
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
-    const struct tensor *noise[SSF_N_LATENT];
-    struct tensor *x[SSF_N_LATENT];
     struct ssflow_sampler sp;
-    int64_t steps, seed, repeat, cache;
-    char name[64], msg[WIRE_ERR_MAX - 32];
+    struct ssf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
+    int64_t steps, seed, cache;
+    char name[64], msg[WIRE_ERR_MAX - 32], tms[96];
     int n_noise = 0, rc;
 
     ssflow_sampler_defaults(&sp);
@@ -111,19 +94,18 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
         (rc = stage_param_float(rq, "cfg", sp.cfg, 0, 1e6, &sp.cfg)) ||
         (rc = stage_param_int(rq, "seed", 42, 0, 9000000000000000LL, &seed)) ||
         (rc = stage_param_float(rq, "rescale_t", sp.rescale_t, 1e-6, 1e6, &sp.rescale_t)) ||
-        (rc = stage_param_int(rq, "repeat", 1, 1, SSF_MAX_REPEAT, &repeat)) ||
         (rc = stage_param_int(rq, "cache_kv", 1, 0, 1, &cache)))
         return rc;
     sp.steps = (int)steps;
     sp.cache_kv = cache != 0;
+    f.seed = (uint64_t)seed;
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
-    const struct stage_input *ci = find_input(rq, "cond_ss");
-    enum dtype cdt = ci && ci->t.dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16;
-    const struct tensor *cond = stage_input(rq, "cond_ss", cdt, SHAPE(1, -1, g->cond_dim));
-    if (!cond)
+    const struct tensor *ci = stage_input_opt(rq, "cond_ss");
+    enum dtype cdt = ci && ci->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16;
+    if (!(f.cond = stage_input(rq, "cond_ss", cdt, SHAPE(1, -1, g->cond_dim))))
         return S3D_ESHAPE;                      /* stage_input named got vs expected */
-    if ((rc = ssflow_check_cond(m, cond, "cond_ss", msg, sizeof(msg))))
+    if ((rc = ssflow_check_cond(m, f.cond, "cond_ss", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
     for (int i = 0; i < 2; i++) {               /* passed through for the pose decoder */
         const struct tensor *t = stage_input(rq, side[i], DTYPE_F32, SHAPE(1, 3));
@@ -134,54 +116,26 @@ static int ssf_stage_run(void *p, struct stage_req *rq)
     }
     /* optional given noise: all five latents or none */
     for (int l = 0; l < SSF_N_LATENT; l++) {
-        const struct stage_input *ni;
         snprintf(name, sizeof(name), "noise.%s", ssflow_latent_name[l]);
-        noise[l] = (ni = find_input(rq, name)) ? &ni->t : NULL;
-        n_noise += noise[l] != NULL;
+        f.noise[l] = stage_input_opt(rq, name);
+        n_noise += f.noise[l] != NULL;
     }
-    if (n_noise && (rc = ssflow_check_latents(m, noise, "noise.", msg, sizeof(msg))))
+    if (n_noise && (rc = ssflow_check_latents(m, f.noise, "noise.", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const char *out = l == SSF_SHAPE ? "shape_latent" : ssflow_latent_name[l];
-        if (!(x[l] = stage_output(rq, out, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]))))
+        if (!(f.x[l] = stage_output(rq, out, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]))))
             return S3D_ENOMEM;
     }
-    size_t need = ssflow_sample_bytes(m, cond->shape[1], sp.cache_kv);
-    if (ensure_act(s, need))
-        return stage_fail(rq, S3D_ENOMEM, "ss_flow: cannot reserve %.1f MiB of activations "
-                          "(HINT: free device memory or use --device cpu)", need / 1048576.0);
-
-    int nrep = (int)repeat, evals = 0;
-    double *ms = calloc((size_t)nrep, sizeof(*ms));
-    if (!ms)
-        return stage_fail(rq, S3D_ENOMEM, "ss_flow: out of host memory");
-    for (int k = 0; k < nrep; k++) {
-        for (int l = 0; l < SSF_N_LATENT; l++)
-            if (n_noise)
-                tensor_copy_contiguous(x[l]->data, noise[l]);
-        if (!n_noise)
-            ssflow_noise((uint64_t)seed, x);
-        double t0 = stage_now_ms();
-        if (m->device == DEVICE_CUDA)
-            op_prof_begin(&s->ctx);
-        evals = ssflow_sample(m, m->device == DEVICE_CUDA ? &s->ctx : NULL, &s->act, cond, x, &sp,
-                              NULL, NULL);
-        if (m->device == DEVICE_CUDA)
-            op_prof_end(&s->ctx, k > 0 || nrep == 1);
-        ms[k] = stage_now_ms() - t0;
-        arena_reset(&s->act);
-    }
-    op_prof_report(stderr, "ss_flow sampler");
-    stage_sort_ms(ms, nrep);
-    log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %.1f ms median of %d (min "
-             "%.1f, max %.1f), %.2f ms per evaluation; device peak %.1f MiB (arenas: weights %.1f "
-             "+ activations high-water %.1f), resident %.1f MiB", sp.steps, evals,
-             n_noise ? "given" : "seeded", sp.cache_kv ? "cached" : "per evaluation", ms[nrep / 2],
-             nrep, ms[0], ms[nrep - 1],
-             evals ? ms[nrep / 2] / evals : 0.0, arena_device_peak() / 1048576.0,
-             m->weights.used / 1048576.0, s->act.high_water / 1048576.0,
-             arena_device_resident() / 1048576.0);
-    free(ms);
+    if ((rc = stage_act(rq, ssflow_sample_bytes(m, f.cond->shape[1], sp.cache_kv))))
+        return rc;
+    struct stage_timing tm;
+    if ((rc = stage_repeat(rq, "ss_flow sampler", ssf_sample, &f, &tm)))
+        return rc;
+    log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %s, %.2f ms per evaluation",
+             sp.steps, f.evals, n_noise ? "given" : "seeded",
+             sp.cache_kv ? "cached" : "per evaluation", stage_timing_str(&tm, tms, sizeof(tms)),
+             f.evals ? tm.median / f.evals : 0.0);
     return 0;
 }
 
@@ -190,9 +144,10 @@ int main(int argc, char **argv)
     static struct ssf_stage model;
     const struct stage_ops ops = {
         .name = "ss_flow",
-        .load = ssf_stage_load,
-        .unload = ssf_stage_unload,
-        .run = ssf_stage_run,
+        .workspace_bytes = OP_WORKSPACE_DEFAULT,
+        .load = ssf_load,
+        .unload = ssf_unload,
+        .run = ssf_run,
     };
 
     return stage_main(&ops, &model, argc, argv);

@@ -11,9 +11,9 @@
  *     x += gate_mlp * fc2_s(gelu_tanh(fc1_s(h)))
  */
 #include "ssflow.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "weights.h"
 
 #include <math.h>
@@ -265,17 +265,7 @@ int ssflow_check_latents(const struct ssflow_model *m, const struct tensor *cons
 }
 
 // ----------------------------------------------------------------------------
-// activations: one allocation list, used both for sizing (a == NULL) and allocating
-
-static struct tensor take(struct arena *a, size_t *bytes, enum dtype dt, const int64_t *shape,
-                          int ndim)
-{
-    if (a)
-        return arena_tensor(a, dt, shape, ndim);
-    struct tensor t = tensor_view(NULL, dt, DEVICE_HOST, shape, ndim);
-    *bytes += arena_round(tensor_nbytes(&t));
-    return t;
-}
+// activations: one allocation list, run on a planning arena for the size
 
 struct ssf_act {
     struct tensor tf;       /* (1, 256) gemm_dt: frequency embedding */
@@ -304,8 +294,7 @@ struct ssf_act {
 
 /* n_kv: rows of the per-evaluation K/V buffer (the condition's length, or 1
  * when the K/V are cached or the pass is unconditional). */
-static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *bytes, int64_t n_kv,
-                     struct ssf_act *s)
+static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv, struct ssf_act *s)
 {
     const struct ssflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
@@ -317,25 +306,25 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
         mc = g->cin[l] > mc ? g->cin[l] : mc;
     }
     sb = sb > (size_t)(T * C) * sizeof(float) ? sb : (size_t)(T * C) * sizeof(float);
-    s->tf = take(a, bytes, gd, SHAPE(1, SSF_FREQ_DIM));
-    s->e1 = take(a, bytes, gd, SHAPE(1, C));
-    s->te = take(a, bytes, gd, SHAPE(1, C));
-    s->de = take(a, bytes, gd, SHAPE(1, C));
-    s->st = take(a, bytes, gd, SHAPE(1, C));
-    s->ada = take(a, bytes, gd, SHAPE(6, C));
-    s->xin = take(a, bytes, gd, SHAPE(mt, mc));
-    s->x = take(a, bytes, DTYPE_F32, SHAPE(T, C));
-    s->h = take(a, bytes, gd, SHAPE(T, C));
-    s->qkv = take(a, bytes, gd, SHAPE(1, T, 3, H, OP_HEAD_DIM));
-    s->a = take(a, bytes, gd, SHAPE(1, T, H, OP_HEAD_DIM));
-    s->p = take(a, bytes, gd, SHAPE(T, C));
-    s->c1 = take(a, bytes, gd, SHAPE(1, C));
-    s->kv = take(a, bytes, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
-    s->vo = take(a, bytes, gd, SHAPE(mt, mc));
-    s->ones = take(a, bytes, DTYPE_F32, SHAPE(2, C));
-    s->s16 = take(a, bytes, gd, SHAPE(1, C));
-    s->s1 = take(a, bytes, DTYPE_F32, SHAPE(1, C));
-    struct tensor scr = take(a, bytes, DTYPE_U8, SHAPE((int64_t)sb));
+    s->tf = arena_tensor(a, gd, SHAPE(1, SSF_FREQ_DIM));
+    s->e1 = arena_tensor(a, gd, SHAPE(1, C));
+    s->te = arena_tensor(a, gd, SHAPE(1, C));
+    s->de = arena_tensor(a, gd, SHAPE(1, C));
+    s->st = arena_tensor(a, gd, SHAPE(1, C));
+    s->ada = arena_tensor(a, gd, SHAPE(6, C));
+    s->xin = arena_tensor(a, gd, SHAPE(mt, mc));
+    s->x = arena_tensor(a, DTYPE_F32, SHAPE(T, C));
+    s->h = arena_tensor(a, gd, SHAPE(T, C));
+    s->qkv = arena_tensor(a, gd, SHAPE(1, T, 3, H, OP_HEAD_DIM));
+    s->a = arena_tensor(a, gd, SHAPE(1, T, H, OP_HEAD_DIM));
+    s->p = arena_tensor(a, gd, SHAPE(T, C));
+    s->c1 = arena_tensor(a, gd, SHAPE(1, C));
+    s->kv = arena_tensor(a, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
+    s->vo = arena_tensor(a, gd, SHAPE(mt, mc));
+    s->ones = arena_tensor(a, DTYPE_F32, SHAPE(2, C));
+    s->s16 = arena_tensor(a, gd, SHAPE(1, C));
+    s->s1 = arena_tensor(a, DTYPE_F32, SHAPE(1, C));
+    struct tensor scr = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)sb));
     s->hf = tensor_view(scr.data, DTYPE_F32, scr.device, SHAPE(T, C));
     s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
     s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
@@ -345,10 +334,11 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, size_t *byte
 size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
 {
     struct ssf_act s;
-    size_t bytes = 0;
+    struct arena plan;
 
-    act_plan(m, NULL, &bytes, n_cond, &s);
-    return bytes;
+    arena_plan_init(&plan, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    act_plan(m, &plan, n_cond, &s);
+    return plan.high_water;
 }
 
 size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv)
@@ -363,41 +353,12 @@ size_t ssflow_cond_bytes(const struct ssflow_model *m, int64_t n_cond, bool cach
 // ----------------------------------------------------------------------------
 // host <-> model device
 
-/* dst (model device, contiguous, any float dtype) = host contiguous src, converted. */
-static void put(const struct op_ctx *ctx, struct tensor *dst, const struct tensor *src)
-{
-    size_t n = (size_t)tensor_numel(src);
-
-    ASSERT(tensor_numel(dst) == (int64_t)n && src->device == DEVICE_HOST);
-    if (dst->device == DEVICE_HOST) {
-        dtype_convert(dst->data, dst->dtype, src->data, src->dtype, n);
-        return;
-    }
-    void *tmp = malloc(n * dtype_size(dst->dtype));
-    ASSERT(tmp);
-    dtype_convert(tmp, dst->dtype, src->data, src->dtype, n);
-    CUDA_CHECK(cudaMemcpyAsync(dst->data, tmp, n * dtype_size(dst->dtype), cudaMemcpyHostToDevice,
-                               ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* tmp is pageable and freed next */
-    free(tmp);
-}
-
 /* out[0..numel) F32 host = src (model device, contiguous). */
 static void get(const struct op_ctx *ctx, float *out, const struct tensor *src)
 {
-    size_t n = (size_t)tensor_numel(src);
+    struct tensor o = tensor_view(out, DTYPE_F32, DEVICE_HOST, src->shape, src->ndim);
 
-    if (src->device == DEVICE_HOST) {
-        dtype_convert(out, DTYPE_F32, src->data, src->dtype, n);
-        return;
-    }
-    void *tmp = malloc(n * dtype_size(src->dtype));
-    ASSERT(tmp);
-    CUDA_CHECK(cudaMemcpyAsync(tmp, src->data, n * dtype_size(src->dtype), cudaMemcpyDeviceToHost,
-                               ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    dtype_convert(out, DTYPE_F32, tmp, src->dtype, n);
-    free(tmp);
+    op_download(ctx, &o, src);
 }
 
 /* kv (Nc, 2C) = to_kv of stream k of block B applied to the condition c (1, Nc, Cc). */
@@ -421,7 +382,7 @@ void ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx, str
     ASSERT(cond->ndim == 3 && cond->shape[2] == g->cond_dim);
     memset(out, 0, sizeof(*out));
     out->c = arena_tensor(act, m->gemm_dt, SHAPE(1, Nc, g->cond_dim));
-    put(ctx, &out->c, cond);
+    op_upload(ctx, &out->c, cond);
     if (!cache_kv)
         return;
     out->kv = arena_tensor(act, m->gemm_dt, SHAPE(g->depth, 2, Nc, 2 * C));
@@ -452,7 +413,7 @@ static void temb_eval(const struct op_ctx *ctx, struct ssf_act *s, const struct 
         f[half + k] = sinf(arg);
     }
     struct tensor fh = tensor_view(f, DTYPE_F32, DEVICE_HOST, SHAPE(1, SSF_FREQ_DIM));
-    put(ctx, &s->tf, &fh);
+    op_upload(ctx, &s->tf, &fh);
     op_linear(ctx, &s->e1, &s->tf, &E->w0, &E->b0, false);
     op_act(ctx, &s->e1, &s->e1, OP_ACT_SILU);
     op_linear(ctx, e, &s->e1, &E->w2, &E->b2, false);
@@ -476,15 +437,6 @@ static struct tensor flat_rows(const struct tensor *t, int64_t r0, int64_t n, in
 {
     struct tensor f = tensor_reshape(t, SHAPE(t->shape[1], C));
     return rows(&f, r0, n);
-}
-
-/* t = 0 (contiguous, on the model's device). */
-static void zero(const struct op_ctx *ctx, struct tensor *t)
-{
-    if (t->device == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemsetAsync(t->data, 0, tensor_nbytes(t), ctx->stream));
-    else
-        memset(t->data, 0, tensor_nbytes(t));
 }
 
 /* Copy a (T, C)-shaped activation to a tap when asked. */
@@ -522,7 +474,7 @@ static void gated_add(const struct ssflow_model *m, const struct op_ctx *ctx, st
         op_add_scaled(ctx, &s->x, &s->x, gate, &s->p);
         return;
     }
-    zero(ctx, &s->z);
+    op_zero(ctx, &s->z);
     op_add_scaled(ctx, &s->p, &s->z, gate, &s->p);
     op_add(ctx, &s->x, &s->x, &s->p);
 }
@@ -581,7 +533,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
             struct tensor bv = tensor_slice(&W->ckv_b, 0, C, C);
             bv = tensor_reshape(&bv, SHAPE(1, C));
             op_linear(ctx, &s->c1, &bv, &W->co_w, &W->co_b, false);
-            zero(ctx, &pk);
+            op_zero(ctx, &pk);
             op_add_bias(ctx, &pk, &pk, &s->c1);
             continue;
         }
@@ -635,19 +587,19 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
                     const struct ssflow_taps *taps)
 {
     const struct ssflow_config *g = &m->cfg;
-    size_t mark = arena_mark(act), unused = 0;
+    size_t mark = arena_mark(act);
     struct ssf_act s;
 
     ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == g->cond_dim &&
                      cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
-    act_plan(m, act, &unused, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    act_plan(m, act, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
     if (m->gemm_dt != DTYPE_F32) {
         float *pm = malloc(sizeof(float) * 2 * (size_t)g->dim);
         ASSERT(pm);
         for (int i = 0; i < 2 * g->dim; i++)
             pm[i] = i < g->dim ? 1.0f : -1.0f;
         struct tensor h = tensor_view(pm, DTYPE_F32, DEVICE_HOST, SHAPE(2, g->dim));
-        put(ctx, &s.ones, &h);
+        op_upload(ctx, &s.ones, &h);
         free(pm);
     }
 
@@ -666,7 +618,7 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct ssflow_latent *L = &m->lat[l];
         struct tensor xi = tensor_view(s.xin.data, m->gemm_dt, s.xin.device, SHAPE(g->ntok[l], g->cin[l]));
-        put(ctx, &xi, x[l]);
+        op_upload(ctx, &xi, x[l]);
         struct tensor hl = rows(&s.h, g->row[l], g->ntok[l]);
         struct tensor xl = rows(&s.x, g->row[l], g->ntok[l]);
         op_linear(ctx, &hl, &xi, &L->in_w, &L->in_b, false);

@@ -62,8 +62,9 @@ static void fake_devmem(const struct echo *e)
         rename(tmp, path);
 }
 
-static int echo_load(void *model, const struct stage_opts *o)
+static int echo_load(void *model, struct stage_rt *rt)
 {
+    const struct stage_opts *o = rt->opts;
     struct echo *e = model;
     struct stat st;
     FILE *f;

@@ -1,0 +1,100 @@
+/*
+ * stage_rt.h - the runtime a stage's model runs in (stages/README.md): the
+ * device and compute dtype that --device and --precision chose, the op context
+ * (CUDA stream and library handles) with its device workspace, and the
+ * activation arena, sized before the work and grown only when a request needs
+ * more. Also the timed repeat loop (with the S3D_PROFILE=1 per-op table,
+ * kernels/prof.h) and the one memory line every stage logs after a request.
+ *
+ * The stage library (stage.h) owns one stage_rt per process: it starts it
+ * before the stage's load callback (stage_rt_init), hands it to load (which
+ * sets rt->weights to the model's weights arena) and to every run (rq->rt),
+ * logs the memory line after each request and frees it after unload. A model
+ * never allocates device memory outside its weights arena and rt->act, and
+ * never calls the CUDA runtime itself: ops run on rt->op (NULL on the host)
+ * and data moves with the copy ops (kernels/ops_copy.h).
+ */
+#ifndef S3D_STAGE_RT_H
+#define S3D_STAGE_RT_H
+
+#include "arena.h"
+#include "ops.h"
+#include "tensor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct stage_opts;
+
+#define STAGE_MAX_REPEAT 1000      /* the largest `repeat` param a stage accepts */
+
+struct stage_rt {
+    const struct stage_opts *opts;       /* the stage's options (--weights: opts->weights) */
+    enum device              device;     /* DEVICE_CUDA (--device cuda:N) or DEVICE_HOST */
+    int                      cuda_index; /* N of cuda:N, -1 on the host */
+    enum dtype               compute_dt; /* F16 (cuda, --precision fp16) or F32 */
+    const struct arena      *weights;    /* the model's weights arena, set by load; may stay NULL */
+    struct arena             work;       /* device workspace of the op context (cuBLASLt) */
+    struct arena             act;        /* activations: device arena on CUDA, host otherwise */
+    struct op_ctx            ctx;        /* CUDA: stream and handles; zeroed on the host */
+    const struct op_ctx     *op;         /* what ops take: &ctx on CUDA, NULL on the host */
+    size_t                   drv_used0;  /* device bytes in use (driver) when init ran, CUDA */
+};
+
+/* Start the runtime for opts: device and compute dtype from --device and
+ * --precision, cuda:N made the calling thread's current device, and on CUDA
+ * the op context with workspace_bytes of device workspace (0: none). 0, or
+ * S3D_EDEVICE (the device cannot be used: one error line names it, why, and
+ * the fix) / S3D_ENOMEM (logged); on failure nothing stays allocated. */
+int  stage_rt_init(struct stage_rt *rt, const struct stage_opts *opts, size_t workspace_bytes);
+/* Release the op context, the workspace and the activation arena. The weights
+ * are the model's. A zeroed or already-freed rt is a no-op. */
+void stage_rt_free(struct stage_rt *rt);
+
+/* Make rt->act an empty arena of at least bytes on rt's device (kept when it
+ * is large enough, else re-reserved at exactly bytes). Size bytes by a dry run
+ * (arena_plan_init, arena.h). 0, or S3D_ENOMEM / S3D_EDEVICE (logged with the
+ * arena's name and size). */
+int  stage_rt_act(struct stage_rt *rt, size_t bytes);
+
+/* Timings of a repeat loop, in wall milliseconds. */
+struct stage_timing {
+    int    n;                 /* runs */
+    double median, min, max;  /* over the n runs */
+};
+
+/* One run of a repeat loop: k = 0 .. repeat - 1. Its results must be on the
+ * host when it returns (so wall time is device time). 0, or a negative
+ * s3d_err that stops the loop. */
+typedef int (*stage_rt_body)(void *user, int k);
+
+/* Run body repeat (>= 1) times and time each run. With S3D_PROFILE=1 on CUDA
+ * the per-op device time of the warm runs (all but the first when repeat > 1)
+ * is printed to stderr as one table titled `what`. Returns 0 with *tm filled,
+ * or the first nonzero return of body (the profile is dropped). */
+int  stage_rt_repeat(struct stage_rt *rt, const char *what, int repeat, stage_rt_body body,
+                     void *user, struct stage_timing *tm);
+/* "12.34 ms median of 5 (min 12.01, max 13.10)", or "12.34 ms" for one run,
+ * into buf; returns buf. */
+char *stage_timing_str(const struct stage_timing *tm, char *buf, size_t len);
+
+/* The memory line (info level): on CUDA "memory: device peak P MiB (arenas:
+ * weights W + activations high-water A + workspace K), resident R MiB; driver:
+ * U MiB in use on cuda:N (+D since the stage started)"; on the host the
+ * arenas' sizes. P and R are process-wide (arena_device_peak/resident); D is
+ * the driver's count (cudaMemGetInfo), which includes other processes' changes
+ * on a shared GPU. */
+void stage_rt_log_memory(const struct stage_rt *rt);
+
+/* Device bytes in use on the current device as the driver counts them
+ * (total - free of cudaMemGetInfo), 0 without a device. */
+size_t stage_rt_driver_used(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

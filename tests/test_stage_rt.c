@@ -1,0 +1,134 @@
+/*
+ * test_stage_rt.c - the stage runtime (common/stage_rt.h) in process: device
+ * and compute dtype from the options, an unusable device as one error and
+ * S3D_EDEVICE (never an abort), the activation arena kept or grown, the
+ * repeat loop (runs, timings, the first error stops it), stage_act's reply
+ * text, the timing string. The cuda:0 cases run only with a GPU.
+ */
+#include "harness.h"
+#include "err.h"
+#include "log.h"
+#include "stage.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void test_host(void)
+{
+    struct stage_opts o = {.name = "tst", .device = -1, .precision = STAGE_FP16};
+    struct stage_rt rt;
+
+    CHECK(stage_rt_init(&rt, &o, OP_WORKSPACE_DEFAULT) == 0);
+    CHECK(rt.device == DEVICE_HOST && rt.compute_dt == DTYPE_F32 && rt.op == NULL,
+          "cpu computes in F32 with no op context");
+    CHECK(rt.work.size == 0, "no device workspace on the host");
+    CHECK(stage_rt_act(&rt, 1000) == 0 && rt.act.size == arena_round(1000) &&
+          rt.act.kind == ARENA_HOST);
+    char *base = rt.act.base;
+    arena_alloc(&rt.act, 100);
+    CHECK(stage_rt_act(&rt, 500) == 0 && rt.act.base == base && rt.act.used == 0,
+          "a smaller request keeps the arena, empty");
+    CHECK(stage_rt_act(&rt, 5000) == 0 && rt.act.size == arena_round(5000), "grown");
+    stage_rt_log_memory(&rt);
+    stage_rt_free(&rt);
+    CHECK(rt.act.base == NULL && rt.act.size == 0);
+    stage_rt_free(&rt);                          /* idempotent */
+}
+
+static void test_bad_device(void)
+{
+    struct stage_opts o = {.name = "tst", .device = 63, .precision = STAGE_FP16};
+    struct stage_rt rt;
+
+    /* no such device here (no GPU at all, or fewer than 64): an error, not an abort */
+    CHECK(stage_rt_init(&rt, &o, OP_WORKSPACE_DEFAULT) == S3D_EDEVICE, "cuda:63 refused");
+    CHECK(rt.op == NULL && rt.work.base == NULL, "nothing held after a refusal");
+}
+
+static void test_cuda(void)
+{
+    struct stage_opts o = {.name = "tst", .device = 0, .precision = STAGE_FP16};
+    struct stage_rt rt;
+    int cur = -1;
+
+    if (!s3d_cuda_available()) {
+        printf("stage_rt cuda:0 not checked: no CUDA device\n");
+        return;
+    }
+    CHECK(stage_rt_init(&rt, &o, OP_WORKSPACE_DEFAULT) == 0);
+    CHECK(rt.device == DEVICE_CUDA && rt.compute_dt == DTYPE_F16 && rt.op == &rt.ctx,
+          "cuda:0 fp16");
+    CHECK(rt.ctx.workspace && rt.ctx.workspace_size == OP_WORKSPACE_DEFAULT &&
+          rt.work.used == OP_WORKSPACE_DEFAULT, "the workspace comes from rt.work");
+    CHECK(cudaGetDevice(&cur) == cudaSuccess && cur == 0, "cuda:0 is current");
+    CHECK(stage_rt_act(&rt, 1 << 20) == 0 && rt.act.kind == ARENA_DEVICE);
+    stage_rt_log_memory(&rt);
+    stage_rt_free(&rt);
+    o.precision = STAGE_FP32;
+    CHECK(stage_rt_init(&rt, &o, 0) == 0 && rt.compute_dt == DTYPE_F32 && rt.work.size == 0,
+          "cuda:0 fp32, no workspace");
+    stage_rt_free(&rt);
+}
+
+struct counter {
+    int calls, fail_at;
+};
+
+static int body(void *user, int k)
+{
+    struct counter *c = user;
+
+    CHECK(k == c->calls, "k %d in order", k);
+    c->calls++;
+    return k == c->fail_at ? S3D_EINVAL : 0;
+}
+
+static void test_repeat(void)
+{
+    struct stage_opts o = {.name = "tst", .device = -1};
+    struct stage_rt rt;
+    struct stage_timing tm = {0};
+    struct counter c = {0, -1};
+    char buf[96];
+
+    CHECK(stage_rt_init(&rt, &o, 0) == 0);
+    CHECK(stage_rt_repeat(&rt, "t", 5, body, &c, &tm) == 0 && c.calls == 5 && tm.n == 5);
+    CHECK(tm.min <= tm.median && tm.median <= tm.max && tm.min >= 0);
+    CHECK(strstr(stage_timing_str(&tm, buf, sizeof(buf)), "median of 5 (min "), "%s", buf);
+    c.calls = 0;
+    c.fail_at = 1;
+    CHECK(stage_rt_repeat(&rt, "t", 4, body, &c, &tm) == S3D_EINVAL && c.calls == 2,
+          "the first error stops the loop");
+    tm.n = 1;
+    tm.median = 3.25;
+    CHECK(!strcmp(stage_timing_str(&tm, buf, sizeof(buf)), "3.25 ms"), "%s", buf);
+
+    /* stage_repeat reads param repeat; stage_act names the size in the reply */
+    static struct wire_msg msg;
+    static struct stage_req rq;
+    wire_msg_init(&msg, WIRE_REQUEST, 1);
+    memset(&rq, 0, sizeof(rq));
+    rq.msg = &msg;
+    rq.opts = &o;
+    rq.rt = &rt;
+    c.calls = 0;
+    c.fail_at = -1;
+    CHECK(wire_set_int(&msg, "repeat", 3) == 0);
+    CHECK(stage_repeat(&rq, "t", body, &c, &tm) == 0 && c.calls == 3 && tm.n == 3);
+    CHECK(wire_set_int(&msg, "repeat", 0) == 0);
+    CHECK(stage_repeat(&rq, "t", body, &c, &tm) == S3D_EINVAL &&
+          strstr(rq.err, "param repeat 0 is outside [1, 1000]"), "%s", rq.err);
+    CHECK(stage_act(&rq, (size_t)1 << 62) == S3D_ENOMEM &&
+          strstr(rq.err, "cannot reserve") && strstr(rq.err, "HINT"), "%s", rq.err);
+    stage_rt_free(&rt);
+}
+
+int main(void)
+{
+    log_init("test_stage_rt");
+    test_host();
+    test_bad_device();
+    test_cuda();
+    test_repeat();
+    return harness_done("test_stage_rt");
+}
