@@ -14,9 +14,9 @@
  *     x += gate_mlp * fc2(gelu_tanh(fc1(LN(x) (1 + scale_mlp) + shift_mlp)))
  */
 #include "slatflow.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "ops_sparse.h"
 #include "weights.h"
 
@@ -225,58 +225,15 @@ void slatflow_free(struct slatflow_model *m)
 }
 
 // ----------------------------------------------------------------------------
-// host <-> model device
+// host <-> model device (kernels/ops_copy.h)
 
-/* dst (model device, contiguous, any dtype) = host contiguous src, converted
- * (integers: same dtype only). */
-static void put(const struct op_ctx *ctx, struct tensor *dst, const struct tensor *src)
-{
-    size_t n = (size_t)tensor_numel(src);
-    size_t bytes = n * dtype_size(dst->dtype);
-
-    ASSERT(tensor_numel(dst) == (int64_t)n && src->device == DEVICE_HOST);
-    ASSERT(dtype_is_float(dst->dtype) || dst->dtype == src->dtype);
-    if (dst->device == DEVICE_HOST) {
-        if (dst->dtype == src->dtype)
-            memcpy(dst->data, src->data, bytes);
-        else
-            dtype_convert(dst->data, dst->dtype, src->data, src->dtype, n);
-        return;
-    }
-    void *tmp = malloc(bytes ? bytes : 1);
-    ASSERT(tmp);
-    if (dst->dtype == src->dtype)
-        memcpy(tmp, src->data, bytes);
-    else
-        dtype_convert(tmp, dst->dtype, src->data, src->dtype, n);
-    CUDA_CHECK(cudaMemcpyAsync(dst->data, tmp, bytes, cudaMemcpyHostToDevice, ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* tmp is pageable and freed next */
-    free(tmp);
-}
-
-/* out[0..numel) F32 host = src (model device, contiguous, float). */
-static void get(const struct op_ctx *ctx, float *out, const struct tensor *src)
-{
-    size_t n = (size_t)tensor_numel(src);
-
-    if (src->device == DEVICE_HOST) {
-        dtype_convert(out, DTYPE_F32, src->data, src->dtype, n);
-        return;
-    }
-    void *tmp = malloc(n * dtype_size(src->dtype));
-    ASSERT(tmp);
-    CUDA_CHECK(cudaMemcpyAsync(tmp, src->data, n * dtype_size(src->dtype), cudaMemcpyDeviceToHost,
-                               ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    dtype_convert(out, DTYPE_F32, tmp, src->dtype, n);
-    free(tmp);
-}
-
-/* Copy a tensor to a tap when asked. */
+/* Copy a tensor to a tap (host F32) when asked. */
 static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
 {
-    if (dst)
-        get(ctx, dst, src);
+    if (!dst)
+        return;
+    struct tensor o = tensor_view(dst, DTYPE_F32, DEVICE_HOST, src->shape, src->ndim);
+    op_download(ctx, &o, src);
 }
 
 /* dst (R, ca + cb) = [a | b] along channels; a (R, ca), b (R, cb); all
@@ -284,43 +241,13 @@ static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
 static void concat_cols(const struct op_ctx *ctx, struct tensor *dst, const struct tensor *a,
                         const struct tensor *b)
 {
-    int64_t R = dst->shape[0];
-    size_t e = dtype_size(dst->dtype);
-    size_t wa = (size_t)a->shape[1] * e, wb = (size_t)b->shape[1] * e, wd = wa + wb;
+    struct tensor l = tensor_slice(dst, 1, 0, a->shape[1]);
+    struct tensor r = tensor_slice(dst, 1, a->shape[1], b->shape[1]);
 
-    ASSERT(a->dtype == dst->dtype && b->dtype == dst->dtype && a->shape[0] == R &&
-           b->shape[0] == R && dst->shape[1] == a->shape[1] + b->shape[1]);
-    if (dst->device == DEVICE_CUDA) {
-        CUDA_CHECK(cudaMemcpy2DAsync(dst->data, wd, a->data, wa, wa, (size_t)R,
-                                     cudaMemcpyDeviceToDevice, ctx->stream));
-        CUDA_CHECK(cudaMemcpy2DAsync((char *)dst->data + wa, wd, b->data, wb, wb, (size_t)R,
-                                     cudaMemcpyDeviceToDevice, ctx->stream));
-        return;
-    }
-    for (int64_t r = 0; r < R; r++) {
-        memcpy((char *)dst->data + (size_t)r * wd, (const char *)a->data + (size_t)r * wa, wa);
-        memcpy((char *)dst->data + (size_t)r * wd + wa, (const char *)b->data + (size_t)r * wb, wb);
-    }
-}
-
-/* dst = src, same dtype and numel, contiguous, on the model's device. */
-static void copy(const struct op_ctx *ctx, struct tensor *dst, const struct tensor *src)
-{
-    ASSERT(dst->dtype == src->dtype && tensor_numel(dst) == tensor_numel(src));
-    if (dst->device == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemcpyAsync(dst->data, src->data, tensor_nbytes(src),
-                                   cudaMemcpyDeviceToDevice, ctx->stream));
-    else
-        memcpy(dst->data, src->data, tensor_nbytes(src));
-}
-
-/* t = 0 (contiguous, on the model's device). */
-static void zero(const struct op_ctx *ctx, struct tensor *t)
-{
-    if (t->device == DEVICE_CUDA)
-        CUDA_CHECK(cudaMemsetAsync(t->data, 0, tensor_nbytes(t), ctx->stream));
-    else
-        memset(t->data, 0, tensor_nbytes(t));
+    ASSERT(a->dtype == dst->dtype && b->dtype == dst->dtype &&
+           dst->shape[1] == a->shape[1] + b->shape[1]);
+    op_copy(ctx, &l, a);
+    op_copy(ctx, &r, b);
 }
 
 // ----------------------------------------------------------------------------
@@ -396,28 +323,28 @@ void slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ct
 
     g->nbr_hi = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
     op_sparse_nbr_cpu(&tnbr, coords);
-    put(ctx, &g->nbr_hi, &tnbr);
+    op_upload(ctx, &g->nbr_hi, &tnbr);
 
     int64_t M = op_sparse_down_index_cpu(&tpc, &tpar, &tch, coords, res);
     g->m = M;
     g->parent = arena_tensor(a, DTYPE_I32, SHAPE(N));
-    put(ctx, &g->parent, &tpar);
+    op_upload(ctx, &g->parent, &tpar);
     g->children = arena_tensor(a, DTYPE_I32, SHAPE(M, 8));
     struct tensor chm = tensor_slice(&tch, 0, 0, M);
-    put(ctx, &g->children, &chm);
+    op_upload(ctx, &g->children, &chm);
 
     struct tensor pcm = tensor_slice(&tpc, 0, 0, M);
     struct tensor nbm = tensor_view(nbr, DTYPE_I32, DEVICE_HOST, SHAPE(M, SPARSE_K3));
     op_sparse_nbr_cpu(&nbm, &pcm);
     g->nbr_lo = arena_tensor(a, DTYPE_I32, SHAPE(M, SPARSE_K3));
-    put(ctx, &g->nbr_lo, &nbm);
+    op_upload(ctx, &g->nbr_lo, &nbm);
 
     float *ape = malloc(sizeof(float) * (size_t)(M * C));
     ASSERT(ape);
     ape_host(ape, pc, M, (int)C);
     struct tensor tape = tensor_view(ape, DTYPE_F32, DEVICE_HOST, SHAPE(M, C));
     g->ape = arena_tensor(a, m->gemm_dt, SHAPE(M, C));
-    put(ctx, &g->ape, &tape);       /* fp32, rounded to fp16 with F16 (L287-288) */
+    op_upload(ctx, &g->ape, &tape);       /* fp32, rounded to fp16 with F16 (L287-288) */
     free(ape);
     free(nbr), free(pc), free(par), free(ch);
 }
@@ -448,22 +375,12 @@ struct tensor slatflow_put_cond(const struct slatflow_model *m, const struct op_
 {
     struct tensor c = arena_tensor(a, m->gemm_dt, SHAPE(1, cond->shape[1], m->cfg.cond_dim));
 
-    put(ctx, &c, cond);
+    op_upload(ctx, &c, cond);
     return c;
 }
 
 // ----------------------------------------------------------------------------
-// activations: one allocation list, used both for sizing (a == NULL) and allocating
-
-static struct tensor take(struct arena *a, size_t *bytes, enum dtype dt, const int64_t *shape,
-                          int ndim)
-{
-    if (a)
-        return arena_tensor(a, dt, shape, ndim);
-    struct tensor t = tensor_view(NULL, dt, DEVICE_HOST, shape, ndim);
-    *bytes += arena_round(tensor_nbytes(&t));
-    return t;
-}
+// activations: one allocation list, run on a planning arena for the size
 
 /* A view at *off inside region r (data NULL when sizing), advancing *off by
  * the arena-rounded size. */
@@ -511,27 +428,27 @@ struct slf_act {
     struct arena *scratch;  /* the activation arena (sparse conv im2col on CUDA) */
 };
 
-static void act_plan(const struct slatflow_model *m, struct arena *a, size_t *bytes, int64_t N,
+static void act_plan(const struct slatflow_model *m, struct arena *a, int64_t N,
                      int64_t M, int64_t n_kv, struct slf_act *s)
 {
     const struct slatflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
     int64_t C = g->dim, H = g->heads, c0 = g->io;
 
-    s->tf = take(a, bytes, gd, SHAPE(1, SLF_FREQ_DIM));
-    s->e1 = take(a, bytes, gd, SHAPE(1, C));
-    s->te = take(a, bytes, gd, SHAPE(1, C));
-    s->st = take(a, bytes, gd, SHAPE(1, C));
-    s->emb = take(a, bytes, gd, SHAPE(6 * C));
-    s->xin = take(a, bytes, gd, SHAPE(N, g->in_ch));
-    s->s0 = take(a, bytes, gd, SHAPE(N, c0));
-    s->s1 = take(a, bytes, gd, SHAPE(M, C));
-    s->x = take(a, bytes, gd, SHAPE(M, C));
-    s->o = take(a, bytes, gd, SHAPE(N, c0));
-    s->vo = take(a, bytes, gd, SHAPE(N, g->out_ch));
-    s->v = take(a, bytes, gd, SHAPE(max64(N * c0, M * C)));
-    s->w = take(a, bytes, gd, SHAPE(max64(N * c0, M * C)));
-    s->cat = take(a, bytes, gd, SHAPE(M, 2 * C));
+    s->tf = arena_tensor(a, gd, SHAPE(1, SLF_FREQ_DIM));
+    s->e1 = arena_tensor(a, gd, SHAPE(1, C));
+    s->te = arena_tensor(a, gd, SHAPE(1, C));
+    s->st = arena_tensor(a, gd, SHAPE(1, C));
+    s->emb = arena_tensor(a, gd, SHAPE(6 * C));
+    s->xin = arena_tensor(a, gd, SHAPE(N, g->in_ch));
+    s->s0 = arena_tensor(a, gd, SHAPE(N, c0));
+    s->s1 = arena_tensor(a, gd, SHAPE(M, C));
+    s->x = arena_tensor(a, gd, SHAPE(M, C));
+    s->o = arena_tensor(a, gd, SHAPE(N, c0));
+    s->vo = arena_tensor(a, gd, SHAPE(N, g->out_ch));
+    s->v = arena_tensor(a, gd, SHAPE(max64(N * c0, M * C)));
+    s->w = arena_tensor(a, gd, SHAPE(max64(N * c0, M * C)));
+    s->cat = arena_tensor(a, gd, SHAPE(M, 2 * C));
 
     /* the shared region: sized by a first pass over the transformer scratch */
     int64_t nu = max64(N * 2 * C, max64(N * 2 * c0, M * c0));
@@ -550,7 +467,7 @@ static void act_plan(const struct slatflow_model *m, struct arena *a, size_t *by
         s->c1 = carve(r, &off, gd, SHAPE(1, C));
         s->f = carve(r, &off, gd, SHAPE(M, g->mlp));
         if (!pass) {
-            reg = take(a, bytes, DTYPE_U8, SHAPE((int64_t)(off > ub ? off : ub)));
+            reg = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)(off > ub ? off : ub)));
             s->u = tensor_view(reg.data, gd, reg.device, SHAPE(nu));
         }
     }
@@ -560,9 +477,11 @@ static void act_plan(const struct slatflow_model *m, struct arena *a, size_t *by
 size_t slatflow_act_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond)
 {
     struct slf_act s;
-    size_t bytes = 0;
+    struct arena plan;
 
-    act_plan(m, NULL, &bytes, n, mm, n_cond > 0 ? n_cond : 1, &s);
+    arena_plan_init(&plan, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    act_plan(m, &plan, n, mm, n_cond > 0 ? n_cond : 1, &s);
+    size_t bytes = plan.high_water;
     if (m->device == DEVICE_CUDA) {     /* im2col of the widest conv input, released after each */
         int64_t C = m->cfg.dim, c0 = m->cfg.io;
         size_t a = op_sparse_conv3_scratch_bytes(n, 2 * C, m->gemm_dt);
@@ -591,7 +510,7 @@ static void temb_eval(const struct slatflow_model *m, const struct op_ctx *ctx, 
         f[half + k] = sinf(arg);
     }
     struct tensor fh = tensor_view(f, DTYPE_F32, DEVICE_HOST, SHAPE(1, SLF_FREQ_DIM));
-    put(ctx, &s->tf, &fh);
+    op_upload(ctx, &s->tf, &fh);
     op_linear(ctx, &s->e1, &s->tf, &m->t_w0, &m->t_b0, false);
     op_act(ctx, &s->e1, &s->e1, OP_ACT_SILU);
     op_linear(ctx, &s->te, &s->e1, &m->t_w2, &m->t_b2, false);
@@ -621,7 +540,7 @@ static void res_forward(const struct op_ctx *ctx, struct slf_act *s, const struc
     if (r->skip_w.data)
         op_linear(ctx, out, x, &r->skip_w, &r->skip_b, false);
     else
-        copy(ctx, out, x);
+        op_copy(ctx, out, x);
     if (tp)
         tap(ctx, tp->skip, out);
     op_layernorm(ctx, x, x, &r->norm1_w, &r->norm1_b, SLF_EPS);
@@ -676,7 +595,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         struct tensor bv = tensor_slice(&B->ckv_b, 0, C, C);
         bv = tensor_reshape(&bv, SHAPE(1, C));
         op_linear(ctx, &s->c1, &bv, &B->co_w, &B->co_b, false);
-        zero(ctx, &s->p);
+        op_zero(ctx, &s->p);
         op_add_bias(ctx, &s->p, &s->p, &s->c1);
     } else {
         int64_t Nc = cond->shape[1];
@@ -713,7 +632,7 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
 {
     const struct slatflow_config *cf = &m->cfg;
     int64_t N = g->n, M = g->m, C = cf->dim, c0 = cf->io;
-    size_t mark = arena_mark(act), unused = 0;
+    size_t mark = arena_mark(act);
     struct slf_act s;
 
     ASSERT(x->dtype == DTYPE_F32 && x->device == DEVICE_HOST && tensor_is_contiguous(x) &&
@@ -722,7 +641,7 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
            tensor_numel(v) == N * cf->out_ch);
     ASSERT(!cond || (cond->ndim == 3 && cond->shape[2] == cf->cond_dim &&
                      cond->dtype == m->gemm_dt && cond->device == m->device));
-    act_plan(m, act, &unused, N, M, cond ? cond->shape[1] : 1, &s);
+    act_plan(m, act, N, M, cond ? cond->shape[1] : 1, &s);
 
     /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
     temb_eval(m, ctx, &s, t);
@@ -732,7 +651,7 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
 
     /* input layer (L271) into u, then input_blocks.0 at full resolution */
     struct tensor xin = s.xin;
-    put(ctx, &xin, x);
+    op_upload(ctx, &xin, x);
     struct tensor u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, c0));
     op_linear(ctx, &u, &xin, &m->in_w, &m->in_b, false);
     if (taps)
@@ -776,6 +695,6 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
     /* F.layer_norm (no affine, eps 1e-5), out_layer (L296-298) */
     op_layernorm(ctx, &s.o, &s.o, NULL, NULL, SLF_OUT_EPS);
     op_linear(ctx, &s.vo, &s.o, &m->out_w, &m->out_b, false);
-    get(ctx, v->data, &s.vo);
+    op_download(ctx, v, &s.vo);
     arena_release(act, mark);
 }
