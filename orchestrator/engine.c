@@ -49,7 +49,8 @@ static bool stopping(const struct engine *e)
 static void emit(struct engine *e, enum engine_ev kind, struct job *j, int s)
 {
     struct engine_event ev = {kind, j, s, s >= 0 ? e->rt[s].ps->name : NULL,
-                              j ? j->last - j->first + 1 : 0, s >= 0 ? e->rt[s].table_ms : 0};
+                              j ? j->last - j->first + 1 : 0, s >= 0 ? e->rt[s].table_ms : 0,
+                              0, 0};
 
     if (e->o.event)
         e->o.event(e->o.event_arg, &ev);

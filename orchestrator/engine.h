@@ -113,7 +113,8 @@ struct job {
 };
 
 /* What the engine tells its caller (progress, serve clients, batch). */
-enum engine_ev { EV_JOB_START, EV_STAGE_START, EV_STAGE_DONE, EV_STAGE_RETRY, EV_JOB_DONE };
+enum engine_ev { EV_JOB_START, EV_STAGE_START, EV_STAGE_STEP, EV_STAGE_DONE, EV_STAGE_RETRY,
+                 EV_JOB_DONE };
 
 struct engine_event {
     enum engine_ev    kind;
@@ -122,6 +123,7 @@ struct engine_event {
     const char       *name;            /* the stage's name */
     int               n_stages;        /* stages the job runs (first..last) */
     double            eta_ms;          /* EV_STAGE_START: table run time, 0 = unknown */
+    int               step, steps;     /* EV_STAGE_STEP: the stage's own progress */
 };
 
 struct engine_opts {

@@ -75,7 +75,7 @@ int report_copy_artifact(const struct engine *e, const struct job *j, int s)
     return 0;
 }
 
-static void json_str(FILE *f, const char *s)
+void report_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
@@ -97,9 +97,9 @@ static void write_vram(FILE *f, struct engine *e)
     int k = 0;
 
     fprintf(f, ",\n  \"vram\": {\"method\": ");
-    json_str(f, devmem_method_name(devmem_method(e->dm)));
+    report_json_str(f, devmem_method_name(devmem_method(e->dm)));
     fprintf(f, ", \"needs_table\": ");
-    json_str(f, e->needs.path);
+    report_json_str(f, e->needs.path);
     fprintf(f, ", \"devices\": [");
     for (int d = 0; d < DEVMEM_MAX_DEVICES; d++) {
         const struct engine_dev *v = &e->dev[d];
@@ -131,18 +131,18 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
     if (rss < rt->rss_peak_bytes)
         rss = rt->rss_peak_bytes;
     fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-    json_str(f, rt->ps->name);
+    report_json_str(f, rt->ps->name);
     fprintf(f, ", \"exe\": ");
-    json_str(f, rt->ps->exe);
+    report_json_str(f, rt->ps->exe);
     fprintf(f, ", \"state\": ");
-    json_str(f, turn_state_name(t->state));
+    report_json_str(f, turn_state_name(t->state));
     if (rt->device[0]) {
         fprintf(f, ", \"device\": ");
-        json_str(f, rt->device);
+        report_json_str(f, rt->device);
     }
     if (rt->remote) {
         fprintf(f, ", \"endpoint\": ");
-        json_str(f, rt->endpoint);
+        report_json_str(f, rt->endpoint);
     }
     fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"run_ms\": %.1f, "
             "\"peak_bytes\": %lld, \"resident_bytes\": %lld, \"host_peak_bytes\": %lld, "
@@ -159,19 +159,19 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
     }
     if (t->error[0]) {
         fprintf(f, ", \"error\": ");
-        json_str(f, t->error);
+        report_json_str(f, t->error);
     }
     fprintf(f, ",\n     \"outputs\": [");
     for (int k = 0; k < t->n_out; k++) {
         const struct out_desc *o = &t->out[k];
 
         fprintf(f, "%s{\"name\": ", k ? ", " : "");
-        json_str(f, o->name);
+        report_json_str(f, o->name);
         fprintf(f, ", \"dtype\": \"%s\", \"shape\": [", dtype_name(o->dtype));
         for (int d = 0; d < o->ndim; d++)
             fprintf(f, "%s%lld", d ? "," : "", (long long)o->shape[d]);
         fprintf(f, "], \"bytes\": %zu, \"file\": ", o->nbytes);
-        json_str(f, rt->ps->out);
+        report_json_str(f, rt->ps->out);
         fprintf(f, "}");
     }
     fprintf(f, "]}");
@@ -192,11 +192,11 @@ int report_write(struct engine *e, const struct job *j, const char *status)
         return S3D_EIO;
     }
     fprintf(f, "{\n  \"status\": ");
-    json_str(f, status);
+    report_json_str(f, status);
     fprintf(f, ",\n  \"pipeline\": ");
-    json_str(f, e->pipe.path);
+    report_json_str(f, e->pipe.path);
     fprintf(f, ",\n  \"job\": ");
-    json_str(f, j->dir.path);
+    report_json_str(f, j->dir.path);
     fprintf(f, ",\n  \"wall_ms\": %.1f", j->wall_ms);
     write_vram(f, e);
     fprintf(f, ",\n  \"stages\": [");

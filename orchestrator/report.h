@@ -10,8 +10,13 @@
 
 #include "engine.h"
 
+#include <stdio.h>
+
 /* "complete" (code 0), "partial" (3), "interrupted" (130), "failed" (else). */
 const char *report_status(int code);
+
+/* s as a JSON string (quotes, escapes) to f. */
+void report_json_str(FILE *f, const char *s);
 
 /* Copy src to dst through "<dst>.tmp.<pid>" + rename. 0 or S3D_EIO (errno kept). */
 int  report_copy_file(const char *src, const char *dst);

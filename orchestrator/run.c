@@ -22,6 +22,7 @@
 #include "image.h"
 #include "jobdir.h"
 #include "log.h"
+#include "progress.h"
 #include "report.h"
 
 #include <errno.h>
@@ -41,6 +42,7 @@ struct run_args {
     struct engine_opts o;
     const char        *out_dir;
     bool               keep_job;
+    enum progress_mode progress;                 /* --quiet, --json; else by the terminal */
     int                n_param;                  /* sam3d stage --param KEY=VALUE */
     const char        *param[JOB_MAX_SET];
 };
@@ -85,6 +87,8 @@ static void usage_run(FILE *f)
         "  --vram-budget SIZE   device memory the stages may hold at once on each GPU, e.g.\n"
         "                       8G (default: the free memory at start); stages that fit stay\n"
         "                       loaded, the others are unloaded before the next one loads\n"
+        "  -q, --quiet          warnings and errors only\n"
+        "  --json               progress as JSON events on stdout, one a line\n"
         "  --max-pixels N       largest image accepted, e.g. 150M (default 80M; the depth\n"
         "                       stage needs 13 bytes of host memory a pixel)\n"
         "exit status: 0 complete, 1 failed, 2 usage, 3 stages still to come, 130 interrupted\n"
@@ -143,6 +147,9 @@ static int common_opt(struct run_args *r, int argc, char **argv, int *i)
         }
         r->o.over_kind[r->o.n_over] = a;
         r->o.over_arg[r->o.n_over++] = v;
+    } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q") || !strcmp(a, "--json")) {
+        r->progress = !strcmp(a, "--json") ? PROGRESS_JSON : PROGRESS_QUIET;
+        return 1;                           /* no value */
     } else if (!strcmp(a, "--max-pixels") && v) {
         int64_t px;
 
@@ -217,7 +224,9 @@ int cmd_run(int argc, char **argv)
     const char *image = NULL, *mask = NULL;
     struct run_args a;
     struct engine *e = NULL;
+    struct progress *prog = NULL;
     struct job *j = calloc(1, sizeof(*j));
+    char log_path[PATH_MAX + 16];
     bool have_job = false;
     int code = 1, rc;
 
@@ -266,6 +275,12 @@ int cmd_run(int argc, char **argv)
             goto out_free;
         }
     }
+    snprintf(log_path, sizeof(log_path), "%s/sam3d.log", a.out_dir);
+    prog = progress_open(a.progress, log_path);
+    a.o.event = progress_event;
+    a.o.event_arg = prog;
+    a.o.idle = progress_tick;
+    a.o.idle_arg = prog;
     job_init(j, "job", 0, PIPE_MAX_STAGES - 1);
     if (jobdir_create(&j->dir, NULL) != 0)
         goto out_free;
@@ -308,6 +323,7 @@ out_usage:
     code = 2;
 out_free:
     engine_close(e);
+    progress_close(prog);
     if (have_job) {
         if (a.keep_job)
             fprintf(stderr, "sam3d: job directory kept: %s\n", j->dir.path);
