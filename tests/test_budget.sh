@@ -4,7 +4,9 @@
 # and a fake NVML (build/tests/tools/libfake_nvml.so, loaded through S3D_NVML_LIB) that
 # shows what each echo stage "holds on the device" (1 MiB context + its weights file while
 # loaded + param act_bytes). Stages a, b, c need 4, 6 and 3 MiB (needs table beside the
-# pipeline); the fake device has 64 MiB.
+# pipeline); the fake device has 64 MiB. No --device is given: the orchestrator takes the
+# stages' default, cuda:0 when the driver shows a GPU (the fake one), while the echo stages
+# themselves run on the CPU of a machine without one (they never touch the device).
 #   1. a budget below a stage's need is refused before any work, naming stage and size;
 #   2. the default budget (the free memory): every stage stays loaded, report.json has
 #      each stage's driver-measured bytes and the run's peak (the sum) within the budget;
@@ -72,7 +74,7 @@ run() {   # out [args]: a run on the fake device
     shift
     S3D_NVML_LIB=$TOOLS/libfake_nvml.so "$SAM3D" run --image "$tmp/img.png" \
         --mask "$tmp/mask.png" --weights "$tmp" --out "$out" --pipeline "$tmp/p.pipe" \
-        --stages-dir "$TOOLS" --device cuda:0 --timeout 10 "$@" 2>"$out.log"
+        --stages-dir "$TOOLS" --timeout 10 "$@" 2>"$out.log"
 }
 
 # json FILE EXPR: evaluate a python expression on the parsed report (r)
