@@ -403,12 +403,15 @@ int jobdir_open_input(const struct jobdir *j, const char *path, uint64_t max_byt
     if (!strncmp(path, j->path, dl) && path[dl] == '/')
         name = path + dl + 1;
     if (!jobdir_name_ok(name)) {
-        snprintf(why, why_len, "'%.300s' is not a file directly inside '%.300s' (a plain "
-                 "name: letters, digits, '_', '.', '-')", path, j->path);
+        snprintf(why, why_len, "'%.300s' is not inside '%.300s' as a plain file name "
+                 "(letters, digits, '_', '.', '-')", path, j->path);
         return -1;
     }
     fd = file_open_read(j->fd, name, FILE_NOFOLLOW, max_bytes, NULL, what, sizeof(what));
-    if (fd < 0)
+    if (fd < 0 && errno == ENOENT)
+        snprintf(why, why_len, "'%.300s' is missing (HINT: the stage that writes it must "
+                 "run first)", path);
+    else if (fd < 0)
         snprintf(why, why_len, "'%.300s' %s", path, what);
     return fd;
 }

@@ -191,7 +191,7 @@ static void test_stage_open(void)
         CHECK(jobdir_open_input(&j, p, 0, why, sizeof(why)) < 0 && strstr(why, "symbolic"),
               "%s", why);
         snprintf(p, sizeof(p), "%s/../outside.txt", j.path);
-        CHECK(jobdir_open_input(&j, p, 0, why, sizeof(why)) < 0 && strstr(why, "plain name"));
+        CHECK(jobdir_open_input(&j, p, 0, why, sizeof(why)) < 0 && strstr(why, "plain file name"));
         CHECK(jobdir_open_input(&j, "/etc/passwd", 0, why, sizeof(why)) < 0);
         CHECK(jobdir_open_input(&j, ".hidden", 0, why, sizeof(why)) < 0);
     }
