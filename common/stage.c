@@ -13,14 +13,17 @@
 #include "jobdir.h"
 #include "log.h"
 #include "safetensors.h"
+#include "zap.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -40,10 +43,14 @@ struct stage_state {
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t in_request;   /* a request is being handled */
 
+/* SIGINT/SIGTERM: idle, leave the serve loop; inside a request (which may run for
+ * minutes, or hang), end the process now: it is the parent-death signal too. */
 static void on_signal(int sig)
 {
-    (void)sig;
+    if (in_request)
+        _exit(128 + sig);
     stop_requested = 1;
 }
 
@@ -78,7 +85,7 @@ static void usage(FILE *f, const char *name)
         "\n"
         "  --weights FILE[:KEY]   checkpoint to read (KEY: sub-dictionary / name prefix)\n"
         "  --listen ENDPOINT      ZeroMQ REP endpoint, e.g. ipc:///dev/shm/s3d-1-0/%s.sock;\n"
-        "                         tcp:// beyond loopback needs --curve-secret\n"
+        "                         tcp:// beyond loopback and ipc://@ need --curve-secret\n"
         "  --device cuda:N|cpu    where to run (default cuda:0 when a GPU is usable, else cpu)\n"
         "  --precision fp16|fp32  weight/activation precision on the GPU (default fp16)\n"
         "  --once IN_DIR OUT_DIR  run one request: inputs are every tensor of\n"
@@ -87,6 +94,8 @@ static void usage(FILE *f, const char *name)
         "  --dump DIR             write intermediate activations there (safetensors)\n"
         "  --check-weights        bind every weight, report, exit 0/1 without running\n"
         "  --curve-secret Z85     CURVE server secret key (or env S3D_CURVE_SECRET)\n"
+        "  --curve-clients FILE   with CURVE: the client public keys answered, one Z85 key\n"
+        "                         a line (or env S3D_CURVE_CLIENTS; `sam3d keygen`)\n"
         "  --help                 this text\n",
         name, name, name, name);
 }
@@ -102,13 +111,14 @@ static int bad_opt(const char *name, const char *fmt, const char *arg)
 
 int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **argv)
 {
-    const char *env = getenv("S3D_CURVE_SECRET");
+    const char *env = getenv("S3D_CURVE_SECRET"), *cenv = getenv("S3D_CURVE_CLIENTS");
     bool device_set = false;
 
     memset(o, 0, sizeof(*o));
     o->name = name;
     o->precision = STAGE_FP16;
     o->curve_secret = (env && *env) ? env : NULL;
+    o->curve_clients = (cenv && *cenv) ? cenv : NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has1 = i + 1 < argc;
@@ -133,6 +143,8 @@ int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **ar
             o->dump = argv[++i];
         } else if (!strcmp(a, "--curve-secret")) {
             o->curve_secret = argv[++i];
+        } else if (!strcmp(a, "--curve-clients")) {
+            o->curve_clients = argv[++i];
         } else if (!strcmp(a, "--param")) {
             if (!strchr(argv[i + 1], '=') || argv[i + 1][0] == '=')
                 return bad_opt(name, "--param wants KEY=VALUE, got '%s'", argv[i + 1]);
@@ -170,6 +182,10 @@ int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **ar
             return bad_opt(name, "unknown option: %s", a);
         }
     }
+    if (o->listen && o->curve_secret && !o->curve_clients)
+        return bad_opt(name, "%s", "--curve-secret (or S3D_CURVE_SECRET) needs --curve-clients "
+                       "FILE (or S3D_CURVE_CLIENTS): the public keys of the clients this stage "
+                       "answers, one a line, as `sam3d keygen` prints S3D_CURVE_CLIENT_KEY");
     if (!o->check_weights && !o->once_in && !o->listen)
         return bad_opt(name, "%s", "one of --listen ENDPOINT, --once IN_DIR OUT_DIR or "
                        "--check-weights is needed");
@@ -297,7 +313,9 @@ struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype d
     p = arena_alloc(rq->arena, bytes ? bytes : 1);
     if (!p) {
         stage_fail(rq, S3D_ENOMEM, "output '%s' (%zu bytes) does not fit the request arena "
-                   "(%zu of %zu bytes used)", name, bytes, rq->arena->used, rq->arena->size);
+                   "(%zu of %zu bytes used): the inputs are larger than this stage was sized "
+                   "for (HINT: for images, see --max-pixels)", name, bytes, rq->arena->used,
+                   rq->arena->size);
         return NULL;
     }
     strcpy(rq->out_name[rq->n_out], name);
@@ -319,20 +337,6 @@ int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t ou
         return stage_fail(rq, S3D_EINVAL, "param '%s': '%s' is missing or not inside '%s'",
                           key, p, rq->in_dir);
     return 0;
-}
-
-bool stage_endpoint_is_local(const char *ep)
-{
-    static const char *const local[] = {
-        "tcp://127.", "tcp://localhost:", "tcp://[::1]:", "tcp://lo:",
-    };
-
-    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
-        return true;
-    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++)
-        if (!strncmp(ep, local[i], strlen(local[i])))
-            return true;
-    return false;
 }
 
 // ---------------------------------------------------------------- one request
@@ -365,21 +369,27 @@ static int open_inputs(struct stage_req *rq)
             rq->n_in++;
             continue;
         }
-        if (!rq->in_dir)
+        if (!rq->in_job)
             return stage_fail(rq, S3D_EINVAL, "input '%s': an shm tensor needs a job "
                               "directory (param 'job')", d->name);
-        if (jobdir_resolve(rq->in_dir, d->shm, false, path, sizeof(path)) != 0)
-            return stage_fail(rq, S3D_EINVAL, "input '%s': '%s' is missing or not inside "
-                              "the job directory '%s'", d->name, d->shm, rq->in_dir);
+        snprintf(path, sizeof(path), "%s", d->shm);
         c = NULL;
         for (int f = 0; f < rq->n_files; f++)
             if (!strcmp(rq->files[f].path, path))
                 c = &rq->files[f];
         if (!c) {
+            char why[WIRE_ERR_MAX];
+            int fd = jobdir_open_input(rq->in_job, path, STAGE_MAX_SHM_BYTES, why, sizeof(why));
+
+            if (fd < 0)
+                return stage_fail(rq, S3D_EINVAL, "input '%s': %s", d->name, why);
             c = &rq->files[rq->n_files];
-            if (safetensors_open(c, path) != 0)
-                return stage_fail(rq, S3D_EFORMAT, "input '%s': '%s' is not a readable "
-                                  "safetensors file", d->name, path);
+            if (ckpt_open_fd(c, fd, path) != 0 || c->format != CKPT_SAFETENSORS) {
+                stage_fail(rq, S3D_EFORMAT, "input '%s': '%s' is not a readable safetensors "
+                           "file (%s)", d->name, path, c->format ? "a PyTorch zip" : c->err);
+                ckpt_close(c);
+                return S3D_EFORMAT;
+            }
             rq->n_files++;
         }
         e = ckpt_find(c, key);
@@ -413,10 +423,10 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
 {
     struct st_write_item items[WIRE_MAX_TENSORS];
     const char *out = wire_get_str(rq->msg, "out", NULL);
-    char file[WIRE_KEY_MAX + 16], path[PATH_MAX], want[PATH_MAX];
+    char file[WIRE_KEY_MAX + 16], path[PATH_MAX];
     int n;
 
-    if (!rq->out_dir) {
+    if (!rq->out_job) {
         for (int i = 0; i < rq->n_out; i++)
             wire_add_frame(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
                            rq->out[i].ndim, rq->out[i].data);
@@ -426,20 +436,21 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
         n = snprintf(file, sizeof(file), "%s", out);
     else
         n = snprintf(file, sizeof(file), "%s.safetensors", rq->opts->name);
-    if (n < 0 || (size_t)n >= sizeof(file) || !file[0] || strchr(file, '/') ||
-        !strcmp(file, ".") || !strcmp(file, ".."))
-        return stage_fail(rq, S3D_EINVAL, "param 'out' must be a plain file name, got '%s'",
+    if (n < 0 || (size_t)n >= sizeof(file) || !jobdir_out_name_ok(rq->opts->name, file))
+        return stage_fail(rq, S3D_EINVAL, "param 'out': '%.100s' is not an output name of "
+                          "stage %s (%s.safetensors or %s_<tag>.safetensors, so that no request "
+                          "can make it write over a socket, an input or another stage's "
+                          "artifact)", out ? out : file, rq->opts->name, rq->opts->name,
+                          rq->opts->name);
+    n = snprintf(path, sizeof(path), "%s/%s", rq->out_job->path, file);
+    if (n < 0 || (size_t)n >= sizeof(path) || (size_t)n >= WIRE_STR_MAX)
+        return stage_fail(rq, S3D_EINVAL, "output path '%s/%s' is too long", rq->out_job->path,
                           file);
-    n = snprintf(want, sizeof(want), "%s/%s", rq->out_dir, file);
-    if (n < 0 || (size_t)n >= sizeof(want) ||
-        jobdir_resolve(rq->out_dir, want, true, path, sizeof(path)) != 0)
-        return stage_fail(rq, S3D_EINVAL, "output file '%s' is not inside '%s'", file,
-                          rq->out_dir);
     for (int i = 0; i < rq->n_out; i++) {
         items[i].name = rq->out_name[i];
         items[i].t = rq->out[i];
     }
-    if (safetensors_write(path, items, rq->n_out, NULL, 0) != 0)
+    if (safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, NULL, 0) != 0)
         return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s'", path);
     for (int i = 0; i < rq->n_out; i++)
         wire_add_shm(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
@@ -520,25 +531,12 @@ static void add_status(struct stage_state *s, struct wire_msg *rep)
         s->ops->status(s->model, rep);
 }
 
-/* Is job a job directory directly under the job root? */
-static bool job_allowed(const char *job)
-{
-    char rroot[PATH_MAX], rjob[PATH_MAX], *slash;
-
-    if (!realpath(jobdir_default_root(), rroot) || !realpath(job, rjob) || !jobdir_is_job(rjob))
-        return false;
-    slash = strrchr(rjob, '/');
-    if (!slash)
-        return false;
-    *slash = 0;
-    return !strcmp(rjob[0] ? rjob : "/", rroot);
-}
-
 /* Handle one request: fill rep (its id already set). The request arena and the
  * inputs are released before returning; rep's frame tensors point into the
  * arena and stay valid until the next request. */
-static void handle(struct stage_state *s, const struct wire_msg *req, const char *in_dir,
-                   const char *out_dir, struct wire_msg *rep)
+static void handle(struct stage_state *s, const struct wire_msg *req,
+                   const struct jobdir *in_job, const struct jobdir *out_job,
+                   struct wire_msg *rep)
 {
     static struct stage_req rq;
     double t0 = stage_now_ms();
@@ -548,8 +546,10 @@ static void handle(struct stage_state *s, const struct wire_msg *req, const char
     rq.msg = req;
     rq.opts = s->opts;
     rq.rt = &s->rt;
-    rq.in_dir = in_dir;
-    rq.out_dir = out_dir;
+    rq.in_job = in_job;
+    rq.out_job = out_job;
+    rq.in_dir = in_job ? in_job->path : NULL;
+    rq.out_dir = out_job ? out_job->path : NULL;
     rq.arena = &s->arena;
     switch (req->method) {
     case WIRE_LOAD:
@@ -621,29 +621,63 @@ static void serve_request(struct stage_state *s, const struct wire_msg *req,
                           struct wire_msg *rep)
 {
     const char *job = wire_get_str(req, "job", NULL);
-    char rjob[PATH_MAX];
+    struct jobdir j;
+    char why[WIRE_ERR_MAX - 32];
 
     if (!wire_param_ok(req, "job", WIRE_STR)) {
         rep->has_error = true;
         snprintf(rep->error, sizeof(rep->error), "param 'job' must be a string");
         return;
     }
-    if (job && (!job_allowed(job) || !realpath(job, rjob))) {
+    if (job && jobdir_open(&j, job, JOBDIR_UNDER_ROOT, why, sizeof(why)) != 0) {
         rep->has_error = true;
-        snprintf(rep->error, sizeof(rep->error), "param 'job': '%.200s' is not a job "
-                 "directory (" JOBDIR_PREFIX "*) directly under the job root '%.200s'", job,
-                 jobdir_default_root());
+        snprintf(rep->error, sizeof(rep->error), "param 'job': %s", why);
         log_warn("req %lld: %s", (long long)req->id, rep->error);
         return;
     }
-    handle(s, req, job ? rjob : NULL, job ? rjob : NULL, rep);
+    handle(s, req, job ? &j : NULL, job ? &j : NULL, rep);
+    if (job)
+        jobdir_close(&j);
 }
 
-static int bind_socket(void *sock, const struct stage_opts *o)
+/* The read end of the pipe from the orchestrator (env S3D_PARENT_FD), or -1. */
+static int parent_pipe(void)
 {
+    const char *e = getenv("S3D_PARENT_FD");
+    struct stat st;
+    char *end;
+    long fd;
+
+    if (!e || !*e)
+        return -1;
+    fd = strtol(e, &end, 10);
+    unsetenv("S3D_PARENT_FD");
+    if (*end || fd < 3 || fd > 1 << 20 || fstat((int)fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+        log_warn("S3D_PARENT_FD=%s is not an open pipe: not watching the parent", e);
+        return -1;
+    }
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
+/* Limits, endpoint policy, CURVE (with the ZAP handler in ctx: *zap), bind. */
+static int bind_socket(void *ctx, void *sock, const struct stage_opts *o,
+                       const struct stage_ops *ops, struct wire_frames *frames, struct zap **zap)
+{
+    size_t max_in = ops->max_input_bytes ? ops->max_input_bytes :
+                    ops->arena_bytes ? ops->arena_bytes : STAGE_DEFAULT_ARENA;
+    char why[512];
     int zero = 0;
 
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (wire_endpoint_check(o->listen, o->curve_secret != NULL, why, sizeof(why)) != 0) {
+        log_error("%s", why);
+        return S3D_EINVAL;
+    }
+    if (wire_limit(sock, frames, max_in) != 0) {
+        log_error("cannot set the message limits of '%s': %s", o->listen, zmq_strerror(errno));
+        return S3D_EIO;
+    }
     if (o->curve_secret) {
         int one = 1;
 
@@ -659,23 +693,21 @@ static int bind_socket(void *sock, const struct stage_opts *o)
                       "with `sam3d keygen`");
             return S3D_EINVAL;
         }
+        if (zap_start(ctx, o->curve_clients, zap) != 0)
+            return S3D_EINVAL;
         {
             char pub[41];
 
             if (zmq_curve_public(pub, o->curve_secret) == 0)
                 log_info("CURVE on; clients need S3D_CURVE_SERVERKEY=%s", pub);
         }
-    } else if (!stage_endpoint_is_local(o->listen)) {
-        log_error("refusing to listen on '%s' without CURVE keys: only ipc:// and loopback "
-                  "tcp:// are allowed in the clear. HINT: pass --curve-secret (or set "
-                  "S3D_CURVE_SECRET), or listen on ipc:// or tcp://127.0.0.1", o->listen);
-        return S3D_EINVAL;
     }
     if (zmq_bind(sock, o->listen) != 0) {
         log_error("cannot listen on '%s': %s. HINT: check the endpoint and that no other "
                   "process uses it", o->listen, zmq_strerror(errno));
         return S3D_EIO;
     }
+    log_info("accepting requests of at most %zu bytes of inline tensors", max_in);
     return 0;
 }
 
@@ -685,12 +717,13 @@ int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *m
     static struct wire_msg req, rep;
     static struct wire_frames frames;
     struct sigaction sa;
+    struct zap *zap = NULL;
     void *ctx, *sock;
     char err[WIRE_ERR_MAX];
-    int code = 1;
+    int code = 1, parent = parent_pipe();
 
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;          /* no SA_RESTART: recv returns EINTR */
+    sa.sa_handler = on_signal;          /* no SA_RESTART: poll returns EINTR */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     if (state_init(&s, o, ops, model) != 0)
@@ -699,19 +732,34 @@ int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *m
     ASSERT(ctx);
     sock = zmq_socket(ctx, ZMQ_REP);
     ASSERT(sock);
-    if (bind_socket(sock, o) != 0)
+    if (bind_socket(ctx, sock, o, ops, &frames, &zap) != 0)
         goto out_close;
-    log_info("serving on %s (device %s)", o->listen, o->device < 0 ? "cpu" : "cuda");
+    log_info("serving on %s (device %s)%s", o->listen, o->device < 0 ? "cpu" : "cuda",
+             parent >= 0 ? ", exiting with its parent" : "");
     while (!stop_requested) {
-        int rc = wire_recv(sock, WIRE_REQUEST, &req, &frames, err, sizeof(err));
+        /* the socket and the parent's pipe; the timeout re-checks the signal flag */
+        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, parent, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, parent >= 0 ? 2 : 1, 1000), rc;
 
+        if (n < 0 && errno != EINTR) {
+            log_error("poll failed on '%s': %s", o->listen, zmq_strerror(errno));
+            goto out_close;
+        }
+        if (n > 0 && parent >= 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
+            log_info("the orchestrator is gone (its pipe closed): exiting");
+            break;
+        }
+        if (n <= 0 || !(items[0].revents & ZMQ_POLLIN))
+            continue;
+        rc = wire_recv(sock, WIRE_REQUEST, &req, &frames, err, sizeof(err));
         if (rc == S3D_EIO) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == EAGAIN)
                 continue;
             log_error("receive failed on '%s': %s", o->listen, zmq_strerror(errno));
             goto out_close;
         }
         wire_msg_init(&rep, WIRE_REPLY, req.id);
+        in_request = 1;
         if (rc) {
             log_warn("bad request (id %lld): %s", (long long)req.id, err);
             rep.has_error = true;
@@ -719,6 +767,7 @@ int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *m
         } else {
             serve_request(&s, &req, &rep);
         }
+        in_request = 0;
         if (wire_send(sock, &rep) != 0)
             log_warn("reply %lld not sent: %s", (long long)req.id, zmq_strerror(errno));
         wire_frames_close(&frames);
@@ -733,8 +782,11 @@ int stage_serve(const struct stage_opts *o, const struct stage_ops *ops, void *m
 out_close:
     wire_frames_close(&frames);
     zmq_close(sock);
+    zap_stop(zap);
     zmq_ctx_term(ctx);
     state_free(&s);
+    if (parent >= 0)
+        close(parent);
     return code;
 }
 
@@ -822,12 +874,17 @@ int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void
 {
     static struct stage_state s;
     static struct wire_msg req, rep;
-    char in_dir[PATH_MAX], out_dir[PATH_MAX];
+    struct jobdir in, out;
+    char why[600];
     int code = 1;
 
-    if (!realpath(o->once_in, in_dir) || !realpath(o->once_out, out_dir)) {
-        log_error("--once %s %s: %s. HINT: both directories must exist", o->once_in,
-                  o->once_out, strerror(errno));
+    if (jobdir_open(&in, o->once_in, 0, why, sizeof(why)) != 0) {
+        log_error("--once IN_DIR %s. HINT: both directories must exist", why);
+        return 1;
+    }
+    if (jobdir_open(&out, o->once_out, 0, why, sizeof(why)) != 0) {
+        log_error("--once OUT_DIR %s. HINT: both directories must exist", why);
+        jobdir_close(&in);
         return 1;
     }
     wire_msg_init(&req, WIRE_REQUEST, 1);
@@ -835,14 +892,13 @@ int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void
     for (int i = 0; i < o->n_params; i++)
         if (set_param_kv(&req, o->params[i]) != 0) {
             log_error("--param '%s': key or value too long", o->params[i]);
-            return 2;
+            code = 2;
+            goto out_close;
         }
-    if (once_inputs(in_dir, &req) != 0)
-        return 1;
-    if (state_init(&s, o, ops, model) != 0)
-        return 1;
+    if (once_inputs(in.path, &req) != 0 || state_init(&s, o, ops, model) != 0)
+        goto out_close;
     wire_msg_init(&rep, WIRE_REPLY, req.id);
-    handle(&s, &req, in_dir, out_dir, &rep);
+    handle(&s, &req, &in, &out, &rep);
     if (rep.has_error) {
         log_error("--once failed: %s", rep.error);
         goto out_free;
@@ -857,6 +913,9 @@ int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void
     code = 0;
 out_free:
     state_free(&s);
+out_close:
+    jobdir_close(&in);
+    jobdir_close(&out);
     return code;
 }
 

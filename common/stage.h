@@ -4,7 +4,8 @@
  * executables", style.md §2.3.
  *
  *   sam3d-<stage> --weights FILE[:KEY] --listen ENDPOINT [--device cuda:N|cpu]
- *                 [--precision fp16|fp32] [--dump DIR] [--curve-secret Z85]
+ *                 [--precision fp16|fp32] [--dump DIR]
+ *                 [--curve-secret Z85 --curve-clients FILE]
  *   sam3d-<stage> --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]
  *   sam3d-<stage> --weights FILE --check-weights
  *
@@ -15,25 +16,36 @@
  * requests, load_ms, last_run_ms, total_run_ms.
  *
  * A run request names its job directory in the string param "job" (a "s3d-*"
- * directory directly under the job root, jobdir.h) and its output file in
- * "out" (a file name, default "<stage>.safetensors"). Inputs are tensor
- * descriptors: "shm" ones are safetensors files inside the job directory
- * (opened read-only, mmapped: no copy), "frame" ones arrive inline. Outputs are
- * written into one safetensors file in the job directory and the reply lists
- * them as shm descriptors; a request without "job" gets its outputs inline as
- * data frames (remote stages). --once runs one request from files: every
- * tensor of every IN_DIR/NAME.safetensors is an input, --param gives the params,
- * outputs go to OUT_DIR/<out>.
+ * directory directly under the job root, owned by the stage's user, mode 0700:
+ * jobdir.h) and its output file in "out" (default "<stage>.safetensors"; else
+ * "<stage>_<tag>.safetensors": jobdir_out_name_ok). Inputs are tensor
+ * descriptors: "shm" ones are safetensors files directly inside the job
+ * directory (regular files, opened O_NOFOLLOW|O_NONBLOCK, read-only, mmapped:
+ * no copy; at most STAGE_MAX_SHM_BYTES), "frame" ones arrive inline (at most
+ * ops->max_input_bytes in all). Outputs are written into one safetensors file
+ * in the job directory (a fresh O_EXCL temporary renamed into place) and the
+ * reply lists them as shm descriptors; a request without "job" gets its outputs
+ * inline as data frames (remote stages). --once runs one request from files:
+ * every tensor of every IN_DIR/NAME.safetensors is an input, --param gives the
+ * params, outputs go to OUT_DIR/<out>.
  *
  * A malformed request, a missing or mis-shaped input, a path outside the job
  * directory: an error reply, and the loop keeps serving. Internal faults abort
  * (the orchestrator sees the process die and restarts it).
+ *
+ * Security (docs/security.md): the endpoint must pass wire_endpoint_check; with
+ * CURVE keys the stage answers only the clients of --curve-clients (a ZAP
+ * handler, zap.h). A stage started by `sam3d run` gets env S3D_PARENT_FD, the
+ * read end of a pipe only the orchestrator writes: the serve loop polls it and
+ * exits when it reads EOF, and SIGTERM/SIGINT during a request end the process
+ * at once (the parent-death signal), so no stage outlives its orchestrator.
  */
 #ifndef S3D_STAGE_H
 #define S3D_STAGE_H
 
 #include "arena.h"
 #include "ckpt.h"
+#include "jobdir.h"
 #include "stage_rt.h"
 #include "tensor.h"
 #include "wire.h"
@@ -42,6 +54,8 @@
 #include <stddef.h>
 
 enum stage_precision { STAGE_FP16, STAGE_FP32 };
+
+#define STAGE_MAX_SHM_BYTES (16ull << 30)   /* the largest safetensors file read as an input */
 
 struct stage_opts {
     const char          *name;          /* stage name: logs, default output file */
@@ -54,6 +68,8 @@ struct stage_opts {
     const char          *dump;          /* --dump DIR: the stage writes intermediates there */
     bool                 check_weights; /* --check-weights */
     const char          *curve_secret;  /* --curve-secret Z85 (or env S3D_CURVE_SECRET) */
+    const char          *curve_clients; /* --curve-clients FILE (or env S3D_CURVE_CLIENTS):
+                                         * the client public keys answered (zap.h) */
     int                  n_params;      /* --param KEY=VALUE (for --once) */
     const char          *params[WIRE_MAX_PARAMS];
 };
@@ -71,6 +87,8 @@ struct stage_req {
     struct stage_rt         *rt;           /* device, op context, activation arena (stage_rt.h) */
     const char              *in_dir;       /* inputs and path params must lie inside */
     const char              *out_dir;      /* where the output file goes; NULL: inline reply */
+    const struct jobdir     *in_job;       /* in_dir / out_dir, open (jobdir.h); NULL inline */
+    const struct jobdir     *out_job;
     struct arena            *arena;        /* host: outputs + scratch, reset after the request */
     int                      n_in;
     struct stage_input       in[WIRE_MAX_TENSORS];
@@ -91,6 +109,10 @@ struct stage_req {
 struct stage_ops {
     const char *name;            /* "depth", "cond", ... */
     size_t      arena_bytes;     /* host request arena (outputs + scratch); 0: 256 MiB */
+    size_t      max_input_bytes; /* the most bytes of inline tensors one request may bring,
+                                  * from the stage's input shapes: its socket's
+                                  * ZMQ_MAXMSGSIZE and message budget (wire_limit;
+                                  * docs/security.md); 0: the request arena's size */
     size_t      workspace_bytes; /* device workspace of the op context on CUDA (cuBLASLt:
                                   * OP_WORKSPACE_DEFAULT); 0: none */
     /* (optional) Bind the weights (rt->opts->weights) and upload them to rt->device
@@ -183,8 +205,5 @@ double stage_now_ms(void);
  * ms[n - 1] are the min, median and max of a repeat loop. */
 void stage_sort_ms(double *ms, int n);
 
-/* True when the endpoint may be bound without CURVE keys: ipc://, inproc://,
- * or tcp:// on a loopback address (127.x.x.x, localhost, [::1]). */
-bool stage_endpoint_is_local(const char *endpoint);
 
 #endif

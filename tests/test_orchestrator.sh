@@ -45,17 +45,18 @@ pipe() {
 stage first
     exe     echo_stage
     weights w.bin
-    out     first.safetensors
+    out     echo_first.safetensors
     param   file \$IMAGE       # the job's copy of --image
 stage second
     exe     echo_stage
     weights none
-    input   first.safetensors:file_bytes as bytes
+    out     echo_second.safetensors
+    input   echo_first.safetensors:file_bytes as bytes
     param   prefix s_
 $2
 P
     if [ -n "${3:-}" ]; then
-        printf 'stage third\n    exe %s\n    input second.safetensors:s_bytes\n' "$3" >> "$1"
+        printf 'stage third\n    exe %s\n    input echo_second.safetensors:s_bytes\n' "$3" >> "$1"
     fi
 }
 
@@ -73,8 +74,8 @@ grep -q '"status": "complete"' "$T/o1/report.json" || fail "report status comple
 grep -q '"name": "s_bytes", "dtype": "U8", "shape": \[21\]' "$T/o1/report.json" \
     || fail "report lists s_bytes U8 [21]: $(cat "$T/o1/report.json")"
 # the image bytes went through two stages unchanged: they are in the artifact
-grep -q 'IMAGEBYTES-0123456789' "$T/o1/artifacts/second.safetensors" || fail "artifact data"
-[ -f "$T/o1/artifacts/first.safetensors" ] || fail "first artifact copied"
+grep -q 'IMAGEBYTES-0123456789' "$T/o1/artifacts/echo_second.safetensors" || fail "artifact data"
+[ -f "$T/o1/artifacts/echo_first.safetensors" ] || fail "first artifact copied"
 check_clean "complete run"; ok "complete run"
 
 # 2. the built prefix of a longer pipeline: exit 3, names what is still to come
@@ -135,16 +136,16 @@ done
 run "$T/o9" "$T/ok.pipe" --keep-job; rc=$?
 job=$(sed -n 's/^sam3d: job directory kept: //p' "$T/o9.log")
 [ $rc -eq 0 ] && [ -d "$job" ] || fail "--keep-job rc=$rc job='$job'"
-rm -f "$job/second.safetensors"
+rm -f "$job/echo_second.safetensors"
 "$SAM3D" stage second --job "$job" --pipeline "$T/ok.pipe" --stages-dir "$TOOLS" \
     --weights "$T" 2>"$T/o9s.log"; rc=$?
 [ $rc -eq 0 ] || fail "sam3d stage rc=$rc: $(tail -3 "$T/o9s.log")"
-grep -q 'IMAGEBYTES' "$job/second.safetensors" 2>/dev/null || fail "stage re-ran"
-rm -f "$job/first.safetensors"
+grep -q 'IMAGEBYTES' "$job/echo_second.safetensors" 2>/dev/null || fail "stage re-ran"
+rm -f "$job/echo_first.safetensors"
 "$SAM3D" stage second --job "$job" --pipeline "$T/ok.pipe" --stages-dir "$TOOLS" \
     2>"$T/o9m.log"; rc=$?
 [ $rc -eq 1 ] || fail "stage with a missing artifact rc=$rc"
-grep -q "input artifact 'first.safetensors' is missing" "$T/o9m.log" || fail "missing artifact named"
+grep -q "input artifact 'echo_first.safetensors' is missing" "$T/o9m.log" || fail "missing artifact named"
 "$SAM3D" stage second --job /tmp --pipeline "$T/ok.pipe" --stages-dir "$TOOLS" 2>/dev/null
 [ $? -eq 1 ] || fail "stage on a non-job dir must fail"
 rm -rf "$job"

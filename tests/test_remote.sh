@@ -7,8 +7,10 @@
 #      endpoints and devices; the remote stages are still serving afterwards (not ours to stop);
 #   2. the same through `endpoint` / `device` lines of a pipeline file, and `sam3d stage` re-running
 #      one remote stage on a kept job;
-#   CURVE: a key pair from `sam3d keygen`, a stage with the secret, the run with the public key
-#      (same artifact); without the key the run fails;
+#   CURVE: key pairs from `sam3d keygen`, a stage with the secret and the client's public key
+#      on its --curve-clients list, the run with the stage's public key and the client's secret
+#      (same artifact); without the key, or with a client key not on the list, the run fails
+#      and the stage keeps serving; a CURVE stage without a client list refuses to start;
 #   3. faults: nobody at the endpoint (exit 1 within the timeout, the stage and address named),
 #      an unknown stage or a malformed value in --endpoint / --stage-device (exit 1 or 2, one
 #      line), and the pipeline file's `device` / `endpoint` syntax errors.
@@ -108,8 +110,10 @@ fi
 keys=$("$sam3d" keygen) && eval "$keys"
 if [ -n "${S3D_CURVE_SECRET:-}" ] && [ -n "${S3D_CURVE_SERVERKEY:-}" ]; then
     port2=$((port + 2))
+    echo "$S3D_CURVE_CLIENT_KEY" >"$tmp/clients"
     S3D_CURVE_SECRET=$S3D_CURVE_SECRET "$build/sam3d-cond" --weights "$w/ss_generator.ckpt" \
-        --device cpu --listen tcp://127.0.0.1:$port2 2>"$tmp/srv_curve.log" & pids+=($!)
+        --device cpu --listen tcp://127.0.0.1:$port2 --curve-clients "$tmp/clients" \
+        2>"$tmp/srv_curve.log" & pids+=($!)
     S3D_CURVE_SERVERKEY=$S3D_CURVE_SERVERKEY S3D_CURVE_CLIENT_SECRET=$S3D_CURVE_CLIENT_SECRET \
         run "$tmp/curve" "$tmp/curve.log" --device cpu --endpoint cond_ss=tcp://127.0.0.1:$port2
     rc=$?
@@ -125,6 +129,26 @@ if [ -n "${S3D_CURVE_SECRET:-}" ] && [ -n "${S3D_CURVE_SERVERKEY:-}" ]; then
     rc=$?
     if [ $rc -eq 1 ]; then ok "CURVE stage without the key: refused (exit 1)"; else
         bad "CURVE stage without the key: exit $rc"; fi
+    # a client with its own key pair, not on the stage's --curve-clients list (issue 15, F4)
+    other=$("$sam3d" keygen | sed -n "s/^S3D_CURVE_CLIENT_SECRET='\(.*\)'$/\1/p")
+    S3D_CURVE_SERVERKEY=$S3D_CURVE_SERVERKEY S3D_CURVE_CLIENT_SECRET=$other \
+        run "$tmp/unlisted" "$tmp/unlisted.log" --device cpu --timeout 3 --retries 0 \
+        --endpoint cond_ss=tcp://127.0.0.1:$port2
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "refused: its public key is not on the --curve-clients list" \
+           "$tmp/srv_curve.log" && kill -0 "${pids[-1]}" 2>/dev/null; then
+        ok "CURVE client not on the stage's list: refused by the stage, which keeps serving"
+    else
+        bad "unlisted CURVE client: exit $rc"; tail -3 "$tmp/srv_curve.log"
+    fi
+    S3D_CURVE_SECRET=$S3D_CURVE_SECRET "$build/sam3d-cond" --weights "$w/ss_generator.ckpt" \
+        --device cpu --listen tcp://127.0.0.1:$((port2 + 1)) 2>"$tmp/srv_nolist.log"
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q "needs --curve-clients" "$tmp/srv_nolist.log"; then
+        ok "a CURVE stage without --curve-clients refuses to start (exit 2)"
+    else
+        bad "CURVE stage without a client list: exit $rc"
+    fi
 else
     bad "sam3d keygen printed no keys: $keys"
 fi

@@ -167,10 +167,10 @@ static void test_shm(void *s)
     CHECK(safetensors_write(in, &item, 1, NULL, 0) == 0);
     wire_msg_init(&req, WIRE_REQUEST, 30);
     CHECK(wire_set_str(&req, "job", j.path) == 0);
-    CHECK(wire_set_str(&req, "out", "res.safetensors") == 0);
+    CHECK(wire_set_str(&req, "out", "echo_res.safetensors") == 0);
     wire_add_shm(&req, "v", DTYPE_I16, SHAPE(5), in);
     CHECK(call(s, WIRE_RUN) == NULL, "%s", rep.error);
-    snprintf(out, sizeof(out), "%s/res.safetensors", j.path);
+    snprintf(out, sizeof(out), "%s/echo_res.safetensors", j.path);
     CHECK(rep.n_tensors == 1 && !strcmp(rep.tensors[0].shm, out) && rep.tensors[0].frame < 0);
     if (safetensors_open(&c, out) == 0) {
         const struct ckpt_entry *e = ckpt_find(&c, "v");
@@ -198,7 +198,7 @@ static void test_shm(void *s)
     wire_msg_init(&req, WIRE_REQUEST, 34);
     CHECK(wire_set_str(&req, "job", j.path) == 0);
     CHECK(wire_set_str(&req, "out", "../escape.safetensors") == 0);
-    expect_err("out escapes", call(s, WIRE_RUN), "plain file name");
+    expect_err("out escapes", call(s, WIRE_RUN), "not an output name");
     /* a job that is not a job directory under the root */
     wire_msg_init(&req, WIRE_REQUEST, 35);
     CHECK(wire_set_str(&req, "job", "/tmp") == 0);
@@ -236,10 +236,13 @@ static void test_binds(const char *weights)
         char pub[41], sec[41], cpub[41], csec[41];
         char ep[64];
         void *s;
+        char list[PATH_MAX + 16];
         char *av[8] = {echo_bin, "--listen", "tcp://0.0.0.0:47312", "--curve-secret", sec,
-                       NULL};
+                       "--curve-clients", list, NULL};
 
         CHECK(zmq_curve_keypair(pub, sec) == 0 && zmq_curve_keypair(cpub, csec) == 0);
+        snprintf(list, sizeof(list), "%s/clients", root);
+        CHECK(write_file(list, cpub, 40) == 0);
         pid = spawn(av);
         s = zmq_socket(zctx, ZMQ_REQ);
         zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, pub, 40);

@@ -115,6 +115,9 @@ int main(int argc, char **argv)
     static struct cond_stage model;
     const struct stage_ops ops = {
         .name = "cond",
+        /* image, rgb_image, pointmap, rgb_pointmap (1, 3, S, S), two masks (1, 1, S, S) F32:
+         * 15 MB at S = 518; 64 MiB also takes inputs up to 1036 square */
+        .max_input_bytes = (size_t)64 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = cond_stage_load,
         .unload = cond_stage_unload,

@@ -237,10 +237,13 @@ out:
 int main(int argc, char **argv)
 {
     static struct depth_stage model;
+    /* points (H, W, 3) F32 + valid dominate: 13 bytes a pixel (1152 MiB hold the default
+     * pixel limit, 80 MP); a raised limit (S3D_MAX_PIXELS, --max-pixels) grows it */
+    size_t arena = (size_t)(13 * image_max_pixels()) + ((size_t)112 << 20);
     const struct stage_ops ops = {
         .name = "depth",
-        /* points (H, W, 3) F32 + valid dominate: 13 bytes a pixel, ~85 MP */
-        .arena_bytes = (size_t)1152 << 20,
+        .arena_bytes = arena > ((size_t)1152 << 20) ? arena : (size_t)1152 << 20,
+        .max_input_bytes = 1 << 20,     /* no tensor inputs: image and mask are files */
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = depth_stage_load,
         .unload = depth_stage_unload,

@@ -111,6 +111,8 @@ int main(int argc, char **argv)
     const struct stage_ops ops = {
         .name = "gs_decode",
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
+        /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
+        .max_input_bytes = (size_t)32 << 20,
         .load = gsd_stage_load,
         .unload = gsd_stage_unload,
         .run = gsd_stage_run,

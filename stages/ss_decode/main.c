@@ -156,6 +156,8 @@ int main(int argc, char **argv)
     static struct ssd_stage model;
     const struct stage_ops ops = {
         .name = "ss_decode",
+        /* shape_latent (1, T, 8) F32 with T = r^3 <= 64^3: 8 MiB */
+        .max_input_bytes = (size_t)16 << 20,
         .load = ssd_load,
         .unload = ssd_unload,
         .run = ssd_run,

@@ -144,6 +144,8 @@ int main(int argc, char **argv)
     static struct ssf_stage model;
     const struct stage_ops ops = {
         .name = "ss_flow",
+        /* cond_ss (1, 7528, 1024) F32 (30.8 MB) + the optional noise.* and side tensors */
+        .max_input_bytes = (size_t)64 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = ssf_load,
         .unload = ssf_unload,

@@ -12,7 +12,8 @@
  * before answering), "abort" (bool: abort()), "crash_marker" (a file name in the
  * job dir: abort() the first time, when the file does not exist yet, creating it).
  * Stage name: from env S3D_ECHO_NAME (default "echo"), so one binary can play
- * several pipeline stages.
+ * several pipeline stages; its outputs are "<name>[_<tag>].safetensors". It
+ * accepts 1 MiB of inline tensors a request (stage_ops.max_input_bytes).
  * Fake device memory (with the fake NVML of tests/tools/so/fake_nvml.c): when
  * S3D_FAKE_NVML_DIR is set, the stage "holds" 1 MiB (its context) from its
  * first load on, plus its weights file's size while loaded, plus param
@@ -206,6 +207,7 @@ int main(int argc, char **argv)
     struct stage_ops ops = {
         .name        = (name && *name) ? name : "echo",
         .arena_bytes = 64u << 20,
+        .max_input_bytes = 1u << 20,     /* small, so tests can cross it */
         .load        = echo_load,
         .unload      = echo_unload,
         .run         = echo_run,
