@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# sanitize.sh OUT - compute-sanitizer (memcheck and racecheck) over the GPU tests, on the GPU
+# machine (issue 15; docs/security.md "GPU code"). Each test program runs under each tool with
+# S3D_REQUIRE_GPU=1 (a skip is a failure) and --error-exitcode, its log goes to
+# OUT/sanitize/<test>.<tool>.log, and OUT/sanitize_summary.txt gets one line per run:
+#     <test> <tool> rc=<exit> <seconds>s <the tool's "ERROR SUMMARY" line>
+# then "clean: N of M runs" (clean = exit 0 and "ERROR SUMMARY: 0 errors"). Exit 0 when every
+# run was clean.
+#
+# Which tests: SANITIZE_TESTS (space-separated names, default every build/tests/test_op_*,
+# the kernels), SANITIZE_TOOLS (default "memcheck racecheck"). Each run is cut at
+# SANITIZE_TIMEOUT seconds (default 300), and no run starts after SANITIZE_BUDGET seconds
+# (default 900; the rest are listed as "not run (budget)"), so the script fits a short lease.
+#
+# compute-sanitizer: taken from PATH, $CUDA_HOME/bin or /usr/local/cuda/bin, else from the
+# nvidia-cuda-sanitizer-api wheel: carry .whl/nvidia_cuda_sanitizer_api-13.0.*.whl (14 MB,
+# `pip download --no-deps -d .whl "nvidia-cuda-sanitizer-api>=13.0,<13.1"` on the dev machine),
+# unpacked here into /tmp/s3d-sanitizer. Needs build/ (CUDA_ARCH=90) and .deb/ like every
+# script here (tools/gpu/README.md).
+set -u
+out=${1:?usage: sanitize.sh OUT}
+cd "$(dirname "$0")/../.." || exit 1
+[ -f tools/gpu/device_env.sh ] && . tools/gpu/device_env.sh
+mkdir -p "$out/sanitize"
+summary=$out/sanitize_summary.txt
+: >"$summary"
+
+san=$(command -v compute-sanitizer 2>/dev/null)
+for d in "${CUDA_HOME:-/usr/local/cuda}/bin" /usr/local/cuda/bin; do
+    [ -z "$san" ] && [ -x "$d/compute-sanitizer" ] && san=$d/compute-sanitizer
+done
+if [ -z "$san" ]; then
+    whl=$(ls .whl/nvidia_cuda_sanitizer_api-*.whl 2>/dev/null | head -1)
+    if [ -n "$whl" ]; then
+        python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
+            "$whl" /tmp/s3d-sanitizer
+        san=$(ls /tmp/s3d-sanitizer/nvidia/cu*/bin/compute-sanitizer 2>/dev/null | head -1)
+        [ -n "$san" ] && chmod +x "$san"
+    fi
+fi
+if [ -z "$san" ]; then
+    echo "no compute-sanitizer: not in PATH or the CUDA toolkit, and no .whl/nvidia_cuda_sanitizer_api-*.whl" |
+        tee -a "$summary"
+    exit 1
+fi
+"$san" --version | tail -1 | tee -a "$summary"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | tee -a "$summary"
+
+tests=${SANITIZE_TESTS:-$(cd build/tests && ls test_op_* 2>/dev/null | grep -v '\.[od]$')}
+tools=${SANITIZE_TOOLS:-memcheck racecheck}
+limit=${SANITIZE_TIMEOUT:-300}
+budget=${SANITIZE_BUDGET:-900}
+t_start=$SECONDS
+n=0
+clean=0
+for t in $tests; do
+    for tool in $tools; do
+        n=$((n + 1))
+        if [ $((SECONDS - t_start)) -ge "$budget" ]; then
+            echo "$t $tool not run (budget of ${budget}s spent)" | tee -a "$summary"
+            continue
+        fi
+        log=$out/sanitize/$t.$tool.log
+        t0=$SECONDS
+        S3D_REQUIRE_GPU=1 timeout "$limit" "$san" --tool "$tool" --error-exitcode 99 \
+            --print-limit 100 "build/tests/$t" >"$log" 2>&1
+        rc=$?
+        errs=$(grep -m1 'ERROR SUMMARY' "$log" | sed 's/^=* *//')
+        [ $rc -eq 124 ] && errs="timed out after ${limit}s"
+        echo "$t $tool rc=$rc $((SECONDS - t0))s ${errs:-no ERROR SUMMARY line}" | tee -a "$summary"
+        if [ $rc -eq 0 ] && echo "$errs" | grep -q 'ERROR SUMMARY: 0 errors'; then
+            clean=$((clean + 1))
+        else
+            tail -n 30 "$log" | sed 's/^/    /'
+        fi
+    done
+done
+echo "clean: $clean of $n runs ($((SECONDS - t_start))s)" | tee -a "$summary"
+[ $clean -eq $n ]
