@@ -38,15 +38,18 @@ cat > "$tmp/p.pipe" <<'P'
 stage a
     exe     echo_stage
     weights wa.bin
+    out     echo_a.safetensors
     param   file $IMAGE
 stage b
     exe     echo_stage
     weights wb.bin
-    input   a.safetensors:file_bytes as bytes
+    out     echo_b.safetensors
+    input   echo_a.safetensors:file_bytes as bytes
 stage c
     exe     echo_stage
     weights wc.bin
-    input   b.safetensors:bytes
+    out     echo_c.safetensors
+    input   echo_b.safetensors:bytes
 P
 cat > "$tmp/p.needs" <<'N'
 # stage  precision  size  run_ms  source
