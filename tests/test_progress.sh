@@ -22,8 +22,8 @@ printf 'IMAGE' > img.png
 printf 'MASK' > mask.png
 printf 'w' > w.bin
 pipe() {   # FILE [extra line for stage second]
-    printf 'stage first\n  exe echo_stage\n  weights w.bin\n  param file $IMAGE\n  param sleep_ms 700\n' > "$1"
-    printf 'stage second\n  exe echo_stage\n  input first.safetensors:file_bytes as bytes\n%s\n' "${2:-}" >> "$1"
+    printf 'stage first\n  exe echo_stage\n  weights w.bin\n  out echo_first.safetensors\n  param file $IMAGE\n  param sleep_ms 700\n' > "$1"
+    printf 'stage second\n  exe echo_stage\n  out echo_second.safetensors\n  input echo_first.safetensors:file_bytes as bytes\n%s\n' "${2:-}" >> "$1"
 }
 pipe ok.pipe
 pipe err.pipe "  param fail no-good-input"
