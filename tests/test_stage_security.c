@@ -14,6 +14,7 @@
  *   F9 the stage exits when the pipe from its parent (S3D_PARENT_FD) closes
  *  F10 tcp://localhost and ipc://@abstract refused at start with the fix
  */
+#include "echo_fixture.h"
 #include "err.h"
 #include "harness.h"
 #include "jobdir.h"
@@ -33,7 +34,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
-static char echo_bin[PATH_MAX], root[PATH_MAX];
+static struct echo_fixture fx;       /* the echo binary, the job root (echo_fixture.h) */
+static char *const echo_bin = fx.bin, *const root = fx.root;
 static void *zctx;
 static struct wire_msg req, rep;
 static struct wire_frames frames;
@@ -323,22 +325,13 @@ static void test_parent_pipe(const char *weights)
 
 int main(void)
 {
-    const char *build = getenv("BUILD");
-    char tmpl[] = "/tmp/s3d-test-sec-XXXXXX", ep[PATH_MAX + 16], weights[PATH_MAX + 16];
+    char *ep = fx.ep, *weights = fx.weights;
     struct jobdir j;
     pid_t pid;
     void *s;
 
     log_init("test_stage_security");
-    snprintf(echo_bin, sizeof(echo_bin), "%s/tests/tools/echo_stage", build ? build : "build");
-    if (access(echo_bin, X_OK) != 0)
-        harness_skip("%s not built (make build/tests/tools/echo_stage)", echo_bin);
-    if (!mkdtemp(tmpl) || !realpath(tmpl, root))
-        harness_skip("no temporary directory");
-    setenv("S3D_JOB_ROOT", root, 1);
-    snprintf(weights, sizeof(weights), "%s/w.bin", root);
-    CHECK(write_file(weights, "weights", 7) == 0);
-    snprintf(ep, sizeof(ep), "ipc://%s/echo.sock", root);
+    echo_fixture_init(&fx, "s3d-test-sec");
     zctx = zmq_ctx_new();
     {
         char *av[] = {echo_bin, "--listen", ep, "--weights", weights, NULL};
