@@ -42,6 +42,7 @@ MODEL_SRC  := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.c))
 MODEL_CU   := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.cu))
 LIB_OBJ    := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(KCPU_SRC:%.c=$(BUILD)/%.o) $(KCUDA_SRC:%.cu=$(BUILD)/%.o) \
               $(MODEL_SRC:%.c=$(BUILD)/%.o) $(MODEL_CU:%.cu=$(BUILD)/%.o)
+LIB_OBJ    += $(BUILD)/gen/version.o
 LIB        := $(BUILD)/libsam3d.a
 
 STAGE_BINS := $(foreach s,$(STAGE_DIRS),$(BUILD)/sam3d-$(subst _,-,$(s)))
@@ -70,6 +71,21 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# the version string (common/version.h): rewritten only when `git describe` changes, so
+# a rebuild relinks only when the tree's description does
+GIT_DESCRIBE := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/gen/version.c: FORCE
+	@mkdir -p $(@D)
+	@printf '#include "version.h"\nconst char *s3d_version(void)\n{\n    return S3D_VERSION " (git %s)";\n}\n' \
+	    '$(GIT_DESCRIBE)' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(BUILD)/gen/version.o: $(BUILD)/gen/version.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+.PHONY: FORCE
+FORCE:
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(@D)

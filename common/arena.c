@@ -7,6 +7,7 @@
 #include "log.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@ size_t arena_round(size_t bytes)
     return (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
 }
 
+static char cuda_why[160];       /* why no device is usable, once probed */
+
 bool s3d_cuda_available(void)
 {
     static int cached = -1;
@@ -37,12 +40,18 @@ bool s3d_cuda_available(void)
         cudaError_t e = cudaGetDeviceCount(&n);
         cached = (e == cudaSuccess && n > 0);
         if (!cached) {
-            log_debug("no usable CUDA device: %s", e == cudaSuccess ? "device count 0"
-                                                                     : cudaGetErrorString(e));
+            snprintf(cuda_why, sizeof(cuda_why), "%s", e == cudaSuccess ? "no CUDA device"
+                     : cudaGetErrorString(e));
+            log_debug("no usable CUDA device: %s", cuda_why);
             (void)cudaGetLastError();
         }
     }
     return cached == 1;
+}
+
+const char *s3d_cuda_why_not(void)
+{
+    return s3d_cuda_available() ? "" : cuda_why;
 }
 
 int arena_init(struct arena *a, enum arena_kind kind, const char *name, size_t size)

@@ -79,6 +79,9 @@ size_t arena_device_peak(void);
 
 /* True when a CUDA device can be used; logs why not at debug level. */
 bool s3d_cuda_available(void);
+/* Why no CUDA device can be used ("CUDA driver version is insufficient ...",
+ * "no CUDA device"); "" when one can. */
+const char *s3d_cuda_why_not(void);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "safetensors.h"
 #include "zap.h"
+#include "version.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -74,126 +75,6 @@ void stage_sort_ms(double *ms, int n)
     qsort(ms, (size_t)n, sizeof(*ms), cmp_double);
 }
 
-// ---------------------------------------------------------------- options
-
-static void usage(FILE *f, const char *name)
-{
-    fprintf(f,
-        "usage: sam3d-%s --weights FILE[:KEY] --listen ENDPOINT [options]\n"
-        "       sam3d-%s --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]\n"
-        "       sam3d-%s --weights FILE --check-weights\n"
-        "\n"
-        "  --weights FILE[:KEY]   checkpoint to read (KEY: sub-dictionary / name prefix)\n"
-        "  --listen ENDPOINT      ZeroMQ REP endpoint, e.g. ipc:///dev/shm/s3d-1-0/%s.sock;\n"
-        "                         tcp:// beyond loopback and ipc://@ need --curve-secret\n"
-        "  --device cuda:N|cpu    where to run (default cuda:0 when a GPU is usable, else cpu)\n"
-        "  --precision fp16|fp32  weight/activation precision on the GPU (default fp16)\n"
-        "  --once IN_DIR OUT_DIR  run one request: inputs are every tensor of\n"
-        "                         IN_DIR/*.safetensors, outputs go to OUT_DIR\n"
-        "  --param KEY=VALUE      a request param for --once (bool, int, float or string)\n"
-        "  --dump DIR             write intermediate activations there (safetensors)\n"
-        "  --check-weights        bind every weight, report, exit 0/1 without running\n"
-        "  --curve-secret Z85     CURVE server secret key (or env S3D_CURVE_SECRET)\n"
-        "  --curve-clients FILE   with CURVE: the client public keys answered, one Z85 key\n"
-        "                         a line (or env S3D_CURVE_CLIENTS; `sam3d keygen`)\n"
-        "  --help                 this text\n",
-        name, name, name, name);
-}
-
-static int bad_opt(const char *name, const char *fmt, const char *arg)
-{
-    fprintf(stderr, "error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n");
-    usage(stderr, name);
-    return S3D_EINVAL;
-}
-
-int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **argv)
-{
-    const char *env = getenv("S3D_CURVE_SECRET"), *cenv = getenv("S3D_CURVE_CLIENTS");
-    bool device_set = false;
-
-    memset(o, 0, sizeof(*o));
-    o->name = name;
-    o->precision = STAGE_FP16;
-    o->curve_secret = (env && *env) ? env : NULL;
-    o->curve_clients = (cenv && *cenv) ? cenv : NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has1 = i + 1 < argc;
-
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout, name);
-            return 1;
-        } else if (!strcmp(a, "--check-weights")) {
-            o->check_weights = true;
-        } else if (!strcmp(a, "--once")) {
-            if (i + 2 >= argc)
-                return bad_opt(name, "%s needs IN_DIR and OUT_DIR", a);
-            o->once_in = argv[++i];
-            o->once_out = argv[++i];
-        } else if (!has1) {
-            return bad_opt(name, "unknown option or missing value: %s", a);
-        } else if (!strcmp(a, "--weights")) {
-            o->weights = argv[++i];
-        } else if (!strcmp(a, "--listen")) {
-            o->listen = argv[++i];
-        } else if (!strcmp(a, "--dump")) {
-            o->dump = argv[++i];
-        } else if (!strcmp(a, "--curve-secret")) {
-            o->curve_secret = argv[++i];
-        } else if (!strcmp(a, "--curve-clients")) {
-            o->curve_clients = argv[++i];
-        } else if (!strcmp(a, "--param")) {
-            if (!strchr(argv[i + 1], '=') || argv[i + 1][0] == '=')
-                return bad_opt(name, "--param wants KEY=VALUE, got '%s'", argv[i + 1]);
-            if (o->n_params >= WIRE_MAX_PARAMS)
-                return bad_opt(name, "too many --param (at most %s)", "48");
-            o->params[o->n_params++] = argv[++i];
-        } else if (!strcmp(a, "--precision")) {
-            const char *v = argv[++i];
-
-            if (!strcmp(v, "fp16"))
-                o->precision = STAGE_FP16;
-            else if (!strcmp(v, "fp32"))
-                o->precision = STAGE_FP32;
-            else
-                return bad_opt(name, "--precision must be fp16 or fp32, got '%s'", v);
-        } else if (!strcmp(a, "--device")) {
-            const char *v = argv[++i];
-            char *end;
-
-            device_set = true;
-            if (!strcmp(v, "cpu")) {
-                o->device = -1;
-            } else if (!strncmp(v, "cuda:", 5) && v[5]) {
-                long n = strtol(v + 5, &end, 10);
-
-                if (*end || n < 0 || n > 64)
-                    return bad_opt(name, "--device must be cpu or cuda:N, got '%s'", v);
-                o->device = (int)n;
-            } else if (!strcmp(v, "cuda")) {
-                o->device = 0;
-            } else {
-                return bad_opt(name, "--device must be cpu or cuda:N, got '%s'", v);
-            }
-        } else {
-            return bad_opt(name, "unknown option: %s", a);
-        }
-    }
-    if (o->listen && o->curve_secret && !o->curve_clients)
-        return bad_opt(name, "%s", "--curve-secret (or S3D_CURVE_SECRET) needs --curve-clients "
-                       "FILE (or S3D_CURVE_CLIENTS): the public keys of the clients this stage "
-                       "answers, one a line, as `sam3d keygen` prints S3D_CURVE_CLIENT_KEY");
-    if (!o->check_weights && !o->once_in && !o->listen)
-        return bad_opt(name, "%s", "one of --listen ENDPOINT, --once IN_DIR OUT_DIR or "
-                       "--check-weights is needed");
-    if (!device_set)
-        o->device = s3d_cuda_available() ? 0 : -1;
-    return 0;
-}
-
 // ---------------------------------------------------------------- request helpers
 
 int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
@@ -205,50 +86,6 @@ int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
     va_end(ap);
     log_error("req %lld: %s", (long long)rq->msg->id, rq->err);
     return code;
-}
-
-int stage_param_int(struct stage_req *rq, const char *key, int64_t def, int64_t lo, int64_t hi,
-                    int64_t *out)
-{
-    if (!wire_param_ok(rq->msg, key, WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be an integer", rq->opts->name, key);
-    int64_t v = wire_get_int(rq->msg, key, def);
-    if (v < lo || v > hi)
-        return stage_fail(rq, S3D_EINVAL, "%s: param %s %lld is outside [%lld, %lld]",
-                          rq->opts->name, key, (long long)v, (long long)lo, (long long)hi);
-    *out = v;
-    return 0;
-}
-
-int stage_param_float(struct stage_req *rq, const char *key, double def, double lo, double hi,
-                      double *out)
-{
-    if (!wire_param_ok(rq->msg, key, WIRE_FLOAT))
-        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be a number", rq->opts->name, key);
-    double v = wire_get_float(rq->msg, key, def);
-    if (!(v >= lo && v <= hi))                  /* NaN fails too */
-        return stage_fail(rq, S3D_EINVAL, "%s: param %s %g is outside [%g, %g]", rq->opts->name,
-                          key, v, lo, hi);
-    *out = v;
-    return 0;
-}
-
-int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out)
-{
-    int64_t v;
-    int rc;
-
-    if (wire_param_ok(rq->msg, key, WIRE_BOOL)) {
-        *out = wire_get_bool(rq->msg, key, def);
-        return 0;
-    }
-    if (!wire_param_ok(rq->msg, key, WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "%s: param %s must be true/false or 0/1",
-                          rq->opts->name, key);
-    if ((rc = stage_param_int(rq, key, def, 0, 1, &v)))
-        return rc;
-    *out = v != 0;
-    return 0;
 }
 
 const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
@@ -484,10 +321,14 @@ static int do_load(struct stage_state *s, char *err, size_t err_len)
     if (s->loaded)
         return 0;
     rc = load_model(s->opts, s->ops, s->model, &s->rt);
-    if (rc) {
+    if (rc == S3D_EDEVICE && s->rt.err[0])
+        snprintf(err, err_len, "%s", s->rt.err);
+    else if (rc)
         snprintf(err, err_len, "load failed (%s): the weights '%s' could not be loaded; the "
                  "stage log says why", s3d_strerror(rc), s->opts->weights ? s->opts->weights
                  : "(none)");
+    if (rc) {
+        log_error("%s", err);
         return rc;
     }
     s->loaded = true;
@@ -546,6 +387,7 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
     rq.msg = req;
     rq.opts = s->opts;
     rq.rt = &s->rt;
+    rq.params = s->ops->params;
     rq.in_job = in_job;
     rq.out_job = out_job;
     rq.in_dir = in_job ? in_job->path : NULL;
@@ -565,13 +407,15 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
         break;
     case WIRE_RUN:
         arena_reset(&s->arena);
-        rc = do_load(s, rq.err, sizeof(rq.err));
+        rc = stage_params_check(&rq);
+        if (!rc)
+            rc = do_load(s, rq.err, sizeof(rq.err));
         if (!rc)
             rc = open_inputs(&rq);
         if (!rc) {
             rc = s->ops->run(s->model, &rq);
             if (rc && !rq.err[0])
-                snprintf(rq.err, sizeof(rq.err), "run failed: %s", s3d_strerror(rc));
+                stage_fail(&rq, rc, "run failed: %s", s3d_strerror(rc));
         }
         if (!rc)
             rc = emit_outputs(&rq, rep);
@@ -792,8 +636,9 @@ out_close:
 
 // ---------------------------------------------------------------- --once, --check-weights
 
-/* Parse "KEY=VALUE" into a typed param (wire_set_parsed). */
-static int set_param_kv(struct wire_msg *m, const char *kv)
+/* Parse "KEY=VALUE" into a param: typed (wire_set_parsed), except that a key
+ * the table declares a string or a path keeps its text ("--param prefix=12"). */
+static int set_param_kv(struct wire_msg *m, const struct stage_param *t, const char *kv)
 {
     const char *eq = strchr(kv, '=');
     char key[WIRE_KEY_MAX];
@@ -802,6 +647,10 @@ static int set_param_kv(struct wire_msg *m, const char *kv)
         return S3D_EINVAL;
     memcpy(key, kv, (size_t)(eq - kv));
     key[eq - kv] = 0;
+    for (int i = 0; t && t[i].name; i++)
+        if (!strcmp(t[i].name, key) &&
+            (t[i].type == STAGE_PARAM_STRING || t[i].type == STAGE_PARAM_PATH))
+            return wire_set_str(m, key, eq + 1);
     return wire_set_parsed(m, key, eq + 1);
 }
 
@@ -890,19 +739,29 @@ int stage_run_once(const struct stage_opts *o, const struct stage_ops *ops, void
     wire_msg_init(&req, WIRE_REQUEST, 1);
     req.method = WIRE_RUN;
     for (int i = 0; i < o->n_params; i++)
-        if (set_param_kv(&req, o->params[i]) != 0) {
+        if (set_param_kv(&req, ops->params, o->params[i]) != 0) {
             log_error("--param '%s': key or value too long", o->params[i]);
             code = 2;
             goto out_close;
         }
+    {                                   /* a bad --param is a usage error, before any load */
+        static struct stage_req rq;
+
+        memset(&rq, 0, sizeof(rq));
+        rq.msg = &req;
+        rq.opts = o;
+        rq.params = ops->params;
+        if (stage_params_check(&rq) != 0) {
+            code = 2;
+            goto out_close;
+        }
+    }
     if (once_inputs(in.path, &req) != 0 || state_init(&s, o, ops, model) != 0)
         goto out_close;
     wire_msg_init(&rep, WIRE_REPLY, req.id);
     handle(&s, &req, &in, &out, &rep);
-    if (rep.has_error) {
-        log_error("--once failed: %s", rep.error);
-        goto out_free;
-    }
+    if (rep.has_error)
+        goto out_free;                  /* the one error line is logged */
     for (int i = 0; i < rep.n_tensors; i++) {
         char shape[128];
 
@@ -921,20 +780,21 @@ out_close:
 
 int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops, void *model)
 {
+    static struct stage_rt rt;
+    const char *rt_err = rt.err;
     int rc;
 
     if (ops->check) {
         rc = ops->check(model, o);
     } else {
-        struct stage_rt rt;
-
         rc = load_model(o, ops, model, &rt);
         if (!rc)
             unload_model(ops, model, &rt);
     }
     if (rc) {
-        log_error("check-weights %s: FAILED (%s) for '%s'", o->name, s3d_strerror(rc),
-                  o->weights ? o->weights : "(no --weights)");
+        log_error("check-weights %s: FAILED (%s) for '%s'%s%s", o->name, s3d_strerror(rc),
+                  o->weights ? o->weights : "(no --weights)", rc == S3D_EDEVICE ? ": " : "",
+                  rc == S3D_EDEVICE ? rt_err : "");
         return 1;
     }
     log_info("check-weights %s: OK ('%s')", o->name, o->weights ? o->weights : "(no weights)");
@@ -947,11 +807,14 @@ int stage_main(const struct stage_ops *ops, void *model, int argc, char **argv)
     int rc;
 
     log_init(ops->name);
-    rc = stage_parse_opts(&o, ops->name, argc, argv);
+    rc = stage_parse_opts(&o, ops, argc, argv);
     if (rc == 1)
         return 0;
     if (rc)
         return 2;
+    log_debug("%s %s: weights %s, device %s (cuda index %d), precision %s", o.exe,
+              s3d_version(), o.weights ? o.weights : "(none)", o.device < 0 ? "cpu" : "cuda",
+              o.device, o.precision == STAGE_FP32 ? "fp32" : "fp16");
     if (o.check_weights)
         return stage_check_weights(&o, ops, model);
     if (o.once_in)

@@ -3,11 +3,12 @@
  * loop on a ZeroMQ REP socket, --once, --check-weights. design.md "Stage
  * executables", style.md §2.3.
  *
- *   sam3d-<stage> --weights FILE[:KEY] --listen ENDPOINT [--device cuda:N|cpu]
- *                 [--precision fp16|fp32] [--dump DIR]
+ *   sam3d-<stage> --weights FILE[:KEY] --listen ENDPOINT [--device cuda:N|cpu|auto]
+ *                 [--precision fp16|fp32] [--dump DIR] [-v|-q]
  *                 [--curve-secret Z85 --curve-clients FILE]
  *   sam3d-<stage> --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]
  *   sam3d-<stage> --weights FILE --check-weights
+ *   sam3d-<stage> --help | --version      (stage_opts.c; params: stage_param.c)
  *
  * Methods (wire.h): load (weights to the device), unload (free device memory),
  * run, status, shutdown. `run` loads first when needed. Every reply carries
@@ -52,13 +53,47 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum stage_precision { STAGE_FP16, STAGE_FP32 };
 
 #define STAGE_MAX_SHM_BYTES (16ull << 30)   /* the largest safetensors file read as an input */
+/* Request params (stage_param.c). Each stage declares its params in a table
+ * (stage_ops.params, ended by an entry with name NULL); the library checks
+ * every request against it before the run callback: an unknown key, a value
+ * of the wrong type or out of range is an error reply naming the param (and,
+ * for an unknown one, the known ones); `--help` lists the table. The library's
+ * own params "job" and "out" are always known. */
+enum stage_param_type {
+    STAGE_PARAM_INT,        /* an integer in [lo, hi]; a float with an integral value is accepted */
+    STAGE_PARAM_FLOAT,      /* a number in [lo, hi] (NaN never) */
+    STAGE_PARAM_FLAG,       /* true/false or 0/1 */
+    STAGE_PARAM_STRING,     /* any text */
+    STAGE_PARAM_PATH,       /* a file inside the job directory (stage_param_path fails when
+                             * it is absent) */
+};
+
+struct stage_param {
+    const char            *name;
+    enum stage_param_type  type;
+    double                 def;      /* INT, FLOAT, FLAG: the value when absent */
+    double                 lo, hi;   /* INT, FLOAT: the accepted range, inclusive */
+    const char            *help;     /* one line for --help */
+    const char            *def_text; /* (optional) the default in words when it comes from
+                                      * elsewhere (the checkpoint): use stage_param_given */
+};
+
+#define STAGE_MAX_PARAMS 32         /* entries of a stage's table */
+
+/* The `repeat` param of stages with a timed loop (stage_repeat). */
+#define STAGE_PARAM_REPEAT \
+    {"repeat", STAGE_PARAM_INT, 1, 1, STAGE_MAX_REPEAT, \
+     "run the work that many times and log min/median/max (benchmarks; outputs are the last run's)", \
+     NULL}
 
 struct stage_opts {
     const char          *name;          /* stage name: logs, default output file */
+    const char          *exe;           /* the executable's name (argv[0] without its directory) */
     const char          *weights;       /* --weights FILE[:KEY], or NULL */
     const char          *listen;        /* --listen ENDPOINT, or NULL */
     int                  device;        /* --device: -1 cpu, N cuda:N (default cuda:0 if usable) */
@@ -96,6 +131,9 @@ struct stage_req {
     char                     out_name[WIRE_MAX_TENSORS][WIRE_KEY_MAX];
     struct tensor            out[WIRE_MAX_TENSORS];     /* host, in arena */
     char                     err[WIRE_ERR_MAX];         /* error reply text */
+    const struct stage_param *params;                   /* the stage's table */
+    double                   val[STAGE_MAX_PARAMS];     /* checked values of INT/FLOAT/FLAG */
+    bool                     given[STAGE_MAX_PARAMS];   /* present in the request */
     struct ckpt              files[WIRE_MAX_TENSORS];   /* open shm inputs (library-owned) */
     int                      n_files;
 };
@@ -108,6 +146,7 @@ struct stage_req {
  */
 struct stage_ops {
     const char *name;            /* "depth", "cond", ... */
+    const struct stage_param *params;   /* the request params, ended by {NULL}; NULL: none */
     size_t      arena_bytes;     /* host request arena (outputs + scratch); 0: 256 MiB */
     size_t      max_input_bytes; /* the most bytes of inline tensors one request may bring,
                                   * from the stage's input shapes: its socket's
@@ -133,9 +172,12 @@ struct stage_ops {
     void (*status)(void *model, struct wire_msg *rep);
 };
 
-/* Parse argv. Returns 0; 1 after printing --help to stdout; S3D_EINVAL after
- * printing the problem and the usage to stderr. Strings point into argv. */
-int stage_parse_opts(struct stage_opts *o, const char *name, int argc, char **argv);
+/* Parse argv with getopt_long (stage_opts.c): --opt VALUE and --opt=VALUE,
+ * short forms -w -l -p -d -v -q -V -h. Returns 0; 1 after printing --help or
+ * --version to stdout; S3D_EINVAL after printing the problem and the usage to
+ * stderr. Without --device (or with auto): cuda:0 when usable, else the CPU,
+ * said at info level with the reason. Strings point into argv. */
+int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc, char **argv);
 
 /* Everything a main() needs: parse, then --check-weights, --once or serve.
  * Returns the process exit code (0 ok, 1 failure, 2 usage). */
@@ -170,18 +212,25 @@ int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t ou
 int stage_fail(struct stage_req *rq, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Typed request params with a default and a range. Each writes the value of
- * key (def when absent) into out and returns 0; when the value has another
- * type or lies outside [lo, hi] it returns S3D_EINVAL after stage_fail() set
- * "<stage>: param KEY must be an integer" or "<stage>: param KEY V is outside
- * [LO, HI]" (stage = rq->opts->name). out is written only on success. */
-int stage_param_int(struct stage_req *rq, const char *key, int64_t def, int64_t lo, int64_t hi,
-                    int64_t *out);
-/* As stage_param_int for a number (an int is accepted as a float). */
-int stage_param_float(struct stage_req *rq, const char *key, double def, double lo, double hi,
-                      double *out);
-/* A flag param: true/false, or the integers 0/1; anything else fails as above. */
-int stage_param_flag(struct stage_req *rq, const char *key, bool def, bool *out);
+/* The checked value of param name (declared in the stage's table with that
+ * type; anything else is an internal fault): the request's value, or the
+ * table's default when absent. */
+int64_t stage_get_int(const struct stage_req *rq, const char *name);
+double  stage_get_float(const struct stage_req *rq, const char *name);
+bool    stage_get_flag(const struct stage_req *rq, const char *name);
+/* A STRING param's text, or def when absent. */
+const char *stage_get_str(const struct stage_req *rq, const char *name, const char *def);
+/* Whether the request gave param name (for defaults that come from the model). */
+bool    stage_param_given(const struct stage_req *rq, const char *name);
+
+/* Check every param of rq->msg against rq->params (the library does this for
+ * each run request and for --once before loading anything) and keep the
+ * values for stage_get_*. 0, or S3D_EINVAL after stage_fail() named the
+ * param: "<stage>: unknown param 'sed' (known: ...)", "<stage>: param steps 0
+ * is outside [1, 1000]", "<stage>: param cfg must be a number", ... */
+int stage_params_check(struct stage_req *rq);
+/* The --help lines of a table: name, type, range and default, help text. */
+void stage_params_help(FILE *f, const struct stage_param *params);
 
 /* The activation arena rq->rt->act, empty, holding at least bytes (sized by a
  * dry run: arena_plan_init); grown only when a request needs more. 0, or

@@ -27,9 +27,9 @@ size_t stage_rt_driver_used(void)
     return total_b - free_b;
 }
 
-/* Make cuda:n current and create its context (cudaMemGetInfo does); one error
- * line naming the device, the reason and the fix when it cannot be used. */
-static int use_cuda(int n, size_t *used)
+/* Make cuda:n current and create its context (cudaMemGetInfo does); when it
+ * cannot be used, err gets one line naming the device, the reason and the fix. */
+static int use_cuda(int n, size_t *used, char *err, size_t err_len)
 {
     size_t free_b = 0, total_b = 0;
     int count = 0;
@@ -43,10 +43,10 @@ static int use_cuda(int n, size_t *used)
         e = cudaMemGetInfo(&free_b, &total_b);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        log_error("device cuda:%d cannot be used: %s (%s; %d CUDA device%s visible). HINT: check "
-                  "the driver with `nvidia-smi`, pick another --device cuda:N, or run on the CPU "
-                  "with --device cpu", n, cudaGetErrorString(e), cudaGetErrorName(e), count,
-                  count == 1 ? "" : "s");
+        snprintf(err, err_len, "device cuda:%d cannot be used: %s (%s; %d CUDA device%s "
+                 "visible). HINT: check the driver with `nvidia-smi`, pick another --device "
+                 "cuda:N, or run on the CPU with --device cpu", n, cudaGetErrorString(e),
+                 cudaGetErrorName(e), count, count == 1 ? "" : "s");
         return S3D_EDEVICE;
     }
     *used = total_b - free_b;
@@ -65,7 +65,7 @@ int stage_rt_init(struct stage_rt *rt, const struct stage_opts *o, size_t worksp
                                                                               : DTYPE_F32;
     if (rt->device == DEVICE_HOST)
         return 0;
-    if ((rc = use_cuda(o->device, &rt->drv_used0)))
+    if ((rc = use_cuda(o->device, &rt->drv_used0, rt->err, sizeof(rt->err))))
         return rc;
     if (workspace_bytes && (rc = arena_init(&rt->work, ARENA_DEVICE, "workspace", workspace_bytes)))
         goto out_free;
@@ -82,11 +82,15 @@ void stage_rt_free(struct stage_rt *rt)
 {
     if (!rt)
         return;
+    char err[sizeof(rt->err)];
+
+    memcpy(err, rt->err, sizeof(err));
     op_ctx_free(&rt->ctx);
     arena_free(&rt->act);
     arena_free(&rt->work);
     memset(rt, 0, sizeof(*rt));
     rt->cuda_index = -1;
+    memcpy(rt->err, err, sizeof(err));
 }
 
 int stage_rt_act(struct stage_rt *rt, size_t bytes)
@@ -176,10 +180,5 @@ int stage_act(struct stage_req *rq, size_t bytes)
 int stage_repeat(struct stage_req *rq, const char *what, stage_rt_body body, void *user,
                  struct stage_timing *tm)
 {
-    int64_t repeat;
-    int rc;
-
-    if ((rc = stage_param_int(rq, "repeat", 1, 1, STAGE_MAX_REPEAT, &repeat)))
-        return rc;
-    return stage_rt_repeat(rq->rt, what, (int)repeat, body, user, tm);
+    return stage_rt_repeat(rq->rt, what, (int)stage_get_int(rq, "repeat"), body, user, tm);
 }

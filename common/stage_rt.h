@@ -43,16 +43,18 @@ struct stage_rt {
     struct op_ctx            ctx;        /* CUDA: stream and handles; zeroed on the host */
     const struct op_ctx     *op;         /* what ops take: &ctx on CUDA, NULL on the host */
     size_t                   drv_used0;  /* device bytes in use (driver) when init ran, CUDA */
+    char                     err[400];   /* why init failed with S3D_EDEVICE (kept by free) */
 };
 
 /* Start the runtime for opts: device and compute dtype from --device and
  * --precision, cuda:N made the calling thread's current device, and on CUDA
  * the op context with workspace_bytes of device workspace (0: none). 0, or
- * S3D_EDEVICE (the device cannot be used: one error line names it, why, and
- * the fix) / S3D_ENOMEM (logged); on failure nothing stays allocated. */
+ * S3D_EDEVICE with rt->err the one line to report (the device, why it cannot
+ * be used, the fix; not logged here), or S3D_ENOMEM (logged); on failure
+ * nothing stays allocated. */
 int  stage_rt_init(struct stage_rt *rt, const struct stage_opts *opts, size_t workspace_bytes);
-/* Release the op context, the workspace and the activation arena. The weights
- * are the model's. A zeroed or already-freed rt is a no-op. */
+/* Release the op context, the workspace and the activation arena (rt->err is
+ * kept). The weights are the model's. A zeroed or already-freed rt is a no-op. */
 void stage_rt_free(struct stage_rt *rt);
 
 /* Make rt->act an empty arena of at least bytes on rt's device (kept when it

@@ -103,7 +103,9 @@ static void test_repeat(void)
     tm.median = 3.25;
     CHECK(!strcmp(stage_timing_str(&tm, buf, sizeof(buf)), "3.25 ms"), "%s", buf);
 
-    /* stage_repeat reads param repeat; stage_act names the size in the reply */
+    /* stage_repeat runs param repeat (checked against the table); stage_act names the
+     * size in the reply */
+    static const struct stage_param table[] = {STAGE_PARAM_REPEAT, {NULL}};
     static struct wire_msg msg;
     static struct stage_req rq;
     wire_msg_init(&msg, WIRE_REQUEST, 1);
@@ -111,12 +113,14 @@ static void test_repeat(void)
     rq.msg = &msg;
     rq.opts = &o;
     rq.rt = &rt;
+    rq.params = table;
     c.calls = 0;
     c.fail_at = -1;
     CHECK(wire_set_int(&msg, "repeat", 3) == 0);
+    CHECK(stage_params_check(&rq) == 0);
     CHECK(stage_repeat(&rq, "t", body, &c, &tm) == 0 && c.calls == 3 && tm.n == 3);
     CHECK(wire_set_int(&msg, "repeat", 0) == 0);
-    CHECK(stage_repeat(&rq, "t", body, &c, &tm) == S3D_EINVAL &&
+    CHECK(stage_params_check(&rq) == S3D_EINVAL &&
           strstr(rq.err, "param repeat 0 is outside [1, 1000]"), "%s", rq.err);
     CHECK(stage_act(&rq, (size_t)1 << 62) == S3D_ENOMEM &&
           strstr(rq.err, "cannot reserve") && strstr(rq.err, "HINT"), "%s", rq.err);

@@ -23,6 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const struct stage_param cond_params[] = {
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
 struct cond_stage {
     struct cond_model m;
 };
@@ -115,6 +120,7 @@ int main(int argc, char **argv)
     static struct cond_stage model;
     const struct stage_ops ops = {
         .name = "cond",
+        .params = cond_params,
         /* image, rgb_image, pointmap, rgb_pointmap (1, 3, S, S), two masks (1, 1, S, S) F32:
          * 15 MB at S = 518; 64 MiB also takes inputs up to 1036 square */
         .max_input_bytes = (size_t)64 << 20,

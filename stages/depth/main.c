@@ -43,6 +43,18 @@
 
 #define DEPTH_MAX_TOKENS 20000          /* num_tokens above this is a user error */
 
+static const struct stage_param depth_params[] = {
+    {"image", STAGE_PARAM_PATH, 0, 0, 0, "the image: PNG (8/16 bit, gray, RGB(A), palette) or JPEG",
+     NULL},
+    {"mask", STAGE_PARAM_PATH, 0, 0, 0, "the object mask: a PNG of the image's size, nonzero on "
+     "the object", NULL},
+    {"num_tokens", STAGE_PARAM_INT, 0, 1, DEPTH_MAX_TOKENS,
+     "MoGe's token budget (trained with 1275..2551)", "the checkpoint's model_config (2551 for "
+     "moge-vitl)"},
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
 struct depth_stage {
     struct moge_model m;
 };
@@ -153,12 +165,8 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     int rc;
 
     memset(&po, 0, sizeof(po));
-    int64_t nt;
-    if ((rc = stage_param_int(rq, "num_tokens", s->m.num_tokens, INT64_MIN, INT64_MAX, &nt)))
-        return rc;
-    if (nt < 1 || nt > DEPTH_MAX_TOKENS)
-        return stage_fail(rq, S3D_EINVAL, "depth: num_tokens %lld is outside [1, %d]; HINT: "
-                          "MoGe was trained with 1275..2551", (long long)nt, DEPTH_MAX_TOKENS);
+    int64_t nt = stage_param_given(rq, "num_tokens") ? stage_get_int(rq, "num_tokens")
+                                                     : s->m.num_tokens;
     if ((rc = stage_param_path(rq, "image", ipath, sizeof(ipath))) ||
         (rc = stage_param_path(rq, "mask", mpath, sizeof(mpath))))
         return rc;
@@ -242,6 +250,7 @@ int main(int argc, char **argv)
     size_t arena = (size_t)(13 * image_max_pixels()) + ((size_t)112 << 20);
     const struct stage_ops ops = {
         .name = "depth",
+        .params = depth_params,
         .arena_bytes = arena > ((size_t)1152 << 20) ? arena : (size_t)1152 << 20,
         .max_input_bytes = 1 << 20,     /* no tensor inputs: image and mask are files */
         .workspace_bytes = OP_WORKSPACE_DEFAULT,

@@ -22,6 +22,11 @@
 
 #include <string.h>
 
+static const struct stage_param gsd_params[] = {
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
 struct gsd_stage {
     struct gsdec_model m;
 };
@@ -110,6 +115,7 @@ int main(int argc, char **argv)
     static struct gsd_stage model;
     const struct stage_ops ops = {
         .name = "gs_decode",
+        .params = gsd_params,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
         .max_input_bytes = (size_t)32 << 20,

@@ -31,6 +31,19 @@
 #define SSD_MAX_COORDS_DEF 42000       /* PL/inference_utils.py:414 */
 #define SSD_DOWNSAMPLE     2           /* PL/inference_utils.py:415 */
 
+static const struct stage_param ssd_params[] = {
+    {"keep_logits", STAGE_PARAM_FLAG, 0, 0, 1, "also write the logits (1, 1, R, R, R) F32", NULL},
+    {"prune_dist", STAGE_PARAM_INT, 1, 0, SSD_MAX_PRUNE_DIST,
+     "prune_sparse_structure's max_neighbor_axes_dist (the pipeline's downsample_ss_dist); "
+     "0 skips the prune", NULL},
+    {"max_coords", STAGE_PARAM_INT, SSD_MAX_COORDS_DEF, 1, INT32_MAX,
+     "downsample by 2 when more voxels remain (the pipeline's 42000)", NULL},
+    {"seed", STAGE_PARAM_INT, 0, 0, 9e15,
+     "the random subset of the downsample (unreachable at the released sizes)", NULL},
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
 struct ssd_stage {
     struct ssdec_model m;
 };
@@ -83,16 +96,12 @@ static int ssd_run(void *p, struct stage_req *rq)
 {
     struct ssd_stage *s = p;
     const struct ssdec_model *m = &s->m;
-    int64_t dist, maxc, seed;
-    bool keep = false;
+    int64_t dist = stage_get_int(rq, "prune_dist"), maxc = stage_get_int(rq, "max_coords");
+    int64_t seed = stage_get_int(rq, "seed");
+    bool keep = stage_get_flag(rq, "keep_logits");
     char msg[WIRE_ERR_MAX - 32], tms[96];
     int rc;
 
-    if ((rc = stage_param_flag(rq, "keep_logits", false, &keep)) ||
-        (rc = stage_param_int(rq, "prune_dist", 1, 0, SSD_MAX_PRUNE_DIST, &dist)) ||
-        (rc = stage_param_int(rq, "max_coords", SSD_MAX_COORDS_DEF, 1, INT32_MAX, &maxc)) ||
-        (rc = stage_param_int(rq, "seed", 0, 0, INT64_MAX, &seed)))
-        return rc;
     const struct tensor *lat = stage_input(rq, "shape_latent", DTYPE_F32,
                                            SHAPE(1, -1, m->cfg.latent_ch));
     if (!lat)
@@ -156,6 +165,7 @@ int main(int argc, char **argv)
     static struct ssd_stage model;
     const struct stage_ops ops = {
         .name = "ss_decode",
+        .params = ssd_params,
         /* shape_latent (1, T, 8) F32 with T = r^3 <= 64^3: 8 MiB */
         .max_input_bytes = (size_t)16 << 20,
         .load = ssd_load,

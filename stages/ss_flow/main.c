@@ -29,6 +29,21 @@
 
 #define SSF_MAX_STEPS  1000
 
+static const struct stage_param ssf_params[] = {
+    {"steps", STAGE_PARAM_INT, 25, 1, SSF_MAX_STEPS, "Euler steps (the pipeline's 25)", NULL},
+    {"cfg", STAGE_PARAM_FLOAT, 7.0, 0, 1e6,
+     "classifier-free guidance strength s: v = (1+s) v_cond - s v_uncond on t*1000 in [0, 500]",
+     NULL},
+    {"seed", STAGE_PARAM_INT, 42, 0, 9e15, "the noise seed (our generator, not PyTorch's)", NULL},
+    {"rescale_t", STAGE_PARAM_FLOAT, 3.0, 1e-6, 1e6, "time rescale r: t / (1 + (r-1)(1-t))",
+     NULL},
+    {"cache_kv", STAGE_PARAM_FLAG, 1, 0, 1,
+     "project the condition's cross-attention K/V once per request (0: in every evaluation, "
+     "less memory; the same output)", NULL},
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
 struct ssf_stage {
     struct ssflow_model m;
 };
@@ -85,20 +100,15 @@ static int ssf_run(void *p, struct stage_req *rq)
     const char *side[2] = {"pointmap_scale", "pointmap_shift"};
     struct ssflow_sampler sp;
     struct ssf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
-    int64_t steps, seed, cache;
     char name[64], msg[WIRE_ERR_MAX - 32], tms[96];
     int n_noise = 0, rc;
 
     ssflow_sampler_defaults(&sp);
-    if ((rc = stage_param_int(rq, "steps", sp.steps, 1, SSF_MAX_STEPS, &steps)) ||
-        (rc = stage_param_float(rq, "cfg", sp.cfg, 0, 1e6, &sp.cfg)) ||
-        (rc = stage_param_int(rq, "seed", 42, 0, 9000000000000000LL, &seed)) ||
-        (rc = stage_param_float(rq, "rescale_t", sp.rescale_t, 1e-6, 1e6, &sp.rescale_t)) ||
-        (rc = stage_param_int(rq, "cache_kv", 1, 0, 1, &cache)))
-        return rc;
-    sp.steps = (int)steps;
-    sp.cache_kv = cache != 0;
-    f.seed = (uint64_t)seed;
+    sp.steps = (int)stage_get_int(rq, "steps");
+    sp.cfg = stage_get_float(rq, "cfg");
+    sp.rescale_t = stage_get_float(rq, "rescale_t");
+    sp.cache_kv = stage_get_flag(rq, "cache_kv");
+    f.seed = (uint64_t)stage_get_int(rq, "seed");
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
     const struct tensor *ci = stage_input_opt(rq, "cond_ss");
@@ -144,6 +154,7 @@ int main(int argc, char **argv)
     static struct ssf_stage model;
     const struct stage_ops ops = {
         .name = "ss_flow",
+        .params = ssf_params,
         /* cond_ss (1, 7528, 1024) F32 (30.8 MB) + the optional noise.* and side tensors */
         .max_input_bytes = (size_t)64 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,

@@ -107,23 +107,31 @@ static void echo_status(void *model, struct wire_msg *rep)
     ASSERT(wire_set_int(rep, "weights_bytes", (int64_t)e->n_weights) == 0);
 }
 
+static const struct stage_param echo_params[] = {
+    {"scale", STAGE_PARAM_FLOAT, 1.0, -1e30, 1e30, "multiply float inputs by this", NULL},
+    {"prefix", STAGE_PARAM_STRING, 0, 0, 0, "prepended to every output name", "\"\""},
+    {"file", STAGE_PARAM_PATH, 0, 0, 0, "(optional) its bytes become output file_bytes", NULL},
+    {"fail", STAGE_PARAM_STRING, 0, 0, 0, "reply with this error", "none"},
+    {"sleep_ms", STAGE_PARAM_INT, 0, 0, 1e9, "sleep before answering", NULL},
+    {"abort", STAGE_PARAM_FLAG, 0, 0, 1, "abort() (a crash)", NULL},
+    {"crash_marker", STAGE_PARAM_STRING, 0, 0, 0,
+     "a file name in the job directory: abort() once, creating it", "none"},
+    {"act_bytes", STAGE_PARAM_INT, 0, 0, 1e15, "pretend this many activation bytes", NULL},
+    {NULL},
+};
+
 static int echo_run(void *model, struct stage_req *rq)
 {
-    const char *fail = wire_get_str(rq->msg, "fail", NULL);
-    const char *prefix = wire_get_str(rq->msg, "prefix", "");
-    const char *marker = wire_get_str(rq->msg, "crash_marker", NULL);
-    int64_t sleep_ms = wire_get_int(rq->msg, "sleep_ms", 0);
-    double scale = wire_get_float(rq->msg, "scale", 1.0);
+    const char *fail = stage_get_str(rq, "fail", NULL);
+    const char *prefix = stage_get_str(rq, "prefix", "");
+    const char *marker = stage_get_str(rq, "crash_marker", NULL);
+    int64_t sleep_ms = stage_get_int(rq, "sleep_ms");
+    double scale = stage_get_float(rq, "scale");
     char path[PATH_MAX];
 
     struct echo *e = model;
-    int64_t act = wire_get_int(rq->msg, "act_bytes", 0);
+    int64_t act = stage_get_int(rq, "act_bytes");
 
-    if (!wire_param_ok(rq->msg, "scale", WIRE_FLOAT) ||
-        !wire_param_ok(rq->msg, "sleep_ms", WIRE_INT) ||
-        !wire_param_ok(rq->msg, "act_bytes", WIRE_INT))
-        return stage_fail(rq, S3D_EINVAL, "param scale must be a number, sleep_ms and "
-                          "act_bytes ints");
     if (act > e->act_bytes) {
         e->act_bytes = act;
         fake_devmem(e);
@@ -134,7 +142,7 @@ static int echo_run(void *model, struct stage_req *rq)
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }
-    if (wire_get_bool(rq->msg, "abort", false))
+    if (stage_get_flag(rq, "abort"))
         abort();
     if (marker && rq->in_dir) {
         char want[PATH_MAX];
@@ -171,7 +179,7 @@ static int echo_run(void *model, struct stage_req *rq)
             memcpy(out->data, in->data, tensor_nbytes(in));
         }
     }
-    if (wire_find(rq->msg, "file")) {
+    if (stage_param_given(rq, "file")) {
         struct tensor *out;
         FILE *f;
         long len;
@@ -207,6 +215,7 @@ int main(int argc, char **argv)
     struct stage_ops ops = {
         .name        = (name && *name) ? name : "echo",
         .arena_bytes = 64u << 20,
+        .params      = echo_params,
         .max_input_bytes = 1u << 20,     /* small, so tests can cross it */
         .load        = echo_load,
         .unload      = echo_unload,
