@@ -37,14 +37,20 @@ extern "C" {
 #endif
 
 struct arena;
+struct op_dnn;
+struct op_gemm;
 
 // ----------------------------------------------------------------------------
 // CUDA context for ops
 
-/* What every CUDA op needs. Created by op_ctx_init, destroyed by op_ctx_free. */
+/* What every CUDA op needs. Created by op_ctx_init, destroyed by op_ctx_free.
+ * Every library handle and cache lives here, none in file-level globals. */
 struct op_ctx {
     cudaStream_t     stream;          /* every op is queued here (a blocking stream) */
     cublasLtHandle_t lt;              /* cuBLASLt handle for op_linear_cuda */
+    struct op_gemm  *gemm;            /* op_linear_cuda's algorithm cache (gemm.cu) */
+    struct op_dnn   *dnn;             /* cuDNN handle (made on the first convolution) and
+                                       * algorithm cache (kernels/cuda/dnn.cuh) */
     void            *workspace;       /* device bytes for cuBLASLt, from an arena */
     size_t           workspace_size;  /* bytes at workspace */
     bool             sync;            /* S3D_SYNC=1: synchronize + check after each op */
@@ -119,6 +125,16 @@ enum op_act {
 void op_act_cpu(struct tensor *y, const struct tensor *x, enum op_act act);
 void op_act_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                  enum op_act act);
+
+/* y = silu(a) * b elementwise (SwiGLU: the gate of the llama3 FeedForward,
+ * sam3d_objects/model/layers/llama3/ff.py:37-41, in the fuser's projection
+ * nets), as PyTorch evaluates F.silu(a) * b: silu(a) is
+ * rounded to a's dtype (an fp16 tensor under autocast), then the product is
+ * rounded to y's dtype. a, b, y contiguous, same numel, any float dtypes;
+ * y may be a or b (in place). */
+void op_swiglu_cpu(struct tensor *y, const struct tensor *a, const struct tensor *b);
+void op_swiglu_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *a,
+                    const struct tensor *b);
 
 // ----------------------------------------------------------------------------
 // softmax
@@ -195,6 +211,30 @@ void op_attention_varlen_cuda(const struct op_ctx *ctx, struct tensor *o, const 
                               const struct tensor *k, const struct tensor *v,
                               const struct tensor *q_off, const struct tensor *k_off,
                               int max_tq, float scale);
+
+#define OP_SMALL_MAX_D  128    /* largest head size */
+#define OP_SMALL_MAX_TK 256    /* longest key sequence (CUDA keeps K and V in shared memory) */
+#define OP_SMALL_MAX_KV 4096   /* Tk * D limit of the CUDA kernel (K + V fp32 in 48 KB) */
+
+/* o = softmax(q k^T * scale) v per batch item and head, no mask, like
+ * op_attention but for any head size D in [1, 128] and short key sequences:
+ * PointPatchEmbed's window attention (sam-3d-objects EMB/pointmap.py:207-217,
+ * 16 heads of 32 over 65-token windows).
+ * q (B, Tq, H, D), k and v (B, Tk, H, D): any strides for B, T and H, last dim
+ * contiguous (stride 1), same dtype (F32/F16/BF16); B, Tq >= 0, 1 <= Tk <= 256,
+ * Tk * D <= 4096. o (B, Tq, H, D) contiguous, q's dtype; must not overlap q, k, v.
+ * fp32 scores, max-subtracted softmax and accumulation; o rounded once.
+ * CUDA: one block per (batch item, head), K and V staged in shared memory in
+ * fp32, one warp per query row. */
+void op_attention_small_cpu(struct tensor *o, const struct tensor *q, const struct tensor *k,
+                            const struct tensor *v, float scale);
+void op_attention_small_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,
+                             const struct tensor *k, const struct tensor *v, float scale);
+
+/* The shape/dtype/device ASSERTs both attention_small ops share (dev = where
+ * the tensors must live). */
+void op_attention_small_check(const struct tensor *o, const struct tensor *q,
+                              const struct tensor *k, const struct tensor *v, enum device dev);
 
 // ----------------------------------------------------------------------------
 // dispatch on the output tensor's device (ctx may be NULL for host tensors)
@@ -286,6 +326,25 @@ static inline void op_attention(const struct op_ctx *ctx, struct tensor *o, cons
         op_attention_cuda(ctx, o, q, k, v, scale);
     else
         op_attention_cpu(o, q, k, v, scale);
+}
+
+static inline void op_attention_small(const struct op_ctx *ctx, struct tensor *o,
+                                      const struct tensor *q, const struct tensor *k,
+                                      const struct tensor *v, float scale)
+{
+    if (o->device == DEVICE_CUDA)
+        op_attention_small_cuda(ctx, o, q, k, v, scale);
+    else
+        op_attention_small_cpu(o, q, k, v, scale);
+}
+
+static inline void op_swiglu(const struct op_ctx *ctx, struct tensor *y, const struct tensor *a,
+                             const struct tensor *b)
+{
+    if (y->device == DEVICE_CUDA)
+        op_swiglu_cuda(ctx, y, a, b);
+    else
+        op_swiglu_cpu(y, a, b);
 }
 
 // ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /*
- * ops_image.h - image-space ops (NCHW): 2-D convolution, the k=2 s=2
- * transposed convolution, GroupNorm, and resampling with PyTorch's
- * F.interpolate semantics. MoGe's head and input resize are built from these.
+ * ops_image.h - image-space ops (NCHW) besides the convolutions (ops_conv.h):
+ * GroupNorm, and resampling with PyTorch's F.interpolate semantics. MoGe's
+ * head and input resize are built from these and the 2-D convolutions.
  *
  * Conventions are those of ops.h: struct tensor views in PyTorch order,
  * contiguous, F32/F16/BF16, fp32 math, one rounding into the output dtype,
@@ -21,40 +21,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-// ----------------------------------------------------------------------------
-// convolution
-
-enum op_pad_mode {
-    OP_PAD_ZEROS,       /* nn.Conv2d default */
-    OP_PAD_REPLICATE,   /* padding_mode='replicate' (edge pixels repeated) */
-};
-
-/* y = conv2d(pad(x), w) + b, then ReLU when relu is set (nn.Conv2d with
- * dilation 1, groups 1; the ReLU fuses MoGe's output block).
- * x (N, Cin, H, W); w (Cout, Cin, KH, KW) with x's dtype; b (Cout) any float
- * dtype or NULL; y (N, Cout, Ho, Wo) any float dtype on the CPU, x's dtype on
- * CUDA (cuDNN writes x's type), Ho = (H + 2 pad - KH) /
- * stride + 1 (same for W). pad >= 0 on all four sides (replicate padding
- * works for any size, like F.pad(mode='replicate')). fp32 accumulation.
- * y must not overlap x.
- * The CUDA op uses cuDNN (kernels/cuda/cudnn.cu); replicate padding is a
- * separate copy into scratch memory taken from `scratch` (a device arena,
- * released again before returning). */
-void op_conv2d_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
-                   const struct tensor *b, int stride, int pad, enum op_pad_mode mode, bool relu);
-void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
-                    const struct tensor *x, const struct tensor *w, const struct tensor *b,
-                    int stride, int pad, enum op_pad_mode mode, bool relu);
-
-/* nn.ConvTranspose2d(kernel_size=2, stride=2, padding=0):
- *     y[n, co, 2i+dy, 2j+dx] = b[co] + sum_ci x[n, ci, i, j] * w[ci, co, dy, dx]
- * x (N, Cin, H, W); w (Cin, Cout, 2, 2) with x's dtype; b (Cout) any float
- * dtype or NULL; y (N, Cout, 2H, 2W) any float dtype. fp32 accumulation. */
-void op_conv_transpose2x2_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
-                              const struct tensor *b);
-void op_conv_transpose2x2_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                               const struct tensor *w, const struct tensor *b);
 
 // ----------------------------------------------------------------------------
 // GroupNorm
@@ -124,27 +90,6 @@ static inline int op_resize_tap_index(enum op_resize_mode mode, int n_in, int fi
 
 // ----------------------------------------------------------------------------
 // dispatch on the output tensor's device
-
-static inline void op_conv2d(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
-                             const struct tensor *x, const struct tensor *w,
-                             const struct tensor *b, int stride, int pad, enum op_pad_mode mode,
-                             bool relu)
-{
-    if (y->device == DEVICE_CUDA)
-        op_conv2d_cuda(ctx, scratch, y, x, w, b, stride, pad, mode, relu);
-    else
-        op_conv2d_cpu(y, x, w, b, stride, pad, mode, relu);
-}
-
-static inline void op_conv_transpose2x2(const struct op_ctx *ctx, struct tensor *y,
-                                        const struct tensor *x, const struct tensor *w,
-                                        const struct tensor *b)
-{
-    if (y->device == DEVICE_CUDA)
-        op_conv_transpose2x2_cuda(ctx, y, x, w, b);
-    else
-        op_conv_transpose2x2_cpu(y, x, w, b);
-}
 
 static inline void op_groupnorm(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                                 const struct tensor *x, int groups, const struct tensor *w,

@@ -1,5 +1,5 @@
 /*
- * test_op_attention_small.c - op_attention_small and op_swiglu (kernels/ops_small.h).
+ * test_op_attention_small.c - op_attention_small and op_swiglu (kernels/ops.h).
  *
  * CPU part (always): the CPU ops against a naive double-precision evaluation of
  * the same formula, on inputs rounded to the tested dtype; q, k, v are strided
@@ -10,9 +10,9 @@
  * (a failure under S3D_REQUIRE_GPU=1).
  */
 #include "harness.h"
+#include "ops.h"
 #include "arena.h"
 #include "check.h"
-#include "ops_small.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "fixture_opimg.h"
 #include "harness.h"
+#include "ops_conv.h"
 #include "ops_image.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * test_op_conv3d.c - the channels-last 3-D ops of kernels/ops_3d.h:
+ * test_op_conv3d.c - the channels-last 3-D ops of kernels/ops_conv.h:
  *   - op_conv3d_pack_weight + op_conv3d_cpu against a direct loop written in
  *     PyTorch's own (N, C, D, H, W) / (Co, Ci, K, K, K) indexing, small-integer
  *     inputs (every product and partial sum exact in fp32: bit-exact), K 1, 3, 5,
@@ -14,7 +14,7 @@
 #include "check.h"
 #include "harness.h"
 #include "op_harness.h"
-#include "ops_3d.h"
+#include "ops_conv.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /*
  * attention_small.c - CPU reference for op_attention_small (any head size up
- * to 128, short key sequences) and op_swiglu. See kernels/ops_small.h.
+ * to 128, short key sequences) and op_swiglu. See kernels/ops.h.
  *
  * Attention: for each (batch item, head, query row), fp32 scores
  * s_j = scale * q . k_j, max-subtracted exp, o = sum_j p_j v_j / sum_j p_j
  * with the sum of p in double, as kernels/cpu/attention.c does for head size 64.
  */
-#include "ops_small.h"
 #include "log.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -7,6 +7,7 @@
  * output planes tap by tap (a row-wise axpy the compiler vectorises): fp32
  * accumulation like cuDNN, in a fixed order (input channel, ky, kx).
  */
+#include "ops_conv.h"
 #include "ops_image.h"
 #include "log.h"
 

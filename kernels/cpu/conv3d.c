@@ -1,6 +1,6 @@
 /*
  * conv3d.c - CPU reference of the channels-last 3-D ops: the "same" 3-D
- * convolution, its weight packing, and the 3-D pixel shuffle. See ops_3d.h.
+ * convolution, its weight packing, and the 3-D pixel shuffle. See ops_conv.h.
  *
  * PyTorch semantics: torch.nn.Conv3d (docs: "Conv3d", cross-correlation,
  * zero padding) and TRELLIS/sam-3d-objects pixel_shuffle_3d
@@ -10,7 +10,7 @@
  * accumulation in four partial sums. Not optimised; it is the truth the
  * CUDA op is measured against.
  */
-#include "ops_3d.h"
+#include "ops_conv.h"
 #include "log.h"
 
 #include <stdlib.h>

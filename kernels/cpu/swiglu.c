@@ -1,9 +1,9 @@
 /*
  * swiglu.c - CPU reference for op_swiglu: y = silu(a) * b with PyTorch's
- * rounding (silu(a) stored in a's dtype first). See kernels/ops_small.h.
+ * rounding (silu(a) stored in a's dtype first). See kernels/ops.h.
  */
-#include "ops_small.h"
 #include "log.h"
+#include "ops.h"
 
 #include <math.h>
 

@@ -1,12 +1,11 @@
 /*
  * attention_small.cu - attention over many short sequences with any head size
  * up to 128 (PointPatchEmbed's 65-token windows, head size 32), and the
- * SwiGLU gate y = silu(a) * b. See kernels/ops_small.h.
+ * SwiGLU gate y = silu(a) * b. See kernels/ops.h.
  * CPU references: kernels/cpu/attention_small.c, kernels/cpu/swiglu.c.
  * Test: tests/test_op_attention_small.c.
  */
 #include "common.cuh"
-#include "ops_small.h"
 
 #define ATTS_WARPS 8
 

@@ -31,6 +31,11 @@
                       "cuDNN call failed");                                 \
     } while (0)
 
+/* The per-context GEMM algorithm cache (gemm.cu), made and freed with the op
+ * context (ctx.cu). */
+struct op_gemm *gemm_cache_new(void);
+void            gemm_cache_free(struct op_gemm *g);
+
 /* Symbolic name of a cuBLAS status ("CUBLAS_STATUS_NOT_SUPPORTED"). */
 static inline const char *cublas_status_name(cublasStatus_t st)
 {

@@ -11,6 +11,7 @@
  */
 #include "common.cuh"
 
+#include "ops_conv.h"
 #include "ops_image.h"
 
 #define CT_J  32   /* input columns per block (threadIdx.x) */

@@ -1,5 +1,5 @@
 /*
- * conv3d.cu - the channels-last 3-D ops on the GPU (see ops_3d.h): the
+ * conv3d.cu - the channels-last 3-D ops on the GPU (see ops_conv.h): the
  * "same" 3-D convolution through cuDNN's Nd API in NDHWC layout, and the
  * 3-D pixel shuffle. CPU reference: kernels/cpu/conv3d.c. Test:
  * tests/test_op_conv3d.c.
@@ -9,49 +9,27 @@
  * is a real fp32 reference), the first deterministic algorithm of the v7
  * heuristics whose workspace fits the free scratch space, cached per problem
  * shape (when cuDNN offers none, a direct fp32-accumulating kernel runs
- * instead, with a warning). This file keeps its own cuDNN handle. The bias follows as one
+ * instead, with a warning). The handle and the cache are the op context's
+ * (dnn.cuh). The bias follows as one
  * elementwise kernel in place on y (PyTorch's cuDNN path rounds the
  * convolution to y's dtype, then adds the bias: the same two roundings).
  */
 #include "common.cuh"
+#include "dnn.cuh"
 
 #include "arena.h"
-#include "ops_3d.h"
+#include "ops_conv.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-static cudnnHandle_t   g_cudnn3;
-static pthread_mutex_t g_lock3 = PTHREAD_MUTEX_INITIALIZER;
-
 struct conv3_key {
-    int64_t N, Ci, D, H, W, Co, K;
+    int     op;                         /* 3: tells the 3-D keys from the 2-D ones */
     int     dt;
     int     force_direct;
+    int64_t N, Ci, D, H, W, Co, K;
     size_t  ws_cap;
 };
-
-struct conv3_entry {
-    struct conv3_key          key;
-    cudnnConvolutionFwdAlgo_t algo;
-    size_t                    ws;
-    bool                      direct;   /* no cuDNN algorithm: conv3d_direct_kernel */
-    bool                      valid;
-};
-
-#define CONV3_CACHE 64
-static struct conv3_entry g_cache3[CONV3_CACHE];
-static int                g_cache3_next;
-
-static cudnnDataType_t cudnn3_dtype(enum dtype dt)
-{
-    switch (dt) {
-    case DTYPE_F16:  return CUDNN_DATA_HALF;
-    case DTYPE_BF16: return CUDNN_DATA_BFLOAT16;
-    default:         return CUDNN_DATA_FLOAT;
-    }
-}
 
 // ----------------------------------------------------------------------------
 // kernels
@@ -151,12 +129,8 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
                 (Ty *)xc, (const Tx *)x->data, n));
         xin = xc;
     }
-    pthread_mutex_lock(&g_lock3);
-    if (!g_cudnn3)
-        CUDNN_CHECK(cudnnCreate(&g_cudnn3));
-    CUDNN_CHECK(cudnnSetStream(g_cudnn3, ctx->stream));
-
-    cudnnDataType_t dt = cudnn3_dtype(wp->dtype);
+    cudnnHandle_t h = dnn_begin(ctx);
+    cudnnDataType_t dt = dnn_dtype(wp->dtype);
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
@@ -178,58 +152,33 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     CUDNN_CHECK(cudnnSetConvolutionMathType(cd, wp->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
                                                                        : CUDNN_TENSOR_OP_MATH));
 
-    /* free scratch space caps the workspace (kept at a 256-byte multiple) */
-    size_t cap = scratch->size > scratch->used + 2 * ARENA_ALIGN
-                     ? (scratch->size - scratch->used - 2 * ARENA_ALIGN) & ~(size_t)255 : 0;
+    /* free scratch space caps the workspace */
+    size_t cap = dnn_ws_cap(scratch);
     struct conv3_key key;
     memset(&key, 0, sizeof(key));
+    key.op = 3;
     key.N = N; key.Ci = Ci; key.D = D; key.H = H; key.W = W; key.Co = Co; key.K = K;
     key.dt = (int)wp->dtype; key.ws_cap = cap;
     /* S3D_CONV3D_DIRECT=1: always the direct kernel (tests of the fallback) */
     const char *env = getenv("S3D_CONV3D_DIRECT");
     key.force_direct = env && strcmp(env, "1") == 0;
-    cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    size_t ws = 0;
-    bool hit = false, direct = false;
-    for (int i = 0; i < CONV3_CACHE && !hit; i++)
-        if (g_cache3[i].valid && memcmp(&g_cache3[i].key, &key, sizeof(key)) == 0) {
-            algo = g_cache3[i].algo;
-            ws = g_cache3[i].ws;
-            direct = g_cache3[i].direct;
-            hit = true;
-        }
-    if (!hit) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int got = 0;
-        bool found = false;
-        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn3, xd, wd, cd, yd,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &got, perf));
-        for (int i = 0; i < got && !found && !key.force_direct; i++) {
-            if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap)
-                continue;
-            if (perf[i].determinism != CUDNN_DETERMINISTIC)
-                continue;
-            algo = perf[i].algo;
-            found = true;
-        }
+    const struct dnn_algo *a = dnn_find(ctx, &key, sizeof(key));
+    if (!a) {
+        cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+        size_t ws = 0;
+        bool found = !key.force_direct && dnn_pick(h, xd, wd, cd, yd, cap, &algo);
         if (!found && !key.force_direct)
             log_warn("conv3d: cuDNN offers no deterministic NDHWC algorithm for %s x (%lld, %lld, "
                      "%lld, %lld, %lld), K %lld, Co %lld within %zu bytes of workspace: using the "
                      "direct kernel (slow)", dtype_name(wp->dtype), (long long)N, (long long)D,
                      (long long)H, (long long)W, (long long)Ci, (long long)K, (long long)Co, cap);
         if (found)                      /* forced or fallen back: the direct kernel needs none */
-            CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn3, xd, wd, cd, yd, algo,
-                                                                &ws));
-        struct conv3_entry *e = &g_cache3[g_cache3_next];
-        g_cache3_next = (g_cache3_next + 1) % CONV3_CACHE;
-        e->key = key;
-        e->algo = algo;
-        e->ws = ws;
-        e->direct = !found;
-        e->valid = true;
-        direct = !found;
+            CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, algo, &ws));
+        a = dnn_store(ctx, &key, sizeof(key), algo, ws, !found);
     }
+    cudnnConvolutionFwdAlgo_t algo = a->algo;
+    size_t ws = a->ws;
+    bool direct = a->direct;
     if (direct) {
         int64_t n = tensor_numel(y);
         DISPATCH_1(wp->dtype, T,
@@ -238,14 +187,14 @@ void op_conv3d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     } else {
         void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
         float alpha = 1.0f, beta = 0.0f;
-        CUDNN_CHECK(cudnnConvolutionForward(g_cudnn3, &alpha, xd, xin, wd, wp->data, cd, algo,
+        CUDNN_CHECK(cudnnConvolutionForward(h, &alpha, xd, xin, wd, wp->data, cd, algo,
                                             wsp, ws, &beta, yd, y->data));
     }
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(cd));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(wd));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(yd));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(xd));
-    pthread_mutex_unlock(&g_lock3);
+    dnn_end(ctx);
 
     if (b) {
         int64_t n = tensor_numel(y);

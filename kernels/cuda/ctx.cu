@@ -1,8 +1,9 @@
 /*
- * ctx.cu - the CUDA context every op runs in: stream, cuBLASLt handle,
+ * ctx.cu - the CUDA context every op runs in: stream, cuBLASLt handle, cuDNN state,
  * workspace from a device arena, S3D_SYNC, S3D_PROFILE (prof.h). See ops.h.
  */
 #include "common.cuh"
+#include "dnn.cuh"
 
 #include "arena.h"
 #include "err.h"
@@ -32,6 +33,8 @@ int op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes)
     }
     CUDA_CHECK(cudaStreamCreate(&ctx->stream));
     CUBLAS_CHECK(cublasLtCreate(&ctx->lt));
+    ctx->dnn = dnn_new();
+    ctx->gemm = gemm_cache_new();
     ctx->sync = sync && *sync && strcmp(sync, "0") != 0;
     op_prof_init();
     return 0;
@@ -41,6 +44,8 @@ void op_ctx_free(struct op_ctx *ctx)
 {
     if (!ctx)
         return;
+    dnn_free(ctx->dnn);
+    gemm_cache_free(ctx->gemm);
     if (ctx->lt)
         CUBLAS_CHECK(cublasLtDestroy(ctx->lt));
     if (ctx->stream)

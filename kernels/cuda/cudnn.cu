@@ -1,5 +1,6 @@
 /*
- * cudnn.cu - op_conv2d_cuda through cuDNN (the only cuDNN user). See ops_image.h.
+ * cudnn.cu - the op context's cuDNN state (dnn.cuh: one handle per context, the
+ * algorithm cache) and op_conv2d_cuda through cuDNN. See ops_image.h.
  *
  * Replicate padding is not a cuDNN mode: the input is first copied into a
  * replicate-padded buffer taken from the scratch arena, then convolved with
@@ -7,37 +8,109 @@
  * place on y. Math: fp32 accumulation (compute type FLOAT); tensor cores for
  * F16/BF16, plain FMA for F32 (no TF32), so --precision fp32 is a real fp32
  * reference. The algorithm comes from cuDNN's heuristics (v7 query, first
- * that fits the free scratch space) and is cached per problem shape.
+ * deterministic one that fits the free scratch space) and is cached per
+ * problem shape in the op context.
  */
 #include "common.cuh"
+#include "dnn.cuh"
 
 #include "arena.h"
+#include "ops_conv.h"
 #include "ops_image.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-static cudnnHandle_t   g_cudnn;
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+// ----------------------------------------------------------------------------
+// the op context's cuDNN state (dnn.cuh)
 
-struct conv_key {
-    int64_t N, Ci, H, W, Co, KH, KW;
-    int     stride, pad, dt;
-    size_t  ws_cap;
-};
+struct op_dnn *dnn_new(void)
+{
+    struct op_dnn *d = (struct op_dnn *)calloc(1, sizeof(*d));
 
-struct conv_entry {
-    struct conv_key               key;
-    cudnnConvolutionFwdAlgo_t     algo;
-    size_t                        ws;
-    bool                          valid;
-};
+    ASSERT(d);
+    ASSERT(pthread_mutex_init(&d->lock, NULL) == 0);
+    return d;
+}
 
-#define CONV_CACHE 64
-static struct conv_entry g_cache[CONV_CACHE];
-static int               g_cache_next;
+void dnn_free(struct op_dnn *d)
+{
+    if (!d)
+        return;
+    if (d->handle)
+        CUDNN_CHECK(cudnnDestroy(d->handle));
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
 
-static cudnnDataType_t cudnn_dtype(enum dtype dt)
+cudnnHandle_t dnn_begin(const struct op_ctx *ctx)
+{
+    struct op_dnn *d = ctx->dnn;
+
+    ASSERT(d);
+    pthread_mutex_lock(&d->lock);
+    if (!d->handle)
+        CUDNN_CHECK(cudnnCreate(&d->handle));
+    CUDNN_CHECK(cudnnSetStream(d->handle, ctx->stream));
+    return d->handle;
+}
+
+void dnn_end(const struct op_ctx *ctx)
+{
+    pthread_mutex_unlock(&ctx->dnn->lock);
+}
+
+const struct dnn_algo *dnn_find(const struct op_ctx *ctx, const void *key, size_t len)
+{
+    const struct op_dnn *d = ctx->dnn;
+
+    for (int i = 0; i < DNN_CACHE; i++)
+        if (d->cache[i].valid && d->cache[i].key_len == len && !memcmp(d->cache[i].key, key, len))
+            return &d->cache[i];
+    return NULL;
+}
+
+const struct dnn_algo *dnn_store(const struct op_ctx *ctx, const void *key, size_t len,
+                                 cudnnConvolutionFwdAlgo_t algo, size_t ws, bool direct)
+{
+    struct op_dnn *d = ctx->dnn;
+    struct dnn_algo *e = &d->cache[d->next];
+
+    ASSERT(len <= DNN_KEY_BYTES);
+    d->next = (d->next + 1) % DNN_CACHE;
+    memcpy(e->key, key, len);
+    e->key_len = len;
+    e->algo = algo;
+    e->ws = ws;
+    e->direct = direct;
+    e->valid = true;
+    return e;
+}
+
+bool dnn_pick(cudnnHandle_t h, cudnnTensorDescriptor_t xd, cudnnFilterDescriptor_t wd,
+              cudnnConvolutionDescriptor_t cd, cudnnTensorDescriptor_t yd, size_t cap,
+              cudnnConvolutionFwdAlgo_t *algo)
+{
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0;
+
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, xd, wd, cd, yd,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
+                                                       perf));
+    for (int i = 0; i < got; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap)
+            continue;
+        /* determinism first: skip algorithms cuDNN marks non-deterministic */
+        if (perf[i].determinism != CUDNN_DETERMINISTIC)
+            continue;
+        *algo = perf[i].algo;
+        return true;
+    }
+    return false;
+}
+
+cudnnDataType_t dnn_dtype(enum dtype dt)
 {
     switch (dt) {
     case DTYPE_F16:  return CUDNN_DATA_HALF;
@@ -45,6 +118,22 @@ static cudnnDataType_t cudnn_dtype(enum dtype dt)
     default:         return CUDNN_DATA_FLOAT;
     }
 }
+
+size_t dnn_ws_cap(const struct arena *scratch)
+{
+    return scratch->size > scratch->used + 2 * ARENA_ALIGN
+               ? (scratch->size - scratch->used - 2 * ARENA_ALIGN) & ~(size_t)255 : 0;
+}
+
+// ----------------------------------------------------------------------------
+// conv2d
+
+struct conv_key {
+    int     op;                         /* 2: tells the 2-D keys from the 3-D ones */
+    int     stride, pad, dt;
+    int64_t N, Ci, H, W, Co, KH, KW;
+    size_t  ws_cap;
+};
 
 template <typename T>
 __global__ void pad_replicate_kernel(T *out, const T *in, int64_t P, int H, int W, int pad)
@@ -112,12 +201,8 @@ void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
         cpad = 0;
     }
 
-    pthread_mutex_lock(&g_lock);
-    if (!g_cudnn)
-        CUDNN_CHECK(cudnnCreate(&g_cudnn));
-    CUDNN_CHECK(cudnnSetStream(g_cudnn, ctx->stream));
-
-    cudnnDataType_t dt = cudnn_dtype(x->dtype);
+    cudnnHandle_t h = dnn_begin(ctx);
+    cudnnDataType_t dt = dnn_dtype(x->dtype);
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
@@ -136,56 +221,34 @@ void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     CUDNN_CHECK(cudnnSetConvolutionMathType(cd, x->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
                                                                        : CUDNN_TENSOR_OP_MATH));
 
-    /* free scratch space caps the workspace (kept at a 256-byte multiple) */
-    size_t cap = scratch->size > scratch->used + 2 * ARENA_ALIGN
-                     ? (scratch->size - scratch->used - 2 * ARENA_ALIGN) & ~(size_t)255 : 0;
+    /* free scratch space caps the workspace */
+    size_t cap = dnn_ws_cap(scratch);
     struct conv_key key;
     memset(&key, 0, sizeof(key));
+    key.op = 2;
     key.N = N; key.Ci = Ci; key.H = Hi; key.W = Wi; key.Co = Co; key.KH = KH; key.KW = KW;
     key.stride = stride; key.pad = cpad; key.dt = (int)x->dtype; key.ws_cap = cap;
-    cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    size_t ws = 0;
-    bool hit = false;
-    for (int i = 0; i < CONV_CACHE && !hit; i++)
-        if (g_cache[i].valid && memcmp(&g_cache[i].key, &key, sizeof(key)) == 0) {
-            algo = g_cache[i].algo;
-            ws = g_cache[i].ws;
-            hit = true;
-        }
-    if (!hit) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int got = 0;
-        bool found = false;
-        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn, xd, wd, cd, yd,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &got, perf));
-        for (int i = 0; i < got && !found; i++) {
-            if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap)
-                continue;
-            /* determinism first: skip algorithms cuDNN marks non-deterministic */
-            if (perf[i].determinism != CUDNN_DETERMINISTIC)
-                continue;
-            algo = perf[i].algo;
-            found = true;
-        }
-        ASSERT(found);   /* IMPLICIT_GEMM needs no workspace and always qualifies */
-        CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g_cudnn, xd, wd, cd, yd, algo, &ws));
-        struct conv_entry *e = &g_cache[g_cache_next];
-        g_cache_next = (g_cache_next + 1) % CONV_CACHE;
-        e->key = key;
-        e->algo = algo;
-        e->ws = ws;
-        e->valid = true;
+    const struct dnn_algo *a = dnn_find(ctx, &key, sizeof(key));
+    if (!a) {
+        cudnnConvolutionFwdAlgo_t algo;
+        size_t ws = 0;
+        /* IMPLICIT_GEMM needs no workspace and always qualifies */
+        bool found = dnn_pick(h, xd, wd, cd, yd, cap, &algo);
+        ASSERT(found);
+        CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, algo, &ws));
+        a = dnn_store(ctx, &key, sizeof(key), algo, ws, false);
     }
+    cudnnConvolutionFwdAlgo_t algo = a->algo;
+    size_t ws = a->ws;
     void *wsp = ws ? arena_must_alloc(scratch, ws) : NULL;
     float alpha = 1.0f, beta = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionForward(g_cudnn, &alpha, xd, xin, wd, w->data, cd, algo, wsp, ws,
+    CUDNN_CHECK(cudnnConvolutionForward(h, &alpha, xd, xin, wd, w->data, cd, algo, wsp, ws,
                                         &beta, yd, y->data));
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(cd));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(wd));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(yd));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(xd));
-    pthread_mutex_unlock(&g_lock);
+    dnn_end(ctx);
 
     if (b || relu) {
         int64_t n = tensor_numel(y);

@@ -7,11 +7,12 @@
  * no TF32 for F32 inputs, fp32 accumulation for F16/BF16). The bias is a
  * cuBLASLt epilogue when its dtype equals y's (cuBLASLt's default bias type),
  * else a separate op_add_bias. The chosen algorithm is cached per problem
- * (shape, dtypes, epilogue, beta, pointer alignments).
+ * (shape, dtypes, epilogue, beta, pointer alignments) in the op context.
  */
 #include "common.cuh"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct gemm_key {
@@ -29,9 +30,31 @@ struct gemm_entry {
 };
 
 #define GEMM_CACHE 64
-static struct gemm_entry gemm_cache[GEMM_CACHE];
-static int               gemm_cache_next;
-static pthread_mutex_t   gemm_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The algorithm cache of one op context (ctx->gemm): algorithms belong to the
+ * context's device and workspace, so contexts never share one. */
+struct op_gemm {
+    pthread_mutex_t   lock;
+    struct gemm_entry cache[GEMM_CACHE];
+    int               next;
+};
+
+struct op_gemm *gemm_cache_new(void)
+{
+    struct op_gemm *g = (struct op_gemm *)calloc(1, sizeof(*g));
+
+    ASSERT(g);
+    ASSERT(pthread_mutex_init(&g->lock, NULL) == 0);
+    return g;
+}
+
+void gemm_cache_free(struct op_gemm *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
 
 static cudaDataType_t cuda_dtype(enum dtype dt)
 {
@@ -55,30 +78,30 @@ static uint32_t ptr_align(const void *p)
     return al;
 }
 
-static bool cache_find(const struct gemm_key *k, cublasLtMatmulAlgo_t *algo)
+static bool cache_find(struct op_gemm *g, const struct gemm_key *k, cublasLtMatmulAlgo_t *algo)
 {
     bool hit = false;
 
-    pthread_mutex_lock(&gemm_cache_lock);
+    pthread_mutex_lock(&g->lock);
     for (int i = 0; i < GEMM_CACHE && !hit; i++) {
-        if (gemm_cache[i].valid && memcmp(&gemm_cache[i].key, k, sizeof(*k)) == 0) {
-            *algo = gemm_cache[i].algo;
+        if (g->cache[i].valid && memcmp(&g->cache[i].key, k, sizeof(*k)) == 0) {
+            *algo = g->cache[i].algo;
             hit = true;
         }
     }
-    pthread_mutex_unlock(&gemm_cache_lock);
+    pthread_mutex_unlock(&g->lock);
     return hit;
 }
 
-static void cache_put(const struct gemm_key *k, const cublasLtMatmulAlgo_t *algo)
+static void cache_put(struct op_gemm *g, const struct gemm_key *k, const cublasLtMatmulAlgo_t *algo)
 {
-    pthread_mutex_lock(&gemm_cache_lock);
-    struct gemm_entry *e = &gemm_cache[gemm_cache_next];
-    gemm_cache_next = (gemm_cache_next + 1) % GEMM_CACHE;
+    pthread_mutex_lock(&g->lock);
+    struct gemm_entry *e = &g->cache[g->next];
+    g->next = (g->next + 1) % GEMM_CACHE;
     e->key = *k;
     e->algo = *algo;
     e->valid = true;
-    pthread_mutex_unlock(&gemm_cache_lock);
+    pthread_mutex_unlock(&g->lock);
 }
 
 void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
@@ -127,7 +150,7 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, yt, (uint64_t)N, (uint64_t)M, N));
 
     cublasLtMatmulAlgo_t algo;
-    if (!cache_find(&key, &algo)) {
+    if (!cache_find(ctx->gemm, &key, &algo)) {
         cublasLtMatmulPreference_t      pref;
         cublasLtMatmulHeuristicResult_t res;
         int                             nres = 0;
@@ -151,7 +174,7 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
             s3d_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", "no algorithm",
                       "cuBLASLt found no kernel for this GEMM");
         algo = res.algo;
-        cache_put(&key, &algo);
+        cache_put(ctx->gemm, &key, &algo);
     }
 
     float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

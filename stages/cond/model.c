@@ -5,7 +5,6 @@
 #include "model.h"
 #include "prof.h"
 #include "ops_image.h"
-#include "ops_small.h"
 #include "ops_copy.h"
 #include "err.h"
 #include "log.h"

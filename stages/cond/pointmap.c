@@ -4,7 +4,6 @@
  */
 #include "pointmap.h"
 #include "ops_image.h"
-#include "ops_small.h"
 #include "arena.h"
 #include "ops_copy.h"
 #include "err.h"

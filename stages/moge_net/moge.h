@@ -33,6 +33,7 @@
 #define S3D_MOGE_H
 
 #include "arena.h"
+#include "ops_conv.h"
 #include "ops_image.h"
 #include "vit/vit.h"
 #include "weights.h"

@@ -19,7 +19,7 @@
 #include "ssdec.h"
 #include "err.h"
 #include "log.h"
-#include "ops_3d.h"
+#include "ops_conv.h"
 #include "ops_copy.h"
 #include "weights.h"
 

@@ -23,7 +23,7 @@
  * the state dict's names and shapes (released channels [512, 128, 32], 2
  * middle + 8 blocks, latent 8; the tiny fixture [16, 8, 8]).
  *
- * Layout: activations are channels-last grids (1, R, R, R, C) (kernels/ops_3d.h),
+ * Layout: activations are channels-last grids (1, R, R, R, C) (kernels/ops_conv.h),
  * so the per-voxel LayerNorm is op_layernorm over the last dim, and the
  * latent (1, T, 8) - token t = (d*R + h)*R + w, the pipeline's
  * permute(0,2,1).view(1, 8, R, R, R) - already is the (1, R, R, R, 8) grid.

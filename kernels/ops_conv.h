@@ -1,10 +1,11 @@
 /*
- * ops_3d.h - dense 3-D ops on channels-last voxel grids: the "same" 3-D
- * convolution (odd kernel, stride 1, zero padding k/2, bias) and the 3-D
- * pixel shuffle of TRELLIS's UpsampleBlock3d. The SS decoder
- * (stages/ss_decode_net) is built from these plus LayerNorm and SiLU (ops.h).
+ * ops_conv.h - the convolution family: 2-D convolution (NCHW, cuDNN), the k=2
+ * s=2 transposed 2-D convolution, and the channels-last 3-D ops (the "same"
+ * 3-D convolution through cuDNN's NDHWC path, its weight packing, and the 3-D
+ * pixel shuffle of TRELLIS's UpsampleBlock3d). MoGe's head uses the 2-D ones,
+ * the SS decoder (stages/ss_decode_net) the 3-D ones.
  *
- * Layout: grids are channels-last, x (N, D, H, W, C) - what PyTorch calls
+ * 3-D layout: grids are channels-last, x (N, D, H, W, C) - what PyTorch calls
  * channels_last_3d (NDHWC) - so a per-voxel LayerNorm over channels is
  * op_layernorm over the last dim, and cuDNN runs its tensor-core NDHWC path.
  * A PyTorch (N, C, D, H, W) tensor and ours hold the same numbers with the
@@ -17,18 +18,57 @@
  * into the output dtype, op_<name>_cpu on DEVICE_HOST tensors,
  * op_<name>_cuda queued on ctx->stream, op_<name>() dispatching on the
  * output's device. Shape or dtype mismatches are internal faults (ASSERT).
+ * cuDNN's handle and algorithm cache are the op context's (kernels/cuda/dnn.cuh).
  *
- * CPU reference: kernels/cpu/conv3d.c. CUDA: kernels/cuda/conv3d.cu (cuDNN).
- * Test: tests/test_op_conv3d.c.
+ * CPU references: kernels/cpu/conv2d.c, kernels/cpu/conv3d.c. CUDA:
+ * kernels/cuda/cudnn.cu (conv2d), kernels/cuda/conv2d.cu (transposed),
+ * kernels/cuda/conv3d.cu. Tests: tests/test_op_conv2d.c, tests/test_op_conv3d.c.
  */
-#ifndef S3D_OPS_3D_H
-#define S3D_OPS_3D_H
+#ifndef S3D_OPS_CONV_H
+#define S3D_OPS_CONV_H
 
 #include "ops.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// ----------------------------------------------------------------------------
+// 2-D convolution (NCHW)
+
+enum op_pad_mode {
+    OP_PAD_ZEROS,       /* nn.Conv2d default */
+    OP_PAD_REPLICATE,   /* padding_mode='replicate' (edge pixels repeated) */
+};
+
+/* y = conv2d(pad(x), w) + b, then ReLU when relu is set (nn.Conv2d with
+ * dilation 1, groups 1; the ReLU fuses MoGe's output block).
+ * x (N, Cin, H, W); w (Cout, Cin, KH, KW) with x's dtype; b (Cout) any float
+ * dtype or NULL; y (N, Cout, Ho, Wo) any float dtype on the CPU, x's dtype on
+ * CUDA (cuDNN writes x's type), Ho = (H + 2 pad - KH) /
+ * stride + 1 (same for W). pad >= 0 on all four sides (replicate padding
+ * works for any size, like F.pad(mode='replicate')). fp32 accumulation.
+ * y must not overlap x.
+ * The CUDA op uses cuDNN (kernels/cuda/cudnn.cu); replicate padding is a
+ * separate copy into scratch memory taken from `scratch` (a device arena,
+ * released again before returning). */
+void op_conv2d_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                   const struct tensor *b, int stride, int pad, enum op_pad_mode mode, bool relu);
+void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                    const struct tensor *x, const struct tensor *w, const struct tensor *b,
+                    int stride, int pad, enum op_pad_mode mode, bool relu);
+
+/* nn.ConvTranspose2d(kernel_size=2, stride=2, padding=0):
+ *     y[n, co, 2i+dy, 2j+dx] = b[co] + sum_ci x[n, ci, i, j] * w[ci, co, dy, dx]
+ * x (N, Cin, H, W); w (Cin, Cout, 2, 2) with x's dtype; b (Cout) any float
+ * dtype or NULL; y (N, Cout, 2H, 2W) any float dtype. fp32 accumulation. */
+void op_conv_transpose2x2_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                              const struct tensor *b);
+void op_conv_transpose2x2_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                               const struct tensor *w, const struct tensor *b);
+
+// ----------------------------------------------------------------------------
+// 3-D (channels-last)
 
 /* y = conv3d(x, w, padding=K/2) + b, as nn.Conv3d(Ci, Co, K, padding=K//2)
  * (cross-correlation, stride 1, dilation 1, groups 1, zero padding) in
@@ -93,6 +133,27 @@ static inline void op_pixel_shuffle3d(const struct op_ctx *ctx, struct tensor *y
         op_pixel_shuffle3d_cuda(ctx, y, x);
     else
         op_pixel_shuffle3d_cpu(y, x);
+}
+
+static inline void op_conv2d(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                             const struct tensor *x, const struct tensor *w,
+                             const struct tensor *b, int stride, int pad, enum op_pad_mode mode,
+                             bool relu)
+{
+    if (y->device == DEVICE_CUDA)
+        op_conv2d_cuda(ctx, scratch, y, x, w, b, stride, pad, mode, relu);
+    else
+        op_conv2d_cpu(y, x, w, b, stride, pad, mode, relu);
+}
+
+static inline void op_conv_transpose2x2(const struct op_ctx *ctx, struct tensor *y,
+                                        const struct tensor *x, const struct tensor *w,
+                                        const struct tensor *b)
+{
+    if (y->device == DEVICE_CUDA)
+        op_conv_transpose2x2_cuda(ctx, y, x, w, b);
+    else
+        op_conv_transpose2x2_cpu(y, x, w, b);
 }
 
 #ifdef __cplusplus
