@@ -18,8 +18,9 @@ Public API:
                                     and SparseTensor outputs (as '<name>' feats and
                                     '<name>.coords' the first time each coord set is seen).
   official_function(s3d, relpath, name)
-                                    one function from an official file, without importing
-                                    the file's module (and its heavy imports).
+                                    one function (or "Class.method" static method) from an
+                                    official file, without importing the file's module (and
+                                    its heavy imports).
   spconv_cpu_mode(model, device)    lets spconv convs with bias run on the CPU (see below).
   cpu_cuda_shim()                   context: Tensor.cuda() is the identity without CUDA.
   write_fixture_readme(dir, title, command, notes)
@@ -225,19 +226,27 @@ def official_function(s3d, relpath, name, extra_globals=None):
     """Load ONE top-level function from an official source file without importing its module
     (e.g. PL/inference_utils.py imports open3d, trimesh and pytorch3d at module level, none
     of which the functions we need use). The function's own source is compiled unchanged
-    with the file's path as its filename, so tracebacks point into the checkout."""
+    with the file's path as its filename, so tracebacks point into the checkout.
+    name "Class.method" takes a static method out of a class (its @staticmethod dropped).
+    extra_globals: the module-level names the function uses (beyond torch and np)."""
     import ast
     import numpy as np
     import torch
     path = os.path.join(s3d, relpath)
     with open(path) as f:
         src = f.read()
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
+    body, fname = ast.parse(src).body, name
+    if "." in name:                 # "Class.method": a method, compiled as a plain function
+        cls, fname = name.split(".", 1)
+        body = [n for c in body if isinstance(c, ast.ClassDef) and c.name == cls for n in c.body]
+    for node in body:
+        if isinstance(node, ast.FunctionDef) and node.name == fname:
+            node.decorator_list = [d for d in node.decorator_list
+                                   if not (isinstance(d, ast.Name) and d.id == "staticmethod")]
             mod = ast.Module(body=[node], type_ignores=[])
             ns = {"torch": torch, "np": np, **(extra_globals or {})}
             exec(compile(mod, path, "exec"), ns)
-            return ns[name]
+            return ns[fname]
     raise KeyError(f"{name} not found in {path}")
 
 
