@@ -662,36 +662,66 @@ void image_free(struct image *img)
 // ---------------------------------------------------------------------------
 // PNG writer
 
-int image_write_png(const char *path, const struct image *img)
+/* growing output buffer of image_encode_png */
+struct png_sink {
+    uint8_t *p;
+    size_t   n, cap;
+};
+
+static void png_write_mem(png_structp png, png_bytep data, png_size_t n)
+{
+    struct png_sink *s = png_get_io_ptr(png);
+
+    if (n > s->cap - s->n) {
+        size_t cap = s->cap ? s->cap : 1 << 16;
+        uint8_t *p;
+
+        while (cap - s->n < n)
+            cap *= 2;
+        p = realloc(s->p, cap);
+        if (!p)
+            png_error(png, "out of memory");
+        s->p = p;
+        s->cap = cap;
+    }
+    memcpy(s->p + s->n, data, n);
+    s->n += n;
+}
+
+static void png_flush_mem(png_structp png)
+{
+    (void)png;
+}
+
+int image_encode_png(const struct image *img, uint8_t **out, size_t *len)
 {
     static const int ctype[5] = {-1, PNG_COLOR_TYPE_GRAY, -1, PNG_COLOR_TYPE_RGB,
                                  PNG_COLOR_TYPE_RGB_ALPHA};
-    FILE        *volatile f = NULL;
+    struct png_sink *sink = calloc(1, sizeof(*sink));   /* on the heap: survives longjmp */
     png_structp  png;
     png_infop    info = NULL;
-    struct png_src err = {.name = path};
-    volatile int rc = S3D_EIO;
+    struct png_src err = {.name = "PNG encoder"};
+    volatile int rc = S3D_ENOMEM;
 
     ASSERT(img->c == 1 || img->c == 3 || img->c == 4);
     ASSERT(img->w > 0 && img->h > 0 && img->data);
-    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error, png_on_warning);
-    if (!png)
+    *out = NULL;
+    *len = 0;
+    png = sink ? png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error,
+                                         png_on_warning) : NULL;
+    if (!png) {
+        free(sink);
+        log_error("cannot encode a %dx%d PNG: out of memory", img->w, img->h);
         return S3D_ENOMEM;
+    }
     info = png_create_info_struct(png);
     if (!info)
         goto out_destroy;
     if (setjmp(png_jmpbuf(png))) {
-        log_error("%s: cannot write PNG: %s", path, err.msg);
-        rc = S3D_EIO;
+        log_error("cannot encode a %dx%d PNG: %s", img->w, img->h, err.msg);
         goto out_destroy;
     }
-    f = fopen(path, "wb");
-    if (!f) {
-        log_error("%s: cannot create file (HINT: check the directory exists and is writable)",
-                  path);
-        goto out_destroy;
-    }
-    png_init_io(png, f);
+    png_set_write_fn(png, sink, png_write_mem, png_flush_mem);
     png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, 8, ctype[img->c],
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -701,9 +731,38 @@ int image_write_png(const char *path, const struct image *img)
     rc = 0;
 out_destroy:
     png_destroy_write_struct(&png, info ? &info : NULL);
-    if (f && fclose(f) != 0 && rc == 0) {
-        log_error("%s: write failed (disk full?)", path);
-        rc = S3D_EIO;
+    if (rc == 0) {
+        *out = sink->p;
+        *len = sink->n;
+    } else {
+        free(sink->p);
     }
+    free(sink);
+    return rc;
+}
+
+int image_write_png(const char *path, const struct image *img)
+{
+    uint8_t *buf;
+    size_t len;
+    FILE *f;
+    int rc = image_encode_png(img, &buf, &len);
+
+    if (rc)
+        return rc;
+    f = fopen(path, "wb");
+    if (!f) {
+        log_error("%s: cannot create file (HINT: check the directory exists and is writable)",
+                  path);
+        free(buf);
+        return S3D_EIO;
+    }
+    if (fwrite(buf, 1, len, f) != len)
+        rc = S3D_EIO;
+    if (fclose(f) != 0)
+        rc = S3D_EIO;
+    if (rc)
+        log_error("%s: write failed (disk full?)", path);
+    free(buf);
     return rc;
 }

@@ -88,6 +88,10 @@ int image_load_mask(const char *path, int expect_w, int expect_h, struct image *
 int image_decode_rgb(const void *buf, size_t len, const char *name, struct image *out);
 int image_decode_mask(const void *buf, size_t len, const char *name, struct image *out);
 
+/* Encode img as an 8-bit PNG in memory: c = 1 (gray), 3 (RGB) or 4 (RGBA).
+ * *out is malloc'ed (free it), *len its size. Returns 0 or S3D_ENOMEM (logged).
+ * Files users open are written from it through outfile.h (preview.png). */
+int image_encode_png(const struct image *img, uint8_t **out, size_t *len);
 /* Write img as an 8-bit PNG: c = 1 (gray), 3 (RGB) or 4 (RGBA). Mask images
  * (0/1) are written as they are; scale them first to see them. Returns 0 or
  * S3D_EIO (logged with path). */

@@ -1,0 +1,282 @@
+/*
+ * preview.c - the two-panel splat preview. See preview.h.
+ */
+#include "preview.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SH_C0      0.28209479177387814    /* the degree-0 SH constant */
+#define LOWPASS    0.3                    /* px^2 added to the 2D covariance (3DGS) */
+#define MAX_RADIUS 128                    /* px: cap on one splat's box */
+#define NEAR       1e-3                   /* nearer than this (or behind): not drawn */
+
+/* one Gaussian in the camera frame of a panel */
+struct splat {
+    float  depth;        /* z, sort key */
+    float  u, v;         /* pixel centre */
+    float  ca, cb, cc;   /* inverse 2D covariance (conic): a u^2 + 2 b u v + c v^2 */
+    float  alpha;        /* sigmoid(opacity) */
+    float  e_max;        /* the conic value where alpha * exp(-e / 2) falls to 1/255 */
+    int    radius;       /* px: the box holding e <= e_max */
+    float  rgb[3];
+};
+
+struct camera {
+    double fx, fy, cx, cy;         /* pixels */
+    int    w, h;
+};
+
+/* Sort keys[0..n) = (depth bits << 32 | index), depth > 0 (so its float bits order as
+ * unsigned integers), nearest first: LSD radix on the four depth bytes. */
+static int sort_keys(uint64_t *keys, int64_t n)
+{
+    uint64_t *tmp = malloc(sizeof(*tmp) * (size_t)(n ? n : 1)), *a = keys, *b = tmp;
+
+    if (!tmp)
+        return S3D_ENOMEM;
+    for (int shift = 32; shift < 64; shift += 8) {
+        int64_t count[257] = {0};
+
+        for (int64_t i = 0; i < n; i++)
+            count[((a[i] >> shift) & 0xff) + 1]++;
+        for (int d = 0; d < 256; d++)
+            count[d + 1] += count[d];
+        for (int64_t i = 0; i < n; i++)
+            b[count[(a[i] >> shift) & 0xff]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    free(tmp);                                   /* four passes: the result is in keys */
+    return 0;
+}
+
+/* 3x3 helpers, row-major */
+static void mat3_mul(const double A[9], const double B[9], double C[9])
+{
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            C[3 * i + j] = A[3 * i] * B[j] + A[3 * i + 1] * B[3 + j] + A[3 * i + 2] * B[6 + j];
+}
+
+static void mat3_t(const double A[9], double T[9])
+{
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            T[3 * j + i] = A[3 * i + j];
+}
+
+/* Project Gaussian m into a splat. Rc: object -> camera rotation for column
+ * vectors (p_cam = s Rc p + t, then the view rotation V about the centre c). */
+static bool project(const struct gaussians *g, int64_t m, const double Rc[9], double s,
+                    const double t[3], const double V[9], const double c[3],
+                    const struct camera *cam, struct splat *sp)
+{
+    const float *x = g->xyz + 3 * m, *sc = g->scale + 3 * m, *r = g->rotation + 4 * m;
+    double p[3], q[3], nq = 0, Rg[9], M[9], T[9], Sig[9], W[9], Wt[9], C3[9], Cv[9];
+    double z, J[6], JC[6], a, b, d, det, lmax, o;
+
+    for (int i = 0; i < 3; i++)                      /* placed, then the view */
+        p[i] = s * (Rc[3 * i] * x[0] + Rc[3 * i + 1] * x[1] + Rc[3 * i + 2] * x[2]) + t[i] - c[i];
+    for (int i = 0; i < 3; i++)
+        q[i] = V[3 * i] * p[0] + V[3 * i + 1] * p[1] + V[3 * i + 2] * p[2] + c[i];
+    z = q[2];
+    if (!(z > NEAR))
+        return false;
+    {                                                /* Sigma = Rg S^2 Rg^T (object) */
+        double qq[4];
+
+        for (int i = 0; i < 4; i++)
+            nq += (double)r[i] * r[i];
+        nq = sqrt(nq);
+        if (!(nq > 1e-12))
+            return false;
+        for (int i = 0; i < 4; i++)
+            qq[i] = r[i] / nq;
+        pose_quat_to_matrix(qq, Rg);
+    }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            M[3 * i + j] = Rg[3 * i + j] * exp(2.0 * sc[j]);
+    mat3_t(Rg, T);
+    mat3_mul(M, T, Sig);
+    mat3_mul(V, Rc, W);                              /* object -> panel camera */
+    mat3_t(W, Wt);
+    mat3_mul(W, Sig, M);
+    mat3_mul(M, Wt, C3);
+    for (int i = 0; i < 9; i++)
+        Cv[i] = C3[i] * s * s;
+    /* u = fx (-x/z) + cx, v = fy (-y/z) + cy: J = d(u, v)/d(x, y, z) */
+    J[0] = -cam->fx / z, J[1] = 0, J[2] = cam->fx * q[0] / (z * z);
+    J[3] = 0, J[4] = -cam->fy / z, J[5] = cam->fy * q[1] / (z * z);
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            JC[3 * i + j] = J[3 * i] * Cv[j] + J[3 * i + 1] * Cv[3 + j] + J[3 * i + 2] * Cv[6 + j];
+    a = JC[0] * J[0] + JC[1] * J[1] + JC[2] * J[2] + LOWPASS;
+    b = JC[0] * J[3] + JC[1] * J[4] + JC[2] * J[5];
+    d = JC[3] * J[3] + JC[4] * J[4] + JC[5] * J[5] + LOWPASS;
+    det = a * d - b * b;
+    if (!(det > 0) || !isfinite(det))
+        return false;
+    lmax = 0.5 * (a + d) + sqrt(fmax(0.25 * (a - d) * (a - d) + b * b, 0));
+    o = g->opacity[m];
+    sp->alpha = (float)(1.0 / (1.0 + exp(-o)));      /* +inf -> 1, -inf -> 0 */
+    if (!(sp->alpha * 255 > 1))
+        return false;
+    sp->e_max = (float)(2.0 * log(255.0 * sp->alpha));
+    sp->depth = (float)z;
+    sp->u = (float)(cam->fx * (-q[0] / z) + cam->cx);
+    sp->v = (float)(cam->fy * (-q[1] / z) + cam->cy);
+    sp->ca = (float)(d / det);
+    sp->cb = (float)(-b / det);
+    sp->cc = (float)(a / det);
+    sp->radius = (int)fmin(ceil(sqrt(sp->e_max * lmax)), MAX_RADIUS);
+    for (int i = 0; i < 3; i++) {
+        double cl = 0.5 + SH_C0 * g->f_dc[3 * m + i];
+
+        sp->rgb[i] = (float)(cl < 0 ? 0 : cl > 1 ? 1 : cl);
+    }
+    return sp->u + sp->radius >= 0 && sp->v + sp->radius >= 0 &&
+           sp->u - sp->radius < cam->w && sp->v - sp->radius < cam->h;
+}
+
+/* Draw one panel into rgb (w*h*3 floats, zero) and trans (w*h floats, one): front
+ * to back, C += T a c, T *= 1 - a (the same image as back-to-front "over"
+ * compositing); a pixel whose T fell below 1/255 takes nothing more. The caller
+ * adds T * background. */
+static int render_panel(const struct gaussians *g, const struct pose *p, const double V[9],
+                        const struct camera *cam, float *rgb, float *trans)
+{
+    struct splat *sp = malloc(sizeof(*sp) * (size_t)(g->n ? g->n : 1));
+    uint64_t *keys = malloc(sizeof(*keys) * (size_t)(g->n ? g->n : 1));
+    double q[4], R[9], Rc[9], t[3], c[3];
+    int64_t n = 0;
+    float depth;
+
+    if (!sp || !keys) {
+        free(sp);
+        free(keys);
+        return S3D_ENOMEM;
+    }
+    for (int i = 0; i < 4; i++)
+        q[i] = p->rotation[i];
+    pose_quat_to_matrix(q, R);
+    mat3_t(R, Rc);                                   /* row-vector pose: p @ R = R^T p */
+    for (int i = 0; i < 3; i++)
+        c[i] = t[i] = p->translation[i];
+    for (int64_t m = 0; m < g->n; m++)
+        if (project(g, m, Rc, p->scale[0], t, V, c, cam, &sp[n])) {
+            uint32_t bits;
+
+            depth = sp[n].depth;
+            memcpy(&bits, &depth, 4);
+            keys[n] = (uint64_t)bits << 32 | (uint64_t)n;
+            n++;
+        }
+    if (sort_keys(keys, n) != 0) {
+        free(sp);
+        free(keys);
+        return S3D_ENOMEM;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        const struct splat *s;
+
+        if (k + 8 < n)                               /* the sorted order reads sp at random */
+            __builtin_prefetch(&sp[keys[k + 8] & 0xffffffffu]);
+        s = &sp[keys[k] & 0xffffffffu];
+        int x0 = (int)floorf(s->u) - s->radius, x1 = (int)floorf(s->u) + s->radius;
+        int y0 = (int)floorf(s->v) - s->radius, y1 = (int)floorf(s->v) + s->radius;
+
+        x0 = x0 < 0 ? 0 : x0, y0 = y0 < 0 ? 0 : y0;
+        x1 = x1 >= cam->w ? cam->w - 1 : x1, y1 = y1 >= cam->h ? cam->h - 1 : y1;
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++) {
+                size_t i = (size_t)y * cam->w + x;
+                float du, dv, e, a;
+
+                if (trans[i] < 1.0f / 255)
+                    continue;
+                du = x + 0.5f - s->u, dv = y + 0.5f - s->v;
+                e = s->ca * du * du + 2 * s->cb * du * dv + s->cc * dv * dv;
+                if (e > s->e_max)
+                    continue;
+                a = s->alpha * expf(-0.5f * e);
+                a = a > 0.99f ? 0.99f : a;
+                for (int j = 0; j < 3; j++)
+                    rgb[3 * i + j] += trans[i] * a * s->rgb[j];
+                trans[i] *= 1 - a;
+            }
+    }
+    free(sp);
+    free(keys);
+    return 0;
+}
+
+int preview_render(const struct gaussians *g, const struct pose *p, const float K[9],
+                   int img_w, int img_h, int side, struct image *out)
+{
+    /* the side view: a quarter turn about the camera's vertical (y) axis */
+    static const double front[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    static const double turn[9] = {0, 0, -1, 0, 1, 0, 1, 0, 0};
+    double k = img_w >= img_h ? (double)side / img_w : (double)side / img_h;
+    struct camera cam;
+    float *rgb, *trans;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (img_w < 1 || img_h < 1 || side < 16 || side > 8192 || !(K[0] > 0) || !(K[4] > 0) ||
+        !isfinite(K[2]) || !isfinite(K[5])) {
+        log_error("preview: bad camera (image %dx%d, fx %g, fy %g, panel %d px)", img_w, img_h,
+                  K[0], K[4], side);
+        return S3D_EINVAL;
+    }
+    cam.w = (int)lround(img_w * k);
+    cam.h = (int)lround(img_h * k);
+    cam.w = cam.w < 1 ? 1 : cam.w;
+    cam.h = cam.h < 1 ? 1 : cam.h;
+    cam.fx = K[0] * cam.w, cam.cx = K[2] * cam.w;
+    cam.fy = K[4] * cam.h, cam.cy = K[5] * cam.h;
+    rgb = calloc((size_t)cam.w * cam.h * 2, sizeof(float) * 4);   /* 3 colour + T */
+    out->data = malloc((size_t)cam.w * 2 * cam.h * 3);
+    if (!rgb || !out->data) {
+        free(rgb);
+        image_free(out);
+        log_error("preview: out of memory for %dx%d panels", cam.w, cam.h);
+        return S3D_ENOMEM;
+    }
+    trans = rgb + (size_t)3 * cam.w * cam.h * 2;
+    for (size_t i = 0; i < (size_t)cam.w * cam.h * 2; i++)
+        trans[i] = 1;
+    for (int panel = 0; panel < 2 && !rc; panel++)
+        rc = render_panel(g, p, panel ? turn : front, &cam,
+                          rgb + (size_t)panel * 3 * cam.w * cam.h,
+                          trans + (size_t)panel * cam.w * cam.h);
+    if (rc) {
+        free(rgb);
+        image_free(out);
+        log_error("preview: out of memory for %lld splats", (long long)g->n);
+        return rc;
+    }
+    out->w = 2 * cam.w;
+    out->h = cam.h;
+    out->c = 3;
+    for (int panel = 0; panel < 2; panel++)
+        for (int y = 0; y < cam.h; y++)
+            for (int x = 0; x < cam.w; x++) {
+                size_t i = (size_t)panel * cam.h * cam.w + (size_t)y * cam.w + x;
+
+                for (int j = 0; j < 3; j++) {
+                    float v = rgb[3 * i + j] + trans[i] * (PREVIEW_BACKGROUND / 255.0f);
+
+                    out->data[((size_t)y * out->w + panel * cam.w + x) * 3 + j] =
+                        (uint8_t)lrintf(fminf(v, 1.0f) * 255);
+                }
+            }
+    free(rgb);
+    return 0;
+}
