@@ -12,5 +12,6 @@ int cmd_stage(int argc, char **argv);          /* run.c: re-run one stage on a j
 int cmd_check_weights(int argc, char **argv);  /* check_weights.c: bind every stage */
 int cmd_keygen(int argc, char **argv);         /* keygen.c: a CURVE key pair */
 int cmd_devmem_probe(int argc, char **argv);   /* devmem.c: free device memory, for a parent */
+int cmd_export(int argc, char **argv);         /* export.c: splat.ply, mesh.glb, pose.json, preview.png */
 
 #endif

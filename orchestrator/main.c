@@ -14,6 +14,7 @@ static const struct {
 } commands[] = {
     {"run",           cmd_run,           "run the pipeline on an image and a mask"},
     {"stage",         cmd_stage,         "re-run one stage on an existing job directory"},
+    {"export",        cmd_export,        "write splat.ply, mesh.glb, pose.json, preview.png from artifacts"},
     {"inspect",       cmd_inspect,       "list the tensors of a checkpoint"},
     {"check-weights", cmd_check_weights, "bind every stage's weights without running"},
     {"keygen",        cmd_keygen,        "a CURVE key pair for stages served over tcp://"},

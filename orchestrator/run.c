@@ -18,6 +18,7 @@
 #include "budget.h"
 #include "commands.h"
 #include "engine.h"
+#include "export.h"
 #include "err.h"
 #include "image.h"
 #include "jobdir.h"
@@ -45,6 +46,7 @@ struct run_args {
     enum progress_mode progress;                 /* --quiet, --json; else by the terminal */
     int                n_param;                  /* sam3d stage --param KEY=VALUE */
     const char        *param[JOB_MAX_SET];
+    struct export_opts export;                   /* sam3d run: the export step at its end */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -91,6 +93,9 @@ static void usage_run(FILE *f)
         "  --json               progress as JSON events on stdout, one a line\n"
         "  --max-pixels N       largest image accepted, e.g. 150M (default 80M; the depth\n"
         "                       stage needs 13 bytes of host memory a pixel)\n"
+        "  --outputs LIST       files written at the end from the artifacts (`sam3d export\n"
+        "                       --help`): splat,mesh,pose,preview (default), mesh_ply\n"
+        "  --placed             splat.ply and mesh.glb in the camera frame (pose applied)\n"
         "exit status: 0 complete, 1 failed, 2 usage, 3 stages still to come, 130 interrupted\n"
         "job directories go under $S3D_JOB_ROOT (default /dev/shm)\n");
 }
@@ -178,6 +183,7 @@ static void args_init(struct run_args *r)
     r->o.retries = 1;
     r->o.vram_budget = -1;
     r->o.interrupted = &interrupted;
+    r->export = (struct export_opts){.what = EXPORT_DEFAULT, .allow_empty = true};
 }
 
 // ---------------------------------------------------------------- helpers
@@ -217,6 +223,16 @@ static void fail_stage_of(struct engine *e, struct job *j)
         }
 }
 
+/* The export step (export.h) on the artifacts copied to OUT/artifacts/: the
+ * files of a->export.what whose stages ran (a partial run writes what it can). */
+static int run_export(const struct run_args *a)
+{
+    char art[PATH_MAX + 16];
+
+    snprintf(art, sizeof(art), "%s/artifacts", a->out_dir);
+    return export_outputs(art, a->out_dir, &a->export);
+}
+
 // ---------------------------------------------------------------- commands
 
 int cmd_run(int argc, char **argv)
@@ -249,6 +265,11 @@ int cmd_run(int argc, char **argv)
             image = argv[++i];
         } else if (!strcmp(argv[i], "--mask") && i + 1 < argc) {
             mask = argv[++i];
+        } else if (!strcmp(argv[i], "--outputs") && i + 1 < argc) {
+            if (!export_parse_outputs(argv[++i], &a.export.what))
+                goto out_usage;
+        } else if (!strcmp(argv[i], "--placed")) {
+            a.export.placed = true;
         } else {
             fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
             goto out_usage;
@@ -313,6 +334,8 @@ int cmd_run(int argc, char **argv)
                   a.keep_job ? "" : ", job directory removed");
     if (code == EXIT_PARTIAL)
         log_missing(e);
+    if ((code == 0 || code == EXIT_PARTIAL) && run_export(&a) != 0)
+        code = 1;
     if (report_write(e, j, report_status(code)) != 0 && code == 0)
         code = 1;
     if (code == 0 || code == EXIT_PARTIAL)

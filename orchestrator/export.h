@@ -1,0 +1,50 @@
+/*
+ * export.h - the export step: the files a user opens, written from the
+ * stages' artifacts (docs/formats.md "Outputs"):
+ *
+ *   splat.ply    gs_decode.safetensors                  (ply.h: the official save_ply layout)
+ *   mesh.glb     mesh_decode.safetensors                (glb.h: the official to_glb mesh)
+ *   mesh.ply     mesh_decode.safetensors, on request    (ply.h)
+ *   pose.json    ss_flow + ss_decode (+ depth) .safetensors   (pose.h)
+ *   preview.png  gs_decode + the pose + depth.safetensors (preview.h)
+ *
+ * `sam3d export --job DIR --out DIR` runs it on a kept job directory or a
+ * run's --out folder (its artifacts/), and `sam3d run` runs it at its end on
+ * the artifacts it copied out. With placed, splat.ply and the meshes are
+ * written in the camera frame (pose.h: pose_place_gaussians,
+ * pose_apply_points) instead of the object frame.
+ */
+#ifndef S3D_EXPORT_H
+#define S3D_EXPORT_H
+
+#include <stdbool.h>
+
+enum export_what {
+    EXPORT_SPLAT    = 1 << 0,
+    EXPORT_MESH     = 1 << 1,
+    EXPORT_POSE     = 1 << 2,
+    EXPORT_PREVIEW  = 1 << 3,
+    EXPORT_MESH_PLY = 1 << 4,
+};
+#define EXPORT_DEFAULT (EXPORT_SPLAT | EXPORT_MESH | EXPORT_POSE | EXPORT_PREVIEW)
+
+struct export_opts {
+    unsigned what;       /* EXPORT_* */
+    bool     asked;      /* what was named by the user: a missing artifact is an error
+                          * (else each file is written only when its artifacts exist) */
+    bool     placed;     /* splat and meshes in the camera frame */
+    bool     allow_empty; /* no artifact to export is not an error (sam3d run stopped early) */
+};
+
+/* Parse "splat,mesh,pose,preview,mesh_ply" into *what. false (and one error
+ * line naming the word) on an unknown name or an empty list. */
+bool export_parse_outputs(const char *list, unsigned *what);
+
+/* Write the files of o->what found in art_dir (a directory of artifacts) into
+ * out_dir (created if missing). Each file is written whole or not at all
+ * (outfile.h); a failure of one does not stop the others. Returns 0, or
+ * S3D_ENOTFOUND (nothing to export unless allow_empty / an asked-for artifact
+ * absent), or the first other error (each logged with the file and a HINT). */
+int export_outputs(const char *art_dir, const char *out_dir, const struct export_opts *o);
+
+#endif
