@@ -69,7 +69,8 @@ fi
 # ---------------------------------------------------------------- run
 mkdir -p "$out" || die "cannot create $out"
 # only what an earlier demo run wrote there (DEMO_OUT may be a directory with other files)
-rm -rf "$out/artifacts" "$out/report.json" "$out/sam3d.log" "$out"/*.ply "$out"/*.glb "$out/pose.json"
+rm -rf "$out/artifacts" "$out/report.json" "$out/sam3d.log" "$out"/*.ply "$out"/*.glb "$out/pose.json" \
+    "$out/preview.png"
 args=(run --image "$image" --mask "$mask" --weights "$weights" --moge "$moge" --out "$out")
 [ -n "${DEMO_DEVICE:-}" ] && args+=(--device "$DEMO_DEVICE")
 echo "demo: $sam3d ${args[*]}"
@@ -93,7 +94,7 @@ for f in "$out"/artifacts/*.safetensors; do
     echo "  ${tag}$(basename "$f")"
     "$sam3d" inspect "$f" | sed "s/^/      ${tag}/"
 done
-for f in "$out"/*.ply "$out"/*.glb "$out"/pose.json; do
+for f in "$out"/*.ply "$out"/*.glb "$out"/pose.json "$out"/preview.png; do
     [ -e "$f" ] || continue
     echo "  ${tag}$(basename "$f") ($(wc -c <"$f") bytes)"
 done
