@@ -5,11 +5,10 @@
  *   sam3d-cond --weights slat_generator.ckpt --listen ipc:///tmp/s3d/cond_slat.sock
  *
  * Inputs (docs/formats.md, "cond"): image, rgb_image (1,3,H,W), mask,
- * rgb_image_mask (1,1,H,W), SS also pointmap, rgb_pointmap (1,3,H,W),
- * pointmap_scale, pointmap_shift (1,3); all F32; any H, W (518 from the
- * preprocessor), resized inside as the reference's embedders do. Outputs: cond_ss or cond_slat
- * (1, n, C) F16 (F32 with --precision fp32 or --device cpu), and for SS the
- * pointmap_scale/shift passed through for the pose decoder.
+ * rgb_image_mask (1,1,H,W), SS also pointmap, rgb_pointmap (1,3,H,W); all
+ * F32; any H, W (518 from the preprocessor), resized inside as the
+ * reference's embedders do. Output: cond_ss or cond_slat (1, n, C) F16 (F32
+ * with --precision fp32 or --device cpu).
  * Param repeat (optional, int in [1, 1000]): run the forward that many times and
  * log the median (warm timing for benchmarks; the output is the last run's);
  * the library's memory line gives the arenas' device peak (weights +
@@ -78,7 +77,6 @@ static int cond_stage_run(void *p, struct stage_req *rq)
         .mask = stage_input(rq, "mask", DTYPE_F32, SHAPE(1, 1, -1, -1)),
         .rgb_image_mask = stage_input(rq, "rgb_image_mask", DTYPE_F32, SHAPE(1, 1, -1, -1)),
     };
-    const char *side[2] = {"pointmap_scale", "pointmap_shift"};
     char tms[96];
     int rc;
 
@@ -89,13 +87,6 @@ static int cond_stage_run(void *p, struct stage_req *rq)
         in.rgb_pointmap = stage_input(rq, "rgb_pointmap", DTYPE_F32, SHAPE(1, 3, -1, -1));
         if (!in.pointmap || !in.rgb_pointmap)
             return S3D_ESHAPE;
-        for (int i = 0; i < 2; i++) {        /* passed through for the pose decoder */
-            const struct tensor *t = stage_input(rq, side[i], DTYPE_F32, SHAPE(1, 3));
-            struct tensor *o = t ? stage_output(rq, side[i], DTYPE_F32, SHAPE(1, 3)) : NULL;
-            if (!o)
-                return S3D_ESHAPE;
-            tensor_copy_contiguous(o->data, t);
-        }
     }
     if (cond_check_inputs(m, &in))
         return stage_fail(rq, S3D_ESHAPE, "cond: inputs not contiguous F32 (see the log)");

@@ -5,8 +5,7 @@
  *   sam3d-ss-flow --weights ss_generator.ckpt --once IN_DIR OUT_DIR [--param seed=7]
  *   sam3d-ss-flow --weights ss_generator.ckpt --listen ipc:///tmp/s3d/ss_flow.sock
  *
- * Inputs: cond_ss (1, Nc, Cc) F16 or F32 (sam3d-cond's output); pointmap_scale,
- * pointmap_shift (1, 3) F32, passed through for the pose decoder; optional
+ * Inputs: cond_ss (1, Nc, Cc) F16 or F32 (sam3d-cond's output); optional
  * noise.<latent> (all five or none, F32, the latents' shapes) replacing our
  * seeded noise (parity runs). Params: steps (25), cfg (7.0), seed (42),
  * rescale_t (3.0), cache_kv (1: project the condition's cross-attention K/V
@@ -17,7 +16,8 @@
  * timed run).
  * Outputs: shape_latent (1, Ns, 8) and the pose latents 6drotation_normalized
  * (1, 1, 6), scale (1, 1, 3), translation (1, 1, 3), translation_scale
- * (1, 1, 1), all F32; pointmap_scale, pointmap_shift unchanged.
+ * (1, 1, 1), all F32. (The pose decoder reads pointmap_scale/shift from
+ * depth.safetensors itself: nothing is passed through here.)
  */
 #include "ss_flow_net/ssflow.h"
 #include "err.h"
@@ -97,7 +97,6 @@ static int ssf_run(void *p, struct stage_req *rq)
     struct ssf_stage *s = p;
     const struct ssflow_model *m = &s->m;
     const struct ssflow_config *g = &m->cfg;
-    const char *side[2] = {"pointmap_scale", "pointmap_shift"};
     struct ssflow_sampler sp;
     struct ssf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
     char name[64], msg[WIRE_ERR_MAX - 32], tms[96];
@@ -117,13 +116,6 @@ static int ssf_run(void *p, struct stage_req *rq)
         return S3D_ESHAPE;                      /* stage_input named got vs expected */
     if ((rc = ssflow_check_cond(m, f.cond, "cond_ss", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
-    for (int i = 0; i < 2; i++) {               /* passed through for the pose decoder */
-        const struct tensor *t = stage_input(rq, side[i], DTYPE_F32, SHAPE(1, 3));
-        struct tensor *o = t ? stage_output(rq, side[i], DTYPE_F32, SHAPE(1, 3)) : NULL;
-        if (!o)
-            return S3D_ESHAPE;
-        tensor_copy_contiguous(o->data, t);
-    }
     /* optional given noise: all five latents or none */
     for (int l = 0; l < SSF_N_LATENT; l++) {
         snprintf(name, sizeof(name), "noise.%s", ssflow_latent_name[l]);

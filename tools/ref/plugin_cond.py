@@ -2,8 +2,7 @@
 """GPU parity + benchmark of the cond stage (sam3d-cond) against the official EmbedderFuser, both
 variants, full size (released config, random weights), on a real example image: a plug-in over
 tools/ref/full_parity.py that fixes the cond entries for what sam3d-cond reads and writes
-(docs/formats.md "cond": the SS inputs include pointmap_scale/shift, the outputs are named
-cond_ss / cond_slat) and runs fp16 and fp32 in one go.
+(docs/formats.md "cond": the outputs are named cond_ss / cond_slat) and runs fp16 and fp32 in one go.
 
 One command on the GPU machine (after the set-up in full_parity.py's docstring: wheels, .ref,
 tests/data/human_object, `make CUDA_ARCH=90 build/sam3d-cond`):
@@ -32,13 +31,11 @@ sys.path.insert(0, HERE)
 import full_parity  # noqa: E402
 import refutil  # noqa: E402
 
-SIDE = ["pointmap_scale", "pointmap_shift"]
-KEYS = ["image", "rgb_image", "mask", "rgb_image_mask", "pointmap", "rgb_pointmap"] + SIDE
+KEYS = ["image", "rgb_image", "mask", "rgb_image_mask", "pointmap", "rgb_pointmap"]
 
 
 def cond_inputs(ref, in_dir):
-    """--once input of sam3d-cond: the fuser's keyword inputs (1,C,S,S) f32 and, for SS, the
-    point-map normalisation's scale/shift (1,3), which the stage passes through."""
+    """--once input of sam3d-cond: the fuser's keyword inputs (1,C,S,S) f32."""
     refutil.save_tensors(os.path.join(in_dir, "cond_input.safetensors"),
                          {k: ref[k] for k in KEYS if k in ref})
 

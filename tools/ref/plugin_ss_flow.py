@@ -74,9 +74,7 @@ def main(argv=None):
         in_dir, out_dir = os.path.join(d, "once_in"), os.path.join(d, "once_out")
         os.makedirs(in_dir, exist_ok=True)
         os.makedirs(out_dir, exist_ok=True)
-        import torch
-        inputs = {"cond_ss": sm["cond"], "pointmap_scale": torch.ones(1, 3),
-                  "pointmap_shift": torch.zeros(1, 3)}
+        inputs = {"cond_ss": sm["cond"]}
         inputs.update({f"noise.{k}": sm[f"noise.{k}"] for k in LATENTS})
         refutil.save_tensors(os.path.join(in_dir, "input.safetensors"), inputs)
         cmd = [exe, "--weights", os.path.join(d, "ss_generator.ckpt"), "--device",
