@@ -36,7 +36,8 @@ COMMON_SRC := $(wildcard common/*.c)
 KCPU_SRC   := $(wildcard kernels/cpu/*.c)
 KCUDA_SRC  := $(wildcard kernels/cuda/*.cu)
 STAGE_DIRS := $(patsubst stages/%/,%,$(dir $(wildcard stages/*/main.c)))
-# stages/<dir> without a main.c holds model code shared by several stages (e.g. the ViT)
+# stages/<dir> without a main.c holds model code (stages/<name>_net, the shared ViT): it goes
+# into the library, so every stage and test links it (stages/README.md)
 MODEL_DIRS := $(filter-out $(STAGE_DIRS),$(patsubst stages/%/,%,$(sort $(dir $(wildcard stages/*/*.c stages/*/*.cu)))))
 MODEL_SRC  := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.c))
 MODEL_CU   := $(foreach d,$(MODEL_DIRS),$(wildcard stages/$(d)/*.cu))
@@ -105,7 +106,8 @@ $(ORCH_BIN): $(ORCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $(filter-out $(LIB),$^) $(LIB) $(LDLIBS) -o $@
 
-# tests/test_<stage>.c also links that stage's model code (stages/<stage>/ without main.c)
+# tests/test_<stage>.c also links the other files of the stage's own directory (a stage whose
+# small model code sits beside its main.c, e.g. gs_decode)
 define STAGE_TEST_RULE
 $(BUILD)/tests/test_$(1): $(patsubst %.c,$(BUILD)/%.o,$(filter-out stages/$(1)/main.c,$(wildcard stages/$(1)/*.c))) \
         $(patsubst %.cu,$(BUILD)/%.o,$(wildcard stages/$(1)/*.cu))

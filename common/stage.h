@@ -4,7 +4,7 @@
  * executables", style.md §2.3.
  *
  *   sam3d-<stage> --weights FILE[:KEY] --listen ENDPOINT [--device cuda:N|cpu|auto]
- *                 [--precision fp16|fp32] [--dump DIR] [-v|-q]
+ *                 [--precision fp16|fp32] [-v|-q]
  *                 [--curve-secret Z85 --curve-clients FILE]
  *   sam3d-<stage> --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]
  *   sam3d-<stage> --weights FILE --check-weights
@@ -100,7 +100,6 @@ struct stage_opts {
     enum stage_precision precision;     /* --precision fp16 (default) | fp32 */
     const char          *once_in;       /* --once IN_DIR OUT_DIR */
     const char          *once_out;
-    const char          *dump;          /* --dump DIR: the stage writes intermediates there */
     bool                 check_weights; /* --check-weights */
     const char          *curve_secret;  /* --curve-secret Z85 (or env S3D_CURVE_SECRET) */
     const char          *curve_clients; /* --curve-clients FILE (or env S3D_CURVE_CLIENTS):

@@ -47,7 +47,6 @@ static void help(FILE *f, const struct stage_ops *ops, const char *exe)
         "      --curve-secret Z85    CURVE server secret key (or env S3D_CURVE_SECRET)\n"
         "      --curve-clients FILE  with CURVE: the client public keys answered, one Z85 key\n"
         "                            a line (or env S3D_CURVE_CLIENTS; `sam3d keygen`)\n"
-        "      --dump DIR            write intermediate activations there (safetensors)\n"
         "  -v, --verbose             debug log lines (as S3D_LOG=debug)\n"
         "  -q, --quiet               warnings and errors only (as S3D_LOG=warn)\n"
         "  -V, --version             print the version and exit\n"
@@ -92,7 +91,7 @@ static int parse_device(struct stage_opts *o, const char *v, bool *device_set)
     return 0;
 }
 
-enum { OPT_ONCE = 256, OPT_PRECISION, OPT_CHECK, OPT_CURVE, OPT_CLIENTS, OPT_DUMP };
+enum { OPT_ONCE = 256, OPT_PRECISION, OPT_CHECK, OPT_CURVE, OPT_CLIENTS };
 
 int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc, char **argv)
 {
@@ -106,7 +105,6 @@ int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc
         {"check-weights", no_argument, NULL, OPT_CHECK},
         {"curve-secret", required_argument, NULL, OPT_CURVE},
         {"curve-clients", required_argument, NULL, OPT_CLIENTS},
-        {"dump", required_argument, NULL, OPT_DUMP},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"version", no_argument, NULL, 'V'},
@@ -131,7 +129,6 @@ int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc
         switch (c) {
         case 'w': o->weights = optarg; break;
         case 'l': o->listen = optarg; break;
-        case OPT_DUMP: o->dump = optarg; break;
         case OPT_CURVE: o->curve_secret = optarg; break;
         case OPT_CLIENTS: o->curve_clients = optarg; break;
         case OPT_CHECK: o->check_weights = true; break;

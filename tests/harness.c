@@ -48,6 +48,22 @@ int harness_done(const char *name)
     return harness_failures ? 1 : 0;
 }
 
+bool harness_gpu_required(void)
+{
+    const char *req = getenv("S3D_REQUIRE_GPU");
+
+    return req && strcmp(req, "1") == 0;
+}
+
+bool harness_gpu(const char *what)
+{
+    if (s3d_cuda_available())
+        return true;
+    printf("%s skipped: no usable CUDA device (%s)\n", what, s3d_cuda_why_not());
+    CHECK(!harness_gpu_required(), "S3D_REQUIRE_GPU=1 but no CUDA device for %s", what);
+    return false;
+}
+
 void harness_require_gpu(void)
 {
     if (!s3d_cuda_available())

@@ -27,6 +27,12 @@ _Noreturn void harness_skip(const char *fmt, ...);
 int  harness_done(const char *name);
 /* Skip (exit 77) unless a CUDA device is usable. */
 void harness_require_gpu(void);
+/* The one "GPU required" check for a test's GPU section: true when a CUDA device
+ * is usable; else prints "<what> skipped: no usable CUDA device (<reason>)",
+ * records a failure when S3D_REQUIRE_GPU=1 (make test-gpu), and returns false. */
+bool harness_gpu(const char *what);
+/* S3D_REQUIRE_GPU=1: a missing GPU is a failure, not a skip. */
+bool harness_gpu_required(void);
 
 /* splitmix64-seeded xorshift; deterministic across machines. */
 struct rng { uint64_t s; };

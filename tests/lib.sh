@@ -8,6 +8,10 @@
 #                          unless python3 is on PATH
 #   need_example DIR       "SKIP: example DIR/{image,0}.png not present", exit 77,
 #                          unless both files exist
+#   have_gpu WHAT          true when a CUDA device is usable (nvidia-smi lists one); else
+#                          prints "WHAT skipped: no CUDA device on this machine" and, with
+#                          S3D_REQUIRE_GPU=1, records a failure (bad) - the one "GPU
+#                          required" check of the scripts (harness_gpu in C)
 #   test_tmp               tmp=$(mktemp -d), removed on exit by an EXIT trap (a
 #                          script with more to clean up sets its own trap, which
 #                          must remove "$tmp" too)
@@ -39,6 +43,18 @@ need_example() {
         echo "SKIP: example $1/{image,0}.png not present"
         exit 77
     fi
+}
+
+have_gpu() {
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "${S3D_REQUIRE_GPU:-0}" = 1 ]; then
+        bad "$1: S3D_REQUIRE_GPU=1 but no CUDA device"
+    else
+        echo "$1 skipped: no CUDA device on this machine"
+    fi
+    return 1
 }
 
 test_tmp() {

@@ -130,13 +130,11 @@ void ot_gpu_end(struct arena *a, struct op_ctx *ctx)
 
 void ot_skip_without_gpu(const char *name)
 {
-    const char *req = getenv("S3D_REQUIRE_GPU");
-
     if (s3d_cuda_available())
         return;
     if (harness_failures)
         exit(harness_done(name));
-    if (req && strcmp(req, "1") == 0) {
+    if (harness_gpu_required()) {
         printf("%s: no CUDA device but S3D_REQUIRE_GPU=1\n", name);
         exit(1);
     }

@@ -1,5 +1,5 @@
 /*
- * test_cond.c - the condition fuser (stages/cond/model.c, pointmap.c) on the
+ * test_cond.c - the condition fuser (stages/cond_net/cond.c, pointmap.c) on the
  * CPU against the official EmbedderFuser, both variants, on H5's tiny fixtures
  * (tests/fixtures/cond_{ss,slat}_tiny: official modules with tiny configs,
  * random weights in the official .ckpt container, dumped activations).
@@ -24,7 +24,7 @@
 #include "err.h"
 #include "log.h"
 #include "ops_image.h"
-#include "cond/model.h"
+#include "cond_net/cond.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -178,11 +178,7 @@ static void run_variant(const char *dir, const char *ckpt_name, bool ss)
     }
 
     /* GPU: CUDA fp32 and fp16 against the CPU output */
-    if (!s3d_cuda_available()) {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("GPU part skipped (%s): no CUDA device on this machine\n", dir + 15);
-    } else {
+    if (harness_gpu("GPU part")) {
         const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
         for (int g = 0; g < 2; g++) {
             float *go = run_fuser(ckpt, DEVICE_CUDA, gdts[g], &in, NULL);

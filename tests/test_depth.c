@@ -1,5 +1,5 @@
 /*
- * test_depth.c - the MoGe network (stages/moge_net) on the CPU against the
+ * test_depth.c - the MoGe network (stages/depth_net) on the CPU against the
  * official module: tests/fixtures/moge_tiny (tools/ref/dump_moge.py: MoGe v1
  * at a8c3734 with a tiny config and random weights in the official model.pt
  * container, run through MoGeModel.infer on a real example image, fp32 CPU).
@@ -14,9 +14,9 @@
 #include "check.h"
 #include "ckpt.h"
 #include "harness.h"
-#include "lmsolve.h"
+#include "depth_net/lmsolve.h"
 #include "log.h"
-#include "moge_net/moge.h"
+#include "depth_net/moge.h"
 #include "weights.h"
 #include "err.h"
 
@@ -153,12 +153,8 @@ static size_t mask_diff(const uint8_t *mask, size_t HW, double thr, size_t *vali
 static void gpu_part(const struct tensor *img, const struct moge_geom *g, const float *raw_cpu,
                      const struct moge_result *cpu, int num_tokens)
 {
-    const char *req = getenv("S3D_REQUIRE_GPU");
-    if (!s3d_cuda_available()) {
-        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("GPU part skipped: no CUDA device on this machine\n");
+    if (!harness_gpu("GPU part"))
         return;
-    }
     const enum dtype dts[2] = {DTYPE_F32, DTYPE_F16};
     size_t HW = (size_t)g->H * g->W, nraw = (size_t)4 * g->rh * g->rw;
     for (int k = 0; k < 2; k++) {

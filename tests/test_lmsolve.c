@@ -6,7 +6,7 @@
  * pairwise sum and the n < 2 rule.
  */
 #include "harness.h"
-#include "lmsolve.h"
+#include "depth_net/lmsolve.h"
 
 #include <math.h>
 #include <stdio.h>

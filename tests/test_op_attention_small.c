@@ -302,12 +302,7 @@ int main(void)
     rng_seed(&r, 7);
     cpu_attention_cases(&r);
     cpu_swiglu_cases(&r);
-    if (s3d_cuda_available()) {
+    if (harness_gpu("GPU part (run `make test-gpu` on the GPU machine)"))
         gpu_cases(&r);
-    } else {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && strcmp(req, "1") == 0), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("GPU part skipped: no CUDA device on this machine (run `make test-gpu` on the GPU machine)\n");
-    }
     return harness_done("test_op_attention_small");
 }

@@ -18,11 +18,7 @@
 
 static bool gpu_ok(void)
 {
-    if (s3d_cuda_available())
-        return true;
-    if (getenv("S3D_REQUIRE_GPU") && strcmp(getenv("S3D_REQUIRE_GPU"), "1") == 0)
-        CHECK(!"S3D_REQUIRE_GPU=1 but no CUDA device");
-    return false;
+    return harness_gpu("GPU part");
 }
 
 static void *upload(struct arena *dev, const void *h, size_t bytes)

@@ -46,11 +46,7 @@ static void test_tables(void)
 
 static bool gpu_ok(void)
 {
-    if (s3d_cuda_available())
-        return true;
-    if (getenv("S3D_REQUIRE_GPU") && strcmp(getenv("S3D_REQUIRE_GPU"), "1") == 0)
-        CHECK(!"S3D_REQUIRE_GPU=1 but no CUDA device");
-    return false;
+    return harness_gpu("GPU part");
 }
 
 static void run_case(int k, bool gpu, struct arena *dev, struct op_ctx *ctx)

@@ -778,13 +778,13 @@ int main(void)
 
     struct arena dev = {0};
     struct op_ctx ctx = {0};
-    if (ot_gpu_begin(&dev, &ctx, (size_t)1 << 30)) {
-        gpu_part(&dev, &ctx, &r);
-        ot_gpu_end(&dev, &ctx);
-    } else {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && strcmp(req, "1") == 0), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("SKIP (CUDA part): no CUDA device; the CPU checks above ran\n");
+    if (harness_gpu("CUDA part (the CPU checks above ran)")) {
+        bool up = ot_gpu_begin(&dev, &ctx, (size_t)1 << 30);
+        CHECK(up, "a 1 GiB device arena and an op context");
+        if (up) {
+            gpu_part(&dev, &ctx, &r);
+            ot_gpu_end(&dev, &ctx);
+        }
     }
     return harness_done("test_op_sparse");
 }

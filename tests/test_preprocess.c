@@ -1,5 +1,5 @@
 /*
- * test_preprocess.c - common/preprocess.c against the official preprocessing.
+ * test_preprocess.c - stages/depth_net/preprocess.c against the official preprocessing.
  *
  * Fixtures from tools/ref/dump_preprocess.py (the released ss/slat PreProcessor
  * objects run on cropped example images with a synthetic point map):
@@ -15,7 +15,7 @@
 #include "harness.h"
 #include "image.h"
 #include "log.h"
-#include "preprocess.h"
+#include "depth_net/preprocess.h"
 #include "safetensors.h"
 
 #include <math.h>

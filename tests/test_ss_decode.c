@@ -359,11 +359,7 @@ int main(void)
     }
 
     /* ---- CUDA ---- */
-    if (!s3d_cuda_available()) {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("SKIP: CUDA part: no usable CUDA device (CPU parts ran)\n");
-    } else {
+    if (harness_gpu("CUDA part")) {
         struct runner gpu;
         for (int f16 = 0; f16 < 2; f16++) {
             if (!runner_init(&gpu, DEVICE_CUDA, f16 ? DTYPE_F16 : DTYPE_F32, rlat))

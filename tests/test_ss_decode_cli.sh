@@ -151,7 +151,7 @@ done
 
 # 6. with a GPU: the CUDA path (fp32: the official logits and coords; fp16: close, a few
 #    threshold flips allowed as in tools/ref/check_e2e_chain.py, at most 0.1%)
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+if have_gpu "GPU part"; then
     for prec in fp32 fp16; do
         out=$tmp/gpu_$prec
         mkdir -p "$out"
@@ -169,7 +169,5 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
             bad "cuda $prec --once"; tail -5 "$out.log"
         fi
     done
-else
-    echo "GPU part skipped: no CUDA device on this machine"
 fi
 exit $fail

@@ -588,11 +588,7 @@ int main(void)
 
     if (vcond && final)
         test_f16_host(&E, &S, vcond, final);
-    if (!s3d_cuda_available()) {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("GPU part skipped: no CUDA device on this machine\n");
-    } else if (vcond && final) {
+    if (harness_gpu("GPU part") && vcond && final) {
         test_gpu(&E, &S, vcond, final);
     }
     free(vcond);

@@ -165,11 +165,7 @@ int main(void)
     }
 
     /* GPU: CUDA fp32 and fp16 against the CPU result x */
-    if (!s3d_cuda_available()) {
-        const char *req = getenv("S3D_REQUIRE_GPU");
-        CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
-        printf("GPU part skipped: no CUDA device on this machine\n");
-    } else {
+    if (harness_gpu("GPU part")) {
         const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
         for (int g = 0; g < 2; g++) {
             struct weights w2;

@@ -14,7 +14,7 @@
  * the library's memory line gives the arenas' device peak (weights +
  * activation high-water, comparable to torch.cuda.max_memory_allocated).
  */
-#include "model.h"
+#include "cond_net/cond.h"
 #include "err.h"
 #include "log.h"
 #include "stage.h"

@@ -19,7 +19,7 @@
  *   focal, shift (1) F32   recover_focal_shift's solution
  *   image, rgb_image (1, 3, 518, 518) F32, mask, rgb_image_mask (1, 1, 518, 518) F32,
  *   pointmap, rgb_pointmap (1, 3, 518, 518) F32, pointmap_scale, pointmap_shift (1, 3) F32:
- *                          the SS preprocessor's outputs (common/preprocess.h), read by cond.
+ *                          the SS preprocessor's outputs (stages/depth_net/preprocess.h), read by cond.
  *
  * Device memory: the weights (act_dt), the runtime's cuBLAS workspace, the
  * pos-embed cache and the runtime's activation arena sized by moge_act_bytes for
@@ -27,14 +27,14 @@
  * post-processing runs on the host, so a 6000 x 4500 image costs the device only
  * its 81 MB of U8 pixels and the (3, H, rw) resize intermediate.
  */
-#include "moge_net/moge.h"
+#include "depth_net/moge.h"
 
 #include "err.h"
 #include "image.h"
-#include "lmsolve.h"
+#include "depth_net/lmsolve.h"
 #include "log.h"
 #include "ops_copy.h"
-#include "preprocess.h"
+#include "depth_net/preprocess.h"
 #include "stage.h"
 
 #include <stdlib.h>

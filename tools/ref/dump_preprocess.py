@@ -19,7 +19,7 @@ Stubs and substitutions (nothing else is changed):
     folder holding pytorch3d/; no compiled extension is needed for Transform3d).
   * ATEN_CPU_CAPABILITY=avx2 is forced before torch is imported: ATen's antialiased resize
     is auto-vectorised differently per CPU capability (which products are fused into FMAs,
-    see common/preprocess.c), so the fixtures are those of an AVX2 build on any machine.
+    see stages/depth_net/preprocess.c), so the fixtures are those of an AVX2 build on any machine.
   * The point map is synthetic (MoGe is not run): a smooth depth surface back-projected
     through a pinhole camera, NaN in a top band and on a sparse lattice, then MoGe's
     camera-convention flip (-x, -y, z). Every step is a float32 +, *, / so that

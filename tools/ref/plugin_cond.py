@@ -91,7 +91,7 @@ PEAK_BYTES = 4.0e12     # HBM3e bytes/s assumed for the memory floor
 
 def cost_rows(variant, e=2):
     """Per-op (name, calls, FLOP, bytes) of one sam3d-cond forward as implemented in
-    stages/vit/vit.c, stages/cond/model.c and stages/cond/pointmap.c, full size (518 input,
+    stages/vit/vit.c, stages/cond_net/cond.c and stages/cond_net/pointmap.c, full size (518 input,
     DINOv2 ViT-L/14-reg4: T = 1374, C = 1024, MLP 4096, 24 blocks; two B=2 passes: image +
     rgb_image, mask + rgb_image_mask; SS adds PointPatchEmbed on both point maps, B=2). e:
     bytes per GEMM element (2 = fp16, 4 = fp32). Bytes count each op's own reads and writes

@@ -1,8 +1,8 @@
 /*
- * model.c - the condition fuser: load (detect, bind, upload) and forward.
- * See model.h.
+ * cond.c - the condition fuser: load (detect, bind, upload) and forward.
+ * See cond.h.
  */
-#include "model.h"
+#include "cond.h"
 #include "prof.h"
 #include "ops_image.h"
 #include "ops_copy.h"

@@ -1,5 +1,5 @@
 /*
- * model.h - the condition fuser (EmbedderFuser) of SAM 3D Objects, SS and SLAT
+ * cond.h - the condition fuser (EmbedderFuser) of SAM 3D Objects, SS and SLAT
  * variants, built from the checkpoint's `_base_models.condition_embedder.*`.
  *
  * Reference (sam-3d-objects @cf06676, sam3d_objects/model/backbone/dit/embedder/):

@@ -12,7 +12,7 @@
  *   -> head: projects (1x1), 3 x [UV, ConvT 2x2, 3x3 replicate, res blocks],
  *      bilinear to (rh, rw), UV, two output blocks   -> raw (4, rh, rw) F32
  *   -> moge_postprocess (host): bilinear to (H, W), exp remap, mask > 0.5,
- *      focal/shift (common/lmsolve.h), intrinsics, z += shift, camera flip,
+ *      focal/shift (stages/depth_net/lmsolve.h), intrinsics, z += shift, camera flip,
  *      NaN where invalid.
  *
  * Config from the weights: ViT by vit_detect under "backbone.", n_feat from
