@@ -3,9 +3,9 @@
  * then the head in row chunks). See gsdec.h.
  */
 #include "gsdec.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "prof.h"
 #include "stage.h"
 #include "weights.h"
@@ -104,18 +104,13 @@ size_t gsdec_act_bytes(const struct gsdec_model *m, int64_t n)
            (t > h ? t : h);
 }
 
-/* dst[0..numel) host = src (contiguous F32, model device). */
+/* dst[0..numel) host F32 = src (contiguous, model device); nothing when dst is NULL. */
 static void fetch(const struct op_ctx *ctx, float *dst, const struct tensor *src)
 {
     if (!dst)
         return;
-    if (src->device == DEVICE_HOST) {
-        dtype_convert(dst, DTYPE_F32, src->data, src->dtype, (size_t)tensor_numel(src));
-        return;
-    }
-    ASSERT(src->dtype == DTYPE_F32);
-    CUDA_CHECK(cudaMemcpyAsync(dst, src->data, tensor_nbytes(src), cudaMemcpyDeviceToHost,
-                               ctx->stream));
+    struct tensor d = tensor_view(dst, DTYPE_F32, DEVICE_HOST, src->shape, src->ndim);
+    op_download(ctx, &d, src);
 }
 
 static double now_ms(const struct op_ctx *ctx)

@@ -3,9 +3,9 @@
  * window partitions of a voxel set, the forward. See slatdec.h.
  */
 #include "slatdec.h"
-#include "check.h"
 #include "err.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "ops_sparse.h"
 #include "ops_window.h"
 
@@ -98,33 +98,18 @@ int slatdec_bind(struct slatdec_trunk *t, struct weights *w, enum device dev, en
 /* dst (contiguous, trunk device) = the tensor_nbytes(dst) bytes at host src. */
 static void upload(const struct op_ctx *ctx, struct tensor *dst, const void *src)
 {
-    if (dst->device == DEVICE_HOST) {
-        memcpy(dst->data, src, tensor_nbytes(dst));
-        return;
-    }
-    CUDA_CHECK(cudaMemcpyAsync(dst->data, src, tensor_nbytes(dst), cudaMemcpyHostToDevice,
-                               ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));   /* src may be pageable and reused */
+    struct tensor h = tensor_view((void *)src, dst->dtype, DEVICE_HOST, dst->shape, dst->ndim);
+
+    op_upload(ctx, dst, &h);
 }
 
 /* out[0..numel) F32 host = src (contiguous float tensor, trunk device). */
 static void tap(const struct op_ctx *ctx, float *out, const struct tensor *src)
 {
-    size_t n = (size_t)tensor_numel(src);
-
     if (!out)
         return;
-    if (src->device == DEVICE_HOST) {
-        dtype_convert(out, DTYPE_F32, src->data, src->dtype, n);
-        return;
-    }
-    void *tmp = malloc(tensor_nbytes(src) + 1);
-    ASSERT(tmp);
-    CUDA_CHECK(cudaMemcpyAsync(tmp, src->data, tensor_nbytes(src), cudaMemcpyDeviceToHost,
-                               ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    dtype_convert(out, DTYPE_F32, tmp, src->dtype, n);
-    free(tmp);
+    struct tensor o = tensor_view(out, DTYPE_F32, DEVICE_HOST, src->shape, src->ndim);
+    op_download(ctx, &o, src);
 }
 
 // ----------------------------------------------------------------------------
