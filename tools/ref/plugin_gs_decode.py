@@ -49,6 +49,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import compare  # noqa: E402
+from flash_shim import flash_shim, flash_selfcheck  # noqa: E402
 import dump_gs_decoder  # noqa: E402
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
@@ -102,67 +103,7 @@ class DriverMemory:
 
 
 # ----------------------------------------------------------------------------- flash_attn stand-in
-
-def flash_shim(torch, how):
-    """A module-like object with the two flash_attn functions windowed_attn.py calls
-    (:146, :174-176). how = 'varlen': PyTorch's FlashAttention-2 varlen kernel
-    (torch.nn.attention.varlen.varlen_attn, else aten._flash_attention_forward; fp16/bf16);
-    'per-window': F.scaled_dot_product_attention on each window in turn (any dtype; the same
-    softmax per window as the official masked_sdpa, without its N x N mask)."""
-    import types
-    import torch.nn.functional as F
-    name = "per-window F.scaled_dot_product_attention"
-    if how == "varlen":
-        try:
-            from torch.nn.attention.varlen import varlen_attn
-
-            def varlen(q, k, v, cu, mx):
-                return varlen_attn(q, k, v, cu, cu, mx, mx)
-            name = "torch.nn.attention.varlen.varlen_attn"
-        except ImportError:
-            def varlen(q, k, v, cu, mx):
-                return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, mx, mx, 0.0,
-                                                               False, False)[0]
-            name = "torch.ops.aten._flash_attention_forward"
-    else:
-        def varlen(q, k, v, cu, mx):
-            out = torch.empty_like(q)
-            b = cu.tolist()
-            for a, e in zip(b[:-1], b[1:]):
-                qq, kk, vv = (t[a:e].permute(1, 0, 2)[None] for t in (q, k, v))
-                out[a:e] = F.scaled_dot_product_attention(qq, kk, vv)[0].permute(1, 0, 2)
-            return out
-
-    def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen):   # qkv (M, 3, H, C)
-        q, k, v = qkv.unbind(dim=1)
-        return varlen(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens.int(),
-                      int(max_seqlen))
-
-    def flash_attn_qkvpacked_func(qkv):                                  # (B, N, 3, H, C)
-        B, N = qkv.shape[:2]
-        cu = torch.arange(0, (B + 1) * N, N, device=qkv.device, dtype=torch.int32)
-        o = flash_attn_varlen_qkvpacked_func(qkv.reshape(B * N, *qkv.shape[2:]), cu, N)
-        return o.reshape(B, N, *o.shape[1:])
-
-    m = types.SimpleNamespace(flash_attn_varlen_qkvpacked_func=flash_attn_varlen_qkvpacked_func,
-                              flash_attn_qkvpacked_func=flash_attn_qkvpacked_func)
-    return m, name
-
-
-def flash_selfcheck(torch, shim):
-    """The shim on windows of 1, 37 and 130 tokens vs per-window SDPA (fp16): max rel error."""
-    import torch.nn.functional as F
-    g = torch.Generator(device="cuda").manual_seed(0)
-    lens = [1, 37, 130]
-    qkv = torch.randn(sum(lens), 3, 12, 64, device="cuda", dtype=torch.float16, generator=g)
-    cu = torch.tensor([0, 1, 38, 168], device="cuda", dtype=torch.int32)
-    o = shim.flash_attn_varlen_qkvpacked_func(qkv, cu, max(lens))
-    ref = []
-    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        q, k, v = (t.permute(1, 0, 2)[None] for t in qkv[a:b].unbind(1))
-        ref.append(F.scaled_dot_product_attention(q, k, v)[0].permute(1, 0, 2))
-    ref = torch.cat(ref)
-    return float((o.float() - ref.float()).norm() / ref.float().norm())
+# flash_shim(torch, how) and flash_selfcheck(torch, shim): tools/ref/flash_shim.py
 
 
 def use_backend(wa, shim):

@@ -10,7 +10,8 @@ Public API (stable: add, do not rename):
       on sys.path so `import sam3d_objects`, `import moge`, `import dinov2` work offline.
   ref_commit(path) -> str            git HEAD of a checkout ("unknown" if not a git dir).
   seed_all(seed)                     seed python, numpy and torch (CPU + CUDA).
-  realistic_init_(module, seed, ...) deterministic per-parameter random init with magnitudes
+  realistic_init_(module, seed, ..., device="cpu")
+                                     deterministic per-parameter random init with magnitudes
                                      that give non-trivial activations (see the docstring).
   lightning_ckpt(state_dict, prefix, extra=None) -> dict
                                      {'state_dict': {prefix + k: v}} as in the official .ckpt.
@@ -86,16 +87,16 @@ def seed_all(seed):
 # --------------------------------------------------------------------------------------------
 # random init
 
-def _gen(seed, name):
+def _gen(seed, name, device="cpu"):
     """A torch.Generator seeded from (seed, parameter name): the value of a parameter does not
     depend on module construction order or on which other parameters exist."""
-    g = torch.Generator(device="cpu")
+    g = torch.Generator(device=device)
     g.manual_seed((seed * 1000003 + zlib.crc32(name.encode())) % (2 ** 63))
     return g
 
 
 def _trunc_normal(shape, std, g):
-    t = torch.empty(shape, dtype=torch.float32)
+    t = torch.empty(shape, dtype=torch.float32, device=g.device)
     t.normal_(0.0, 1.0, generator=g)
     t.clamp_(-2.0, 2.0)
     return t.mul_(std)
@@ -117,8 +118,12 @@ def _trunc_normal(shape, std, g):
 #  - buffers are left as constructed (image_mean/std etc. are real constants).
 
 def realistic_init_(module, seed, gain=1.0, bias_std=0.02, norm_std=0.1, gamma_range=(0.1, 1.0),
-                    token_std=0.5, overrides=None):
+                    token_std=0.5, overrides=None, device="cpu"):
     """Fill every parameter of `module` in place, deterministically from (seed, name).
+
+    device: where the random numbers are drawn ("cpu": the fixtures' values, the same on every
+    machine; "cuda": the same distributions from CUDA generators, ~100x faster for the
+    full-size benchmark weights, tools/ref/bench_official.py).
 
     overrides: optional dict {name_suffix: callable(shape, generator) -> tensor} applied before
     the default rules (first matching suffix wins). Returns a dict name -> rule used (for the
@@ -138,7 +143,7 @@ def realistic_init_(module, seed, gain=1.0, bias_std=0.02, norm_std=0.1, gamma_r
     rules = {}
     with torch.no_grad():
         for name, p in module.named_parameters():
-            g = _gen(seed, name)
+            g = _gen(seed, name, device)
             shape = tuple(p.shape)
             leaf = name.rsplit(".", 1)[-1]
             t = None
@@ -149,14 +154,14 @@ def realistic_init_(module, seed, gain=1.0, bias_std=0.02, norm_std=0.1, gamma_r
                         break
             if t is None:
                 if name in norm_params and leaf == "weight":
-                    t = 1.0 + norm_std * torch.randn(shape, generator=g)
+                    t = 1.0 + norm_std * torch.randn(shape, generator=g, device=device)
                     rule = f"norm-weight 1+N(0,{norm_std})"
                 elif name in norm_params and leaf == "bias":
-                    t = 0.05 * torch.randn(shape, generator=g)
+                    t = 0.05 * torch.randn(shape, generator=g, device=device)
                     rule = "norm-bias N(0,0.05)"
                 elif leaf == "gamma":
                     lo, hi = gamma_range
-                    t = lo + (hi - lo) * torch.rand(shape, generator=g)
+                    t = lo + (hi - lo) * torch.rand(shape, generator=g, device=device)
                     rule = f"layerscale U({lo},{hi})"
                 elif leaf == "weight" and len(shape) >= 2:
                     if name in convT_params:
@@ -167,16 +172,16 @@ def realistic_init_(module, seed, gain=1.0, bias_std=0.02, norm_std=0.1, gamma_r
                     t = _trunc_normal(shape, std, g)
                     rule = f"trunc_normal std {gain}/sqrt({fan_in})"
                 elif leaf == "weight" and len(shape) == 1:
-                    t = 1.0 + norm_std * torch.randn(shape, generator=g)
+                    t = 1.0 + norm_std * torch.randn(shape, generator=g, device=device)
                     rule = f"1-d weight 1+N(0,{norm_std})"
                 elif leaf == "bias":
-                    t = bias_std * torch.randn(shape, generator=g)
+                    t = bias_std * torch.randn(shape, generator=g, device=device)
                     rule = f"bias N(0,{bias_std})"
                 elif len(shape) == 0:
-                    t = 0.1 * torch.randn((), generator=g)
+                    t = 0.1 * torch.randn((), generator=g, device=device)
                     rule = "scalar N(0,0.1)"
                 else:
-                    t = token_std * torch.randn(shape, generator=g)
+                    t = token_std * torch.randn(shape, generator=g, device=device)
                     rule = f"token N(0,{token_std})"
             p.copy_(t.to(p.dtype))
             rules[name] = rule
