@@ -15,6 +15,7 @@ static const struct {
     {"run",           cmd_run,           "run the pipeline on an image and a mask"},
     {"stage",         cmd_stage,         "re-run one stage on an existing job directory"},
     {"export",        cmd_export,        "write splat.ply, mesh.glb, pose.json, preview.png from artifacts"},
+    {"bench",         cmd_bench,         "time the pipeline per stage, cold and warm"},
     {"inspect",       cmd_inspect,       "list the tensors of a checkpoint"},
     {"check-weights", cmd_check_weights, "bind every stage's weights without running"},
     {"keygen",        cmd_keygen,        "a CURVE key pair for stages served over tcp://"},

@@ -23,6 +23,7 @@
 #include "image.h"
 #include "jobdir.h"
 #include "log.h"
+#include "preset.h"
 #include "progress.h"
 #include "report.h"
 
@@ -47,6 +48,7 @@ struct run_args {
     int                n_param;                  /* sam3d stage --param KEY=VALUE */
     const char        *param[JOB_MAX_SET];
     struct export_opts export;                   /* sam3d run: the export step at its end */
+    const char        *preset;                   /* sam3d run --preset NAME (preset.h) */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -81,6 +83,8 @@ static void usage_run(FILE *f)
         "                       connect instead of starting it; tensors travel inline.\n"
         "                       tcp:// uses CURVE when S3D_CURVE_SERVERKEY holds its key\n"
         "  --precision fp16|fp32\n"
+        "  --preset NAME        default, or fast: both flows in the official shortcut\n"
+        "                       (distillation) mode with 4 steps each, no CFG\n"
         "  --keep-job           keep the job directory (its path is printed)\n"
         "  --stages-dir DIR     where the sam3d-* stage executables are (default: next to sam3d)\n"
         "  --pipeline FILE      pipeline definition (default pipelines/sam3d_objects.pipe)\n"
@@ -270,6 +274,13 @@ int cmd_run(int argc, char **argv)
                 goto out_usage;
         } else if (!strcmp(argv[i], "--placed")) {
             a.export.placed = true;
+        } else if (!strcmp(argv[i], "--preset") && i + 1 < argc) {
+            a.preset = argv[++i];
+            if (!preset_known(a.preset)) {
+                fprintf(stderr, "error: --preset wants one of %s, got '%s'\n", preset_names(),
+                        a.preset);
+                goto out_usage;
+            }
         } else {
             fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
             goto out_usage;
@@ -319,6 +330,8 @@ int cmd_run(int argc, char **argv)
         rc = S3D_EINVAL;
     if (!e)
         goto out_free;
+    if (!rc && a.preset && preset_apply(a.preset, e, j) != 0)
+        rc = S3D_EINVAL;
     log_info("job %s, pipeline %s, stages from %s", j->dir.path, e->pipe_path, e->stages_dir);
     engine_submit(e, j);
     if (rc || engine_check(e, j->first, j->last) != 0 || engine_start(e, j->first, j->last) != 0) {

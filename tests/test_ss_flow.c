@@ -13,7 +13,9 @@
  * 3. The time grid bit for bit (t_seq, step.k.t); the Euler update replayed
  *    with the reference velocities reproduces every stored x and final bit for
  *    bit; then the whole 25-step sampler (44 evaluations) from the fixture's
- *    noise: per-step velocities and the final latents.
+ *    noise: per-step velocities and the final latents. The official shortcut
+ *    (distillation) mode, 4 steps (sampler_shortcut.safetensors: d = 1/4, no
+ *    CFG): grid, per-step velocities and final latents.
  * 4. Bad inputs (missing/mis-shaped condition and latents), wrong checkpoints.
  * 5. GPU (skipped without one): CUDA fp32 and fp16 forward and sampler vs CPU.
  */
@@ -346,6 +348,47 @@ static void test_sampler(struct runner *R, const struct ckpt *S, float **final_o
     *final_out = x.buf;
 }
 
+/* The official shortcut (distillation) sampler: use_stage1_distillation with
+ * 4 steps (d = 1/4 fed as 250, CFG strength 0), from the same noise. */
+static void test_shortcut(struct runner *R)
+{
+    struct ssflow_sampler sp;
+    struct tensor ts, ct;
+    struct ckpt S;
+    struct lat x;
+    char name[96];
+    int bad = 0;
+
+    if (ckpt_open(&S, DIR "/sampler_shortcut.safetensors", 0)) {
+        CHECK(0, "fixture unreadable (tools/ref/dump_ss_flow.py --size tiny --shortcut 4)");
+        return;
+    }
+    ssflow_sampler_defaults(&sp);
+    sp.steps = 4;
+    ssflow_sampler_shortcut(&sp);
+    CHECK(sp.d == 0.25 && sp.cfg == 0.0, "shortcut: d = 1/steps, no CFG");
+    if (ref(&S, "t_seq", &ts)) {
+        CHECK(ts.dtype == DTYPE_F64 && tensor_numel(&ts) == sp.steps + 1);
+        for (int k = 0; k <= sp.steps && k < tensor_numel(&ts); k++)
+            bad += ssflow_time(&sp, k) != ((const double *)ts.data)[k];
+        CHECK(bad == 0, "shortcut time grid bit for bit (%d differ)", bad);
+    }
+    lat_init(&x, &R->m.cfg);
+    struct step_ctx sc = {.S = &S};
+    int ev = -1;
+    if (lat_load(&x, &S, "noise.") && ref(&S, "cond", &ct))
+        ev = ssflow_sample(&R->m, R->c, &R->act, &ct, x.p, &sp, on_step, &sc);
+    printf("shortcut sampler (4 steps, d = 1/4): %d evaluations, %d with CFG; worst per-step "
+           "velocity rel_l2 %.2e\n", ev, sc.n_cfg, sc.worst_v);
+    CHECK(ev == 4 && sc.n_steps == 4 && sc.n_cfg == 0 && sc.worst_v <= 1e-4 && !sc.bad_t);
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        snprintf(name, sizeof(name), "final.%s", ssflow_latent_name[l]);
+        cmp_ref(&S, name, x.t[l].data, 0, tensor_numel(&x.t[l]), NULL);
+    }
+    free(x.buf);
+    ckpt_close(&S);
+}
+
 // ----------------------------------------------------------------------------
 // 4. bad inputs
 
@@ -530,6 +573,7 @@ int main(void)
               g->row[SSF_TSCALE] == 515, "pose rows: rotation, translation, scale, translation_scale");
         test_eval(&R, &E, &vcond);
         test_sampler(&R, &S, &final);
+        test_shortcut(&R);
         test_bad(&R, &E);
         printf("  cpu f32: activation arena peak %.2f MB of %.2f MB\n", R.act.high_water / 1e6,
                R.act.size / 1e6);

@@ -9,7 +9,9 @@
  * noise.<latent> (all five or none, F32, the latents' shapes) replacing our
  * seeded noise (parity runs). Params: steps (25), cfg (7.0), seed (42),
  * rescale_t (3.0), cache_kv (1: project the condition's cross-attention K/V
- * once per request, spec §10.3; 0: in every evaluation, less memory), repeat
+ * once per request, spec §10.3; 0: in every evaluation, less memory),
+ * shortcut (0; 1: the official shortcut/distillation mode, d = 1/steps and no
+ * CFG whatever cfg says: `sam3d run --preset fast` with steps 4), repeat
  * (1: run the sampler that many times from the same noise and log the median;
  * the output is the last run's; with S3D_PROFILE=1 the per-op device time of
  * the warm runs is printed, kernels/prof.h; the noise is drawn inside each
@@ -40,6 +42,9 @@ static const struct stage_param ssf_params[] = {
     {"cache_kv", STAGE_PARAM_FLAG, 1, 0, 1,
      "project the condition's cross-attention K/V once per request (0: in every evaluation, "
      "less memory; the same output)", NULL},
+    {"shortcut", STAGE_PARAM_FLAG, 0, 0, 1,
+     "the official shortcut (distillation) mode: d = 1/steps, no CFG whatever cfg says "
+     "(sam3d run --preset fast: 4 steps)", NULL},
     STAGE_PARAM_REPEAT,
     {NULL},
 };
@@ -108,6 +113,9 @@ static int ssf_run(void *p, struct stage_req *rq)
     sp.rescale_t = stage_get_float(rq, "rescale_t");
     sp.cache_kv = stage_get_flag(rq, "cache_kv");
     f.seed = (uint64_t)stage_get_int(rq, "seed");
+    bool shortcut = stage_get_flag(rq, "shortcut");
+    if (shortcut)                               /* the official distillation mode: no CFG */
+        ssflow_sampler_shortcut(&sp);
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
     const struct tensor *ci = stage_input_opt(rq, "cond_ss");
@@ -134,8 +142,9 @@ static int ssf_run(void *p, struct stage_req *rq)
     struct stage_timing tm;
     if ((rc = stage_repeat(rq, "ss_flow sampler", ssf_sample, &f, &tm)))
         return rc;
-    log_info("ss_flow: %d steps, %d evaluations (noise %s, K/V %s): %s, %.2f ms per evaluation",
-             sp.steps, f.evals, n_noise ? "given" : "seeded",
+    log_info("ss_flow: %d steps%s, %d evaluations (noise %s, K/V %s): %s, %.2f ms per "
+             "evaluation", sp.steps, shortcut ? " (shortcut, d = 1/steps)" : "", f.evals,
+             n_noise ? "given" : "seeded",
              sp.cache_kv ? "cached" : "per evaluation", stage_timing_str(&tm, tms, sizeof(tms)),
              f.evals ? tm.median / f.evals : 0.0);
     return 0;

@@ -32,6 +32,13 @@ void ssflow_sampler_defaults(struct ssflow_sampler *s)
     s->cache_kv = true;
 }
 
+void ssflow_sampler_shortcut(struct ssflow_sampler *s)
+{
+    ASSERT(s->steps >= 1);
+    s->d = 1.0 / (double)s->steps;      /* `d = 1 / steps` in float64 (shortcut/model.py:403) */
+    s->cfg = 0.0;                       /* reverse_fn.strength = 0 */
+}
+
 double ssflow_time(const struct ssflow_sampler *s, int k)
 {
     ASSERT(s->steps >= 1 && k >= 0 && k <= s->steps);

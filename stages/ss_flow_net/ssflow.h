@@ -224,6 +224,12 @@ struct ssflow_sampler {
 /* The pipeline's defaults (spec §2.1): 25 steps, CFG 7 on [0, 500], rescale 3, d 0;
  * and cache_kv on. */
 void   ssflow_sampler_defaults(struct ssflow_sampler *s);
+/* The official shortcut (distillation) mode for s->steps steps, as
+ * InferencePipeline.sample_sparse_structure(use_distillation=True) sets it
+ * (pipeline/inference_pipeline.py:647-650, generator/shortcut/model.py:395-412):
+ * d = 1/steps (fed as d*1000 to the d_embedder) and CFG strength 0 (one pass a
+ * step). Call after setting s->steps. */
+void   ssflow_sampler_shortcut(struct ssflow_sampler *s);
 /* t_k of the grid as the reference computes it in float64 (np.linspace(0, 1,
  * steps+1) = k * (1/steps), last exactly 1, then the rescale), k in [0, steps]. */
 double ssflow_time(const struct ssflow_sampler *s, int k);

@@ -48,7 +48,6 @@ official outputs of each warm run go to --work (official_<kind>.ply, .safetensor
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -76,42 +75,10 @@ def log(msg, t0=[time.time()]):
 # ------------------------------------------------------------------------------ our noise
 
 def our_noise(seed, n):
-    """n N(0,1) floats of our generator (common/rng.h): xoshiro256** seeded by four
-    splitmix64 steps from seed, Box-Muller in double, pairs (cos, sin), float32."""
+    """n N(0,1) float32 values of our generator (tools/ref/s3d_rng.py = common/rng.h)."""
     import numpy as np
-    M = (1 << 64) - 1
-    sm = seed & M
-    st = []
-    for _ in range(4):
-        sm = (sm + 0x9e3779b97f4a7c15) & M
-        z = sm
-        z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M
-        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M
-        st.append(z ^ (z >> 31))
-
-    def rotl(x, k):
-        return ((x << k) | (x >> (64 - k))) & M
-
-    def nxt():
-        r = (rotl((st[1] * 5) & M, 7) * 9) & M
-        t = (st[1] << 17) & M
-        st[2] ^= st[0]
-        st[3] ^= st[1]
-        st[1] ^= st[2]
-        st[0] ^= st[3]
-        st[2] ^= t
-        st[3] = rotl(st[3], 45)
-        return r
-
-    out = np.empty(n, dtype=np.float32)
-    for i in range(0, n, 2):
-        u1 = ((nxt() >> 11) + 1.0) * (1.0 / 9007199254740992.0)
-        u2 = ((nxt() >> 11) + 1.0) * (1.0 / 9007199254740992.0)
-        rad, a = math.sqrt(-2.0 * math.log(u1)), 6.283185307179586476925 * u2
-        out[i] = rad * math.cos(a)
-        if i + 1 < n:
-            out[i + 1] = rad * math.sin(a)
-    return out
+    import s3d_rng
+    return np.frombuffer(s3d_rng.normal_bytes(seed, n), dtype="<f4").copy()
 
 
 @contextlib.contextmanager
@@ -511,7 +478,8 @@ def main(argv=None):
                 refutil.save_tensors(os.path.join(args.work, f"official_{kind}.safetensors"),
                                      outs, dtype=None)
         meta["runs"] = runs
-    meta["driver_peak_mib"] = mem.mib(os.getpid())
+    drv = mem.mib(os.getpid())
+    meta["driver_peak_mib"] = None if drv != drv else drv        # NaN: no nvidia-smi
     meta["resident_bytes"] = (torch.cuda.memory_allocated() if dev.type == "cuda" else 0)
     with open(os.path.join(args.out, "official.json"), "w") as f:
         json.dump(meta, f, indent=1)

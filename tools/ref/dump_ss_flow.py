@@ -18,6 +18,15 @@ OUT/eval.safetensors (one evaluation), OUT/sampler.safetensors (sampler), OUT/me
 under other prefixes (the tiny condition embedder: one ss_generator.ckpt with both, as released;
 merge_ckpt.py), and loads it back from there through the official loader.
 --size full uses the yaml as released (width 1024, 24 blocks, 16^3 latent; needs the GPU).
+
+--shortcut N: instead, the official shortcut (distillation) sampler with N steps
+(run(use_stage1_distillation=True, stage1_inference_steps=N): no_shortcut False -> d = 1/N,
+CFG strength 0; PL/inference_pipeline.py:647-658) on the generator ALREADY in the checkpoint
+(--ckpt-out FILE, or OUT/ss_generator.ckpt; loaded through the official loader, not rewritten),
+the same condition and noise seeds; writes OUT/sampler_shortcut.safetensors only:
+
+  python3 tools/ref/dump_ss_flow.py --size tiny --shortcut 4 --out tests/fixtures/ss_flow_tiny \
+      --ckpt-out tests/fixtures/cond_ss_tiny/ss_generator.ckpt
 """
 import argparse
 import os
@@ -171,7 +180,43 @@ def sampler(args, gen, cond, torch):
                  "steps": len(rec["steps"]), "d": d}
 
 
+def apply_distillation(gen, steps):
+    """sample_sparse_structure(use_distillation=True, inference_steps=steps)
+    (PL/inference_pipeline.py:647-658) after the pipeline overrides."""
+    apply_pipeline_overrides(gen, steps)
+    gen.no_shortcut = False
+    gen.reverse_fn.strength = 0
+    gen.reverse_fn.strength_pm = 0
+
+
+def run_shortcut(args):
+    """--shortcut N: the distillation sampler on the existing checkpoint."""
+    rs.setup_env(args.device)
+    refutil.add_ref_paths(s3d=args.s3d)
+    import torch
+    refutil.seed_all(args.seed)
+    cfg = build_config(args)
+    ckpt = args.ckpt_out or os.path.join(args.out, "ss_generator.ckpt")
+    gen, loader = rs.load_official(rs.instantiate(cfg), ckpt, PREFIX, "state_dict")
+    apply_distillation(gen, args.shortcut)
+    dev = torch.device(args.device)
+    gen = gen.to(dev)
+    cond, cond_src = rs.make_cond(args, gen.reverse_fn.backbone.cond_channels,
+                                  96 if args.size == "tiny" else 7528)
+    with rs.amp_context(args, dev):
+        sm, m2 = sampler(args, gen, cond.to(dev), torch)
+    md = {"steps": str(args.shortcut), "d": repr(m2["d"]), "strength": "0", "loader": loader,
+          "checkpoint": os.path.relpath(ckpt), "cond_source": cond_src,
+          "s3d_commit": refutil.ref_commit(args.s3d), "torch": torch.__version__}
+    path = os.path.join(args.out, "sampler_shortcut.safetensors")
+    refutil.save_tensors(path, sm, metadata=md, dtype=None)
+    print(f"shortcut sampler: {m2['steps']} steps, {m2['n_evals']} evals, d {m2['d']}, CFG on "
+          f"steps {m2['cfg_steps']}; wrote {path}")
+
+
 def run(args):
+    if args.shortcut:
+        return run_shortcut(args)
     rs.setup_env(args.device)
     refutil.add_ref_paths(s3d=args.s3d)
     import torch
@@ -237,6 +282,9 @@ def parse(argv=None):
     ap.add_argument("--ckpt-out", default=None,
                     help="write the generator into this ss_generator.ckpt (other prefixes kept) "
                          "instead of OUT/ss_generator.ckpt")
+    ap.add_argument("--shortcut", type=int, default=0, metavar="N",
+                    help="the official shortcut (distillation) sampler with N steps on the "
+                         "existing checkpoint: OUT/sampler_shortcut.safetensors only")
     ap.add_argument("--time", type=int, default=0,
                     help="also time N more official sampler runs (median ms, torch peak)")
     return ap.parse_args(argv)

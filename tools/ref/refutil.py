@@ -66,8 +66,14 @@ def add_ref_paths(s3d=None, moge=None, dinov2=None, trellis=None, shims=True):
 
 
 def ref_commit(path):
-    """Short git commit of a reference checkout, for provenance in fixture metadata."""
+    """Short git commit of a reference checkout, for provenance in fixture metadata; "unknown"
+    when path is not the top of a git checkout (a copy without .git inside another repository
+    would otherwise report that repository's commit)."""
     try:
+        top = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        if not top or os.path.realpath(top) != os.path.realpath(path):
+            return "unknown"
         out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"
