@@ -405,7 +405,7 @@ def run_once(args, torch, M, rgba, pre, kind):
                      "vertices": int(mo["vertices"].shape[0]), "faces": int(mo["faces"].shape[0]),
                      "pointmap_scale": [float(v) for v in pscale.flatten()[:1]],
                      "cond_ss_tokens": int(cond_ss.shape[1]), "cond_slat_tokens": int(cond_slat.shape[1])}
-    out.update(coords=coords.cpu(), **{f"gs.{k}": v for k, v in arrays.items()},
+    out.update(coords=coords.cpu(), coords_original=coords0.cpu(), **{f"gs.{k}": v for k, v in arrays.items()},
                **{f"mesh.{k}": v for k, v in mo.items()})
     return res, out
 

@@ -17,8 +17,8 @@ time, the cold run's wall and load time, the device memory the driver counted fo
 process; totals: cold = process start + run 1, warm = run 2. Official: per stage the warm run
 (CUDA-synchronised; 'depth' includes its preprocessing, as our depth stage does), the cold
 total = loading + run 1, torch's peak and the process's driver peak. Output differences
-(fast vs default, and ours vs the official run when --official-work holds its arrays): voxel
-sets (IoU), Gaussian centres and mesh vertices (symmetric mean nearest-neighbour distance in
+(fast vs default, and ours vs the official run when --official-work holds its arrays): the
+occupied voxels before and after the prune/downsample (IoU), Gaussian centres and mesh vertices (symmetric mean nearest-neighbour distance in
 object units, the object box being 1), counts.
 Writes OUT.md (the tables) and OUT.json; prints the tables.
 """
@@ -58,6 +58,11 @@ def ours_runs(folder):
         runs.append({"status": rep["status"], "wall_ms": rep["wall_ms"], "dir": r["dir"],
                      "stages": {s["name"]: s for s in rep["stages"]}})
     return b, runs
+
+
+def done_ms(run, stage):
+    s = run["stages"].get(stage, {})
+    return s["wall_ms"] if s.get("state") == "done" else None
 
 
 def artifacts(folder, run):
@@ -104,6 +109,9 @@ def voxel_iou(c1, c2):
 def output_diff(a, b):
     """a, b: {'coords', 'xyz', 'vertices'} numpy arrays (missing keys skipped)."""
     d = {}
+    if "coords_original" in a and "coords_original" in b:     # before prune and downsample
+        d["occupied"] = [int(len(a["coords_original"])), int(len(b["coords_original"]))]
+        d["occupied_iou"] = round(voxel_iou(a["coords_original"], b["coords_original"]), 4)
     if "coords" in a and "coords" in b:
         d["voxels"] = [int(len(a["coords"])), int(len(b["coords"]))]
         d["voxel_iou"] = round(voxel_iou(a["coords"], b["coords"]), 4)
@@ -119,9 +127,9 @@ def output_diff(a, b):
 def our_outputs(folder, run):
     art = artifacts(folder, run)
     out = {}
-    t = tensors(os.path.join(art, "ss_decode.safetensors"), ["coords"])
+    t = tensors(os.path.join(art, "ss_decode.safetensors"), ["coords", "coords_original"])
     if t:
-        out["coords"] = t["coords"].numpy()
+        out.update({k: v.numpy() for k, v in t.items()})
     t = tensors(os.path.join(art, "gs_decode.safetensors"), ["xyz"])
     if t:
         out["xyz"] = t["xyz"].float().numpy()
@@ -135,8 +143,9 @@ def official_outputs(work, kind):
     t = tensors(os.path.join(work, f"official_{kind}.safetensors"))
     if not t:
         return {}
-    return {"coords": t["coords"].numpy(), "xyz": t["gs.xyz"].float().numpy(),
-            "vertices": t["mesh.vertices"].float().numpy()}
+    names = {"coords": "coords", "coords_original": "coords_original", "xyz": "gs.xyz",
+             "vertices": "mesh.vertices"}
+    return {k: t[n].numpy() for k, n in names.items() if n in t}
 
 
 # ------------------------------------------------------------------------------ tables
@@ -302,8 +311,7 @@ def main(argv=None):
         fw = fr[1] if len(fr) > 1 else fr[0]
         fast = {"ours_warm_s": fw["wall_ms"] / 1e3,
                 "ours_cold_s": (fb.get("start_ms", 0) + fr[0]["wall_ms"]) / 1e3,
-                "ss_flow_ms": fw["stages"].get("ss_flow", {}).get("wall_ms"),
-                "slat_flow_ms": fw["stages"].get("slat_flow", {}).get("wall_ms")}
+                "ss_flow_ms": done_ms(fw, "ss_flow"), "slat_flow_ms": done_ms(fw, "slat_flow")}
         ofast = [r for r in (official or {}).get("runs", []) if r["kind"] == "fast"]
         if ofast:
             fast["official_s"] = ofast[0]["total_s"] - ofast[0]["stages"].get("export", {}).get(
