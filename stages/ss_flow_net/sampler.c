@@ -29,7 +29,7 @@ void ssflow_sampler_defaults(struct ssflow_sampler *s)
     s->cfg_hi = 500.0;
     s->rescale_t = 3.0;
     s->d = 0.0;
-    s->cache_kv = true;
+    s->cache_kv = false;
 }
 
 void ssflow_sampler_shortcut(struct ssflow_sampler *s)

@@ -222,7 +222,8 @@ struct ssflow_sampler {
 };
 
 /* The pipeline's defaults (spec §2.1): 25 steps, CFG 7 on [0, 500], rescale 3, d 0;
- * and cache_kv on. */
+ * and cache_kv off (the cache is 1.48 GB at full size for ~3% of the sampler's time:
+ * issue 16's 3 GiB per stage needs it off; docs/performance.md "ss_flow"). */
 void   ssflow_sampler_defaults(struct ssflow_sampler *s);
 /* The official shortcut (distillation) mode for s->steps steps, as
  * InferencePipeline.sample_sparse_structure(use_distillation=True) sets it
