@@ -85,6 +85,19 @@ void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor
 void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                     const struct tensor *w, const struct tensor *b, bool accumulate);
 
+/* y = gelu_tanh(x @ w^T + b): the Linear -> GELU(approximate="tanh") of the
+ * DiT and SLAT decoder MLPs in one pass. Operands as op_linear (b may be NULL,
+ * no accumulate). The GELU is applied to the fp32 sum, which is rounded to y's
+ * dtype once (the unfused pair rounds the Linear's output first: for F16/BF16
+ * y the results differ by about one rounding, for F32 they are the same).
+ * CUDA: the cuBLASLt GELU_BIAS / GELU epilogue (its GELU is the tanh form);
+ * where cuBLASLt offers no such kernel, or the bias dtype is not y's, or
+ * S3D_GEMM_EPILOGUE=0, op_linear then op_act (the unfused pair). */
+void op_linear_gelu_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                        const struct tensor *b);
+void op_linear_gelu_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                         const struct tensor *w, const struct tensor *b);
+
 // ----------------------------------------------------------------------------
 // norms
 
@@ -120,6 +133,9 @@ enum op_act {
     OP_ACT_GELU_TANH,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GELU(approximate="tanh") */
     OP_ACT_SILU,        /* x / (1 + exp(-x)): nn.SiLU() */
 };
+
+/* act(v) in fp32, the scalar the CPU ops use (act.c). */
+float op_act_f32(float v, enum op_act act);
 
 /* y = act(x). x, y contiguous, same numel, any float dtypes. */
 void op_act_cpu(struct tensor *y, const struct tensor *x, enum op_act act);
@@ -246,6 +262,16 @@ static inline void op_linear(const struct op_ctx *ctx, struct tensor *y, const s
         op_linear_cuda(ctx, y, x, w, b, accumulate);
     else
         op_linear_cpu(y, x, w, b, accumulate);
+}
+
+static inline void op_linear_gelu(const struct op_ctx *ctx, struct tensor *y,
+                                  const struct tensor *x, const struct tensor *w,
+                                  const struct tensor *b)
+{
+    if (y->device == DEVICE_CUDA)
+        op_linear_gelu_cuda(ctx, y, x, w, b);
+    else
+        op_linear_gelu_cpu(y, x, w, b);
 }
 
 static inline void op_layernorm(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,

@@ -6,6 +6,11 @@
  * inputs must match exactly. GPU part: op_linear_cuda against op_linear_cpu
  * over a shape table (1, odd sizes, the DINOv2 MLP shapes), guard bytes after
  * every output, NaN/Inf counted by compare_f32.
+ * op_linear_gelu (Linear then GELU tanh, one rounding): CPU against a double
+ * loop and, for F32, bit for bit against op_linear_cpu + op_act_cpu; GPU
+ * (the cuBLASLt GELU_BIAS epilogue, and the unfused fall-back when the bias
+ * dtype is not y's) against the CPU at the MLP shapes of the flows and the
+ * SLAT decoders.
  */
 #include "harness.h"
 #include "log.h"
@@ -24,6 +29,14 @@ static const struct op_tol TOL[] = {
     {DTYPE_BF16, 2e-2, 1e-2, -1, "one bf16 rounding (2^-8 rel), can flip at a tie: one bf16 ulp"},
 };
 #define NTOL (sizeof(TOL) / sizeof(TOL[0]))
+/* op_linear_gelu, CUDA vs CPU: the GEMM's order differences as above, plus cuBLASLt's
+ * epilogue may evaluate tanh with the hardware approximation (about 2^-11 relative). */
+static const struct op_tol TOL_GELU[] = {
+    {DTYPE_F32,  2e-3, 2e-3, -1, "fp32 order + an approximate tanh in the epilogue (2^-11)"},
+    {DTYPE_F16,  3e-3, 3e-3, -1, "one f16 rounding + the approximate tanh"},
+    {DTYPE_BF16, 2e-2, 1e-2, -1, "one bf16 rounding (2^-8 rel)"},
+};
+#define NTOL_GELU (sizeof(TOL_GELU) / sizeof(TOL_GELU[0]))
 
 struct gcase {
     int64_t     M, N, K;
@@ -149,6 +162,142 @@ static void test_cpu(void)
     }
 }
 
+static double gelu_tanh_d(double v)
+{
+    return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+}
+
+/* op_linear_gelu_cpu on host copies of d into out (M*N floats); checks the guard. */
+static void run_cpu_gelu(const struct gcase *c, const struct gdata *d, float *out)
+{
+    struct tensor x = ot_host(c->in, SHAPE(c->M, c->K), d->x);
+    struct tensor w = ot_host(c->in, SHAPE(c->N, c->K), d->w);
+    struct tensor b = ot_host(c->in, SHAPE(c->N), d->b);
+    struct tensor y = ot_host(c->out, SHAPE(c->M, c->N), NULL);
+
+    op_linear_gelu_cpu(&y, &x, &w, c->bias ? &b : NULL);
+    CHECK(ot_guard_ok(&y), "cpu gelu guard after y");
+    ot_to_f32(&y, out);
+    ot_free(&x);
+    ot_free(&w);
+    ot_free(&b);
+    ot_free(&y);
+}
+
+static void test_cpu_gelu(void)
+{
+    static const struct gcase shapes[] = {
+        {1, 1, 1, 0, 0, 0, 0, 0}, {5, 9, 13, 0, 0, 0, 0, 0}, {70, 33, 130, 0, 0, 0, 0, 0},
+    };
+    static const enum dtype pairs[][2] = {
+        {DTYPE_F32, DTYPE_F32}, {DTYPE_F16, DTYPE_F16}, {DTYPE_BF16, DTYPE_BF16},
+        {DTYPE_F16, DTYPE_F32},
+    };
+    char label[160];
+    int  k = 0;
+
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        for (size_t p = 0; p < sizeof(pairs) / sizeof(pairs[0]); p++) {
+            for (int v = 0; v < 2; v++, k++) {
+                struct gcase c = shapes[s];
+                struct gdata d;
+                size_t n = (size_t)(c.M * c.N);
+
+                c.in = pairs[p][0];
+                c.out = pairs[p][1];
+                c.bias = v;
+                gdata_make(&d, &c, 5000 + (uint64_t)k);
+                float *out = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
+                run_cpu_gelu(&c, &d, out);
+                for (int64_t i = 0; i < c.M; i++) {
+                    for (int64_t j = 0; j < c.N; j++) {
+                        double acc = c.bias ? d.b[j] : 0.0;
+                        for (int64_t q = 0; q < c.K; q++)
+                            acc += (double)d.x[i * c.K + q] * d.w[j * c.K + q];
+                        ref[i * c.N + j] = (float)gelu_tanh_d(acc);
+                    }
+                }
+                ot_round(ref, n, c.out);
+                case_label(label, sizeof(label), "gelu cpu~naive", &c);
+                ot_report(label, out, ref, n, TOL, NTOL, c.out);
+                if (c.out == DTYPE_F32) {           /* fp32: the unfused pair, bit for bit */
+                    struct tensor x = ot_host(c.in, SHAPE(c.M, c.K), d.x);
+                    struct tensor w = ot_host(c.in, SHAPE(c.N, c.K), d.w);
+                    struct tensor b = ot_host(c.in, SHAPE(c.N), d.b);
+                    struct tensor y = ot_host(c.out, SHAPE(c.M, c.N), NULL);
+                    op_linear_cpu(&y, &x, &w, c.bias ? &b : NULL, false);
+                    op_act_cpu(&y, &y, OP_ACT_GELU_TANH);
+                    ot_to_f32(&y, ref);
+                    case_label(label, sizeof(label), "gelu cpu==linear+act", &c);
+                    report_cmp(label, compare_f32(out, ref, n, 0, 0, -1));
+                    ot_free(&x);
+                    ot_free(&w);
+                    ot_free(&b);
+                    ot_free(&y);
+                }
+                free(out);
+                free(ref);
+                gdata_free(&d);
+            }
+        }
+    }
+}
+
+static void test_gpu_gelu(void)
+{
+    static const struct gcase cases[] = {
+        /*  M     N     K    in          out         bias acc int */
+        {1,    1,    1,    DTYPE_F32,  DTYPE_F32,  1, 0, 0},
+        {7,    13,   5,    DTYPE_F16,  DTYPE_F16,  0, 0, 0},   /* GELU epilogue, no bias */
+        {33,   17,   31,   DTYPE_F32,  DTYPE_F32,  1, 0, 0},
+        {100,  257,  129,  DTYPE_F16,  DTYPE_F32,  1, 0, 0},   /* f16 bias, f32 out: unfused */
+        {100,  257,  129,  DTYPE_BF16, DTYPE_BF16, 1, 0, 0},
+        /* the MLPs' N and K with fewer rows (the CPU reference is the slow side) */
+        {1100, 4096, 1024, DTYPE_F16,  DTYPE_F16,  1, 0, 0},   /* SS / SLAT flow fc1 */
+        {1500, 3072, 768,  DTYPE_F16,  DTYPE_F16,  1, 0, 0},   /* SLAT decoder fc1 */
+        {777,  4096, 1024, DTYPE_F32,  DTYPE_F32,  1, 0, 0},   /* --precision fp32 */
+    };
+    struct arena  a;
+    struct op_ctx ctx;
+    char          label[160];
+
+    if (!ot_gpu_begin(&a, &ctx, (size_t)1 << 30)) {
+        CHECK(0, "GPU set-up failed");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct gcase *c = &cases[i];
+        struct gdata d;
+        size_t mark = arena_mark(&a), n = (size_t)(c->M * c->N);
+
+        gdata_make(&d, c, 91 + i);
+        struct tensor hx = ot_host(c->in, SHAPE(c->M, c->K), d.x);
+        struct tensor hw = ot_host(c->in, SHAPE(c->N, c->K), d.w);
+        struct tensor hb = ot_host(c->in, SHAPE(c->N), d.b);
+        struct tensor hy = ot_host(c->out, SHAPE(c->M, c->N), NULL);
+        struct tensor x = ot_dev(&a, &hx), w = ot_dev(&a, &hw), b = ot_dev(&a, &hb);
+        struct tensor y = ot_dev(&a, &hy);
+
+        op_linear_gelu_cuda(&ctx, &y, &x, &w, c->bias ? &b : NULL);
+        op_ctx_synchronize(&ctx);
+        float *out = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
+        ot_to_f32(&y, out);
+        run_cpu_gelu(c, &d, ref);
+        case_label(label, sizeof(label), "gelu cuda~cpu", c);
+        ot_report(label, out, ref, n, TOL_GELU, NTOL_GELU, c->out);
+        CHECK(ot_guard_ok(&y), "%s: guard after y", label);
+        free(out);
+        free(ref);
+        ot_free(&hx);
+        ot_free(&hw);
+        ot_free(&hb);
+        ot_free(&hy);
+        gdata_free(&d);
+        arena_release(&a, mark);
+    }
+    ot_gpu_end(&a, &ctx);
+}
+
 static void test_gpu(void)
 {
     static const struct gcase cases[] = {
@@ -220,8 +369,11 @@ int main(void)
 {
     log_init("test_op_gemm");
     ot_print_tols(TOL, NTOL);
+    ot_print_tols(TOL_GELU, NTOL_GELU);
     test_cpu();
+    test_cpu_gelu();
     ot_skip_without_gpu("test_op_gemm");
     test_gpu();
+    test_gpu_gelu();
     return harness_done("test_op_gemm");
 }

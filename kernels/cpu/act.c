@@ -10,8 +10,7 @@
 
 #define CHUNK 1024
 
-/* act(v) in fp32. */
-static float act_f32(float v, enum op_act act)
+float op_act_f32(float v, enum op_act act)
 {
     switch (act) {
     case OP_ACT_GELU_ERF:
@@ -44,7 +43,7 @@ void op_act_cpu(struct tensor *y, const struct tensor *x, enum op_act act)
 
         dtype_convert(buf, DTYPE_F32, (const char *)x->data + (size_t)i0 * xs, x->dtype, m);
         for (size_t i = 0; i < m; i++)
-            buf[i] = act_f32(buf[i], act);
+            buf[i] = op_act_f32(buf[i], act);
         dtype_convert((char *)y->data + (size_t)i0 * ys, y->dtype, buf, DTYPE_F32, m);
     }
 }

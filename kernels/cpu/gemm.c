@@ -1,5 +1,6 @@
 /*
- * gemm.c - CPU reference for op_linear (torch.nn.functional.linear). See ops.h.
+ * gemm.c - CPU reference for op_linear (torch.nn.functional.linear) and
+ * op_linear_gelu (Linear then GELU tanh, one rounding). See ops.h.
  *
  * y(M, N) = x(M, K) @ w(N, K)^T (+ b) (+ y). Both operands are read along K,
  * so every output is a dot product of two contiguous rows. The loop converts
@@ -50,8 +51,10 @@ static void tile_4x4(float c[4][4], const float *a, const float *b, int mi, int 
     c[3][0] = s30; c[3][1] = s31; c[3][2] = s32; c[3][3] = s33;
 }
 
-void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
-                   const struct tensor *b, bool accumulate)
+/* op_linear_cpu, with gelu_tanh applied to each fp32 result before it is
+ * rounded to y's dtype when gelu. */
+static void linear(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                   const struct tensor *b, bool accumulate, bool gelu)
 {
     int64_t M, N, K;
 
@@ -94,6 +97,8 @@ void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor
                             /* torch adds the bias to the product, then the residual */
                             float v = c[r][s] + bias[n0 + j + s];
                             out[s] = accumulate ? out[s] + v : v;
+                            if (gelu)
+                                out[s] = op_act_f32(out[s], OP_ACT_GELU_TANH);
                         }
                     }
                 }
@@ -102,4 +107,16 @@ void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor
         dtype_convert(yrows, y->dtype, row, DTYPE_F32, (size_t)(mn * N));
     }
     free(xp);
+}
+
+void op_linear_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                   const struct tensor *b, bool accumulate)
+{
+    linear(y, x, w, b, accumulate, false);
+}
+
+void op_linear_gelu_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                        const struct tensor *b)
+{
+    linear(y, x, w, b, false, true);
 }

@@ -8,6 +8,10 @@
  * cuBLASLt epilogue when its dtype equals y's (cuBLASLt's default bias type),
  * else a separate op_add_bias. The chosen algorithm is cached per problem
  * (shape, dtypes, epilogue, beta, pointer alignments) in the op context.
+ * op_linear_gelu_cuda: the same with the GELU_BIAS (or GELU) epilogue, whose
+ * GELU is the tanh form; without such a kernel, with a bias of another dtype
+ * than y or with S3D_GEMM_EPILOGUE=0 (to measure the difference), the GEMM
+ * and then op_act_cuda.
  */
 #include "common.cuh"
 
@@ -19,6 +23,7 @@ struct gemm_key {
     int64_t  M, N, K;
     int      xt, yt;          /* enum dtype of x/w and y */
     int      bias, beta;      /* fused bias epilogue, accumulate */
+    int      gelu;            /* GELU epilogue */
     uint32_t align[4];        /* A, B, C, bias alignment in bytes */
     size_t   ws;              /* workspace bytes offered */
 };
@@ -104,16 +109,13 @@ static void cache_put(struct op_gemm *g, const struct gemm_key *k, const cublasL
     pthread_mutex_unlock(&g->lock);
 }
 
-void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                    const struct tensor *w, const struct tensor *b, bool accumulate)
+/* The GEMM through cuBLASLt, the bias fused when its dtype is y's, with the
+ * GELU epilogue when gelu (then b is NULL or of y's dtype). Returns false,
+ * having queued nothing, only when gelu and cuBLASLt has no kernel for it. */
+static bool lt_linear(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                      const struct tensor *w, const struct tensor *b, bool accumulate,
+                      bool gelu, int64_t M, int64_t N, int64_t K)
 {
-    int64_t M, N, K;
-
-    op_check_linear(y, x, w, b, DEVICE_CUDA, &M, &N, &K);
-    if (M == 0 || N == 0)
-        return;
-    ASSERT(K > 0);
-
     bool fuse_bias = b && b->dtype == y->dtype;
     struct gemm_key key;
     memset(&key, 0, sizeof(key));   /* padding too: the key is compared with memcmp */
@@ -124,6 +126,7 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
     key.yt = y->dtype;
     key.bias = fuse_bias;
     key.beta = accumulate;
+    key.gelu = gelu;
     key.align[0] = ptr_align(w->data);
     key.align[1] = ptr_align(x->data);
     key.align[2] = ptr_align(y->data);
@@ -138,12 +141,15 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (fuse_bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (fuse_bias || gelu) {
+        cublasLtEpilogue_t epi = !gelu ? CUBLASLT_EPILOGUE_BIAS
+                                       : fuse_bias ? CUBLASLT_EPILOGUE_GELU_BIAS
+                                                   : CUBLASLT_EPILOGUE_GELU;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                     sizeof(epi)));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                    &b->data, sizeof(b->data)));
+        if (fuse_bias)
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &b->data, sizeof(b->data)));
     }
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, xt, (uint64_t)K, (uint64_t)N, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, xt, (uint64_t)K, (uint64_t)M, K));
@@ -167,9 +173,17 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align[2], sizeof(uint32_t)));
         CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align[2], sizeof(uint32_t)));
-        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &res,
-                                                    &nres));
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1,
+                                                           &res, &nres);
         CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        if (gelu && (st != CUBLAS_STATUS_SUCCESS || nres < 1)) {
+            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
+            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+            CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+            return false;                   /* the caller runs the unfused pair */
+        }
+        CUBLAS_CHECK(st);
         if (nres < 1)
             s3d_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", "no algorithm",
                       "cuBLASLt found no kernel for this GEMM");
@@ -185,8 +199,49 @@ void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct ten
     CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
     CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
     CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
-    op_done(ctx, "linear");
+    op_done(ctx, gelu ? "linear_gelu" : "linear");
 
     if (b && !fuse_bias)
         op_add_bias_cuda(ctx, y, y, b);
+    return true;
+}
+
+void op_linear_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                    const struct tensor *w, const struct tensor *b, bool accumulate)
+{
+    int64_t M, N, K;
+
+    op_check_linear(y, x, w, b, DEVICE_CUDA, &M, &N, &K);
+    if (M == 0 || N == 0)
+        return;
+    ASSERT(K > 0);
+    lt_linear(ctx, y, x, w, b, accumulate, false, M, N, K);
+}
+
+/* S3D_GEMM_EPILOGUE=0 turns the GELU epilogue off (read once). */
+static bool epilogue_on(void)
+{
+    static int on = -1;
+
+    if (on < 0) {
+        const char *e = getenv("S3D_GEMM_EPILOGUE");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+void op_linear_gelu_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                         const struct tensor *w, const struct tensor *b)
+{
+    int64_t M, N, K;
+
+    op_check_linear(y, x, w, b, DEVICE_CUDA, &M, &N, &K);
+    if (M == 0 || N == 0)
+        return;
+    ASSERT(K > 0);
+    if (epilogue_on() && (!b || b->dtype == y->dtype) &&
+        lt_linear(ctx, y, x, w, b, false, true, M, N, K))
+        return;
+    lt_linear(ctx, y, x, w, b, false, false, M, N, K);
+    op_act_cuda(ctx, y, y, OP_ACT_GELU_TANH);
 }

@@ -271,8 +271,7 @@ static void mlp_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
         struct tensor xc = tensor_slice(x, 0, r0, n);
 
         op_layernorm(ctx, &h, &xc, NULL, NULL, SLD_EPS);
-        op_linear(ctx, &f, &h, &B->fc1_w, &B->fc1_b, false);
-        op_act(ctx, &f, &f, OP_ACT_GELU_TANH);
+        op_linear_gelu(ctx, &f, &h, &B->fc1_w, &B->fc1_b);     /* GELU in fc1's epilogue */
         if (tp && tp->mlp) {
             op_linear(ctx, &h, &f, &B->fc2_w, &B->fc2_b, false);   /* h dead after fc1 */
             tap(ctx, tp->mlp + r0 * C, &h);

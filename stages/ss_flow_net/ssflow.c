@@ -570,8 +570,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
         struct tensor fk = rows(&s->f, r0[k], nr[k]);
         struct tensor pk = rows(&s->p, r0[k], nr[k]);
-        op_linear(ctx, &fk, &hk, &W->fc1_w, &W->fc1_b, false);
-        op_act(ctx, &fk, &fk, OP_ACT_GELU_TANH);
+        op_linear_gelu(ctx, &fk, &hk, &W->fc1_w, &W->fc1_b);   /* GELU in fc1's epilogue */
         op_linear(ctx, &pk, &fk, &W->fc2_w, &W->fc2_b, false);
     }
     if (tp)
