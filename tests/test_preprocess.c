@@ -8,7 +8,9 @@
  *                                                 example images at 518 (needs ../shared/examples
  *                                                 or $S3D_EXAMPLES; skipped with a note otherwise)
  * plus unit checks of nanmedian, the bounding box rules, resampling identities
- * and the error paths.
+ * and the error paths. On the whole images also: prep_run_hwc (the point map
+ * read as (H, W, 3)) and prep_run on one thread (S3D_THREADS=1) give the same
+ * bytes as the multi-threaded prep_run.
  */
 #include "ckpt.h"
 #include "err.h"
@@ -190,6 +192,50 @@ static void hex_to_floats(const char *hex, float *v)
     memcpy(v, b, 4);
 }
 
+/* a and b hold the same bytes in every output, box and statistic. */
+static bool prep_same(const struct prep_out *a, const struct prep_out *b)
+{
+    size_t ss = (size_t)a->size * a->size;
+    const float *x[6] = {a->image, a->mask, a->rgb_image, a->rgb_image_mask, a->pointmap,
+                         a->rgb_pointmap};
+    const float *y[6] = {b->image, b->mask, b->rgb_image, b->rgb_image_mask, b->pointmap,
+                         b->rgb_pointmap};
+    size_t ns[6] = {3 * ss, ss, 3 * ss, ss, 3 * ss, 3 * ss};
+
+    if (a->size != b->size || memcmp(a->bbox, b->bbox, sizeof(a->bbox)) ||
+        memcmp(a->pointmap_scale, b->pointmap_scale, sizeof(a->pointmap_scale)) ||
+        memcmp(a->pointmap_shift, b->pointmap_shift, sizeof(a->pointmap_shift)))
+        return false;
+    for (int k = 0; k < 6; k++)
+        if ((x[k] == NULL) != (y[k] == NULL) || (x[k] && memcmp(x[k], y[k], ns[k] * 4)))
+            return false;
+    return true;
+}
+
+/* The (H, W, 3) point map reader and one thread against o. */
+static void check_variants(const char *name, const struct image *rgb, const struct image *mask,
+                           const float *pm, const struct prep_out *o)
+{
+    size_t n = (size_t)rgb->h * rgb->w;
+    float *hwc = malloc(sizeof(float) * 3 * n);
+    struct prep_out v;
+
+    ASSERT(hwc);
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++)
+            hwc[3 * i + c] = pm[c * n + i];
+    CHECK(prep_run_hwc(rgb, mask, hwc, PREP_SIZE, &v) == 0 && prep_same(o, &v),
+          "%s: prep_run_hwc = prep_run", name);
+    prep_out_free(&v);
+    free(hwc);
+    setenv("S3D_THREADS", "1", 1);
+    CHECK(prep_run(rgb, mask, pm, PREP_SIZE, &v) == 0 && prep_same(o, &v),
+          "%s: one thread = all cores", name);
+    unsetenv("S3D_THREADS");
+    prep_out_free(&v);
+    printf("  prep_run_hwc and one thread: the same bytes\n");
+}
+
 static void test_full(void)
 {
     const char *dir = getenv("S3D_EXAMPLES") ? getenv("S3D_EXAMPLES") : "../shared/examples";
@@ -254,6 +300,7 @@ static void test_full(void)
             }
             printf("  scale %.7g shift %.7g %.7g %.7g\n", o.pointmap_scale[0],
                    o.pointmap_shift[0], o.pointmap_shift[1], o.pointmap_shift[2]);
+            check_variants(name, &rgb, &mask, pm, &o);
         } else {
             CHECK(0, "%s: prep_run failed", name);
         }

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "ops_copy.h"
 #include "depth_net/preprocess.h"
+#include "par.h"
 #include "stage.h"
 
 #include <stdlib.h>
@@ -106,6 +107,23 @@ static int moge_pass_run(void *user, int k)
     return 0;
 }
 
+/* (H, W, 3) U8 -> (3, H, W), pixels [q0, q1). */
+struct to_chw {
+    const uint8_t *hwc;
+    uint8_t       *chw;
+    size_t         HW;
+};
+
+static void to_chw_run(void *arg, int k, int64_t q0, int64_t q1)
+{
+    const struct to_chw *t = arg;
+
+    (void)k;
+    for (int64_t q = q0; q < q1; q++)
+        for (int c = 0; c < 3; c++)
+            t->chw[(size_t)c * t->HW + q] = t->hwc[3 * q + c];
+}
+
 /* MoGe on rgb (H, W, 3) U8 into points/valid (H, W, 3)/(H, W) and r's scalars. */
 static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct image *rgb,
                     int num_tokens, struct moge_result *r)
@@ -129,9 +147,8 @@ static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct im
         rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory for a %dx%d image", W, H);
         goto out;
     }
-    for (size_t q = 0; q < HW; q++)                       /* (H, W, 3) -> (3, H, W) */
-        for (int c = 0; c < 3; c++)
-            chw[(size_t)c * HW + q] = rgb->data[3 * q + c];
+    struct to_chw tc = {rgb->data, chw, HW};
+    par_for((int64_t)HW, (int64_t)1 << 18, 0, to_chw_run, &tc);   /* over the cores */
     struct tensor img = arena_tensor(&rt->act, DTYPE_U8, SHAPE(3, H, W));
     struct tensor hi = tensor_view(chw, DTYPE_U8, DEVICE_HOST, SHAPE(3, H, W));
     op_upload(rt->op, &img, &hi);
@@ -161,7 +178,6 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     char ipath[4096], mpath[4096];
     struct image rgb = {0}, mask = {0};
     struct prep_out po;
-    float *pm3 = NULL;
     int rc;
 
     memset(&po, 0, sizeof(po));
@@ -181,7 +197,6 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     }
 
     int H = rgb.h, W = rgb.w, S = PREP_SIZE;
-    size_t HW = (size_t)H * W;
     struct tensor *points = stage_output(rq, "points", DTYPE_F32, SHAPE(H, W, 3));
     struct tensor *valid = points ? stage_output(rq, "valid", DTYPE_U8, SHAPE(H, W)) : NULL;
     if (!valid) {
@@ -192,17 +207,9 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     if ((rc = run_moge(s, rq, &rgb, (int)nt, &r)))
         goto out;
 
-    /* the SS preprocessor on the flipped, NaN-invalid point map as (3, H, W) */
+    /* the SS preprocessor on the flipped, NaN-invalid point map, read in place */
     double t0 = stage_now_ms();
-    pm3 = malloc(sizeof(float) * 3 * HW);
-    if (!pm3) {
-        rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory");
-        goto out;
-    }
-    for (size_t q = 0; q < HW; q++)
-        for (int c = 0; c < 3; c++)
-            pm3[(size_t)c * HW + q] = r.pointmap[3 * q + c];
-    if ((rc = prep_run(&rgb, &mask, pm3, S, &po))) {
+    if ((rc = prep_run_hwc(&rgb, &mask, r.pointmap, S, &po))) {
         stage_fail(rq, rc, "depth: preprocessing of '%s' with mask '%s' failed (%s; see the "
                    "log)", ipath, mpath, s3d_strerror(rc));
         goto out;
@@ -235,7 +242,6 @@ static int depth_stage_run(void *p, struct stage_req *rq)
              po.bbox[3], po.pointmap_scale[0], po.pointmap_shift[0], po.pointmap_shift[1],
              po.pointmap_shift[2]);
 out:
-    free(pm3);
     prep_out_free(&po);
     image_free(&mask);
     image_free(&rgb);

@@ -13,19 +13,16 @@
 
 #include "lmsolve.h"
 #include "log.h"
+#include "par.h"
 
 #include <math.h>
 #include <stdbool.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#define MOGE_POST_THREADS 16
 
 /* Rows [i0, i1) of the full-resolution pass: bilinear (same nesting as
  * op_resize_cpu), exp remap, mask on the raw value. Pixels are independent, so
- * the row split across threads does not change a bit. */
+ * the row split across threads (par.h) does not change a bit. */
 struct post_rows {
     const struct moge_geom *g;
     const float            *raw;
@@ -34,17 +31,17 @@ struct post_rows {
     int                     tw, th;
     float                  *pts;
     uint8_t                *mask;
-    int                     i0, i1;
 };
 
-static void *post_rows(void *arg)
+static void post_rows(void *arg, int k, int64_t i0, int64_t i1)
 {
     const struct post_rows *a = arg;
     int H = a->g->H, W = a->g->W, rh = a->g->rh, rw = a->g->rw, tw = a->tw, th = a->th;
     const int *ix = a->ix, *iy = a->iy;
     const float *wx = a->wx, *wy = a->wy;
 
-    for (int i = a->i0; i < a->i1; i++)
+    (void)k;
+    for (int i = (int)i0; i < (int)i1; i++)
         for (int j = 0; j < W; j++) {
             float v[4];
             for (int c = 0; c < 4; c++) {
@@ -69,17 +66,33 @@ static void *post_rows(void *arg)
             p[2] = z;
             a->mask[(size_t)i * W + j] = v[3] > 0.5f;
         }
-    return NULL;
 }
 
-/* Threads for the full-resolution pass: the online cores, or env S3D_THREADS
- * (at most MOGE_POST_THREADS), at least 64 rows each. */
-static int post_threads(int H)
+/* Pixels [q0, q1): z += shift; +inf (MoGe) / NaN after the camera flip (SAM 3D)
+ * where invalid. */
+struct post_flip {
+    float         *pts, *out;
+    const uint8_t *mask;
+    float          shift;
+};
+
+static void post_flip(void *arg, int k, int64_t q0, int64_t q1)
 {
-    const char *env = getenv("S3D_THREADS");
-    long n = env && atoi(env) > 0 ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
-    n = n < 1 ? 1 : n > MOGE_POST_THREADS ? MOGE_POST_THREADS : n;
-    return (int)(n > H / 64 ? (H / 64 > 1 ? H / 64 : 1) : n);
+    const struct post_flip *f = arg;
+
+    (void)k;
+    for (int64_t q = q0; q < q1; q++) {
+        float *p = f->pts + 3 * q, *o = f->out + 3 * q;
+        if (f->mask[q]) {
+            p[2] = p[2] + f->shift;
+            o[0] = -p[0];
+            o[1] = -p[1];
+            o[2] = p[2];
+        } else {
+            p[0] = p[1] = p[2] = INFINITY;
+            o[0] = o[1] = o[2] = NAN;
+        }
+    }
 }
 
 void moge_postprocess(const struct moge_geom *g, const float *raw, const struct lm_opts *lm,
@@ -95,21 +108,8 @@ void moge_postprocess(const struct moge_geom *g, const float *raw, const struct 
     op_resize_axis(OP_RESIZE_BILINEAR, rw, W, 0.0, tw, ix, ix + W, wx);
     op_resize_axis(OP_RESIZE_BILINEAR, rh, H, 0.0, th, iy, iy + H, wy);
 
-    int nt = post_threads(H);
-    pthread_t tid[MOGE_POST_THREADS];
-    bool started[MOGE_POST_THREADS] = {false};
-    struct post_rows part[MOGE_POST_THREADS];
-    for (int k = 0; k < nt; k++)
-        part[k] = (struct post_rows){g, raw, ix, iy, wx, wy, tw, th, pts, r->mask,
-                                     (int)((int64_t)H * k / nt), (int)((int64_t)H * (k + 1) / nt)};
-    for (int k = 1; k < nt; k++)
-        started[k] = pthread_create(&tid[k], NULL, post_rows, &part[k]) == 0;
-    for (int k = 0; k < nt; k++)
-        if (!started[k])
-            post_rows(&part[k]);           /* part 0, and any part without a thread */
-    for (int k = 1; k < nt; k++)
-        if (started[k])
-            pthread_join(tid[k], NULL);
+    struct post_rows pr = {g, raw, ix, iy, wx, wy, tw, th, pts, r->mask};
+    par_for(H, 64, 0, post_rows, &pr);              /* S3D_THREADS, else every core */
 
     /* recover_focal_shift: 64x64 legacy-nearest samples of points, uv, mask */
     double a = (double)W / (double)H;
@@ -149,19 +149,8 @@ void moge_postprocess(const struct moge_geom *g, const float *raw, const struct 
     r->intrinsics[5] = 0.5f;
     r->intrinsics[8] = 1.0f;
 
-    /* z += shift; +inf (MoGe) / NaN after the camera flip (SAM 3D) where invalid */
-    for (size_t q = 0; q < (size_t)H * W; q++) {
-        float *p = pts + 3 * q, *o = r->pointmap + 3 * q;
-        if (r->mask[q]) {
-            p[2] = p[2] + r->shift;
-            o[0] = -p[0];
-            o[1] = -p[1];
-            o[2] = p[2];
-        } else {
-            p[0] = p[1] = p[2] = INFINITY;
-            o[0] = o[1] = o[2] = NAN;
-        }
-    }
+    struct post_flip pf = {pts, r->pointmap, r->mask, r->shift};
+    par_for((int64_t)H * W, (int64_t)1 << 16, 0, post_flip, &pf);
     free(uv);
     free(xyz);
     if (!r->points_moge)

@@ -52,6 +52,10 @@ struct prep_out {
  * out is zeroed on failure. */
 int  prep_run(const struct image *rgb, const struct image *mask, const float *pointmap,
               int size, struct prep_out *out);
+/* prep_run with the point map as (H, W, 3) (the depth stage's `points`), read
+ * in place: the same outputs as prep_run on its (3, H, W) transpose. */
+int  prep_run_hwc(const struct image *rgb, const struct image *mask, const float *points,
+                  int size, struct prep_out *out);
 void prep_out_free(struct prep_out *out);   /* NULL-safe, idempotent */
 
 // ---------------------------------------------------------------------------
