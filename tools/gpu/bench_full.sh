@@ -10,6 +10,8 @@
 #      mode (--fast) with every network resident, from our seeded noise;
 #   2. ours on the same weights and image: `sam3d bench --runs 2` (cold: processes started,
 #      weights from the page cache; warm) and `sam3d bench --runs 2 --preset fast`;
+#   2b. the levers of issue 16, each an A/B against the default (BENCH_LEVERS=0 skips them):
+#      S3D_GEMM_EPILOGUE=0 (the GELU epilogue off) and the SS flow's K/V cache on;
 #   3. tools/ref/bench_report.py: the side-by-side table (per stage: TFLOP, compute floor,
 #      official and our warm time, achieved TFLOP/s, speed-up, device memory, load time), the
 #      totals against the issue's targets, --preset fast's speed and its output difference
@@ -137,9 +139,25 @@ ours() {  # ours NAME ARGS...
 }
 ours ours
 ours ours_fast --preset fast
+# the levers, each against the default (BENCH_LEVERS=0 skips them): the cuBLASLt GELU epilogue
+# off (S3D_GEMM_EPILOGUE=0: fc1 then a separate GELU pass), the SS flow's condition K/V cache on
+variants=()
+if [ "${BENCH_LEVERS:-1}" = 1 ]; then
+    S3D_GEMM_EPILOGUE=0 ours ours_no_gelu_epilogue
+    variants+=(--variant "GELU epilogue off=$WORK/ours_no_gelu_epilogue")
+    kvpipe=$WORK/kv_cache.pipe
+    awk '{print} /^stage ss_flow/{print "    param   cache_kv 1"}' \
+        "${pipe:-pipelines/sam3d_objects.pipe}" >"$kvpipe"
+    cp pipelines/sam3d_objects.needs "${kvpipe%.pipe}.needs"
+    ours_args_saved=("${ours_args[@]}")
+    ours_args=(--pipeline "$kvpipe")
+    ours ours_kv_cache
+    ours_args=("${ours_args_saved[@]}")
+    variants+=(--variant "ss_flow K/V cache on=$WORK/ours_kv_cache")
+fi
 
 # ---------------------------------------------------------------- 3. the tables
-args=(--ours "$WORK/ours" --gpu "$gpu" --out "$OUT/bench_report")
+args=(--ours "$WORK/ours" --gpu "$gpu" --out "$OUT/bench_report" "${variants[@]}")
 [ -f "$WORK/ours_fast/bench.json" ] && args+=(--fast "$WORK/ours_fast")
 [ -f "$WORK/official.json" ] && args+=(--official "$WORK/official.json" --official-work "$WORK/official")
 timeout 300 python3 tools/ref/bench_report.py "${args[@]}" 2>&1 | tee "$OUT/bench_report.log"

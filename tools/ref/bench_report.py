@@ -10,6 +10,8 @@ docs/performance.md "Whole pipeline".
       [--official OUT/official/official.json [--official-work DIR]] [--gpu NAME] \\
       [--peak-tflops 700] [--out OUT/bench_report]
 
+--variant LABEL=DIR (repeatable): the same for a run with one lever changed (the GELU epilogue
+off, the SS flow's K/V cache on, ...): per stage our warm time and memory next to --ours.
 --ours / --fast: `sam3d bench --out` folders (bench.json, run<k>/report.json, run<k>/artifacts/).
 Ours: per stage the warm run's wall time (request to reply: loading excluded, the artifact
 written), its own run time (the stage's "last_run_ms") and achieved TFLOP/s = FLOPs / run
@@ -227,6 +229,32 @@ def totals(bench, runs, official, flops, peak):
     return t
 
 
+def variant_rows(base, other):
+    """Per stage: our warm wall ms and driver GiB in base and other (runs lists)."""
+    b = base[1] if len(base) > 1 else base[0]
+    o = other[1] if len(other) > 1 else other[0]
+    rows = []
+    for s in STAGES:
+        x, y = b["stages"].get(s, {}), o["stages"].get(s, {})
+        if x.get("state") != "done" or y.get("state") != "done":
+            continue
+        rows.append((s, x["wall_ms"], y["wall_ms"], (x.get("device_bytes") or 0) / GIB,
+                     (y.get("device_bytes") or 0) / GIB))
+    return rows, b["wall_ms"], o["wall_ms"]
+
+
+def variant_markdown(label, vr):
+    rows, tb, to = vr
+    L = ["", f"Lever A/B, default vs {label} (warm run):", "",
+         f"| stage | default warm ms | {label} warm ms | change | default GiB | {label} GiB |",
+         "|---|---|---|---|---|---|"]
+    for s, a, b, ga, gb in rows:
+        L.append(f"| {s} | {a:.0f} | {b:.0f} | {(b - a) / a * 100 if a else 0:+.1f}% | "
+                 f"{ga:.2f} | {gb:.2f} |")
+    L.append(f"| total | {tb:.0f} | {to:.0f} | {(to - tb) / tb * 100 if tb else 0:+.1f}% | | |")
+    return "\n".join(L)
+
+
 def markdown(rows, tot, meta, fast, diffs):
     L = []
     L.append(f"Whole pipeline, {meta['gpu']}, image {meta['image']} ({meta['image_hw'][1]}x"
@@ -287,6 +315,9 @@ def main(argv=None):
     ap.add_argument("--official-work", help="bench_official.py's --work (its output arrays)")
     ap.add_argument("--gpu", default="", help="the GPU's name for the table's title")
     ap.add_argument("--peak-tflops", type=float, default=cost_model.PEAK_TFLOPS)
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
+                    help="another sam3d bench folder of the default preset with one lever "
+                         "changed: its warm per-stage times and memory next to --ours")
     ap.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     args = ap.parse_args(argv)
 
@@ -326,6 +357,12 @@ def main(argv=None):
                 official_outputs(args.official_work, "warm"),
                 official_outputs(args.official_work, "fast"))
     md = markdown(rows, tot, meta, fast, diffs)
+    variants = {}
+    for v in args.variant:
+        label, _, folder = v.partition("=")
+        if os.path.exists(os.path.join(folder, "bench.json")):
+            variants[label] = variant_rows(runs, ours_runs(folder)[1])
+            md += "\n" + variant_markdown(label, variants[label])
     print(md)
     print(f"\ngeometry (cost model inputs): {geom}")
     if args.out:
@@ -333,7 +370,8 @@ def main(argv=None):
             f.write(md + "\n")
         with open(args.out + ".json", "w") as f:
             json.dump({"meta": meta, "geometry": geom, "flops": flops, "rows": rows,
-                       "totals": tot, "fast": fast, "diffs": diffs}, f, indent=1,
+                       "totals": tot, "fast": fast, "diffs": diffs, "variants": variants},
+                      f, indent=1,
                       default=lambda x: None)
 
 
