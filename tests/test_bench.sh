@@ -5,7 +5,8 @@
 #      bytes of its seeded run;
 #   2. the shortcut mode: sam3d-ss-flow shortcut=1 runs 4 evaluations for 4 steps (d = 1/4,
 #      no CFG whatever cfg says) and differs from the default sampler;
-#   3. `sam3d bench --runs 2`: bench.json, run1/ and run2/ with report.json and artifacts;
+#   3. `sam3d bench --runs 2`: bench.json, run1/ and run2/ with report.json, artifacts and
+#      the exported files (pose.json: the stages that exist make it);
 #      run 1 loads every stage, run 2 finds them loaded (warm, no load); both runs'
 #      artifacts are bit-identical (same seed); the table names every stage;
 #   4. `sam3d bench --preset fast` and `sam3d run --preset fast`: the SS flow runs the
@@ -115,6 +116,9 @@ b = json.load(open(os.path.join(d, "bench.json")))
 assert [r["dir"] for r in b["runs"]] == ["run1", "run2"], b["runs"]
 assert [r["kind"] for r in b["runs"]] == ["cold", "warm"] and b["start_ms"] > 0
 assert b["preset"] == "default" and len(b["image_hw"]) == 2 and b["image_hw"][0] > 0
+assert all(r["export_ms"] > 0 for r in b["runs"]), b["runs"]
+for r in b["runs"]:         # the export step ran: the pose needs ss_flow + ss_decode + depth
+    assert os.path.exists(os.path.join(d, r["dir"], "pose.json")), r["dir"]
 reps = [json.load(open(os.path.join(d, r["dir"], "report.json"))) for r in b["runs"]]
 done = [s["name"] for s in reps[0]["stages"] if s["state"] == "done"]
 assert done[:5] == ["depth", "cond_ss", "cond_slat", "ss_flow", "ss_decode"], done
@@ -137,7 +141,7 @@ else
     bad "bench outputs"; cat "$tmp/b.check"
 fi
 if grep -q "^sam3d bench: 2 runs" "$tmp/b.txt" && grep -q "^ss_decode " "$tmp/b.txt" &&
-   grep -q "^total " "$tmp/b.txt"; then
+   grep -q "^export " "$tmp/b.txt" && grep -q "^total " "$tmp/b.txt"; then
     ok "the table: every stage and the total"
 else
     bad "the table"; cat "$tmp/b.txt"
