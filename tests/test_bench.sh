@@ -170,6 +170,13 @@ fi
 
 # ---------------------------------------------------------------- 5. bench_report.py
 if python3 -c "import torch, safetensors, numpy" 2>/dev/null; then
+    # the official half's script imports what it uses (the GPU run is its only other check)
+    if (cd tools/ref && python3 -c "import bench_official, flash_shim, cost_model; print(len(bench_official.FILES))") \
+            >"$tmp/imp.txt" 2>&1; then
+        ok "bench_official.py, flash_shim.py, cost_model.py import"
+    else
+        bad "tools/ref imports"; tail -5 "$tmp/imp.txt"
+    fi
     if python3 tools/ref/bench_report.py --ours "$tmp/b" --fast "$tmp/f" --out "$tmp/rep" \
            >"$tmp/rep.txt" 2>&1 &&
        grep -q "^| ss_flow | 269.297 " "$tmp/rep.txt" && grep -q "^| \*\*total\*\* " "$tmp/rep.txt" &&

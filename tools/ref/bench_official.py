@@ -56,6 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
+from plugin_gs_decode import DriverMemory  # noqa: E402  (nvidia-smi per-process peaks)
 
 GEN = "_base_models.generator."
 EMB = "_base_models.condition_embedder."
@@ -459,7 +460,6 @@ def main(argv=None):
     rgba = np.concatenate([rgba, ((m > 0).astype(np.uint8) * 255)[..., None]], axis=-1)
     meta["image"] = os.path.basename(args.image)
     meta["image_hw"] = list(rgba.shape[:2])
-    from plugin_gs_decode import DriverMemory
     with DriverMemory() as mem:
         models, meta["load_s"] = load_all(args, torch, cfg)
         pre = preprocessors(args)
