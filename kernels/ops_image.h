@@ -9,8 +9,7 @@
  * op_<name>() dispatching on the output's device. Shape or dtype mismatches
  * are internal faults (ASSERT).
  *
- * Resampling formulas: /work/shared/spec/conditioning.md Appendix A; they
- * follow ATen's CPU kernels (aten/src/ATen/native/UpSample.h and
+ * Resampling formulas follow ATen's CPU kernels (aten/src/ATen/native/UpSample.h and
  * cpu/UpSampleKernel.cpp) and are checked against torch in tests/test_op_resize.c.
  */
 #ifndef S3D_OPS_IMAGE_H

@@ -15,12 +15,12 @@
 #      with the FLOP model, --preset fast's speed and output difference;
 #   6. bad arguments: exit 2 and one error line.
 # The flows run with few steps (a copy of the pipeline file) to keep the CPU run short.
-# Env: BUILD (default build), S3D_EXAMPLE (default ../shared/examples/human_object).
+# Env: BUILD (default build), S3D_EXAMPLE (default examples/human_object).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
 sam3d=$build/sam3d
-ex=${S3D_EXAMPLE:-../shared/examples/human_object}
+ex=${S3D_EXAMPLE:-examples/human_object}
 . tests/lib.sh
 need_exec "the benchmark runs the built stages" "$sam3d" "$build/sam3d-depth" "$build/sam3d-cond" \
     "$build/sam3d-ss-flow" "$build/sam3d-ss-decode"

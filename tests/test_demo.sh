@@ -12,7 +12,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
-ex=../shared/examples/human_object
+ex=examples/human_object
 . tests/lib.sh
 need_exec "the demo needs sam3d and at least its first stage" "$build/sam3d" "$build/sam3d-depth"
 need_example "$ex"

@@ -17,7 +17,7 @@ set -u
 build=${BUILD:-build}
 bin=$build/sam3d-depth
 fx=tests/fixtures/moge_tiny
-ex=../shared/examples/human_object
+ex=examples/human_object
 . "$(dirname "$0")/lib.sh"
 need_exec "" "$bin"
 need_python3 "to write the PNG inputs"

@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${BUILD:-build}
 sam3d=$build/sam3d
-ex=../shared/examples/human_object
+ex=examples/human_object
 . tests/lib.sh
 need_exec "the chain needs sam3d, sam3d-depth and sam3d-cond" "$sam3d" "$build/sam3d-cond" \
     "$build/sam3d-depth"

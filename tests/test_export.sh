@@ -184,7 +184,7 @@ if [ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && grep -q "unknown output 'glb'" "$tmp/u.lo
 else bad "usage: exit $rc1 / $rc2"; fi
 
 # ---------------------------------------------------------------- 7. the end of sam3d run
-ex_dir=${S3D_EXAMPLES:-../shared/examples}/human_object
+ex_dir=${S3D_EXAMPLES:-examples}/human_object
 if [ -x "$build/sam3d-ss-decode" ] && [ -x "$build/sam3d-ss-flow" ] && [ -x "$build/sam3d-cond" ] &&
    [ -x "$build/sam3d-depth" ] && [ -f "$ex_dir/image.png" ]; then
     w=$tmp/weights; f=tests/fixtures

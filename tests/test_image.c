@@ -6,7 +6,8 @@
  * Fixtures: tests/fixtures/images/ from tools/ref/make_image_fixtures.py
  * (manifest.txt; <stem>.rgb and <stem>.mask hold PIL's pixels). The real
  * example images are checked by CRC-32 of PIL's pixels (examples.txt) when
- * ../shared/examples (or $S3D_EXAMPLES) exists.
+ * present under examples/ (or $S3D_EXAMPLES, a folder laid out like it: examples/README.md);
+ * entries whose file is absent are counted and skipped.
  */
 #include "err.h"
 #include "harness.h"
@@ -105,10 +106,10 @@ static void test_fixtures(void)
 
 static void test_examples(void)
 {
-    const char *dir = getenv("S3D_EXAMPLES") ? getenv("S3D_EXAMPLES") : "../shared/examples";
+    const char *dir = getenv("S3D_EXAMPLES") ? getenv("S3D_EXAMPLES") : "examples";
     FILE       *f = fopen(FIX "/examples.txt", "r");
     char        rel[256], kind[8];
-    int         w, h;
+    int         w, h, absent = 0;
     unsigned    want;
 
     CHECK(f != NULL, "missing " FIX "/examples.txt");
@@ -126,6 +127,10 @@ static void test_examples(void)
         uint32_t     got = 0;
 
         snprintf(path, sizeof(path), "%s/%s", dir, rel);
+        if (access(path, R_OK) != 0) {
+            absent++;
+            continue;
+        }
         if (strcmp(kind, "rgb") == 0)
             rc = image_load_rgb(path, &img);
         else
@@ -137,6 +142,8 @@ static void test_examples(void)
         CHECK(rc == 0 && img.w == w && img.h == h && got == want, "%s", rel);
         image_free(&img);
     }
+    if (absent)
+        printf("examples: %d listed images not under %s, not checked (S3D_EXAMPLES)\n", absent, dir);
     fclose(f);
 }
 

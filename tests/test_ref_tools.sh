@@ -142,10 +142,10 @@ refutil.save_tensors(os.path.join(o, "cond.safetensors"), {"cond": c})
 EOF
     chmod +x "$tmp/bin/sam3d-cond"
     export REFTOOLS=$PWD/tools/ref
-    expect_rc 0 "full_parity.py tiny: reference + stand-in stage, PASS" python3 tools/ref/full_parity.py --size tiny --stages cond-slat,depth --work "$tmp/p" --example ../shared/examples/human_object --device cpu --precision fp32 --bin "$tmp/bin"
+    expect_rc 0 "full_parity.py tiny: reference + stand-in stage, PASS" python3 tools/ref/full_parity.py --size tiny --stages cond-slat,depth --work "$tmp/p" --example examples/human_object --device cpu --precision fp32 --bin "$tmp/bin"
     check "full_parity.py: parity row printed" grep -q '^| cond-slat | fp32 | tiny |' "$tmp/last"
     check "full_parity.py: depth has no stage yet, reference only" grep -q "sam3d-depth not found" "$tmp/last"
-    expect_rc 1 "full_parity.py tiny: perturbed stand-in fails" env PERTURB=1 python3 tools/ref/full_parity.py --size tiny --stages cond-slat --work "$tmp/p2" --example ../shared/examples/human_object --device cpu --precision fp32 --bin "$tmp/bin" --no-acts
+    expect_rc 1 "full_parity.py tiny: perturbed stand-in fails" env PERTURB=1 python3 tools/ref/full_parity.py --size tiny --stages cond-slat --work "$tmp/p2" --example examples/human_object --device cpu --precision fp32 --bin "$tmp/bin" --no-acts
 
     # 4. the committed fixtures are what the official code produces (slow on 2 cores: all
     #    three with S3D_REF_REGEN=1, otherwise the SLAT one)
@@ -157,7 +157,7 @@ EOF
             cond_ss_tiny) cmd="python3 tools/ref/dump_cond.py --variant ss --size tiny" ;;
             cond_slat_tiny) cmd="python3 tools/ref/dump_cond.py --variant slat --size tiny" ;;
         esac
-        check "regenerate $f from the official code" $cmd --example ../shared/examples/human_object --out "$tmp/$f"
+        check "regenerate $f from the official code" $cmd --example examples/human_object --out "$tmp/$f"
         expect_rc 0 "regenerated $f matches the committed fixture" python3 tools/ref/compare.py --require-all "$tmp/$f/ref.safetensors" tests/fixtures/$f/ref.safetensors
     done
 else

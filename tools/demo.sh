@@ -5,7 +5,7 @@
 #   tools/demo.sh [BUILD_DIR]                                  (default: build)
 #
 # Environment:
-#   DEMO_IMAGE, DEMO_MASK   the input (default ../shared/examples/human_object/{image,0}.png,
+#   DEMO_IMAGE, DEMO_MASK   the input (default examples/human_object/{image,0}.png,
 #                           relative to the repository root)
 #   SAM3D_WEIGHTS=DIR       the official weights (ss_generator.ckpt, slat_generator.ckpt, ...
 #                           and MoGe at DIR/moge-vitl/model.pt, or DEMO_MOGE=FILE). Without it
@@ -24,8 +24,8 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${1:-build}
 sam3d=$build/sam3d
-image=${DEMO_IMAGE:-../shared/examples/human_object/image.png}
-mask=${DEMO_MASK:-../shared/examples/human_object/0.png}
+image=${DEMO_IMAGE:-examples/human_object/image.png}
+mask=${DEMO_MASK:-examples/human_object/0.png}
 out=${DEMO_OUT:-$build/demo-out}
 
 die() { echo "demo: error: $*" >&2; exit 1; }

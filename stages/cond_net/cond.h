@@ -11,7 +11,6 @@
  *                              pre-norm stream, all tokens, no affine, eps 1e-5
  *   pointmap.py                PointPatchEmbed (pointmap.h)
  *   layers/llama3/ff.py        projection net: LayerNorm(eps 1e-5) + w2(silu(w1 x) * w3 x)
- * Spec: /work/shared/spec/conditioning.md §6-§8.
  *
  * Token layout (spec §8.3): SS [image, rgb_image | mask, rgb_image_mask |
  * pointmap, rgb_pointmap] = 4 x (1 + N) + 2 x W rows; SLAT [image, rgb_image |

@@ -5,8 +5,7 @@
  * for images, nearest for masks and point maps).
  *
  * Reference: .ref/sam-3d-objects (cf06676) driven by the released
- * pipeline.yaml (.ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml:22-88), spec
- * /work/shared/spec/conditioning.md §2, §5 and Appendix A. Outputs equal the
+ * pipeline.yaml (checkpoints/pipeline.yaml:22-88 of the released configs). Outputs equal the
  * official CPU results bit for bit (tests/test_preprocess.c against
  * tools/ref/dump_preprocess.py), including ATen's AVX2 accumulation order.
  *

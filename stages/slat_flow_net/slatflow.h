@@ -12,7 +12,6 @@
  *   modules/sparse/spatial.py:10-96              SparseDownsample / SparseUpsample
  *   modules/transformer/blocks.py:9-56           AbsolutePositionEmbedder
  *   models/timestep_embedder.py:29-59            TimestepEmbedder
- * Spec: /work/shared/spec/generators.md §8, §10.4-10.5.
  *
  * Shape of the network (one io level, num_io_res_blocks 2, patch size 2;
  * c0 = io channels, C = width):

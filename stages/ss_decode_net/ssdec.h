@@ -12,7 +12,6 @@
  *   model/backbone/tdfy_dit/modules/spatial.py:5-14                  pixel_shuffle_3d
  *   pipeline/inference_pipeline.py:695-716                            latent view, threshold, prune, downsample
  *   pipeline/inference_utils.py:367-477                               prune_sparse_structure, downsample_sparse_structure
- * Spec: /work/shared/spec/decoders.md §2, generators.md §7.
  *
  * Network: input_layer Conv3d(Lc -> C0) -> middle_block (ResBlock3d x n) ->
  * blocks (ResBlock3d per channel level, UpsampleBlock3d between levels) ->

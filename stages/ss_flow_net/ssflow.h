@@ -12,7 +12,6 @@
  *   generator/shortcut/model.py:395-450                     time grid, t*1000, d*1000
  *   generator/classifier_free_guidance.py:99-160            CFG
  *   generator/flow_matching/solver.py:9-51                  Euler
- * Spec: /work/shared/spec/generators.md §4, §5, §10, §11.
  *
  * Streams: all T = Ns + P tokens live in one residual stream X (T, C) F32,
  * rows [0, Ns) the shape stream, rows [Ns, T) the pose stream (the 4 pose

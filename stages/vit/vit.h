@@ -8,7 +8,6 @@
  *     + pos_embed, then the register tokens inserted after cls (no pos-embed);
  *   forward_features (:247-271): blocks, final norm; x_prenorm = residual stream;
  *   dinov2/layers/block.py:89-114 (Block), attention.py, layer_scale.py, mlp.py.
- * Spec: /work/shared/spec/conditioning.md §6.3 (and §4.3 for MoGe).
  *
  * Config comes from the weights (vit_detect): depth from the highest
  * blocks.N, dim from pos_embed, registers from register_tokens, patch size from

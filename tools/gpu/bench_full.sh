@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_full.sh OUT - the whole-pipeline benchmark on the GPU machine, in one call (~5-7 min
 # on one H100/H200; issue 16, docs/performance.md "Whole pipeline"):
-#   0. the input: tests/data/human_object upscaled to a 6000x4500 JPEG (the issue's size) and
+#   0. the input: examples/human_object upscaled to a 6000x4500 JPEG (the issue's size) and
 #      its mask (BENCH_IMAGE / BENCH_MASK: another pair; BENCH_SIZE=WxH another size, "native"
 #      the example as it is);
 #   1. the official pipeline (tools/ref/bench_official.py): full-size random weights drawn on
@@ -30,8 +30,7 @@
 #     mkdir -p build-gpu && cp build/sam3d build/sam3d-* build-gpu/ && strip build-gpu/*
 #     and carry build-gpu with S3D_BIN=build-gpu;
 #   .whl/ (sh tools/ref/fetch_wheels.sh), .gl/ (sh tools/ref/pack_ref.sh), .deb/
-#     (tools/gpu/README.md), tests/data/human_object (cp -r ../shared/examples/human_object
-#     tests/data/);
+#     (tools/gpu/README.md), examples/human_object (tracked, so carried with the tree);
 #   the official sparse convolution in $WHEELS (default /tmp/s3d-wheels) on the machine:
 #     spconv-cu126 2.3.8 + cumm-cu126 0.7.11 and their pure-python needs, brought in parts on a
 #     warm machine as tools/ref/README.md "GPU run" describes (the SLAT flow and the mesh decoder
@@ -84,7 +83,7 @@ img=${BENCH_IMAGE:-}
 mask=${BENCH_MASK:-}
 if [ -z "$img" ]; then
     size=${BENCH_SIZE:-6000x4500}
-    src=${BENCH_EXAMPLE:-tests/data/human_object}
+    src=${BENCH_EXAMPLE:-examples/human_object}
     if [ "$size" = native ]; then
         img=$src/image.png mask=$src/0.png
     else

@@ -8,23 +8,23 @@
 # Then `make demo`'s script on CUDA with the tiny fixture weights.
 #
 # Set-up (tools/ref/README.md "GPU run"): wheels in .whl, .gl/ref from pack_ref.sh,
-# tests/data/human_object, binaries in build/ (or a link to them), tools/gpu/device_env.sh.
+# examples/human_object, binaries in build/ (or a link to them), tools/gpu/device_env.sh.
 set -u
 out=${1:?usage: chain_full.sh OUT}
 w=/tmp/s3d-chain-weights
 mkdir -p "$w/moge-vitl" "$out"
 ref="--s3d .gl/ref/s3d --dinov2 .gl/ref/dinov2"
 python3 tools/ref/dump_moge.py --size full --device cuda --no-acts --moge .gl/ref/moge \
-    --example tests/data/human_object --out "$w/moge-vitl" >"$out/weights.log" 2>&1 || exit 1
+    --example examples/human_object --out "$w/moge-vitl" >"$out/weights.log" 2>&1 || exit 1
 for v in ss slat; do
     python3 tools/ref/dump_cond.py --variant $v --size full --device cuda --no-acts $ref \
-        --config .gl/ref/hf/${v}_generator.yaml --example tests/data/human_object \
+        --config .gl/ref/hf/${v}_generator.yaml --example examples/human_object \
         --out "$w/$v" >>"$out/weights.log" 2>&1 || exit 1
     ln -sf "$w/$v/${v}_generator.ckpt" "$w/${v}_generator.ckpt"
 done
 ls -la "$w" "$w/moge-vitl"
-img=tests/data/human_object/image.png
-mask=tests/data/human_object/0.png
+img=examples/human_object/image.png
+mask=examples/human_object/0.png
 build/sam3d run --image $img --mask $mask --weights "$w" --out "$out/chain" --device cuda:0 \
     2>"$out/chain.log"
 echo "sam3d run exit status $? (3 = the stages after cond_slat are not built yet)"

@@ -5,7 +5,7 @@
 # (tools/ref/check_e2e_chain.py). Logs and a summary of every artifact go to OUT.
 #
 # Needs, in the repo copy on the GPU machine: build/ (our binaries, x86-64, sm_90), .whl/
-# (tools/ref/fetch_wheels.sh), .gl/ref (tools/ref/pack_ref.sh), tests/data/human_object, .deb/
+# (tools/ref/fetch_wheels.sh), .gl/ref (tools/ref/pack_ref.sh), examples/human_object, .deb/
 # (tools/gpu/README.md); and in WHEELS (default /tmp/s3d-wheels) the real sparse convolution:
 # spconv-cu126 2.3.8 + cumm-cu126 0.7.11 and their pure-python needs (pccm ccimport fire lark
 # portalocker termcolor pybind11 ninja, plus plyfile easydict for the decoders). spconv's wheel
@@ -29,7 +29,7 @@ rm -rf "$CHAIN"
 t0=$(date +%s)
 PYTHONUNBUFFERED=1 ATTN_BACKEND=sdpa SPARSE_ATTN_BACKEND=sdpa \
 timeout "${E2E_TIMEOUT:-480}" python3 tools/ref/dump_e2e_chain.py --size full --device cuda \
-    --example tests/data/human_object --out "$CHAIN" --weights-out "$CHAIN/weights" \
+    --example examples/human_object --out "$CHAIN" --weights-out "$CHAIN/weights" \
     --s3d .gl/ref/s3d --dinov2 .gl/ref/dinov2 --hf .gl/ref/hf 2>&1 | tee "$OUT/e2e_chain.log" |
     grep -E "^\[|rror" | tail -40
 rc=${PIPESTATUS[0]}

@@ -7,7 +7,7 @@ official Lightning container, run on a real example image + synthetic point map,
   python3 tools/ref/dump_cond.py --variant ss --size tiny \
       --s3d .ref/sam-3d-objects --dinov2 .ref/dinov2 \
       --config .ref/Fast-SAM3D/checkpoints/hf/ss_generator.yaml \
-      --example ../shared/examples/human_object --out tests/fixtures/cond_ss_tiny
+      --example examples/human_object --out tests/fixtures/cond_ss_tiny
 
 Writes OUT/<variant>_generator.ckpt ({'state_dict': {'_base_models.condition_embedder.<k>'}};
 an existing file keeps its other entries: the tiny SS flow generator shares
@@ -265,7 +265,7 @@ def parse(argv=None):
     ap.add_argument("--dinov2", default=".ref/dinov2")
     ap.add_argument("--config", default=None,
                     help="released yaml (default .ref/Fast-SAM3D/checkpoints/hf/<variant>_generator.yaml)")
-    ap.add_argument("--example", default="../shared/examples/human_object")
+    ap.add_argument("--example", default="examples/human_object")
     ap.add_argument("--mask-index", type=int, default=0)
     ap.add_argument("--out", required=False)
     ap.add_argument("--seed", type=int, default=0)

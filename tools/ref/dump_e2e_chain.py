@@ -268,7 +268,7 @@ def parse(argv=None):
     ap.add_argument("--s3d", default=".ref/sam-3d-objects")
     ap.add_argument("--dinov2", default=".ref/dinov2")
     ap.add_argument("--hf", default=HF, help="folder of the released yaml files")
-    ap.add_argument("--example", default="../shared/examples/human_object")
+    ap.add_argument("--example", default="examples/human_object")
     ap.add_argument("--out", required=True)
     ap.add_argument("--weights-out", default=None)
     ap.add_argument("--seed", type=int, default=42)

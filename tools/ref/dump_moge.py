@@ -6,7 +6,7 @@ a8c3734, the commit sam-3d-objects pins), random weights in the official model.p
 default), on a real example image.
 
   python3 tools/ref/dump_moge.py --size tiny --moge .ref/MoGe \
-      --example ../shared/examples/human_object --out tests/fixtures/moge_tiny
+      --example examples/human_object --out tests/fixtures/moge_tiny
 
 --size full uses the moge-vitl model_config (spec/conditioning.md §4.1). --size tiny registers
 an extra encoder 'dinov2_tiny14' in MoGe's bundled hub module (same DinoVisionTransformer
@@ -156,7 +156,7 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--moge", default=".ref/MoGe")
-    ap.add_argument("--example", default="../shared/examples/human_object")
+    ap.add_argument("--example", default="examples/human_object")
     ap.add_argument("--mask-index", type=int, default=0)
     ap.add_argument("--out")
     ap.add_argument("--seed", type=int, default=0)

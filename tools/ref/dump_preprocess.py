@@ -37,7 +37,7 @@ slat_equal ("true" when the SLAT preprocessor's four outputs equal the SS ones).
 
 Usage: python3 tools/ref/dump_preprocess.py --s3d .ref/sam-3d-objects \
          --pytorch3d .ref/pytorch3d --config .ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml \
-         --examples ../shared/examples [--out tests/fixtures/preprocess]
+         --examples DIR [--out tests/fixtures/preprocess]
 """
 import argparse
 import os
@@ -128,7 +128,7 @@ def main():
     ap.add_argument("--pytorch3d", default=os.path.join(ROOT, ".ref", "pytorch3d"))
     ap.add_argument("--config", default=os.path.join(ROOT, ".ref", "Fast-SAM3D", "checkpoints",
                                                      "hf", "pipeline.yaml"))
-    ap.add_argument("--examples", default=os.path.join(ROOT, "..", "shared", "examples"))
+    ap.add_argument("--examples", default=os.path.join(ROOT, "examples"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "preprocess"))
     args = ap.parse_args()
     sys.path[:0] = [os.path.abspath(args.s3d), os.path.abspath(args.pytorch3d)]

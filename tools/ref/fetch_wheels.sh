@@ -1,7 +1,7 @@
 #!/bin/sh
 # Download the Python wheels the official reference code needs and the GPU machine lacks
 # (it has torch, timm, numpy, scipy, opencv, safetensors, huggingface_hub, lightning), into
-# .whl/ (git-ignored), as /work/.library/device/README.md "Notes" describes. Versions are the
+# .whl/ (git-ignored), as tools/gpu/README.md describes. Versions are the
 # official pins (S3D:requirements.txt) where they exist. utils3d has no usable wheel (MoGe pins
 # a git commit): tools/ref/shims/utils3d stands in (tools/ref/README.md).
 # Usage: sh tools/ref/fetch_wheels.sh            (then carry ".whl" in the device call)

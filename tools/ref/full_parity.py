@@ -10,17 +10,17 @@ built from the dump and compare (compare.py), printing the table and a docs/pari
 
   # reference only (works before our stages exist)
   python3 tools/ref/full_parity.py --stages depth,cond-ss,cond-slat --work /tmp/parity \
-      --example tests/data/human_object --device cuda --precision fp16 --time 5
+      --example examples/human_object --device cuda --precision fp16 --time 5
   # with our stages
   python3 tools/ref/full_parity.py ... --bin build
   # op-level checks only (our op tests, GPU)
   python3 tools/ref/full_parity.py --ops-only --bin build
   # on this CPU machine, tiny configuration, end to end
-  python3 tools/ref/full_parity.py --size tiny --work /tmp/p --example ../shared/examples/human_object
+  python3 tools/ref/full_parity.py --size tiny --work /tmp/p --example examples/human_object
 
 On the GPU machine (device README "Notes"): run tools/ref/fetch_wheels.sh here, copy the example
-into the git-ignored tests/data/ (cp -r ../shared/examples/human_object tests/data/), and carry
-[".whl", ".ref", "tests/data", "build"]; start the command with the wheel install line printed by
+from examples/ (tracked), and carry
+[".whl", ".ref", "build"]; start the command with the wheel install line printed by
 fetch_wheels.sh. A stage plug-in is an entry of STAGES: the executable name, a function that
 writes the --once input directory from the reference dump, the output file our stage writes,
 and a name map {our name: reference name}.
@@ -189,7 +189,7 @@ def main(argv=None):
     ap.add_argument("--moge", default=os.path.join(ROOT, ".ref/MoGe"))
     ap.add_argument("--dinov2", default=os.path.join(ROOT, ".ref/dinov2"))
     ap.add_argument("--config-dir", default=os.path.join(ROOT, ".ref/Fast-SAM3D/checkpoints/hf"))
-    ap.add_argument("--example", default=os.path.join(ROOT, "tests/data/human_object"))
+    ap.add_argument("--example", default=os.path.join(ROOT, "examples/human_object"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp16")
     ap.add_argument("--seed", type=int, default=0)
@@ -206,8 +206,8 @@ def main(argv=None):
     if args.ops_only:
         return 1 if run_ops(args) else 0
     if not os.path.isdir(args.example):
-        print(f"error: example {args.example} not found (HINT: cp -r ../shared/examples/"
-              f"human_object tests/data/ and carry tests/data)", file=sys.stderr)
+        print(f"error: example {args.example} not found (HINT: --example DIR with image.png and 0.png; "
+              f"the repo ships examples/human_object)", file=sys.stderr)
         return 2
     failed = 0
     rows, timings = [], []

@@ -12,7 +12,7 @@ common/image.h:
                 (np.array(im).astype(np.uint8) > 0, last channel if 3-D).
   manifest.txt  one line per file: "<file> <w> <h> <PIL mode>".
 
-It also hashes PIL's decoding of the real example images (shared/examples),
+It also hashes PIL's decoding of the real example images (examples/, or a folder laid out like it: examples/README.md),
 which are too large to commit as pixels: examples.txt holds lines
 "<relpath> rgb|mask <w> <h> <crc32 hex of the bytes above>".
 
@@ -20,7 +20,7 @@ PNG variants PIL cannot write (16-bit RGB/RGBA/LA, 2/4-bit gray, interlaced,
 palette with tRNS at 2 bits) are encoded by hand below (zlib + chunks); PIL
 decodes them to make the expected values, so PIL stays the judge.
 
-Usage: python3 tools/ref/make_image_fixtures.py [--examples ../shared/examples]
+Usage: python3 tools/ref/make_image_fixtures.py [--examples DIR]
 """
 import argparse
 import io
@@ -124,7 +124,7 @@ def photo(rng, h, w, c):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--examples", default=os.path.join(ROOT, "..", "shared", "examples"))
+    ap.add_argument("--examples", default=os.path.join(ROOT, "examples"))
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(20240602)

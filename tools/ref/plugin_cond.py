@@ -5,7 +5,7 @@ tools/ref/full_parity.py that fixes the cond entries for what sam3d-cond reads a
 (docs/formats.md "cond": the outputs are named cond_ss / cond_slat) and runs fp16 and fp32 in one go.
 
 One command on the GPU machine (after the set-up in full_parity.py's docstring: wheels, .ref,
-tests/data/human_object, `make CUDA_ARCH=90 build/sam3d-cond`):
+examples/human_object, `make CUDA_ARCH=90 build/sam3d-cond`):
 
   python3 tools/ref/plugin_cond.py --bin build --work /tmp/s3d-cond
 

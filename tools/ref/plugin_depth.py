@@ -7,7 +7,7 @@ stage takes PNG paths (params image/mask) and writes the MoGe point map as `poin
 (docs/formats.md "depth").
 
 One command on the GPU machine (after the set-up in full_parity.py's docstring: wheels, .ref,
-tests/data/human_object, `make CUDA_ARCH=90 build/sam3d-depth`):
+examples/human_object, `make CUDA_ARCH=90 build/sam3d-depth`):
 
   python3 tools/ref/plugin_depth.py --bin build --work /tmp/s3d-depth
 
@@ -185,7 +185,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="build")
     ap.add_argument("--work", default="/tmp/s3d-depth")
-    ap.add_argument("--example", default=os.path.join(ROOT, "tests/data/human_object"))
+    ap.add_argument("--example", default=os.path.join(ROOT, "examples/human_object"))
     ap.add_argument("--moge", default=os.path.join(ROOT, ".ref/MoGe"))
     ap.add_argument("--size", choices=["tiny", "full"], default="full")
     ap.add_argument("--precisions", default="fp16,fp32")
@@ -197,8 +197,8 @@ def main(argv=None):
                     help="cpu: a local check of this script (--size tiny --precisions fp32)")
     args = ap.parse_args(argv)
     if not os.path.isdir(args.example):
-        print(f"error: example {args.example} not found (HINT: cp -r ../shared/examples/"
-              f"human_object tests/data/ and carry tests/data)", file=sys.stderr)
+        print(f"error: example {args.example} not found (HINT: --example DIR with image.png and 0.png; "
+              f"the repo ships examples/human_object)", file=sys.stderr)
         return 2
     if not os.access(os.path.join(args.bin, "sam3d-depth"), os.X_OK):
         print(f"error: {args.bin}/sam3d-depth not built (HINT: make CUDA_ARCH=90 "

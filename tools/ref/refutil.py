@@ -375,7 +375,7 @@ def describe(tensors):
 
 
 # --------------------------------------------------------------------------------------------
-# example inputs (real images from ../shared/examples, synthetic point maps)
+# example inputs (real images from examples/, synthetic point maps)
 
 def load_example(example_dir, mask_index=0, image_name="image.png"):
     """Read <example_dir>/image.png and <example_dir>/<mask_index>.png as the official notebook
