@@ -354,7 +354,7 @@ int engine_open(struct engine **out, const struct engine_opts *o)
     pipeline_default_path(o->pipeline, e->pipe_path, sizeof(e->pipe_path));
     pipeline_stages_dir(o->stages_dir, e->stages_dir, sizeof(e->stages_dir));
     if ((rc = pipeline_load(&e->pipe, e->pipe_path)) || (rc = apply_overrides(e)) ||
-        (rc = needs_load(&e->needs, e->pipe_path)))
+        (rc = needs_load(&e->needs, pipeline_needs_base(&e->pipe))))
         goto out_close;
     if (o->only && !(only = pipeline_find(&e->pipe, o->only))) {
         log_error("no stage '%s' in '%s'", o->only, e->pipe_path);

@@ -57,10 +57,58 @@ static bool written_before(const struct pipeline *p, int k, const char *file)
     return false;
 }
 
-static int parse_line(struct pipeline *p, int ln, char **w, int nw)
+static int load_file(struct pipeline *p, const char *path, bool top);
+
+/* "include FILE": FILE relative to the folder of p->path */
+static int parse_include(struct pipeline *p, int ln, char **w, int nw)
+{
+    char        dir[PATH_MAX], inc[PATH_MAX];
+    const char *slash = strrchr(p->path, '/');
+    struct pipeline *sub;
+    int         rc;
+
+    if (nw != 2 || p->n_stages || p->included[0])
+        return perr(p, ln, "expected 'include FILE' once, before any stage");
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - p->path) : 1, slash ? p->path : ".");
+    if (w[1][0] == '/')
+        snprintf(inc, sizeof(inc), "%s", w[1]);
+    else if ((size_t)snprintf(inc, sizeof(inc), "%s/%s", dir, w[1]) >= sizeof(inc))
+        return perr(p, ln, "include path too long");
+    sub = malloc(sizeof(*sub));
+    if (!sub)
+        return perr(p, ln, "out of memory");
+    rc = load_file(sub, inc, false);
+    if (!rc) {
+        memcpy(p->stages, sub->stages, sizeof(p->stages));
+        p->n_stages = sub->n_stages;
+        snprintf(p->included, sizeof(p->included), "%s", inc);
+    }
+    free(sub);
+    return rc ? perr(p, ln, "the included pipeline has errors (above)") : 0;
+}
+
+static int parse_line(struct pipeline *p, int ln, char **w, int nw, bool top)
 {
     struct pipe_stage *s = p->n_stages ? &p->stages[p->n_stages - 1] : NULL;
 
+    if (!strcmp(w[0], "include")) {
+        if (!top)
+            return perr(p, ln, "'include' inside an included file");
+        return parse_include(p, ln, w, nw);
+    }
+    if (!strcmp(w[0], "place")) {
+        struct pipe_stage *t = NULL;
+
+        for (int i = 0; i < p->n_stages; i++)
+            if (!strcmp(p->stages[i].name, w[1]))
+                t = &p->stages[i];
+        if (nw != 3 || !pipeline_device_ok(w[2]))
+            return perr(p, ln, "expected 'place NAME cuda:N' or 'place NAME cpu'");
+        if (!t)
+            return perr(p, ln, "'place' names a stage not defined above");
+        strcpy(t->device, w[2]);
+        return 0;
+    }
     if (!strcmp(w[0], "stage")) {
         if (nw != 2 || !valid_name(w[1]) || strlen(w[1]) >= PIPE_NAME_MAX)
             return perr(p, ln, "expected 'stage NAME' with NAME of [a-z0-9_], under 32 chars");
@@ -133,12 +181,30 @@ static int parse_line(struct pipeline *p, int ln, char **w, int nw)
         strcpy(s->endpoint, w[1]);
     } else {
         return perr(p, ln, "unknown directive (stage, exe, weights, out, input, param, "
-                    "device, endpoint)");
+                    "device, endpoint, include, place)");
     }
     return 0;
 }
 
 int pipeline_load(struct pipeline *p, const char *path)
+{
+    return load_file(p, path, true);
+}
+
+const char *pipeline_needs_base(const struct pipeline *p)
+{
+    char   needs[PATH_MAX];
+    size_t n = strlen(p->path);
+
+    if (!p->included[0])
+        return p->path;
+    if (n > 5 && !strcmp(p->path + n - 5, ".pipe"))
+        n -= 5;
+    snprintf(needs, sizeof(needs), "%.*s.needs", (int)n, p->path);
+    return access(needs, F_OK) == 0 ? p->path : p->included;
+}
+
+static int load_file(struct pipeline *p, const char *path, bool top)
 {
     char line[2048];
     FILE *f;
@@ -172,7 +238,7 @@ int pipeline_load(struct pipeline *p, const char *path)
             rc = perr(p, ln, "too many words");
             break;
         }
-        rc = parse_line(p, ln, w, nw);
+        rc = parse_line(p, ln, w, nw, top);
     }
     fclose(f);
     if (rc)

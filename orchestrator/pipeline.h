@@ -20,6 +20,17 @@
  *                               connects instead of starting it, sends its inputs
  *                               inline and writes the outputs it gets back
  *
+ * Two more directives place an existing pipeline on other devices without copying it
+ * (pipelines/sam3d_objects_2gpu.pipe):
+ *
+ *   include FILE                the first directive only: the stages of FILE (relative
+ *                               to this file's folder; one level, no include inside it)
+ *   place   NAME cuda:N|cpu     the device of stage NAME, defined above (or included);
+ *                               the same as a 'device' line in its block
+ *
+ * The needs table (budget.h) of an including file is its own NAME.needs if present, else
+ * the included file's (p->needs_base).
+ *
  * Order of "stage" lines is execution order. pipeline_load checks the syntax,
  * that every input names an artifact written by an earlier stage, and limits.
  */
@@ -57,6 +68,7 @@ struct pipe_stage {
 
 struct pipeline {
     char              path[PATH_MAX];
+    char              included[PATH_MAX];     /* the 'include' file, "" = none */
     int               n_stages;
     struct pipe_stage stages[PIPE_MAX_STAGES];
 };
@@ -64,6 +76,9 @@ struct pipeline {
 /* Parse path into p (caller-owned, ~300 KB: allocate it). Returns 0, or
  * S3D_EIO / S3D_EFORMAT after logging "FILE:LINE: reason". */
 int pipeline_load(struct pipeline *p, const char *path);
+/* The pipeline file whose NAME.needs table applies: p->path when that file has one,
+ * else the included file (so a placement file shares its base's needs). */
+const char *pipeline_needs_base(const struct pipeline *p);
 /* The stage named name, or NULL. */
 const struct pipe_stage *pipeline_find(const struct pipeline *p, const char *name);
 

@@ -62,5 +62,18 @@ test_tmp() {
     trap 'rm -rf "$tmp"' EXIT
 }
 
+# tiny_chain DIR EXE...: the tiny random-weight model of the committed fixtures in the
+# official layout under DIR/weights (moge-vitl/model.pt, ss_generator.ckpt,
+# slat_generator.ckpt), DIR/bin with links to the named stage executables of $build only
+# (so a chain stays the same while later stages are added), and an empty DIR/jobs
+tiny_chain() {
+    local d=$1 e; shift
+    mkdir -p "$d/weights/moge-vitl" "$d/bin" "$d/jobs"
+    cp tests/fixtures/moge_tiny/model.pt "$d/weights/moge-vitl/model.pt"
+    cp tests/fixtures/cond_ss_tiny/ss_generator.ckpt \
+        tests/fixtures/cond_slat_tiny/slat_generator.ckpt "$d/weights/"
+    for e in "$@"; do ln -s "$(realpath "$build/$e")" "$d/bin/$e"; done
+}
+
 ok()  { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fail=1; }

@@ -25,13 +25,9 @@ need_example "$ex"
 test_tmp
 
 # the tiny model in the official layout (as tools/demo.sh assembles it)
+tiny_chain "$tmp" sam3d-depth sam3d-cond
 w=$tmp/weights
 fx=tests/fixtures
-mkdir -p "$w/moge-vitl" "$tmp/bin" "$tmp/jobs"
-cp "$fx/moge_tiny/model.pt" "$w/moge-vitl/model.pt"
-cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" "$w/"
-ln -s "$(realpath "$build/sam3d-depth")" "$tmp/bin/sam3d-depth"
-ln -s "$(realpath "$build/sam3d-cond")" "$tmp/bin/sam3d-cond"
 
 # ---------------------------------------------------------------- 1. the run
 out=$tmp/out
