@@ -27,7 +27,6 @@ test_tmp
 # the tiny model in the official layout (as tools/demo.sh assembles it)
 tiny_chain "$tmp" sam3d-depth sam3d-cond
 w=$tmp/weights
-fx=tests/fixtures
 
 # ---------------------------------------------------------------- 1. the run
 out=$tmp/out
