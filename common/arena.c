@@ -179,6 +179,14 @@ void arena_reset(struct arena *a)
 
 size_t arena_mark(const struct arena *a) { return a->used; }
 
+void arena_transient(struct arena *a, size_t bytes)
+{
+    size_t mark = arena_mark(a);
+
+    arena_must_alloc(a, bytes);
+    arena_release(a, mark);
+}
+
 void arena_release(struct arena *a, size_t mark)
 {
     size_t old = a->used;

@@ -16,6 +16,11 @@
  *     my_alloc_list(&plan, ...);          (arena_tensor gives data == NULL here)
  *     arena_init(&act, ARENA_DEVICE, "act", plan.high_water);
  *
+ * The ops that take scratch memory from the arena they are given (op_conv2d,
+ * op_groupnorm, op_resize: kernels/ops_conv.h, ops_image.h) count it there and
+ * launch nothing when that arena is a planning one, so a forward in plan mode
+ * calls them as it does when it runs and skips only the other ops.
+ *
  * Every arena keeps a high-water mark of bytes handed out; arena_device_peak()
  * gives the process-wide peak of bytes handed out by all device arenas at once
  * (what `status` reports, comparable to torch.cuda.max_memory_allocated()).
@@ -71,6 +76,10 @@ size_t arena_mark(const struct arena *a);           /* current position */
 void  arena_release(struct arena *a, size_t mark);  /* pop back to a mark */
 /* Round a byte count up to the arena alignment (for sizing arenas). */
 size_t arena_round(size_t bytes);
+/* A buffer of bytes taken and given back at once (an op's scratch, in plan
+ * mode): moves the high-water mark as arena_alloc + arena_release would;
+ * aborts when the arena is full. */
+void  arena_transient(struct arena *a, size_t bytes);
 
 /* Device bytes reserved by live device arenas (resident), and the peak over the
  * process's life of the bytes handed out by all device arenas together. */

@@ -27,6 +27,7 @@
 #ifndef S3D_OPS_CONV_H
 #define S3D_OPS_CONV_H
 
+#include "arena.h"
 #include "ops.h"
 
 #ifdef __cplusplus
@@ -57,6 +58,14 @@ void op_conv2d_cpu(struct tensor *y, const struct tensor *x, const struct tensor
 void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                     const struct tensor *x, const struct tensor *w, const struct tensor *b,
                     int stride, int pad, enum op_pad_mode mode, bool relu);
+/* Scratch bytes op_conv2d_cuda takes besides cuDNN's workspace: the
+ * replicate-padded copy of x (0 for zero padding or pad 0). The workspace is
+ * that of the fastest deterministic algorithm fitting the scratch arena's free
+ * space (IMPLICIT_GEMM needs none), so an arena sized by a plan needs
+ * OP_CONV_WS_HEADROOM on top for the fast algorithms. */
+size_t op_conv2d_scratch_bytes(const struct tensor *y, const struct tensor *x, int pad,
+                               enum op_pad_mode mode);
+#define OP_CONV_WS_HEADROOM ((size_t)64 << 20)
 
 /* nn.ConvTranspose2d(kernel_size=2, stride=2, padding=0):
  *     y[n, co, 2i+dy, 2j+dx] = b[co] + sum_ci x[n, ci, i, j] * w[ci, co, dy, dx]
@@ -140,6 +149,11 @@ static inline void op_conv2d(const struct op_ctx *ctx, struct arena *scratch, st
                              const struct tensor *b, int stride, int pad, enum op_pad_mode mode,
                              bool relu)
 {
+    if (scratch && scratch->plan) {      /* plan mode: count the scratch only (arena.h) */
+        if (y->device == DEVICE_CUDA)
+            arena_transient(scratch, op_conv2d_scratch_bytes(y, x, pad, mode));
+        return;
+    }
     if (y->device == DEVICE_CUDA)
         op_conv2d_cuda(ctx, scratch, y, x, w, b, stride, pad, mode, relu);
     else

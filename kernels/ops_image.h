@@ -15,6 +15,7 @@
 #ifndef S3D_OPS_IMAGE_H
 #define S3D_OPS_IMAGE_H
 
+#include "arena.h"
 #include "ops.h"
 
 #ifdef __cplusplus
@@ -29,13 +30,15 @@ extern "C" {
  * statistics), y = (x - mean) * rsqrt(var + eps) * w[c] + b[c], then ReLU
  * when relu is set (MoGe's GroupNorm -> ReLU pairs). x, y the same shape,
  * any float dtypes; w, b (C) any float dtype or both NULL. C % groups == 0.
- * In place allowed. The CUDA op takes a few KB of statistics from scratch
- * (a device arena), released before it returns. */
+ * In place allowed. The CUDA op takes op_groupnorm_scratch_bytes (a few KB of
+ * statistics) from scratch (a device arena), released before it returns. */
 void op_groupnorm_cpu(struct tensor *y, const struct tensor *x, int groups,
                       const struct tensor *w, const struct tensor *b, float eps, bool relu);
 void op_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                        const struct tensor *x, int groups, const struct tensor *w,
                        const struct tensor *b, float eps, bool relu);
+/* Scratch bytes op_groupnorm_cuda takes for x (N, C, ...) in groups. */
+size_t op_groupnorm_scratch_bytes(const struct tensor *x, int groups);
 
 // ----------------------------------------------------------------------------
 // resampling (F.interpolate, align_corners=False)
@@ -63,6 +66,11 @@ void op_resize_cpu(struct tensor *y, const struct tensor *x, enum op_resize_mode
 void op_resize_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                     const struct tensor *x, enum op_resize_mode mode, double scale_h,
                     double scale_w);
+/* Scratch bytes op_resize_cuda takes (a device arena, released before it
+ * returns): the two axis tables, and the fp32 intermediate (..., H, Wo) of
+ * the antialiased modes when both axes resample. */
+size_t op_resize_scratch_bytes(const struct tensor *y, const struct tensor *x,
+                               enum op_resize_mode mode);
 
 /* Interpolation tables for one axis, shared by the CPU and CUDA ops and
  * computed in fp32/double exactly as ATen computes them: output i reads taps
@@ -88,12 +96,18 @@ static inline int op_resize_tap_index(enum op_resize_mode mode, int n_in, int fi
 }
 
 // ----------------------------------------------------------------------------
-// dispatch on the output tensor's device
+// dispatch on the output tensor's device; with a planning scratch arena
+// (arena_plan_init) the op only counts the scratch the CUDA op would take
 
 static inline void op_groupnorm(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                                 const struct tensor *x, int groups, const struct tensor *w,
                                 const struct tensor *b, float eps, bool relu)
 {
+    if (scratch && scratch->plan) {
+        if (y->device == DEVICE_CUDA)
+            arena_transient(scratch, op_groupnorm_scratch_bytes(x, groups));
+        return;
+    }
     if (y->device == DEVICE_CUDA)
         op_groupnorm_cuda(ctx, scratch, y, x, groups, w, b, eps, relu);
     else
@@ -104,6 +118,11 @@ static inline void op_resize(const struct op_ctx *ctx, struct arena *scratch, st
                              const struct tensor *x, enum op_resize_mode mode, double scale_h,
                              double scale_w)
 {
+    if (scratch && scratch->plan) {
+        if (y->device == DEVICE_CUDA)
+            arena_transient(scratch, op_resize_scratch_bytes(y, x, mode));
+        return;
+    }
     if (y->device == DEVICE_CUDA)
         op_resize_cuda(ctx, scratch, y, x, mode, scale_h, scale_w);
     else

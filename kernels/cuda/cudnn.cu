@@ -164,6 +164,16 @@ __global__ void bias_relu_kernel(T *y, const void *b, enum dtype bt, int64_t C, 
     }
 }
 
+size_t op_conv2d_scratch_bytes(const struct tensor *y, const struct tensor *x, int pad,
+                               enum op_pad_mode mode)
+{
+    int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
+
+    if (tensor_numel(y) == 0 || mode != OP_PAD_REPLICATE || pad == 0)
+        return 0;
+    return arena_round((size_t)(N * Ci * (H + 2 * pad) * (W + 2 * pad)) * dtype_size(x->dtype));
+}
+
 void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                     const struct tensor *x, const struct tensor *w, const struct tensor *b,
                     int stride, int pad, enum op_pad_mode mode, bool relu)
@@ -221,6 +231,7 @@ void op_conv2d_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
     CUDNN_CHECK(cudnnSetConvolutionMathType(cd, x->dtype == DTYPE_F32 ? CUDNN_FMA_MATH
                                                                        : CUDNN_TENSOR_OP_MATH));
 
+    ASSERT(arena_mark(scratch) - mark == op_conv2d_scratch_bytes(y, x, pad, mode));
     /* free scratch space caps the workspace */
     size_t cap = dnn_ws_cap(scratch);
     struct conv_key key;

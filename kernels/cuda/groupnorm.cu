@@ -86,6 +86,23 @@ __global__ void gn_apply_kernel(Ty *y, const Tx *x, const float2 *stats, const v
     }
 }
 
+/* Blocks per (n, group) for M elements per group. */
+static int gn_blocks(int64_t M)
+{
+    return (int)min((int64_t)GN_BLOCKS_PER_GROUP_MAX, max((int64_t)1, M / (GN_THREADS * 16)));
+}
+
+size_t op_groupnorm_scratch_bytes(const struct tensor *x, int groups)
+{
+    int64_t N = x->shape[0], C = x->shape[1];
+    int64_t S = (N != 0 && C != 0) ? tensor_numel(x) / (N * C) : 0, G = N * groups;
+
+    if (N * C * S == 0)
+        return 0;
+    return arena_round(sizeof(float2) * (size_t)(G * gn_blocks(C / groups * S))) +
+           arena_round(sizeof(float2) * (size_t)G);
+}
+
 void op_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                        const struct tensor *x,
                        int groups, const struct tensor *w, const struct tensor *b, float eps,
@@ -108,7 +125,7 @@ void op_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct t
         return;
     ASSERT(scratch && scratch->kind == ARENA_DEVICE && G <= 65535);
     size_t mark = arena_mark(scratch);
-    int nb = (int)min((int64_t)GN_BLOCKS_PER_GROUP_MAX, max((int64_t)1, M / (GN_THREADS * 16)));
+    int nb = gn_blocks(M);
     float2 *g_part = (float2 *)arena_must_alloc(scratch, sizeof(float2) * (size_t)(G * nb));
     float2 *g_stats = (float2 *)arena_must_alloc(scratch, sizeof(float2) * (size_t)G);
     DISPATCH_1(x->dtype, T,
@@ -122,5 +139,6 @@ void op_groupnorm_cuda(const struct op_ctx *ctx, struct arena *scratch, struct t
             (Ty *)y->data, (const Tx *)x->data, g_stats, w ? w->data : NULL,
             b ? b->data : NULL, w ? w->dtype : DTYPE_F32, C, S, (int)Cg, n, relu));
     op_done(ctx, "groupnorm");
+    ASSERT(arena_mark(scratch) - mark == op_groupnorm_scratch_bytes(x, groups));
     arena_release(scratch, mark);   /* later users queue on the same stream */
 }

@@ -173,6 +173,23 @@ static void resize_launch(const struct op_ctx *ctx, struct arena *scratch, struc
             (Ty *)y->data, mid, P, H, Ho, Wo, ah, (int)mode));
 }
 
+size_t op_resize_scratch_bytes(const struct tensor *y, const struct tensor *x,
+                               enum op_resize_mode mode)
+{
+    int H = (int)x->shape[x->ndim - 2], W = (int)x->shape[x->ndim - 1];
+    int Ho = (int)y->shape[y->ndim - 2], Wo = (int)y->shape[y->ndim - 1];
+    int64_t P = tensor_numel(x) / ((int64_t)H * W);
+    bool aa = mode == OP_RESIZE_BILINEAR_AA || mode == OP_RESIZE_BICUBIC_AA;
+
+    if (P == 0)
+        return 0;
+    /* axis_upload's tables, then resize_launch's intermediate */
+    size_t th = (2 * sizeof(int) + sizeof(float) * op_resize_max_taps(mode, H, Ho)) * Ho;
+    size_t tw = (2 * sizeof(int) + sizeof(float) * op_resize_max_taps(mode, W, Wo)) * Wo;
+    size_t mid = aa && Ho != H && Wo != W ? sizeof(float) * (size_t)(P * H * Wo) : 0;
+    return arena_round(th) + arena_round(tw) + arena_round(mid);
+}
+
 void op_resize_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
                     const struct tensor *x, enum op_resize_mode mode, double scale_h,
                     double scale_w)
@@ -202,6 +219,7 @@ void op_resize_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tens
             resize_launch(ctx, scratch, y, (const Tx *)x->data, P, H, W, Ho, Wo, mode,
                           scale_h, scale_w));
     op_done(ctx, "resize");
+    ASSERT(arena_mark(scratch) - mark == op_resize_scratch_bytes(y, x, mode));
     /* later users of this scratch memory are queued on the same stream, after us */
     arena_release(scratch, mark);
 }
