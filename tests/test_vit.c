@@ -95,8 +95,7 @@ int main(void)
     int64_t S = m.cfg.patch * m.cfg.grid, HW = S * S, C = m.cfg.dim;
     int64_t T = vit_tokens(&m.cfg, m.cfg.grid, m.cfg.grid);
     size_t nx = (size_t)(T * C);
-    CHECK(arena_init(&act, ARENA_HOST, "act", vit_act_bytes(&m.cfg, DTYPE_F32, 2, m.cfg.grid,
-                                                             m.cfg.grid) + ((size_t)4 << 20)) == 0);
+    CHECK(arena_init(&act, ARENA_HOST, "act", vit_act_bytes(&m, 2, m.cfg.grid, m.cfg.grid) + ((size_t)4 << 20)) == 0);
     const float *image = ref_data(&ref, "image", 3 * HW);
     const float *rgb = ref_data(&ref, "rgb_image", 3 * HW);
     if (!image || !rgb)
@@ -164,6 +163,25 @@ int main(void)
         arena_release(&act, m2);
     }
 
+    /* vit_act_bytes is the forward's exact high-water mark: the forward runs in an
+     * arena of that size with no slack and reaches it (stored grid, batch 2; a
+     * 1 x 2 grid with a caller's pos-embed, batch 1) */
+    for (int k = 0; k < 2; k++) {
+        int64_t ph = k ? 1 : m.cfg.grid, pw = k ? 2 : m.cfg.grid, B = 2 - k, P = m.cfg.patch;
+        size_t need = vit_act_bytes(&m, B, ph, pw);
+        struct arena ex;
+        CHECK(arena_init(&ex, ARENA_HOST, "exact", need) == 0);
+        struct tensor im = tensor_view(img.data, DTYPE_F32, DEVICE_HOST, SHAPE(B, 3, ph * P, pw * P));
+        struct tensor pos = tensor_view((float *)m.pos_embed.data + C, DTYPE_F32, DEVICE_HOST,
+                                        SHAPE(ph * pw, C));
+        vit_forward(&m, NULL, &ex, &im, k ? &pos : NULL, NULL);
+        printf("vit act bytes, %lld x %lld patches, batch %lld: %zu planned, %zu used\n",
+               (long long)ph, (long long)pw, (long long)B, need, ex.high_water);
+        CHECK(ex.high_water == need, "vit forward high-water %zu != vit_act_bytes %zu",
+              ex.high_water, need);
+        arena_free(&ex);
+    }
+
     /* GPU: CUDA fp32 and fp16 against the CPU result x */
     if (harness_gpu("GPU part")) {
         const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
@@ -181,7 +199,7 @@ int main(void)
             CHECK(arena_init(&pst, ARENA_PINNED, "staging", 1 << 20) == 0);
             CHECK(weights_upload(&w2, &dwa, &pst) == 0);
             CHECK(arena_init(&dact, ARENA_DEVICE, "act",
-                             vit_act_bytes(&m.cfg, gdts[g], 2, m.cfg.grid, m.cfg.grid) +
+                             vit_act_bytes(&dm, 2, m.cfg.grid, m.cfg.grid) +
                              OP_WORKSPACE_DEFAULT + ((size_t)4 << 20)) == 0);
             CHECK(op_ctx_init(&ctx, &dact, OP_WORKSPACE_DEFAULT) == 0);
             struct tensor dimg = arena_tensor(&dact, DTYPE_F32, SHAPE(2, 3, S, S));

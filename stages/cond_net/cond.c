@@ -145,7 +145,7 @@ size_t cond_act_bytes(const struct cond_model *m)
     int64_t S = m->input_size, T = vit_tokens(g, g->grid, g->grid), C = m->dim;
     size_t out = arena_round(dtype_size(m->gemm_dt) * (size_t)(m->n_tokens * C));
     size_t dino = arena_round(sizeof(float) * (size_t)(2 * 3 * S * S)) +
-                  vit_act_bytes(g, m->gemm_dt, 2, g->grid, g->grid) +
+                  vit_act_bytes(&m->dino[0], 2, g->grid, g->grid) +
                   arena_round(sizeof(float) * (size_t)(2 * T * C)) +
                   proj_bytes(&m->proj[0], m->gemm_dt, 2 * T);
     size_t ppe = 0;

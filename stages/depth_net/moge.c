@@ -227,7 +227,7 @@ size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g)
      * its tables; the input image itself is the caller's */
     size_t img = (size_t)3 * g->H * g->rw * 4 + 2 * (size_t)3 * g->rh * g->rw * 4 * 2 +
                  (size_t)16 * (g->H + g->W + g->rh + g->rw) * 4;
-    size_t vit = vit_act_bytes(&m->vit.cfg, m->act_dt, 1, g->ph, g->pw);
+    size_t vit = vit_act_bytes(&m->vit, 1, g->ph, g->pw);
     size_t feats = (size_t)m->n_feat * T * C * es + T * C * 4;
     return img + vit + feats + big + ((size_t)64 << 20);
 }

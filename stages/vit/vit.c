@@ -6,6 +6,10 @@
  *     x = x + ls2 * fc2(gelu(fc1(norm2(x))))
  * attention (dinov2/layers/attention.py:66-99): qkv (B, T, 3, H, 64), softmax
  * scale 1/8, no mask, output heads concatenated -> proj.
+ *
+ * The forward is written once and also runs in plan mode: on a planning arena
+ * (arena_plan_init) it takes every buffer and runs no op, so vit_act_bytes is
+ * its high-water mark and cannot drift from the code.
  */
 #include "vit.h"
 #include "vit_embed.h"
@@ -135,7 +139,7 @@ int vit_bind(struct vit *m, struct weights *w, const char *prefix, enum dtype ge
 // ----------------------------------------------------------------------------
 // forward
 
-/* The activation buffers of one forward (sizes in vit_act_bytes). */
+/* The activation buffers of one forward. */
 struct vit_act {
     struct tensor x;      /* (B, T, C) F32 residual stream (returned) */
     struct tensor h;      /* (B*T, C) gemm_dt: norm output */
@@ -144,21 +148,6 @@ struct vit_act {
     struct tensor p;      /* (B*T, C) gemm_dt: proj / fc2 output */
     struct tensor f;      /* (B*T, M) gemm_dt: MLP hidden */
 };
-
-size_t vit_act_bytes(const struct vit_config *cfg, enum dtype gemm_dt, int64_t B, int64_t ph,
-                     int64_t pw)
-{
-    int64_t T = vit_tokens(cfg, ph, pw), C = cfg->dim, N = ph * pw;
-    size_t e = dtype_size(gemm_dt);
-    size_t stream = arena_round(sizeof(float) * (size_t)(B * T * C));
-    size_t blocks = arena_round(e * (size_t)(B * T * C)) * 3 +        /* h, a, p */
-                    arena_round(e * (size_t)(B * T * 3 * C)) +        /* qkv */
-                    arena_round(e * (size_t)(B * T * cfg->mlp));      /* f */
-    size_t embed = arena_round(e * (size_t)(B * N * cfg->in_ch * cfg->patch * cfg->patch)) +
-                   arena_round(e * (size_t)(B * N * C));              /* cols, pe */
-
-    return stream + (blocks > embed ? blocks : embed);
-}
 
 /* Attention sub-block: x += ls1 * proj(attn(norm1(x))). */
 static void block_attn(const struct vit *m, const struct vit_block *L, const struct op_ctx *ctx,
@@ -215,7 +204,9 @@ static void embed(const struct vit *m, const struct op_ctx *ctx, struct arena *a
         pos_patch = &pos_stored;
     }
     ASSERT(pos_patch->shape[0] == N && pos_patch->shape[1] == C);
-    if (dev == DEVICE_CUDA) {
+    if (act->plan) {
+        /* plan mode: the buffers only */
+    } else if (dev == DEVICE_CUDA) {
         vit_im2col_cuda(ctx, &cols, img, g->patch);
         op_linear(ctx, &pe, &cols, &w2, &m->patch_b, false);
         vit_assemble_cuda(ctx, &s->x, &pe, &m->cls_token, g->n_reg ? &reg : NULL, &pos_cls, pos_patch);
@@ -251,7 +242,7 @@ struct tensor vit_forward(const struct vit *m, const struct op_ctx *ctx, struct 
     s.p = arena_tensor(act, m->gemm_dt, SHAPE(B * T, C));
     s.f = arena_tensor(act, m->gemm_dt, SHAPE(B * T, g->mlp));
     struct tensor x2 = tensor_reshape(&s.x, SHAPE(B * T, C));
-    for (int i = 0; i < g->depth; i++) {
+    for (int i = 0; i < g->depth && !act->plan; i++) {
         block_attn(m, &m->blocks[i], ctx, &s, &x2);
         block_mlp(m, &m->blocks[i], ctx, &s, &x2);
         for (int t = 0; taps && t < taps->n; t++)
@@ -285,4 +276,19 @@ void vit_final_norm(const struct vit *m, const struct op_ctx *ctx, struct tensor
         op_layernorm(ctx, &yc, &xc, &m->norm_w, &m->norm_b, VIT_LN_EPS);
         op_layernorm(ctx, &yp, &xp, &m->norm_w, &m->norm_b, VIT_LN_EPS);
     }
+}
+
+size_t vit_act_bytes(const struct vit *m, int64_t B, int64_t ph, int64_t pw)
+{
+    const struct vit_config *g = &m->cfg;
+    enum device dev = m->pos_embed.device;
+    struct arena plan;
+    struct tensor img = tensor_view(NULL, DTYPE_F32, dev,
+                                    SHAPE(B, g->in_ch, ph * g->patch, pw * g->patch));
+    struct tensor pos = tensor_view(NULL, DTYPE_F32, dev, SHAPE(ph * pw, g->dim));
+    bool stored = ph == g->grid && pw == g->grid;
+
+    arena_plan_init(&plan, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    vit_forward(m, NULL, &plan, &img, stored ? NULL : &pos, NULL);
+    return plan.high_water;
 }

@@ -103,9 +103,10 @@ int  vit_bind_block(struct vit_block *L, struct weights *w, const char *prefix, 
 int64_t vit_tokens(const struct vit_config *cfg, int64_t ph, int64_t pw);
 
 /* Activation bytes vit_forward takes from its arena for B images of ph x pw
- * patches (the returned residual stream included), rounded per allocation. */
-size_t vit_act_bytes(const struct vit_config *cfg, enum dtype gemm_dt, int64_t B, int64_t ph,
-                     int64_t pw);
+ * patches (the returned residual stream included): the high-water mark of
+ * vit_forward run in plan mode (on a planning arena, arena_plan_init: every
+ * buffer taken, no op run) on the model's device. */
+size_t vit_act_bytes(const struct vit *m, int64_t B, int64_t ph, int64_t pw);
 
 /* Tap the output of chosen blocks through the final norm (MoGe's
  * get_intermediate_layers(n=4, norm=True): blocks 20..23). */
