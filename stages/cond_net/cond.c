@@ -131,35 +131,6 @@ void cond_free(struct cond_model *m)
 // ----------------------------------------------------------------------------
 // sizes and input checks
 
-/* Bytes of the projection-net scratch for rows tokens. */
-static size_t proj_bytes(const struct cond_proj *p, enum dtype gd, int64_t rows)
-{
-    size_t e = dtype_size(gd);
-
-    return arena_round(e * (size_t)(rows * p->d_in)) + 2 * arena_round(e * (size_t)(rows * p->hidden));
-}
-
-size_t cond_act_bytes(const struct cond_model *m)
-{
-    const struct vit_config *g = &m->dino[0].cfg;
-    int64_t S = m->input_size, T = vit_tokens(g, g->grid, g->grid), C = m->dim;
-    size_t out = arena_round(dtype_size(m->gemm_dt) * (size_t)(m->n_tokens * C));
-    size_t dino = arena_round(sizeof(float) * (size_t)(2 * 3 * S * S)) +
-                  vit_act_bytes(&m->dino[0], 2, g->grid, g->grid) +
-                  arena_round(sizeof(float) * (size_t)(2 * T * C)) +
-                  proj_bytes(&m->proj[0], m->gemm_dt, 2 * T);
-    size_t ppe = 0;
-
-    if (m->variant == COND_SS) {
-        int64_t W = (int64_t)m->ppe.nwin * m->ppe.nwin, P = m->ppe.size;
-        /* the point maps are uploaded already resized to the PPE input size (fit_input) */
-        ppe = arena_round(sizeof(float) * (size_t)(2 * 3 * P * P)) +
-              arena_round(sizeof(float) * (size_t)(2 * W * m->ppe.dim)) + ppe_act_bytes(&m->ppe) +
-              proj_bytes(&m->proj[2], m->gemm_dt, 2 * W);
-    }
-    return out + (dino > ppe ? dino : ppe);
-}
-
 /* t must be F32 (1, c, H, W), contiguous, any H, W >= 1: the embedders resize it
  * to their own input size as the reference does (fit_input). */
 static int check_one(const struct tensor *t, const char *name, int64_t c)
@@ -262,12 +233,14 @@ static void project(const struct cond_model *m, const struct op_ctx *ctx, struct
     struct tensor b = arena_tensor(act, gd, SHAPE(rows, p->hidden));
     struct tensor idx2 = tensor_slice(&m->idx_emb, 0, 0, 2);
 
-    op_layernorm(ctx, &hn, e, &p->ln_w, &p->ln_b, COND_LN_EPS);
-    op_linear(ctx, &a, &hn, &p->w1, NULL, false);
-    op_linear(ctx, &b, &hn, &p->w3, NULL, false);
-    op_swiglu(ctx, &a, &a, &b);
-    op_linear(ctx, dst, &a, &p->w2, NULL, false);
-    op_add_bias(ctx, dst, dst, &idx2);                 /* embedder_fuser.py:216-221 */
+    if (!act->plan) {
+        op_layernorm(ctx, &hn, e, &p->ln_w, &p->ln_b, COND_LN_EPS);
+        op_linear(ctx, &a, &hn, &p->w1, NULL, false);
+        op_linear(ctx, &b, &hn, &p->w3, NULL, false);
+        op_swiglu(ctx, &a, &a, &b);
+        op_linear(ctx, dst, &a, &p->w2, NULL, false);
+        op_add_bias(ctx, dst, dst, &idx2);             /* embedder_fuser.py:216-221 */
+    }
     arena_release(act, mark);
 }
 
@@ -284,11 +257,14 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
     for (int e = 0; e < 2; e++) {
         size_t m2 = arena_mark(act);
         struct tensor img = arena_tensor(act, DTYPE_F32, SHAPE(2, 3, S, S));
-        dino_input(m, ctx, &img, pairs[e][0], pairs[e][1]);
+        if (!act->plan)
+            dino_input(m, ctx, &img, pairs[e][0], pairs[e][1]);
         struct tensor x = vit_forward(&m->dino[e], ctx, act, &img, NULL, NULL);
         int64_t T = x.shape[1] - (m->variant == COND_SS ? g->n_reg : 0);
         struct tensor emb = arena_tensor(act, DTYPE_F32, SHAPE(2, T, C));
-        if (m->variant == COND_SS)
+        if (act->plan) {
+            /* plan mode: the buffers only */
+        } else if (m->variant == COND_SS)
             vit_final_norm(&m->dino[e], ctx, &emb, &x, true);            /* dino.py:101-107 */
         else
             op_layernorm(ctx, &emb, &x, NULL, NULL, COND_LN_EPS);        /* dino.py:97-99 */
@@ -304,7 +280,8 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         struct tensor pm = arena_tensor(act, DTYPE_F32, SHAPE(2, 3, P, P));
         struct tensor pe = arena_tensor(act, DTYPE_F32, SHAPE(2, W, m->ppe.dim));
         const struct tensor *maps[2] = {in->pointmap, in->rgb_pointmap};
-        for (int i = 0; i < 2; i++) {       /* nearest to P here; ppe_forward's is then the identity */
+        for (int i = 0; i < 2 && !act->plan; i++) {   /* nearest to P here; ppe_forward's is then
+                                                       * the identity */
             float *tmp;
             const float *r = fit_input(maps[i], P, OP_RESIZE_NEAREST, &tmp);
             struct tensor dst = tensor_slice(&pm, 0, i, 1);
@@ -320,6 +297,19 @@ void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct a
         arena_release(act, m2);
     }
     ASSERT(row == m->n_tokens);
-    op_download(ctx, out, &o);
+    if (!act->plan)
+        op_download(ctx, out, &o);
     arena_release(act, mark);
+}
+
+size_t cond_act_bytes(const struct cond_model *m)
+{
+    struct cond_inputs none;
+    struct tensor out = tensor_view(NULL, m->gemm_dt, DEVICE_HOST, SHAPE(1, m->n_tokens, m->dim));
+    struct arena plan;
+
+    memset(&none, 0, sizeof(none));
+    arena_plan_init(&plan, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    cond_forward(m, NULL, &plan, &none, &out);
+    return plan.high_water;
 }

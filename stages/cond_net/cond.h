@@ -71,7 +71,8 @@ struct cond_model {
 int  cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt);
 void cond_free(struct cond_model *m);    /* NULL-safe, idempotent */
 
-/* Device bytes cond_forward takes from its activation arena. */
+/* Bytes cond_forward takes from its activation arena (on the model's device):
+ * the high-water mark of cond_forward run in plan mode. */
 size_t cond_act_bytes(const struct cond_model *m);
 
 /* The inputs of one request: host tensors, F32, contiguous, batch 1, as the
@@ -94,7 +95,9 @@ int  cond_check_inputs(const struct cond_model *m, const struct cond_inputs *in)
 
 /* out (1, n_tokens, C) host tensor of dtype gemm_dt = the fused condition.
  * Uploads the inputs into act, runs, downloads, and releases act to its mark
- * at entry. Inputs must have passed cond_check_inputs. */
+ * at entry. Inputs must have passed cond_check_inputs. Plan mode (act a
+ * planning arena, arena_plan_init): takes every buffer the run takes, runs no
+ * op and reads no input (cond_act_bytes). */
 void cond_forward(const struct cond_model *m, const struct op_ctx *ctx, struct arena *act,
                   const struct cond_inputs *in, struct tensor *out);
 

@@ -76,22 +76,6 @@ int ppe_bind(struct ppe *m, struct weights *w, const char *prefix, enum dtype ge
     return rc ? S3D_ESHAPE : 0;
 }
 
-size_t ppe_act_bytes(const struct ppe *m)
-{
-    int64_t T = 1 + (int64_t)m->patch * m->patch, D = m->dim, nc = PPE_CHUNK;
-    int64_t nmax = 2 * (int64_t)m->nwin * m->nwin;     /* two maps per request */
-
-    nc = nc < nmax ? nc : nmax;
-    size_t e = dtype_size(m->gemm_dt);
-    size_t xyz = arena_round(sizeof(float) * 2 * 3 * (size_t)m->size * (size_t)m->size);
-
-    return xyz + arena_round(sizeof(float) * (size_t)(nc * T * D)) +     /* tok */
-           arena_round(e * (size_t)(nc * T * D)) * 3 +                    /* h, a, p */
-           arena_round(e * (size_t)(nc * T * 3 * D)) +                    /* qkv */
-           arena_round(e * (size_t)(nc * T * m->mlp)) +                   /* f */
-           arena_round(sizeof(float) * (size_t)(nc * D));                 /* x0 */
-}
-
 // ----------------------------------------------------------------------------
 // CPU steps
 
@@ -188,6 +172,10 @@ static void chunk_forward(const struct ppe *m, const struct op_ctx *ctx, struct 
     struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(nc * T, 3 * D));
     struct tensor q = op_heads_view(&qkv, 0), k = op_heads_view(&qkv, 1), v = op_heads_view(&qkv, 2);
 
+    if (act->plan) {                                /* plan mode: the buffers only */
+        arena_release(act, mark);
+        return;
+    }
     if (dev == DEVICE_CUDA)
         ppe_tokens_cuda(m, ctx, &tok, xyz, g0, gd == DTYPE_F16);
     else

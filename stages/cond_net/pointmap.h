@@ -61,12 +61,10 @@ struct ppe {
 int  ppe_detect(struct ppe *m, const struct weights *w, const char *prefix);
 /* Declare its tensors to w (see vit_bind). Returns 0 or S3D_ESHAPE (logged). */
 int  ppe_bind(struct ppe *m, struct weights *w, const char *prefix, enum dtype gemm_dt);
-/* Activation bytes ppe_forward takes from its arena for two maps (B = 2). */
-size_t ppe_act_bytes(const struct ppe *m);
-
 /* out (B, nwin^2, D) F32 = PointPatchEmbed(pm) for pm (B, 3, Hin, Win) F32
  * (NaN = invalid), everything on the weights' device; scratch from act,
- * released before returning. */
+ * released before returning. Plan mode (act a planning arena,
+ * arena_plan_init): takes every buffer, runs no op, reads nothing. */
 void ppe_forward(const struct ppe *m, const struct op_ctx *ctx, struct arena *act,
                  struct tensor *out, const struct tensor *pm);
 
