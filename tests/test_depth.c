@@ -110,9 +110,17 @@ static void runner_forward(struct runner *r, const struct tensor *img_h, const s
         img.device = DEVICE_CUDA;
         CUDA_CHECK(cudaMemcpy(img.data, img_h->data, ib, cudaMemcpyHostToDevice));
     }
+    size_t hw = r->act.high_water;
+    r->act.high_water = r->act.used;         /* this forward's peak alone */
     CHECK(moge_forward(&r->m, r->dev == DEVICE_CUDA ? &r->ctx : NULL, &r->act, &img, g, raw,
                        dump, user) == 0);
+    /* on the host the plan is the forward's exact peak (on CUDA cuDNN's
+     * workspace takes what the arena has free, see moge_act_bytes) */
+    size_t peak = r->act.high_water - mark, plan = moge_act_bytes(&r->m, g);
+    if (r->dev != DEVICE_CUDA)
+        CHECK(peak == plan, "moge forward peak %zu != moge_act_bytes %zu", peak, plan);
     CHECK(r->act.high_water <= r->act.size);
+    r->act.high_water = hw > r->act.high_water ? hw : r->act.high_water;
     arena_release(&r->act, mark);
 }
 

@@ -4,6 +4,11 @@
  * References: MG:moge/model/v1.py:23-141 (Head, ResidualConvBlock), :267-297
  * (forward), MG:moge/model/dinov2/models/vision_transformer.py:179-212
  * (interpolate_pos_encoding), MG:moge/utils/geometry_torch.py:40-52 (UV).
+ *
+ * The forward is written once and also runs in plan mode: on a planning arena
+ * (arena_plan_init) it takes every buffer, and the scratch of the CUDA ops that
+ * take it from the arena (op_resize, op_groupnorm, op_conv2d count it there),
+ * and runs no op; moge_act_bytes is its high-water mark.
  */
 #include "moge.h"
 #include "moge_kern.h"
@@ -209,29 +214,6 @@ void moge_geometry(const struct moge_model *m, int H, int W, struct moge_geom *g
     g->pw = g->rw / 14;
 }
 
-size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g)
-{
-    size_t es = dtype_size(m->act_dt), T = (size_t)g->ph * g->pw + 1, C = (size_t)m->vit.cfg.dim;
-    size_t big = 0;
-    size_t h = (size_t)g->ph, w = (size_t)g->pw;
-    for (int i = 0; i < MOGE_UP_STAGES; i++) {
-        h *= 2;
-        w *= 2;
-        size_t c = (size_t)m->up[i].cout, hid = m->up[i].n_res ? (size_t)m->up[i].res[0].hidden : c;
-        size_t s = (3 * (c + 2) + 2 * hid) * h * w * es;
-        big = s > big ? s : big;
-    }
-    size_t fin = ((size_t)m->up[2].cout + 2 + 2 * 64) * g->rh * g->rw * es + 4 * (size_t)g->rh * g->rw * 4;
-    big = fin > big ? fin : big;
-    /* r1 and i14 (F32), plus op_resize's W-pass intermediate (3, H, rw) F32 and
-     * its tables; the input image itself is the caller's */
-    size_t img = (size_t)3 * g->H * g->rw * 4 + 2 * (size_t)3 * g->rh * g->rw * 4 * 2 +
-                 (size_t)16 * (g->H + g->W + g->rh + g->rw) * 4;
-    size_t vit = vit_act_bytes(&m->vit, 1, g->ph, g->pw);
-    size_t feats = (size_t)m->n_feat * T * C * es + T * C * 4;
-    return img + vit + feats + big + ((size_t)64 << 20);
-}
-
 // ----------------------------------------------------------------------------
 // forward
 
@@ -304,7 +286,8 @@ static void resblock(const struct moge_model *m, const struct op_ctx *ctx, struc
     op_groupnorm(ctx, act, &hdn, &hdn, b->groups2, &b->gn2_w, &b->gn2_b, 1e-5f, true);
     op_conv2d(ctx, act, &a, &hdn, &b->conv2_w, &b->conv2_b, 1, 1, OP_PAD_REPLICATE, false);
     struct tensor a3 = tensor_reshape(&a, SHAPE(C, h, w));
-    op_add(ctx, y, x, &a3);
+    if (!act->plan)
+        op_add(ctx, y, x, &a3);
     arena_release(act, mark);
 }
 
@@ -353,6 +336,7 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
                  moge_dump_fn dump, void *user)
 {
     size_t mark0 = arena_mark(act);
+    bool plan = act->plan;                         /* plan mode: buffers and op scratch only */
     enum device dev = m->proj_w[0].device;
     enum dtype adt = m->act_dt;
     int rh = g->rh, rw = g->rw, ph = g->ph, pw = g->pw, C = m->vit.cfg.dim;
@@ -366,17 +350,19 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
     struct tensor x0 = tensor_reshape(img, SHAPE(1, 3, g->H, g->W));
     struct tensor r1 = act_t(act, DTYPE_F32, dev, SHAPE(1, 3, rh, rw));
     op_resize(ctx, act, &r1, &x0, OP_RESIZE_BICUBIC_AA, 0, 0);
-    moge_normalise(ctx, &r1, &r1, &m->image_mean, &m->image_std);
+    if (!plan)
+        moge_normalise(ctx, &r1, &r1, &m->image_mean, &m->image_std);
     struct tensor i14 = act_t(act, DTYPE_F32, dev, SHAPE(1, 3, ph * 14, pw * 14));
     op_resize(ctx, act, &i14, &r1, OP_RESIZE_BILINEAR_AA, 0, 0);
     emit(dump, user, ctx, "image_14", &i14);
 
     /* backbone with the interpolated pos-embed and the last n_feat blocks tapped */
-    int rc = pos_embed_cached(m, ctx, dev, ph, pw);
+    int rc = plan ? 0 : pos_embed_cached(m, ctx, dev, ph, pw);
     if (rc) {
         arena_release(act, mark0);
         return rc;
     }
+    struct tensor pos = plan ? tensor_view(NULL, DTYPE_F32, dev, SHAPE(T, C)) : m->pos_cache;
     struct vit_taps taps;
     memset(&taps, 0, sizeof(taps));
     taps.n = m->n_feat;
@@ -385,7 +371,7 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
         taps.out[k] = act_t(act, adt, dev, SHAPE(1, T + 1, C));
     }
     size_t mark_vit = arena_mark(act);
-    vit_forward(&m->vit, ctx, act, &i14, &m->pos_cache, &taps);
+    vit_forward(&m->vit, ctx, act, &i14, &pos, &taps);
     arena_release(act, mark_vit);
     for (int k = 0; k < m->n_feat; k++) {
         snprintf(name, sizeof(name), k ? "backbone.norm#%d" : "backbone.norm", k);
@@ -397,7 +383,7 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
     struct tensor cur = act_t(act, adt, dev, SHAPE(P + 2, ph, pw));
     struct tensor xp = tensor_reshape(&cur, SHAPE(P + 2, T));
     struct tensor xpp = planes(&xp, 0, P);
-    for (int k = 0; k < m->n_feat; k++) {
+    for (int k = 0; k < m->n_feat && !plan; k++) {
         struct tensor tok = tensor_reshape(&taps.out[k], SHAPE(T + 1, C));
         tok = tensor_slice(&tok, 0, 1, T);         /* drop cls: rows 1.. (contiguous) */
         struct tensor wk = tensor_reshape(&m->proj_w[k], SHAPE(P, C));   /* (P, C, 1, 1) */
@@ -411,13 +397,15 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
     for (int i = 0; i < MOGE_UP_STAGES; i++) {
         const struct moge_up *u = &m->up[i];
         struct tensor uv = planes(&cur, u->cin, 2);
-        moge_fill_uv(ctx, &uv, aspect);
+        if (!plan)
+            moge_fill_uv(ctx, &uv, aspect);
         int co = u->cout;
         struct tensor nxt = act_t(act, adt, dev, SHAPE(co + 2, 2 * h, 2 * w));
         size_t mark = arena_mark(act);
         struct tensor in4 = tensor_reshape(&cur, SHAPE(1, u->cin + 2, h, w));
         struct tensor t1 = act_t(act, adt, dev, SHAPE(1, co, 2 * h, 2 * w));
-        op_conv_transpose2x2(ctx, &t1, &in4, &u->convt_w, &u->convt_b);
+        if (!plan)
+            op_conv_transpose2x2(ctx, &t1, &in4, &u->convt_w, &u->convt_b);
         struct tensor t2 = act_t(act, adt, dev, SHAPE(1, co, 2 * h, 2 * w));
         op_conv2d(ctx, act, &t2, &t1, &u->conv_w, &u->conv_b, 1, 1, OP_PAD_REPLICATE, false);
         struct tensor x3 = tensor_reshape(&t2, SHAPE(co, 2 * h, 2 * w));
@@ -447,7 +435,8 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
     struct tensor cx = planes(&cur, 0, cl);
     op_resize(ctx, act, &fx, &cx, OP_RESIZE_BILINEAR, 0, 0);
     struct tensor fuv = planes(&fin3, cl, 2);
-    moge_fill_uv(ctx, &fuv, aspect);
+    if (!plan)
+        moge_fill_uv(ctx, &fuv, aspect);
     struct tensor outs = act_t(act, adt, dev, SHAPE(4, rh, rw));
     for (int k = 0; k < 2; k++) {
         const struct moge_out *o = &m->out[k];
@@ -463,7 +452,20 @@ int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *a
     }
     /* raw (4, rh, rw) F32 on the host */
     struct tensor rawt = tensor_view(raw, DTYPE_F32, DEVICE_HOST, SHAPE(4, rh, rw));
-    op_download(ctx, &rawt, &outs);
+    if (!plan)
+        op_download(ctx, &rawt, &outs);
     arena_release(act, mark0);
     return 0;
+}
+
+size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g)
+{
+    enum device dev = m->proj_w[0].device;
+    struct tensor img = tensor_view(NULL, DTYPE_U8, dev, SHAPE(3, g->H, g->W));
+    struct arena plan;
+
+    arena_plan_init(&plan, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    /* plan mode reads and writes nothing of m (the pos-embed cache included) */
+    moge_forward((struct moge_model *)m, NULL, &plan, &img, g, NULL, NULL, NULL);
+    return plan.high_water + (dev == DEVICE_CUDA ? OP_CONV_WS_HEADROOM : 0);
 }

@@ -123,8 +123,10 @@ struct moge_geom {
 };
 void moge_geometry(const struct moge_model *m, int H, int W, struct moge_geom *g);
 
-/* Activation bytes moge_forward takes from its arena (upper bound; the input
- * image is the caller's, the pos-embed cache the model's). */
+/* Activation bytes moge_forward takes from its arena for geometry g: the
+ * high-water mark of moge_forward in plan mode (every buffer and the CUDA ops'
+ * scratch), plus OP_CONV_WS_HEADROOM on CUDA for cuDNN's workspace. The input
+ * image is the caller's, the pos-embed cache the model's. */
 size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g);
 
 /* Run the network on img (3, H, W) U8 or F32 on the model's device (U8 is
@@ -134,7 +136,9 @@ size_t moge_act_bytes(const struct moge_model *m, const struct moge_geom *g);
  * NULL): called with every named intermediate (names as in
  * tools/ref/dump_moge.py) for parity tests; the tensor is valid only during
  * the call. Updates m's pos-embed cache. Returns 0, or S3D_ENOMEM when the
- * cache cannot be allocated (logged). */
+ * cache cannot be allocated (logged). Plan mode (act a planning arena,
+ * arena_plan_init): takes every buffer, runs no op, reads neither img nor m's
+ * cache, writes nothing (raw may be NULL); moge_act_bytes uses it. */
 typedef void (*moge_dump_fn)(void *user, const char *name, const struct tensor *t);
 int moge_forward(struct moge_model *m, const struct op_ctx *ctx, struct arena *act,
                  const struct tensor *img, const struct moge_geom *g, float *raw,
