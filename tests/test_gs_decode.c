@@ -283,7 +283,9 @@ static void test_set(const struct gset *S, struct outs *mine)
         outs_init(mine, M);
         struct gsdec_out go = as_out(mine);
         gsdec_forward(&R.m, NULL, &R.act, &coords, &feats, &go, &tp, &tm);
-        CHECK(R.act.high_water <= R.act.size);
+        /* gsdec_act_bytes (the forward's plan) is the run's exact high-water mark */
+        CHECK(R.act.high_water == gsdec_act_bytes(&R.m, N), "act high-water %zu, planned %zu",
+              R.act.high_water, gsdec_act_bytes(&R.m, N));
         char lab[96];
         snprintf(lab, sizeof(lab), "g%d cpu f32 head_ln", S->G);
         report_cmp(lab, compare_f32(thl, hl.data, (size_t)(N * C), ATOL, RTOL, NMSE));

@@ -85,25 +85,6 @@ int gsdec_check_inputs(const struct gsdec_model *m, const struct tensor *coords,
     return 0;
 }
 
-/* The head's chunk scratch for `rows` voxels. */
-static size_t head_bytes(const struct gsdec_model *m, int64_t rows)
-{
-    int64_t C = m->trunk.cfg.dim, G = m->G;
-
-    return arena_round((size_t)rows * C * 4) + arena_round((size_t)rows * GS_CHANNELS * G * 4) +
-           5 * arena_round((size_t)rows * G * 4 * 4);
-}
-
-size_t gsdec_act_bytes(const struct gsdec_model *m, int64_t n)
-{
-    int64_t hr = n < GSD_HEAD_ROWS ? n : GSD_HEAD_ROWS;
-    size_t t = slatdec_act_bytes(&m->trunk, n), h = head_bytes(m, hr);
-
-    return slatdec_geom_bytes(n) +
-           arena_round((size_t)n * m->trunk.cfg.dim * dtype_size(m->trunk.gemm_dt)) +
-           (t > h ? t : h);
-}
-
 /* dst[0..numel) host F32 = src (contiguous, model device); nothing when dst is NULL. */
 static void fetch(const struct op_ctx *ctx, float *dst, const struct tensor *src)
 {
@@ -132,7 +113,7 @@ void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct
 
     double t0 = now_ms(ctx);
     slatdec_geom_build(ctx, act, coords, &g);
-    if (ctx)
+    if (ctx && !act->plan)
         op_prof_record(ctx, "partition + upload (host)");
     double t1 = now_ms(ctx);
     struct tensor x = arena_tensor(act, t->gemm_dt, SHAPE(N, C));
@@ -153,6 +134,10 @@ void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct
             .scale = arena_tensor(act, DTYPE_F32, SHAPE(M, 3)),
             .rotation = arena_tensor(act, DTYPE_F32, SHAPE(M, 4)),
         };
+        if (act->plan) {                  /* plan mode: one chunk's buffers (the largest) */
+            arena_release(act, cm);
+            break;
+        }
         op_layernorm(ctx, &hl, &xc, NULL, NULL, GSD_LN_EPS);
         op_linear(ctx, &raw, &hl, &m->out_w, &m->out_b, false);
         if (taps) {
@@ -173,7 +158,7 @@ void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct
         arena_release(act, cm);
     }
     double t3 = now_ms(ctx);
-    if (times) {
+    if (times && !act->plan) {
         times->geom = t1 - t0;
         times->trunk = t2 - t1;
         times->head = t3 - t2;
@@ -184,4 +169,17 @@ void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct
         }
     }
     arena_release(act, mark);
+}
+
+size_t gsdec_act_bytes(const struct gsdec_model *m, int64_t n)
+{
+    enum device dev = m->trunk.device;
+    struct tensor coords = tensor_view(NULL, DTYPE_I32, DEVICE_HOST, SHAPE(n, 4));
+    struct tensor feats = tensor_view(NULL, DTYPE_F32, DEVICE_HOST, SHAPE(n, m->trunk.cfg.in_ch));
+    struct gsdec_out none = {0};
+    struct arena plan;
+
+    arena_plan_init(&plan, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    gsdec_forward(m, NULL, &plan, &coords, &feats, &none, NULL, NULL);
+    return plan.high_water;
 }

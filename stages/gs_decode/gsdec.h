@@ -72,7 +72,8 @@ int  gsdec_check_inputs(const struct gsdec_model *m, const struct tensor *coords
                         const struct tensor *feats, char *msg, size_t len);
 
 /* Bytes of the activation arena gsdec_forward takes for N voxels (device
- * arena on CUDA, host arena on the CPU), the op_ctx workspace not included. */
+ * arena on CUDA, host arena on the CPU), the op_ctx workspace not included:
+ * the high-water mark of gsdec_forward in plan mode. */
 size_t gsdec_act_bytes(const struct gsdec_model *m, int64_t n);
 
 /* Host F32 outputs of M = G N Gaussians, filled by gsdec_forward. */
@@ -103,7 +104,9 @@ struct gsdec_times {
 
 /* Decode checked inputs (gsdec_check_inputs) into out. act: an arena on the
  * model's device with gsdec_act_bytes(N) free, released to its mark on
- * return; ctx NULL on the host. taps and times may be NULL. */
+ * return; ctx NULL on the host. taps and times may be NULL. Plan mode (act a
+ * planning arena, arena_plan_init): takes the buffers, runs no op, reads no
+ * input, writes no output (gsdec_act_bytes). */
 void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct arena *act,
                    const struct tensor *coords, const struct tensor *feats,
                    const struct gsdec_out *out, const struct gsdec_taps *taps,

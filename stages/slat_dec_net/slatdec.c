@@ -144,22 +144,36 @@ int slatdec_check_coords(const struct tensor *coords, const char *what, char *ms
 
 size_t slatdec_geom_bytes(int64_t n)
 {
-    return arena_round((size_t)n * 16) + 2 * arena_round((size_t)n * 4) +
-           2 * arena_round((size_t)(n + 1) * 4);
+    struct tensor coords = tensor_view(NULL, DTYPE_I32, DEVICE_HOST, SHAPE(n, 4));
+    struct slatdec_geom g;
+    struct arena plan;
+
+    arena_plan_init(&plan, ARENA_HOST, "geom");      /* the kinds align alike */
+    slatdec_geom_build(NULL, &plan, &coords, &g);
+    return plan.high_water;
 }
 
 void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
                         struct slatdec_geom *g)
 {
     int64_t N = coords->shape[0];
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)N);
-    int32_t *off = malloc(sizeof(int32_t) * (size_t)(N + 1));
 
-    ASSERT(perm && off && coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST &&
+    ASSERT(coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST &&
            tensor_is_contiguous(coords));
     memset(g, 0, sizeof(*g));
     g->n = N;
+    /* the buffers first, the offsets at their most (N windows): the same for
+     * every voxel set of N, so a planning arena sizes them (plan mode) */
     g->coords = arena_tensor(a, DTYPE_I32, SHAPE(N, 4));
+    for (int s = 0; s < 2; s++) {
+        g->perm[s] = arena_tensor(a, DTYPE_I32, SHAPE(N));
+        g->off[s] = arena_tensor(a, DTYPE_I32, SHAPE(N + 1));
+    }
+    if (a->plan)
+        return;
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *off = malloc(sizeof(int32_t) * (size_t)(N + 1));
+    ASSERT(perm && off);
     upload(ctx, &g->coords, coords->data);
     struct tensor tp = tensor_view(perm, DTYPE_I32, DEVICE_HOST, SHAPE(N));
     struct tensor to = tensor_view(off, DTYPE_I32, DEVICE_HOST, SHAPE(N + 1));
@@ -168,9 +182,8 @@ void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct 
                                              &g->max_len[s]);
         for (int64_t w = 0; w < g->nwin[s]; w++)
             g->sum_l2[s] += (double)(off[w + 1] - off[w]) * (off[w + 1] - off[w]);
-        g->perm[s] = arena_tensor(a, DTYPE_I32, SHAPE(N));
         upload(ctx, &g->perm[s], perm);
-        g->off[s] = arena_tensor(a, DTYPE_I32, SHAPE(g->nwin[s] + 1));
+        g->off[s] = tensor_slice(&g->off[s], 0, 0, g->nwin[s] + 1);
         upload(ctx, &g->off[s], off);
     }
     free(perm);
@@ -295,6 +308,10 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
     ASSERT(x->dtype == t->gemm_dt && x->device == t->device && tensor_is_contiguous(x) &&
            x->ndim == 2 && x->shape[0] == N && x->shape[1] == C);
     struct tensor reg = arena_tensor(act, DTYPE_U8, SHAPE((int64_t)region_bytes(t, N)));
+    if (act->plan) {                                 /* plan mode: the buffers only */
+        arena_release(act, mark);
+        return;
+    }
 
     /* input layer (fp32) + APE (fp32), one rounding into the stream (base.py:128-131) */
     size_t off = 0;

@@ -126,12 +126,14 @@ struct slatdec_geom {
     double        sum_l2[2];        /* sum over windows of len^2 (attention cost) */
 };
 
-/* Arena bytes slatdec_geom_build takes for N voxels. */
+/* Arena bytes slatdec_geom_build takes for N voxels (its plan mode). */
 size_t slatdec_geom_bytes(int64_t n);
 /* Partition checked coords (host I32 (N, 4)) for both shifts on the host and
  * put coords and partitions into `a` (an arena on the trunk's device; ctx
  * NULL on the host). The views stay valid until `a` is released below its
- * mark at the call. */
+ * mark at the call. Plan mode (`a` a planning arena, arena_plan_init): takes
+ * the buffers any N-voxel set needs and reads nothing (coords may have NULL
+ * data). */
 void   slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
                           struct slatdec_geom *g);
 
@@ -154,7 +156,8 @@ struct slatdec_taps {
  * (allocated by the caller, outside `act`'s part used here). act: an arena on
  * the trunk's device with slatdec_act_bytes free; released to its mark on
  * return. ctx NULL on the host. taps may be NULL (tapping the attn / mlp
- * outputs runs those GEMMs unfused). */
+ * outputs runs those GEMMs unfused). Plan mode (act a planning arena): takes
+ * the buffers, runs no op, reads nothing. */
 void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, struct arena *act,
                      const struct slatdec_geom *g, const struct tensor *feats, struct tensor *x,
                      const struct slatdec_taps *taps);
