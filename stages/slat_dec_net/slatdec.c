@@ -194,27 +194,6 @@ void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct 
 // activations: x is the caller's; one region holds, in turn, the input layer's
 // fp32 output, the attention's qkv + LN/attention output, the MLP chunks
 
-/* Region elements (of gemm_dt, rounded up for the F32 input phase) per voxel. */
-static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
-{
-    const struct slatdec_config *g = &t->cfg;
-    size_t es = dtype_size(t->gemm_dt);
-    size_t attn = arena_round((size_t)n * 3 * g->dim * es) + arena_round((size_t)n * g->dim * es);
-    size_t in = arena_round((size_t)n * g->in_ch * 4) + arena_round((size_t)n * g->dim * 4);
-    /* the MLP needs at least one 64-row chunk of (C + mlp), plus the alignment
-     * slack mlp_forward's chunk size leaves (small N: the region is this term) */
-    size_t mlp = arena_round((size_t)64 * g->dim * es) + arena_round((size_t)64 * g->mlp * es) +
-                 2 * ARENA_ALIGN;
-
-    size_t r = attn > in ? attn : in;
-    return r > mlp ? r : mlp;
-}
-
-size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n)
-{
-    return region_bytes(t, n);
-}
-
 /* View at *off inside region r, advancing *off by the arena-rounded size. */
 static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, const int64_t *shape,
                            int ndim)
@@ -224,6 +203,68 @@ static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, c
     *off += arena_round(tensor_nbytes(&v));
     ASSERT(*off <= tensor_nbytes(r));
     return v;
+}
+
+/* The phases' views of region r, in the order the forward carves them; each
+ * returns the bytes it carved (on a region of unbounded size with NULL data:
+ * the phase's size, region_bytes). */
+static size_t in_views(const struct slatdec_trunk *t, const struct tensor *r, int64_t n,
+                       struct tensor *xin, struct tensor *lin)
+{
+    size_t off = 0;
+
+    *xin = carve(r, &off, DTYPE_F32, SHAPE(n, t->cfg.in_ch));     /* the latent, uploaded */
+    *lin = carve(r, &off, DTYPE_F32, SHAPE(n, t->cfg.dim));       /* input_layer's output */
+    return off;
+}
+
+static size_t attn_views(const struct slatdec_trunk *t, const struct tensor *r, int64_t n,
+                         struct tensor *qkv, struct tensor *h)
+{
+    size_t off = 0;
+
+    *qkv = carve(r, &off, t->gemm_dt, SHAPE(n, 3, t->cfg.heads, OP_HEAD_DIM));
+    *h = carve(r, &off, t->gemm_dt, SHAPE(n, t->cfg.dim));        /* LN, then attention out */
+    return off;
+}
+
+static size_t mlp_views(const struct slatdec_trunk *t, const struct tensor *r, int64_t rows,
+                        struct tensor *h, struct tensor *f)
+{
+    size_t off = 0;
+
+    *h = carve(r, &off, t->gemm_dt, SHAPE(rows, t->cfg.dim));
+    *f = carve(r, &off, t->gemm_dt, SHAPE(rows, t->cfg.mlp));
+    return off;
+}
+
+/* MLP rows per chunk in a region of `bytes`: a multiple of 64 whose (rows, C)
+ * + (rows, mlp) fit with the alignment of the two views (2 ARENA_ALIGN). */
+static int64_t mlp_rows(const struct slatdec_trunk *t, size_t bytes)
+{
+    size_t row = (size_t)(t->cfg.dim + t->cfg.mlp) * dtype_size(t->gemm_dt);
+
+    return bytes > 2 * ARENA_ALIGN ? (int64_t)((bytes - 2 * ARENA_ALIGN) / row) / 64 * 64 : 0;
+}
+
+/* The region: the largest phase for n voxels, and at least one 64-row MLP
+ * chunk plus the slack mlp_rows leaves (small N: the region is this term). */
+static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
+{
+    struct tensor any = tensor_view(NULL, DTYPE_U8, t->device, SHAPE(INT64_MAX / 2));
+    struct tensor a, b;
+    size_t in = in_views(t, &any, n, &a, &b), attn = attn_views(t, &any, n, &a, &b);
+    size_t mlp = mlp_views(t, &any, 64, &a, &b) + 2 * ARENA_ALIGN;
+    size_t r = attn > in ? attn : in;
+
+    r = r > mlp ? r : mlp;
+    ASSERT(mlp_rows(t, r) >= 64);
+    return r;
+}
+
+size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n)
+{
+    return region_bytes(t, n);
 }
 
 // ----------------------------------------------------------------------------
@@ -238,9 +279,8 @@ static void attn_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx
     int64_t N = g->n, C = t->cfg.dim, H = t->cfg.heads;
     enum dtype gd = t->gemm_dt;
     int s = blk & 1;
-    size_t off = 0;
-    struct tensor qkv = carve(reg, &off, gd, SHAPE(N, 3, H, OP_HEAD_DIM));
-    struct tensor h = carve(reg, &off, gd, SHAPE(N, C));
+    struct tensor qkv, h;
+    attn_views(t, reg, N, &qkv, &h);
     struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(N, 3 * C));
     struct tensor a = tensor_view(h.data, gd, h.device, SHAPE(N, H, OP_HEAD_DIM));
     struct tensor a2 = tensor_reshape(&a, SHAPE(N, C));
@@ -265,12 +305,8 @@ static void mlp_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
                         const struct slatdec_taps *tp)
 {
     const struct slatdec_block *B = &t->blocks[blk];
-    int64_t N = x->shape[0], C = t->cfg.dim, M = t->cfg.mlp;
-    enum dtype gd = t->gemm_dt;
-    size_t es = dtype_size(gd);
-    /* rows per chunk: a multiple of 64 whose (rows, C) + (rows, mlp) fit */
-    int64_t rows = (int64_t)((tensor_nbytes(reg) - 2 * ARENA_ALIGN) / ((size_t)(C + M) * es));
-    rows = rows / 64 * 64;
+    int64_t N = x->shape[0], C = t->cfg.dim;
+    int64_t rows = mlp_rows(t, tensor_nbytes(reg));
     if (t->mlp_rows > 0 && t->mlp_rows < rows)
         rows = t->mlp_rows;
     ASSERT(rows >= 1);
@@ -278,9 +314,8 @@ static void mlp_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
         rows = N;
     for (int64_t r0 = 0; r0 < N; r0 += rows) {
         int64_t n = N - r0 < rows ? N - r0 : rows;
-        size_t off = 0;
-        struct tensor h = carve(reg, &off, gd, SHAPE(n, C));
-        struct tensor f = carve(reg, &off, gd, SHAPE(n, M));
+        struct tensor h, f;
+        mlp_views(t, reg, n, &h, &f);
         struct tensor xc = tensor_slice(x, 0, r0, n);
 
         op_layernorm(ctx, &h, &xc, NULL, NULL, SLD_EPS);
@@ -314,9 +349,8 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
     }
 
     /* input layer (fp32) + APE (fp32), one rounding into the stream (base.py:128-131) */
-    size_t off = 0;
-    struct tensor xin = carve(&reg, &off, DTYPE_F32, SHAPE(N, cf->in_ch));
-    struct tensor lin = carve(&reg, &off, DTYPE_F32, SHAPE(N, C));
+    struct tensor xin, lin;
+    in_views(t, &reg, N, &xin, &lin);
     upload(ctx, &xin, feats->data);
     op_linear(ctx, &lin, &xin, &t->in_w, &t->in_b, false);
     if (taps)

@@ -47,7 +47,9 @@
  * Memory (activations, slatdec_act_bytes): the token stream x (N, C) plus one
  * region of N * 4C elements holding qkv (N, 3C) and the LN output / attention
  * output (N, C); the MLP runs in row chunks that fit the same region (hidden
- * (rows, mlp)). At N = 30k, fp16: 46 + 184 MB.
+ * (rows, mlp)). At N = 30k, fp16: 46 + 184 MB. The region's size is the
+ * largest of its phases, each measured by carving its views (the same
+ * functions the forward carves them with) from an unbounded region.
  */
 #ifndef S3D_SLATDEC_H
 #define S3D_SLATDEC_H
@@ -138,7 +140,8 @@ void   slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struc
                           struct slatdec_geom *g);
 
 /* Bytes of the activation arena slatdec_forward takes for N voxels (beyond
- * the caller's output). */
+ * the caller's output): the region, the largest of the phases it is carved
+ * into, sized by the carving code itself. */
 size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n);
 
 /* Optional host F32 copies of activations (the fixture's names). */
