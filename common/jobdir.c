@@ -69,6 +69,30 @@ int jobdir_create(struct jobdir *j, const char *root)
     return S3D_EIO;
 }
 
+int jobdir_adopt(struct jobdir *j, const char *dir)
+{
+    memset(j, 0, sizeof(*j));
+    if (!realpath(dir, j->path) || !jobdir_is_job(j->path)) {
+        log_error("'%s' is not a job directory (an existing " JOBDIR_PREFIX "* directory). "
+                  "HINT: a failed run keeps its job and prints its path; `sam3d run "
+                  "--keep-job` keeps any", dir);
+        return S3D_EINVAL;
+    }
+    j->fd = open(j->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (j->fd < 0) {
+        log_error("job dir '%s': %s", j->path, strerror(errno));
+        return S3D_EIO;
+    }
+    if (flock(j->fd, LOCK_EX | LOCK_NB) != 0) {
+        log_error("job dir '%s' is in use by another sam3d (%s). HINT: wait for it to end",
+                  j->path, strerror(errno));
+        close(j->fd);
+        return S3D_EIO;
+    }
+    j->open = true;
+    return 0;
+}
+
 void jobdir_close(struct jobdir *j)
 {
     if (j && j->open) {

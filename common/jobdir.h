@@ -58,6 +58,13 @@ int jobdir_remove_stale(const char *root);
  * it as stale. Returns 0 or S3D_EIO (logged). */
 int jobdir_keep(const struct jobdir *j);
 
+/* Take over the existing job directory dir (one kept by an earlier run, to
+ * resume it): canonical path, open, and the same flock jobdir_create holds, so
+ * two orchestrators never work in one job. Returns 0, or S3D_EINVAL (not a
+ * job directory) / S3D_EIO (in use by another orchestrator, or unreadable)
+ * after one error line naming dir with a HINT. */
+int jobdir_adopt(struct jobdir *j, const char *dir);
+
 /* Close j's descriptor (releasing its lock). NULL-safe, idempotent. */
 void jobdir_close(struct jobdir *j);
 

@@ -9,6 +9,8 @@
 int cmd_inspect(int argc, char **argv);        /* inspect.c: list checkpoint tensors */
 int cmd_run(int argc, char **argv);            /* run.c: the whole pipeline */
 int cmd_stage(int argc, char **argv);          /* run.c: re-run one stage on a job dir */
+int cmd_batch(int argc, char **argv);          /* batch.c: a list of image/mask pairs, warm */
+int cmd_serve(int argc, char **argv);          /* serve.c: warm stages for local clients */
 int cmd_bench(int argc, char **argv);          /* bench.c: the pipeline timed, cold and warm */
 int cmd_check_weights(int argc, char **argv);  /* check_weights.c: bind every stage */
 int cmd_keygen(int argc, char **argv);         /* keygen.c: a CURVE key pair */

@@ -216,6 +216,12 @@ void job_init(struct job *j, const char *name, int first, int last);
 /* Queue j (its id is assigned; last clamped before the first stage not built,
  * and those turns marked "not built"). */
 void engine_submit(struct engine *e, struct job *j);
+/* Resume j in its existing job directory (after engine_submit): the turns
+ * whose artifacts are complete (readable, holding what later stages read, not
+ * older than their inputs) are marked kept, as a prefix of first..last, and
+ * copied to j->out_dir; j->next is the first stage to run. resume.c. 0, or
+ * S3D_EIO when a kept artifact cannot be copied out (logged). */
+int  engine_resume(struct engine *e, struct job *j);
 /* Forget a finished job (before the caller frees it). */
 void engine_forget(struct engine *e, struct job *j);
 /* Dispatch what can run, wait up to timeout_ms for replies, handle them.

@@ -503,12 +503,110 @@ out_close:
     return rc;
 }
 
+// ---------------------------------------------------------------- scene.glb
+
+/* Object k of a scene: its mesh placed in the camera frame by its pose. */
+static int scene_object(const char *art_dir, struct mesh_buf *mb)
+{
+    struct artifact mesh, flow, dec, depth;
+    struct pose pose;
+    int rc, df;
+
+    memset(mb, 0, sizeof(*mb));
+    if ((rc = artifact_open(&mesh, art_dir, "mesh_decode.safetensors")) ||
+        (rc = artifact_open(&flow, art_dir, "ss_flow.safetensors")) ||
+        (rc = artifact_open(&dec, art_dir, "ss_decode.safetensors")) ||
+        (rc = artifact_open(&depth, art_dir, "depth.safetensors")))
+        goto out;
+    if (!mesh.present || !flow.present || !dec.present) {
+        log_info("scene.glb: %s has no %s: left out", art_dir,
+                 !mesh.present ? "mesh_decode.safetensors" : "pose (ss_flow + ss_decode)");
+        rc = S3D_ENOTFOUND;
+        goto out;
+    }
+    if (!(rc = read_pose(&flow, &dec, &depth, &pose, &df)))
+        rc = read_mesh(&mesh, &pose, mb);
+out:
+    artifact_close(&mesh);
+    artifact_close(&flow);
+    artifact_close(&dec);
+    artifact_close(&depth);
+    return rc;
+}
+
+int export_scene(const char *const *art_dirs, int n, const char *out_dir)
+{
+    struct mesh_buf *mb = calloc((size_t)n, sizeof(*mb));
+    struct tri_mesh all = {0};
+    char label[PATH_MAX + 32];
+    int64_t V = 0, F = 0, v0 = 0, f0 = 0;
+    int rc = 0, used = 0, dfd = -1;
+
+    ASSERT(mb);
+    for (int k = 0; k < n; k++)
+        if (scene_object(art_dirs[k], &mb[k]) == 0) {
+            V += mb[k].m.n_vertices;
+            F += mb[k].m.n_faces;
+            used++;
+        }
+    if (!used) {
+        log_info("scene.glb: not written (no object has a mesh and a pose yet)");
+        rc = S3D_ENOTFOUND;
+        goto out;
+    }
+    if (V > UINT32_MAX || !(all.positions = malloc(sizeof(float) * 3 * (size_t)V)) ||
+        !(all.faces = malloc(sizeof(uint32_t) * 3 * (size_t)F)) ||
+        !(all.colors = malloc(4 * (size_t)V))) {
+        log_error("scene.glb: out of memory for %lld vertices", (long long)V);
+        rc = S3D_ENOMEM;
+        goto out;
+    }
+    for (int k = 0; k < n; k++) {           /* concatenated; face indices shifted */
+        const struct tri_mesh *m = &mb[k].m;
+
+        memcpy(all.positions + 3 * v0, m->positions, sizeof(float) * 3 * (size_t)m->n_vertices);
+        memcpy(all.colors + 4 * v0, m->colors, 4 * (size_t)m->n_vertices);
+        for (int64_t i = 0; i < 3 * m->n_faces; i++)
+            all.faces[3 * f0 + i] = m->faces[i] + (uint32_t)v0;
+        v0 += m->n_vertices;
+        f0 += m->n_faces;
+    }
+    all.n_vertices = V;
+    all.n_faces = F;
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        log_error("'%s': %s", out_dir, strerror(errno));
+        rc = S3D_EIO;
+        goto out;
+    }
+    if ((dfd = open(out_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        log_error("'%s': %s", out_dir, strerror(errno));
+        rc = S3D_EIO;
+        goto out;
+    }
+    snprintf(label, sizeof(label), "%s/scene.glb", out_dir);
+    rc = glb_write_mesh(dfd, "scene.glb", label, &all);
+    if (!rc)
+        log_info("wrote %s (%d of %d objects placed in the camera frame, %lld vertices, %lld "
+                 "faces)", label, used, n, (long long)V, (long long)F);
+out:
+    if (dfd >= 0)
+        close(dfd);
+    for (int k = 0; k < n; k++)
+        free(mb[k].mem);
+    free(mb);
+    free(all.positions);
+    free(all.faces);
+    free(all.colors);
+    return rc;
+}
+
 // ---------------------------------------------------------------- sam3d export
 
 static void usage_export(FILE *f)
 {
     fprintf(f,
         "usage: sam3d export --job DIR --out DIR [--outputs LIST] [--placed]\n"
+        "       sam3d export --scene DIR [--scene DIR ...] --out DIR\n"
         "Writes the files a user opens from the artifacts of a run: DIR is a job directory\n"
         "kept with `sam3d run --keep-job`, or a run's --out folder (its artifacts/ is used).\n"
         "  --outputs LIST  comma-separated, from: splat (splat.ply), mesh (mesh.glb), pose\n"
@@ -517,14 +615,35 @@ static void usage_export(FILE *f)
         "                  named output whose artifacts are missing is an error\n"
         "  --placed        splat.ply and the meshes in the camera frame of the input image\n"
         "                  (pose.json applied) instead of the object frame\n"
+        "  --scene DIR     (repeatable) OUT/scene.glb: the mesh of each DIR (artifacts, or\n"
+        "                  a run's --out) placed in the camera frame by its pose, one file\n"
         "exit status: 0 written, 1 failed (one error line each), 2 usage\n");
+}
+
+/* A run's --out folder stands for its artifacts/ (when the folder itself holds
+ * none): the directory to read, in art[PATH_MAX + 32]. */
+static const char *artifacts_of(const char *dir, char *art)
+{
+    char probe[PATH_MAX + 32];
+    struct stat st;
+
+    snprintf(art, PATH_MAX + 32, "%s", dir);
+    snprintf(probe, sizeof(probe), "%s/ss_flow.safetensors", dir);
+    if (access(probe, F_OK) != 0) {
+        snprintf(probe, sizeof(probe), "%s/artifacts", dir);
+        if (stat(probe, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(art, PATH_MAX + 32, "%s", probe);
+    }
+    return art;
 }
 
 int cmd_export(int argc, char **argv)
 {
-    const char *job = NULL, *out = NULL;
+    const char *job = NULL, *out = NULL, *scene[64];
     struct export_opts o = {.what = EXPORT_DEFAULT};
-    char art[PATH_MAX + 32], probe[PATH_MAX + 32];
+    char scene_art[64][PATH_MAX + 32];
+    int n_scene = 0;
+    char art[PATH_MAX + 32];
     struct stat st;
 
     for (int i = 1; i < argc; i++) {
@@ -535,6 +654,9 @@ int cmd_export(int argc, char **argv)
             job = argv[++i];
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             out = argv[++i];
+        } else if (!strcmp(argv[i], "--scene") && i + 1 < argc && n_scene < 64) {
+            scene[n_scene] = artifacts_of(argv[++i], scene_art[n_scene]);
+            n_scene++;
         } else if (!strcmp(argv[i], "--outputs") && i + 1 < argc) {
             if (!export_parse_outputs(argv[++i], &o.what))
                 return 2;
@@ -547,8 +669,10 @@ int cmd_export(int argc, char **argv)
             return 2;
         }
     }
+    if (n_scene && out && !job)
+        return export_scene(scene, n_scene, out) ? 1 : 0;
     if (!job || !out) {
-        fprintf(stderr, "error: --job and --out are required\n");
+        fprintf(stderr, "error: --job (or --scene) and --out are required\n");
         usage_export(stderr);
         return 2;
     }
@@ -557,13 +681,5 @@ int cmd_export(int argc, char **argv)
                   "or a run's --out folder)", job);
         return 1;
     }
-    /* a run's --out folder: its artifacts/ (when the folder itself holds none) */
-    snprintf(art, sizeof(art), "%s", job);
-    snprintf(probe, sizeof(probe), "%s/ss_flow.safetensors", job);
-    if (access(probe, F_OK) != 0) {
-        snprintf(probe, sizeof(probe), "%s/artifacts", job);
-        if (stat(probe, &st) == 0 && S_ISDIR(st.st_mode))
-            snprintf(art, sizeof(art), "%s", probe);
-    }
-    return export_outputs(art, out, &o) ? 1 : 0;
+    return export_outputs(artifacts_of(job, art), out, &o) ? 1 : 0;
 }

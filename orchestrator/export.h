@@ -47,4 +47,12 @@ bool export_parse_outputs(const char *list, unsigned *what);
  * absent), or the first other error (each logged with the file and a HINT). */
 int export_outputs(const char *art_dir, const char *out_dir, const struct export_opts *o);
 
+/* OUT/scene.glb: the meshes of every art_dirs[k] that holds a mesh and a pose
+ * (mesh_decode, ss_flow, ss_decode, depth .safetensors), each placed in the
+ * camera frame by its own pose (pose_apply_points, as --placed), in one mesh
+ * (faces re-indexed, vertex colours kept). The others are left out with a log
+ * line. 0, S3D_ENOTFOUND (no object had a mesh: nothing written, logged at
+ * info) or an error (logged). */
+int export_scene(const char *const *art_dirs, int n, const char *out_dir);
+
 #endif

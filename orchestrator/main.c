@@ -15,6 +15,8 @@ static const struct {
     {"run",           cmd_run,           "run the pipeline on an image and a mask"},
     {"stage",         cmd_stage,         "re-run one stage on an existing job directory"},
     {"export",        cmd_export,        "write splat.ply, mesh.glb, pose.json, preview.png from artifacts"},
+    {"batch",         cmd_batch,         "run a list of image/mask pairs through warm stages"},
+    {"serve",         cmd_serve,         "keep the stages warm and run the jobs clients submit"},
     {"bench",         cmd_bench,         "time the pipeline per stage, cold and warm"},
     {"inspect",       cmd_inspect,       "list the tensors of a checkpoint"},
     {"check-weights", cmd_check_weights, "bind every stage's weights without running"},

@@ -53,6 +53,26 @@ int report_copy_file(const char *src, const char *dst)
     return 0;
 }
 
+FILE *report_open_tmp(const char *path, char *tmp, size_t len)
+{
+    FILE *f;
+
+    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
+    if (!(f = fopen(tmp, "w")))
+        log_error("cannot write '%s': %s", tmp, strerror(errno));
+    return f;
+}
+
+int report_commit(FILE *f, const char *tmp, const char *path)
+{
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        log_error("cannot write '%s': %s", path, strerror(errno));
+        unlink(tmp);
+        return S3D_EIO;
+    }
+    return 0;
+}
+
 int report_copy_artifact(const struct engine *e, const struct job *j, int s)
 {
     char dir[PATH_MAX + 16], src[PATH_MAX + WIRE_KEY_MAX], dst[PATH_MAX + WIRE_KEY_MAX + 16];
@@ -185,12 +205,8 @@ int report_write(struct engine *e, const struct job *j, const char *status)
     if (!j->out_dir[0])
         return 0;
     snprintf(path, sizeof(path), "%s/report.json", j->out_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    f = fopen(tmp, "w");
-    if (!f) {
-        log_error("cannot write '%s': %s", tmp, strerror(errno));
+    if (!(f = report_open_tmp(path, tmp, sizeof(tmp))))
         return S3D_EIO;
-    }
     fprintf(f, "{\n  \"status\": ");
     report_json_str(f, status);
     fprintf(f, ",\n  \"pipeline\": ");
@@ -203,10 +219,5 @@ int report_write(struct engine *e, const struct job *j, const char *status)
     for (int i = 0; i < e->n_rt; i++)
         write_stage(f, e, j, i);
     fprintf(f, "\n  ]\n}\n");
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        log_error("cannot write '%s': %s", path, strerror(errno));
-        unlink(tmp);
-        return S3D_EIO;
-    }
-    return 0;
+    return report_commit(f, tmp, path);
 }

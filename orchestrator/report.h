@@ -21,6 +21,12 @@ void report_json_str(FILE *f, const char *s);
 /* Copy src to dst through "<dst>.tmp.<pid>" + rename. 0 or S3D_EIO (errno kept). */
 int  report_copy_file(const char *src, const char *dst);
 
+/* A file written whole or not at all: report_open_tmp opens "<path>.tmp.<pid>"
+ * (its name into tmp[len]; NULL after logging), report_commit closes it and
+ * renames it to path (0, or S3D_EIO after logging, the temporary removed). */
+FILE *report_open_tmp(const char *path, char *tmp, size_t len);
+int   report_commit(FILE *f, const char *tmp, const char *path);
+
 /* Copy stage s's artifact of job j into j->out_dir/artifacts/ (nothing when
  * out_dir is ""). 0, or S3D_EIO after logging. */
 int  report_copy_artifact(const struct engine *e, const struct job *j, int s);

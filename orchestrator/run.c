@@ -26,39 +26,33 @@
 #include "preset.h"
 #include "progress.h"
 #include "report.h"
+#include "runopts.h"
+#include "multi.h"
+#include "serve.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define EXIT_PARTIAL     3
 #define EXIT_INTERRUPTED 130
+#define RUN_MAX_OBJECTS  256              /* --mask A --mask B ... */
 
-/* What the command line of run / stage gives. */
-struct run_args {
-    struct engine_opts o;
-    const char        *out_dir;
-    bool               keep_job;
-    enum progress_mode progress;                 /* --quiet, --json; else by the terminal */
-    int                n_param;                  /* sam3d stage --param KEY=VALUE */
-    const char        *param[JOB_MAX_SET];
-    struct export_opts export;                   /* sam3d run: the export step at its end */
-    const char        *preset;                   /* sam3d run --preset NAME (preset.h) */
-};
-
-static volatile sig_atomic_t interrupted;
+volatile sig_atomic_t run_interrupted;
 
 static void on_signal(int sig)
 {
-    interrupted = sig;
+    run_interrupted = sig;
 }
 
-static void install_signals(void)
+void run_install_signals(void)
 {
     struct sigaction sa;
 
@@ -75,6 +69,15 @@ static void usage_run(FILE *f)
 {
     fprintf(f,
         "usage: sam3d run --image IMG --mask MASK --weights DIR --out DIR [options]\n"
+        "       sam3d run --job JOBDIR --weights DIR --out DIR [options]   (resume)\n"
+        "  --mask MASK          repeatable, or a folder of mask PNGs: many objects of one\n"
+        "                       image: depth runs once, each object the rest through the\n"
+        "                       same warm stages; OUT/<mask name>/ per object, OUT/scene.glb\n"
+        "                       (every object's mesh placed by its pose), OUT/summary.json\n"
+        "  --server ADDR        submit the job to `sam3d serve --listen ADDR` (warm stages)\n"
+        "                       and wait for it; OUT appears whole when the job ends\n"
+        "  --job JOBDIR         continue a kept job (a failed run keeps its job directory\n"
+        "                       and prints its path) from its last complete artifact\n"
         "  --moge FILE          MoGe weights (default DIR/moge-vitl/model.pt)\n"
         "  --device cuda:N|cpu  passed to every stage (default: each stage's own)\n"
         "  --stage-device NAME=cuda:N|cpu   one stage's device (repeatable; overrides the\n"
@@ -85,7 +88,8 @@ static void usage_run(FILE *f)
         "  --precision fp16|fp32\n"
         "  --preset NAME        default, or fast: both flows in the official shortcut\n"
         "                       (distillation) mode with 4 steps each, no CFG\n"
-        "  --keep-job           keep the job directory (its path is printed)\n"
+        "  --keep-job           keep the job directory (its path is printed); a failed run\n"
+        "                       that completed a stage keeps it anyway, for --job\n"
         "  --stages-dir DIR     where the sam3d-* stage executables are (default: next to sam3d)\n"
         "  --pipeline FILE      pipeline definition (default pipelines/sam3d_objects.pipe)\n"
         "  --timeout S          seconds to wait for one reply (default 600)\n"
@@ -117,9 +121,7 @@ static void usage_stage(FILE *f)
         "--param KEY=VALUE overrides one of its request params (repeatable).\n");
 }
 
-/* Options common to run and stage. Returns 1 when argv[*i] was consumed, 0 when
- * unknown, -1 on a bad value (printed). */
-static int common_opt(struct run_args *r, int argc, char **argv, int *i)
+int run_common_opt(struct run_args *r, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
@@ -180,13 +182,45 @@ static int common_opt(struct run_args *r, int argc, char **argv, int *i)
     return 1;
 }
 
-static void args_init(struct run_args *r)
+int run_output_opt(struct run_args *r, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+
+    if (!strcmp(a, "--placed")) {
+        r->export.placed = true;
+        return 1;
+    }
+    if (!strcmp(a, "--outputs") && v) {
+        if (!export_parse_outputs(v, &r->export.what))
+            return -1;
+    } else if (!strcmp(a, "--preset") && v) {
+        if (!preset_known(v)) {
+            fprintf(stderr, "error: --preset wants one of %s, got '%s'\n", preset_names(), v);
+            return -1;
+        }
+        r->preset = v;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
+int run_opt(struct run_args *r, bool export_step, int argc, char **argv, int *i)
+{
+    int c = run_common_opt(r, argc, argv, i);
+
+    return c || !export_step ? c : run_output_opt(r, argc, argv, i);
+}
+
+void run_args_init(struct run_args *r)
 {
     memset(r, 0, sizeof(*r));
     r->o.timeout_ms = 600 * 1000;
     r->o.retries = 1;
     r->o.vram_budget = -1;
-    r->o.interrupted = &interrupted;
+    r->o.interrupted = &run_interrupted;
     r->export = (struct export_opts){.what = EXPORT_DEFAULT, .allow_empty = true};
 }
 
@@ -216,6 +250,109 @@ static int copy_input(struct job *j, const char *src, const char *name, char *ds
     return jobdir_copy_in(&j->dir, src, name, IMAGE_MAX_FILE_BYTES, what);
 }
 
+/* Resume: take over the kept job directory dir into j (its inputs are the
+ * job's own input_image / input_mask); its stages accept it under its root. */
+static int adopt_job(struct job *j, const char *dir)
+{
+    char root[PATH_MAX];
+
+    if (jobdir_adopt(&j->dir, dir) != 0)
+        return S3D_EINVAL;
+    snprintf(root, sizeof(root), "%s", j->dir.path);
+    setenv("S3D_JOB_ROOT", dirname(root), 1);
+    snprintf(j->image, sizeof(j->image), "%s/input_image", j->dir.path);
+    snprintf(j->mask, sizeof(j->mask), "%s/input_mask", j->dir.path);
+    log_info("job %s (an existing one, taken over)", j->dir.path);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --mask PATH: one mask file, or a folder: each of its *.png files in name
+ * order. Appended to masks[*n]. 0, or 1 after an error line. */
+static int add_masks(const char *path, char masks[][PATH_MAX], int *n)
+{
+    struct stat st;
+    struct dirent *d;
+    char *names[RUN_MAX_OBJECTS];
+    int k = 0;
+    DIR *dir;
+
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (*n == RUN_MAX_OBJECTS)
+            goto too_many;
+        snprintf(masks[(*n)++], PATH_MAX, "%s", path);
+        return 0;
+    }
+    if (!(dir = opendir(path))) {
+        log_error("--mask '%s': %s", path, strerror(errno));
+        return 1;
+    }
+    while ((d = readdir(dir))) {
+        size_t l = strlen(d->d_name);
+
+        if (d->d_name[0] == '.' || l < 5 || strcasecmp(d->d_name + l - 4, ".png"))
+            continue;
+        if (k == RUN_MAX_OBJECTS) {
+            closedir(dir);
+            goto too_many_free;
+        }
+        names[k] = strdup(d->d_name);
+        ASSERT(names[k]);
+        k++;
+    }
+    closedir(dir);
+    qsort(names, (size_t)k, sizeof(names[0]), cmp_str);
+    if (!k)
+        log_error("--mask '%s': a folder with no .png file (HINT: one mask PNG per object)",
+                  path);
+    for (int i = 0; i < k; i++) {
+        if (*n == RUN_MAX_OBJECTS) {
+            k -= i;
+            memmove(names, names + i, sizeof(names[0]) * (size_t)k);
+            goto too_many_free;
+        }
+        snprintf(masks[(*n)++], PATH_MAX, "%s/%s", path, names[i]);
+        free(names[i]);
+    }
+    return k ? 0 : 1;
+too_many_free:
+    for (int i = 0; i < k; i++)
+        free(names[i]);
+too_many:
+    log_error("--mask: more than %d objects (HINT: split them over runs)", RUN_MAX_OBJECTS);
+    return 1;
+}
+
+/* Many objects of one image (multi.h): OUT/<mask stem>/ per object, OUT/scene.glb. */
+static int run_objects(struct run_args *a, const char *image, char masks[][PATH_MAX], int n)
+{
+    struct multi_item *items = calloc((size_t)n, sizeof(*items));
+    int code;
+
+    ASSERT(items);
+    for (int k = 0; k < n; k++) {
+        items[k].image = image;
+        items[k].mask = masks[k];
+        multi_name(items, k, masks[k], false);
+    }
+    code = multi_run(a, items, n, true, "objects");
+    free(items);
+    return code;
+}
+
+/* Did j complete (or keep) a stage, so that its job directory is worth keeping? */
+static bool job_made_something(const struct engine *e, const struct job *j)
+{
+    for (int s = 0; s < e->n_rt; s++)
+        if (j->turn[s].state == TURN_DONE || j->turn[s].state == TURN_KEPT)
+            return true;
+    return false;
+}
+
 /* A stage that could not start or be prepared fails the job there. */
 static void fail_stage_of(struct engine *e, struct job *j)
 {
@@ -241,7 +378,9 @@ static int run_export(const struct run_args *a)
 
 int cmd_run(int argc, char **argv)
 {
-    const char *image = NULL, *mask = NULL;
+    const char *image = NULL, *mask = NULL, *resume = NULL, *server = NULL;
+    static char masks[RUN_MAX_OBJECTS][PATH_MAX];
+    int n_masks = 0;
     struct run_args a;
     struct engine *e = NULL;
     struct progress *prog = NULL;
@@ -251,9 +390,9 @@ int cmd_run(int argc, char **argv)
     int code = 1, rc;
 
     ASSERT(j);
-    args_init(&a);
+    run_args_init(&a);
     for (int i = 1; i < argc; i++) {
-        int c = common_opt(&a, argc, argv, &i);
+        int c = run_opt(&a, true, argc, argv, &i);
 
         if (c < 0)
             goto out_usage;
@@ -265,32 +404,47 @@ int cmd_run(int argc, char **argv)
             goto out_free;
         } else if (!strcmp(argv[i], "--keep-job")) {
             a.keep_job = true;
+        } else if (!strcmp(argv[i], "--job") && i + 1 < argc) {
+            resume = argv[++i];
+        } else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
+            server = argv[++i];
         } else if (!strcmp(argv[i], "--image") && i + 1 < argc) {
             image = argv[++i];
         } else if (!strcmp(argv[i], "--mask") && i + 1 < argc) {
             mask = argv[++i];
-        } else if (!strcmp(argv[i], "--outputs") && i + 1 < argc) {
-            if (!export_parse_outputs(argv[++i], &a.export.what))
-                goto out_usage;
-        } else if (!strcmp(argv[i], "--placed")) {
-            a.export.placed = true;
-        } else if (!strcmp(argv[i], "--preset") && i + 1 < argc) {
-            a.preset = argv[++i];
-            if (!preset_known(a.preset)) {
-                fprintf(stderr, "error: --preset wants one of %s, got '%s'\n", preset_names(),
-                        a.preset);
-                goto out_usage;
-            }
+            if (add_masks(mask, masks, &n_masks) != 0)
+                goto out_free;
         } else {
             fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
             goto out_usage;
         }
     }
-    if (!image || !mask || !a.out_dir) {
-        fprintf(stderr, "error: --image, --mask and --out are required\n");
+    if (resume && (image || mask)) {
+        fprintf(stderr, "error: --job resumes with the job's own image and mask; drop --image "
+                "and --mask\n");
         goto out_usage;
     }
-    install_signals();
+    if ((!resume && (!image || !mask)) || !a.out_dir) {
+        fprintf(stderr, "error: --image, --mask (or --job) and --out are required\n");
+        goto out_usage;
+    }
+    run_install_signals();
+    if (server) {
+        if (resume || n_masks > 1) {
+            fprintf(stderr, "error: --server takes one image and one mask\n");
+            goto out_usage;
+        }
+        code = serve_client(server, image, mask, a.out_dir, a.preset, a.progress);
+        goto out_free;
+    }
+    if (n_masks > 1 || (mask && n_masks == 1 && strcmp(masks[0], mask))) {  /* many objects */
+        if (resume) {
+            fprintf(stderr, "error: --job resumes one object; run each object's job alone\n");
+            goto out_usage;
+        }
+        code = run_objects(&a, image, masks, n_masks);
+        goto out_free;
+    }
     if (mkdir(a.out_dir, 0755) != 0 && errno != EEXIST) {
         log_error("--out '%s': %s", a.out_dir, strerror(errno));
         goto out_free;
@@ -298,7 +452,7 @@ int cmd_run(int argc, char **argv)
     {   /* the pixel limit, checked on the user's file before anything starts */
         int64_t w, h;
 
-        if (image_probe(image, &w, &h) == 0 && w * h > image_max_pixels()) {
+        if (image && image_probe(image, &w, &h) == 0 && w * h > image_max_pixels()) {
             log_error("--image '%s' is %lldx%lld, %.1f Mpixels, over the limit of %.1f Mpixels. "
                       "HINT: downscale it, or raise the limit with --max-pixels %.0fM (the "
                       "depth stage then needs about %.1f GB of host memory)", image,
@@ -314,7 +468,7 @@ int cmd_run(int argc, char **argv)
     a.o.idle = progress_tick;
     a.o.idle_arg = prog;
     job_init(j, "job", 0, PIPE_MAX_STAGES - 1);
-    if (jobdir_create(&j->dir, NULL) != 0)
+    if (resume ? adopt_job(j, resume) != 0 : jobdir_create(&j->dir, NULL) != 0)
         goto out_free;
     have_job = true;
     if (a.keep_job && jobdir_keep(&j->dir) != 0)
@@ -323,9 +477,13 @@ int cmd_run(int argc, char **argv)
     j->user_mask = mask;
     snprintf(j->out_dir, sizeof(j->out_dir), "%s", a.out_dir);
     a.o.sock_dir = j->dir.path;
-    rc = copy_input(j, image, "input_image", j->image, sizeof(j->image), "--image");
-    if (!rc)
-        rc = copy_input(j, mask, "input_mask", j->mask, sizeof(j->mask), "--mask");
+    if (resume) {
+        rc = 0;
+    } else {
+        rc = copy_input(j, image, "input_image", j->image, sizeof(j->image), "--image");
+        if (!rc)
+            rc = copy_input(j, mask, "input_mask", j->mask, sizeof(j->mask), "--mask");
+    }
     if (engine_open(&e, &a.o) != 0 && !rc)
         rc = S3D_EINVAL;
     if (!e)
@@ -334,16 +492,24 @@ int cmd_run(int argc, char **argv)
         rc = S3D_EINVAL;
     log_info("job %s, pipeline %s, stages from %s", j->dir.path, e->pipe_path, e->stages_dir);
     engine_submit(e, j);
-    if (rc || engine_check(e, j->first, j->last) != 0 || engine_start(e, j->first, j->last) != 0) {
+    if (!rc && resume)
+        rc = engine_resume(e, j);
+    if (rc || engine_check(e, j->next, j->last) != 0 || engine_start(e, j->next, j->last) != 0) {
         fail_stage_of(e, j);
-        j->code = interrupted ? EXIT_INTERRUPTED : 1;
+        j->code = run_interrupted ? EXIT_INTERRUPTED : 1;
     } else {
         engine_run(e);
     }
     engine_stop_all(e);
-    code = interrupted ? EXIT_INTERRUPTED : j->code;
-    if (interrupted)
-        log_error("interrupted (signal %d): stages stopped%s", (int)interrupted,
+    code = run_interrupted ? EXIT_INTERRUPTED : j->code;
+    if (code == 1 && !a.keep_job && job_made_something(e, j) && jobdir_keep(&j->dir) == 0) {
+        a.keep_job = true;              /* what it finished is not lost: resume with --job */
+        fprintf(stderr, "sam3d: the run failed; its job directory is kept for `sam3d run --job "
+                "%s --out %s` (remove it with rm -r when not needed)\n", j->dir.path,
+                a.out_dir);
+    }
+    if (run_interrupted)
+        log_error("interrupted (signal %d): stages stopped%s", (int)run_interrupted,
                   a.keep_job ? "" : ", job directory removed");
     if (code == EXIT_PARTIAL)
         log_missing(e);
@@ -377,13 +543,12 @@ int cmd_stage(int argc, char **argv)
     struct run_args a;
     struct engine *e = NULL;
     struct job *j = calloc(1, sizeof(*j));
-    char root[PATH_MAX];
     int code = 1, idx;
 
     ASSERT(j);
-    args_init(&a);
+    run_args_init(&a);
     for (int i = 1; i < argc; i++) {
-        int c = common_opt(&a, argc, argv, &i);
+        int c = run_common_opt(&a, argc, argv, &i);
 
         if (c < 0)
             goto out_usage;
@@ -415,15 +580,9 @@ int cmd_stage(int argc, char **argv)
         fprintf(stderr, "error: a stage NAME and --job DIR are required\n");
         goto out_usage;
     }
-    install_signals();
-    if (!realpath(job, j->dir.path) || !jobdir_is_job(j->dir.path)) {
-        log_error("--job '%s' is not a job directory (an existing s3d-* directory). HINT: "
-                  "keep one with `sam3d run --keep-job`", job);
+    run_install_signals();
+    if (adopt_job(j, job) != 0)            /* locked: no run works in it meanwhile */
         goto out_free;
-    }
-    /* the stage accepts job directories directly under its job root */
-    snprintf(root, sizeof(root), "%s", j->dir.path);
-    setenv("S3D_JOB_ROOT", dirname(root), 1);
     a.o.sock_dir = j->dir.path;
     a.o.only = name;
     if (engine_open(&e, &a.o) != 0)
@@ -436,12 +595,15 @@ int cmd_stage(int argc, char **argv)
     }
     {
         struct jobdir keep = j->dir;
+        char img[sizeof(j->image)], msk[sizeof(j->mask)];
 
+        memcpy(img, j->image, sizeof(img));
+        memcpy(msk, j->mask, sizeof(msk));
         job_init(j, name, idx, idx);
         j->dir = keep;
+        memcpy(j->image, img, sizeof(img));
+        memcpy(j->mask, msk, sizeof(msk));
     }
-    snprintf(j->image, sizeof(j->image), "%s/input_image", j->dir.path);
-    snprintf(j->mask, sizeof(j->mask), "%s/input_mask", j->dir.path);
     for (int i = 0; i < a.n_param; i++) {
         char key[WIRE_KEY_MAX];
         const char *eq = strchr(a.param[i], '=');
@@ -465,7 +627,7 @@ int cmd_stage(int argc, char **argv)
         engine_run(e);
     }
     engine_stop_all(e);
-    code = interrupted ? EXIT_INTERRUPTED : j->code;
+    code = run_interrupted ? EXIT_INTERRUPTED : j->code;
     if (report_write(e, j, code ? report_status(code) : "complete") != 0 && !code)
         code = 1;
     goto out_free;
@@ -474,6 +636,7 @@ out_usage:
     code = 2;
 out_free:
     engine_close(e);
+    jobdir_close(&j->dir);
     free(j);
     return code;
 }

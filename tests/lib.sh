@@ -15,6 +15,10 @@
 #   test_tmp               tmp=$(mktemp -d), removed on exit by an EXIT trap (a
 #                          script with more to clean up sets its own trap, which
 #                          must remove "$tmp" too)
+#   tiny_weights DIR       the tiny random-weight model (the committed fixtures) in the
+#                          official file layout into DIR, for CPU runs of the whole chain
+#   few_steps_pipe FILE    pipelines/sam3d_objects.pipe (and its .needs) copied to FILE with
+#                          3 SS flow steps, 2 SLAT flow steps and at most 400 voxels
 #   ok LABEL, bad LABEL    print "ok   LABEL" / "FAIL LABEL"; bad sets fail=1
 #   fail=0                 so a script ends with `exit $fail`
 
@@ -62,16 +66,35 @@ test_tmp() {
     trap 'rm -rf "$tmp"' EXIT
 }
 
+tiny_weights() {
+    local f
+    mkdir -p "$1/moge-vitl"
+    cp tests/fixtures/moge_tiny/model.pt "$1/moge-vitl/model.pt"
+    cp tests/fixtures/cond_ss_tiny/ss_generator.ckpt tests/fixtures/cond_slat_tiny/slat_generator.ckpt \
+        tests/fixtures/ss_decoder_tiny/ss_decoder.ckpt "$1/"
+    for f in tests/fixtures/gs_decoder_tiny/g32/slat_decoder_gs.ckpt \
+             tests/fixtures/mesh_decoder_tiny/slat_decoder_mesh.ckpt; do
+        [ -f "$f" ] && cp "$f" "$1/"
+    done
+    return 0
+}
+
+few_steps_pipe() {
+    awk '/^stage /{st=$2} st=="ss_flow" && $1=="param" && $2=="steps"{$0="    param   steps 3"}
+         st=="slat_flow" && $1=="param" && $2=="steps"{$0="    param   steps 2"}
+         {print} /^stage ss_decode/{print "    param   max_coords 400"}' \
+        pipelines/sam3d_objects.pipe >"$1"
+    cp pipelines/sam3d_objects.needs "${1%.pipe}.needs" 2>/dev/null
+    return 0
+}
+
 # tiny_chain DIR EXE...: the tiny random-weight model of the committed fixtures in the
-# official layout under DIR/weights (moge-vitl/model.pt, ss_generator.ckpt,
-# slat_generator.ckpt), DIR/bin with links to the named stage executables of $build only
+# official layout under DIR/weights (tiny_weights), DIR/bin with links to the named stage executables of $build only
 # (so a chain stays the same while later stages are added), and an empty DIR/jobs
 tiny_chain() {
     local d=$1 e; shift
-    mkdir -p "$d/weights/moge-vitl" "$d/bin" "$d/jobs"
-    cp tests/fixtures/moge_tiny/model.pt "$d/weights/moge-vitl/model.pt"
-    cp tests/fixtures/cond_ss_tiny/ss_generator.ckpt \
-        tests/fixtures/cond_slat_tiny/slat_generator.ckpt "$d/weights/"
+    mkdir -p "$d/bin" "$d/jobs"
+    tiny_weights "$d/weights"
     for e in "$@"; do ln -s "$(realpath "$build/$e")" "$d/bin/$e"; done
 }
 

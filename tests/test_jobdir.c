@@ -275,6 +275,24 @@ static void test_stale(void)
     jobdir_close(&j);
 }
 
+/* jobdir_adopt: a job of ours in use is refused (the lock), a free one is
+ * taken over with the lock, anything but a job directory refused. */
+static void test_adopt(void)
+{
+    struct jobdir j, k, l;
+
+    CHECK(jobdir_create(&j, root) == 0);
+    CHECK(jobdir_adopt(&k, j.path) == S3D_EIO && !k.open, "a locked job is in use");
+    jobdir_close(&j);
+    CHECK(jobdir_adopt(&k, j.path) == 0 && k.open && !strcmp(k.path, j.path));
+    CHECK(jobdir_adopt(&l, j.path) == S3D_EIO, "the adopter holds the lock");
+    jobdir_close(&k);
+    CHECK(jobdir_adopt(&k, "/tmp") == S3D_EINVAL && !k.open, "not an s3d-* directory");
+    CHECK(jobdir_adopt(&k, "/nonexistent/s3d-1-1") == S3D_EINVAL);
+    jobdir_remove(j.path);
+    printf("jobdir_adopt: in use refused, a free job taken over, others refused\n");
+}
+
 int main(void)
 {
     struct jobdir j;
@@ -288,6 +306,7 @@ int main(void)
     test_remove(&j);
     jobdir_close(&j);
     test_stage_open();
+    test_adopt();
     test_stale();
     {
         char p[PATH_MAX + 64];

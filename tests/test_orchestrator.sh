@@ -34,6 +34,14 @@ check_clean() {   # label
     fi
 }
 
+# a failed run that completed a stage keeps its job directory for `sam3d run --job`
+# (test_faults.sh resumes one): the log names it; it is removed here
+kept_job() {   # label log
+    local job
+    job=$(sed -n 's/^sam3d: the run failed; its job directory is kept for `sam3d run --job \([^ ]*\) .*/\1/p' "$2")
+    if [ -d "$job" ]; then rm -rf "$job"; else fail "$1: job directory not kept and named"; fi
+}
+
 printf 'IMAGEBYTES-0123456789' > "$T/img.png"
 printf 'MASK' > "$T/mask.png"
 printf 'weights' > "$T/w.bin"
@@ -93,6 +101,7 @@ run "$T/o3" "$T/err.pipe"; rc=$?
 [ $rc -eq 1 ] || fail "stage error rc=$rc"
 grep -q 'stage second failed: bad-input-for-test' "$T/o3.log" || fail "error text relayed"
 grep -q '"restarts": 0' "$T/o3/report.json" || fail "no restart on an error reply"
+kept_job "stage error" "$T/o3.log"
 check_clean "stage error"; ok "stage error reply -> exit 1"
 
 # 4. a stage that crashes once: restarted, the run completes
@@ -108,6 +117,7 @@ pipe "$T/crash.pipe" "    param abort true"
 run "$T/o5" "$T/crash.pipe" --retries 1; rc=$?
 [ $rc -eq 1 ] || fail "always-crash rc=$rc"
 grep -q '"restarts": 1' "$T/o5/report.json" || fail "restarts 1 with --retries 1"
+kept_job "always crash" "$T/o5.log"
 check_clean "always crash"; ok "stage always crashes -> exit 1, nothing left"
 
 # 6. a stage that hangs: timeout, killed, exit 1
@@ -117,6 +127,7 @@ run "$T/o6" "$T/hang.pipe" --timeout 1 --retries 1; rc=$?
 [ $rc -eq 1 ] || fail "hang rc=$rc"
 [ $((SECONDS - t0)) -lt 20 ] || fail "hang took $((SECONDS - t0)) s"
 grep -q 'no reply' "$T/o6.log" || fail "timeout reported"
+kept_job "hang" "$T/o6.log"
 check_clean "hang"; ok "stage hangs -> timeout, exit 1"
 
 # 7/8. SIGINT and SIGTERM while a stage works: exit 130, nothing left

@@ -89,5 +89,7 @@ run o4e err.pipe --quiet 2>o4e.log; rc=$?
 [ $rc -eq 1 ] && grep -q '\] E .*stage second failed: no-good-input' o4e.log && ! grep -q '\] I ' o4e.log &&
     ok "--quiet: the error still shown, no info lines" || { bad "--quiet error (rc=$rc)"; cat o4e.log; }
 
+# the failed runs (err.pipe: its first stage done) keep their job for `sam3d run --job`
+for d in "$S3D_JOB_ROOT"/s3d-*; do [ -e "$d/.s3d-keep" ] && rm -rf "$d"; done
 [ -z "$(ls -A "$S3D_JOB_ROOT")" ] || bad "job dirs left: $(ls "$S3D_JOB_ROOT")"
 exit $fail

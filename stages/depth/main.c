@@ -6,6 +6,9 @@
  *       --param image=IN_DIR/image.png --param mask=IN_DIR/mask.png
  *   sam3d-depth --weights moge-vitl/model.pt --listen ipc:///tmp/s3d/depth.sock
  *
+ * Inputs (optional, another object of an image already seen): points, valid,
+ * intrinsics, focal, shift as this stage wrote them; MoGe is then not run
+ * (reuse_points).
  * Params: image, mask (paths inside the job / IN_DIR; PNG or JPEG, common/image.h);
  * num_tokens (optional, int: MoGe's token budget, default from the checkpoint's
  * model_config, 2551 for moge-vitl); repeat (optional, int >= 1: run MoGe that
@@ -172,6 +175,32 @@ out:
     return rc;
 }
 
+/* Many objects in one image (`sam3d run --mask A --mask B`): MoGe reads only
+ * the image, so the orchestrator runs it once and gives the later objects'
+ * requests its outputs as inputs (points (H, W, 3) F32, valid (H, W) U8,
+ * intrinsics (3, 3), focal, shift (1) F32, of this image's size); they are
+ * copied to this request's outputs and only the preprocessing runs with the
+ * new mask. 0, or S3D_ESHAPE after stage_fail named the input. */
+static int reuse_points(struct stage_req *rq, int H, int W, struct moge_result *r)
+{
+    const struct tensor *pts = stage_input(rq, "points", DTYPE_F32, SHAPE(H, W, 3));
+    const struct tensor *val = pts ? stage_input(rq, "valid", DTYPE_U8, SHAPE(H, W)) : NULL;
+    const struct tensor *K = val ? stage_input(rq, "intrinsics", DTYPE_F32, SHAPE(3, 3)) : NULL;
+    const struct tensor *f = K ? stage_input(rq, "focal", DTYPE_F32, SHAPE(1)) : NULL;
+    const struct tensor *sh = f ? stage_input(rq, "shift", DTYPE_F32, SHAPE(1)) : NULL;
+
+    if (!sh)
+        return S3D_ESHAPE;
+    memcpy(r->pointmap, pts->data, sizeof(float) * 3 * (size_t)H * (size_t)W);
+    memcpy(r->mask, val->data, (size_t)H * (size_t)W);
+    memcpy(r->intrinsics, K->data, sizeof(r->intrinsics));
+    r->focal = *(const float *)f->data;
+    r->shift = *(const float *)sh->data;
+    log_info("depth: MoGe not run: the point map of this %dx%d image came with the request "
+             "(another object of the same image); preprocessing with this mask", W, H);
+    return 0;
+}
+
 static int depth_stage_run(void *p, struct stage_req *rq)
 {
     struct depth_stage *s = p;
@@ -204,8 +233,12 @@ static int depth_stage_run(void *p, struct stage_req *rq)
         goto out;
     }
     struct moge_result r = {.pointmap = points->data, .mask = valid->data};
-    if ((rc = run_moge(s, rq, &rgb, (int)nt, &r)))
+    if (stage_input_opt(rq, "points")) {                  /* another object of one image */
+        if ((rc = reuse_points(rq, H, W, &r)))
+            goto out;
+    } else if ((rc = run_moge(s, rq, &rgb, (int)nt, &r))) {
         goto out;
+    }
 
     /* the SS preprocessor on the flipped, NaN-invalid point map, read in place */
     double t0 = stage_now_ms();
@@ -258,7 +291,8 @@ int main(int argc, char **argv)
         .name = "depth",
         .params = depth_params,
         .arena_bytes = arena > ((size_t)1152 << 20) ? arena : (size_t)1152 << 20,
-        .max_input_bytes = 1 << 20,     /* no tensor inputs: image and mask are files */
+        .max_input_bytes = 1 << 20,     /* inline tensors: none (image and mask are files;
+                                         * reuse_points' inputs come as job files) */
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .load = depth_stage_load,
         .unload = depth_stage_unload,

@@ -1,0 +1,46 @@
+/*
+ * runopts.h - the options `sam3d run`, `sam3d stage`, `sam3d batch` and `sam3d
+ * serve` share (parsed in run.c), and the signal flag that stops them.
+ */
+#ifndef S3D_RUNOPTS_H
+#define S3D_RUNOPTS_H
+
+#include "engine.h"
+#include "export.h"
+#include "progress.h"
+
+#include <signal.h>
+#include <stdbool.h>
+
+/* What the command line of run / stage / batch / serve gives. */
+struct run_args {
+    struct engine_opts o;
+    const char        *out_dir;
+    bool               keep_job;
+    enum progress_mode progress;                 /* --quiet, --json; else by the terminal */
+    int                n_param;                  /* sam3d stage --param KEY=VALUE */
+    const char        *param[JOB_MAX_SET];
+    struct export_opts export;                   /* sam3d run: the export step at its end */
+    const char        *preset;                   /* sam3d run --preset NAME (preset.h) */
+};
+
+/* Set by SIGINT/SIGTERM once run_install_signals ran; engine_opts.interrupted. */
+extern volatile sig_atomic_t run_interrupted;
+
+/* Defaults: timeout 600 s, 1 retry, budget from the free memory, the export's
+ * default files, o.interrupted = &run_interrupted. */
+void run_args_init(struct run_args *r);
+/* SIGINT/SIGTERM set run_interrupted; SIGPIPE ignored. */
+void run_install_signals(void);
+/* Options common to run, stage, batch and serve (--weights, --out, --device,
+ * --precision, --timeout, --retries, --vram-budget, -q, --json, ...). Returns 1
+ * when argv[*i] (and its value) was consumed, 0 when unknown, -1 on a bad
+ * value (printed). */
+int  run_common_opt(struct run_args *r, int argc, char **argv, int *i);
+/* The options of the runs that end with the export step: --preset NAME,
+ * --outputs LIST, --placed. Returns as run_common_opt. */
+int  run_output_opt(struct run_args *r, int argc, char **argv, int *i);
+/* run_common_opt, then (export_step) run_output_opt. Returns as they do. */
+int  run_opt(struct run_args *r, bool export_step, int argc, char **argv, int *i);
+
+#endif
