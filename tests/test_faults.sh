@@ -9,7 +9,11 @@
 #      (older than the artifact it was made from) run again, with the reason logged;
 #   3. `sam3d stage NAME --job --param` re-runs one stage with a new param, and the next
 #      resume re-runs what depends on it (stale);
-#   4. --job on what is not a job, or on a job in use, is one clear error.
+#   4. --job on what is not a job, or on a job in use, is one clear error;
+#   5. a corrupt input artifact: the stage reading it fails with one line naming the file;
+#   6. the wrong checkpoint for a stage (the tiny SS decoder given as ss_generator.ckpt, with
+#      the real depth and cond stages): exit 1, the stage and the file named, job kept;
+#   7. SIGINT during a batch: exit 130, no stage process and no job directory left.
 # After every case: no stage process of ours and no job directory left unless expected.
 # Env: BUILD (default build).
 set -u
@@ -78,7 +82,7 @@ pipe "$tmp/slow.pipe" "    param sleep_ms 30000"
 pipe "$tmp/ok.pipe" ""
 run "$tmp/o1" "$tmp/slow.pipe" --image "$tmp/img.png" --mask "$tmp/mask.png" --retries 0 &
 pid=$!
-for _ in $(seq 100); do pgrep -f "third.sock" >/dev/null && grep -q "stage third: run" \
+for _ in $(seq 100); do pgrep -f "$S3D_JOB_ROOT/.*third.sock" >/dev/null && grep -q "stage third: run" \
     "$tmp/o1.log" 2>/dev/null && break; sleep 0.1; done
 sleep 0.3
 pkill -KILL -f "ipc://$S3D_JOB_ROOT/.*/third.sock"
@@ -98,7 +102,7 @@ r=$tmp/o1r/report.json
 if [ $rc -eq 0 ] && [ "$(state "$r" first)" = kept ] && [ "$(state "$r" second)" = kept ] &&
     [ "$(state "$r" third)" = done ] && grep -q '"status": "complete"' "$r" &&
     grep -q 'IMAGEBYTES' "$tmp/o1r/artifacts/echo_third.safetensors" &&
-    [ -f "$tmp/o1r/artifacts/echo_first.safetensors" ] && ! pgrep -f "first.sock" >/dev/null; then
+    [ -f "$tmp/o1r/artifacts/echo_first.safetensors" ] && ! pgrep -f "$S3D_JOB_ROOT/.*first.sock" >/dev/null; then
     ok "sam3d run --job: first, second kept (not started), third run, complete"
 else
     bad "resume: rc=$rc"; tail -5 "$tmp/o1r.log"; cat "$r"
@@ -162,4 +166,47 @@ run "$tmp/o4e" "$tmp/ok.pipe" --job "$job"; rc=$?
 kill -INT $pid; wait $pid
 rm -rf "$job"
 clean "refusals"
+
+# ---------------------------------------------------------------- 5. a corrupt input artifact
+keep_run "$tmp/o5"
+printf 'garbage, not safetensors' > "$job/echo_first.safetensors"
+"$sam3d" stage second --job "$job" --pipeline "$tmp/ok.pipe" --stages-dir "$tools" 2>"$tmp/o5s.log"; rc=$?
+[ $rc -eq 1 ] && grep -q "stage second failed: input artifact 'echo_first.safetensors' is missing or unreadable" "$tmp/o5s.log" &&
+    ok "a corrupt input artifact: exit 1, the stage and file named" ||
+    { bad "corrupt input: rc=$rc"; tail -3 "$tmp/o5s.log"; }
+rm -rf "$job"
+clean "corrupt input"
+
+# ---------------------------------------------------------------- 6. the wrong checkpoint
+if [ -x "$build/sam3d-depth" ] && [ -x "$build/sam3d-cond" ] && [ -d examples/human_object ]; then
+    w=$tmp/wrong
+    tiny_weights "$w"
+    cp tests/fixtures/ss_decoder_tiny/ss_decoder.ckpt "$w/ss_generator.ckpt"
+    awk '/^stage cond_slat/{exit} {print}' pipelines/sam3d_objects.pipe >"$tmp/dc.pipe"
+    "$sam3d" run --image examples/human_object/image.png --mask examples/human_object/0.png \
+        --weights "$w" --out "$tmp/o6" --pipeline "$tmp/dc.pipe" --device cpu --timeout 120 \
+        2>"$tmp/o6.log"; rc=$?
+    job=$(sed -n 's/^sam3d: the run failed; its job directory is kept for `sam3d run --job \([^ ]*\) .*/\1/p' "$tmp/o6.log")
+    if [ $rc -eq 1 ] && grep -q "stage cond_ss failed: .*ss_generator.ckpt" "$tmp/o6.log" && [ -d "$job" ]; then
+        ok "the wrong checkpoint for cond_ss: exit 1, the stage and file named ($(grep -o 'stage cond_ss failed: .\{0,90\}' "$tmp/o6.log" | head -1)...), job kept"
+    else
+        bad "wrong checkpoint: rc=$rc"; grep " E " "$tmp/o6.log" | head -3
+    fi
+    rm -rf "$job"
+    clean "wrong checkpoint"
+else
+    echo "SKIP 6: sam3d-depth / sam3d-cond not built"
+fi
+
+# ---------------------------------------------------------------- 7. SIGINT during a batch
+printf 'img.png mask.png\nimg.png mask.png\n' >"$tmp/list.txt"
+"$sam3d" batch "$tmp/list.txt" --weights "$tmp" --out "$tmp/o7" --pipeline "$tmp/slow.pipe" \
+    --stages-dir "$tools" --timeout 60 2>"$tmp/o7.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "stage third: run" "$tmp/o7.log" 2>/dev/null && break; sleep 0.1; done
+kill -INT $pid; wait $pid; rc=$?
+[ $rc -eq 130 ] && grep -q '"status": "interrupted"' "$tmp/o7/001_img/report.json" &&
+    ok "SIGINT during a batch: exit 130, the jobs reported interrupted" ||
+    { bad "batch SIGINT: rc=$rc"; tail -3 "$tmp/o7.log"; }
+clean "batch SIGINT"
 exit $fail

@@ -452,6 +452,8 @@ def main(argv=None):
         meta["weights_bytes"] = build_and_write(args, torch, cfg)
         meta["weights_s"] = time.time() - t0
         log(f"weights written in {meta['weights_s']:.1f} s")
+    if args.weights_only:           # tools/gpu/budget_full.sh: the weights, no official run
+        return
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     rgba = np.array(Image.open(args.image).convert("RGB"))
@@ -497,6 +499,8 @@ def parse(argv=None):
     ap.add_argument("--reuse-weights", action="store_true",
                     help="keep the files already in --weights-out")
     ap.add_argument("--out", required=True, help="official.json goes here")
+    ap.add_argument("--weights-only", action="store_true",
+                    help="write (or keep) the weights and stop: no official run")
     ap.add_argument("--work", default="/tmp/s3d-bench-official",
                     help="the official outputs (splat .ply, arrays) of each run, not in --out")
     ap.add_argument("--runs", type=int, default=2, help="pipeline runs (the first is cold)")
