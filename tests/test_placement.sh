@@ -98,6 +98,8 @@ if [ $rc -ne 0 ] && grep -q "cond_slat .*failed.*device cuda:7" "$tmp/q.log" &&
 else
     bad "place did not take effect: exit $rc"; tail -4 "$tmp/q.log"
 fi
+# the failed run (cond_ss done) keeps its job for `sam3d run --job` (test_faults.sh)
+for d in "$tmp"/jobs/s3d-*; do [ -e "$d/.s3d-keep" ] && rm -rf "$d"; done
 if [ -z "$(ls -A "$tmp/jobs")" ]; then ok "no job directory left"; else
     bad "left in the job root: $(ls -A "$tmp/jobs")"; fi
 left=$(pgrep -f "$tmp/bin/sam3d-" || true)
