@@ -21,57 +21,37 @@
 
 #define PW_BLOCKSIZE 128
 
-double np_sum_f64(const double *a, long n)
-{
-    if (n < 8) {
-        double res = 0.;
-        for (long i = 0; i < n; i++)
-            res += a[i];
-        return res;
+/* One definition for both element types (the float one sums in float, as
+ * numpy does for float32 arrays). */
+#define NP_SUM(name, T)                                                            \
+    T name(const T *a, long n)                                                     \
+    {                                                                              \
+        if (n < 8) {                                                               \
+            T res = 0;                                                             \
+            for (long i = 0; i < n; i++)                                           \
+                res += a[i];                                                       \
+            return res;                                                            \
+        }                                                                          \
+        if (n <= PW_BLOCKSIZE) {                                                   \
+            T r[8], res;                                                           \
+            long i;                                                                \
+            for (int j = 0; j < 8; j++)                                            \
+                r[j] = a[j];                                                       \
+            for (i = 8; i < n - (n % 8); i += 8)                                   \
+                for (int j = 0; j < 8; j++)                                        \
+                    r[j] += a[i + j];                                              \
+            res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7])); \
+            for (; i < n; i++)                                                     \
+                res += a[i];                                                       \
+            return res;                                                            \
+        }                                                                          \
+        long n2 = n / 2;                                                           \
+        n2 -= n2 % 8;                                                              \
+        return name(a, n2) + name(a + n2, n - n2);                                 \
     }
-    if (n <= PW_BLOCKSIZE) {
-        double r[8], res;
-        long i;
-        for (int j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    long n2 = n / 2;
-    n2 -= n2 % 8;
-    return np_sum_f64(a, n2) + np_sum_f64(a + n2, n - n2);
-}
 
-float np_sum_f32(const float *a, long n)
-{
-    if (n < 8) {
-        float res = 0.f;
-        for (long i = 0; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    if (n <= PW_BLOCKSIZE) {
-        float r[8], res;
-        long i;
-        for (int j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    long n2 = n / 2;
-    n2 -= n2 % 8;
-    return np_sum_f32(a, n2) + np_sum_f32(a + n2, n - n2);
-}
+NP_SUM(np_sum_f64, double)
+NP_SUM(np_sum_f32, float)
 
 // ----------------------------------------------------------------------------
 // the residual
