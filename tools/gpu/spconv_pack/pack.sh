@@ -26,6 +26,8 @@ cc -shared -fPIC -O1 -w -o "$libs/libnvrtc-a1f1e7d6.so.12.6.85" \
 echo 'void s3d_nvrtc_builtins_stub(void) {}' >"$w/b.c"
 cc -shared -fPIC -o "$libs/libnvrtc-builtins-a1d5fce3.so.12.6.85" \
     -Wl,-soname,libnvrtc-builtins-a1d5fce3.so.12.6.85 "$w/b.c"
-rm -rf "$w/site/cumm/include" "$w/site/cumm/lib"
+# cumm's headers and device runtime serve run-time compilation only; cumm asserts the
+# folders exist, so they stay, empty
+rm -rf "$w/site/cumm/include" "$w/site/cumm/lib" && mkdir "$w/site/cumm/include" "$w/site/cumm/lib"
 tar -cf - -C "$w/site" . | xz -T2 -9 >"$out"
 ls -la "$out"

@@ -7,8 +7,10 @@ g = torch.stack(torch.meshgrid(*[torch.arange(24)] * 3, indexing="ij"), -1).resh
 c = g[torch.randperm(len(g))[:4000]]
 coords = torch.cat([torch.zeros(len(c), 1, dtype=torch.int64), c], 1).int()
 f = torch.randn(len(c), 32)
-for name, mk in [("subm", lambda: sp.SubMConv3d(32, 64, 3, indice_key="a")),
-                 ("conv s2", lambda: sp.SparseConv3d(32, 64, 2, stride=2))]:
+# the CPU has only the native algorithm (the default, implicit GEMM, is CUDA-only)
+native = sp.ConvAlgo.Native
+for name, mk in [("subm", lambda: sp.SubMConv3d(32, 64, 3, indice_key="a", algo=native)),
+                 ("conv s2", lambda: sp.SparseConv3d(32, 64, 2, stride=2, algo=native))]:
     torch.manual_seed(1); m = mk()
     cpu = m(sp.SparseConvTensor(f, coords, [24] * 3, 1)).features
     mg = m.cuda()
