@@ -191,13 +191,16 @@ static void stop_stage(struct engine *e, struct stage_rt *rt)
 
 // ---------------------------------------------------------------- opening
 
-/* Apply --endpoint NAME=URL and --stage-device NAME=DEV to the loaded pipeline.
+/* Apply --endpoint NAME=URL, --stage-device NAME=DEV and --stage-weights /
+ * --gaussians NAME=FILE (cli.h) to the loaded pipeline.
  * Returns 0, or S3D_EINVAL after one error line. */
 static int apply_overrides(struct engine *e)
 {
     for (int i = 0; i < e->o.n_over; i++) {
         const char *arg = e->o.over_arg[i], *eq = strchr(arg, '=');
         bool ep = !strcmp(e->o.over_kind[i], "--endpoint");
+        bool wt = !strcmp(e->o.over_kind[i], "--stage-weights") ||
+                  !strcmp(e->o.over_kind[i], "--gaussians");
         char name[PIPE_NAME_MAX];
         struct pipe_stage *ps = NULL;
 
@@ -210,6 +213,15 @@ static int apply_overrides(struct engine *e)
             log_error("%s %s: no such stage in '%s'. HINT: the stage names are the 'stage' "
                       "lines of the pipeline file", e->o.over_kind[i], arg, e->pipe.path);
             return S3D_EINVAL;
+        }
+        if (wt) {
+            if (!eq[1] || strlen(eq + 1) >= sizeof(ps->weights)) {
+                log_error("%s %s: expected NAME=FILE (relative to --weights DIR)",
+                          e->o.over_kind[i], arg);
+                return S3D_EINVAL;
+            }
+            strcpy(ps->weights, eq + 1);
+            continue;
         }
         if (ep ? !pipeline_endpoint_ok(eq + 1) : !pipeline_device_ok(eq + 1)) {
             log_error("%s %s: %s", e->o.over_kind[i], arg,

@@ -1,6 +1,7 @@
 /*
  * main.c - `sam3d`, the orchestrator: dispatches to a subcommand.
  */
+#include "cli.h"
 #include "commands.h"
 #include "log.h"
 
@@ -30,15 +31,21 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (commands[i].help)
             fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\n`sam3d COMMAND --help` describes each command.\n");
+    fprintf(f, "\n`sam3d COMMAND --help` describes each command; `sam3d --version` (-V) prints "
+            "the version.\n");
 }
 
 int main(int argc, char **argv)
 {
     log_init("sam3d");
+    cli_normalize(&argc, &argv);          /* --opt=VALUE and the short forms, for every command */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        cli_print_version(NULL);
+        return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (!strcmp(argv[1], commands[i].name))

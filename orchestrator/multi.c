@@ -3,6 +3,7 @@
  * Test: tests/test_batch.sh (batch and many objects of one image).
  */
 #include "multi.h"
+#include "cli.h"
 
 #include "err.h"
 #include "image.h"
@@ -176,7 +177,7 @@ static void submit(struct mrun *m, int k)
         log_error("%s: cannot create '%s': %s", it->name, j->out_dir, strerror(errno));
     else if (!jobdir_copy_in(&j->dir, it->image, "input_image", IMAGE_MAX_FILE_BYTES, "image") &&
              !jobdir_copy_in(&j->dir, it->mask, "input_mask", IMAGE_MAX_FILE_BYTES, "mask") &&
-             !(m->a->preset && preset_apply(m->a->preset, m->e, j)))
+             !cli_apply(m->a, m->e, j, -1))
         ok = true;
     if (!ok) {                          /* each failure above logged its line */
         jobdir_remove(j->dir.path);

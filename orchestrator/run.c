@@ -26,6 +26,7 @@
 #include "preset.h"
 #include "progress.h"
 #include "report.h"
+#include "cli.h"
 #include "runopts.h"
 #include "multi.h"
 #include "serve.h"
@@ -88,6 +89,7 @@ static void usage_run(FILE *f)
         "  --precision fp16|fp32\n"
         "  --preset NAME        default, or fast: both flows in the official shortcut\n"
         "                       (distillation) mode with 4 steps each, no CFG\n"
+        CLI_SETTINGS_HELP
         "  --keep-job           keep the job directory (its path is printed); a failed run\n"
         "                       that completed a stage keeps it anyway, for --job\n"
         "  --stages-dir DIR     where the sam3d-* stage executables are (default: next to sam3d)\n"
@@ -98,7 +100,9 @@ static void usage_run(FILE *f)
         "                       8G (default: the free memory at start); stages that fit stay\n"
         "                       loaded, the others are unloaded before the next one loads\n"
         "  -q, --quiet          warnings and errors only\n"
+        "  -v, --verbose        debug log lines, the stages' too (as S3D_LOG=debug)\n"
         "  --json               progress as JSON events on stdout, one a line\n"
+        "  -V, --version        print the version\n"
         "  --max-pixels N       largest image accepted, e.g. 150M (default 80M; the depth\n"
         "                       stage needs 13 bytes of host memory a pixel)\n"
         "  --outputs LIST       files written at the end from the artifacts (`sam3d export\n"
@@ -127,6 +131,19 @@ int run_common_opt(struct run_args *r, int argc, char **argv, int *i)
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     char *end;
 
+    if (!strcmp(a, "--verbose")) {
+        log_set_level(LOG_DEBUG);
+        setenv("S3D_LOG", "debug", 1);          /* the stages it starts, too */
+        return 1;                               /* no value */
+    }
+    if (!strcmp(a, "--device") && v && !pipeline_device_ok(v)) {
+        fprintf(stderr, "error: --device wants cuda:N, cuda or cpu, got '%s'\n", v);
+        return -1;
+    }
+    if (!strcmp(a, "--precision") && v && strcmp(v, "fp16") && strcmp(v, "fp32")) {
+        fprintf(stderr, "error: --precision wants fp16 or fp32, got '%s'\n", v);
+        return -1;
+    }
     if (!strcmp(a, "--weights") && v)         r->o.weights_dir = v;
     else if (!strcmp(a, "--moge") && v)       r->o.moge = v;
     else if (!strcmp(a, "--out") && v)        r->out_dir = v;
@@ -187,6 +204,10 @@ int run_output_opt(struct run_args *r, int argc, char **argv, int *i)
     const char *a = argv[*i];
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
 
+    int c = cli_setting_opt(r, argc, argv, i);
+
+    if (c)
+        return c;
     if (!strcmp(a, "--placed")) {
         r->export.placed = true;
         return 1;
@@ -402,6 +423,10 @@ int cmd_run(int argc, char **argv)
             usage_run(stdout);
             code = 0;
             goto out_free;
+        } else if (!strcmp(argv[i], "--version")) {
+            cli_print_version("run");
+            code = 0;
+            goto out_free;
         } else if (!strcmp(argv[i], "--keep-job")) {
             a.keep_job = true;
         } else if (!strcmp(argv[i], "--job") && i + 1 < argc) {
@@ -488,7 +513,7 @@ int cmd_run(int argc, char **argv)
         rc = S3D_EINVAL;
     if (!e)
         goto out_free;
-    if (!rc && a.preset && preset_apply(a.preset, e, j) != 0)
+    if (!rc && cli_apply(&a, e, j, -1) != 0)
         rc = S3D_EINVAL;
     log_info("job %s, pipeline %s, stages from %s", j->dir.path, e->pipe_path, e->stages_dir);
     engine_submit(e, j);
@@ -558,6 +583,10 @@ int cmd_stage(int argc, char **argv)
             usage_stage(stdout);
             code = 0;
             goto out_free;
+        } else if (!strcmp(argv[i], "--version")) {
+            cli_print_version("stage");
+            code = 0;
+            goto out_free;
         } else if (!strcmp(argv[i], "--job") && i + 1 < argc) {
             job = argv[++i];
         } else if (!strcmp(argv[i], "--param") && i + 1 < argc) {
@@ -604,14 +633,8 @@ int cmd_stage(int argc, char **argv)
         memcpy(j->image, img, sizeof(img));
         memcpy(j->mask, msk, sizeof(msk));
     }
-    for (int i = 0; i < a.n_param; i++) {
-        char key[WIRE_KEY_MAX];
-        const char *eq = strchr(a.param[i], '=');
-
-        snprintf(key, sizeof(key), "%.*s", (int)(eq - a.param[i]), a.param[i]);
-        if (job_set_param(j, idx, key, eq + 1) != 0)
-            goto out_free;
-    }
+    if (cli_apply(&a, e, j, idx) != 0)
+        goto out_free;
     if (a.out_dir) {
         if (mkdir(a.out_dir, 0755) != 0 && errno != EEXIST) {
             log_error("--out '%s': %s", a.out_dir, strerror(errno));

@@ -18,8 +18,9 @@ struct run_args {
     const char        *out_dir;
     bool               keep_job;
     enum progress_mode progress;                 /* --quiet, --json; else by the terminal */
-    int                n_param;                  /* sam3d stage --param KEY=VALUE */
+    int                n_param;                  /* --param: KEY=VALUE (stage), STAGE.KEY=VALUE */
     const char        *param[JOB_MAX_SET];
+    const char        *seed, *steps, *cfg;       /* --seed, --steps, --cfg (cli.h) */
     struct export_opts export;                   /* sam3d run: the export step at its end */
     const char        *preset;                   /* sam3d run --preset NAME (preset.h) */
 };
@@ -38,7 +39,8 @@ void run_install_signals(void);
  * value (printed). */
 int  run_common_opt(struct run_args *r, int argc, char **argv, int *i);
 /* The options of the runs that end with the export step: --preset NAME,
- * --outputs LIST, --placed. Returns as run_common_opt. */
+ * --outputs LIST, --placed, and the settings of cli.h (--seed, --steps, --cfg,
+ * --gaussians, --param STAGE.KEY=VALUE, --stage-weights). Returns as run_common_opt. */
 int  run_output_opt(struct run_args *r, int argc, char **argv, int *i);
 /* run_common_opt, then (export_step) run_output_opt. Returns as they do. */
 int  run_opt(struct run_args *r, bool export_step, int argc, char **argv, int *i);
