@@ -8,6 +8,7 @@
 #include "check.h"
 #include "err.h"
 #include "log.h"
+#include "ops_copy.h"
 #include "ops_sparse.h"
 #include "stage.h"
 #include "weights.h"
@@ -87,8 +88,6 @@ int meshdec_bind(struct meshdec_model *m, struct weights *w, enum device dev, en
     return rc ? S3D_ESHAPE : 0;
 }
 
-static void put(const struct op_ctx *ctx, void *dst, enum device dev, const void *src, size_t n);
-
 void meshdec_bind_finish(struct meshdec_model *m, const struct weights *w)
 {
     for (int i = 0; i < 2; i++) {
@@ -104,7 +103,8 @@ void meshdec_bind_finish(struct meshdec_model *m, const struct weights *w)
         dtype_convert(cvt, m->ct, raw, src.dtype, n);
         sparse_conv1_weight(lin, cvt, m->ct, u->cout, u->cin);
         u->skip_w = tensor_view(u->skip_w.data, m->ct, m->device, SHAPE(u->cout, u->cin));
-        put(NULL, u->skip_w.data, m->device, lin, n * dtype_size(m->ct));
+        struct tensor hl = tensor_view(lin, m->ct, DEVICE_HOST, SHAPE(u->cout, u->cin));
+        op_upload(NULL, &u->skip_w, &hl);
         free(raw);
         free(cvt);
         free(lin);
@@ -181,38 +181,23 @@ int meshdec_check_inputs(const struct meshdec_model *m, const struct tensor *coo
 }
 
 // ----------------------------------------------------------------------------
-// host <-> device
+// host <-> device (kernels/ops_copy.h)
 
-/* dst (dev) = host src; synchronous (src may be freed next); ctx NULL: the
- * default stream (at load time) */
-static void put(const struct op_ctx *ctx, void *dst, enum device dev, const void *src, size_t n)
+/* dst (on dev) = the host I32 array src of dst's size; returns when src may go */
+static void put_i32(const struct op_ctx *ctx, struct tensor *dst, const int32_t *src)
 {
-    if (dev == DEVICE_CUDA) {
-        cudaStream_t st = ctx ? ctx->stream : (cudaStream_t)0;
-        CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st));
-        CUDA_CHECK(cudaStreamSynchronize(st));
-    } else {
-        memcpy(dst, src, n);
-    }
+    struct tensor h = tensor_view((void *)src, DTYPE_I32, DEVICE_HOST, dst->shape, dst->ndim);
+
+    op_upload(ctx, dst, &h);
 }
 
-/* out[0, numel) F32 = the float tensor t (host or device) */
+/* out[0, numel) F32 = the float tensor t (host or device); nothing when out is NULL */
 static void tap(const struct op_ctx *ctx, float *out, const struct tensor *t)
 {
-    size_t n = (size_t)tensor_numel(t);
-
     if (!out)
         return;
-    if (t->device == DEVICE_HOST) {
-        dtype_convert(out, DTYPE_F32, t->data, t->dtype, n);
-        return;
-    }
-    void *tmp = malloc(tensor_nbytes(t) + 1);
-    ASSERT(tmp);
-    CUDA_CHECK(cudaMemcpyAsync(tmp, t->data, tensor_nbytes(t), cudaMemcpyDeviceToHost, ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    dtype_convert(out, DTYPE_F32, tmp, t->dtype, n);
-    free(tmp);
+    struct tensor d = tensor_view(out, DTYPE_F32, DEVICE_HOST, t->shape, t->ndim);
+    op_download(ctx, &d, t);
 }
 
 // ----------------------------------------------------------------------------
@@ -335,59 +320,37 @@ void meshdec_geom_build(const struct meshdec_model *m, const struct op_ctx *ctx,
 {
     int64_t N = p->n_vox;
     int32_t *none = malloc(sizeof(int32_t) * (size_t)N);
-    enum device dev = m->device;
 
-    ASSERT(none);
+    ASSERT(none && (a->kind == ARENA_DEVICE) == (m->device == DEVICE_CUDA));
     memset(g, 0, sizeof(*g));
     g->n = N;
     g->plan = p;
     g->nbr0 = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
-    put(ctx, g->nbr0.data, dev, p->nbr, tensor_nbytes(&g->nbr0));
+    put_i32(ctx, &g->nbr0, p->nbr);
     g->nbr1 = arena_tensor(a, DTYPE_I32, SHAPE(8 * N, SPARSE_K3));
     mdk_nbr_sub(ctx, &g->nbr1, &g->nbr0, NULL, 1, 0, MDK_CHILD, NULL);
     g->loc = arena_tensor(a, DTYPE_I32, SHAPE(N));
     for (int64_t i = 0; i < N; i++)
         none[i] = -1;
-    put(ctx, g->loc.data, dev, none, tensor_nbytes(&g->loc));
+    put_i32(ctx, &g->loc, none);
     g->list = arena_tensor(a, DTYPE_I32, SHAPE(p->n_list));
-    put(ctx, g->list.data, dev, p->list, tensor_nbytes(&g->list));
+    put_i32(ctx, &g->list, p->list);
     free(none);
 }
 
 // ----------------------------------------------------------------------------
-// the forward, also run without ops to size its arena
+// the forward, also run on a planning arena (arena_plan_init) to size act
 
-struct stk {
-    struct arena *a;        /* NULL: plan only */
-    enum device   dev;
-    size_t        used;     /* bytes above the head's base (h0's start) */
-    size_t        peak;
-};
-
-static struct tensor take(struct stk *s, enum dtype dt, const int64_t *shape, int ndim)
+/* Room an op takes from act while it runs (the CUDA sparse ops' scratch): on a
+ * planning arena of a device it is counted at the current position; a real
+ * arena hands it to the op itself. */
+static void plan_scratch(struct arena *act, size_t bytes)
 {
-    struct tensor t = tensor_view(NULL, dt, s->dev, shape, ndim);
-
-    if (s->a)
-        t = arena_tensor(s->a, dt, shape, ndim);
-    s->used += arena_round(tensor_nbytes(&t));
-    if (s->used > s->peak)
-        s->peak = s->used;
-    return t;
-}
-
-static void release(struct stk *s, size_t base, size_t mark)
-{
-    s->used = mark;
-    if (s->a)
-        arena_release(s->a, base + mark);
-}
-
-/* room a sparse op takes from the arena while it runs (CUDA only) */
-static void need_scratch(struct stk *s, size_t bytes)
-{
-    if (s->dev == DEVICE_CUDA && s->used + bytes > s->peak)
-        s->peak = s->used + bytes;
+    if (!act->plan || act->kind != ARENA_DEVICE)
+        return;
+    size_t mk = arena_mark(act);
+    arena_alloc(act, bytes);
+    arena_release(act, mk);
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -397,18 +360,18 @@ static int64_t min64(int64_t a, int64_t b)
 
 /* y = conv3 of the subdivided x at the child rows [row0, row0 + rows) of y
  * (rows contiguous) or at the rows of `units` (groups of 64): neighbour maps
- * derived per slice of MDEC_SUB_ROWS rows from `parent` in `mode`. */
-static void conv_sub(const struct op_ctx *ctx, struct stk *s, struct arena *act, struct tensor *y,
+ * derived per slice of `sub` rows from `parent` in `mode`. */
+static void conv_sub(const struct op_ctx *ctx, struct arena *act, struct tensor *y,
                      const struct tensor *x, const struct tensor *w, const struct tensor *b,
                      const struct tensor *parent, const struct tensor *units, int64_t row0,
                      enum mdk_nbr_mode mode, const struct tensor *loc, int64_t sub)
 {
     int64_t rows = y->shape[0];
-    size_t mk = s->used, base = s->a ? arena_mark(act) - s->used : 0;
-    struct tensor map = take(s, DTYPE_I32, SHAPE(sub, SPARSE_K3));
+    size_t mk = arena_mark(act);
+    struct tensor map = arena_tensor(act, DTYPE_I32, SHAPE(sub, SPARSE_K3));
 
-    need_scratch(s, MDEC_CONV_SCRATCH);
-    for (int64_t j = 0; s->a && j < rows; j += sub) {
+    plan_scratch(act, MDEC_CONV_SCRATCH);
+    for (int64_t j = 0; !act->plan && j < rows; j += sub) {
         int64_t n = min64(sub, rows - j);
         struct tensor mj = tensor_slice(&map, 0, 0, n), yj = tensor_slice(y, 0, j, n);
         if (units) {
@@ -419,41 +382,39 @@ static void conv_sub(const struct op_ctx *ctx, struct stk *s, struct arena *act,
         }
         op_sparse_conv3(ctx, act, &yj, x, w, b, &mj);
     }
-    release(s, base, mk);
+    arena_release(act, mk);
 }
 
-/* The forward; act NULL: only count (returns the peak bytes above h0's start). */
-static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
-                       struct arena *act, const struct meshdec_geom *g, struct tensor *h0,
-                       struct flexicubes *fc, const struct meshdec_taps *tp)
+/* The head on act: a real arena (the ops run, into fc) or a planning arena
+ * (the same allocations without ops: its high_water is what the run takes).
+ * h0 is act's last allocation; act is released to h0's start on return. */
+static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
+                     struct arena *act, const struct meshdec_geom *g, struct tensor *h0,
+                     struct flexicubes *fc, const struct meshdec_taps *tp)
 {
     const int64_t N = g->n, C = m->C, C1 = m->C1, C2 = m->C2;
     const enum dtype ct = m->ct;
     const struct meshdec_sub *u0 = &m->up[0], *u1 = &m->up[1];
     const struct meshdec_plan *P = g->plan;
-    struct stk s = {act, m->device, 0, 0};
+    const bool run = !act->plan;
+    const size_t gn_scratch = op_sparse_groupnorm_scratch_bytes(64 * N, MDEC_GROUPS);
     struct tensor loc = g->loc;
-    size_t base = 0;
     /* rows per derived map / out_layer slice: whole 64-row voxels */
     const int64_t sub = min64(MDEC_SUB_ROWS, 64 * (P->max_l > P->max_c ? P->max_l : P->max_c));
-    bool run = act != NULL;
     static const struct meshdec_taps none;
 
     if (!tp)
         tp = &none;
-    if (run) {
-        size_t hb = arena_round(tensor_nbytes(h0));
-        ASSERT(h0->dtype == ct && h0->ndim == 2 && h0->shape[0] == N && h0->shape[1] == C &&
-               act->used >= hb && (char *)h0->data == act->base + act->used - hb);
-        base = act->used - hb;
-    }
-    struct tensor x0 = run ? *h0 : tensor_view(NULL, ct, m->device, SHAPE(N, C));
-    s.used = s.peak = arena_round(tensor_nbytes(&x0));
+    size_t hb = arena_round(tensor_nbytes(h0));
+    ASSERT(h0->dtype == ct && h0->ndim == 2 && h0->shape[0] == N && h0->shape[1] == C &&
+           act->used >= hb && (!run || (char *)h0->data == act->base + act->used - hb));
+    const size_t base = act->used - hb;
+    struct tensor x0 = *h0;
 
     /* ---- upsample.0: skip per parent, GroupNorm + SiLU in place, conv3 on the
      * subdivided h, GroupNorm + SiLU, conv3, + skip */
-    struct tensor s0 = take(&s, ct, SHAPE(N, C1));
-    need_scratch(&s, (size_t)1 << 20);
+    struct tensor s0 = arena_tensor(act, ct, SHAPE(N, C1));
+    plan_scratch(act, gn_scratch);
     if (run) {
         op_sparse_conv1(ctx, &s0, &x0, &u0->skip_w, &u0->skip_b);
         op_sparse_groupnorm(ctx, act, &x0, &x0, MDEC_GROUPS, &u0->act_w, &u0->act_b, MDEC_GN_EPS,
@@ -461,17 +422,18 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         tap(ctx, tp->skip0, &s0);
         tap(ctx, tp->act0, &x0);
     }
-    struct tensor c0 = take(&s, ct, SHAPE(8 * N, C1));
-    conv_sub(ctx, &s, act, &c0, &x0, &u0->conv1_w, &u0->conv1_b, &g->nbr0, NULL, 0, MDK_PARENT,
+    struct tensor c0 = arena_tensor(act, ct, SHAPE(8 * N, C1));
+    conv_sub(ctx, act, &c0, &x0, &u0->conv1_w, &u0->conv1_b, &g->nbr0, NULL, 0, MDK_PARENT,
              NULL, sub);
+    plan_scratch(act, gn_scratch);
     if (run) {
         tap(ctx, tp->conv01, &c0);
         op_sparse_groupnorm(ctx, act, &c0, &c0, MDEC_GROUPS, &u0->gn_w, &u0->gn_b, MDEC_GN_EPS,
                             true);
         tap(ctx, tp->gn0, &c0);
     }
-    struct tensor o0 = take(&s, ct, SHAPE(8 * N, C1));
-    need_scratch(&s, MDEC_CONV_SCRATCH);
+    struct tensor o0 = arena_tensor(act, ct, SHAPE(8 * N, C1));
+    plan_scratch(act, MDEC_CONV_SCRATCH);
     if (run) {
         op_sparse_conv3(ctx, act, &o0, &c0, &u0->conv2_w, &u0->conv2_b, &g->nbr1);
         tap(ctx, tp->conv02, &o0);
@@ -479,38 +441,38 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         tap(ctx, tp->up0, &o0);
     }
 
-    /* x1 = o0 moved down to h0's place; everything else of upsample.0 goes */
-    struct tensor x1 = tensor_view(run ? act->base + base : NULL, ct, m->device, SHAPE(8 * N, C1));
+    /* x1 = o0 moved down to h0's place; everything else of upsample.0 goes
+     * (x1 ends below o0's start: |h0| + |s0| + |c0| >= |c0| = |o0|) */
+    arena_release(act, base);
+    struct tensor x1 = arena_tensor(act, ct, SHAPE(8 * N, C1));
     if (run)
         mdk_move_down(ctx, m->device, x1.data, o0.data, tensor_nbytes(&o0));
-    release(&s, base, arena_round(tensor_nbytes(&x1)));
-    if (run)
-        arena_release(act, base + s.used);
 
     /* ---- upsample.1: skip per parent from x1, then x1 becomes SiLU(GN(x1)) */
-    struct tensor s1 = take(&s, ct, SHAPE(8 * N, C2));
-    struct tensor acc = take(&s, DTYPE_F64, SHAPE(MDEC_GROUPS, 3));
-    need_scratch(&s, (size_t)1 << 20);
+    struct tensor s1 = arena_tensor(act, ct, SHAPE(8 * N, C2));
+    struct tensor acc = arena_tensor(act, DTYPE_F64, SHAPE(MDEC_GROUPS, 3));
+    plan_scratch(act, gn_scratch);
     if (run) {
         op_sparse_conv1(ctx, &s1, &x1, &u1->skip_w, &u1->skip_b);
         op_sparse_groupnorm(ctx, act, &x1, &x1, MDEC_GROUPS, &u1->act_w, &u1->act_b, MDEC_GN_EPS,
                             true);
         tap(ctx, tp->skip1, &s1);
         tap(ctx, tp->act1, &x1);
-        double z[3 * MDEC_GROUPS] = {0};
-        put(ctx, acc.data, m->device, z, sizeof(z));
+        op_zero(ctx, &acc);
     }
-    struct tensor c1 = take(&s, ct, SHAPE(64 * P->max_l, C2));     /* a chunk's table */
-    struct tensor o1 = take(&s, ct, SHAPE(64 * P->max_c, C2));     /* its conv #2 output */
-    struct tensor y32 = take(&s, DTYPE_F32, SHAPE(sub, C2));
-    struct tensor out = take(&s, DTYPE_F32, SHAPE(sub, FC_CH));
+    struct tensor c1 = arena_tensor(act, ct, SHAPE(64 * P->max_l, C2));     /* a chunk's table */
+    struct tensor o1 = arena_tensor(act, ct, SHAPE(64 * P->max_c, C2));     /* its conv #2 output */
+    struct tensor y32 = arena_tensor(act, DTYPE_F32, SHAPE(sub, C2));
+    struct tensor out = arena_tensor(act, DTYPE_F32, SHAPE(sub, FC_CH));
 
-    /* pass 1: GroupNorm statistics of conv #1 over every row, chunk by chunk */
+    /* pass 1: GroupNorm statistics of conv #1 over every row, chunk by chunk
+     * (every chunk takes the same buffers: a plan runs one) */
     for (int k = 0; k < P->n; k++) {
         int64_t nr = 64 * (P->c1[k] - P->c0[k]);
         struct tensor ck = tensor_slice(&c1, 0, 0, nr);
-        conv_sub(ctx, &s, act, &ck, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, NULL,
+        conv_sub(ctx, act, &ck, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, NULL,
                  64 * P->c0[k], MDK_PARENT, NULL, sub);
+        plan_scratch(act, gn_scratch);
         if (!run)
             break;
         op_sparse_groupnorm_stats(ctx, act, &acc, &ck, MDEC_GROUPS);
@@ -525,9 +487,9 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         struct tensor units = run ? tensor_slice(&g->list, 0, P->off[k], nl)
                                   : tensor_view(NULL, DTYPE_I32, m->device, SHAPE(nl));
         struct tensor cl = tensor_slice(&c1, 0, 0, 64 * nl), oc = tensor_slice(&o1, 0, 0, 64 * nc);
-        conv_sub(ctx, &s, act, &cl, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, &units, 0,
+        conv_sub(ctx, act, &cl, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, &units, 0,
                  MDK_PARENT, NULL, sub);
-        need_scratch(&s, (size_t)1 << 20);
+        plan_scratch(act, gn_scratch);
         if (run) {
             op_sparse_groupnorm_apply(ctx, act, &cl, &cl, &acc, MDEC_GROUPS, &u1->gn_w, &u1->gn_b,
                                       MDEC_GN_EPS, true);
@@ -537,7 +499,7 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
                 tap(ctx, tp->gn1 + f0 * C2, &own);
             }
         }
-        conv_sub(ctx, &s, act, &oc, &cl, &u1->conv2_w, &u1->conv2_b, &g->nbr1, NULL, f0,
+        conv_sub(ctx, act, &oc, &cl, &u1->conv2_w, &u1->conv2_b, &g->nbr1, NULL, f0,
                  MDK_LOCAL, &loc, sub);
         if (!run)
             break;
@@ -557,18 +519,7 @@ static size_t head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
             fc_accumulate(fc, ctx, &fj, f0 + j);
         }
     }
-    release(&s, base, 0);
-    return s.peak;
-}
-
-size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_plan *p)
-{
-    struct meshdec_geom g;
-
-    memset(&g, 0, sizeof(g));
-    g.n = p->n_vox;
-    g.plan = p;
-    return head_run(m, NULL, NULL, &g, NULL, NULL, NULL);
+    arena_release(act, base);
 }
 
 void meshdec_head(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
@@ -592,14 +543,27 @@ static double now_ms(const struct op_ctx *ctx)
 size_t meshdec_act_bytes(const struct meshdec_model *m, const struct meshdec_plan *p)
 {
     int64_t N = p->n_vox;
-    size_t cd = arena_round((size_t)N * 16);
-    size_t count = cd + fc_init_scratch_bytes(N, 2, m->device);
-    size_t h0 = arena_round((size_t)N * m->C * dtype_size(m->ct));
-    size_t tg = slatdec_geom_bytes(N), trunk = tg + h0 + slatdec_act_bytes(&m->trunk, N);
-    size_t head = tg + meshdec_head_bytes(m, p);
-    size_t b = count > trunk ? count : trunk;
+    struct arena a;
+    struct meshdec_geom g;
 
-    return b > head ? b : head;
+    /* meshdec_decode's allocations on a planning arena, phase by phase */
+    arena_plan_init(&a, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
+    /* corner count and fc_init: the coords and the key sort's scratch */
+    arena_tensor(&a, DTYPE_I32, SHAPE(N, 4));
+    arena_alloc(&a, fc_init_scratch_bytes(N, 2, m->device));
+    arena_reset(&a);
+    /* trunk: its geometry, h0, its region */
+    arena_alloc(&a, slatdec_geom_bytes(N));
+    struct tensor h0 = arena_tensor(&a, m->ct, SHAPE(N, m->C));
+    size_t mk = arena_mark(&a);
+    arena_alloc(&a, slatdec_act_bytes(&m->trunk, N));
+    arena_release(&a, mk);
+    /* head above the trunk's geometry, from h0 */
+    memset(&g, 0, sizeof(g));
+    g.n = N;
+    g.plan = p;
+    head_run(m, NULL, &a, &g, &h0, NULL, NULL);
+    return a.high_water;
 }
 
 /* FLOPs of the head's convs and out_layer (dense-equivalent: 27 taps). */
@@ -630,7 +594,7 @@ int meshdec_decode(struct meshdec_model *m, const struct op_ctx *ctx, struct are
 
     /* cube corners -> the state arena: voxel maps + FlexiCubes state */
     struct tensor cd = arena_tensor(act, DTYPE_I32, SHAPE(N, 4));
-    put(ctx, cd.data, m->device, coords->data, tensor_nbytes(&cd));
+    put_i32(ctx, &cd, coords->data);
     int64_t nv = fc_count_vertices(ctx, act, &cd, R, 2);
     size_t need = meshdec_geom_bytes(p) + fc_state_bytes(N, nv, 2, m->ct);
     if (m->state.size < need) {

@@ -169,9 +169,6 @@ size_t meshdec_geom_bytes(const struct meshdec_plan *p);
 void   meshdec_geom_build(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *a,
                           const struct meshdec_plan *p, struct meshdec_geom *g);
 
-/* Bytes of act that meshdec_head takes above its input (h0 included). */
-size_t meshdec_head_bytes(const struct meshdec_model *m, const struct meshdec_plan *p);
-
 /* Run the head on h0 (N, C) ct, the trunk's output - it must be the last
  * allocation in act, which the head overwrites and releases to below h0 - and
  * stream every cube row into fc (fc_init'ed on the same voxels, fc_accumulate
@@ -191,9 +188,10 @@ struct meshdec_job {
     double              flops;      /* trunk + head convs/GEMMs (multiply-add = 2) */
 };
 
-/* Bytes of the activation arena meshdec_decode takes for plan p (the largest of
- * its phases: corner count, trunk, head). meshdec_extract may want more
- * (fc->need_scratch). */
+/* Bytes of the activation arena meshdec_decode takes for plan p: the
+ * high-water of a dry run of its allocations on a planning arena
+ * (arena_plan_init; the largest of its phases: corner count, trunk, head).
+ * meshdec_extract may want more (fc->need_scratch). */
 size_t meshdec_act_bytes(const struct meshdec_model *m, const struct meshdec_plan *p);
 
 /* Decode checked inputs at voxel resolution res with plan p (made from the same
