@@ -22,22 +22,10 @@ cat >"$tmp/gd.py" <<'PY'
 import math, os, sys
 from array import array
 sys.path.insert(0, os.environ["S3D_TESTS"])
-from stmin import read, write                 # tests/stmin.py
+from stmin import latent_case, read, write    # tests/stmin.py
 a = sys.argv
 if a[1] == "in":
-    t = read(a[2]); c, f = t["coords"], t["feats"]
-    how = a[4] if len(a) > 4 else ""
-    if how == "wide":                       # 7 latent channels
-        v = array("f", f[2]); n = f[1][0]
-        f = ["F32", [n, 7], array("f", [v[i * 8 + j] for i in range(n) for j in range(7)]).tobytes()]
-    elif how == "rows":                     # one feats row fewer than coords
-        f = ["F32", [f[1][0] - 1, 8], f[2][:-32]]
-    elif how == "range":                    # x = 64 in the last row
-        v = array("i", c[2]); v[-3] = 64; c = ["I32", c[1], v.tobytes()]
-    elif how == "empty":
-        c, f = ["I32", [0, 4], b""], ["F32", [0, 8], b""]
-    out = {"coords": c} if how == "nofeats" else {"coords": c, "feats": f}
-    write(a[3], out)
+    write(a[3], latent_case(read(a[2]), a[4] if len(a) > 4 else ""))
 elif a[1] == "ply":                         # ours vs the official save_ply records
     o = read(a[2]); raw = open(a[3], "rb").read(); i = raw.index(b"end_header\n") + 11
     rec = array("f", raw[i:]); n = len(rec) // 17

@@ -51,19 +51,19 @@ else
     # ss_generator.ckpt holds the SS condition embedder (sam3d-cond: tokens of width 128) AND
     # the SS flow generator (sam3d-ss-flow: condition width 128), as the released file does;
     # the SS decoder is convolutional (any latent grid: 8^3 here -> 32^3 occupancy); the
-    # Gaussian decoder reads any voxels at 64^3 with 8 latent channels
+    # Gaussian and mesh decoders read any voxels at 64^3 with 8 latent channels
     if ! cp "$fx/moge_tiny/model.pt" "$moge" ||
        ! cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" \
             "$fx/ss_decoder_tiny/ss_decoder.ckpt" "$fx/gs_decoder_tiny/g32/slat_decoder_gs.ckpt" \
-            "$weights/"; then
+            "$fx/mesh_decoder_tiny/slat_decoder_mesh.ckpt" "$weights/"; then
         die "cannot assemble the tiny model from $fx (HINT: run from a complete checkout)"
     fi
     tag="[RANDOM WEIGHTS] "
     echo "demo: SAM3D_WEIGHTS is not set: using a tiny RANDOM-weight model in the official file"
     echo "demo: layout ($weights: moge-vitl/model.pt, ss_generator.ckpt, slat_generator.ckpt,"
-    echo "demo: ss_decoder.ckpt, slat_decoder_gs.ckpt, from tests/fixtures). It exercises every"
-    echo "demo: built stage end to end; its outputs are NOT a reconstruction. Set"
-    echo "demo: SAM3D_WEIGHTS=DIR for real results."
+    echo "demo: ss_decoder.ckpt, slat_decoder_gs.ckpt, slat_decoder_mesh.ckpt, from tests/fixtures)."
+    echo "demo: It exercises every built stage end to end; its outputs are NOT a reconstruction."
+    echo "demo: Set SAM3D_WEIGHTS=DIR for real results."
 fi
 
 # ---------------------------------------------------------------- run

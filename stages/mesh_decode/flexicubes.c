@@ -473,9 +473,6 @@ static int fc_finish_cpu(struct flexicubes *fc, int64_t max_faces)
     n->n_quads = Q;
     n->n_faces = 2 * Q;
     if (n->n_faces > max_faces) {
-        log_error("mesh_decode: the surface has %lld faces, more than the ceiling of %lld "
-                  "(HINT: raise it with --param max_faces=N, or check the latent)",
-                  (long long)n->n_faces, (long long)max_faces);
         rc = S3D_EINVAL;
         goto out;
     }

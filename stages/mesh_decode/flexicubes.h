@@ -156,8 +156,9 @@ void   fc_accumulate(struct flexicubes *fc, const struct op_ctx *ctx, const stru
 /* Extract the mesh (steps 1-7 above) after every row was accumulated. Returns
  * 0 (counts in fc->cnt; an SDF with no sign change gives 0 vertices and faces);
  * S3D_ENOMEM when scratch has less free space than fc->need_scratch (nothing
- * changed: grow the arena and call again); S3D_EINVAL (logged) when the mesh
- * would have more than max_faces faces. */
+ * changed: grow the arena and call again); S3D_EINVAL (nothing logged: the
+ * caller names its ceiling) when the mesh would have more than max_faces
+ * faces (fc->cnt holds the counts). */
 int    fc_finish(struct flexicubes *fc, const struct op_ctx *ctx, struct arena *scratch,
                  int64_t max_faces);
 

@@ -817,9 +817,6 @@ int fc_finish_cuda(struct flexicubes *fc, const struct op_ctx *ctx, struct arena
     n->n_faces = 2 * Q;
     if (n->n_faces > max_faces) {
         release(&s, 0, am);
-        log_error("mesh_decode: the surface has %lld faces, more than the ceiling of %lld "
-                  "(HINT: raise it with --param max_faces=N, or check the latent)",
-                  (long long)n->n_faces, (long long)max_faces);
         return S3D_EINVAL;
     }
 

@@ -207,7 +207,8 @@ int  meshdec_decode(struct meshdec_model *m, const struct op_ctx *ctx, struct ar
 
 /* fc_finish in act (from its mark): 0; S3D_ENOMEM when act is too small
  * (job->fc.need_scratch: re-reserve act that large, nothing else lost, and
- * call again); S3D_EINVAL (logged) past max_faces. The mesh then stays in act
+ * call again); S3D_EINVAL (not logged; job->fc.cnt.n_faces holds the count)
+ * past max_faces. The mesh then stays in act
  * until meshdec_job_end or act is reset. */
 int  meshdec_extract(const struct meshdec_model *m, const struct op_ctx *ctx, struct arena *act,
                      struct meshdec_job *job, int64_t max_faces);

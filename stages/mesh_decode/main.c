@@ -1,0 +1,191 @@
+/*
+ * main.c - sam3d-mesh-decode: the SLAT mesh decoder and sparse FlexiCubes as a
+ * stage (stages/mesh_decode/README.md; model in meshdec.c, extraction in
+ * flexicubes.c / flexicubes_cuda.cu, trunk in stages/slat_dec_net/).
+ *
+ *   sam3d-mesh-decode --weights slat_decoder_mesh.ckpt --once IN_DIR OUT_DIR
+ *   sam3d-mesh-decode --weights slat_decoder_mesh.ckpt --listen ipc:///tmp/s3d/mesh_decode.sock
+ *
+ * Inputs: coords (N, 4) I32 and feats (N, 8) F32 (slat_flow.safetensors: the
+ * structured latent, de-normalised). Params: resolution (64, the released
+ * yaml's; the cubes are at 4 resolution), max_faces (the ceiling of one mesh),
+ * repeat (1; > 1 runs decoder + extraction that many times and logs min /
+ * median / max; S3D_PROFILE=1 adds the per-op table). The library logs the
+ * memory line after the request.
+ * Outputs (mesh_decode.safetensors, docs/formats.md): vertices (V, 3) F32 (the
+ * official mesh's vertices: z-up object frame, in [-0.5, 0.5]), faces (F, 3)
+ * I32 (the official winding), colors (V, 3) F32 in [0, 1]. The export step
+ * writes mesh.glb from them. A surface with no face is an error, not an
+ * empty mesh.
+ */
+#include "meshdec.h"
+#include "stage.h"
+#include "err.h"
+#include "log.h"
+
+#include <string.h>
+
+#define MDD_RES_DEF       MDEC_RESOLUTION
+#define MDD_MAX_FACES_DEF 8000000           /* ~6x a 42,000-voxel object's mesh */
+#define MDD_MAX_FACES_MAX 16000000          /* what the host request arena holds */
+/* device bytes of a chunk of the 64N level (meshdec_chunk_voxels): 1,800
+ * voxels of the released decoder in fp16 */
+#define MDD_CHUNK_BUDGET  ((size_t)64 << 20)
+
+static const struct stage_param mdd_params[] = {
+    {"resolution", STAGE_PARAM_INT, MDD_RES_DEF, 1, MDD_RES_DEF,
+     "voxel resolution of coords (the released yaml's 64); FlexiCubes runs at 4x", NULL},
+    {"max_faces", STAGE_PARAM_INT, MDD_MAX_FACES_DEF, 1, MDD_MAX_FACES_MAX,
+     "the most faces one mesh may have; a larger surface is an error", NULL},
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
+struct mdd_stage {
+    struct meshdec_model m;
+};
+
+static int mdd_stage_load(void *p, struct stage_rt *rt)
+{
+    struct mdd_stage *s = p;
+    int rc = meshdec_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
+
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
+}
+
+static void mdd_stage_unload(void *p)
+{
+    struct mdd_stage *s = p;
+
+    meshdec_free(&s->m);
+}
+
+/* One decoder + extraction pass for stage_repeat; the last pass's mesh stays
+ * in rt->act (job live) for the download. */
+struct mdd_pass {
+    struct meshdec_model      *m;
+    struct stage_req          *rq;
+    const struct tensor       *coords, *feats;
+    const struct meshdec_plan *plan;
+    int                        res;
+    int64_t                    max_faces;
+    struct meshdec_job         job;
+    bool                       live;
+    double                     last_ms;
+};
+
+static int mdd_pass_run(void *user, int k)
+{
+    struct mdd_pass *f = user;
+    struct stage_rt *rt = f->rq->rt;
+    double t0 = stage_now_ms();
+    int rc;
+
+    (void)k;
+    if (f->live)
+        meshdec_job_end(&f->job);
+    f->live = false;
+    arena_reset(&rt->act);
+    rc = meshdec_decode(f->m, rt->op, &rt->act, f->coords, f->feats, f->res, f->plan, &f->job,
+                        NULL, NULL);
+    if (rc)
+        return stage_fail(f->rq, rc, "mesh_decode: no room for the voxel maps and the FlexiCubes "
+                          "state of %lld voxels (HINT: the log names the size; free device "
+                          "memory or decode fewer voxels)", (long long)f->coords->shape[0]);
+    f->live = true;
+    rc = meshdec_extract(f->m, rt->op, &rt->act, &f->job, f->max_faces);
+    if (rc == S3D_ENOMEM) {             /* a larger surface than any before: grow act */
+        if ((rc = stage_act(f->rq, f->job.fc.need_scratch)))
+            return rc;
+        rc = meshdec_extract(f->m, rt->op, &rt->act, &f->job, f->max_faces);
+    }
+    if (rc == S3D_EINVAL)
+        return stage_fail(f->rq, rc, "mesh_decode: the surface has %lld faces, more than "
+                          "max_faces %lld (HINT: raise it with --param max_faces=N, up to %d, "
+                          "or check the latent)", (long long)f->job.fc.cnt.n_faces,
+                          (long long)f->max_faces, MDD_MAX_FACES_MAX);
+    ASSERT(rc == 0);
+    f->last_ms = stage_now_ms() - t0;
+    return 0;
+}
+
+static int mdd_stage_run(void *p, struct stage_req *rq)
+{
+    struct mdd_stage *s = p;
+    struct meshdec_model *m = &s->m;
+    char msg[WIRE_ERR_MAX - 32];
+    int rc;
+
+    const struct tensor *coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4));
+    const struct tensor *feats = stage_input(rq, "feats", DTYPE_F32, SHAPE(-1, -1));
+    if (!coords || !feats)
+        return S3D_ESHAPE;                      /* stage_input named got vs expected */
+    int res = (int)stage_get_int(rq, "resolution");
+    if ((rc = meshdec_check_inputs(m, coords, feats, res, msg, sizeof(msg))))
+        return stage_fail(rq, rc, "%s", msg);
+    int64_t N = coords->shape[0];
+
+    struct meshdec_plan plan;
+    meshdec_plan_make(&plan, coords, meshdec_chunk_voxels(m, MDD_CHUNK_BUDGET));
+    struct mdd_pass f = {.m = m, .rq = rq, .coords = coords, .feats = feats, .plan = &plan,
+                         .res = res, .max_faces = stage_get_int(rq, "max_faces")};
+    struct stage_timing t;
+    if (!(rc = stage_act(rq, meshdec_act_bytes(m, &plan))))
+        rc = stage_repeat(rq, "mesh_decode forward", mdd_pass_run, &f, &t);
+    const struct fc_counts *n = &f.job.fc.cnt;
+    if (!rc && n->n_faces == 0)
+        rc = stage_fail(rq, S3D_ESHAPE, "mesh_decode: the decoded surface is empty: the SDF on "
+                        "the %lld voxels has no sign change (%lld of %lld cube corners inside) "
+                        "(HINT: check that coords and feats are the structured latent of "
+                        "slat_flow.safetensors and the weights slat_decoder_mesh.ckpt)",
+                        (long long)N, (long long)n->n_neg, (long long)n->n_verts);
+    if (!rc) {
+        int64_t V = n->n_vd, F = n->n_faces;
+        struct tensor *v = stage_output(rq, "vertices", DTYPE_F32, SHAPE(V, 3));
+        struct tensor *fa = stage_output(rq, "faces", DTYPE_I32, SHAPE(F, 3));
+        struct tensor *c = stage_output(rq, "colors", DTYPE_F32, SHAPE(V, 3));
+        if (!v || !fa || !c)
+            rc = S3D_ENOMEM;                    /* stage_output said which */
+        else
+            meshdec_download(&f.job, rq->rt->op, v, fa, c);
+    }
+    if (!rc) {
+        const struct meshdec_job *j = &f.job;
+        double last = f.last_ms;
+        log_info("mesh_decode: %lld voxels -> %lld vertices, %lld faces (%s; %lld corners, %lld "
+                 "surface cubes, %lld quads); %d chunks (largest %lld voxels, table %lld); "
+                 "%.1f ms (maps + state %.1f, trunk %.1f, head %.1f, extraction %.1f): %.3f "
+                 "TFLOP at %.1f TFLOP/s; state %.1f MB; repeat %d: %.2f / %.2f / %.2f ms "
+                 "min / median / max", (long long)N, (long long)n->n_vd, (long long)n->n_faces,
+                 dtype_name(m->ct), (long long)n->n_verts, (long long)n->n_surf,
+                 (long long)n->n_quads, plan.n, (long long)plan.max_c, (long long)plan.max_l,
+                 last, j->ms_geom, j->ms_trunk, j->ms_head, j->ms_extract, j->flops / 1e12,
+                 last > 0 ? j->flops / 1e9 / last : 0.0, m->state.size / 1e6, t.n, t.min,
+                 t.median, t.max);
+    }
+    if (f.live)
+        meshdec_job_end(&f.job);
+    meshdec_plan_free(&plan);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static struct mdd_stage model;
+    const struct stage_ops ops = {
+        .name = "mesh_decode",
+        .params = mdd_params,
+        .workspace_bytes = OP_WORKSPACE_DEFAULT,
+        /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
+        .max_input_bytes = (size_t)32 << 20,
+        /* the outputs at max_faces: 12 B a face + 24 B a vertex (V ~ F / 2) */
+        .arena_bytes = (size_t)512 << 20,
+        .load = mdd_stage_load,
+        .unload = mdd_stage_unload,
+        .run = mdd_stage_run,
+    };
+
+    return stage_main(&ops, &model, argc, argv);
+}
