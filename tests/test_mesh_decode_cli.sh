@@ -5,7 +5,8 @@
 #   1. the fixture's structured latent (coords + feats, as slat_flow.safetensors holds them)
 #      gives the official mesh: the same vertex and face counts, the same faces in the same
 #      order, vertices and colours (vertex_attrs[:, :3]) within 1e-5; repeat=2 gives the same
-#      bytes; the log has the timing line and the memory line;
+#      bytes; keep_cubes=3 writes the official out_layer rows of the first 3 voxels; the log
+#      has the timing line and the memory line;
 #   2. `sam3d export` turns the artifact into mesh.glb (and mesh.ply): the structural glTF 2.0
 #      validator (build/tests/test_glb FILE: header, chunks, 4-byte alignment, accessor and
 #      view bounds, index range, POSITION min/max) passes, and pygltflib (when installed)
@@ -58,6 +59,12 @@ elif a[1] == "mesh":                        # ours vs the official FlexiCubes me
     print(f"  {nv} vertices, {nf} faces (official {V}, {F}); faces {'the same' if same_f else 'DIFFER'}; "
           f"max |dv| {dv:.1e}, max |dcolour| {dc:.1e} (tol {tol})")
     sys.exit(0 if same_f and dv <= tol and dc <= tol else 1)
+elif a[1] == "cubes":                       # cube_feats = the official out_layer's first rows
+    o, r = read(a[2]), read(a[3]); dt, shape, data = o["cube_feats"]
+    x = values(dt, data); y = values("F32", r["out_layer"][2])[:len(x)]
+    err = max(abs(p - q) for p, q in zip(x, y))
+    print(f"  cube_feats {dt} {shape}, max |d| {err:.1e} against the official out_layer")
+    sys.exit(0 if dt == "F32" and shape == [64 * int(a[4]), 101] and err <= 1e-5 else 1)
 elif a[1] == "same":                        # two artifacts with equal bytes per tensor
     x, y = read(a[2]), read(a[3]); sys.exit(0 if x == y else 1)
 elif a[1] == "gltf":                        # pygltflib loads it: one triangle primitive
@@ -105,6 +112,13 @@ if run "$tmp/rep" "$tmp/in_ok" "$ck" --param repeat=2 &&
     ok "repeat=2: the same mesh ($(grep -o 'repeat 2: [0-9.]* / [0-9.]* / [0-9.]* ms' "$tmp/rep.log"))"
 else
     bad "repeat=2"; tail -3 "$tmp/rep.log"
+fi
+
+if run "$tmp/keep" "$tmp/in_ok" "$ck" --param keep_cubes=3 &&
+   md cubes "$tmp/keep/mesh_decode.safetensors" "$fx/ref.safetensors" 3; then
+    ok "keep_cubes=3: cube_feats = the official out_layer rows of the first 3 voxels"
+else
+    bad "keep_cubes"; tail -3 "$tmp/keep.log"
 fi
 
 # 2. mesh.glb from the artifact: the structural validator and pygltflib

@@ -9,8 +9,10 @@
  * Inputs: coords (N, 4) I32 and feats (N, 8) F32 (slat_flow.safetensors: the
  * structured latent, de-normalised). Params: resolution (64, the released
  * yaml's; the cubes are at 4 resolution), max_faces (the ceiling of one mesh),
- * repeat (1; > 1 runs decoder + extraction that many times and logs min /
- * median / max; S3D_PROFILE=1 adds the per-op table). The library logs the
+ * keep_cubes (0; K > 0 also writes cube_feats (64 K, 101) F32, the out_layer
+ * rows of the first K voxels, the FlexiCubes input, for parity checks), repeat
+ * (1; > 1 runs decoder + extraction that many times and logs min / median /
+ * max; S3D_PROFILE=1 adds the per-op table). The library logs the
  * memory line after the request.
  * Outputs (mesh_decode.safetensors, docs/formats.md): vertices (V, 3) F32 (the
  * official mesh's vertices: z-up object frame, in [-0.5, 0.5]), faces (F, 3)
@@ -31,12 +33,16 @@
 /* device bytes of a chunk of the 64N level (meshdec_chunk_voxels): 1,800
  * voxels of the released decoder in fp16 */
 #define MDD_CHUNK_BUDGET  ((size_t)64 << 20)
+#define MDD_KEEP_MAX      4096              /* keep_cubes: 106 MB of cube_feats at most */
 
 static const struct stage_param mdd_params[] = {
     {"resolution", STAGE_PARAM_INT, MDD_RES_DEF, 1, MDD_RES_DEF,
      "voxel resolution of coords (the released yaml's 64); FlexiCubes runs at 4x", NULL},
     {"max_faces", STAGE_PARAM_INT, MDD_MAX_FACES_DEF, 1, MDD_MAX_FACES_MAX,
      "the most faces one mesh may have; a larger surface is an error", NULL},
+    {"keep_cubes", STAGE_PARAM_INT, 0, 0, MDD_KEEP_MAX,
+     "also write cube_feats: the 101 out_layer channels of the cubes of the first K voxels "
+     "(64 K rows, the FlexiCubes input; for parity checks)", NULL},
     STAGE_PARAM_REPEAT,
     {NULL},
 };
@@ -69,6 +75,7 @@ struct mdd_pass {
     struct stage_req          *rq;
     const struct tensor       *coords, *feats;
     const struct meshdec_plan *plan;
+    const struct meshdec_taps *taps;        /* keep_cubes, else NULL */
     int                        res;
     int64_t                    max_faces;
     struct meshdec_job         job;
@@ -89,7 +96,7 @@ static int mdd_pass_run(void *user, int k)
     f->live = false;
     arena_reset(&rt->act);
     rc = meshdec_decode(f->m, rt->op, &rt->act, f->coords, f->feats, f->res, f->plan, &f->job,
-                        NULL, NULL);
+                        NULL, f->taps);
     if (rc)
         return stage_fail(f->rq, rc, "mesh_decode: no room for the voxel maps and the FlexiCubes "
                           "state of %lld voxels (HINT: the log names the size; free device "
@@ -131,6 +138,19 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
     meshdec_plan_make(&plan, coords, meshdec_chunk_voxels(m, MDD_CHUNK_BUDGET));
     struct mdd_pass f = {.m = m, .rq = rq, .coords = coords, .feats = feats, .plan = &plan,
                          .res = res, .max_faces = stage_get_int(rq, "max_faces")};
+    struct meshdec_taps taps = {0};
+    int64_t keep = stage_get_int(rq, "keep_cubes");
+    keep = keep < N ? keep : N;
+    if (keep > 0) {
+        struct tensor *cf = stage_output(rq, "cube_feats", DTYPE_F32, SHAPE(64 * keep, FC_CH));
+        if (!cf) {
+            meshdec_plan_free(&plan);
+            return S3D_ENOMEM;                  /* stage_output said why */
+        }
+        taps.out = cf->data;
+        taps.out_rows = 64 * keep;
+        f.taps = &taps;
+    }
     struct stage_timing t;
     if (!(rc = stage_act(rq, meshdec_act_bytes(m, &plan))))
         rc = stage_repeat(rq, "mesh_decode forward", mdd_pass_run, &f, &t);

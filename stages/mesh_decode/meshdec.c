@@ -514,8 +514,11 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
             op_linear(ctx, &fj, &yj, &m->out_w, &m->out_b, false);
             if (tp->up1)
                 tap(ctx, tp->up1 + (f0 + j) * C2, &yj);
-            if (tp->out)
-                tap(ctx, tp->out + (f0 + j) * FC_CH, &fj);
+            int64_t keep = tp->out_rows > 0 ? min64(n, tp->out_rows - (f0 + j)) : n;
+            if (tp->out && keep > 0) {
+                struct tensor fk = tensor_slice(&fj, 0, 0, keep);
+                tap(ctx, tp->out + (f0 + j) * FC_CH, &fk);
+            }
             fc_accumulate(fc, ctx, &fj, f0 + j);
         }
     }

@@ -150,7 +150,9 @@ struct meshdec_taps {
     float *conv12;      /* (64N, C2)  upsample.1.out_layers.3 */
     float *skip1;       /* (8N, C2)   upsample.1.skip_connection, one row per parent */
     float *up1;         /* (64N, C2)  upsample.1 */
-    float *out;         /* (64N, 101) out_layer */
+    float *out;         /* (64N, 101) out_layer; only its first out_rows rows when
+                         * out_rows > 0 (the stage's keep_cubes) */
+    int64_t out_rows;
 };
 
 /* The voxel set's neighbour maps: views into the state arena. */
