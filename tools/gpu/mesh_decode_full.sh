@@ -23,9 +23,10 @@
 # and carry build-gpu, git-ignored), .whl/ (sh tools/ref/fetch_wheels.sh: hydra-core,
 # omegaconf, antlr4, loguru, optree, astor), .gl/ (sh tools/ref/pack_ref.sh: the official
 # sam3d_objects package and the released yaml files), .deb/ (tools/gpu/README.md), and the
-# real spconv for the official sparse convolutions: spconv-cu126 2.3.8 + cumm-cu126 0.7.11
-# unpacked into a site directory named by $S3D_SITE (put on PYTHONPATH after the wheels; the
-# script stops when spconv is still the shim). kaolin: tools/ref/shims/kaolin provides the one
+# real spconv for the official sparse convolutions (spconv-cu126 2.3.8 + cumm-cu126 0.7.11):
+# S3D_SPCONV=FILE.tar.xz made by tools/gpu/spconv_pack/pack.sh (carried; unpacked into
+# /tmp/site), or S3D_SITE=DIR, a site directory holding them (put on PYTHONPATH after the
+# wheels); the script stops when spconv is still the shim. kaolin: tools/ref/shims/kaolin provides the one
 # function the official FlexiCubes imports (check_tensor). flash-attn: PyTorch's
 # FlashAttention-2 serves the official call (tools/ref/flash_shim.py). The GPU machine's
 # PyTorch runs the official module.
@@ -39,9 +40,12 @@ for f in "$BIN/sam3d-mesh-decode" "$BIN/sam3d" "$BIN/tests/test_mesh_decode"; do
 done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
+if [ -n "${S3D_SPCONV:-}" ]; then
+    tar -xJf "$S3D_SPCONV" -C /tmp/site || { echo "error: cannot unpack S3D_SPCONV=$S3D_SPCONV"; exit 2; }
+fi
 export PYTHONPATH=/tmp/site${S3D_SITE:+:$S3D_SITE}
 python3 -c "import spconv.pytorch, cumm; print('spconv', spconv.__version__)" ||
-    { echo "error: no real spconv (HINT: S3D_SITE=DIR with spconv-cu126 + cumm-cu126 unpacked)"; exit 2; }
+    { echo "error: no real spconv (HINT: S3D_SPCONV=spconv.tar.xz of tools/gpu/spconv_pack/pack.sh, or S3D_SITE=DIR)"; exit 2; }
 # shellcheck disable=SC1091
 . tools/gpu/device_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
