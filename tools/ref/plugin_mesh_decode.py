@@ -151,8 +151,8 @@ def ours(args, ckpt, prec, coords, feats, work, keep):
            "state_mb": log_number(log, r"state ([0-9.]+) MB"),
            "tflop": log_number(log, r"([0-9.]+) TFLOP at"),
            "chunks": log_number(log, r"; (\d+) chunks")}
-    for part in ("trunk", "head", "extraction"):
-        num[part + "_ms"] = log_number(log, part + r" ([0-9.]+)")
+    for part in ("trunk", "head", "extraction"):       # the request line's "(maps + state ..."
+        num[part + "_ms"] = log_number(log, r"\(maps \+ state [0-9.]+, .*?" + part + r" ([0-9.]+)")
     return res["timed"], res["keep"]["cube_feats"], "\n".join(logs), num, pid
 
 
