@@ -11,10 +11,20 @@
  *    sub-modules of block 0, both block outputs, out blocks, the velocity);
  *    unconditional pass (condition x 0): t embedding and velocity; control:
  *    the two passes differ.
- * 3. Bad inputs: condition missing / mis-shaped, bad coordinates, a checkpoint
- *    that is not a SLAT generator.
+ *    The condition's K/V projected once (slatflow_put_cond with cache_kv):
+ *    the same bytes as projecting it in the evaluation.
+ * 3. Bad inputs: condition missing / mis-shaped, bad coordinates (outside the
+ *    grid, duplicated, none, above the 42,000 ceiling), a checkpoint that is
+ *    not a SLAT generator.
  * 4. The fp16 path on the host against the fp32 one (loose: fp16 torso).
  * 5. GPU (skipped without one): CUDA fp32 and fp16 vs the CPU fp32 velocity.
+ * 6. The sampler (sampler.safetensors: the official 25-step run, CFG 1 on
+ *    steps 0-12, 38 evaluations, from recorded noise): the t grid bit for
+ *    bit, the evaluation count; a free run from the same noise against the
+ *    official final sample; a replay (the official velocity fed into each
+ *    update) comparing every step's velocity and state; the de-normalisation
+ *    and its constants; the seeded noise's determinism; on a GPU the CUDA
+ *    sampler in fp32 and fp16 against the CPU one.
  */
 #include "harness.h"
 #include "arena.h"
@@ -69,11 +79,11 @@ struct runner {
     struct op_ctx         ctx;
     const struct op_ctx   *c;
     struct slatflow_geom  g;
-    struct tensor         cond;
+    struct slatflow_cond  cond;
 };
 
 static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const struct tensor *coords,
-                        const struct tensor *cond)
+                        const struct tensor *cond, bool cache_kv)
 {
     int64_t N = coords->shape[0];
 
@@ -83,15 +93,17 @@ static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const 
         return false;
     }
     size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
-    size_t bytes = slatflow_geom_bytes(&R->m, N) + slatflow_act_bytes(&R->m, N, N, cond->shape[1]) +
-                   arena_round(tensor_nbytes(cond)) + ws + ((size_t)4 << 20);
+    size_t bytes = slatflow_sample_bytes(&R->m, N, slatflow_parents(coords, SLF_RESOLUTION),
+                                         cond->shape[1], cache_kv) +
+                   slatflow_geom_bytes(&R->m, N) + slatflow_cond_bytes(&R->m, cond->shape[1], cache_kv) +
+                   ws + ((size_t)4 << 20);
     CHECK(arena_init(&R->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes) == 0);
     if (dev == DEVICE_CUDA) {
         CHECK(op_ctx_init(&R->ctx, &R->act, ws) == 0);
         R->c = &R->ctx;
     }
     slatflow_geom_build(&R->m, R->c, &R->act, coords, SLF_RESOLUTION, &R->g);
-    R->cond = slatflow_put_cond(&R->m, R->c, &R->act, cond);
+    slatflow_put_cond(&R->m, R->c, &R->act, cond, cache_kv, &R->cond);
     return true;
 }
 
@@ -190,25 +202,57 @@ static void test_bad(struct runner *R, const struct tensor *coords)
     float junk[2 * 80 * 64] = {0};
     struct tensor c;
 
-    printf("expected errors follow:\n");
-    CHECK(slatflow_check_cond(&R->m, NULL, "cond") == S3D_ENOTFOUND);
-    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(1, 80, 32));
-    CHECK(slatflow_check_cond(&R->m, &c, "cond") == S3D_ESHAPE, "wrong width");
-    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(2, 80, 64));
-    CHECK(slatflow_check_cond(&R->m, &c, "cond") == S3D_ESHAPE, "batch 2");
-    c = tensor_view(junk, DTYPE_I32, DEVICE_HOST, SHAPE(1, 80, 64));
-    CHECK(slatflow_check_cond(&R->m, &c, "cond") == S3D_ESHAPE, "integer");
-    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(1, 80, 64));
-    CHECK(slatflow_check_cond(&R->m, &c, "cond") == 0);
+    char err[512];
 
-    CHECK(slatflow_check_coords(coords, SLF_RESOLUTION, "coords") == 0);
-    CHECK(slatflow_check_coords(coords, 63, "coords") == S3D_ESHAPE, "odd resolution");
-    CHECK(slatflow_check_coords(coords, 16, "coords") == S3D_ESHAPE, "coords out of range");
-    int32_t dup[8] = {0, 1, 2, 3, 0, 1, 2, 3};
-    struct tensor d = tensor_view(dup, DTYPE_I32, DEVICE_HOST, SHAPE(2, 4));
-    CHECK(slatflow_check_coords(&d, SLF_RESOLUTION, "coords") == S3D_ESHAPE, "duplicate row");
+    printf("expected errors follow:\n");
+    CHECK(slatflow_check_cond(&R->m, NULL, "cond", NULL, 0) == S3D_ENOTFOUND);
+    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(1, 80, 32));
+    CHECK(slatflow_check_cond(&R->m, &c, "cond", err, sizeof(err)) == S3D_ESHAPE, "wrong width");
+    CHECK(strstr(err, "[1,80,32]") && strstr(err, "[1,N,64]"), "names got and expected: %s", err);
+    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(2, 80, 64));
+    CHECK(slatflow_check_cond(&R->m, &c, "cond", NULL, 0) == S3D_ESHAPE, "batch 2");
+    c = tensor_view(junk, DTYPE_I32, DEVICE_HOST, SHAPE(1, 80, 64));
+    CHECK(slatflow_check_cond(&R->m, &c, "cond", NULL, 0) == S3D_ESHAPE, "integer");
+    c = tensor_view(junk, DTYPE_F32, DEVICE_HOST, SHAPE(1, 80, 64));
+    CHECK(slatflow_check_cond(&R->m, &c, "cond", NULL, 0) == 0);
+
+    CHECK(slatflow_check_coords(coords, SLF_RESOLUTION, "coords", NULL, 0) == 0);
+    CHECK(slatflow_check_coords(coords, 63, "coords", NULL, 0) == S3D_ESHAPE, "odd resolution");
+    CHECK(slatflow_check_coords(coords, 16, "coords", err, sizeof(err)) == S3D_ESHAPE,
+          "coords out of range");
+    CHECK(strstr(err, "outside the 16^3 grid") != NULL, "%s", err);
+    int32_t dup[12] = {0, 1, 2, 3, 0, 5, 6, 7, 0, 1, 2, 3};
+    struct tensor d = tensor_view(dup, DTYPE_I32, DEVICE_HOST, SHAPE(3, 4));
+    CHECK(slatflow_check_coords(&d, SLF_RESOLUTION, "coords", err, sizeof(err)) == S3D_ESHAPE,
+          "duplicate row");
+    CHECK(strstr(err, "rows 0 and 2 are both (0, 1, 2, 3)") != NULL, "%s", err);
+    dup[4] = 1;
+    CHECK(slatflow_check_coords(&d, SLF_RESOLUTION, "coords", err, sizeof(err)) == S3D_ESHAPE,
+          "batch 1");
+    CHECK(strstr(err, "row 1 is (1, 5, 6, 7)") != NULL, "%s", err);
     struct tensor e = tensor_view(dup, DTYPE_I32, DEVICE_HOST, SHAPE(0, 4));
-    CHECK(slatflow_check_coords(&e, SLF_RESOLUTION, "coords") == S3D_ESHAPE, "empty");
+    CHECK(slatflow_check_coords(&e, SLF_RESOLUTION, "coords", err, sizeof(err)) == S3D_ESHAPE,
+          "empty");
+    CHECK(strstr(err, "no voxel") != NULL, "%s", err);
+    /* one voxel more than the ceiling (the rows need not be valid: the count is checked first) */
+    int32_t *big = calloc((size_t)(SLF_MAX_VOXELS + 1) * 4, sizeof(int32_t));
+    ASSERT(big);
+    struct tensor b = tensor_view(big, DTYPE_I32, DEVICE_HOST, SHAPE(SLF_MAX_VOXELS + 1, 4));
+    CHECK(slatflow_check_coords(&b, SLF_RESOLUTION, "coords", err, sizeof(err)) == S3D_ESHAPE,
+          "above the ceiling");
+    CHECK(strstr(err, "42001 voxels, above the limit of 42000") != NULL, "%s", err);
+    /* the ceiling itself is accepted: 42,000 distinct voxels */
+    b = tensor_view(big, DTYPE_I32, DEVICE_HOST, SHAPE(SLF_MAX_VOXELS, 4));
+    for (int i = 0; i < SLF_MAX_VOXELS; i++) {
+        big[4 * i + 1] = i / 4096;
+        big[4 * i + 2] = i / 64 % 64;
+        big[4 * i + 3] = i % 64;
+    }
+    CHECK(slatflow_check_coords(&b, SLF_RESOLUTION, "coords", NULL, 0) == 0, "42,000 voxels");
+    /* x 0..9 full (parents 5 x 32 x 32), x = 10: y 0..15 full (8 x 32), y = 16: z 0..15 (8) */
+    CHECK(slatflow_parents(&b, SLF_RESOLUTION) == 5 * 32 * 32 + 8 * 32 + 8, "parents of 42,000");
+    CHECK(slatflow_parents(coords, SLF_RESOLUTION) == 67, "the fixture's 67 tokens");
+    free(big);
 
     CHECK(slatflow_load(&other, "tests/fixtures/cond_ss_tiny/ss_generator.ckpt", DEVICE_HOST,
                         DTYPE_F32) == S3D_ENOTFOUND, "an SS generator is not a SLAT generator");
@@ -216,6 +260,175 @@ static void test_bad(struct runner *R, const struct tensor *coords)
           "not a checkpoint of weights");
     CHECK(slatflow_load(&other, DIR "/missing.ckpt", DEVICE_HOST, DTYPE_F32) < 0, "no file");
     printf("(end of expected errors)\n");
+}
+
+// ----------------------------------------------------------------------------
+// 6. the sampler
+
+/* Per-step checks against sampler.safetensors (a slatflow_step_fn). */
+struct steps {
+    const struct ckpt *S;
+    bool   replay;          /* feed the official velocity into each update */
+    int    seen, cfg_steps;
+    double worst_v, worst_x;   /* largest rel L2 of v_k / x_k against the official */
+};
+
+static void on_step(void *user, int k, float t1000, bool cfg, const struct tensor *x,
+                    struct tensor *v)
+{
+    struct steps *st = user;
+    char name[48];
+    struct tensor r;
+    int64_t n = tensor_numel(v);
+
+    st->seen++;
+    st->cfg_steps += cfg;
+    snprintf(name, sizeof(name), "step.%d.t", k);
+    if (ref(st->S, name, &r))
+        CHECK(*(const float *)r.data == t1000, "step %d: t*1000 %.9g vs official %.9g", k,
+              (double)t1000, (double)*(const float *)r.data);
+    CHECK(cfg == (k <= 12), "step %d: CFG %s (official: steps 0-12)", k, cfg ? "on" : "off");
+    snprintf(name, sizeof(name), "step.%d.x", k);
+    if (ref(st->S, name, &r) && tensor_numel(&r) == n) {
+        struct cmp c = compare_f32(x->data, r.data, (size_t)n, -1, -1, -1);
+        st->worst_x = c.rel_l2 > st->worst_x ? c.rel_l2 : st->worst_x;
+    }
+    snprintf(name, sizeof(name), "step.%d.v", k);
+    if (ref(st->S, name, &r) && tensor_numel(&r) == n) {
+        struct cmp c = compare_f32(v->data, r.data, (size_t)n, -1, -1, -1);
+        st->worst_v = c.rel_l2 > st->worst_v ? c.rel_l2 : st->worst_v;
+        if (st->replay)
+            memcpy(v->data, r.data, sizeof(float) * (size_t)n);
+    }
+}
+
+/* Run the sampler on R from noise into x (N, 8); returns the evaluation count. */
+static int run_sampler(struct runner *R, const struct tensor *coords, const struct tensor *cond,
+                       const struct tensor *noise, float *x, struct steps *st)
+{
+    int64_t N = coords->shape[0];
+    struct slatflow_sampler sp;
+    float *vbuf = fbuf(2 * N * SLF_LATENT);
+    struct tensor tx = tensor_view(x, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+
+    slatflow_sampler_defaults(&sp);
+    sp.cache_kv = R->cond.kv.data != NULL;
+    memcpy(x, noise->data, sizeof(float) * (size_t)(N * SLF_LATENT));
+    size_t before = R->act.used;
+    int evals = slatflow_sample(&R->m, R->c, &R->act, coords, cond, &tx, vbuf, &sp,
+                                st ? on_step : NULL, st);
+    CHECK(R->act.used == before, "the sampler released the arena to its mark");
+    CHECK(R->act.high_water <= R->act.size);
+    free(vbuf);
+    return evals;
+}
+
+static void test_sampler(void)
+{
+    struct ckpt S;
+    struct runner R;
+    struct tensor coords, cond, noise, tseq, fin, feats, mean, sd;
+
+    printf("\n6. sampler (sampler.safetensors: 25 steps, CFG 1 on [0, 500])\n");
+    if (ckpt_open(&S, DIR "/sampler.safetensors", 0)) {
+        CHECK(0, "fixture unreadable (tools/ref/dump_slat_flow.py --size tiny)");
+        return;
+    }
+    if (!ref(&S, "coords", &coords) || !ref(&S, "cond", &cond) || !ref(&S, "noise", &noise) ||
+        !ref(&S, "t_seq", &tseq) || !ref(&S, "final", &fin) || !ref(&S, "slat_feats", &feats) ||
+        !ref(&S, "slat_mean", &mean) || !ref(&S, "slat_std", &sd)) {
+        ckpt_close(&S);
+        return;
+    }
+    int64_t N = coords.shape[0], n = N * SLF_LATENT;
+    struct slatflow_sampler sp;
+
+    /* the grid and the evaluation count */
+    slatflow_sampler_defaults(&sp);
+    CHECK(tensor_numel(&tseq) == sp.steps + 1);
+    int grid_ok = 0;
+    for (int k = 0; k <= sp.steps && k < tensor_numel(&tseq); k++)
+        grid_ok += slatflow_time(&sp, k) == ((const float *)tseq.data)[k];
+    CHECK(grid_ok == sp.steps + 1, "t grid equals torch.linspace(0, 1, 26) bit for bit (%d/26)",
+          grid_ok);
+    CHECK(slatflow_evals(&sp) == 38, "38 evaluations at the defaults (got %d)",
+          slatflow_evals(&sp));
+    sp.cfg = 0;
+    CHECK(slatflow_evals(&sp) == 25, "no CFG: 25 evaluations");
+
+    /* the de-normalisation: the released constants and the fixture's feats */
+    CHECK(memcmp(mean.data, slatflow_slat_mean, sizeof(slatflow_slat_mean)) == 0 &&
+          memcmp(sd.data, slatflow_slat_std, sizeof(slatflow_slat_std)) == 0,
+          "slat_mean / slat_std equal pipeline.yaml's");
+    float *out = fbuf(n), *x = fbuf(n), *xref = fbuf(n);
+    struct tensor tf = tensor_view(fin.data, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    struct tensor to = tensor_view(out, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    slatflow_denorm(&to, &tf);
+    report_cmp("denorm(official final) vs official slat_feats",
+               compare_f32(out, feats.data, (size_t)n, 0, 0, -1));
+
+    /* CPU fp32: free run and replay */
+    if (runner_init(&R, DEVICE_HOST, DTYPE_F32, &coords, &cond, true)) {
+        struct steps st = {.S = &S};
+        int evals = run_sampler(&R, &coords, &cond, &noise, x, &st);
+        CHECK(evals == 38 && st.seen == 25 && st.cfg_steps == 13, "38 evaluations, 13 CFG steps");
+        printf("free run: worst step rel L2 v %.2e, x %.2e\n", st.worst_v, st.worst_x);
+        CHECK(st.worst_v < 1e-4 && st.worst_x < 1e-4, "every step within 1e-4 (rel L2)");
+        report_cmp("cpu f32 sampler final vs official",
+                   compare_f32(x, fin.data, (size_t)n, 1e-4, 1e-4, 1e-9));
+        memcpy(xref, x, sizeof(float) * (size_t)n);
+
+        struct steps rp = {.S = &S, .replay = true};
+        float *x2 = fbuf(n);
+        run_sampler(&R, &coords, &cond, &noise, x2, &rp);
+        printf("replay: worst step rel L2 v %.2e, x %.2e\n", rp.worst_v, rp.worst_x);
+        CHECK(rp.worst_x == 0.0, "replayed velocities: every x_k equals the official bit for bit");
+        report_cmp("replayed sampler final vs official",
+                   compare_f32(x2, fin.data, (size_t)n, 0, 0, -1));
+        free(x2);
+        runner_free(&R);
+    }
+
+    /* the same sample without the K/V cache (bytes) */
+    if (runner_init(&R, DEVICE_HOST, DTYPE_F32, &coords, &cond, false)) {
+        run_sampler(&R, &coords, &cond, &noise, x, NULL);
+        CHECK(memcmp(x, xref, sizeof(float) * (size_t)n) == 0, "K/V per evaluation: same bytes");
+        runner_free(&R);
+    }
+
+    /* the seeded noise: deterministic, N(0, 1)-like, seeds differ */
+    struct tensor ta = tensor_view(x, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    struct tensor tb = tensor_view(out, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    slatflow_noise(42, &ta);
+    slatflow_noise(42, &tb);
+    CHECK(memcmp(x, out, sizeof(float) * (size_t)n) == 0, "seed 42 twice: same noise");
+    double m1 = 0, m2 = 0;
+    for (int64_t i = 0; i < n; i++)
+        m1 += x[i], m2 += (double)x[i] * x[i];
+    m1 /= (double)n, m2 = m2 / (double)n - m1 * m1;
+    printf("noise seed 42: mean %.3f, variance %.3f over %lld values\n", m1, m2, (long long)n);
+    CHECK(fabs(m1) < 0.1 && fabs(m2 - 1.0) < 0.15, "N(0, 1)");
+    slatflow_noise(43, &tb);
+    CHECK(memcmp(x, out, sizeof(float) * (size_t)n) != 0, "seed 43 differs");
+
+    /* GPU: the CUDA sampler in fp32 and fp16 against the CPU fp32 one */
+    if (s3d_cuda_available()) {
+        const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
+        const double tol[2] = {1e-8, 1e-4};
+        for (int i = 0; i < 2; i++) {
+            char lab[96];
+            if (!runner_init(&R, DEVICE_CUDA, gdts[i], &coords, &cond, true))
+                continue;
+            run_sampler(&R, &coords, &cond, &noise, x, NULL);
+            snprintf(lab, sizeof(lab), "cuda %s sampler final vs cpu f32", dtype_name(gdts[i]));
+            report_cmp(lab, compare_f32(x, xref, (size_t)n, -1, -1, tol[i]));
+            runner_free(&R);
+        }
+    } else {
+        printf("GPU sampler skipped: no CUDA device on this machine\n");
+    }
+    free(out), free(x), free(xref);
+    ckpt_close(&S);
 }
 
 int main(void)
@@ -238,7 +451,7 @@ int main(void)
     float t = *(const float *)tt.data;
     int64_t N = coords.shape[0];
 
-    if (runner_init(&R, DEVICE_HOST, DTYPE_F32, &coords, &cond)) {
+    if (runner_init(&R, DEVICE_HOST, DTYPE_F32, &coords, &cond, false)) {
         const struct slatflow_config *g = &R.m.cfg;
         printf("config: width %d, %d heads, %d blocks, MLP %d, io %d, cond %d, %d -> %d; "
                "%lld sites -> %lld tokens; t*1000 = %g\n", g->dim, g->heads, g->depth, g->mlp,
@@ -247,17 +460,28 @@ int main(void)
         CHECK(g->dim == 64 && g->heads == 1 && g->depth == 2 && g->mlp == 128 && g->io == 32 &&
               g->cond_dim == 64 && g->in_ch == 8 && g->out_ch == 8);
         CHECK(R.g.n == 239 && R.g.m == 67, "README: 239 voxels, 67 tokens");
-        CHECK(slatflow_check_cond(&R.m, &cond, "cond") == 0);
+        CHECK(slatflow_check_cond(&R.m, &cond, "cond", NULL, 0) == 0);
         vcond = fbuf(N * g->out_ch);
         test_eval(&R, &E, &x, t, vcond);
-        test_bad(&R, &coords);
-        printf("  cpu f32: activation arena peak %.3f MB of %.3f MB\n", R.act.high_water / 1e6,
-               R.act.size / 1e6);
         runner_free(&R);
+        /* the K/V projected once per request: the same bytes */
+        if (runner_init(&R, DEVICE_HOST, DTYPE_F32, &coords, &cond, true)) {
+            float *v = fbuf(N * R.m.cfg.out_ch);
+            CHECK(R.cond.kv.data != NULL && R.cond.kv.shape[0] == 2 && R.cond.kv.shape[1] == 80 &&
+                  R.cond.kv.shape[2] == 128, "K/V cache (depth, Nc, 2C)");
+            eval_once(&R, &x, t, true, v, NULL);
+            CHECK(memcmp(v, vcond, sizeof(float) * (size_t)(N * g->out_ch)) == 0,
+                  "cached K/V: the same velocity bytes");
+            free(v);
+            test_bad(&R, &coords);
+            printf("  cpu f32: activation arena peak %.3f MB of %.3f MB\n",
+                   R.act.high_water / 1e6, R.act.size / 1e6);
+            runner_free(&R);
+        }
     }
 
     /* 4. the fp16 path on the host */
-    if (vcond && runner_init(&R, DEVICE_HOST, DTYPE_F16, &coords, &cond)) {
+    if (vcond && runner_init(&R, DEVICE_HOST, DTYPE_F16, &coords, &cond, true)) {
         float *v = fbuf(N * R.m.cfg.out_ch);
         eval_once(&R, &x, t, true, v, NULL);
         report_cmp("cpu f16 cond velocity vs cpu f32",
@@ -275,7 +499,7 @@ int main(void)
         const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
         for (int i = 0; i < 2; i++) {
             char lab[96];
-            if (!runner_init(&R, DEVICE_CUDA, gdts[i], &coords, &cond))
+            if (!runner_init(&R, DEVICE_CUDA, gdts[i], &coords, &cond, i == 1))
                 continue;
             float *v = fbuf(N * R.m.cfg.out_ch);
             eval_once(&R, &x, t, true, v, NULL);
@@ -290,5 +514,6 @@ int main(void)
     }
     free(vcond);
     ckpt_close(&E);
+    test_sampler();
     return harness_done("test_slat_flow");
 }

@@ -21,6 +21,7 @@
 #include "weights.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,20 +254,100 @@ static void concat_cols(const struct op_ctx *ctx, struct tensor *dst, const stru
 // ----------------------------------------------------------------------------
 // inputs: coordinates and condition
 
-int slatflow_check_coords(const struct tensor *coords, int res, const char *what)
+/* Report one input error: into err when given, else to the log. */
+static int bad_input(char *err, size_t len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int bad_input(char *err, size_t len, int code, const char *fmt, ...)
 {
-    if (res < 2 || res % 2 || res > SPARSE_DOWN_MAX_RES) {
-        log_error("slat_flow: %s: resolution %d is not even or above %d (HINT: the released "
-                  "SLAT flow runs at %d^3)", what, res, SPARSE_DOWN_MAX_RES, SLF_RESOLUTION);
-        return S3D_ESHAPE;
+    char buf[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err ? err : buf, err ? len : sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (!err)
+        log_error("%s", buf);
+    return code;
+}
+
+int slatflow_check_coords(const struct tensor *coords, int res, const char *what, char *err,
+                          size_t len)
+{
+    char got[64];
+
+    if (res < 2 || res % 2 || res > SPARSE_DOWN_MAX_RES)
+        return bad_input(err, len, S3D_ESHAPE, "%s: resolution %d is not even or above %d "
+                         "(HINT: the released SLAT flow runs at %d^3)", what, res,
+                         SPARSE_DOWN_MAX_RES, SLF_RESOLUTION);
+    if (coords->dtype != DTYPE_I32 || coords->device != DEVICE_HOST || coords->ndim != 2 ||
+        coords->shape[1] != 4 || !tensor_is_contiguous(coords))
+        return bad_input(err, len, S3D_ESHAPE, "%s: expected I32 [N,4] (b, x, y, z) voxel "
+                         "coordinates, got %s %s (HINT: they are the `coords` of "
+                         "ss_decode.safetensors)", what, dtype_name(coords->dtype),
+                         tensor_shape_str(coords->shape, coords->ndim, got, sizeof(got)));
+    int64_t N = coords->shape[0];
+    if (N < 1)
+        return bad_input(err, len, S3D_ESHAPE, "%s: no voxel (N = 0) (HINT: the SS decode stage "
+                         "found no occupied voxel: the object mask or the SS sample is empty)",
+                         what);
+    if (N > SLF_MAX_VOXELS)
+        return bad_input(err, len, S3D_ESHAPE, "%s: %lld voxels, above the limit of %d (the "
+                         "official pipeline's max_coords after downsample_sparse_structure) "
+                         "(HINT: give the coords of the SS decode stage, which downsamples "
+                         "larger sets to at most %d)", what, (long long)N, SLF_MAX_VOXELS,
+                         SLF_MAX_VOXELS);
+    /* one bit per cell of res^3: range first, then duplicates */
+    size_t cells = (size_t)res * res * res;
+    uint8_t *seen = calloc(cells / 8 + 1, 1);
+    const int32_t *c = coords->data;
+    int rc = 0;
+    ASSERT(seen);
+    for (int64_t i = 0; i < N && !rc; i++) {
+        const int32_t *r = c + 4 * i;
+        if (r[0] != 0 || r[1] < 0 || r[1] >= res || r[2] < 0 || r[2] >= res || r[3] < 0 ||
+            r[3] >= res) {
+            rc = bad_input(err, len, S3D_ESHAPE, "%s: row %lld is (%d, %d, %d, %d), outside "
+                           "the %d^3 grid: every row must be (0, x, y, z) with x, y, z in "
+                           "[0, %d) (HINT: give the coords of the SS decode stage unchanged)",
+                           what, (long long)i, r[0], r[1], r[2], r[3], res, res);
+            break;
+        }
+        size_t k = ((size_t)r[1] * res + (size_t)r[2]) * res + (size_t)r[3];
+        if (seen[k >> 3] & (1u << (k & 7))) {
+            int64_t j = 0;
+            while (memcmp(c + 4 * j, r, 16))
+                j++;
+            rc = bad_input(err, len, S3D_ESHAPE, "%s: rows %lld and %lld are both (%d, %d, %d, "
+                           "%d): a voxel set has no row twice (HINT: give the coords of the SS "
+                           "decode stage unchanged)", what, (long long)j, (long long)i, r[0],
+                           r[1], r[2], r[3]);
+            break;
+        }
+        seen[k >> 3] |= (uint8_t)(1u << (k & 7));
     }
-    if (coords->device != DEVICE_HOST || !tensor_is_contiguous(coords) || coords->ndim != 2 ||
-        coords->shape[0] < 1) {
-        log_error("slat_flow: %s: expected a non-empty host I32 [N,4] coordinate tensor (HINT: "
-                  "the coords are the output of the SS decode stage)", what);
-        return S3D_ESHAPE;
+    free(seen);
+    return rc;
+}
+
+int64_t slatflow_parents(const struct tensor *coords, int res)
+{
+    int h = res / 2;
+    size_t cells = (size_t)h * h * h;
+    uint8_t *seen = calloc(cells / 8 + 1, 1);
+    const int32_t *c = coords->data;
+    int64_t M = 0;
+
+    ASSERT(seen && coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST);
+    for (int64_t i = 0; i < coords->shape[0]; i++) {
+        const int32_t *r = c + 4 * i;
+        size_t k = ((size_t)(r[1] >> 1) * h + (size_t)(r[2] >> 1)) * h + (size_t)(r[3] >> 1);
+        if (!(seen[k >> 3] & (1u << (k & 7)))) {
+            seen[k >> 3] |= (uint8_t)(1u << (k & 7));
+            M++;
+        }
     }
-    return sparse_coords_check(coords, res, what) ? 0 : S3D_ESHAPE;
+    free(seen);
+    return M;
 }
 
 size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n)
@@ -349,34 +430,54 @@ void slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ct
     free(nbr), free(pc), free(par), free(ch);
 }
 
-int slatflow_check_cond(const struct slatflow_model *m, const struct tensor *c, const char *name)
+int slatflow_check_cond(const struct slatflow_model *m, const struct tensor *c, const char *name,
+                        char *err, size_t len)
 {
     char got[64];
 
-    if (!c) {
-        log_error("slat_flow: input '%s' is missing (HINT: it is the output of sam3d-cond on "
-                  "slat_generator.ckpt)", name);
-        return S3D_ENOTFOUND;
-    }
+    if (!c)
+        return bad_input(err, len, S3D_ENOTFOUND, "slat_flow: input '%s' is missing (HINT: it is "
+                         "the output of sam3d-cond on slat_generator.ckpt, "
+                         "cond_slat.safetensors)", name);
     if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
         c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
-        c->device != DEVICE_HOST) {
-        log_error("slat_flow: input '%s' is %s %s, expected F16 or F32 [1,N,%d] (HINT: it is "
-                  "the output of sam3d-cond on the same slat_generator.ckpt)", name,
-                  dtype_name(c->dtype), tensor_shape_str(c->shape, c->ndim, got, sizeof(got)),
-                  m->cfg.cond_dim);
-        return S3D_ESHAPE;
-    }
+        c->device != DEVICE_HOST)
+        return bad_input(err, len, S3D_ESHAPE, "slat_flow: input '%s' is %s %s, expected F16 or "
+                         "F32 [1,N,%d] (HINT: it is the output of sam3d-cond on the same "
+                         "slat_generator.ckpt)", name, dtype_name(c->dtype),
+                         tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);
     return 0;
 }
 
-struct tensor slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
-                                struct arena *a, const struct tensor *cond)
+size_t slatflow_cond_bytes(const struct slatflow_model *m, int64_t n_cond, bool cache_kv)
 {
-    struct tensor c = arena_tensor(a, m->gemm_dt, SHAPE(1, cond->shape[1], m->cfg.cond_dim));
+    size_t e = dtype_size(m->gemm_dt);
+    size_t b = arena_round((size_t)n_cond * (size_t)m->cfg.cond_dim * e);
 
-    op_upload(ctx, &c, cond);
-    return c;
+    if (cache_kv)
+        b += arena_round((size_t)m->cfg.depth * (size_t)n_cond * 2 * (size_t)m->cfg.dim * e);
+    return b;
+}
+
+void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *a,
+                       const struct tensor *cond, bool cache_kv, struct slatflow_cond *out)
+{
+    const struct slatflow_config *g = &m->cfg;
+    int64_t Nc = cond->shape[1], C = g->dim;
+
+    memset(out, 0, sizeof(*out));
+    out->c = arena_tensor(a, m->gemm_dt, SHAPE(1, Nc, g->cond_dim));
+    op_upload(ctx, &out->c, cond);
+    if (!cache_kv)
+        return;
+    /* the K/V an evaluation would project, once: (depth, Nc, 2C) */
+    struct tensor c2 = tensor_reshape(&out->c, SHAPE(Nc, g->cond_dim));
+    out->kv = arena_tensor(a, m->gemm_dt, SHAPE(g->depth, Nc, 2 * C));
+    for (int i = 0; i < g->depth; i++) {
+        struct tensor kv = tensor_slice(&out->kv, 0, i, 1);
+        kv = tensor_reshape(&kv, SHAPE(Nc, 2 * C));
+        op_linear(ctx, &kv, &c2, &m->blocks[i].ckv_w, &m->blocks[i].ckv_b, false);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -558,7 +659,7 @@ static void res_forward(const struct op_ctx *ctx, struct slf_act *s, const struc
 }
 
 static void block_forward(const struct slatflow_model *m, const struct op_ctx *ctx,
-                          struct slf_act *s, int blk, const struct tensor *cond,
+                          struct slf_act *s, int blk, const struct slatflow_cond *cond,
                           const struct slatflow_taps *tp)
 {
     const struct slatflow_block *B = &m->blocks[blk];
@@ -598,14 +699,21 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         op_zero(ctx, &s->p);
         op_add_bias(ctx, &s->p, &s->p, &s->c1);
     } else {
-        int64_t Nc = cond->shape[1];
-        struct tensor c2 = tensor_reshape(cond, SHAPE(Nc, g->cond_dim));
-        struct tensor kv2 = tensor_reshape(&s->kv, SHAPE(Nc, 2 * C));
+        int64_t Nc = cond->c.shape[1], H = g->heads;
         struct tensor q2 = tensor_reshape(&s->q, SHAPE(M, C));
+        struct tensor kv;
         op_layernorm(ctx, &s->h, &s->x, &B->norm2_w, &B->norm2_b, SLF_EPS);
         op_linear(ctx, &q2, &s->h, &B->cq_w, &B->cq_b, false);
-        op_linear(ctx, &kv2, &c2, &B->ckv_w, &B->ckv_b, false);
-        struct tensor ck = op_heads_view(&s->kv, 0), cv = op_heads_view(&s->kv, 1);
+        if (cond->kv.data) {                        /* projected once per request */
+            kv = tensor_slice(&cond->kv, 0, blk, 1);
+            kv = tensor_reshape(&kv, SHAPE(1, Nc, 2, H, OP_HEAD_DIM));
+        } else {
+            struct tensor c2 = tensor_reshape(&cond->c, SHAPE(Nc, g->cond_dim));
+            struct tensor kv2 = tensor_reshape(&s->kv, SHAPE(Nc, 2 * C));
+            op_linear(ctx, &kv2, &c2, &B->ckv_w, &B->ckv_b, false);
+            kv = s->kv;
+        }
+        struct tensor ck = op_heads_view(&kv, 0), cv = op_heads_view(&kv, 1);
         op_attention(ctx, &s->a, &s->q, &ck, &cv, sc);
         op_linear(ctx, &s->p, &a2, &B->co_w, &B->co_b, false);
     }
@@ -628,7 +736,8 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
 
 void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                       const struct slatflow_geom *g, const struct tensor *x, float t,
-                      const struct tensor *cond, struct tensor *v, const struct slatflow_taps *taps)
+                      const struct slatflow_cond *cond, struct tensor *v,
+                      const struct slatflow_taps *taps)
 {
     const struct slatflow_config *cf = &m->cfg;
     int64_t N = g->n, M = g->m, C = cf->dim, c0 = cf->io;
@@ -639,9 +748,9 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
            tensor_numel(x) == N * cf->in_ch);
     ASSERT(v->dtype == DTYPE_F32 && v->device == DEVICE_HOST && tensor_is_contiguous(v) &&
            tensor_numel(v) == N * cf->out_ch);
-    ASSERT(!cond || (cond->ndim == 3 && cond->shape[2] == cf->cond_dim &&
-                     cond->dtype == m->gemm_dt && cond->device == m->device));
-    act_plan(m, act, N, M, cond ? cond->shape[1] : 1, &s);
+    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == cf->cond_dim &&
+                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
+    act_plan(m, act, N, M, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
 
     /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
     temb_eval(m, ctx, &s, t);

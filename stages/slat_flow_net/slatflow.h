@@ -1,7 +1,8 @@
 /*
  * slatflow.h - the structured-latent (SLAT) flow network of SAM 3D Objects
- * (`SLatFlowModelTdfyWrapper`, a sparse U-shaped DiT): one network evaluation.
- * The sampler and the stage glue live elsewhere.
+ * (`SLatFlowModelTdfyWrapper`, a sparse U-shaped DiT): one network evaluation
+ * (slatflow.c) and the sampler around it (sampler.c: Euler, classifier-free
+ * guidance, de-normalisation). The stage glue is stages/slat_flow/main.c.
  *
  * Reference (sam-3d-objects @cf06676, sam3d_objects/model/backbone/tdfy_dit/):
  *   models/structured_latent_flow.py:15-74      SparseResBlock3d
@@ -12,6 +13,12 @@
  *   modules/sparse/spatial.py:10-96              SparseDownsample / SparseUpsample
  *   modules/transformer/blocks.py:9-56           AbsolutePositionEmbedder
  *   models/timestep_embedder.py:29-59            TimestepEmbedder
+ * Sampler (sam3d_objects/model/backbone/generator/, sampler.c):
+ *   flow_matching/model.py:190-228               t grid (torch.linspace, float32), t * 1000
+ *   flow_matching/solver.py:9-51                 Euler x + v * dt
+ *   classifier_free_guidance.py:99-160           CFG strength s while lo <= t <= hi
+ *   sam3d_objects/pipeline/inference_pipeline.py:721-768
+ *                                                25 steps, strength 1, feats * std + mean
  *
  * Shape of the network (one io level, num_io_res_blocks 2, patch size 2;
  * c0 = io channels, C = width):
@@ -62,6 +69,17 @@ extern "C" {
 #define SLF_EPS        1e-6f        /* block norms and res-block norms */
 #define SLF_OUT_EPS    1e-5f        /* F.layer_norm default before out_layer */
 #define SLF_RESOLUTION 64           /* yaml `resolution` (not in the checkpoint) */
+/* The most voxels a request may bring: the official pipeline's ceiling after
+ * downsample_sparse_structure(coords, max_coords=42000)
+ * (pipeline/inference_pipeline.py:711, pipeline/inference_utils.py:412-477). */
+#define SLF_MAX_VOXELS 42000
+#define SLF_LATENT     8            /* latent channels (in_ch = out_ch) */
+
+/* The released de-normalisation, slat_feats = x * std + mean per channel
+ * (checkpoints/hf/pipeline.yaml:89-106; the pipeline overrides the constructor
+ * defaults of inference_utils.py:24-47 with these). */
+extern const float slatflow_slat_mean[SLF_LATENT];
+extern const float slatflow_slat_std[SLF_LATENT];
 
 struct slatflow_config {
     int dim;                        /* C */
@@ -142,9 +160,16 @@ struct slatflow_geom {
     struct tensor ape;           /* (M, C) gemm_dt: APE of the parent coords */
 };
 
-/* Check coords (host I32 (N, 4), N >= 1) as a voxel set at resolution res
- * (even): 0, or S3D_ESHAPE with one logged line naming `what` and a HINT. */
-int    slatflow_check_coords(const struct tensor *coords, int res, const char *what);
+/* Check coords from a request (host I32 (N, 4), contiguous) as a voxel set at
+ * resolution res (even, <= SPARSE_DOWN_MAX_RES): 1 <= N <= SLF_MAX_VOXELS,
+ * every row (0, x, y, z) with x, y, z in [0, res), no row twice. 0, or
+ * S3D_ESHAPE with one line naming `what`, the first bad row and a HINT:
+ * written to err (err_len bytes) when err is not NULL, else logged. */
+int    slatflow_check_coords(const struct tensor *coords, int res, const char *what, char *err,
+                             size_t err_len);
+/* M, the number of parent sites (x>>1, y>>1, z>>1) of checked coords: the
+ * token count of the transformer, for the planning pass. */
+int64_t slatflow_parents(const struct tensor *coords, int res);
 /* Bytes of arena that slatflow_geom_build takes for N sites (an upper bound:
  * M <= N). */
 size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n);
@@ -156,17 +181,35 @@ void   slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *
                            struct arena *a, const struct tensor *coords, int res,
                            struct slatflow_geom *g);
 
-/* Check a condition tensor: host, (1, Nc, Cc), Nc >= 1, F16 or F32,
- * contiguous. 0, or S3D_ENOTFOUND (NULL) / S3D_ESHAPE with one logged line. */
+/* Check a condition tensor: host, (1, Nc, Cc) with Cc the model's cond_dim,
+ * Nc >= 1, F16 or F32, contiguous. 0, or S3D_ENOTFOUND (NULL) / S3D_ESHAPE
+ * with one line naming `name`, got vs expected and a HINT; reported as
+ * slatflow_check_coords does. */
 int    slatflow_check_cond(const struct slatflow_model *m, const struct tensor *cond,
-                           const char *name);
-/* A checked host condition copied into `a` on the model's device, converted
- * to gemm_dt: (1, Nc, Cc). */
-struct tensor slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
-                                struct arena *a, const struct tensor *cond);
+                           const char *name, char *err, size_t err_len);
+
+/* The condition of one request on the model's device. */
+struct slatflow_cond {
+    struct tensor c;     /* (1, Nc, Cc) gemm_dt */
+    struct tensor kv;    /* (depth, Nc, 2C) gemm_dt: to_kv of every block, projected once
+                          * (the same for every evaluation, spec generators.md §10.3);
+                          * data NULL when not cached (each evaluation projects again) */
+};
+
+/* Bytes slatflow_put_cond takes: the condition in gemm_dt and, with cache_kv,
+ * its K/V of every block (depth x Nc x 2C in gemm_dt: 540 MB fp16 at the
+ * released size with 5496 tokens). */
+size_t slatflow_cond_bytes(const struct slatflow_model *m, int64_t n_cond, bool cache_kv);
+/* Copy a checked host condition (F16 or F32) into `a` on the model's device,
+ * converted to gemm_dt; with cache_kv also project the cross-attention K/V of
+ * every block once (the numbers an evaluation would compute). The views in
+ * *out are valid until `a` is released below its mark at the call. */
+void   slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *a,
+                         const struct tensor *cond, bool cache_kv, struct slatflow_cond *out);
 
 /* Bytes of the activation arena slatflow_forward takes for N input sites, M
- * parent sites and a condition of n_cond tokens (0: unconditional only). */
+ * parent sites and a condition of n_cond tokens whose K/V it projects (0 or 1:
+ * unconditional only, or the K/V cached by slatflow_put_cond). */
 size_t slatflow_act_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond);
 
 /* Optional host F32 copies of activations (fixture names in comments). */
@@ -193,15 +236,76 @@ struct slatflow_taps {
 /* One network evaluation: x host F32 (N, in_ch) contiguous (the feats of
  * the sparse tensor, rows in coords order); t = t_k * 1000 as the
  * reference's float32; g from slatflow_geom_build; cond from
- * slatflow_put_cond, or NULL for the unconditional pass (condition x 0: every
- * key equal, every value the to_kv bias b_v, so the cross-attention output is
- * the constant row to_out(b_v)); v host F32 (N, out_ch) contiguous receives
- * the velocity (fp16-rounded values with gemm_dt F16). act: an arena on the
- * model's device with slatflow_act_bytes free; released to its mark on
- * return. ctx NULL on the host. taps may be NULL. */
+ * slatflow_put_cond (its cached K/V used when present), or NULL for the
+ * unconditional pass (condition x 0: every key equal, every value the to_kv
+ * bias b_v, so the cross-attention output is the constant row to_out(b_v));
+ * v host F32 (N, out_ch) contiguous receives the velocity (fp16-rounded
+ * values with gemm_dt F16). act: an arena on the model's device with
+ * slatflow_act_bytes(n, m, cond && !cond->kv.data ? Nc : 1) free; released
+ * to its mark on return. ctx NULL on the host. taps may be NULL. */
 void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                       const struct slatflow_geom *g, const struct tensor *x, float t,
-                      const struct tensor *cond, struct tensor *v, const struct slatflow_taps *taps);
+                      const struct slatflow_cond *cond, struct tensor *v,
+                      const struct slatflow_taps *taps);
+
+// ----------------------------------------------------------------------------
+// sampler (sampler.c; spec generators.md §9)
+
+struct slatflow_sampler {
+    int    steps;          /* Euler steps (25) */
+    double cfg;            /* guidance strength s (1): v = (1+s) v_cond - s v_uncond */
+    double cfg_lo, cfg_hi; /* CFG on while cfg_lo <= float32(t*1000) <= cfg_hi ([0, 500]) */
+    double rescale_t;      /* r (1): t <- t / (1 + (r-1)(1-t)), in float32 */
+    bool   cache_kv;       /* project the condition's K/V once per request (on) */
+};
+
+/* The released pipeline's settings (pipeline/inference_pipeline.py:444-464,
+ * 721-740): 25 steps, CFG 1 on [0, 500], rescale 1; K/V cached. */
+void   slatflow_sampler_defaults(struct slatflow_sampler *s);
+/* t_k of the grid as the reference computes it: torch.linspace(0, 1, steps+1)
+ * in float32 (step = 1/steps; the first half start + step*k, the second half
+ * end - step*(steps-k)), then the rescale in float32; k in [0, steps]. */
+float  slatflow_time(const struct slatflow_sampler *s, int k);
+/* Network evaluations of a run: steps + the CFG steps (38 at the defaults). */
+int    slatflow_evals(const struct slatflow_sampler *s);
+
+/* Called once per step after the velocity is final (after CFG), before the
+ * Euler update: k, the float32 t*1000 fed to the network, whether CFG ran, x
+ * the step's input (N, 8) and v the velocity (host F32). The callback may
+ * overwrite v (tests replay reference velocities through the update). */
+typedef void (*slatflow_step_fn)(void *user, int k, float t1000, bool cfg, const struct tensor *x,
+                                 struct tensor *v);
+
+/* Bytes of the device arena slatflow_sample takes for N sites, M parents
+ * and n_cond condition tokens: the geometry, the condition (+ its K/V with
+ * cache_kv) and one forward. */
+size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond,
+                             bool cache_kv);
+
+/* Run the sampler on checked coords (host I32 (N, 4)) and a checked host
+ * condition: x host F32 (N, 8) contiguous holds the initial noise on entry
+ * and the sample x_steps on return (not de-normalised: slatflow_denorm).
+ * Per step k: T = float32(t_k) * 1000; v_cond; with CFG (s > 0 and lo <= T
+ * <= hi) also v_uncond and v = (1+s) v_cond - s v_uncond; x += v *
+ * float32(t_{k+1} - t_k). With gemm_dt F16 the CFG combination and v * dt
+ * are rounded to fp16 as the reference computes them on fp16 velocities
+ * (spec §11.19); with F32 all fp32. vbuf: host scratch of 2 N 8 floats (the
+ * two velocities); act: the model's device arena with slatflow_sample_bytes
+ * free, released to its mark on return (nothing else is allocated on the
+ * device). Logs one progress line per step ("slat_flow: step k/steps").
+ * on_step may be NULL. Returns the number of network evaluations. */
+int    slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                       const struct tensor *coords, const struct tensor *cond, struct tensor *x,
+                       float *vbuf, const struct slatflow_sampler *s, slatflow_step_fn on_step,
+                       void *user);
+
+/* feats (N, 8) F32 = x * std + mean per channel, in float32 as the reference
+ * (a product then a sum, each rounded); feats may be x. */
+void   slatflow_denorm(struct tensor *feats, const struct tensor *x);
+
+/* Fill x (host F32 contiguous, N x 8 values row-major) with the seeded
+ * N(0, 1) stream of common/rng.h: the first N*8 values of seed's stream. */
+void   slatflow_noise(uint64_t seed, struct tensor *x);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "dtype.h"
 #include "log.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -130,63 +131,15 @@ int ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, struct
 }
 
 // ----------------------------------------------------------------------------
-// noise
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** (Blackman & Vigna). */
-static uint64_t xoshiro(uint64_t st[4])
-{
-    uint64_t r = rotl(st[1] * 5, 7) * 9, t = st[1] << 17;
-
-    st[2] ^= st[0];
-    st[3] ^= st[1];
-    st[1] ^= st[2];
-    st[0] ^= st[3];
-    st[2] ^= t;
-    st[3] = rotl(st[3], 45);
-    return r;
-}
-
-/* Uniform in (0, 1]: 53 random bits, never 0 (log below). */
-static double unif(uint64_t st[4])
-{
-    return ((double)(xoshiro(st) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-}
+// noise (common/rng.h)
 
 void ssflow_noise(uint64_t seed, struct tensor *const x[SSF_N_LATENT])
 {
-    uint64_t st[4], sm = seed;
-    double spare = 0.0;
-    bool have = false;
+    struct s3d_randn r;
 
-    for (int i = 0; i < 4; i++)
-        st[i] = splitmix64(&sm);
+    s3d_randn_init(&r, seed);
     for (int l = 0; l < SSF_N_LATENT; l++) {
-        float *d = x[l]->data;
-        int64_t n = tensor_numel(x[l]);
         ASSERT(x[l]->dtype == DTYPE_F32 && x[l]->device == DEVICE_HOST && tensor_is_contiguous(x[l]));
-        for (int64_t i = 0; i < n; i++) {
-            if (have) {
-                d[i] = (float)spare;
-                have = false;
-                continue;
-            }
-            double r = sqrt(-2.0 * log(unif(st))), a = 6.283185307179586476925 * unif(st);
-            d[i] = (float)(r * cos(a));
-            spare = r * sin(a);
-            have = true;
-        }
+        s3d_randn_fill(&r, x[l]->data, tensor_numel(x[l]));
     }
 }

@@ -261,8 +261,8 @@ int    ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, str
 size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv);
 
 /* Fill x[l] (host F32, contiguous) with N(0, 1) noise from our own generator
- * (splitmix64-seeded xoshiro256**, Box-Muller in double), drawn latent by
- * latent in enum order, row-major: deterministic for a seed on every machine,
+ * (common/rng.h: splitmix64-seeded xoshiro256**, Box-Muller in double), drawn
+ * latent by latent in enum order from one stream, row-major: deterministic for a seed on every machine,
  * not PyTorch's stream (spec §5.2 allows this). */
 void   ssflow_noise(uint64_t seed, struct tensor *const x[SSF_N_LATENT]);
 
