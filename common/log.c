@@ -136,6 +136,19 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+int log_error_to(int code, char *err, size_t len, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err ? err : buf, err ? len : sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (!err)
+        log_error("%s", buf);
+    return code;
+}
+
 void s3d_fatal(const char *file, int line, const char *expr, const char *name,
                const char *detail)
 {

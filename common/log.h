@@ -42,6 +42,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 #define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 
+/* Report one bad input: formatted into err (len bytes) when err is not NULL
+ * (the caller puts it in a reply), else logged at error level. Returns code. */
+int log_error_to(int code, char *err, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Internal fault: log file, line, failing expression and symbolic error, then abort(). */
 #ifdef __cplusplus
 [[noreturn]]

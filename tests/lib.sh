@@ -20,6 +20,8 @@
 #   few_steps_pipe FILE    pipelines/sam3d_objects.pipe (and its .needs) copied to FILE with
 #                          3 SS flow steps, 2 SLAT flow steps and at most 400 voxels
 #   ok LABEL, bad LABEL    print "ok   LABEL" / "FAIL LABEL"; bad sets fail=1
+#   expect_refused NAME SUB CMD...  run CMD (stderr in $tmp/r_err): ok when it exits
+#                          non-zero with an error line (" E ") containing SUB, else bad
 #   fail=0                 so a script ends with `exit $fail`
 
 fail=0
@@ -100,3 +102,15 @@ tiny_chain() {
 
 ok()  { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fail=1; }
+
+expect_refused() {
+    local name=$1 sub=$2
+    shift 2
+    if "$@" 2>"$tmp/r_err"; then
+        bad "$name: accepted"
+    elif grep -q " E .*$sub" "$tmp/r_err"; then
+        ok "$name: refused ($(grep -m1 " E " "$tmp/r_err" | sed 's/.* E [0-9:.]* //' | cut -c1-120))"
+    else
+        bad "$name: no error line with '$sub'"; cat "$tmp/r_err"
+    fi
+}

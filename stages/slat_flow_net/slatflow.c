@@ -21,7 +21,6 @@
 #include "weights.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,44 +253,28 @@ static void concat_cols(const struct op_ctx *ctx, struct tensor *dst, const stru
 // ----------------------------------------------------------------------------
 // inputs: coordinates and condition
 
-/* Report one input error: into err when given, else to the log. */
-static int bad_input(char *err, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int bad_input(char *err, size_t len, int code, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err ? err : buf, err ? len : sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (!err)
-        log_error("%s", buf);
-    return code;
-}
-
 int slatflow_check_coords(const struct tensor *coords, int res, const char *what, char *err,
                           size_t len)
 {
     char got[64];
 
     if (res < 2 || res % 2 || res > SPARSE_DOWN_MAX_RES)
-        return bad_input(err, len, S3D_ESHAPE, "%s: resolution %d is not even or above %d "
+        return log_error_to(S3D_ESHAPE, err, len, "%s: resolution %d is not even or above %d "
                          "(HINT: the released SLAT flow runs at %d^3)", what, res,
                          SPARSE_DOWN_MAX_RES, SLF_RESOLUTION);
     if (coords->dtype != DTYPE_I32 || coords->device != DEVICE_HOST || coords->ndim != 2 ||
         coords->shape[1] != 4 || !tensor_is_contiguous(coords))
-        return bad_input(err, len, S3D_ESHAPE, "%s: expected I32 [N,4] (b, x, y, z) voxel "
+        return log_error_to(S3D_ESHAPE, err, len, "%s: expected I32 [N,4] (b, x, y, z) voxel "
                          "coordinates, got %s %s (HINT: they are the `coords` of "
                          "ss_decode.safetensors)", what, dtype_name(coords->dtype),
                          tensor_shape_str(coords->shape, coords->ndim, got, sizeof(got)));
     int64_t N = coords->shape[0];
     if (N < 1)
-        return bad_input(err, len, S3D_ESHAPE, "%s: no voxel (N = 0) (HINT: the SS decode stage "
+        return log_error_to(S3D_ESHAPE, err, len, "%s: no voxel (N = 0) (HINT: the SS decode stage "
                          "found no occupied voxel: the object mask or the SS sample is empty)",
                          what);
     if (N > SLF_MAX_VOXELS)
-        return bad_input(err, len, S3D_ESHAPE, "%s: %lld voxels, above the limit of %d (the "
+        return log_error_to(S3D_ESHAPE, err, len, "%s: %lld voxels, above the limit of %d (the "
                          "official pipeline's max_coords after downsample_sparse_structure) "
                          "(HINT: give the coords of the SS decode stage, which downsamples "
                          "larger sets to at most %d)", what, (long long)N, SLF_MAX_VOXELS,
@@ -306,7 +289,7 @@ int slatflow_check_coords(const struct tensor *coords, int res, const char *what
         const int32_t *r = c + 4 * i;
         if (r[0] != 0 || r[1] < 0 || r[1] >= res || r[2] < 0 || r[2] >= res || r[3] < 0 ||
             r[3] >= res) {
-            rc = bad_input(err, len, S3D_ESHAPE, "%s: row %lld is (%d, %d, %d, %d), outside "
+            rc = log_error_to(S3D_ESHAPE, err, len, "%s: row %lld is (%d, %d, %d, %d), outside "
                            "the %d^3 grid: every row must be (0, x, y, z) with x, y, z in "
                            "[0, %d) (HINT: give the coords of the SS decode stage unchanged)",
                            what, (long long)i, r[0], r[1], r[2], r[3], res, res);
@@ -317,7 +300,7 @@ int slatflow_check_coords(const struct tensor *coords, int res, const char *what
             int64_t j = 0;
             while (memcmp(c + 4 * j, r, 16))
                 j++;
-            rc = bad_input(err, len, S3D_ESHAPE, "%s: rows %lld and %lld are both (%d, %d, %d, "
+            rc = log_error_to(S3D_ESHAPE, err, len, "%s: rows %lld and %lld are both (%d, %d, %d, "
                            "%d): a voxel set has no row twice (HINT: give the coords of the SS "
                            "decode stage unchanged)", what, (long long)j, (long long)i, r[0],
                            r[1], r[2], r[3]);
@@ -436,13 +419,13 @@ int slatflow_check_cond(const struct slatflow_model *m, const struct tensor *c, 
     char got[64];
 
     if (!c)
-        return bad_input(err, len, S3D_ENOTFOUND, "slat_flow: input '%s' is missing (HINT: it is "
+        return log_error_to(S3D_ENOTFOUND, err, len, "slat_flow: input '%s' is missing (HINT: it is "
                          "the output of sam3d-cond on slat_generator.ckpt, "
                          "cond_slat.safetensors)", name);
     if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
         c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
         c->device != DEVICE_HOST)
-        return bad_input(err, len, S3D_ESHAPE, "slat_flow: input '%s' is %s %s, expected F16 or "
+        return log_error_to(S3D_ESHAPE, err, len, "slat_flow: input '%s' is %s %s, expected F16 or "
                          "F32 [1,N,%d] (HINT: it is the output of sam3d-cond on the same "
                          "slat_generator.ckpt)", name, dtype_name(c->dtype),
                          tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);

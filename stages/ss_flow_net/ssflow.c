@@ -207,33 +207,18 @@ void ssflow_free(struct ssflow_model *m)
 // ----------------------------------------------------------------------------
 // checks
 
-/* Report a bad input: into err when given, else as one logged line. */
-__attribute__((format(printf, 4, 5)))
-static int bad_input(int code, char *err, size_t len, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err ? err : buf, err ? len : sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (!err)
-        log_error("%s", buf);
-    return code;
-}
-
 int ssflow_check_cond(const struct ssflow_model *m, const struct tensor *c, const char *name,
                       char *err, size_t err_len)
 {
     char got[64];
 
     if (!c)
-        return bad_input(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s' is missing (HINT: it "
+        return log_error_to(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s' is missing (HINT: it "
                          "is the output of sam3d-cond on ss_generator.ckpt)", name);
     if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
         c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
         c->device != DEVICE_HOST) {
-        return bad_input(S3D_ESHAPE, err, err_len, "ss_flow: input '%s' is %s %s, expected F16 or "
+        return log_error_to(S3D_ESHAPE, err, err_len, "ss_flow: input '%s' is %s %s, expected F16 or "
                          "F32 [1,N,%d] (HINT: it is the output of sam3d-cond on the same "
                          "ss_generator.ckpt)", name, dtype_name(c->dtype),
                          tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);
@@ -249,12 +234,12 @@ int ssflow_check_latents(const struct ssflow_model *m, const struct tensor *cons
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct tensor *t = x[l];
         if (!t)
-            return bad_input(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s%s' is missing "
+            return log_error_to(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s%s' is missing "
                              "(HINT: give all five latents or none)", prefix, ssflow_latent_name[l]);
         if (t->dtype != DTYPE_F32 || t->ndim != 3 || t->shape[0] != 1 ||
             t->shape[1] != m->cfg.ntok[l] || t->shape[2] != m->cfg.cin[l] ||
             !tensor_is_contiguous(t) || t->device != DEVICE_HOST) {
-            return bad_input(S3D_ESHAPE, err, err_len, "ss_flow: input '%s%s' is %s %s, expected "
+            return log_error_to(S3D_ESHAPE, err, err_len, "ss_flow: input '%s%s' is %s %s, expected "
                              "F32 [1,%lld,%d] (HINT: the latent shapes come from the checkpoint's "
                              "latent_mapping)", prefix, ssflow_latent_name[l], dtype_name(t->dtype),
                              tensor_shape_str(t->shape, t->ndim, got, sizeof(got)),

@@ -1,0 +1,189 @@
+/*
+ * main.c - sam3d-slat-flow: the structured-latent flow generator and its
+ * sampler as a stage (stages/slat_flow/README.md; model and sampler in
+ * stages/slat_flow_net/).
+ *
+ *   sam3d-slat-flow --weights slat_generator.ckpt --once IN_DIR OUT_DIR [--param seed=7]
+ *   sam3d-slat-flow --weights slat_generator.ckpt --listen ipc:///tmp/s3d/slat_flow.sock
+ *
+ * Inputs: coords (N, 4) I32 (ss_decode.safetensors: the pruned and
+ * downsampled voxels at 64^3, 1 <= N <= 42,000, unique), cond_slat
+ * (1, Nc, Cc) F16 or F32 (sam3d-cond on slat_generator.ckpt); optional noise
+ * (N, 8) or (1, N, 8) F32 replacing our seeded noise (parity runs).
+ * Params: steps (25), cfg (1.0), cfg_lo / cfg_hi (the CFG interval on t*1000,
+ * [0, 500]), seed (42), rescale_t (1.0), cache_kv (1: the condition's K/V of
+ * every block projected once per request, 540 MB fp16 at full size; 0: in
+ * every evaluation), repeat (timings; the noise is drawn inside each run).
+ * Output (slat_flow.safetensors, docs/formats.md): coords (N, 4) I32 (the
+ * input's rows, same order) and feats (N, 8) F32 = x * slat_std + slat_mean.
+ */
+#include "slat_flow_net/slatflow.h"
+#include "err.h"
+#include "log.h"
+#include "stage.h"
+
+#include <string.h>
+
+#define SLF_MAX_STEPS 1000
+
+static const struct stage_param slf_params[] = {
+    {"steps", STAGE_PARAM_INT, 25, 1, SLF_MAX_STEPS, "Euler steps (the pipeline's 25)", NULL},
+    {"cfg", STAGE_PARAM_FLOAT, 1.0, 0, 1e6,
+     "classifier-free guidance strength s: v = (1+s) v_cond - s v_uncond on t*1000 in "
+     "[cfg_lo, cfg_hi]; 0: no unconditional pass", NULL},
+    {"cfg_lo", STAGE_PARAM_FLOAT, 0.0, 0, 1000, "CFG interval start on t*1000 (inclusive)",
+     NULL},
+    {"cfg_hi", STAGE_PARAM_FLOAT, 500.0, 0, 1000, "CFG interval end on t*1000 (inclusive)",
+     NULL},
+    {"seed", STAGE_PARAM_INT, 42, 0, 9e15, "the noise seed (our generator, not PyTorch's)", NULL},
+    {"rescale_t", STAGE_PARAM_FLOAT, 1.0, 1e-6, 1e6, "time rescale r: t / (1 + (r-1)(1-t))",
+     NULL},
+    {"cache_kv", STAGE_PARAM_FLAG, 1, 0, 1,
+     "project the condition's cross-attention K/V once per request (540 MB fp16 at full size; "
+     "0: in every evaluation, the same output)", NULL},
+    STAGE_PARAM_REPEAT,
+    {NULL},
+};
+
+struct slf_stage {
+    struct slatflow_model m;
+};
+
+static int slf_load(void *p, struct stage_rt *rt)
+{
+    struct slf_stage *s = p;
+    int rc = slatflow_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
+
+    if (!rc)
+        rt->weights = &s->m.weights;
+    return rc;
+}
+
+static void slf_unload(void *p)
+{
+    struct slf_stage *s = p;
+
+    slatflow_free(&s->m);
+}
+
+/* One sampler run for stage_repeat: from the same noise every time. */
+struct slf_pass {
+    const struct slatflow_model   *m;
+    struct stage_rt               *rt;
+    const struct tensor           *coords, *cond, *noise;   /* noise NULL: seeded */
+    uint64_t                       seed;
+    struct tensor                  x;                       /* (N, 8) host F32 */
+    float                         *vbuf;                    /* 2 N 8 host floats */
+    const struct slatflow_sampler *sp;
+    int                            evals;
+};
+
+static int slf_sample(void *user, int k)
+{
+    struct slf_pass *f = user;
+
+    (void)k;
+    if (f->noise)
+        tensor_copy_contiguous(f->x.data, f->noise);
+    else
+        slatflow_noise(f->seed, &f->x);
+    f->evals = slatflow_sample(f->m, f->rt->op, &f->rt->act, f->coords, f->cond, &f->x, f->vbuf,
+                               f->sp, NULL, NULL);
+    arena_reset(&f->rt->act);
+    return 0;
+}
+
+static int slf_run(void *p, struct stage_req *rq)
+{
+    struct slf_stage *s = p;
+    const struct slatflow_model *m = &s->m;
+    struct slatflow_sampler sp;
+    struct slf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
+    char msg[WIRE_ERR_MAX - 32], tms[96], got[64];
+    int rc;
+
+    slatflow_sampler_defaults(&sp);
+    sp.steps = (int)stage_get_int(rq, "steps");
+    sp.cfg = stage_get_float(rq, "cfg");
+    sp.cfg_lo = stage_get_float(rq, "cfg_lo");
+    sp.cfg_hi = stage_get_float(rq, "cfg_hi");
+    sp.rescale_t = stage_get_float(rq, "rescale_t");
+    sp.cache_kv = stage_get_flag(rq, "cache_kv");
+    f.seed = (uint64_t)stage_get_int(rq, "seed");
+    if (sp.cfg_lo > sp.cfg_hi)
+        return stage_fail(rq, S3D_EINVAL, "slat_flow: params cfg_lo %g > cfg_hi %g: the CFG "
+                          "interval is empty (HINT: cfg=0 turns guidance off)", sp.cfg_lo,
+                          sp.cfg_hi);
+
+    /* the voxels: (N, 4) I32 from ss_decode, checked as a set at 64^3 */
+    if (!(f.coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4))))
+        return S3D_ESHAPE;                      /* stage_input named got vs expected */
+    if ((rc = slatflow_check_coords(f.coords, SLF_RESOLUTION, "slat_flow: input 'coords'", msg,
+                                    sizeof(msg))))
+        return stage_fail(rq, rc, "%s", msg);
+    int64_t N = f.coords->shape[0], M = slatflow_parents(f.coords, SLF_RESOLUTION);
+
+    /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
+    const struct tensor *ci = stage_input_opt(rq, "cond_slat");
+    enum dtype cdt = ci && ci->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16;
+    if (!(f.cond = stage_input(rq, "cond_slat", cdt, SHAPE(1, -1, m->cfg.cond_dim))))
+        return S3D_ESHAPE;
+    if ((rc = slatflow_check_cond(m, f.cond, "cond_slat", msg, sizeof(msg))))
+        return stage_fail(rq, rc, "%s", msg);
+
+    /* optional given noise: N x 8 F32, (N, 8) or (1, N, 8) */
+    if ((f.noise = stage_input_opt(rq, "noise"))) {
+        const struct tensor *z = f.noise;
+        bool ok = z->dtype == DTYPE_F32 && tensor_is_contiguous(z) &&
+                  ((z->ndim == 2 && z->shape[0] == N && z->shape[1] == SLF_LATENT) ||
+                   (z->ndim == 3 && z->shape[0] == 1 && z->shape[1] == N &&
+                    z->shape[2] == SLF_LATENT));
+        if (!ok)
+            return stage_fail(rq, S3D_ESHAPE, "slat_flow: input 'noise' is %s %s, expected F32 "
+                              "[%lld,%d] or [1,%lld,%d]: one row per voxel of 'coords' (HINT: "
+                              "leave it out to draw the noise from param seed)",
+                              dtype_name(z->dtype),
+                              tensor_shape_str(z->shape, z->ndim, got, sizeof(got)),
+                              (long long)N, SLF_LATENT, (long long)N, SLF_LATENT);
+    }
+
+    /* outputs; the velocities' host scratch; the device arena sized by the planning pass */
+    struct tensor *co = stage_output(rq, "coords", DTYPE_I32, SHAPE(N, 4));
+    struct tensor *feats = stage_output(rq, "feats", DTYPE_F32, SHAPE(N, SLF_LATENT));
+    if (!co || !feats)
+        return S3D_ENOMEM;                      /* stage_output said which */
+    if (!(f.vbuf = arena_alloc(rq->arena, sizeof(float) * 2 * (size_t)N * SLF_LATENT)))
+        return stage_fail(rq, S3D_ENOMEM, "slat_flow: no room for the velocities of %lld "
+                          "voxels in the request arena", (long long)N);
+    memcpy(co->data, f.coords->data, (size_t)N * 16);
+    f.x = tensor_view(feats->data, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    if ((rc = stage_act(rq, slatflow_sample_bytes(m, N, M, f.cond->shape[1], sp.cache_kv))))
+        return rc;
+    struct stage_timing tm;
+    if ((rc = stage_repeat(rq, "slat_flow sampler", slf_sample, &f, &tm)))
+        return rc;
+    slatflow_denorm(&f.x, &f.x);
+    log_info("slat_flow: %lld voxels -> %lld tokens, %d steps, %d evaluations (CFG %g on "
+             "[%g, %g], noise %s, K/V %s): %s, %.2f ms per evaluation", (long long)N,
+             (long long)M, sp.steps, f.evals, sp.cfg, sp.cfg_lo, sp.cfg_hi,
+             f.noise ? "given" : "seeded", sp.cache_kv ? "cached" : "per evaluation",
+             stage_timing_str(&tm, tms, sizeof(tms)), f.evals ? tm.median / f.evals : 0.0);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct slf_stage model;
+    const struct stage_ops ops = {
+        .name = "slat_flow",
+        .params = slf_params,
+        /* cond_slat (1, 5496, 1024) F32 (22.5 MB) + coords and noise at 42,000 voxels (2 MB) */
+        .max_input_bytes = (size_t)48 << 20,
+        .workspace_bytes = OP_WORKSPACE_DEFAULT,
+        .load = slf_load,
+        .unload = slf_unload,
+        .run = slf_run,
+    };
+
+    return stage_main(&ops, &model, argc, argv);
+}
