@@ -6,8 +6,9 @@
 #      does not, is "done", every other one "not built" and listed under "stages still to
 #      come" (so the tiny weights chain: the SS condition tokens fit the SS flow generator,
 #      its shape latent fits the SS decoder, ...);
-#   3. the assembled ss_generator.ckpt holds both official halves (condition embedder and
-#      generator), as the released file does; every result line carries [RANDOM WEIGHTS].
+#   3. the assembled ss_generator.ckpt and slat_generator.ckpt each hold both official halves
+#      (condition embedder and generator), as the released files do; every result line
+#      carries [RANDOM WEIGHTS].
 # Env: BUILD (default build).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -53,14 +54,16 @@ done
     ok "every built stage done ($n_done), the others listed as still to come"
 
 # ---------------------------------------------------------------- 3. weights and labels
-w=$build/demo-weights/ss_generator.ckpt
-if "$build/sam3d" inspect "$w:state_dict" >"$tmp/ss.txt" 2>&1 &&
-    grep -q "^_base_models\.condition_embedder\." "$tmp/ss.txt" &&
-    grep -q "^_base_models\.generator\.reverse_fn\.backbone\." "$tmp/ss.txt"; then
-    ok "ss_generator.ckpt: condition embedder and generator in one file"
-else
-    bad "ss_generator.ckpt does not hold both halves"; head -3 "$tmp/ss.txt"
-fi
+for g in ss slat; do
+    w=$build/demo-weights/${g}_generator.ckpt
+    if "$build/sam3d" inspect "$w:state_dict" >"$tmp/$g.txt" 2>&1 &&
+        grep -q "^_base_models\.condition_embedder\." "$tmp/$g.txt" &&
+        grep -q "^_base_models\.generator\.reverse_fn\.backbone\." "$tmp/$g.txt"; then
+        ok "${g}_generator.ckpt: condition embedder and generator in one file"
+    else
+        bad "${g}_generator.ckpt does not hold both halves"; head -3 "$tmp/$g.txt"
+    fi
+done
 unlabeled=$(grep -E "(done +wall|F32|I32|U8)" "$tmp/demo.log" | grep -vc "\[RANDOM WEIGHTS\]")
 if [ "$unlabeled" -eq 0 ]; then ok "every result line says [RANDOM WEIGHTS]"; else
     bad "$unlabeled result lines without [RANDOM WEIGHTS]"; fi

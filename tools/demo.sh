@@ -15,6 +15,9 @@
 #   DEMO_DEVICE             passed as --device (cpu, cuda:N); default: each stage picks
 #                           cuda:0 when a GPU is usable, else its CPU path
 #   DEMO_OUT                output directory (default BUILD/demo-out)
+#   DEMO_PRESET             passed as --preset (default: fast with the tiny random model, so
+#                           the CPU path's 38 SLAT flow evaluations over ~15k voxels do not
+#                           take minutes; none with SAM3D_WEIGHTS: the pipeline's settings)
 #
 # It runs `BUILD/sam3d run ... --out DEMO_OUT`, then lists the artifacts (name, dtype, shape
 # via `sam3d inspect`), the per-stage wall time and peak memory from report.json, and the
@@ -50,8 +53,10 @@ else
     # the same official containers, with tiny configurations and random weights that chain:
     # ss_generator.ckpt holds the SS condition embedder (sam3d-cond: tokens of width 128) AND
     # the SS flow generator (sam3d-ss-flow: condition width 128), as the released file does;
-    # the SS decoder is convolutional (any latent grid: 8^3 here -> 32^3 occupancy); the
-    # Gaussian and mesh decoders read any voxels at 64^3 with 8 latent channels
+    # the SS decoder is convolutional (any latent grid: 8^3 here -> 32^3 occupancy);
+    # slat_generator.ckpt holds the SLAT condition embedder (tokens of width 64) AND the SLAT
+    # flow generator (condition width 64, any voxels at 64^3); the Gaussian and mesh decoders
+    # read any voxels at 64^3 with 8 latent channels
     if ! cp "$fx/moge_tiny/model.pt" "$moge" ||
        ! cp "$fx/cond_ss_tiny/ss_generator.ckpt" "$fx/cond_slat_tiny/slat_generator.ckpt" \
             "$fx/ss_decoder_tiny/ss_decoder.ckpt" "$fx/gs_decoder_tiny/g32/slat_decoder_gs.ckpt" \
@@ -73,6 +78,8 @@ rm -rf "$out/artifacts" "$out/report.json" "$out/sam3d.log" "$out"/*.ply "$out"/
     "$out/preview.png"
 args=(run --image "$image" --mask "$mask" --weights "$weights" --moge "$moge" --out "$out")
 [ -n "${DEMO_DEVICE:-}" ] && args+=(--device "$DEMO_DEVICE")
+preset=${DEMO_PRESET-$([ -n "$tag" ] && echo fast)}
+[ -n "$preset" ] && args+=(--preset "$preset")
 echo "demo: $sam3d ${args[*]}"
 echo "demo: (stage logs in $out/sam3d.log)"
 "$sam3d" "${args[@]}" 2>"$out/sam3d.log.tmp"

@@ -14,6 +14,13 @@ every step, and the de-normalised output (pipeline.yaml slat_mean/slat_std).
 
 Writes OUT/slat_generator.ckpt ({'state_dict': {'_base_models.generator.<k>'}}),
 OUT/eval.safetensors, OUT/sampler.safetensors, OUT/meta.json.
+--ckpt-out FILE writes the generator into FILE instead, keeping the entries FILE already holds
+(tools/ref/merge_ckpt.py): the tiny slat_generator.ckpt of the demo and the end-to-end tests
+holds the SLAT condition embedder (tests/fixtures/cond_slat_tiny, dump_cond.py) and this
+generator, as the released file does:
+
+  python3 tools/ref/merge_ckpt.py tests/fixtures/cond_slat_tiny/slat_generator.ckpt \
+      tests/fixtures/cond_slat_tiny/slat_generator.ckpt tests/fixtures/slat_flow_tiny/slat_generator.ckpt
 --size full: the yaml as released (width 1024, 24 blocks, use_fp16 true; run on the GPU with
 --device cuda --coords FILE for real coords, or --voxels N for a synthetic shell).
 """
@@ -27,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
+import merge_ckpt  # noqa: E402
 
 PREFIX = "_base_models.generator."
 # Tiny: width 64 = 1 head x 64, 2 blocks, io block channels [32], MLP ratio 2, condition width
@@ -152,9 +160,11 @@ def run(args):
     run_cfg["reverse_fn"]["backbone"]["use_fp16"] = args.precision != "fp32"
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
+    ckpt = args.ckpt_out or os.path.join(args.out, "slat_generator.ckpt")
     gen, loader, rules, nparam = rs.build_init_save(
-        cfg, args.seed, os.path.join(args.out, "slat_generator.ckpt"),
-        wrap=lambda sd: refutil.lightning_ckpt(sd, PREFIX), prefix=PREFIX,
+        cfg, args.seed, ckpt,
+        wrap=lambda sd: merge_ckpt.merged(ckpt, refutil.lightning_ckpt(sd, PREFIX), PREFIX),
+        prefix=PREFIX,
         state_dict_key="state_dict", run_cfg=run_cfg)
     print(f"built slat generator ({args.size}): {nparam:,} parameters "
           f"({time.time() - t0:.1f} s)", flush=True)
@@ -185,6 +195,8 @@ def parse(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rs.add_common_args(ap, ".ref/Fast-SAM3D/checkpoints/hf/slat_generator.yaml", PIPE["steps"])
     ap.add_argument("--pipeline", default=".ref/Fast-SAM3D/checkpoints/hf/pipeline.yaml")
+    ap.add_argument("--ckpt-out", default=None,
+                    help="write the generator into this checkpoint, keeping its other entries")
     ap.add_argument("--coords", default=None, help="safetensors with 'coords' (N,4) int32")
     ap.add_argument("--voxels", type=int, default=None,
                     help="synthetic shell size (default 300 tiny, 12000 full)")
