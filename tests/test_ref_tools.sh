@@ -43,9 +43,9 @@ P = "_base_models.condition_embedder."
 for v, shape, has_pm in (("ss", (1, 112, 128), True), ("slat", (1, 120, 64), False)):
     ck = torch.load(F + f"cond_{v}_tiny/{v}_generator.ckpt", map_location="cpu", weights_only=True)
     sd = ck["state_dict"]
-    if v == "ss":   # one file with the tiny SS flow generator too, as released (merge_ckpt.py)
-        assert any(k.startswith("_base_models.generator.") for k in sd), "no SS generator half"
-        sd = {k: t for k, t in sd.items() if not k.startswith("_base_models.generator.")}
+    # one file with the tiny SS / SLAT flow generator too, as released (merge_ckpt.py)
+    assert any(k.startswith("_base_models.generator.") for k in sd), f"no {v} generator half"
+    sd = {k: t for k, t in sd.items() if not k.startswith("_base_models.generator.")}
     assert all(k.startswith(P) for k in sd), "key outside the condition_embedder prefix"
     assert (P + "module_list.2.point_proj.weight" in sd) == has_pm, v
     assert P + "module_list.0.backbone.blocks.1.ls1.gamma" in sd
