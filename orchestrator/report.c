@@ -142,6 +142,36 @@ static void write_vram(FILE *f, struct engine *e)
     fprintf(f, "%s]}", k ? "\n  " : "");
 }
 
+/* Every request param stage s ran with (the pipeline's, then the job's own:
+ * --preset, sam3d stage --param, a budget's variant), as given ($IMAGE unexpanded),
+ * so that a run can be repeated from its report. */
+static void write_params(FILE *f, const struct engine *e, const struct job *j, int s)
+{
+    const struct pipe_stage *ps = e->rt[s].ps;
+    int n = 0;
+
+    fprintf(f, ", \"params\": {");
+    for (int i = 0; i < ps->n_params; i++) {
+        fprintf(f, "%s", n++ ? ", " : "");
+        report_json_str(f, ps->param_key[i]);
+        fprintf(f, ": ");
+        report_json_str(f, job_param(e, j, s, ps->param_key[i]));
+    }
+    for (int i = 0; i < j->n_set; i++) {
+        bool in_pipe = false;
+
+        for (int k = 0; k < ps->n_params && !in_pipe; k++)
+            in_pipe = !strcmp(ps->param_key[k], j->set[i].key);
+        if (j->set[i].stage != s || in_pipe)
+            continue;
+        fprintf(f, "%s", n++ ? ", " : "");
+        report_json_str(f, j->set[i].key);
+        fprintf(f, ": ");
+        report_json_str(f, j->set[i].val);
+    }
+    fprintf(f, "}");
+}
+
 static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
 {
     const struct stage_rt *rt = &e->rt[i];
@@ -169,6 +199,7 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
             "\"rss_peak_bytes\": %lld, \"restarts\": %d", t->wall_ms, t->load_ms, t->run_ms,
             (long long)t->peak_bytes, (long long)t->resident_bytes,
             (long long)t->host_peak_bytes, rss, t->restarts);
+    write_params(f, e, j, i);
     if (t->state == TURN_DONE) {
         fprintf(f, ",\n     \"warm\": %s, \"loads\": %d, \"starts\": %d, \"device_bytes\": ",
                 t->warm ? "true" : "false", rt->loads, rt->starts);

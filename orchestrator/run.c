@@ -533,6 +533,8 @@ int cmd_run(int argc, char **argv)
                 "%s --out %s` (remove it with rm -r when not needed)\n", j->dir.path,
                 a.out_dir);
     }
+    if (resume && code != 0 && code != EXIT_PARTIAL)
+        a.keep_job = true;              /* a resumed job stays until it completes */
     if (run_interrupted)
         log_error("interrupted (signal %d): stages stopped%s", (int)run_interrupted,
                   a.keep_job ? "" : ", job directory removed");

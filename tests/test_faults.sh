@@ -7,9 +7,10 @@
 #      "kept" (not run again), the killed one and those after it run, the run completes;
 #   2. resume validates, not just finds: a truncated (corrupt) artifact and a stale one
 #      (older than the artifact it was made from) run again, with the reason logged;
-#   3. `sam3d stage NAME --job --param` re-runs one stage with a new param, and the next
-#      resume re-runs what depends on it (stale);
-#   4. --job on what is not a job, or on a job in use, is one clear error;
+#   3. `sam3d stage NAME --job --param` re-runs one stage with a new param (recorded in its
+#      report.json), and the next resume re-runs what depends on it (stale);
+#   4. --job on what is not a job, or on a job in use, is one clear error; a resumed run
+#      stopped by SIGINT keeps its job (only a completed resume removes it);
 #   5. a corrupt input artifact: the stage reading it fails with one line naming the file;
 #   6. the wrong checkpoint for a stage (the tiny SS decoder given as ss_generator.ckpt, with
 #      the real depth and cond stages): exit 1, the stage and the file named, job kept;
@@ -138,7 +139,10 @@ fi
 
 # ---------------------------------------------------------------- 3. sam3d stage --param, then resume
 "$sam3d" stage second --job "$job" --pipeline "$tmp/ok.pipe" --stages-dir "$tools" \
-    --param prefix=s_ --param scale=2 2>"$tmp/o3.log"; rc=$?
+    --param prefix=s_ --param scale=2 --out "$tmp/o3" 2>"$tmp/o3.log"; rc=$?
+grep -q '"params": {"prefix": "s_", "scale": "2"}' "$tmp/o3/report.json" &&
+    ok "sam3d stage --param: report.json records the params it ran with" ||
+    bad "stage params in report.json: $(grep -o '"params": {[^}]*}' "$tmp/o3/report.json")"
 run "$tmp/o3r" "$tmp/ok.pipe" --job "$job"; rc2=$?
 r=$tmp/o3r/report.json
 if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ "$(state "$r" second)" = kept ] &&
@@ -157,13 +161,16 @@ run "$tmp/o4b" "$tmp/ok.pipe" --job "$tmp/root/s3d-1-1" --image "$tmp/img.png"; 
 [ $rc -eq 2 ] && ok "--job with --image: usage error" || bad "--job --image: rc=$rc"
 keep_run "$tmp/o4c"
 sleep 0.05; touch "$job/echo_second.safetensors"      # third is stale: it runs (slowly)
-run "$tmp/o4d" "$tmp/slow.pipe" --job "$job" &
+"$sam3d" run --weights "$tmp" --out "$tmp/o4d" --pipeline "$tmp/slow.pipe" --stages-dir "$tools" \
+    --timeout 20 --job "$job" 2>"$tmp/o4d.log" &        # sam3d itself: $! gets the signal
 pid=$!
 for _ in $(seq 100); do grep -q "stage third: run" "$tmp/o4d.log" 2>/dev/null && break; sleep 0.1; done
 run "$tmp/o4e" "$tmp/ok.pipe" --job "$job"; rc=$?
 [ $rc -eq 1 ] && grep -q "is in use by another sam3d" "$tmp/o4e.log" \
     && ok "--job on a job in use: exit 1, named" || bad "--job in use: rc=$rc $(cat "$tmp/o4e.log")"
-kill -INT $pid; wait $pid
+kill -INT $pid; wait $pid; rc=$?
+[ $rc -eq 130 ] && [ -d "$job" ] && ok "SIGINT to a resumed run: exit 130, its job stays for the next --job" ||
+    bad "SIGINT to a resumed run: rc=$rc, job dir there: $([ -d "$job" ] && echo yes || echo no)"
 rm -rf "$job"
 clean "refusals"
 

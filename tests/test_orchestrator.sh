@@ -83,6 +83,9 @@ grep -q '"name": "s_bytes", "dtype": "U8", "shape": \[21\]' "$T/o1/report.json" 
     || fail "report lists s_bytes U8 [21]: $(cat "$T/o1/report.json")"
 # the image bytes went through two stages unchanged: they are in the artifact
 grep -q 'IMAGEBYTES-0123456789' "$T/o1/artifacts/echo_second.safetensors" || fail "artifact data"
+grep -q '"restarts": 0, "params": {"file": "$IMAGE"}' "$T/o1/report.json" &&
+    grep -q '"restarts": 0, "params": {"prefix": "s_"}' "$T/o1/report.json" ||
+    fail "report.json records each stage's params: $(grep -o '"params": {[^}]*}' "$T/o1/report.json")"
 [ -f "$T/o1/artifacts/echo_first.safetensors" ] || fail "first artifact copied"
 check_clean "complete run"; ok "complete run"
 
