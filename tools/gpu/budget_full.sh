@@ -54,7 +54,10 @@ else
     # shellcheck disable=SC1091
     . tools/gpu/device_env.sh
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/gpu.txt"
-    if [ ! -f "$W/ss_generator.ckpt" ] || [ ! -f "$W/moge-vitl/model.pt" ]; then
+    have=1
+    for f in moge-vitl/model.pt ss_generator.ckpt slat_generator.ckpt ss_decoder.ckpt \
+             slat_decoder_gs.ckpt slat_decoder_mesh.ckpt; do [ -f "$W/$f" ] || have=0; done
+    if [ $have = 0 ]; then
         PYTHONUNBUFFERED=1 timeout 400 python3 tools/ref/bench_official.py --size full --device cuda \
             --s3d .gl/ref/s3d --moge .gl/ref/moge --dinov2 .gl/ref/dinov2 --hf .gl/ref/hf \
             --image "$src/image.png" --mask "$src/0.png" --weights-out "$W" --out "$WORK/budget" \
