@@ -5,7 +5,8 @@
 #   2. report.json: every stage whose executable exists in BUILD, up to the first one that
 #      does not, is "done", every other one "not built" and listed under "stages still to
 #      come" (so the tiny weights chain: the SS condition tokens fit the SS flow generator,
-#      its shape latent fits the SS decoder, ...);
+#      its shape latent fits the SS decoder, ...); when the mesh decoder ran, mesh.glb passes
+#      the structural glTF 2.0 validator (test_glb FILE);
 #   3. the assembled ss_generator.ckpt and slat_generator.ckpt each hold both official halves
 #      (condition embedder and generator), as the released files do; every result line
 #      carries [RANDOM WEIGHTS].
@@ -52,6 +53,15 @@ for s in depth cond_ss cond_slat ss_flow ss_decode slat_flow gs_decode mesh_deco
 done
 [ $fail -eq "$fail0" ] && [ $n_done -ge 1 ] &&
     ok "every built stage done ($n_done), the others listed as still to come"
+
+# the mesh decoder ran: the export step wrote mesh.glb, a valid glTF 2.0 file
+if grep -q '"name": "mesh_decode", "exe": "[^"]*", "state": "done"' "$rep" 2>/dev/null; then
+    if [ ! -f "$tmp/out/mesh.glb" ]; then
+        bad "mesh_decode done but no mesh.glb in the demo's output"
+    elif [ -x "$build/tests/test_glb" ]; then
+        if r=$("$build/tests/test_glb" "$tmp/out/mesh.glb"); then ok "${r#"$tmp/out/"}"; else bad "$r"; fi
+    fi
+fi
 
 # ---------------------------------------------------------------- 3. weights and labels
 for g in ss slat; do

@@ -10,7 +10,9 @@
 #      depth artifact, where the export step reads them);
 #   4. report.json: status partial, per-stage state, wall/load/run times and peak memory;
 #   5. a missing weights file fails the run cleanly (exit 1, named, report "failed");
-#   6. nothing left behind: no stage process, no job directory.
+#   6. (when every stage is built) the whole chain with --preset fast writes splat.ply,
+#      pose.json and mesh.glb, which passes the structural glTF validator;
+#   7. nothing left behind: no stage process, no job directory.
 # Only sam3d-depth and sam3d-cond are offered to the run (a stages dir of links), so the
 # chain stays the same while colleagues add later stages. Env: BUILD (default build).
 set -u
@@ -160,9 +162,43 @@ else
     bad "missing MoGe weights: exit $rc"; tail -5 "$tmp/run2.log"
 fi
 
-# ---------------------------------------------------------------- 6. nothing left behind
+# ---------------------------------------------------------------- 6. the whole chain
+# When every stage is built: the tiny model through all of them (--preset fast: 4 + 4 flow
+# evaluations) writes splat.ply, pose.json and mesh.glb; mesh.glb passes the structural
+# glTF 2.0 validator (test_glb FILE) and holds the mesh_decode artifact's counts.
+chain=(sam3d-depth sam3d-cond sam3d-ss-flow sam3d-ss-decode sam3d-slat-flow sam3d-gs-decode
+       sam3d-mesh-decode)
+missing=$(for e in "${chain[@]}"; do [ -x "$build/$e" ] || printf '%s ' "$e"; done)
+if [ -n "$missing" ]; then
+    echo "whole chain skipped: ${missing% } not built"
+elif [ ! -x "$build/tests/test_glb" ]; then
+    echo "whole chain skipped: $build/tests/test_glb not built"
+else
+    tiny_chain "$tmp/full" "${chain[@]}"
+    cp tests/fixtures/ss_decoder_tiny/ss_decoder.ckpt tests/fixtures/gs_decoder_tiny/g32/slat_decoder_gs.ckpt \
+        tests/fixtures/mesh_decoder_tiny/slat_decoder_mesh.ckpt "$tmp/full/weights/"
+    full=$tmp/full/out
+    S3D_JOB_ROOT=$tmp/jobs "$sam3d" run --image "$ex/image.png" --mask "$ex/0.png" \
+        --weights "$tmp/full/weights" --out "$full" --stages-dir "$tmp/full/bin" --device cpu \
+        --preset fast --timeout 900 2>"$tmp/full.log"
+    rc=$?
+    if [ $rc -eq 0 ] && [ -f "$full/mesh.glb" ] && [ -f "$full/splat.ply" ] && [ -f "$full/pose.json" ]; then
+        ok "whole chain: exit 0, splat.ply, pose.json and mesh.glb written"
+        if r=$("$build/tests/test_glb" "$full/mesh.glb"); then ok "whole chain: ${r#"$full/"}"; else bad "$r"; fi
+        nf=$("$sam3d" inspect "$full/artifacts/mesh_decode.safetensors" | sed -n 's/^faces\tI32\t\[\([0-9]*\),3\]$/\1/p')
+        if [ -n "$nf" ] && grep -q "wrote $full/mesh.glb ([0-9]* vertices, $nf faces" "$tmp/full.log"; then
+            ok "whole chain: mesh.glb holds the mesh_decode artifact's $nf faces"
+        else
+            bad "whole chain: mesh.glb faces vs the artifact ($nf)"; grep "mesh.glb" "$tmp/full.log"
+        fi
+    else
+        bad "whole chain: exit $rc"; grep " E " "$tmp/full.log" | head -5; ls "$full"
+    fi
+fi
+
+# ---------------------------------------------------------------- 7. nothing left behind
 if [ -z "$(ls -A "$tmp/jobs")" ]; then ok "job directory removed"; else
     bad "left in the job root: $(ls -A "$tmp/jobs")"; fi
-left=$(pgrep -f "$tmp/bin/sam3d-" || true)
+left=$(pgrep -f "$tmp/(full/)?bin/sam3d-" || true)
 if [ -z "$left" ]; then ok "no stage process left"; else bad "stage processes left: $left"; fi
 exit $fail
