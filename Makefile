@@ -133,8 +133,8 @@ test-gpu: all
 test-sanitize:
 	$(MAKE) BUILD=build-san SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    CUDA_ARCH="$(lastword $(CUDA_ARCH))" all
-	ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    tests/run_tests.sh build-san
+	ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:allocator_may_return_null=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 S3D_SKIP_CLONE=1 tests/run_tests.sh build-san
 
 # fuzz targets: clang + libFuzzer over the common/ sources (the stage library left
 # out: it needs the op library, and no fuzz target drives it)

@@ -20,7 +20,8 @@ if [ -z "$hits" ]; then ok "no tracked file outside tests/ points outside the re
 mkdir -p "$tmp/empty"
 git clone -q --no-local "$PWD" "$tmp/empty/sam3d" || { bad "git clone failed"; exit 1; }
 [ "$(ls -A "$tmp/empty")" = sam3d ] && ok "cloned into an empty folder ($(git rev-parse --short HEAD))"
-( cd "$tmp/empty/sam3d" && make -j"$(nproc)" CUDA_ARCH=90 demo ) >"$tmp/demo.log" 2>&1
+# the clone's make must not inherit this make's variables (BUILD=build-san under test-sanitize)
+( cd "$tmp/empty/sam3d" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j"$(nproc)" CUDA_ARCH=90 demo ) >"$tmp/demo.log" 2>&1
 rc=$?
 out=$tmp/empty/sam3d/build/demo-out
 if [ $rc -eq 0 ] && [ -f "$out/report.json" ] && [ -d "$out/artifacts" ]; then
