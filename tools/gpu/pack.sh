@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# pack.sh [BUILD] - everything one GPU call carries, made on the development machine
+# (tools/gpu/README.md "One call"): the binaries of BUILD (default build, built with
+# `make -j2 CUDA_ARCH=90`) stripped into build-gpu/ and packed as .gpubin/bin.tar.xz (every
+# stage, sam3d, every test program and tests/tools helper: ~70 MB stripped, ~5 MB of xz), and
+# a check that the other carried folders exist: .deb/ (the Debian libraries), .whl/
+# (tools/ref/fetch_wheels.sh), .gl/ref (tools/ref/pack_ref.sh), .gpuw/spconv.tar.xz
+# (spconv_pack/pack.sh; only the official SLAT flow and mesh decoder need it). Prints the
+# `carry` list for the device call. All these folders are git-ignored.
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${1:-build}
+[ -x "$BUILD/sam3d" ] || { echo "pack.sh: no $BUILD/sam3d: run make -j2 CUDA_ARCH=90 first" >&2; exit 1; }
+rm -rf build-gpu
+mkdir -p build-gpu/tests/tools .gpubin
+cp "$BUILD"/sam3d "$BUILD"/sam3d-* build-gpu/
+for t in "$BUILD"/tests/test_* "$BUILD"/tests/tools/*; do
+    case $t in *.o|*.d) ;; *) [ -f "$t" ] && cp "$t" "build-gpu/${t#"$BUILD"/}" ;; esac
+done
+strip build-gpu/sam3d* build-gpu/tests/test_* build-gpu/tests/tools/* 2>/dev/null || true
+tar -cf - build-gpu | xz -T2 -6 >.gpubin/bin.tar.xz
+echo "build-gpu: $(du -sh build-gpu | cut -f1) -> .gpubin/bin.tar.xz $(du -sh .gpubin/bin.tar.xz | cut -f1)" \
+     "($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build-gpu' || echo ', uncommitted changes'))"
+carry='".gpubin"'
+for d in .deb .whl .gl .gpuw; do
+    if [ -d "$d" ]; then carry="$carry, \"$d\""; else echo "note: no $d/ (tools/gpu/README.md says how to make it)"; fi
+done
+[ -f .gpuw/spconv.tar.xz ] || echo "note: no .gpuw/spconv.tar.xz: the official SLAT flow and mesh decoder will not run"
+echo "carry: [$carry]  ($(du -shc .gpubin .deb .whl .gl .gpuw 2>/dev/null | tail -1 | cut -f1) of the 64 MiB limit)"
