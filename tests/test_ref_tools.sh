@@ -8,7 +8,9 @@
 #     copies (or perturbs) the reference output: PASS, then FAIL;
 #  4. when the reference checkouts are present (.ref/), the fixtures are regenerated from the
 #     official code and must match the committed ones (compare.py, fp32 tolerances); the SLAT
-#     one by default, all three with S3D_REF_REGEN=1.
+#     one by default, all three with S3D_REF_REGEN=1;
+#  5. with them and a built sam3d-ss-decode, tools/ref/plugin_ss_decode.py (the full-size GPU
+#     check of the SS decoder) end to end on the CPU with the tiny decoder.
 # Needs python3 with torch and safetensors; skipped (77) without them.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -160,6 +162,27 @@ EOF
         check "regenerate $f from the official code" $cmd --example examples/human_object --out "$tmp/$f"
         expect_rc 0 "regenerated $f matches the committed fixture" python3 tools/ref/compare.py --require-all "$tmp/$f/ref.safetensors" tests/fixtures/$f/ref.safetensors
     done
+    # 5. the SS decoder's full-size GPU check (tools/gpu/ss_decode_full.sh) end to end on the
+    #    CPU with the tiny decoder: both cases (no downsample; downsampled by 2 at max_coords
+    #    4100, above the 16^3 a halved 32^3 grid holds: no random subset), our stage's logits,
+    #    occupancy and coords against the official module and functions
+    ssd=${BUILD:-build}/sam3d-ss-decode
+    if [ -x "$ssd" ]; then
+        expect_rc 0 "plugin_ss_decode.py (tiny, CPU): parity with the official decoder" \
+            python3 tools/ref/plugin_ss_decode.py --bin "${BUILD:-build}" --work "$tmp/ssd" \
+            --size tiny --device cpu --precisions fp32 --pruned 2000,6000 --max-coords 4100 \
+            --time 0 --repeat 1
+        check "plugin_ss_decode.py: both paths ran (factor 1 and 2), every check ok" python3 - "$tmp/ssd/ss_decode_results.json" <<'EOF2'
+import json, sys
+r = json.load(open(sys.argv[1]))
+f = sorted(q["ours_factor"] for c in r["cases"].values() for q in c["precisions"].values())
+assert f == [1, 2], f
+checks = [v for c in r["cases"].values() for v in c["checks"].values()]
+assert len(checks) == 8 and all(v["ok"] for v in checks), checks
+EOF2
+    else
+        echo "note: $ssd not built: plugin_ss_decode.py not run"
+    fi
 else
     echo "note: .ref checkouts or hydra/omegaconf/loguru/scipy/cv2 missing: parts 3-4 not run"
 fi

@@ -27,22 +27,14 @@ OUT=${1:?usage: gs_decode_full.sh OUT [SLAT]}
 SLAT=${2:-}
 BIN=${S3D_BIN:-build}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site
 # shellcheck disable=SC1091
-. tools/gpu/device_env.sh
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+. tools/gpu/full_lib.sh
+full_setup "$OUT" || exit 1
 fail=0
 
 # 1. tests
-for t in test_op_window test_op_attention test_slat_dec test_gs_decode; do
-    S3D_REQUIRE_GPU=1 timeout 300 "$BIN/tests/$t" >"$OUT/$t.log" 2>&1
-    rc=$?
-    echo "$t: exit $rc; $(grep -c ' OK$\| OK ' "$OUT/$t.log") OK lines, $(grep -c FAIL "$OUT/$t.log") FAIL"
-    grep -E "FAIL|cuda" "$OUT/$t.log" | grep -v "^\[" | head -40
-    [ $rc = 0 ] || fail=1
-done
+full_tests "$OUT" "$BIN" 300 test_op_window test_op_attention test_slat_dec test_gs_decode ||
+    fail=1
 BUILD=$BIN timeout 300 bash tests/test_gs_decode_cli.sh >"$OUT/test_gs_decode_cli.log" 2>&1 ||
     fail=1
 tail -8 "$OUT/test_gs_decode_cli.log"

@@ -51,6 +51,7 @@ sys.path.insert(0, HERE)
 import compare  # noqa: E402
 from flash_shim import flash_shim, flash_selfcheck  # noqa: E402
 import dump_gs_decoder  # noqa: E402
+import plugin_util  # noqa: E402
 import refutil  # noqa: E402
 import refutil_sparse as rs  # noqa: E402
 
@@ -231,18 +232,12 @@ def ours(args, ckpt, prec, coords, feats, work):
         cmd += ["--precision", "fp32"]
     logs = []
     for profile in ([False, True] if args.device == "cuda" else [False]):
-        env = dict(os.environ, S3D_PROFILE="1" if profile else "0")
-        print("running:", " ".join(cmd), "(S3D_PROFILE=1)" if profile else "", flush=True)
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-        err = p.communicate()[1]
-        print(f"  exit {p.returncode}, {time.perf_counter() - t:.2f} s wall (cold, incl. loading)")
-        if p.returncode != 0:
-            print(err[-3000:])
-            return None, err, float("nan"), float("nan"), p.pid
+        rc, err, pid = plugin_util.run_stage(cmd, profile)
+        if rc != 0:
+            return None, err, float("nan"), float("nan"), pid
         logs.append(err)
         if not profile:
-            first_pid = p.pid
+            first_pid = pid
     log = logs[0]
     print("\n".join(l for l in log.splitlines() if "gs_decode:" in l))
     if len(logs) > 1:
@@ -256,36 +251,22 @@ def ours(args, ckpt, prec, coords, feats, work):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default="build")
-    ap.add_argument("--work", default="/tmp/s3d-gsd")
-    ap.add_argument("--out", default=None, help="results directory (default: --work)")
-    ap.add_argument("--s3d", default=".ref/sam-3d-objects")
-    ap.add_argument("--config-dir", default=".ref/Fast-SAM3D/checkpoints/hf")
+    plugin_util.common_args(ap, "/tmp/s3d-gsd")
     ap.add_argument("--gaussians", type=int, choices=[32, 4], default=32)
     ap.add_argument("--voxels", type=int, default=30000)
     ap.add_argument("--slat", default=None, help="safetensors with 'coords' and 'slat_feats' "
                     "(e.g. the official chain's slat.safetensors) instead of synthetic shells")
     ap.add_argument("--precisions", default="fp16,fp32")
-    ap.add_argument("--size", choices=["tiny", "full"], default="full")
-    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time", type=int, default=10, help="timed official runs (after 2 warm-ups)")
     ap.add_argument("--repeat", type=int, default=10, help="runs of our stage (median reported)")
     ap.add_argument("--official-attention", choices=["auto", "varlen", "per-window", "masked"],
                     default="auto", help="auto: varlen (PyTorch's FlashAttention-2) for fp16 on "
                     "CUDA, per-window SDPA otherwise; masked: the official sdpa branch")
     args = ap.parse_args(argv)
-    args.out = args.out or args.work
     args.pipeline = os.path.join(args.config_dir, "pipeline.yaml")
-    exe = os.path.join(args.bin, "sam3d-gs-decode")
-    if not os.access(exe, os.X_OK):
-        print(f"error: {exe} not built (HINT: make CUDA_ARCH=90 {exe})", file=sys.stderr)
+    torch = plugin_util.start(args, "sam3d-gs-decode")
+    if torch is None:
         return 2
-    os.makedirs(args.work, exist_ok=True)
-    os.makedirs(args.out, exist_ok=True)
-    rs.setup_env(args.device)
-    refutil.add_ref_paths(s3d=args.s3d)
-    import torch
     from sam3d_objects.model.backbone.tdfy_dit.modules.sparse.attention import windowed_attn as wa
     dev = torch.device(args.device)
     name = "slat_decoder_gs.yaml" if args.gaussians == 32 else "slat_decoder_gs_4.yaml"
