@@ -15,6 +15,9 @@
  * 5. fp16 on the host against fp32.
  * 6. GPU (skipped without one): CUDA fp32 / fp16 against the CPU fp32
  *    outputs; the CUDA head transform against the CPU one, saturation included.
+ * 7. The activation plan at the released size (no weights needed): per voxel
+ *    the token stream and the attention phase's qkv + LN/attention output,
+ *    everything else inside them, beside the geometry (README "Memory").
  */
 #include "harness.h"
 #include "arena.h"
@@ -413,6 +416,56 @@ static void test_gpu(const struct outs *cpu)
     }
 }
 
+/* 7. gsdec_act_bytes at the released configuration (slat_decoder_gs.yaml: C 768, 12 heads,
+ * 12 blocks, MLP 3072, latent 8; G 32) on the device: the geometry + the (N, C) token stream
+ * + the larger of the trunk's region at its attention phase, qkv (N, 3C) + LN / attention
+ * output (N, C) in the GEMM dtype, and one fp32 head chunk of min(N, GSD_HEAD_ROWS) voxels
+ * (LN (n, C), out_layer (n, 14G), the five arrays (n G, 14)); the input layer's fp32
+ * (N, 8 + C) and the MLP row chunks fit inside the region. The head chunk is the larger
+ * only below ~9,000 voxels in fp16 (6,656 bytes a voxel against 6,144). */
+static size_t head_chunk_bytes(int64_t n, int64_t C, int64_t G)
+{
+    static const int K[5] = {3, 3, 1, 3, 4};
+    size_t b = arena_round((size_t)(n * C) * 4) + arena_round((size_t)(n * 14 * G) * 4);
+
+    for (int i = 0; i < 5; i++)
+        b += arena_round((size_t)(n * G * K[i]) * 4);
+    return b;
+}
+
+static void test_released_plan(void)
+{
+    static const int64_t NS[3] = {4096, 30000, 42000};
+    const int64_t C = 768;
+
+    for (int d = 0; d < 2; d++) {
+        enum dtype gd = d ? DTYPE_F32 : DTYPE_F16;
+        struct gsdec_model m;
+        memset(&m, 0, sizeof(m));
+        m.trunk.cfg = (struct slatdec_config){.dim = (int)C, .heads = 12, .depth = 12,
+                                              .mlp = 3072, .in_ch = 8};
+        m.trunk.gemm_dt = gd;
+        m.trunk.device = m.device = DEVICE_CUDA;
+        m.G = 32;
+        for (int i = 0; i < 3; i++) {
+            int64_t n = NS[i];
+            size_t es = dtype_size(gd), got = gsdec_act_bytes(&m, n);
+            size_t attn = arena_round((size_t)(n * 3 * C) * es) +
+                          arena_round((size_t)(n * C) * es);
+            size_t head = head_chunk_bytes(n < GSD_HEAD_ROWS ? n : GSD_HEAD_ROWS, C, m.G);
+            size_t want = slatdec_geom_bytes(n) + arena_round((size_t)(n * C) * es) +
+                          (attn > head ? attn : head);
+            CHECK(got == want, "released plan, %s, N = %lld: %zu bytes, expected %zu (geometry "
+                  "%zu + stream + max(attention phase %zu, head chunk %zu))", dtype_name(gd),
+                  (long long)n, got, want, slatdec_geom_bytes(n), attn, head);
+            printf("released plan, %s trunk, N = %lld: activations %.1f MB (geometry %.1f, "
+                   "stream %.1f, attention phase %.1f, head chunk %.1f)\n", dtype_name(gd),
+                   (long long)n, got / 1e6, slatdec_geom_bytes(n) / 1e6,
+                   (double)(n * C * es) / 1e6, attn / 1e6, head / 1e6);
+        }
+    }
+}
+
 int main(void)
 {
     struct outs cpu[2];
@@ -423,6 +476,7 @@ int main(void)
         test_set(&SETS[s], &cpu[s]);
     head_saturation(NULL, NULL, "cpu");
     test_bad();
+    test_released_plan();
     if (!s3d_cuda_available()) {
         const char *req = getenv("S3D_REQUIRE_GPU");
         CHECK(!(req && !strcmp(req, "1")), "S3D_REQUIRE_GPU=1 but no CUDA device");
