@@ -6,7 +6,12 @@
 #   2. full-size parity, time and memory against the official decoder
 #      (tools/ref/plugin_gs_decode.py): G = 32, ~30k voxels, fp16 and fp32, then G = 4 fp16;
 #      with SLAT (a slat_flow.safetensors of the official chain, e.g. $E2E/slat_flow.safetensors
-#      of tools/gpu/e2e_full.sh: 'coords' + 'slat_feats') also on that real latent.
+#      of tools/gpu/e2e_full.sh: 'coords' + 'slat_feats') also on that real latent. Each
+#      run's summary splits our driver-measured peak: what the driver held before the stage's
+#      first allocation (the CUDA context), the arenas (weights, activations, workspace), the
+#      rest (cuBLASLt handle and kernels);
+#   0. first, on the idle GPU, when $S3D_BIN/dev/ctx_probe was carried (kernels/dev/ctx_probe.cu,
+#      when built): where a stage's device memory goes before its arenas, step by step.
 # Everything goes to OUT (logs, gs_decode_results.json, gs_decode_summary.txt per run).
 #
 # Needs, carried with the call: the binaries in $S3D_BIN (default build; build/ is ~100 MB with
@@ -32,6 +37,13 @@ mkdir -p "$OUT"
 full_setup "$OUT" || exit 1
 fail=0
 
+# 0. the context's share (before anything else runs on the GPU)
+if [ -x "$BIN/dev/ctx_probe" ]; then
+    timeout 60 "$BIN/dev/ctx_probe" 2>&1 | tee "$OUT/ctx_probe.txt"
+else
+    echo "note: $BIN/dev/ctx_probe not carried: the context's share is only in the plugin summary"
+fi
+
 # 1. tests
 full_tests "$OUT" "$BIN" 300 test_op_window test_op_attention test_slat_dec test_gs_decode ||
     fail=1
@@ -54,6 +66,7 @@ plugin() {  # plugin NAME ARGS...
 }
 plugin g32 --gaussians 32 --voxels 30000 --precisions fp16,fp32 --time 10 --repeat 10
 plugin g4 --gaussians 4 --voxels 30000 --precisions fp16 --time 10 --repeat 10
-[ -n "$SLAT" ] && plugin chain --gaussians 32 --slat "$SLAT" --precisions fp16,fp32 --time 10 --repeat 10
+[ -n "$SLAT" ] && plugin chain --gaussians 32 --slat "$SLAT" --precisions fp16,fp32 --time 10 \
+    --repeat 10
 echo "gs_decode_full: $([ $fail = 0 ] && echo PASS || echo FAIL)"
 exit $fail

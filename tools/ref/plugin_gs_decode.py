@@ -248,6 +248,22 @@ def ours(args, ckpt, prec, coords, feats, work):
     return o, log + ("\n" + logs[1] if len(logs) > 1 else ""), med, peak, first_pid
 
 
+def memory_split(log, driver_peak):
+    """Where a stage process's driver-counted peak goes, from its memory line
+    (common/stage_rt.c): {driver_peak, since_start, context, weights, activations, workspace,
+    other} in MiB (context: what the driver held for the process before its first allocation:
+    peak - since start; other: since start - the arenas)."""
+    num = {k: log_number(log, rx) for k, rx in (
+        ("since_start", r"\(\+([0-9.]+) since the stage started"),
+        ("weights", r"arenas: weights ([0-9.]+)"),
+        ("activations", r"activations high-water ([0-9.]+)"),
+        ("workspace", r"workspace ([0-9.]+)\)"))}
+    num["driver_peak"] = driver_peak
+    num["context"] = driver_peak - num["since_start"]
+    num["other"] = num["since_start"] - num["weights"] - num["activations"] - num["workspace"]
+    return num
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -340,7 +356,8 @@ def main(argv=None):
                       "official_with_arrays_ms": tm["with_arrays_ms"],
                       "official_peak_bytes": opeak, "official_attention": notes[prec],
                       "official_driver_peak_mib": odrv, "ours_median_ms": ms,
-                      "ours_arena_peak_mib": apeak, "ours_driver_peak_mib": mem.mib(pid)})
+                      "ours_arena_peak_mib": apeak, "ours_driver_peak_mib": mem.mib(pid),
+                      "ours_memory": memory_split(log, mem.mib(pid))})
             with open(os.path.join(args.out, f"gs_decode_ours_{prec}.log"), "w") as f:
                 f.write(log)
             if o is None:
@@ -390,6 +407,15 @@ def main(argv=None):
         lines.append(f"| sam3d-gs-decode (partition to host arrays) | {prec} | {N} | "
                      f"{r['ours_median_ms']:.2f} | {r.get('ours_tflops', float('nan')):.1f} | "
                      f"{r['ours_arena_peak_mib']:.0f} MiB | {r['ours_driver_peak_mib']} MiB |")
+    for prec, r in results["precisions"].items():
+        m = r.get("ours_memory")
+        if m:
+            lines.append(f"memory of sam3d-gs-decode, {prec}: driver peak {m['driver_peak']} MiB = "
+                         f"{m['context']:.0f} MiB there before the stage's first allocation (CUDA "
+                         f"context: the stack reserve, module images) + {m['since_start']:.0f} "
+                         f"MiB since (arenas: weights {m['weights']:.1f} + activations "
+                         f"{m['activations']:.1f} + workspace {m['workspace']:.1f}; the rest: "
+                         f"cuBLASLt handle and kernels, {m['other']:.0f} MiB)")
     lines += [f"official attention, {p}: {n}" for p, n in notes.items()]
     lines.append(f"\n{'PASS' if not fails else f'FAIL ({fails})'}")
     print("\n".join(lines))
