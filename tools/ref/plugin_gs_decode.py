@@ -409,7 +409,7 @@ def main(argv=None):
                      f"{r['ours_arena_peak_mib']:.0f} MiB | {r['ours_driver_peak_mib']} MiB |")
     for prec, r in results["precisions"].items():
         m = r.get("ours_memory")
-        if m:
+        if m and m["since_start"] == m["since_start"]:         # CUDA runs only
             lines.append(f"memory of sam3d-gs-decode, {prec}: driver peak {m['driver_peak']} MiB = "
                          f"{m['context']:.0f} MiB there before the stage's first allocation (CUDA "
                          f"context: the stack reserve, module images) + {m['since_start']:.0f} "
