@@ -25,7 +25,8 @@ Per case and precision, on the same latent and checkpoint:
     compile_model wraps it in torch.compile(max-autotune); not timed here), then the official
     argwhere / prune / downsample on the device; --time forwards timed with CUDA events after
     2 warm-ups, torch's peak allocation;
-  ours: sam3d-ss-decode --once (keep_logits, repeat=--repeat: its median, its memory line),
+  ours: sam3d-ss-decode --once (keep_logits, repeat=--repeat: its median of the forward from
+    the host latent to the host logits, uploads and downloads included; its memory line),
     then once more with S3D_PROFILE=1 (per-op table).
   compared: logits relative L2 (<= 1e-2 fp16 issue 10, <= 1e-3 fp32); occupied voxels
     (coords_original) IoU >= 0.99; our pruned + downsampled coords equal to the official
@@ -361,8 +362,9 @@ def summary(r):
                 L.append(f"| {name} {k.replace('_', ' ')} | fp16 | {v['logits_rel']:.2e} | | "
                          f"{v['occupied_iou']:.5f} | | - / {v['coords_iou']:.5f} |")
     L += ["", "performance (docs/performance.md): | case | precision | official forward ms "
-          "(+ post) | ours forward ms (+ post) | speed-up | official torch peak | official driver "
-          "peak (process) | ours arenas | ours driver peak (process) |"]
+          "(+ post) | ours forward ms, latent upload + logits download included (+ post) | "
+          "speed-up | official torch peak | official driver peak (process) | ours arenas | "
+          "ours driver peak (process) |"]
     for name, c in r["cases"].items():
         for p, q in c["precisions"].items():
             o = med(q["official_forward_ms"])
