@@ -9,7 +9,7 @@
 full_setup() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || return 1
-    export PYTHONPATH=/tmp/site
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     # shellcheck disable=SC1091
     . tools/gpu/device_env.sh
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
