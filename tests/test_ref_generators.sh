@@ -12,8 +12,8 @@
 #     installed;
 #  3. when the reference checkout (.ref/sam-3d-objects) and the python deps are present, the
 #     gs_4 and mesh fixtures are regenerated from the official code and must match the
-#     committed ones (all, plus the reduced-mode end-to-end chain, with S3D_REF_REGEN=1;
-#     several minutes).
+#     committed ones (all, plus the reduced-mode end-to-end chain and the golden tiny chain
+#     tests/fixtures/chain_tiny of test_chain_golden.sh, with S3D_REF_REGEN=1; several minutes).
 # Needs python3 with torch and safetensors; skipped (77) without them.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -199,6 +199,32 @@ e2e_chain() {   # reduced-mode chain; each stage's input is the previous stage's
         { tail -20 "$tmp/e2e.log"; return 1; }
     python3 tools/ref/check_e2e_chain.py "$tmp/e2e" --bin build --device cpu --precision fp32
 }
+chain_golden() {   # tests/fixtures/chain_tiny (test_chain_golden.sh's golden) regenerated from
+                   # the official code: every tensor equal, the counts of meta.json the same
+    python3 tools/ref/dump_chain_golden.py --out "$tmp/chain" >"$tmp/chain.log" 2>&1 ||
+        { tail -20 "$tmp/chain.log"; return 1; }
+    python3 - tests/fixtures/chain_tiny "$tmp/chain" <<'PY'
+import json, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = sys.argv[1:3]
+bad = 0
+for f in sorted(os.listdir(a)):
+    if f.endswith(".safetensors"):
+        ta, tb = load_file(os.path.join(a, f)), load_file(os.path.join(b, f))
+        same = ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
+    elif f == "meta.json":
+        ma, mb = (json.load(open(os.path.join(d, f))) for d in (a, b))
+        drop = ("torch", "s3d_commit")
+        same = {k: v for k, v in ma.items() if k not in drop} == \
+               {k: v for k, v in mb.items() if k not in drop}
+    else:
+        continue
+    print(("ok   " if same else "FAIL ") + f + " regenerated from the official code")
+    bad |= not same
+sys.exit(bad)
+PY
+}
 if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pytorch, plyfile, easydict" 2>/dev/null; then
     check "regenerated gs_4 fixture matches (official code)" \
         regen tests/fixtures/gs_decoder_tiny/g4 tools/ref/dump_gs_decoder.py --size tiny --gaussians 4
@@ -220,6 +246,7 @@ if [ -d .ref/sam-3d-objects ] && python3 -c "import hydra, omegaconf, spconv.pyt
         rm -rf "$tmp/regen"
         check "regenerated slat_flow fixture matches" regen tests/fixtures/slat_flow_tiny tools/ref/dump_slat_flow.py --size tiny
         check "e2e chain (tiny, CPU) runs and its artifacts chain" e2e_chain
+        check "regenerated golden tiny chain (chain_tiny) equals the committed one" chain_golden
     fi
 else
     echo "skip regeneration: .ref/sam-3d-objects or hydra/spconv/plyfile/easydict missing"

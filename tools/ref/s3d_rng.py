@@ -9,6 +9,10 @@ seeded run's bit for bit.
 
   normal(seed, n) -> list of n floats (float32 values)
   normal_bytes(seed, n) -> the same as little-endian float32 bytes
+  subset(seed, m, k) -> the k of range(m) sam3d-ss-decode keeps when more than max_coords = k
+                        voxels remain after downsampling (stages/ss_decode_net/ssdec_post.c:
+                        a Fisher-Yates shuffle of the first k places by splitmix64 steps from
+                        param `seed`), ascending
   python3 tools/ref/s3d_rng.py SEED N    prints the first N values
 """
 import math
@@ -18,14 +22,19 @@ import sys
 M64 = (1 << 64) - 1
 
 
+def _splitmix64(sm):
+    """One splitmix64 step: (new state, output)."""
+    sm = (sm + 0x9e3779b97f4a7c15) & M64
+    z = ((sm ^ (sm >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return sm, z ^ (z >> 31)
+
+
 def _state(seed):
     sm, st = seed & M64, []
     for _ in range(4):
-        sm = (sm + 0x9e3779b97f4a7c15) & M64
-        z = sm
-        z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
-        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
-        st.append(z ^ (z >> 31))
+        sm, z = _splitmix64(sm)
+        st.append(z)
     return st
 
 
@@ -56,6 +65,15 @@ def normal_bytes(seed, n):
         if i + 1 < n:
             out += pack(rad * math.sin(a))
     return bytes(out)
+
+
+def subset(seed, m, k):
+    idx, sm = list(range(m)), seed & M64
+    for i in range(min(k, m)):
+        sm, z = _splitmix64(sm)
+        j = i + z % (m - i)
+        idx[i], idx[j] = idx[j], idx[i]
+    return sorted(idx[:k])
 
 
 def normal(seed, n):
