@@ -52,6 +52,9 @@ int meshdec_bind(struct meshdec_model *m, struct weights *w, enum device dev, en
     memset(m, 0, sizeof(*m));
     m->ct = ct;
     m->device = dev;
+    const char *sc = getenv("S3D_MESH_SUBCONV");
+    m->sub_parents = sc && !strcmp(sc, "parents") ? true
+                     : sc && !strcmp(sc, "taps") ? false : dev == DEVICE_CUDA;
     a0 = weights_find(w, "upsample.0.act_layers.0.weight");
     c0 = weights_find(w, "upsample.0.out_layers.0.conv.weight");
     c1 = weights_find(w, "upsample.1.out_layers.0.conv.weight");
@@ -134,9 +137,10 @@ int meshdec_load(struct meshdec_model *m, const char *path, enum device dev, enu
     if ((rc = weights_load_arena(&w, &m->weights, dev)))
         goto out_close;
     meshdec_bind_finish(m, &w);
-    log_info("mesh_decode: %s: trunk %d wide, %d blocks; head %d -> %d -> %d -> %d channels; "
-             "%.1f MB of %s weights on %s", w.ck.path, t->dim, t->depth, m->C, m->C1, m->C2,
-             FC_CH, (double)m->weights.used / 1e6, dtype_name(ct), dev == DEVICE_CUDA ? "cuda" : "cpu");
+    log_info("mesh_decode: %s: trunk %d wide, %d blocks; head %d -> %d -> %d -> %d channels "
+             "(subdivided convs over the %s); %.1f MB of %s weights on %s", w.ck.path, t->dim,
+             t->depth, m->C, m->C1, m->C2, FC_CH, m->sub_parents ? "parents" : "27 child taps",
+             (double)m->weights.used / 1e6, dtype_name(ct), dev == DEVICE_CUDA ? "cuda" : "cpu");
 out_close:
     weights_close(&w);
     return rc;
@@ -385,6 +389,34 @@ static void conv_sub(const struct op_ctx *ctx, struct arena *act, struct tensor 
     arena_release(act, mk);
 }
 
+/* wp (8 Cout, 3, 3, 3, Cin), bp (8 Cout): u's conv #1 over the parents
+ * (mdk_subconv_weight), taken from act and built when act is not a plan. */
+static void subconv_weights(const struct meshdec_model *m, const struct op_ctx *ctx,
+                            struct arena *act, const struct meshdec_sub *u, struct tensor *wp,
+                            struct tensor *bp)
+{
+    *wp = arena_tensor(act, m->ct, SHAPE(8 * u->cout, 3, 3, 3, u->cin));
+    *bp = arena_tensor(act, m->ct, SHAPE(8 * u->cout));
+    if (!act->plan)
+        mdk_subconv_weight(ctx, wp, bp, &u->conv1_w, &u->conv1_b);
+}
+
+/* y (8 P, Cout) = conv3 of the subdivided x (the children of x's rows) at the
+ * children of the P parents whose map into x's rows is nbr (P, 27): one
+ * op_sparse_conv3 with y viewed as (P, 8 Cout) and subconv_weights' wp/bp. */
+static void conv_parents(const struct op_ctx *ctx, struct arena *act, struct tensor *y,
+                         const struct tensor *x, const struct tensor *wp, const struct tensor *bp,
+                         const struct tensor *nbr)
+{
+    plan_scratch(act, MDEC_CONV_SCRATCH);
+    if (act->plan)
+        return;
+    ASSERT(y->shape[0] % 8 == 0);
+    struct tensor yv = tensor_view(y->data, y->dtype, y->device,
+                                   SHAPE(y->shape[0] / 8, 8 * y->shape[1]));
+    op_sparse_conv3(ctx, act, &yv, x, wp, bp, nbr);
+}
+
 /* The head on act: a real arena (the ops run, into fc) or a planning arena
  * (the same allocations without ops: its high_water is what the run takes).
  * h0 is act's last allocation; act is released to h0's start on return. */
@@ -423,8 +455,16 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         tap(ctx, tp->act0, &x0);
     }
     struct tensor c0 = arena_tensor(act, ct, SHAPE(8 * N, C1));
-    conv_sub(ctx, act, &c0, &x0, &u0->conv1_w, &u0->conv1_b, &g->nbr0, NULL, 0, MDK_PARENT,
-             NULL, sub);
+    if (m->sub_parents) {           /* its weights only while it runs */
+        size_t mk = arena_mark(act);
+        struct tensor wp0, bp0;
+        subconv_weights(m, ctx, act, u0, &wp0, &bp0);
+        conv_parents(ctx, act, &c0, &x0, &wp0, &bp0, &g->nbr0);
+        arena_release(act, mk);
+    } else {
+        conv_sub(ctx, act, &c0, &x0, &u0->conv1_w, &u0->conv1_b, &g->nbr0, NULL, 0, MDK_PARENT,
+                 NULL, sub);
+    }
     plan_scratch(act, gn_scratch);
     if (run) {
         tap(ctx, tp->conv01, &c0);
@@ -460,6 +500,11 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         tap(ctx, tp->act1, &x1);
         op_zero(ctx, &acc);
     }
+    struct tensor wp1 = {0}, bp1 = {0}, map1 = {0};
+    if (m->sub_parents) {           /* conv #1's weights and a table's parent map */
+        subconv_weights(m, ctx, act, u1, &wp1, &bp1);
+        map1 = arena_tensor(act, DTYPE_I32, SHAPE(8 * P->max_l, SPARSE_K3));
+    }
     struct tensor c1 = arena_tensor(act, ct, SHAPE(64 * P->max_l, C2));     /* a chunk's table */
     struct tensor o1 = arena_tensor(act, ct, SHAPE(64 * P->max_c, C2));     /* its conv #2 output */
     struct tensor y32 = arena_tensor(act, DTYPE_F32, SHAPE(sub, C2));
@@ -470,8 +515,13 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
     for (int k = 0; k < P->n; k++) {
         int64_t nr = 64 * (P->c1[k] - P->c0[k]);
         struct tensor ck = tensor_slice(&c1, 0, 0, nr);
-        conv_sub(ctx, act, &ck, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, NULL,
-                 64 * P->c0[k], MDK_PARENT, NULL, sub);
+        if (m->sub_parents) {       /* the chunk's level-1 rows are parents 8 c0 .. 8 c1 */
+            struct tensor nb = run ? tensor_slice(&g->nbr1, 0, 8 * P->c0[k], nr / 8) : g->nbr1;
+            conv_parents(ctx, act, &ck, &x1, &wp1, &bp1, &nb);
+        } else {
+            conv_sub(ctx, act, &ck, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, NULL,
+                     64 * P->c0[k], MDK_PARENT, NULL, sub);
+        }
         plan_scratch(act, gn_scratch);
         if (!run)
             break;
@@ -487,8 +537,15 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
         struct tensor units = run ? tensor_slice(&g->list, 0, P->off[k], nl)
                                   : tensor_view(NULL, DTYPE_I32, m->device, SHAPE(nl));
         struct tensor cl = tensor_slice(&c1, 0, 0, 64 * nl), oc = tensor_slice(&o1, 0, 0, 64 * nc);
-        conv_sub(ctx, act, &cl, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, &units, 0,
-                 MDK_PARENT, NULL, sub);
+        if (m->sub_parents) {       /* parents 8 v + j of the table's voxels v: nbr1's rows */
+            struct tensor mk1 = run ? tensor_slice(&map1, 0, 0, 8 * nl) : map1;
+            if (run)
+                mdk_nbr_sub(ctx, &mk1, &g->nbr0, &units, 8, 0, MDK_CHILD, NULL);
+            conv_parents(ctx, act, &cl, &x1, &wp1, &bp1, &mk1);
+        } else {
+            conv_sub(ctx, act, &cl, &x1, &u1->conv1_w, &u1->conv1_b, &g->nbr1, &units, 0,
+                     MDK_PARENT, NULL, sub);
+        }
         plan_scratch(act, gn_scratch);
         if (run) {
             op_sparse_groupnorm_apply(ctx, act, &cl, &cl, &acc, MDEC_GROUPS, &u1->gn_w, &u1->gn_b,

@@ -17,7 +17,8 @@
  *   upsample.1 on that at 2 res:          the same to 64N at 4 res                  (64N, C2)
  *   out_layer: fp32 Linear(C2 -> 101) of the block output cast to fp32             (64N, 101)
  * Subdivided inputs are never materialised: a conv on subdivide(h) reads the
- * parent rows (meshdec_kern.h MDK_PARENT maps), and skip1x1(subdivide(x)) is
+ * parent rows (meshdec_kern.h MDK_PARENT maps; on CUDA a conv over the parents
+ * with rewritten weights, mdk_subconv_weight), and skip1x1(subdivide(x)) is
  * one row per parent added to its 8 children.
  *
  * The 64N level, streamed (the GroupNorm between its two convs needs the
@@ -80,6 +81,13 @@ struct meshdec_model {
     enum dtype          ct;         /* F16 or F32 */
     enum device         device;
     struct meshdec_sub  up[2];
+    /* conv #1 of each subdivide block (on the subdivided input) as a conv over
+     * the parents with rewritten weights (mdk_subconv_weight, built per request
+     * in the activation arena): the default on CUDA (8x less gathered and an
+     * 8x wider GEMM); the 27 child taps through derived maps on the CPU (the
+     * reference's sums, bit for bit). Env S3D_MESH_SUBCONV=taps|parents at
+     * load overrides either. */
+    bool                sub_parents;
     struct tensor       out_w;      /* (101, C2) F32: out_layer */
     struct tensor       out_b;      /* (101) F32 */
     struct arena        weights;

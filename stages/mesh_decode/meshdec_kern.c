@@ -46,6 +46,52 @@ void mdk_loc_cpu(struct tensor *loc, const struct tensor *units, bool set)
     }
 }
 
+void mdk_subconv_check(const struct tensor *wp, const struct tensor *bp, const struct tensor *w,
+                          const struct tensor *b, enum device dev, int64_t *Cout, int64_t *Cin)
+{
+    op_check_dense("mdk_subconv_weight.wp", wp, dev);
+    op_check_dense("mdk_subconv_weight.bp", bp, dev);
+    op_check_dense("mdk_subconv_weight.w", w, dev);
+    op_check_dense("mdk_subconv_weight.b", b, dev);
+    ASSERT(w->ndim == 5 && wp->ndim == 5 && b->ndim == 1 && bp->ndim == 1);
+    *Cout = w->shape[0];
+    *Cin = w->shape[4];
+    ASSERT(w->shape[1] == 3 && w->shape[2] == 3 && w->shape[3] == 3 && b->shape[0] == *Cout);
+    ASSERT(wp->shape[0] == 8 * *Cout && wp->shape[1] == 3 && wp->shape[2] == 3 &&
+           wp->shape[3] == 3 && wp->shape[4] == *Cin && bp->shape[0] == 8 * *Cout);
+    ASSERT(w->dtype == wp->dtype && b->dtype == w->dtype && bp->dtype == w->dtype &&
+           (w->dtype == DTYPE_F32 || w->dtype == DTYPE_F16));
+}
+
+void mdk_subconv_weight_cpu(struct tensor *wp, struct tensor *bp, const struct tensor *w,
+                            const struct tensor *b)
+{
+    int64_t Cout, Cin;
+
+    mdk_subconv_check(wp, bp, w, b, DEVICE_HOST, &Cout, &Cin);
+    for (int64_t row = 0; row < 8 * Cout; row++) {
+        int k = (int)(row / Cout);
+        int64_t o = row % Cout;
+        dtype_set(bp->data, bp->dtype, (size_t)row, dtype_get(b->data, b->dtype, (size_t)o));
+        for (int s = 0; s < SPARSE_K3; s++) {
+            int lo[3], hi[3];
+            for (int a = 0; a < 3; a++)
+                mdk_sub_taps(k >> (2 - a) & 1, a == 0 ? s / 9 : a == 1 ? s / 3 % 3 : s % 3,
+                             &lo[a], &hi[a]);
+            for (int64_t ci = 0; ci < Cin; ci++) {
+                double sum = 0;
+                for (int r0 = lo[0]; r0 <= hi[0]; r0++)
+                    for (int r1 = lo[1]; r1 <= hi[1]; r1++)
+                        for (int r2 = lo[2]; r2 <= hi[2]; r2++)
+                            sum += dtype_get(w->data, w->dtype,
+                                             (size_t)((o * SPARSE_K3 + r0 * 9 + r1 * 3 + r2) *
+                                                      Cin + ci));
+                dtype_set(wp->data, wp->dtype, (size_t)((row * SPARSE_K3 + s) * Cin + ci), sum);
+            }
+        }
+    }
+}
+
 void mdk_add_parent_cpu(struct tensor *y, const struct tensor *a, const struct tensor *p,
                         int64_t row0)
 {

@@ -2,7 +2,8 @@
  * meshdec_kern.h - the mesh decoder's own small ops around the sparse family
  * (kernels/ops_sparse.h): neighbour maps of a subdivided site set derived from
  * the parent set's map (no hash at 128^3 / 256^3), a per-chunk row -> slot map,
- * and the subdivide block's residual add with a per-parent skip.
+ * the subdivide block's residual add with a per-parent skip, and the weights of
+ * a conv on a subdivided input rewritten as a conv over the parents.
  * CPU: meshdec_kern.c (the reference); CUDA: meshdec_kern_cuda.cu; tests in
  * tests/test_mesh_decode.c (CPU against op_sparse_nbr on subdivided coords,
  * CUDA against the CPU).
@@ -76,6 +77,43 @@ MDK_HD int32_t mdk_nbr_entry(const int32_t *parent, int64_t row, int r, int mode
     return slot < 0 ? -1 : (int32_t)((int64_t)G * slot + g % G);
 }
 
+/* The child taps r_a (0..2, offset r_a - 1) of axis a that land in parent tap
+ * s_a (0..2, offset s_a - 1) for child bit b: [lo, hi], empty when lo > hi
+ * (mdk_nbr_entry's t = b + r_a + 1, s_a = t / 2). */
+MDK_HD void mdk_sub_taps(int b, int s, int *lo, int *hi)
+{
+    *lo = 2 * s - b - 1;
+    *hi = 2 * s - b;
+    if (*lo < 0)
+        *lo = 0;
+    if (*hi > 2)
+        *hi = 2;
+}
+
+/* A submanifold conv3 of a subdivided input as a conv3 over the parents.
+ * Every child copies its parent and has a neighbour exactly where its
+ * neighbour's parent exists, so child k = 4 bx + 2 by + bz of parent p reads,
+ * through its 27 taps, only the parents p + s - 1 of the 8 parent taps s with
+ * mdk_sub_taps(b_a, s_a) non-empty on each axis: conv3(subdivide(x), w, b)
+ * (8P, Cout) is, viewed as (P, 8 Cout), op_sparse_conv3 over the parent set's
+ * own map with
+ *     wp[k Cout + o, s0, s1, s2, ci] = sum of w[o, r0, r1, r2, ci] over
+ *                                      r_a in mdk_sub_taps(b_a, s_a), r in order
+ *     bp[k Cout + o]                 = b[o]
+ * (the 19 other parent taps of class k zero): 8x fewer gathered rows and an
+ * 8x wider GEMM than the 27 child taps, the same dense-equivalent FLOPs. Sums
+ * in double, one rounding to wp's dtype (F32 or F16: for F16 the double sum of
+ * at most 8 terms is exact, so the bits are those of the exact sum, rounded
+ * once). w (Cout, 3, 3, 3, Cin), b (Cout), wp (8 Cout, 3, 3, 3, Cin), bp
+ * (8 Cout), one dtype, on one device. */
+void mdk_subconv_weight_cpu(struct tensor *wp, struct tensor *bp, const struct tensor *w,
+                            const struct tensor *b);
+void mdk_subconv_weight_cuda(const struct op_ctx *ctx, struct tensor *wp, struct tensor *bp,
+                             const struct tensor *w, const struct tensor *b);
+/* ASSERT mdk_subconv_weight's shapes and dtypes (F32 or F16) on dev; Cout, Cin out. */
+void mdk_subconv_check(const struct tensor *wp, const struct tensor *bp, const struct tensor *w,
+                       const struct tensor *b, enum device dev, int64_t *Cout, int64_t *Cin);
+
 /* loc[units[j]] = j for j < n (set), or = -1 (clear); loc (M) I32, units (n) I32. */
 void mdk_loc_cpu(struct tensor *loc, const struct tensor *units, bool set);
 void mdk_loc_cuda(const struct op_ctx *ctx, struct tensor *loc, const struct tensor *units,
@@ -113,6 +151,16 @@ static inline void mdk_loc(const struct op_ctx *ctx, struct tensor *loc,
         mdk_loc_cuda(ctx, loc, units, set);
     else
         mdk_loc_cpu(loc, units, set);
+}
+
+static inline void mdk_subconv_weight(const struct op_ctx *ctx, struct tensor *wp,
+                                      struct tensor *bp, const struct tensor *w,
+                                      const struct tensor *b)
+{
+    if (wp->device == DEVICE_CUDA)
+        mdk_subconv_weight_cuda(ctx, wp, bp, w, b);
+    else
+        mdk_subconv_weight_cpu(wp, bp, w, b);
 }
 
 static inline void mdk_add_parent(const struct op_ctx *ctx, struct tensor *y,

@@ -62,6 +62,59 @@ void mdk_loc_cuda(const struct op_ctx *ctx, struct tensor *loc, const struct ten
     op_done(ctx, "mdk_loc");
 }
 
+static __device__ __forceinline__ void f64_store(float *p, double v) { *p = (float)v; }
+static __device__ __forceinline__ void f64_store(__half *p, double v) { *p = __double2half(v); }
+
+/* one thread per wp element (row, s, ci); the CPU's loop order and sums */
+template <typename T>
+static __global__ void subconv_weight_kernel(T *wp, T *bp, const T *w, const T *b, int64_t Cout,
+                                             int64_t Cin)
+{
+    int64_t n = 8 * Cout * SPARSE_K3 * Cin;
+
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t ci = e % Cin, rs = e / Cin, row = rs / SPARSE_K3;
+        int s = (int)(rs - row * SPARSE_K3), k = (int)(row / Cout);
+        int64_t o = row - k * Cout;
+        int lo[3], hi[3];
+        mdk_sub_taps(k >> 2 & 1, s / 9, &lo[0], &hi[0]);
+        mdk_sub_taps(k >> 1 & 1, s / 3 % 3, &lo[1], &hi[1]);
+        mdk_sub_taps(k & 1, s % 3, &lo[2], &hi[2]);
+        double sum = 0;
+        for (int r0 = lo[0]; r0 <= hi[0]; r0++)
+            for (int r1 = lo[1]; r1 <= hi[1]; r1++)
+                for (int r2 = lo[2]; r2 <= hi[2]; r2++)
+                    sum = __dadd_rn(sum, (double)to_f32(
+                                             w[(o * SPARSE_K3 + r0 * 9 + r1 * 3 + r2) * Cin + ci]));
+        f64_store(&wp[e], sum);
+        if (s == 0 && ci == 0)
+            bp[row] = b[o];
+    }
+}
+
+void mdk_subconv_weight_cuda(const struct op_ctx *ctx, struct tensor *wp, struct tensor *bp,
+                             const struct tensor *w, const struct tensor *b)
+{
+    int64_t Cout, Cin;
+    mdk_subconv_check(wp, bp, w, b, DEVICE_CUDA, &Cout, &Cin);
+    int64_t n = 8 * Cout * SPARSE_K3 * Cin;
+    if (n == 0)
+        return;
+    if (w->dtype == DTYPE_F32)
+        subconv_weight_kernel<float><<<grid_for(n, MDK_THREADS), MDK_THREADS, 0, ctx->stream>>>(
+            (float *)wp->data, (float *)bp->data, (const float *)w->data,
+            (const float *)b->data, Cout, Cin);
+    else if (w->dtype == DTYPE_F16)
+        subconv_weight_kernel<__half><<<grid_for(n, MDK_THREADS), MDK_THREADS, 0, ctx->stream>>>(
+            (__half *)wp->data, (__half *)bp->data, (const __half *)w->data,
+            (const __half *)b->data, Cout, Cin);
+    else
+        ASSERT(!"mdk_subconv_weight: F32 or F16 weights");
+    CUDA_CHECK(cudaGetLastError());
+    op_done(ctx, "mdk_subconv_weight");
+}
+
 template <typename T, typename Ty>
 static __global__ void add_parent_kernel(Ty *y, const T *a, const T *p, int64_t rows, int64_t C,
                                          int64_t row0)
