@@ -286,6 +286,111 @@ static void test_kern(const struct ckpt *r)
     free(n0), free(sc), free(n1), free(d1), free(dp), free(dl), free(loc), free(units);
 }
 
+static float *fbuf(int64_t n)
+{
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    ASSERT(p);
+    return p;
+}
+
+/* mdk_subconv_weight: mdk_sub_taps against its definition; the conv over the parents with
+ * the rewritten weights against the 27-tap conv of the subdivided input (op_sparse_conv3_cpu
+ * through the derived parent map), fp32 and fp16 weights; with a GPU the CUDA weights bit
+ * for bit against the CPU's. */
+static void test_subconv(const struct ckpt *r)
+{
+    int bad = 0;
+    for (int b = 0; b < 2; b++)
+        for (int s = 0; s < 3; s++) {
+            int lo, hi;
+            mdk_sub_taps(b, s, &lo, &hi);
+            for (int t = 0; t < 3; t++)
+                bad += ((b + t + 1) / 2 == s) != (t >= lo && t <= hi);
+        }
+    CHECK(bad == 0, "mdk_sub_taps: %d taps misplaced", bad);
+
+    struct tensor coords;
+    if (!ref(r, "coords", &coords))
+        return;
+    const int64_t N = coords.shape[0], Cin = 16, Cout = 8, nw = Cout * 27 * Cin;
+    int32_t *n0 = malloc(sizeof(int32_t) * N * 27), *mp = malloc(sizeof(int32_t) * 8 * N * 27);
+    float *x = fbuf(N * Cin), *w = fbuf(nw), *b = fbuf(Cout), *wp = fbuf(8 * nw);
+    float *bp = fbuf(8 * Cout), *y1 = fbuf(8 * N * Cout), *y2 = fbuf(8 * N * Cout);
+    uint32_t st = 12345;
+    float *fill[3] = {x, w, b};
+    int64_t len[3] = {N * Cin, nw, Cout};
+    for (int i = 0; i < 3; i++)
+        for (int64_t j = 0; j < len[i]; j++) {
+            st = st * 1664525u + 1013904223u;
+            fill[i][j] = (float)((st >> 8) / 16777216.0 * 2.0 - 1.0);
+        }
+    struct tensor t0 = tensor_view(n0, DTYPE_I32, DEVICE_HOST, SHAPE(N, 27));
+    struct tensor tm = tensor_view(mp, DTYPE_I32, DEVICE_HOST, SHAPE(8 * N, 27));
+    struct tensor tx = tensor_view(x, DTYPE_F32, DEVICE_HOST, SHAPE(N, Cin));
+    struct tensor tw = tensor_view(w, DTYPE_F32, DEVICE_HOST, SHAPE(Cout, 3, 3, 3, Cin));
+    struct tensor tb = tensor_view(b, DTYPE_F32, DEVICE_HOST, SHAPE(Cout));
+    struct tensor twp = tensor_view(wp, DTYPE_F32, DEVICE_HOST, SHAPE(8 * Cout, 3, 3, 3, Cin));
+    struct tensor tbp = tensor_view(bp, DTYPE_F32, DEVICE_HOST, SHAPE(8 * Cout));
+    struct tensor ty1 = tensor_view(y1, DTYPE_F32, DEVICE_HOST, SHAPE(8 * N, Cout));
+    struct tensor ty2 = tensor_view(y2, DTYPE_F32, DEVICE_HOST, SHAPE(N, 8 * Cout));
+    op_sparse_nbr_cpu(&t0, &coords);
+    mdk_nbr_sub_cpu(&tm, &t0, NULL, 8, 0, MDK_PARENT, NULL);
+    op_sparse_conv3_cpu(&ty1, &tx, &tw, &tb, &tm);
+    mdk_subconv_weight_cpu(&twp, &tbp, &tw, &tb);
+    op_sparse_conv3_cpu(&ty2, &tx, &twp, &tbp, &t0);
+    report_cmp("subconv over parents vs 27 taps f32", compare_f32(y2, y1, (size_t)(8 * N * Cout),
+                                                                  1e-5, 1e-5, 1e-12));
+    /* fp16 weights: the same conv on the fp16-rounded w */
+    uint16_t *w16 = malloc(2 * (size_t)nw), *b16 = malloc(2 * (size_t)Cout);
+    uint16_t *wp16 = malloc(16 * (size_t)nw), *bp16 = malloc(16 * (size_t)Cout);
+    dtype_convert(w16, DTYPE_F16, w, DTYPE_F32, (size_t)nw);
+    dtype_convert(b16, DTYPE_F16, b, DTYPE_F32, (size_t)Cout);
+    struct tensor hw = tensor_view(w16, DTYPE_F16, DEVICE_HOST, SHAPE(Cout, 3, 3, 3, Cin));
+    struct tensor hb = tensor_view(b16, DTYPE_F16, DEVICE_HOST, SHAPE(Cout));
+    struct tensor hwp = tensor_view(wp16, DTYPE_F16, DEVICE_HOST, SHAPE(8 * Cout, 3, 3, 3, Cin));
+    struct tensor hbp = tensor_view(bp16, DTYPE_F16, DEVICE_HOST, SHAPE(8 * Cout));
+    op_sparse_conv3_cpu(&ty1, &tx, &hw, &hb, &tm);
+    mdk_subconv_weight_cpu(&hwp, &hbp, &hw, &hb);
+    op_sparse_conv3_cpu(&ty2, &tx, &hwp, &hbp, &t0);
+    /* each rewritten weight rounded once to fp16: ~2^-12 of a sum of up to 8 taps */
+    report_cmp("subconv over parents vs 27 taps f16", compare_f32(y2, y1, (size_t)(8 * N * Cout),
+                                                                  -1, -1, 1e-6));
+
+    if (s3d_cuda_available()) {
+        struct arena a;
+        struct op_ctx ctx;
+        CHECK(arena_init(&a, ARENA_DEVICE, "subconv", (size_t)4 << 20) == 0);
+        CHECK(op_ctx_init(&ctx, NULL, 0) == 0);
+        const enum dtype dts[2] = {DTYPE_F32, DTYPE_F16};
+        const void *hws[2] = {w, w16}, *hbs[2] = {b, b16}, *want_w[2] = {wp, wp16};
+        const void *want_b[2] = {bp, bp16};
+        void *back = malloc(8 * (size_t)nw * 4);
+        for (int i = 0; i < 2; i++) {
+            size_t mk = arena_mark(&a), es = dtype_size(dts[i]);
+            struct tensor gw = arena_tensor(&a, dts[i], SHAPE(Cout, 3, 3, 3, Cin));
+            struct tensor gb = arena_tensor(&a, dts[i], SHAPE(Cout));
+            struct tensor gwp = arena_tensor(&a, dts[i], SHAPE(8 * Cout, 3, 3, 3, Cin));
+            struct tensor gbp = arena_tensor(&a, dts[i], SHAPE(8 * Cout));
+            CHECK(cudaMemcpy(gw.data, hws[i], (size_t)nw * es, cudaMemcpyHostToDevice) == 0);
+            CHECK(cudaMemcpy(gb.data, hbs[i], (size_t)Cout * es, cudaMemcpyHostToDevice) == 0);
+            mdk_subconv_weight_cuda(&ctx, &gwp, &gbp, &gw, &gb);
+            CHECK(cudaMemcpy(back, gwp.data, 8 * (size_t)nw * es, cudaMemcpyDeviceToHost) == 0);
+            bool same = !memcmp(back, want_w[i], 8 * (size_t)nw * es);
+            CHECK(cudaMemcpy(back, gbp.data, 8 * (size_t)Cout * es, cudaMemcpyDeviceToHost) == 0);
+            same &= !memcmp(back, want_b[i], 8 * (size_t)Cout * es);
+            printf("mdk_subconv_weight cuda vs cpu %s: %s\n", dtype_name(dts[i]),
+                   same ? "same" : "DIFFER");
+            CHECK(same);
+            arena_release(&a, mk);
+        }
+        free(back);
+        op_ctx_free(&ctx);
+        arena_free(&a);
+    }
+    free(n0), free(mp), free(x), free(w), free(b), free(wp), free(bp), free(y1), free(y2);
+    free(w16), free(b16), free(wp16), free(bp16);
+}
+
 // ----------------------------------------------------------------------------
 // FlexiCubes
 
@@ -406,13 +511,6 @@ static void test_hand(void)
 
 // ----------------------------------------------------------------------------
 // the decoder: trunk (stages/slat_dec_net) + head (upsample blocks + out_layer)
-
-static float *fbuf(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    ASSERT(p);
-    return p;
-}
 
 /* Compare n floats with the fixture tensor name (rows expanded x8 when `per_parent`:
  * our skip is one row per parent, the fixture's is the subdivided tensor). */
@@ -575,6 +673,28 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
         mesh_free(&h.mesh);
     }
 
+    /* the subdivided convs over the parents (the CUDA default) on the host: as close to
+     * the official taps as the 27-tap path, the same mesh */
+    const char *sc = getenv("S3D_MESH_SUBCONV");
+    char *sc_keep = sc ? strdup(sc) : NULL;
+    setenv("S3D_MESH_SUBCONV", "parents", 1);
+    float *outp = fbuf(64 * N * FC_CH);
+    struct meshdec_taps tpp = {.out = outp};
+    struct head_result hp;
+    if (run_head(r, DEVICE_HOST, DTYPE_F32, 3, NULL, &tpp, &hp)) {
+        cmp_tap(r, "out_layer", outp, 64 * N * FC_CH, FC_CH, false, NMSE);
+        report_cmp("cpu f32 parents out_layer vs taps",
+                   compare_f32(outp, tp.out, (size_t)(64 * N * FC_CH), ATOL, RTOL, NMSE));
+        cmp_ours("cpu f32 parents vs taps", &hp.mesh, &cpu->mesh, POS_ATOL);
+        mesh_free(&hp.mesh);
+    }
+    free(outp);
+    if (sc_keep)
+        setenv("S3D_MESH_SUBCONV", sc_keep, 1);
+    else
+        unsetenv("S3D_MESH_SUBCONV");
+    free(sc_keep);
+
     /* the fp16 torso on the host vs fp32 */
     float *out16 = fbuf(64 * N * FC_CH);
     struct meshdec_taps t16 = {.out = out16};
@@ -607,6 +727,7 @@ int main(void)
         return harness_done("test_mesh_decode");
     }
     test_kern(&r);
+    test_subconv(&r);
     test_fixture(&r, &cpu);
     test_hand();
     struct head_result hc;
