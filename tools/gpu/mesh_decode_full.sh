@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mesh_decode_full.sh OUT [SLAT] - sam3d-mesh-decode on the GPU machine, in one call (~8 min):
+# mesh_decode_full.sh OUT [SLAT] - sam3d-mesh-decode on the GPU machine, in one call (~8 min;
+# MESH_QUICK=1 ~5 min, see below):
 #   1. the GPU tests this decoder touches (S3D_REQUIRE_GPU=1: a skip is a failure):
 #      test_op_sparse (submanifold conv, 1x1 conv, GroupNorm with split statistics),
 #      test_slat_dec (the shared trunk), test_mesh_decode (subdivided maps, the head, FlexiCubes:
@@ -13,6 +14,15 @@
 #      $E2E/slat_flow.safetensors of tools/gpu/e2e_full.sh) also on that real latent.
 # Everything goes to OUT (logs, per run mesh_decode_results.json + mesh_decode_summary.txt)
 # and OUT/mesh_decode_results.tar.gz.
+# MESH_REPEAT=N (default 7): runs of our stage per timing (its median; the first run of a
+# process is cold, so N >= 5 makes the median a warm run).
+# MESH_QUICK=1 (~5 min): only the GPU tests of the decoder's speed work (test_mesh_decode,
+# test_op_sparse, test_mesh_decode_cli.sh), 30k voxels fp16 against the official decoder
+# (parity, time, profile), then on the same weights and latent our stage with
+# S3D_MESH_SUBCONV=taps (the subdivided convs as 27 child taps: the path before
+# mdk_subconv_weight, timed and profiled in the same call) and with CUDA_MODULE_LOADING=EAGER
+# (how much of the first, cold run is lazy module loading), the taps mesh against the parents
+# mesh, and 42k voxels fp16 with the 1.5 GB driver-peak target (official --time 2).
 #
 # Needs, carried with the call (builds nothing): the binaries in $S3D_BIN (default build-gpu;
 # make -j2 CUDA_ARCH=90 build/sam3d-mesh-decode build/sam3d build/tests/test_op_sparse \
@@ -34,6 +44,8 @@ set -u
 OUT=${1:?usage: mesh_decode_full.sh OUT [SLAT]}
 SLAT=${2:-}
 BIN=${S3D_BIN:-build-gpu}
+REP=${MESH_REPEAT:-7}
+QUICK=${MESH_QUICK:-0}
 mkdir -p "$OUT"
 for f in "$BIN/sam3d-mesh-decode" "$BIN/sam3d" "$BIN/tests/test_mesh_decode"; do
     [ -x "$f" ] || { echo "error: $f missing (HINT: see this script's header; S3D_BIN=DIR)"; exit 2; }
@@ -42,6 +54,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 if [ -n "${S3D_SPCONV:-}" ]; then
     tar -xJf "$S3D_SPCONV" -C /tmp/site || { echo "error: cannot unpack S3D_SPCONV=$S3D_SPCONV"; exit 2; }
+    mkdir -p /tmp/site/cumm/include /tmp/site/cumm/lib
 fi
 export PYTHONPATH=/tmp/site${S3D_SITE:+:$S3D_SITE}
 python3 -c "import spconv.pytorch, cumm; print('spconv', spconv.__version__)" ||
@@ -52,7 +65,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 fail=0
 
 # 1. tests (the shell test wants build/-style names: sam3d-mesh-decode, sam3d, tests/test_glb)
-for t in test_op_sparse test_slat_dec test_mesh_decode test_glb; do
+tests="test_op_sparse test_slat_dec test_mesh_decode test_glb"
+[ "$QUICK" = 1 ] && tests="test_mesh_decode test_op_sparse"
+for t in $tests; do
     [ -x "$BIN/tests/$t" ] || { echo "$t: not carried"; fail=1; continue; }
     S3D_REQUIRE_GPU=1 timeout 300 "$BIN/tests/$t" >"$OUT/$t.log" 2>&1
     rc=$?
@@ -77,9 +92,38 @@ plugin() {  # plugin NAME ARGS...
         "$OUT/$name/plugin.log" | tail -60
     [ $rc = 0 ] || fail=1
 }
-plugin n30k --voxels 30000 --precisions fp16,fp32 --time 5 --repeat 5
-plugin n42k --voxels 42000 --precisions fp16 --time 5 --repeat 5 --peak-target
-[ -n "$SLAT" ] && plugin chain --slat "$SLAT" --precisions fp16,fp32 --time 5 --repeat 5
+# ab NAME ENV...: our stage on n30k's weights and fp16 latent with ENV, repeat REP
+ab() {
+    local name=$1; shift
+    mkdir -p "/tmp/mdd_ab_$name"
+    env "$@" timeout 180 "$BIN/sam3d-mesh-decode" --weights /tmp/mdd_n30k/slat_decoder_mesh.ckpt \
+        --device cuda:0 --once /tmp/mdd_n30k/in_fp16 "/tmp/mdd_ab_$name" --param repeat="$REP" \
+        >"$OUT/ab_$name.log" 2>&1 || { echo "ab $name: FAIL"; tail -5 "$OUT/ab_$name.log"; fail=1; }
+    echo "== ours fp16, $*:"
+    grep -vE "^\[mesh_decode .* I .*(output |loaded |SLAT decoder trunk)" "$OUT/ab_$name.log" | tail -30
+}
+if [ "$QUICK" = 1 ]; then
+    plugin n30k --voxels 30000 --precisions fp16 --time 5 --repeat "$REP"
+    if [ -f /tmp/mdd_n30k/slat_decoder_mesh.ckpt ]; then
+        ab taps S3D_MESH_SUBCONV=taps S3D_PROFILE=1
+        ab eager CUDA_MODULE_LOADING=EAGER
+        python3 - /tmp/mdd_ab_taps /tmp/mdd_n30k/out_fp16_timed <<'PY' 2>&1 | tee "$OUT/ab_mesh.txt"
+import sys
+sys.path.insert(0, "tools/ref")
+import mesh_compare, refutil
+a = refutil.load_tensors(sys.argv[1] + "/mesh_decode.safetensors")[0]
+b = refutil.load_tensors(sys.argv[2] + "/mesh_decode.safetensors")[0]
+b["vertex_attrs"] = b["colors"]
+print("mesh, subdivided convs as 27 child taps vs over the parents (fp16):",
+      mesh_compare.summary(mesh_compare.compare(a, b)))
+PY
+    fi
+    plugin n42k --voxels 42000 --precisions fp16 --time 2 --repeat "$REP" --peak-target
+else
+    plugin n30k --voxels 30000 --precisions fp16,fp32 --time 5 --repeat "$REP"
+    plugin n42k --voxels 42000 --precisions fp16 --time 5 --repeat "$REP" --peak-target
+    [ -n "$SLAT" ] && plugin chain --slat "$SLAT" --precisions fp16,fp32 --time 5 --repeat "$REP"
+fi
 tar -czf /tmp/mesh_decode_results.tar.gz -C "$OUT" . && mv /tmp/mesh_decode_results.tar.gz "$OUT/"
 echo "mesh_decode_full: $([ $fail = 0 ] && echo PASS || echo FAIL)"
 exit $fail
