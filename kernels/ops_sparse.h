@@ -59,7 +59,9 @@ void sparse_check_i32(const char *op, const struct tensor *t, enum device dev, i
  * index, decoders.md §4.4), or -1 when that site is not active. nbr[p, 13] = p.
  * coords (T, 4) I32 on nbr's device, valid (see the top). Built once per
  * coordinate set and shared by every conv at that resolution.
- * CPU: rows sorted by coordinate + binary search (malloc'ed temporary).
+ * CPU: a dense row grid over the sites' bounding box when it has at most 2^23
+ * cells (every site of batch 0), else rows sorted by coordinate + binary
+ * search (malloc'ed temporaries; the same map).
  * CUDA: an open-addressing hash (linear probing, load <= 1/2, 64-bit packed
  * keys) of op_sparse_nbr_scratch_bytes(T) bytes taken from scratch. */
 void   op_sparse_nbr_cpu(struct tensor *nbr, const struct tensor *coords);

@@ -151,6 +151,37 @@ static void check_nbr(const char *label, const int32_t *nbr, const int32_t *c, i
     CHECK(bad == 0, "%s", label);
 }
 
+/* The CPU map's two paths (a dense grid over a small bounding box, sorted keys over a
+ * large one) on the same clusters of sites: far apart (bounding box > 2^23 cells) and moved
+ * next to each other with the same row order: brute force, and the same maps. */
+static void nbr_paths(struct rng *r)
+{
+    enum { K = 24, PER = 6 };
+    int32_t far[K * PER * 4], near[K * PER * 4];
+    int64_t T = 0;
+    for (int k = 0; k < K; k++) {
+        int32_t cx = (int32_t)(rng_u64(r) % 1000), cy = (int32_t)(rng_u64(r) % 1000);
+        int32_t cz = (int32_t)(rng_u64(r) % 1000);
+        for (int j = 0; j < PER; j++) {             /* a few sites of a 2^3 block, unique */
+            int32_t o[4] = {0, j & 1, j >> 1 & 1, j >= 4};
+            int32_t *f = far + 4 * T, *n = near + 4 * T;
+            f[0] = n[0] = 0;
+            f[1] = 4 * cx + o[1], f[2] = 4 * cy + o[2], f[3] = 4 * cz + o[3];
+            n[1] = 3 * k + o[1], n[2] = o[2], n[3] = o[3];
+            T++;
+        }
+    }
+    struct tensor tf = i32_host(SHAPE(T, 4), far), tnr = i32_host(SHAPE(T, 4), near);
+    struct tensor mf = i32_host(SHAPE(T, SPARSE_K3), NULL), mn = i32_host(SHAPE(T, SPARSE_K3), NULL);
+    op_sparse_nbr_cpu(&mf, &tf);
+    op_sparse_nbr_cpu(&mn, &tnr);
+    check_nbr("nbr cpu sorted keys (box > 2^23 cells)", mf.data, far, T);
+    check_nbr("nbr cpu dense grid", mn.data, near, T);
+    bool same = !memcmp(mf.data, mn.data, sizeof(int32_t) * (size_t)(T * SPARSE_K3));
+    printf("nbr cpu sorted keys vs dense grid: %s\n", same ? "same map" : "DIFFER");
+    CHECK(same);
+}
+
 // ----------------------------------------------------------------------------
 // CPU: conv against dense
 
@@ -775,6 +806,7 @@ int main(void)
     }
     cpu_fixtures();
     cpu_hand(&r);
+    nbr_paths(&r);
 
     struct arena dev = {0};
     struct op_ctx ctx = {0};

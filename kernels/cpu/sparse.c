@@ -132,6 +132,51 @@ bool sparse_coords_check(const struct tensor *coords, int res, const char *what)
 // ----------------------------------------------------------------------------
 // neighbour map
 
+/* The map through a dense row grid over the sites' bounding box (every site of
+ * batch 0, the box at most SPARSE_NBR_DENSE cells): the same entries as the
+ * sorted-key search for unique sites, in O(27 T) instead of O(27 T log T)
+ * (30k sites: ~2 ms instead of ~70). false (nothing written) when it does not
+ * apply. */
+#define SPARSE_NBR_DENSE ((int64_t)1 << 23)     /* 32 MiB of I32 rows at most */
+static bool nbr_dense(int32_t *out, const int32_t *c, int64_t T)
+{
+    int32_t lo[3] = {INT32_MAX, INT32_MAX, INT32_MAX}, hi[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+
+    for (int64_t i = 0; i < T; i++) {
+        if (c[4 * i] != 0)
+            return false;
+        for (int a = 0; a < 3; a++) {
+            lo[a] = c[4 * i + 1 + a] < lo[a] ? c[4 * i + 1 + a] : lo[a];
+            hi[a] = c[4 * i + 1 + a] > hi[a] ? c[4 * i + 1 + a] : hi[a];
+        }
+    }
+    int64_t d[3], cells = 1;
+    for (int a = 0; a < 3; a++) {
+        d[a] = T ? (int64_t)hi[a] - lo[a] + 1 : 1;
+        cells *= d[a];
+        if (cells > SPARSE_NBR_DENSE)
+            return false;
+    }
+    int32_t *g = malloc(sizeof(int32_t) * (size_t)cells);
+    if (!g)
+        return false;
+    for (int64_t i = 0; i < cells; i++)
+        g[i] = -1;
+    for (int64_t i = 0; i < T; i++)
+        g[((c[4 * i + 1] - lo[0]) * d[1] + (c[4 * i + 2] - lo[1])) * d[2] + (c[4 * i + 3] - lo[2])] =
+            (int32_t)i;
+    for (int64_t p = 0; p < T; p++)
+        for (int r = 0; r < SPARSE_K3; r++) {
+            int64_t x = (int64_t)c[4 * p + 1] - lo[0] + r / 9 - 1;
+            int64_t y = (int64_t)c[4 * p + 2] - lo[1] + r / 3 % 3 - 1;
+            int64_t z = (int64_t)c[4 * p + 3] - lo[2] + r % 3 - 1;
+            bool in = x >= 0 && x < d[0] && y >= 0 && y < d[1] && z >= 0 && z < d[2];
+            out[p * SPARSE_K3 + r] = in ? g[(x * d[1] + y) * d[2] + z] : -1;
+        }
+    free(g);
+    return true;
+}
+
 void op_sparse_nbr_cpu(struct tensor *nbr, const struct tensor *coords)
 {
     sparse_check_i32("sparse_nbr.coords", coords, DEVICE_HOST, -1, 4);
@@ -139,6 +184,8 @@ void op_sparse_nbr_cpu(struct tensor *nbr, const struct tensor *coords)
     sparse_check_i32("sparse_nbr.nbr", nbr, DEVICE_HOST, T, SPARSE_K3);
     const int32_t *c = coords->data;
     int32_t *out = nbr->data;
+    if (nbr_dense(out, c, T))
+        return;
     struct sp_entry *e = sp_sorted(c, T);
 
     for (int64_t p = 0; p < T; p++)
