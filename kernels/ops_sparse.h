@@ -102,6 +102,22 @@ void   op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, str
                             const struct tensor *x, const struct tensor *w,
                             const struct tensor *b, const struct tensor *nbr);
 size_t op_sparse_conv3_scratch_bytes(int64_t T, int64_t Cin, enum dtype wdt);
+/* op_sparse_conv3_cuda as an implicit GEMM (kernels/cuda/sparse_igemm.cu): no im2col
+ * buffer; each 128-row x 96-column tile of y gathers its x rows per tap straight into
+ * shared memory (cp.async, zero-filled for a missing neighbour) and multiplies them on
+ * tensor cores (WMMA, fp32 accumulation), skipping the taps whose weights are all +-0 in
+ * the tile's 96 columns (a mask computed from w per call; such a tap adds nothing, even
+ * for a non-finite x). Applies to x and w F16 (16-byte aligned), Cin % 32 == 0,
+ * Cout % 96 == 0, y F16 or F32, b any float dtype or NULL; returns false and does nothing
+ * otherwise. Takes 4 Cout / 96 bytes of scratch. The same results as the im2col path up
+ * to the fp32 summation order. op_sparse_conv3_cuda takes this path when
+ * sparse_igemm_enabled(): env S3D_SPARSE_IGEMM=1 (read once; off by default until
+ * measured on a GPU: tools/gpu/mesh_decode_full.sh). */
+bool   op_sparse_conv3_igemm_cuda(const struct op_ctx *ctx, struct arena *scratch,
+                                  struct tensor *y, const struct tensor *x,
+                                  const struct tensor *w, const struct tensor *b,
+                                  const struct tensor *nbr);
+bool   sparse_igemm_enabled(void);
 
 /* SparseConv3d(Cin, Cout, 1): a per-site Linear, y = x lin^T + b, with lin
  * (Cout, Cin) from sparse_conv1_weight (op_linear's operand rules: x's dtype

@@ -613,6 +613,93 @@ static void i32_back(int32_t *dst, const struct tensor *d)
     CUDA_CHECK(cudaMemcpy(dst, d->data, tensor_nbytes(d), cudaMemcpyDeviceToHost));
 }
 
+/* A random conv case: sites (random_sites, corners included), x N(0, 1), w N(0, 1/(27 Cin)),
+ * b N(0, 0.1), and room for the reference and the result (T x Cout each); malloc'ed. */
+struct conv_rand {
+    int64_t  T;
+    int32_t *c;
+    float   *x, *w, *b, *ref, *got;
+};
+
+static struct conv_rand conv_rand_make(struct rng *r, int R, int n, int Cin, int Cout)
+{
+    struct conv_rand cr;
+    size_t nw = (size_t)Cout * 27 * Cin;
+
+    cr.c = random_sites(r, R, n, true, &cr.T);
+    cr.x = malloc(sizeof(float) * (size_t)(cr.T * Cin));
+    cr.w = malloc(sizeof(float) * nw);
+    cr.b = malloc(sizeof(float) * (size_t)Cout);
+    cr.ref = malloc(sizeof(float) * (size_t)(cr.T * Cout));
+    cr.got = malloc(sizeof(float) * (size_t)(cr.T * Cout));
+    ASSERT(cr.x && cr.w && cr.b && cr.ref && cr.got);
+    fill_normal(r, cr.x, (size_t)(cr.T * Cin), 1.0f);
+    fill_normal(r, cr.w, nw, 1.0f / sqrtf(27.0f * Cin));
+    fill_normal(r, cr.b, (size_t)Cout, 0.1f);
+    return cr;
+}
+
+static void conv_rand_free(struct conv_rand *cr)
+{
+    free(cr->c), free(cr->x), free(cr->w), free(cr->b), free(cr->ref), free(cr->got);
+}
+
+/* op_sparse_conv3_igemm_cuda (the implicit GEMM) against the CPU conv on the same F16
+ * inputs: tile edges (T not a multiple of 128), y F16 and F32, bias F16 / F32 / none, a
+ * column tile whose taps are partly all-zero (the tap mask), and the shapes it declines. */
+static void gpu_igemm(struct arena *dev, struct op_ctx *ctx, struct rng *r)
+{
+    const struct { int R, n, Cin, Cout; enum dtype yd, bd; bool bias, zero_taps; } cases[] = {
+        {24, 3000, 32, 96, DTYPE_F16, DTYPE_F16, true, false},
+        {24, 3000, 64, 192, DTYPE_F32, DTYPE_F32, true, true},
+        {40, 9000, 96, 96, DTYPE_F16, DTYPE_F32, false, true},
+        {12, 300, 192, 288, DTYPE_F16, DTYPE_F16, true, false},
+    };
+    char label[160];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        size_t mark = arena_mark(dev);
+        int Cin = cases[k].Cin, Cout = cases[k].Cout;
+        struct conv_rand cr = conv_rand_make(r, cases[k].R, cases[k].n, Cin, Cout);
+        int64_t T = cr.T;
+        int32_t *c = cr.c;
+        float *x = cr.x, *w = cr.w, *b = cr.b, *ref = cr.ref, *got = cr.got;
+        if (cases[k].zero_taps)     /* last column tile: only taps 4, 13, 22 (and all 27 of -0) */
+            for (int64_t n = Cout - 96; n < Cout; n++)
+                for (int t = 0; t < 27; t++)
+                    if (t != 4 && t != 13 && t != 22)
+                        for (int ci = 0; ci < Cin; ci++)
+                            w[((size_t)n * 27 + t) * Cin + ci] = (t & 1) ? -0.0f : 0.0f;
+        struct tensor hc = i32_host(SHAPE(T, 4), c), hn = i32_host(SHAPE(T, SPARSE_K3), NULL);
+        struct tensor hx = ot_host(DTYPE_F16, SHAPE(T, Cin), x);
+        struct tensor hw = ot_host(DTYPE_F16, SHAPE(Cout, 3, 3, 3, Cin), w);
+        struct tensor hb = ot_host(cases[k].bd, SHAPE(Cout), b);
+        struct tensor hy = ot_host(cases[k].yd, SHAPE(T, Cout), NULL);
+        op_sparse_nbr_cpu(&hn, &hc);
+        op_sparse_conv3_cpu(&hy, &hx, &hw, cases[k].bias ? &hb : NULL, &hn);
+        ot_to_f32(&hy, ref);
+        struct tensor dx = ot_dev(dev, &hx), dw = ot_dev(dev, &hw), db = ot_dev(dev, &hb);
+        struct tensor dn = dev_i32(dev, &hn), dy = ot_dev(dev, &hy);
+        CUDA_CHECK(cudaMemset(dy.data, 0xff, tensor_nbytes(&dy)));
+        bool ran = op_sparse_conv3_igemm_cuda(ctx, dev, &dy, &dx, &dw,
+                                              cases[k].bias ? &db : NULL, &dn);
+        CHECK(ran, "igemm declined (%d -> %d)", Cin, Cout);
+        ot_to_f32(&dy, got);
+        snprintf(label, sizeof(label), "conv3 igemm vs cpu y %s b %s (%lld,%d->%d)%s",
+                 dtype_name(cases[k].yd), cases[k].bias ? dtype_name(cases[k].bd) : "none",
+                 (long long)T, Cin, Cout, cases[k].zero_taps ? " zero taps" : "");
+        ot_report(label, got, ref, (size_t)(T * Cout), TOL_GPU, NT(TOL_GPU), cases[k].yd);
+        CHECK(ot_guard_ok(&dy));
+        /* declined: Cout not a multiple of 96, F32 x */
+        struct tensor w48 = tensor_slice(&dw, 0, 0, 48);
+        struct tensor y48 = arena_tensor(dev, DTYPE_F16, SHAPE(T, 48));
+        CHECK(!op_sparse_conv3_igemm_cuda(ctx, dev, &y48, &dx, &w48, NULL, &dn),
+              "igemm declines Cout 48");
+        ot_free(&hc); ot_free(&hn); ot_free(&hx); ot_free(&hw); ot_free(&hb); ot_free(&hy);
+        conv_rand_free(&cr);
+        arena_release(dev, mark);
+    }
+}
+
 static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
 {
     char label[160];
@@ -631,17 +718,11 @@ static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         size_t mark = arena_mark(dev);
-        int64_t T;
-        int32_t *c = random_sites(r, cases[k].R, cases[k].n, true, &T);
         int Cin = cases[k].Cin, Cout = cases[k].Cout;
-        size_t nw = (size_t)Cout * 27 * Cin;
-        float *x = malloc(sizeof(float) * (size_t)(T * Cin)), *w = malloc(sizeof(float) * nw);
-        float *b = malloc(sizeof(float) * (size_t)Cout);
-        float *ref = malloc(sizeof(float) * (size_t)(T * Cout));
-        float *got = malloc(sizeof(float) * (size_t)(T * Cout));
-        fill_normal(r, x, (size_t)(T * Cin), 1.0f);
-        fill_normal(r, w, nw, 1.0f / sqrtf(27.0f * Cin));
-        fill_normal(r, b, (size_t)Cout, 0.1f);
+        struct conv_rand cr = conv_rand_make(r, cases[k].R, cases[k].n, Cin, Cout);
+        int64_t T = cr.T;
+        int32_t *c = cr.c;
+        float *x = cr.x, *w = cr.w, *b = cr.b, *ref = cr.ref, *got = cr.got;
         struct tensor hc = i32_host(SHAPE(T, 4), c), hn = i32_host(SHAPE(T, SPARSE_K3), NULL);
         struct tensor hx = ot_host(cases[k].xd, SHAPE(T, Cin), x);
         struct tensor hw = ot_host(cases[k].wd, SHAPE(Cout, 3, 3, 3, Cin), w);
@@ -672,10 +753,11 @@ static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
         CHECK(ot_guard_ok(&dy));
         free(gn);
         ot_free(&hc); ot_free(&hn); ot_free(&hx); ot_free(&hw); ot_free(&hb); ot_free(&hy);
-        free(c); free(x); free(w); free(b); free(ref); free(got);
+        conv_rand_free(&cr);
         arena_release(dev, mark);
     }
     arena_free(&small);
+    gpu_igemm(dev, ctx, r);
 
     /* down index / mean / upsample / subdivide / groupnorm on a shell-like set at 64 */
     for (int k = 0; k < 2; k++) {

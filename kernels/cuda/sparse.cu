@@ -205,6 +205,8 @@ void op_sparse_conv3_cuda(const struct op_ctx *ctx, struct arena *scratch, struc
     sparse_check_i32("sparse_conv3.nbr", nbr, DEVICE_CUDA, T, SPARSE_K3);
     if (T == 0 || Cout == 0)
         return;
+    if (sparse_igemm_enabled() && op_sparse_conv3_igemm_cuda(ctx, scratch, y, x, w, b, nbr))
+        return;
 
     size_t used = scratch->used, avail = scratch->size > used + ARENA_ALIGN ?
                                          scratch->size - used - ARENA_ALIGN : 0;
