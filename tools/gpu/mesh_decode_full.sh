@@ -20,9 +20,10 @@
 # test_op_sparse, test_mesh_decode_cli.sh), 30k voxels fp16 against the official decoder
 # (parity, time, profile), then on the same weights and latent our stage with
 # S3D_MESH_SUBCONV=taps (the subdivided convs as 27 child taps: the path before
-# mdk_subconv_weight, timed and profiled in the same call) and with CUDA_MODULE_LOADING=EAGER
-# (how much of the first, cold run is lazy module loading), the taps mesh against the parents
-# mesh, and 42k voxels fp16 with the 1.5 GB driver-peak target (official --time 2).
+# mdk_subconv_weight, timed and profiled in the same call), with S3D_SPARSE_IGEMM=1 (the
+# implicit-GEMM sparse conv, off by default until measured: timed, profiled, its mesh against
+# the default's) and with CUDA_MODULE_LOADING=EAGER (how much of the first, cold run is lazy
+# module loading), and 42k voxels fp16 with the 1.5 GB driver-peak target (official --time 2).
 #
 # Needs, carried with the call (builds nothing): the binaries in $S3D_BIN (default build-gpu;
 # make -j2 CUDA_ARCH=90 build/sam3d-mesh-decode build/sam3d build/tests/test_op_sparse \
@@ -56,7 +57,7 @@ if [ -n "${S3D_SPCONV:-}" ]; then
     tar -xJf "$S3D_SPCONV" -C /tmp/site || { echo "error: cannot unpack S3D_SPCONV=$S3D_SPCONV"; exit 2; }
     mkdir -p /tmp/site/cumm/include /tmp/site/cumm/lib
 fi
-export PYTHONPATH=/tmp/site${S3D_SITE:+:$S3D_SITE}
+export PYTHONPATH=/tmp/site${S3D_SITE:+:$S3D_SITE}${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import spconv.pytorch, cumm; print('spconv', spconv.__version__)" ||
     { echo "error: no real spconv (HINT: S3D_SPCONV=spconv.tar.xz of tools/gpu/spconv_pack/pack.sh, or S3D_SITE=DIR)"; exit 2; }
 # shellcheck disable=SC1091
@@ -102,21 +103,27 @@ ab() {
     echo "== ours fp16, $*:"
     grep -vE "^\[mesh_decode .* I .*(output |loaded |SLAT decoder trunk)" "$OUT/ab_$name.log" | tail -30
 }
-if [ "$QUICK" = 1 ]; then
-    plugin n30k --voxels 30000 --precisions fp16 --time 5 --repeat "$REP"
-    if [ -f /tmp/mdd_n30k/slat_decoder_mesh.ckpt ]; then
-        ab taps S3D_MESH_SUBCONV=taps S3D_PROFILE=1
-        ab eager CUDA_MODULE_LOADING=EAGER
-        python3 - /tmp/mdd_ab_taps /tmp/mdd_n30k/out_fp16_timed <<'PY' 2>&1 | tee "$OUT/ab_mesh.txt"
+# abmesh NAME WHAT: ab NAME's mesh against the default run's (plugin n30k, fp16)
+abmesh() {
+    python3 - "/tmp/mdd_ab_$1" /tmp/mdd_n30k/out_fp16_timed "$2" <<'PY' 2>&1 | tee -a "$OUT/ab_mesh.txt"
 import sys
 sys.path.insert(0, "tools/ref")
 import mesh_compare, refutil
 a = refutil.load_tensors(sys.argv[1] + "/mesh_decode.safetensors")[0]
 b = refutil.load_tensors(sys.argv[2] + "/mesh_decode.safetensors")[0]
 b["vertex_attrs"] = b["colors"]
-print("mesh, subdivided convs as 27 child taps vs over the parents (fp16):",
+print(f"mesh, {sys.argv[3]} vs the default (fp16):",
       mesh_compare.summary(mesh_compare.compare(a, b)))
 PY
+}
+if [ "$QUICK" = 1 ]; then
+    plugin n30k --voxels 30000 --precisions fp16 --time 5 --repeat "$REP"
+    if [ -f /tmp/mdd_n30k/slat_decoder_mesh.ckpt ]; then
+        ab taps S3D_MESH_SUBCONV=taps S3D_PROFILE=1
+        abmesh taps "subdivided convs as 27 child taps"
+        ab igemm S3D_SPARSE_IGEMM=1 S3D_PROFILE=1
+        abmesh igemm "implicit-GEMM sparse convs (S3D_SPARSE_IGEMM=1)"
+        ab eager CUDA_MODULE_LOADING=EAGER
     fi
     plugin n42k --voxels 42000 --precisions fp16 --time 2 --repeat "$REP" --peak-target
 else
