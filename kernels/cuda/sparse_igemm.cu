@@ -37,17 +37,18 @@ static __device__ __forceinline__ void cp16(void *smem, const void *gmem, int sr
 {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes));
+                 "r"(src_bytes)
+                 : "memory");
 }
 
 static __device__ __forceinline__ void cp_commit(void)
 {
-    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
 static __device__ __forceinline__ void cp_wait1(void)
 {
-    asm volatile("cp.async.wait_group 1;\n" ::);
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
 }
 
 /* mask[nt] bit r = some weight of columns [96 nt, 96 nt + 96) at tap r is not +-0;
