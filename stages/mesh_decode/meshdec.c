@@ -557,7 +557,7 @@ static void head_run(const struct meshdec_model *m, const struct op_ctx *ctx,
             }
         }
         conv_sub(ctx, act, &oc, &cl, &u1->conv2_w, &u1->conv2_b, &g->nbr1, NULL, f0,
-                 MDK_LOCAL, &loc, sub);
+                 MDK_LOCAL, &loc, 64 * P->max_c);     /* one map and conv for the chunk */
         if (!run)
             break;
         mdk_loc(ctx, &loc, &units, false);
