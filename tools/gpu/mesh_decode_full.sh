@@ -101,7 +101,7 @@ ab() {
         --device cuda:0 --once /tmp/mdd_n30k/in_fp16 "/tmp/mdd_ab_$name" --param repeat="$REP" \
         >"$OUT/ab_$name.log" 2>&1 || { echo "ab $name: FAIL"; tail -5 "$OUT/ab_$name.log"; fail=1; }
     echo "== ours fp16, $*:"
-    grep -vE "^\[mesh_decode .* I .*(output |loaded |SLAT decoder trunk)" "$OUT/ab_$name.log" | tail -30
+    grep -vE "^\[mesh_decode .* I .*(output |loaded |SLAT decoder trunk)" "$OUT/ab_$name.log" | tail -40
 }
 # abmesh NAME WHAT: ab NAME's mesh against the default run's (plugin n30k, fp16)
 abmesh() {
@@ -119,9 +119,11 @@ PY
 if [ "$QUICK" = 1 ]; then
     plugin n30k --voxels 30000 --precisions fp16 --time 5 --repeat "$REP"
     if [ -f /tmp/mdd_n30k/slat_decoder_mesh.ckpt ]; then
-        ab taps S3D_MESH_SUBCONV=taps S3D_PROFILE=1
+        ab taps S3D_MESH_SUBCONV=taps                 # timed (the profile's events off)
+        ab taps_prof S3D_MESH_SUBCONV=taps S3D_PROFILE=1
         abmesh taps "subdivided convs as 27 child taps"
-        ab igemm S3D_SPARSE_IGEMM=1 S3D_PROFILE=1
+        ab igemm S3D_SPARSE_IGEMM=1
+        ab igemm_prof S3D_SPARSE_IGEMM=1 S3D_PROFILE=1
         abmesh igemm "implicit-GEMM sparse convs (S3D_SPARSE_IGEMM=1)"
         ab eager CUDA_MODULE_LOADING=EAGER
     fi
