@@ -673,7 +673,7 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
         mesh_free(&h.mesh);
     }
 
-    /* the subdivided convs over the parents (the CUDA default) on the host: as close to
+    /* the subdivided convs over the parents (opt-in: S3D_MESH_SUBCONV=parents) on the host: as close to
      * the official taps as the 27-tap path, the same mesh */
     const char *sc = getenv("S3D_MESH_SUBCONV");
     char *sc_keep = sc ? strdup(sc) : NULL;
@@ -751,16 +751,25 @@ int main(void)
         cmp_mesh("cuda f32 flexicubes", &g, v.data, vc.data, f.data, v.shape[0], f.shape[0],
                  POS_ATOL);
         mesh_free(&g);
-        /* the whole head on CUDA: fp32 against the CPU, fp16 against the host fp16 path */
-        struct head_result h;
-        if (hc.mesh.nv && run_head(&r, DEVICE_CUDA, DTYPE_F32, 3, NULL, NULL, &h)) {
-            print_counts("cuda f32 decoder", &h.mesh.cnt);
-            cmp_ours("cuda f32 decoder vs cpu f32", &h.mesh, &hc.mesh, POS_ATOL);
-            printf("cuda f32 decoder: act plan %.3f MB, high-water %.3f MB\n",
-                   h.plan_bytes / 1e6, h.high_water / 1e6);
-            CHECK(h.high_water <= h.plan_bytes);
-            mesh_free(&h.mesh);
+        /* the whole head on CUDA: fp32 against the CPU (the default 27 child taps, then the
+         * opt-in convs over the parents), fp16 against the host fp16 path */
+        static const char *const subconv[2] = {"taps", "parents"};
+        for (int k = 0; k < 2 && hc.mesh.nv; k++) {
+            struct head_result h;
+            char lab[64];
+            setenv("S3D_MESH_SUBCONV", subconv[k], 1);
+            if (run_head(&r, DEVICE_CUDA, DTYPE_F32, 3, NULL, NULL, &h)) {
+                snprintf(lab, sizeof(lab), "cuda f32 decoder (%s)", subconv[k]);
+                print_counts(lab, &h.mesh.cnt);
+                snprintf(lab, sizeof(lab), "cuda f32 decoder (%s) vs cpu f32", subconv[k]);
+                cmp_ours(lab, &h.mesh, &hc.mesh, POS_ATOL);
+                printf("cuda f32 decoder (%s): act plan %.3f MB, high-water %.3f MB\n",
+                       subconv[k], h.plan_bytes / 1e6, h.high_water / 1e6);
+                CHECK(h.high_water <= h.plan_bytes);
+                mesh_free(&h.mesh);
+            }
         }
+        unsetenv("S3D_MESH_SUBCONV");
         int64_t N = coords.shape[0];
         float *o16 = fbuf(64 * N * FC_CH), *g16 = fbuf(64 * N * FC_CH);
         struct meshdec_taps th = {.out = o16}, tg = {.out = g16};

@@ -53,8 +53,8 @@ int meshdec_bind(struct meshdec_model *m, struct weights *w, enum device dev, en
     m->ct = ct;
     m->device = dev;
     const char *sc = getenv("S3D_MESH_SUBCONV");
-    m->sub_parents = sc && !strcmp(sc, "parents") ? true
-                     : sc && !strcmp(sc, "taps") ? false : dev == DEVICE_CUDA;
+    /* opt-in until a GPU run has timed and checked it (stages/mesh_decode/README.md) */
+    m->sub_parents = sc && !strcmp(sc, "parents");
     a0 = weights_find(w, "upsample.0.act_layers.0.weight");
     c0 = weights_find(w, "upsample.0.out_layers.0.conv.weight");
     c1 = weights_find(w, "upsample.1.out_layers.0.conv.weight");

@@ -83,10 +83,10 @@ struct meshdec_model {
     struct meshdec_sub  up[2];
     /* conv #1 of each subdivide block (on the subdivided input) as a conv over
      * the parents with rewritten weights (mdk_subconv_weight, built per request
-     * in the activation arena): the default on CUDA (8x less gathered and an
-     * 8x wider GEMM); the 27 child taps through derived maps on the CPU (the
-     * reference's sums, bit for bit). Env S3D_MESH_SUBCONV=taps|parents at
-     * load overrides either. */
+     * in the activation arena): 8x less gathered and an 8x wider GEMM, opt-in
+     * (env S3D_MESH_SUBCONV=parents at load) until a GPU run has timed and
+     * checked it; the default is the 27 child taps through derived maps (the
+     * reference's sums, bit for bit on the CPU). */
     bool                sub_parents;
     struct tensor       out_w;      /* (101, C2) F32: out_layer */
     struct tensor       out_b;      /* (101) F32 */
