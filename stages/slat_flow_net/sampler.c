@@ -87,7 +87,7 @@ static size_t state_bytes(const struct slatflow_model *m, int64_t n)
 size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond,
                              bool cache_kv)
 {
-    return slatflow_geom_bytes(m, n) + slatflow_cond_bytes(m, n_cond, cache_kv) +
+    return slatflow_geom_bytes(m, n, mm) + slatflow_cond_bytes(m, n_cond, cache_kv) +
            state_bytes(m, n) + slatflow_act_bytes(m, n, mm, cache_kv ? 1 : n_cond);
 }
 

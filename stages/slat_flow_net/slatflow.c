@@ -356,16 +356,17 @@ int64_t slatflow_parents(const struct tensor *coords, int res)
     return M;
 }
 
-size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n)
+size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n, int64_t mm)
 {
     size_t e = dtype_size(m->gemm_dt);
     size_t hash = m->device == DEVICE_CUDA ? op_sparse_nbr_scratch_bytes(n) : 0;
 
-    /* nbr_hi, nbr_lo, nbr_up, parent, children, the coords and parent coords, the APE; then
-     * the neighbour-map hash (released at once) */
-    return arena_round((size_t)n * SPARSE_K3 * 4) * 3 + arena_round((size_t)n * 4) +
-           arena_round((size_t)n * 8 * 4) + arena_round((size_t)n * 4 * 4) * 2 +
-           arena_round((size_t)n * (size_t)m->cfg.dim * e) + hash;
+    /* nbr_hi, nbr_up, parent, the coords (N rows); nbr_lo, children, the parent coords,
+     * the APE (M rows); then the neighbour-map hash (released at once) */
+    return arena_round((size_t)n * SPARSE_K3 * 4) * 2 + arena_round((size_t)n * 4) +
+           arena_round((size_t)n * 4 * 4) + arena_round((size_t)mm * SPARSE_K3 * 4) +
+           arena_round((size_t)mm * 8 * 4) + arena_round((size_t)mm * 4 * 4) +
+           arena_round((size_t)mm * (size_t)m->cfg.dim * e) + hash;
 }
 
 /* The APE of AbsolutePositionEmbedder(C) (transformer/blocks.py:9-56) is op_ape_add with no x
@@ -478,7 +479,7 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
 
 /* The most scratch a conv phase asks the plan for (the convs take what is free:
  * smaller im2col chunks / fewer taps per GEMM when less is). */
-#define SLF_CONV_SCRATCH ((size_t)64 << 20)
+#define SLF_CONV_SCRATCH ((size_t)32 << 20)
 
 static int64_t max64(int64_t a, int64_t b)
 {
@@ -508,7 +509,8 @@ struct slf_act {
     struct tensor big;      /* flat, max(3 M C, M C + Nkv 2C) gemm_dt: qkv | q, kv */
     struct tensor a;        /* (1, M, H, 64) gemm_dt: attention output, right after big
                              * (the MLP hidden rows span big and a) */
-    struct tensor p;        /* (M, C) gemm_dt: sub-module output */
+    struct tensor p;        /* (M, C) gemm_dt: sub-module output, in h's memory (each
+                             * row of h is read before p's row is written) */
     struct tensor c1;       /* (1, C) gemm_dt: unconditional cross-attention row */
     int64_t       n_kv;     /* condition rows whose K/V the evaluation projects (>= 1) */
     struct arena *scratch;  /* the activation arena (sparse conv scratch on CUDA) */
@@ -563,7 +565,7 @@ static void act_blocks(const struct slatflow_model *m, struct arena *a, int64_t 
     /* big and a adjacent: arena_tensor rounds big up to ARENA_ALIGN, a follows */
     s->big = arena_tensor(a, gd, SHAPE(max64(3 * M * C, M * C + s->n_kv * 2 * C)));
     s->a = arena_tensor(a, gd, SHAPE(1, M, H, OP_HEAD_DIM));
-    s->p = arena_tensor(a, gd, SHAPE(M, C));
+    s->p = s->h;
     s->c1 = arena_tensor(a, gd, SHAPE(1, C));
 }
 

@@ -177,9 +177,9 @@ int    slatflow_check_coords(const struct tensor *coords, int res, const char *w
 /* M, the number of parent sites (x>>1, y>>1, z>>1) of checked coords: the
  * token count of the transformer, for the planning pass. */
 int64_t slatflow_parents(const struct tensor *coords, int res);
-/* Bytes of arena that slatflow_geom_build takes for N sites (an upper bound:
- * M <= N). */
-size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n);
+/* Bytes of arena that slatflow_geom_build takes for N sites and their M
+ * parents (slatflow_parents). */
+size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n, int64_t mm);
 /* Build the geometry of checked coords (host I32 (N, 4)) at resolution res on
  * the model's device: the x2 downsample index (computed on the host with the
  * CPU op and uploaded), then on the model's device the neighbour maps and the

@@ -8,7 +8,7 @@
 #      CPU), test_op_layernorm (+ the fused LayerNorm + modulation), test_op_rmsnorm,
 #      test_op_elementwise, test_op_sparse_tap (the tap-wise conv), test_op_gemm, test_op_act,
 #      test_op_sparse, test_op_attention;
-#   2. the CUDA context probe (build/dev/ctx_probe): the device memory of a bare context, of
+#   2. the CUDA context probe (tests/tools/ctx_probe): the device memory of a bare context, of
 #      cuBLASLt, of the first kernel and of the per-thread stack reservation, to split the
 #      stage's driver count into context / libraries / arenas;
 #   3. tools/ref/plugin_slat_flow.py --evals fp16: the same seeded random weights, ~30k voxels,
@@ -20,19 +20,12 @@
 # Everything goes to OUT (logs, plugin/slat_flow_results.json, plugin/slat_flow_summary.txt)
 # and OUT/slat_perf.tar.gz (all of it).
 #
-# Needs, carried with the call (the same as tools/gpu/slat_flow_full.sh): the binaries in
-# $S3D_BIN (default build-gpu), made on the development machine with
-#   T="slat_flow op_layernorm op_rmsnorm op_elementwise op_sparse_tap op_gemm op_act \
-#      op_sparse op_attention"
-#   make -j2 CUDA_ARCH=90 build/sam3d-slat-flow build/dev/ctx_probe \
-#       $(for t in $T; do echo build/tests/test_$t; done) &&
-#   mkdir -p build-gpu/tests build-gpu/dev && cp build/sam3d-slat-flow build-gpu/ &&
-#   cp build/dev/ctx_probe build-gpu/dev/ &&
-#   for t in $T; do cp build/tests/test_$t build-gpu/tests/; done &&
-#   strip build-gpu/sam3d-* build-gpu/tests/* build-gpu/dev/*
-# .whl/ (sh tools/ref/fetch_wheels.sh) with spconv.tar.xz in it (tools/gpu/spconv_pack/pack.sh
-# .whl/spconv.tar.xz; $S3D_SPCONV names another file; or nothing where /tmp/site already has
-# spconv from an earlier call on a warm machine), .gl/ (sh tools/ref/pack_ref.sh), .deb/.
+# Run it through tools/gpu/call.sh (tools/gpu/README.md "One call": make -j2 CUDA_ARCH=90,
+# bash tools/gpu/pack.sh, carry what it prints, then on the device
+#   bash tools/gpu/call.sh 585 slat_perf
+# which unpacks build-gpu/ and spconv into /tmp/site and sets S3D_BIN=build-gpu), or alone with
+# S3D_BIN naming a folder with sam3d-slat-flow, tests/test_* and tests/tools/ctx_probe, .whl/,
+# .gl/, .deb/ carried and spconv in /tmp/site (or .whl/spconv.tar.xz, $S3D_SPCONV).
 set -u
 OUT=${1:?usage: slat_perf.sh OUT}
 BIN=${S3D_BIN:-build-gpu}
@@ -42,7 +35,7 @@ OUT=$(realpath "$OUT")
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 [ -f "$SPCONV" ] && tar -xJf "$SPCONV" -C /tmp/site
-export PYTHONPATH=/tmp/site
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 # shellcheck disable=SC1091
 . tools/gpu/device_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -68,10 +61,10 @@ for t in test_slat_flow test_op_layernorm test_op_rmsnorm test_op_elementwise \
 done
 
 # 2. where the device memory of a process goes before any arena
-if [ -x "$BIN/dev/ctx_probe" ]; then
-    timeout 60 "$BIN/dev/ctx_probe" 2>&1 | tee "$OUT/ctx_probe.log"
+if [ -x "$BIN/tests/tools/ctx_probe" ]; then
+    timeout 60 "$BIN/tests/tools/ctx_probe" 2>&1 | tee "$OUT/ctx_probe.log"
 else
-    echo "ctx_probe: not in $BIN/dev (skipped)"
+    echo "ctx_probe: not in $BIN/tests/tools (skipped)"
 fi
 
 # 3. against the official generator
