@@ -124,12 +124,13 @@ int slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, st
         const float T = t0 * 1000.0f, dt = t1 - t0;
         const bool cfg = cfg_on(s, T);
 
-        slatflow_forward(m, ctx, act, &g, &xd, T, &c, &vcd, NULL);
-        evals++;
         if (cfg) {                                     /* (1 + s) * y_cond - s * y_uncond */
-            slatflow_forward(m, ctx, act, &g, &xd, T, NULL, &vud, NULL);
-            evals++;
+            slatflow_forward_cfg(m, ctx, act, &g, &xd, T, &c, &vcd, &vud);
+            evals += 2;
             op_cfg_mix(ctx, &vcd, &vud, cs, cu, h16);
+        } else {
+            slatflow_forward(m, ctx, act, &g, &xd, T, &c, &vcd, NULL);
+            evals++;
         }
         if (on_step) {                                 /* host copies for the callback */
             op_download(ctx, &x2, &xd);

@@ -776,88 +776,140 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         tap(ctx, tp->block_out, &s->x);
 }
 
+/* The part of an evaluation that does not depend on the condition: temb, the
+ * input layer and input blocks into s->s0, s->s1 (fixed buffers; the phase's
+ * buffers above `fixed` are released). */
+static void fwd_in(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                   const struct slatflow_geom *g, const struct tensor *x, float t,
+                   struct slf_act *s, size_t fixed, const struct slatflow_taps *taps)
+{
+    int64_t N = g->n, M = g->m, c0 = m->cfg.io;
+
+    /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
+    temb_eval(m, ctx, s, t);
+    if (taps)
+        tap(ctx, taps->t_emb, &s->te);
+    op_act(ctx, &s->st, &s->te, OP_ACT_SILU);
+
+    /* input layer (L271) into u, then input_blocks.0 at full resolution */
+    act_res(m, act, N, M, false, s);
+    struct tensor xin = s->xin;
+    if (m->device == DEVICE_CUDA && x->device == DEVICE_CUDA)
+        op_copy(ctx, &xin, x);                      /* the sampler's x, cast on the device */
+    else
+        op_upload(ctx, &xin, x);
+    struct tensor u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(N, c0));
+    op_linear(ctx, &u, &xin, &m->in_w, &m->in_b, false);
+    if (taps)
+        tap(ctx, taps->input_layer, &u);
+    struct res_taps rt0 = {taps ? taps->ib0_conv1 : NULL, taps ? taps->ib0_conv2 : NULL, NULL};
+    res_forward(ctx, s, &m->inb[0], &u, &s->s0, &g->nbr_hi, &g->nbr_hi, NULL, &rt0);
+    if (taps)
+        tap(ctx, taps->ib0, &s->s0);
+
+    /* input_blocks.1: downsample (mean with the n/(n+1) shrink), then c0 -> C at (res/2)^3 */
+    u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(M, c0));
+    op_sparse_down_mean(ctx, &u, &s->s0, &g->children);
+    struct res_taps rt1 = {taps ? taps->ib1_conv1 : NULL, NULL, taps ? taps->ib1_skip : NULL};
+    res_forward(ctx, s, &m->inb[1], &u, &s->s1, &g->nbr_lo, &g->nbr_lo, NULL, &rt1);
+    if (taps)
+        tap(ctx, taps->ib1, &s->s1);
+    arena_release(act, fixed);
+}
+
+/* The rest, from s->s0 and s->s1 (left unchanged): APE, the transformer with
+ * cond (NULL: unconditional), the out blocks, the velocity into v. */
+static void fwd_out(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                    const struct slatflow_geom *g, const struct slatflow_cond *cond,
+                    struct tensor *v, struct slf_act *s, size_t fixed,
+                    const struct slatflow_taps *taps)
+{
+    const struct slatflow_config *cf = &m->cfg;
+    int64_t N = g->n, M = g->m, c0 = cf->io;
+
+    /* APE (L287-288), transformer blocks */
+    op_add(ctx, &s->x, &s->s1, &g->ape);
+    if (taps)
+        tap(ctx, taps->tokens_ape, &s->x);
+    act_blocks(m, act, M, s);
+    for (int i = 0; i < cf->depth; i++)
+        block_forward(m, ctx, s, i, cond, taps && taps->block == i ? taps : NULL);
+    arena_release(act, fixed);
+
+    /* out_blocks.0: [h | s1] (M, 2C) at the parents, upsampled inside (row gather), 2C -> c0 */
+    act_res(m, act, N, M, true, s);
+    concat_cols(ctx, &s->cat, &s->x, &s->s1);
+    struct res_taps rt2 = {taps ? taps->ob0_conv1 : NULL, NULL, NULL};
+    res_forward(ctx, s, &m->outb[0], &s->cat, &s->o, &g->nbr_up, &g->nbr_hi, &g->parent, &rt2);
+    if (taps)
+        tap(ctx, taps->ob0, &s->o);
+    arena_release(act, fixed);
+
+    /* out_blocks.1: [h | s0] (N, 2c0) -> c0 */
+    act_res(m, act, N, M, false, s);
+    struct tensor u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(N, 2 * c0));
+    concat_cols(ctx, &u, &s->o, &s->s0);
+    res_forward(ctx, s, &m->outb[1], &u, &s->o, &g->nbr_hi, &g->nbr_hi, NULL, NULL);
+    if (taps)
+        tap(ctx, taps->ob1, &s->o);
+
+    /* F.layer_norm (no affine, eps 1e-5), out_layer (L296-298) */
+    op_layernorm(ctx, &s->o, &s->o, NULL, NULL, SLF_OUT_EPS);
+    op_linear(ctx, &s->vo, &s->o, &m->out_w, &m->out_b, false);
+    if (m->device == DEVICE_CUDA && v->device == DEVICE_CUDA)
+        op_copy(ctx, v, &s->vo);                    /* stays on the device (the sampler) */
+    else
+        op_download(ctx, v, &s->vo);
+    arena_release(act, fixed);
+}
+
+/* The operand checks of both entry points. */
+static void fwd_check(const struct slatflow_model *m, const struct slatflow_geom *g,
+                      const struct tensor *x, const struct slatflow_cond *cond,
+                      const struct tensor *v)
+{
+    const struct slatflow_config *cf = &m->cfg;
+
+    ASSERT(x->dtype == DTYPE_F32 && tensor_is_contiguous(x) &&
+           tensor_numel(x) == g->n * cf->in_ch);
+    ASSERT(tensor_is_contiguous(v) && tensor_numel(v) == g->n * cf->out_ch);
+    ASSERT((x->device == DEVICE_HOST || x->device == m->device) &&
+           (v->device == DEVICE_HOST ? v->dtype == DTYPE_F32 : v->device == m->device));
+    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == cf->cond_dim &&
+                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
+}
+
 void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                       const struct slatflow_geom *g, const struct tensor *x, float t,
                       const struct slatflow_cond *cond, struct tensor *v,
                       const struct slatflow_taps *taps)
 {
-    const struct slatflow_config *cf = &m->cfg;
-    int64_t N = g->n, M = g->m, c0 = cf->io;
     size_t mark = arena_mark(act);
     struct slf_act s;
 
-    ASSERT(x->dtype == DTYPE_F32 && tensor_is_contiguous(x) && tensor_numel(x) == N * cf->in_ch);
-    ASSERT(tensor_is_contiguous(v) && tensor_numel(v) == N * cf->out_ch);
-    ASSERT((x->device == DEVICE_HOST || x->device == m->device) &&
-           (v->device == DEVICE_HOST ? v->dtype == DTYPE_F32 : v->device == m->device));
-    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == cf->cond_dim &&
-                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
-    act_fixed(m, act, N, M, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    fwd_check(m, g, x, cond, v);
+    act_fixed(m, act, g->n, g->m, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
     size_t fixed = arena_mark(act);
+    fwd_in(m, ctx, act, g, x, t, &s, fixed, taps);
+    fwd_out(m, ctx, act, g, cond, v, &s, fixed, taps);
+    arena_release(act, mark);
+}
 
-    /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
-    temb_eval(m, ctx, &s, t);
-    if (taps)
-        tap(ctx, taps->t_emb, &s.te);
-    op_act(ctx, &s.st, &s.te, OP_ACT_SILU);
+void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
+                          struct arena *act, const struct slatflow_geom *g,
+                          const struct tensor *x, float t, const struct slatflow_cond *cond,
+                          struct tensor *vc, struct tensor *vu)
+{
+    size_t mark = arena_mark(act);
+    struct slf_act s;
 
-    /* input layer (L271) into u, then input_blocks.0 at full resolution */
-    act_res(m, act, N, M, false, &s);
-    struct tensor xin = s.xin;
-    if (m->device == DEVICE_CUDA && x->device == DEVICE_CUDA)
-        op_copy(ctx, &xin, x);                      /* the sampler's x, cast on the device */
-    else
-        op_upload(ctx, &xin, x);
-    struct tensor u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, c0));
-    op_linear(ctx, &u, &xin, &m->in_w, &m->in_b, false);
-    if (taps)
-        tap(ctx, taps->input_layer, &u);
-    struct res_taps rt0 = {taps ? taps->ib0_conv1 : NULL, taps ? taps->ib0_conv2 : NULL, NULL};
-    res_forward(ctx, &s, &m->inb[0], &u, &s.s0, &g->nbr_hi, &g->nbr_hi, NULL, &rt0);
-    if (taps)
-        tap(ctx, taps->ib0, &s.s0);
-
-    /* input_blocks.1: downsample (mean with the n/(n+1) shrink), then c0 -> C at (res/2)^3 */
-    u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(M, c0));
-    op_sparse_down_mean(ctx, &u, &s.s0, &g->children);
-    struct res_taps rt1 = {taps ? taps->ib1_conv1 : NULL, NULL, taps ? taps->ib1_skip : NULL};
-    res_forward(ctx, &s, &m->inb[1], &u, &s.s1, &g->nbr_lo, &g->nbr_lo, NULL, &rt1);
-    if (taps)
-        tap(ctx, taps->ib1, &s.s1);
-    arena_release(act, fixed);
-
-    /* APE (L287-288), transformer blocks */
-    op_add(ctx, &s.x, &s.s1, &g->ape);
-    if (taps)
-        tap(ctx, taps->tokens_ape, &s.x);
-    act_blocks(m, act, M, &s);
-    for (int i = 0; i < cf->depth; i++)
-        block_forward(m, ctx, &s, i, cond, taps && taps->block == i ? taps : NULL);
-    arena_release(act, fixed);
-
-    /* out_blocks.0: [h | s1] (M, 2C) at the parents, upsampled inside (row gather), 2C -> c0 */
-    act_res(m, act, N, M, true, &s);
-    concat_cols(ctx, &s.cat, &s.x, &s.s1);
-    struct res_taps rt2 = {taps ? taps->ob0_conv1 : NULL, NULL, NULL};
-    res_forward(ctx, &s, &m->outb[0], &s.cat, &s.o, &g->nbr_up, &g->nbr_hi, &g->parent, &rt2);
-    if (taps)
-        tap(ctx, taps->ob0, &s.o);
-    arena_release(act, fixed);
-
-    /* out_blocks.1: [h | s0] (N, 2c0) -> c0 */
-    act_res(m, act, N, M, false, &s);
-    u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, 2 * c0));
-    concat_cols(ctx, &u, &s.o, &s.s0);
-    res_forward(ctx, &s, &m->outb[1], &u, &s.o, &g->nbr_hi, &g->nbr_hi, NULL, NULL);
-    if (taps)
-        tap(ctx, taps->ob1, &s.o);
-
-    /* F.layer_norm (no affine, eps 1e-5), out_layer (L296-298) */
-    op_layernorm(ctx, &s.o, &s.o, NULL, NULL, SLF_OUT_EPS);
-    op_linear(ctx, &s.vo, &s.o, &m->out_w, &m->out_b, false);
-    if (m->device == DEVICE_CUDA && v->device == DEVICE_CUDA)
-        op_copy(ctx, v, &s.vo);                     /* stays on the device (the sampler) */
-    else
-        op_download(ctx, v, &s.vo);
+    ASSERT(cond);
+    fwd_check(m, g, x, cond, vc);
+    fwd_check(m, g, x, NULL, vu);
+    act_fixed(m, act, g->n, g->m, !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    size_t fixed = arena_mark(act);
+    fwd_in(m, ctx, act, g, x, t, &s, fixed, NULL);
+    fwd_out(m, ctx, act, g, cond, vc, &s, fixed, NULL);
+    fwd_out(m, ctx, act, g, NULL, vu, &s, fixed, NULL);
     arena_release(act, mark);
 }

@@ -258,6 +258,16 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
                       const struct slatflow_cond *cond, struct tensor *v,
                       const struct slatflow_taps *taps);
 
+/* The two evaluations of a CFG step in one call: v_cond into vc and v_uncond
+ * into vu (each as slatflow_forward's v), from the same x and t. The part
+ * before the transformer (temb, input layer, input blocks) does not see the
+ * condition and runs once; the same numbers as two slatflow_forward calls.
+ * cond not NULL; act as for slatflow_forward with cond. */
+void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
+                          struct arena *act, const struct slatflow_geom *g,
+                          const struct tensor *x, float t, const struct slatflow_cond *cond,
+                          struct tensor *vc, struct tensor *vu);
+
 // ----------------------------------------------------------------------------
 // sampler (sampler.c; spec generators.md §9)
 

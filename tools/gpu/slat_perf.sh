@@ -6,15 +6,17 @@
 #   1. the GPU tests of the ops and the stage the performance work touches (S3D_REQUIRE_GPU=1:
 #      a skip is a failure): test_slat_flow (CUDA forward/sampler fp32 and fp16 against the
 #      CPU), test_op_layernorm (+ the fused LayerNorm + modulation), test_op_rmsnorm,
+#      test_op_flow (the sampler update on the device),
 #      test_op_elementwise, test_op_sparse_tap (the tap-wise conv), test_op_gemm, test_op_act,
-#      test_op_sparse, test_op_attention;
+#      test_op_sparse, test_op_attention (also the S3D_ATTN_MT=2 kernel);
 #   2. the CUDA context probe (tests/tools/ctx_probe): the device memory of a bare context, of
 #      cuBLASLt, of the first kernel and of the per-thread stack reservation, to split the
 #      stage's driver count into context / libraries / arenas;
 #   3. tools/ref/plugin_slat_flow.py --evals fp16: the same seeded random weights, ~30k voxels,
 #      5496 condition tokens and noise for both: one fp16 evaluation (v_cond and the CFG
 #      combination <= 1e-2), the official fp16 sampler (2 timed runs after a warm-up) against
-#      ours (median of 3 in one process, feats <= 2e-2), our per-op profile of a warm whole
+#      ours (median of 3 in one process, feats <= 2e-2; again with S3D_ATTN_MT=2, the attention
+#      kernel with two m-tiles per warp, to choose the default), our per-op profile of a warm whole
 #      sampler (S3D_PROFILE=1, second run of 2), the driver's peak of our process at ~30k and
 #      at the 42,000-voxel ceiling with cache_kv=1 and cache_kv=0.
 # Everything goes to OUT (logs, plugin/slat_flow_results.json, plugin/slat_flow_summary.txt)
@@ -46,7 +48,7 @@ pack() {
 }
 
 # 1. tests
-for t in test_slat_flow test_op_layernorm test_op_rmsnorm test_op_elementwise \
+for t in test_slat_flow test_op_layernorm test_op_rmsnorm test_op_flow test_op_elementwise \
          test_op_sparse_tap test_op_gemm test_op_act test_op_sparse test_op_attention; do
     if [ ! -x "$BIN/tests/$t" ]; then
         echo "$t: not in $BIN/tests (HINT: the build list in this script's header)"
@@ -77,7 +79,7 @@ fi
 mkdir -p "$OUT/plugin"
 PYTHONUNBUFFERED=1 timeout 480 python3 tools/ref/plugin_slat_flow.py --bin "$BIN" \
     --work /tmp/slf_perf --out "$OUT/plugin" --s3d .gl/ref/s3d --config-dir .gl/ref/hf \
-    --voxels 30000 --ceiling 42000 --time 4 --repeat 3 --evals fp16 \
+    --voxels 30000 --ceiling 42000 --time 4 --repeat 3 --evals fp16 --variant S3D_ATTN_MT=2 \
     >"$OUT/plugin/plugin.log" 2>&1
 rc=$?
 echo "== plugin_slat_flow.py: exit $rc"

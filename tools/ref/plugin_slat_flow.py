@@ -181,8 +181,8 @@ def timed(torch, dev, fn, n):
 
 # ----------------------------------------------------------------------------- ours
 
-def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=False):
-    """Our stage --once: (feats or None, log, pid)."""
+def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=False, env_add=None):
+    """Our stage --once (env_add: more environment variables): (feats or None, log, pid)."""
     d = os.path.join(args.work, name)
     ind, outd = os.path.join(d, "in"), os.path.join(d, "out")
     os.makedirs(ind, exist_ok=True)
@@ -196,7 +196,7 @@ def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=Fal
     cmd += [x for k, v in params.items() for x in ("--param", f"{k}={v}")]
     if prec == "fp32":
         cmd += ["--precision", "fp32"]
-    env = dict(os.environ, S3D_PROFILE="1" if profile else "0")
+    env = dict(os.environ, S3D_PROFILE="1" if profile else "0", **(env_add or {}))
     print("running:", " ".join(cmd), flush=True)
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
@@ -240,6 +240,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time", type=int, default=5, help="timed official runs (after a warm-up)")
     ap.add_argument("--repeat", type=int, default=3, help="sampler runs of our stage (median)")
+    ap.add_argument("--variant", action="append", default=[], metavar="VAR=VALUE",
+                    help="also run our fp16 sampler with this environment setting (parity and "
+                         "time, e.g. S3D_ATTN_MT=2); may be repeated")
     ap.add_argument("--evals", default="fp32,fp16",
                     help="precisions of part 1 (one evaluation), comma-separated; '' skips it")
     args = ap.parse_args(argv)
@@ -357,6 +360,17 @@ def main(argv=None):
                         "ours_evals": log_number(log, r"(\d+) evaluations"),
                         "ours_driver_peak_mib": mem.mib(pid),
                         "ours_memory_line": [ln for ln in log.splitlines() if "memory:" in ln]})
+        for var in args.variant:     # our sampler with a workshop setting
+            k, _, val = var.partition("=")
+            fv, logv, _ = ours(args, ckpt, "sampler_fp16_" + re.sub(r"\W", "_", var), coords, cond,
+                               noise, {"repeat": args.repeat}, env_add={k: val})
+            if fv is None:
+                fails += 1
+                continue
+            check(f"sampler_fp16 feats ({var})", rel(torch, fv, ref), TOL["sampler_fp16"])
+            res.setdefault("variants", {})[var] = {
+                "ours_sampler_ms": log_number(logv, r"evaluation[s]? \(.*?\): ([0-9.]+) ms"),
+                "ours_eval_ms": log_number(logv, r"([0-9.]+) ms per evaluation")}
         if dev.type == "cuda":     # the whole sampler twice: the profile keeps the warm run
             ours(args, ckpt, "profile_fp16", coords, cond, noise, {"repeat": 2}, profile=True)
 
@@ -407,6 +421,10 @@ def summary(r):
                  f"{r['official_driver_peak_mib']:.0f} MiB (torch peak "
                  f"{r['official_sampler_peak'] / 2**20:.0f} MiB) | "
                  f"{r['ours_driver_peak_mib']:.0f} MiB | |")
+    for var, v in r.get("variants", {}).items():
+        o, s = med(r["official_sampler_ms"]), v["ours_sampler_ms"]
+        L.append(f"| sampler fp16, ours with {var} | {o:.0f} ms | {s:.0f} ms "
+                 f"({v['ours_eval_ms']:.1f} ms/eval) | {o / s:.2f}x |")
     for kv in ("cache_kv=1", "cache_kv=0"):
         c = r.get("ceiling", {}).get(kv)
         if c:
