@@ -459,7 +459,20 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
 
     memset(out, 0, sizeof(*out));
     out->c = arena_tensor(a, m->gemm_dt, SHAPE(1, Nc, g->cond_dim));
-    op_upload(ctx, &out->c, cond);
+    /* an F32 condition for an F16 model: uploaded as is into the free space above and cast
+     * on the device (the host cast of 5.6 M values costs ~20 ms), else cast on the host;
+     * the same bits either way (kernels/ops_copy.h) */
+    size_t mark = arena_mark(a);
+    void *tmp = m->device == DEVICE_CUDA && cond->dtype != m->gemm_dt ?
+                arena_alloc(a, tensor_nbytes(cond)) : NULL;
+    if (tmp) {
+        struct tensor t = tensor_view(tmp, cond->dtype, DEVICE_CUDA, cond->shape, cond->ndim);
+        op_upload(ctx, &t, cond);
+        op_copy(ctx, &out->c, &t);                  /* stream order protects tmp's reuse */
+    } else {
+        op_upload(ctx, &out->c, cond);
+    }
+    arena_release(a, mark);
     if (!cache_kv)
         return;
     /* the K/V an evaluation would project, once: (depth, Nc, 2C) */
