@@ -1,7 +1,9 @@
 # sam3d - one Makefile for everything (llm.c style).
 #
 #   make                 all stages, the orchestrator and the tests, into build/
-#   make CUDA_ARCH=90    narrow the GPU targets for a quick build (default: 86 89 90 + PTX)
+#   make CUDA_ARCH=90    narrow the GPU targets for a quick build (default: 80 86 89 90 + PTX)
+#   make install         the executables into $(DESTDIR)$(PREFIX)/bin, the pipeline files into
+#                        $(DESTDIR)$(PREFIX)/share/sam3d/pipelines (PREFIX default /usr/local)
 #   make test            build, then run every test (GPU tests skip without a GPU)
 #   make test-gpu        every test program, verbose, a skip counts as a failure (GPU machine)
 #   make test-sanitize   ASan + UBSan build of the unit tests, then run them
@@ -14,7 +16,11 @@ BUILD      ?= build
 CUDA_HOME  ?= /usr/local/cuda
 NVCC       ?= $(CUDA_HOME)/bin/nvcc
 CC         ?= gcc
-CUDA_ARCH  ?= 86 89 90
+# sm_80 (A100) and up: every architecture the kernels support (kernels/README.md); the PTX
+# of the last one lets newer GPUs JIT-compile
+CUDA_ARCH  ?= 80 86 89 90
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 FUZZ_SECONDS ?= 30
 
 # every listed arch as SASS, plus PTX of the newest so later GPUs can JIT it
@@ -61,7 +67,7 @@ SO_LIBS    := $(SO_SRC:tests/tools/so/%.c=$(BUILD)/tests/tools/lib%.so)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test test-gpu test-sanitize fuzz demo deps clean
+.PHONY: all test test-gpu test-sanitize fuzz demo deps clean install uninstall
 .SECONDARY:
 all: $(STAGE_BINS) $(if $(ORCH_SRC),$(ORCH_BIN)) $(TEST_BINS) $(TOOL_BINS) $(SO_LIBS)
 
@@ -122,6 +128,20 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 $(BUILD)/tests/tools/lib%.so: tests/tools/so/%.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -shared -fPIC $< -o $@
+
+# ---------------------------------------------------------------- install
+# sam3d finds the pipeline at <its directory>/../share/sam3d/pipelines (S3D_PIPELINE or
+# --pipeline override it) and the stages next to itself; DESTDIR stages a package
+PIPE_FILES := $(wildcard pipelines/*.pipe pipelines/*.needs)
+install: $(STAGE_BINS) $(ORCH_BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sam3d/pipelines
+	install -m 755 $(STAGE_BINS) $(ORCH_BIN) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(PIPE_FILES) $(DESTDIR)$(PREFIX)/share/sam3d/pipelines/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(STAGE_BINS) $(ORCH_BIN)))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/sam3d/pipelines/,$(notdir $(PIPE_FILES)))
+	-rmdir $(DESTDIR)$(PREFIX)/share/sam3d/pipelines $(DESTDIR)$(PREFIX)/share/sam3d
 
 # ---------------------------------------------------------------- tests
 test: all

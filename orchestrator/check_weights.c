@@ -21,9 +21,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sam3d check-weights DIR [--moge FILE] [--stages-dir DIR] "
+    fprintf(f, "usage: sam3d check-weights --weights DIR [--moge FILE] [--stages-dir DIR] "
             "[--pipeline FILE]\n"
+            "       sam3d check-weights DIR [options]\n"
             "Binds every stage's weights from DIR without running; one line per stage.\n"
+            "DIR holds the .ckpt files itself, or in checkpoints/, hf/ or checkpoints/hf/\n"
+            "(the official layouts, README \"Getting the official weights\").\n"
             "exit status: 0 all OK, 1 a stage's weights failed, 3 stages not built yet\n");
 }
 
@@ -65,6 +68,8 @@ int cmd_check_weights(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--weights") && v && !dir) {
+            dir = argv[++i];
         } else if (!strcmp(a, "--moge") && v) {
             moge = argv[++i];
         } else if (!strcmp(a, "--pipeline") && v) {
@@ -93,7 +98,7 @@ int cmd_check_weights(int argc, char **argv)
     }
     for (int i = 0; i < p->n_stages; i++) {
         const struct pipe_stage *s = &p->stages[i];
-        char exe[PATH_MAX + 64], weights[PATH_MAX];
+        char exe[PATH_MAX + 64], weights[PATH_MAX], file[PATH_MAX];
         int rc;
 
         snprintf(exe, sizeof(exe), "%s/%s", stages_dir, s->exe);
@@ -103,6 +108,15 @@ int cmd_check_weights(int argc, char **argv)
             continue;
         }
         if (pipeline_weights_path(s, dir, moge, weights, sizeof(weights)) != 0) {
+            failed++;
+            continue;
+        }
+        pipeline_weights_file(weights, file, sizeof(file));
+        if (weights[0] && access(file, R_OK) != 0) {
+            char looked[1024];
+
+            pipeline_weights_looked(s, dir, moge, looked, sizeof(looked));
+            printf("%-12s FAILED  missing, looked for %s\n", s->name, looked);
             failed++;
             continue;
         }

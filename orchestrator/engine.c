@@ -301,11 +301,16 @@ static int prepare_stages(struct engine *e, int only)
         if (rt->weights[0]) {
             pipeline_weights_file(rt->weights, wfile, sizeof(wfile));
             if (stat(wfile, &st) != 0) {
-                snprintf(rt->error, sizeof(rt->error), "weights '%.400s': %s", wfile,
-                         strerror(errno));
+                char looked[WIRE_ERR_MAX / 2];
+
+                pipeline_weights_looked(rt->ps, e->o.weights_dir, e->o.moge, looked,
+                                        sizeof(looked));
+                snprintf(rt->error, sizeof(rt->error),
+                         "weights '%.200s': %s (looked for %.200s)", wfile, strerror(errno),
+                         looked);
                 log_error("stage %s: %s. HINT: check --weights DIR (and --moge FILE); "
-                          "`sam3d check-weights DIR` lists what is missing", rt->ps->name,
-                          rt->error);
+                          "`sam3d check-weights --weights DIR` lists what is missing",
+                          rt->ps->name, rt->error);
                 return S3D_ENOTFOUND;
             }
         }

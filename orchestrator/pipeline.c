@@ -214,8 +214,9 @@ static int load_file(struct pipeline *p, const char *path, bool top)
     snprintf(p->path, sizeof(p->path), "%s", path);
     f = fopen(path, "r");
     if (!f) {
-        log_error("pipeline '%s': %s. HINT: pass --pipeline FILE or run from the source tree",
-                  path, strerror(errno));
+        log_error("pipeline '%s': %s. HINT: pass --pipeline FILE or set S3D_PIPELINE=FILE "
+                  "(sam3d looks in ../share/sam3d/pipelines next to itself, as `make install` "
+                  "puts it, then ../pipelines, as in the build tree)", path, strerror(errno));
         return S3D_EIO;
     }
     while (!rc && fgets(line, sizeof(line), f)) {
@@ -313,7 +314,10 @@ void pipeline_default_path(const char *explicit_path, char *out, size_t len)
         return;
     }
     exe_dir(dir, sizeof(dir));
-    snprintf(cand, sizeof(cand), "%s/../pipelines/sam3d_objects.pipe", dir);
+    /* installed (make install: PREFIX/bin/sam3d), then the build tree (build/sam3d) */
+    snprintf(cand, sizeof(cand), "%s/../share/sam3d/pipelines/sam3d_objects.pipe", dir);
+    if (access(cand, R_OK) != 0)
+        snprintf(cand, sizeof(cand), "%s/../pipelines/sam3d_objects.pipe", dir);
     if (access(cand, R_OK) == 0)
         snprintf(out, len, "%s", cand);
     else
@@ -328,9 +332,18 @@ void pipeline_stages_dir(const char *explicit_dir, char *out, size_t len)
         exe_dir(out, len);
 }
 
+/* The layouts --weights DIR may have (README "Getting the official weights"): the
+ * files in DIR itself (ours; the official checkpoints/hf after sam-3d-objects
+ * doc/setup.md moves the download's checkpoints/ there), or below it in
+ * checkpoints/ (the download before that move), hf/ (DIR is the official
+ * checkpoints/ folder) or checkpoints/hf/ (DIR is the sam-3d-objects checkout). */
+static const char *const layouts[] = {"", "checkpoints/", "hf/", "checkpoints/hf/"};
+#define N_LAYOUTS ((int)(sizeof(layouts) / sizeof(layouts[0])))
+
 int pipeline_weights_path(const struct pipe_stage *s, const char *weights_dir,
                           const char *moge, char *out, size_t len)
 {
+    const char *rel;
     int n;
 
     if (!s->weights[0]) {
@@ -343,16 +356,41 @@ int pipeline_weights_path(const struct pipe_stage *s, const char *weights_dir,
         log_error("stage '%s' needs weights (%s) but no --weights DIR was given", s->name,
                   s->weights);
         return S3D_EINVAL;
-    } else if (!strcmp(s->weights, "$MOGE")) {
-        n = snprintf(out, len, "%s/moge-vitl/model.pt", weights_dir);
     } else {
-        n = snprintf(out, len, "%s/%s", weights_dir, s->weights);
+        rel = !strcmp(s->weights, "$MOGE") ? "moge-vitl/model.pt" : s->weights;
+        for (int k = 0; k <= N_LAYOUTS; k++) {      /* the first layout holding it; */
+            char file[PATH_MAX];                       /* none: DIR/rel, for the caller's */
+            struct stat st;                            /* error (pipeline_weights_looked) */
+
+            n = snprintf(out, len, "%s/%s%s", weights_dir, layouts[k % N_LAYOUTS], rel);
+            if (n < 0 || (size_t)n >= len || k == N_LAYOUTS)
+                break;
+            pipeline_weights_file(out, file, sizeof(file));
+            if (stat(file, &st) == 0)
+                break;
+        }
     }
     if (n < 0 || (size_t)n >= len) {
         log_error("stage '%s': weights path too long", s->name);
         return S3D_EINVAL;
     }
     return 0;
+}
+
+void pipeline_weights_looked(const struct pipe_stage *s, const char *weights_dir,
+                             const char *moge, char *out, size_t len)
+{
+    const char *rel = !strcmp(s->weights, "$MOGE") ? "moge-vitl/model.pt" : s->weights;
+    size_t n;
+
+    if ((!strcmp(s->weights, "$MOGE") && moge) || !weights_dir) {
+        snprintf(out, len, "--moge %s", moge ? moge : "");
+        return;
+    }
+    n = (size_t)snprintf(out, len, "%s in %s", rel, weights_dir);
+    for (int k = 1; k < N_LAYOUTS && n < len; k++)
+        n += (size_t)snprintf(out + n, len - n, "%s%s", k == N_LAYOUTS - 1 ? " and " : ", ",
+                              layouts[k]);
 }
 
 void pipeline_weights_file(const char *weights_arg, char *out, size_t len)

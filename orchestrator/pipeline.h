@@ -90,17 +90,26 @@ bool pipeline_endpoint_ok(const char *endpoint);
 
 /* --- paths around a pipeline (shared by run, stage and check-weights) --- */
 
-/* The pipeline file to use: explicit if non-NULL, else env S3D_PIPELINE, else
- * <dir of the sam3d binary>/../pipelines/sam3d_objects.pipe if it exists, else
- * pipelines/sam3d_objects.pipe. Written to out. */
+/* The pipeline file to use: explicit if non-NULL, else env S3D_PIPELINE, else the
+ * first that exists of <dir of the sam3d binary>/../share/sam3d/pipelines/
+ * sam3d_objects.pipe (installed) and <dir>/../pipelines/sam3d_objects.pipe (the
+ * build tree), else pipelines/sam3d_objects.pipe. Written to out. */
 void pipeline_default_path(const char *explicit_path, char *out, size_t len);
 /* The stages directory: explicit if non-NULL, else the directory of the sam3d binary. */
 void pipeline_stages_dir(const char *explicit_dir, char *out, size_t len);
 /* The weights argument for stage s: "" when it has none; "$MOGE" -> moge if
- * non-NULL, else WEIGHTS/moge-vitl/model.pt; else WEIGHTS/<weights>.
+ * non-NULL; else REL = <weights> (moge-vitl/model.pt for "$MOGE") in the first
+ * layout of WEIGHTS that holds it: WEIGHTS/REL (ours, and the official
+ * checkpoints/hf), WEIGHTS/checkpoints/REL (the downloaded model repository),
+ * WEIGHTS/hf/REL (the official checkpoints/ folder), WEIGHTS/checkpoints/hf/REL
+ * (a sam-3d-objects checkout); none: WEIGHTS/REL.
  * Returns 0, or S3D_EINVAL (logged) when weights are needed but weights_dir is NULL. */
 int  pipeline_weights_path(const struct pipe_stage *s, const char *weights_dir,
                            const char *moge, char *out, size_t len);
+/* For an error message: where pipeline_weights_path looked ("ss_generator.ckpt in
+ * DIR, checkpoints/, hf/ and checkpoints/hf/", or "--moge FILE"). */
+void pipeline_weights_looked(const struct pipe_stage *s, const char *weights_dir,
+                             const char *moge, char *out, size_t len);
 /* The file a "weights" argument names, without a ":KEY" suffix that is not part
  * of an existing file name. */
 void pipeline_weights_file(const char *weights_arg, char *out, size_t len);

@@ -22,6 +22,7 @@
 #include "err.h"
 #include "image.h"
 #include "jobdir.h"
+#include "jobspace.h"
 #include "log.h"
 #include "preset.h"
 #include "progress.h"
@@ -406,7 +407,7 @@ int cmd_run(int argc, char **argv)
     struct engine *e = NULL;
     struct progress *prog = NULL;
     struct job *j = calloc(1, sizeof(*j));
-    char log_path[PATH_MAX + 16];
+    char log_path[PATH_MAX + 16], job_root[PATH_MAX];
     bool have_job = false;
     int code = 1, rc;
 
@@ -474,8 +475,10 @@ int cmd_run(int argc, char **argv)
         log_error("--out '%s': %s", a.out_dir, strerror(errno));
         goto out_free;
     }
-    {   /* the pixel limit, checked on the user's file before anything starts */
-        int64_t w, h;
+    {   /* the pixel limit and the job root's room, checked before anything starts */
+        int64_t w = 0, h = 0;
+        struct stat si, sm;
+        char what[64];
 
         if (image && image_probe(image, &w, &h) == 0 && w * h > image_max_pixels()) {
             log_error("--image '%s' is %lldx%lld, %.1f Mpixels, over the limit of %.1f Mpixels. "
@@ -485,6 +488,12 @@ int cmd_run(int argc, char **argv)
                       w * h / 1e6 + 1, (w * h * 13.0 + (160 << 20)) / 1e9);
             goto out_free;
         }
+        snprintf(what, sizeof(what), "a %lldx%lld image", (long long)w, (long long)h);
+        if (!resume &&
+            jobspace_root(jobspace_need(w * h, (stat(image, &si) ? 0 : si.st_size) +
+                                        (stat(mask, &sm) ? 0 : sm.st_size)),
+                          what, job_root, sizeof(job_root)) != 0)
+            goto out_free;
     }
     snprintf(log_path, sizeof(log_path), "%s/sam3d.log", a.out_dir);
     prog = progress_open(a.progress, log_path);
@@ -493,7 +502,7 @@ int cmd_run(int argc, char **argv)
     a.o.idle = progress_tick;
     a.o.idle_arg = prog;
     job_init(j, "job", 0, PIPE_MAX_STAGES - 1);
-    if (resume ? adopt_job(j, resume) != 0 : jobdir_create(&j->dir, NULL) != 0)
+    if (resume ? adopt_job(j, resume) != 0 : jobdir_create(&j->dir, job_root) != 0)
         goto out_free;
     have_job = true;
     if (a.keep_job && jobdir_keep(&j->dir) != 0)

@@ -21,7 +21,7 @@ need_example "$ex"
 test_tmp
 
 # ---------------------------------------------------------------- 1. the demo
-env -u SAM3D_WEIGHTS -u DEMO_IMAGE -u DEMO_MASK DEMO_DEVICE=cpu DEMO_OUT="$tmp/out" \
+env -u S3D_WEIGHTS -u S3D_DEMO_IMAGE -u S3D_DEMO_MASK S3D_DEMO_DEVICE=cpu S3D_DEMO_OUT="$tmp/out" \
     tools/demo.sh "$build" >"$tmp/demo.log" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "sam3d run \(completed every stage\|ran every stage that is built\)" "$tmp/demo.log"; then

@@ -4,22 +4,24 @@
 #
 #   tools/demo.sh [BUILD_DIR]                                  (default: build)
 #
-# Environment:
-#   DEMO_IMAGE, DEMO_MASK   the input (default examples/human_object/{image,0}.png,
+# Environment (the names before S3D_* - SAM3D_WEIGHTS, DEMO_IMAGE, DEMO_MASK, DEMO_MOGE,
+# DEMO_DEVICE, DEMO_OUT, DEMO_PRESET - still work, with a line saying the new name):
+#   S3D_DEMO_IMAGE, S3D_DEMO_MASK   the input (default examples/human_object/{image,0}.png,
 #                           relative to the repository root)
-#   SAM3D_WEIGHTS=DIR       the official weights (ss_generator.ckpt, slat_generator.ckpt, ...
-#                           and MoGe at DIR/moge-vitl/model.pt, or DEMO_MOGE=FILE). Without it
-#                           the demo assembles a tiny RANDOM-weight model in the official file
+#   S3D_WEIGHTS=DIR         the official weights (ss_generator.ckpt, slat_generator.ckpt, ...
+#                           and MoGe at DIR/moge-vitl/model.pt, or S3D_DEMO_MOGE=FILE). Without
+#                           it the demo assembles a tiny RANDOM-weight model in the official file
 #                           layout from the committed test fixtures into BUILD/demo-weights/;
 #                           its numbers mean nothing and every result line says so.
-#   DEMO_DEVICE             passed as --device (cpu, cuda:N); default: each stage picks
+#   S3D_DEMO_DEVICE         passed as --device (cpu, cuda:N); default: each stage picks
 #                           cuda:0 when a GPU is usable, else its CPU path
-#   DEMO_OUT                output directory (default BUILD/demo-out)
-#   DEMO_PRESET             passed as --preset (default: fast with the tiny random model, so
+#   S3D_DEMO_OUT            output directory (default BUILD/demo-out)
+#   S3D_DEMO_PRESET         passed as --preset (default: fast with the tiny random model, so
 #                           the CPU path's 38 SLAT flow evaluations over ~15k voxels do not
-#                           take minutes; none with SAM3D_WEIGHTS: the pipeline's settings)
+#                           take minutes; none with S3D_WEIGHTS: the pipeline's settings;
+#                           set and empty: none)
 #
-# It runs `BUILD/sam3d run ... --out DEMO_OUT`, then lists the artifacts (name, dtype, shape
+# It runs `BUILD/sam3d run ... --out S3D_DEMO_OUT`, then lists the artifacts (name, dtype, shape
 # via `sam3d inspect`), the per-stage wall time and peak memory from report.json, and the
 # stages that are still to come. Exit status: 0 when the run completed or ran every stage
 # that exists (sam3d's exit 3), else sam3d's exit status.
@@ -27,23 +29,32 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 build=${1:-build}
 sam3d=$build/sam3d
-image=${DEMO_IMAGE:-examples/human_object/image.png}
-mask=${DEMO_MASK:-examples/human_object/0.png}
-out=${DEMO_OUT:-$build/demo-out}
+for pair in SAM3D_WEIGHTS:S3D_WEIGHTS DEMO_IMAGE:S3D_DEMO_IMAGE DEMO_MASK:S3D_DEMO_MASK \
+            DEMO_MOGE:S3D_DEMO_MOGE DEMO_DEVICE:S3D_DEMO_DEVICE DEMO_OUT:S3D_DEMO_OUT \
+            DEMO_PRESET:S3D_DEMO_PRESET; do
+    old=${pair%%:*} new=${pair#*:}
+    if [ -n "${!old+set}" ] && [ -z "${!new+set}" ]; then
+        echo "demo: $old is deprecated: read as $new (set $new instead)"
+        printf -v "$new" '%s' "${!old}"
+    fi
+done
+image=${S3D_DEMO_IMAGE:-examples/human_object/image.png}
+mask=${S3D_DEMO_MASK:-examples/human_object/0.png}
+out=${S3D_DEMO_OUT:-$build/demo-out}
 
 die() { echo "demo: error: $*" >&2; exit 1; }
 
 [ -x "$sam3d" ] || die "$sam3d is not built (HINT: make demo, or make all first)"
 for f in "$image" "$mask"; do
-    [ -r "$f" ] || die "cannot read '$f' (HINT: set DEMO_IMAGE=IMG DEMO_MASK=MASK)"
+    [ -r "$f" ] || die "cannot read '$f' (HINT: set S3D_DEMO_IMAGE=IMG S3D_DEMO_MASK=MASK)"
 done
 
 # ---------------------------------------------------------------- weights
 tag=""                    # prefix of every line that could be mistaken for a real result
-if [ -n "${SAM3D_WEIGHTS:-}" ]; then
-    weights=$SAM3D_WEIGHTS
-    moge=${DEMO_MOGE:-$weights/moge-vitl/model.pt}
-    [ -d "$weights" ] || die "SAM3D_WEIGHTS='$weights' is not a directory (README: Getting the official weights)"
+if [ -n "${S3D_WEIGHTS:-}" ]; then
+    weights=$S3D_WEIGHTS
+    moge=${S3D_DEMO_MOGE:-$weights/moge-vitl/model.pt}
+    [ -d "$weights" ] || die "S3D_WEIGHTS='$weights' is not a directory (README: Getting the official weights)"
     echo "demo: official weights from $weights (MoGe: $moge)"
 else
     weights=$build/demo-weights
@@ -64,21 +75,21 @@ else
         die "cannot assemble the tiny model from $fx (HINT: run from a complete checkout)"
     fi
     tag="[RANDOM WEIGHTS] "
-    echo "demo: SAM3D_WEIGHTS is not set: using a tiny RANDOM-weight model in the official file"
+    echo "demo: S3D_WEIGHTS is not set: using a tiny RANDOM-weight model in the official file"
     echo "demo: layout ($weights: moge-vitl/model.pt, ss_generator.ckpt, slat_generator.ckpt,"
     echo "demo: ss_decoder.ckpt, slat_decoder_gs.ckpt, slat_decoder_mesh.ckpt, from tests/fixtures)."
     echo "demo: It exercises every built stage end to end; its outputs are NOT a reconstruction."
-    echo "demo: Set SAM3D_WEIGHTS=DIR for real results."
+    echo "demo: Set S3D_WEIGHTS=DIR for real results."
 fi
 
 # ---------------------------------------------------------------- run
 mkdir -p "$out" || die "cannot create $out"
-# only what an earlier demo run wrote there (DEMO_OUT may be a directory with other files)
+# only what an earlier demo run wrote there (S3D_DEMO_OUT may be a directory with other files)
 rm -rf "$out/artifacts" "$out/report.json" "$out/sam3d.log" "$out"/*.ply "$out"/*.glb "$out/pose.json" \
     "$out/preview.png"
 args=(run --image "$image" --mask "$mask" --weights "$weights" --moge "$moge" --out "$out")
-[ -n "${DEMO_DEVICE:-}" ] && args+=(--device "$DEMO_DEVICE")
-preset=${DEMO_PRESET-$([ -n "$tag" ] && echo fast)}
+[ -n "${S3D_DEMO_DEVICE:-}" ] && args+=(--device "$S3D_DEMO_DEVICE")
+preset=${S3D_DEMO_PRESET-$([ -n "$tag" ] && echo fast)}
 [ -n "$preset" ] && args+=(--preset "$preset")
 echo "demo: $sam3d ${args[*]}"
 echo "demo: (stage logs in $out/sam3d.log)"
