@@ -18,6 +18,17 @@ void cli_print_version(const char *cmd)
     printf("sam3d%s%s %s\n", cmd ? " " : "", cmd ? cmd : "", s3d_version());
 }
 
+static int    inv_argc;
+static char **inv_argv;
+static time_t inv_start;
+
+void cli_invocation(int *argc, char *const **argv, time_t *start)
+{
+    *argc = inv_argc;
+    *argv = inv_argv;
+    *start = inv_start;
+}
+
 void cli_normalize(int *argc, char ***argv)
 {
     static const char *const shorts[][2] = {
@@ -29,6 +40,9 @@ void cli_normalize(int *argc, char ***argv)
     int n = 0;
 
     ASSERT(out);
+    inv_argc = *argc;
+    inv_argv = *argv;
+    inv_start = time(NULL);
     for (int i = 0; i < *argc; i++) {
         const char *a = in[i], *eq = strchr(a, '=');
 

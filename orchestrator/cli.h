@@ -27,6 +27,8 @@
 
 #include "runopts.h"
 
+#include <time.h>
+
 /* Rewrite *argv (from index 1) as described above; the new vector is static
  * storage for the process's life. */
 void cli_normalize(int *argc, char ***argv);
@@ -54,6 +56,10 @@ int  cli_setting_opt(struct run_args *r, int argc, char **argv, int *i);
  * KEY=VALUE of that stage. 0, or S3D_EINVAL after one error line naming the
  * option. */
 int  cli_apply(const struct run_args *r, const struct engine *e, struct job *j, int stage);
+
+/* The command line as given (before cli_normalize) and when the process
+ * started, for the report (report.c); argc 0 when cli_normalize never ran. */
+void cli_invocation(int *argc, char *const **argv, time_t *start);
 
 /* "sam3d 0.1.0 (git ...)" (cmd NULL) or "sam3d run 0.1.0 (git ...)" to stdout. */
 void cli_print_version(const char *cmd);

@@ -4,14 +4,17 @@
  */
 #include "report.h"
 
+#include "cli.h"
 #include "err.h"
 #include "log.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *report_status(int code)
@@ -172,6 +175,79 @@ static void write_params(FILE *f, const struct engine *e, const struct job *j, i
     fprintf(f, "}");
 }
 
+/* t as "2026-12-06T20:31:02Z". */
+static void json_time(FILE *f, time_t t)
+{
+    char buf[32];
+    struct tm tm;
+
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    fprintf(f, "\"%s\"", buf);
+}
+
+/* {"file": PATH, "bytes": N, "mtime": TIME} (bytes null when it cannot be read). */
+static void json_file(FILE *f, const char *path)
+{
+    struct stat st;
+
+    fprintf(f, "{\"file\": ");
+    report_json_str(f, path);
+    if (stat(path, &st) == 0) {
+        fprintf(f, ", \"bytes\": %lld, \"mtime\": ", (long long)st.st_size);
+        json_time(f, st.st_mtime);
+        fprintf(f, "}");
+    } else {
+        fprintf(f, ", \"bytes\": null}");
+    }
+}
+
+/* What makes the run reproducible: version, command line, start, precision, inputs. */
+static void write_provenance(FILE *f, const struct engine *e, const struct job *j)
+{
+    char *const *argv;
+    time_t start;
+    int argc;
+
+    cli_invocation(&argc, &argv, &start);
+    fprintf(f, ",\n  \"version\": ");
+    report_json_str(f, s3d_version());
+    fprintf(f, ",\n  \"argv\": [");
+    for (int i = 0; i < argc; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        report_json_str(f, argv[i]);
+    }
+    fprintf(f, "],\n  \"started\": ");
+    json_time(f, argc ? start : time(NULL));
+    fprintf(f, ",\n  \"precision\": ");
+    report_json_str(f, e->precision);
+    fprintf(f, ",\n  \"inputs\": {\"image\": ");
+    json_file(f, j->user_image ? j->user_image : j->image);
+    fprintf(f, ", \"mask\": ");
+    json_file(f, j->user_mask ? j->user_mask : j->mask);
+    fprintf(f, "}");
+}
+
+/* Where stage i ran and the weights file it loaded (its params: write_params). */
+static void write_stage_settings(FILE *f, const struct engine *e, int i)
+{
+    const struct stage_rt *rt = &e->rt[i];
+
+    fprintf(f, ",\n     \"device_used\": ");
+    if (rt->remote)
+        fprintf(f, "null");
+    else if (rt->cuda >= 0)
+        fprintf(f, "\"cuda:%d\"", rt->cuda);
+    else
+        fprintf(f, "\"cpu\"");
+    if (rt->weights[0]) {
+        char file[PATH_MAX];
+
+        pipeline_weights_file(rt->weights, file, sizeof(file));
+        fprintf(f, ", \"weights\": ");
+        json_file(f, file);
+    }
+}
+
 static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
 {
     const struct stage_rt *rt = &e->rt[i];
@@ -212,6 +288,7 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
         fprintf(f, ", \"error\": ");
         report_json_str(f, t->error);
     }
+    write_stage_settings(f, e, i);
     fprintf(f, ",\n     \"outputs\": [");
     for (int k = 0; k < t->n_out; k++) {
         const struct out_desc *o = &t->out[k];
@@ -245,6 +322,7 @@ int report_write(struct engine *e, const struct job *j, const char *status)
     fprintf(f, ",\n  \"job\": ");
     report_json_str(f, j->dir.path);
     fprintf(f, ",\n  \"wall_ms\": %.1f", j->wall_ms);
+    write_provenance(f, e, j);
     write_vram(f, e);
     fprintf(f, ",\n  \"stages\": [");
     for (int i = 0; i < e->n_rt; i++)

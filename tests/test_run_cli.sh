@@ -15,7 +15,10 @@
 #      without it: exit 1 naming that file; with it: the run goes on);
 #   5. devices (no GPU here): --device cuda:0 is one error line naming the device, why and the
 #      fix, exit 1, no restart and no abort; without --device the CPU fall-back is logged at
-#      info level with the reason.
+#      info level with the reason;
+#   6. report.json's provenance: version, argv as given, start time, precision, the input and
+#      weight files' sizes and mtimes, every stage's params (pipeline lines + overrides) and
+#      the device it used.
 # Env: BUILD (default build).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -150,6 +153,32 @@ else
        [ "$(latent auto)" = "$(latent steps)" ]; then
         ok "no --device: the CPU fall-back at info level, with the reason"
     else bad "no info line for the CPU fall-back"; grep depth "$tmp/auto.log" | head -3; fi
+fi
+# ---------------------------------------------------------------- 6. provenance in report.json
+if command -v python3 >/dev/null; then
+    got=$(python3 - "$tmp/seed/report.json" "$ex/image.png" "$w/ss_generator.ckpt" "$("$sam3d" --version)" <<'PY' 2>&1
+import json, os, re, sys
+r = json.load(open(sys.argv[1]))
+img, ckpt, version = sys.argv[2], sys.argv[3], sys.argv[4]
+st = {s["name"]: s for s in r["stages"]}
+f = st["ss_flow"]
+checks = [
+    ("version", "sam3d " + r["version"] == version),
+    ("argv as given", "--seed=7" in r["argv"] and r["argv"][1] == "run"),
+    ("started", re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["started"]) is not None),
+    ("precision", r["precision"] in ("fp16", "fp32")),
+    ("input image", r["inputs"]["image"]["bytes"] == os.path.getsize(img)),
+    ("input mask", r["inputs"]["mask"]["bytes"] > 0 and "mtime" in r["inputs"]["mask"]),
+    ("ss_flow params", f["params"] == {"steps": "2", "cfg": "7.0", "seed": "7"}),
+    ("ss_flow weights", f["weights"]["bytes"] == os.path.getsize(ckpt)),
+    ("device used", all(s.get("device_used") == "cpu" for s in st.values() if s["state"] == "done")),
+]
+print(" ".join(n for n, good in checks if not good) or "all")
+PY
+)
+    if [ "$got" = all ]; then
+        ok "report.json: version, argv, start, precision, input and weight sizes + mtimes, every stage's params and device"
+    else bad "report.json provenance: failed: $got"; fi
 fi
 [ -z "$(ls -A "$tmp/jobs")" ] && ok "no job directory left" || bad "job directories left: $(ls "$tmp/jobs")"
 exit $fail
