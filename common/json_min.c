@@ -451,3 +451,25 @@ int json_object_get(const struct json_doc *doc, int obj, const char *key)
     }
     return -1;
 }
+
+int json_escape_byte(char out[7], unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (c == '"' || c == '\\') {
+        out[0] = '\\';
+        out[1] = (char)c;
+        out[2] = 0;
+        return 2;
+    }
+    if (c < 0x20) {
+        memcpy(out, "\\u00", 4);
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 15];
+        out[6] = 0;
+        return 6;
+    }
+    out[0] = (char)c;
+    out[1] = 0;
+    return 1;
+}

@@ -49,4 +49,9 @@ bool json_int64(const struct json_doc *doc, int i, int64_t *out);
 /* In object node obj, the value node for key, or -1. */
 int  json_object_get(const struct json_doc *doc, int obj, const char *key);
 
+/* Byte c as it stands inside a JSON string literal: '"' and '\\' escaped,
+ * control characters as \u00XX, any other byte as it is (UTF-8 passes through).
+ * out gets it NUL-terminated; returns its length (1, 2 or 6). */
+int  json_escape_byte(char out[7], unsigned char c);
+
 #endif

@@ -11,6 +11,7 @@
 #include "check.h"
 #include "err.h"
 #include "jobdir.h"
+#include "json_min.h"
 #include "log.h"
 #include "safetensors.h"
 #include "zap.h"
@@ -254,14 +255,114 @@ static void close_inputs(struct stage_req *rq)
     rq->n_in = 0;
 }
 
+/* Text built by sbuf_put: b[len) holds what fits; n counts every byte asked
+ * for, so a pass with len 0 measures. */
+struct sbuf {
+    char  *b;
+    size_t len, n;
+};
+
+static void sbuf_put(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sbuf_put(struct sbuf *s, const char *fmt, ...)
+{
+    va_list ap;
+    int k;
+
+    va_start(ap, fmt);
+    k = vsnprintf(s->n < s->len ? s->b + s->n : NULL, s->n < s->len ? s->len - s->n : 0, fmt,
+                  ap);
+    va_end(ap);
+    s->n += k > 0 ? (size_t)k : 0;
+}
+
+/* v as a JSON string: quotes, backslashes and control characters escaped. */
+static void sbuf_json_str(struct sbuf *s, const char *v)
+{
+    char e[7];
+
+    sbuf_put(s, "\"");
+    for (; *v; v++) {
+        json_escape_byte(e, (unsigned char)*v);
+        sbuf_put(s, "%s", e);
+    }
+    sbuf_put(s, "\"");
+}
+
+/* Every request param of rq with the value it runs with (defaults included),
+ * as one JSON object: {"steps": 25, "cfg": 7, "seed": 42, "cache_kv": false}; numbers
+ * in the shortest of %.15g / %.17g that reads back as the value. */
+static void params_json(const struct stage_req *rq, struct sbuf *s)
+{
+    sbuf_put(s, "{");
+    for (int i = 0; rq->params && rq->params[i].name; i++) {
+        const struct stage_param *p = &rq->params[i];
+
+        sbuf_put(s, "%s", i ? ", " : "");
+        sbuf_json_str(s, p->name);
+        sbuf_put(s, ": ");
+        if (p->type == STAGE_PARAM_STRING || p->type == STAGE_PARAM_PATH) {
+            const char *v = wire_get_str(rq->msg, p->name, NULL);
+
+            if (v)
+                sbuf_json_str(s, v);
+            else
+                sbuf_put(s, "null");
+        } else if (p->type == STAGE_PARAM_FLAG) {
+            sbuf_put(s, "%s", rq->val[i] != 0 ? "true" : "false");
+        } else {
+            char num[32];
+
+            snprintf(num, sizeof(num), "%.15g", rq->val[i]);
+            if (strtod(num, NULL) != rq->val[i])
+                snprintf(num, sizeof(num), "%.17g", rq->val[i]);
+            sbuf_put(s, "%s", num);
+        }
+    }
+    sbuf_put(s, "}");
+}
+
+/* The artifact's __metadata__ (docs/formats.md "Artifacts") as (key, value)
+ * pairs in kv[12]: the stage, the version, its weights, the device and compute
+ * precision it ran on (rq->rt), and params_json, built in the request arena.
+ * The number of pairs, or S3D_ENOMEM after stage_fail. */
+static int artifact_meta(struct stage_req *rq, const char **kv, char *dev, size_t dev_len)
+{
+    const struct stage_rt *rt = rq->rt;
+    bool cuda = rt ? rt->device == DEVICE_CUDA : rq->opts->device >= 0;
+    struct sbuf s = {0};
+    int k = 0;
+
+    params_json(rq, &s);
+    s.len = s.n + 1;
+    s.n = 0;
+    s.b = arena_alloc(rq->arena, s.len);
+    if (!s.b)
+        return stage_fail(rq, S3D_ENOMEM, "the artifact's params (%zu bytes) do not fit the "
+                          "request arena", s.len);
+    params_json(rq, &s);
+    if (cuda)
+        snprintf(dev, dev_len, "cuda:%d", rt ? rt->cuda_index : rq->opts->device);
+    else
+        snprintf(dev, dev_len, "cpu");
+    kv[k++] = "stage";     kv[k++] = rq->opts->name;
+    kv[k++] = "version";   kv[k++] = s3d_version();
+    kv[k++] = "weights";   kv[k++] = rq->opts->weights ? rq->opts->weights : "";
+    kv[k++] = "device";    kv[k++] = dev;
+    kv[k++] = "precision"; kv[k++] = !cuda ? "fp32" :
+                                     rt ? (rt->compute_dt == DTYPE_F16 ? "fp16" : "fp32") :
+                                     rq->opts->precision == STAGE_FP32 ? "fp32" : "fp16";
+    kv[k++] = "params";    kv[k++] = s.b;
+    return k / 2;
+}
+
 /* Write the outputs to out_dir/<out> and describe them in rep (shm), or attach
  * them to rep as frames when out_dir is NULL. */
 static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
 {
     struct st_write_item items[WIRE_MAX_TENSORS];
-    const char *out = wire_get_str(rq->msg, "out", NULL);
-    char file[WIRE_KEY_MAX + 16], path[PATH_MAX];
-    int n;
+    const char *out = wire_get_str(rq->msg, "out", NULL), *meta[12];
+    char file[WIRE_KEY_MAX + 16], path[PATH_MAX], dev[16];
+    int n, n_meta;
 
     if (!rq->out_job) {
         for (int i = 0; i < rq->n_out; i++)
@@ -287,7 +388,10 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
         items[i].name = rq->out_name[i];
         items[i].t = rq->out[i];
     }
-    if (safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, NULL, 0) != 0)
+    n_meta = artifact_meta(rq, meta, dev, sizeof(dev));
+    if (n_meta < 0)
+        return n_meta;
+    if (safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, meta, n_meta) != 0)
         return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s'", path);
     for (int i = 0; i < rq->n_out; i++)
         wire_add_shm(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "err.h"
+#include "json_min.h"
 #include "log.h"
 #include "version.h"
 
@@ -100,16 +101,12 @@ int report_copy_artifact(const struct engine *e, const struct job *j, int s)
 
 void report_json_str(FILE *f, const char *s)
 {
+    char e[7];
+
     fputc('"', f);
     for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
+        json_escape_byte(e, (unsigned char)*s);
+        fputs(e, f);
     }
     fputc('"', f);
 }

@@ -18,7 +18,10 @@
 #      info level with the reason;
 #   6. report.json's provenance: version, argv as given, start time, precision, the input and
 #      weight files' sizes and mtimes, every stage's params (pipeline lines + overrides) and
-#      the device it used.
+#      the device it used; every artifact's safetensors __metadata__: the stage, the
+#      version, its weights, device and precision, every request param with the value it ran
+#      with (ss_flow's seed 7 and steps 2 from the flags, cfg from the pipeline, the rest its
+#      defaults).
 # Env: BUILD (default build).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -179,6 +182,29 @@ PY
     if [ "$got" = all ]; then
         ok "report.json: version, argv, start, precision, input and weight sizes + mtimes, every stage's params and device"
     else bad "report.json provenance: failed: $got"; fi
+    got=$(python3 - "$tmp/seed/artifacts" "$w" "$("$sam3d" --version)" <<'PY' 2>&1
+import json, os, struct, sys
+arts, w, version = sys.argv[1], sys.argv[2], sys.argv[3]
+def meta(name):
+    with open(os.path.join(arts, name + ".safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n))["__metadata__"]
+bad = []
+for st in ("depth", "cond_ss", "ss_flow"):
+    m = meta(st)
+    p = json.loads(m["params"])
+    if (m["stage"] != {"cond_ss": "cond"}.get(st, st) or "sam3d " + m["version"] != version or m["device"] != "cpu" or
+            m["precision"] != "fp32" or not m["weights"].startswith(w)):
+        bad.append(st + " " + repr({k: v for k, v in m.items() if k != "params"}))
+    if st == "ss_flow" and not (p["seed"] == 7 and p["steps"] == 2 and p["cfg"] == 7 and
+                                p["rescale_t"] == 3 and p["cache_kv"] is False and p["repeat"] == 1):
+        bad.append("ss_flow params " + m["params"])
+print("; ".join(bad) or "all")
+PY
+)
+    if [ "$got" = all ]; then
+        ok "artifacts' __metadata__: stage, version, weights, device, precision, every param (seed 7, steps 2)"
+    else bad "artifact __metadata__: $got"; fi
 fi
 [ -z "$(ls -A "$tmp/jobs")" ] && ok "no job directory left" || bad "job directories left: $(ls "$tmp/jobs")"
 exit $fail

@@ -138,6 +138,28 @@ static void test_json(void)
         deep[200000] = 0;
         CHECK(jparse(deep, &d, err) == S3D_EFORMAT && strstr(err, "nesting"), "%s", err);
     }
+    {   /* json_escape_byte: every byte escaped reads back as itself */
+        char lit[2 + 255 * 6 + 1], e[7];
+        size_t n = 0;
+
+        CHECK(json_escape_byte(e, '"') == 2 && !strcmp(e, "\\\""));
+        CHECK(json_escape_byte(e, '\n') == 6 && !strcmp(e, "\\u000a"));
+        CHECK(json_escape_byte(e, 0xc3) == 1 && (unsigned char)e[0] == 0xc3 && !e[1]);
+        lit[n++] = '"';
+        for (int c = 1; c < 256; c++)
+            n += (size_t)json_escape_byte(lit + n, (unsigned char)c);
+        lit[n++] = '"';
+        lit[n] = 0;
+        CHECK(jparse(lit, &d, err) == 0, "%s", err);
+        {
+            char back[300];
+
+            CHECK(json_string(&d, 0, back, sizeof(back)) == 255);
+            for (int c = 1; c < 256; c++)
+                CHECK((unsigned char)back[c - 1] == c, "byte %d", c);
+        }
+        json_free(&d);
+    }
     printf("json_min OK (%zu malformed inputs refused)\n", sizeof(bad) / sizeof(bad[0]));
 }
 
