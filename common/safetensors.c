@@ -313,6 +313,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
     int *ord = NULL;             /* data order: widest elements first */
     uint64_t *ofs = NULL;        /* data offset of item i */
     const char *path = label ? label : name;
+    int why = 0;                 /* errno of an I/O failure, restored on return */
 
     for (int i = 0; i < n; i++) {
         if (!items[i].name || !items[i].name[0] || !strcmp(items[i].name, "__metadata__")) {
@@ -392,6 +393,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
         len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
     fd = file_create_tmp_at(dirfd, name, tmp, sizeof(tmp));
     if (fd < 0) {
+        why = errno;
         log_error("%s: cannot create a temporary file beside it: %s (HINT: check the directory "
                   "exists and is writable)", path, strerror(errno));
         goto out_free;
@@ -425,6 +427,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
     }
     if (file_commit_at(fd, dirfd, tmp, name) != 0) {
         fd = -1;                                  /* closed, tmp unlinked */
+        why = errno;
         log_error("%s: cannot put the new file in place: %s (HINT: disk or /dev/shm full?)",
                   path, strerror(errno));
         goto out_free;
@@ -432,6 +435,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
     rc = 0;
     goto out_free;
 out_write:
+    why = errno;
     log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", path, strerror(errno));
 out_close:
     if (fd >= 0) {
@@ -442,5 +446,7 @@ out_free:
     free(ord);
     free(ofs);
     free(h.p);
+    if (why)
+        errno = why;
     return rc;
 }

@@ -42,7 +42,8 @@ struct st_write_item {
 
 /* Write n tensors and n_meta (key, value) string pairs (meta_kv[2*i], [2*i+1])
  * to path atomically. Returns 0, S3D_EINVAL (duplicate/empty name, logged) or
- * S3D_EIO (logged with the path and errno text; no file is left behind). */
+ * S3D_EIO (logged with the path and errno text, errno left set to it: ENOSPC
+ * for a full disk; no file is left behind). */
 int safetensors_write(const char *path, const struct st_write_item *items, int n,
                       const char *const *meta_kv, int n_meta);
 /* The same as the file name in the directory open as dirfd (a job directory);

@@ -391,8 +391,10 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
     n_meta = artifact_meta(rq, meta, dev, sizeof(dev));
     if (n_meta < 0)
         return n_meta;
-    if (safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, meta, n_meta) != 0)
-        return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s'", path);
+    n = safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, meta, n_meta);
+    if (n != 0)
+        return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s': %s", path,
+                          n == S3D_EIO ? strerror(errno) : s3d_strerror(n));
     for (int i = 0; i < rq->n_out; i++)
         wire_add_shm(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
                      rq->out[i].ndim, path);

@@ -8,6 +8,7 @@
 #include "engine.h"
 
 #include "err.h"
+#include "jobspace.h"
 #include "log.h"
 #include "report.h"
 #include "safetensors.h"
@@ -862,6 +863,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
     } else if (stopping(e)) {
         snprintf(t->error, sizeof(t->error), "interrupted by a signal");
     } else {
+        jobspace_failure_hint(j->dir.path, t->error, sizeof(t->error));
         log_error("stage %s failed%s%s: %s", rt->ps->name, e->n_jobs > 1 ? " for job " : "",
                   e->n_jobs > 1 ? j->name : "", t->error);
     }

@@ -90,3 +90,18 @@ int jobspace_root(int64_t need, const char *what, char *root, size_t len)
               "S3D_JOB_ROOT=DIR to a directory with room", want, a, what, b);
     return S3D_EIO;
 }
+
+void jobspace_failure_hint(const char *job_dir, char *err, size_t len)
+{
+    const char *slash = strrchr(job_dir, '/');
+    int64_t have = room(job_dir);
+    size_t n = strlen(err);
+    char a[32];
+
+    if (have < 0 || have >= JOBSPACE_LOW || n + 1 >= len)
+        return;
+    snprintf(err + n, len - n, "; the job root %.*s (S3D_JOB_ROOT) has only %s free. HINT: "
+             "free space there, or set S3D_JOB_ROOT to a directory on a larger file system "
+             "(in Docker: --shm-size=1g)", slash ? (int)(slash > job_dir ? slash - job_dir : 1) : 1,
+             slash ? job_dir : ".", budget_size_str(have, a, sizeof(a)));
+}

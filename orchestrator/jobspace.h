@@ -13,7 +13,9 @@
  * to the first disk directory with room ($TMPDIR, /var/tmp, /tmp) with a warning
  * (and S3D_JOB_ROOT is set to it for the stages, which accept job directories
  * under their root only); with S3D_JOB_ROOT set, the run fails with one error
- * line naming S3D_JOB_ROOT, the room and the need.
+ * line naming S3D_JOB_ROOT, the room and the need. A stage that fails while the
+ * job's file system is nearly full anyway (a resumed job, which is not checked,
+ * or a root filled by something else during the run) has its error say so.
  * Test: tests/test_jobspace.sh.
  */
 #ifndef S3D_JOBSPACE_H
@@ -31,5 +33,14 @@ int64_t jobspace_need(int64_t pixels, int64_t input_bytes);
  * receives it. 0, or S3D_EIO after one error line. what describes the job
  * in messages ("a 1600x898 image"). */
 int jobspace_root(int64_t need, const char *what, char *root, size_t len);
+
+/* Free bytes under which a failure names the job root (jobspace_failure_hint). */
+#define JOBSPACE_LOW ((int64_t)64 << 20)
+
+/* After a stage of the job in job_dir failed with err[len]: when the job's file
+ * system has under JOBSPACE_LOW free (the likely cause), append to err that the
+ * job root (job_dir's parent) has only so much free, naming S3D_JOB_ROOT and the
+ * fix. err is left as it is otherwise. */
+void jobspace_failure_hint(const char *job_dir, char *err, size_t len);
 
 #endif

@@ -7,7 +7,11 @@
 #      S3D_JOB_ROOT, its room and the job's need;
 #   2. /dev/shm of 64 MB and S3D_JOB_ROOT unset: a warning naming the fallback ($TMPDIR here),
 #      the run goes on there (exit 3, the artifacts in --out) and leaves no job directory;
-#   3. a job root with room: no warning, as before.
+#   3. a job root with room: no warning, as before;
+#   4. a job root that fills up anyway (a kept job resumed on the 64 MB tmpfs, filled to 256 KB
+#      free by something else; resumed jobs are not checked up front): the stage's failure
+#      keeps its reason (No space left on device) and names S3D_JOB_ROOT, the free space and
+#      the fix; exit 1 (three echo stages, the first copying a 1.5 MB image).
 # Env: BUILD (default build).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -59,4 +63,37 @@ run o3 S3D_JOB_ROOT="$tmp/disk"; rc=$?
 if [ $rc -eq 3 ] && ! grep -q " W .*job root" "$tmp/o3.log"; then
     ok "a job root with room: no warning, exit 3"
 else bad "a job root with room: exit $rc"; tail -5 "$tmp/o3.log"; fi
+# ---------------------------------------------------------------- 4. a job root that fills up
+if [ -x "$build/tests/tools/echo_stage" ]; then
+    tools=$(realpath "$build/tests/tools")
+    head -c 1500000 /dev/urandom >"$tmp/big.png"
+    printf 'MASK' >"$tmp/mask.png"
+    printf 'weights' >"$tmp/w.bin"
+    cat >"$tmp/echo.pipe" <<'P'
+stage first
+    exe     echo_stage
+    weights w.bin
+    out     echo_first.safetensors
+    param   file $IMAGE
+P
+    echo4=("$sam3d" run --weights "$tmp" --pipeline "$tmp/echo.pipe" --stages-dir "$tools" --timeout 20)
+    S3D_JOB_ROOT=$tmp/disk "${echo4[@]}" --out "$tmp/o4a" --image "$tmp/big.png" --mask "$tmp/mask.png" \
+        --keep-job >"$tmp/o4a.log" 2>&1
+    job=$(sed -n 's/^  "job": "\(.*\)",$/\1/p' "$tmp/o4a/report.json" 2>/dev/null)
+    if [ -d "$job" ]; then
+        # in the namespace: the job copied onto the tmpfs, its artifact removed (so the
+        # resume runs the stage again), the tmpfs filled but for 256 KB, then the resume
+        small sh -c 'j=$1 r=$2; shift 2; cp -a "$j" "$r/" && rm "$r/${j##*/}/echo_first.safetensors" &&
+                     head -c 256k /dev/zero >"$r/pad" && { head -c 64m /dev/zero >"$r/fill" 2>/dev/null; true; } &&
+                     rm "$r/pad" && S3D_JOB_ROOT=$r exec "$@" --job "$r/${j##*/}"' \
+            _ "$job" "$tmp/small" "${echo4[@]}" --out "$tmp/o4" >"$tmp/o4.log" 2>&1; rc=$?
+        if [ $rc -eq 1 ] &&
+           grep -q " E .*stage first failed: .*No space left on device; the job root $tmp/small (S3D_JOB_ROOT) has only [0-9.]* [KMG]*i*B free. HINT: free space there, or set S3D_JOB_ROOT" "$tmp/o4.log"; then
+            ok "a job root that fills up: exit 1, the reason kept, S3D_JOB_ROOT, its free space and the fix named"
+        else bad "a job root that fills up: exit $rc"; grep -v " [ID] " "$tmp/o4.log" | tail -5; fi
+        rm -rf "$job"
+    else bad "the echo job for case 4 was not kept: $(tail -3 "$tmp/o4a.log")"; fi
+else
+    echo "SKIP 4: build/tests/tools/echo_stage is not built"
+fi
 exit $fail
