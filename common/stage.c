@@ -290,7 +290,8 @@ static void sbuf_json_str(struct sbuf *s, const char *v)
 
 /* Every request param of rq with the value it runs with (defaults included),
  * as one JSON object: {"steps": 25, "cfg": 7, "seed": 42, "cache_kv": false}; numbers
- * in the shortest of %.15g / %.17g that reads back as the value. */
+ * in the shortest of %.15g / %.17g that reads back as the value, paths inside the
+ * job directory relative to it (the same run in another job: the same bytes). */
 static void params_json(const struct stage_req *rq, struct sbuf *s)
 {
     sbuf_put(s, "{");
@@ -302,7 +303,11 @@ static void params_json(const struct stage_req *rq, struct sbuf *s)
         sbuf_put(s, ": ");
         if (p->type == STAGE_PARAM_STRING || p->type == STAGE_PARAM_PATH) {
             const char *v = wire_get_str(rq->msg, p->name, NULL);
+            size_t d = rq->in_dir ? strlen(rq->in_dir) : 0;
 
+            if (v && p->type == STAGE_PARAM_PATH && d && !strncmp(v, rq->in_dir, d) &&
+                v[d] == '/')
+                v += d + 1;                 /* inside the job: its name there, not the job's */
             if (v)
                 sbuf_json_str(s, v);
             else

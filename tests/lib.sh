@@ -63,6 +63,27 @@ have_gpu() {
     return 1
 }
 
+# same_tensors A B: the two safetensors files hold the same tensors (names, dtypes, shapes and
+# bytes), whatever their __metadata__ (the stage, version and params that made them:
+# docs/formats.md "Artifacts"); exit 1 when they differ or cannot be read.
+same_tensors() {
+    python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def tensors(path):
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in h.items()}
+try:
+    sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else 1)
+except (OSError, ValueError, KeyError, struct.error):
+    sys.exit(1)
+PY
+}
+
 test_tmp() {
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT

@@ -67,7 +67,7 @@ once() {   # once NAME IN_DIR PARAM...: sam3d-ss-flow --once on the CPU into $tm
 if once seeded "$tmp/seeded" --param seed=42 --param steps=2 &&
    once given "$tmp/given" --param seed=42 --param steps=2 &&
    grep -q "noise seeded" "$tmp/seeded.log" && grep -q "noise given" "$tmp/given.log" &&
-   cmp -s "$tmp/seeded.out/ss_flow.safetensors" "$tmp/given.out/ss_flow.safetensors"; then
+   same_tensors "$tmp/seeded.out/ss_flow.safetensors" "$tmp/given.out/ss_flow.safetensors"; then
     ok "s3d_rng.py noise = the stage's seeded noise (outputs bit-identical)"
 else
     bad "s3d_rng.py noise differs from the stage's draw"; tail -2 "$tmp/given.log"
@@ -78,7 +78,7 @@ if once short "$tmp/given" --param shortcut=1 --param steps=4 --param cfg=7 &&
    grep -q "4 steps (shortcut, d = 1/steps), 4 evaluations" "$tmp/short.log" &&
    once plain "$tmp/given" --param steps=4 &&
    grep -q "4 steps, 8 evaluations" "$tmp/plain.log" &&
-   ! cmp -s "$tmp/short.out/ss_flow.safetensors" "$tmp/plain.out/ss_flow.safetensors"; then
+   ! same_tensors "$tmp/short.out/ss_flow.safetensors" "$tmp/plain.out/ss_flow.safetensors"; then
     ok "shortcut=1: 4 evaluations for 4 steps (no CFG), another result than the default"
 else
     bad "shortcut mode"; grep "evaluations" "$tmp/short.log" "$tmp/plain.log"

@@ -93,8 +93,8 @@ cutin "$tmp/ins" seeded
 run "$tmp/s7a" "$tmp/ins" --param seed=7 --param steps=3 &&
     run "$tmp/s7b" "$tmp/ins" --param seed=7 --param steps=3 &&
     run "$tmp/s8" "$tmp/ins" --param seed=8 --param steps=3
-if cmp -s "$tmp/s7a/slat_flow.safetensors" "$tmp/s7b/slat_flow.safetensors" &&
-    ! cmp -s "$tmp/s7a/slat_flow.safetensors" "$tmp/s8/slat_flow.safetensors" &&
+if same_tensors "$tmp/s7a/slat_flow.safetensors" "$tmp/s7b/slat_flow.safetensors" &&
+    ! same_tensors "$tmp/s7a/slat_flow.safetensors" "$tmp/s8/slat_flow.safetensors" &&
     grep -q "noise seeded" "$tmp/s7a.log"; then
     ok "seeded noise: deterministic per seed"
 else
@@ -103,7 +103,7 @@ fi
 mkdir -p "$tmp/inr" && cp "$tmp/ins"/*.safetensors "$tmp/inr/" &&
     sl rng 7 "$(grep -o '^[0-9]*' <<<"$(grep -o '[0-9]* voxels' "$tmp/s7a.log")")" "$tmp/inr/noise.safetensors"
 if run "$tmp/r7" "$tmp/inr" --param steps=3 &&
-    cmp -s "$tmp/r7/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors"; then
+    same_tensors "$tmp/r7/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors"; then
     ok "seed 7 noise = tools/ref/s3d_rng.py normal(7, N*8)"
 else
     bad "seeded noise vs s3d_rng.py"; tail -3 "$tmp/r7.log"
@@ -120,14 +120,14 @@ fi
 
 # 4. repeat=2 and cache_kv=1 (K/V once per request): the same bytes
 if run "$tmp/rep" "$tmp/ins" --param seed=7 --param steps=3 --param repeat=2 &&
-    cmp -s "$tmp/rep/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
+    same_tensors "$tmp/rep/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
     grep -q "ms median of 2" "$tmp/rep.log" && grep -q "memory: " "$tmp/rep.log"; then
     ok "repeat=2: same output"
 else
     bad "repeat=2"; tail -3 "$tmp/rep.log"
 fi
 if run "$tmp/kv" "$tmp/ins" --param seed=7 --param steps=3 --param cache_kv=1 &&
-    cmp -s "$tmp/kv/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
+    same_tensors "$tmp/kv/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
     grep -q "K/V cached" "$tmp/kv.log" && grep -q "K/V per evaluation" "$tmp/s7a.log"; then
     ok "cache_kv=1: same output as the K/V per evaluation (the default)"
 else

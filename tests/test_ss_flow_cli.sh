@@ -112,8 +112,8 @@ sf in "$fx/sampler.safetensors" "$tmp/ins/inputs.safetensors" --drop noise.6drot
 run "$tmp/s7a" "$tmp/ins" --param seed=7 --param steps=3 &&
     run "$tmp/s7b" "$tmp/ins" --param seed=7 --param steps=3 &&
     run "$tmp/s8" "$tmp/ins" --param seed=8 --param steps=3
-if cmp -s "$tmp/s7a/ss_flow.safetensors" "$tmp/s7b/ss_flow.safetensors" &&
-    ! cmp -s "$tmp/s7a/ss_flow.safetensors" "$tmp/s8/ss_flow.safetensors" &&
+if same_tensors "$tmp/s7a/ss_flow.safetensors" "$tmp/s7b/ss_flow.safetensors" &&
+    ! same_tensors "$tmp/s7a/ss_flow.safetensors" "$tmp/s8/ss_flow.safetensors" &&
     grep -q "noise seeded" "$tmp/s7a.log"; then
     ok "seeded noise: deterministic per seed"
 else
@@ -122,7 +122,7 @@ fi
 
 # 4. repeat: same output, median logged
 if run "$tmp/rep" "$tmp/in" --param repeat=2 &&
-    cmp -s "$tmp/rep/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
+    same_tensors "$tmp/rep/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
     grep -q "ms median of 2" "$tmp/rep.log" && grep -q "memory: " "$tmp/rep.log"; then
     ok "repeat=2: same output"
 else
@@ -132,7 +132,7 @@ fi
 # 5. cache_kv=1 (the condition's K/V projected once; the default projects it in every
 #    evaluation): the same bytes
 if grep -q "K/V per evaluation" "$tmp/out.log" && run "$tmp/kv" "$tmp/in" --param cache_kv=1 &&
-    cmp -s "$tmp/kv/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
+    same_tensors "$tmp/kv/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
     grep -q "K/V cached" "$tmp/kv.log"; then
     ok "cache_kv=1: same output as the default (no cache)"
 else
