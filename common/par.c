@@ -2,6 +2,7 @@
  * par.c - the host parallel for. See par.h.
  */
 #include "par.h"
+#include "beat.h"
 
 #include "dtype.h"
 
@@ -30,6 +31,7 @@ int par_for(int64_t n, int64_t min_per_thread, int nthreads, par_fn fn, void *ar
     bool started[PAR_MAX_THREADS] = {false};
     int64_t nt = nthreads > 0 ? nthreads : dtype_threads();
 
+    beat_progress();                  /* bulk host work is a progress point (beat.h) */
     if (n <= 0)
         return 0;
     if (min_per_thread < 1)

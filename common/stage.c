@@ -8,6 +8,7 @@
  */
 #include "stage.h"
 
+#include "beat.h"
 #include "check.h"
 #include "err.h"
 #include "jobdir.h"
@@ -926,6 +927,8 @@ int stage_main(const struct stage_ops *ops, void *model, int argc, char **argv)
     log_debug("%s %s: weights %s, device %s (cuda index %d), precision %s", o.exe,
               s3d_version(), o.weights ? o.weights : "(none)", o.device < 0 ? "cpu" : "cuda",
               o.device, o.precision == STAGE_FP32 ? "fp32" : "fp16");
+    if (o.beat && beat_open(o.beat) != 0)
+        return 1;
     if (o.check_weights)
         return stage_check_weights(&o, ops, model);
     if (o.once_in)

@@ -101,6 +101,7 @@ struct stage_opts {
     const char          *once_in;       /* --once IN_DIR OUT_DIR */
     const char          *once_out;
     bool                 check_weights; /* --check-weights */
+    const char          *beat;          /* --beat FILE: where beats go (beat.h; sam3d sets it) */
     const char          *curve_secret;  /* --curve-secret Z85 (or env S3D_CURVE_SECRET) */
     const char          *curve_clients; /* --curve-clients FILE (or env S3D_CURVE_CLIENTS):
                                          * the client public keys answered (zap.h) */

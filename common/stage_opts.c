@@ -47,6 +47,8 @@ static void help(FILE *f, const struct stage_ops *ops, const char *exe)
         "      --curve-secret Z85    CURVE server secret key (or env S3D_CURVE_SECRET)\n"
         "      --curve-clients FILE  with CURVE: the client public keys answered, one Z85 key\n"
         "                            a line (or env S3D_CURVE_CLIENTS; `sam3d keygen`)\n"
+        "      --beat FILE           (sam3d passes it) write the count of progress points to\n"
+        "                            FILE while busy, so a long request is not taken for a hang\n"
         "  -v, --verbose             debug log lines (as S3D_LOG=debug)\n"
         "  -q, --quiet               warnings and errors only (as S3D_LOG=warn)\n"
         "  -V, --version             print the version and exit\n"
@@ -91,7 +93,7 @@ static int parse_device(struct stage_opts *o, const char *v, bool *device_set)
     return 0;
 }
 
-enum { OPT_ONCE = 256, OPT_PRECISION, OPT_CHECK, OPT_CURVE, OPT_CLIENTS };
+enum { OPT_ONCE = 256, OPT_PRECISION, OPT_CHECK, OPT_CURVE, OPT_CLIENTS, OPT_BEAT };
 
 int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc, char **argv)
 {
@@ -105,6 +107,7 @@ int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc
         {"check-weights", no_argument, NULL, OPT_CHECK},
         {"curve-secret", required_argument, NULL, OPT_CURVE},
         {"curve-clients", required_argument, NULL, OPT_CLIENTS},
+        {"beat", required_argument, NULL, OPT_BEAT},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"version", no_argument, NULL, 'V'},
@@ -132,6 +135,7 @@ int stage_parse_opts(struct stage_opts *o, const struct stage_ops *ops, int argc
         case OPT_CURVE: o->curve_secret = optarg; break;
         case OPT_CLIENTS: o->curve_clients = optarg; break;
         case OPT_CHECK: o->check_weights = true; break;
+        case OPT_BEAT: o->beat = optarg; break;
         case 'v': log_set_level(LOG_DEBUG); break;
         case 'q': log_set_level(LOG_WARN); break;
         case 'h':

@@ -2,6 +2,7 @@
  * weights.c - declare-then-upload weight binding. See weights.h.
  */
 #include "weights.h"
+#include "beat.h"
 #include "check.h"
 #include "err.h"
 #include "log.h"
@@ -253,6 +254,7 @@ int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
             }
             copier_copy(&cp, next, out + (size_t)i * ed, sl, (size_t)k * ed);
             next ^= 1;
+            beat_progress();              /* a long load is a sign of life too (beat.h) */
         }
         *r->dst = tensor_view(out, r->dtype, cp.device ? DEVICE_CUDA : DEVICE_HOST,
                               e->shape, e->ndim);

@@ -7,6 +7,8 @@
  */
 #include "engine.h"
 
+#include "beat.h"
+
 #include "err.h"
 #include "jobspace.h"
 #include "log.h"
@@ -152,6 +154,16 @@ static int start_stage(struct engine *e, struct stage_rt *rt)
         argv[n++] = "--precision";
         argv[n++] = (char *)e->o.precision;
     }
+    if (rt->beat_fd < 0 &&       /* beside its socket; none: --timeout stays per reply */
+        snprintf(rt->beat_path, sizeof(rt->beat_path), "%s/%s.beat", e->o.sock_dir,
+                 rt->ps->name) < (int)sizeof(rt->beat_path) &&
+        (rt->beat_fd = beat_create(rt->beat_path)) < 0)
+        log_warn("stage %s: cannot create its beat file '%s': %s (--timeout is then a limit "
+                 "per reply)", rt->ps->name, rt->beat_path, strerror(errno));
+    if (rt->beat_fd >= 0) {
+        argv[n++] = "--beat";
+        argv[n++] = rt->beat_path;
+    }
     argv[n] = NULL;
     rt->loaded = false;
     rc = proc_spawn(&rt->proc, argv);
@@ -169,6 +181,11 @@ static void stop_proc(struct engine *e, struct stage_rt *rt)
     if (rt->proc.pid > 0)
         devmem_unwatch(e->dm, rt->proc.pid);
     proc_stop(&rt->proc, STOP_GRACE_MS);
+    if (rt->beat_fd >= 0) {
+        close(rt->beat_fd);
+        unlink(rt->beat_path);
+        rt->beat_fd = -1;
+    }
     if ((int64_t)rt->proc.max_rss_kb * 1024 > rt->rss_peak_bytes)
         rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
     rt->loaded = false;
@@ -257,6 +274,7 @@ static int prepare_stages(struct engine *e, int only)
     for (int i = 0; i < e->n_rt; i++) {        /* every entry valid for the report, */
         e->rt[i].ps = &e->pipe.stages[i];      /* even when a later check fails */
         e->rt[i].cuda = -1;
+        e->rt[i].beat_fd = -1;
     }
     for (int i = 0; i < e->n_rt; i++) {
         struct stage_rt *rt = &e->rt[i];
@@ -966,6 +984,7 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         return;
     }
     t->deadline = now_ms() + e->o.timeout_ms;
+    rt->beat_seen = beat_read(rt->beat_fd);
 }
 
 /* A reply is waiting on stage s's socket. */
@@ -1106,8 +1125,15 @@ int engine_step(struct engine *e, int timeout_ms)
 
         if (!j)
             continue;
+        uint64_t beat = beat_read(rt->beat_fd);
+
+        if (rt->beat_fd >= 0 && beat != rt->beat_seen) {
+            rt->beat_seen = beat;                       /* a sign of life: the clock restarts */
+            j->turn[s].deadline = now + e->o.timeout_ms;
+        }
         if (now >= j->turn[s].deadline) {
-            snprintf(why, sizeof(why), "no reply from %s within %.1f s", rt->endpoint,
+            snprintf(why, sizeof(why), "no reply from %s%s within %.1f s", rt->endpoint,
+                     rt->beat_fd >= 0 ? " and no sign of life (beat)" : "",
                      e->o.timeout_ms / 1000.0);
             client_abandon(&rt->cli);
             retry_turn(e, j, s, why);

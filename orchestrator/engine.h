@@ -158,6 +158,9 @@ struct stage_rt {
     bool            loaded, ever_loaded;
     struct proc     proc;
     struct client   cli;
+    int             beat_fd;                /* its beat file (common/beat.h), -1: none */
+    uint64_t        beat_seen;              /* the count last read from it */
+    char            beat_path[PATH_MAX];
     struct remote_inputs *rin;              /* remote stages: inputs mapped for a request */
     struct job     *busy;                   /* whose turn is in flight */
     int             starts, loads;          /* process starts, weight loads observed */

@@ -5,6 +5,7 @@
  * tensor), so it logs the op, the tensor and what was wrong, then aborts.
  */
 #include "ops.h"
+#include "beat.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -18,6 +19,7 @@ void op_check_dense(const char *op, const struct tensor *t, enum device dev)
 {
     char shape[128];
 
+    beat_progress();                      /* every op passes here: a progress point (beat.h) */
     ASSERT(t && t->data);
     if (op_dtype_ok(t->dtype) && t->device == dev && tensor_is_contiguous(t) && t->ndim >= 1)
         return;

@@ -8,6 +8,7 @@
  *        multiplied by param scale (default 1, computed in double and rounded to
  *        the dtype), others copied. Param "file" (a path inside the job dir) adds
  *        output "file_bytes" (U8, the file's bytes).
+ * Busy: "work_ms" (int: work that long, a progress point every 20 ms: it beats).
  * Fault params: "fail" (string: reply with that error), "sleep_ms" (int: sleep
  * before answering), "abort" (bool: abort()), "crash_marker" (a file name in the
  * job dir: abort() the first time, when the file does not exist yet, creating it).
@@ -20,6 +21,7 @@
  * act_bytes (int) from the run that asked for them until unload, written to
  * the file $S3D_FAKE_NVML_DIR/<pid> as the driver would show it.
  */
+#include "beat.h"
 #include "err.h"
 #include "log.h"
 #include "stage.h"
@@ -117,6 +119,9 @@ static const struct stage_param echo_params[] = {
     {"crash_marker", STAGE_PARAM_STRING, 0, 0, 0,
      "a file name in the job directory: abort() once, creating it", "none"},
     {"act_bytes", STAGE_PARAM_INT, 0, 0, 1e15, "pretend this many activation bytes", NULL},
+    {"work_ms", STAGE_PARAM_INT, 0, 0, 3600000,
+     "work this long, reaching a progress point every 20 ms (common/beat.h): busy, not hung",
+     NULL},
     {NULL},
 };
 
@@ -125,7 +130,7 @@ static int echo_run(void *model, struct stage_req *rq)
     const char *fail = stage_get_str(rq, "fail", NULL);
     const char *prefix = stage_get_str(rq, "prefix", "");
     const char *marker = stage_get_str(rq, "crash_marker", NULL);
-    int64_t sleep_ms = stage_get_int(rq, "sleep_ms");
+    int64_t sleep_ms = stage_get_int(rq, "sleep_ms"), work_ms = stage_get_int(rq, "work_ms");
     double scale = stage_get_float(rq, "scale");
     char path[PATH_MAX];
 
@@ -141,6 +146,12 @@ static int echo_run(void *model, struct stage_req *rq)
 
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
+    }
+    for (int64_t w = 0; w < work_ms; w += 20) {
+        struct timespec ts = {0, 20 * 1000000L};
+
+        nanosleep(&ts, NULL);
+        beat_progress();
     }
     if (stage_get_flag(rq, "abort"))
         abort();
