@@ -50,6 +50,8 @@ struct nvml_api {
     nvml_ret (*memory)(nvml_dev, struct nvml_memory *);
     nvml_ret (*procs)(nvml_dev, unsigned int *, void *);
     bool      procs_v1;                                    /* procs fills nvml_proc_v1 */
+    nvml_ret (*name)(nvml_dev, char *, unsigned int);      /* optional */
+    nvml_ret (*driver)(char *, unsigned int);              /* optional */
 };
 
 // ---------------------------------------------------------------- state
@@ -125,6 +127,8 @@ static bool nvml_load(struct nvml_api *nv)
                                 "nvmlDeviceGetHandleByPciBusId");
     *(void **)&nv->by_uuid = sym(nv->lib, "nvmlDeviceGetHandleByUUID", NULL);
     *(void **)&nv->memory = sym(nv->lib, "nvmlDeviceGetMemoryInfo", NULL);
+    *(void **)&nv->name = sym(nv->lib, "nvmlDeviceGetName", NULL);
+    *(void **)&nv->driver = sym(nv->lib, "nvmlSystemGetDriverVersion", NULL);
     *(void **)&nv->procs = sym(nv->lib, "nvmlDeviceGetComputeRunningProcesses_v3",
                                "nvmlDeviceGetComputeRunningProcesses_v2");
     if (!nv->procs) {
@@ -377,6 +381,21 @@ struct devmem *devmem_open(void)
     }
     log_debug("devmem: %s, %d CUDA device(s)", devmem_method_name(d->method), d->n_dev);
     return d;
+}
+
+int devmem_gpu_info(struct devmem *d, int dev, char *name, size_t name_len, char *driver,
+                    size_t driver_len)
+{
+    char n[96] = "", v[80] = "";
+
+    if (!d || d->method != DEVMEM_NVML || dev < 0 || dev >= d->n_dev || !d->dev[dev].h ||
+        !d->nv.name || !d->nv.driver || d->nv.name(d->dev[dev].h, n, sizeof(n)) != NVML_OK ||
+        d->nv.driver(v, sizeof(v)) != NVML_OK)
+        return S3D_EDEVICE;
+    n[sizeof(n) - 1] = v[sizeof(v) - 1] = 0;
+    snprintf(name, name_len, "%s", n);
+    snprintf(driver, driver_len, "%s", v);
+    return 0;
 }
 
 void devmem_close(struct devmem *d)

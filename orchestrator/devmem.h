@@ -57,6 +57,12 @@ int  devmem_device_count(const struct devmem *d);
  * S3D_EDEVICE when the device does not exist or cannot be asked. */
 int  devmem_device_free(struct devmem *d, int dev, int64_t *free_b, int64_t *total_b);
 
+/* The GPU's name ("NVIDIA H100 80GB HBM3") and the driver's version ("550.54.15")
+ * of cuda:dev, as NVML tells them. 0, or S3D_EDEVICE without NVML (or where
+ * it cannot say). */
+int  devmem_gpu_info(struct devmem *d, int dev, char *name, size_t name_len, char *driver,
+                     size_t driver_len);
+
 /* Start sampling process pid on cuda:dev (replaces an entry of the same pid). */
 void devmem_watch(struct devmem *d, pid_t pid, int dev);
 void devmem_unwatch(struct devmem *d, pid_t pid);

@@ -123,14 +123,24 @@ static void write_vram(FILE *f, struct engine *e)
     fprintf(f, ", \"devices\": [");
     for (int d = 0; d < DEVMEM_MAX_DEVICES; d++) {
         const struct engine_dev *v = &e->dev[d];
+        char name[96], driver[80];
         bool per_process = false, known;
         int64_t peak = 0;
 
         if (!v->used)
             continue;
         known = engine_dev_peak(e, d, &peak, &per_process);
-        fprintf(f, "%s\n    {\"device\": \"cuda:%d\", \"total_bytes\": %lld, "
-                "\"free_at_start_bytes\": %lld, \"budget_bytes\": %lld, ", k++ ? "," : "", d,
+        fprintf(f, "%s\n    {\"device\": \"cuda:%d\", ", k++ ? "," : "", d);
+        if (devmem_gpu_info(e->dm, d, name, sizeof(name), driver, sizeof(driver)) == 0) {
+            fprintf(f, "\"name\": ");
+            report_json_str(f, name);
+            fprintf(f, ", \"driver\": ");
+            report_json_str(f, driver);
+            fprintf(f, ", ");
+        } else {
+            fprintf(f, "\"name\": null, \"driver\": null, ");
+        }
+        fprintf(f, "\"total_bytes\": %lld, \"free_at_start_bytes\": %lld, \"budget_bytes\": %lld, ",
                 (long long)v->total, (long long)v->free_at_open, (long long)v->budget);
         if (known)
             fprintf(f, "\"peak_bytes\": %lld, \"peak_of\": \"%s\", \"within_budget\": %s}",

@@ -110,6 +110,10 @@ got=$(json "$r" '(r["vram"]["method"], r["vram"]["devices"][0]["budget_bytes"], 
 want="('nvml', $((64 * MiB)), $((13 * MiB)), 'our processes', True)"
 [ "$got" = "$want" ] && ok "default budget = free memory; peak 13 MiB = all three loaded" ||
     bad "vram $got, want $want"
+got=$(json "$r" '(r["vram"]["devices"][0]["name"], r["vram"]["devices"][0]["driver"])')
+[ "$got" = "('Fake NVML GPU', '555.42.fake')" ] &&
+    ok "report.json: the GPU's name and driver (NVML)" ||
+    bad "GPU name/driver $got"
 grep -q 'budget: unloaded\|budget: stopped' "$tmp/o2.log" && bad "default budget evicted a stage"
 clean default
 

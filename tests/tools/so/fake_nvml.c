@@ -92,6 +92,17 @@ static unsigned int scan(struct fake_proc *out, unsigned int cap, unsigned long 
 int nvmlInit_v2(void) { return 0; }
 int nvmlShutdown(void) { return 0; }
 
+int nvmlSystemGetDriverVersion(char *v, unsigned int len)
+{
+    return snprintf(v, len, "%s", "555.42.fake") < (int)len ? 0 : 7;   /* INSUFFICIENT_SIZE */
+}
+
+int nvmlDeviceGetName(void *dev, char *name, unsigned int len)
+{
+    (void)dev;
+    return snprintf(name, len, "%s", "Fake NVML GPU") < (int)len ? 0 : 7;
+}
+
 int nvmlDeviceGetCount_v2(unsigned int *count)
 {
     *count = 1;
