@@ -370,10 +370,20 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
     char file[WIRE_KEY_MAX + 16], path[PATH_MAX], dev[16];
     int n, n_meta;
 
-    if (!rq->out_job) {
+    if (!rq->out_job) {          /* inline: the frames, and the metadata as meta_KEY fields */
+        n_meta = artifact_meta(rq, meta, dev, sizeof(dev));
+        if (n_meta < 0)
+            return n_meta;
         for (int i = 0; i < rq->n_out; i++)
             wire_add_frame(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
                            rq->out[i].ndim, rq->out[i].data);
+        for (int k = 0; k < n_meta; k++) {
+            char key[WIRE_KEY_MAX];
+
+            snprintf(key, sizeof(key), "meta_%s", meta[2 * k]);
+            if (strlen(meta[2 * k + 1]) < WIRE_STR_MAX)  /* params too long for a field: left out */
+                (void)wire_set_str(rep, key, meta[2 * k + 1]);
+        }
         return 0;
     }
     if (out)

@@ -62,7 +62,8 @@ int remote_write_outputs(const struct wire_msg *rep, const char *path, char *err
                          size_t err_len)
 {
     struct st_write_item items[WIRE_MAX_TENSORS];
-    int n = 0;
+    const char *meta[2 * WIRE_MAX_PARAMS];
+    int n = 0, n_meta = 0;
 
     for (int i = 0; i < rep->n_tensors; i++) {
         const struct wire_tensor *w = &rep->tensors[i];
@@ -80,7 +81,13 @@ int remote_write_outputs(const struct wire_msg *rep, const char *path, char *err
         snprintf(err, err_len, "the stage answered without outputs");
         return S3D_EPROTO;
     }
-    if (safetensors_write(path, items, n, NULL, 0) != 0) {
+    for (int i = 0; i < rep->n_params; i++)     /* the stage's meta_KEY fields: __metadata__ */
+        if (rep->params[i].type == WIRE_STR && !strncmp(rep->params[i].key, "meta_", 5) &&
+            rep->params[i].key[5]) {
+            meta[2 * n_meta] = rep->params[i].key + 5;
+            meta[2 * n_meta++ + 1] = rep->params[i].s;
+        }
+    if (safetensors_write(path, items, n, meta, n_meta) != 0) {
         snprintf(err, err_len, "cannot write the outputs to '%s'", path);
         return S3D_EIO;
     }

@@ -3,7 +3,8 @@
 # other machines or GPUs"), with the tiny random-weight model on the CPU path:
 #   1. cond_ss served on tcp://127.0.0.1:PORT and cond_slat on an ipc:// socket outside the job,
 #      both started by hand (--endpoint NAME=URL): tensors travel inline, and the artifacts are
-#      bit-identical (sha256 of every tensor) to an all-local run; report.json names the
+#      bit-identical (sha256 of every tensor) to an all-local run, with the same __metadata__
+#      (stage, version, device, precision, params; sent as meta_* reply fields); report.json names the
 #      endpoints and devices; the remote stages are still serving afterwards (not ours to stop);
 #   2. the same through `endpoint` / `device` lines of a pipeline file, and `sam3d stage` re-running
 #      one remote stage on a kept job;
@@ -77,6 +78,24 @@ else
     bad "remote run: exit $rc"; tail -8 "$tmp/remote.log"
 fi
 same_artifacts "remote artifacts bit-identical to the all-local run" "$tmp/local" "$tmp/remote"
+got=$(python3 - "$tmp/local/artifacts" "$tmp/remote/artifacts" <<'PY' 2>&1
+import json, struct, sys
+def meta(d, name):
+    with open(f"{d}/{name}.safetensors", "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)).get("__metadata__", {})
+bad = []
+for a in ("cond_ss", "cond_slat"):
+    l, r = meta(sys.argv[1], a), meta(sys.argv[2], a)
+    if not r or {k: v for k, v in l.items() if k != "weights"} != \
+            {k: v for k, v in r.items() if k != "weights"} or \
+            l["weights"].split("/")[-1] != r["weights"].split("/")[-1]:
+        bad.append(f"{a}: local {l} remote {r}")
+print("; ".join(bad) or "all")
+PY
+)
+[ "$got" = all ] && ok "the remote artifacts carry the stage's __metadata__ (as the local ones)" ||
+    bad "remote __metadata__: $got"
 if grep -q "\"name\": \"cond_ss\".*\"endpoint\": \"$tcp\"" "$tmp/remote/report.json" &&
    grep -q '"name": "depth", "exe": "sam3d-depth", "state": "done", "device": "cpu"' \
        "$tmp/remote/report.json"; then
