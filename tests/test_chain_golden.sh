@@ -6,7 +6,8 @@
 # those inputs (tests/fixtures/cond_ss_tiny/ref.safetensors) are the depth artifact of a job
 # directory, and `sam3d run --job` continues from it through real stage processes over ZeroMQ
 # (CPU, fp32, the few-steps pipeline of tests/lib.sh with the golden's max_coords).
-#   1. the run completes: depth kept, every other stage done (report.json);
+#   1. the run completes: depth kept, every other stage done (report.json); its --outputs
+#      splat,mesh,pose writes those three files and nothing else (no preview.png);
 #   2. every tensor of cond_ss, cond_slat, ss_flow, ss_decode, slat_flow, gs_decode and
 #      mesh_decode equals the golden one within tests/chain_compare.py's tolerances (integers
 #      equal; floats relative L2 <= 1e-4; mesh vertices max 1e-5, colours max 1e-3);
@@ -59,6 +60,10 @@ want["depth"] = "kept"
 sys.exit(0 if st == want else print(st) or 1)
 PY
 then ok "report.json: depth kept, the seven later stages done"; else bad "report.json stage states"; fi
+if [ -s "$out/splat.ply" ] && [ -s "$out/mesh.glb" ] && [ -s "$out/pose.json" ] &&
+   [ ! -e "$out/preview.png" ] && [ ! -e "$out/mesh.ply" ]; then
+    ok "sam3d run --outputs splat,mesh,pose: those three files, no preview.png"
+else bad "sam3d run --outputs splat,mesh,pose wrote: $(ls "$out" | tr '\n' ' ')"; fi
 
 # ---------------------------------------------------------------- 2. artifact by artifact
 if python3 tests/chain_compare.py compare "$out/artifacts" "$gold" >"$tmp/cmp.log"; then
