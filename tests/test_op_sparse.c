@@ -180,6 +180,10 @@ static void nbr_paths(struct rng *r)
     bool same = !memcmp(mf.data, mn.data, sizeof(int32_t) * (size_t)(T * SPARSE_K3));
     printf("nbr cpu sorted keys vs dense grid: %s\n", same ? "same map" : "DIFFER");
     CHECK(same);
+    ot_free(&tf);
+    ot_free(&tnr);
+    ot_free(&mf);
+    ot_free(&mn);
 }
 
 // ----------------------------------------------------------------------------
