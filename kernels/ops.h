@@ -60,6 +60,8 @@ struct op_ctx {
 
 /* Create the stream and cuBLASLt handle and take workspace_bytes (may be 0)
  * from dev (a device arena; NULL when workspace_bytes is 0). Reads S3D_SYNC.
+ * Lowers the device's per-thread stack limit to 128 bytes (the driver reserves
+ * it for every resident thread; a kernel needing more grows it at launch).
  * Returns 0, S3D_EDEVICE when there is no usable CUDA device, or S3D_ENOMEM
  * when the arena cannot hold the workspace (both logged). */
 int  op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes);
@@ -110,6 +112,22 @@ void op_layernorm_cpu(struct tensor *y, const struct tensor *x, const struct ten
                       const struct tensor *b, float eps);
 void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                        const struct tensor *w, const struct tensor *b, float eps);
+
+/* LayerNorm then the adaLN modulation in one pass (the DiT blocks' norm +
+ * modulate, with no rounding between them):
+ *     y = (LN(x) * w + b) * (1 + scale) + shift
+ * the same values as op_layernorm into an F32 tensor followed by op_modulate
+ * with (C) vectors. x, y, w, b as op_layernorm; scale, shift (C) contiguous,
+ * any float dtype, or NULL (scale NULL: op_layernorm; shift NULL: no shift).
+ * CUDA: one warp per row; rows of 2-byte x and y of one dtype with C a
+ * multiple of 256 (at most 2048), 16-byte aligned, are held in registers and
+ * moved with 16-byte loads and stores (op_layernorm takes that path too). */
+void op_layernorm_mod_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                          const struct tensor *b, const struct tensor *scale,
+                          const struct tensor *shift, float eps);
+void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                           const struct tensor *w, const struct tensor *b,
+                           const struct tensor *scale, const struct tensor *shift, float eps);
 
 /* Per-head RMS norm of the flow transformers (MultiHeadRMSNorm,
  * sam-3d-objects tdfy_dit/modules/attention/modules.py:14-21 and
@@ -281,6 +299,17 @@ static inline void op_layernorm(const struct op_ctx *ctx, struct tensor *y, cons
         op_layernorm_cuda(ctx, y, x, w, b, eps);
     else
         op_layernorm_cpu(y, x, w, b, eps);
+}
+
+static inline void op_layernorm_mod(const struct op_ctx *ctx, struct tensor *y,
+                                    const struct tensor *x, const struct tensor *w,
+                                    const struct tensor *b, const struct tensor *scale,
+                                    const struct tensor *shift, float eps)
+{
+    if (y->device == DEVICE_CUDA)
+        op_layernorm_mod_cuda(ctx, y, x, w, b, scale, shift, eps);
+    else
+        op_layernorm_mod_cpu(y, x, w, b, scale, shift, eps);
 }
 
 static inline void op_rmsnorm_heads(const struct op_ctx *ctx, struct tensor *y,

@@ -119,6 +119,42 @@ bool   op_sparse_conv3_igemm_cuda(const struct op_ctx *ctx, struct arena *scratc
                                   const struct tensor *nbr);
 bool   sparse_igemm_enabled(void);
 
+/* op_sparse_conv3's convolution computed tap by tap, for a narrow output read
+ * through a map into a smaller input row set (kernels/cpu/sparse_tap.c,
+ * kernels/cuda/sparse_tap.cu):
+ *     Z_k = x . wt[k]^T                                  (Tx, Cout) fp32, k < 27
+ *     y[p] = b + sum_{k : nbr[p, k] >= 0} Z_k[nbr[p, k]]  fp32, summed from b in k order
+ * rounded once into y. wt (27, Cout, Cin) tap-major: wt[k] = w[:, k, :] of the
+ * KRSC kernel w (sparse_conv3_tapmajor); x (Tx, Cin) in wt's dtype (the GEMM
+ * operand; the CPU op rounds x to wt's dtype first, as op_sparse_conv3);
+ * b (Cout) any float dtype or NULL; y (T, Cout) any float dtype on the CPU,
+ * F32/F16/BF16 on CUDA; nbr (T, 27) I32 into x's rows (-1: no neighbour), e.g.
+ * the neighbour map at y's sites composed with an upsample's parent index.
+ * Cost: 2 Tx 27 Cin Cout FLOP (op_sparse_conv3: 2 T 27 Cin Cout) and no im2col
+ * (T 27 Cin elements): Z (Tx 27 Cout fp32) is written and gathered instead,
+ * which pays when Tx < T or Cout << Cin. The SLAT flow's out_blocks.0 conv1
+ * (2048 -> 128 on sites upsampled from M ~ N/5 parents) is the case.
+ * CUDA: Z for a group of g taps at a time (one GEMM with w viewed as
+ * (g Cout, Cin), fp32 output), g as large as the free scratch allows (at least
+ * 1: op_sparse_conv3_tap_scratch_bytes(T, Tx, Cout, 1)); with more than one
+ * group an fp32 accumulator (T, Cout) is kept in scratch too. */
+void   op_sparse_conv3_tap_cpu(struct tensor *y, const struct tensor *x, const struct tensor *wt,
+                               const struct tensor *b, const struct tensor *nbr);
+void   op_sparse_conv3_tap_cuda(const struct op_ctx *ctx, struct arena *scratch, struct tensor *y,
+                                const struct tensor *x, const struct tensor *wt,
+                                const struct tensor *b, const struct tensor *nbr);
+/* ASSERT the operands of op_sparse_conv3_tap on dev (shared by both ops). */
+void   sparse_conv3_tap_check(const struct tensor *y, const struct tensor *x,
+                              const struct tensor *wt, const struct tensor *b,
+                              const struct tensor *nbr, enum device dev);
+/* Scratch bytes of the CUDA op with Z for `taps` taps per group (1..27; 27:
+ * one group, no accumulator). */
+size_t op_sparse_conv3_tap_scratch_bytes(int64_t T, int64_t Tx, int64_t Cout, int taps);
+/* dst (27, Cout, Cin) = the KRSC kernel src (Cout, 3, 3, 3, Cin) tap-major:
+ * dst[k][o][i] = src[o][k][i]. Host memory, elements of dtype_size(dt) bytes
+ * copied unchanged; dst and src must not overlap. */
+void   sparse_conv3_tapmajor(void *dst, const void *src, enum dtype dt, int64_t Cout, int64_t Cin);
+
 /* SparseConv3d(Cin, Cout, 1): a per-site Linear, y = x lin^T + b, with lin
  * (Cout, Cin) from sparse_conv1_weight (op_linear's operand rules: x's dtype
  * == lin's dtype, y x's dtype or F32).
@@ -253,6 +289,17 @@ static inline void op_sparse_conv3(const struct op_ctx *ctx, struct arena *scrat
         op_sparse_conv3_cuda(ctx, scratch, y, x, w, b, nbr);
     else
         op_sparse_conv3_cpu(y, x, w, b, nbr);
+}
+
+static inline void op_sparse_conv3_tap(const struct op_ctx *ctx, struct arena *scratch,
+                                       struct tensor *y, const struct tensor *x,
+                                       const struct tensor *wt, const struct tensor *b,
+                                       const struct tensor *nbr)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_conv3_tap_cuda(ctx, scratch, y, x, wt, b, nbr);
+    else
+        op_sparse_conv3_tap_cpu(y, x, wt, b, nbr);
 }
 
 static inline int64_t op_sparse_down_index(const struct op_ctx *ctx, struct arena *scratch,

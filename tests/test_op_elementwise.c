@@ -188,6 +188,13 @@ static void test_gpu(void)
         {EW_MODULATE, 1, 5, 1, 1, DTYPE_F16, DTYPE_F32, DTYPE_F16, 1, 0},
         {EW_MODULATE_NO_T, 1, 999, 129, 1, DTYPE_F16, DTYPE_F16, DTYPE_F32, 0, 0},
         {EW_ADD_BIAS, 1, 1000, 257, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 1},
+        /* the 8-wide fp16/bf16 path: SLAT flow gate (in place), modulation, bias; a BF16 one */
+        {EW_ADD_SCALED, 1, 5941, 1024, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0},
+        {EW_ADD_SCALED, 2, 333, 1024, 2, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 0, 0},
+        {EW_MODULATE, 1, 5941, 128, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0},
+        {EW_MODULATE_NO_T, 2, 100, 64, 2, DTYPE_F16, DTYPE_F32, DTYPE_F16, 0, 0},
+        {EW_ADD_BIAS, 1, 5941, 1024, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1},
+        {EW_ADD, 1, 777, 136, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 0},
     };
     struct arena  a;
     struct op_ctx ctx;

@@ -1,10 +1,14 @@
 /*
- * test_op_layernorm.c - op_layernorm (affine and not, any eps, dtype pairs).
+ * test_op_layernorm.c - op_layernorm (affine and not, any eps, dtype pairs) and
+ * op_layernorm_mod (the same followed by the adaLN modulation in one pass).
  *
- * CPU part: op_layernorm_cpu against a double-precision formula on small
- * shapes. GPU part: op_layernorm_cuda against the CPU op over a shape table
- * (1 column, odd widths, DINOv2's 1374 x 1024, a 30000-row decoder shape),
- * in place and not, with guard bytes after every output.
+ * CPU part: op_layernorm_cpu / op_layernorm_mod_cpu against a double-precision
+ * formula on small shapes; op_layernorm_mod_cpu bit for bit against
+ * op_layernorm_cpu into F32 followed by op_modulate_cpu. GPU part: the CUDA ops
+ * against the CPU ops over a shape table (1 column, odd widths, DINOv2's 1374 x
+ * 1024, a 30000-row decoder shape, the register path's 256..2048 fp16/bf16
+ * widths, the SLAT flow's modulated 5941 x 1024), in place and not, with guard
+ * bytes after every output.
  */
 #include "harness.h"
 #include "log.h"
@@ -14,6 +18,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const struct op_tol TOL[] = {
     {DTYPE_F32,  1e-5, 1e-5, -1, "fp32 statistics vs double: sums of C terms, |y| of a few units"},
@@ -27,32 +32,34 @@ struct lcase {
     enum dtype in, out, par;
     bool       affine, in_place;
     float      eps;
+    bool       mod;         /* op_layernorm_mod with scale and shift (par dtype) */
 };
 
-/* x (R,C) with an offset so the mean matters, w, b (C); all rounded to their dtypes. */
+/* x (R,C) with an offset so the mean matters, w, b (C), then scale, shift (C) at
+ * w + 2C (w holds 3C values); all rounded to their dtypes. */
 static void make_inputs(const struct lcase *c, uint64_t seed, float **x, float **w, float **b)
 {
     struct rng r;
 
     rng_seed(&r, seed);
     *x = malloc(sizeof(float) * (size_t)(c->R * c->C));
-    *w = malloc(sizeof(float) * (size_t)c->C);
+    *w = malloc(sizeof(float) * (size_t)(3 * c->C));
     *b = malloc(sizeof(float) * (size_t)c->C);
     fill_normal(&r, *x, (size_t)(c->R * c->C), 2.0f);
     for (int64_t i = 0; i < c->R * c->C; i++)
         (*x)[i] += 3.0f;
-    fill_normal(&r, *w, (size_t)c->C, 1.0f);
+    fill_normal(&r, *w, (size_t)(3 * c->C), 1.0f);
     fill_normal(&r, *b, (size_t)c->C, 1.0f);
     ot_round(*x, (size_t)(c->R * c->C), c->in);
-    ot_round(*w, (size_t)c->C, c->par);
+    ot_round(*w, (size_t)(3 * c->C), c->par);
     ot_round(*b, (size_t)c->C, c->par);
 }
 
 static void label_of(char *buf, size_t n, const char *what, const struct lcase *c)
 {
-    snprintf(buf, n, "%s R%lld C%lld %s->%s%s%s eps%.0e", what, (long long)c->R, (long long)c->C,
-             dtype_name(c->in), dtype_name(c->out), c->affine ? " affine" : "",
-             c->in_place ? " in-place" : "", (double)c->eps);
+    snprintf(buf, n, "%s R%lld C%lld %s->%s%s%s%s eps%.0e", what, (long long)c->R,
+             (long long)c->C, dtype_name(c->in), dtype_name(c->out), c->affine ? " affine" : "",
+             c->mod ? " modulated" : "", c->in_place ? " in-place" : "", (double)c->eps);
 }
 
 /* op_layernorm on `dev` (host: CPU op; cuda: CUDA op); result into out. */
@@ -63,16 +70,24 @@ static void run_op(const struct lcase *c, const float *xv, const float *wv, cons
     struct tensor hw = ot_host(c->par, SHAPE(c->C), wv);
     struct tensor hb = ot_host(c->par, SHAPE(c->C), bv);
     struct tensor hy = ot_host(c->out, SHAPE(c->R, c->C), NULL);
-    struct tensor x = hx, w = hw, b = hb, y = hy;
+    struct tensor hs = ot_host(c->par, SHAPE(c->C), wv + c->C);
+    struct tensor ht = ot_host(c->par, SHAPE(c->C), wv + 2 * c->C);
+    struct tensor x = hx, w = hw, b = hb, y = hy, sc = hs, sh = ht;
 
     if (ctx) {
         x = ot_dev(a, &hx);
         w = ot_dev(a, &hw);
         b = ot_dev(a, &hb);
         y = ot_dev(a, &hy);
+        sc = ot_dev(a, &hs);
+        sh = ot_dev(a, &ht);
     }
     struct tensor *yp = c->in_place ? &x : &y;
-    op_layernorm(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, c->eps);
+    if (c->mod)
+        op_layernorm_mod(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, &sc, &sh,
+                         c->eps);
+    else
+        op_layernorm(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, c->eps);
     if (ctx)
         op_ctx_synchronize(ctx);
     CHECK(ot_guard_ok(yp), "guard after y");
@@ -81,17 +96,21 @@ static void run_op(const struct lcase *c, const float *xv, const float *wv, cons
     ot_free(&hw);
     ot_free(&hb);
     ot_free(&hy);
+    ot_free(&hs);
+    ot_free(&ht);
 }
 
 static void test_cpu(void)
 {
     static const struct lcase cases[] = {
-        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
-        {3, 7, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 0, 1e-5f},
-        {5, 100, DTYPE_F16, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
-        {5, 100, DTYPE_F32, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f},
-        {9, 257, DTYPE_BF16, DTYPE_BF16, DTYPE_F32, 1, 1, 1e-6f},
-        {4, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-5f},
+        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {3, 7, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 0, 1e-5f, 0},
+        {5, 100, DTYPE_F16, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {5, 100, DTYPE_F32, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 0},
+        {9, 257, DTYPE_BF16, DTYPE_BF16, DTYPE_F32, 1, 1, 1e-6f, 0},
+        {4, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-5f, 0},
+        {3, 7, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f, 1},
+        {4, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-6f, 1},
     };
     char label[160];
 
@@ -114,6 +133,8 @@ static void test_cpu(void)
                 double y = (x[r * c->C + j] - m) / sqrt(v + (double)c->eps);
                 if (c->affine)
                     y = y * w[j] + b[j];
+                if (c->mod)
+                    y = y * (1.0 + w[c->C + j]) + w[2 * c->C + j];
                 ref[r * c->C + j] = (float)y;
             }
         }
@@ -128,19 +149,49 @@ static void test_cpu(void)
     }
 }
 
+/* op_layernorm_mod_cpu = op_layernorm_cpu into F32, then op_modulate_cpu: the same bits. */
+static void test_cpu_composed(void)
+{
+    const struct lcase c = {6, 96, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 1};
+    float *x, *w, *b;
+    make_inputs(&c, 77, &x, &w, &b);
+    struct tensor hx = ot_host(c.in, SHAPE(c.R, c.C), x);
+    struct tensor hw = ot_host(c.par, SHAPE(c.C), w), hb = ot_host(c.par, SHAPE(c.C), b);
+    struct tensor hs = ot_host(c.par, SHAPE(c.C), w + c.C);
+    struct tensor ht = ot_host(c.par, SHAPE(c.C), w + 2 * c.C);
+    struct tensor y1 = ot_host(c.out, SHAPE(c.R, c.C), NULL);
+    struct tensor f = ot_host(DTYPE_F32, SHAPE(c.R, c.C), NULL);
+    struct tensor y2 = ot_host(c.out, SHAPE(c.R, c.C), NULL);
+    op_layernorm_mod_cpu(&y1, &hx, &hw, &hb, &hs, &ht, c.eps);
+    op_layernorm_cpu(&f, &hx, &hw, &hb, c.eps);
+    op_modulate_cpu(&y2, &f, &hs, &ht);
+    CHECK(memcmp(y1.data, y2.data, tensor_nbytes(&y1)) == 0,
+          "layernorm_mod = layernorm (F32) + modulate, bit for bit");
+    ot_free(&hx), ot_free(&hw), ot_free(&hb), ot_free(&hs), ot_free(&ht);
+    ot_free(&y1), ot_free(&f), ot_free(&y2);
+    free(x), free(w), free(b);
+}
+
 static void test_gpu(void)
 {
     static const struct lcase cases[] = {
-        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},
-        {1, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f},
-        {7, 33, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
-        {13, 1001, DTYPE_BF16, DTYPE_F32, DTYPE_BF16, 1, 0, 1e-5f},
-        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f},  /* DINOv2 norm1, fp32 stream */
-        {1374, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
-        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 1, 1e-5f},  /* SLAT prenorm output */
-        {4096, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-6f},  /* flow norm1, in place */
-        {30000, 128, DTYPE_F16, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f},
-        {3, 2048, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 1, 1, 1e-6f},
+        {1, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {1, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 0},
+        {7, 33, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {13, 1001, DTYPE_BF16, DTYPE_F32, DTYPE_BF16, 1, 0, 1e-5f, 0},
+        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 1, 0, 1e-6f, 0},  /* DINOv2 norm1, fp32 stream */
+        {1374, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {1374, 1024, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 1, 1e-5f, 0},  /* SLAT prenorm output */
+        {4096, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 1, 1e-6f, 0},  /* flow norm1, in place */
+        {30000, 128, DTYPE_F16, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},
+        {3, 2048, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 1, 1, 1e-6f, 0},
+        /* the register path (fp16/bf16 in = out, C = 256..2048) and the modulated op */
+        {5941, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 1},   /* SLAT flow adaLN */
+        {5941, 1024, DTYPE_F16, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},   /* SLAT flow norm2 */
+        {777, 2048, DTYPE_F16, DTYPE_F16, DTYPE_F32, 1, 1, 1e-6f, 0},    /* out_blocks.0 norm1 */
+        {33, 256, DTYPE_BF16, DTYPE_BF16, DTYPE_F16, 0, 0, 1e-5f, 1},
+        {9, 768, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1, 1e-6f, 1},
+        {9, 1000, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 1},      /* generic + modulated */
     };
     struct arena  a;
     struct op_ctx ctx;
@@ -176,6 +227,7 @@ int main(void)
     log_init("test_op_layernorm");
     ot_print_tols(TOL, NTOL);
     test_cpu();
+    test_cpu_composed();
     ot_skip_without_gpu("test_op_layernorm");
     test_gpu();
     return harness_done("test_op_layernorm");

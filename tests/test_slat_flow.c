@@ -93,9 +93,9 @@ static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const 
         return false;
     }
     size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
-    size_t bytes = slatflow_sample_bytes(&R->m, N, slatflow_parents(coords, SLF_RESOLUTION),
-                                         cond->shape[1], cache_kv) +
-                   slatflow_geom_bytes(&R->m, N) + slatflow_cond_bytes(&R->m, cond->shape[1], cache_kv) +
+    int64_t M = slatflow_parents(coords, SLF_RESOLUTION);
+    size_t bytes = slatflow_sample_bytes(&R->m, N, M, cond->shape[1], cache_kv) +
+                   slatflow_geom_bytes(&R->m, N, M) + slatflow_cond_bytes(&R->m, cond->shape[1], cache_kv) +
                    ws + ((size_t)4 << 20);
     CHECK(arena_init(&R->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes) == 0);
     if (dev == DEVICE_CUDA) {

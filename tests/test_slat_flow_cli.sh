@@ -4,7 +4,7 @@
 # fixture's coords, condition and noise the output feats equal the official
 # de-normalised sample (slat_feats) and coords pass through; without noise our seeded
 # noise is deterministic per seed and is the stream of tools/ref/s3d_rng.py (given that
-# noise, the same bytes); an F16 condition is accepted; repeat and cache_kv=0 give the
+# noise, the same bytes); an F16 condition is accepted; repeat and cache_kv=1 give the
 # same bytes; bad inputs (coords outside the grid, duplicated, none, above 42,000; a
 # condition of the wrong width; noise of the wrong shape) and params exit non-zero
 # with one clear error line. Inputs are cut out of the fixture with tests/stmin.py.
@@ -118,7 +118,7 @@ else
     bad "F16 cond_slat"; tail -3 "$tmp/o16.log"
 fi
 
-# 4. repeat=2 and cache_kv=0 (K/V per evaluation): the same bytes
+# 4. repeat=2 and cache_kv=1 (K/V once per request): the same bytes
 if run "$tmp/rep" "$tmp/ins" --param seed=7 --param steps=3 --param repeat=2 &&
     same_tensors "$tmp/rep/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
     grep -q "ms median of 2" "$tmp/rep.log" && grep -q "memory: " "$tmp/rep.log"; then
@@ -126,12 +126,12 @@ if run "$tmp/rep" "$tmp/ins" --param seed=7 --param steps=3 --param repeat=2 &&
 else
     bad "repeat=2"; tail -3 "$tmp/rep.log"
 fi
-if run "$tmp/kv" "$tmp/ins" --param seed=7 --param steps=3 --param cache_kv=0 &&
+if run "$tmp/kv" "$tmp/ins" --param seed=7 --param steps=3 --param cache_kv=1 &&
     same_tensors "$tmp/kv/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
-    grep -q "K/V per evaluation" "$tmp/kv.log" && grep -q "K/V cached" "$tmp/s7a.log"; then
-    ok "cache_kv=0: same output as the cached K/V"
+    grep -q "K/V cached" "$tmp/kv.log" && grep -q "K/V per evaluation" "$tmp/s7a.log"; then
+    ok "cache_kv=1: same output as the K/V per evaluation (the default)"
 else
-    bad "cache_kv=0"; tail -3 "$tmp/kv.log"
+    bad "cache_kv=1"; tail -3 "$tmp/kv.log"
 fi
 
 # 5. refused: non-zero exit and an error line containing SUBSTRING (lib.sh expect_refused)

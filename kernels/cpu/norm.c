@@ -15,34 +15,43 @@
 void op_layernorm_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
                       const struct tensor *b, float eps)
 {
+    op_layernorm_mod_cpu(y, x, w, b, NULL, NULL, eps);
+}
+
+/* v (C) F32 = the (C) vector t converted, or `fill` everywhere when t is NULL. */
+static void vec_f32(float *v, const struct tensor *t, int64_t C, float fill, const char *what)
+{
+    if (!t) {
+        for (int64_t c = 0; c < C; c++)
+            v[c] = fill;
+        return;
+    }
+    op_check_dense(what, t, DEVICE_HOST);
+    ASSERT(tensor_numel(t) == C);
+    dtype_convert(v, DTYPE_F32, t->data, t->dtype, (size_t)C);
+}
+
+void op_layernorm_mod_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
+                          const struct tensor *b, const struct tensor *scale,
+                          const struct tensor *shift, float eps)
+{
     op_check_dense("layernorm.x", x, DEVICE_HOST);
     op_check_dense("layernorm.y", y, DEVICE_HOST);
     ASSERT(tensor_same_shape(x, y));
     ASSERT(w || !b);
+    ASSERT(scale || !shift);
 
     int64_t C = op_cols(x), R = op_rows(x);
-    if (w) {
-        op_check_dense("layernorm.w", w, DEVICE_HOST);
-        ASSERT(tensor_numel(w) == C);
-    }
-    if (b) {
-        op_check_dense("layernorm.b", b, DEVICE_HOST);
-        ASSERT(tensor_numel(b) == C);
-    }
     if (R == 0 || C == 0)
         return;
 
-    float *buf = malloc(sizeof(*buf) * (size_t)(3 * C));
+    float *buf = malloc(sizeof(*buf) * (size_t)(5 * C));
     ASSERT(buf);
-    float *wf = buf + C, *bf = buf + 2 * C;
-    for (int64_t c = 0; c < C; c++) {
-        wf[c] = 1.0f;
-        bf[c] = 0.0f;
-    }
-    if (w)
-        dtype_convert(wf, DTYPE_F32, w->data, w->dtype, (size_t)C);
-    if (b)
-        dtype_convert(bf, DTYPE_F32, b->data, b->dtype, (size_t)C);
+    float *wf = buf + C, *bf = buf + 2 * C, *sf = buf + 3 * C, *tf = buf + 4 * C;
+    vec_f32(wf, w, C, 1.0f, "layernorm.w");
+    vec_f32(bf, b, C, 0.0f, "layernorm.b");
+    vec_f32(sf, scale, C, 0.0f, "layernorm.scale");
+    vec_f32(tf, shift, C, 0.0f, "layernorm.shift");
 
     size_t xs = dtype_size(x->dtype), ys = dtype_size(y->dtype);
     for (int64_t r = 0; r < R; r++) {
@@ -60,6 +69,9 @@ void op_layernorm_cpu(struct tensor *y, const struct tensor *x, const struct ten
         float mf   = (float)mean;
         for (int64_t c = 0; c < C; c++)
             buf[c] = (buf[c] - mf) * rstd * wf[c] + bf[c];
+        if (scale)                                 /* op_modulate's expression */
+            for (int64_t c = 0; c < C; c++)
+                buf[c] = buf[c] * (1.0f + sf[c]) + (shift ? tf[c] : 0.0f);
         dtype_convert((char *)y->data + (size_t)(r * C) * ys, y->dtype, buf, DTYPE_F32, (size_t)C);
     }
     free(buf);

@@ -5,10 +5,21 @@
  */
 #include "attention.cuh"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Tensor-core tile height (query rows per block), chosen with the bench. */
 #define ATTN_MMA_BM 64
+
+/* S3D_ATTN_MT=2: the tensor-core kernel with two m-tiles per warp (BM 128, 4
+ * warps) instead of one (BM 64); read at every launch, so a test can switch it.
+ * A workshop setting until the GPU measurements choose (docs/performance.md). */
+static bool attn_mt2(void)
+{
+    const char *e = getenv("S3D_ATTN_MT");
+
+    return e && !strcmp(e, "2");
+}
 
 /* attn_rows_16b and attn_launch: see attention.cuh. */
 bool attn_rows_16b(const void *base, const int64_t *strides, int n)
@@ -25,6 +36,14 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
                         int B, int H, int max_tq, bool mma_ok)
 {
     ASSERT(B <= 65535 && H <= 65535);
+    if (dt != DTYPE_F32 && mma_ok && attn_mt2()) {     /* 4 warps x 2 m-tiles: 128 rows */
+        dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
+        if (dt == DTYPE_F16)
+            attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
+        else
+            attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
+        return;
+    }
     if (dt != DTYPE_F32 && mma_ok) {
         dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
         if (dt == DTYPE_F16)

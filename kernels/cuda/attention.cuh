@@ -7,8 +7,9 @@
  * attn_simple_kernel<T>   fp32 everything (CUDA cores), any strides and
  *                         alignment; one warp per query row, 8 rows a block,
  *                         K/V tiles of 32 keys converted to fp32 in shared memory.
- * attn_mma_kernel<T, BM>  FlashAttention-2 style for F16/BF16: a block owns BM
- *                         query rows (BM / 16 warps, 16 rows each), loops over
+ * attn_mma_kernel<T, BM, MT> FlashAttention-2 style for F16/BF16: a block owns BM
+ *                         query rows (BM / (16 MT) warps, MT m16 tiles of 16 rows
+ *                         each; MT = 2 reads each K/V fragment once for two MMAs), loops over
  *                         64-key tiles of K and V brought into shared memory by
  *                         cp.async, double-buffered; S = Q K^T and O += P V on
  *                         tensor cores (mma.sync m16n8k16, fp32 accumulators),
@@ -226,11 +227,14 @@ __device__ __forceinline__ void load_tile(T *tile, const T *base, int64_t stride
     }
 }
 
-template <typename T, int BM>
-__global__ void __launch_bounds__(BM * 2)
+/* BM query rows per block, MT m16 tiles (16 rows each) per warp: BM / (16 MT)
+ * warps. MT = 2 reuses every K and V fragment read from shared memory for two
+ * MMAs (FlashAttention-2's layout for head size 64), at twice the registers. */
+template <typename T, int BM, int MT = 1>
+__global__ void __launch_bounds__(BM * 2 / MT, BM == 64 && MT == 1 ? 4 : 1)
 attn_mma_kernel(struct attn_params p)
 {
-    constexpr int NT = BM * 2;                    /* BM / 16 warps */
+    constexpr int NT = BM * 2 / MT;               /* BM / (16 MT) warps */
     __shared__ __align__(128) T sq[BM * 64];
     __shared__ __align__(128) T sk[2][ATTN_BN * 64];
     __shared__ __align__(128) T sv[2][ATTN_BN * 64];
@@ -257,13 +261,18 @@ attn_mma_kernel(struct attn_params p)
     }
     cp_async_commit();
 
-    float    o[8][4];                            /* 16 rows x 64 dims per warp */
-    float    m_r[2] = {-INFINITY, -INFINITY};    /* rows g and g + 8, g = lane / 4 */
-    float    l_r[2] = {0.0f, 0.0f};              /* this thread's partial row sums */
-    uint32_t qf[4][4];                           /* Q A-fragments, 4 k-steps of 16 dims */
+    float    o[MT][8][4];                        /* per m-tile: 16 rows x 64 dims */
+    float    m_r[MT][2], l_r[MT][2];             /* rows g and g + 8, g = lane / 4; l partial */
+    uint32_t qf[MT][4][4];                       /* Q A-fragments, 4 k-steps of 16 dims */
 #pragma unroll
-    for (int i = 0; i < 8; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++) {
+        m_r[mt][0] = m_r[mt][1] = -INFINITY;
+        l_r[mt][0] = l_r[mt][1] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    }
+    const int wrow = warp * 16 * MT;             /* the warp's first row in the block */
 
     for (int j = 0; j < ntiles; j++) {
         int buf = j & 1;
@@ -276,15 +285,20 @@ attn_mma_kernel(struct attn_params p)
         __syncthreads();
         if (j == 0) {
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                ldmatrix_x4(qf[kk], sq + swz(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++)
+                    ldmatrix_x4(qf[mt][kk],
+                                sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
         }
 
-        /* S = Q K^T: 16 x 64 per warp, 8 n-tiles of 8 keys */
-        float s[8][4];
+        /* S = Q K^T: 16 x 64 per m-tile, 8 n-tiles of 8 keys; each K fragment feeds MT */
+        float s[MT][8][4];
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
         const T *kt = sk[buf];
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
@@ -293,8 +307,11 @@ attn_mma_kernel(struct attn_params p)
                 uint32_t bf[4];
                 int mat = lane >> 3;
                 ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
-                mma_16816(s[nn], qf[kk], bf[0], bf[1], T());
-                mma_16816(s[nn + 1], qf[kk], bf[2], bf[3], T());
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(s[mt][nn], qf[mt][kk], bf[0], bf[1], T());
+                    mma_16816(s[mt][nn + 1], qf[mt][kk], bf[2], bf[3], T());
+                }
             }
         }
         if ((j + 1) * ATTN_BN > Tk) {            /* last tile: mask keys >= Tk */
@@ -304,75 +321,89 @@ attn_mma_kernel(struct attn_params p)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
                     if (key + (e & 1) >= Tk)
-                        s[nn][e] = -INFINITY;
+#pragma unroll
+                        for (int mt = 0; mt < MT; mt++)
+                            s[mt][nn][e] = -INFINITY;
             }
         }
 
-        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) */
+        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile */
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float mx = -INFINITY;
+        for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-            for (int nn = 0; nn < 8; nn++)
-                mx = fmaxf(mx, fmaxf(s[nn][2 * r], s[nn][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float m_new = fmaxf(m_r[r], mx);
-            float alpha = exp2f((m_r[r] - m_new) * sl2);
-            float msc   = m_new * sl2;
-            m_r[r] = m_new;
-            l_r[r] *= alpha;
+            for (int r = 0; r < 2; r++) {
+                float mx = -INFINITY;
 #pragma unroll
-            for (int dd = 0; dd < 8; dd++) {
-                o[dd][2 * r] *= alpha;
-                o[dd][2 * r + 1] *= alpha;
-            }
+                for (int nn = 0; nn < 8; nn++)
+                    mx = fmaxf(mx, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float m_new = fmaxf(m_r[mt][r], mx);
+                float alpha = exp2f((m_r[mt][r] - m_new) * sl2);
+                float msc   = m_new * sl2;
+                m_r[mt][r] = m_new;
+                l_r[mt][r] *= alpha;
 #pragma unroll
-            for (int nn = 0; nn < 8; nn++) {
-                float p0 = exp2f(fmaf(s[nn][2 * r], sl2, -msc));
-                float p1 = exp2f(fmaf(s[nn][2 * r + 1], sl2, -msc));
-                s[nn][2 * r]     = p0;
-                s[nn][2 * r + 1] = p1;
-                l_r[r] += p0 + p1;
+                for (int dd = 0; dd < 8; dd++) {
+                    o[mt][dd][2 * r] *= alpha;
+                    o[mt][dd][2 * r + 1] *= alpha;
+                }
+#pragma unroll
+                for (int nn = 0; nn < 8; nn++) {
+                    float p0 = exp2f(fmaf(s[mt][nn][2 * r], sl2, -msc));
+                    float p1 = exp2f(fmaf(s[mt][nn][2 * r + 1], sl2, -msc));
+                    s[mt][nn][2 * r]     = p0;
+                    s[mt][nn][2 * r + 1] = p1;
+                    l_r[mt][r] += p0 + p1;
+                }
             }
         }
 
-        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans */
+        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans, each feeding MT */
         const T *vt = sv[buf];
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {         /* 16 keys per step */
-            uint32_t pa[4];
-            pa[0] = pack2(s[2 * kk][0], s[2 * kk][1], T());
-            pa[1] = pack2(s[2 * kk][2], s[2 * kk][3], T());
-            pa[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], T());
-            pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], T());
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1], T());
+                pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3], T());
+                pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], T());
+                pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], T());
+            }
 #pragma unroll
             for (int dd = 0; dd < 8; dd += 2) {
                 uint32_t bf[4];
                 int mat = lane >> 3;
                 ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
-                mma_16816(o[dd], pa, bf[0], bf[1], T());
-                mma_16816(o[dd + 1], pa, bf[2], bf[3], T());
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(o[mt][dd], pa[mt], bf[0], bf[1], T());
+                    mma_16816(o[mt][dd + 1], pa[mt], bf[2], bf[3], T());
+                }
             }
         }
         __syncthreads();                         /* buffer buf is refilled at j + 1 */
     }
     cp_async_wait<0>();
 
-    /* o / l, rows g and g + 8 of this warp */
+    /* o / l, rows g and g + 8 of each m-tile */
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = l_r[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
-        int   row = m0 + warp * 16 + (lane >> 2) + 8 * r;
-        if (row < Tq) {
-            T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
+    for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-            for (int dd = 0; dd < 8; dd++)
-                *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
-                    pack2(o[dd][2 * r] * inv, o[dd][2 * r + 1] * inv, T());
+        for (int r = 0; r < 2; r++) {
+            float l = l_r[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
+            int   row = m0 + wrow + mt * 16 + (lane >> 2) + 8 * r;
+            if (row < Tq) {
+                T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
+#pragma unroll
+                for (int dd = 0; dd < 8; dd++)
+                    *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
+                        pack2(o[mt][dd][2 * r] * inv, o[mt][dd][2 * r + 1] * inv, T());
+            }
         }
     }
 }

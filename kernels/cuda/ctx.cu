@@ -1,6 +1,7 @@
 /*
  * ctx.cu - the CUDA context every op runs in: stream, cuBLASLt handle, cuDNN state,
- * workspace from a device arena, S3D_SYNC, S3D_PROFILE (prof.h). See ops.h.
+ * workspace from a device arena, S3D_SYNC, S3D_PROFILE (prof.h), the per-thread
+ * stack limit lowered to what kernels need. See ops.h.
  */
 #include "common.cuh"
 #include "dnn.cuh"
@@ -10,6 +11,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+#define OP_STACK_BYTES 128   /* cudaLimitStackSize per thread (see op_ctx_init) */
 
 int op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes)
 {
@@ -30,6 +33,13 @@ int op_ctx_init(struct op_ctx *ctx, struct arena *dev, size_t workspace_bytes)
             return S3D_ENOMEM;
         }
         ctx->workspace_size = workspace_bytes;
+    }
+    /* The driver reserves the per-thread stack for every resident thread of the
+     * device (1 KiB default: ~264 MiB on an H100); our kernels and cuBLASLt's
+     * need less, and a kernel that needs more grows it at its launch. */
+    if (cudaDeviceSetLimit(cudaLimitStackSize, OP_STACK_BYTES) != cudaSuccess) {
+        (void)cudaGetLastError();              /* not fatal: the default reservation stays */
+        log_warn("op context: the per-thread stack limit stays at the driver's default");
     }
     CUDA_CHECK(cudaStreamCreate(&ctx->stream));
     CUBLAS_CHECK(cublasLtCreate(&ctx->lt));

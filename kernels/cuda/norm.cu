@@ -3,7 +3,12 @@
  *
  * One warp per row; fp32 statistics. LayerNorm reads its row three times
  * (mean, centred variance, output): the second and third reads hit L1, and
- * the two-pass variance matches the CPU reference far better than E[x^2]-m^2.
+ * the two-pass variance matches the CPU reference far better than E[x^2]-m^2;
+ * rows of 256..2048 fp16/bf16 elements are held in registers instead
+ * (layernorm_vec_kernel). The adaLN modulation can follow in the same pass
+ * (op_layernorm_mod).
+ * The per-head RMS norm of 64-element fp16/bf16 rows (every DiT's q/k) takes
+ * 8 threads per row with 16-byte loads and stores (rmsnorm_heads64_kernel).
  */
 #include "common.cuh"
 
@@ -11,10 +16,30 @@
 
 #define ROWS_PER_BLOCK 4   /* warps per block, one row each */
 
-/* y = (x - mean) * rstd * w + b over rows of C. w, b: run-time dtype or NULL. */
+/* The optional per-channel operands of a LayerNorm row: affine w, b and the
+ * modulation scale, shift (each NULL or a (C) vector of run-time dtype). */
+struct ln_par {
+    const void *w, *b, *sc, *sh;
+    enum dtype  wdt, bdt, scdt, shdt;
+};
+
+/* ((x - mean) * rstd * w + b) * (1 + sc) + sh of channel c, the CPU op's order. */
+__device__ __forceinline__ float ln_out(float xv, float mean, float rstd, const struct ln_par &p,
+                                        int64_t c)
+{
+    float o = (xv - mean) * rstd;
+    if (p.w)
+        o = o * load_dt(p.w, p.wdt, c);
+    if (p.b)
+        o = o + load_dt(p.b, p.bdt, c);
+    if (p.sc)
+        o = o * (1.0f + load_dt(p.sc, p.scdt, c)) + (p.sh ? load_dt(p.sh, p.shdt, c) : 0.0f);
+    return o;
+}
+
+/* One warp per row of C, any dtypes. */
 template <typename Tx, typename Ty>
-__global__ void layernorm_kernel(Ty *y, const Tx *x, const void *w, enum dtype wdt, const void *b,
-                                 enum dtype bdt, int64_t R, int C, float eps)
+__global__ void layernorm_kernel(Ty *y, const Tx *x, struct ln_par p, int64_t R, int C, float eps)
 {
     int64_t row  = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     int     lane = threadIdx.x & 31;
@@ -33,44 +58,117 @@ __global__ void layernorm_kernel(Ty *y, const Tx *x, const void *w, enum dtype w
         v += d * d;
     }
     float rstd = rsqrtf(warp_sum(v) / (float)C + eps);
-    for (int c = lane; c < C; c += 32) {
-        float o = (to_f32(xr[c]) - mean) * rstd;
-        if (w)
-            o = o * load_dt(w, wdt, c);
-        if (b)
-            o = o + load_dt(b, bdt, c);
-        yr[c] = from_f32<Ty>(o);
+    for (int c = lane; c < C; c += 32)
+        yr[c] = from_f32<Ty>(ln_out(to_f32(xr[c]), mean, rstd, p, c));
+}
+
+#define LN_VEC_MAX 8       /* 16-byte vectors per lane: C <= 8 * 32 * 8 = 2048 */
+
+/* One warp per row of C = nv * 256 elements of a 2-byte T held in registers:
+ * lane l owns vectors k * 32 + l (8 elements each), read and written with
+ * 16-byte accesses; two-pass statistics as layernorm_kernel. */
+template <typename T>
+__global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
+layernorm_vec_kernel(T *y, const T *x, struct ln_par p, int64_t R, int C, int nv, float eps)
+{
+    int64_t row  = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
+    int     lane = threadIdx.x & 31;
+
+    if (row >= R)                                /* warp-uniform */
+        return;
+    const uint4 *xr = (const uint4 *)(x + row * C);
+    uint4       *yr = (uint4 *)(y + row * C);
+    float        v[LN_VEC_MAX][8], s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN_VEC_MAX; k++) {
+        if (k < nv) {
+            uint4    u = xr[k * 32 + lane];
+            const T *e = (const T *)&u;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                v[k][j] = to_f32(e[j]);
+                s += v[k][j];
+            }
+        }
+    }
+    float mean = warp_sum(s) / (float)C, q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN_VEC_MAX; k++)
+        if (k < nv)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float d = v[k][j] - mean;
+                q += d * d;
+            }
+    float rstd = rsqrtf(warp_sum(q) / (float)C + eps);
+#pragma unroll
+    for (int k = 0; k < LN_VEC_MAX; k++) {
+        if (k < nv) {
+            int64_t c0 = (int64_t)(k * 32 + lane) * 8;
+            uint4   u;
+            T      *e = (T *)&u;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                e[j] = from_f32<T>(ln_out(v[k][j], mean, rstd, p, c0 + j));
+            yr[k * 32 + lane] = u;
+        }
     }
 }
 
-void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
-                       const struct tensor *w, const struct tensor *b, float eps)
+static void ln_vec_check(const char *what, const struct tensor *t, int64_t C)
+{
+    if (t) {
+        op_check_dense(what, t, DEVICE_CUDA);
+        ASSERT(tensor_numel(t) == C);
+    }
+}
+
+void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                           const struct tensor *w, const struct tensor *b,
+                           const struct tensor *scale, const struct tensor *shift, float eps)
 {
     op_check_dense("layernorm.x", x, DEVICE_CUDA);
     op_check_dense("layernorm.y", y, DEVICE_CUDA);
     ASSERT(tensor_same_shape(x, y));
     ASSERT(w || !b);
+    ASSERT(scale || !shift);
     ASSERT(x->data != y->data || x->dtype == y->dtype);
 
     int64_t C = op_cols(x), R = op_rows(x);
     ASSERT(C < (1 << 30));
-    if (w) {
-        op_check_dense("layernorm.w", w, DEVICE_CUDA);
-        ASSERT(tensor_numel(w) == C);
-    }
-    if (b) {
-        op_check_dense("layernorm.b", b, DEVICE_CUDA);
-        ASSERT(tensor_numel(b) == C);
-    }
+    ln_vec_check("layernorm.w", w, C);
+    ln_vec_check("layernorm.b", b, C);
+    ln_vec_check("layernorm.scale", scale, C);
+    ln_vec_check("layernorm.shift", shift, C);
     if (R == 0 || C == 0)
         return;
+    struct ln_par p = {w ? w->data : NULL, b ? b->data : NULL, scale ? scale->data : NULL,
+                       shift ? shift->data : NULL, w ? w->dtype : DTYPE_F32,
+                       b ? b->dtype : DTYPE_F32, scale ? scale->dtype : DTYPE_F32,
+                       shift ? shift->dtype : DTYPE_F32};
     unsigned grid = (unsigned)((R + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
     ASSERT((R + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK < (1ll << 31));
-    DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
-        layernorm_kernel<Tx, Ty><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
-            (Ty *)y->data, (const Tx *)x->data, w ? w->data : NULL, w ? w->dtype : DTYPE_F32,
-            b ? b->data : NULL, b ? b->dtype : DTYPE_F32, R, (int)C, eps));
+    bool vec = x->dtype == y->dtype && (x->dtype == DTYPE_F16 || x->dtype == DTYPE_BF16) &&
+               C % 256 == 0 && C / 256 <= LN_VEC_MAX && ((uintptr_t)x->data & 15) == 0 &&
+               ((uintptr_t)y->data & 15) == 0;
+    if (vec && x->dtype == DTYPE_F16)
+        layernorm_vec_kernel<__half><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+            (__half *)y->data, (const __half *)x->data, p, R, (int)C, (int)(C / 256), eps);
+    else if (vec)
+        layernorm_vec_kernel<__nv_bfloat16><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+            (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, p, R, (int)C,
+            (int)(C / 256), eps);
+    else
+        DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
+            layernorm_kernel<Tx, Ty><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+                (Ty *)y->data, (const Tx *)x->data, p, R, (int)C, eps));
     op_done(ctx, "layernorm");
+}
+
+void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                       const struct tensor *w, const struct tensor *b, float eps)
+{
+    op_layernorm_mod_cuda(ctx, y, x, w, b, NULL, NULL, eps);
 }
 
 // ----------------------------------------------------------------------------
@@ -85,6 +183,21 @@ struct rows_desc {
     int64_t ys[5];              /* y strides */
 };
 
+/* Element offsets in x and y of flat row `row`. */
+__device__ __forceinline__ void rows_offsets(const struct rows_desc &rd, int64_t row, int64_t *xo,
+                                             int64_t *yo)
+{
+    int64_t r = row;
+
+    *xo = *yo = 0;
+    for (int d = rd.nd - 1; d >= 0; d--) {
+        int64_t i = r % rd.shape[d];
+        r /= rd.shape[d];
+        *xo += i * rd.xs[d];
+        *yo += i * rd.ys[d];
+    }
+}
+
 /* y = x / max(||x||, 1e-12) * gamma[h] * scale, one warp per row of D. */
 template <typename T>
 __global__ void rmsnorm_heads_kernel(T *y, const T *x, const void *g, enum dtype gdt,
@@ -95,13 +208,8 @@ __global__ void rmsnorm_heads_kernel(T *y, const T *x, const void *g, enum dtype
 
     if (row >= R)
         return;
-    int64_t xo = 0, yo = 0, r = row;
-    for (int d = rd.nd - 1; d >= 0; d--) {
-        int64_t i = r % rd.shape[d];
-        r /= rd.shape[d];
-        xo += i * rd.xs[d];
-        yo += i * rd.ys[d];
-    }
+    int64_t xo, yo;
+    rows_offsets(rd, row, &xo, &yo);
     int h = (int)(row % H);
     float ss = 0.0f;
     for (int c = lane; c < D; c += 32) {
@@ -111,6 +219,47 @@ __global__ void rmsnorm_heads_kernel(T *y, const T *x, const void *g, enum dtype
     float den = fmaxf(sqrtf(warp_sum(ss)), 1e-12f);   /* F.normalize: clamp_min(eps) */
     for (int c = lane; c < D; c += 32)
         y[yo + c] = from_f32<T>(to_f32(x[xo + c]) / den * load_dt(g, gdt, (int64_t)h * D + c) * scale);
+}
+
+/* rmsnorm_heads_kernel for D = 64 of a 2-byte T with F32 gamma: 8 threads per
+ * row, 8 elements (one 16-byte load) each; the same arithmetic per element. */
+#define RMS_VEC_ROWS 32    /* rows per block of 256 threads */
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+rmsnorm_heads64_kernel(T *y, const T *x, const float *g, struct rows_desc rd, int64_t R, int H,
+                       float scale)
+{
+    int64_t row = (int64_t)blockIdx.x * RMS_VEC_ROWS + (threadIdx.x >> 3);
+    int     part = threadIdx.x & 7;              /* elements 8 part .. 8 part + 7 */
+    bool    ok = row < R;                        /* a past-the-end group reads the last row */
+
+    if (!ok)                                     /* and stores nothing (no lane leaves */
+        row = R - 1;                             /* before the shuffles) */
+    int64_t xo, yo;
+    rows_offsets(rd, row, &xo, &yo);
+    int    h = (int)(row % H);
+    uint4  xu = *(const uint4 *)(x + xo + part * 8), yu;
+    const T *xe = (const T *)&xu;
+    T       *ye = (T *)&yu;
+    float  v[8], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        v[k] = to_f32(xe[k]);
+        ss += v[k] * v[k];
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 4);
+    float den = fmaxf(sqrtf(ss), 1e-12f);        /* F.normalize: clamp_min(eps) */
+    const float4 *gp = (const float4 *)(g + (int64_t)h * 64 + part * 8);
+    float4 g0 = gp[0], g1 = gp[1];
+    float gg[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+        ye[k] = from_f32<T>(v[k] / den * gg[k] * scale);
+    if (ok)
+        *(uint4 *)(y + yo + part * 8) = yu;
 }
 
 void op_rmsnorm_heads_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
@@ -135,6 +284,26 @@ void op_rmsnorm_heads_cuda(const struct op_ctx *ctx, struct tensor *y, const str
         rd.shape[d] = x->shape[d];
         rd.xs[d] = x->stride[d];
         rd.ys[d] = y->stride[d];
+    }
+    /* the vector kernel: D = 64, 2-byte dtype, F32 gamma, every row 16-byte aligned */
+    bool vec = D == 64 && x->dtype != DTYPE_F32 && gamma->dtype == DTYPE_F32 &&
+               ((uintptr_t)x->data & 15) == 0 && ((uintptr_t)y->data & 15) == 0 &&
+               ((uintptr_t)gamma->data & 15) == 0;
+    for (int d = 0; d < rd.nd; d++)
+        vec = vec && rd.xs[d] % 8 == 0 && rd.ys[d] % 8 == 0;
+    if (vec) {
+        unsigned g8 = (unsigned)((R + RMS_VEC_ROWS - 1) / RMS_VEC_ROWS);
+        ASSERT((R + RMS_VEC_ROWS - 1) / RMS_VEC_ROWS < (1ll << 31));
+        if (x->dtype == DTYPE_F16)
+            rmsnorm_heads64_kernel<__half><<<g8, 256, 0, ctx->stream>>>(
+                (__half *)y->data, (const __half *)x->data, (const float *)gamma->data, rd, R,
+                (int)H, scale);
+        else
+            rmsnorm_heads64_kernel<__nv_bfloat16><<<g8, 256, 0, ctx->stream>>>(
+                (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data,
+                (const float *)gamma->data, rd, R, (int)H, scale);
+        op_done(ctx, "rmsnorm_heads");
+        return;
     }
     unsigned grid = (unsigned)((R + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
     DISPATCH_1(x->dtype, T,

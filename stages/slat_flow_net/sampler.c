@@ -17,6 +17,8 @@
 #include "check.h"
 #include "dtype.h"
 #include "log.h"
+#include "ops_copy.h"
+#include "ops_flow.h"
 #include "rng.h"
 
 #include <string.h>
@@ -37,7 +39,7 @@ void slatflow_sampler_defaults(struct slatflow_sampler *s)
     s->cfg_lo = 0.0;
     s->cfg_hi = 500.0;
     s->rescale_t = 1.0;
-    s->cache_kv = true;
+    s->cache_kv = false;
 }
 
 float slatflow_time(const struct slatflow_sampler *s, int k)
@@ -74,17 +76,19 @@ int slatflow_evals(const struct slatflow_sampler *s)
     return n;
 }
 
+/* Bytes of the sampler's state on the model's device: x (N, 8) F32 and the
+ * two velocities (N, 8) in gemm_dt. */
+static size_t state_bytes(const struct slatflow_model *m, int64_t n)
+{
+    return arena_round((size_t)n * (size_t)m->cfg.in_ch * 4) +
+           2 * arena_round((size_t)n * (size_t)m->cfg.out_ch * dtype_size(m->gemm_dt));
+}
+
 size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond,
                              bool cache_kv)
 {
-    return slatflow_geom_bytes(m, n) + slatflow_cond_bytes(m, n_cond, cache_kv) +
-           slatflow_act_bytes(m, n, mm, cache_kv ? 1 : n_cond);
-}
-
-/* Round to fp16 and back (the reference's fp16 tensor ops under autocast). */
-static float r16(float x)
-{
-    return f16_to_f32(f32_to_f16(x));
+    return slatflow_geom_bytes(m, n, mm) + slatflow_cond_bytes(m, n_cond, cache_kv) +
+           state_bytes(m, n) + slatflow_act_bytes(m, n, mm, cache_kv ? 1 : n_cond);
 }
 
 int slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
@@ -93,7 +97,7 @@ int slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, st
                     void *user)
 {
     const bool h16 = m->gemm_dt == DTYPE_F16;
-    const int64_t N = coords->shape[0], L = m->cfg.out_ch, n = N * L;
+    const int64_t N = coords->shape[0], L = m->cfg.out_ch;
     const float cs = (float)(1.0 + s->cfg), cu = (float)s->cfg;
     size_t mark = arena_mark(act);
     struct slatflow_geom g;
@@ -103,38 +107,42 @@ int slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, st
     ASSERT(x->dtype == DTYPE_F32 && x->device == DEVICE_HOST && tensor_is_contiguous(x) &&
            tensor_numel(x) == N * m->cfg.in_ch && m->cfg.in_ch == L && s->steps >= 1);
     struct tensor vc = tensor_view(vbuf, DTYPE_F32, DEVICE_HOST, SHAPE(N, L));
-    struct tensor vu = tensor_view(vbuf + n, DTYPE_F32, DEVICE_HOST, SHAPE(N, L));
     struct tensor x2 = tensor_reshape(x, SHAPE(N, L));
 
     /* fixed for every step: the geometry, the condition and its K/V */
     slatflow_geom_build(m, ctx, act, coords, SLF_RESOLUTION, &g);
     slatflow_put_cond(m, ctx, act, cond, s->cache_kv, &c);
 
-    float *xd = x->data, *v = vc.data, *u = vu.data;
+    /* the state on the model's device: x (fp32) and the two velocities (gemm_dt); the
+     * steps queue without waiting for the host (ops_flow.h: the update on the device) */
+    struct tensor xd = arena_tensor(act, DTYPE_F32, SHAPE(N, L));
+    struct tensor vcd = arena_tensor(act, m->gemm_dt, SHAPE(N, L));
+    struct tensor vud = arena_tensor(act, m->gemm_dt, SHAPE(N, L));
+    op_upload(ctx, &xd, &x2);
     for (int k = 0; k < s->steps; k++) {
         const float t0 = slatflow_time(s, k), t1 = slatflow_time(s, k + 1);
         const float T = t0 * 1000.0f, dt = t1 - t0;
         const bool cfg = cfg_on(s, T);
 
-        slatflow_forward(m, ctx, act, &g, &x2, T, &c, &vc, NULL);
-        evals++;
-        if (cfg) {
-            slatflow_forward(m, ctx, act, &g, &x2, T, NULL, &vu, NULL);
+        if (cfg) {                                     /* (1 + s) * y_cond - s * y_uncond */
+            slatflow_forward_cfg(m, ctx, act, &g, &xd, T, &c, &vcd, &vud);
+            evals += 2;
+            op_cfg_mix(ctx, &vcd, &vud, cs, cu, h16);
+        } else {
+            slatflow_forward(m, ctx, act, &g, &xd, T, &c, &vcd, NULL);
             evals++;
-            for (int64_t i = 0; i < n; i++) {          /* (1 + s) * y_cond - s * y_uncond */
-                float a = cs * v[i], b = cu * u[i];
-                v[i] = h16 ? r16(r16(a) - r16(b)) : a - b;
-            }
         }
-        if (on_step)
+        if (on_step) {                                 /* host copies for the callback */
+            op_download(ctx, &x2, &xd);
+            op_download(ctx, &vc, &vcd);
             on_step(user, k, T, cfg, &x2, &vc);
-        for (int64_t i = 0; i < n; i++) {              /* x + v * dt: fp16 v, fp32 x */
-            float p = v[i] * dt;
-            xd[i] = xd[i] + (h16 ? r16(p) : p);
+            op_upload(ctx, &vcd, &vc);
         }
+        op_euler_step(ctx, &xd, &vcd, dt, h16);        /* x + v * dt: fp16 v, fp32 x */
         log_info("slat_flow: step %d/%d (t %.1f%s)", k + 1, s->steps, (double)T,
                  cfg ? ", cfg" : "");
     }
+    op_download(ctx, &x2, &xd);
     arena_release(act, mark);
     return evals;
 }

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "ops_copy.h"
 #include "ops_sparse.h"
+#include "ops_window.h"
 #include "weights.h"
 
 #include <math.h>
@@ -167,6 +168,25 @@ static int bind_all(struct slatflow_model *m, struct weights *w)
     return rc ? S3D_ESHAPE : 0;
 }
 
+/* w (cout, 3, 3, 3, cin) KRSC on the model's device -> (27, cout, cin) tap-major in place
+ * (through the host; at load). */
+static void conv1_tapmajor(struct tensor *w)
+{
+    int64_t co = w->shape[0], ci = w->shape[4];
+    size_t n = tensor_nbytes(w);
+    void *a = malloc(n), *b = malloc(n);
+
+    ASSERT(a && b && w->ndim == 5);
+    struct tensor ha = tensor_view(a, w->dtype, DEVICE_HOST, w->shape, w->ndim);
+    op_download(NULL, &ha, w);
+    sparse_conv3_tapmajor(b, a, w->dtype, co, ci);
+    *w = tensor_view(w->data, w->dtype, w->device, SHAPE(SPARSE_K3, co, ci));
+    struct tensor hb = tensor_view(b, w->dtype, DEVICE_HOST, SHAPE(SPARSE_K3, co, ci));
+    op_upload(NULL, w, &hb);
+    free(a);
+    free(b);
+}
+
 int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt)
 {
     struct weights w;
@@ -202,6 +222,9 @@ int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, e
     if (rc || (rc = weights_upload(&w, &m->weights, &staging)))
         goto out_free;
     weights_report_unused(&w, "");
+    /* out_blocks.0 conv1 runs tap-wise on the parents (slatflow_forward): tap-major kernel */
+    conv1_tapmajor(&m->outb[0].conv1_w);
+    m->outb[0].tapwise = true;
     const struct slatflow_config *g = &m->cfg;
     log_info("slat_flow: %s: width %d, %d heads, %d blocks, MLP %d, io %d, cond width %d, "
              "%d -> %d channels; %.1f MB of %s weights on %s", w.ck.path, g->dim, g->heads,
@@ -333,84 +356,70 @@ int64_t slatflow_parents(const struct tensor *coords, int res)
     return M;
 }
 
-size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n)
+size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n, int64_t mm)
 {
     size_t e = dtype_size(m->gemm_dt);
+    size_t hash = m->device == DEVICE_CUDA ? op_sparse_nbr_scratch_bytes(n) : 0;
 
+    /* nbr_hi, nbr_up, parent, the coords (N rows); nbr_lo, children, the parent coords,
+     * the APE (M rows); then the neighbour-map hash (released at once) */
     return arena_round((size_t)n * SPARSE_K3 * 4) * 2 + arena_round((size_t)n * 4) +
-           arena_round((size_t)n * 8 * 4) + arena_round((size_t)n * (size_t)m->cfg.dim * e);
+           arena_round((size_t)n * 4 * 4) + arena_round((size_t)mm * SPARSE_K3 * 4) +
+           arena_round((size_t)mm * 8 * 4) + arena_round((size_t)mm * 4 * 4) +
+           arena_round((size_t)mm * (size_t)m->cfg.dim * e) + hash;
 }
 
-/* APE of AbsolutePositionEmbedder(C) (transformer/blocks.py:9-56) on the
- * (x, y, z) columns of pc (M, 4): per axis [sin(p f_j) | cos(p f_j)],
- * f_j = 1 / 10000^(j / fd), fd = C / 3 / 2, j < fd, fp32; zero pad to C. */
-static void ape_host(float *out, const int32_t *pc, int64_t M, int C)
-{
-    int fd = C / 3 / 2;
-    float *f = malloc(sizeof(float) * (size_t)(fd ? fd : 1));
-
-    ASSERT(f);
-    for (int j = 0; j < fd; j++)
-        f[j] = 1.0f / powf(10000.0f, (float)j / (float)fd);
-    for (int64_t i = 0; i < M; i++) {
-        float *o = out + i * C;
-        memset(o, 0, sizeof(float) * (size_t)C);
-        for (int a = 0; a < 3; a++) {
-            float p = (float)pc[i * 4 + 1 + a];
-            for (int j = 0; j < fd; j++) {
-                float arg = p * f[j];
-                o[a * 2 * fd + j] = sinf(arg);
-                o[a * 2 * fd + fd + j] = cosf(arg);
-            }
-        }
-    }
-    free(f);
-}
-
+/* The APE of AbsolutePositionEmbedder(C) (transformer/blocks.py:9-56) is op_ape_add with no x
+ * (kernels/ops_window.h): per axis [sin(p f_j) | cos(p f_j)], f_j = 1 / 10000^(j / fd),
+ * fd = C / 3 / 2, fp32, zero padded to C, rounded once to gemm_dt (L287-288 under autocast). */
 void slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ctx,
                          struct arena *a, const struct tensor *coords, int res,
                          struct slatflow_geom *g)
 {
     int64_t N = coords->shape[0], C = m->cfg.dim;
-    int32_t *nbr = malloc(sizeof(int32_t) * (size_t)(N * SPARSE_K3));
     int32_t *pc = malloc(sizeof(int32_t) * (size_t)(N * 4));
     int32_t *par = malloc(sizeof(int32_t) * (size_t)N);
     int32_t *ch = malloc(sizeof(int32_t) * (size_t)(N * 8));
 
-    ASSERT(nbr && pc && par && ch && coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST);
+    ASSERT(pc && par && ch && coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST);
     memset(g, 0, sizeof(*g));
     g->n = N;
-    struct tensor tnbr = tensor_view(nbr, DTYPE_I32, DEVICE_HOST, SHAPE(N, SPARSE_K3));
     struct tensor tpc = tensor_view(pc, DTYPE_I32, DEVICE_HOST, SHAPE(N, 4));
     struct tensor tpar = tensor_view(par, DTYPE_I32, DEVICE_HOST, SHAPE(N));
     struct tensor tch = tensor_view(ch, DTYPE_I32, DEVICE_HOST, SHAPE(N, 8));
 
-    g->nbr_hi = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
-    op_sparse_nbr_cpu(&tnbr, coords);
-    op_upload(ctx, &g->nbr_hi, &tnbr);
-
+    /* the x2 downsample index on the host (one pass over the coords) */
     int64_t M = op_sparse_down_index_cpu(&tpc, &tpar, &tch, coords, res);
     g->m = M;
+    struct tensor cd = arena_tensor(a, DTYPE_I32, SHAPE(N, 4));
+    struct tensor pcd = arena_tensor(a, DTYPE_I32, SHAPE(M, 4));
+    struct tensor pcm = tensor_slice(&tpc, 0, 0, M), chm = tensor_slice(&tch, 0, 0, M);
     g->parent = arena_tensor(a, DTYPE_I32, SHAPE(N));
-    op_upload(ctx, &g->parent, &tpar);
     g->children = arena_tensor(a, DTYPE_I32, SHAPE(M, 8));
-    struct tensor chm = tensor_slice(&tch, 0, 0, M);
+    g->nbr_hi = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
+    g->nbr_lo = arena_tensor(a, DTYPE_I32, SHAPE(M, SPARSE_K3));
+    g->nbr_up = arena_tensor(a, DTYPE_I32, SHAPE(N, SPARSE_K3));
+    g->ape = arena_tensor(a, m->gemm_dt, SHAPE(M, C));
+    op_upload(ctx, &cd, coords);
+    op_upload(ctx, &pcd, &pcm);
+    op_upload(ctx, &g->parent, &tpar);
     op_upload(ctx, &g->children, &chm);
 
-    struct tensor pcm = tensor_slice(&tpc, 0, 0, M);
-    struct tensor nbm = tensor_view(nbr, DTYPE_I32, DEVICE_HOST, SHAPE(M, SPARSE_K3));
-    op_sparse_nbr_cpu(&nbm, &pcm);
-    g->nbr_lo = arena_tensor(a, DTYPE_I32, SHAPE(M, SPARSE_K3));
-    op_upload(ctx, &g->nbr_lo, &nbm);
+    /* on the model's device: the neighbour maps at res^3 and (res/2)^3, the APE */
+    op_sparse_nbr(ctx, a, &g->nbr_hi, &cd);
+    op_sparse_nbr(ctx, a, &g->nbr_lo, &pcd);
+    op_ape_add(ctx, &g->ape, NULL, &pcd);
 
-    float *ape = malloc(sizeof(float) * (size_t)(M * C));
-    ASSERT(ape);
-    ape_host(ape, pc, M, (int)C);
-    struct tensor tape = tensor_view(ape, DTYPE_F32, DEVICE_HOST, SHAPE(M, C));
-    g->ape = arena_tensor(a, m->gemm_dt, SHAPE(M, C));
-    op_upload(ctx, &g->ape, &tape);       /* fp32, rounded to fp16 with F16 (L287-288) */
-    free(ape);
-    free(nbr), free(pc), free(par), free(ch);
+    /* nbr_up = parent[nbr_hi] (-1 kept), composed on the host (one pass) */
+    int32_t *nb = malloc(sizeof(int32_t) * (size_t)(N * SPARSE_K3));
+    ASSERT(nb);
+    struct tensor tnb = tensor_view(nb, DTYPE_I32, DEVICE_HOST, SHAPE(N, SPARSE_K3));
+    op_download(ctx, &tnb, &g->nbr_hi);
+    for (int64_t i = 0; i < N * SPARSE_K3; i++)
+        nb[i] = nb[i] >= 0 ? par[nb[i]] : -1;
+    op_upload(ctx, &g->nbr_up, &tnb);
+    free(nb);
+    free(pc), free(par), free(ch);
 }
 
 int slatflow_check_cond(const struct slatflow_model *m, const struct tensor *c, const char *name,
@@ -450,7 +459,20 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
 
     memset(out, 0, sizeof(*out));
     out->c = arena_tensor(a, m->gemm_dt, SHAPE(1, Nc, g->cond_dim));
-    op_upload(ctx, &out->c, cond);
+    /* an F32 condition for an F16 model: uploaded as is into the free space above and cast
+     * on the device (the host cast of 5.6 M values costs ~20 ms), else cast on the host;
+     * the same bits either way (kernels/ops_copy.h) */
+    size_t mark = arena_mark(a);
+    void *tmp = m->device == DEVICE_CUDA && cond->dtype != m->gemm_dt ?
+                arena_alloc(a, tensor_nbytes(cond)) : NULL;
+    if (tmp) {
+        struct tensor t = tensor_view(tmp, cond->dtype, DEVICE_CUDA, cond->shape, cond->ndim);
+        op_upload(ctx, &t, cond);
+        op_copy(ctx, &out->c, &t);                  /* stream order protects tmp's reuse */
+    } else {
+        op_upload(ctx, &out->c, cond);
+    }
+    arena_release(a, mark);
     if (!cache_kv)
         return;
     /* the K/V an evaluation would project, once: (depth, Nc, 2C) */
@@ -464,20 +486,13 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
 }
 
 // ----------------------------------------------------------------------------
-// activations: one allocation list, run on a planning arena for the size
+// activations: fixed buffers, then one phase's buffers at a time above them; the
+// rest of the arena is the sparse convs' scratch. Sized by running the same
+// allocations on a planning arena.
 
-/* A view at *off inside region r (data NULL when sizing), advancing *off by
- * the arena-rounded size. */
-static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, const int64_t *shape,
-                           int ndim)
-{
-    void *p = r->data ? (char *)r->data + *off : NULL;
-    struct tensor t = tensor_view(p, dt, r->device, shape, ndim);
-
-    *off += arena_round(tensor_nbytes(&t));
-    ASSERT(!r->data || *off <= tensor_nbytes(r));
-    return t;
-}
+/* The most scratch a conv phase asks the plan for (the convs take what is free:
+ * smaller im2col chunks / fewer taps per GEMM when less is). */
+#define SLF_CONV_SCRATCH ((size_t)32 << 20)
 
 static int64_t max64(int64_t a, int64_t b)
 {
@@ -485,40 +500,43 @@ static int64_t max64(int64_t a, int64_t b)
 }
 
 struct slf_act {
+    /* fixed for the whole evaluation */
     struct tensor tf;       /* (1, 256) gemm_dt: frequency embedding */
     struct tensor e1;       /* (1, C) gemm_dt: embedder hidden */
     struct tensor te;       /* (1, C) gemm_dt: t_embedder(t) */
     struct tensor st;       /* (1, C) gemm_dt: SiLU(temb) */
-    struct tensor emb;      /* (max(6C, 2C)) gemm_dt: res-block (scale | shift) or adaLN */
+    struct tensor emb;      /* (6C) gemm_dt: res-block (scale | shift) or adaLN */
     struct tensor xin;      /* (N, in_ch) gemm_dt */
     struct tensor s0;       /* (N, c0) gemm_dt: skip 0 (input_blocks.0 output) */
     struct tensor s1;       /* (M, C) gemm_dt: skip 1 (input_blocks.1 output) */
     struct tensor x;        /* (M, C) gemm_dt: the token stream */
     struct tensor o;        /* (N, c0) gemm_dt: res-block output at full resolution */
     struct tensor vo;       /* (N, out_ch) gemm_dt: velocity */
-    struct tensor v, w;     /* flat, max(N * c0, M * C) gemm_dt: res-block scratch */
-    /* one region holding either u or the transformer scratch (never live together) */
-    struct tensor u;        /* flat, max(N * 2C, N * 2c0, M * c0) gemm_dt: res-block input */
-    struct tensor hf;       /* (M, C) F32: LayerNorm output */
+    /* res-block phases (input blocks; out_blocks.1): */
+    struct tensor u;        /* flat, max(N c0, M c0, N 2c0) gemm_dt: res-block input */
+    struct tensor v, w;     /* flat, max(N c0, M C) gemm_dt: res-block scratch */
+    /* out_blocks.0 phase: */
+    struct tensor cat;      /* (M, 2C) gemm_dt: [h | s1] at the parents */
+    /* transformer phase: */
     struct tensor h;        /* (M, C) gemm_dt: GEMM input */
-    struct tensor qkv;      /* (1, M, 3, H, 64) gemm_dt */
-    struct tensor a;        /* (1, M, H, 64) gemm_dt: attention output */
-    struct tensor p;        /* (M, C) gemm_dt: sub-module output */
-    struct tensor q;        /* (1, M, H, 64) gemm_dt: cross-attention queries */
-    struct tensor kv;       /* (1, Nkv, 2, H, 64) gemm_dt */
+    struct tensor big;      /* flat, max(3 M C, M C + Nkv 2C) gemm_dt: qkv | q, kv */
+    struct tensor a;        /* (1, M, H, 64) gemm_dt: attention output, right after big
+                             * (the MLP hidden rows span big and a) */
+    struct tensor p;        /* (M, C) gemm_dt: sub-module output, in h's memory (each
+                             * row of h is read before p's row is written) */
     struct tensor c1;       /* (1, C) gemm_dt: unconditional cross-attention row */
-    struct tensor f;        /* (M, mlp) gemm_dt: MLP hidden */
-    struct tensor cat;      /* (M, 2C) gemm_dt: [h | s1] before the upsample */
-    struct arena *scratch;  /* the activation arena (sparse conv im2col on CUDA) */
+    int64_t       n_kv;     /* condition rows whose K/V the evaluation projects (>= 1) */
+    struct arena *scratch;  /* the activation arena (sparse conv scratch on CUDA) */
 };
 
-static void act_plan(const struct slatflow_model *m, struct arena *a, int64_t N,
-                     int64_t M, int64_t n_kv, struct slf_act *s)
+static void act_fixed(const struct slatflow_model *m, struct arena *a, int64_t N, int64_t M,
+                      int64_t n_kv, struct slf_act *s)
 {
     const struct slatflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
-    int64_t C = g->dim, H = g->heads, c0 = g->io;
+    int64_t C = g->dim, c0 = g->io;
 
+    memset(s, 0, sizeof(*s));
     s->tf = arena_tensor(a, gd, SHAPE(1, SLF_FREQ_DIM));
     s->e1 = arena_tensor(a, gd, SHAPE(1, C));
     s->te = arena_tensor(a, gd, SHAPE(1, C));
@@ -530,50 +548,80 @@ static void act_plan(const struct slatflow_model *m, struct arena *a, int64_t N,
     s->x = arena_tensor(a, gd, SHAPE(M, C));
     s->o = arena_tensor(a, gd, SHAPE(N, c0));
     s->vo = arena_tensor(a, gd, SHAPE(N, g->out_ch));
+    s->n_kv = n_kv;
+    s->scratch = a;
+}
+
+/* The buffers of a res-block phase (u, v, w); or of out_blocks.0 (cat, v, w). */
+static void act_res(const struct slatflow_model *m, struct arena *a, int64_t N, int64_t M,
+                    bool up, struct slf_act *s)
+{
+    enum dtype gd = m->gemm_dt;
+    int64_t C = m->cfg.dim, c0 = m->cfg.io;
+
+    if (up)
+        s->cat = arena_tensor(a, gd, SHAPE(M, 2 * C));
+    else
+        s->u = arena_tensor(a, gd, SHAPE(max64(max64(N * c0, M * c0), N * 2 * c0)));
     s->v = arena_tensor(a, gd, SHAPE(max64(N * c0, M * C)));
     s->w = arena_tensor(a, gd, SHAPE(max64(N * c0, M * C)));
-    s->cat = arena_tensor(a, gd, SHAPE(M, 2 * C));
+}
 
-    /* the shared region: sized by a first pass over the transformer scratch */
-    int64_t nu = max64(N * 2 * C, max64(N * 2 * c0, M * c0));
-    struct tensor reg = tensor_view(NULL, DTYPE_U8, DEVICE_HOST, SHAPE(0));
-    size_t ub = arena_round((size_t)nu * dtype_size(gd));
-    for (int pass = 0; pass < 2; pass++) {
-        const struct tensor *r = &reg;
-        size_t off = 0;
-        s->hf = carve(r, &off, DTYPE_F32, SHAPE(M, C));
-        s->h = carve(r, &off, gd, SHAPE(M, C));
-        s->qkv = carve(r, &off, gd, SHAPE(1, M, 3, H, OP_HEAD_DIM));
-        s->a = carve(r, &off, gd, SHAPE(1, M, H, OP_HEAD_DIM));
-        s->p = carve(r, &off, gd, SHAPE(M, C));
-        s->q = carve(r, &off, gd, SHAPE(1, M, H, OP_HEAD_DIM));
-        s->kv = carve(r, &off, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
-        s->c1 = carve(r, &off, gd, SHAPE(1, C));
-        s->f = carve(r, &off, gd, SHAPE(M, g->mlp));
-        if (!pass) {
-            reg = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)(off > ub ? off : ub)));
-            s->u = tensor_view(reg.data, gd, reg.device, SHAPE(nu));
-        }
-    }
-    s->scratch = a;
+/* The transformer phase's buffers. */
+static void act_blocks(const struct slatflow_model *m, struct arena *a, int64_t M,
+                       struct slf_act *s)
+{
+    enum dtype gd = m->gemm_dt;
+    int64_t C = m->cfg.dim, H = m->cfg.heads;
+
+    s->h = arena_tensor(a, gd, SHAPE(M, C));
+    /* big and a adjacent: arena_tensor rounds big up to ARENA_ALIGN, a follows */
+    s->big = arena_tensor(a, gd, SHAPE(max64(3 * M * C, M * C + s->n_kv * 2 * C)));
+    s->a = arena_tensor(a, gd, SHAPE(1, M, H, OP_HEAD_DIM));
+    s->p = s->h;
+    s->c1 = arena_tensor(a, gd, SHAPE(1, C));
+}
+
+/* Scratch a conv phase wants: its widest conv's full need (im2col of T rows of
+ * Cin; the tap-wise conv with all 27 taps), at most SLF_CONV_SCRATCH. */
+static size_t conv_want(const struct slatflow_model *m, int64_t T, int64_t Cin, int64_t Tx,
+                        bool tap)
+{
+    size_t b = tap ? op_sparse_conv3_tap_scratch_bytes(T, Tx, m->cfg.io, SPARSE_K3)
+                   : op_sparse_conv3_scratch_bytes(T, Cin, m->gemm_dt);
+    size_t one = tap ? op_sparse_conv3_tap_scratch_bytes(T, Tx, m->cfg.io, 1) : 0;
+
+    b = b < SLF_CONV_SCRATCH ? b : SLF_CONV_SCRATCH;
+    return (b > one ? b : one) + ARENA_ALIGN;     /* the convs keep ARENA_ALIGN spare */
 }
 
 size_t slatflow_act_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond)
 {
     struct slf_act s;
     struct arena plan;
+    bool cuda = m->device == DEVICE_CUDA;
+    int64_t C = m->cfg.dim, c0 = m->cfg.io;
 
-    arena_plan_init(&plan, m->device == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act");
-    act_plan(m, &plan, n, mm, n_cond > 0 ? n_cond : 1, &s);
-    size_t bytes = plan.high_water;
-    if (m->device == DEVICE_CUDA) {     /* im2col of the widest conv input, released after each */
-        int64_t C = m->cfg.dim, c0 = m->cfg.io;
-        size_t a = op_sparse_conv3_scratch_bytes(n, 2 * C, m->gemm_dt);
-        size_t b = op_sparse_conv3_scratch_bytes(mm, C, m->gemm_dt);
-        size_t c = op_sparse_conv3_scratch_bytes(n, 2 * c0, m->gemm_dt);
-        bytes += a > b ? (a > c ? a : c) : (b > c ? b : c);
+    arena_plan_init(&plan, cuda ? ARENA_DEVICE : ARENA_HOST, "act");
+    act_fixed(m, &plan, n, mm, n_cond > 0 ? n_cond : 1, &s);
+    size_t mark = arena_mark(&plan);
+    /* input blocks / out_blocks.1: u, v, w + im2col (widest: C at M rows, 2c0 at N) */
+    act_res(m, &plan, n, mm, false, &s);
+    if (cuda) {
+        size_t w1 = conv_want(m, mm, C, mm, false), w2 = conv_want(m, n, 2 * c0, n, false);
+        arena_alloc(&plan, w1 > w2 ? w1 : w2);
     }
-    return bytes;
+    arena_release(&plan, mark);
+    /* out_blocks.0: cat, v, w + the tap-wise conv1 or conv2's im2col */
+    act_res(m, &plan, n, mm, true, &s);
+    if (cuda) {
+        size_t w1 = conv_want(m, n, 2 * C, mm, m->outb[0].tapwise);
+        size_t w2 = conv_want(m, n, c0, n, false);
+        arena_alloc(&plan, w1 > w2 ? w1 : w2);
+    }
+    arena_release(&plan, mark);
+    act_blocks(m, &plan, mm, &s);
+    return plan.high_water;
 }
 
 // ----------------------------------------------------------------------------
@@ -605,37 +653,49 @@ struct res_taps {
     float *conv1, *conv2, *skip;
 };
 
-/* out (R, cout) = SparseResBlock3d(x) after any up/downsample (the caller
- * passes the resampled x); x (R, cin) is clobbered. nbr (R, 27) at x's
- * coordinates. Uses s->emb, s->v, s->w. */
+/* out (R, cout) = SparseResBlock3d(x) after any up/downsample. Without up, x
+ * (R, cin) is the resampled input; with up (R) I32, the x2 upsample's parent
+ * index, x (Rp, cin) holds the parents' rows and the block runs as on
+ * x[up]: the row-wise skip, LayerNorm and SiLU at the Rp rows (then the skip
+ * gathered to R rows), conv1 through nbr1 (R, 27) into x's rows (nbr_up)
+ * tap-wise when r->tapwise. x is clobbered; conv2 through nbr2 (R, 27).
+ * Uses s->emb, s->v, s->w. */
 static void res_forward(const struct op_ctx *ctx, struct slf_act *s, const struct slatflow_res *r,
-                        struct tensor *x, struct tensor *out, const struct tensor *nbr,
+                        struct tensor *x, struct tensor *out, const struct tensor *nbr1,
+                        const struct tensor *nbr2, const struct tensor *up,
                         const struct res_taps *tp)
 {
-    int64_t R = x->shape[0], co = r->cout;
+    int64_t R = out->shape[0], Rx = x->shape[0], co = r->cout;
     struct tensor e = tensor_slice(&s->emb, 0, 0, 2 * co);
     struct tensor e2 = tensor_reshape(&e, SHAPE(1, 2 * co));
     struct tensor scale = tensor_slice(&e, 0, 0, co), shift = tensor_slice(&e, 0, co, co);
     struct tensor v = tensor_view(s->v.data, s->v.dtype, s->v.device, SHAPE(R, co));
     struct tensor w = tensor_view(s->w.data, s->w.dtype, s->w.device, SHAPE(R, co));
+    struct tensor sk = up ? tensor_view(s->w.data, s->w.dtype, s->w.device, SHAPE(Rx, co)) : *out;
 
-    ASSERT(x->shape[1] == r->cin && out->shape[0] == R && out->shape[1] == co);
+    ASSERT(x->shape[1] == r->cin && out->shape[1] == co && (up || Rx == R));
+    ASSERT(tensor_numel(&s->w) >= Rx * co);
     op_linear(ctx, &e2, &s->st, &r->emb_w, &r->emb_b, false);    /* emb_layers: SiLU, Linear */
     if (r->skip_w.data)
-        op_linear(ctx, out, x, &r->skip_w, &r->skip_b, false);
+        op_linear(ctx, &sk, x, &r->skip_w, &r->skip_b, false);
     else
-        op_copy(ctx, out, x);
+        op_copy(ctx, &sk, x);
+    if (up)
+        op_sparse_gather_rows(ctx, out, &sk, up);
     if (tp)
         tap(ctx, tp->skip, out);
     op_layernorm(ctx, x, x, &r->norm1_w, &r->norm1_b, SLF_EPS);
     op_act(ctx, x, x, OP_ACT_SILU);
-    op_sparse_conv3(ctx, s->scratch, &v, x, &r->conv1_w, &r->conv1_b, nbr);
+    if (r->tapwise)
+        op_sparse_conv3_tap(ctx, s->scratch, &v, x, &r->conv1_w, &r->conv1_b, nbr1);
+    else
+        op_sparse_conv3(ctx, s->scratch, &v, x, &r->conv1_w, &r->conv1_b, nbr1);
     if (tp)
         tap(ctx, tp->conv1, &v);
     op_layernorm(ctx, &v, &v, NULL, NULL, SLF_EPS);
     op_modulate(ctx, &v, &v, &scale, &shift);
     op_act(ctx, &v, &v, OP_ACT_SILU);
-    op_sparse_conv3(ctx, s->scratch, &w, &v, &r->conv2_w, &r->conv2_b, nbr);
+    op_sparse_conv3(ctx, s->scratch, &w, &v, &r->conv2_w, &r->conv2_b, nbr2);
     if (tp)
         tap(ctx, tp->conv2, &w);
     op_add(ctx, out, out, &w);
@@ -647,24 +707,25 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
 {
     const struct slatflow_block *B = &m->blocks[blk];
     const struct slatflow_config *g = &m->cfg;
-    int64_t C = g->dim, M = s->x.shape[0];
+    int64_t C = g->dim, H = g->heads, M = s->x.shape[0];
     const float sc = 1.0f / sqrtf((float)OP_HEAD_DIM);
     struct tensor ada = tensor_reshape(&s->emb, SHAPE(6, C));
     struct tensor ada2 = tensor_reshape(&s->emb, SHAPE(1, 6 * C));
     struct tensor sh_msa = tensor_slice(&ada, 0, 0, 1), sc_msa = tensor_slice(&ada, 0, 1, 1);
     struct tensor gt_msa = tensor_slice(&ada, 0, 2, 1), sh_mlp = tensor_slice(&ada, 0, 3, 1);
     struct tensor sc_mlp = tensor_slice(&ada, 0, 4, 1), gt_mlp = tensor_slice(&ada, 0, 5, 1);
-    struct tensor qkv2 = tensor_reshape(&s->qkv, SHAPE(M, 3 * C));
+    struct tensor qkv = tensor_view(s->big.data, s->big.dtype, s->big.device,
+                                    SHAPE(1, M, 3, H, OP_HEAD_DIM));
+    struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(M, 3 * C));
     struct tensor a2 = tensor_reshape(&s->a, SHAPE(M, C));
 
     op_linear(ctx, &ada2, &s->st, &B->ada_w, &B->ada_b, false);
 
     /* self-attention (modulated.py:163-167) */
-    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SLF_EPS);
-    op_modulate(ctx, &s->h, &s->hf, &sc_msa, &sh_msa);
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_msa, &sh_msa, SLF_EPS);
     op_linear(ctx, &qkv2, &s->h, &B->qkv_w, &B->qkv_b, false);
-    struct tensor q = op_heads_view(&s->qkv, 0), k = op_heads_view(&s->qkv, 1);
-    struct tensor vv = op_heads_view(&s->qkv, 2);
+    struct tensor q = op_heads_view(&qkv, 0), k = op_heads_view(&qkv, 1);
+    struct tensor vv = op_heads_view(&qkv, 2);
     op_rmsnorm_heads(ctx, &q, &q, &B->q_gamma, sqrtf((float)OP_HEAD_DIM));
     op_rmsnorm_heads(ctx, &k, &k, &B->k_gamma, sqrtf((float)OP_HEAD_DIM));
     op_attention(ctx, &s->a, &q, &k, &vv, sc);
@@ -673,7 +734,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         tap(ctx, tp->self_attn, &s->p);
     op_add_scaled(ctx, &s->x, &s->x, &gt_msa, &s->p);
 
-    /* cross-attention (L168-170): affine norm2, no gate */
+    /* cross-attention (L168-170): affine norm2, no gate; q and any K/V in big */
     if (!cond) {
         /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v) */
         struct tensor bv = tensor_slice(&B->ckv_b, 0, C, C);
@@ -682,8 +743,10 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         op_zero(ctx, &s->p);
         op_add_bias(ctx, &s->p, &s->p, &s->c1);
     } else {
-        int64_t Nc = cond->c.shape[1], H = g->heads;
-        struct tensor q2 = tensor_reshape(&s->q, SHAPE(M, C));
+        int64_t Nc = cond->c.shape[1];
+        struct tensor cq = tensor_view(s->big.data, s->big.dtype, s->big.device,
+                                       SHAPE(1, M, H, OP_HEAD_DIM));
+        struct tensor q2 = tensor_reshape(&cq, SHAPE(M, C));
         struct tensor kv;
         op_layernorm(ctx, &s->h, &s->x, &B->norm2_w, &B->norm2_b, SLF_EPS);
         op_linear(ctx, &q2, &s->h, &B->cq_w, &B->cq_b, false);
@@ -691,25 +754,34 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
             kv = tensor_slice(&cond->kv, 0, blk, 1);
             kv = tensor_reshape(&kv, SHAPE(1, Nc, 2, H, OP_HEAD_DIM));
         } else {
+            ASSERT(Nc <= s->n_kv);
             struct tensor c2 = tensor_reshape(&cond->c, SHAPE(Nc, g->cond_dim));
-            struct tensor kv2 = tensor_reshape(&s->kv, SHAPE(Nc, 2 * C));
+            struct tensor kv2 = tensor_view((char *)s->big.data + tensor_nbytes(&q2),
+                                            s->big.dtype, s->big.device, SHAPE(Nc, 2 * C));
             op_linear(ctx, &kv2, &c2, &B->ckv_w, &B->ckv_b, false);
-            kv = s->kv;
+            kv = tensor_reshape(&kv2, SHAPE(1, Nc, 2, H, OP_HEAD_DIM));
         }
         struct tensor ck = op_heads_view(&kv, 0), cv = op_heads_view(&kv, 1);
-        op_attention(ctx, &s->a, &s->q, &ck, &cv, sc);
+        op_attention(ctx, &s->a, &cq, &ck, &cv, sc);
         op_linear(ctx, &s->p, &a2, &B->co_w, &B->co_b, false);
     }
     if (tp)
         tap(ctx, tp->cross_attn, &s->p);
     op_add(ctx, &s->x, &s->x, &s->p);
 
-    /* MLP (L171-174) */
-    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SLF_EPS);
-    op_modulate(ctx, &s->h, &s->hf, &sc_mlp, &sh_mlp);
-    op_linear(ctx, &s->f, &s->h, &B->fc1_w, &B->fc1_b, false);
-    op_act(ctx, &s->f, &s->f, OP_ACT_GELU_TANH);
-    op_linear(ctx, &s->p, &s->f, &B->fc2_w, &B->fc2_b, false);
+    /* MLP (L171-174): the hidden rows in big and a (one chunk at the released widths) */
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_mlp, &sh_mlp, SLF_EPS);
+    size_t room = (size_t)((char *)s->a.data - (char *)s->big.data) + tensor_nbytes(&s->a);
+    int64_t mr = (int64_t)(room / ((size_t)g->mlp * dtype_size(s->h.dtype)));
+    ASSERT(mr >= 1);
+    for (int64_t r0 = 0; r0 < M; r0 += mr) {
+        int64_t rows = M - r0 < mr ? M - r0 : mr;
+        struct tensor hr = tensor_slice(&s->h, 0, r0, rows), pr = tensor_slice(&s->p, 0, r0, rows);
+        struct tensor f = tensor_view(s->big.data, s->big.dtype, s->big.device,
+                                      SHAPE(rows, g->mlp));
+        op_linear_gelu(ctx, &f, &hr, &B->fc1_w, &B->fc1_b);     /* fc1 + GELU(tanh) */
+        op_linear(ctx, &pr, &f, &B->fc2_w, &B->fc2_b, false);
+    }
     if (tp)
         tap(ctx, tp->mlp, &s->p);
     op_add_scaled(ctx, &s->x, &s->x, &gt_mlp, &s->p);
@@ -717,76 +789,140 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         tap(ctx, tp->block_out, &s->x);
 }
 
+/* The part of an evaluation that does not depend on the condition: temb, the
+ * input layer and input blocks into s->s0, s->s1 (fixed buffers; the phase's
+ * buffers above `fixed` are released). */
+static void fwd_in(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                   const struct slatflow_geom *g, const struct tensor *x, float t,
+                   struct slf_act *s, size_t fixed, const struct slatflow_taps *taps)
+{
+    int64_t N = g->n, M = g->m, c0 = m->cfg.io;
+
+    /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
+    temb_eval(m, ctx, s, t);
+    if (taps)
+        tap(ctx, taps->t_emb, &s->te);
+    op_act(ctx, &s->st, &s->te, OP_ACT_SILU);
+
+    /* input layer (L271) into u, then input_blocks.0 at full resolution */
+    act_res(m, act, N, M, false, s);
+    struct tensor xin = s->xin;
+    if (m->device == DEVICE_CUDA && x->device == DEVICE_CUDA)
+        op_copy(ctx, &xin, x);                      /* the sampler's x, cast on the device */
+    else
+        op_upload(ctx, &xin, x);
+    struct tensor u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(N, c0));
+    op_linear(ctx, &u, &xin, &m->in_w, &m->in_b, false);
+    if (taps)
+        tap(ctx, taps->input_layer, &u);
+    struct res_taps rt0 = {taps ? taps->ib0_conv1 : NULL, taps ? taps->ib0_conv2 : NULL, NULL};
+    res_forward(ctx, s, &m->inb[0], &u, &s->s0, &g->nbr_hi, &g->nbr_hi, NULL, &rt0);
+    if (taps)
+        tap(ctx, taps->ib0, &s->s0);
+
+    /* input_blocks.1: downsample (mean with the n/(n+1) shrink), then c0 -> C at (res/2)^3 */
+    u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(M, c0));
+    op_sparse_down_mean(ctx, &u, &s->s0, &g->children);
+    struct res_taps rt1 = {taps ? taps->ib1_conv1 : NULL, NULL, taps ? taps->ib1_skip : NULL};
+    res_forward(ctx, s, &m->inb[1], &u, &s->s1, &g->nbr_lo, &g->nbr_lo, NULL, &rt1);
+    if (taps)
+        tap(ctx, taps->ib1, &s->s1);
+    arena_release(act, fixed);
+}
+
+/* The rest, from s->s0 and s->s1 (left unchanged): APE, the transformer with
+ * cond (NULL: unconditional), the out blocks, the velocity into v. */
+static void fwd_out(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                    const struct slatflow_geom *g, const struct slatflow_cond *cond,
+                    struct tensor *v, struct slf_act *s, size_t fixed,
+                    const struct slatflow_taps *taps)
+{
+    const struct slatflow_config *cf = &m->cfg;
+    int64_t N = g->n, M = g->m, c0 = cf->io;
+
+    /* APE (L287-288), transformer blocks */
+    op_add(ctx, &s->x, &s->s1, &g->ape);
+    if (taps)
+        tap(ctx, taps->tokens_ape, &s->x);
+    act_blocks(m, act, M, s);
+    for (int i = 0; i < cf->depth; i++)
+        block_forward(m, ctx, s, i, cond, taps && taps->block == i ? taps : NULL);
+    arena_release(act, fixed);
+
+    /* out_blocks.0: [h | s1] (M, 2C) at the parents, upsampled inside (row gather), 2C -> c0 */
+    act_res(m, act, N, M, true, s);
+    concat_cols(ctx, &s->cat, &s->x, &s->s1);
+    struct res_taps rt2 = {taps ? taps->ob0_conv1 : NULL, NULL, NULL};
+    res_forward(ctx, s, &m->outb[0], &s->cat, &s->o, &g->nbr_up, &g->nbr_hi, &g->parent, &rt2);
+    if (taps)
+        tap(ctx, taps->ob0, &s->o);
+    arena_release(act, fixed);
+
+    /* out_blocks.1: [h | s0] (N, 2c0) -> c0 */
+    act_res(m, act, N, M, false, s);
+    struct tensor u = tensor_view(s->u.data, s->u.dtype, s->u.device, SHAPE(N, 2 * c0));
+    concat_cols(ctx, &u, &s->o, &s->s0);
+    res_forward(ctx, s, &m->outb[1], &u, &s->o, &g->nbr_hi, &g->nbr_hi, NULL, NULL);
+    if (taps)
+        tap(ctx, taps->ob1, &s->o);
+
+    /* F.layer_norm (no affine, eps 1e-5), out_layer (L296-298) */
+    op_layernorm(ctx, &s->o, &s->o, NULL, NULL, SLF_OUT_EPS);
+    op_linear(ctx, &s->vo, &s->o, &m->out_w, &m->out_b, false);
+    if (m->device == DEVICE_CUDA && v->device == DEVICE_CUDA)
+        op_copy(ctx, v, &s->vo);                    /* stays on the device (the sampler) */
+    else
+        op_download(ctx, v, &s->vo);
+    arena_release(act, fixed);
+}
+
+/* The operand checks of both entry points. */
+static void fwd_check(const struct slatflow_model *m, const struct slatflow_geom *g,
+                      const struct tensor *x, const struct slatflow_cond *cond,
+                      const struct tensor *v)
+{
+    const struct slatflow_config *cf = &m->cfg;
+
+    ASSERT(x->dtype == DTYPE_F32 && tensor_is_contiguous(x) &&
+           tensor_numel(x) == g->n * cf->in_ch);
+    ASSERT(tensor_is_contiguous(v) && tensor_numel(v) == g->n * cf->out_ch);
+    ASSERT((x->device == DEVICE_HOST || x->device == m->device) &&
+           (v->device == DEVICE_HOST ? v->dtype == DTYPE_F32 : v->device == m->device));
+    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == cf->cond_dim &&
+                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
+}
+
 void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                       const struct slatflow_geom *g, const struct tensor *x, float t,
                       const struct slatflow_cond *cond, struct tensor *v,
                       const struct slatflow_taps *taps)
 {
-    const struct slatflow_config *cf = &m->cfg;
-    int64_t N = g->n, M = g->m, C = cf->dim, c0 = cf->io;
     size_t mark = arena_mark(act);
     struct slf_act s;
 
-    ASSERT(x->dtype == DTYPE_F32 && x->device == DEVICE_HOST && tensor_is_contiguous(x) &&
-           tensor_numel(x) == N * cf->in_ch);
-    ASSERT(v->dtype == DTYPE_F32 && v->device == DEVICE_HOST && tensor_is_contiguous(v) &&
-           tensor_numel(v) == N * cf->out_ch);
-    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == cf->cond_dim &&
-                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
-    act_plan(m, act, N, M, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    fwd_check(m, g, x, cond, v);
+    act_fixed(m, act, g->n, g->m, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    size_t fixed = arena_mark(act);
+    fwd_in(m, ctx, act, g, x, t, &s, fixed, taps);
+    fwd_out(m, ctx, act, g, cond, v, &s, fixed, taps);
+    arena_release(act, mark);
+}
 
-    /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
-    temb_eval(m, ctx, &s, t);
-    if (taps)
-        tap(ctx, taps->t_emb, &s.te);
-    op_act(ctx, &s.st, &s.te, OP_ACT_SILU);
+void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
+                          struct arena *act, const struct slatflow_geom *g,
+                          const struct tensor *x, float t, const struct slatflow_cond *cond,
+                          struct tensor *vc, struct tensor *vu)
+{
+    size_t mark = arena_mark(act);
+    struct slf_act s;
 
-    /* input layer (L271) into u, then input_blocks.0 at full resolution */
-    struct tensor xin = s.xin;
-    op_upload(ctx, &xin, x);
-    struct tensor u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, c0));
-    op_linear(ctx, &u, &xin, &m->in_w, &m->in_b, false);
-    if (taps)
-        tap(ctx, taps->input_layer, &u);
-    struct res_taps rt0 = {taps ? taps->ib0_conv1 : NULL, taps ? taps->ib0_conv2 : NULL, NULL};
-    res_forward(ctx, &s, &m->inb[0], &u, &s.s0, &g->nbr_hi, &rt0);
-    if (taps)
-        tap(ctx, taps->ib0, &s.s0);
-
-    /* input_blocks.1: downsample (mean with the n/(n+1) shrink), then c0 -> C at (res/2)^3 */
-    u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(M, c0));
-    op_sparse_down_mean(ctx, &u, &s.s0, &g->children);
-    struct res_taps rt1 = {taps ? taps->ib1_conv1 : NULL, NULL, taps ? taps->ib1_skip : NULL};
-    res_forward(ctx, &s, &m->inb[1], &u, &s.s1, &g->nbr_lo, &rt1);
-    if (taps)
-        tap(ctx, taps->ib1, &s.s1);
-
-    /* APE (L287-288), transformer blocks */
-    op_add(ctx, &s.x, &s.s1, &g->ape);
-    if (taps)
-        tap(ctx, taps->tokens_ape, &s.x);
-    for (int i = 0; i < cf->depth; i++)
-        block_forward(m, ctx, &s, i, cond, taps && taps->block == i ? taps : NULL);
-
-    /* out_blocks.0: [h | s1] (M, 2C), upsample (row gather), 2C -> c0 */
-    concat_cols(ctx, &s.cat, &s.x, &s.s1);
-    u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, 2 * C));
-    op_sparse_gather_rows(ctx, &u, &s.cat, &g->parent);
-    struct res_taps rt2 = {taps ? taps->ob0_conv1 : NULL, NULL, NULL};
-    res_forward(ctx, &s, &m->outb[0], &u, &s.o, &g->nbr_hi, &rt2);
-    if (taps)
-        tap(ctx, taps->ob0, &s.o);
-
-    /* out_blocks.1: [h | s0] (N, 2c0) -> c0 */
-    u = tensor_view(s.u.data, s.u.dtype, s.u.device, SHAPE(N, 2 * c0));
-    concat_cols(ctx, &u, &s.o, &s.s0);
-    res_forward(ctx, &s, &m->outb[1], &u, &s.o, &g->nbr_hi, NULL);
-    if (taps)
-        tap(ctx, taps->ob1, &s.o);
-
-    /* F.layer_norm (no affine, eps 1e-5), out_layer (L296-298) */
-    op_layernorm(ctx, &s.o, &s.o, NULL, NULL, SLF_OUT_EPS);
-    op_linear(ctx, &s.vo, &s.o, &m->out_w, &m->out_b, false);
-    op_download(ctx, v, &s.vo);
+    ASSERT(cond);
+    fwd_check(m, g, x, cond, vc);
+    fwd_check(m, g, x, NULL, vu);
+    act_fixed(m, act, g->n, g->m, !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    size_t fixed = arena_mark(act);
+    fwd_in(m, ctx, act, g, x, t, &s, fixed, NULL);
+    fwd_out(m, ctx, act, g, cond, vc, &s, fixed, NULL);
+    fwd_out(m, ctx, act, g, NULL, vu, &s, fixed, NULL);
     arena_release(act, mark);
 }

@@ -44,7 +44,9 @@
  * fp32 accumulation; LayerNorm / RMS-norm statistics fp32; the APE rounded to
  * fp16 before the add; fp16 velocities. Unlike the reference, h*(1+scale)+shift
  * and x + gate*h are each one fp32 expression rounded once (the reference
- * rounds 1+scale, the product and the sum separately). The F16 path is tested
+ * rounds 1+scale, the product and the sum separately), and the MLP's fc1 +
+ * GELU(tanh) is one GEMM with the GELU epilogue, rounded once (the reference
+ * rounds fc1's output, then the GELU's). The F16 path is tested
  * only against the F32 one (rel L2 ~1e-3 on the tiny fixture); the fixture
  * has no autocast reference.
  */
@@ -95,7 +97,8 @@ struct slatflow_config {
 struct slatflow_res {
     int           cin, cout;
     struct tensor norm1_w, norm1_b; /* (cin) F32 */
-    struct tensor conv1_w;          /* (cout, 3, 3, 3, cin) gemm_dt, KRSC */
+    struct tensor conv1_w;          /* (cout, 3, 3, 3, cin) gemm_dt, KRSC; tap-major
+                                     * (27, cout, cin) when tapwise */
     struct tensor conv1_b;          /* (cout) gemm_dt */
     struct tensor conv2_w;          /* (cout, 3, 3, 3, cout) gemm_dt */
     struct tensor conv2_b;          /* (cout) gemm_dt */
@@ -103,6 +106,7 @@ struct slatflow_res {
     struct tensor emb_b;            /* (2 cout) gemm_dt */
     struct tensor skip_w;           /* (cout, cin) gemm_dt, data NULL when cin == cout */
     struct tensor skip_b;           /* (cout) gemm_dt */
+    bool          tapwise;          /* conv1 by op_sparse_conv3_tap (out_blocks.0) */
 };
 
 struct slatflow_block {
@@ -155,6 +159,9 @@ struct slatflow_geom {
     int64_t       n, m;          /* N input sites, M parent sites */
     struct tensor nbr_hi;        /* (N, 27) I32: neighbour map at res^3 */
     struct tensor nbr_lo;        /* (M, 27) I32: neighbour map at (res/2)^3 */
+    struct tensor nbr_up;        /* (N, 27) I32: nbr_hi composed with parent (-1 kept): the
+                                  * parent row of each neighbour, for out_blocks.0 conv1 on
+                                  * the M parent rows of its upsampled input */
     struct tensor parent;        /* (N) I32: site -> parent row (the upsample index) */
     struct tensor children;      /* (M, 8) I32: parent -> child rows or -1 */
     struct tensor ape;           /* (M, C) gemm_dt: APE of the parent coords */
@@ -170,13 +177,14 @@ int    slatflow_check_coords(const struct tensor *coords, int res, const char *w
 /* M, the number of parent sites (x>>1, y>>1, z>>1) of checked coords: the
  * token count of the transformer, for the planning pass. */
 int64_t slatflow_parents(const struct tensor *coords, int res);
-/* Bytes of arena that slatflow_geom_build takes for N sites (an upper bound:
- * M <= N). */
-size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n);
+/* Bytes of arena that slatflow_geom_build takes for N sites and their M
+ * parents (slatflow_parents). */
+size_t slatflow_geom_bytes(const struct slatflow_model *m, int64_t n, int64_t mm);
 /* Build the geometry of checked coords (host I32 (N, 4)) at resolution res on
- * the model's device: neighbour maps, the x2 downsample index (computed on the
- * host with the CPU ops and uploaded), the APE of the parent coords. The
- * views stay valid until `a` is released below its mark at the call. */
+ * the model's device: the x2 downsample index (computed on the host with the
+ * CPU op and uploaded), then on the model's device the neighbour maps and the
+ * APE of the parent coords. The views stay valid until `a` is released below
+ * its mark at the call. */
 void   slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ctx,
                            struct arena *a, const struct tensor *coords, int res,
                            struct slatflow_geom *g);
@@ -233,20 +241,32 @@ struct slatflow_taps {
     float *ob1;             /* (N, c0) out_blocks.1 */
 };
 
-/* One network evaluation: x host F32 (N, in_ch) contiguous (the feats of
- * the sparse tensor, rows in coords order); t = t_k * 1000 as the
+/* One network evaluation: x F32 (N, in_ch) contiguous, on the host or the
+ * model's device (the feats of the sparse tensor, rows in coords order);
+ * t = t_k * 1000 as the
  * reference's float32; g from slatflow_geom_build; cond from
  * slatflow_put_cond (its cached K/V used when present), or NULL for the
  * unconditional pass (condition x 0: every key equal, every value the to_kv
  * bias b_v, so the cross-attention output is the constant row to_out(b_v));
- * v host F32 (N, out_ch) contiguous receives the velocity (fp16-rounded
- * values with gemm_dt F16). act: an arena on the model's device with
+ * v (N, out_ch) contiguous receives the velocity: host F32 (fp16-rounded
+ * values with gemm_dt F16), or on the model's device in any float dtype
+ * (the sampler's gemm_dt buffer). act: an arena on the model's device with
  * slatflow_act_bytes(n, m, cond && !cond->kv.data ? Nc : 1) free; released
  * to its mark on return. ctx NULL on the host. taps may be NULL. */
 void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                       const struct slatflow_geom *g, const struct tensor *x, float t,
                       const struct slatflow_cond *cond, struct tensor *v,
                       const struct slatflow_taps *taps);
+
+/* The two evaluations of a CFG step in one call: v_cond into vc and v_uncond
+ * into vu (each as slatflow_forward's v), from the same x and t. The part
+ * before the transformer (temb, input layer, input blocks) does not see the
+ * condition and runs once; the same numbers as two slatflow_forward calls.
+ * cond not NULL; act as for slatflow_forward with cond. */
+void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
+                          struct arena *act, const struct slatflow_geom *g,
+                          const struct tensor *x, float t, const struct slatflow_cond *cond,
+                          struct tensor *vc, struct tensor *vu);
 
 // ----------------------------------------------------------------------------
 // sampler (sampler.c; spec generators.md §9)
@@ -256,11 +276,13 @@ struct slatflow_sampler {
     double cfg;            /* guidance strength s (1): v = (1+s) v_cond - s v_uncond */
     double cfg_lo, cfg_hi; /* CFG on while cfg_lo <= float32(t*1000) <= cfg_hi ([0, 500]) */
     double rescale_t;      /* r (1): t <- t / (1 + (r-1)(1-t)), in float32 */
-    bool   cache_kv;       /* project the condition's K/V once per request (on) */
+    bool   cache_kv;       /* project the condition's K/V once per request (off: 540 MB
+                            * at full size for ~1% of the sampler's time) */
 };
 
 /* The released pipeline's settings (pipeline/inference_pipeline.py:444-464,
- * 721-740): 25 steps, CFG 1 on [0, 500], rescale 1; K/V cached. */
+ * 721-740): 25 steps, CFG 1 on [0, 500], rescale 1; K/V projected per
+ * evaluation (not cached). */
 void   slatflow_sampler_defaults(struct slatflow_sampler *s);
 /* t_k of the grid as the reference computes it: torch.linspace(0, 1, steps+1)
  * in float32 (step = 1/steps; the first half start + step*k, the second half
@@ -289,11 +311,15 @@ size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t 
  * <= hi) also v_uncond and v = (1+s) v_cond - s v_uncond; x += v *
  * float32(t_{k+1} - t_k). With gemm_dt F16 the CFG combination and v * dt
  * are rounded to fp16 as the reference computes them on fp16 velocities
- * (spec §11.19); with F32 all fp32. vbuf: host scratch of 2 N 8 floats (the
- * two velocities); act: the model's device arena with slatflow_sample_bytes
- * free, released to its mark on return (nothing else is allocated on the
- * device). Logs one progress line per step ("slat_flow: step k/steps").
- * on_step may be NULL. Returns the number of network evaluations. */
+ * (spec §11.19); with F32 all fp32. x and the velocities stay on the model's
+ * device for the whole run (kernels/ops_flow.h does the CFG mix and the Euler
+ * step there), so the steps queue without waiting for the host; x comes back
+ * at the end. vbuf: host scratch of N 8 floats (on_step's copy of v; the
+ * stage passes 2 N 8); act: the model's device arena with
+ * slatflow_sample_bytes free, released to its mark on return (nothing else is
+ * allocated on the device). Logs one progress line per step ("slat_flow: step
+ * k/steps"). on_step may be NULL (else x and v are copied to the host and v
+ * back for each step). Returns the number of network evaluations. */
 int    slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
                        const struct tensor *coords, const struct tensor *cond, struct tensor *x,
                        float *vbuf, const struct slatflow_sampler *s, slatflow_step_fn on_step,

@@ -6,7 +6,7 @@ same voxels, condition and noise, on the GPU.
 
   python3 tools/ref/plugin_slat_flow.py --bin build --work /tmp/slf --out $OUT \
       --s3d .gl/ref/s3d --config-dir .gl/ref/hf [--voxels 30000 | --coords FILE] \
-      [--ceiling 42000] [--time 5] [--repeat 3]
+      [--ceiling 42000] [--time 5] [--repeat 3] [--evals fp32,fp16]
 
 Voxels: --coords FILE ('coords' (N,4) int32, e.g. ss_decode.safetensors of the official chain),
 else a synthetic object made as the pipeline makes its voxel set: an occupancy grid at 64^3
@@ -27,7 +27,8 @@ Runs (each on the same inputs):
      and the CFG combination 2 v_cond - v_uncond (steps=1, cfg=1) the same way;
   2. the whole sampler (25 steps, CFG 1 on [0, 500]: 38 evaluations) in fp16 from the same
      noise: de-normalised feats <= 2e-2 relative L2; times (official: --time runs; ours: the
-     stage's median of --repeat runs and ms per evaluation);
+     stage's median of --repeat runs and ms per evaluation); our per-op profile (S3D_PROFILE)
+     of a second, warm sampler run in one process;
   3. device memory of our stage process as the driver reports it (nvidia-smi per-process
      peak, CUDA context included) and the stage's own memory line, for the sampler at N and
      for one CFG step at the 42,000-voxel ceiling with and without the condition K/V cache.
@@ -180,8 +181,8 @@ def timed(torch, dev, fn, n):
 
 # ----------------------------------------------------------------------------- ours
 
-def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=False):
-    """Our stage --once: (feats or None, log, pid)."""
+def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=False, env_add=None):
+    """Our stage --once (env_add: more environment variables): (feats or None, log, pid)."""
     d = os.path.join(args.work, name)
     ind, outd = os.path.join(d, "in"), os.path.join(d, "out")
     os.makedirs(ind, exist_ok=True)
@@ -195,7 +196,7 @@ def ours(args, ckpt, name, coords, cond, noise, params, prec="fp16", profile=Fal
     cmd += [x for k, v in params.items() for x in ("--param", f"{k}={v}")]
     if prec == "fp32":
         cmd += ["--precision", "fp32"]
-    env = dict(os.environ, S3D_PROFILE="1" if profile else "0")
+    env = dict(os.environ, S3D_PROFILE="1" if profile else "0", **(env_add or {}))
     print("running:", " ".join(cmd), flush=True)
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
@@ -239,6 +240,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time", type=int, default=5, help="timed official runs (after a warm-up)")
     ap.add_argument("--repeat", type=int, default=3, help="sampler runs of our stage (median)")
+    ap.add_argument("--variant", action="append", default=[], metavar="VAR=VALUE",
+                    help="also run our fp16 sampler with this environment setting (parity and "
+                         "time, e.g. S3D_ATTN_MT=2); may be repeated")
+    ap.add_argument("--evals", default="fp32,fp16",
+                    help="precisions of part 1 (one evaluation), comma-separated; '' skips it")
     args = ap.parse_args(argv)
     args.out = args.out or args.work
     args.cond = None
@@ -292,7 +298,7 @@ def main(argv=None):
     with DriverMemory() as mem:
         # 1. one evaluation, t = 0, conditional (and the CFG combination)
         t0 = torch.tensor(0.0, device=dev)
-        for prec in ("fp32", "fp16"):
+        for prec in [p for p in args.evals.split(",") if p]:
             print(f"\n===== one evaluation, {prec} =====", flush=True)
             gen = official_module(args, torch, cfg, ckpt, prec, dev)
             res["attention"][prec] = attention_backend(prec, shim)
@@ -354,8 +360,19 @@ def main(argv=None):
                         "ours_evals": log_number(log, r"(\d+) evaluations"),
                         "ours_driver_peak_mib": mem.mib(pid),
                         "ours_memory_line": [ln for ln in log.splitlines() if "memory:" in ln]})
-        if dev.type == "cuda":
-            ours(args, ckpt, "profile_fp16", coords, cond, noise, {"steps": 2}, profile=True)
+        for var in args.variant:     # our sampler with a workshop setting
+            k, _, val = var.partition("=")
+            fv, logv, _ = ours(args, ckpt, "sampler_fp16_" + re.sub(r"\W", "_", var), coords, cond,
+                               noise, {"repeat": args.repeat}, env_add={k: val})
+            if fv is None:
+                fails += 1
+                continue
+            check(f"sampler_fp16 feats ({var})", rel(torch, fv, ref), TOL["sampler_fp16"])
+            res.setdefault("variants", {})[var] = {
+                "ours_sampler_ms": log_number(logv, r"evaluation[s]? \(.*?\): ([0-9.]+) ms"),
+                "ours_eval_ms": log_number(logv, r"([0-9.]+) ms per evaluation")}
+        if dev.type == "cuda":     # the whole sampler twice: the profile keeps the warm run
+            ours(args, ckpt, "profile_fp16", coords, cond, noise, {"repeat": 2}, profile=True)
 
         # 3. memory at the ceiling: one CFG step, with and without the K/V cache
         if args.ceiling:
@@ -404,6 +421,10 @@ def summary(r):
                  f"{r['official_driver_peak_mib']:.0f} MiB (torch peak "
                  f"{r['official_sampler_peak'] / 2**20:.0f} MiB) | "
                  f"{r['ours_driver_peak_mib']:.0f} MiB | |")
+    for var, v in r.get("variants", {}).items():
+        o, s = med(r["official_sampler_ms"]), v["ours_sampler_ms"]
+        L.append(f"| sampler fp16, ours with {var} | {o:.0f} ms | {s:.0f} ms "
+                 f"({v['ours_eval_ms']:.1f} ms/eval) | {o / s:.2f}x |")
     for kv in ("cache_kv=1", "cache_kv=0"):
         c = r.get("ceiling", {}).get(kv)
         if c:
