@@ -66,7 +66,10 @@ __global__ void layernorm_kernel(Ty *y, const Tx *x, struct ln_par p, int64_t R,
 
 /* One warp per row of C = nv * 256 elements of a 2-byte T held in registers:
  * lane l owns vectors k * 32 + l (8 elements each), read and written with
- * 16-byte accesses; two-pass statistics as layernorm_kernel. */
+ * 16-byte accesses; two-pass statistics as layernorm_kernel. The row stays in
+ * registers as the raw 16-byte vectors (32 registers at C = 2048; a float copy
+ * of it made ptxas spill into a 544-byte stack frame, and the driver then
+ * grows every context's per-thread stack to match: ~100 MiB on an H100). */
 template <typename T>
 __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
 layernorm_vec_kernel(T *y, const T *x, struct ln_par p, int64_t R, int C, int nv, float eps)
@@ -78,38 +81,40 @@ layernorm_vec_kernel(T *y, const T *x, struct ln_par p, int64_t R, int C, int nv
         return;
     const uint4 *xr = (const uint4 *)(x + row * C);
     uint4       *yr = (uint4 *)(y + row * C);
-    float        v[LN_VEC_MAX][8], s = 0.0f;
+    uint4        raw[LN_VEC_MAX];
+    float        s = 0.0f;
 #pragma unroll
     for (int k = 0; k < LN_VEC_MAX; k++) {
         if (k < nv) {
-            uint4    u = xr[k * 32 + lane];
-            const T *e = (const T *)&u;
+            raw[k] = xr[k * 32 + lane];
+            const T *e = (const T *)&raw[k];
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                v[k][j] = to_f32(e[j]);
-                s += v[k][j];
-            }
+            for (int j = 0; j < 8; j++)
+                s += to_f32(e[j]);
         }
     }
     float mean = warp_sum(s) / (float)C, q = 0.0f;
 #pragma unroll
     for (int k = 0; k < LN_VEC_MAX; k++)
-        if (k < nv)
+        if (k < nv) {
+            const T *e = (const T *)&raw[k];
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                float d = v[k][j] - mean;
+                float d = to_f32(e[j]) - mean;
                 q += d * d;
             }
+        }
     float rstd = rsqrtf(warp_sum(q) / (float)C + eps);
 #pragma unroll
     for (int k = 0; k < LN_VEC_MAX; k++) {
         if (k < nv) {
-            int64_t c0 = (int64_t)(k * 32 + lane) * 8;
-            uint4   u;
-            T      *e = (T *)&u;
+            int64_t  c0 = (int64_t)(k * 32 + lane) * 8;
+            const T *e  = (const T *)&raw[k];
+            uint4    u;
+            T       *o  = (T *)&u;
 #pragma unroll
             for (int j = 0; j < 8; j++)
-                e[j] = from_f32<T>(ln_out(v[k][j], mean, rstd, p, c0 + j));
+                o[j] = from_f32<T>(ln_out(to_f32(e[j]), mean, rstd, p, c0 + j));
             yr[k * 32 + lane] = u;
         }
     }
