@@ -11,14 +11,21 @@
 /* Tensor-core tile height (query rows per block), chosen with the bench. */
 #define ATTN_MMA_BM 64
 
-/* S3D_ATTN_MT=2: the tensor-core kernel with two m-tiles per warp (BM 128, 4
- * warps) instead of one (BM 64); read at every launch, so a test can switch it.
- * A workshop setting until the GPU measurements choose (docs/performance.md). */
-static bool attn_mt2(void)
+/* The tensor-core kernel takes two m-tiles per warp (BM 128, 4 warps) for
+ * queries of at least ATTN_MT2_MIN_TQ rows and one (BM 64) below: on an H100
+ * the SLAT flow sampler (M = 5941 tokens) ran 1643 ms with two against 1765 ms
+ * with one, with the same error (docs/performance.md). S3D_ATTN_MT=1 or 2
+ * forces one variant (read at every launch, so a test can switch it). */
+#define ATTN_MT2_MIN_TQ 1024
+static bool attn_mt2(int max_tq)
 {
     const char *e = getenv("S3D_ATTN_MT");
 
-    return e && !strcmp(e, "2");
+    if (e && !strcmp(e, "1"))
+        return false;
+    if (e && !strcmp(e, "2"))
+        return true;
+    return max_tq >= ATTN_MT2_MIN_TQ;
 }
 
 /* attn_rows_16b and attn_launch: see attention.cuh. */
@@ -36,7 +43,7 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
                         int B, int H, int max_tq, bool mma_ok)
 {
     ASSERT(B <= 65535 && H <= 65535);
-    if (dt != DTYPE_F32 && mma_ok && attn_mt2()) {     /* 4 warps x 2 m-tiles: 128 rows */
+    if (dt != DTYPE_F32 && mma_ok && attn_mt2(max_tq)) {     /* 4 warps x 2 m-tiles: 128 rows */
         dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
         if (dt == DTYPE_F16)
             attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
