@@ -23,6 +23,7 @@ echo '#!/bin/sh' >"$r/build-gpu/sam3d" && chmod +x "$r/build-gpu/sam3d"
 cat >"$r/tools/gpu/good.sh" <<'SH'
 echo "OUT=$1 BIN=$S3D_BIN A=${A:-} B=${B:-}"; [ -x "$S3D_BIN/sam3d" ] && echo "bin unpacked"
 echo result >"$1/result.txt"
+head -c 5000000 /dev/zero >"$1/big.bin"
 SH
 cat >"$r/tools/gpu/slow.sh" <<'SH'
 echo started; sleep 30; echo never
@@ -32,7 +33,7 @@ SH
 rc=$?
 log=$tmp/call.log
 grep -q "OUT=$tmp/out/good BIN=build-gpu A=1 B=two" "$log" && grep -q "bin unpacked" "$log" &&
-    [ -f "$tmp/out/good/result.txt" ] && ok "a script gets OUT/NAME, S3D_BIN=build-gpu, its settings, the binaries" ||
+    ok "a script gets OUT/NAME, S3D_BIN=build-gpu, its settings, the binaries" ||
     bad "good.sh's environment: $(head -5 "$log")"
 grep -q "slow: exit 124 (cut: time)" "$log" && ! grep -q never "$log" &&
     ok "a script is cut at the time left" || bad "slow.sh not cut: $(grep slow "$log")"
@@ -40,5 +41,12 @@ grep -q "good: not run" "$log" && ok "no script starts with under CALL_MIN_START
     bad "the third script ran with under CALL_MIN_START s left"
 tar -tzf "$tmp/out/good.tgz" 2>/dev/null | grep -q good/result.txt && [ -f "$tmp/out/slow.tgz" ] &&
     ok "NAME.tgz packed after each script" || bad "no good.tgz / slow.tgz"
+! tar -tzf "$tmp/out/good.tgz" | grep -q big.bin &&
+    tar -xzOf "$tmp/out/good.tgz" good/left_out.txt | grep -q "over 4 MiB.*good/big.bin" &&
+    ok "files over 4 MiB are left out of NAME.tgz and named in NAME/left_out.txt" ||
+    bad "good.tgz: $(tar -tzf "$tmp/out/good.tgz" | tr '\n' ' ')"
+[ "$(cd "$tmp/out" && ls | tr '\n' ' ')" = "good.tgz gpu.txt slow.tgz " ] &&
+    ok "nothing loose beside the archives and gpu.txt (the device tool returns 8 files)" ||
+    bad "left in OUT: $(ls "$tmp/out" | tr '\n' ' ')"
 [ $rc = 1 ] && ok "exit 1 when a script failed or did not run" || bad "call.sh exit $rc, want 1"
 exit $fail

@@ -4,7 +4,9 @@
 # and spconv into /tmp/site, sources device_env.sh, then runs each tools/gpu/SCRIPT.sh in turn
 # with OUT=$OUT/SCRIPT, S3D_BIN=build-gpu and the given VAR=VALUE settings, each cut at the
 # time left of SECONDS (keep it under the call's limit: 585 of 600), and packs $OUT/SCRIPT.tgz
-# after each, so a call cut short still brings back what finished. A script is not started
+# after each (files over 4 MiB left out and named in SCRIPT/left_out.txt; the loose files
+# removed, since the device tool returns 8 files), so a call cut short still brings back what
+# finished. A script is not started
 # with under CALL_MIN_START seconds left (default 60). Example (tools/gpu/README.md "One call"):
 #   bash tools/gpu/call.sh 585 bench_full=BENCH_LEVERS=0,OFFICIAL_TIMEOUT=330 runtime_check
 set -u
@@ -36,6 +38,10 @@ for spec in "$@"; do
     [ $rc = 0 ] || rc_all=1
     echo "[$(( total - $(left) )) s] $name: exit $rc$([ $rc = 124 ] && echo ' (cut: time)')"
     tail -40 "$OUT/$name.log"
-    tar -czf "$OUT/$name.tgz" -C "$OUT" "$name" "$name.log" 2>/dev/null
+    # the device tool brings back 8 files of at most 16 MiB: one archive per script, without
+    # its files over 4 MiB (named in NAME/left_out.txt), and nothing loose beside it
+    (cd "$OUT" && find "$name" -type f -size +4M >"$name.big" && sed 's/^/left out (over 4 MiB): /' "$name.big" \
+         >>"$name/left_out.txt" && tar -czf "$name.tgz" -X "$name.big" "$name" "$name.log" \
+         && rm -rf "$name" "$name.log" "$name.big")
 done
 exit $rc_all

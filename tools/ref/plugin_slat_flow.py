@@ -24,7 +24,9 @@ Runs (each on the same inputs):
      autocast) and fp16 (use_fp16 true under torch.autocast(fp16), as sample_slat runs it),
      timed (--time runs after a warm-up); ours --once with steps=1 cfg=0 (v = x_1 - noise,
      x_1 from the de-normalised feats): issue 10, <= 1e-3 (fp32), <= 1e-2 (fp16) relative L2;
-     and the CFG combination 2 v_cond - v_uncond (steps=1, cfg=1) the same way;
+     the unconditional evaluation the same way (ours: 2 v_cond minus the combination of a
+     steps=1 cfg=1 run), and that combination 2 v_cond - v_uncond within the bound the two
+     evaluations' tolerance gives it: tol (2 |v_cond| + |v_uncond|) / |2 v_cond - v_uncond|;
   2. the whole sampler (25 steps, CFG 1 on [0, 500]: 38 evaluations) in fp16 from the same
      noise: de-normalised feats <= 2e-2 relative L2; times (official: --time runs; ours: the
      stage's median of --repeat runs and ms per evaluation); our per-op profile (S3D_PROFILE)
@@ -293,7 +295,7 @@ def main(argv=None):
         ok = value == value and value <= tol
         fails += not ok
         res.setdefault("compare", {})[key] = {"rel_l2": value, "tol": tol, "ok": ok}
-        print(f"  {key}: rel L2 {value:.2e} (tol {tol:g}) {'OK' if ok else 'FAIL'}", flush=True)
+        print(f"  {key}: rel L2 {value:.2e} (tol {tol:.3g}) {'OK' if ok else 'FAIL'}", flush=True)
 
     with DriverMemory() as mem:
         # 1. one evaluation, t = 0, conditional (and the CFG combination)
@@ -324,11 +326,17 @@ def main(argv=None):
             if f1 is None or f2 is None:
                 fails += 1
                 continue
-            check(f"eval_{prec} v_cond", rel(torch, velocity(torch, f1, noise, mean, std), vc),
-                  TOL[f"eval_{prec}"])
-            check(f"eval_{prec} 2 v_cond - v_uncond",
-                  rel(torch, velocity(torch, f2, noise, mean, std), 2 * vc - vu),
-                  TOL[f"eval_{prec}"])
+            tol = TOL[f"eval_{prec}"]
+            oc = velocity(torch, f1, noise, mean, std)      # ours, conditional
+            ocfg = velocity(torch, f2, noise, mean, std)    # ours, 2 v_cond - v_uncond
+            check(f"eval_{prec} v_cond", rel(torch, oc, vc), tol)
+            # the unconditional evaluation itself (ours: 2 v_cond - the combination)
+            check(f"eval_{prec} v_uncond", rel(torch, 2 * oc - ocfg, vu), tol)
+            # the combination of two evaluations each within tol is within
+            # tol * (2 |v_cond| + |v_uncond|) / |2 v_cond - v_uncond| (triangle inequality)
+            comb = 2 * vc - vu
+            bound = tol * float((2 * vc.norm() + vu.norm()) / comb.norm())
+            check(f"eval_{prec} 2 v_cond - v_uncond", rel(torch, ocfg, comb), bound)
 
         # 2. the whole sampler, fp16
         print("\n===== sampler (25 steps, CFG 1 on [0, 500]), fp16 =====", flush=True)
@@ -405,7 +413,7 @@ def summary(r):
          "parity (docs/parity.md): | what | precision | rel L2 | tol |"]
     for k, v in r.get("compare", {}).items():
         L.append(f"| slat_flow {k} | {k.split()[0].split('_')[-1]} | {v['rel_l2']:.2e} | "
-                 f"{v['tol']:g} {'ok' if v['ok'] else 'FAIL'} |")
+                 f"{v['tol']:.3g} {'ok' if v['ok'] else 'FAIL'} |")
     L += ["", "performance (docs/performance.md): | what | official | ours | speed-up |"]
     for p in ("fp32", "fp16"):
         if f"official_eval_{p}_ms" in r:
