@@ -156,7 +156,8 @@ struct stage_ops {
                                   * OP_WORKSPACE_DEFAULT); 0: none */
     /* (optional) Bind the weights (rt->opts->weights) and upload them to rt->device
      * in rt->compute_dt where the model computes in it; set rt->weights to the
-     * model's weights arena. 0, or a negative s3d_err after logging the reason
+     * model's weights arena (STAGE_MODEL below defines load and unload from the
+     * model's own *_load and *_free). 0, or a negative s3d_err after logging the reason
      * with a HINT; on failure the model holds nothing. */
     int  (*load)(void *model, struct stage_rt *rt);
     /* (optional) Free the model's memory (its weights arena); the runtime's
@@ -171,6 +172,40 @@ struct stage_ops {
     /* (optional) Add stage-specific fields to a status reply (wire_set_*). */
     void (*status)(void *model, struct wire_msg *rep);
 };
+
+/*
+ * STAGE_MODEL(prefix, type, load_fn, free_fn): the load and unload callbacks
+ * of a stage whose state is one model of `type` (every stage; stages/README.md),
+ * so that a stage writes no wrapper. It defines
+ *   static int  prefix_stage_load(void *model, struct stage_rt *rt):
+ *       load_fn(model, rt->opts->weights, rt->device, rt->compute_dt), then
+ *       on success rt->weights = &model->weights (the model's weights arena);
+ *   static void prefix_stage_unload(void *model): free_fn(model);
+ * and STAGE_MODEL_OPS(prefix) names them in the ops table. load_fn has the
+ * model API's shape, int load_fn(type *, const char *path, enum device,
+ * enum dtype) (0 or a negative s3d_err after logging the reason), free_fn
+ * void free_fn(type *); the compiler checks both and that `type` has its
+ * weights arena in a member `weights`.
+ *
+ *   STAGE_MODEL(cond, struct cond_model, cond_load, cond_free);
+ *   ... const struct stage_ops ops = {.name = "cond", STAGE_MODEL_OPS(cond), .run = ...};
+ */
+#define STAGE_MODEL(prefix, type, load_fn, free_fn)                                        \
+    static int prefix##_stage_load(void *model, struct stage_rt *rt)                       \
+    {                                                                                      \
+        type *m_ = model;                                                                  \
+        int rc_ = load_fn(m_, rt->opts->weights, rt->device, rt->compute_dt);              \
+        if (!rc_)                                                                          \
+            rt->weights = &m_->weights;                                                    \
+        return rc_;                                                                        \
+    }                                                                                      \
+    static void prefix##_stage_unload(void *model)                                         \
+    {                                                                                      \
+        free_fn((type *)model);                                                            \
+    }                                                                                      \
+    _Static_assert(sizeof(((type *)0)->weights) == sizeof(struct arena),                   \
+                   #type " keeps its weights arena in member weights")
+#define STAGE_MODEL_OPS(prefix) .load = prefix##_stage_load, .unload = prefix##_stage_unload
 
 /* Parse argv with getopt_long (stage_opts.c): --opt VALUE and --opt=VALUE,
  * short forms -w -l -p -d -v -q -V -h. Returns 0; 1 after printing --help or

@@ -115,7 +115,7 @@ int stage_rt_repeat(struct stage_rt *rt, const char *what, int repeat, stage_rt_
         double t0 = stage_now_ms();
         if (rt->op)
             op_prof_begin(rt->op);
-        rc = body(user, k);
+        rc = body(user, rt);
         if (rt->op)
             op_prof_end(rt->op, !rc && (k > 0 || repeat == 1));
         ms[k] = stage_now_ms() - t0;

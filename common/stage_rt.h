@@ -69,10 +69,11 @@ struct stage_timing {
     double median, min, max;  /* over the n runs */
 };
 
-/* One run of a repeat loop: k = 0 .. repeat - 1. Its results must be on the
- * host when it returns (so wall time is device time). 0, or a negative
- * s3d_err that stops the loop. */
-typedef int (*stage_rt_body)(void *user, int k);
+/* One run of a repeat loop on rt (its op context rt->op and activation arena
+ * rt->act); user is the caller's operands. Its results must be on the host
+ * when it returns (so wall time is device time). 0, or a negative s3d_err
+ * that stops the loop. */
+typedef int (*stage_rt_body)(void *user, struct stage_rt *rt);
 
 /* Run body repeat (>= 1) times and time each run. With S3D_PROFILE=1 on CUDA
  * the per-op device time of the warm runs (all but the first when repeat > 1)

@@ -27,48 +27,27 @@ static const struct stage_param cond_params[] = {
     {NULL},
 };
 
-struct cond_stage {
-    struct cond_model m;
-};
-
-static int cond_stage_load(void *p, struct stage_rt *rt)
-{
-    struct cond_stage *s = p;
-    int rc = cond_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void cond_stage_unload(void *p)
-{
-    struct cond_stage *s = p;
-
-    cond_free(&s->m);
-}
+/* load / unload: cond_load and cond_free on the model (stage.h) */
+STAGE_MODEL(cond, struct cond_model, cond_load, cond_free);
 
 /* One forward for stage_repeat (it ends with the output's download). */
 struct cond_pass {
     const struct cond_model  *m;
-    struct stage_rt          *rt;
     const struct cond_inputs *in;
     struct tensor            *out;
 };
 
-static int cond_pass_run(void *user, int k)
+static int cond_pass_run(void *user, struct stage_rt *rt)
 {
     struct cond_pass *f = user;
 
-    (void)k;
-    cond_forward(f->m, f->rt->op, &f->rt->act, f->in, f->out);
+    cond_forward(f->m, rt->op, &rt->act, f->in, f->out);
     return 0;
 }
 
 static int cond_stage_run(void *p, struct stage_req *rq)
 {
-    struct cond_stage *s = p;
-    const struct cond_model *m = &s->m;
+    const struct cond_model *m = p;
     bool ss = m->variant == COND_SS;
     /* any H, W: each embedder resizes to its own input size as the reference does */
     struct cond_inputs in = {
@@ -96,7 +75,7 @@ static int cond_stage_run(void *p, struct stage_req *rq)
         return S3D_ENOMEM;
     if ((rc = stage_act(rq, cond_act_bytes(m))))
         return rc;
-    struct cond_pass f = {.m = m, .rt = rq->rt, .in = &in, .out = out};
+    struct cond_pass f = {.m = m, .in = &in, .out = out};
     struct stage_timing tm;
     if ((rc = stage_repeat(rq, "cond forward", cond_pass_run, &f, &tm)))
         return rc;
@@ -108,7 +87,7 @@ static int cond_stage_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct cond_stage model;
+    static struct cond_model model;
     const struct stage_ops ops = {
         .name = "cond",
         .params = cond_params,
@@ -116,8 +95,7 @@ int main(int argc, char **argv)
          * 15 MB at S = 518; 64 MiB also takes inputs up to 1036 square */
         .max_input_bytes = (size_t)64 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .load = cond_stage_load,
-        .unload = cond_stage_unload,
+        STAGE_MODEL_OPS(cond),
         .run = cond_stage_run,
     };
 

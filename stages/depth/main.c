@@ -59,31 +59,12 @@ static const struct stage_param depth_params[] = {
     {NULL},
 };
 
-struct depth_stage {
-    struct moge_model m;
-};
-
-static int depth_stage_load(void *p, struct stage_rt *rt)
-{
-    struct depth_stage *s = p;
-    int rc = moge_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void depth_stage_unload(void *p)
-{
-    struct depth_stage *s = p;
-
-    moge_free(&s->m);
-}
+/* load / unload: moge_load and moge_free on the model (stage.h) */
+STAGE_MODEL(depth, struct moge_model, moge_load, moge_free);
 
 /* One MoGe run (forward + host post-processing) for stage_repeat. */
 struct moge_pass {
     struct moge_model     *m;
-    struct stage_rt       *rt;
     const struct tensor   *img;        /* (3, H, W) U8 on the model's device */
     const struct moge_geom *g;
     float                 *raw;        /* (4, rh, rw) F32 host */
@@ -92,15 +73,14 @@ struct moge_pass {
     double                 fwd_ms, post_ms;   /* sums over the runs */
 };
 
-static int moge_pass_run(void *user, int k)
+static int moge_pass_run(void *user, struct stage_rt *rt)
 {
     struct moge_pass *f = user;
-    size_t mark = arena_mark(&f->rt->act);
+    size_t mark = arena_mark(&rt->act);
     double t0 = stage_now_ms();
 
-    (void)k;
-    int rc = moge_forward(f->m, f->rt->op, &f->rt->act, f->img, f->g, f->raw, NULL, NULL);
-    arena_release(&f->rt->act, mark);
+    int rc = moge_forward(f->m, rt->op, &rt->act, f->img, f->g, f->raw, NULL, NULL);
+    arena_release(&rt->act, mark);
     if (rc)
         return rc;
     double t1 = stage_now_ms();
@@ -128,7 +108,7 @@ static void to_chw_run(void *arg, int k, int64_t q0, int64_t q1)
 }
 
 /* MoGe on rgb (H, W, 3) U8 into points/valid (H, W, 3)/(H, W) and r's scalars. */
-static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct image *rgb,
+static int run_moge(struct moge_model *m, struct stage_req *rq, const struct image *rgb,
                     int num_tokens, struct moge_result *r)
 {
     struct moge_geom g;
@@ -137,11 +117,11 @@ static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct im
     struct stage_rt *rt = rq->rt;
     char tms[96];
 
-    int def_tokens = s->m.num_tokens;
-    s->m.num_tokens = num_tokens;
-    moge_geometry(&s->m, H, W, &g);
-    s->m.num_tokens = def_tokens;
-    size_t need = moge_act_bytes(&s->m, &g) + arena_round(3 * HW);
+    int def_tokens = m->num_tokens;
+    m->num_tokens = num_tokens;
+    moge_geometry(m, H, W, &g);
+    m->num_tokens = def_tokens;
+    size_t need = moge_act_bytes(m, &g) + arena_round(3 * HW);
     if ((rc = stage_act(rq, need)))
         return rc;
     uint8_t *chw = malloc(3 * HW);
@@ -157,7 +137,7 @@ static int run_moge(struct depth_stage *s, struct stage_req *rq, const struct im
     op_upload(rt->op, &img, &hi);
     free(chw);
     chw = NULL;
-    struct moge_pass f = {.m = &s->m, .rt = rt, .img = &img, .g = &g, .raw = raw,
+    struct moge_pass f = {.m = m, .img = &img, .g = &g, .raw = raw,
                           .lo = lm_opts_default(), .r = r};
     struct stage_timing tm;
     if ((rc = stage_repeat(rq, "depth MoGe", moge_pass_run, &f, &tm))) {
@@ -203,7 +183,7 @@ static int reuse_points(struct stage_req *rq, int H, int W, struct moge_result *
 
 static int depth_stage_run(void *p, struct stage_req *rq)
 {
-    struct depth_stage *s = p;
+    struct moge_model *m = p;
     char ipath[4096], mpath[4096];
     struct image rgb = {0}, mask = {0};
     struct prep_out po;
@@ -211,7 +191,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
 
     memset(&po, 0, sizeof(po));
     int64_t nt = stage_param_given(rq, "num_tokens") ? stage_get_int(rq, "num_tokens")
-                                                     : s->m.num_tokens;
+                                                     : m->num_tokens;
     if ((rc = stage_param_path(rq, "image", ipath, sizeof(ipath))) ||
         (rc = stage_param_path(rq, "mask", mpath, sizeof(mpath))))
         return rc;
@@ -236,7 +216,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     if (stage_input_opt(rq, "points")) {                  /* another object of one image */
         if ((rc = reuse_points(rq, H, W, &r)))
             goto out;
-    } else if ((rc = run_moge(s, rq, &rgb, (int)nt, &r))) {
+    } else if ((rc = run_moge(m, rq, &rgb, (int)nt, &r))) {
         goto out;
     }
 
@@ -283,7 +263,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    static struct depth_stage model;
+    static struct moge_model model;
     /* points (H, W, 3) F32 + valid dominate: 13 bytes a pixel (1152 MiB hold the default
      * pixel limit, 80 MP); a raised limit (S3D_MAX_PIXELS, --max-pixels) grows it */
     size_t arena = (size_t)(13 * image_max_pixels()) + ((size_t)112 << 20);
@@ -294,8 +274,7 @@ int main(int argc, char **argv)
         .max_input_bytes = 1 << 20,     /* inline tensors: none (image and mask are files;
                                          * reuse_points' inputs come as job files) */
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .load = depth_stage_load,
-        .unload = depth_stage_unload,
+        STAGE_MODEL_OPS(depth),
         .run = depth_stage_run,
     };
 

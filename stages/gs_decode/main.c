@@ -27,52 +27,31 @@ static const struct stage_param gsd_params[] = {
     {NULL},
 };
 
-struct gsd_stage {
-    struct gsdec_model m;
-};
-
-static int gsd_stage_load(void *p, struct stage_rt *rt)
-{
-    struct gsd_stage *s = p;
-    int rc = gsdec_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void gsd_stage_unload(void *p)
-{
-    struct gsd_stage *s = p;
-
-    gsdec_free(&s->m);
-}
+/* load / unload: gsdec_load and gsdec_free on the model (stage.h) */
+STAGE_MODEL(gsd, struct gsdec_model, gsdec_load, gsdec_free);
 
 /* One decoder pass for stage_repeat; tm keeps the last run's split. */
 struct gsd_pass {
     const struct gsdec_model *m;
-    struct stage_rt          *rt;
     const struct tensor      *coords, *feats;
     struct gsdec_out          out;
     struct gsdec_times        tm;
     double                    last_ms;
 };
 
-static int gsd_pass_run(void *user, int k)
+static int gsd_pass_run(void *user, struct stage_rt *rt)
 {
     struct gsd_pass *f = user;
     double t0 = stage_now_ms();
 
-    (void)k;
-    gsdec_forward(f->m, f->rt->op, &f->rt->act, f->coords, f->feats, &f->out, NULL, &f->tm);
+    gsdec_forward(f->m, rt->op, &rt->act, f->coords, f->feats, &f->out, NULL, &f->tm);
     f->last_ms = stage_now_ms() - t0;
     return 0;
 }
 
 static int gsd_stage_run(void *p, struct stage_req *rq)
 {
-    struct gsd_stage *s = p;
-    const struct gsdec_model *m = &s->m;
+    const struct gsdec_model *m = p;
     char msg[WIRE_ERR_MAX - 32];
     int rc;
 
@@ -92,7 +71,7 @@ static int gsd_stage_run(void *p, struct stage_req *rq)
     struct tensor *rot = stage_output(rq, "rotation", DTYPE_F32, SHAPE(M, 4));
     if (!xyz || !fdc || !op || !sc || !rot)
         return S3D_ENOMEM;                      /* stage_output said which */
-    struct gsd_pass f = {.m = m, .rt = rq->rt, .coords = coords, .feats = feats,
+    struct gsd_pass f = {.m = m, .coords = coords, .feats = feats,
                          .out = {xyz->data, fdc->data, op->data, sc->data, rot->data}};
     struct stage_timing t;
     if ((rc = stage_repeat(rq, "gs_decode forward", gsd_pass_run, &f, &t)))
@@ -112,15 +91,14 @@ static int gsd_stage_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct gsd_stage model;
+    static struct gsdec_model model;
     const struct stage_ops ops = {
         .name = "gs_decode",
         .params = gsd_params,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
         .max_input_bytes = (size_t)32 << 20,
-        .load = gsd_stage_load,
-        .unload = gsd_stage_unload,
+        STAGE_MODEL_OPS(gsd),
         .run = gsd_stage_run,
     };
 

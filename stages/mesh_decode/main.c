@@ -47,26 +47,8 @@ static const struct stage_param mdd_params[] = {
     {NULL},
 };
 
-struct mdd_stage {
-    struct meshdec_model m;
-};
-
-static int mdd_stage_load(void *p, struct stage_rt *rt)
-{
-    struct mdd_stage *s = p;
-    int rc = meshdec_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void mdd_stage_unload(void *p)
-{
-    struct mdd_stage *s = p;
-
-    meshdec_free(&s->m);
-}
+/* load / unload: meshdec_load and meshdec_free on the model (stage.h) */
+STAGE_MODEL(mdd, struct meshdec_model, meshdec_load, meshdec_free);
 
 /* One decoder + extraction pass for stage_repeat; the last pass's mesh stays
  * in rt->act (job live) for the download. */
@@ -83,14 +65,12 @@ struct mdd_pass {
     double                     last_ms;
 };
 
-static int mdd_pass_run(void *user, int k)
+static int mdd_pass_run(void *user, struct stage_rt *rt)
 {
     struct mdd_pass *f = user;
-    struct stage_rt *rt = f->rq->rt;
     double t0 = stage_now_ms();
     int rc;
 
-    (void)k;
     if (f->live)
         meshdec_job_end(&f->job);
     f->live = false;
@@ -120,8 +100,7 @@ static int mdd_pass_run(void *user, int k)
 
 static int mdd_stage_run(void *p, struct stage_req *rq)
 {
-    struct mdd_stage *s = p;
-    struct meshdec_model *m = &s->m;
+    struct meshdec_model *m = p;
     char msg[WIRE_ERR_MAX - 32];
     int rc;
 
@@ -193,7 +172,7 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct mdd_stage model;
+    static struct meshdec_model model;
     const struct stage_ops ops = {
         .name = "mesh_decode",
         .params = mdd_params,
@@ -202,8 +181,7 @@ int main(int argc, char **argv)
         .max_input_bytes = (size_t)32 << 20,
         /* the outputs at max_faces: 12 B a face + 24 B a vertex (V ~ F / 2) */
         .arena_bytes = (size_t)512 << 20,
-        .load = mdd_stage_load,
-        .unload = mdd_stage_unload,
+        STAGE_MODEL_OPS(mdd),
         .run = mdd_stage_run,
     };
 

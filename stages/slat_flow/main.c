@@ -45,31 +45,12 @@ static const struct stage_param slf_params[] = {
     {NULL},
 };
 
-struct slf_stage {
-    struct slatflow_model m;
-};
-
-static int slf_load(void *p, struct stage_rt *rt)
-{
-    struct slf_stage *s = p;
-    int rc = slatflow_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void slf_unload(void *p)
-{
-    struct slf_stage *s = p;
-
-    slatflow_free(&s->m);
-}
+/* load / unload: slatflow_load and slatflow_free on the model (stage.h) */
+STAGE_MODEL(slf, struct slatflow_model, slatflow_load, slatflow_free);
 
 /* One sampler run for stage_repeat: from the same noise every time. */
 struct slf_pass {
     const struct slatflow_model   *m;
-    struct stage_rt               *rt;
     const struct tensor           *coords, *cond, *noise;   /* noise NULL: seeded */
     uint64_t                       seed;
     struct tensor                  x;                       /* (N, 8) host F32 */
@@ -78,27 +59,25 @@ struct slf_pass {
     int                            evals;
 };
 
-static int slf_sample(void *user, int k)
+static int slf_sample(void *user, struct stage_rt *rt)
 {
     struct slf_pass *f = user;
 
-    (void)k;
     if (f->noise)
         tensor_copy_contiguous(f->x.data, f->noise);
     else
         slatflow_noise(f->seed, &f->x);
-    f->evals = slatflow_sample(f->m, f->rt->op, &f->rt->act, f->coords, f->cond, &f->x, f->vbuf,
+    f->evals = slatflow_sample(f->m, rt->op, &rt->act, f->coords, f->cond, &f->x, f->vbuf,
                                f->sp, NULL, NULL);
-    arena_reset(&f->rt->act);
+    arena_reset(&rt->act);
     return 0;
 }
 
 static int slf_run(void *p, struct stage_req *rq)
 {
-    struct slf_stage *s = p;
-    const struct slatflow_model *m = &s->m;
+    const struct slatflow_model *m = p;
     struct slatflow_sampler sp;
-    struct slf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
+    struct slf_pass f = {.m = m, .sp = &sp};
     char msg[WIRE_ERR_MAX - 32], tms[96], got[64];
     int rc;
 
@@ -173,15 +152,14 @@ static int slf_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct slf_stage model;
+    static struct slatflow_model model;
     const struct stage_ops ops = {
         .name = "slat_flow",
         .params = slf_params,
         /* cond_slat (1, 5496, 1024) F32 (22.5 MB) + coords and noise at 42,000 voxels (2 MB) */
         .max_input_bytes = (size_t)48 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .load = slf_load,
-        .unload = slf_unload,
+        STAGE_MODEL_OPS(slf),
         .run = slf_run,
     };
 

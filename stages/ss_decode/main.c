@@ -44,41 +44,21 @@ static const struct stage_param ssd_params[] = {
     {NULL},
 };
 
-struct ssd_stage {
-    struct ssdec_model m;
-};
-
-static int ssd_load(void *p, struct stage_rt *rt)
-{
-    struct ssd_stage *s = p;
-    int rc = ssdec_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void ssd_unload(void *p)
-{
-    struct ssd_stage *s = p;
-
-    ssdec_free(&s->m);
-}
+/* load / unload: ssdec_load and ssdec_free on the model (stage.h) */
+STAGE_MODEL(ssd, struct ssdec_model, ssdec_load, ssdec_free);
 
 /* One decoder pass for stage_repeat. */
 struct ssd_pass {
     const struct ssdec_model *m;
-    struct stage_rt          *rt;
     const struct tensor      *lat;
     struct tensor            *logits;
 };
 
-static int ssd_forward(void *user, int k)
+static int ssd_forward(void *user, struct stage_rt *rt)
 {
     struct ssd_pass *f = user;
 
-    (void)k;
-    ssdec_forward(f->m, f->rt->op, &f->rt->act, f->lat, f->logits, NULL, NULL);
+    ssdec_forward(f->m, rt->op, &rt->act, f->lat, f->logits, NULL, NULL);
     return 0;
 }
 
@@ -94,8 +74,7 @@ static int put_rows(struct stage_req *rq, const char *name, const int32_t *rows,
 
 static int ssd_run(void *p, struct stage_req *rq)
 {
-    struct ssd_stage *s = p;
-    const struct ssdec_model *m = &s->m;
+    const struct ssdec_model *m = p;
     int64_t dist = stage_get_int(rq, "prune_dist"), maxc = stage_get_int(rq, "max_coords");
     int64_t seed = stage_get_int(rq, "seed");
     bool keep = stage_get_flag(rq, "keep_logits");
@@ -122,7 +101,7 @@ static int ssd_run(void *p, struct stage_req *rq)
     if (!lt.data)
         return stage_fail(rq, S3D_ENOMEM, "ss_decode: the request arena cannot hold the logits");
     struct tensor lview = tensor_reshape(&lt, SHAPE(1, R, R, R, 1));
-    struct ssd_pass pass = {.m = m, .rt = rq->rt, .lat = lat, .logits = &lview};
+    struct ssd_pass pass = {.m = m, .lat = lat, .logits = &lview};
     struct stage_timing tm;
     if ((rc = stage_repeat(rq, "ss_decode forward", ssd_forward, &pass, &tm)))
         return rc;
@@ -162,14 +141,13 @@ static int ssd_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct ssd_stage model;
+    static struct ssdec_model model;
     const struct stage_ops ops = {
         .name = "ss_decode",
         .params = ssd_params,
         /* shape_latent (1, T, 8) F32 with T = r^3 <= 64^3: 8 MiB */
         .max_input_bytes = (size_t)16 << 20,
-        .load = ssd_load,
-        .unload = ssd_unload,
+        STAGE_MODEL_OPS(ssd),
         .run = ssd_run,
     };
 

@@ -49,31 +49,12 @@ static const struct stage_param ssf_params[] = {
     {NULL},
 };
 
-struct ssf_stage {
-    struct ssflow_model m;
-};
-
-static int ssf_load(void *p, struct stage_rt *rt)
-{
-    struct ssf_stage *s = p;
-    int rc = ssflow_load(&s->m, rt->opts->weights, rt->device, rt->compute_dt);
-
-    if (!rc)
-        rt->weights = &s->m.weights;
-    return rc;
-}
-
-static void ssf_unload(void *p)
-{
-    struct ssf_stage *s = p;
-
-    ssflow_free(&s->m);
-}
+/* load / unload: ssflow_load and ssflow_free on the model (stage.h) */
+STAGE_MODEL(ssf, struct ssflow_model, ssflow_load, ssflow_free);
 
 /* One sampler run for stage_repeat: from the same noise every time. */
 struct ssf_pass {
     const struct ssflow_model   *m;
-    struct stage_rt             *rt;
     const struct tensor         *cond;
     const struct tensor         *noise[SSF_N_LATENT];    /* given, or all NULL: seeded */
     uint64_t                     seed;
@@ -82,28 +63,26 @@ struct ssf_pass {
     int                          evals;
 };
 
-static int ssf_sample(void *user, int k)
+static int ssf_sample(void *user, struct stage_rt *rt)
 {
     struct ssf_pass *f = user;
 
-    (void)k;
     if (f->noise[0])
         for (int l = 0; l < SSF_N_LATENT; l++)
             tensor_copy_contiguous(f->x[l]->data, f->noise[l]);
     else
         ssflow_noise(f->seed, f->x);
-    f->evals = ssflow_sample(f->m, f->rt->op, &f->rt->act, f->cond, f->x, f->sp, NULL, NULL);
-    arena_reset(&f->rt->act);
+    f->evals = ssflow_sample(f->m, rt->op, &rt->act, f->cond, f->x, f->sp, NULL, NULL);
+    arena_reset(&rt->act);
     return 0;
 }
 
 static int ssf_run(void *p, struct stage_req *rq)
 {
-    struct ssf_stage *s = p;
-    const struct ssflow_model *m = &s->m;
+    const struct ssflow_model *m = p;
     const struct ssflow_config *g = &m->cfg;
     struct ssflow_sampler sp;
-    struct ssf_pass f = {.m = m, .rt = rq->rt, .sp = &sp};
+    struct ssf_pass f = {.m = m, .sp = &sp};
     char name[64], msg[WIRE_ERR_MAX - 32], tms[96];
     int n_noise = 0, rc;
 
@@ -152,15 +131,14 @@ static int ssf_run(void *p, struct stage_req *rq)
 
 int main(int argc, char **argv)
 {
-    static struct ssf_stage model;
+    static struct ssflow_model model;
     const struct stage_ops ops = {
         .name = "ss_flow",
         .params = ssf_params,
         /* cond_ss (1, 7528, 1024) F32 (30.8 MB) + the optional noise.* and side tensors */
         .max_input_bytes = (size_t)64 << 20,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .load = ssf_load,
-        .unload = ssf_unload,
+        STAGE_MODEL_OPS(ssf),
         .run = ssf_run,
     };
 
