@@ -105,6 +105,21 @@ static int read_list(const char *list, struct multi_item **items, int *n, char *
     return 0;
 }
 
+/* sam3d batch's own option and operand (run_parse): --keep-job, LIST. */
+static int batch_own_opt(void *user, struct run_args *a, int argc, char **argv, int *i)
+{
+    const char **list = user;
+
+    (void)argc;
+    if (!strcmp(argv[*i], "--keep-job"))
+        a->keep_job = true;
+    else if (argv[*i][0] != '-' && !*list)
+        *list = argv[*i];
+    else
+        return 0;
+    return 1;
+}
+
 int cmd_batch(int argc, char **argv)
 {
     const char *list = NULL;
@@ -112,27 +127,11 @@ int cmd_batch(int argc, char **argv)
     struct multi_item *items = NULL;
     char **store = NULL;
     int n = 0, code;
+    const struct run_cmd cmd = {.export_step = true, .usage = usage, .own = batch_own_opt,
+                                .user = &list};
 
-    run_args_init(&a);
-    for (int i = 1; i < argc; i++) {
-        int c = run_opt(&a, true, argc, argv, &i);
-
-        if (c < 0)
-            goto usage;
-        if (c > 0)
-            continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--keep-job")) {
-            a.keep_job = true;
-        } else if (argv[i][0] != '-' && !list) {
-            list = argv[i];
-        } else {
-            fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
-            goto usage;
-        }
-    }
+    if ((code = run_parse(&a, argc, argv, &cmd)) != RUN_PARSED)
+        return code;
     if (!list || !a.out_dir) {
         fprintf(stderr, "error: LIST and --out are required\n");
         goto usage;

@@ -80,8 +80,8 @@ static bool values_ok(const char *v, bool is_int, double lo, double hi)
     return true;
 }
 
-/* A NAME=VALUE override of one stage (engine.c apply_overrides checks NAME). */
-static int add_override(struct run_args *r, const char *kind, const char *v)
+/* A NAME=VALUE override of one stage (cli.h). */
+int cli_add_override(struct run_args *r, const char *kind, const char *v)
 {
     if (r->o.n_over == 2 * PIPE_MAX_STAGES || !strchr(v, '=') || v[0] == '=') {
         fprintf(stderr, "error: %s wants NAME=VALUE (at most %d), got '%s'\n", kind,
@@ -120,9 +120,9 @@ int cli_setting_opt(struct run_args *r, int argc, char **argv, int *i)
         r->cfg = v;
     } else if (!strcmp(a, "--gaussians")) {
         if (!strcmp(v, "32"))
-            rc = add_override(r, "--gaussians", "gs_decode=slat_decoder_gs.ckpt");
+            rc = cli_add_override(r, "--gaussians", "gs_decode=slat_decoder_gs.ckpt");
         else if (!strcmp(v, "4"))
-            rc = add_override(r, "--gaussians", "gs_decode=slat_decoder_gs_4.ckpt");
+            rc = cli_add_override(r, "--gaussians", "gs_decode=slat_decoder_gs_4.ckpt");
         else {
             fprintf(stderr, "error: --gaussians wants 32 or 4 (Gaussians per voxel of the "
                     "official decoders slat_decoder_gs.ckpt and slat_decoder_gs_4.ckpt), got "
@@ -130,7 +130,7 @@ int cli_setting_opt(struct run_args *r, int argc, char **argv, int *i)
             return -1;
         }
     } else if (!strcmp(a, "--stage-weights")) {
-        rc = add_override(r, "--stage-weights", v);
+        rc = cli_add_override(r, "--stage-weights", v);
     } else if (!strcmp(a, "--param")) {
         if (!strchr(v, '=') || v[0] == '=' || r->n_param == JOB_MAX_SET) {
             fprintf(stderr, "error: --param wants STAGE.KEY=VALUE (at most %d), got '%s'\n",

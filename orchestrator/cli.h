@@ -38,6 +38,11 @@ void cli_normalize(int *argc, char ***argv);
  * them, -1 a bad value (one "error:" line printed). */
 int  cli_setting_opt(struct run_args *r, int argc, char **argv, int *i);
 
+/* Add the NAME=VALUE override v of one stage under option kind (--endpoint,
+ * --stage-device, --stage-weights, --gaussians; engine.c apply_overrides checks
+ * NAME). 1, or -1 after one "error:" line (not NAME=VALUE, or too many). */
+int  cli_add_override(struct run_args *r, const char *kind, const char *v);
+
 /* The usage lines of the settings. */
 #define CLI_SETTINGS_HELP                                                                      \
     "  -s, --seed N         the noise seed of both flows (pipeline default 42)\n"             \

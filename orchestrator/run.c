@@ -170,13 +170,8 @@ int run_common_opt(struct run_args *r, int argc, char **argv, int *i)
         }
         r->o.retries = (int)n;
     } else if ((!strcmp(a, "--endpoint") || !strcmp(a, "--stage-device")) && v) {
-        if (r->o.n_over == 2 * PIPE_MAX_STAGES || !strchr(v, '=') || v[0] == '=') {
-            fprintf(stderr, "error: %s wants NAME=VALUE (at most %d), got '%s'\n", a,
-                    2 * PIPE_MAX_STAGES, v);
+        if (cli_add_override(r, a, v) < 0)
             return -1;
-        }
-        r->o.over_kind[r->o.n_over] = a;
-        r->o.over_arg[r->o.n_over++] = v;
     } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q") || !strcmp(a, "--json")) {
         r->progress = !strcmp(a, "--json") ? PROGRESS_JSON : PROGRESS_QUIET;
         return 1;                           /* no value */
@@ -235,6 +230,36 @@ int run_opt(struct run_args *r, bool export_step, int argc, char **argv, int *i)
     int c = run_common_opt(r, argc, argv, i);
 
     return c || !export_step ? c : run_output_opt(r, argc, argv, i);
+}
+
+int run_parse(struct run_args *r, int argc, char **argv, const struct run_cmd *c)
+{
+    run_args_init(r);
+    for (int i = 1; i < argc; i++) {
+        int t = run_opt(r, c->export_step, argc, argv, &i);
+
+        if (t > 0)
+            continue;
+        if (!t && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) {
+            c->usage(stdout);
+            return 0;
+        }
+        if (!t && c->version && !strcmp(argv[i], "--version")) {
+            cli_print_version(c->version);
+            return 0;
+        }
+        if (!t && !(t = c->own(c->user, r, argc, argv, &i))) {
+            fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
+            t = RUN_PARSE_USAGE;
+        }
+        if (t == RUN_PARSE_FAIL)
+            return 1;
+        if (t < 0) {
+            c->usage(stderr);
+            return 2;
+        }
+    }
+    return RUN_PARSED;
 }
 
 void run_args_init(struct run_args *r)
@@ -399,11 +424,47 @@ static int run_export(const struct run_args *a)
 
 // ---------------------------------------------------------------- commands
 
+/* sam3d run's own options (run_parse). */
+struct run_own {
+    const char *image, *mask, *resume, *server;
+    char      (*masks)[PATH_MAX];       /* every --mask, a folder's PNGs one by one */
+    int         n_masks;
+};
+
+static int run_own_opt(void *user, struct run_args *a, int argc, char **argv, int *i)
+{
+    struct run_own *o = user;
+    const char *arg = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+
+    if (!strcmp(arg, "--keep-job")) {
+        a->keep_job = true;
+        return 1;
+    }
+    if (!v)
+        return 0;
+    if (!strcmp(arg, "--job"))
+        o->resume = v;
+    else if (!strcmp(arg, "--server"))
+        o->server = v;
+    else if (!strcmp(arg, "--image"))
+        o->image = v;
+    else if (!strcmp(arg, "--mask")) {
+        o->mask = v;
+        if (add_masks(v, o->masks, &o->n_masks) != 0)
+            return RUN_PARSE_FAIL;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
 int cmd_run(int argc, char **argv)
 {
-    const char *image = NULL, *mask = NULL, *resume = NULL, *server = NULL;
     static char masks[RUN_MAX_OBJECTS][PATH_MAX];
-    int n_masks = 0;
+    struct run_own ro = {.masks = masks};
+    const char *image, *mask, *resume, *server;
+    int n_masks;
     struct run_args a;
     struct engine *e = NULL;
     struct progress *prog = NULL;
@@ -411,41 +472,18 @@ int cmd_run(int argc, char **argv)
     char log_path[PATH_MAX + 16], job_root[PATH_MAX];
     bool have_job = false;
     int code = 1, rc;
+    const struct run_cmd cmd = {.export_step = true, .version = "run", .usage = usage_run,
+                                .own = run_own_opt, .user = &ro};
 
     ASSERT(j);
-    run_args_init(&a);
-    for (int i = 1; i < argc; i++) {
-        int c = run_opt(&a, true, argc, argv, &i);
-
-        if (c < 0)
-            goto out_usage;
-        if (c > 0)
-            continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage_run(stdout);
-            code = 0;
-            goto out_free;
-        } else if (!strcmp(argv[i], "--version")) {
-            cli_print_version("run");
-            code = 0;
-            goto out_free;
-        } else if (!strcmp(argv[i], "--keep-job")) {
-            a.keep_job = true;
-        } else if (!strcmp(argv[i], "--job") && i + 1 < argc) {
-            resume = argv[++i];
-        } else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
-            server = argv[++i];
-        } else if (!strcmp(argv[i], "--image") && i + 1 < argc) {
-            image = argv[++i];
-        } else if (!strcmp(argv[i], "--mask") && i + 1 < argc) {
-            mask = argv[++i];
-            if (add_masks(mask, masks, &n_masks) != 0)
-                goto out_free;
-        } else {
-            fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
-            goto out_usage;
-        }
-    }
+    if ((code = run_parse(&a, argc, argv, &cmd)) != RUN_PARSED)
+        goto out_free;
+    code = 1;
+    image = ro.image;
+    mask = ro.mask;
+    resume = ro.resume;
+    server = ro.server;
+    n_masks = ro.n_masks;
     if (resume && (image || mask)) {
         fprintf(stderr, "error: --job resumes with the job's own image and mask; drop --image "
                 "and --mask\n");
@@ -574,63 +612,66 @@ out_free:
     return code;
 }
 
+/* sam3d stage's own options and operand (run_parse). */
+struct stage_own {
+    const char *name, *job;
+};
+
+static int stage_own_opt(void *user, struct run_args *a, int argc, char **argv, int *i)
+{
+    struct stage_own *o = user;
+    const char *arg = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+
+    if (arg[0] != '-' && !o->name) {
+        o->name = arg;
+        return 1;
+    }
+    if (!v)
+        return 0;
+    if (!strcmp(arg, "--job")) {
+        o->job = v;
+    } else if (!strcmp(arg, "--param")) {
+        if (!strchr(v, '=') || v[0] == '=' || a->n_param == JOB_MAX_SET) {
+            fprintf(stderr, "error: --param wants KEY=VALUE (at most %d), got '%s'\n",
+                    JOB_MAX_SET, v);
+            return RUN_PARSE_USAGE;
+        }
+        a->param[a->n_param++] = v;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
 int cmd_stage(int argc, char **argv)
 {
-    const char *name = NULL, *job = NULL;
+    struct stage_own so = {0};
     struct run_args a;
     struct engine *e = NULL;
     struct job *j = calloc(1, sizeof(*j));
     int code = 1, idx;
+    const struct run_cmd cmd = {.version = "stage", .usage = usage_stage, .own = stage_own_opt,
+                                .user = &so};
 
     ASSERT(j);
-    run_args_init(&a);
-    for (int i = 1; i < argc; i++) {
-        int c = run_common_opt(&a, argc, argv, &i);
-
-        if (c < 0)
-            goto out_usage;
-        if (c > 0)
-            continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage_stage(stdout);
-            code = 0;
-            goto out_free;
-        } else if (!strcmp(argv[i], "--version")) {
-            cli_print_version("stage");
-            code = 0;
-            goto out_free;
-        } else if (!strcmp(argv[i], "--job") && i + 1 < argc) {
-            job = argv[++i];
-        } else if (!strcmp(argv[i], "--param") && i + 1 < argc) {
-            const char *kv = argv[++i];
-
-            if (!strchr(kv, '=') || kv[0] == '=' || a.n_param == JOB_MAX_SET) {
-                fprintf(stderr, "error: --param wants KEY=VALUE (at most %d), got '%s'\n",
-                        JOB_MAX_SET, kv);
-                goto out_usage;
-            }
-            a.param[a.n_param++] = kv;
-        } else if (argv[i][0] != '-' && !name) {
-            name = argv[i];
-        } else {
-            fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
-            goto out_usage;
-        }
-    }
-    if (!name || !job) {
+    if ((code = run_parse(&a, argc, argv, &cmd)) != RUN_PARSED)
+        goto out_free;
+    code = 1;
+    if (!so.name || !so.job) {
         fprintf(stderr, "error: a stage NAME and --job DIR are required\n");
         goto out_usage;
     }
     run_install_signals();
-    if (adopt_job(j, job) != 0)            /* locked: no run works in it meanwhile */
+    if (adopt_job(j, so.job) != 0)         /* locked: no run works in it meanwhile */
         goto out_free;
     a.o.sock_dir = j->dir.path;
-    a.o.only = name;
+    a.o.only = so.name;
     if (engine_open(&e, &a.o) != 0)
         goto out_free;
-    idx = (int)(pipeline_find(&e->pipe, name) - e->pipe.stages);
+    idx = (int)(pipeline_find(&e->pipe, so.name) - e->pipe.stages);
     if (!e->rt[idx].built) {
-        log_error("stage '%s' is not built yet ('%s' is missing)", name, e->rt[idx].exe);
+        log_error("stage '%s' is not built yet ('%s' is missing)", so.name, e->rt[idx].exe);
         code = EXIT_PARTIAL;
         goto out_free;
     }
@@ -640,7 +681,7 @@ int cmd_stage(int argc, char **argv)
 
         memcpy(img, j->image, sizeof(img));
         memcpy(msk, j->mask, sizeof(msk));
-        job_init(j, name, idx, idx);
+        job_init(j, so.name, idx, idx);
         j->dir = keep;
         memcpy(j->image, img, sizeof(img));
         memcpy(j->mask, msk, sizeof(msk));

@@ -11,6 +11,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 /* What the command line of run / stage / batch / serve gives. */
 struct run_args {
@@ -44,5 +45,31 @@ int  run_common_opt(struct run_args *r, int argc, char **argv, int *i);
 int  run_output_opt(struct run_args *r, int argc, char **argv, int *i);
 /* run_common_opt, then (export_step) run_output_opt. Returns as they do. */
 int  run_opt(struct run_args *r, bool export_step, int argc, char **argv, int *i);
+
+/* One subcommand's command line (run, stage, batch, serve) for run_parse. */
+struct run_cmd {
+    bool        export_step;          /* also run_output_opt (run, batch, serve) */
+    const char *version;              /* --version prints cli_print_version(version); NULL:
+                                       * the command has no --version */
+    void      (*usage)(FILE *f);      /* --help / -h: to stdout */
+    /* The command's own options and operands: 1 when argv[*i] (and its value, *i
+     * moved past it) was taken, 0 when it is not one of them, RUN_PARSE_USAGE after
+     * printing a bad value, RUN_PARSE_FAIL after logging a failure. */
+    int       (*own)(void *user, struct run_args *r, int argc, char **argv, int *i);
+    void       *user;
+};
+
+#define RUN_PARSE_USAGE  (-1) /* own: a bad value, printed */
+#define RUN_PARSE_FAIL   (-2) /* own: a failure, logged */
+#define RUN_PARSED       (-1) /* run_parse: every argument taken, go on */
+
+/* The option loop of the commands: run_args_init(r), then each argv[i] (i >= 1)
+ * goes to run_opt(r, c->export_step), then --help/-h, --version, then c->own;
+ * what none takes is "error: unknown option or missing value: ARG".
+ * RUN_PARSED when every argument was taken (the caller checks what is
+ * required), else the command's exit code: 0 after --help (c->usage to
+ * stdout) or --version, 2 after a usage error (printed, then c->usage to
+ * stderr), 1 when own failed. */
+int  run_parse(struct run_args *r, int argc, char **argv, const struct run_cmd *c);
 
 #endif

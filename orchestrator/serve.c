@@ -353,6 +353,18 @@ static void usage(FILE *f)
         "--max-pixels, -q. SIGINT/SIGTERM stop it (jobs in flight end 'interrupted').\n");
 }
 
+/* sam3d serve's own option (run_parse): --listen ADDR. */
+static int serve_own_opt(void *user, struct run_args *a, int argc, char **argv, int *i)
+{
+    const char **listen = user;
+
+    (void)a;
+    if (strcmp(argv[*i], "--listen") || *i + 1 >= argc)
+        return 0;
+    *listen = argv[++*i];
+    return 1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct run_args a;
@@ -362,25 +374,12 @@ int cmd_serve(int argc, char **argv)
     char why[512];
     int code = 1, zero = 0;
     void *ctx = NULL;
+    const struct run_cmd cmd = {.export_step = true, .usage = usage, .own = serve_own_opt,
+                                .user = &listen};
 
-    run_args_init(&a);
-    for (int i = 1; i < argc; i++) {
-        int c = run_opt(&a, true, argc, argv, &i);
-
-        if (c < 0)
-            goto usage;
-        if (c > 0)
-            continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
-            listen = argv[++i];
-        } else {
-            fprintf(stderr, "error: unknown option or missing value: %s\n", argv[i]);
-            goto usage;
-        }
-    }
+    if ((code = run_parse(&a, argc, argv, &cmd)) != RUN_PARSED)
+        return code;
+    code = 1;
     if (!listen) {
         fprintf(stderr, "error: --listen ADDR is required\n");
         goto usage;
