@@ -30,47 +30,28 @@
 // ----------------------------------------------------------------------------
 // load
 
-static int not_slatflow(const struct weights *w, const char *what)
-{
-    log_error("%s: no %s%s (HINT: the SLAT flow reads the official slat_generator.ckpt; "
-              "`sam3d inspect %s` lists its tensors)", w->ck.path, SLF_PREFIX, what, w->ck.path);
-    return S3D_ENOTFOUND;
-}
+static const struct flow_names SLF_NAMES = {SLF_PREFIX, "the SLAT flow", "slat_generator.ckpt"};
 
 /* Detect every size from tensor shapes (spec §8.7). */
 static int detect(struct slatflow_config *g, const struct weights *w)
 {
-    const struct ckpt_entry *e, *in, *out, *gam, *fc1, *kv;
+    const struct ckpt_entry *in, *out;
+    int rc;
 
     memset(g, 0, sizeof(*g));
-    if (!(e = weights_find(w, "t_embedder.mlp.0.weight")))
-        return not_slatflow(w, "t_embedder.mlp.0.weight");
+    if ((rc = flow_dims_detect(w, &SLF_NAMES, "", SLF_MAX_DEPTH, &g->dim, &g->depth, &g->heads,
+                               &g->mlp, &g->cond_dim)))
+        return rc;                                  /* logged */
     if (!(in = weights_find(w, "input_layer.weight")))
-        return not_slatflow(w, "input_layer.weight");
+        return flow_missing(w, &SLF_NAMES, "input_layer.weight");
     if (!(out = weights_find(w, "out_layer.weight")))
-        return not_slatflow(w, "out_layer.weight");
-    while (g->depth < SLF_MAX_DEPTH && weights_find(w, "blocks.%d.adaLN_modulation.1.weight", g->depth))
-        g->depth++;
-    if (g->depth == 0)
-        return not_slatflow(w, "blocks.0.adaLN_modulation.1.weight");
-    if (!(gam = weights_find(w, "blocks.0.self_attn.q_rms_norm.gamma")))
-        return not_slatflow(w, "blocks.0.self_attn.q_rms_norm.gamma");
-    if (!(fc1 = weights_find(w, "blocks.0.mlp.mlp.0.weight")))
-        return not_slatflow(w, "blocks.0.mlp.mlp.0.weight");
-    if (!(kv = weights_find(w, "blocks.0.cross_attn.to_kv.weight")))
-        return not_slatflow(w, "blocks.0.cross_attn.to_kv.weight");
-    if (e->ndim != 2 || e->shape[1] != SLF_FREQ_DIM || in->ndim != 2 || out->ndim != 2 ||
-        gam->ndim != 2 || gam->shape[1] != OP_HEAD_DIM || fc1->ndim != 2 || kv->ndim != 2)
+        return flow_missing(w, &SLF_NAMES, "out_layer.weight");
+    if (in->ndim != 2 || out->ndim != 2)
         goto bad;
-    g->dim = (int)e->shape[0];
     g->io = (int)in->shape[0];
     g->in_ch = (int)in->shape[1];
     g->out_ch = (int)out->shape[0];
-    g->heads = (int)gam->shape[0];
-    g->mlp = (int)fc1->shape[0];
-    g->cond_dim = (int)kv->shape[1];
-    if ((int64_t)g->heads * OP_HEAD_DIM != g->dim || fc1->shape[1] != g->dim ||
-        kv->shape[0] != 2 * (int64_t)g->dim || out->shape[1] != g->io)
+    if (out->shape[1] != g->io)
         goto bad;
     /* one io level with num_io_res_blocks 2 (the released yaml): exactly two
      * input and two output res blocks (structured_latent_flow.py:139-185) */
@@ -85,8 +66,8 @@ static int detect(struct slatflow_config *g, const struct weights *w)
     }
     return 0;
 bad:
-    log_error("%s: the SLAT flow tensors under %s have inconsistent shapes (t_embedder, "
-              "input/out_layer, q_rms_norm gamma (H, 64), mlp, to_kv) (HINT: the checkpoint is "
+    log_error("%s: the SLAT flow tensors under %s have inconsistent shapes (input_layer, "
+              "out_layer against the width) (HINT: the checkpoint is "
               "damaged or not an official slat_generator.ckpt)", w->ck.path, SLF_PREFIX);
     return S3D_ESHAPE;
 }
@@ -116,29 +97,9 @@ static int bind_res(struct slatflow_res *r, struct weights *w, const char *name,
 static int bind_block(struct slatflow_block *b, struct weights *w, const struct slatflow_config *g,
                       int i, enum dtype gd)
 {
-    int64_t C = g->dim, H = g->heads, M = g->mlp, Cc = g->cond_dim;
-    int rc = 0;
+    int64_t C = g->dim;
+    int rc = flow_block_bind(&b->w, w, i, "", C, g->heads, g->mlp, g->cond_dim, gd);
 
-    rc |= weights_bind_as(w, &b->norm2_w, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.weight", i);
-    rc |= weights_bind_as(w, &b->norm2_b, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.bias", i);
-    rc |= weights_bind_as(w, &b->qkv_w, gd, SHAPE(3 * C, C), "blocks.%d.self_attn.to_qkv.weight", i);
-    rc |= weights_bind_as(w, &b->qkv_b, gd, SHAPE(3 * C), "blocks.%d.self_attn.to_qkv.bias", i);
-    rc |= weights_bind_as(w, &b->q_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
-                          "blocks.%d.self_attn.q_rms_norm.gamma", i);
-    rc |= weights_bind_as(w, &b->k_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
-                          "blocks.%d.self_attn.k_rms_norm.gamma", i);
-    rc |= weights_bind_as(w, &b->sa_out_w, gd, SHAPE(C, C), "blocks.%d.self_attn.to_out.weight", i);
-    rc |= weights_bind_as(w, &b->sa_out_b, gd, SHAPE(C), "blocks.%d.self_attn.to_out.bias", i);
-    rc |= weights_bind_as(w, &b->cq_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.to_q.weight", i);
-    rc |= weights_bind_as(w, &b->cq_b, gd, SHAPE(C), "blocks.%d.cross_attn.to_q.bias", i);
-    rc |= weights_bind_as(w, &b->ckv_w, gd, SHAPE(2 * C, Cc), "blocks.%d.cross_attn.to_kv.weight", i);
-    rc |= weights_bind_as(w, &b->ckv_b, gd, SHAPE(2 * C), "blocks.%d.cross_attn.to_kv.bias", i);
-    rc |= weights_bind_as(w, &b->co_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.to_out.weight", i);
-    rc |= weights_bind_as(w, &b->co_b, gd, SHAPE(C), "blocks.%d.cross_attn.to_out.bias", i);
-    rc |= weights_bind_as(w, &b->fc1_w, gd, SHAPE(M, C), "blocks.%d.mlp.mlp.0.weight", i);
-    rc |= weights_bind_as(w, &b->fc1_b, gd, SHAPE(M), "blocks.%d.mlp.mlp.0.bias", i);
-    rc |= weights_bind_as(w, &b->fc2_w, gd, SHAPE(C, M), "blocks.%d.mlp.mlp.2.weight", i);
-    rc |= weights_bind_as(w, &b->fc2_b, gd, SHAPE(C), "blocks.%d.mlp.mlp.2.bias", i);
     rc |= weights_bind_as(w, &b->ada_w, gd, SHAPE(6 * C, C), "blocks.%d.adaLN_modulation.1.weight", i);
     rc |= weights_bind_as(w, &b->ada_b, gd, SHAPE(6 * C), "blocks.%d.adaLN_modulation.1.bias", i);
     return rc;
@@ -151,10 +112,7 @@ static int bind_all(struct slatflow_model *m, struct weights *w)
     int C = g->dim, c0 = g->io;
     int rc = 0;
 
-    rc |= weights_bind_as(w, &m->t_w0, gd, SHAPE(C, SLF_FREQ_DIM), "t_embedder.mlp.0.weight");
-    rc |= weights_bind_as(w, &m->t_b0, gd, SHAPE(C), "t_embedder.mlp.0.bias");
-    rc |= weights_bind_as(w, &m->t_w2, gd, SHAPE(C, C), "t_embedder.mlp.2.weight");
-    rc |= weights_bind_as(w, &m->t_b2, gd, SHAPE(C), "t_embedder.mlp.2.bias");
+    rc |= flow_temb_bind(&m->t_emb, w, "t_embedder", C, gd);
     rc |= weights_bind_as(w, &m->in_w, gd, SHAPE(c0, g->in_ch), "input_layer.weight");
     rc |= weights_bind_as(w, &m->in_b, gd, SHAPE(c0), "input_layer.bias");
     rc |= weights_bind_as(w, &m->out_w, gd, SHAPE(g->out_ch, c0), "out_layer.weight");
@@ -425,20 +383,7 @@ void slatflow_geom_build(const struct slatflow_model *m, const struct op_ctx *ct
 int slatflow_check_cond(const struct slatflow_model *m, const struct tensor *c, const char *name,
                         char *err, size_t len)
 {
-    char got[64];
-
-    if (!c)
-        return log_error_to(S3D_ENOTFOUND, err, len, "slat_flow: input '%s' is missing (HINT: it is "
-                         "the output of sam3d-cond on slat_generator.ckpt, "
-                         "cond_slat.safetensors)", name);
-    if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
-        c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
-        c->device != DEVICE_HOST)
-        return log_error_to(S3D_ESHAPE, err, len, "slat_flow: input '%s' is %s %s, expected F16 or "
-                         "F32 [1,N,%d] (HINT: it is the output of sam3d-cond on the same "
-                         "slat_generator.ckpt)", name, dtype_name(c->dtype),
-                         tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);
-    return 0;
+    return flow_check_cond(c, m->cfg.cond_dim, "slat_flow", "slat_generator.ckpt", name, err, len);
 }
 
 size_t slatflow_cond_bytes(const struct slatflow_model *m, int64_t n_cond, bool cache_kv)
@@ -481,7 +426,7 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
     for (int i = 0; i < g->depth; i++) {
         struct tensor kv = tensor_slice(&out->kv, 0, i, 1);
         kv = tensor_reshape(&kv, SHAPE(Nc, 2 * C));
-        op_linear(ctx, &kv, &c2, &m->blocks[i].ckv_w, &m->blocks[i].ckv_b, false);
+        op_linear(ctx, &kv, &c2, &m->blocks[i].w.ckv_w, &m->blocks[i].w.ckv_b, false);
     }
 }
 
@@ -627,27 +572,6 @@ size_t slatflow_act_bytes(const struct slatflow_model *m, int64_t n, int64_t mm,
 // ----------------------------------------------------------------------------
 // forward
 
-/* temb = t_embedder(t) (timestep_embedder.py:29-59): freqs exp(-ln(10000) k / 128)
- * in fp32, [cos | sin] of t * freqs in fp32, Linear -> SiLU -> Linear. */
-static void temb_eval(const struct slatflow_model *m, const struct op_ctx *ctx, struct slf_act *s,
-                      float t)
-{
-    const int half = SLF_FREQ_DIM / 2;
-    const float nl = (float)-log(10000.0);
-    float f[SLF_FREQ_DIM];
-
-    for (int k = 0; k < half; k++) {
-        float arg = t * expf(nl * (float)k / (float)half);
-        f[k] = cosf(arg);
-        f[half + k] = sinf(arg);
-    }
-    struct tensor fh = tensor_view(f, DTYPE_F32, DEVICE_HOST, SHAPE(1, SLF_FREQ_DIM));
-    op_upload(ctx, &s->tf, &fh);
-    op_linear(ctx, &s->e1, &s->tf, &m->t_w0, &m->t_b0, false);
-    op_act(ctx, &s->e1, &s->e1, OP_ACT_SILU);
-    op_linear(ctx, &s->te, &s->e1, &m->t_w2, &m->t_b2, false);
-}
-
 /* Taps of one res block. */
 struct res_taps {
     float *conv1, *conv2, *skip;
@@ -706,6 +630,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
                           const struct slatflow_taps *tp)
 {
     const struct slatflow_block *B = &m->blocks[blk];
+    const struct flow_block_w *W = &B->w;
     const struct slatflow_config *g = &m->cfg;
     int64_t C = g->dim, H = g->heads, M = s->x.shape[0];
     const float sc = 1.0f / sqrtf((float)OP_HEAD_DIM);
@@ -723,13 +648,13 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
 
     /* self-attention (modulated.py:163-167) */
     op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_msa, &sh_msa, SLF_EPS);
-    op_linear(ctx, &qkv2, &s->h, &B->qkv_w, &B->qkv_b, false);
+    op_linear(ctx, &qkv2, &s->h, &W->qkv_w, &W->qkv_b, false);
     struct tensor q = op_heads_view(&qkv, 0), k = op_heads_view(&qkv, 1);
     struct tensor vv = op_heads_view(&qkv, 2);
-    op_rmsnorm_heads(ctx, &q, &q, &B->q_gamma, sqrtf((float)OP_HEAD_DIM));
-    op_rmsnorm_heads(ctx, &k, &k, &B->k_gamma, sqrtf((float)OP_HEAD_DIM));
+    op_rmsnorm_heads(ctx, &q, &q, &W->q_gamma, sqrtf((float)OP_HEAD_DIM));
+    op_rmsnorm_heads(ctx, &k, &k, &W->k_gamma, sqrtf((float)OP_HEAD_DIM));
     op_attention(ctx, &s->a, &q, &k, &vv, sc);
-    op_linear(ctx, &s->p, &a2, &B->sa_out_w, &B->sa_out_b, false);
+    op_linear(ctx, &s->p, &a2, &W->sa_out_w, &W->sa_out_b, false);
     if (tp)
         tap(ctx, tp->self_attn, &s->p);
     op_add_scaled(ctx, &s->x, &s->x, &gt_msa, &s->p);
@@ -737,9 +662,9 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
     /* cross-attention (L168-170): affine norm2, no gate; q and any K/V in big */
     if (!cond) {
         /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v) */
-        struct tensor bv = tensor_slice(&B->ckv_b, 0, C, C);
+        struct tensor bv = tensor_slice(&W->ckv_b, 0, C, C);
         bv = tensor_reshape(&bv, SHAPE(1, C));
-        op_linear(ctx, &s->c1, &bv, &B->co_w, &B->co_b, false);
+        op_linear(ctx, &s->c1, &bv, &W->co_w, &W->co_b, false);
         op_zero(ctx, &s->p);
         op_add_bias(ctx, &s->p, &s->p, &s->c1);
     } else {
@@ -748,8 +673,8 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
                                        SHAPE(1, M, H, OP_HEAD_DIM));
         struct tensor q2 = tensor_reshape(&cq, SHAPE(M, C));
         struct tensor kv;
-        op_layernorm(ctx, &s->h, &s->x, &B->norm2_w, &B->norm2_b, SLF_EPS);
-        op_linear(ctx, &q2, &s->h, &B->cq_w, &B->cq_b, false);
+        op_layernorm(ctx, &s->h, &s->x, &W->norm2_w, &W->norm2_b, SLF_EPS);
+        op_linear(ctx, &q2, &s->h, &W->cq_w, &W->cq_b, false);
         if (cond->kv.data) {                        /* projected once per request */
             kv = tensor_slice(&cond->kv, 0, blk, 1);
             kv = tensor_reshape(&kv, SHAPE(1, Nc, 2, H, OP_HEAD_DIM));
@@ -758,12 +683,12 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
             struct tensor c2 = tensor_reshape(&cond->c, SHAPE(Nc, g->cond_dim));
             struct tensor kv2 = tensor_view((char *)s->big.data + tensor_nbytes(&q2),
                                             s->big.dtype, s->big.device, SHAPE(Nc, 2 * C));
-            op_linear(ctx, &kv2, &c2, &B->ckv_w, &B->ckv_b, false);
+            op_linear(ctx, &kv2, &c2, &W->ckv_w, &W->ckv_b, false);
             kv = tensor_reshape(&kv2, SHAPE(1, Nc, 2, H, OP_HEAD_DIM));
         }
         struct tensor ck = op_heads_view(&kv, 0), cv = op_heads_view(&kv, 1);
         op_attention(ctx, &s->a, &cq, &ck, &cv, sc);
-        op_linear(ctx, &s->p, &a2, &B->co_w, &B->co_b, false);
+        op_linear(ctx, &s->p, &a2, &W->co_w, &W->co_b, false);
     }
     if (tp)
         tap(ctx, tp->cross_attn, &s->p);
@@ -779,8 +704,8 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
         struct tensor hr = tensor_slice(&s->h, 0, r0, rows), pr = tensor_slice(&s->p, 0, r0, rows);
         struct tensor f = tensor_view(s->big.data, s->big.dtype, s->big.device,
                                       SHAPE(rows, g->mlp));
-        op_linear_gelu(ctx, &f, &hr, &B->fc1_w, &B->fc1_b);     /* fc1 + GELU(tanh) */
-        op_linear(ctx, &pr, &f, &B->fc2_w, &B->fc2_b, false);
+        op_linear_gelu(ctx, &f, &hr, &W->fc1_w, &W->fc1_b);     /* fc1 + GELU(tanh) */
+        op_linear(ctx, &pr, &f, &W->fc2_w, &W->fc2_b, false);
     }
     if (tp)
         tap(ctx, tp->mlp, &s->p);
@@ -799,7 +724,7 @@ static void fwd_in(const struct slatflow_model *m, const struct op_ctx *ctx, str
     int64_t N = g->n, M = g->m, c0 = m->cfg.io;
 
     /* temb (L272-279), shared SiLU for every emb_layers / adaLN */
-    temb_eval(m, ctx, s, t);
+    flow_temb_eval(ctx, &m->t_emb, t, &s->tf, &s->e1, &s->te);
     if (taps)
         tap(ctx, taps->t_emb, &s->te);
     op_act(ctx, &s->st, &s->te, OP_ACT_SILU);

@@ -54,6 +54,7 @@
 #define S3D_SLATFLOW_H
 
 #include "arena.h"
+#include "flow_net/flow_block.h"
 #include "ops.h"
 #include "tensor.h"
 
@@ -67,7 +68,7 @@ extern "C" {
 
 #define SLF_PREFIX     "_base_models.generator.reverse_fn.backbone."
 #define SLF_MAX_DEPTH  64
-#define SLF_FREQ_DIM   256          /* TimestepEmbedder frequency_embedding_size */
+#define SLF_FREQ_DIM   FLOW_FREQ_DIM /* TimestepEmbedder frequency_embedding_size */
 #define SLF_EPS        1e-6f        /* block norms and res-block norms */
 #define SLF_OUT_EPS    1e-5f        /* F.layer_norm default before out_layer */
 #define SLF_RESOLUTION 64           /* yaml `resolution` (not in the checkpoint) */
@@ -110,23 +111,8 @@ struct slatflow_res {
 };
 
 struct slatflow_block {
-    struct tensor norm2_w, norm2_b; /* (C) F32 */
-    struct tensor qkv_w;            /* (3C, C) gemm_dt */
-    struct tensor qkv_b;            /* (3C) gemm_dt */
-    struct tensor q_gamma, k_gamma; /* (H, 64) F32 */
-    struct tensor sa_out_w;         /* (C, C) gemm_dt */
-    struct tensor sa_out_b;         /* (C) gemm_dt */
-    struct tensor cq_w;             /* (C, C) gemm_dt */
-    struct tensor cq_b;             /* (C) gemm_dt */
-    struct tensor ckv_w;            /* (2C, Cc) gemm_dt */
-    struct tensor ckv_b;            /* (2C) gemm_dt */
-    struct tensor co_w;             /* (C, C) gemm_dt */
-    struct tensor co_b;             /* (C) gemm_dt */
-    struct tensor fc1_w;            /* (mlp, C) gemm_dt */
-    struct tensor fc1_b;            /* (mlp) gemm_dt */
-    struct tensor fc2_w;            /* (C, mlp) gemm_dt */
-    struct tensor fc2_b;            /* (C) gemm_dt */
-    struct tensor ada_w;            /* (6C, C) gemm_dt */
+    struct flow_block_w w;          /* attention + MLP (flow_net/flow_block.h) */
+    struct tensor ada_w;            /* (6C, C) gemm_dt: adaLN_modulation.1 */
     struct tensor ada_b;            /* (6C) gemm_dt */
 };
 
@@ -134,8 +120,7 @@ struct slatflow_model {
     struct slatflow_config cfg;
     enum dtype             gemm_dt;      /* F16 or F32 */
     enum device            device;
-    struct tensor          t_w0, t_b0;   /* (C, 256), (C) gemm_dt: t_embedder.mlp.0 */
-    struct tensor          t_w2, t_b2;   /* (C, C), (C) gemm_dt: t_embedder.mlp.2 */
+    struct flow_temb       t_emb;        /* t_embedder (flow_block.h) */
     struct tensor          in_w, in_b;   /* (c0, in_ch), (c0) gemm_dt: input_layer */
     struct tensor          out_w, out_b; /* (out_ch, c0), (out_ch) gemm_dt: out_layer */
     struct slatflow_res    inb[2];       /* input_blocks: (c0 -> c0), (c0 -> C, down) */

@@ -34,51 +34,26 @@ static const enum ssf_latent POSE_ORDER[4] = {SSF_ROT, SSF_TRANS, SSF_SCALE, SSF
 // ----------------------------------------------------------------------------
 // load
 
-static int not_ssflow(const struct weights *w, const char *what)
-{
-    log_error("%s: no %s%s (HINT: sam3d-ss-flow reads the official ss_generator.ckpt; "
-              "`sam3d inspect %s` lists its tensors)", w->ck.path, SSF_PREFIX, what, w->ck.path);
-    return S3D_ENOTFOUND;
-}
+static const struct flow_names SSF_NAMES = {SSF_PREFIX, "sam3d-ss-flow", "ss_generator.ckpt"};
 
 /* Detect every size from tensor shapes (spec §4.9). */
 static int detect(struct ssflow_config *g, const struct weights *w)
 {
-    const struct ckpt_entry *e, *gam, *fc1, *kv;
     char name[160];
+    int rc;
 
     memset(g, 0, sizeof(*g));
-    if (!(e = weights_find(w, "t_embedder.mlp.0.weight")))
-        return not_ssflow(w, "t_embedder.mlp.0.weight");
-    if (e->ndim != 2 || e->shape[1] != SSF_FREQ_DIM)
-        goto bad;
-    g->dim = (int)e->shape[0];
-    while (g->depth < SSF_MAX_DEPTH && weights_find(w, "blocks.%d.adaLN_modulation.1.weight", g->depth))
-        g->depth++;
-    if (g->depth == 0)
-        return not_ssflow(w, "blocks.0.adaLN_modulation.1.weight");
-    if (!(gam = weights_find(w, "blocks.0.self_attn.q_rms_norm.shape.gamma")))
-        return not_ssflow(w, "blocks.0.self_attn.q_rms_norm.shape.gamma");
-    if (!(fc1 = weights_find(w, "blocks.0.mlp.shape.mlp.0.weight")))
-        return not_ssflow(w, "blocks.0.mlp.shape.mlp.0.weight");
-    if (!(kv = weights_find(w, "blocks.0.cross_attn.shape.to_kv.weight")))
-        return not_ssflow(w, "blocks.0.cross_attn.shape.to_kv.weight");
-    if (gam->ndim != 2 || gam->shape[1] != OP_HEAD_DIM || fc1->ndim != 2 || kv->ndim != 2)
-        goto bad;
-    g->heads = (int)gam->shape[0];
-    g->mlp = (int)fc1->shape[0];
-    g->cond_dim = (int)kv->shape[1];
-    if ((int64_t)g->heads * OP_HEAD_DIM != g->dim || fc1->shape[1] != g->dim ||
-        kv->shape[0] != 2 * (int64_t)g->dim)
-        goto bad;
+    if ((rc = flow_dims_detect(w, &SSF_NAMES, ".shape", SSF_MAX_DEPTH, &g->dim, &g->depth,
+                               &g->heads, &g->mlp, &g->cond_dim)))
+        return rc;                                  /* logged */
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct ckpt_entry *in, *pos;
         snprintf(name, sizeof(name), "latent_mapping.%s.input_layer.weight", ssflow_latent_name[l]);
         if (!(in = weights_find(w, "%s", name)))
-            return not_ssflow(w, name);
+            return flow_missing(w, &SSF_NAMES, name);
         snprintf(name, sizeof(name), "latent_mapping.%s.pos_emb", ssflow_latent_name[l]);
         if (!(pos = weights_find(w, "%s", name)))
-            return not_ssflow(w, name);
+            return flow_missing(w, &SSF_NAMES, name);
         if (in->ndim != 2 || in->shape[0] != g->dim || pos->ndim != 2 || pos->shape[1] != g->dim ||
             pos->shape[0] < 1)
             goto bad;
@@ -95,50 +70,10 @@ static int detect(struct ssflow_config *g, const struct weights *w)
     g->n_tok = r;
     return 0;
 bad:
-    log_error("%s: the SS flow tensors under %s have inconsistent shapes (t_embedder, "
-              "q_rms_norm gamma (H, 64), mlp, to_kv, latent_mapping) (HINT: the checkpoint is "
+    log_error("%s: the SS flow tensors under %s have inconsistent shapes (latent_mapping "
+              "input_layer / pos_emb against the width) (HINT: the checkpoint is "
               "damaged or not an official ss_generator.ckpt)", w->ck.path, SSF_PREFIX);
     return S3D_ESHAPE;
-}
-
-static int bind_temb(struct ssflow_temb *e, struct weights *w, const char *name, int C, enum dtype gd)
-{
-    int rc = 0;
-
-    rc |= weights_bind_as(w, &e->w0, gd, SHAPE(C, SSF_FREQ_DIM), "%s.mlp.0.weight", name);
-    rc |= weights_bind_as(w, &e->b0, gd, SHAPE(C), "%s.mlp.0.bias", name);
-    rc |= weights_bind_as(w, &e->w2, gd, SHAPE(C, C), "%s.mlp.2.weight", name);
-    rc |= weights_bind_as(w, &e->b2, gd, SHAPE(C), "%s.mlp.2.bias", name);
-    return rc;
-}
-
-static int bind_stream(struct ssflow_stream_w *s, struct weights *w, const struct ssflow_config *g,
-                       int i, const char *n, enum dtype gd)
-{
-    int64_t C = g->dim, H = g->heads, M = g->mlp, Cc = g->cond_dim;
-    int rc = 0;
-
-    rc |= weights_bind_as(w, &s->norm2_w, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.%s.weight", i, n);
-    rc |= weights_bind_as(w, &s->norm2_b, DTYPE_F32, SHAPE(C), "blocks.%d.norm2.%s.bias", i, n);
-    rc |= weights_bind_as(w, &s->qkv_w, gd, SHAPE(3 * C, C), "blocks.%d.self_attn.to_qkv.%s.weight", i, n);
-    rc |= weights_bind_as(w, &s->qkv_b, gd, SHAPE(3 * C), "blocks.%d.self_attn.to_qkv.%s.bias", i, n);
-    rc |= weights_bind_as(w, &s->q_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
-                          "blocks.%d.self_attn.q_rms_norm.%s.gamma", i, n);
-    rc |= weights_bind_as(w, &s->k_gamma, DTYPE_F32, SHAPE(H, OP_HEAD_DIM),
-                          "blocks.%d.self_attn.k_rms_norm.%s.gamma", i, n);
-    rc |= weights_bind_as(w, &s->sa_out_w, gd, SHAPE(C, C), "blocks.%d.self_attn.to_out.%s.weight", i, n);
-    rc |= weights_bind_as(w, &s->sa_out_b, gd, SHAPE(C), "blocks.%d.self_attn.to_out.%s.bias", i, n);
-    rc |= weights_bind_as(w, &s->cq_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.%s.to_q.weight", i, n);
-    rc |= weights_bind_as(w, &s->cq_b, gd, SHAPE(C), "blocks.%d.cross_attn.%s.to_q.bias", i, n);
-    rc |= weights_bind_as(w, &s->ckv_w, gd, SHAPE(2 * C, Cc), "blocks.%d.cross_attn.%s.to_kv.weight", i, n);
-    rc |= weights_bind_as(w, &s->ckv_b, gd, SHAPE(2 * C), "blocks.%d.cross_attn.%s.to_kv.bias", i, n);
-    rc |= weights_bind_as(w, &s->co_w, gd, SHAPE(C, C), "blocks.%d.cross_attn.%s.to_out.weight", i, n);
-    rc |= weights_bind_as(w, &s->co_b, gd, SHAPE(C), "blocks.%d.cross_attn.%s.to_out.bias", i, n);
-    rc |= weights_bind_as(w, &s->fc1_w, gd, SHAPE(M, C), "blocks.%d.mlp.%s.mlp.0.weight", i, n);
-    rc |= weights_bind_as(w, &s->fc1_b, gd, SHAPE(M), "blocks.%d.mlp.%s.mlp.0.bias", i, n);
-    rc |= weights_bind_as(w, &s->fc2_w, gd, SHAPE(C, M), "blocks.%d.mlp.%s.mlp.2.weight", i, n);
-    rc |= weights_bind_as(w, &s->fc2_b, gd, SHAPE(C), "blocks.%d.mlp.%s.mlp.2.bias", i, n);
-    return rc;
 }
 
 static int bind_all(struct ssflow_model *m, struct weights *w)
@@ -148,8 +83,8 @@ static int bind_all(struct ssflow_model *m, struct weights *w)
     int64_t C = g->dim;
     int rc = 0;
 
-    rc |= bind_temb(&m->t_emb, w, "t_embedder", g->dim, gd);
-    rc |= bind_temb(&m->d_emb, w, "d_embedder", g->dim, gd);
+    rc |= flow_temb_bind(&m->t_emb, w, "t_embedder", C, gd);
+    rc |= flow_temb_bind(&m->d_emb, w, "d_embedder", C, gd);
     for (int l = 0; l < SSF_N_LATENT; l++) {
         struct ssflow_latent *L = &m->lat[l];
         const char *n = ssflow_latent_name[l];
@@ -162,8 +97,11 @@ static int bind_all(struct ssflow_model *m, struct weights *w)
     }
     for (int i = 0; i < g->depth; i++) {
         struct ssflow_block *B = &m->blocks[i];
-        for (int s = 0; s < 2; s++)
-            rc |= bind_stream(&B->s[s], w, g, i, ssflow_stream_name[s], gd);
+        for (int s = 0; s < 2; s++) {           /* ".shape", ".6drotation_normalized" */
+            char sfx[40];
+            snprintf(sfx, sizeof(sfx), ".%s", ssflow_stream_name[s]);
+            rc |= flow_block_bind(&B->s[s], w, i, sfx, C, g->heads, g->mlp, g->cond_dim, gd);
+        }
         rc |= weights_bind_as(w, &B->ada_w, gd, SHAPE(6 * C, C), "blocks.%d.adaLN_modulation.1.weight", i);
         rc |= weights_bind_as(w, &B->ada_b, gd, SHAPE(6 * C), "blocks.%d.adaLN_modulation.1.bias", i);
     }
@@ -210,20 +148,7 @@ void ssflow_free(struct ssflow_model *m)
 int ssflow_check_cond(const struct ssflow_model *m, const struct tensor *c, const char *name,
                       char *err, size_t err_len)
 {
-    char got[64];
-
-    if (!c)
-        return log_error_to(S3D_ENOTFOUND, err, err_len, "ss_flow: input '%s' is missing (HINT: it "
-                         "is the output of sam3d-cond on ss_generator.ckpt)", name);
-    if ((c->dtype != DTYPE_F16 && c->dtype != DTYPE_F32) || c->ndim != 3 || c->shape[0] != 1 ||
-        c->shape[1] < 1 || c->shape[2] != m->cfg.cond_dim || !tensor_is_contiguous(c) ||
-        c->device != DEVICE_HOST) {
-        return log_error_to(S3D_ESHAPE, err, err_len, "ss_flow: input '%s' is %s %s, expected F16 or "
-                         "F32 [1,N,%d] (HINT: it is the output of sam3d-cond on the same "
-                         "ss_generator.ckpt)", name, dtype_name(c->dtype),
-                         tensor_shape_str(c->shape, c->ndim, got, sizeof(got)), m->cfg.cond_dim);
-    }
-    return 0;
+    return flow_check_cond(c, m->cfg.cond_dim, "ss_flow", "ss_generator.ckpt", name, err, err_len);
 }
 
 int ssflow_check_latents(const struct ssflow_model *m, const struct tensor *const x[SSF_N_LATENT],
@@ -382,28 +307,6 @@ void ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx, str
 // ----------------------------------------------------------------------------
 // forward
 
-/* e = mlp(freq(v)) of a TimestepEmbedder (timestep_embedder.py:29-59): freqs
- * exp(-ln(10000) k / 128) in fp32, [cos | sin] of v * freqs in fp32. */
-static void temb_eval(const struct op_ctx *ctx, struct ssf_act *s, const struct ssflow_temb *E,
-                      float v, struct tensor *e)
-{
-    const int half = SSF_FREQ_DIM / 2;
-    const float nl = (float)-log(10000.0);   /* -np.log(max_period) * fp32 tensor -> fp32 */
-    float f[SSF_FREQ_DIM];
-
-    for (int k = 0; k < half; k++) {
-        float fr = expf(nl * (float)k / (float)half);
-        float arg = v * fr;
-        f[k] = cosf(arg);
-        f[half + k] = sinf(arg);
-    }
-    struct tensor fh = tensor_view(f, DTYPE_F32, DEVICE_HOST, SHAPE(1, SSF_FREQ_DIM));
-    op_upload(ctx, &s->tf, &fh);
-    op_linear(ctx, &s->e1, &s->tf, &E->w0, &E->b0, false);
-    op_act(ctx, &s->e1, &s->e1, OP_ACT_SILU);
-    op_linear(ctx, e, &s->e1, &E->w2, &E->b2, false);
-}
-
 /* Rows [r0, r0 + n) of a 2-D (rows, C) tensor. */
 static struct tensor rows(const struct tensor *t, int64_t r0, int64_t n)
 {
@@ -485,7 +388,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
     modulate(m, ctx, s, &sc_msa, &sh_msa);
     for (int k = 0; k < 2; k++) {
-        const struct ssflow_stream_w *W = &B->s[k];
+        const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
         struct tensor ok = rows(&qkv2, r0[k], nr[k]);
         op_linear(ctx, &ok, &hk, &W->qkv_w, &W->qkv_b, false);
@@ -511,7 +414,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
 
     /* cross-attention (L307-317): affine norm2 per stream, no gate */
     for (int k = 0; k < 2; k++) {
-        const struct ssflow_stream_w *W = &B->s[k];
+        const struct flow_block_w *W = &B->s[k];
         struct tensor pk = rows(&s->p, r0[k], nr[k]);
         if (!cond) {
             /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v) */
@@ -551,7 +454,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
     modulate(m, ctx, s, &sc_mlp, &sh_mlp);
     for (int k = 0; k < 2; k++) {
-        const struct ssflow_stream_w *W = &B->s[k];
+        const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
         struct tensor fk = rows(&s->f, r0[k], nr[k]);
         struct tensor pk = rows(&s->p, r0[k], nr[k]);
@@ -589,8 +492,8 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
 
     /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
      * for the adaLN of every block */
-    temb_eval(ctx, &s, &m->t_emb, t, &s.te);
-    temb_eval(ctx, &s, &m->d_emb, d, &s.de);
+    flow_temb_eval(ctx, &m->t_emb, t, &s.tf, &s.e1, &s.te);
+    flow_temb_eval(ctx, &m->d_emb, d, &s.tf, &s.e1, &s.de);
     if (taps) {
         tap(ctx, taps->t_emb, &s.te);
         tap(ctx, taps->d_emb, &s.de);

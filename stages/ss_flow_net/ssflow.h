@@ -38,6 +38,7 @@
 #define S3D_SSFLOW_H
 
 #include "arena.h"
+#include "flow_net/flow_block.h"
 #include "ops.h"
 #include "tensor.h"
 
@@ -52,7 +53,7 @@ extern "C" {
 #define SSF_PREFIX     "_base_models.generator.reverse_fn.backbone."
 #define SSF_MAX_DEPTH  64
 #define SSF_N_LATENT   5
-#define SSF_FREQ_DIM   256          /* TimestepEmbedder frequency_embedding_size */
+#define SSF_FREQ_DIM   FLOW_FREQ_DIM /* TimestepEmbedder frequency_embedding_size */
 #define SSF_BLOCK_EPS  1e-6f        /* norm1/2/3 (modulated.py:200-217) */
 #define SSF_OUT_EPS    1e-5f        /* F.layer_norm default in Latent.to_output */
 
@@ -91,44 +92,17 @@ struct ssflow_latent {
     struct tensor out_b;            /* (cin) gemm_dt */
 };
 
-struct ssflow_stream_w {
-    struct tensor norm2_w, norm2_b; /* (C) F32 */
-    struct tensor qkv_w;            /* (3C, C) gemm_dt */
-    struct tensor qkv_b;            /* (3C) gemm_dt */
-    struct tensor q_gamma, k_gamma; /* (H, 64) F32 */
-    struct tensor sa_out_w;         /* (C, C) gemm_dt */
-    struct tensor sa_out_b;         /* (C) gemm_dt */
-    struct tensor cq_w;             /* (C, C) gemm_dt */
-    struct tensor cq_b;             /* (C) gemm_dt */
-    struct tensor ckv_w;            /* (2C, Cc) gemm_dt */
-    struct tensor ckv_b;            /* (2C) gemm_dt */
-    struct tensor co_w;             /* (C, C) gemm_dt */
-    struct tensor co_b;             /* (C) gemm_dt */
-    struct tensor fc1_w;            /* (M, C) gemm_dt */
-    struct tensor fc1_b;            /* (M) gemm_dt */
-    struct tensor fc2_w;            /* (C, M) gemm_dt */
-    struct tensor fc2_b;            /* (C) gemm_dt */
-};
-
 struct ssflow_block {
-    struct ssflow_stream_w s[2];    /* [SSF_S_SHAPE], [SSF_S_POSE] */
+    struct flow_block_w s[2];       /* [SSF_S_SHAPE], [SSF_S_POSE] (flow_net/flow_block.h) */
     struct tensor ada_w;            /* (6C, C) gemm_dt: adaLN_modulation.1, shared */
     struct tensor ada_b;            /* (6C) gemm_dt */
-};
-
-/* t_embedder / d_embedder: Linear(256, C) -> SiLU -> Linear(C, C). */
-struct ssflow_temb {
-    struct tensor w0;               /* (C, 256) gemm_dt */
-    struct tensor b0;               /* (C) gemm_dt */
-    struct tensor w2;               /* (C, C) gemm_dt */
-    struct tensor b2;               /* (C) gemm_dt */
 };
 
 struct ssflow_model {
     struct ssflow_config cfg;
     enum dtype           gemm_dt;   /* F16 or F32 */
     enum device          device;
-    struct ssflow_temb   t_emb, d_emb;
+    struct flow_temb     t_emb, d_emb;  /* t_embedder, d_embedder (flow_block.h) */
     struct ssflow_latent lat[SSF_N_LATENT];
     struct ssflow_block  blocks[SSF_MAX_DEPTH];
     struct arena         weights;   /* every bound tensor, exactly sized */
