@@ -128,6 +128,14 @@ const struct tensor *stage_input_opt(const struct stage_req *rq, const char *nam
     return NULL;
 }
 
+const struct tensor *stage_input_float(struct stage_req *rq, const char *name,
+                                       const int64_t *shape, int ndim)
+{
+    const struct tensor *t = stage_input_opt(rq, name);
+
+    return stage_input(rq, name, t && t->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16, shape, ndim);
+}
+
 struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
                             const int64_t *shape, int ndim)
 {

@@ -232,6 +232,11 @@ int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops,
  * expected, so the callback just returns S3D_ESHAPE. */
 const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dtype dt,
                                  const int64_t *shape, int ndim);
+/* stage_input for an input that comes as F16 or F32 (a stage's output in the
+ * compute dtype of the stage that wrote it: F16 by default on CUDA, F32 with
+ * --precision fp32 or on the CPU): checked as F32 when it is F32, else as F16. */
+const struct tensor *stage_input_float(struct stage_req *rq, const char *name,
+                                       const int64_t *shape, int ndim);
 /* The input named name as it came (any dtype and shape), or NULL when the
  * request has none: for optional inputs (no reply text is set). */
 const struct tensor *stage_input_opt(const struct stage_req *rq, const char *name);

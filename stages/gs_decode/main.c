@@ -96,8 +96,7 @@ int main(int argc, char **argv)
         .name = "gs_decode",
         .params = gsd_params,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
-        .max_input_bytes = (size_t)32 << 20,
+        .max_input_bytes = SLD_MAX_INPUT_BYTES,  /* coords + feats (slatdec.h) */
         STAGE_MODEL_OPS(gsd),
         .run = gsd_stage_run,
     };

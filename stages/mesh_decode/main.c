@@ -177,8 +177,7 @@ int main(int argc, char **argv)
         .name = "mesh_decode",
         .params = mdd_params,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        /* coords (N, 4) I32 + feats (N, 8) F32, N <= 64^3: 12.6 MB */
-        .max_input_bytes = (size_t)32 << 20,
+        .max_input_bytes = SLD_MAX_INPUT_BYTES,  /* coords + feats (slatdec.h) */
         /* the outputs at max_faces: 12 B a face + 24 B a vertex (V ~ F / 2) */
         .arena_bytes = (size_t)512 << 20,
         STAGE_MODEL_OPS(mdd),

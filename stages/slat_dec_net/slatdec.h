@@ -71,6 +71,9 @@ extern "C" {
 #define SLD_WINDOW     8            /* yaml window_size */
 #define SLD_RESOLUTION 64           /* yaml resolution: coords in [0, 64) */
 #define SLD_EPS        1e-6f        /* LayerNorm32 of the blocks (blocks.py:50-51) */
+/* The inline input bytes a decoder stage's request may bring (stage_ops.max_input_bytes):
+ * coords (N, 4) I32 + feats (N, 8) F32 at N <= 64^3 are 12.6 MB. */
+#define SLD_MAX_INPUT_BYTES ((size_t)32 << 20)
 
 struct slatdec_config {
     int dim;                        /* C */

@@ -20,14 +20,13 @@
 #include "slat_flow_net/slatflow.h"
 #include "err.h"
 #include "log.h"
+#include "flow_net/flow_params.h"
 #include "stage.h"
 
 #include <string.h>
 
-#define SLF_MAX_STEPS 1000
-
 static const struct stage_param slf_params[] = {
-    {"steps", STAGE_PARAM_INT, 25, 1, SLF_MAX_STEPS, "Euler steps (the pipeline's 25)", NULL},
+    FLOW_PARAM_STEPS,
     {"cfg", STAGE_PARAM_FLOAT, 1.0, 0, 1e6,
      "classifier-free guidance strength s: v = (1+s) v_cond - s v_uncond on t*1000 in "
      "[cfg_lo, cfg_hi]; 0: no unconditional pass", NULL},
@@ -35,9 +34,8 @@ static const struct stage_param slf_params[] = {
      NULL},
     {"cfg_hi", STAGE_PARAM_FLOAT, 500.0, 0, 1000, "CFG interval end on t*1000 (inclusive)",
      NULL},
-    {"seed", STAGE_PARAM_INT, 42, 0, 9e15, "the noise seed (our generator, not PyTorch's)", NULL},
-    {"rescale_t", STAGE_PARAM_FLOAT, 1.0, 1e-6, 1e6, "time rescale r: t / (1 + (r-1)(1-t))",
-     NULL},
+    FLOW_PARAM_SEED,
+    FLOW_PARAM_RESCALE_T(1.0),
     {"cache_kv", STAGE_PARAM_FLAG, 0, 0, 1,
      "1: project the condition's cross-attention K/V once per request (540 MB fp16 at full "
      "size, ~1% faster); 0: in every evaluation, the same output", NULL},
@@ -103,9 +101,7 @@ static int slf_run(void *p, struct stage_req *rq)
     int64_t N = f.coords->shape[0], M = slatflow_parents(f.coords, SLF_RESOLUTION);
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
-    const struct tensor *ci = stage_input_opt(rq, "cond_slat");
-    enum dtype cdt = ci && ci->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16;
-    if (!(f.cond = stage_input(rq, "cond_slat", cdt, SHAPE(1, -1, m->cfg.cond_dim))))
+    if (!(f.cond = stage_input_float(rq, "cond_slat", SHAPE(1, -1, m->cfg.cond_dim))))
         return S3D_ESHAPE;
     if ((rc = slatflow_check_cond(m, f.cond, "cond_slat", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);

@@ -24,21 +24,19 @@
 #include "ss_flow_net/ssflow.h"
 #include "err.h"
 #include "log.h"
+#include "flow_net/flow_params.h"
 #include "stage.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define SSF_MAX_STEPS  1000
-
 static const struct stage_param ssf_params[] = {
-    {"steps", STAGE_PARAM_INT, 25, 1, SSF_MAX_STEPS, "Euler steps (the pipeline's 25)", NULL},
+    FLOW_PARAM_STEPS,
     {"cfg", STAGE_PARAM_FLOAT, 7.0, 0, 1e6,
      "classifier-free guidance strength s: v = (1+s) v_cond - s v_uncond on t*1000 in [0, 500]",
      NULL},
-    {"seed", STAGE_PARAM_INT, 42, 0, 9e15, "the noise seed (our generator, not PyTorch's)", NULL},
-    {"rescale_t", STAGE_PARAM_FLOAT, 3.0, 1e-6, 1e6, "time rescale r: t / (1 + (r-1)(1-t))",
-     NULL},
+    FLOW_PARAM_SEED,
+    FLOW_PARAM_RESCALE_T(3.0),
     {"cache_kv", STAGE_PARAM_FLAG, 0, 0, 1,
      "project the condition's cross-attention K/V once per request (1.48 GB at full size, ~3% "
      "faster; 0: in every evaluation, the same output)", NULL},
@@ -97,9 +95,7 @@ static int ssf_run(void *p, struct stage_req *rq)
         ssflow_sampler_shortcut(&sp);
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
-    const struct tensor *ci = stage_input_opt(rq, "cond_ss");
-    enum dtype cdt = ci && ci->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16;
-    if (!(f.cond = stage_input(rq, "cond_ss", cdt, SHAPE(1, -1, g->cond_dim))))
+    if (!(f.cond = stage_input_float(rq, "cond_ss", SHAPE(1, -1, g->cond_dim))))
         return S3D_ESHAPE;                      /* stage_input named got vs expected */
     if ((rc = ssflow_check_cond(m, f.cond, "cond_ss", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
