@@ -458,26 +458,32 @@ void devmem_watch(struct devmem *d, pid_t pid, int dev)
         d->thread_on = true;
 }
 
-void devmem_unwatch(struct devmem *d, pid_t pid)
+/* pid's watch slot: cleared (unwatch) or its window restarted (mark). */
+static void slot_update(struct devmem *d, pid_t pid, bool clear)
 {
     if (!d || d->method != DEVMEM_NVML)
         return;
     pthread_mutex_lock(&d->mu);
-    for (int i = 0; i < DEVMEM_MAX_WATCH; i++)
-        if (d->w[i].pid == pid)
-            memset(&d->w[i], 0, sizeof(d->w[i]));
+    for (int i = 0; i < DEVMEM_MAX_WATCH; i++) {
+        struct watch *w = &d->w[i];
+        if (w->pid != pid)
+            continue;
+        if (clear)
+            memset(w, 0, sizeof(*w));
+        else
+            w->window_peak = w->now;
+    }
     pthread_mutex_unlock(&d->mu);
+}
+
+void devmem_unwatch(struct devmem *d, pid_t pid)
+{
+    slot_update(d, pid, true);
 }
 
 void devmem_mark(struct devmem *d, pid_t pid)
 {
-    if (!d || d->method != DEVMEM_NVML)
-        return;
-    pthread_mutex_lock(&d->mu);
-    for (int i = 0; i < DEVMEM_MAX_WATCH; i++)
-        if (d->w[i].pid == pid)
-            d->w[i].window_peak = d->w[i].now;
-    pthread_mutex_unlock(&d->mu);
+    slot_update(d, pid, false);
 }
 
 bool devmem_process(struct devmem *d, pid_t pid, int64_t *now_b, int64_t *window_peak_b)
