@@ -85,11 +85,13 @@ struct stage_param {
 
 #define STAGE_MAX_PARAMS 32         /* entries of a stage's table */
 
-/* The `repeat` param of stages with a timed loop (stage_repeat). */
+/* The `repeat` param of stages with a timed loop (stage_loop). */
 #define STAGE_PARAM_REPEAT \
     {"repeat", STAGE_PARAM_INT, 1, 1, STAGE_MAX_REPEAT, \
      "run the work that many times and log min/median/max (benchmarks; outputs are the last run's)", \
      NULL}
+/* The table of a stage whose only param is repeat: {STAGE_PARAM_REPEAT, {NULL}}. */
+extern const struct stage_param stage_params_repeat[];
 
 struct stage_opts {
     const char          *name;          /* stage name: logs, default output file */
@@ -277,14 +279,14 @@ void stage_params_help(FILE *f, const struct stage_param *params);
  * S3D_ENOMEM after stage_fail() named the size and a HINT. */
 int stage_act(struct stage_req *rq, size_t bytes);
 
-/* The timed repeat loop of a run: body (stage_rt.h) runs `repeat` times, the
- * request param repeat (int in [1, STAGE_MAX_REPEAT], default 1: benchmarks
- * repeat the work on the same inputs; the outputs are the last run's), then
- * *tm holds the timings and, with S3D_PROFILE=1 on CUDA, the per-op table of
- * the warm runs is printed under `what`. 0, the param's error (after
- * stage_fail) or body's first error. */
-int stage_repeat(struct stage_req *rq, const char *what, stage_rt_body body, void *user,
-                 struct stage_timing *tm);
+/* The timed repeat loop of a run (stage_rt.h "stage_loop"), `repeat` runs
+ * from the request param repeat (int in [1, STAGE_MAX_REPEAT], default 1:
+ * benchmarks repeat the work on the same inputs; the outputs are the last
+ * run's):
+ *     for (stage_loop(rq, "cond forward", &L); stage_loop_next(&L);) ...;
+ *     rc = stage_loop_end(&L, rc);          L.tm: the timings
+ * The params were checked before run, so the value is in range. */
+void stage_loop(struct stage_req *rq, const char *what, struct stage_loop *L);
 
 /* --- timing helpers for run callbacks --- */
 

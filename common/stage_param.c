@@ -18,6 +18,8 @@ static const char *const LIBRARY_PARAMS[] = {"job", "out"};
 
 static const char *const TYPE_NAME[] = {"int", "float", "flag", "string", "path"};
 
+const struct stage_param stage_params_repeat[] = {STAGE_PARAM_REPEAT, {NULL}};
+
 static int table_find(const struct stage_param *t, const char *name)
 {
     for (int i = 0; t && t[i].name; i++)

@@ -1,7 +1,7 @@
 /*
  * stage_rt.c - the stage runtime: device, op context, activation arena,
  * repeat loop, memory line. Contract: stage_rt.h (and stage.h for the
- * request-side helpers stage_act and stage_repeat). Test: tests/test_stage_rt.c.
+ * request-side helpers stage_act and stage_loop). Test: tests/test_stage_rt.c.
  */
 #include "stage_rt.h"
 
@@ -104,31 +104,44 @@ int stage_rt_act(struct stage_rt *rt, size_t bytes)
                       bytes);
 }
 
-int stage_rt_repeat(struct stage_rt *rt, const char *what, int repeat, stage_rt_body body,
-                    void *user, struct stage_timing *tm)
+void stage_rt_loop(struct stage_rt *rt, const char *what, int repeat, struct stage_loop *L)
 {
-    double *ms = calloc((size_t)repeat, sizeof(*ms));
-    int rc = 0;
+    ASSERT(repeat >= 1);
+    *L = (struct stage_loop){.rt = rt, .what = what, .repeat = repeat, .k = -1,
+                             .ms = calloc((size_t)repeat, sizeof(double))};
+    ASSERT(L->ms);
+}
 
-    ASSERT(repeat >= 1 && ms);
-    for (int k = 0; k < repeat && !rc; k++) {
-        double t0 = stage_now_ms();
-        if (rt->op)
-            op_prof_begin(rt->op);
-        rc = body(user, rt);
-        if (rt->op)
-            op_prof_end(rt->op, !rc && (k > 0 || repeat == 1));
-        ms[k] = stage_now_ms() - t0;
+bool stage_loop_next(struct stage_loop *L)
+{
+    if (L->k >= 0) {                       /* the run in progress ended well */
+        if (L->rt->op)
+            op_prof_end(L->rt->op, L->k > 0 || L->repeat == 1);
+        L->ms[L->k] = stage_now_ms() - L->t0;
     }
+    if (++L->k >= L->repeat)
+        return false;
+    L->t0 = stage_now_ms();
+    if (L->rt->op)
+        op_prof_begin(L->rt->op);
+    return true;
+}
+
+int stage_loop_end(struct stage_loop *L, int rc)
+{
+    ASSERT(rc || L->k == L->repeat);       /* left early only with an error */
+    if (rc && L->k < L->repeat && L->rt->op)
+        op_prof_end(L->rt->op, false);     /* the run that failed */
     if (!rc) {
-        op_prof_report(stderr, what);
-        stage_sort_ms(ms, repeat);
-        tm->n = repeat;
-        tm->median = ms[repeat / 2];
-        tm->min = ms[0];
-        tm->max = ms[repeat - 1];
+        op_prof_report(stderr, L->what);
+        stage_sort_ms(L->ms, L->repeat);
+        L->tm.n = L->repeat;
+        L->tm.median = L->ms[L->repeat / 2];
+        L->tm.min = L->ms[0];
+        L->tm.max = L->ms[L->repeat - 1];
     }
-    free(ms);
+    free(L->ms);
+    L->ms = NULL;
     return rc;
 }
 
@@ -177,8 +190,7 @@ int stage_act(struct stage_req *rq, size_t bytes)
     return 0;
 }
 
-int stage_repeat(struct stage_req *rq, const char *what, stage_rt_body body, void *user,
-                 struct stage_timing *tm)
+void stage_loop(struct stage_req *rq, const char *what, struct stage_loop *L)
 {
-    return stage_rt_repeat(rq->rt, what, (int)stage_get_int(rq, "repeat"), body, user, tm);
+    stage_rt_loop(rq->rt, what, (int)stage_get_int(rq, "repeat"), L);
 }

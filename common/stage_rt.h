@@ -69,18 +69,42 @@ struct stage_timing {
     double median, min, max;  /* over the n runs */
 };
 
-/* One run of a repeat loop on rt (its op context rt->op and activation arena
- * rt->act); user is the caller's operands. Its results must be on the host
- * when it returns (so wall time is device time). 0, or a negative s3d_err
- * that stops the loop. */
-typedef int (*stage_rt_body)(void *user, struct stage_rt *rt);
+/* The timed repeat loop, written as a for loop around the work itself (no
+ * callback, no struct of operands):
+ *
+ *     struct stage_loop L;
+ *     for (stage_rt_loop(rt, "what", repeat, &L); stage_loop_next(&L);) {
+ *         ... one run on L.rt (L.rt->op, L.rt->act); its results on the host
+ *         at the end (so wall time is device time); on an error:
+ *         rc = ...; break ...
+ *     }
+ *     rc = stage_loop_end(&L, rc);          then L.tm holds the timings
+ *
+ * Every run is timed. With S3D_PROFILE=1 on CUDA the per-op device time of
+ * the warm runs (all but the first when repeat > 1) is printed to stderr as
+ * one table titled `what` by stage_loop_end. Leave the loop only by break
+ * and always call stage_loop_end (it frees the loop). */
+struct stage_loop {
+    struct stage_rt *rt;
+    const char      *what;
+    int              repeat;   /* runs to do (>= 1) */
+    int              k;        /* the run in progress, -1 before the first */
+    double           t0;       /* when it started (stage_now_ms) */
+    double          *ms;       /* each run's wall milliseconds */
+    struct stage_timing tm;    /* set by stage_loop_end */
+};
 
-/* Run body repeat (>= 1) times and time each run. With S3D_PROFILE=1 on CUDA
- * the per-op device time of the warm runs (all but the first when repeat > 1)
- * is printed to stderr as one table titled `what`. Returns 0 with *tm filled,
- * or the first nonzero return of body (the profile is dropped). */
-int  stage_rt_repeat(struct stage_rt *rt, const char *what, int repeat, stage_rt_body body,
-                     void *user, struct stage_timing *tm);
+/* Start a loop of repeat (>= 1) runs on rt; what titles the profile table. */
+void stage_rt_loop(struct stage_rt *rt, const char *what, int repeat, struct stage_loop *L);
+/* End the run in progress (time it, keep its profile) and start the next:
+ * true while a run is to be done. */
+bool stage_loop_next(struct stage_loop *L);
+/* Finish the loop. rc: 0 when it ran to the end, else the error that broke
+ * it (the run in progress is not counted, the profile is dropped). Returns
+ * rc; when 0, L->tm holds the timings of the repeat runs and the profile
+ * table is printed (S3D_PROFILE=1, CUDA). */
+int  stage_loop_end(struct stage_loop *L, int rc);
+
 /* "12.34 ms median of 5 (min 12.01, max 13.10)", or "12.34 ms" for one run,
  * into buf; returns buf. */
 char *stage_timing_str(const struct stage_timing *tm, char *buf, size_t len);

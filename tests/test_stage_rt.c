@@ -70,16 +70,22 @@ static void test_cuda(void)
     stage_rt_free(&rt);
 }
 
-struct counter {
-    int calls, fail_at;
-};
-
-static int body(void *user, struct stage_rt *rt)
+/* A loop of repeat runs that fails at run fail_at (-1: never): how many ran. */
+static int loop(struct stage_rt *rt, int repeat, int fail_at, struct stage_timing *tm, int *rc)
 {
-    struct counter *c = user;
+    struct stage_loop L;
+    int calls = 0;
 
-    CHECK(rt && rt->device == DEVICE_HOST, "the body runs on the caller's runtime");
-    return c->calls++ == c->fail_at ? S3D_EINVAL : 0;
+    *rc = 0;
+    for (stage_rt_loop(rt, "t", repeat, &L); stage_loop_next(&L);)
+        if (calls++ == fail_at) {
+            *rc = S3D_EINVAL;
+            break;
+        }
+    *rc = stage_loop_end(&L, *rc);
+    if (!*rc)
+        *tm = L.tm;
+    return calls;
 }
 
 static void test_repeat(void)
@@ -87,24 +93,26 @@ static void test_repeat(void)
     struct stage_opts o = {.name = "tst", .device = -1};
     struct stage_rt rt;
     struct stage_timing tm = {0};
-    struct counter c = {0, -1};
     char buf[96];
+    int rc, calls;
 
     CHECK(stage_rt_init(&rt, &o, 0) == 0);
-    CHECK(stage_rt_repeat(&rt, "t", 5, body, &c, &tm) == 0 && c.calls == 5 && tm.n == 5);
+    calls = loop(&rt, 5, -1, &tm, &rc);
+    CHECK(rc == 0 && calls == 5 && tm.n == 5, "rc %d, %d runs, tm.n %d", rc, calls, tm.n);
     CHECK(tm.min <= tm.median && tm.median <= tm.max && tm.min >= 0);
     CHECK(strstr(stage_timing_str(&tm, buf, sizeof(buf)), "median of 5 (min "), "%s", buf);
-    c.calls = 0;
-    c.fail_at = 1;
-    CHECK(stage_rt_repeat(&rt, "t", 4, body, &c, &tm) == S3D_EINVAL && c.calls == 2,
-          "the first error stops the loop");
+    tm.n = 0;
+    calls = loop(&rt, 4, 1, &tm, &rc);
+    CHECK(rc == S3D_EINVAL && calls == 2 && tm.n == 0,
+          "the first error stops the loop and gives no timings");
+    calls = loop(&rt, 1, -1, &tm, &rc);
+    CHECK(rc == 0 && calls == 1 && tm.n == 1 && tm.min == tm.max, "one run");
     tm.n = 1;
     tm.median = 3.25;
     CHECK(!strcmp(stage_timing_str(&tm, buf, sizeof(buf)), "3.25 ms"), "%s", buf);
 
-    /* stage_repeat runs param repeat (checked against the table); stage_act names the
+    /* stage_loop runs param repeat (checked against the table); stage_act names the
      * size in the reply */
-    static const struct stage_param table[] = {STAGE_PARAM_REPEAT, {NULL}};
     static struct wire_msg msg;
     static struct stage_req rq;
     wire_msg_init(&msg, WIRE_REQUEST, 1);
@@ -112,12 +120,14 @@ static void test_repeat(void)
     rq.msg = &msg;
     rq.opts = &o;
     rq.rt = &rt;
-    rq.params = table;
-    c.calls = 0;
-    c.fail_at = -1;
+    rq.params = stage_params_repeat;
     CHECK(wire_set_int(&msg, "repeat", 3) == 0);
     CHECK(stage_params_check(&rq) == 0);
-    CHECK(stage_repeat(&rq, "t", body, &c, &tm) == 0 && c.calls == 3 && tm.n == 3);
+    struct stage_loop L;
+    calls = 0;
+    for (stage_loop(&rq, "t", &L); stage_loop_next(&L);)
+        calls++;
+    CHECK(stage_loop_end(&L, 0) == 0 && calls == 3 && L.tm.n == 3);
     CHECK(wire_set_int(&msg, "repeat", 0) == 0);
     CHECK(stage_params_check(&rq) == S3D_EINVAL &&
           strstr(rq.err, "param repeat 0 is outside [1, 1000]"), "%s", rq.err);

@@ -22,28 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct stage_param cond_params[] = {
-    STAGE_PARAM_REPEAT,
-    {NULL},
-};
-
 /* load / unload: cond_load and cond_free on the model (stage.h) */
 STAGE_MODEL(cond, struct cond_model, cond_load, cond_free);
-
-/* One forward for stage_repeat (it ends with the output's download). */
-struct cond_pass {
-    const struct cond_model  *m;
-    const struct cond_inputs *in;
-    struct tensor            *out;
-};
-
-static int cond_pass_run(void *user, struct stage_rt *rt)
-{
-    struct cond_pass *f = user;
-
-    cond_forward(f->m, rt->op, &rt->act, f->in, f->out);
-    return 0;
-}
 
 static int cond_stage_run(void *p, struct stage_req *rq)
 {
@@ -75,11 +55,11 @@ static int cond_stage_run(void *p, struct stage_req *rq)
         return S3D_ENOMEM;
     if ((rc = stage_act(rq, cond_act_bytes(m))))
         return rc;
-    struct cond_pass f = {.m = m, .in = &in, .out = out};
-    struct stage_timing tm;
-    if ((rc = stage_repeat(rq, "cond forward", cond_pass_run, &f, &tm)))
-        return rc;
-    log_info("cond: forward %s; %s (1, %lld, %d) %s", stage_timing_str(&tm, tms, sizeof(tms)),
+    struct stage_loop L;
+    for (stage_loop(rq, "cond forward", &L); stage_loop_next(&L);)
+        cond_forward(m, L.rt->op, &L.rt->act, &in, out);  /* ends with the output's download */
+    stage_loop_end(&L, 0);
+    log_info("cond: forward %s; %s (1, %lld, %d) %s", stage_timing_str(&L.tm, tms, sizeof(tms)),
              ss ? "cond_ss" : "cond_slat", (long long)m->n_tokens, m->dim,
              dtype_name(m->gemm_dt));
     return 0;
@@ -90,7 +70,7 @@ int main(int argc, char **argv)
     static struct cond_model model;
     const struct stage_ops ops = {
         .name = "cond",
-        .params = cond_params,
+        .params = stage_params_repeat,
         /* image, rgb_image, pointmap, rgb_pointmap (1, 3, S, S), two masks (1, 1, S, S) F32:
          * 15 MB at S = 518; 64 MiB also takes inputs up to 1036 square */
         .max_input_bytes = (size_t)64 << 20,

@@ -62,34 +62,6 @@ static const struct stage_param depth_params[] = {
 /* load / unload: moge_load and moge_free on the model (stage.h) */
 STAGE_MODEL(depth, struct moge_model, moge_load, moge_free);
 
-/* One MoGe run (forward + host post-processing) for stage_repeat. */
-struct moge_pass {
-    struct moge_model     *m;
-    const struct tensor   *img;        /* (3, H, W) U8 on the model's device */
-    const struct moge_geom *g;
-    float                 *raw;        /* (4, rh, rw) F32 host */
-    struct lm_opts         lo;
-    struct moge_result    *r;
-    double                 fwd_ms, post_ms;   /* sums over the runs */
-};
-
-static int moge_pass_run(void *user, struct stage_rt *rt)
-{
-    struct moge_pass *f = user;
-    size_t mark = arena_mark(&rt->act);
-    double t0 = stage_now_ms();
-
-    int rc = moge_forward(f->m, rt->op, &rt->act, f->img, f->g, f->raw, NULL, NULL);
-    arena_release(&rt->act, mark);
-    if (rc)
-        return rc;
-    double t1 = stage_now_ms();
-    moge_postprocess(f->g, f->raw, &f->lo, f->r);
-    f->fwd_ms += t1 - t0;
-    f->post_ms += stage_now_ms() - t1;
-    return 0;
-}
-
 /* (H, W, 3) U8 -> (3, H, W), pixels [q0, q1). */
 struct to_chw {
     const uint8_t *hwc;
@@ -137,18 +109,31 @@ static int run_moge(struct moge_model *m, struct stage_req *rq, const struct ima
     op_upload(rt->op, &img, &hi);
     free(chw);
     chw = NULL;
-    struct moge_pass f = {.m = m, .img = &img, .g = &g, .raw = raw,
-                          .lo = lm_opts_default(), .r = r};
-    struct stage_timing tm;
-    if ((rc = stage_repeat(rq, "depth MoGe", moge_pass_run, &f, &tm))) {
+    /* MoGe: forward, then the host post-processing (timed apart, summed over the runs) */
+    struct lm_opts lo = lm_opts_default();
+    struct stage_loop L;
+    double fwd_ms = 0, post_ms = 0;
+    for (stage_loop(rq, "depth MoGe", &L); stage_loop_next(&L);) {
+        size_t mark = arena_mark(&rt->act);
+        double t0 = stage_now_ms();
+        rc = moge_forward(m, rt->op, &rt->act, &img, &g, raw, NULL, NULL);
+        arena_release(&rt->act, mark);
+        if (rc)
+            break;
+        double t1 = stage_now_ms();
+        moge_postprocess(&g, raw, &lo, r);
+        fwd_ms += t1 - t0;
+        post_ms += stage_now_ms() - t1;
+    }
+    if ((rc = stage_loop_end(&L, rc))) {
         if (!rq->err[0])
             stage_fail(rq, rc, "depth: MoGe forward failed (device memory; see the log)");
         goto out;
     }
     log_info("depth: %dx%d -> %dx%d (%dx%d patches, budget %d): MoGe %s (forward %.2f + "
              "post-processing %.2f ms mean); focal %.6g shift %.6g", W, H, g.rw, g.rh, g.pw, g.ph,
-             num_tokens, stage_timing_str(&tm, tms, sizeof(tms)), f.fwd_ms / tm.n,
-             f.post_ms / tm.n, r->focal, r->shift);
+             num_tokens, stage_timing_str(&L.tm, tms, sizeof(tms)), fwd_ms / L.tm.n,
+             post_ms / L.tm.n, r->focal, r->shift);
 out:
     free(raw);
     free(chw);

@@ -22,32 +22,8 @@
 
 #include <string.h>
 
-static const struct stage_param gsd_params[] = {
-    STAGE_PARAM_REPEAT,
-    {NULL},
-};
-
 /* load / unload: gsdec_load and gsdec_free on the model (stage.h) */
 STAGE_MODEL(gsd, struct gsdec_model, gsdec_load, gsdec_free);
-
-/* One decoder pass for stage_repeat; tm keeps the last run's split. */
-struct gsd_pass {
-    const struct gsdec_model *m;
-    const struct tensor      *coords, *feats;
-    struct gsdec_out          out;
-    struct gsdec_times        tm;
-    double                    last_ms;
-};
-
-static int gsd_pass_run(void *user, struct stage_rt *rt)
-{
-    struct gsd_pass *f = user;
-    double t0 = stage_now_ms();
-
-    gsdec_forward(f->m, rt->op, &rt->act, f->coords, f->feats, &f->out, NULL, &f->tm);
-    f->last_ms = stage_now_ms() - t0;
-    return 0;
-}
 
 static int gsd_stage_run(void *p, struct stage_req *rq)
 {
@@ -71,21 +47,24 @@ static int gsd_stage_run(void *p, struct stage_req *rq)
     struct tensor *rot = stage_output(rq, "rotation", DTYPE_F32, SHAPE(M, 4));
     if (!xyz || !fdc || !op || !sc || !rot)
         return S3D_ENOMEM;                      /* stage_output said which */
-    struct gsd_pass f = {.m = m, .coords = coords, .feats = feats,
-                         .out = {xyz->data, fdc->data, op->data, sc->data, rot->data}};
-    struct stage_timing t;
-    if ((rc = stage_repeat(rq, "gs_decode forward", gsd_pass_run, &f, &t)))
-        return rc;
-    const struct gsdec_times *tm = &f.tm;
-    double last = f.last_ms;
+    struct gsdec_out out = {xyz->data, fdc->data, op->data, sc->data, rot->data};
+    struct gsdec_times times, *tm = &times;       /* the last run's split */
+    struct stage_loop L;
+    double last = 0;
+    for (stage_loop(rq, "gs_decode forward", &L); stage_loop_next(&L);) {
+        double t0 = stage_now_ms();
+        gsdec_forward(m, L.rt->op, &L.rt->act, coords, feats, &out, NULL, tm);
+        last = stage_now_ms() - t0;
+    }
+    stage_loop_end(&L, 0);
     log_info("gs_decode: %lld voxels -> %lld Gaussians (G %d), %s; windows %lld (longest %d) / "
              "%lld (longest %d); %.1f ms (partition + upload %.1f, trunk %.1f, head + download "
              "%.1f): %.3f TFLOP at %.1f TFLOP/s; repeat %d: %.2f / %.2f / %.2f ms "
              "min / median / max", (long long)N, (long long)M, m->G,
              dtype_name(m->trunk.gemm_dt), (long long)tm->nwin[0], tm->max_len[0],
              (long long)tm->nwin[1], tm->max_len[1], last, tm->geom, tm->trunk, tm->head,
-             tm->flops / 1e12, last > 0 ? tm->flops / 1e9 / last : 0.0, t.n, t.min, t.median,
-             t.max);
+             tm->flops / 1e12, last > 0 ? tm->flops / 1e9 / last : 0.0, L.tm.n, L.tm.min,
+             L.tm.median, L.tm.max);
     return 0;
 }
 
@@ -94,7 +73,7 @@ int main(int argc, char **argv)
     static struct gsdec_model model;
     const struct stage_ops ops = {
         .name = "gs_decode",
-        .params = gsd_params,
+        .params = stage_params_repeat,
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         .max_input_bytes = SLD_MAX_INPUT_BYTES,  /* coords + feats (slatdec.h) */
         STAGE_MODEL_OPS(gsd),

@@ -50,8 +50,8 @@ static const struct stage_param mdd_params[] = {
 /* load / unload: meshdec_load and meshdec_free on the model (stage.h) */
 STAGE_MODEL(mdd, struct meshdec_model, meshdec_load, meshdec_free);
 
-/* One decoder + extraction pass for stage_repeat; the last pass's mesh stays
- * in rt->act (job live) for the download. */
+/* A request's decode: its operands and the job of the last pass, whose mesh
+ * stays in rt->act (job live) for the download. */
 struct mdd_pass {
     struct meshdec_model      *m;
     struct stage_req          *rq;
@@ -65,9 +65,10 @@ struct mdd_pass {
     double                     last_ms;
 };
 
-static int mdd_pass_run(void *user, struct stage_rt *rt)
+/* One decoder + extraction pass (a run of the timed loop): 0, or an error
+ * after stage_fail. */
+static int mdd_pass_run(struct mdd_pass *f, struct stage_rt *rt)
 {
-    struct mdd_pass *f = user;
     double t0 = stage_now_ms();
     int rc;
 
@@ -130,9 +131,13 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
         taps.out_rows = 64 * keep;
         f.taps = &taps;
     }
-    struct stage_timing t;
-    if (!(rc = stage_act(rq, meshdec_act_bytes(m, &plan))))
-        rc = stage_repeat(rq, "mesh_decode forward", mdd_pass_run, &f, &t);
+    struct stage_loop L;
+    if (!(rc = stage_act(rq, meshdec_act_bytes(m, &plan)))) {
+        for (stage_loop(rq, "mesh_decode forward", &L); stage_loop_next(&L);)
+            if ((rc = mdd_pass_run(&f, rq->rt)))
+                break;
+        rc = stage_loop_end(&L, rc);
+    }
     const struct fc_counts *n = &f.job.fc.cnt;
     if (!rc && n->n_faces == 0)
         rc = stage_fail(rq, S3D_ESHAPE, "mesh_decode: the decoded surface is empty: the SDF on "
@@ -161,8 +166,8 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
                  dtype_name(m->ct), (long long)n->n_verts, (long long)n->n_surf,
                  (long long)n->n_quads, plan.n, (long long)plan.max_c, (long long)plan.max_l,
                  last, j->ms_geom, j->ms_trunk, j->ms_head, j->ms_extract, j->flops / 1e12,
-                 last > 0 ? j->flops / 1e9 / last : 0.0, m->state.size / 1e6, t.n, t.min,
-                 t.median, t.max);
+                 last > 0 ? j->flops / 1e9 / last : 0.0, m->state.size / 1e6, L.tm.n,
+                 L.tm.min, L.tm.median, L.tm.max);
     }
     if (f.live)
         meshdec_job_end(&f.job);

@@ -46,36 +46,15 @@ static const struct stage_param slf_params[] = {
 /* load / unload: slatflow_load and slatflow_free on the model (stage.h) */
 STAGE_MODEL(slf, struct slatflow_model, slatflow_load, slatflow_free);
 
-/* One sampler run for stage_repeat: from the same noise every time. */
-struct slf_pass {
-    const struct slatflow_model   *m;
-    const struct tensor           *coords, *cond, *noise;   /* noise NULL: seeded */
-    uint64_t                       seed;
-    struct tensor                  x;                       /* (N, 8) host F32 */
-    float                         *vbuf;                    /* 2 N 8 host floats */
-    const struct slatflow_sampler *sp;
-    int                            evals;
-};
-
-static int slf_sample(void *user, struct stage_rt *rt)
-{
-    struct slf_pass *f = user;
-
-    if (f->noise)
-        tensor_copy_contiguous(f->x.data, f->noise);
-    else
-        slatflow_noise(f->seed, &f->x);
-    f->evals = slatflow_sample(f->m, rt->op, &rt->act, f->coords, f->cond, &f->x, f->vbuf,
-                               f->sp, NULL, NULL);
-    arena_reset(&rt->act);
-    return 0;
-}
-
 static int slf_run(void *p, struct stage_req *rq)
 {
     const struct slatflow_model *m = p;
     struct slatflow_sampler sp;
-    struct slf_pass f = {.m = m, .sp = &sp};
+    const struct tensor *coords, *cond, *noise;     /* noise NULL: seeded */
+    struct tensor x;                                /* (N, 8) host F32: the output feats */
+    float *vbuf;                                    /* 2 N 8 host floats: the velocities */
+    uint64_t seed;
+    int evals = 0;
     char msg[WIRE_ERR_MAX - 32], tms[96], got[64];
     int rc;
 
@@ -86,29 +65,29 @@ static int slf_run(void *p, struct stage_req *rq)
     sp.cfg_hi = stage_get_float(rq, "cfg_hi");
     sp.rescale_t = stage_get_float(rq, "rescale_t");
     sp.cache_kv = stage_get_flag(rq, "cache_kv");
-    f.seed = (uint64_t)stage_get_int(rq, "seed");
+    seed = (uint64_t)stage_get_int(rq, "seed");
     if (sp.cfg_lo > sp.cfg_hi)
         return stage_fail(rq, S3D_EINVAL, "slat_flow: params cfg_lo %g > cfg_hi %g: the CFG "
                           "interval is empty (HINT: cfg=0 turns guidance off)", sp.cfg_lo,
                           sp.cfg_hi);
 
     /* the voxels: (N, 4) I32 from ss_decode, checked as a set at 64^3 */
-    if (!(f.coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4))))
+    if (!(coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4))))
         return S3D_ESHAPE;                      /* stage_input named got vs expected */
-    if ((rc = slatflow_check_coords(f.coords, SLF_RESOLUTION, "slat_flow: input 'coords'", msg,
+    if ((rc = slatflow_check_coords(coords, SLF_RESOLUTION, "slat_flow: input 'coords'", msg,
                                     sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
-    int64_t N = f.coords->shape[0], M = slatflow_parents(f.coords, SLF_RESOLUTION);
+    int64_t N = coords->shape[0], M = slatflow_parents(coords, SLF_RESOLUTION);
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
-    if (!(f.cond = stage_input_float(rq, "cond_slat", SHAPE(1, -1, m->cfg.cond_dim))))
+    if (!(cond = stage_input_float(rq, "cond_slat", SHAPE(1, -1, m->cfg.cond_dim))))
         return S3D_ESHAPE;
-    if ((rc = slatflow_check_cond(m, f.cond, "cond_slat", msg, sizeof(msg))))
+    if ((rc = slatflow_check_cond(m, cond, "cond_slat", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
 
     /* optional given noise: N x 8 F32, (N, 8) or (1, N, 8) */
-    if ((f.noise = stage_input_opt(rq, "noise"))) {
-        const struct tensor *z = f.noise;
+    if ((noise = stage_input_opt(rq, "noise"))) {
+        const struct tensor *z = noise;
         bool ok = z->dtype == DTYPE_F32 && tensor_is_contiguous(z) &&
                   ((z->ndim == 2 && z->shape[0] == N && z->shape[1] == SLF_LATENT) ||
                    (z->ndim == 3 && z->shape[0] == 1 && z->shape[1] == N &&
@@ -127,22 +106,30 @@ static int slf_run(void *p, struct stage_req *rq)
     struct tensor *feats = stage_output(rq, "feats", DTYPE_F32, SHAPE(N, SLF_LATENT));
     if (!co || !feats)
         return S3D_ENOMEM;                      /* stage_output said which */
-    if (!(f.vbuf = arena_alloc(rq->arena, sizeof(float) * 2 * (size_t)N * SLF_LATENT)))
+    if (!(vbuf = arena_alloc(rq->arena, sizeof(float) * 2 * (size_t)N * SLF_LATENT)))
         return stage_fail(rq, S3D_ENOMEM, "slat_flow: no room for the velocities of %lld "
                           "voxels in the request arena", (long long)N);
-    memcpy(co->data, f.coords->data, (size_t)N * 16);
-    f.x = tensor_view(feats->data, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
-    if ((rc = stage_act(rq, slatflow_sample_bytes(m, N, M, f.cond->shape[1], sp.cache_kv))))
+    memcpy(co->data, coords->data, (size_t)N * 16);
+    x = tensor_view(feats->data, DTYPE_F32, DEVICE_HOST, SHAPE(N, SLF_LATENT));
+    if ((rc = stage_act(rq, slatflow_sample_bytes(m, N, M, cond->shape[1], sp.cache_kv))))
         return rc;
-    struct stage_timing tm;
-    if ((rc = stage_repeat(rq, "slat_flow sampler", slf_sample, &f, &tm)))
-        return rc;
-    slatflow_denorm(&f.x, &f.x);
+    /* the sampler from the same noise in every run (the noise is drawn inside the timing) */
+    struct stage_loop L;
+    for (stage_loop(rq, "slat_flow sampler", &L); stage_loop_next(&L);) {
+        if (noise)
+            tensor_copy_contiguous(x.data, noise);
+        else
+            slatflow_noise(seed, &x);
+        evals = slatflow_sample(m, L.rt->op, &L.rt->act, coords, cond, &x, vbuf, &sp, NULL, NULL);
+        arena_reset(&L.rt->act);
+    }
+    stage_loop_end(&L, 0);
+    slatflow_denorm(&x, &x);
     log_info("slat_flow: %lld voxels -> %lld tokens, %d steps, %d evaluations (CFG %g on "
              "[%g, %g], noise %s, K/V %s): %s, %.2f ms per evaluation", (long long)N,
-             (long long)M, sp.steps, f.evals, sp.cfg, sp.cfg_lo, sp.cfg_hi,
-             f.noise ? "given" : "seeded", sp.cache_kv ? "cached" : "per evaluation",
-             stage_timing_str(&tm, tms, sizeof(tms)), f.evals ? tm.median / f.evals : 0.0);
+             (long long)M, sp.steps, evals, sp.cfg, sp.cfg_lo, sp.cfg_hi,
+             noise ? "given" : "seeded", sp.cache_kv ? "cached" : "per evaluation",
+             stage_timing_str(&L.tm, tms, sizeof(tms)), evals ? L.tm.median / evals : 0.0);
     return 0;
 }
 

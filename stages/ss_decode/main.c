@@ -47,21 +47,6 @@ static const struct stage_param ssd_params[] = {
 /* load / unload: ssdec_load and ssdec_free on the model (stage.h) */
 STAGE_MODEL(ssd, struct ssdec_model, ssdec_load, ssdec_free);
 
-/* One decoder pass for stage_repeat. */
-struct ssd_pass {
-    const struct ssdec_model *m;
-    const struct tensor      *lat;
-    struct tensor            *logits;
-};
-
-static int ssd_forward(void *user, struct stage_rt *rt)
-{
-    struct ssd_pass *f = user;
-
-    ssdec_forward(f->m, rt->op, &rt->act, f->lat, f->logits, NULL, NULL);
-    return 0;
-}
-
 /* A (n, 4) I32 output holding rows. */
 static int put_rows(struct stage_req *rq, const char *name, const int32_t *rows, int64_t n)
 {
@@ -101,10 +86,10 @@ static int ssd_run(void *p, struct stage_req *rq)
     if (!lt.data)
         return stage_fail(rq, S3D_ENOMEM, "ss_decode: the request arena cannot hold the logits");
     struct tensor lview = tensor_reshape(&lt, SHAPE(1, R, R, R, 1));
-    struct ssd_pass pass = {.m = m, .lat = lat, .logits = &lview};
-    struct stage_timing tm;
-    if ((rc = stage_repeat(rq, "ss_decode forward", ssd_forward, &pass, &tm)))
-        return rc;
+    struct stage_loop L;
+    for (stage_loop(rq, "ss_decode forward", &L); stage_loop_next(&L);)
+        ssdec_forward(m, L.rt->op, &L.rt->act, lat, &lview, NULL, NULL);
+    stage_loop_end(&L, 0);
 
     double t1 = stage_now_ms();
     int64_t n0 = ssdec_coords(lt.data, R, NULL), n1 = 0, n2 = 0;
@@ -134,7 +119,7 @@ static int ssd_run(void *p, struct stage_req *rq)
     ((int32_t *)ft->data)[0] = factor;
     log_info("ss_decode: latent %d^3 -> logits %d^3 (%s) in %s; %lld occupied -> %lld after "
              "prune (dist %lld) -> %lld (factor %d) in %.1f ms", r, R, dtype_name(m->conv_dt),
-             stage_timing_str(&tm, tms, sizeof(tms)), (long long)n0, (long long)n1,
+             stage_timing_str(&L.tm, tms, sizeof(tms)), (long long)n0, (long long)n1,
              (long long)dist, (long long)n2, factor, stage_now_ms() - t1);
     return 0;
 }

@@ -50,37 +50,15 @@ static const struct stage_param ssf_params[] = {
 /* load / unload: ssflow_load and ssflow_free on the model (stage.h) */
 STAGE_MODEL(ssf, struct ssflow_model, ssflow_load, ssflow_free);
 
-/* One sampler run for stage_repeat: from the same noise every time. */
-struct ssf_pass {
-    const struct ssflow_model   *m;
-    const struct tensor         *cond;
-    const struct tensor         *noise[SSF_N_LATENT];    /* given, or all NULL: seeded */
-    uint64_t                     seed;
-    struct tensor               *x[SSF_N_LATENT];        /* the outputs */
-    const struct ssflow_sampler *sp;
-    int                          evals;
-};
-
-static int ssf_sample(void *user, struct stage_rt *rt)
-{
-    struct ssf_pass *f = user;
-
-    if (f->noise[0])
-        for (int l = 0; l < SSF_N_LATENT; l++)
-            tensor_copy_contiguous(f->x[l]->data, f->noise[l]);
-    else
-        ssflow_noise(f->seed, f->x);
-    f->evals = ssflow_sample(f->m, rt->op, &rt->act, f->cond, f->x, f->sp, NULL, NULL);
-    arena_reset(&rt->act);
-    return 0;
-}
-
 static int ssf_run(void *p, struct stage_req *rq)
 {
     const struct ssflow_model *m = p;
     const struct ssflow_config *g = &m->cfg;
     struct ssflow_sampler sp;
-    struct ssf_pass f = {.m = m, .sp = &sp};
+    const struct tensor *cond, *noise[SSF_N_LATENT];   /* noise: given, or all NULL: seeded */
+    struct tensor *x[SSF_N_LATENT];                     /* the outputs */
+    uint64_t seed;
+    int evals = 0;
     char name[64], msg[WIRE_ERR_MAX - 32], tms[96];
     int n_noise = 0, rc;
 
@@ -89,39 +67,48 @@ static int ssf_run(void *p, struct stage_req *rq)
     sp.cfg = stage_get_float(rq, "cfg");
     sp.rescale_t = stage_get_float(rq, "rescale_t");
     sp.cache_kv = stage_get_flag(rq, "cache_kv");
-    f.seed = (uint64_t)stage_get_int(rq, "seed");
+    seed = (uint64_t)stage_get_int(rq, "seed");
     bool shortcut = stage_get_flag(rq, "shortcut");
     if (shortcut)                               /* the official distillation mode: no CFG */
         ssflow_sampler_shortcut(&sp);
 
     /* the condition: (1, Nc, Cc), F16 (fp16 sam3d-cond) or F32 (fp32/CPU sam3d-cond) */
-    if (!(f.cond = stage_input_float(rq, "cond_ss", SHAPE(1, -1, g->cond_dim))))
+    if (!(cond = stage_input_float(rq, "cond_ss", SHAPE(1, -1, g->cond_dim))))
         return S3D_ESHAPE;                      /* stage_input named got vs expected */
-    if ((rc = ssflow_check_cond(m, f.cond, "cond_ss", msg, sizeof(msg))))
+    if ((rc = ssflow_check_cond(m, cond, "cond_ss", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
     /* optional given noise: all five latents or none */
     for (int l = 0; l < SSF_N_LATENT; l++) {
         snprintf(name, sizeof(name), "noise.%s", ssflow_latent_name[l]);
-        f.noise[l] = stage_input_opt(rq, name);
-        n_noise += f.noise[l] != NULL;
+        noise[l] = stage_input_opt(rq, name);
+        n_noise += noise[l] != NULL;
     }
-    if (n_noise && (rc = ssflow_check_latents(m, f.noise, "noise.", msg, sizeof(msg))))
+    if (n_noise && (rc = ssflow_check_latents(m, noise, "noise.", msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const char *out = l == SSF_SHAPE ? "shape_latent" : ssflow_latent_name[l];
-        if (!(f.x[l] = stage_output(rq, out, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]))))
+        if (!(x[l] = stage_output(rq, out, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]))))
             return S3D_ENOMEM;
     }
-    if ((rc = stage_act(rq, ssflow_sample_bytes(m, f.cond->shape[1], sp.cache_kv))))
+    if ((rc = stage_act(rq, ssflow_sample_bytes(m, cond->shape[1], sp.cache_kv))))
         return rc;
-    struct stage_timing tm;
-    if ((rc = stage_repeat(rq, "ss_flow sampler", ssf_sample, &f, &tm)))
-        return rc;
+    /* the sampler from the same noise in every run (the noise is drawn inside the timing) */
+    struct stage_loop L;
+    for (stage_loop(rq, "ss_flow sampler", &L); stage_loop_next(&L);) {
+        if (n_noise)
+            for (int l = 0; l < SSF_N_LATENT; l++)
+                tensor_copy_contiguous(x[l]->data, noise[l]);
+        else
+            ssflow_noise(seed, x);
+        evals = ssflow_sample(m, L.rt->op, &L.rt->act, cond, x, &sp, NULL, NULL);
+        arena_reset(&L.rt->act);
+    }
+    stage_loop_end(&L, 0);
     log_info("ss_flow: %d steps%s, %d evaluations (noise %s, K/V %s): %s, %.2f ms per "
-             "evaluation", sp.steps, shortcut ? " (shortcut, d = 1/steps)" : "", f.evals,
+             "evaluation", sp.steps, shortcut ? " (shortcut, d = 1/steps)" : "", evals,
              n_noise ? "given" : "seeded",
-             sp.cache_kv ? "cached" : "per evaluation", stage_timing_str(&tm, tms, sizeof(tms)),
-             f.evals ? tm.median / f.evals : 0.0);
+             sp.cache_kv ? "cached" : "per evaluation", stage_timing_str(&L.tm, tms, sizeof(tms)),
+             evals ? L.tm.median / evals : 0.0);
     return 0;
 }
 
