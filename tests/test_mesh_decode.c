@@ -673,7 +673,7 @@ static void test_head(const struct ckpt *r, struct head_result *cpu)
         mesh_free(&h.mesh);
     }
 
-    /* the subdivided convs over the parents (opt-in: S3D_MESH_SUBCONV=parents) on the host: as close to
+    /* the subdivided convs over the parents (CUDA's default, S3D_MESH_SUBCONV=parents) on the host: as close to
      * the official taps as the 27-tap path, the same mesh */
     const char *sc = getenv("S3D_MESH_SUBCONV");
     char *sc_keep = sc ? strdup(sc) : NULL;
@@ -751,8 +751,8 @@ int main(void)
         cmp_mesh("cuda f32 flexicubes", &g, v.data, vc.data, f.data, v.shape[0], f.shape[0],
                  POS_ATOL);
         mesh_free(&g);
-        /* the whole head on CUDA: fp32 against the CPU (the default 27 child taps, then the
-         * opt-in convs over the parents), fp16 against the host fp16 path */
+        /* the whole head on CUDA: fp32 against the CPU (the 27 child taps, then the convs
+         * over the parents, CUDA's default), fp16 against the host fp16 path */
         static const char *const subconv[2] = {"taps", "parents"};
         for (int k = 0; k < 2 && hc.mesh.nv; k++) {
             struct head_result h;

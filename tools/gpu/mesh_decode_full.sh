@@ -19,9 +19,9 @@
 # MESH_QUICK=1 (~6 min): only the GPU tests of the decoder's speed work (test_mesh_decode,
 # test_op_sparse, test_mesh_decode_cli.sh), 30k voxels fp16 against the official decoder
 # (parity, time, profile), 42k voxels fp16 with the 1.5 GB driver-peak target (official
-# --time 2), then on the 30k weights and latent our stage with S3D_MESH_SUBCONV=parents (the
-# subdivided convs over the parents with mdk_subconv_weight, opt-in until measured: timed,
-# profiled and its mesh against the default 27 child taps in the same call), with S3D_SPARSE_IGEMM=1 (the implicit-GEMM sparse conv, off by default until
+# --time 2), then on the 30k weights and latent our stage with S3D_MESH_SUBCONV=taps (the
+# 27 child taps, the CPU's form; the CUDA default is the subdivided convs over the parents:
+# timed, profiled and its mesh against the default in the same call), with S3D_SPARSE_IGEMM=1 (the implicit-GEMM sparse conv, off by default until
 # measured: timed, profiled, its mesh against the default's) and with
 # CUDA_MODULE_LOADING=EAGER (how much of the first, cold run is lazy module loading).
 #
@@ -120,12 +120,12 @@ if [ "$QUICK" = 1 ]; then
     plugin n30k --voxels 30000 --precisions fp16 --time 5 --repeat "$REP"
     plugin n42k --voxels 42000 --precisions fp16 --time 2 --repeat "$REP" --peak-target
     if [ -f /tmp/mdd_n30k/slat_decoder_mesh.ckpt ]; then      # A/B last: cut first by a timeout
-        ab parents S3D_MESH_SUBCONV=parents           # timed (the profile's events off)
+        ab taps S3D_MESH_SUBCONV=taps                 # timed (the profile's events off)
         ab igemm S3D_SPARSE_IGEMM=1
         abmesh igemm "implicit-GEMM sparse convs (S3D_SPARSE_IGEMM=1)"
-        ab parents_prof S3D_MESH_SUBCONV=parents S3D_PROFILE=1
+        ab taps_prof S3D_MESH_SUBCONV=taps S3D_PROFILE=1
         ab igemm_prof S3D_SPARSE_IGEMM=1 S3D_PROFILE=1
-        abmesh parents "subdivided convs over the parents (S3D_MESH_SUBCONV=parents)"
+        abmesh taps "the 27 child taps (S3D_MESH_SUBCONV=taps)"
         ab eager CUDA_MODULE_LOADING=EAGER
     fi
 else
