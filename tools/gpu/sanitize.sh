@@ -3,11 +3,11 @@
 # machine (issue 15; docs/security.md "GPU code"). Each test program runs under each tool with
 # S3D_REQUIRE_GPU=1 (a skip is a failure) and --error-exitcode, its log goes to
 # OUT/sanitize/<test>.<tool>.log, and OUT/sanitize_summary.txt gets one line per run:
-#     <test> <tool> rc=<exit> <seconds>s <the tool's "ERROR SUMMARY" line>
-# then "clean: N of M runs" (clean = exit 0 and "ERROR SUMMARY: 0 errors"). Exit 0 when every
+#     <test> <tool> rc=<exit> <seconds>s <the tool's "ERROR SUMMARY" or "RACECHECK SUMMARY" line>
+# then "clean: N of M runs" (clean = exit 0 and no error or hazard in that line). Exit 0 when every
 # run was clean.
 #
-# Which tests: SANITIZE_TESTS (space-separated names, default every build/tests/test_op_*,
+# Which tests: SANITIZE_TESTS (space-separated names, default every $S3D_BIN/tests/test_op_*,
 # the kernels), SANITIZE_TOOLS (default "memcheck racecheck"). Each run is cut at
 # SANITIZE_TIMEOUT seconds (default 300), and no run starts after SANITIZE_BUDGET seconds
 # (default 900; the rest are listed as "not run (budget)"), so the script fits a short lease.
@@ -15,7 +15,8 @@
 # compute-sanitizer: taken from PATH, $CUDA_HOME/bin or /usr/local/cuda/bin, else from the
 # nvidia-cuda-sanitizer-api wheel: carry .whl/nvidia_cuda_sanitizer_api-13.0.*.whl (14 MB,
 # `pip download --no-deps -d .whl "nvidia-cuda-sanitizer-api>=13.0,<13.1"` on the dev machine),
-# unpacked here into /tmp/s3d-sanitizer. Needs build/ (CUDA_ARCH=90) and .deb/ like every
+# unpacked here into /tmp/s3d-sanitizer. Needs $S3D_BIN (default build; call.sh sets build-gpu) made
+# with CUDA_ARCH=90, and .deb/ like every
 # script here (tools/gpu/README.md).
 set -u
 out=${1:?usage: sanitize.sh OUT}
@@ -46,7 +47,8 @@ fi
 "$san" --version | tail -1 | tee -a "$summary"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | tee -a "$summary"
 
-tests=${SANITIZE_TESTS:-$(cd build/tests && ls test_op_* 2>/dev/null | grep -v '\.[od]$')}
+bin=${S3D_BIN:-build}
+tests=${SANITIZE_TESTS:-$(cd "$bin/tests" && ls test_op_* 2>/dev/null | grep -v '\.[od]$')}
 tools=${SANITIZE_TOOLS:-memcheck racecheck}
 limit=${SANITIZE_TIMEOUT:-300}
 budget=${SANITIZE_BUDGET:-900}
@@ -63,12 +65,14 @@ for t in $tests; do
         log=$out/sanitize/$t.$tool.log
         t0=$SECONDS
         S3D_REQUIRE_GPU=1 timeout "$limit" "$san" --tool "$tool" --error-exitcode 99 \
-            --print-limit 100 "build/tests/$t" >"$log" 2>&1
+            --print-limit 100 "$bin/tests/$t" >"$log" 2>&1
         rc=$?
-        errs=$(grep -m1 'ERROR SUMMARY' "$log" | sed 's/^=* *//')
+        # memcheck ends with "ERROR SUMMARY: N errors", racecheck with
+        # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
+        errs=$(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$log" | sed 's/^=* *//')
         [ $rc -eq 124 ] && errs="timed out after ${limit}s"
         echo "$t $tool rc=$rc $((SECONDS - t0))s ${errs:-no ERROR SUMMARY line}" | tee -a "$summary"
-        if [ $rc -eq 0 ] && echo "$errs" | grep -q 'ERROR SUMMARY: 0 errors'; then
+        if [ $rc -eq 0 ] && echo "$errs" | grep -qE 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards'; then
             clean=$((clean + 1))
         else
             tail -n 30 "$log" | sed 's/^/    /'
