@@ -16,6 +16,8 @@
 #include "harness.h"
 #include "depth_net/lmsolve.h"
 #include "log.h"
+#include "ops_image.h"
+#include "tensor.h"
 #include "depth_net/moge.h"
 #include "weights.h"
 #include "err.h"
@@ -349,6 +351,25 @@ int main(void)
         CHECK(same == 3 * HWb, "7 threads: %zu of %zu point coordinates differ", 3 * HWb - same,
               3 * HWb);
         printf("post-processing %dx%d: 7 threads equal 1 thread bit for bit\n", gb.W, gb.H);
+        /* ... and the plain formulation bit for bit: op_resize_cpu bilinear of (4, rh, rw),
+         * z = exp, (x z, y z, z + shift) flipped to (-x, -y, z) where channel 3 > 0.5, NaN
+         * elsewhere (the output may not change when the pass is reorganised for speed) */
+        float *up = malloc(sizeof(float) * 4 * HWb);
+        struct tensor tx = tensor_view(rb, DTYPE_F32, DEVICE_HOST, SHAPE(4, gb.rh, gb.rw));
+        struct tensor ty = tensor_view(up, DTYPE_F32, DEVICE_HOST, SHAPE(4, gb.H, gb.W));
+        op_resize_cpu(&ty, &tx, OP_RESIZE_BILINEAR, 0.0, 0.0);
+        size_t bad = 0;
+        for (size_t q = 0; q < HWb; q++) {
+            float z = expf(up[2 * HWb + q]), e[3] = {-(up[q] * z), -(up[HWb + q] * z),
+                                                     z + o[0].shift};
+            int m = up[3 * HWb + q] > 0.5f;
+            bad += o[0].mask[q] != m;
+            for (int c = 0; c < 3; c++)
+                bad += m ? memcmp(&o[0].pointmap[3 * q + c], &e[c], sizeof(float)) != 0
+                         : !isnan(o[0].pointmap[3 * q + c]);
+        }
+        CHECK(bad == 0, "post-processing: %zu values differ from resize + remap + flip", bad);
+        free(up);
         for (int k = 0; k < 2; k++) {
             free(o[k].pointmap);
             free(o[k].mask);
