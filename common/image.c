@@ -452,10 +452,20 @@ static inline int muldiv255(int a, int b)
 }
 
 /* PIL convert("RGB") for the raw mode (the reference's image[..., :3] for RGB/RGBA). */
-static int raw_to_rgb(const struct raw *r, const char *name, struct image *out)
+static int raw_to_rgb(struct raw *r, const char *name, struct image *out)
 {
     size_t   n = (size_t)r->w * r->h;
-    uint8_t *d = malloc(n * 3);
+    uint8_t *d;
+
+    if (r->mode == RAW_RGB) {           /* already (h, w, 3): take the decoder's buffer */
+        out->w = r->w;
+        out->h = r->h;
+        out->c = 3;
+        out->data = r->px;
+        r->px = NULL;
+        return 0;
+    }
+    d = malloc(n * 3);
 
     if (!d) {
         log_error("%s: out of memory for a %dx%d image", name, r->w, r->h);
@@ -500,11 +510,13 @@ static int raw_to_rgb(const struct raw *r, const char *name, struct image *out)
 }
 
 /* load_mask: astype(uint8) > 0 on the last channel of PIL's raw samples. */
-static int raw_to_mask(const struct raw *r, const char *name, struct image *out)
+static int raw_to_mask(struct raw *r, const char *name, struct image *out)
 {
     size_t   n = (size_t)r->w * r->h;
     size_t   differ = 0;
-    uint8_t *d = malloc(n);
+    /* in place over the decoder's samples (pixel i reads sample nc i + nc - 1 >= i
+     * before byte i is written), else a new buffer for 16-bit gray */
+    uint8_t *d = r->px ? r->px : malloc(n);
 
     if (!d) {
         log_error("%s: out of memory for a %dx%d mask", name, r->w, r->h);
@@ -522,6 +534,12 @@ static int raw_to_mask(const struct raw *r, const char *name, struct image *out)
         log_warn("%s: 16-bit gray mask: %zu pixels are nonzero but have a zero low byte; "
                  "they are background, as in the reference's load_mask (HINT: save masks "
                  "as 8-bit)", name, differ);
+    if (d == r->px) {
+        uint8_t *fit = r->nc > 1 ? realloc(d, n) : d;     /* shrinking: no copy as a rule */
+
+        d = fit ? fit : d;
+        r->px = NULL;
+    }
     out->w = r->w;
     out->h = r->h;
     out->c = 1;
@@ -630,19 +648,38 @@ int64_t image_count_nonzero(const struct image *mask)
     return n;
 }
 
+int image_read_mask(const char *path, struct image *out)
+{
+    return load(path, true, out);
+}
+
 int image_load_mask(const char *path, int expect_w, int expect_h, struct image *out)
 {
     int rc = load(path, true, out);
 
-    if (rc != 0)
-        return rc;
+    return rc != 0 ? rc : image_check_mask(path, expect_w, expect_h, out);
+}
+
+/* The first nonzero sample of mask, or -1. */
+static int64_t first_nonzero(const struct image *mask)
+{
+    size_t total = (size_t)mask->w * mask->h * mask->c;
+
+    for (size_t i = 0; i < total; i++)
+        if (mask->data[i])
+            return (int64_t)i;
+    return -1;
+}
+
+int image_check_mask(const char *path, int expect_w, int expect_h, struct image *out)
+{
     if (expect_w > 0 && (out->w != expect_w || out->h != expect_h)) {
         log_error("%s: mask is %dx%d but the image is %dx%d (HINT: the mask must have the "
                   "image's exact size)", path, out->w, out->h, expect_w, expect_h);
         image_free(out);
         return S3D_ESHAPE;
     }
-    if (image_count_nonzero(out) == 0) {
+    if (first_nonzero(out) < 0) {
         log_error("%s: mask is empty, no pixel is marked as the object (HINT: nonzero pixels "
                   "of the last channel mark the object)", path);
         image_free(out);

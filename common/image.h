@@ -82,6 +82,12 @@ int image_load_rgb(const char *path, struct image *out);
  * S3D_ESHAPE (pass expect_w <= 0 to skip the check). A mask with no object pixel
  * fails with S3D_EINVAL. Other errors as image_load_rgb. */
 int image_load_mask(const char *path, int expect_w, int expect_h, struct image *out);
+/* image_load_mask in two steps (the mask decoded while another thread decodes the
+ * image): image_read_mask decodes only (errors as image_load_rgb); image_check_mask
+ * then does the size and emptiness checks with their error lines, freeing *out on
+ * failure. */
+int image_read_mask(const char *path, struct image *out);
+int image_check_mask(const char *path, int expect_w, int expect_h, struct image *out);
 
 /* The same decoders on a buffer in memory (fuzzing, shm inputs). name is only
  * used in error messages. No size or emptiness check for masks. */

@@ -166,6 +166,25 @@ static int reuse_points(struct stage_req *rq, int H, int W, struct moge_result *
     return 0;
 }
 
+/* The image and the mask decoded at once, one on each of two threads (par.h;
+ * one after the other under S3D_THREADS=1): rc[0], rc[1] as image_load_rgb and
+ * image_read_mask return. */
+struct decode_pair {
+    const char   *path[2];
+    struct image *img[2];
+    int           rc[2];
+};
+
+static void decode_one(void *arg, int k, int64_t q0, int64_t q1)
+{
+    struct decode_pair *d = arg;
+
+    (void)k;
+    for (int64_t q = q0; q < q1; q++)
+        d->rc[q] = q == 0 ? image_load_rgb(d->path[0], d->img[0])
+                          : image_read_mask(d->path[1], d->img[1]);
+}
+
 static int depth_stage_run(void *p, struct stage_req *rq)
 {
     struct moge_model *m = p;
@@ -180,16 +199,23 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     if ((rc = stage_param_path(rq, "image", ipath, sizeof(ipath))) ||
         (rc = stage_param_path(rq, "mask", mpath, sizeof(mpath))))
         return rc;
-    if ((rc = image_load_rgb(ipath, &rgb)))
+    double t_dec = stage_now_ms();
+    struct decode_pair dp = {{ipath, mpath}, {&rgb, &mask}, {0, 0}};
+    par_for(2, 1, 0, decode_one, &dp);
+    if ((rc = dp.rc[0])) {
+        image_free(&mask);
         return stage_fail(rq, rc, "depth: cannot read the image '%s' (%s); HINT: a PNG or "
                           "JPEG file", ipath, s3d_strerror(rc));
-    if ((rc = image_load_mask(mpath, rgb.w, rgb.h, &mask))) {
+    }
+    if ((rc = dp.rc[1]) || (rc = image_check_mask(mpath, rgb.w, rgb.h, &mask))) {
         stage_fail(rq, rc, "depth: mask '%s' is not usable with the %dx%d image (%s); HINT: "
                    "a PNG of the image's size with the object nonzero", mpath, rgb.w, rgb.h,
                    s3d_strerror(rc));
         goto out;
     }
 
+    log_info("depth: image %dx%d and mask decoded in %.1f ms", rgb.w, rgb.h,
+             stage_now_ms() - t_dec);
     int H = rgb.h, W = rgb.w, S = PREP_SIZE;
     struct tensor *points = stage_output(rq, "points", DTYPE_F32, SHAPE(H, W, 3));
     struct tensor *valid = points ? stage_output(rq, "valid", DTYPE_U8, SHAPE(H, W)) : NULL;
