@@ -41,6 +41,7 @@
 #include "par.h"
 #include "stage.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -96,19 +97,22 @@ static int run_moge(struct moge_model *m, struct stage_req *rq, const struct ima
     size_t need = moge_act_bytes(m, &g) + arena_round(3 * HW);
     if ((rc = stage_act(rq, need)))
         return rc;
-    uint8_t *chw = malloc(3 * HW);
+    struct tensor img = arena_tensor(&rt->act, DTYPE_U8, SHAPE(3, H, W));
+    bool host = img.device == DEVICE_HOST;      /* CPU path: transposed straight into img */
+    uint8_t *chw = host ? NULL : malloc(3 * HW);
     float *raw = malloc(sizeof(float) * 4 * (size_t)g.rh * g.rw);
-    if (!chw || !raw) {
+    if ((!host && !chw) || !raw) {
         rc = stage_fail(rq, S3D_ENOMEM, "depth: out of host memory for a %dx%d image", W, H);
         goto out;
     }
-    struct to_chw tc = {rgb->data, chw, HW};
+    struct to_chw tc = {rgb->data, host ? img.data : chw, HW};
     par_for((int64_t)HW, (int64_t)1 << 18, 0, to_chw_run, &tc);   /* over the cores */
-    struct tensor img = arena_tensor(&rt->act, DTYPE_U8, SHAPE(3, H, W));
-    struct tensor hi = tensor_view(chw, DTYPE_U8, DEVICE_HOST, SHAPE(3, H, W));
-    op_upload(rt->op, &img, &hi);
-    free(chw);
-    chw = NULL;
+    if (!host) {
+        struct tensor hi = tensor_view(chw, DTYPE_U8, DEVICE_HOST, SHAPE(3, H, W));
+        op_upload(rt->op, &img, &hi);
+        free(chw);
+        chw = NULL;
+    }
     /* MoGe: forward, then the host post-processing (timed apart, summed over the runs) */
     struct lm_opts lo = lm_opts_default();
     struct stage_loop L;
