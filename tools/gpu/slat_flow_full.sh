@@ -37,13 +37,10 @@ BIN=${S3D_BIN:-build-gpu}
 SPCONV=${S3D_SPCONV:-.whl/spconv.tar.xz}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-[ -f "$SPCONV" ] && tar -xJf "$SPCONV" -C /tmp/site
-export PYTHONPATH=/tmp/site
-# shellcheck disable=SC1091
-. tools/gpu/device_env.sh
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+# shellcheck source=tools/gpu/full_lib.sh
+. tools/gpu/full_lib.sh
+mkdir -p /tmp/site
+full_setup "$OUT" || exit 1
 fail=0
 pack() {
     tar -czf "$OUT/slat_flow_full.tar.gz" -C "$OUT" --exclude slat_flow_full.tar.gz . &&
@@ -51,21 +48,13 @@ pack() {
 }
 
 # 1. tests
-for t in test_slat_flow test_op_sparse test_op_attention; do
-    S3D_REQUIRE_GPU=1 timeout 240 "$BIN/tests/$t" >"$OUT/$t.log" 2>&1
-    rc=$?
-    echo "$t: exit $rc; $(grep -c ' OK$\| OK ' "$OUT/$t.log") OK lines, $(grep -c FAIL "$OUT/$t.log") FAIL"
-    grep -E "FAIL|cuda" "$OUT/$t.log" | grep -v "^\[" | head -30
-    [ $rc = 0 ] || fail=1
-done
+full_tests "$OUT" "$BIN" 240 test_slat_flow test_op_sparse test_op_attention || fail=1
 BUILD=$BIN timeout 200 bash tests/test_slat_flow_cli.sh >"$OUT/test_slat_flow_cli.log" 2>&1 || fail=1
 grep -c "^ok" "$OUT/test_slat_flow_cli.log" | sed 's/^/test_slat_flow_cli.sh: ok lines /'
 grep "^FAIL" "$OUT/test_slat_flow_cli.log"
 
 # 2. full size against the official generator
-if ! python3 -c "import spconv.pytorch, cumm; print('spconv', spconv.__version__)"; then
-    echo "error: spconv is not importable: the official SLAT flow cannot run (HINT: carry"
-    echo "       .whl/spconv.tar.xz made by tools/gpu/spconv_pack/pack.sh)"
+if ! full_spconv "$SPCONV"; then
     pack
     exit 1
 fi
