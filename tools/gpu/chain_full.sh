@@ -27,11 +27,11 @@ img=examples/human_object/image.png
 mask=examples/human_object/0.png
 build/sam3d run --image $img --mask $mask --weights "$w" --out "$out/chain" --device cuda:0 \
     2>"$out/chain.log"
-echo "sam3d run exit status $? (3 = the stages after cond_slat are not built yet)"
+echo "sam3d run exit status $? (non-zero expected: only the depth and condition weights are written, so ss_flow stops the chain)"
 tail -n 5 "$out/chain.log"
 cat "$out/chain/report.json"
 echo
-DEMO_IMAGE=$img DEMO_MASK=$mask DEMO_DEVICE=cuda:0 DEMO_OUT="$out/demo" tools/demo.sh build \
+S3D_DEMO_IMAGE=$img S3D_DEMO_MASK=$mask S3D_DEMO_DEVICE=cuda:0 S3D_DEMO_OUT="$out/demo" tools/demo.sh build \
     >"$out/demo.log" 2>&1
 echo "demo exit status $?"
 tail -n 25 "$out/demo.log"

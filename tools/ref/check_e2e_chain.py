@@ -62,13 +62,14 @@ def coords_compare(ours, ref, spec):
 
 def mesh_compare_spec(ours, ref, spec):
     """The mesh decoder: on the CPU in fp32 the same extraction (equal counts, the same faces,
-    vertices and colours within 1e-5); else issue 12's mesh measures (tools/ref/mesh_compare.py:
+    vertices within 1e-5, colours within 1e-3, the bound tests/chain_compare.py explains: the
+    colour interpolation amplifies 1e-7 input differences); else issue 12's mesh measures (tools/ref/mesh_compare.py:
     counts within 1%, Chamfer <= 1e-3 of the diagonal, colours within 2/255)."""
     import mesh_compare
     m = mesh_compare.compare(ours, ref)
     ok = m["ok"]
     if spec["exact"]:
-        ok = ok and m.get("exact_max_position", 1) <= 1e-5 and m.get("exact_max_colour", 1) <= 1e-5
+        ok = ok and m.get("exact_max_position", 1) <= 1e-5 and m.get("exact_max_colour", 1) <= 1e-3
     print(f"{'ok  ' if ok else 'FAIL'} mesh: {mesh_compare.summary(m)}")
     return ok
 
