@@ -39,6 +39,7 @@ struct stage_state {
     const struct stage_ops  *ops;
     void                    *model;
     bool                     loaded;
+    bool                     stream_blocks; /* how the next load places the weights */
     struct stage_rt          rt;          /* device, op context, activations (while loaded) */
     struct arena             arena;       /* host request arena */
     int64_t                  requests;
@@ -425,12 +426,14 @@ static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
     return 0;
 }
 
-/* Start the runtime, then the stage's load; on failure neither holds anything. */
+/* Start the runtime, then the stage's load (its blocks streamed when stream);
+ * on failure neither holds anything. */
 static int load_model(const struct stage_opts *o, const struct stage_ops *ops, void *model,
-                      struct stage_rt *rt)
+                      struct stage_rt *rt, bool stream)
 {
     int rc = stage_rt_init(rt, o, ops->workspace_bytes);
 
+    rt->stream_blocks = stream;
     if (!rc && ops->load && (rc = ops->load(model, rt)))
         stage_rt_free(rt);
     return rc;
@@ -450,7 +453,7 @@ static int do_load(struct stage_state *s, char *err, size_t err_len)
 
     if (s->loaded)
         return 0;
-    rc = load_model(s->opts, s->ops, s->model, &s->rt);
+    rc = load_model(s->opts, s->ops, s->model, &s->rt, s->stream_blocks);
     if (rc == S3D_EDEVICE && s->rt.err[0])
         snprintf(err, err_len, "%s", s->rt.err);
     else if (rc)
@@ -475,6 +478,27 @@ static void do_unload(struct stage_state *s)
         return;
     unload_model(s->ops, s->model, &s->rt);
     s->loaded = false;
+}
+
+/* A stage with the stream_blocks param (STAGE_PARAM_STREAM_BLOCKS) loads its
+ * weights as the request asks: a loaded model placed the other way is
+ * unloaded here, and do_load loads it again. */
+static void place_weights(struct stage_state *s, const struct stage_req *rq)
+{
+    const struct stage_param *p = s->ops->params;
+    bool want;
+
+    while (p && p->name && strcmp(p->name, "stream_blocks"))
+        p++;
+    if (!p || !p->name)
+        return;
+    want = stage_get_flag(rq, "stream_blocks");
+    if (s->loaded && s->rt.stream_blocks != want) {
+        log_info("stream_blocks=%d: reloading the weights %s", want,
+                 want ? "with the blocks streamed from host memory" : "all on the device");
+        do_unload(s);
+    }
+    s->stream_blocks = want;
 }
 
 static void add_status(struct stage_state *s, struct wire_msg *rep)
@@ -538,6 +562,8 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
     case WIRE_RUN:
         arena_reset(&s->arena);
         rc = stage_params_check(&rq);
+        if (!rc)
+            place_weights(s, &rq);
         if (!rc)
             rc = do_load(s, rq.err, sizeof(rq.err));
         if (!rc)
@@ -917,7 +943,7 @@ int stage_check_weights(const struct stage_opts *o, const struct stage_ops *ops,
     if (ops->check) {
         rc = ops->check(model, o);
     } else {
-        rc = load_model(o, ops, model, &rt);
+        rc = load_model(o, ops, model, &rt, false);
         if (!rc)
             unload_model(ops, model, &rt);
     }

@@ -90,6 +90,15 @@ struct stage_param {
     {"repeat", STAGE_PARAM_INT, 1, 1, STAGE_MAX_REPEAT, \
      "run the work that many times and log min/median/max (benchmarks; outputs are the last run's)", \
      NULL}
+/* The `stream_blocks` param of a stage whose model can stream its blocks
+ * (common/stage_blocks.h; load with STAGE_MODEL_STREAM). Its value decides how
+ * the weights are placed at load: a run request asking for the other placement
+ * than the loaded one unloads and reloads the model first (logged). */
+#define STAGE_PARAM_STREAM_BLOCKS \
+    {"stream_blocks", STAGE_PARAM_FLAG, 0, 0, 1, \
+     "keep the transformer blocks in pinned host memory and copy each into one of two device " \
+     "slots before it runs (far less device memory, the same output; slower where the copies " \
+     "do not hide behind the work; sam3d run sets it when --vram-budget needs it)", NULL}
 /* The table of a stage whose only param is repeat: {STAGE_PARAM_REPEAT, {NULL}}. */
 extern const struct stage_param stage_params_repeat[];
 
@@ -193,10 +202,20 @@ struct stage_ops {
  *   ... const struct stage_ops ops = {.name = "cond", STAGE_MODEL_OPS(cond), .run = ...};
  */
 #define STAGE_MODEL(prefix, type, load_fn, free_fn)                                        \
+    STAGE_MODEL_WITH(prefix, type, free_fn,                                                \
+                     load_fn(m_, rt->opts->weights, rt->device, rt->compute_dt))
+/* The same for a model that can stream its blocks (STAGE_PARAM_STREAM_BLOCKS):
+ * load_fn takes a fifth argument, the device block slots (0: all resident;
+ * STAGE_STREAM_SLOTS when the request asked for stream_blocks=1). */
+#define STAGE_MODEL_STREAM(prefix, type, load_fn, free_fn)                                 \
+    STAGE_MODEL_WITH(prefix, type, free_fn,                                                \
+                     load_fn(m_, rt->opts->weights, rt->device, rt->compute_dt,            \
+                             rt->stream_blocks ? STAGE_STREAM_SLOTS : 0))
+#define STAGE_MODEL_WITH(prefix, type, free_fn, load_call)                                 \
     static int prefix##_stage_load(void *model, struct stage_rt *rt)                       \
     {                                                                                      \
         type *m_ = model;                                                                  \
-        int rc_ = load_fn(m_, rt->opts->weights, rt->device, rt->compute_dt);              \
+        int rc_ = load_call;                                                               \
         if (!rc_)                                                                          \
             rt->weights = &m_->weights;                                                    \
         return rc_;                                                                        \

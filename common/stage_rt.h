@@ -31,12 +31,16 @@ extern "C" {
 struct stage_opts;
 
 #define STAGE_MAX_REPEAT 1000      /* the largest `repeat` param a stage accepts */
+#define STAGE_STREAM_SLOTS 2       /* device block slots of a stream_blocks load */
 
 struct stage_rt {
     const struct stage_opts *opts;       /* the stage's options (--weights: opts->weights) */
     enum device              device;     /* DEVICE_CUDA (--device cuda:N) or DEVICE_HOST */
     int                      cuda_index; /* N of cuda:N, -1 on the host */
     enum dtype               compute_dt; /* F16 (cuda, --precision fp16) or F32 */
+    bool                     stream_blocks; /* load with the model's blocks streamed from host
+                                          * memory (request param stream_blocks, stage.h;
+                                          * common/stage_blocks.h); set before load */
     const struct arena      *weights;    /* the model's weights arena, set by load; may stay NULL */
     struct arena             work;       /* device workspace of the op context (cuBLASLt) */
     struct arena             act;        /* activations: device arena on CUDA, host otherwise */

@@ -196,6 +196,12 @@ static void copier_copy(struct copier *cp, int slot, void *dst, const void *src,
 
 int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
 {
+    return weights_upload_binds(w, 0, w->n_binds, dst, staging);
+}
+
+int weights_upload_binds(struct weights *w, int first, int n_binds, struct arena *dst,
+                         struct arena *staging)
+{
     struct copier cp = {0};
     size_t mark = arena_mark(staging);
     size_t avail = staging->size - staging->used;
@@ -218,7 +224,8 @@ int weights_upload(struct weights *w, struct arena *dst, struct arena *staging)
         CUDA_CHECK(cudaEventCreateWithFlags(&cp.done[0], cudaEventDisableTiming));
         CUDA_CHECK(cudaEventCreateWithFlags(&cp.done[1], cudaEventDisableTiming));
     }
-    for (int b = 0; b < w->n_binds; b++) {
+    ASSERT(first >= 0 && n_binds >= 0 && first + n_binds <= w->n_binds);
+    for (int b = first; b < first + n_binds; b++) {
         struct weights_bind_rec *r = &w->binds[b];
         const struct ckpt_entry *e = r->src;
         size_t es = dtype_size(e->dtype), ed = dtype_size(r->dtype);
@@ -309,24 +316,41 @@ int weights_open_key(struct weights *w, const char *path, const char *key, const
     return rc;
 }
 
-int weights_load_arena(struct weights *w, struct arena *dst, enum device dev)
+size_t weights_binds_bytes(const struct weights *w, int first, int n_binds)
+{
+    size_t n = 0;
+
+    ASSERT(first >= 0 && n_binds >= 0 && first + n_binds <= w->n_binds);
+    for (int b = first; b < first + n_binds; b++)
+        n += arena_round(w->binds[b].nbytes);
+    return n;
+}
+
+int weights_load_binds(struct weights *w, int first, int n_binds, struct arena *dst,
+                       enum arena_kind kind, const char *name)
 {
     struct arena staging;
     int rc;
 
     memset(&staging, 0, sizeof(staging));
-    rc = arena_init(dst, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                    weights_arena_bytes(w));
+    rc = arena_init(dst, kind, name, weights_binds_bytes(w, first, n_binds));
     if (!rc)
-        rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
+        rc = arena_init(&staging, kind == ARENA_DEVICE ? ARENA_PINNED : ARENA_HOST, "staging",
                         (size_t)64 << 20);
     if (!rc)
-        rc = weights_upload(w, dst, &staging);
+        rc = weights_upload_binds(w, first, n_binds, dst, &staging);
     arena_free(&staging);
-    if (rc) {
+    if (rc)
         arena_free(dst);
-        return rc;
-    }
-    weights_report_unused(w, "");
-    return 0;
+    return rc;
+}
+
+int weights_load_arena(struct weights *w, struct arena *dst, enum device dev)
+{
+    int rc = weights_load_binds(w, 0, w->n_binds, dst,
+                                dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights");
+
+    if (!rc)
+        weights_report_unused(w, "");
+    return rc;
 }

@@ -80,6 +80,22 @@ size_t weights_arena_bytes(const struct weights *w);
  * dst tensor's data/device/strides (contiguous). Returns 0, or S3D_ENOMEM
  * (logged) when dst is too small. */
 int  weights_upload(struct weights *w, struct arena *dst, struct arena *staging);
+/* weights_upload of binds [first, first + n_binds) only (in bind order: the
+ * n-th of them at dst's n-th ARENA_ALIGN-rounded place); the others keep their
+ * data. Same returns. */
+int  weights_upload_binds(struct weights *w, int first, int n_binds, struct arena *dst,
+                          struct arena *staging);
+/* The exact arena size of binds [first, first + n_binds) (weights_arena_bytes
+ * for all of them). */
+size_t weights_binds_bytes(const struct weights *w, int first, int n_binds);
+/* Init dst as an arena `name` of kind (HOST, PINNED or DEVICE) holding exactly
+ * binds [first, first + n_binds) and upload them through a 64 MiB staging arena
+ * (PINNED for a DEVICE dst, else HOST; freed before returning). 0, or a
+ * negative s3d_err (logged) with dst freed. A model that keeps some weights
+ * apart (common/wstream.h: blocks streamed from pinned host memory) loads its
+ * binds in two ranges this way. */
+int  weights_load_binds(struct weights *w, int first, int n_binds, struct arena *dst,
+                        enum arena_kind kind, const char *name);
 /* Warn once per tensor under prefix+sub (sub may be "") that no bind used;
  * returns how many. */
 int  weights_report_unused(const struct weights *w, const char *sub);

@@ -188,6 +188,21 @@ const struct needs_row *needs_fit(const struct needs *t, const char *stage,
     return best ? best : plain;
 }
 
+const struct needs_row *needs_least(const struct needs *t, const char *stage,
+                                    const char *precision)
+{
+    const struct needs_row *best = NULL;
+
+    for (int i = 0; i < t->n; i++) {
+        const struct needs_row *r = &t->rows[i];
+
+        if (!strcmp(r->stage, stage) && !strcmp(r->precision, precision) &&
+            (!best || r->bytes < best->bytes))
+            best = r;
+    }
+    return best;
+}
+
 int budget_victim(const struct budget_slot *s, int n, bool loaded_first)
 {
     int best = -1;

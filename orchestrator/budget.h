@@ -14,8 +14,10 @@
  * (tools/gpu/budget_full.sh prints measured rows). The row "context" is what a
  * process keeps after `unload` (its CUDA context and library handles). A row
  * with [KEY=VALUE] is a variant: the stage's need when run with that request
- * param (ss_flow[cache_kv=0]: no condition K/V cache, less memory, slower);
- * the engine picks it when the plain row does not fit the budget.
+ * param (ss_flow[stream_blocks=1]: the transformer blocks streamed from host
+ * memory, common/stage_blocks.h; less memory, slower); the engine picks it
+ * when the plain row does not fit the budget, and a refusal names the least
+ * need of a stage's rows.
  * A missing file is an empty table; a malformed line is an error naming it.
  */
 #ifndef S3D_BUDGET_H
@@ -56,6 +58,11 @@ const struct needs_row *needs_find(const struct needs *t, const char *stage,
  * plain row (which then does not fit: the caller refuses). NULL: no row. */
 const struct needs_row *needs_fit(const struct needs *t, const char *stage,
                                   const char *precision, int64_t budget);
+
+/* The row of (stage, precision) that needs the least (plain or variant), or NULL:
+ * what a refusal names as the smallest budget that runs the stage. */
+const struct needs_row *needs_least(const struct needs *t, const char *stage,
+                                    const char *precision);
 
 /* "10G", "512M", "1.5GiB", "1048576" (bytes) -> *out. K/M/G/T are powers of 1024.
  * false for anything else (negative, empty, unknown suffix). */

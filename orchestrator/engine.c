@@ -444,7 +444,7 @@ static void set_default_param(struct engine *e, int s, const char *key, const ch
 
 int engine_check(struct engine *e, int first, int last)
 {
-    char a[32], b[32], c[32];
+    char a[32], b[32], c[32], d[32];
 
     if (!e->budget_on)
         return 0;
@@ -471,19 +471,29 @@ int engine_check(struct engine *e, int first, int last)
         }
         if (rt->need <= v->budget)
             continue;
+        /* the least any row of the stage needs (a memory-saving variant's) */
+        const struct needs_row *least = needs_least(&e->needs, rt->ps->name, e->precision);
+        char alt[WIRE_KEY_MAX + 96] = "";
+        int64_t min_need = rt->need;
+        if (least && least->key[0] && least->bytes < rt->need) {
+            snprintf(alt, sizeof(alt), "; %s with %s=%s", budget_size_str(least->bytes, d,
+                     sizeof(d)), least->key, least->val);
+            min_need = least->bytes;
+        }
         if (e->o.vram_budget >= 0)
-            log_error("--vram-budget %s is below what stage %s needs on cuda:%d: %s (%s, "
+            log_error("--vram-budget %s is below what stage %s needs on cuda:%d: %s (%s%s, "
                       "needs table %s). HINT: pass --vram-budget %s or more, or run it on "
                       "another device (--stage-device %s=cpu)",
                       budget_size_str(v->budget, a, sizeof(a)), rt->ps->name, rt->cuda,
-                      budget_size_str(rt->need, b, sizeof(b)), e->precision, e->needs.path,
-                      budget_size_arg(rt->need, c, sizeof(c)), rt->ps->name);
+                      budget_size_str(rt->need, b, sizeof(b)), e->precision, alt,
+                      e->needs.path, budget_size_arg(min_need, c, sizeof(c)), rt->ps->name);
         else
-            log_error("cuda:%d has %s free, below what stage %s needs: %s (%s, needs table "
+            log_error("cuda:%d has %s free, below what stage %s needs: %s (%s%s, needs table "
                       "%s). HINT: free the GPU, pick another (--device cuda:N), or pass "
                       "--vram-budget to insist", rt->cuda,
                       budget_size_str(v->budget, a, sizeof(a)), rt->ps->name,
-                      budget_size_str(rt->need, b, sizeof(b)), e->precision, e->needs.path);
+                      budget_size_str(rt->need, b, sizeof(b)), e->precision, alt,
+                      e->needs.path);
         return S3D_ENOMEM;
     }
     return 0;

@@ -3,7 +3,10 @@
  */
 #include "ckpt_testutil.h"
 #include "ckpt_list.h"
+#include "dtype.h"
+#include "log.h"
 #include "harness.h"
+#include "safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,5 +109,72 @@ int open_copy(const void *buf, size_t n, const char *key, char *err, size_t errl
     }
     ckpt_close(&c);
     free(copy);
+    return rc;
+}
+
+int deepen_blocks(const char *src, const char *key, const char *prefix, int depth,
+                  const char *out)
+{
+    char path_key[600], blk0[300];
+    struct ckpt c;
+    struct st_write_item *items;
+    void **bufs;
+    int n = 0, cap, rc;
+
+    snprintf(path_key, sizeof(path_key), "%s:%s", src, key);
+    snprintf(blk0, sizeof(blk0), "%sblocks.0.", prefix);
+    if ((rc = ckpt_open(&c, path_key, 0)))
+        return rc;
+    cap = c.n_entries * depth;
+    items = calloc((size_t)cap, sizeof(*items));
+    bufs = calloc((size_t)cap, sizeof(*bufs));
+    ASSERT(items && bufs);
+    for (int e = 0; e < c.n_entries; e++) {
+        const struct ckpt_entry *en = &c.entries[e];
+        const char *name = en->name, *rest = NULL;
+        size_t pl = strlen(prefix);
+        int copies = 1;
+
+        if (!strncmp(name, blk0, strlen(blk0))) {
+            rest = name + strlen(blk0);
+            copies = depth;
+        } else if (!strncmp(name, prefix, pl) && !strncmp(name + pl, "blocks.", 7)) {
+            continue;                               /* the source's other blocks */
+        }
+        int64_t numel = ckpt_entry_numel(en);
+        for (int i = 0; i < copies; i++) {
+            bool fl = dtype_is_float(en->dtype);
+            enum dtype dt = fl ? DTYPE_F32 : en->dtype;
+            void *raw = malloc((size_t)numel * dtype_size(en->dtype) + 1);
+            void *buf = malloc((size_t)numel * dtype_size(dt) + 1);
+            char *nm = malloc(strlen(name) + strlen(key) + 16);
+
+            ASSERT(raw && buf && nm);
+            ckpt_gather(en, 0, numel, raw);
+            if (fl) {
+                dtype_convert(buf, DTYPE_F32, raw, en->dtype, (size_t)numel);
+                for (int64_t k = 0; k < numel; k++)
+                    ((float *)buf)[k] *= 1.0f + (float)i / 8.0f;
+            } else {
+                memcpy(buf, raw, (size_t)numel * dtype_size(dt));
+            }
+            free(raw);
+            if (rest)
+                sprintf(nm, "%s.%sblocks.%d.%s", key, prefix, i, rest);
+            else
+                sprintf(nm, "%s.%s", key, name);
+            items[n].name = nm;
+            items[n].t = tensor_view(buf, dt, DEVICE_HOST, en->shape, en->ndim);
+            bufs[n++] = buf;
+        }
+    }
+    rc = safetensors_write(out, items, n, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        free((void *)items[i].name);
+        free(bufs[i]);
+    }
+    free(items);
+    free(bufs);
+    ckpt_close(&c);
     return rc;
 }

@@ -28,5 +28,13 @@ bool check_against_ref(const struct ckpt *c, const char *ref_name);
  * c->err set; the copy is freed (c is closed) unless keep. Any rc is allowed:
  * the point is that it returns. */
 int  open_copy(const void *buf, size_t n, const char *key, char *err, size_t errlen);
+/* A deeper copy of a tiny model (the flow tests' streamed-vs-resident runs):
+ * write to out (safetensors) every tensor of "src:key" in F32 (other dtypes as
+ * they are) named "key." + its name, where the tensors "<prefix>blocks.0.*"
+ * become blocks 0 .. depth-1, block i's values times 1 + i/8 (distinct blocks:
+ * one run from the wrong slot changes the output); the source's other blocks
+ * are left out. 0, or the ckpt_open / safetensors_write error. */
+int  deepen_blocks(const char *src, const char *key, const char *prefix, int depth,
+                   const char *out);
 
 #endif

@@ -13,6 +13,8 @@
 #   3. 8M: stages are unloaded (farthest next use first) before the next one loads;
 #   4. 6.5M: unloading is not enough, a stage process is stopped; the peak stays inside;
 #   5. a stage that needs more than its table row says: the need is learned, report shows it;
+#      a table variant (b[act_bytes=0], b[stream_blocks=1]) runs a stage inside a budget below
+#      its plain row; below every row of a stage, the refusal names the least need;
 #   6. NVML cannot see our pids (container PID namespace): the device's used memory
 #      minus what was used at start stands for our processes;
 #   7. the needs table: a malformed line is one error naming FILE:LINE;
@@ -166,6 +168,35 @@ fi
 mv "$tmp/p.needs.good" "$tmp/p.needs"
 sed -i '/act_bytes/d' "$tmp/p.pipe"
 clean variant
+
+# ---------------------------------------------------------------- 5c. blocks streamed
+# b's variant with stream_blocks=1 (stage.h; the echo stage then holds a quarter of its
+# 5 MiB weights: 1 + 1.25 MiB): a 5M budget, below b's 6M, runs b with its blocks
+# streamed; report.json records the param and b's measured bytes inside the budget
+cp "$tmp/p.needs" "$tmp/p.needs.good"
+printf 'b[stream_blocks=1] fp16 2.5M 30 test streamed\n' >> "$tmp/p.needs"
+run "$tmp/o5c" --vram-budget 5M; rc=$?
+got=$(json "$tmp/o5c/report.json" '(r["stages"][1]["params"].get("stream_blocks"), r["stages"][1]["device_bytes"], r["vram"]["devices"][0]["within_budget"])' 2>&1)
+want="('1', $((MiB + 5 * MiB / 4)), True)"
+if [ $rc -eq 0 ] && [ "$got" = "$want" ] &&
+   grep -q 'budget: stage b runs with stream_blocks=1 (needs 2.5 MiB on cuda:0, 6.0 MiB without' "$tmp/o5c.log"; then
+    ok "5M: b runs with its blocks streamed (stream_blocks=1 in report.json, 2.25 MiB measured)"
+else
+    bad "streamed: rc=$rc got $got, want $want"; grep -i 'budget\|error' "$tmp/o5c.log"
+fi
+clean streamed
+# below the streamed need too: refused before any work, naming both needs; the HINT's
+# budget is the streamed one
+sed -i 's/^b\[stream_blocks=1\] fp16 2.5M/b[stream_blocks=1] fp16 5M/' "$tmp/p.needs"
+run "$tmp/o5d" --vram-budget 4M; rc=$?
+if [ $rc -eq 1 ] && grep -q 'vram-budget 4.0 MiB is below what stage b needs on cuda:0: 6.0 MiB (fp16; 5.0 MiB with stream_blocks=1, needs table .*HINT: pass --vram-budget 5M or more' "$tmp/o5d.log" &&
+   ! grep -q 'stage a up\|stage a: run' "$tmp/o5d.log"; then
+    ok "4M: refused, naming b's need resident and streamed (pass 5M)"
+else
+    bad "streamed refusal: rc=$rc"; cat "$tmp/o5d.log"
+fi
+mv "$tmp/p.needs.good" "$tmp/p.needs"
+clean streamed_refusal
 
 # ---------------------------------------------------------------- 6. pids not visible
 S3D_FAKE_NVML_HIDE_PIDS=1 S3D_FAKE_NVML_BASE=$((10 * MiB)) run "$tmp/o6"; rc=$?

@@ -28,6 +28,7 @@
  */
 #include "harness.h"
 #include "arena.h"
+#include "ckpt_testutil.h"
 #include "ckpt.h"
 #include "err.h"
 #include "log.h"
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DIR  "tests/fixtures/slat_flow_tiny"
 #define CKPT DIR "/slat_generator.ckpt"
@@ -82,13 +84,14 @@ struct runner {
     struct slatflow_cond  cond;
 };
 
-static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const struct tensor *coords,
-                        const struct tensor *cond, bool cache_kv)
+/* ckpt: CKPT, or the deeper copy of test_stream; slots: slatflow_load's stream_slots. */
+static bool runner_load(struct runner *R, enum device dev, enum dtype gd, const struct tensor *coords,
+                        const struct tensor *cond, bool cache_kv, const char *ckpt, int slots)
 {
     int64_t N = coords->shape[0];
 
     memset(R, 0, sizeof(*R));
-    if (slatflow_load(&R->m, CKPT, dev, gd) != 0) {
+    if (slatflow_load(&R->m, ckpt, dev, gd, slots) != 0) {
         CHECK(0, "slatflow_load %s %s", dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd));
         return false;
     }
@@ -105,6 +108,12 @@ static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const 
     slatflow_geom_build(&R->m, R->c, &R->act, coords, SLF_RESOLUTION, &R->g);
     slatflow_put_cond(&R->m, R->c, &R->act, cond, cache_kv, &R->cond);
     return true;
+}
+
+static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const struct tensor *coords,
+                        const struct tensor *cond, bool cache_kv)
+{
+    return runner_load(R, dev, gd, coords, cond, cache_kv, CKPT, 0);
 }
 
 static void runner_free(struct runner *R)
@@ -255,10 +264,10 @@ static void test_bad(struct runner *R, const struct tensor *coords)
     free(big);
 
     CHECK(slatflow_load(&other, "tests/fixtures/cond_ss_tiny/ss_generator.ckpt", DEVICE_HOST,
-                        DTYPE_F32) == S3D_ENOTFOUND, "an SS generator is not a SLAT generator");
-    CHECK(slatflow_load(&other, DIR "/eval.safetensors", DEVICE_HOST, DTYPE_F32) < 0,
+                        DTYPE_F32, 0) == S3D_ENOTFOUND, "an SS generator is not a SLAT generator");
+    CHECK(slatflow_load(&other, DIR "/eval.safetensors", DEVICE_HOST, DTYPE_F32, 0) < 0,
           "not a checkpoint of weights");
-    CHECK(slatflow_load(&other, DIR "/missing.ckpt", DEVICE_HOST, DTYPE_F32) < 0, "no file");
+    CHECK(slatflow_load(&other, DIR "/missing.ckpt", DEVICE_HOST, DTYPE_F32, 0) < 0, "no file");
     printf("(end of expected errors)\n");
 }
 
@@ -321,6 +330,55 @@ static int run_sampler(struct runner *R, const struct tensor *coords, const stru
     CHECK(R->act.high_water <= R->act.size);
     free(vbuf);
     return evals;
+}
+
+/* 7. blocks streamed from host memory (common/stage_blocks.h): a 5-block copy
+ * of the fixture (block i = block 0 x (1 + i/8)); the sampler's final latents
+ * with the blocks resident, streamed through 2 slots, and through 3 slots with
+ * the K/V cache (its projection walks the blocks too) are the same bytes. */
+static void test_stream(const struct ckpt *S, const char *deep, enum device dev, enum dtype gd)
+{
+    const int slots[3] = {0, 2, 3};
+    struct tensor coords, cond, noise;
+    float *first = NULL;
+
+    if (!ref(S, "coords", &coords) || !ref(S, "cond", &cond) || !ref(S, "noise", &noise))
+        return;
+    int64_t n = coords.shape[0] * SLF_LATENT;
+    for (int r = 0; r < 3; r++) {
+        struct runner *R = calloc(1, sizeof(*R));
+        float *x = fbuf(n);
+
+        ASSERT(R);
+        if (!runner_load(R, dev, gd, &coords, &cond, slots[r] == 3, deep, slots[r])) {
+            free(R);
+            free(x);
+            break;
+        }
+        CHECK(R->m.cfg.depth == 5 && R->m.blk.slots == slots[r]);
+        int ev = run_sampler(R, &coords, &cond, &noise, x, NULL);
+        long long copies = R->m.blk.s ? R->m.blk.s->copies : 0;
+        printf("%s %s, 5 blocks, %s: %d evaluations, %lld block copies\n",
+               dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd),
+               slots[r] ? (slots[r] == 2 ? "streamed through 2 slots" :
+                           "streamed through 3 slots, K/V cached") : "resident", ev, copies);
+        /* each pass over the blocks (evaluations; the K/V projection of runner_load and of
+         * the sampler) copies every block once, and the last one fetches the first k - 1
+         * of the next */
+        CHECK(!slots[r] || copies == 5LL * (ev + 2 * (slots[r] == 3)) + slots[r] - 1,
+              "block copies %lld", copies);
+        if (!first) {
+            first = x;
+        } else {
+            CHECK(memcmp(x, first, sizeof(float) * (size_t)n) == 0,
+                  "%s %s, %d slots: the resident run's bytes", dev == DEVICE_CUDA ? "cuda" : "cpu",
+                  dtype_name(gd), slots[r]);
+            free(x);
+        }
+        runner_free(R);
+        free(R);
+    }
+    free(first);
 }
 
 static void test_sampler(void)
@@ -428,6 +486,18 @@ static void test_sampler(void)
         printf("GPU sampler skipped: no CUDA device on this machine\n");
     }
     free(out), free(x), free(xref);
+
+    char dir[] = "/tmp/s3d_slf_deep_XXXXXX", deep[64];
+    CHECK(mkdtemp(dir) != NULL);
+    if (dir[strlen(dir) - 1] != 'X') {
+        snprintf(deep, sizeof(deep), "%s/deep.safetensors", dir);
+        CHECK(deepen_blocks(CKPT, "state_dict", SLF_PREFIX, 5, deep) == 0);
+        test_stream(&S, deep, DEVICE_HOST, DTYPE_F32);   /* (the host sampler is fp32 only) */
+        if (s3d_cuda_available())
+            test_stream(&S, deep, DEVICE_CUDA, DTYPE_F16);
+        unlink(deep);
+        rmdir(dir);
+    }
     ckpt_close(&S);
 }
 

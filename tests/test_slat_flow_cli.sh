@@ -4,7 +4,8 @@
 # fixture's coords, condition and noise the output feats equal the official
 # de-normalised sample (slat_feats) and coords pass through; without noise our seeded
 # noise is deterministic per seed and is the stream of tools/ref/s3d_rng.py (given that
-# noise, the same bytes); an F16 condition is accepted; repeat and cache_kv=1 give the
+# noise, the same bytes); an F16 condition is accepted; repeat, cache_kv=1 and
+# stream_blocks=1 give the
 # same bytes; bad inputs (coords outside the grid, duplicated, none, above 42,000; a
 # condition of the wrong width; noise of the wrong shape) and params exit non-zero
 # with one clear error line. Inputs are cut out of the fixture with tests/stmin.py.
@@ -134,6 +135,14 @@ else
     bad "cache_kv=1"; tail -3 "$tmp/kv.log"
 fi
 
+if run "$tmp/sb" "$tmp/ins" --param seed=7 --param steps=3 --param stream_blocks=1 &&
+    same_tensors "$tmp/sb/slat_flow.safetensors" "$tmp/s7a/slat_flow.safetensors" &&
+    grep -q "2 blocks of .* streamed from the host memory through 2 device slots" "$tmp/sb.log"; then
+    ok "stream_blocks=1 (blocks copied into two slots before they run): same output"
+else
+    bad "stream_blocks=1"; tail -3 "$tmp/sb.log"
+fi
+
 # 5. refused: non-zero exit and an error line containing SUBSTRING (lib.sh expect_refused)
 refused() {  # refused NAME INDIR SUBSTRING [--param ...] [--weights-file FILE]
     local name=$1 in=$2 sub=$3 w=$ck; shift 3
@@ -154,6 +163,7 @@ refused "steps=0" "$tmp/in" "steps" --param steps=0
 refused "cfg=-1" "$tmp/in" "cfg" --param cfg=-1
 refused "cfg_lo > cfg_hi" "$tmp/in" "cfg_lo" --param cfg_lo=600 --param cfg_hi=500
 refused "cache_kv=2" "$tmp/in" "cache_kv" --param cache_kv=2
+refused "stream_blocks=2" "$tmp/in" "stream_blocks" --param stream_blocks=2
 refused "wrong checkpoint (SS generator)" "$tmp/in" "ss_generator.ckpt" \
     --weights-file tests/fixtures/cond_ss_tiny/ss_generator.ckpt
 exit $fail

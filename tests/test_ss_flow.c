@@ -21,6 +21,7 @@
  */
 #include "harness.h"
 #include "arena.h"
+#include "ckpt_testutil.h"
 #include "ckpt.h"
 #include "err.h"
 #include "log.h"
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DIR "tests/fixtures/ss_flow_tiny"
 #define CKPT "tests/fixtures/cond_ss_tiny/ss_generator.ckpt"   /* embedder + generator */
@@ -119,7 +121,7 @@ struct runner {
 static bool runner_init(struct runner *R, enum device dev, enum dtype gd, int64_t n_cond)
 {
     memset(R, 0, sizeof(*R));
-    if (ssflow_load(&R->m, CKPT, dev, gd) != 0) {
+    if (ssflow_load(&R->m, CKPT, dev, gd, 0) != 0) {
         CHECK(0, "ssflow_load %s %s", dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd));
         return false;
     }
@@ -419,11 +421,11 @@ static void test_bad(struct runner *R, const struct ckpt *E)
     CHECK(ssflow_check_latents(&R->m, xs, "noise.", msg, sizeof(msg)) == S3D_ESHAPE &&
           strstr(msg, "'noise.shape' is F32 [1,256,16], expected F32 [1,512,8]"), "%s", msg);
     printf("expect error lines (wrong checkpoints):\n");
-    CHECK(ssflow_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32) < 0,
+    CHECK(ssflow_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32, 0) < 0,
           "MoGe checkpoint refused");
-    CHECK(ssflow_load(&m, "tests/fixtures/cond_slat_tiny/slat_generator.ckpt", DEVICE_HOST, DTYPE_F32) < 0,
+    CHECK(ssflow_load(&m, "tests/fixtures/cond_slat_tiny/slat_generator.ckpt", DEVICE_HOST, DTYPE_F32, 0) < 0,
           "a checkpoint without the generator (the SLAT condition embedder only) refused");
-    CHECK(ssflow_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32) < 0);
+    CHECK(ssflow_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32, 0) < 0);
 out:
     free(x.buf);
 }
@@ -549,6 +551,76 @@ static void test_gpu(const struct ckpt *E, const struct ckpt *S, const float *vc
     }
 }
 
+// ----------------------------------------------------------------------------
+// 7. blocks streamed from host memory (common/stage_blocks.h)
+
+/* A 5-block copy of the fixture's generator (block i = block 0 x (1 + i/8)):
+ * the sampler's final latents with the blocks resident, streamed through 2
+ * slots and through 3 slots with the K/V cache (its projection walks the
+ * blocks too) are the same bytes, on dev in gd. */
+static void test_stream(const struct ckpt *S, const char *deep, enum device dev, enum dtype gd)
+{
+    const int slots[3] = {0, 2, 3};
+    float *first = NULL;
+    size_t nb = 0;
+    struct tensor ct;
+
+    if (!ref(S, "cond", &ct))
+        return;
+    for (int r = 0; r < 3; r++) {
+        struct ssflow_model *m = calloc(1, sizeof(*m));
+        struct ssflow_sampler sp;
+        struct op_ctx ctx;
+        const struct op_ctx *c = NULL;
+        struct arena act;
+        struct lat x;
+        size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
+
+        ASSERT(m);
+        if (ssflow_load(m, deep, dev, gd, slots[r]) != 0) {
+            CHECK(0, "load the 5-block copy with %d slots", slots[r]);
+            free(m);
+            break;
+        }
+        CHECK(m->cfg.depth == 5 && m->blk.slots == slots[r]);
+        ssflow_sampler_defaults(&sp);
+        sp.steps = 4;
+        sp.cache_kv = slots[r] == 3;
+        CHECK(arena_init(&act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act",
+                         ssflow_sample_bytes(m, ct.shape[1], sp.cache_kv) + ws) == 0);
+        if (dev == DEVICE_CUDA) {
+            CHECK(op_ctx_init(&ctx, &act, ws) == 0);
+            c = &ctx;
+        }
+        lat_init(&x, &m->cfg);
+        ssflow_noise(7, x.p);
+        int ev = ssflow_sample(m, c, &act, &ct, x.p, &sp, NULL, NULL);
+        nb = sizeof(float) * (size_t)x.off[SSF_N_LATENT];
+        long long copies = m->blk.s ? m->blk.s->copies : 0;
+        printf("%s %s, 5 blocks, %s: %d evaluations, %lld block copies\n",
+               dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd),
+               slots[r] ? (slots[r] == 2 ? "streamed through 2 slots" :
+                           "streamed through 3 slots, K/V cached") : "resident", ev, copies);
+        /* every block once per pass over the blocks (each evaluation, the K/V projection),
+         * and the first k - 1 once more: the end of a pass fetches the next one's */
+        CHECK(!slots[r] || copies == 5LL * (ev + sp.cache_kv) + slots[r] - 1,
+              "block copies %lld", copies);
+        if (!first)
+            first = x.buf;
+        else {
+            CHECK(memcmp(x.buf, first, nb) == 0, "%s %s, %d slots: the resident run's bytes",
+                  dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd), slots[r]);
+            free(x.buf);
+        }
+        if (c)
+            op_ctx_free(&ctx);
+        arena_free(&act);
+        ssflow_free(m);
+        free(m);
+    }
+    free(first);
+}
+
 int main(void)
 {
     struct ckpt E, S;
@@ -575,6 +647,20 @@ int main(void)
         test_sampler(&R, &S, &final);
         test_shortcut(&R);
         test_bad(&R, &E);
+        {
+            char dir[] = "/tmp/s3d_ssf_deep_XXXXXX", deep[64];
+            CHECK(mkdtemp(dir) != NULL);
+            if (dir[strlen(dir) - 1] != 'X') {
+                snprintf(deep, sizeof(deep), "%s/deep.safetensors", dir);
+                CHECK(deepen_blocks(CKPT, "state_dict", SSF_PREFIX, 5, deep) == 0);
+                test_stream(&S, deep, DEVICE_HOST, DTYPE_F32);
+                test_stream(&S, deep, DEVICE_HOST, DTYPE_F16);
+                if (s3d_cuda_available())
+                    test_stream(&S, deep, DEVICE_CUDA, DTYPE_F16);
+                unlink(deep);
+                rmdir(dir);
+            }
+        }
         printf("  cpu f32: activation arena peak %.2f MB of %.2f MB\n", R.act.high_water / 1e6,
                R.act.size / 1e6);
         runner_free(&R);

@@ -5,8 +5,8 @@
 # noise the five outputs equal the official sampler's final latents (relative L2
 # below 1e-5) and nothing else is written (no pass-through), an F16 condition is
 # accepted; without noise inputs our seeded noise is deterministic per seed; param
-# repeat reruns the sampler (same output, median logged), cache_kv=1 gives the
-# same bytes as the default (no K/V cache); bad inputs and params
+# repeat reruns the sampler (same output, median logged), cache_kv=1 and
+# stream_blocks=1 give the same bytes as the default; bad inputs and params
 # exit non-zero with one clear error line.
 # Inputs are cut out of the fixture with a stdlib-only Python helper.
 set -u
@@ -139,6 +139,16 @@ else
     bad "cache_kv=1"; tail -3 "$tmp/kv.log"
 fi
 
+# 5b. stream_blocks=1 (the blocks in host memory, copied into two device slots before
+#     they run; common/stage_blocks.h): the same bytes
+if run "$tmp/sb" "$tmp/in" --param stream_blocks=1 &&
+    same_tensors "$tmp/sb/ss_flow.safetensors" "$tmp/out/ss_flow.safetensors" &&
+    grep -q "streamed from the host memory through 2 device slots" "$tmp/sb.log"; then
+    ok "stream_blocks=1: same output as the blocks resident"
+else
+    bad "stream_blocks=1"; tail -3 "$tmp/sb.log"
+fi
+
 # 6. refused: non-zero exit and an error line containing SUBSTRING
 refused() {  # refused NAME INDIR SUBSTRING [--param ...] [--weights-file FILE]
     local name=$1 in=$2 sub=$3 w=$ck; shift 3
@@ -162,6 +172,7 @@ refused "4 of 5 noise latents" "$tmp/partial" "noise.scale"
 refused "steps=0" "$tmp/in" "steps" --param steps=0
 refused "cfg=-1" "$tmp/in" "cfg" --param cfg=-1
 refused "cache_kv=2" "$tmp/in" "cache_kv" --param cache_kv=2
+refused "stream_blocks=2" "$tmp/in" "stream_blocks" --param stream_blocks=2
 refused "wrong checkpoint (MoGe)" "$tmp/in" "model.pt" --weights-file tests/fixtures/moge_tiny/model.pt
 refused "checkpoint without the generator (SLAT embedder only)" "$tmp/in" "slat_generator.ckpt" \
     --weights-file tests/fixtures/cond_slat_tiny/slat_generator.ckpt

@@ -223,6 +223,25 @@ static void test_methods(void *s)
     CHECK(wire_get_bool(&rep, "loaded", false) && wire_get_int(&rep, "weights_bytes", 0) == 7);
     CHECK(call(s, WIRE_STATUS) == NULL);
     CHECK(wire_get_int(&rep, "host_peak_bytes", 0) > 0);
+    /* stream_blocks places the weights at load: a run asking for the other placement
+     * reloads first, one asking for the same does not, a load message keeps the last */
+    int64_t loads = wire_get_int(&rep, "loads", -1);
+    CHECK(!wire_get_bool(&rep, "stream_blocks", true) && loads >= 1);
+    for (int k = 0; k < 4; k++) {
+        static const bool want[4] = {true, true, false, true};
+        static const int64_t more[4] = {1, 1, 2, 3};
+        wire_msg_init(&req, WIRE_REQUEST, 41 + k);
+        CHECK(wire_set_bool(&req, "stream_blocks", want[k]) == 0);
+        CHECK(call(s, WIRE_RUN) == NULL, "%s", rep.error);
+        CHECK(wire_get_bool(&rep, "stream_blocks", !want[k]) == want[k] &&
+              wire_get_int(&rep, "loads", -1) == loads + more[k],
+              "run %d with stream_blocks=%d: loads %lld", k, want[k],
+              (long long)wire_get_int(&rep, "loads", -1));
+    }
+    CHECK(call(s, WIRE_UNLOAD) == NULL);
+    CHECK(call(s, WIRE_LOAD) == NULL);
+    CHECK(wire_get_bool(&rep, "stream_blocks", false) && wire_get_int(&rep, "loads", -1) ==
+          loads + 4, "a load message places the weights as the last run asked");
     CHECK(call(s, WIRE_SHUTDOWN) == NULL);
 }
 

@@ -39,12 +39,13 @@ static const struct stage_param slf_params[] = {
     {"cache_kv", STAGE_PARAM_FLAG, 0, 0, 1,
      "1: project the condition's cross-attention K/V once per request (540 MB fp16 at full "
      "size, ~1% faster); 0: in every evaluation, the same output", NULL},
+    STAGE_PARAM_STREAM_BLOCKS,
     STAGE_PARAM_REPEAT,
     {NULL},
 };
 
-/* load / unload: slatflow_load and slatflow_free on the model (stage.h) */
-STAGE_MODEL(slf, struct slatflow_model, slatflow_load, slatflow_free);
+/* load / unload: slatflow_load (blocks streamed with stream_blocks=1) and slatflow_free (stage.h) */
+STAGE_MODEL_STREAM(slf, struct slatflow_model, slatflow_load, slatflow_free);
 
 static int slf_run(void *p, struct stage_req *rq)
 {

@@ -105,7 +105,9 @@ static int bind_block(struct slatflow_block *b, struct weights *w, const struct 
     return rc;
 }
 
-static int bind_all(struct slatflow_model *m, struct weights *w)
+/* Every tensor; the blocks last, block by block (stage_blocks.h layout), from
+ * bind *first on. */
+static int bind_all(struct slatflow_model *m, struct weights *w, int *first)
 {
     const struct slatflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
@@ -121,6 +123,7 @@ static int bind_all(struct slatflow_model *m, struct weights *w)
     rc |= bind_res(&m->inb[1], w, "input_blocks.1", c0, C, C, gd);
     rc |= bind_res(&m->outb[0], w, "out_blocks.0", 2 * C, c0, C, gd);
     rc |= bind_res(&m->outb[1], w, "out_blocks.1", 2 * c0, c0, C, gd);
+    *first = w->n_binds;
     for (int i = 0; i < g->depth; i++)
         rc |= bind_block(&m->blocks[i], w, g, i, gd);
     return rc ? S3D_ESHAPE : 0;
@@ -145,17 +148,19 @@ static void conv1_tapmajor(struct tensor *w)
     free(b);
 }
 
-int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt)
+_Static_assert(sizeof(struct slatflow_block) % sizeof(struct tensor) == 0,
+               "a block is an array of tensors (stage_blocks.h)");
+
+int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+                  int stream_slots)
 {
     struct weights w;
-    struct arena staging;
     struct stat st;
     char *pk = NULL;
-    int rc;
+    int rc, first = 0;
 
     ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
     memset(m, 0, sizeof(*m));
-    memset(&staging, 0, sizeof(staging));
     m->gemm_dt = gemm_dt;
     m->device = dev;
     /* a bare file means its state_dict, the official Lightning container */
@@ -169,31 +174,22 @@ int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, e
     free(pk);
     if (rc)
         return rc;
-    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w)))
+    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w, &first)))
         goto out_close;
-    rc = arena_init(&m->weights, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "weights",
-                    weights_arena_bytes(&w));
-    if (rc)
+    const struct slatflow_config *g = &m->cfg;
+    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->blocks,
+                                sizeof(m->blocks[0]), g->depth, stream_slots)))
         goto out_close;
-    rc = arena_init(&staging, dev == DEVICE_CUDA ? ARENA_PINNED : ARENA_HOST, "staging",
-                    (size_t)64 << 20);
-    if (rc || (rc = weights_upload(&w, &m->weights, &staging)))
-        goto out_free;
-    weights_report_unused(&w, "");
     /* out_blocks.0 conv1 runs tap-wise on the parents (slatflow_forward): tap-major kernel */
     conv1_tapmajor(&m->outb[0].conv1_w);
     m->outb[0].tapwise = true;
-    const struct slatflow_config *g = &m->cfg;
     log_info("slat_flow: %s: width %d, %d heads, %d blocks, MLP %d, io %d, cond width %d, "
-             "%d -> %d channels; %.1f MB of %s weights on %s", w.ck.path, g->dim, g->heads,
+             "%d -> %d channels; %.1f MB of %s weights on %s%s", w.ck.path, g->dim, g->heads,
              g->depth, g->mlp, g->io, g->cond_dim, g->in_ch, g->out_ch,
-             (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
-    arena_free(&staging);
+             (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu",
+             m->blk.slots ? " besides the streamed blocks" : "");
     weights_close(&w);
     return 0;
-out_free:
-    arena_free(&staging);
-    arena_free(&m->weights);
 out_close:
     weights_close(&w);
     return rc;
@@ -201,8 +197,10 @@ out_close:
 
 void slatflow_free(struct slatflow_model *m)
 {
-    if (m)
+    if (m) {
+        stage_blocks_free(&m->blk);
         arena_free(&m->weights);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -426,7 +424,8 @@ void slatflow_put_cond(const struct slatflow_model *m, const struct op_ctx *ctx,
     for (int i = 0; i < g->depth; i++) {
         struct tensor kv = tensor_slice(&out->kv, 0, i, 1);
         kv = tensor_reshape(&kv, SHAPE(Nc, 2 * C));
-        op_linear(ctx, &kv, &c2, &m->blocks[i].w.ckv_w, &m->blocks[i].w.ckv_b, false);
+        const struct slatflow_block *B = stage_blocks_get(&m->blk, ctx, i);
+        op_linear(ctx, &kv, &c2, &B->w.ckv_w, &B->w.ckv_b, false);
     }
 }
 
@@ -629,7 +628,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
                           struct slf_act *s, int blk, const struct slatflow_cond *cond,
                           const struct slatflow_taps *tp)
 {
-    const struct slatflow_block *B = &m->blocks[blk];
+    const struct slatflow_block *B = stage_blocks_get(&m->blk, ctx, blk);
     const struct flow_block_w *W = &B->w;
     const struct slatflow_config *g = &m->cfg;
     int64_t C = g->dim, H = g->heads, M = s->x.shape[0];

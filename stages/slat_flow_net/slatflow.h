@@ -56,6 +56,7 @@
 #include "arena.h"
 #include "flow_net/flow_block.h"
 #include "ops.h"
+#include "stage_blocks.h"
 #include "tensor.h"
 
 #include <stdbool.h>
@@ -125,17 +126,24 @@ struct slatflow_model {
     struct tensor          out_w, out_b; /* (out_ch, c0), (out_ch) gemm_dt: out_layer */
     struct slatflow_res    inb[2];       /* input_blocks: (c0 -> c0), (c0 -> C, down) */
     struct slatflow_res    outb[2];      /* out_blocks: (2C -> c0, up), (2c0 -> c0) */
-    struct slatflow_block  blocks[SLF_MAX_DEPTH];
-    struct arena           weights;      /* every bound tensor, exactly sized */
+    struct slatflow_block  blocks[SLF_MAX_DEPTH];  /* streamed: in blk's host copy; use
+                                                    * stage_blocks_get(&m->blk, ctx, i) */
+    struct stage_blocks    blk;          /* the blocks resident or streamed (stage_blocks.h) */
+    struct arena           weights;      /* every bound tensor, exactly sized (streamed: all
+                                          * but the blocks) */
 };
 
 /* Open path ("FILE" = FILE:state_dict, or "FILE:KEY"), detect the config,
  * bind every tensor under SLF_PREFIX and upload to dev (DEVICE_CUDA or
  * DEVICE_HOST) with GEMM/conv weights and biases in gemm_dt (F16 or F32),
- * norm weights and RMS gammas in F32. Returns 0, or a negative s3d_err
+ * norm weights and RMS gammas in F32. stream_slots 0: everything on dev;
+ * k >= 2: the transformer blocks stay in (pinned) host memory and stream
+ * through k slots on dev (common/stage_blocks.h; the same outputs, bit for
+ * bit). Returns 0, or a negative s3d_err
  * already logged (not a SLAT generator, an unsupported layout, a missing or
  * mis-shaped tensor, no memory); on failure nothing stays allocated. */
-int  slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt);
+int  slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+                   int stream_slots);
 void slatflow_free(struct slatflow_model *m);    /* NULL-safe, idempotent */
 
 /* The coordinate-dependent state of one voxel set (fixed during sampling):

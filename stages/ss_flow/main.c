@@ -43,12 +43,13 @@ static const struct stage_param ssf_params[] = {
     {"shortcut", STAGE_PARAM_FLAG, 0, 0, 1,
      "the official shortcut (distillation) mode: d = 1/steps, no CFG whatever cfg says "
      "(sam3d run --preset fast: 4 steps)", NULL},
+    STAGE_PARAM_STREAM_BLOCKS,
     STAGE_PARAM_REPEAT,
     {NULL},
 };
 
-/* load / unload: ssflow_load and ssflow_free on the model (stage.h) */
-STAGE_MODEL(ssf, struct ssflow_model, ssflow_load, ssflow_free);
+/* load / unload: ssflow_load (blocks streamed with stream_blocks=1) and ssflow_free (stage.h) */
+STAGE_MODEL_STREAM(ssf, struct ssflow_model, ssflow_load, ssflow_free);
 
 static int ssf_run(void *p, struct stage_req *rq)
 {

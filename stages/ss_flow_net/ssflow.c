@@ -76,7 +76,9 @@ bad:
     return S3D_ESHAPE;
 }
 
-static int bind_all(struct ssflow_model *m, struct weights *w)
+/* Every tensor; the blocks last, block by block (stage_blocks.h layout), from
+ * bind *first on. */
+static int bind_all(struct ssflow_model *m, struct weights *w, int *first)
 {
     const struct ssflow_config *g = &m->cfg;
     enum dtype gd = m->gemm_dt;
@@ -95,6 +97,7 @@ static int bind_all(struct ssflow_model *m, struct weights *w)
         rc |= weights_bind_as(w, &L->out_w, gd, SHAPE(ci, C), "latent_mapping.%s.out_layer.weight", n);
         rc |= weights_bind_as(w, &L->out_b, gd, SHAPE(ci), "latent_mapping.%s.out_layer.bias", n);
     }
+    *first = w->n_binds;
     for (int i = 0; i < g->depth; i++) {
         struct ssflow_block *B = &m->blocks[i];
         for (int s = 0; s < 2; s++) {           /* ".shape", ".6drotation_normalized" */
@@ -108,10 +111,14 @@ static int bind_all(struct ssflow_model *m, struct weights *w)
     return rc ? S3D_ESHAPE : 0;
 }
 
-int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt)
+_Static_assert(sizeof(struct ssflow_block) % sizeof(struct tensor) == 0,
+               "a block is an array of tensors (stage_blocks.h)");
+
+int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+                int stream_slots)
 {
     struct weights w;
-    int rc;
+    int rc, first = 0;
 
     ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
     memset(m, 0, sizeof(*m));
@@ -120,15 +127,18 @@ int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum 
     /* a bare file means its state_dict, the official Lightning container */
     if ((rc = weights_open_key(&w, path, "state_dict", SSF_PREFIX, gemm_dt)))
         return rc;
-    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w)))
-        goto out_close;
-    if ((rc = weights_load_arena(&w, &m->weights, dev)))
+    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w, &first)))
         goto out_close;
     const struct ssflow_config *g = &m->cfg;
+    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->blocks,
+                                sizeof(m->blocks[0]), g->depth, stream_slots)))
+        goto out_close;
     log_info("ss_flow: %s: width %d, %d heads, %d blocks, MLP %d, cond width %d, %lld shape + "
-             "%lld pose tokens; %.1f MB of %s weights on %s", w.ck.path, g->dim, g->heads, g->depth,
-             g->mlp, g->cond_dim, (long long)g->n_shape, (long long)(g->n_tok - g->n_shape),
-             (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
+             "%lld pose tokens; %.1f MB of %s weights on %s%s", w.ck.path, g->dim, g->heads,
+             g->depth, g->mlp, g->cond_dim, (long long)g->n_shape,
+             (long long)(g->n_tok - g->n_shape), (double)m->weights.used / 1e6,
+             dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu",
+             m->blk.slots ? " besides the streamed blocks" : "");
     weights_close(&w);
     return 0;
 out_close:
@@ -138,8 +148,10 @@ out_close:
 
 void ssflow_free(struct ssflow_model *m)
 {
-    if (m)
+    if (m) {
+        stage_blocks_free(&m->blk);
         arena_free(&m->weights);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -300,7 +312,7 @@ void ssflow_put_cond(const struct ssflow_model *m, const struct op_ctx *ctx, str
         for (int k = 0; k < 2; k++) {
             struct tensor kv = tensor_slice(&out->kv, 0, i, 1);
             kv = tensor_slice(&kv, 1, k, 1);
-            project_kv(m, ctx, &m->blocks[i], k, &out->c, &kv);
+            project_kv(m, ctx, stage_blocks_get(&m->blk, ctx, i), k, &out->c, &kv);
         }
 }
 
@@ -370,7 +382,7 @@ static void gated_add(const struct ssflow_model *m, const struct op_ctx *ctx, st
 static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
                           int blk, const struct ssflow_cond *cond, const struct ssflow_taps *tp)
 {
-    const struct ssflow_block *B = &m->blocks[blk];
+    const struct ssflow_block *B = stage_blocks_get(&m->blk, ctx, blk);
     const struct ssflow_config *g = &m->cfg;
     int64_t C = g->dim, T = g->n_tok, Ns = g->n_shape;
     const int64_t r0[2] = {0, Ns}, nr[2] = {Ns, T - Ns};

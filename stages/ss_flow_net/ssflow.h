@@ -40,6 +40,7 @@
 #include "arena.h"
 #include "flow_net/flow_block.h"
 #include "ops.h"
+#include "stage_blocks.h"
 #include "tensor.h"
 
 #include <stdbool.h>
@@ -104,18 +105,24 @@ struct ssflow_model {
     enum device          device;
     struct flow_temb     t_emb, d_emb;  /* t_embedder, d_embedder (flow_block.h) */
     struct ssflow_latent lat[SSF_N_LATENT];
-    struct ssflow_block  blocks[SSF_MAX_DEPTH];
-    struct arena         weights;   /* every bound tensor, exactly sized */
+    struct ssflow_block  blocks[SSF_MAX_DEPTH];  /* streamed: in blk's host copy; use
+                                                  * stage_blocks_get(&m->blk, ctx, i) */
+    struct stage_blocks  blk;       /* the blocks resident or streamed (stage_blocks.h) */
+    struct arena         weights;   /* every bound tensor, exactly sized (streamed: all but
+                                     * the blocks) */
 };
 
 /* Open path ("FILE" = FILE:state_dict, or "FILE:KEY"), detect the config,
  * bind every tensor under SSF_PREFIX and upload to dev (DEVICE_CUDA or
  * DEVICE_HOST) with GEMM weights/biases in gemm_dt (F16 or F32), norms,
- * RMS gammas and pos_emb in F32. The condition embedder's tensors in the same
+ * RMS gammas and pos_emb in F32. stream_slots 0: everything on dev; k >= 2:
+ * the transformer blocks stay in (pinned) host memory and stream through k
+ * slots on dev (common/stage_blocks.h; the same outputs, bit for bit). The condition embedder's tensors in the same
  * file are ignored. Returns 0, or a negative s3d_err already logged (not an
  * SS generator, missing or mis-shaped tensor, no memory); on failure nothing
  * stays allocated. */
-int  ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt);
+int  ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+                 int stream_slots);
 void ssflow_free(struct ssflow_model *m);      /* NULL-safe, idempotent */
 
 /* Bytes of the model's device arena that ssflow_forward takes for a condition

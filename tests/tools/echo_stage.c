@@ -19,7 +19,11 @@
  * S3D_FAKE_NVML_DIR is set, the stage "holds" 1 MiB (its context) from its
  * first load on, plus its weights file's size while loaded, plus param
  * act_bytes (int) from the run that asked for them until unload, written to
- * the file $S3D_FAKE_NVML_DIR/<pid> as the driver would show it.
+ * the file $S3D_FAKE_NVML_DIR/<pid> as the driver would show it. Param
+ * stream_blocks (stage.h STAGE_PARAM_STREAM_BLOCKS): loaded with it, the stage
+ * "holds" a quarter of its weights file (the rest "streamed" from host memory);
+ * status answers stream_blocks and loads (loads since start: a request with the
+ * other placement reloads).
  */
 #include "beat.h"
 #include "err.h"
@@ -42,6 +46,8 @@ struct echo {
     size_t         n_weights;
     bool           had_context;
     int64_t        act_bytes; /* fake activation memory held until unload */
+    bool           streamed;  /* loaded with rt->stream_blocks: a quarter on the "device" */
+    int            loads;
 };
 
 #define FAKE_CONTEXT_BYTES (1 << 20)
@@ -60,7 +66,8 @@ static void fake_devmem(const struct echo *e)
     f = fopen(tmp, "w");
     if (!f)
         return;
-    fprintf(f, "%lld\n", (long long)(FAKE_CONTEXT_BYTES + e->n_weights + e->act_bytes));
+    fprintf(f, "%lld\n", (long long)(FAKE_CONTEXT_BYTES + e->n_weights / (e->streamed ? 4 : 1) +
+                                     e->act_bytes));
     if (fclose(f) == 0)
         rename(tmp, path);
 }
@@ -87,6 +94,8 @@ static int echo_load(void *model, struct stage_rt *rt)
     e->n_weights = fread(e->weights, 1, (size_t)st.st_size, f);
     fclose(f);
     e->had_context = true;
+    e->streamed = rt->stream_blocks;
+    e->loads++;
     fake_devmem(e);
     return 0;
 }
@@ -107,6 +116,8 @@ static void echo_status(void *model, struct wire_msg *rep)
     struct echo *e = model;
 
     ASSERT(wire_set_int(rep, "weights_bytes", (int64_t)e->n_weights) == 0);
+    ASSERT(wire_set_bool(rep, "stream_blocks", e->streamed) == 0);
+    ASSERT(wire_set_int(rep, "loads", e->loads) == 0);
 }
 
 static const struct stage_param echo_params[] = {
@@ -122,6 +133,7 @@ static const struct stage_param echo_params[] = {
     {"work_ms", STAGE_PARAM_INT, 0, 0, 3600000,
      "work this long, reaching a progress point every 20 ms (common/beat.h): busy, not hung",
      NULL},
+    STAGE_PARAM_STREAM_BLOCKS,
     {NULL},
 };
 
