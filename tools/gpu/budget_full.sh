@@ -35,35 +35,9 @@ now() { date +%s%N; }
 secs() { echo "$(( ($(now) - $1) / 1000000 ))" | sed 's/\(...\)$/.\1/; s/^\./0./'; }   # since T0 (ns)
 
 src=examples/human_object
-if [ "${BUDGET_TINY:-0}" = 1 ]; then
-    dev=cpu
-    . tests/lib.sh
-    W=$WORK/budget/tiny_weights
-    tiny_weights "$W"
-    pipe=$WORK/budget/tiny.pipe
-    few_steps_pipe "$pipe"
-    extra=(--pipeline "$pipe")
-    echo "cpu (BUDGET_TINY: tiny model)" >"$OUT/gpu.txt"
-else
-    dev=cuda:0
-    extra=()
-    W=$WORK/weights
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-    # shellcheck disable=SC1091
-    . tools/gpu/device_env.sh
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/gpu.txt"
-    have=1
-    for f in moge-vitl/model.pt ss_generator.ckpt slat_generator.ckpt ss_decoder.ckpt \
-             slat_decoder_gs.ckpt slat_decoder_mesh.ckpt; do [ -f "$W/$f" ] || have=0; done
-    if [ $have = 0 ]; then
-        PYTHONUNBUFFERED=1 timeout 400 python3 tools/ref/bench_official.py --size full --device cuda \
-            --s3d .gl/ref/s3d --moge .gl/ref/moge --dinov2 .gl/ref/dinov2 --hf .gl/ref/hf \
-            --image "$src/image.png" --mask "$src/0.png" --weights-out "$W" --out "$WORK/budget" \
-            --weights-only >"$OUT/weights.log" 2>&1 || { tail -20 "$OUT/weights.log"; exit 1; }
-    fi
-fi
+# shellcheck source=tools/gpu/full_lib.sh
+. tools/gpu/full_lib.sh
+full_model "$OUT" "$WORK" budget BUDGET_TINY "${BUDGET_TINY:-0}" || exit 1
 cat "$OUT/gpu.txt"
 for b in sam3d sam3d-depth sam3d-cond sam3d-ss-flow sam3d-ss-decode sam3d-slat-flow \
          sam3d-gs-decode sam3d-mesh-decode; do
