@@ -601,10 +601,34 @@ static void test_stream(const struct ckpt *S, const char *deep, enum device dev,
                dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd),
                slots[r] ? (slots[r] == 2 ? "streamed through 2 slots" :
                            "streamed through 3 slots, K/V cached") : "resident", ev, copies);
-        /* every block once per pass over the blocks (each evaluation, the K/V projection),
-         * and the first k - 1 once more: the end of a pass fetches the next one's */
-        CHECK(!slots[r] || copies == 5LL * (ev + sp.cache_kv) + slots[r] - 1,
+        /* every block once per pass over the blocks (a step: its one or two evaluations
+         * go through the blocks together; the K/V projection), and the first k - 1 once
+         * more: the end of a pass fetches the next one's */
+        CHECK(!slots[r] || copies == 5LL * (sp.steps + sp.cache_kv) + slots[r] - 1,
               "block copies %lld", copies);
+        /* a CFG step's two evaluations block by block (ssflow_forward_cfg) = the two
+         * evaluations one after the other, bytes */
+        {
+            struct ssflow_cond cc;
+            struct lat a, u, ja, ju;
+            size_t mk = arena_mark(&act);
+            lat_init(&a, &m->cfg);
+            lat_init(&u, &m->cfg);
+            lat_init(&ja, &m->cfg);
+            lat_init(&ju, &m->cfg);
+            ssflow_put_cond(m, c, &act, &ct, sp.cache_kv, &cc);
+            const struct tensor *xc[SSF_N_LATENT];
+            for (int l = 0; l < SSF_N_LATENT; l++)
+                xc[l] = x.p[l];
+            ssflow_forward(m, c, &act, xc, 400.0f, 0.0f, &cc, a.p, NULL);
+            ssflow_forward(m, c, &act, xc, 400.0f, 0.0f, NULL, u.p, NULL);
+            ssflow_forward_cfg(m, c, &act, xc, 400.0f, 0.0f, &cc, ja.p, ju.p);
+            CHECK(memcmp(a.buf, ja.buf, nb) == 0 && memcmp(u.buf, ju.buf, nb) == 0,
+                  "%d slots: ssflow_forward_cfg = two ssflow_forward, bytes", slots[r]);
+            CHECK(act.high_water <= act.size);
+            arena_release(&act, mk);
+            free(a.buf), free(u.buf), free(ja.buf), free(ju.buf);
+        }
         if (!first)
             first = x.buf;
         else {
@@ -678,12 +702,15 @@ int main(void)
             g->ntok[l] = l == SSF_SHAPE ? 4096 : 1;
         }
         full.gemm_dt = DTYPE_F16;
-        double mb = ssflow_sample_bytes(&full, 7528, false) / 1e6;
-        double kv = (ssflow_sample_bytes(&full, 7528, true) - ssflow_act_bytes(&full, 1)) / 1e6;
-        printf("released config, fp16, 7528 condition tokens: %.1f MB of activations + condition; "
-               "with the K/V cache %.1f MB (condition + K/V) + %.1f MB\n", mb, kv,
-               ssflow_act_bytes(&full, 1) / 1e6);
+        double cfg = ssflow_cfg_extra_bytes(&full) / 1e6;
+        double mb = ssflow_sample_bytes(&full, 7528, false) / 1e6 - cfg;
+        double kv = (ssflow_sample_bytes(&full, 7528, true) - ssflow_act_bytes(&full, 1)) / 1e6 -
+                    cfg;
+        printf("released config, fp16, 7528 condition tokens: %.1f MB of activations + condition "
+               "(+ %.1f MB: a CFG step's second stream); with the K/V cache %.1f MB (condition + "
+               "K/V) + %.1f MB\n", mb, cfg, kv, ssflow_act_bytes(&full, 1) / 1e6);
         CHECK(mb > 140 && mb < 150, "README's memory figure");
+        CHECK(cfg > 16.7 && cfg < 16.9, "README's second stream (4100 x 1024 F32)");
         CHECK(kv > 1490 && kv < 1500, "README's K/V cache figure");
     }
 

@@ -52,7 +52,8 @@ double ssflow_time(const struct ssflow_sampler *s, int k)
 
 size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv)
 {
-    return ssflow_cond_bytes(m, n_cond, cache_kv) + ssflow_act_bytes(m, cache_kv ? 1 : n_cond);
+    return ssflow_cond_bytes(m, n_cond, cache_kv) + ssflow_act_bytes(m, cache_kv ? 1 : n_cond) +
+           ssflow_cfg_extra_bytes(m);
 }
 
 /* Round to fp16 and back (the reference's fp16 tensor ops under autocast). */
@@ -101,15 +102,16 @@ int ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, struct
         const float dt = (float)(t1 - t0);             /* fp32 tensor * float64 scalar */
         const bool cfg = s->cfg > 0.0 && s->cfg_lo <= (double)T && (double)T <= s->cfg_hi;
 
-        ssflow_forward(m, ctx, act, xc, T, d1000, &c, vc, NULL);
-        evals++;
-        if (cfg) {
-            ssflow_forward(m, ctx, act, xc, T, d1000, NULL, vu, NULL);
-            evals++;
+        if (cfg) {                                     /* both passes, block by block */
+            ssflow_forward_cfg(m, ctx, act, xc, T, d1000, &c, vc, vu);
+            evals += 2;
             for (int64_t i = 0; i < n; i++) {          /* (1 + s) * y_cond - s * y_uncond */
                 float a = cs * buf[0][i], b = cu * buf[1][i];
                 buf[0][i] = h16 ? r16(r16(a) - r16(b)) : a - b;
             }
+        } else {
+            ssflow_forward(m, ctx, act, xc, T, d1000, &c, vc, NULL);
+            evals++;
         }
         if (on_step)
             on_step(user, k, T, cfg, xc, vc);

@@ -480,65 +480,119 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
         tap(ctx, tp->block_out, &s->x);
 }
 
-void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
-                    const struct tensor *const x[SSF_N_LATENT], float t, float d,
-                    const struct ssflow_cond *cond, struct tensor *const v[SSF_N_LATENT],
-                    const struct ssflow_taps *taps)
+/* The evaluation up to the blocks: the ones row (fp16), temb and SiLU(temb),
+ * the latent tokens + pos_emb into s->x (taps: t_emb, d_emb, tokens_in). */
+static void fwd_in(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
+                   const struct tensor *const x[SSF_N_LATENT], float t, float d,
+                   const struct ssflow_taps *taps)
 {
     const struct ssflow_config *g = &m->cfg;
-    size_t mark = arena_mark(act);
-    struct ssf_act s;
 
-    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == g->cond_dim &&
-                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
-    act_plan(m, act, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
     if (m->gemm_dt != DTYPE_F32) {
         float *pm = malloc(sizeof(float) * 2 * (size_t)g->dim);
         ASSERT(pm);
         for (int i = 0; i < 2 * g->dim; i++)
             pm[i] = i < g->dim ? 1.0f : -1.0f;
         struct tensor h = tensor_view(pm, DTYPE_F32, DEVICE_HOST, SHAPE(2, g->dim));
-        op_upload(ctx, &s.ones, &h);
+        op_upload(ctx, &s->ones, &h);
         free(pm);
     }
 
     /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
      * for the adaLN of every block */
-    flow_temb_eval(ctx, &m->t_emb, t, &s.tf, &s.e1, &s.te);
-    flow_temb_eval(ctx, &m->d_emb, d, &s.tf, &s.e1, &s.de);
+    flow_temb_eval(ctx, &m->t_emb, t, &s->tf, &s->e1, &s->te);
+    flow_temb_eval(ctx, &m->d_emb, d, &s->tf, &s->e1, &s->de);
     if (taps) {
-        tap(ctx, taps->t_emb, &s.te);
-        tap(ctx, taps->d_emb, &s.de);
+        tap(ctx, taps->t_emb, &s->te);
+        tap(ctx, taps->d_emb, &s->de);
     }
-    op_add(ctx, &s.te, &s.te, &s.de);
-    op_act(ctx, &s.st, &s.te, OP_ACT_SILU);
+    op_add(ctx, &s->te, &s->te, &s->de);
+    op_act(ctx, &s->st, &s->te, OP_ACT_SILU);
 
     /* latent inputs (mm_latent.py:47-51): Linear(x) + pos_emb into the stream rows */
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct ssflow_latent *L = &m->lat[l];
-        struct tensor xi = tensor_view(s.xin.data, m->gemm_dt, s.xin.device, SHAPE(g->ntok[l], g->cin[l]));
+        struct tensor xi = tensor_view(s->xin.data, m->gemm_dt, s->xin.device, SHAPE(g->ntok[l], g->cin[l]));
         op_upload(ctx, &xi, x[l]);
-        struct tensor hl = rows(&s.h, g->row[l], g->ntok[l]);
-        struct tensor xl = rows(&s.x, g->row[l], g->ntok[l]);
+        struct tensor hl = rows(&s->h, g->row[l], g->ntok[l]);
+        struct tensor xl = rows(&s->x, g->row[l], g->ntok[l]);
         op_linear(ctx, &hl, &xi, &L->in_w, &L->in_b, false);
         op_add_bias(ctx, &xl, &hl, &L->pos);
     }
     if (taps)
-        tap(ctx, taps->tokens_in, &s.x);
+        tap(ctx, taps->tokens_in, &s->x);
+}
 
-    for (int i = 0; i < g->depth; i++)
-        block_forward(m, ctx, &s, i, cond, taps && taps->block == i ? taps : NULL);
+/* The outputs from the stream s->x (mm_latent.py:53-57): F.layer_norm (no affine,
+ * eps 1e-5) -> out_layer, into the host velocities v. */
+static void fwd_out(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
+                    struct tensor *const v[SSF_N_LATENT])
+{
+    const struct ssflow_config *g = &m->cfg;
 
-    /* outputs (mm_latent.py:53-57): F.layer_norm (no affine, eps 1e-5) -> out_layer */
-    op_layernorm(ctx, &s.h, &s.x, NULL, NULL, SSF_OUT_EPS);
+    op_layernorm(ctx, &s->h, &s->x, NULL, NULL, SSF_OUT_EPS);
     for (int l = 0; l < SSF_N_LATENT; l++) {
         const struct ssflow_latent *L = &m->lat[l];
-        struct tensor hl = rows(&s.h, g->row[l], g->ntok[l]);
-        struct tensor vo = tensor_view(s.vo.data, m->gemm_dt, s.vo.device, SHAPE(g->ntok[l], g->cin[l]));
+        struct tensor hl = rows(&s->h, g->row[l], g->ntok[l]);
+        struct tensor vo = tensor_view(s->vo.data, m->gemm_dt, s->vo.device, SHAPE(g->ntok[l], g->cin[l]));
         op_linear(ctx, &vo, &hl, &L->out_w, &L->out_b, false);
         ASSERT(v[l]->dtype == DTYPE_F32 && tensor_numel(v[l]) == tensor_numel(&vo) &&
                tensor_is_contiguous(v[l]));
         get(ctx, v[l]->data, &vo);
     }
+}
+
+static void fwd_check(const struct ssflow_model *m, const struct ssflow_cond *cond)
+{
+    ASSERT(!cond || (cond->c.ndim == 3 && cond->c.shape[2] == m->cfg.cond_dim &&
+                     cond->c.dtype == m->gemm_dt && cond->c.device == m->device));
+}
+
+void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                    const struct tensor *const x[SSF_N_LATENT], float t, float d,
+                    const struct ssflow_cond *cond, struct tensor *const v[SSF_N_LATENT],
+                    const struct ssflow_taps *taps)
+{
+    size_t mark = arena_mark(act);
+    struct ssf_act s;
+
+    fwd_check(m, cond);
+    act_plan(m, act, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    fwd_in(m, ctx, &s, x, t, d, taps);
+    for (int i = 0; i < m->cfg.depth; i++)
+        block_forward(m, ctx, &s, i, cond, taps && taps->block == i ? taps : NULL);
+    fwd_out(m, ctx, &s, v);
+    arena_release(act, mark);
+}
+
+size_t ssflow_cfg_extra_bytes(const struct ssflow_model *m)
+{
+    return arena_round(sizeof(float) * (size_t)(m->cfg.n_tok * m->cfg.dim));
+}
+
+void ssflow_forward_cfg(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                        const struct tensor *const x[SSF_N_LATENT], float t, float d,
+                        const struct ssflow_cond *cond, struct tensor *const vc[SSF_N_LATENT],
+                        struct tensor *const vu[SSF_N_LATENT])
+{
+    size_t mark = arena_mark(act);
+    struct ssf_act s;
+
+    ASSERT(cond);
+    fwd_check(m, cond);
+    act_plan(m, act, !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    struct tensor xc = s.x, xu = arena_tensor(act, DTYPE_F32, SHAPE(m->cfg.n_tok, m->cfg.dim));
+    fwd_in(m, ctx, &s, x, t, d, NULL);
+    op_copy(ctx, &xu, &xc);                     /* both passes start from the same tokens */
+    for (int i = 0; i < m->cfg.depth; i++) {    /* each block once for both: its weights */
+        s.x = xc;                               /* come to the device once (streamed) */
+        block_forward(m, ctx, &s, i, cond, NULL);
+        s.x = xu;
+        block_forward(m, ctx, &s, i, NULL, NULL);
+    }
+    s.x = xc;
+    fwd_out(m, ctx, &s, vc);
+    s.x = xu;
+    fwd_out(m, ctx, &s, vu);
     arena_release(act, mark);
 }

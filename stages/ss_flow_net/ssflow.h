@@ -189,6 +189,18 @@ void ssflow_forward(const struct ssflow_model *m, const struct op_ctx *ctx, stru
                     const struct ssflow_cond *cond, struct tensor *const v[SSF_N_LATENT],
                     const struct ssflow_taps *taps);
 
+/* The two evaluations of a CFG step at once: vc[l] = ssflow_forward(x, t, d,
+ * cond) and vu[l] = ssflow_forward(x, t, d, NULL), the same bytes, with the
+ * blocks taken in turn for both (each block's weights used twice while they
+ * are on the device: the streamed model copies each once a step). act needs
+ * ssflow_act_bytes + ssflow_cfg_extra_bytes free (a second residual stream). */
+void ssflow_forward_cfg(const struct ssflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                        const struct tensor *const x[SSF_N_LATENT], float t, float d,
+                        const struct ssflow_cond *cond, struct tensor *const vc[SSF_N_LATENT],
+                        struct tensor *const vu[SSF_N_LATENT]);
+/* The second residual stream of ssflow_forward_cfg: (T, C) F32. */
+size_t ssflow_cfg_extra_bytes(const struct ssflow_model *m);
+
 // ----------------------------------------------------------------------------
 // sampler (spec §5)
 
@@ -228,7 +240,8 @@ typedef void (*ssflow_step_fn)(void *user, int k, float t1000, bool cfg,
  * (ssflow_check_cond), uploaded once into act (with its K/V when
  * s->cache_kv). Per step: t = float32(t_k*1000);
  * v_cond; with CFG also v_uncond (cond x 0) and v = (1+s) v_cond - s v_uncond;
- * x += v * float32(t_{k+1} - t_k). With gemm_dt F16 the CFG combination and
+ * x += v * float32(t_{k+1} - t_k) (a CFG step's two evaluations through
+ * ssflow_forward_cfg). With gemm_dt F16 the CFG combination and
  * the product v * dt are rounded to fp16 as the reference does them in fp16
  * (spec §11.19); with F32 all fp32. act needs ssflow_sample_bytes free
  * (the condition + one forward). on_step may be NULL. Returns the number of
@@ -237,8 +250,8 @@ int    ssflow_sample(const struct ssflow_model *m, const struct op_ctx *ctx, str
                      const struct tensor *cond, struct tensor *const x[SSF_N_LATENT],
                      const struct ssflow_sampler *s, ssflow_step_fn on_step, void *user);
 /* Bytes of act that ssflow_sample takes for n_cond condition tokens (the
- * condition, its K/V when cache_kv, one forward); its velocity buffers are
- * malloc'ed. */
+ * condition, its K/V when cache_kv, one forward and the second stream of a CFG
+ * step, ssflow_forward_cfg); its velocity buffers are malloc'ed. */
 size_t ssflow_sample_bytes(const struct ssflow_model *m, int64_t n_cond, bool cache_kv);
 
 /* Fill x[l] (host F32, contiguous) with N(0, 1) noise from our own generator
