@@ -358,14 +358,35 @@ static void test_stream(const struct ckpt *S, const char *deep, enum device dev,
         CHECK(R->m.cfg.depth == 5 && R->m.blk.slots == slots[r]);
         int ev = run_sampler(R, &coords, &cond, &noise, x, NULL);
         long long copies = R->m.blk.s ? R->m.blk.s->copies : 0;
+        /* a CFG step's two evaluations (slatflow_forward_cfg: the transformer block by
+         * block for both) = two slatflow_forward, bytes */
+        {
+            int64_t nv = R->g.n * R->m.cfg.out_ch;
+            float *a = fbuf(nv), *u = fbuf(nv), *ja = fbuf(nv), *ju = fbuf(nv);
+            struct tensor tx = tensor_view(noise.data, DTYPE_F32, DEVICE_HOST,
+                                           SHAPE(R->g.n, R->m.cfg.in_ch));
+            struct tensor ta = tensor_view(a, DTYPE_F32, DEVICE_HOST, SHAPE(R->g.n, R->m.cfg.out_ch));
+            struct tensor tu = tensor_view(u, DTYPE_F32, DEVICE_HOST, SHAPE(R->g.n, R->m.cfg.out_ch));
+            struct tensor tja = tensor_view(ja, DTYPE_F32, DEVICE_HOST, SHAPE(R->g.n, R->m.cfg.out_ch));
+            struct tensor tju = tensor_view(ju, DTYPE_F32, DEVICE_HOST, SHAPE(R->g.n, R->m.cfg.out_ch));
+            slatflow_forward(&R->m, R->c, &R->act, &R->g, &tx, 400.0f, &R->cond, &ta, NULL);
+            slatflow_forward(&R->m, R->c, &R->act, &R->g, &tx, 400.0f, NULL, &tu, NULL);
+            slatflow_forward_cfg(&R->m, R->c, &R->act, &R->g, &tx, 400.0f, &R->cond, &tja, &tju);
+            CHECK(memcmp(a, ja, sizeof(float) * (size_t)nv) == 0 &&
+                  memcmp(u, ju, sizeof(float) * (size_t)nv) == 0,
+                  "%d slots: slatflow_forward_cfg = two slatflow_forward, bytes", slots[r]);
+            CHECK(R->act.high_water <= R->act.size);
+            free(a), free(u), free(ja), free(ju);
+        }
         printf("%s %s, 5 blocks, %s: %d evaluations, %lld block copies\n",
                dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd),
                slots[r] ? (slots[r] == 2 ? "streamed through 2 slots" :
                            "streamed through 3 slots, K/V cached") : "resident", ev, copies);
-        /* each pass over the blocks (evaluations; the K/V projection of runner_load and of
-         * the sampler) copies every block once, and the last one fetches the first k - 1
-         * of the next */
-        CHECK(!slots[r] || copies == 5LL * (ev + 2 * (slots[r] == 3)) + slots[r] - 1,
+        /* each pass over the blocks (a step: its one or two evaluations go through the
+         * blocks together; the K/V projection of runner_load and of the sampler) copies
+         * every block once, and the last one fetches the first k - 1 of the next */
+        int steps = ev - 13;                            /* 38 evaluations: 13 with CFG */
+        CHECK(!slots[r] || copies == 5LL * (steps + 2 * (slots[r] == 3)) + slots[r] - 1,
               "block copies %lld", copies);
         if (!first) {
             first = x;

@@ -88,7 +88,8 @@ size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t 
                              bool cache_kv)
 {
     return slatflow_geom_bytes(m, n, mm) + slatflow_cond_bytes(m, n_cond, cache_kv) +
-           state_bytes(m, n) + slatflow_act_bytes(m, n, mm, cache_kv ? 1 : n_cond);
+           state_bytes(m, n) + slatflow_act_bytes(m, n, mm, cache_kv ? 1 : n_cond) +
+           slatflow_cfg_extra_bytes(m, mm);
 }
 
 int slatflow_sample(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,

@@ -754,24 +754,28 @@ static void fwd_in(const struct slatflow_model *m, const struct op_ctx *ctx, str
     arena_release(act, fixed);
 }
 
-/* The rest, from s->s0 and s->s1 (left unchanged): APE, the transformer with
- * cond (NULL: unconditional), the out blocks, the velocity into v. */
-static void fwd_out(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
-                    const struct slatflow_geom *g, const struct slatflow_cond *cond,
-                    struct tensor *v, struct slf_act *s, size_t fixed,
-                    const struct slatflow_taps *taps)
+/* The transformer: s->x = s->s1 + APE, then the blocks with cond (NULL:
+ * unconditional); the blocks' buffers are released to fixed. */
+static void fwd_blocks(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                       const struct slatflow_geom *g, const struct slatflow_cond *cond,
+                       struct slf_act *s, size_t fixed, const struct slatflow_taps *taps)
 {
-    const struct slatflow_config *cf = &m->cfg;
-    int64_t N = g->n, M = g->m, c0 = cf->io;
-
     /* APE (L287-288), transformer blocks */
     op_add(ctx, &s->x, &s->s1, &g->ape);
     if (taps)
         tap(ctx, taps->tokens_ape, &s->x);
-    act_blocks(m, act, M, s);
-    for (int i = 0; i < cf->depth; i++)
+    act_blocks(m, act, g->m, s);
+    for (int i = 0; i < m->cfg.depth; i++)
         block_forward(m, ctx, s, i, cond, taps && taps->block == i ? taps : NULL);
     arena_release(act, fixed);
+}
+
+/* The out blocks from s->x, s->s0 and s->s1 (left unchanged), the velocity into v. */
+static void fwd_tail(const struct slatflow_model *m, const struct op_ctx *ctx, struct arena *act,
+                     const struct slatflow_geom *g, struct tensor *v, struct slf_act *s,
+                     size_t fixed, const struct slatflow_taps *taps)
+{
+    int64_t N = g->n, M = g->m, c0 = m->cfg.io;
 
     /* out_blocks.0: [h | s1] (M, 2C) at the parents, upsampled inside (row gather), 2C -> c0 */
     act_res(m, act, N, M, true, s);
@@ -828,8 +832,14 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
     act_fixed(m, act, g->n, g->m, cond && !cond->kv.data ? cond->c.shape[1] : 1, &s);
     size_t fixed = arena_mark(act);
     fwd_in(m, ctx, act, g, x, t, &s, fixed, taps);
-    fwd_out(m, ctx, act, g, cond, v, &s, fixed, taps);
+    fwd_blocks(m, ctx, act, g, cond, &s, fixed, taps);
+    fwd_tail(m, ctx, act, g, v, &s, fixed, taps);
     arena_release(act, mark);
+}
+
+size_t slatflow_cfg_extra_bytes(const struct slatflow_model *m, int64_t mm)
+{
+    return arena_round((size_t)(mm * m->cfg.dim) * dtype_size(m->gemm_dt));
 }
 
 void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
@@ -844,9 +854,24 @@ void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *c
     fwd_check(m, g, x, cond, vc);
     fwd_check(m, g, x, NULL, vu);
     act_fixed(m, act, g->n, g->m, !cond->kv.data ? cond->c.shape[1] : 1, &s);
+    struct tensor xc = s.x, xu = arena_tensor(act, m->gemm_dt, SHAPE(g->m, m->cfg.dim));
     size_t fixed = arena_mark(act);
     fwd_in(m, ctx, act, g, x, t, &s, fixed, NULL);
-    fwd_out(m, ctx, act, g, cond, vc, &s, fixed, NULL);
-    fwd_out(m, ctx, act, g, NULL, vu, &s, fixed, NULL);
+    /* the transformer for both, block by block (each block's weights used twice while on
+     * the device: a streamed model copies each once a step), then the out blocks of each */
+    op_add(ctx, &xc, &s.s1, &g->ape);
+    op_add(ctx, &xu, &s.s1, &g->ape);
+    act_blocks(m, act, g->m, &s);
+    for (int i = 0; i < m->cfg.depth; i++) {
+        s.x = xc;
+        block_forward(m, ctx, &s, i, cond, NULL);
+        s.x = xu;
+        block_forward(m, ctx, &s, i, NULL, NULL);
+    }
+    arena_release(act, fixed);
+    s.x = xc;
+    fwd_tail(m, ctx, act, g, vc, &s, fixed, NULL);
+    s.x = xu;
+    fwd_tail(m, ctx, act, g, vu, &s, fixed, NULL);
     arena_release(act, mark);
 }

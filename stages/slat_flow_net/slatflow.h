@@ -254,8 +254,13 @@ void slatflow_forward(const struct slatflow_model *m, const struct op_ctx *ctx, 
 /* The two evaluations of a CFG step in one call: v_cond into vc and v_uncond
  * into vu (each as slatflow_forward's v), from the same x and t. The part
  * before the transformer (temb, input layer, input blocks) does not see the
- * condition and runs once; the same numbers as two slatflow_forward calls.
- * cond not NULL; act as for slatflow_forward with cond. */
+ * condition and runs once; the transformer runs block by block for both (two
+ * token streams: each block's weights serve both while on the device, so a
+ * streamed model copies each once a step); the same numbers as two
+ * slatflow_forward calls. cond not NULL; act as for slatflow_forward with
+ * cond, plus slatflow_cfg_extra_bytes. */
+/* The second token stream of slatflow_forward_cfg for mm tokens: (mm, C) gemm_dt. */
+size_t slatflow_cfg_extra_bytes(const struct slatflow_model *m, int64_t mm);
 void slatflow_forward_cfg(const struct slatflow_model *m, const struct op_ctx *ctx,
                           struct arena *act, const struct slatflow_geom *g,
                           const struct tensor *x, float t, const struct slatflow_cond *cond,
@@ -293,7 +298,7 @@ typedef void (*slatflow_step_fn)(void *user, int k, float t1000, bool cfg, const
 
 /* Bytes of the device arena slatflow_sample takes for N sites, M parents
  * and n_cond condition tokens: the geometry, the condition (+ its K/V with
- * cache_kv) and one forward. */
+ * cache_kv) and one forward (a CFG step's, with its second token stream). */
 size_t slatflow_sample_bytes(const struct slatflow_model *m, int64_t n, int64_t mm, int64_t n_cond,
                              bool cache_kv);
 
