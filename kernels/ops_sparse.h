@@ -212,6 +212,13 @@ void op_sparse_down_mean_cuda(const struct op_ctx *ctx, struct tensor *y, const 
 void op_sparse_gather_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx);
 void op_sparse_gather_rows_cuda(const struct op_ctx *ctx, struct tensor *y,
                                 const struct tensor *x, const struct tensor *idx);
+/* The inverse row move: y[idx[i]] = x[i] for i < T; other rows of y untouched.
+ * x (T, C), y (M, C) any float dtypes (converted); idx (T) I32 in [0, M),
+ * distinct (the SLAT decoder trunk writes a group of windows back into the
+ * token stream through the partition's perm). */
+void op_sparse_scatter_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx);
+void op_sparse_scatter_rows_cuda(const struct op_ctx *ctx, struct tensor *y,
+                                 const struct tensor *x, const struct tensor *idx);
 
 // ----------------------------------------------------------------------------
 // SparseSubdivide (TD/spatial.py:99-131, decoders.md §4.5)
@@ -328,6 +335,15 @@ static inline void op_sparse_gather_rows(const struct op_ctx *ctx, struct tensor
         op_sparse_gather_rows_cuda(ctx, y, x, idx);
     else
         op_sparse_gather_rows_cpu(y, x, idx);
+}
+
+static inline void op_sparse_scatter_rows(const struct op_ctx *ctx, struct tensor *y,
+                                          const struct tensor *x, const struct tensor *idx)
+{
+    if (y->device == DEVICE_CUDA)
+        op_sparse_scatter_rows_cuda(ctx, y, x, idx);
+    else
+        op_sparse_scatter_rows_cpu(y, x, idx);
 }
 
 static inline void op_sparse_subdivide(const struct op_ctx *ctx, struct tensor *y_coords,

@@ -418,11 +418,12 @@ static void test_gpu(const struct outs *cpu)
 
 /* 7. gsdec_act_bytes at the released configuration (slat_decoder_gs.yaml: C 768, 12 heads,
  * 12 blocks, MLP 3072, latent 8; G 32) on the device: the geometry + the (N, C) token stream
- * + the larger of the trunk's region at its attention phase, qkv (N, 3C) + LN / attention
- * output (N, C) in the GEMM dtype, and one fp32 head chunk of min(N, GSD_HEAD_ROWS) voxels
- * (LN (n, C), out_layer (n, 14G), the five arrays (n G, 14)); the input layer's fp32
- * (N, 8 + C) and the MLP row chunks fit inside the region. The head chunk is the larger
- * only below ~9,000 voxels in fp16 (6,656 bytes a voxel against 6,144). */
+ * + the larger of the trunk's region at its attention phase - one group of
+ * min(N, SLD_GROUP_ROWS) tokens: qkv (R, 3C), LN / attention output (R, C), the gathered rows
+ * (R, C) in the GEMM dtype - and one fp32 head chunk of min(N, GSD_HEAD_ROWS) voxels (LN
+ * (n, C), out_layer (n, 14G), the five arrays (n G, 14)); the input layer's fp32 chunks
+ * (R, 8 + C) and the MLP row chunks fit inside the region. Neither term grows with N past
+ * 2048 voxels: the activations are the stream + a constant. */
 static size_t head_chunk_bytes(int64_t n, int64_t C, int64_t G)
 {
     static const int K[5] = {3, 3, 1, 3, 4};
@@ -450,11 +451,14 @@ static void test_released_plan(void)
         for (int i = 0; i < 3; i++) {
             int64_t n = NS[i];
             size_t es = dtype_size(gd), got = gsdec_act_bytes(&m, n);
-            size_t attn = arena_round((size_t)(n * 3 * C) * es) +
-                          arena_round((size_t)(n * C) * es);
+            int64_t R = n < SLD_GROUP_ROWS ? n : SLD_GROUP_ROWS;
+            size_t attn = arena_round((size_t)(R * 3 * C) * es) +
+                          2 * arena_round((size_t)(R * C) * es);
+            size_t in = arena_round((size_t)(R * 8) * 4) + arena_round((size_t)(R * C) * 4);
             size_t head = head_chunk_bytes(n < GSD_HEAD_ROWS ? n : GSD_HEAD_ROWS, C, m.G);
             size_t want = slatdec_geom_bytes(n) + arena_round((size_t)(n * C) * es) +
                           (attn > head ? attn : head);
+            CHECK(in <= attn, "input chunk %zu within the attention group %zu", in, attn);
             CHECK(got == want, "released plan, %s, N = %lld: %zu bytes, expected %zu (geometry "
                   "%zu + stream + max(attention phase %zu, head chunk %zu))", dtype_name(gd),
                   (long long)n, got, want, slatdec_geom_bytes(n), attn, head);

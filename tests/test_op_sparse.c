@@ -339,6 +339,22 @@ static void cpu_fixtures(void)
             ot_report("upsample cpu vs SparseUpsample", u.data, uref.data, (size_t)(T * C),
                       TOL_REF, NT(TOL_REF), DTYPE_F32);
             CHECK(ot_guard_ok(&y) && ot_guard_ok(&u));
+            /* scatter through the reversed rows, gather back: u again, bit for bit */
+            int32_t *rv = malloc(sizeof(int32_t) * (size_t)T);
+            for (int64_t i = 0; i < T; i++)
+                rv[i] = (int32_t)(T - 1 - i);
+            struct tensor trv = i32_host(SHAPE(T), rv);
+            struct tensor s = ot_host(DTYPE_F32, SHAPE(T, C), NULL);
+            struct tensor u2 = ot_host(DTYPE_F32, SHAPE(T, C), NULL);
+            op_sparse_scatter_rows_cpu(&s, &u, &trv);
+            op_sparse_gather_rows_cpu(&u2, &s, &trv);
+            bool rt = memcmp(u2.data, u.data, tensor_nbytes(&u)) == 0 &&
+                      memcmp(s.data, (float *)u.data + (T - 1) * C, sizeof(float) * C) == 0;
+            printf("scatter rows cpu: reversed, gathered back %s\n", rt ? "OK" : "FAIL");
+            CHECK(rt && ot_guard_ok(&s) && ot_guard_ok(&u2));
+            free(rv);
+            ot_free(&s);
+            ot_free(&u2);
             ot_free(&y);
             ot_free(&u);
         }
@@ -812,6 +828,21 @@ static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
                  (long long)T, C);
         ot_report(label, got, ref, (size_t)(T * C), TOL_EXACT, NT(TOL_EXACT), dt);
         CHECK(ot_guard_ok(&dy) && ot_guard_ok(&du));
+        /* scatter the upsampled rows back in reversed order: y[T-1-i] = u[i] */
+        int32_t *rv = malloc(sizeof(int32_t) * (size_t)T);
+        for (int64_t i = 0; i < T; i++)
+            rv[i] = (int32_t)(T - 1 - i);
+        struct tensor hrv = i32_host(SHAPE(T), rv), drv = dev_i32(dev, &hrv);
+        struct tensor hs = ot_host(dt, SHAPE(T, C), NULL), ds = ot_dev(dev, &hs);
+        op_sparse_scatter_rows_cpu(&hs, &hu, &hrv);
+        op_sparse_scatter_rows_cuda(ctx, &ds, &du, &drv);
+        ot_to_f32(&hs, ref);
+        ot_to_f32(&ds, got);
+        snprintf(label, sizeof(label), "scatter rows cuda vs cpu %s (%lld,%d)", dtype_name(dt),
+                 (long long)T, C);
+        ot_report(label, got, ref, (size_t)(T * C), TOL_EXACT, NT(TOL_EXACT), dt);
+        CHECK(ot_guard_ok(&ds));
+        free(rv);
 
         /* subdivide (coords + feats) */
         struct tensor hsc = i32_host(SHAPE(8 * T, 4), NULL), hsf = ot_host(dt, SHAPE(8 * T, C), NULL);

@@ -155,6 +155,29 @@ static void test_cpu(struct runner *R, const struct ckpt *E, const struct tensor
     CHECK(memcmp(x2, xout, sizeof(float) * (size_t)nc) == 0, "MLP in 3 chunks = in one");
     printf("MLP in 48-row chunks: %s\n", memcmp(x2, xout, sizeof(float) * (size_t)nc) ? "differs"
                                                                                         : "same bytes");
+    /* the attention in groups of at most 40 tokens (several windows, or one longer window
+     * alone): the same bytes, and the attention tap of every token in its place */
+    struct slatdec_geom g1 = R->g;
+    struct arena ga;
+    CHECK(arena_init(&ga, ARENA_HOST, "geom40", slatdec_geom_bytes(N)) == 0);
+    slatdec_geom_build_rows(NULL, &ga, &g1.coords, 40, &R->g);
+    CHECK(g1.ngroups[0] == 1 && g1.ngroups[1] == 1 && R->g.ngroups[0] > 1 &&
+          R->g.ngroups[1] > 2 && R->g.ngroups[1] < R->g.nwin[1], "groups %d/%d of 40 rows",
+          R->g.ngroups[0], R->g.ngroups[1]);
+    run(R, feats, x2, NULL);
+    CHECK(memcmp(x2, xout, sizeof(float) * (size_t)nc) == 0, "attention in groups = in one");
+    printf("attention in groups of <= 40 tokens (%d / %d groups of %lld / %lld windows): %s\n",
+           R->g.ngroups[0], R->g.ngroups[1], (long long)R->g.nwin[0], (long long)R->g.nwin[1],
+           memcmp(x2, xout, sizeof(float) * (size_t)nc) ? "differs" : "same bytes");
+    float *at2 = fbuf(nc);
+    struct slatdec_taps tg = {.block = R->t.cfg.depth - 1, .attn = at2};
+    struct slatdec_taps t1 = {.block = R->t.cfg.depth - 1, .attn = at};
+    run(R, feats, x2, &tg);
+    R->g = g1;
+    run(R, feats, x2, &t1);
+    CHECK(memcmp(at2, at, sizeof(float) * (size_t)nc) == 0, "grouped attention tap");
+    free(at2);
+    arena_free(&ga);
     free(il), free(ta), free(at), free(ml), free(bo), free(x2);
 }
 

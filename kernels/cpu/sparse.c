@@ -391,22 +391,41 @@ void op_sparse_down_mean_cpu(struct tensor *y, const struct tensor *x,
     free(row);
 }
 
-void op_sparse_gather_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx)
+/* Gather (y[i] = x[idx[i]], T = y rows) or scatter (y[idx[i]] = x[i], T = x
+ * rows) of whole rows, converted; op names the op in the checks. */
+static void move_rows(const char *op, struct tensor *y, const struct tensor *x,
+                      const struct tensor *idx, bool scatter)
 {
-    op_check_dense("sparse_gather_rows.x", x, DEVICE_HOST);
-    op_check_dense("sparse_gather_rows.y", y, DEVICE_HOST);
+    char nm[64];
+
+    snprintf(nm, sizeof(nm), "%s.x", op);
+    op_check_dense(nm, x, DEVICE_HOST);
+    snprintf(nm, sizeof(nm), "%s.y", op);
+    op_check_dense(nm, y, DEVICE_HOST);
     ASSERT(x->ndim == 2 && y->ndim == 2 && x->shape[1] == y->shape[1]);
-    int64_t T = y->shape[0], M = x->shape[0], C = x->shape[1];
-    sparse_check_i32("sparse_gather_rows.idx", idx, DEVICE_HOST, T, 0);
+    int64_t T = scatter ? x->shape[0] : y->shape[0], M = scatter ? y->shape[0] : x->shape[0];
+    int64_t C = x->shape[1];
+    snprintf(nm, sizeof(nm), "%s.idx", op);
+    sparse_check_i32(nm, idx, DEVICE_HOST, T, 0);
     const int32_t *ix = idx->data;
     size_t xs = dtype_size(x->dtype), ys = dtype_size(y->dtype);
 
     for (int64_t i = 0; i < T; i++) {
         ASSERT(ix[i] >= 0 && ix[i] < M);
-        dtype_convert((char *)y->data + (size_t)(i * C) * ys, y->dtype,
-                      (const char *)x->data + (size_t)((int64_t)ix[i] * C) * xs, x->dtype,
-                      (size_t)C);
+        int64_t d = scatter ? ix[i] : i, r = scatter ? i : ix[i];
+        dtype_convert((char *)y->data + (size_t)(d * C) * ys, y->dtype,
+                      (const char *)x->data + (size_t)(r * C) * xs, x->dtype, (size_t)C);
     }
+}
+
+void op_sparse_gather_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx)
+{
+    move_rows("sparse_gather_rows", y, x, idx, false);
+}
+
+void op_sparse_scatter_rows_cpu(struct tensor *y, const struct tensor *x, const struct tensor *idx)
+{
+    move_rows("sparse_scatter_rows", y, x, idx, true);
 }
 
 // ----------------------------------------------------------------------------

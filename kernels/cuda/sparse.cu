@@ -443,32 +443,56 @@ void op_sparse_down_mean_cuda(const struct op_ctx *ctx, struct tensor *y, const 
     op_done(ctx, "sparse_down_mean");
 }
 
+/* Gather (y[i] = x[idx[i]]) or scatter (y[idx[i]] = x[i]) of T rows of C. */
 template <typename Tx, typename Ty>
-static __global__ void gather_rows_kernel(Ty *y, const Tx *x, const int32_t *idx, int64_t T,
-                                          int64_t C)
+static __global__ void move_rows_kernel(Ty *y, const Tx *x, const int32_t *idx, int64_t T,
+                                        int64_t C, bool scatter)
 {
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < T * C;
          e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t i = e / C, c = e - i * C;
-        y[e] = from_f32<Ty>(to_f32(x[(int64_t)idx[i] * C + c]));
+        int64_t i = e / C, c = e - i * C, j = (int64_t)idx[i] * C + c;
+        if (scatter)
+            y[j] = from_f32<Ty>(to_f32(x[e]));
+        else
+            y[e] = from_f32<Ty>(to_f32(x[j]));
     }
+}
+
+/* The CUDA side of op_sparse_gather_rows / op_sparse_scatter_rows (T = the
+ * rows idx has: y's for a gather, x's for a scatter). */
+static void move_rows(const struct op_ctx *ctx, const char *op, struct tensor *y,
+                      const struct tensor *x, const struct tensor *idx, bool scatter)
+{
+    char nm[64];
+
+    snprintf(nm, sizeof(nm), "%s.x", op);
+    op_check_dense(nm, x, DEVICE_CUDA);
+    snprintf(nm, sizeof(nm), "%s.y", op);
+    op_check_dense(nm, y, DEVICE_CUDA);
+    ASSERT(x->ndim == 2 && y->ndim == 2 && x->shape[1] == y->shape[1]);
+    int64_t T = scatter ? x->shape[0] : y->shape[0], C = x->shape[1];
+    snprintf(nm, sizeof(nm), "%s.idx", op);
+    sparse_check_i32(nm, idx, DEVICE_CUDA, T, 0);
+    if (T * C == 0)
+        return;
+    DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
+               move_rows_kernel<Tx, Ty><<<grid_for(T * C, SP_THREADS), SP_THREADS, 0,
+                                          ctx->stream>>>(
+                   (Ty *)y->data, (const Tx *)x->data, (const int32_t *)idx->data, T, C,
+                   scatter));
+    op_done(ctx, op);
 }
 
 void op_sparse_gather_rows_cuda(const struct op_ctx *ctx, struct tensor *y,
                                 const struct tensor *x, const struct tensor *idx)
 {
-    op_check_dense("sparse_gather_rows.x", x, DEVICE_CUDA);
-    op_check_dense("sparse_gather_rows.y", y, DEVICE_CUDA);
-    ASSERT(x->ndim == 2 && y->ndim == 2 && x->shape[1] == y->shape[1]);
-    int64_t T = y->shape[0], C = x->shape[1];
-    sparse_check_i32("sparse_gather_rows.idx", idx, DEVICE_CUDA, T, 0);
-    if (T * C == 0)
-        return;
-    DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
-               gather_rows_kernel<Tx, Ty><<<grid_for(T * C, SP_THREADS), SP_THREADS, 0,
-                                            ctx->stream>>>(
-                   (Ty *)y->data, (const Tx *)x->data, (const int32_t *)idx->data, T, C));
-    op_done(ctx, "sparse_gather_rows");
+    move_rows(ctx, "sparse_gather_rows", y, x, idx, false);
+}
+
+void op_sparse_scatter_rows_cuda(const struct op_ctx *ctx, struct tensor *y,
+                                 const struct tensor *x, const struct tensor *idx)
+{
+    move_rows(ctx, "sparse_scatter_rows", y, x, idx, true);
 }
 
 static __global__ void subdivide_coords_kernel(int32_t *y, const int32_t *x, int64_t T)

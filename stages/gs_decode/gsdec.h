@@ -44,7 +44,8 @@ extern "C" {
 #endif
 
 #define GSD_LN_EPS    1e-5f         /* F.layer_norm default (decoder_gs.py:155) */
-#define GSD_HEAD_ROWS 8192          /* voxels per head chunk */
+#define GSD_HEAD_ROWS 2048          /* voxels per head chunk (13.6 MB fp32 at G = 32: within
+                                     * the trunk's region, slatdec.h "Memory") */
 #define GSD_MAX_G     1024
 
 struct gsdec_model {

@@ -153,46 +153,89 @@ size_t slatdec_geom_bytes(int64_t n)
     return plan.high_water;
 }
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Group the nwin windows of off (host, slot offsets) greedily: consecutive
+ * windows while the group holds at most rows slots (a longer window alone).
+ * Fills gwin / gslot (ngroups + 1 entries) and roff (host, nwin + ngroups);
+ * returns ngroups. */
+static int group_windows(const int32_t *off, int64_t nwin, int rows, int32_t *gwin,
+                         int32_t *gslot, int32_t *roff)
+{
+    int k = 0;
+    int64_t r = 0;
+
+    for (int64_t w0 = 0; w0 < nwin; k++) {
+        int64_t w1 = w0 + 1;
+        while (w1 < nwin && off[w1 + 1] - off[w0] <= rows)
+            w1++;
+        gwin[k] = (int32_t)w0;
+        gslot[k] = off[w0];
+        for (int64_t w = w0; w <= w1; w++)
+            roff[r++] = off[w] - off[w0];
+        w0 = w1;
+    }
+    gwin[k] = (int32_t)nwin;
+    gslot[k] = off[nwin];
+    ASSERT(r == nwin + k);
+    return k;
+}
+
 void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
                         struct slatdec_geom *g)
 {
-    int64_t N = coords->shape[0];
+    slatdec_geom_build_rows(ctx, a, coords, SLD_GROUP_ROWS, g);
+}
+
+void slatdec_geom_build_rows(const struct op_ctx *ctx, struct arena *a,
+                             const struct tensor *coords, int group_rows, struct slatdec_geom *g)
+{
+    int64_t N = coords->shape[0], nw = min64(N, SLD_MAX_WINDOWS), R = min64(N, SLD_GROUP_ROWS);
 
     ASSERT(coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST &&
-           tensor_is_contiguous(coords));
+           tensor_is_contiguous(coords) && group_rows >= 1 && group_rows <= SLD_GROUP_ROWS);
     memset(g, 0, sizeof(*g));
     g->n = N;
-    /* the buffers first, the offsets at their most (N windows): the same for
-     * every voxel set of N, so a planning arena sizes them (plan mode) */
+    /* the buffers first, the group offsets at their most (one group per
+     * window): the same for every voxel set of N, so a planning arena sizes
+     * them (plan mode) */
     g->coords = arena_tensor(a, DTYPE_I32, SHAPE(N, 4));
     for (int s = 0; s < 2; s++) {
         g->perm[s] = arena_tensor(a, DTYPE_I32, SHAPE(N));
-        g->off[s] = arena_tensor(a, DTYPE_I32, SHAPE(N + 1));
+        g->roff[s] = arena_tensor(a, DTYPE_I32, SHAPE(2 * nw));
     }
+    g->iota = arena_tensor(a, DTYPE_I32, SHAPE(R));
     if (a->plan)
         return;
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)N);
-    int32_t *off = malloc(sizeof(int32_t) * (size_t)(N + 1));
-    ASSERT(perm && off);
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)(2 * N + 1 + 2 * nw));
+    ASSERT(perm);
+    int32_t *off = perm + N, *roff = off + N + 1;
     upload(ctx, &g->coords, coords->data);
     struct tensor tp = tensor_view(perm, DTYPE_I32, DEVICE_HOST, SHAPE(N));
     struct tensor to = tensor_view(off, DTYPE_I32, DEVICE_HOST, SHAPE(N + 1));
     for (int s = 0; s < 2; s++) {
         g->nwin[s] = op_window_partition_cpu(&tp, &to, coords, SLD_WINDOW, s * SLD_WINDOW / 2,
                                              &g->max_len[s]);
+        ASSERT(g->nwin[s] <= nw && g->max_len[s] <= R);
         for (int64_t w = 0; w < g->nwin[s]; w++)
             g->sum_l2[s] += (double)(off[w + 1] - off[w]) * (off[w + 1] - off[w]);
+        g->ngroups[s] = group_windows(off, g->nwin[s], group_rows, g->gwin[s], g->gslot[s], roff);
         upload(ctx, &g->perm[s], perm);
-        g->off[s] = tensor_slice(&g->off[s], 0, 0, g->nwin[s] + 1);
-        upload(ctx, &g->off[s], off);
+        g->roff[s] = tensor_slice(&g->roff[s], 0, 0, g->nwin[s] + g->ngroups[s]);
+        upload(ctx, &g->roff[s], roff);
     }
+    for (int64_t i = 0; i < R; i++)
+        perm[i] = (int32_t)i;
+    upload(ctx, &g->iota, perm);
     free(perm);
-    free(off);
 }
 
 // ----------------------------------------------------------------------------
 // activations: x is the caller's; one region holds, in turn, the input layer's
-// fp32 output, the attention's qkv + LN/attention output, the MLP chunks
+// fp32 output chunks, per block the attention groups, the MLP chunks
 
 /* View at *off inside region r, advancing *off by the arena-rounded size. */
 static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, const int64_t *shape,
@@ -218,13 +261,15 @@ static size_t in_views(const struct slatdec_trunk *t, const struct tensor *r, in
     return off;
 }
 
+/* One attention group of n tokens (slot order). */
 static size_t attn_views(const struct slatdec_trunk *t, const struct tensor *r, int64_t n,
-                         struct tensor *qkv, struct tensor *h)
+                         struct tensor *qkv, struct tensor *h, struct tensor *xg)
 {
     size_t off = 0;
 
     *qkv = carve(r, &off, t->gemm_dt, SHAPE(n, 3, t->cfg.heads, OP_HEAD_DIM));
     *h = carve(r, &off, t->gemm_dt, SHAPE(n, t->cfg.dim));        /* LN, then attention out */
+    *xg = carve(r, &off, t->gemm_dt, SHAPE(n, t->cfg.dim));       /* the group's rows of x */
     return off;
 }
 
@@ -247,13 +292,21 @@ static int64_t mlp_rows(const struct slatdec_trunk *t, size_t bytes)
     return bytes > 2 * ARENA_ALIGN ? (int64_t)((bytes - 2 * ARENA_ALIGN) / row) / 64 * 64 : 0;
 }
 
-/* The region: the largest phase for n voxels, and at least one 64-row MLP
- * chunk plus the slack mlp_rows leaves (small N: the region is this term). */
+/* Tokens per input-layer chunk and per attention group at most. */
+static int64_t group_cap(int64_t n)
+{
+    return min64(n, SLD_GROUP_ROWS);
+}
+
+/* The region: the largest phase for n voxels (a group or an input chunk of
+ * group_cap(n) tokens), and at least one 64-row MLP chunk plus the slack
+ * mlp_rows leaves (small N: the region is this term). */
 static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
 {
     struct tensor any = tensor_view(NULL, DTYPE_U8, t->device, SHAPE(INT64_MAX / 2));
-    struct tensor a, b;
-    size_t in = in_views(t, &any, n, &a, &b), attn = attn_views(t, &any, n, &a, &b);
+    struct tensor a, b, c;
+    size_t in = in_views(t, &any, group_cap(n), &a, &b);
+    size_t attn = attn_views(t, &any, group_cap(n), &a, &b, &c);
     size_t mlp = mlp_views(t, &any, 64, &a, &b) + 2 * ARENA_ALIGN;
     size_t r = attn > in ? attn : in;
 
@@ -270,32 +323,75 @@ size_t slatdec_act_bytes(const struct slatdec_trunk *t, int64_t n)
 // ----------------------------------------------------------------------------
 // forward
 
-/* x += to_out(WinAttn(to_qkv(LN(x)))) with the region as scratch. */
+/* out rows idx[i] (host F32 (N, C)) = src row i (R, C) on the trunk's device;
+ * idx (R) I32 on the same device. For the attention tap of a group. */
+static void tap_rows(const struct op_ctx *ctx, float *out, const struct tensor *src,
+                     const struct tensor *idx)
+{
+    int64_t R = src->shape[0], C = src->shape[1];
+    float *buf = malloc(sizeof(float) * (size_t)(R * C) + sizeof(int32_t) * (size_t)R);
+    ASSERT(buf);
+    int32_t *ix = (int32_t *)(buf + R * C);
+    struct tensor hi = tensor_view(ix, DTYPE_I32, DEVICE_HOST, SHAPE(R));
+
+    tap(ctx, buf, src);
+    op_download(ctx, &hi, idx);
+    for (int64_t i = 0; i < R; i++)
+        memcpy(out + (int64_t)ix[i] * C, buf + i * C, sizeof(float) * (size_t)C);
+    free(buf);
+}
+
+/* x += to_out(WinAttn(to_qkv(LN(x)))) over the groups of whole windows of
+ * partition blk & 1, the region as one group's scratch: gather the group's
+ * rows of x (slot order), LN, qkv, attention (local rows: iota), to_out with
+ * the residual on the gathered rows, scatter them back. The gather, LN and
+ * both GEMMs run on P >= R rows: R rounded up to SLD_GROUP_PAD, the extra
+ * rows the next slots' tokens (computed, never scattered), so that a request
+ * has a few GEMM shapes (the CUDA GEMM caches one algorithm per shape) and
+ * not one per group. */
 static void attn_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx,
                          const struct tensor *reg, const struct slatdec_geom *g, int blk,
                          struct tensor *x, const struct slatdec_taps *tp)
 {
     const struct slatdec_block *B = &t->blocks[blk];
-    int64_t N = g->n, C = t->cfg.dim, H = t->cfg.heads;
+    int64_t C = t->cfg.dim, H = t->cfg.heads;
     enum dtype gd = t->gemm_dt;
     int s = blk & 1;
-    struct tensor qkv, h;
-    attn_views(t, reg, N, &qkv, &h);
-    struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(N, 3 * C));
-    struct tensor a = tensor_view(h.data, gd, h.device, SHAPE(N, H, OP_HEAD_DIM));
-    struct tensor a2 = tensor_reshape(&a, SHAPE(N, C));
 
-    op_layernorm(ctx, &h, x, NULL, NULL, SLD_EPS);
-    op_linear(ctx, &qkv2, &h, &B->qkv_w, &B->qkv_b, false);
-    op_window_attention(ctx, &a, &qkv, &g->perm[s], &g->off[s], g->max_len[s],
-                        1.0f / sqrtf((float)OP_HEAD_DIM));      /* a overwrites h (dead) */
-    if (tp && tp->attn) {
-        struct tensor p = tensor_view(qkv.data, gd, qkv.device, SHAPE(N, C));   /* qkv dead */
-        op_linear(ctx, &p, &a2, &B->out_w, &B->out_b, false);
-        tap(ctx, tp->attn, &p);
-        op_add(ctx, x, x, &p);
-    } else {
-        op_linear(ctx, x, &a2, &B->out_w, &B->out_b, true);    /* residual in the epilogue */
+    for (int k = 0; k < g->ngroups[s]; k++) {
+        int64_t s0 = g->gslot[s][k], R = g->gslot[s][k + 1] - s0;
+        int64_t w0 = g->gwin[s][k], nw = g->gwin[s][k + 1] - w0;
+        int64_t P = min64(min64((R + SLD_GROUP_PAD - 1) / SLD_GROUP_PAD * SLD_GROUP_PAD,
+                                g->n - s0), group_cap(g->n));
+        struct tensor qkv, h, xg;
+        attn_views(t, reg, P, &qkv, &h, &xg);
+        struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(P, 3 * C));
+        struct tensor qr = tensor_slice(&qkv, 0, 0, R);
+        struct tensor a = tensor_view(h.data, gd, h.device, SHAPE(P, H, OP_HEAD_DIM));
+        struct tensor ar = tensor_slice(&a, 0, 0, R);
+        struct tensor a2 = tensor_reshape(&a, SHAPE(P, C));
+        struct tensor idx = tensor_slice(&g->perm[s], 0, s0, P);
+        struct tensor idr = tensor_slice(&g->perm[s], 0, s0, R);
+        struct tensor xr = tensor_slice(&xg, 0, 0, R);
+        struct tensor loc = tensor_slice(&g->iota, 0, 0, R);
+        struct tensor off = tensor_slice(&g->roff[s], 0, w0 + k, nw + 1);
+
+        ASSERT(R >= 1 && P >= R);
+        op_sparse_gather_rows(ctx, &xg, x, &idx);
+        op_layernorm(ctx, &h, &xg, NULL, NULL, SLD_EPS);
+        op_linear(ctx, &qkv2, &h, &B->qkv_w, &B->qkv_b, false);
+        op_window_attention(ctx, &ar, &qr, &loc, &off, g->max_len[s],
+                            1.0f / sqrtf((float)OP_HEAD_DIM));      /* a overwrites h (dead) */
+        if (tp && tp->attn) {
+            struct tensor a2r = tensor_reshape(&ar, SHAPE(R, C));
+            struct tensor p = tensor_view(qkv.data, gd, qkv.device, SHAPE(R, C));   /* qkv dead */
+            op_linear(ctx, &p, &a2r, &B->out_w, &B->out_b, false);
+            tap_rows(ctx, tp->attn, &p, &idr);
+            op_add(ctx, &xr, &xr, &p);
+        } else {
+            op_linear(ctx, &xg, &a2, &B->out_w, &B->out_b, true);  /* residual in the epilogue */
+        }
+        op_sparse_scatter_rows(ctx, x, &xr, &idr);
     }
 }
 
@@ -335,11 +431,11 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
                      const struct slatdec_taps *taps)
 {
     const struct slatdec_config *cf = &t->cfg;
-    int64_t N = g->n, C = cf->dim;
+    int64_t N = g->n, C = cf->dim, L = cf->in_ch, rows = group_cap(N);
     size_t mark = arena_mark(act);
 
     ASSERT(feats->dtype == DTYPE_F32 && feats->device == DEVICE_HOST &&
-           tensor_is_contiguous(feats) && tensor_numel(feats) == N * cf->in_ch);
+           tensor_is_contiguous(feats) && tensor_numel(feats) == N * L);
     ASSERT(x->dtype == t->gemm_dt && x->device == t->device && tensor_is_contiguous(x) &&
            x->ndim == 2 && x->shape[0] == N && x->shape[1] == C);
     struct tensor reg = arena_tensor(act, DTYPE_U8, SHAPE((int64_t)region_bytes(t, N)));
@@ -348,14 +444,20 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
         return;
     }
 
-    /* input layer (fp32) + APE (fp32), one rounding into the stream (base.py:128-131) */
-    struct tensor xin, lin;
-    in_views(t, &reg, N, &xin, &lin);
-    upload(ctx, &xin, feats->data);
-    op_linear(ctx, &lin, &xin, &t->in_w, &t->in_b, false);
-    if (taps)
-        tap(ctx, taps->input_layer, &lin);
-    op_ape_add(ctx, x, &lin, &g->coords);
+    /* input layer (fp32) + APE (fp32), one rounding into the stream
+     * (base.py:128-131), in row chunks */
+    for (int64_t r0 = 0; r0 < N; r0 += rows) {
+        int64_t n = min64(N - r0, rows);
+        struct tensor xin, lin;
+        in_views(t, &reg, n, &xin, &lin);
+        struct tensor xc = tensor_slice(x, 0, r0, n), cc = tensor_slice(&g->coords, 0, r0, n);
+
+        upload(ctx, &xin, (const float *)feats->data + r0 * L);
+        op_linear(ctx, &lin, &xin, &t->in_w, &t->in_b, false);
+        if (taps)
+            tap(ctx, taps->input_layer ? taps->input_layer + r0 * C : NULL, &lin);
+        op_ape_add(ctx, &xc, &lin, &cc);
+    }
     if (taps)
         tap(ctx, taps->tokens_ape, x);
 

@@ -44,12 +44,19 @@
  * F32 (--precision fp32, the CPU reference): everything fp32 on the stored
  * (fp16) values, as the tiny fixture's fp32 reference run.
  *
- * Memory (activations, slatdec_act_bytes): the token stream x (N, C) plus one
- * region of N * 4C elements holding qkv (N, 3C) and the LN output / attention
- * output (N, C); the MLP runs in row chunks that fit the same region (hidden
- * (rows, mlp)). At N = 30k, fp16: 46 + 184 MB. The region's size is the
- * largest of its phases, each measured by carving its views (the same
- * functions the forward carves them with) from an unbounded region.
+ * Memory (activations, slatdec_act_bytes): the token stream x (N, C) is the
+ * caller's; one region of at most SLD_GROUP_ROWS tokens' worth is reused by
+ * every phase: the input layer + APE in row chunks (latent (rows, in_ch) +
+ * fp32 output (rows, C)); per block the attention over groups of whole
+ * windows (a group's rows of x gathered in window order (R, C), the LN /
+ * attention output (R, C), qkv (R, 3C); to_out adds into the gathered rows,
+ * which are scattered back; R <= SLD_GROUP_ROWS); the MLP in row chunks
+ * (hidden (rows, mlp)). Every token's result is the same computation as over
+ * all N at once (windows are independent; LN and the GEMMs act per row): the
+ * CPU bytes do not depend on the grouping. At N = 30k, fp16: 46 MB of stream
+ * + a 15.7 MB region. The region's size is the largest of its phases, each
+ * measured by carving its views (the same functions the forward carves them
+ * with) from an unbounded region.
  */
 #ifndef S3D_SLATDEC_H
 #define S3D_SLATDEC_H
@@ -71,6 +78,15 @@ extern "C" {
 #define SLD_WINDOW     8            /* yaml window_size */
 #define SLD_RESOLUTION 64           /* yaml resolution: coords in [0, 64) */
 #define SLD_EPS        1e-6f        /* LayerNorm32 of the blocks (blocks.py:50-51) */
+/* Tokens per attention group (whole windows; >= SLD_WINDOW^3, the fullest
+ * window): the activation region's size (slatdec.h "Memory"). */
+#define SLD_GROUP_ROWS 2048
+/* A group's gather, LN and GEMMs run on its rows rounded up to this (slatdec.c attn_forward). */
+#define SLD_GROUP_PAD  256
+/* Windows of a partition at most: ceil((SLD_RESOLUTION - 1 + shift + 1) / window)^3, shift
+ * up to SLD_WINDOW / 2 (729). */
+#define SLD_WIN_AXIS    ((SLD_RESOLUTION + SLD_WINDOW / 2 + SLD_WINDOW - 1) / SLD_WINDOW)
+#define SLD_MAX_WINDOWS (SLD_WIN_AXIS * SLD_WIN_AXIS * SLD_WIN_AXIS)
 /* The inline input bytes a decoder stage's request may bring (stage_ops.max_input_bytes):
  * coords (N, 4) I32 + feats (N, 8) F32 at N <= 64^3 are 12.6 MB. */
 #define SLD_MAX_INPUT_BYTES ((size_t)32 << 20)
@@ -120,27 +136,41 @@ int  slatdec_bind(struct slatdec_trunk *t, struct weights *w, enum device dev, e
 int  slatdec_check_coords(const struct tensor *coords, const char *what, char *msg, size_t len);
 
 /* The coordinate-dependent state of one voxel set: views into the arena given
- * to slatdec_geom_build, on the trunk's device. */
+ * to slatdec_geom_build, on the trunk's device, and the host table of the
+ * attention groups (consecutive windows of a partition, slot order). */
 struct slatdec_geom {
     int64_t       n;                /* N voxels */
     struct tensor coords;           /* (N, 4) I32 */
     struct tensor perm[2];          /* (N) I32: window partition, shift 0 and SLD_WINDOW / 2 */
-    struct tensor off[2];           /* (nwin + 1) I32: window offsets */
+    struct tensor roff[2];          /* (nwin + ngroups) I32: group k's window offsets,
+                                     * relative to its first slot, at [gwin[k] + k,
+                                     * gwin[k + 1] + k] (gwin[k + 1] - gwin[k] + 1 entries) */
+    struct tensor iota;             /* (min(N, SLD_GROUP_ROWS)) I32: 0, 1, ... (a group's
+                                     * rows are gathered in slot order) */
     int64_t       nwin[2];          /* non-empty windows */
     int           max_len[2];       /* longest window */
     double        sum_l2[2];        /* sum over windows of len^2 (attention cost) */
+    int           ngroups[2];       /* attention groups */
+    int32_t       gwin[2][SLD_MAX_WINDOWS + 1];   /* group k: windows [gwin[k], gwin[k + 1]) */
+    int32_t       gslot[2][SLD_MAX_WINDOWS + 1];  /* group k: slots [gslot[k], gslot[k + 1]) */
 };
 
 /* Arena bytes slatdec_geom_build takes for N voxels (its plan mode). */
 size_t slatdec_geom_bytes(int64_t n);
-/* Partition checked coords (host I32 (N, 4)) for both shifts on the host and
- * put coords and partitions into `a` (an arena on the trunk's device; ctx
- * NULL on the host). The views stay valid until `a` is released below its
- * mark at the call. Plan mode (`a` a planning arena, arena_plan_init): takes
- * the buffers any N-voxel set needs and reads nothing (coords may have NULL
- * data). */
+/* Partition checked coords (host I32 (N, 4)) for both shifts on the host,
+ * group the windows (consecutive windows while a group holds at most
+ * SLD_GROUP_ROWS tokens) and put coords, partitions, group offsets and iota
+ * into `a` (an arena on the trunk's device; ctx NULL on the host). The views
+ * stay valid until `a` is released below its mark at the call. Plan mode (`a`
+ * a planning arena, arena_plan_init): takes the buffers any N-voxel set needs
+ * and reads nothing (coords may have NULL data). */
 void   slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
                           struct slatdec_geom *g);
+/* The same with groups of at most group_rows tokens (1 .. SLD_GROUP_ROWS; a
+ * window longer than that is a group alone): the tests' many-group runs. */
+void   slatdec_geom_build_rows(const struct op_ctx *ctx, struct arena *a,
+                               const struct tensor *coords, int group_rows,
+                               struct slatdec_geom *g);
 
 /* Bytes of the activation arena slatdec_forward takes for N voxels (beyond
  * the caller's output): the region, the largest of the phases it is carved
