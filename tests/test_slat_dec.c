@@ -273,6 +273,18 @@ int main(void)
             snprintf(lab, sizeof(lab), "cuda %s trunk output vs cpu f32", dtype_name(gdts[i]));
             report_cmp(lab, compare_f32(x, xref, (size_t)(N * R.t.cfg.dim), -1, -1,
                                         i ? F16_NMSE : GPU32_NMSE));
+            /* the attention in groups of <= 40 tokens (gather, padded GEMMs, scatter) */
+            struct slatdec_geom g1 = R.g;
+            struct arena ga;
+            CHECK(arena_init(&ga, ARENA_DEVICE, "geom40", slatdec_geom_bytes(N)) == 0);
+            slatdec_geom_build_rows(R.c, &ga, &coords, 40, &R.g);
+            run(&R, &feats, x, NULL);
+            snprintf(lab, sizeof(lab), "cuda %s trunk, groups <= 40 tokens, vs cpu f32",
+                     dtype_name(gdts[i]));
+            report_cmp(lab, compare_f32(x, xref, (size_t)(N * R.t.cfg.dim), -1, -1,
+                                        i ? F16_NMSE : GPU32_NMSE));
+            R.g = g1;
+            arena_free(&ga);
             free(x);
             runner_free(&R);
         }

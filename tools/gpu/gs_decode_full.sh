@@ -2,7 +2,8 @@
 # gs_decode_full.sh OUT [SLAT] - sam3d-gs-decode on the GPU machine, in one call (~5 min):
 #   1. the GPU tests this decoder touches (S3D_REQUIRE_GPU=1: a skip is a failure):
 #      test_op_window (windowed attention, APE), test_op_attention (the flash kernels now read
-#      rows through attn_params.rows), test_slat_dec, test_gs_decode, test_gs_decode_cli.sh;
+#      rows through attn_params.rows), test_op_sparse (the row gather / scatter of the trunk's
+#      attention groups), test_slat_dec, test_gs_decode, test_gs_decode_cli.sh;
 #   2. full-size parity, time and memory against the official decoder
 #      (tools/ref/plugin_gs_decode.py): G = 32, ~30k voxels, fp16 and fp32, then G = 4 fp16;
 #      with SLAT (a slat_flow.safetensors of the official chain, e.g. $E2E/slat_flow.safetensors
@@ -10,15 +11,15 @@
 #      run's summary splits our driver-measured peak: what the driver held before the stage's
 #      first allocation (the CUDA context), the arenas (weights, activations, workspace), the
 #      rest (cuBLASLt handle and kernels);
-#   0. first, on the idle GPU, when $S3D_BIN/dev/ctx_probe was carried (kernels/dev/ctx_probe.cu,
-#      when built): where a stage's device memory goes before its arenas, step by step.
+#   0. first, on the idle GPU, when $S3D_BIN/tests/tools/ctx_probe was carried
+#      (tests/tools/ctx_probe.c): where a stage's device memory goes before its arenas, step by step.
 # Everything goes to OUT (logs, gs_decode_results.json, gs_decode_summary.txt per run).
 #
 # Needs, carried with the call: the binaries in $S3D_BIN (default build; build/ is ~100 MB with
 # its objects, over the 64 MiB carry limit, so here: make -j2 CUDA_ARCH=90, then
 #   mkdir -p build-gpu/tests && cp build/sam3d-gs-decode build-gpu/ &&
-#   cp build/tests/test_op_window build/tests/test_op_attention build/tests/test_slat_dec \
-#      build/tests/test_gs_decode build-gpu/tests/ && strip build-gpu/sam3d-* build-gpu/tests/*
+#   cp build/tests/test_op_window build/tests/test_op_attention build/tests/test_op_sparse \
+#      build/tests/test_slat_dec build/tests/test_gs_decode build-gpu/tests/ && strip build-gpu/sam3d-* build-gpu/tests/*
 # and carry build-gpu with S3D_BIN=build-gpu, git-ignored, ~6 MB), .whl/
 # (sh tools/ref/fetch_wheels.sh: hydra-core, omegaconf, antlr4, loguru, optree, astor), .gl/
 # (sh tools/ref/pack_ref.sh: the official sam3d_objects package and the released yaml files),
@@ -38,14 +39,17 @@ full_setup "$OUT" || exit 1
 fail=0
 
 # 0. the context's share (before anything else runs on the GPU)
-if [ -x "$BIN/dev/ctx_probe" ]; then
-    timeout 60 "$BIN/dev/ctx_probe" 2>&1 | tee "$OUT/ctx_probe.txt"
+probe=$BIN/tests/tools/ctx_probe          # tests/tools/ctx_probe.c (pack.sh carries it)
+[ -x "$probe" ] || probe=$BIN/dev/ctx_probe
+if [ -x "$probe" ]; then
+    timeout 60 "$probe" 2>&1 | tee "$OUT/ctx_probe.txt"
 else
-    echo "note: $BIN/dev/ctx_probe not carried: the context's share is only in the plugin summary"
+    echo "note: ctx_probe not carried: the context's share is only in the plugin summary"
 fi
 
 # 1. tests
-full_tests "$OUT" "$BIN" 300 test_op_window test_op_attention test_slat_dec test_gs_decode ||
+full_tests "$OUT" "$BIN" 300 test_op_window test_op_attention test_op_sparse test_slat_dec \
+    test_gs_decode ||
     fail=1
 BUILD=$BIN timeout 300 bash tests/test_gs_decode_cli.sh >"$OUT/test_gs_decode_cli.log" 2>&1 ||
     fail=1
