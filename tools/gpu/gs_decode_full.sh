@@ -5,7 +5,8 @@
 #      rows through attn_params.rows), test_op_sparse (the row gather / scatter of the trunk's
 #      attention groups), test_slat_dec, test_gs_decode, test_gs_decode_cli.sh;
 #   2. full-size parity, time and memory against the official decoder
-#      (tools/ref/plugin_gs_decode.py): G = 32, ~30k voxels, fp16 and fp32, then G = 4 fp16;
+#      (tools/ref/plugin_gs_decode.py): G = 32, ~30k voxels, fp16 and fp32, then G = 4 fp16,
+#      then G = 32 fp16 at ~42k voxels;
 #      with SLAT (a slat_flow.safetensors of the official chain, e.g. $E2E/slat_flow.safetensors
 #      of tools/gpu/e2e_full.sh: 'coords' + 'slat_feats') also on that real latent. Each
 #      run's summary splits our driver-measured peak: what the driver held before the stage's
@@ -70,6 +71,7 @@ plugin() {  # plugin NAME ARGS...
 }
 plugin g32 --gaussians 32 --voxels 30000 --precisions fp16,fp32 --time 10 --repeat 10
 plugin g4 --gaussians 4 --voxels 30000 --precisions fp16 --time 10 --repeat 10
+plugin g32_42k --gaussians 32 --voxels 42000 --precisions fp16 --time 5 --repeat 5
 [ -n "$SLAT" ] && plugin chain --gaussians 32 --slat "$SLAT" --precisions fp16,fp32 --time 10 \
     --repeat 10
 echo "gs_decode_full: $([ $fail = 0 ] && echo PASS || echo FAIL)"
