@@ -421,9 +421,10 @@ static void test_gpu(const struct outs *cpu)
  * + the larger of the trunk's region at its attention phase - one group of
  * min(N, SLD_GROUP_ROWS) tokens: qkv (R, 3C), LN / attention output (R, C), the gathered rows
  * (R, C) in the GEMM dtype - and one fp32 head chunk of min(N, GSD_HEAD_ROWS) voxels (LN
- * (n, C), out_layer (n, 14G), the five arrays (n G, 14)); the input layer's fp32 chunks
- * (R, 8 + C) and the MLP row chunks fit inside the region. Neither term grows with N past
- * 2048 voxels: the activations are the stream + a constant. */
+ * (n, C), out_layer (n, 14G), the five arrays (n G, 14)); the latent (N, 8) fp32 with the
+ * input layer's fp32 chunk (R, C), and the MLP row chunks fit inside the region (the latent,
+ * 32 bytes a voxel, stays within a group's size up to 64^3 voxels). Neither term grows with
+ * N past 2048 voxels: the activations are the stream + a constant. */
 static size_t head_chunk_bytes(int64_t n, int64_t C, int64_t G)
 {
     static const int K[5] = {3, 3, 1, 3, 4};
@@ -454,7 +455,7 @@ static void test_released_plan(void)
             int64_t R = n < SLD_GROUP_ROWS ? n : SLD_GROUP_ROWS;
             size_t attn = arena_round((size_t)(R * 3 * C) * es) +
                           2 * arena_round((size_t)(R * C) * es);
-            size_t in = arena_round((size_t)(R * 8) * 4) + arena_round((size_t)(R * C) * 4);
+            size_t in = arena_round((size_t)(n * 8) * 4) + arena_round((size_t)(R * C) * 4);
             size_t head = head_chunk_bytes(n < GSD_HEAD_ROWS ? n : GSD_HEAD_ROWS, C, m.G);
             size_t want = slatdec_geom_bytes(n) + arena_round((size_t)(n * C) * es) +
                           (attn > head ? attn : head);

@@ -252,12 +252,12 @@ static struct tensor carve(const struct tensor *r, size_t *off, enum dtype dt, c
  * returns the bytes it carved (on a region of unbounded size with NULL data:
  * the phase's size, region_bytes). */
 static size_t in_views(const struct slatdec_trunk *t, const struct tensor *r, int64_t n,
-                       struct tensor *xin, struct tensor *lin)
+                       int64_t rows, struct tensor *xin, struct tensor *lin)
 {
     size_t off = 0;
 
-    *xin = carve(r, &off, DTYPE_F32, SHAPE(n, t->cfg.in_ch));     /* the latent, uploaded */
-    *lin = carve(r, &off, DTYPE_F32, SHAPE(n, t->cfg.dim));       /* input_layer's output */
+    *xin = carve(r, &off, DTYPE_F32, SHAPE(n, t->cfg.in_ch));     /* the latent, uploaded once */
+    *lin = carve(r, &off, DTYPE_F32, SHAPE(rows, t->cfg.dim));    /* input_layer's output chunk */
     return off;
 }
 
@@ -298,14 +298,14 @@ static int64_t group_cap(int64_t n)
     return min64(n, SLD_GROUP_ROWS);
 }
 
-/* The region: the largest phase for n voxels (a group or an input chunk of
- * group_cap(n) tokens), and at least one 64-row MLP chunk plus the slack
+/* The region: the largest phase for n voxels (a group of group_cap(n) tokens,
+ * or the latent (n, in_ch) + an input chunk of group_cap(n) rows), and at least one 64-row MLP chunk plus the slack
  * mlp_rows leaves (small N: the region is this term). */
 static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
 {
     struct tensor any = tensor_view(NULL, DTYPE_U8, t->device, SHAPE(INT64_MAX / 2));
     struct tensor a, b, c;
-    size_t in = in_views(t, &any, group_cap(n), &a, &b);
+    size_t in = in_views(t, &any, n, group_cap(n), &a, &b);
     size_t attn = attn_views(t, &any, group_cap(n), &a, &b, &c);
     size_t mlp = mlp_views(t, &any, 64, &a, &b) + 2 * ARENA_ALIGN;
     size_t r = attn > in ? attn : in;
@@ -446,17 +446,18 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
 
     /* input layer (fp32) + APE (fp32), one rounding into the stream
      * (base.py:128-131), in row chunks */
+    struct tensor xin, lin;
+    in_views(t, &reg, N, rows, &xin, &lin);
+    upload(ctx, &xin, feats->data);
     for (int64_t r0 = 0; r0 < N; r0 += rows) {
         int64_t n = min64(N - r0, rows);
-        struct tensor xin, lin;
-        in_views(t, &reg, n, &xin, &lin);
+        struct tensor xi = tensor_slice(&xin, 0, r0, n), li = tensor_slice(&lin, 0, 0, n);
         struct tensor xc = tensor_slice(x, 0, r0, n), cc = tensor_slice(&g->coords, 0, r0, n);
 
-        upload(ctx, &xin, (const float *)feats->data + r0 * L);
-        op_linear(ctx, &lin, &xin, &t->in_w, &t->in_b, false);
+        op_linear(ctx, &li, &xi, &t->in_w, &t->in_b, false);
         if (taps)
-            tap(ctx, taps->input_layer ? taps->input_layer + r0 * C : NULL, &lin);
-        op_ape_add(ctx, &xc, &lin, &cc);
+            tap(ctx, taps->input_layer ? taps->input_layer + r0 * C : NULL, &li);
+        op_ape_add(ctx, &xc, &li, &cc);
     }
     if (taps)
         tap(ctx, taps->tokens_ape, x);

@@ -46,8 +46,8 @@
  *
  * Memory (activations, slatdec_act_bytes): the token stream x (N, C) is the
  * caller's; one region of at most SLD_GROUP_ROWS tokens' worth is reused by
- * every phase: the input layer + APE in row chunks (latent (rows, in_ch) +
- * fp32 output (rows, C)); per block the attention over groups of whole
+ * every phase: the input layer + APE in row chunks (the latent (N, in_ch),
+ * uploaded once, + an fp32 output chunk (rows, C)); per block the attention over groups of whole
  * windows (a group's rows of x gathered in window order (R, C), the LN /
  * attention output (R, C), qkv (R, 3C); to_out adds into the gathered rows,
  * which are scattered back; R <= SLD_GROUP_ROWS); the MLP in row chunks
