@@ -22,6 +22,7 @@
 #ifndef S3D_OPS_WINDOW_H
 #define S3D_OPS_WINDOW_H
 
+#include "log.h"
 #include "ops.h"
 
 #ifdef __cplusplus
@@ -102,6 +103,9 @@ static inline void op_window_attention(const struct op_ctx *ctx, struct tensor *
                                        const struct tensor *qkv, const struct tensor *perm,
                                        const struct tensor *off, int max_len, float scale)
 {
+    /* max_len bounds the longest window of these T tokens: both devices check
+     * it, so the CPU tests catch a bound the CUDA grid would reject */
+    ASSERT(max_len >= 0 && max_len <= qkv->shape[0]);
     if (o->device == DEVICE_CUDA)
         op_window_attention_cuda(ctx, o, qkv, perm, off, max_len, scale);
     else

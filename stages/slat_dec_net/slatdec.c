@@ -380,7 +380,9 @@ static void attn_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx
         op_sparse_gather_rows(ctx, &xg, x, &idx);
         op_layernorm(ctx, &h, &xg, NULL, NULL, SLD_EPS);
         op_linear(ctx, &qkv2, &h, &B->qkv_w, &B->qkv_b, false);
-        op_window_attention(ctx, &ar, &qr, &loc, &off, g->max_len[s],
+        /* a group holds whole windows, so none is longer than R: the bound
+         * of the whole partition can exceed a small group's tokens */
+        op_window_attention(ctx, &ar, &qr, &loc, &off, (int)min64(g->max_len[s], R),
                             1.0f / sqrtf((float)OP_HEAD_DIM));      /* a overwrites h (dead) */
         if (tp && tp->attn) {
             struct tensor a2r = tensor_reshape(&ar, SHAPE(R, C));
