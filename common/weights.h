@@ -92,7 +92,7 @@ size_t weights_binds_bytes(const struct weights *w, int first, int n_binds);
  * binds [first, first + n_binds) and upload them through a 64 MiB staging arena
  * (PINNED for a DEVICE dst, else HOST; freed before returning). 0, or a
  * negative s3d_err (logged) with dst freed. A model that keeps some weights
- * apart (common/wstream.h: blocks streamed from pinned host memory) loads its
+ * apart (common/stage_blocks.h: blocks streamed from pinned host memory) loads its
  * binds in two ranges this way. */
 int  weights_load_binds(struct weights *w, int first, int n_binds, struct arena *dst,
                         enum arena_kind kind, const char *name);

@@ -143,3 +143,33 @@ int flow_check_cond(const struct tensor *c, int cond_dim, const char *stage, con
                             ckpt);
     return 0;
 }
+
+const char *flow_weights_str(char *buf, size_t n, const struct arena *weights, enum dtype dt,
+                             enum device dev, const struct stage_blocks *blk)
+{
+    snprintf(buf, n, "%.1f MB of %s weights on %s%s", (double)weights->used / 1e6, dtype_name(dt),
+             dev == DEVICE_CUDA ? "cuda" : "cpu", blk->slots ? " besides the streamed blocks" : "");
+    return buf;
+}
+
+int flow_load_weights(struct weights *w, const char *path, const char *prefix,
+                      enum dtype gemm_dt, flow_bind_fn bind, void *model,
+                      struct stage_blocks *blk, struct arena *weights, enum device dev,
+                      void *blocks, size_t stride, int slots)
+{
+    int rc, first = 0, n_blocks = 0;
+
+    ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
+    if ((rc = weights_open_key(w, path, "state_dict", prefix, gemm_dt)))
+        return rc;
+    if ((rc = bind(model, w, &first, &n_blocks)) ||
+        (rc = stage_blocks_load(blk, w, weights, dev, first, blocks, stride, n_blocks, slots)))
+        weights_close(w);
+    return rc;
+}
+
+void flow_weights_free(struct stage_blocks *blk, struct arena *weights)
+{
+    stage_blocks_free(blk);
+    arena_free(weights);
+}

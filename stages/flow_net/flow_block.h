@@ -20,7 +20,9 @@
 #ifndef S3D_FLOW_BLOCK_H
 #define S3D_FLOW_BLOCK_H
 
+#include "arena.h"
 #include "ops.h"
+#include "stage_blocks.h"
 #include "tensor.h"
 #include "weights.h"
 
@@ -102,6 +104,28 @@ int  flow_dims_detect(const struct weights *w, const struct flow_names *n, const
  * (1, C); all three on ctx's device in the embedder's dtype. */
 void flow_temb_eval(const struct op_ctx *ctx, const struct flow_temb *E, float v,
                     struct tensor *tf, struct tensor *e1, struct tensor *e);
+
+/* The end of a flow net's load line: "<MB> MB of <dtype> weights on <cpu|cuda>", and
+ * " besides the streamed blocks" when blk streams them (stage_blocks.h). Returns buf. */
+const char *flow_weights_str(char *buf, size_t n, const struct arena *weights, enum dtype dt,
+                             enum device dev, const struct stage_blocks *blk);
+/* A flow net's binding of its checkpoint: read the sizes (model config), bind
+ * every tensor, the blocks last; *first = the first block bind, *n_blocks. */
+typedef int (*flow_bind_fn)(void *model, struct weights *w, int *first, int *n_blocks);
+/* Open a flow checkpoint into *w (a bare official .ckpt means its state_dict;
+ * "FILE:KEY" as weights_open_key takes it) with tensor names under prefix, in
+ * gemm_dt (F16 or F32); bind(model, ...); then load binds [0, first) into
+ * *weights on dev and the blocks (each `stride` bytes apart from `blocks`)
+ * resident or streamed through `slots` device slots (stage_blocks_load).
+ * 0 with w open (the caller logs, then weights_close), or a negative s3d_err
+ * (logged) with w closed and nothing allocated. */
+int flow_load_weights(struct weights *w, const char *path, const char *prefix,
+                      enum dtype gemm_dt, flow_bind_fn bind, void *model,
+                      struct stage_blocks *blk, struct arena *weights, enum device dev,
+                      void *blocks, size_t stride, int slots);
+/* Free a flow net's weights: its streamed blocks (stage_blocks_free) and its
+ * weights arena. */
+void flow_weights_free(struct stage_blocks *blk, struct arena *weights);
 
 /* Check the condition input `name` of stage `stage`: F16 or F32 (1, N >= 1,
  * cond_dim), contiguous, on the host. 0, or S3D_ENOTFOUND (c NULL) /

@@ -74,8 +74,7 @@ int main(int argc, char **argv)
     const struct stage_ops ops = {
         .name = "gs_decode",
         .params = stage_params_repeat,
-        .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .max_input_bytes = SLD_MAX_INPUT_BYTES,  /* coords + feats (slatdec.h) */
+        SLD_STAGE_OPS,
         STAGE_MODEL_OPS(gsd),
         .run = gsd_stage_run,
     };

@@ -181,8 +181,7 @@ int main(int argc, char **argv)
     const struct stage_ops ops = {
         .name = "mesh_decode",
         .params = mdd_params,
-        .workspace_bytes = OP_WORKSPACE_DEFAULT,
-        .max_input_bytes = SLD_MAX_INPUT_BYTES,  /* coords + feats (slatdec.h) */
+        SLD_STAGE_OPS,
         /* the outputs at max_faces: 12 B a face + 24 B a vertex (V ~ F / 2) */
         .arena_bytes = (size_t)512 << 20,
         STAGE_MODEL_OPS(mdd),

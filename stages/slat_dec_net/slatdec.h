@@ -90,6 +90,9 @@ extern "C" {
 /* The inline input bytes a decoder stage's request may bring (stage_ops.max_input_bytes):
  * coords (N, 4) I32 + feats (N, 8) F32 at N <= 64^3 are 12.6 MB. */
 #define SLD_MAX_INPUT_BYTES ((size_t)32 << 20)
+/* The stage_ops fields both SLAT decoder stages share (gs_decode, mesh_decode):
+ * the default GEMM workspace and the request size above (coords + feats). */
+#define SLD_STAGE_OPS .workspace_bytes = OP_WORKSPACE_DEFAULT, .max_input_bytes = SLD_MAX_INPUT_BYTES
 
 struct slatdec_config {
     int dim;                        /* C */

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 // ----------------------------------------------------------------------------
 // load
@@ -151,56 +150,45 @@ static void conv1_tapmajor(struct tensor *w)
 _Static_assert(sizeof(struct slatflow_block) % sizeof(struct tensor) == 0,
                "a block is an array of tensors (stage_blocks.h)");
 
+/* flow_bind_fn: the sizes, then every tensor (the blocks last). */
+static int slf_bind(void *model, struct weights *w, int *first, int *n_blocks)
+{
+    struct slatflow_model *m = model;
+    int rc = detect(&m->cfg, w);
+
+    *n_blocks = m->cfg.depth;
+    return rc ? rc : bind_all(m, w, first);
+}
+
 int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
                   int stream_slots)
 {
     struct weights w;
-    struct stat st;
-    char *pk = NULL;
-    int rc, first = 0;
+    int rc;
 
-    ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
     memset(m, 0, sizeof(*m));
     m->gemm_dt = gemm_dt;
     m->device = dev;
-    /* a bare file means its state_dict, the official Lightning container */
-    if (stat(path, &st) == 0) {
-        size_t n = strlen(path) + sizeof(":state_dict");
-        pk = malloc(n);
-        ASSERT(pk);
-        snprintf(pk, n, "%s:state_dict", path);
-    }
-    rc = weights_open(&w, pk ? pk : path, SLF_PREFIX, gemm_dt);
-    free(pk);
-    if (rc)
+    if ((rc = flow_load_weights(&w, path, SLF_PREFIX, gemm_dt, slf_bind, m, &m->blk, &m->weights,
+                                dev, m->blocks, sizeof(m->blocks[0]), stream_slots)))
         return rc;
-    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w, &first)))
-        goto out_close;
     const struct slatflow_config *g = &m->cfg;
-    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->blocks,
-                                sizeof(m->blocks[0]), g->depth, stream_slots)))
-        goto out_close;
     /* out_blocks.0 conv1 runs tap-wise on the parents (slatflow_forward): tap-major kernel */
     conv1_tapmajor(&m->outb[0].conv1_w);
     m->outb[0].tapwise = true;
+    char ws[96];
     log_info("slat_flow: %s: width %d, %d heads, %d blocks, MLP %d, io %d, cond width %d, "
-             "%d -> %d channels; %.1f MB of %s weights on %s%s", w.ck.path, g->dim, g->heads,
-             g->depth, g->mlp, g->io, g->cond_dim, g->in_ch, g->out_ch,
-             (double)m->weights.used / 1e6, dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu",
-             m->blk.slots ? " besides the streamed blocks" : "");
+             "%d -> %d channels; %s", w.ck.path, g->dim, g->heads, g->depth, g->mlp, g->io,
+             g->cond_dim, g->in_ch, g->out_ch,
+             flow_weights_str(ws, sizeof(ws), &m->weights, gemm_dt, dev, &m->blk));
     weights_close(&w);
     return 0;
-out_close:
-    weights_close(&w);
-    return rc;
 }
 
 void slatflow_free(struct slatflow_model *m)
 {
-    if (m) {
-        stage_blocks_free(&m->blk);
-        arena_free(&m->weights);
-    }
+    if (m)
+        flow_weights_free(&m->blk, &m->weights);
 }
 
 // ----------------------------------------------------------------------------

@@ -114,44 +114,42 @@ static int bind_all(struct ssflow_model *m, struct weights *w, int *first)
 _Static_assert(sizeof(struct ssflow_block) % sizeof(struct tensor) == 0,
                "a block is an array of tensors (stage_blocks.h)");
 
+/* flow_bind_fn: the sizes, then every tensor (the blocks last). */
+static int ssf_bind(void *model, struct weights *w, int *first, int *n_blocks)
+{
+    struct ssflow_model *m = model;
+    int rc = detect(&m->cfg, w);
+
+    *n_blocks = m->cfg.depth;
+    return rc ? rc : bind_all(m, w, first);
+}
+
 int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
                 int stream_slots)
 {
     struct weights w;
-    int rc, first = 0;
+    int rc;
 
-    ASSERT(gemm_dt == DTYPE_F16 || gemm_dt == DTYPE_F32);
     memset(m, 0, sizeof(*m));
     m->gemm_dt = gemm_dt;
     m->device = dev;
-    /* a bare file means its state_dict, the official Lightning container */
-    if ((rc = weights_open_key(&w, path, "state_dict", SSF_PREFIX, gemm_dt)))
+    if ((rc = flow_load_weights(&w, path, SSF_PREFIX, gemm_dt, ssf_bind, m, &m->blk, &m->weights,
+                                dev, m->blocks, sizeof(m->blocks[0]), stream_slots)))
         return rc;
-    if ((rc = detect(&m->cfg, &w)) || (rc = bind_all(m, &w, &first)))
-        goto out_close;
     const struct ssflow_config *g = &m->cfg;
-    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->blocks,
-                                sizeof(m->blocks[0]), g->depth, stream_slots)))
-        goto out_close;
+    char ws[96];
     log_info("ss_flow: %s: width %d, %d heads, %d blocks, MLP %d, cond width %d, %lld shape + "
-             "%lld pose tokens; %.1f MB of %s weights on %s%s", w.ck.path, g->dim, g->heads,
-             g->depth, g->mlp, g->cond_dim, (long long)g->n_shape,
-             (long long)(g->n_tok - g->n_shape), (double)m->weights.used / 1e6,
-             dtype_name(gemm_dt), dev == DEVICE_CUDA ? "cuda" : "cpu",
-             m->blk.slots ? " besides the streamed blocks" : "");
+             "%lld pose tokens; %s", w.ck.path, g->dim, g->heads, g->depth, g->mlp, g->cond_dim,
+             (long long)g->n_shape, (long long)(g->n_tok - g->n_shape),
+             flow_weights_str(ws, sizeof(ws), &m->weights, gemm_dt, dev, &m->blk));
     weights_close(&w);
     return 0;
-out_close:
-    weights_close(&w);
-    return rc;
 }
 
 void ssflow_free(struct ssflow_model *m)
 {
-    if (m) {
-        stage_blocks_free(&m->blk);
-        arena_free(&m->weights);
-    }
+    if (m)
+        flow_weights_free(&m->blk, &m->weights);
 }
 
 // ----------------------------------------------------------------------------
