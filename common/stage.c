@@ -137,6 +137,14 @@ const struct tensor *stage_input_float(struct stage_req *rq, const char *name,
     return stage_input(rq, name, t && t->dtype == DTYPE_F32 ? DTYPE_F32 : DTYPE_F16, shape, ndim);
 }
 
+int stage_input_slat(struct stage_req *rq, const struct tensor **coords,
+                     const struct tensor **feats)
+{
+    *coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4));
+    *feats = *coords ? stage_input(rq, "feats", DTYPE_F32, SHAPE(-1, -1)) : NULL;
+    return *feats ? 0 : S3D_ESHAPE;              /* stage_input named got vs expected */
+}
+
 struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
                             const int64_t *shape, int ndim)
 {

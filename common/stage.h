@@ -258,6 +258,11 @@ const struct tensor *stage_input(struct stage_req *rq, const char *name, enum dt
  * --precision fp32 or on the CPU): checked as F32 when it is F32, else as F16. */
 const struct tensor *stage_input_float(struct stage_req *rq, const char *name,
                                        const int64_t *shape, int ndim);
+/* A structured latent's two inputs (the SLAT decoders' request): coords I32
+ * (N, 4) and feats F32 (N, C). 0, or S3D_ESHAPE after stage_input's
+ * stage_fail() (the callback returns it). */
+int stage_input_slat(struct stage_req *rq, const struct tensor **coords,
+                     const struct tensor **feats);
 /* The input named name as it came (any dtype and shape), or NULL when the
  * request has none: for optional inputs (no reply text is set). */
 const struct tensor *stage_input_opt(const struct stage_req *rq, const char *name);

@@ -105,10 +105,9 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
     char msg[WIRE_ERR_MAX - 32];
     int rc;
 
-    const struct tensor *coords = stage_input(rq, "coords", DTYPE_I32, SHAPE(-1, 4));
-    const struct tensor *feats = stage_input(rq, "feats", DTYPE_F32, SHAPE(-1, -1));
-    if (!coords || !feats)
-        return S3D_ESHAPE;                      /* stage_input named got vs expected */
+    const struct tensor *coords, *feats;
+    if ((rc = stage_input_slat(rq, &coords, &feats)))
+        return rc;
     int res = (int)stage_get_int(rq, "resolution");
     if ((rc = meshdec_check_inputs(m, coords, feats, res, msg, sizeof(msg))))
         return stage_fail(rq, rc, "%s", msg);
