@@ -5,9 +5,9 @@
  */
 #include "stage_blocks.h"
 
+#include "check.h"
 #include "err.h"
 #include "log.h"
-#include "ops_copy.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -84,6 +84,14 @@ int stage_blocks_load(struct stage_blocks *b, struct weights *w, struct arena *w
     memset(b->s, 0, sizeof(*b->s));
     for (int j = 0; j < STAGE_BLOCKS_MAX_SLOTS; j++)
         b->s->held[j] = -1;
+    if (cuda) {
+        b->s->cuda = true;
+        CUDA_CHECK(cudaStreamCreateWithFlags(&b->s->copy, cudaStreamNonBlocking));
+        for (int j = 0; j < b->slots; j++) {
+            CUDA_CHECK(cudaEventCreateWithFlags(&b->s->ready[j], cudaEventDisableTiming));
+            CUDA_CHECK(cudaEventCreateWithFlags(&b->s->freed[j], cudaEventDisableTiming));
+        }
+    }
     const struct tensor *t0 = block_tens(b, 0);
     for (int j = 0; j < b->slots; j++)
         for (int k = 0; k < b->n_tens; k++) {
@@ -109,6 +117,14 @@ void stage_blocks_free(struct stage_blocks *b)
 {
     if (!b)
         return;
+    if (b->s && b->s->cuda) {              /* no copy may still write a slot */
+        CUDA_CHECK(cudaStreamSynchronize(b->s->copy));
+        for (int j = 0; j < b->slots; j++) {
+            CUDA_CHECK(cudaEventDestroy(b->s->ready[j]));
+            CUDA_CHECK(cudaEventDestroy(b->s->freed[j]));
+        }
+        CUDA_CHECK(cudaStreamDestroy(b->s->copy));
+    }
     arena_free(&b->dev);
     arena_free(&b->host);
     free(b->s);
@@ -121,18 +137,29 @@ size_t stage_blocks_device_bytes(const struct stage_blocks *b)
     return b->slots ? b->dev.size : b->block_bytes * (size_t)b->n_blocks;
 }
 
-/* Queue block i's copy into slot j: after the work queued so far (which
- * includes the last use of the block slot j held), before what follows. */
+/* Queue block i's copy into slot j: after the work queued so far on ctx (which
+ * includes the last use of the block slot j held), before the work on block i
+ * (stage_blocks_get makes that wait for ready[j]). */
 static void copy_in(const struct stage_blocks *b, const struct op_ctx *ctx, int i, int j)
 {
-    struct tensor dst = tensor_view(b->dev.base + (size_t)j * b->block_bytes, DTYPE_U8,
-                                    b->s->views[0].device, SHAPE((int64_t)b->block_bytes));
-    struct tensor src = tensor_view(b->host.base + (size_t)i * b->block_bytes, DTYPE_U8,
-                                    DEVICE_HOST, SHAPE((int64_t)b->block_bytes));
+    struct stage_blocks_slots *s = b->s;
+    char *dst = b->dev.base + (size_t)j * b->block_bytes;
+    const char *src = b->host.base + (size_t)i * b->block_bytes;
 
-    op_upload(ctx, &dst, &src);
-    b->s->held[j] = i;
-    b->s->copies++;
+    if (!s->cuda) {
+        memcpy(dst, src, b->block_bytes);
+    } else {
+        ASSERT(ctx);
+        if (s->held[j] >= 0) {
+            CUDA_CHECK(cudaEventRecord(s->freed[j], ctx->stream));
+            CUDA_CHECK(cudaStreamWaitEvent(s->copy, s->freed[j], 0));
+        }
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, b->block_bytes, cudaMemcpyHostToDevice, s->copy));
+        CUDA_CHECK(cudaEventRecord(s->ready[j], s->copy));
+        s->pending[j] = true;
+    }
+    s->held[j] = i;
+    s->copies++;
 }
 
 /* The slot holding block i, or -1. */
@@ -154,6 +181,10 @@ const void *stage_blocks_get(const struct stage_blocks *b, const struct op_ctx *
     if ((j = slot_of(b, i)) < 0) {
         j = b->s->next;
         copy_in(b, ctx, i, j);
+    }
+    if (b->s->pending[j]) {                     /* the work on block i after its copy */
+        CUDA_CHECK(cudaStreamWaitEvent(ctx->stream, b->s->ready[j], 0));
+        b->s->pending[j] = false;
     }
     /* the next blocks into the slots after j (never j itself: block i runs from it) */
     for (int d = 1; d < b->slots; d++) {

@@ -24,8 +24,12 @@
  * block i is queued after its copy. On the host the copies are memcpy at
  * that point, so a wrong slot or a stale block changes the output: the tests
  * compare streamed and resident outputs bit for bit (tests/test_ss_flow.c,
- * tests/test_slat_flow.c). On CUDA the copies are queued on the op context's
- * stream (op_upload from the pinned copy), in stream order with the work.
+ * tests/test_slat_flow.c). On CUDA the copies run on a copy stream of their
+ * own from the pinned copy (cudaMemcpyAsync), so the copy of block i + 1
+ * overlaps the work on block i: a copy into slot j first waits for an event
+ * recorded on the op context's stream after the work queued so far (which
+ * includes every use of the block slot j held), and the work on a block waits
+ * for its slot's copy event before its first op. Nothing blocks the host.
  */
 #ifndef S3D_STAGE_BLOCKS_H
 #define S3D_STAGE_BLOCKS_H
@@ -35,6 +39,7 @@
 #include "tensor.h"
 #include "weights.h"
 
+#include <cuda_runtime_api.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -50,6 +55,11 @@ struct stage_blocks_slots {
     int           held[STAGE_BLOCKS_MAX_SLOTS];  /* block in (or copied into) slot j, -1 */
     int           next;                          /* the slot a block not held goes to */
     long long     copies;                        /* blocks copied since load (logs, tests) */
+    bool          cuda;                          /* slots on the device: the copy stream */
+    cudaStream_t  copy;                          /* CUDA: the copies, beside the work */
+    cudaEvent_t   ready[STAGE_BLOCKS_MAX_SLOTS]; /* CUDA: slot j's copy done */
+    cudaEvent_t   freed[STAGE_BLOCKS_MAX_SLOTS]; /* CUDA: the work on slot j's last block done */
+    bool          pending[STAGE_BLOCKS_MAX_SLOTS]; /* ready[j] not yet waited for by the work */
     struct tensor views[];                       /* k x n_tens: each slot's tensors */
 };
 
