@@ -1,9 +1,10 @@
 /*
  * attention.cu - op_attention_cuda and op_attention_varlen_cuda. See ops.h; the
- * kernels and their design are in attention.cuh, their timings in
- * kernels/dev/attention_bench.cu.
+ * kernels and their design are in attention.cuh and attention_v2.cuh, their
+ * timings in kernels/dev/attention_bench.cu.
  */
 #include "attention.cuh"
+#include "attention_v2.cuh"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,18 +18,32 @@
  * with one, with the same error (docs/performance.md). S3D_ATTN_MT=1 or 2
  * forces one variant (read at every launch, so a test can switch it). */
 #define ATTN_MT2_MIN_TQ 1024
-static bool attn_mt2(int max_tq)
-{
-    const char *e = getenv("S3D_ATTN_MT");
 
+/* S3D_ATTN_KERNEL (read at every launch): v1 (the default: attn_mma_kernel,
+ * m-tiles per warp as above) or v2 / v2b (attn_v2_kernel for every
+ * tensor-core launch, attention_v2.cuh). An unknown value warns once and
+ * keeps v1. */
+static enum attn_kernel attn_kernel_env(int max_tq)
+{
+    static bool warned;
+    const char *k = getenv("S3D_ATTN_KERNEL"), *e = getenv("S3D_ATTN_MT");
+
+    if (k && !strcmp(k, "v2"))
+        return ATTN_KERNEL_V2;
+    if (k && !strcmp(k, "v2b"))
+        return ATTN_KERNEL_V2B;
+    if (k && strcmp(k, "v1") && !warned) {
+        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2 or v2b); using v1", k);
+        warned = true;
+    }
     if (e && !strcmp(e, "1"))
-        return false;
+        return ATTN_KERNEL_V1_MT1;
     if (e && !strcmp(e, "2"))
-        return true;
-    return max_tq >= ATTN_MT2_MIN_TQ;
+        return ATTN_KERNEL_V1_MT2;
+    return max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
 }
 
-/* attn_rows_16b and attn_launch: see attention.cuh. */
+/* attn_rows_16b, attn_launch and attn_launch_kernel: see attention.cuh. */
 bool attn_rows_16b(const void *base, const int64_t *strides, int n)
 {
     if ((uintptr_t)base % 16)
@@ -39,28 +54,72 @@ bool attn_rows_16b(const void *base, const int64_t *strides, int n)
     return true;
 }
 
-void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt,
-                        int B, int H, int max_tq, bool mma_ok)
+/* attn_v2_kernel<T, BN, QREG, 2> over grid: dynamic shared memory, raised
+ * past the default 48 KiB once per instantiation (one device per process). */
+template <typename T, int BN, bool QREG>
+static void attn_v2_launch(dim3 grid, cudaStream_t st, const struct attn_params *p)
+{
+    static bool raised;
+    size_t smem = attn_v2_smem(BN, sizeof(T));
+
+    if (!raised) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_v2_kernel<T, BN, QREG, 2>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        raised = true;
+    }
+    attn_v2_kernel<T, BN, QREG, 2><<<grid, ATTN_V2_NT, smem, st>>>(*p);
+}
+
+void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
+                        int max_tq, bool mma_ok, enum attn_kernel kern)
 {
     ASSERT(B <= 65535 && H <= 65535);
-    if (dt != DTYPE_F32 && mma_ok && attn_mt2(max_tq)) {     /* 4 warps x 2 m-tiles: 128 rows */
+    if (dt == DTYPE_F32 || !mma_ok) {
+        dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H,
+                  (unsigned)B);
+        DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, st>>>(*p));
+        return;
+    }
+    if (kern == ATTN_KERNEL_DEFAULT)
+        kern = max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
+    bool f16 = dt == DTYPE_F16;
+    switch (kern) {
+    case ATTN_KERNEL_V1_MT2: {                   /* 4 warps x 2 m-tiles: 128 rows */
         dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
-        if (dt == DTYPE_F16)
-            attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
+        if (f16)
+            attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, st>>>(*p);
         else
-            attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
+            attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, st>>>(*p);
         return;
     }
-    if (dt != DTYPE_F32 && mma_ok) {
+    case ATTN_KERNEL_V2:
+    case ATTN_KERNEL_V2B: {
+        dim3 grid((unsigned)((max_tq + ATTN_V2_BM - 1) / ATTN_V2_BM), (unsigned)H, (unsigned)B);
+        if (kern == ATTN_KERNEL_V2 && f16)
+            attn_v2_launch<__half, 64, true>(grid, st, p);
+        else if (kern == ATTN_KERNEL_V2)
+            attn_v2_launch<__nv_bfloat16, 64, true>(grid, st, p);
+        else if (f16)
+            attn_v2_launch<__half, 128, false>(grid, st, p);
+        else
+            attn_v2_launch<__nv_bfloat16, 128, false>(grid, st, p);
+        return;
+    }
+    default: {                                   /* ATTN_KERNEL_V1_MT1 */
         dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
-        if (dt == DTYPE_F16)
-            attn_mma_kernel<__half, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
+        if (f16)
+            attn_mma_kernel<__half, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
         else
-            attn_mma_kernel<__nv_bfloat16, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
+            attn_mma_kernel<__nv_bfloat16, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
         return;
     }
-    dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H, (unsigned)B);
-    DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, ctx->stream>>>(*p));
+    }
+}
+
+void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
+                 int max_tq, bool mma_ok)
+{
+    attn_launch_kernel(ctx->stream, p, dt, B, H, max_tq, mma_ok, attn_kernel_env(max_tq));
 }
 
 void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,

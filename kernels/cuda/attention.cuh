@@ -417,4 +417,17 @@ bool attn_rows_16b(const void *base, const int64_t *strides, int n);
 void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
                  int max_tq, bool mma_ok);
 
+/* The tensor-core kernels attn_launch chooses from (S3D_ATTN_KERNEL, S3D_ATTN_MT;
+ * attention.cu): DEFAULT picks by max_tq as attn_launch does without either
+ * variable; V1_MT1 / V1_MT2 are attn_mma_kernel<T, 64, 1> / <T, 128, 2>;
+ * V2 / V2B are attn_v2_kernel with 64-key tiles and Q in registers / 128-key
+ * tiles and Q re-read from shared memory (attention_v2.cuh). */
+enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
+                   ATTN_KERNEL_V2B };
+
+/* attn_launch with the kernel given (the bench times each on one stream);
+ * F32 or !mma_ok take the fp32 kernel whatever kern says. */
+void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
+                        int max_tq, bool mma_ok, enum attn_kernel kern);
+
 #endif

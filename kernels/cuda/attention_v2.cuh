@@ -1,0 +1,272 @@
+/*
+ * attention_v2.cuh - the second tensor-core attention kernel (issue 16), a
+ * variant of attn_mma_kernel<T, 128, 2> (attention.cuh) selected by
+ * S3D_ATTN_KERNEL (kernels/cuda/attention.cu) until a GPU run shows it correct
+ * and faster (tools/gpu/attn_bench.sh).
+ *
+ * Same contract as attn_mma_kernel (attn_params, head size 64, q_off/k_off,
+ * rows, 16-byte aligned rows), the same fragment layouts (mma.sync m16n8k16,
+ * ldmatrix / ldmatrix.trans from 128-byte rows whose 16-byte chunks are
+ * XOR-swizzled by row & 7: the helpers of attention.cuh) and the same numerics
+ * (fp32 S and O accumulators, online softmax in base 2 with the scale folded
+ * into log2 e, P rounded to T in registers as the A operand of P V). A block
+ * owns 128 query rows: 4 warps x 2 m-tiles of 16 rows, each K/V fragment read
+ * from shared memory once for both m-tiles. What changes:
+ *
+ *  - one __syncthreads per key tile instead of two: tile j + 1's cp.async is
+ *    issued right after the barrier that publishes tile j; that barrier is
+ *    also the point every warp has passed tile j - 1, whose buffer tile j + 1
+ *    overwrites (K and V double-buffered);
+ *  - exp2 as one ex2.approx.ftz.f32 (exp2f adds a denormal fix-up around the
+ *    MUFU op: 3 more instructions per score; P is rounded to fp16 anyway, and
+ *    ftz only flushes values below 2^-126, which fp16 P cannot hold);
+ *  - BN keys per tile (64 or 128): at 128 the per-tile softmax bookkeeping
+ *    (row max shuffles, the rescale of O, the barrier) is paid half as often;
+ *  - QREG: Q's A-fragments held in 32 registers (as attn_mma_kernel) or read
+ *    again from shared memory per 16-dim k-step (8 more ldmatrix.x4 per tile,
+ *    32 registers fewer: room for BN 128 or a third block per SM);
+ *  - dynamic shared memory: Q (128 x 64) + 2 x (K, V) (BN x 64 each) of T,
+ *    48 KiB at BN 64, 80 KiB at BN 128 (attn_v2_smem; the launcher raises the
+ *    per-function limit).
+ *
+ * MINB is __launch_bounds__' minimum blocks per SM (2: <= 255 registers,
+ * 3: <= 168). Every instantiation in attention.cu must build without spills
+ * (ptxas -v: 0 bytes stack frame).
+ */
+#ifndef S3D_KERNELS_CUDA_ATTENTION_V2_CUH
+#define S3D_KERNELS_CUDA_ATTENTION_V2_CUH
+
+#include "attention.cuh"
+
+#define ATTN_V2_BM 128          /* query rows per block */
+#define ATTN_V2_NT 128          /* threads: 4 warps x 2 m-tiles x 16 rows */
+
+/* 2^x in one MUFU op; 2^-inf = 0, results below 2^-126 flushed to 0. */
+__device__ __forceinline__ float ex2_ftz(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Rows [r0, r0 + NROWS) of a strided (., 64) operand into a swizzled tile, as
+ * load_tile (rows at or past `limit` zero-filled; row r is base row idx[r] when
+ * idx is set) with a trip count known at compile time: thread t copies chunk
+ * t % 8 of rows t / 8 + i NT / 8, and since NT / 8 is a multiple of 8 its
+ * swizzled chunk (t % 8) ^ (row % 8) is the same for every i. */
+template <typename T, int NROWS, int NT>
+__device__ __forceinline__ void load_tile_v2(T *tile, const T *base, int64_t stride, const int *idx,
+                                             int r0, int limit)
+{
+    constexpr int STEP = NT / 8;                  /* rows per pass */
+    static_assert(STEP % 8 == 0 && NROWS % STEP == 0, "whole passes, row % 8 fixed per thread");
+    int r = threadIdx.x >> 3, ch = threadIdx.x & 7;
+    T  *dst = tile + r * 64 + ((ch ^ (r & 7)) << 3);
+    base += ch * 8;
+#pragma unroll
+    for (int i = 0; i < NROWS / STEP; i++) {
+        int     row = r0 + r + i * STEP;
+        bool    ok  = row < limit;
+        int64_t pr  = ok ? (idx ? idx[row] : row) : 0;
+        cp_async16(dst + i * STEP * 64, base + pr * stride, ok);
+    }
+}
+
+/* Dynamic shared memory of attn_v2_kernel<T, BN, ...> for element size es. */
+static inline size_t attn_v2_smem(int bn, size_t es)
+{
+    return ((size_t)ATTN_V2_BM * 64 + (size_t)4 * bn * 64) * es;
+}
+
+template <typename T, int BN, bool QREG, int MINB>
+__global__ void __launch_bounds__(ATTN_V2_NT, MINB)
+attn_v2_kernel(struct attn_params p)
+{
+    constexpr int MT = 2, NN = BN / 8, NT = ATTN_V2_NT;
+    static_assert(BN == 64 || BN == 128, "BN: 64 or 128 keys per tile");
+    extern __shared__ __align__(128) unsigned char attn_v2_smem_raw[];
+    T *sq  = (T *)attn_v2_smem_raw;               /* (128, 64) swizzled */
+    T *skv = sq + ATTN_V2_BM * 64;                /* buffer i: K (BN, 64) at i 2 BN 64, V after it */
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int q0, Tq, k0, Tk;
+
+    attn_seq(p, b, &q0, &Tq, &k0, &Tk);
+    int m0 = blockIdx.x * ATTN_V2_BM;
+    if (m0 >= Tq)
+        return;                                   /* whole block: no barrier skipped */
+    /* with p.rows the bases stay at token 0 and the tiles read rows through qi / ki */
+    const int *qi = p.rows ? p.rows + q0 + m0 : NULL, *ki = p.rows ? p.rows + k0 : NULL;
+    int64_t qs = p.rows ? 0 : q0 + m0, ks = p.rows ? 0 : k0;
+    const T *qb = (const T *)p.q + b * p.q_sb + qs * p.q_st + h * p.q_sh;
+    const T *kb = (const T *)p.k + b * p.k_sb + ks * p.k_st + h * p.k_sh;
+    const T *vb = (const T *)p.v + b * p.v_sb + ks * p.v_st + h * p.v_sh;
+    int ntiles = (Tk + BN - 1) / BN;
+    const float sl2 = p.scale * 1.4426950408889634f;   /* exp(x) = exp2(x log2 e) */
+
+    /* group 0: Q and tile 0 */
+    load_tile_v2<T, ATTN_V2_BM, NT>(sq, qb, p.q_st, qi, 0, Tq - m0);
+    if (ntiles > 0) {
+        load_tile_v2<T, BN, NT>(skv, kb, p.k_st, ki, 0, Tk);
+        load_tile_v2<T, BN, NT>(skv + BN * 64, vb, p.v_st, ki, 0, Tk);
+    }
+    cp_async_commit();
+
+    float    o[MT][8][4];                        /* per m-tile: 16 rows x 64 dims */
+    float    m_r[MT][2], l_r[MT][2];             /* rows g and g + 8, g = lane / 4; l partial */
+    uint32_t qf[MT][4][4];                       /* QREG: Q A-fragments, 4 k-steps of 16 dims */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        m_r[mt][0] = m_r[mt][1] = -INFINITY;
+        l_r[mt][0] = l_r[mt][1] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    }
+    const int wrow = warp * 16 * MT;             /* the warp's first row in the block */
+
+    for (int j = 0; j < ntiles; j++) {
+        const T *kt = skv + (j & 1) * 2 * BN * 64, *vt = kt + BN * 64;
+        cp_async_wait<0>();                      /* this thread's copies of tile j (and Q) */
+        __syncthreads();                         /* everyone's; every warp is past tile j - 1 */
+        if (j + 1 < ntiles) {                    /* into tile j - 1's buffer */
+            T *kn = skv + ((j + 1) & 1) * 2 * BN * 64;
+            load_tile_v2<T, BN, NT>(kn, kb, p.k_st, ki, (j + 1) * BN, Tk);
+            load_tile_v2<T, BN, NT>(kn + BN * 64, vb, p.v_st, ki, (j + 1) * BN, Tk);
+            cp_async_commit();
+        }
+        if (QREG && j == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++)
+                    ldmatrix_x4(qf[mt][kk],
+                                sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        }
+
+        /* S = Q K^T: 16 x BN per m-tile, NN n-tiles of 8 keys; each K fragment feeds MT */
+        float s[MT][NN][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < NN; i++)
+                s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (QREG) {
+                    qa[mt][0] = qf[mt][kk][0];
+                    qa[mt][1] = qf[mt][kk][1];
+                    qa[mt][2] = qf[mt][kk][2];
+                    qa[mt][3] = qf[mt][kk][3];
+                } else {
+                    ldmatrix_x4(qa[mt], sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+                }
+            }
+#pragma unroll
+            for (int nn = 0; nn < NN; nn += 2) {
+                uint32_t bf[4];
+                int mat = lane >> 3;
+                ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(s[mt][nn], qa[mt], bf[0], bf[1], T());
+                    mma_16816(s[mt][nn + 1], qa[mt], bf[2], bf[3], T());
+                }
+            }
+        }
+        if ((j + 1) * BN > Tk) {                 /* last tile: mask keys >= Tk */
+#pragma unroll
+            for (int nn = 0; nn < NN; nn++) {
+                int key = j * BN + nn * 8 + 2 * (lane & 3);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (key + (e & 1) >= Tk)
+#pragma unroll
+                        for (int mt = 0; mt < MT; mt++)
+                            s[mt][nn][e] = -INFINITY;
+            }
+        }
+
+        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile; every
+         * tile holds a key < Tk, so m_new is finite and 2^((-inf - m_new) sl2) = 0 */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nn = 0; nn < NN; nn++)
+                    mx = fmaxf(mx, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float m_new = fmaxf(m_r[mt][r], mx);
+                float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
+                float msc   = m_new * sl2;
+                m_r[mt][r] = m_new;
+                l_r[mt][r] *= alpha;
+#pragma unroll
+                for (int dd = 0; dd < 8; dd++) {
+                    o[mt][dd][2 * r] *= alpha;
+                    o[mt][dd][2 * r + 1] *= alpha;
+                }
+#pragma unroll
+                for (int nn = 0; nn < NN; nn++) {
+                    float p0 = ex2_ftz(fmaf(s[mt][nn][2 * r], sl2, -msc));
+                    float p1 = ex2_ftz(fmaf(s[mt][nn][2 * r + 1], sl2, -msc));
+                    s[mt][nn][2 * r]     = p0;
+                    s[mt][nn][2 * r + 1] = p1;
+                    l_r[mt][r] += p0 + p1;
+                }
+            }
+        }
+
+        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans, each feeding MT */
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {   /* 16 keys per step */
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1], T());
+                pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3], T());
+                pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], T());
+                pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], T());
+            }
+#pragma unroll
+            for (int dd = 0; dd < 8; dd += 2) {
+                uint32_t bf[4];
+                int mat = lane >> 3;
+                ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(o[mt][dd], pa[mt], bf[0], bf[1], T());
+                    mma_16816(o[mt][dd + 1], pa[mt], bf[2], bf[3], T());
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();                          /* Tk = 0: Q's copies, never waited for */
+
+    /* o / l, rows g and g + 8 of each m-tile */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = l_r[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
+            int   row = m0 + wrow + mt * 16 + (lane >> 2) + 8 * r;
+            if (row < Tq) {
+                T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
+#pragma unroll
+                for (int dd = 0; dd < 8; dd++)
+                    *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
+                        pack2(o[mt][dd][2 * r] * inv, o[mt][dd][2 * r + 1] * inv, T());
+            }
+        }
+    }
+}
+
+#endif
