@@ -20,6 +20,10 @@
  *  - exp2 as one ex2.approx.ftz.f32 (exp2f adds a denormal fix-up around the
  *    MUFU op: 3 more instructions per score; P is rounded to fp16 anyway, and
  *    ftz only flushes values below 2^-126, which fp16 P cannot hold);
+ *  - O and l rescaled only when a row max of the warp grew by more than 2^8
+ *    (ATTN_V2_SLACK; FlashAttention-4's conditional rescaling): P is then at
+ *    most 256 instead of 1, the same relative rounding in fp16 / bf16, and the
+ *    64 multiplies of O per tile are skipped once the row maxima settle;
  *  - BN keys per tile (64 or 128): at 128 the per-tile softmax bookkeeping
  *    (row max shuffles, the rescale of O, the barrier) is paid half as often;
  *  - QREG: Q's A-fragments held in 32 registers (as attn_mma_kernel) or read
@@ -40,6 +44,7 @@
 
 #define ATTN_V2_BM 128          /* query rows per block */
 #define ATTN_V2_NT 128          /* threads: 4 warps x 2 m-tiles x 16 rows */
+#define ATTN_V2_SLACK 8.0f      /* base-2 growth of a row max absorbed without rescaling O */
 
 /* 2^x in one MUFU op; 2^-inf = 0, results below 2^-126 flushed to 0. */
 __device__ __forceinline__ float ex2_ftz(float x)
@@ -189,28 +194,51 @@ attn_v2_kernel(struct attn_params p)
             }
         }
 
-        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile; every
-         * tile holds a key < Tk, so m_new is finite and 2^((-inf - m_new) sl2) = 0 */
+        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile, against a
+         * reference max m_r that is rescaled only when some row of the warp grew past it by
+         * more than ATTN_V2_SLACK in base 2 (then as attn_mma_kernel: m_r = the row max, O and
+         * l times 2^((old - new) sl2)); otherwise P = 2^((s - m_r) sl2) <= 2^ATTN_V2_SLACK, which
+         * fp32 l, O and an fp16 / bf16 P hold at the same relative precision, and o = O / l
+         * cancels the reference. The first tile always rescales (m_r = -inf: alpha = 0); every
+         * tile holds a key < Tk, so the new max is finite. */
+        float mx[MT][2];
+        bool  grow = false;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                float mx = -INFINITY;
+                float x = -INFINITY;
 #pragma unroll
                 for (int nn = 0; nn < NN; nn++)
-                    mx = fmaxf(mx, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float m_new = fmaxf(m_r[mt][r], mx);
-                float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
-                float msc   = m_new * sl2;
-                m_r[mt][r] = m_new;
-                l_r[mt][r] *= alpha;
+                    x = fmaxf(x, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+                mx[mt][r] = x;
+                grow |= !((x - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
+            }
+        }
+        if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
-                for (int dd = 0; dd < 8; dd++) {
-                    o[mt][dd][2 * r] *= alpha;
-                    o[mt][dd][2 * r + 1] *= alpha;
+            for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float m_new = fmaxf(m_r[mt][r], mx[mt][r]);
+                    float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
+                    m_r[mt][r] = m_new;
+                    l_r[mt][r] *= alpha;
+#pragma unroll
+                    for (int dd = 0; dd < 8; dd++) {
+                        o[mt][dd][2 * r] *= alpha;
+                        o[mt][dd][2 * r + 1] *= alpha;
+                    }
                 }
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float msc = m_r[mt][r] * sl2;
 #pragma unroll
                 for (int nn = 0; nn < NN; nn++) {
                     float p0 = ex2_ftz(fmaf(s[mt][nn][2 * r], sl2, -msc));
