@@ -118,15 +118,8 @@ attn_v2_kernel(struct attn_params p)
 
     float    o[MT][8][4];                        /* per m-tile: 16 rows x 64 dims */
     float    m_r[MT][2], l_r[MT][2];             /* rows g and g + 8, g = lane / 4; l partial */
-    uint32_t qf[MT][4][4];                       /* QREG: Q A-fragments, 4 k-steps of 16 dims */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        m_r[mt][0] = m_r[mt][1] = -INFINITY;
-        l_r[mt][0] = l_r[mt][1] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
-    }
+    uint32_t qf[4][MT][4];                       /* QREG: Q A-fragments per k-step of 16 dims */
+    attn_acc_init<MT>(o, m_r, l_r);
     const int wrow = warp * 16 * MT;             /* the warp's first row in the block */
 
     for (int j = 0; j < ntiles; j++) {
@@ -141,14 +134,11 @@ attn_v2_kernel(struct attn_params p)
         }
         if (QREG && j == 0) {
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int kk = 0; kk < 4; kk++)
-                    ldmatrix_x4(qf[mt][kk],
-                                sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+            for (int kk = 0; kk < 4; kk++)
+                attn_q_frags<T, MT>(qf[kk], sq, wrow, kk, lane);
         }
 
-        /* S = Q K^T: 16 x BN per m-tile, NN n-tiles of 8 keys; each K fragment feeds MT */
+        /* S = Q K^T: 16 x BN per m-tile, NN n-tiles of 8 keys */
         float s[MT][NN][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -157,42 +147,16 @@ attn_v2_kernel(struct attn_params p)
                 s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            uint32_t qa[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (QREG) {
-                    qa[mt][0] = qf[mt][kk][0];
-                    qa[mt][1] = qf[mt][kk][1];
-                    qa[mt][2] = qf[mt][kk][2];
-                    qa[mt][3] = qf[mt][kk][3];
-                } else {
-                    ldmatrix_x4(qa[mt], sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-                }
-            }
-#pragma unroll
-            for (int nn = 0; nn < NN; nn += 2) {
-                uint32_t bf[4];
-                int mat = lane >> 3;
-                ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(s[mt][nn], qa[mt], bf[0], bf[1], T());
-                    mma_16816(s[mt][nn + 1], qa[mt], bf[2], bf[3], T());
-                }
+            if (QREG) {
+                attn_qk_step<T, MT, NN>(s, qf[kk], kt, kk, lane);
+            } else {
+                uint32_t qa[MT][4];
+                attn_q_frags<T, MT>(qa, sq, wrow, kk, lane);
+                attn_qk_step<T, MT, NN>(s, qa, kt, kk, lane);
             }
         }
-        if ((j + 1) * BN > Tk) {                 /* last tile: mask keys >= Tk */
-#pragma unroll
-            for (int nn = 0; nn < NN; nn++) {
-                int key = j * BN + nn * 8 + 2 * (lane & 3);
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (key + (e & 1) >= Tk)
-#pragma unroll
-                        for (int mt = 0; mt < MT; mt++)
-                            s[mt][nn][e] = -INFINITY;
-            }
-        }
+        if ((j + 1) * BN > Tk)                   /* last tile: mask keys >= Tk */
+            attn_mask_keys<MT, NN>(s, j * BN, Tk, lane);
 
         /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile, against a
          * reference max m_r that is rescaled only when some row of the warp grew past it by
@@ -207,14 +171,8 @@ attn_v2_kernel(struct attn_params p)
         for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                float x = -INFINITY;
-#pragma unroll
-                for (int nn = 0; nn < NN; nn++)
-                    x = fmaxf(x, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
-                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-                mx[mt][r] = x;
-                grow |= !((x - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
+                mx[mt][r] = attn_row_max<NN>(s[mt], r);
+                grow |= !((mx[mt][r] - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
             }
         }
         if (__any_sync(0xffffffffu, grow)) {
@@ -226,75 +184,22 @@ attn_v2_kernel(struct attn_params p)
                     float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
                     m_r[mt][r] = m_new;
                     l_r[mt][r] *= alpha;
-#pragma unroll
-                    for (int dd = 0; dd < 8; dd++) {
-                        o[mt][dd][2 * r] *= alpha;
-                        o[mt][dd][2 * r + 1] *= alpha;
-                    }
+                    attn_scale_row(o[mt], r, alpha);
                 }
             }
         }
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                float msc = m_r[mt][r] * sl2;
-#pragma unroll
-                for (int nn = 0; nn < NN; nn++) {
-                    float p0 = ex2_ftz(fmaf(s[mt][nn][2 * r], sl2, -msc));
-                    float p1 = ex2_ftz(fmaf(s[mt][nn][2 * r + 1], sl2, -msc));
-                    s[mt][nn][2 * r]     = p0;
-                    s[mt][nn][2 * r + 1] = p1;
-                    l_r[mt][r] += p0 + p1;
-                }
-            }
-        }
+            for (int r = 0; r < 2; r++)
+                attn_exp_row<NN>(s[mt], r, sl2, m_r[mt][r] * sl2, l_r[mt][r],
+                                 [](float x) { return ex2_ftz(x); });
 
-        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans, each feeding MT */
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {   /* 16 keys per step */
-            uint32_t pa[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1], T());
-                pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3], T());
-                pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], T());
-                pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], T());
-            }
-#pragma unroll
-            for (int dd = 0; dd < 8; dd += 2) {
-                uint32_t bf[4];
-                int mat = lane >> 3;
-                ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(o[mt][dd], pa[mt], bf[0], bf[1], T());
-                    mma_16816(o[mt][dd + 1], pa[mt], bf[2], bf[3], T());
-                }
-            }
-        }
+        /* O += P V */
+        attn_pv<T, MT, BN / 16>(o, s, vt, lane);
     }
     cp_async_wait<0>();                          /* Tk = 0: Q's copies, never waited for */
-
-    /* o / l, rows g and g + 8 of each m-tile */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float l = l_r[mt][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
-            int   row = m0 + wrow + mt * 16 + (lane >> 2) + 8 * r;
-            if (row < Tq) {
-                T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
-#pragma unroll
-                for (int dd = 0; dd < 8; dd++)
-                    *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
-                        pack2(o[mt][dd][2 * r] * inv, o[mt][dd][2 * r + 1] * inv, T());
-            }
-        }
-    }
+    attn_store<T, MT>(p, o, l_r, b, h, q0, m0 + wrow, Tq, lane);
 }
 
 #endif
