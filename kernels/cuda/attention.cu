@@ -19,10 +19,22 @@
  * forces one variant (read at every launch, so a test can switch it). */
 #define ATTN_MT2_MIN_TQ 1024
 
-/* S3D_ATTN_KERNEL (read at every launch): v1 (the default: attn_mma_kernel,
- * m-tiles per warp as above) or v2 / v2b (attn_v2_kernel for every
- * tensor-core launch, attention_v2.cuh). An unknown value warns once and
- * keeps v1. */
+/* v1's choice by query length. */
+static enum attn_kernel attn_v1_kernel(int max_tq)
+{
+    return max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
+}
+
+/* The kernel when no variable names one: the one place the default is chosen. */
+static enum attn_kernel attn_default_kernel(int max_tq)
+{
+    return attn_v1_kernel(max_tq);
+}
+
+/* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
+ * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b (attn_v2_kernel
+ * for every tensor-core launch, attention_v2.cuh). Neither variable set:
+ * attn_default_kernel. An unknown value warns once and takes v1. */
 static enum attn_kernel attn_kernel_env(int max_tq)
 {
     static bool warned;
@@ -40,7 +52,7 @@ static enum attn_kernel attn_kernel_env(int max_tq)
         return ATTN_KERNEL_V1_MT1;
     if (e && !strcmp(e, "2"))
         return ATTN_KERNEL_V1_MT2;
-    return max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
+    return k ? attn_v1_kernel(max_tq) : attn_default_kernel(max_tq);
 }
 
 /* attn_rows_16b, attn_launch and attn_launch_kernel: see attention.cuh. */
@@ -81,7 +93,7 @@ void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype
         return;
     }
     if (kern == ATTN_KERNEL_DEFAULT)
-        kern = max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
+        kern = attn_default_kernel(max_tq);
     bool f16 = dt == DTYPE_F16;
     switch (kern) {
     case ATTN_KERNEL_V1_MT2: {                   /* 4 warps x 2 m-tiles: 128 rows */
