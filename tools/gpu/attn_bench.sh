@@ -8,7 +8,7 @@
 #      S3D_ATTN_KERNEL=v1, v2 and v2b (swin windows through a row permutation against the CPU);
 #      test_slat_flow under v2 and v2b (the SLAT flow network and sampler in fp16 and fp32 on the
 #      GPU against the CPU and the official fixture, with the variant inside the stage code);
-#   2. $S3D_BIN/dev/attention_bench 3 4 5 6 7 8 (`make CUDA_ARCH=90 dev`): at the flow
+#   2. $S3D_BIN/dev/attention_bench 2 3 4 5 6 7 8 (`make CUDA_ARCH=90 dev`): at the flow
 #      transformers' shapes (SLAT flow self 5941 / cross 5941x5496 / self 9116, SS flow self
 #      4096 / cross 4096x7528 with the CFG batch, DINOv2 1374, a short query block, swin
 #      windows), per version: ms, TFLOP/s (4 B H Tq Tk 64), max error against the CPU
@@ -70,13 +70,13 @@ for k in v2 v2b; do
 done
 echo "tests: $(( $(date +%s) - t0 )) s" | tee -a "$S"
 
-# 2. timings at the real shapes (f16 v1 MT2 / v2 / v2b, bf16 the same)
+# 2. timings at the real shapes (f16 v1 MT1 / v1 MT2 / v2 / v2b, bf16 v1 MT2 / v2 / v2b)
 B=$BIN/dev/attention_bench
 if [ ! -x "$B" ]; then
     echo "attention_bench: $B missing (HINT: make -j2 CUDA_ARCH=90 dev before tools/gpu/pack.sh)" | tee -a "$S"
     fail=1
 else
-    timeout 150 "$B" 3 4 5 6 7 8 >"$OUT/attention_bench.log" 2>&1
+    timeout 150 "$B" 2 3 4 5 6 7 8 >"$OUT/attention_bench.log" 2>&1
     rc=$?
     if [ "$TINY" = 1 ]; then
         # no GPU here: the bench must refuse cleanly, after checking its arguments
