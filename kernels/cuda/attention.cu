@@ -32,8 +32,8 @@ static enum attn_kernel attn_default_kernel(int max_tq)
 }
 
 /* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
- * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b (attn_v2_kernel
- * for every tensor-core launch, attention_v2.cuh). Neither variable set:
+ * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b / v2s
+ * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh). Neither variable set:
  * attn_default_kernel. An unknown value warns once and takes v1. */
 static enum attn_kernel attn_kernel_env(int max_tq)
 {
@@ -44,8 +44,10 @@ static enum attn_kernel attn_kernel_env(int max_tq)
         return ATTN_KERNEL_V2;
     if (k && !strcmp(k, "v2b"))
         return ATTN_KERNEL_V2B;
+    if (k && !strcmp(k, "v2s"))
+        return ATTN_KERNEL_V2S;
     if (k && strcmp(k, "v1") && !warned) {
-        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2 or v2b); using v1", k);
+        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b or v2s); using v1", k);
         warned = true;
     }
     if (e && !strcmp(e, "1"))
@@ -66,20 +68,23 @@ bool attn_rows_16b(const void *base, const int64_t *strides, int n)
     return true;
 }
 
-/* attn_v2_kernel<T, BN, QREG, 2> over grid: dynamic shared memory, raised
- * past the default 48 KiB once per instantiation (one device per process). */
-template <typename T, int BN, bool QREG>
-static void attn_v2_launch(dim3 grid, cudaStream_t st, const struct attn_params *p)
+/* attn_v2_kernel<T, MT, BN, QREG, MINB> over sequences B x heads H of at most
+ * max_tq queries: dynamic shared memory, raised past the default 48 KiB once
+ * per instantiation (one device per process). */
+template <typename T, int MT, int BN, bool QREG, int MINB>
+static void attn_v2_launch(cudaStream_t st, const struct attn_params *p, int B, int H, int max_tq)
 {
     static bool raised;
-    size_t smem = attn_v2_smem(BN, sizeof(T));
+    size_t smem = attn_v2_smem(MT, BN, sizeof(T));
+    dim3   grid((unsigned)((max_tq + ATTN_V2_BM(MT) - 1) / ATTN_V2_BM(MT)), (unsigned)H,
+                (unsigned)B);
 
     if (!raised) {
-        CUDA_CHECK(cudaFuncSetAttribute(attn_v2_kernel<T, BN, QREG, 2>,
+        CUDA_CHECK(cudaFuncSetAttribute(attn_v2_kernel<T, MT, BN, QREG, MINB>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         raised = true;
     }
-    attn_v2_kernel<T, BN, QREG, 2><<<grid, ATTN_V2_NT, smem, st>>>(*p);
+    attn_v2_kernel<T, MT, BN, QREG, MINB><<<grid, ATTN_V2_NT, smem, st>>>(*p);
 }
 
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
@@ -104,19 +109,24 @@ void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype
             attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, st>>>(*p);
         return;
     }
-    case ATTN_KERNEL_V2:
-    case ATTN_KERNEL_V2B: {
-        dim3 grid((unsigned)((max_tq + ATTN_V2_BM - 1) / ATTN_V2_BM), (unsigned)H, (unsigned)B);
-        if (kern == ATTN_KERNEL_V2 && f16)
-            attn_v2_launch<__half, 64, true>(grid, st, p);
-        else if (kern == ATTN_KERNEL_V2)
-            attn_v2_launch<__nv_bfloat16, 64, true>(grid, st, p);
-        else if (f16)
-            attn_v2_launch<__half, 128, false>(grid, st, p);
+    case ATTN_KERNEL_V2:                         /* 4 warps x 2 m-tiles, 64-key tiles */
+        if (f16)
+            attn_v2_launch<__half, 2, 64, true, 2>(st, p, B, H, max_tq);
         else
-            attn_v2_launch<__nv_bfloat16, 128, false>(grid, st, p);
+            attn_v2_launch<__nv_bfloat16, 2, 64, true, 2>(st, p, B, H, max_tq);
         return;
-    }
+    case ATTN_KERNEL_V2B:                        /* 4 warps x 2 m-tiles, 128-key tiles */
+        if (f16)
+            attn_v2_launch<__half, 2, 128, false, 2>(st, p, B, H, max_tq);
+        else
+            attn_v2_launch<__nv_bfloat16, 2, 128, false, 2>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V2S:                        /* 4 warps x 1 m-tile: 64 rows a block */
+        if (f16)
+            attn_v2_launch<__half, 1, 64, true, 4>(st, p, B, H, max_tq);
+        else
+            attn_v2_launch<__nv_bfloat16, 1, 64, true, 4>(st, p, B, H, max_tq);
+        return;
     default: {                                   /* ATTN_KERNEL_V1_MT1 */
         dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
         if (f16)

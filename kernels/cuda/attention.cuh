@@ -500,10 +500,11 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
 /* The tensor-core kernels attn_launch chooses from (S3D_ATTN_KERNEL, S3D_ATTN_MT;
  * attention.cu): DEFAULT picks by max_tq as attn_launch does without either
  * variable; V1_MT1 / V1_MT2 are attn_mma_kernel<T, 64, 1> / <T, 128, 2>;
- * V2 / V2B are attn_v2_kernel with 64-key tiles and Q in registers / 128-key
- * tiles and Q re-read from shared memory (attention_v2.cuh). */
+ * V2 / V2B are attn_v2_kernel with 2 m-tiles per warp and 64-key tiles and Q
+ * in registers / 128-key tiles and Q re-read from shared memory; V2S with one
+ * m-tile per warp (64-row blocks), 64-key tiles (attention_v2.cuh). */
 enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
-                   ATTN_KERNEL_V2B };
+                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S };
 
 /* attn_launch with the kernel given (the bench times each on one stream);
  * F32 or !mma_ok take the fp32 kernel whatever kern says. */

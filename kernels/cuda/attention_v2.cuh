@@ -1,6 +1,6 @@
 /*
  * attention_v2.cuh - the second tensor-core attention kernel (issue 16), a
- * variant of attn_mma_kernel<T, 128, 2> (attention.cuh) selected by
+ * variant of attn_mma_kernel<T, 64 MT, MT> (attention.cuh) selected by
  * S3D_ATTN_KERNEL (kernels/cuda/attention.cu) until a GPU run shows it correct
  * and faster (tools/gpu/attn_bench.sh).
  *
@@ -10,8 +10,9 @@
  * XOR-swizzled by row & 7: the helpers of attention.cuh) and the same numerics
  * (fp32 S and O accumulators, online softmax in base 2 with the scale folded
  * into log2 e, P rounded to T in registers as the A operand of P V). A block
- * owns 128 query rows: 4 warps x 2 m-tiles of 16 rows, each K/V fragment read
- * from shared memory once for both m-tiles. What changes:
+ * owns 64 MT query rows: 4 warps x MT m-tiles of 16 rows, each K/V fragment
+ * read from shared memory once for all MT m-tiles (MT 2: the long sequences;
+ * MT 1: short ones, more blocks). What changes:
  *
  *  - one __syncthreads per key tile instead of two: tile j + 1's cp.async is
  *    issued right after the barrier that publishes tile j; that barrier is
@@ -29,12 +30,12 @@
  *  - QREG: Q's A-fragments held in 32 registers (as attn_mma_kernel) or read
  *    again from shared memory per 16-dim k-step (8 more ldmatrix.x4 per tile,
  *    32 registers fewer: room for BN 128 or a third block per SM);
- *  - dynamic shared memory: Q (128 x 64) + 2 x (K, V) (BN x 64 each) of T,
- *    48 KiB at BN 64, 80 KiB at BN 128 (attn_v2_smem; the launcher raises the
- *    per-function limit).
+ *  - dynamic shared memory: Q (64 MT x 64) + 2 x (K, V) (BN x 64 each) of T,
+ *    48 KiB at MT 2 and BN 64, 80 KiB at BN 128 (attn_v2_smem; the launcher
+ *    raises the per-function limit).
  *
  * MINB is __launch_bounds__' minimum blocks per SM (2: <= 255 registers,
- * 3: <= 168). Every instantiation in attention.cu must build without spills
+ * 4: <= 128). Every instantiation in attention.cu must build without spills
  * (ptxas -v: 0 bytes stack frame).
  */
 #ifndef S3D_KERNELS_CUDA_ATTENTION_V2_CUH
@@ -42,8 +43,7 @@
 
 #include "attention.cuh"
 
-#define ATTN_V2_BM 128          /* query rows per block */
-#define ATTN_V2_NT 128          /* threads: 4 warps x 2 m-tiles x 16 rows */
+#define ATTN_V2_NT 128          /* threads: 4 warps of MT m-tiles of 16 query rows */
 #define ATTN_V2_SLACK 8.0f      /* base-2 growth of a row max absorbed without rescaling O */
 
 /* 2^x in one MUFU op; 2^-inf = 0, results below 2^-126 flushed to 0. */
@@ -77,26 +77,30 @@ __device__ __forceinline__ void load_tile_v2(T *tile, const T *base, int64_t str
     }
 }
 
-/* Dynamic shared memory of attn_v2_kernel<T, BN, ...> for element size es. */
-static inline size_t attn_v2_smem(int bn, size_t es)
+/* Query rows per block of attn_v2_kernel<T, MT, ...>: 4 warps x MT x 16. */
+#define ATTN_V2_BM(mt) (64 * (mt))
+
+/* Dynamic shared memory of attn_v2_kernel<T, MT, BN, ...> for element size es. */
+static inline size_t attn_v2_smem(int mt, int bn, size_t es)
 {
-    return ((size_t)ATTN_V2_BM * 64 + (size_t)4 * bn * 64) * es;
+    return ((size_t)ATTN_V2_BM(mt) * 64 + (size_t)4 * bn * 64) * es;
 }
 
-template <typename T, int BN, bool QREG, int MINB>
+template <typename T, int MT, int BN, bool QREG, int MINB>
 __global__ void __launch_bounds__(ATTN_V2_NT, MINB)
 attn_v2_kernel(struct attn_params p)
 {
-    constexpr int MT = 2, NN = BN / 8, NT = ATTN_V2_NT;
+    constexpr int NN = BN / 8, NT = ATTN_V2_NT, BM = ATTN_V2_BM(MT);
+    static_assert(MT == 1 || MT == 2, "MT: 1 or 2 m-tiles per warp");
     static_assert(BN == 64 || BN == 128, "BN: 64 or 128 keys per tile");
     extern __shared__ __align__(128) unsigned char attn_v2_smem_raw[];
-    T *sq  = (T *)attn_v2_smem_raw;               /* (128, 64) swizzled */
-    T *skv = sq + ATTN_V2_BM * 64;                /* buffer i: K (BN, 64) at i 2 BN 64, V after it */
+    T *sq  = (T *)attn_v2_smem_raw;               /* (BM, 64) swizzled */
+    T *skv = sq + BM * 64;                        /* buffer i: K (BN, 64) at i 2 BN 64, V after it */
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int q0, Tq, k0, Tk;
 
     attn_seq(p, b, &q0, &Tq, &k0, &Tk);
-    int m0 = blockIdx.x * ATTN_V2_BM;
+    int m0 = blockIdx.x * BM;
     if (m0 >= Tq)
         return;                                   /* whole block: no barrier skipped */
     /* with p.rows the bases stay at token 0 and the tiles read rows through qi / ki */
@@ -109,7 +113,7 @@ attn_v2_kernel(struct attn_params p)
     const float sl2 = p.scale * 1.4426950408889634f;   /* exp(x) = exp2(x log2 e) */
 
     /* group 0: Q and tile 0 */
-    load_tile_v2<T, ATTN_V2_BM, NT>(sq, qb, p.q_st, qi, 0, Tq - m0);
+    load_tile_v2<T, BM, NT>(sq, qb, p.q_st, qi, 0, Tq - m0);
     if (ntiles > 0) {
         load_tile_v2<T, BN, NT>(skv, kb, p.k_st, ki, 0, Tk);
         load_tile_v2<T, BN, NT>(skv + BN * 64, vb, p.v_st, ki, 0, Tk);

@@ -10,9 +10,10 @@
  *     1  simple fp32 (f16 data)  attn_simple_kernel, the fallback path
  *     2  v1 MT1 f16              attn_mma_kernel<half, 64, 1>: 4 warps x 16 rows
  *     3  v1 MT2 f16              attn_mma_kernel<half, 128, 2>: 4 warps x 2 x 16 rows
- *     4  v2 f16                  attn_v2_kernel<half, 64, Q in registers>
- *     5  v2b f16                 attn_v2_kernel<half, 128, Q from shared memory>
+ *     4  v2 f16                  attn_v2_kernel<half, MT 2, 64-key tiles, Q in registers>
+ *     5  v2b f16                 attn_v2_kernel<half, MT 2, 128-key tiles, Q from shared memory>
  *     6  v1 MT2 bf16, 7  v2 bf16, 8  v2b bf16
+ *     9  v2s f16                 attn_v2_kernel<half, MT 1 (64-row blocks), 64-key tiles>
  * The op's default ("current") is v1 with MT2 from 1024 query rows, MT1 below.
  *
  * Shapes: the flow transformers' (head size 64): DINOv2, SS flow self and
@@ -76,6 +77,7 @@ static const struct version {
     {"v1 MT2 bf16", DTYPE_BF16, ATTN_KERNEL_V1_MT2, true},
     {"v2 bf16", DTYPE_BF16, ATTN_KERNEL_V2, true},
     {"v2b bf16", DTYPE_BF16, ATTN_KERNEL_V2B, true},
+    {"v2s f16", DTYPE_F16, ATTN_KERNEL_V2S, true},
 };
 #define NVERSIONS ((int)(sizeof(VERSIONS) / sizeof(VERSIONS[0])) - 1)
 
