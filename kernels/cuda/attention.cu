@@ -87,6 +87,34 @@ static void attn_v2_launch(cudaStream_t st, const struct attn_params *p, int B, 
     attn_v2_kernel<T, MT, BN, QREG, MINB><<<grid, ATTN_V2_NT, smem, st>>>(*p);
 }
 
+/* The tensor-core kernel kern (not DEFAULT) in element type T. */
+template <typename T>
+static void attn_mma_launch(cudaStream_t st, const struct attn_params *p, int B, int H, int max_tq,
+                            enum attn_kernel kern)
+{
+    switch (kern) {
+    case ATTN_KERNEL_V1_MT2: {                   /* 4 warps x 2 m-tiles: 128 rows */
+        dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
+        attn_mma_kernel<T, 128, 2><<<grid, 128, 0, st>>>(*p);
+        return;
+    }
+    case ATTN_KERNEL_V2:                         /* 4 warps x 2 m-tiles, 64-key tiles */
+        attn_v2_launch<T, 2, 64, true, 2>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V2B:                        /* 4 warps x 2 m-tiles, 128-key tiles */
+        attn_v2_launch<T, 2, 128, false, 2>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V2S:                        /* 4 warps x 1 m-tile: 64 rows a block */
+        attn_v2_launch<T, 1, 64, true, 4>(st, p, B, H, max_tq);
+        return;
+    default: {                                   /* ATTN_KERNEL_V1_MT1 */
+        dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
+        attn_mma_kernel<T, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
+        return;
+    }
+    }
+}
+
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
                         int max_tq, bool mma_ok, enum attn_kernel kern)
 {
@@ -99,43 +127,10 @@ void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype
     }
     if (kern == ATTN_KERNEL_DEFAULT)
         kern = attn_default_kernel(max_tq);
-    bool f16 = dt == DTYPE_F16;
-    switch (kern) {
-    case ATTN_KERNEL_V1_MT2: {                   /* 4 warps x 2 m-tiles: 128 rows */
-        dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
-        if (f16)
-            attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, st>>>(*p);
-        else
-            attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, st>>>(*p);
-        return;
-    }
-    case ATTN_KERNEL_V2:                         /* 4 warps x 2 m-tiles, 64-key tiles */
-        if (f16)
-            attn_v2_launch<__half, 2, 64, true, 2>(st, p, B, H, max_tq);
-        else
-            attn_v2_launch<__nv_bfloat16, 2, 64, true, 2>(st, p, B, H, max_tq);
-        return;
-    case ATTN_KERNEL_V2B:                        /* 4 warps x 2 m-tiles, 128-key tiles */
-        if (f16)
-            attn_v2_launch<__half, 2, 128, false, 2>(st, p, B, H, max_tq);
-        else
-            attn_v2_launch<__nv_bfloat16, 2, 128, false, 2>(st, p, B, H, max_tq);
-        return;
-    case ATTN_KERNEL_V2S:                        /* 4 warps x 1 m-tile: 64 rows a block */
-        if (f16)
-            attn_v2_launch<__half, 1, 64, true, 4>(st, p, B, H, max_tq);
-        else
-            attn_v2_launch<__nv_bfloat16, 1, 64, true, 4>(st, p, B, H, max_tq);
-        return;
-    default: {                                   /* ATTN_KERNEL_V1_MT1 */
-        dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
-        if (f16)
-            attn_mma_kernel<__half, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
-        else
-            attn_mma_kernel<__nv_bfloat16, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
-        return;
-    }
-    }
+    if (dt == DTYPE_F16)
+        attn_mma_launch<__half>(st, p, B, H, max_tq, kern);
+    else
+        attn_mma_launch<__nv_bfloat16>(st, p, B, H, max_tq, kern);
 }
 
 void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
