@@ -12,7 +12,7 @@
  * Guard bytes after every output. The GPU part runs every tensor-core kernel
  * variant on every shape against the same CPU reference (VARIANTS: v1 with
  * S3D_ATTN_MT=1 and =2, between which the default picks by query length, and
- * S3D_ATTN_KERNEL=v2, v2b and v2s, the candidates of issue 16).
+ * S3D_ATTN_KERNEL=v2, v2b, v2s and v3, the candidates of issue 16).
  */
 #include "check.h"
 #include "harness.h"
@@ -301,6 +301,7 @@ static const struct variant {
     {"cuda(v2)~cpu", "v2", NULL},
     {"cuda(v2b)~cpu", "v2b", NULL},
     {"cuda(v2s)~cpu", "v2s", NULL},
+    {"cuda(v3)~cpu", "v3", NULL},
 };
 #define NVARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 

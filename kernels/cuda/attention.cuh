@@ -365,9 +365,10 @@ __device__ __forceinline__ void attn_pv(float (&o)[MT][8][4], const float (&s)[M
 }
 
 /* o = O / l for rows g and g + 8 of the warp's MT m-tiles (l summed over the
- * quad; no keys: zeros), rows at or past Tq not written. m0 + wrow: the warp's
- * first query row in sequence b. */
-template <typename T, int MT>
+ * quad; no keys: zeros), rows at or past Tq not written. row0: the warp's
+ * first query row in sequence b; m-tile mt starts MSTRIDE rows after mt - 1
+ * (16: a warp's m-tiles are adjacent; 64: warpgroup tiles, attention_wg.cu). */
+template <typename T, int MT, int MSTRIDE = 16>
 __device__ __forceinline__ void attn_store(const struct attn_params &p, const float (&o)[MT][8][4],
                                            const float (&l_r)[MT][2], int b, int h, int q0, int row0,
                                            int Tq, int lane)
@@ -380,7 +381,7 @@ __device__ __forceinline__ void attn_store(const struct attn_params &p, const fl
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
-            int   row = row0 + mt * 16 + (lane >> 2) + 8 * r;
+            int   row = row0 + mt * MSTRIDE + (lane >> 2) + 8 * r;
             if (row < Tq) {
                 T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
 #pragma unroll
@@ -502,13 +503,19 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
  * variable; V1_MT1 / V1_MT2 are attn_mma_kernel<T, 64, 1> / <T, 128, 2>;
  * V2 / V2B are attn_v2_kernel with 2 m-tiles per warp and 64-key tiles and Q
  * in registers / 128-key tiles and Q re-read from shared memory; V2S with one
- * m-tile per warp (64-row blocks), 64-key tiles (attention_v2.cuh). */
+ * m-tile per warp (64-row blocks), 64-key tiles (attention_v2.cuh); V3 is V2 with
+ * S = Q K^T on wgmma (attention_wg.cu; compute capability 9.0 only, else V2). */
 enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
-                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S };
+                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3 };
 
 /* attn_launch with the kernel given (the bench times each on one stream);
  * F32 or !mma_ok take the fp32 kernel whatever kern says. */
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
                         int max_tq, bool mma_ok, enum attn_kernel kern);
+
+/* attn_wg_kernel (kernels/cuda/attention_wg.cu) in fp16 (f16) or bf16 over grid
+ * (ceil(max_tq / 128), H, B); false, launching nothing, on a device that is not
+ * compute capability 9.0 (the kernel exists only as sm_90a code). */
+bool attn_wg_launch(cudaStream_t st, const struct attn_params *p, bool f16, int B, int H, int max_tq);
 
 #endif

@@ -14,6 +14,8 @@
  *     5  v2b f16                 attn_v2_kernel<half, MT 2, 128-key tiles, Q from shared memory>
  *     6  v1 MT2 bf16, 7  v2 bf16, 8  v2b bf16
  *     9  v2s f16                 attn_v2_kernel<half, MT 1 (64-row blocks), 64-key tiles>
+ *     10 v3 f16                  attn_wg_kernel<half>: v2 with Q K^T on wgmma (sm_90a);
+ *     11 v3 bf16                 off compute capability 9.0 both run v2
  * The op's default ("current") is v1 with MT2 from 1024 query rows, MT1 below.
  *
  * Shapes: the flow transformers' (head size 64): DINOv2, SS flow self and
@@ -78,6 +80,8 @@ static const struct version {
     {"v2 bf16", DTYPE_BF16, ATTN_KERNEL_V2, true},
     {"v2b bf16", DTYPE_BF16, ATTN_KERNEL_V2B, true},
     {"v2s f16", DTYPE_F16, ATTN_KERNEL_V2S, true},
+    {"v3 f16", DTYPE_F16, ATTN_KERNEL_V3, true},
+    {"v3 bf16", DTYPE_BF16, ATTN_KERNEL_V3, true},
 };
 #define NVERSIONS ((int)(sizeof(VERSIONS) / sizeof(VERSIONS[0])) - 1)
 
