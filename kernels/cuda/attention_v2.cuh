@@ -86,6 +86,50 @@ static inline size_t attn_v2_smem(int mt, int bn, size_t es)
     return ((size_t)ATTN_V2_BM(mt) * 64 + (size_t)4 * bn * 64) * es;
 }
 
+/* The online softmax of one key tile, rows g (e = 0, 1) and g + 8 (e = 2, 3) of
+ * each m-tile: S to P in place (ex2.approx.ftz), l and O updated. Against a
+ * reference max m_r that is rescaled only when some row of the warp grew past it
+ * by more than ATTN_V2_SLACK in base 2 (then as attn_mma_kernel: m_r = the row
+ * max, O and l times 2^((old - new) sl2)); otherwise P = 2^((s - m_r) sl2) <=
+ * 2^ATTN_V2_SLACK, which fp32 l, O and an fp16 / bf16 P hold at the same
+ * relative precision, and o = O / l cancels the reference. The first tile
+ * always rescales (m_r = -inf: alpha = 0); every tile holds a key < Tk, so the
+ * new max is finite. */
+template <int MT, int NN>
+__device__ __forceinline__ void attn_v2_softmax(float (&s)[MT][NN][4], float (&o)[MT][8][4],
+                                                float (&m_r)[MT][2], float (&l_r)[MT][2], float sl2)
+{
+    float mx[MT][2];
+    bool  grow = false;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[mt][r] = attn_row_max<NN>(s[mt], r);
+            grow |= !((mx[mt][r] - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
+        }
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float m_new = fmaxf(m_r[mt][r], mx[mt][r]);
+                float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
+                m_r[mt][r] = m_new;
+                l_r[mt][r] *= alpha;
+                attn_scale_row(o[mt], r, alpha);
+            }
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            attn_exp_row<NN>(s[mt], r, sl2, m_r[mt][r] * sl2, l_r[mt][r],
+                             [](float x) { return ex2_ftz(x); });
+}
+
 template <typename T, int MT, int BN, bool QREG, int MINB>
 __global__ void __launch_bounds__(ATTN_V2_NT, MINB)
 attn_v2_kernel(struct attn_params p)
@@ -162,42 +206,7 @@ attn_v2_kernel(struct attn_params p)
         if ((j + 1) * BN > Tk)                   /* last tile: mask keys >= Tk */
             attn_mask_keys<MT, NN>(s, j * BN, Tk, lane);
 
-        /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile, against a
-         * reference max m_r that is rescaled only when some row of the warp grew past it by
-         * more than ATTN_V2_SLACK in base 2 (then as attn_mma_kernel: m_r = the row max, O and
-         * l times 2^((old - new) sl2)); otherwise P = 2^((s - m_r) sl2) <= 2^ATTN_V2_SLACK, which
-         * fp32 l, O and an fp16 / bf16 P hold at the same relative precision, and o = O / l
-         * cancels the reference. The first tile always rescales (m_r = -inf: alpha = 0); every
-         * tile holds a key < Tk, so the new max is finite. */
-        float mx[MT][2];
-        bool  grow = false;
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[mt][r] = attn_row_max<NN>(s[mt], r);
-                grow |= !((mx[mt][r] - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
-            }
-        }
-        if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    float m_new = fmaxf(m_r[mt][r], mx[mt][r]);
-                    float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
-                    m_r[mt][r] = m_new;
-                    l_r[mt][r] *= alpha;
-                    attn_scale_row(o[mt], r, alpha);
-                }
-            }
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-                attn_exp_row<NN>(s[mt], r, sl2, m_r[mt][r] * sl2, l_r[mt][r],
-                                 [](float x) { return ex2_ftz(x); });
+        attn_v2_softmax<MT, NN>(s, o, m_r, l_r, sl2);
 
         /* O += P V */
         attn_pv<T, MT, BN / 16>(o, s, vt, lane);

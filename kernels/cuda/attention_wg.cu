@@ -40,52 +40,52 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p)
            ((uint64_t)1 << 62);
 }
 
+/* wgmma.fence (before the first wgmma reading registers other instructions wrote),
+ * commit of the issued wgmmas as a group, wait for all groups, and the proxy fence that
+ * makes this thread's generic-proxy shared memory writes visible to wgmma. */
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_wait0()
+{
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void proxy_fence()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 
 /* d (m64n64 f32 accumulators of this thread, [n-tile][4]) = A B^T (ACC false: scale-d 0,
- * d written only) or += A B^T (ACC true) over 16 dims; A, B by descriptor. */
+ * d written only) or += A B^T (ACC true) over 16 dims; A, B by descriptor; DT the PTX
+ * type of A and B (f16, bf16), C the constraint of d ("=f" or "+f"). */
+#define WG_MMA_ASM(DT, C, SCALE_D)                                             \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                  \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." DT "." DT " {"  \
+                 "%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+                 "%8, %9, %10, %11, %12, %13, %14, %15, "                      \
+                 "%16, %17, %18, %19, %20, %21, %22, %23, "                    \
+                 "%24, %25, %26, %27, %28, %29, %30, %31"                      \
+                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"                            \
+                 : C(d[0][0]), C(d[0][1]), C(d[0][2]), C(d[0][3]),             \
+                   C(d[1][0]), C(d[1][1]), C(d[1][2]), C(d[1][3]),             \
+                   C(d[2][0]), C(d[2][1]), C(d[2][2]), C(d[2][3]),             \
+                   C(d[3][0]), C(d[3][1]), C(d[3][2]), C(d[3][3]),             \
+                   C(d[4][0]), C(d[4][1]), C(d[4][2]), C(d[4][3]),             \
+                   C(d[5][0]), C(d[5][1]), C(d[5][2]), C(d[5][3]),             \
+                   C(d[6][0]), C(d[6][1]), C(d[6][2]), C(d[6][3]),             \
+                   C(d[7][0]), C(d[7][1]), C(d[7][2]), C(d[7][3])              \
+                 : "l"(da), "l"(db), "n"(SCALE_D))
+
 template <bool ACC>
 __device__ __forceinline__ void wg_mma(float (&d)[8][4], uint64_t da, uint64_t db, __half)
 {
 #ifdef ATTN_WG_DEVICE
-    if (ACC) {
-        asm volatile("{\n"
-                     ".reg .pred p;\n"
-                     "setp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                     "%32, %33, p, 1, 1, 0, 0;\n"
-                     "}\n"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                     : "l"(da), "l"(db), "n"(1));
-    } else {
-        asm volatile("{\n"
-                     ".reg .pred p;\n"
-                     "setp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                     "%32, %33, p, 1, 1, 0, 0;\n"
-                     "}\n"
-                     : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]),
-                   "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]),
-                   "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
-                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]),
-                   "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]),
-                   "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]),
-                   "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]),
-                   "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
-                     : "l"(da), "l"(db), "n"(0));
-    }
+    if (ACC)
+        WG_MMA_ASM("f16", "+f", 1);
+    else
+        WG_MMA_ASM("f16", "=f", 0);
 #endif
 }
 
@@ -93,41 +93,10 @@ template <bool ACC>
 __device__ __forceinline__ void wg_mma(float (&d)[8][4], uint64_t da, uint64_t db, __nv_bfloat16)
 {
 #ifdef ATTN_WG_DEVICE
-    if (ACC) {
-        asm volatile("{\n"
-                     ".reg .pred p;\n"
-                     "setp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                     "%32, %33, p, 1, 1, 0, 0;\n"
-                     "}\n"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                     : "l"(da), "l"(db), "n"(1));
-    } else {
-        asm volatile("{\n"
-                     ".reg .pred p;\n"
-                     "setp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                     "%32, %33, p, 1, 1, 0, 0;\n"
-                     "}\n"
-                     : "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]),
-                   "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]),
-                   "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]),
-                   "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]),
-                   "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]),
-                   "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]),
-                   "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]),
-                   "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
-                     : "l"(da), "l"(db), "n"(0));
-    }
+    if (ACC)
+        WG_MMA_ASM("bf16", "+f", 1);
+    else
+        WG_MMA_ASM("bf16", "=f", 0);
 #endif
 }
 
@@ -209,34 +178,7 @@ __global__ void __launch_bounds__(128, 2) attn_wg_kernel(struct attn_params p)
         if ((j + 1) * BN > Tk)
             attn_mask_keys<MT, NN>(s, j * BN, Tk, lane);
 
-        /* online softmax as attn_v2_kernel (conditional rescale, ex2.approx.ftz) */
-        float mx[MT][2];
-        bool  grow = false;
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[mt][r] = attn_row_max<NN>(s[mt], r);
-                grow |= !((mx[mt][r] - m_r[mt][r]) * sl2 <= ATTN_V2_SLACK);
-            }
-        if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    float m_new = fmaxf(m_r[mt][r], mx[mt][r]);
-                    float alpha = ex2_ftz((m_r[mt][r] - m_new) * sl2);
-                    m_r[mt][r] = m_new;
-                    l_r[mt][r] *= alpha;
-                    attn_scale_row(o[mt], r, alpha);
-                }
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-                attn_exp_row<NN>(s[mt], r, sl2, m_r[mt][r] * sl2, l_r[mt][r],
-                                 [](float x) { return ex2_ftz(x); });
+        attn_v2_softmax<MT, NN>(s, o, m_r, l_r, sl2);   /* as attn_v2_kernel */
 
         /* O += P V (mma.sync; each warp its own rows of both m-tiles) */
         attn_pv<T, MT, BN / 16>(o, s, vt, lane);
