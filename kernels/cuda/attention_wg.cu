@@ -24,6 +24,8 @@
  */
 #include "attention_v2.cuh"
 
+#include <type_traits>
+
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ATTN_WG_DEVICE 1
 #endif
@@ -78,22 +80,16 @@ __device__ __forceinline__ void proxy_fence()
                    C(d[7][0]), C(d[7][1]), C(d[7][2]), C(d[7][3])              \
                  : "l"(da), "l"(db), "n"(SCALE_D))
 
-template <bool ACC>
-__device__ __forceinline__ void wg_mma(float (&d)[8][4], uint64_t da, uint64_t db, __half)
+template <bool ACC, typename T>
+__device__ __forceinline__ void wg_mma(float (&d)[8][4], uint64_t da, uint64_t db)
 {
 #ifdef ATTN_WG_DEVICE
-    if (ACC)
+    constexpr bool f16 = std::is_same<T, __half>::value;
+    if (ACC && f16)
         WG_MMA_ASM("f16", "+f", 1);
-    else
+    else if (f16)
         WG_MMA_ASM("f16", "=f", 0);
-#endif
-}
-
-template <bool ACC>
-__device__ __forceinline__ void wg_mma(float (&d)[8][4], uint64_t da, uint64_t db, __nv_bfloat16)
-{
-#ifdef ATTN_WG_DEVICE
-    if (ACC)
+    else if (ACC)
         WG_MMA_ASM("bf16", "+f", 1);
     else
         WG_MMA_ASM("bf16", "=f", 0);
@@ -129,15 +125,17 @@ __global__ void __launch_bounds__(128, 2) attn_wg_kernel(struct attn_params p)
     int m0 = blockIdx.x * 128;
     if (m0 >= Tq)
         return;                                   /* whole block: no barrier skipped */
+    /* with p.rows the bases stay at token 0 and the tiles read rows through qi / ki */
     const int *qi = p.rows ? p.rows + q0 + m0 : NULL, *ki = p.rows ? p.rows + k0 : NULL;
     int64_t qs = p.rows ? 0 : q0 + m0, ks = p.rows ? 0 : k0;
+    const T *qb = (const T *)p.q + b * p.q_sb + qs * p.q_st + h * p.q_sh;
     const T *kb = (const T *)p.k + b * p.k_sb + ks * p.k_st + h * p.k_sh;
     const T *vb = (const T *)p.v + b * p.v_sb + ks * p.v_st + h * p.v_sh;
     int ntiles = (Tk + BN - 1) / BN;
-    const float sl2 = p.scale * 1.4426950408889634f;
+    const float sl2 = p.scale * 1.4426950408889634f;   /* exp(x) = exp2(x log2 e) */
 
-    load_tile_v2<T, 128, NT>(sq, (const T *)p.q + b * p.q_sb + qs * p.q_st + h * p.q_sh, p.q_st,
-                             qi, 0, Tq - m0);
+    /* group 0: Q and tile 0 */
+    load_tile_v2<T, 128, NT>(sq, qb, p.q_st, qi, 0, Tq - m0);
     if (ntiles > 0) {
         load_tile_v2<T, BN, NT>(skv, kb, p.k_st, ki, 0, Tk);
         load_tile_v2<T, BN, NT>(skv + BN * 64, vb, p.v_st, ki, 0, Tk);
@@ -165,10 +163,10 @@ __global__ void __launch_bounds__(128, 2) attn_wg_kernel(struct attn_params p)
         wg_fence();
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            wg_mma<false>(s[mt], wg_desc(sq + mt * 64 * 64), wg_desc(kt), T());
+            wg_mma<false, T>(s[mt], wg_desc(sq + mt * 64 * 64), wg_desc(kt));
 #pragma unroll
             for (int kk = 1; kk < 4; kk++)
-                wg_mma<true>(s[mt], wg_desc(sq + mt * 64 * 64 + kk * 16), wg_desc(kt + kk * 16), T());
+                wg_mma<true, T>(s[mt], wg_desc(sq + mt * 64 * 64 + kk * 16), wg_desc(kt + kk * 16));
         }
         wg_commit();
         wg_wait0();
