@@ -14,7 +14,8 @@
 #      windows), per version: ms, TFLOP/s (4 B H Tq Tk 64), max error against the CPU
 #      reference and against the current kernel (v1) on the same data; WRONG marks a bound
 #      broken (exit 1).
-# Everything goes to OUT: one log per step, summary.txt (the verdict lines and the bench table).
+# Everything goes to OUT: one log per step, summary.txt (the GPU, the commit, the verdict lines
+# and the bench table).
 #
 # ATTN_TINY=1 runs the same steps on a development machine without a GPU (tests without
 # S3D_REQUIRE_GPU: they run their CPU parts and skip; the bench must say "no CUDA device"),
@@ -29,14 +30,16 @@ TINY=${ATTN_TINY:-0}
 if [ "$TINY" = 1 ]; then BIN=${S3D_BIN:-build}; else BIN=${S3D_BIN:-build-gpu}; fi
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-if [ "$TINY" != 1 ]; then
-    # shellcheck disable=SC1091
-    . tools/gpu/device_env.sh
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-fi
 fail=0
 S=$OUT/summary.txt
 : >"$S"
+if [ "$TINY" != 1 ]; then
+    # shellcheck disable=SC1091
+    . tools/gpu/device_env.sh
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
+        tee "$OUT/gpu.txt" | tee -a "$S"
+fi
+echo "attn_bench at $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%FT%TZ)" | tee -a "$S"
 
 # run NAME SECONDS ENV... -- PROGRAM ARGS...: one test program, its log in OUT/NAME.log and a
 # verdict line (exit status, OK / FAIL counts) in summary.txt
