@@ -79,6 +79,12 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+# Hopper's warpgroup MMA (wgmma) exists only as sm_90a code: this file is built for that
+# target alone, whatever CUDA_ARCH says; its launcher runs it on compute capability 9.0 only
+$(BUILD)/kernels/cuda/attention_wg.o: kernels/cuda/attention_wg.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(filter-out -gencode arch=%,$(NVFLAGS)) -gencode arch=compute_90a,code=sm_90a -c $< -o $@
+
 # the version string (common/version.h): rewritten only when `git describe` changes, so
 # a rebuild relinks only when the tree's description does
 GIT_DESCRIBE := $(shell git describe --always --dirty 2>/dev/null || echo unknown)

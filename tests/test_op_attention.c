@@ -9,11 +9,12 @@
  * Tk = 1, odd lengths, DINOv2 (T 1374, H 16), flow self-attention (T 4096) and
  * cross-attention (4096 x 7528). For long sequences the CPU reference runs on
  * a slice of query rows (the first 96 and the last 70): rows are independent.
- * Guard bytes after every output. The GPU part runs with S3D_ATTN_MT=1 (the
- * tensor-core kernel with one m-tile per warp) and again with S3D_ATTN_MT=2
- * (two m-tiles per warp, without the two SS flow shapes): the default picks
- * between them by query length.
+ * Guard bytes after every output. The GPU part runs every tensor-core kernel
+ * variant on every shape against the same CPU reference (VARIANTS: v1 with
+ * S3D_ATTN_MT=1 and =2, between which the default picks by query length, and
+ * S3D_ATTN_KERNEL=v2, v2b, v2s and v3, the candidates of issue 16).
  */
+#include "check.h"
 #include "harness.h"
 #include "log.h"
 #include "op_harness.h"
@@ -290,10 +291,30 @@ static void test_cpu(void)
     }
 }
 
-/* The GPU part's label prefix: "cuda~cpu", or "cuda(MT2)~cpu" for the second pass. */
-static const char *gpu_what = "cuda~cpu";
+/* The tensor-core kernel variants (kernels/cuda/attention.cu reads both
+ * variables at every launch); the fp32 cases run the same kernel under each. */
+static const struct variant {
+    const char *what, *kernel, *mt;   /* label prefix, S3D_ATTN_KERNEL, S3D_ATTN_MT */
+} VARIANTS[] = {
+    {"cuda(MT1)~cpu", "v1", "1"},
+    {"cuda(MT2)~cpu", "v1", "2"},
+    {"cuda(v2)~cpu", "v2", NULL},
+    {"cuda(v2b)~cpu", "v2b", NULL},
+    {"cuda(v2s)~cpu", "v2s", NULL},
+    {"cuda(v3)~cpu", "v3", NULL},
+};
+#define NVARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 
-static void test_gpu(bool mt2)
+static void set_variant(const struct variant *v)
+{
+    setenv("S3D_ATTN_KERNEL", v->kernel, 1);
+    if (v->mt)
+        setenv("S3D_ATTN_MT", v->mt, 1);
+    else
+        unsetenv("S3D_ATTN_MT");
+}
+
+static void test_gpu(void)
 {
     static const struct acase cases[] = {
         {1, 1, 1, 1, DTYPE_F16, LAYOUT_CROSS, 1.0f},
@@ -320,8 +341,6 @@ static void test_gpu(bool mt2)
     }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct acase *c = &cases[i];
-        if (mt2 && (int64_t)c->Tq * c->Tk > 4000000)
-            continue;                   /* the SS flow shapes: their CPU reference is slow */
         struct adata  d;
         struct tensor ta, tb, q, k, v, dq, dk, dv;
         size_t        mark = arena_mark(&a), n = (size_t)(c->B * c->Tq * c->H * OP_HEAD_DIM);
@@ -334,38 +353,48 @@ static void test_gpu(bool mt2)
         views(c, &da, &db, &dq, &dk, &dv);
         struct tensor ho = ot_host(c->dt, SHAPE(c->B, c->Tq, c->H, OP_HEAD_DIM), NULL);
         struct tensor o = ot_dev(&a, &ho);
-        op_attention_cuda(&ctx, &o, &dq, &dk, &dv, 0.125f);
-        op_ctx_synchronize(&ctx);
-        CHECK(ot_guard_ok(&o), "guard after o");
         float *out = malloc(sizeof(float) * n);
-        ot_to_f32(&o, out);
 
-        /* reference rows: all, or the first 96 and the last 70 */
+        /* reference rows: all, or the first 96 and the last 70; computed once for every variant */
         int64_t spans[2][2] = {{0, c->Tq}, {0, 0}};
         if (c->Tq * c->Tk > 1000000) {
             spans[0][1] = 96;
             spans[1][0] = c->Tq - 70;
             spans[1][1] = 70;
         }
+        float *ref[2] = {NULL, NULL};
+        for (int s = 0; s < 2; s++)
+            if (spans[s][1] > 0) {
+                ref[s] = malloc(sizeof(float) * (size_t)(c->B * spans[s][1] * rowsz));
+                cpu_rows(c, &q, &k, &v, spans[s][0], spans[s][1], ref[s]);
+            }
         const struct op_tol *t = ot_tol(TOL, NTOL, c->dt);
-        for (int s = 0; s < 2; s++) {
-            int64_t r0 = spans[s][0], nr = spans[s][1];
-            if (nr == 0)
-                continue;
-            size_t m = (size_t)(c->B * nr * rowsz);
-            float *ref = malloc(sizeof(float) * m), *got = malloc(sizeof(float) * m);
-            cpu_rows(c, &q, &k, &v, r0, nr, ref);
-            for (int64_t b = 0; b < c->B; b++)
-                memcpy(got + b * nr * rowsz, out + (b * c->Tq + r0) * rowsz,
-                       sizeof(float) * (size_t)(nr * rowsz));
-            label_of(label, sizeof(label), gpu_what, c);
-            if (nr != c->Tq)
-                snprintf(label + strlen(label), sizeof(label) - strlen(label), " rows %lld+%lld",
-                         (long long)r0, (long long)nr);
-            report_cmp(label, compare_f32(got, ref, m, t->atol, t->rtol, t->nmse));
-            free(ref);
-            free(got);
+        for (size_t vi = 0; vi < NVARIANTS; vi++) {
+            set_variant(&VARIANTS[vi]);
+            CUDA_CHECK(cudaMemsetAsync(o.data, 0xff, n * dtype_size(c->dt), ctx.stream));   /* NaN: no stale rows */
+            op_attention_cuda(&ctx, &o, &dq, &dk, &dv, 0.125f);
+            op_ctx_synchronize(&ctx);
+            CHECK(ot_guard_ok(&o), "guard after o");
+            ot_to_f32(&o, out);
+            for (int s = 0; s < 2; s++) {
+                int64_t r0 = spans[s][0], nr = spans[s][1];
+                if (nr == 0)
+                    continue;
+                size_t m = (size_t)(c->B * nr * rowsz);
+                float *got = malloc(sizeof(float) * m);
+                for (int64_t b = 0; b < c->B; b++)
+                    memcpy(got + b * nr * rowsz, out + (b * c->Tq + r0) * rowsz,
+                           sizeof(float) * (size_t)(nr * rowsz));
+                label_of(label, sizeof(label), VARIANTS[vi].what, c);
+                if (nr != c->Tq)
+                    snprintf(label + strlen(label), sizeof(label) - strlen(label),
+                             " rows %lld+%lld", (long long)r0, (long long)nr);
+                report_cmp(label, compare_f32(got, ref[s], m, t->atol, t->rtol, t->nmse));
+                free(got);
+            }
         }
+        free(ref[0]);
+        free(ref[1]);
         free(out);
         ot_free(&ho);
         ot_free(&ta);
@@ -406,16 +435,20 @@ static void test_gpu(bool mt2)
                     dv3[w].shape[dd] = d4.shape[dd + 1];  dv3[w].stride[dd] = d4.stride[dd + 1];
                 }
             }
-            op_attention_varlen_cuda(&ctx, &dout, &dv3[0], &dv3[1], &dv3[2], &dqo, &dko, 200, 0.125f);
-            op_ctx_synchronize(&ctx);
             op_attention_varlen_cpu(&hr, &hv[0], &hv[1], &hv[2], &hqo, &hko, 0.125f);
-            CHECK(ot_guard_ok(&dout), "varlen guard after o");
             float *out = malloc(sizeof(float) * (size_t)(T * H * D)), *ref = malloc(sizeof(float) * (size_t)(T * H * D));
-            ot_to_f32(&dout, out);
             ot_to_f32(&hr, ref);
-            snprintf(label, sizeof(label), "%s varlen windows 1/64/200/65 H4 %s", gpu_what,
-                     dtype_name(dts[di]));
-            ot_report(label, out, ref, (size_t)(T * H * D), TOL, NTOL, dts[di]);
+            for (size_t vi = 0; vi < NVARIANTS; vi++) {
+                set_variant(&VARIANTS[vi]);
+                CUDA_CHECK(cudaMemsetAsync(dout.data, 0xff, (size_t)(T * H * D) * dtype_size(dts[di]), ctx.stream));
+                op_attention_varlen_cuda(&ctx, &dout, &dv3[0], &dv3[1], &dv3[2], &dqo, &dko, 200, 0.125f);
+                op_ctx_synchronize(&ctx);
+                CHECK(ot_guard_ok(&dout), "varlen guard after o");
+                ot_to_f32(&dout, out);
+                snprintf(label, sizeof(label), "%s varlen windows 1/64/200/65 H4 %s", VARIANTS[vi].what,
+                         dtype_name(dts[di]));
+                ot_report(label, out, ref, (size_t)(T * H * D), TOL, NTOL, dts[di]);
+            }
             free(out);
             free(ref);
             free(qkv);
@@ -436,14 +469,8 @@ int main(void)
     ot_print_tols(TOL, NTOL);
     test_cpu();
     ot_skip_without_gpu("test_op_attention");
-    /* both tensor-core variants at every shape (the default picks by query
-     * length; S3D_ATTN_MT is read at every launch) */
-    setenv("S3D_ATTN_MT", "1", 1);
-    gpu_what = "cuda(MT1)~cpu";
-    test_gpu(false);
-    setenv("S3D_ATTN_MT", "2", 1);
-    gpu_what = "cuda(MT2)~cpu";
-    test_gpu(true);
+    test_gpu();
+    unsetenv("S3D_ATTN_KERNEL");
     unsetenv("S3D_ATTN_MT");
     return harness_done("test_op_attention");
 }

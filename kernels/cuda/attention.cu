@@ -1,12 +1,15 @@
 /*
  * attention.cu - op_attention_cuda and op_attention_varlen_cuda. See ops.h; the
- * kernels and their design are in attention.cuh, their timings in
- * kernels/dev/attention_bench.cu.
+ * kernels and their design are in attention.cuh and attention_v2.cuh, their
+ * timings in kernels/dev/attention_bench.cu.
  */
 #include "attention.cuh"
+#include "attention_v2.cuh"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 /* Tensor-core tile height (query rows per block), chosen with the bench. */
 #define ATTN_MMA_BM 64
@@ -17,18 +20,49 @@
  * with one, with the same error (docs/performance.md). S3D_ATTN_MT=1 or 2
  * forces one variant (read at every launch, so a test can switch it). */
 #define ATTN_MT2_MIN_TQ 1024
-static bool attn_mt2(int max_tq)
-{
-    const char *e = getenv("S3D_ATTN_MT");
 
-    if (e && !strcmp(e, "1"))
-        return false;
-    if (e && !strcmp(e, "2"))
-        return true;
-    return max_tq >= ATTN_MT2_MIN_TQ;
+/* v1's choice by query length. */
+static enum attn_kernel attn_v1_kernel(int max_tq)
+{
+    return max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
 }
 
-/* attn_rows_16b and attn_launch: see attention.cuh. */
+/* The kernel when no variable names one: the one place the default is chosen. */
+static enum attn_kernel attn_default_kernel(int max_tq)
+{
+    return attn_v1_kernel(max_tq);
+}
+
+/* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
+ * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b / v2s
+ * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh) or v3
+ * (attention_wg.cu). Neither variable set:
+ * attn_default_kernel. An unknown value warns once and takes v1. */
+static enum attn_kernel attn_kernel_env(int max_tq)
+{
+    static bool warned;
+    const char *k = getenv("S3D_ATTN_KERNEL"), *e = getenv("S3D_ATTN_MT");
+
+    if (k && !strcmp(k, "v2"))
+        return ATTN_KERNEL_V2;
+    if (k && !strcmp(k, "v2b"))
+        return ATTN_KERNEL_V2B;
+    if (k && !strcmp(k, "v2s"))
+        return ATTN_KERNEL_V2S;
+    if (k && !strcmp(k, "v3"))
+        return ATTN_KERNEL_V3;
+    if (k && strcmp(k, "v1") && !warned) {
+        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b, v2s or v3); using v1", k);
+        warned = true;
+    }
+    if (e && !strcmp(e, "1"))
+        return ATTN_KERNEL_V1_MT1;
+    if (e && !strcmp(e, "2"))
+        return ATTN_KERNEL_V1_MT2;
+    return k ? attn_v1_kernel(max_tq) : attn_default_kernel(max_tq);
+}
+
+/* attn_rows_16b, attn_launch and attn_launch_kernel: see attention.cuh. */
 bool attn_rows_16b(const void *base, const int64_t *strides, int n)
 {
     if ((uintptr_t)base % 16)
@@ -39,28 +73,86 @@ bool attn_rows_16b(const void *base, const int64_t *strides, int n)
     return true;
 }
 
-void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt,
-                        int B, int H, int max_tq, bool mma_ok)
+/* attn_v2_kernel<T, MT, BN, QREG, MINB> over sequences B x heads H of at most
+ * max_tq queries: dynamic shared memory, raised past the default 48 KiB once
+ * per instantiation (one device per process). */
+template <typename T, int MT, int BN, bool QREG, int MINB>
+static void attn_v2_launch(cudaStream_t st, const struct attn_params *p, int B, int H, int max_tq)
+{
+    static bool raised;
+    size_t smem = attn_v2_smem(MT, BN, sizeof(T));
+    dim3   grid((unsigned)((max_tq + ATTN_V2_BM(MT) - 1) / ATTN_V2_BM(MT)), (unsigned)H,
+                (unsigned)B);
+
+    if (!raised) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_v2_kernel<T, MT, BN, QREG, MINB>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        raised = true;
+    }
+    attn_v2_kernel<T, MT, BN, QREG, MINB><<<grid, ATTN_V2_NT, smem, st>>>(*p);
+}
+
+/* The tensor-core kernel kern (not DEFAULT) in element type T. */
+template <typename T>
+static void attn_mma_launch(cudaStream_t st, const struct attn_params *p, int B, int H, int max_tq,
+                            enum attn_kernel kern)
+{
+    switch (kern) {
+    case ATTN_KERNEL_V1_MT2: {                   /* 4 warps x 2 m-tiles: 128 rows */
+        dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
+        attn_mma_kernel<T, 128, 2><<<grid, 128, 0, st>>>(*p);
+        return;
+    }
+    case ATTN_KERNEL_V2:                         /* 4 warps x 2 m-tiles, 64-key tiles */
+        attn_v2_launch<T, 2, 64, true, 2>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V2B:                        /* 4 warps x 2 m-tiles, 128-key tiles */
+        attn_v2_launch<T, 2, 128, false, 2>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V2S:                        /* 4 warps x 1 m-tile: 64 rows a block */
+        attn_v2_launch<T, 1, 64, true, 4>(st, p, B, H, max_tq);
+        return;
+    case ATTN_KERNEL_V3: {                       /* v2 with Q K^T on wgmma; v2 off Hopper */
+        static bool warned;
+        if (attn_wg_launch(st, p, std::is_same<T, __half>::value, B, H, max_tq))
+            return;
+        if (!warned) {
+            log_warn("S3D_ATTN_KERNEL=v3 needs a compute capability 9.0 GPU: using v2");
+            warned = true;
+        }
+        attn_v2_launch<T, 2, 64, true, 2>(st, p, B, H, max_tq);
+        return;
+    }
+    default: {                                   /* ATTN_KERNEL_V1_MT1 */
+        dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
+        attn_mma_kernel<T, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, st>>>(*p);
+        return;
+    }
+    }
+}
+
+void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
+                        int max_tq, bool mma_ok, enum attn_kernel kern)
 {
     ASSERT(B <= 65535 && H <= 65535);
-    if (dt != DTYPE_F32 && mma_ok && attn_mt2(max_tq)) {     /* 4 warps x 2 m-tiles: 128 rows */
-        dim3 grid((unsigned)((max_tq + 127) / 128), (unsigned)H, (unsigned)B);
-        if (dt == DTYPE_F16)
-            attn_mma_kernel<__half, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
-        else
-            attn_mma_kernel<__nv_bfloat16, 128, 2><<<grid, 128, 0, ctx->stream>>>(*p);
+    if (dt == DTYPE_F32 || !mma_ok) {
+        dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H,
+                  (unsigned)B);
+        DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, st>>>(*p));
         return;
     }
-    if (dt != DTYPE_F32 && mma_ok) {
-        dim3 grid((unsigned)((max_tq + ATTN_MMA_BM - 1) / ATTN_MMA_BM), (unsigned)H, (unsigned)B);
-        if (dt == DTYPE_F16)
-            attn_mma_kernel<__half, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
-        else
-            attn_mma_kernel<__nv_bfloat16, ATTN_MMA_BM><<<grid, ATTN_MMA_BM * 2, 0, ctx->stream>>>(*p);
-        return;
-    }
-    dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H, (unsigned)B);
-    DISPATCH_1(dt, T, attn_simple_kernel<T><<<grid, 32 * ATTN_SIMPLE_ROWS, 0, ctx->stream>>>(*p));
+    if (kern == ATTN_KERNEL_DEFAULT)
+        kern = attn_default_kernel(max_tq);
+    if (dt == DTYPE_F16)
+        attn_mma_launch<__half>(st, p, B, H, max_tq, kern);
+    else
+        attn_mma_launch<__nv_bfloat16>(st, p, B, H, max_tq, kern);
+}
+
+void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
+                 int max_tq, bool mma_ok)
+{
+    attn_launch_kernel(ctx->stream, p, dt, B, H, max_tq, mma_ok, attn_kernel_env(max_tq));
 }
 
 void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,

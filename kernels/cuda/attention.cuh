@@ -227,6 +227,172 @@ __device__ __forceinline__ void load_tile(T *tile, const T *base, int64_t stride
     }
 }
 
+/* The pieces of a key tile both tensor-core kernels (attn_mma_kernel here,
+ * attn_v2_kernel in attention_v2.cuh) are made of. Fragment layouts
+ * (mma.m16n8k16): an m-tile's S / O accumulator n-tile holds rows g and g + 8
+ * (g = lane / 4: elements 0, 1 and 2, 3) at columns 2 (lane % 4) + {0, 1}. */
+
+/* O = 0, running max -inf, partial sum 0 for MT m-tiles. */
+template <int MT>
+__device__ __forceinline__ void attn_acc_init(float (&o)[MT][8][4], float (&m_r)[MT][2],
+                                              float (&l_r)[MT][2])
+{
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        m_r[mt][0] = m_r[mt][1] = -INFINITY;
+        l_r[mt][0] = l_r[mt][1] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    }
+}
+
+/* Q's A fragments of k-step kk for the warp's MT m-tiles from the swizzled
+ * Q tile sq; wrow = the warp's first row in the tile. */
+template <typename T, int MT>
+__device__ __forceinline__ void attn_q_frags(uint32_t (&qa)[MT][4], const T *sq, int wrow, int kk,
+                                             int lane)
+{
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        ldmatrix_x4(qa[mt], sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+}
+
+/* S[mt] += Q K^T over the 16 dims of k-step kk for NN n-tiles of 8 keys: qa
+ * the m-tiles' A fragments, kt the swizzled K tile; each K fragment (ldmatrix
+ * x4: two n-tiles) feeds all MT m-tiles. */
+template <typename T, int MT, int NN>
+__device__ __forceinline__ void attn_qk_step(float (&s)[MT][NN][4], uint32_t (&qa)[MT][4],
+                                             const T *kt, int kk, int lane)
+{
+#pragma unroll
+    for (int nn = 0; nn < NN; nn += 2) {
+        uint32_t bf[4];
+        int mat = lane >> 3;
+        ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            mma_16816(s[mt][nn], qa[mt], bf[0], bf[1], T());
+            mma_16816(s[mt][nn + 1], qa[mt], bf[2], bf[3], T());
+        }
+    }
+}
+
+/* Scores of keys >= Tk to -inf; key0 = the tile's first key. */
+template <int MT, int NN>
+__device__ __forceinline__ void attn_mask_keys(float (&s)[MT][NN][4], int key0, int Tk, int lane)
+{
+#pragma unroll
+    for (int nn = 0; nn < NN; nn++) {
+        int key = key0 + nn * 8 + 2 * (lane & 3);
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if (key + (e & 1) >= Tk)
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    s[mt][nn][e] = -INFINITY;
+    }
+}
+
+/* The max of row g + 8 r of one m-tile's NN n-tiles over the quad that holds it. */
+template <int NN>
+__device__ __forceinline__ float attn_row_max(const float (&s)[NN][4], int r)
+{
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nn = 0; nn < NN; nn++)
+        mx = fmaxf(mx, fmaxf(s[nn][2 * r], s[nn][2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    return mx;
+}
+
+/* Row g + 8 r of one m-tile's O accumulators times alpha. */
+__device__ __forceinline__ void attn_scale_row(float (&o)[8][4], int r, float alpha)
+{
+#pragma unroll
+    for (int dd = 0; dd < 8; dd++) {
+        o[dd][2 * r] *= alpha;
+        o[dd][2 * r + 1] *= alpha;
+    }
+}
+
+/* Row g + 8 r of one m-tile's scores to P = 2^(s sl2 - msc) in place (EXP:
+ * the base-2 exponential), its partial sum added to l. */
+template <int NN, typename EXP>
+__device__ __forceinline__ void attn_exp_row(float (&s)[NN][4], int r, float sl2, float msc,
+                                             float &l, EXP exp2_)
+{
+#pragma unroll
+    for (int nn = 0; nn < NN; nn++) {
+        float p0 = exp2_(fmaf(s[nn][2 * r], sl2, -msc));
+        float p1 = exp2_(fmaf(s[nn][2 * r + 1], sl2, -msc));
+        s[nn][2 * r]     = p0;
+        s[nn][2 * r + 1] = p1;
+        l += p0 + p1;
+    }
+}
+
+/* O += P V over a tile of 16 NK keys: P from the S registers (the accumulator
+ * layout is the A operand layout), V^T fragments by ldmatrix.trans from the
+ * swizzled V tile vt, each feeding all MT m-tiles. */
+template <typename T, int MT, int NK>
+__device__ __forceinline__ void attn_pv(float (&o)[MT][8][4], const float (&s)[MT][2 * NK][4],
+                                        const T *vt, int lane)
+{
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {            /* 16 keys per step */
+        uint32_t pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1], T());
+            pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3], T());
+            pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], T());
+            pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], T());
+        }
+#pragma unroll
+        for (int dd = 0; dd < 8; dd += 2) {
+            uint32_t bf[4];
+            int mat = lane >> 3;
+            ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma_16816(o[mt][dd], pa[mt], bf[0], bf[1], T());
+                mma_16816(o[mt][dd + 1], pa[mt], bf[2], bf[3], T());
+            }
+        }
+    }
+}
+
+/* o = O / l for rows g and g + 8 of the warp's MT m-tiles (l summed over the
+ * quad; no keys: zeros), rows at or past Tq not written. row0: the warp's
+ * first query row in sequence b; m-tile mt starts MSTRIDE rows after mt - 1
+ * (16: a warp's m-tiles are adjacent; 64: warpgroup tiles, attention_wg.cu). */
+template <typename T, int MT, int MSTRIDE = 16>
+__device__ __forceinline__ void attn_store(const struct attn_params &p, const float (&o)[MT][8][4],
+                                           const float (&l_r)[MT][2], int b, int h, int q0, int row0,
+                                           int Tq, int lane)
+{
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = l_r[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
+            int   row = row0 + mt * MSTRIDE + (lane >> 2) + 8 * r;
+            if (row < Tq) {
+                T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
+#pragma unroll
+                for (int dd = 0; dd < 8; dd++)
+                    *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
+                        pack2(o[mt][dd][2 * r] * inv, o[mt][dd][2 * r + 1] * inv, T());
+            }
+        }
+    }
+}
+
 /* BM query rows per block, MT m16 tiles (16 rows each) per warp: BM / (16 MT)
  * warps. MT = 2 reuses every K and V fragment read from shared memory for two
  * MMAs (FlashAttention-2's layout for head size 64), at twice the registers. */
@@ -263,15 +429,8 @@ attn_mma_kernel(struct attn_params p)
 
     float    o[MT][8][4];                        /* per m-tile: 16 rows x 64 dims */
     float    m_r[MT][2], l_r[MT][2];             /* rows g and g + 8, g = lane / 4; l partial */
-    uint32_t qf[MT][4][4];                       /* Q A-fragments, 4 k-steps of 16 dims */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        m_r[mt][0] = m_r[mt][1] = -INFINITY;
-        l_r[mt][0] = l_r[mt][1] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
-    }
+    uint32_t qf[4][MT][4];                       /* Q A-fragments per k-step of 16 dims */
+    attn_acc_init<MT>(o, m_r, l_r);
     const int wrow = warp * 16 * MT;             /* the warp's first row in the block */
 
     for (int j = 0; j < ntiles; j++) {
@@ -288,7 +447,7 @@ attn_mma_kernel(struct attn_params p)
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int kk = 0; kk < 4; kk++)
-                    ldmatrix_x4(qf[mt][kk],
+                    ldmatrix_x4(qf[kk][mt],
                                 sq + swz(wrow + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
         }
 
@@ -301,111 +460,33 @@ attn_mma_kernel(struct attn_params p)
                 s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
         const T *kt = sk[buf];
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-#pragma unroll
-            for (int nn = 0; nn < 8; nn += 2) {
-                uint32_t bf[4];
-                int mat = lane >> 3;
-                ldmatrix_x4(bf, kt + swz(nn * 8 + 8 * (mat >> 1) + (lane & 7), 2 * kk + (mat & 1)));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(s[mt][nn], qf[mt][kk], bf[0], bf[1], T());
-                    mma_16816(s[mt][nn + 1], qf[mt][kk], bf[2], bf[3], T());
-                }
-            }
-        }
-        if ((j + 1) * ATTN_BN > Tk) {            /* last tile: mask keys >= Tk */
-#pragma unroll
-            for (int nn = 0; nn < 8; nn++) {
-                int key = j * ATTN_BN + nn * 8 + 2 * (lane & 3);
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (key + (e & 1) >= Tk)
-#pragma unroll
-                        for (int mt = 0; mt < MT; mt++)
-                            s[mt][nn][e] = -INFINITY;
-            }
-        }
+        for (int kk = 0; kk < 4; kk++)
+            attn_qk_step<T, MT, 8>(s, qf[kk], kt, kk, lane);
+        if ((j + 1) * ATTN_BN > Tk)              /* last tile: mask keys >= Tk */
+            attn_mask_keys<MT, 8>(s, j * ATTN_BN, Tk, lane);
 
         /* online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m-tile */
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nn = 0; nn < 8; nn++)
-                    mx = fmaxf(mx, fmaxf(s[mt][nn][2 * r], s[mt][nn][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mx    = attn_row_max<8>(s[mt], r);
                 float m_new = fmaxf(m_r[mt][r], mx);
                 float alpha = exp2f((m_r[mt][r] - m_new) * sl2);
                 float msc   = m_new * sl2;
                 m_r[mt][r] = m_new;
                 l_r[mt][r] *= alpha;
-#pragma unroll
-                for (int dd = 0; dd < 8; dd++) {
-                    o[mt][dd][2 * r] *= alpha;
-                    o[mt][dd][2 * r + 1] *= alpha;
-                }
-#pragma unroll
-                for (int nn = 0; nn < 8; nn++) {
-                    float p0 = exp2f(fmaf(s[mt][nn][2 * r], sl2, -msc));
-                    float p1 = exp2f(fmaf(s[mt][nn][2 * r + 1], sl2, -msc));
-                    s[mt][nn][2 * r]     = p0;
-                    s[mt][nn][2 * r + 1] = p1;
-                    l_r[mt][r] += p0 + p1;
-                }
+                attn_scale_row(o[mt], r, alpha);
+                attn_exp_row<8>(s[mt], r, sl2, msc, l_r[mt][r], [](float x) { return exp2f(x); });
             }
         }
 
-        /* O += P V: P from the S registers, V^T fragments by ldmatrix.trans, each feeding MT */
-        const T *vt = sv[buf];
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {         /* 16 keys per step */
-            uint32_t pa[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1], T());
-                pa[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3], T());
-                pa[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], T());
-                pa[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], T());
-            }
-#pragma unroll
-            for (int dd = 0; dd < 8; dd += 2) {
-                uint32_t bf[4];
-                int mat = lane >> 3;
-                ldmatrix_x4_trans(bf, vt + swz(kk * 16 + 8 * (mat & 1) + (lane & 7), dd + (mat >> 1)));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(o[mt][dd], pa[mt], bf[0], bf[1], T());
-                    mma_16816(o[mt][dd + 1], pa[mt], bf[2], bf[3], T());
-                }
-            }
-        }
+        /* O += P V */
+        attn_pv<T, MT, 4>(o, s, sv[buf], lane);
         __syncthreads();                         /* buffer buf is refilled at j + 1 */
     }
     cp_async_wait<0>();
-
-    /* o / l, rows g and g + 8 of each m-tile */
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float l = l_r[mt][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            float inv = l > 0.0f ? 1.0f / l : 0.0f;  /* no keys: zeros */
-            int   row = m0 + wrow + mt * 16 + (lane >> 2) + 8 * r;
-            if (row < Tq) {
-                T *orow = (T *)p.o + b * p.o_sb + attn_row(p, q0 + row) * p.o_st + h * p.o_sh;
-#pragma unroll
-                for (int dd = 0; dd < 8; dd++)
-                    *(uint32_t *)(orow + dd * 8 + 2 * (lane & 3)) =
-                        pack2(o[mt][dd][2 * r] * inv, o[mt][dd][2 * r + 1] * inv, T());
-            }
-        }
-    }
+    attn_store<T, MT>(p, o, l_r, b, h, q0, m0 + wrow, Tq, lane);
 }
 
 /* Host side (kernels/cuda/attention.cu), shared with the other attention ops:
@@ -416,5 +497,25 @@ attn_mma_kernel(struct attn_params p)
 bool attn_rows_16b(const void *base, const int64_t *strides, int n);
 void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
                  int max_tq, bool mma_ok);
+
+/* The tensor-core kernels attn_launch chooses from (S3D_ATTN_KERNEL, S3D_ATTN_MT;
+ * attention.cu): DEFAULT picks by max_tq as attn_launch does without either
+ * variable; V1_MT1 / V1_MT2 are attn_mma_kernel<T, 64, 1> / <T, 128, 2>;
+ * V2 / V2B are attn_v2_kernel with 2 m-tiles per warp and 64-key tiles and Q
+ * in registers / 128-key tiles and Q re-read from shared memory; V2S with one
+ * m-tile per warp (64-row blocks), 64-key tiles (attention_v2.cuh); V3 is V2 with
+ * S = Q K^T on wgmma (attention_wg.cu; compute capability 9.0 only, else V2). */
+enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
+                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3 };
+
+/* attn_launch with the kernel given (the bench times each on one stream);
+ * F32 or !mma_ok take the fp32 kernel whatever kern says. */
+void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
+                        int max_tq, bool mma_ok, enum attn_kernel kern);
+
+/* attn_wg_kernel (kernels/cuda/attention_wg.cu) in fp16 (f16) or bf16 over grid
+ * (ceil(max_tq / 128), H, B); false, launching nothing, on a device that is not
+ * compute capability 9.0 (the kernel exists only as sm_90a code). */
+bool attn_wg_launch(cudaStream_t st, const struct attn_params *p, bool f16, int B, int H, int max_tq);
 
 #endif

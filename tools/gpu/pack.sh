@@ -2,7 +2,8 @@
 # pack.sh [BUILD] - everything one GPU call carries, made on the development machine
 # (tools/gpu/README.md "One call"): the binaries of BUILD (default build, built with
 # `make -j2 CUDA_ARCH=90`) stripped into build-gpu/ and packed as .gpubin/bin.tar.xz (every
-# stage, sam3d, every test program and tests/tools helper: ~180 MB stripped, ~4 MB of xz), and
+# stage, sam3d, every test program and tests/tools helper, and the kernel workshops of
+# build/dev when `make dev` made them: ~180 MB stripped, ~4 MB of xz), and
 # a check that the other carried folders exist: .deb/ (the Debian libraries), .whl/
 # (tools/ref/fetch_wheels.sh), .gl/ref (tools/ref/pack_ref.sh), .gpuw/spconv.tar.xz
 # (spconv_pack/pack.sh; only the official SLAT flow and mesh decoder need it). Prints the
@@ -17,7 +18,12 @@ cp "$BUILD"/sam3d "$BUILD"/sam3d-* build-gpu/
 for t in "$BUILD"/tests/test_* "$BUILD"/tests/tools/*; do
     case $t in *.o|*.d) ;; *) [ -f "$t" ] && cp "$t" "build-gpu/${t#"$BUILD"/}" ;; esac
 done
-strip build-gpu/sam3d* build-gpu/tests/test_* build-gpu/tests/tools/* 2>/dev/null || true
+# the kernel workshops too, when built (make CUDA_ARCH=90 dev: tools/gpu/attn_bench.sh times them)
+if [ -d "$BUILD/dev" ]; then
+    mkdir -p build-gpu/dev
+    for t in "$BUILD"/dev/*; do [ -f "$t" ] && cp "$t" build-gpu/dev/; done
+fi
+strip build-gpu/sam3d* build-gpu/tests/test_* build-gpu/tests/tools/* build-gpu/dev/* 2>/dev/null || true
 # one xz block with a dictionary larger than the tree: every binary links the same kernels,
 # so the window finds them again (~4 MB instead of ~19 MB with the default 8 MiB window)
 tar -cf - build-gpu | xz -T1 --lzma2=preset=6,dict=192MiB >.gpubin/bin.tar.xz

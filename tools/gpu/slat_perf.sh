@@ -16,7 +16,8 @@
 #      5496 condition tokens and noise for both: one fp16 evaluation (v_cond and the CFG
 #      combination <= 1e-2), the official fp16 sampler (2 timed runs after a warm-up) against
 #      ours (median of 3 in one process, feats <= 2e-2; again with S3D_ATTN_MT=2, the attention
-#      kernel with two m-tiles per warp, to choose the default), our per-op profile of a warm whole
+#      kernel with two m-tiles per warp, or with each setting of $SLAT_PERF_VARIANTS, space-
+#      separated VAR=VALUE), our per-op profile of a warm whole
 #      sampler (S3D_PROFILE=1, second run of 2), the driver's peak of our process at ~30k and
 #      at the 42,000-voxel ceiling with cache_kv=1 and cache_kv=0.
 # Everything goes to OUT (logs, plugin/slat_flow_results.json, plugin/slat_flow_summary.txt)
@@ -62,9 +63,13 @@ if ! full_spconv "$SPCONV"; then
     exit 1
 fi
 mkdir -p "$OUT/plugin"
+# the workshop settings our sampler also runs with (space-separated VAR=VALUE; e.g. the attention
+# kernel candidates: SLAT_PERF_VARIANTS="S3D_ATTN_KERNEL=v2 S3D_ATTN_KERNEL=v2b")
+variants=()
+for v in ${SLAT_PERF_VARIANTS:-S3D_ATTN_MT=2}; do variants+=(--variant "$v"); done
 PYTHONUNBUFFERED=1 timeout 480 python3 tools/ref/plugin_slat_flow.py --bin "$BIN" \
     --work /tmp/slf_perf --out "$OUT/plugin" --s3d .gl/ref/s3d --config-dir .gl/ref/hf \
-    --voxels 30000 --ceiling 42000 --time 4 --repeat 3 --evals fp16 --variant S3D_ATTN_MT=2 \
+    --voxels 30000 --ceiling 42000 --time 4 --repeat 3 --evals fp16 "${variants[@]}" \
     >"$OUT/plugin/plugin.log" 2>&1
 rc=$?
 echo "== plugin_slat_flow.py: exit $rc"
