@@ -667,8 +667,9 @@ static void conv_rand_free(struct conv_rand *cr)
 /* op_sparse_gather_rows / op_sparse_scatter_rows, CUDA vs CPU, on both kernels: the
  * 16-byte vector path (same dtype, whole 16-byte rows, aligned bases: C = 768 as in the
  * SLAT trunk, and rows of 1 and 3 vectors, fewer than a warp's threads) and the
- * per-element fallback (odd C, F32 -> F16, a base off 16-byte alignment). A gather of T
- * rows from M with repeats; a scatter of T distinct rows into M prefilled ones. Exact. */
+ * per-element fallback (odd C, F32 -> F16, a gather from a base off 16-byte alignment). A
+ * gather of T rows from M with repeats; a scatter of T distinct rows into M prefilled ones.
+ * Exact. */
 static void gpu_move_rows(struct arena *dev, struct op_ctx *ctx, struct rng *r)
 {
     const struct { enum dtype xd, yd; int C, skew; const char *path; } cases[] = {
@@ -685,7 +686,8 @@ static void gpu_move_rows(struct arena *dev, struct op_ctx *ctx, struct rng *r)
         size_t nx = (size_t)(M * C) + (size_t)sk, xs = dtype_size(cases[k].xd);
         float *v = malloc(sizeof(float) * nx), *ref = malloc(sizeof(float) * (size_t)(M * C));
         float *got = malloc(sizeof(float) * (size_t)(M * C));
-        int32_t *gi = malloc(sizeof(int32_t) * (size_t)T), *si = malloc(sizeof(int32_t) * (size_t)M);
+        int32_t *gi = malloc(sizeof(int32_t) * (size_t)T);
+        int32_t *si = malloc(sizeof(int32_t) * (size_t)M);
         ASSERT(v && ref && got && gi && si);
         fill_normal(r, v, nx, 1.0f);
         for (int64_t i = 0; i < T; i++)         /* gather: any rows, repeats allowed */
@@ -728,9 +730,10 @@ static void gpu_move_rows(struct arena *dev, struct op_ctx *ctx, struct rng *r)
         op_sparse_scatter_rows_cuda(ctx, &ds, &dgx, &dsi);
         ot_to_f32(&hs, ref);
         ot_to_f32(&ds, got);
+        /* the scatter reads the aligned gathered rows: the skewed case's scatter is a vector one */
         snprintf(label, sizeof(label), "scatter rows cuda vs cpu %s->%s (%lld into %lld,%d) %s",
                  dtype_name(cases[k].xd), dtype_name(cases[k].yd), (long long)T, (long long)M,
-                 C, cases[k].path);
+                 C, sk ? "vector" : cases[k].path);
         ot_report(label, got, ref, (size_t)(M * C), TOL_EXACT, NT(TOL_EXACT), cases[k].yd);
         CHECK(ot_guard_ok(&ds));
         if (cases[k].yd != cases[k].xd)

@@ -235,7 +235,8 @@ static void test_group_rows(void)
             t.group_rows = k ? R : 0;
             act[k] = slatdec_act_bytes(&t, n);
             geom[k] = slatdec_geom_bytes(&t, n);
-            size_t want = arena_round((size_t)(R * 3 * C) * es) + 2 * arena_round((size_t)(R * C) * es);
+            size_t want = arena_round((size_t)(R * 3 * C) * es) +
+                          2 * arena_round((size_t)(R * C) * es);
             CHECK(act[k] == want, "%s, group_rows %lld: region %zu bytes, expected %zu",
                   dtype_name(gd), (long long)R, act[k], want);
         }

@@ -311,7 +311,8 @@ static int64_t group_cap(const struct slatdec_trunk *t, int64_t n)
 }
 
 /* The region: the largest phase for n voxels (a group of group_cap(t, n) tokens,
- * or the latent (n, in_ch) + an input chunk of group_cap(t, n) rows), and at least one 64-row MLP chunk plus the slack
+ * or the latent (n, in_ch) + an input chunk of group_cap(t, n) rows), and at least one
+ * 64-row MLP chunk plus the slack
  * mlp_rows leaves (small N: the region is this term). */
 static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
 {
