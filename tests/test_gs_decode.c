@@ -457,15 +457,15 @@ static void test_released_plan(void)
                           2 * arena_round((size_t)(R * C) * es);
             size_t in = arena_round((size_t)(n * 8) * 4) + arena_round((size_t)(R * C) * 4);
             size_t head = head_chunk_bytes(n < GSD_HEAD_ROWS ? n : GSD_HEAD_ROWS, C, m.G);
-            size_t want = slatdec_geom_bytes(n) + arena_round((size_t)(n * C) * es) +
+            size_t want = slatdec_geom_bytes(&m.trunk, n) + arena_round((size_t)(n * C) * es) +
                           (attn > head ? attn : head);
             CHECK(in <= attn, "input chunk %zu within the attention group %zu", in, attn);
             CHECK(got == want, "released plan, %s, N = %lld: %zu bytes, expected %zu (geometry "
                   "%zu + stream + max(attention phase %zu, head chunk %zu))", dtype_name(gd),
-                  (long long)n, got, want, slatdec_geom_bytes(n), attn, head);
+                  (long long)n, got, want, slatdec_geom_bytes(&m.trunk, n), attn, head);
             printf("released plan, %s trunk, N = %lld: activations %.1f MB (geometry %.1f, "
                    "stream %.1f, attention phase %.1f, head chunk %.1f)\n", dtype_name(gd),
-                   (long long)n, got / 1e6, slatdec_geom_bytes(n) / 1e6,
+                   (long long)n, got / 1e6, slatdec_geom_bytes(&m.trunk, n) / 1e6,
                    (double)(n * C * es) / 1e6, attn / 1e6, head / 1e6);
         }
     }

@@ -664,6 +664,86 @@ static void conv_rand_free(struct conv_rand *cr)
     free(cr->c), free(cr->x), free(cr->w), free(cr->b), free(cr->ref), free(cr->got);
 }
 
+/* op_sparse_gather_rows / op_sparse_scatter_rows, CUDA vs CPU, on both kernels: the
+ * 16-byte vector path (same dtype, whole 16-byte rows, aligned bases: C = 768 as in the
+ * SLAT trunk, and rows of 1 and 3 vectors, fewer than a warp's threads) and the
+ * per-element fallback (odd C, F32 -> F16, a gather from a base off 16-byte alignment). A
+ * gather of T rows from M with repeats; a scatter of T distinct rows into M prefilled ones.
+ * Exact. */
+static void gpu_move_rows(struct arena *dev, struct op_ctx *ctx, struct rng *r)
+{
+    const struct { enum dtype xd, yd; int C, skew; const char *path; } cases[] = {
+        {DTYPE_F16, DTYPE_F16, 768, 0, "vector"},  {DTYPE_F32, DTYPE_F32, 768, 0, "vector"},
+        {DTYPE_F16, DTYPE_F16, 8, 0, "vector"},    {DTYPE_F32, DTYPE_F32, 12, 0, "vector"},
+        {DTYPE_F16, DTYPE_F16, 13, 0, "element"},  {DTYPE_F32, DTYPE_F32, 7, 0, "element"},
+        {DTYPE_F32, DTYPE_F16, 768, 0, "element"}, {DTYPE_F16, DTYPE_F16, 768, 1, "element"},
+    };
+    const int64_t T = 3001, M = 4999;
+    char label[160];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        size_t mark = arena_mark(dev);
+        int C = cases[k].C, sk = cases[k].skew;
+        size_t nx = (size_t)(M * C) + (size_t)sk, xs = dtype_size(cases[k].xd);
+        float *v = malloc(sizeof(float) * nx), *ref = malloc(sizeof(float) * (size_t)(M * C));
+        float *got = malloc(sizeof(float) * (size_t)(M * C));
+        int32_t *gi = malloc(sizeof(int32_t) * (size_t)T);
+        int32_t *si = malloc(sizeof(int32_t) * (size_t)M);
+        ASSERT(v && ref && got && gi && si);
+        fill_normal(r, v, nx, 1.0f);
+        for (int64_t i = 0; i < T; i++)         /* gather: any rows, repeats allowed */
+            gi[i] = (int32_t)(rng_u64(r) % (uint64_t)M);
+        for (int64_t i = 0; i < M; i++)         /* scatter: the first T of a permutation */
+            si[i] = (int32_t)i;
+        for (int64_t i = M - 1; i > 0; i--) {
+            int64_t j = (int64_t)(rng_u64(r) % (uint64_t)(i + 1));
+            int32_t t = si[i];
+            si[i] = si[j], si[j] = t;
+        }
+        /* x: M rows (skew elements in front of them, so the base may lose alignment) */
+        struct tensor hxa = ot_host(cases[k].xd, SHAPE((int64_t)nx), v);
+        struct tensor dxa = ot_dev(dev, &hxa);
+        struct tensor hx = tensor_view((char *)hxa.data + sk * xs, cases[k].xd, DEVICE_HOST,
+                                       SHAPE(M, C));
+        struct tensor dx = tensor_view((char *)dxa.data + sk * xs, cases[k].xd, DEVICE_CUDA,
+                                       SHAPE(M, C));
+        struct tensor hgi = i32_host(SHAPE(T), gi), dgi = dev_i32(dev, &hgi);
+        struct tensor hsi = i32_host(SHAPE(T), si), dsi = dev_i32(dev, &hsi);
+        struct tensor hg = ot_host(cases[k].yd, SHAPE(T, C), NULL), dg = ot_dev(dev, &hg);
+        op_sparse_gather_rows_cpu(&hg, &hx, &hgi);
+        op_sparse_gather_rows_cuda(ctx, &dg, &dx, &dgi);
+        ot_to_f32(&hg, ref);
+        ot_to_f32(&dg, got);
+        snprintf(label, sizeof(label), "gather rows cuda vs cpu %s->%s (%lld of %lld,%d)%s %s",
+                 dtype_name(cases[k].xd), dtype_name(cases[k].yd), (long long)T, (long long)M,
+                 C, sk ? " skewed" : "", cases[k].path);
+        ot_report(label, got, ref, (size_t)(T * C), TOL_EXACT, NT(TOL_EXACT), cases[k].yd);
+        CHECK(ot_guard_ok(&dg));
+        /* scatter the gathered rows (x = hg / dg, T rows) into M rows prefilled from v */
+        struct tensor hs = ot_host(cases[k].yd, SHAPE(M, C), v + nx - (size_t)(M * C));
+        struct tensor ds = ot_dev(dev, &hs);
+        struct tensor hgx = hg, dgx = dg;
+        if (cases[k].yd != cases[k].xd) {       /* scatter x in xd, y in yd: convert too */
+            hgx = ot_host(cases[k].xd, SHAPE(T, C), ref);
+            dgx = ot_dev(dev, &hgx);
+        }
+        op_sparse_scatter_rows_cpu(&hs, &hgx, &hsi);
+        op_sparse_scatter_rows_cuda(ctx, &ds, &dgx, &dsi);
+        ot_to_f32(&hs, ref);
+        ot_to_f32(&ds, got);
+        /* the scatter reads the aligned gathered rows: the skewed case's scatter is a vector one */
+        snprintf(label, sizeof(label), "scatter rows cuda vs cpu %s->%s (%lld into %lld,%d) %s",
+                 dtype_name(cases[k].xd), dtype_name(cases[k].yd), (long long)T, (long long)M,
+                 C, sk ? "vector" : cases[k].path);
+        ot_report(label, got, ref, (size_t)(M * C), TOL_EXACT, NT(TOL_EXACT), cases[k].yd);
+        CHECK(ot_guard_ok(&ds));
+        if (cases[k].yd != cases[k].xd)
+            ot_free(&hgx);
+        ot_free(&hxa); ot_free(&hgi); ot_free(&hsi); ot_free(&hg); ot_free(&hs);
+        free(v), free(ref), free(got), free(gi), free(si);
+        arena_release(dev, mark);
+    }
+}
+
 /* op_sparse_conv3_igemm_cuda (the implicit GEMM) against the CPU conv on the same F16
  * inputs: tile edges (T not a multiple of 128), y F16 and F32, bias F16 / F32 / none, a
  * column tile whose taps are partly all-zero (the tap mask), and the shapes it declines. */
@@ -778,6 +858,7 @@ static void gpu_part(struct arena *dev, struct op_ctx *ctx, struct rng *r)
     }
     arena_free(&small);
     gpu_igemm(dev, ctx, r);
+    gpu_move_rows(dev, ctx, r);
 
     /* down index / mean / upsample / subdivide / groupnorm on a shell-like set at 64 */
     for (int k = 0; k < 2; k++) {

@@ -62,14 +62,14 @@ static bool runner_init(struct runner *R, enum device dev, enum dtype gd, const 
         return false;
     }
     size_t ws = dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0;
-    size_t bytes = slatdec_geom_bytes(N) + slatdec_act_bytes(&R->t, N) + ws +
+    size_t bytes = slatdec_geom_bytes(&R->t, N) + slatdec_act_bytes(&R->t, N) + ws +
                    arena_round((size_t)N * R->t.cfg.dim * dtype_size(gd));
     CHECK(arena_init(&R->act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes) == 0);
     if (dev == DEVICE_CUDA) {
         CHECK(op_ctx_init(&R->ctx, &R->act, ws) == 0);
         R->c = &R->ctx;
     }
-    slatdec_geom_build(R->c, &R->act, coords, &R->g);
+    slatdec_geom_build(&R->t, R->c, &R->act, coords, &R->g);
     R->x = arena_tensor(&R->act, gd, SHAPE(N, R->t.cfg.dim));
     return true;
 }
@@ -159,7 +159,7 @@ static void test_cpu(struct runner *R, const struct ckpt *E, const struct tensor
      * alone): the same bytes, and the attention tap of every token in its place */
     struct slatdec_geom g1 = R->g;
     struct arena ga;
-    CHECK(arena_init(&ga, ARENA_HOST, "geom40", slatdec_geom_bytes(N)) == 0);
+    CHECK(arena_init(&ga, ARENA_HOST, "geom40", slatdec_geom_bytes(&R->t, N)) == 0);
     slatdec_geom_build_rows(NULL, &ga, &g1.coords, 40, &R->g);
     CHECK(g1.ngroups[0] == 1 && g1.ngroups[1] == 1 && R->g.ngroups[0] > 1 &&
           R->g.ngroups[1] > 2 && R->g.ngroups[1] < R->g.nwin[1], "groups %d/%d of 40 rows",
@@ -213,6 +213,41 @@ static void test_bad(const struct tensor *coords)
     printf("(end of expected errors)\n");
 }
 
+/* The trunk's group size (slatdec_trunk.group_rows) sizes the plan: at the released width and
+ * N = 30000, the region is the attention phase of group_rows tokens (qkv (R, 3C), LN /
+ * attention out (R, C), the gathered rows (R, C)) for 2048 (the default, gs_decode) and 8192
+ * (mesh_decode, MDEC_GROUP_ROWS); the geometry grows by the longer iota only. */
+static void test_group_rows(void)
+{
+    const int64_t n = 30000, C = 768;
+
+    for (int d = 0; d < 2; d++) {
+        enum dtype gd = d ? DTYPE_F32 : DTYPE_F16;
+        size_t es = dtype_size(gd), act[2], geom[2];
+        struct slatdec_trunk t;
+        memset(&t, 0, sizeof(t));
+        t.cfg = (struct slatdec_config){.dim = (int)C, .heads = 12, .depth = 12, .mlp = 3072,
+                                        .in_ch = 8};
+        t.gemm_dt = gd;
+        t.device = DEVICE_CUDA;
+        for (int k = 0; k < 2; k++) {
+            int64_t R = k ? 8192 : SLD_GROUP_ROWS;
+            t.group_rows = k ? R : 0;
+            act[k] = slatdec_act_bytes(&t, n);
+            geom[k] = slatdec_geom_bytes(&t, n);
+            size_t want = arena_round((size_t)(R * 3 * C) * es) +
+                          2 * arena_round((size_t)(R * C) * es);
+            CHECK(act[k] == want, "%s, group_rows %lld: region %zu bytes, expected %zu",
+                  dtype_name(gd), (long long)R, act[k], want);
+        }
+        CHECK(geom[1] - geom[0] == arena_round(8192 * 4) - arena_round(SLD_GROUP_ROWS * 4),
+              "geometry %zu -> %zu bytes", geom[0], geom[1]);
+        printf("plan at N = %lld, %s: region %.1f MB (group_rows %d), %.1f MB (8192); geometry "
+               "%.2f / %.2f MB\n", (long long)n, dtype_name(gd), act[0] / 1e6, SLD_GROUP_ROWS,
+               act[1] / 1e6, geom[0] / 1e6, geom[1] / 1e6);
+    }
+}
+
 int main(void)
 {
     struct ckpt E;
@@ -244,6 +279,7 @@ int main(void)
         xref = fbuf(N * g->dim);
         test_cpu(&R, &E, &feats, xref);
         test_bad(&coords);
+        test_group_rows();
         printf("  cpu f32: activation arena peak %.3f MB of %.3f MB\n", R.act.high_water / 1e6,
                R.act.size / 1e6);
         runner_free(&R);
@@ -276,7 +312,7 @@ int main(void)
             /* the attention in groups of <= 40 tokens (gather, padded GEMMs, scatter) */
             struct slatdec_geom g1 = R.g;
             struct arena ga;
-            CHECK(arena_init(&ga, ARENA_DEVICE, "geom40", slatdec_geom_bytes(N)) == 0);
+            CHECK(arena_init(&ga, ARENA_DEVICE, "geom40", slatdec_geom_bytes(&R.t, N)) == 0);
             slatdec_geom_build_rows(R.c, &ga, &coords, 40, &R.g);
             run(&R, &feats, x, NULL);
             snprintf(lab, sizeof(lab), "cuda %s trunk, groups <= 40 tokens, vs cpu f32",

@@ -20,6 +20,8 @@
  *   multiplies through tiles whose rows miss an offset). The gather moves
  *   16-byte vectors when x already has w's dtype and Cin * size is a multiple
  *   of 16 (all real convs); else one converted element per thread.
+ * - Row gather / scatter: the same 16-byte vectors under the same condition
+ *   (same dtype, whole 16-byte rows, aligned bases), up to a warp per row.
  * - Downsample: a dense (res/2)^3 occupancy grid and an exclusive scan give
  *   each occupied parent cell its rank, which is its row in lexicographic
  *   (x, y, z) order, exactly torch's sorted unique codes.
@@ -458,8 +460,30 @@ static __global__ void move_rows_kernel(Ty *y, const Tx *x, const int32_t *idx, 
     }
 }
 
+/* The same move for whole rows of V 16-byte vectors (same dtype, aligned):
+ * 2^lg threads per row (lg <= 5, so a row stays within one warp), each thread
+ * strides over its row's vectors; the row and lane come from a shift and a
+ * mask, not a division per element. */
+static __global__ void move_rows_vec_kernel(uint4 *y, const uint4 *x, const int32_t *idx,
+                                            int64_t T, int64_t V, int lg, bool scatter)
+{
+    int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    int64_t stride = ((int64_t)gridDim.x * blockDim.x) >> lg;
+    int64_t lane = t & ((1 << lg) - 1);
+
+    for (int64_t i = t >> lg; i < T; i += stride) {
+        int64_t j = idx[i];
+        const uint4 *src = x + (scatter ? i : j) * V;
+        uint4       *dst = y + (scatter ? j : i) * V;
+        for (int64_t v = lane; v < V; v += (int64_t)1 << lg)
+            dst[v] = src[v];
+    }
+}
+
 /* The CUDA side of op_sparse_gather_rows / op_sparse_scatter_rows (T = the
- * rows idx has: y's for a gather, x's for a scatter). */
+ * rows idx has: y's for a gather, x's for a scatter). Same dtype, rows a
+ * multiple of 16 bytes and both bases 16-byte aligned (every trunk move): the
+ * vector kernel; else one converted element per thread. */
 static void move_rows(const struct op_ctx *ctx, const char *op, struct tensor *y,
                       const struct tensor *x, const struct tensor *idx, bool scatter)
 {
@@ -475,6 +499,19 @@ static void move_rows(const struct op_ctx *ctx, const char *op, struct tensor *y
     sparse_check_i32(nm, idx, DEVICE_CUDA, T, 0);
     if (T * C == 0)
         return;
+    size_t row_bytes = (size_t)C * dtype_size(x->dtype);
+    if (x->dtype == y->dtype && row_bytes % 16 == 0 && (uintptr_t)x->data % 16 == 0 &&
+        (uintptr_t)y->data % 16 == 0) {
+        int64_t V = (int64_t)(row_bytes / 16);
+        int     lg = 0;                 /* threads per row: the power of 2 >= V, at most 32 */
+        while (lg < 5 && ((int64_t)1 << lg) < V)
+            lg++;
+        move_rows_vec_kernel<<<grid_for(T << lg, SP_THREADS), SP_THREADS, 0, ctx->stream>>>(
+            (uint4 *)y->data, (const uint4 *)x->data, (const int32_t *)idx->data, T, V, lg,
+            scatter);
+        op_done(ctx, op);
+        return;
+    }
     DISPATCH_2(x->dtype, Tx, y->dtype, Ty,
                move_rows_kernel<Tx, Ty><<<grid_for(T * C, SP_THREADS), SP_THREADS, 0,
                                           ctx->stream>>>(

@@ -112,7 +112,7 @@ void gsdec_forward(const struct gsdec_model *m, const struct op_ctx *ctx, struct
     struct slatdec_geom g;
 
     double t0 = now_ms(ctx);
-    slatdec_geom_build(ctx, act, coords, &g);
+    slatdec_geom_build(&m->trunk, ctx, act, coords, &g);
     if (ctx && !act->plan)
         op_prof_record(ctx, "partition + upload (host)");
     double t1 = now_ms(ctx);

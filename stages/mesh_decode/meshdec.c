@@ -129,6 +129,7 @@ int meshdec_load(struct meshdec_model *m, const char *path, enum device dev, enu
     if ((rc = meshdec_bind(m, &w, dev, ct)) ||
         (rc = slatdec_bind(&m->trunk, &w, dev, ct, "mesh_decode")))
         goto out_close;
+    m->trunk.group_rows = MDEC_GROUP_ROWS;
     if (t->dim != m->C) {
         log_error("mesh_decode: %s: the trunk is %d wide but upsample.0 takes %d channels (HINT: "
                   "the checkpoint is damaged or not an official slat_decoder_mesh.ckpt)",
@@ -615,7 +616,7 @@ size_t meshdec_act_bytes(const struct meshdec_model *m, const struct meshdec_pla
     arena_alloc(&a, fc_init_scratch_bytes(N, 2, m->device));
     arena_reset(&a);
     /* trunk: its geometry, h0, its region */
-    arena_alloc(&a, slatdec_geom_bytes(N));
+    arena_alloc(&a, slatdec_geom_bytes(&m->trunk, N));
     struct tensor h0 = arena_tensor(&a, m->ct, SHAPE(N, m->C));
     size_t mk = arena_mark(&a);
     arena_alloc(&a, slatdec_act_bytes(&m->trunk, N));
@@ -675,7 +676,7 @@ int meshdec_decode(struct meshdec_model *m, const struct op_ctx *ctx, struct are
 
     /* trunk */
     struct slatdec_geom tg;
-    slatdec_geom_build(ctx, act, coords, &tg);
+    slatdec_geom_build(&m->trunk, ctx, act, coords, &tg);
     struct tensor h0 = arena_tensor(act, m->ct, SHAPE(N, m->C));
     slatdec_forward(&m->trunk, ctx, act, &tg, feats, &h0, trunk_taps);
     double t2 = now_ms(ctx);

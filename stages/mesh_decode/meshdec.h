@@ -60,6 +60,10 @@ extern "C" {
 #define MDEC_RESOLUTION  64          /* yaml `resolution` (not in the checkpoint) */
 #define MDEC_SUB_ROWS    32768       /* rows per derived neighbour map / out_layer slice */
 #define MDEC_CONV_SCRATCH ((size_t)64 << 20)   /* im2col room planned per conv (CUDA) */
+/* Trunk tokens per attention group (slatdec_trunk.group_rows): 4x gs_decode's SLD_GROUP_ROWS,
+ * 1/4 the group iterations; the region ~4x (~63 MB fp16 at 30k voxels), within the
+ * subdivision phases' arena (mesh_decode has no 0.6 GB target). */
+#define MDEC_GROUP_ROWS  8192
 
 /* SparseSubdivideBlock3d(cin -> cout) */
 struct meshdec_sub {

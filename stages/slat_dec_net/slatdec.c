@@ -142,14 +142,14 @@ int slatdec_check_coords(const struct tensor *coords, const char *what, char *ms
     return 0;
 }
 
-size_t slatdec_geom_bytes(int64_t n)
+size_t slatdec_geom_bytes(const struct slatdec_trunk *t, int64_t n)
 {
     struct tensor coords = tensor_view(NULL, DTYPE_I32, DEVICE_HOST, SHAPE(n, 4));
     struct slatdec_geom g;
     struct arena plan;
 
     arena_plan_init(&plan, ARENA_HOST, "geom");      /* the kinds align alike */
-    slatdec_geom_build(NULL, &plan, &coords, &g);
+    slatdec_geom_build(t, NULL, &plan, &coords, &g);
     return plan.high_water;
 }
 
@@ -184,19 +184,31 @@ static int group_windows(const int32_t *off, int64_t nwin, int rows, int32_t *gw
     return k;
 }
 
-void slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
-                        struct slatdec_geom *g)
+/* Tokens per attention group at most for t (slatdec_trunk.group_rows). */
+static int64_t trunk_group_rows(const struct slatdec_trunk *t)
 {
-    slatdec_geom_build_rows(ctx, a, coords, SLD_GROUP_ROWS, g);
+    int64_t r = t->group_rows ? t->group_rows : SLD_GROUP_ROWS;
+
+    ASSERT(r >= SLD_WINDOW * SLD_WINDOW * SLD_WINDOW && r <= INT32_MAX);
+    return r;
+}
+
+void slatdec_geom_build(const struct slatdec_trunk *t, const struct op_ctx *ctx, struct arena *a,
+                        const struct tensor *coords, struct slatdec_geom *g)
+{
+    slatdec_geom_build_rows(ctx, a, coords, (int)trunk_group_rows(t), g);
 }
 
 void slatdec_geom_build_rows(const struct op_ctx *ctx, struct arena *a,
                              const struct tensor *coords, int group_rows, struct slatdec_geom *g)
 {
-    int64_t N = coords->shape[0], nw = min64(N, SLD_MAX_WINDOWS), R = min64(N, SLD_GROUP_ROWS);
+    /* R: a group's tokens at most (a window longer than group_rows is a group alone) */
+    int64_t N = coords->shape[0], nw = min64(N, SLD_MAX_WINDOWS);
+    int64_t R = min64(N, group_rows > SLD_WINDOW * SLD_WINDOW * SLD_WINDOW ?
+                             group_rows : SLD_WINDOW * SLD_WINDOW * SLD_WINDOW);
 
     ASSERT(coords->dtype == DTYPE_I32 && coords->device == DEVICE_HOST &&
-           tensor_is_contiguous(coords) && group_rows >= 1 && group_rows <= SLD_GROUP_ROWS);
+           tensor_is_contiguous(coords) && group_rows >= 1);
     memset(g, 0, sizeof(*g));
     g->n = N;
     /* the buffers first, the group offsets at their most (one group per
@@ -293,20 +305,21 @@ static int64_t mlp_rows(const struct slatdec_trunk *t, size_t bytes)
 }
 
 /* Tokens per input-layer chunk and per attention group at most. */
-static int64_t group_cap(int64_t n)
+static int64_t group_cap(const struct slatdec_trunk *t, int64_t n)
 {
-    return min64(n, SLD_GROUP_ROWS);
+    return min64(n, trunk_group_rows(t));
 }
 
-/* The region: the largest phase for n voxels (a group of group_cap(n) tokens,
- * or the latent (n, in_ch) + an input chunk of group_cap(n) rows), and at least one 64-row MLP chunk plus the slack
+/* The region: the largest phase for n voxels (a group of group_cap(t, n) tokens,
+ * or the latent (n, in_ch) + an input chunk of group_cap(t, n) rows), and at least one
+ * 64-row MLP chunk plus the slack
  * mlp_rows leaves (small N: the region is this term). */
 static size_t region_bytes(const struct slatdec_trunk *t, int64_t n)
 {
     struct tensor any = tensor_view(NULL, DTYPE_U8, t->device, SHAPE(INT64_MAX / 2));
     struct tensor a, b, c;
-    size_t in = in_views(t, &any, n, group_cap(n), &a, &b);
-    size_t attn = attn_views(t, &any, group_cap(n), &a, &b, &c);
+    size_t in = in_views(t, &any, n, group_cap(t, n), &a, &b);
+    size_t attn = attn_views(t, &any, group_cap(t, n), &a, &b, &c);
     size_t mlp = mlp_views(t, &any, 64, &a, &b) + 2 * ARENA_ALIGN;
     size_t r = attn > in ? attn : in;
 
@@ -362,7 +375,7 @@ static void attn_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx
         int64_t s0 = g->gslot[s][k], R = g->gslot[s][k + 1] - s0;
         int64_t w0 = g->gwin[s][k], nw = g->gwin[s][k + 1] - w0;
         int64_t P = min64(min64((R + SLD_GROUP_PAD - 1) / SLD_GROUP_PAD * SLD_GROUP_PAD,
-                                g->n - s0), group_cap(g->n));
+                                g->n - s0), group_cap(t, g->n));
         struct tensor qkv, h, xg;
         attn_views(t, reg, P, &qkv, &h, &xg);
         struct tensor qkv2 = tensor_reshape(&qkv, SHAPE(P, 3 * C));
@@ -433,7 +446,7 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
                      const struct slatdec_taps *taps)
 {
     const struct slatdec_config *cf = &t->cfg;
-    int64_t N = g->n, C = cf->dim, L = cf->in_ch, rows = group_cap(N);
+    int64_t N = g->n, C = cf->dim, L = cf->in_ch, rows = group_cap(t, N);
     size_t mark = arena_mark(act);
 
     ASSERT(feats->dtype == DTYPE_F32 && feats->device == DEVICE_HOST &&
@@ -445,6 +458,7 @@ void slatdec_forward(const struct slatdec_trunk *t, const struct op_ctx *ctx, st
         arena_release(act, mark);
         return;
     }
+    ASSERT(g->iota.shape[0] <= rows);                /* g's groups fit t's region */
 
     /* input layer (fp32) + APE (fp32), one rounding into the stream
      * (base.py:128-131), in row chunks */

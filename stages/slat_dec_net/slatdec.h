@@ -45,16 +45,18 @@
  * (fp16) values, as the tiny fixture's fp32 reference run.
  *
  * Memory (activations, slatdec_act_bytes): the token stream x (N, C) is the
- * caller's; one region of at most SLD_GROUP_ROWS tokens' worth is reused by
+ * caller's; one region of at most group_rows tokens' worth (the trunk's
+ * parameter: SLD_GROUP_ROWS unless the stage sets more) is reused by
  * every phase: the input layer + APE in row chunks (the latent (N, in_ch),
  * uploaded once, + an fp32 output chunk (rows, C)); per block the attention over groups of whole
  * windows (a group's rows of x gathered in window order (R, C), the LN /
  * attention output (R, C), qkv (R, 3C); to_out adds into the gathered rows,
- * which are scattered back; R <= SLD_GROUP_ROWS); the MLP in row chunks
+ * which are scattered back; R <= group_rows); the MLP in row chunks
  * (hidden (rows, mlp)). Every token's result is the same computation as over
  * all N at once (windows are independent; LN and the GEMMs act per row): the
  * CPU bytes do not depend on the grouping. At N = 30k, fp16: 46 MB of stream
- * + a 15.7 MB region. The region's size is the largest of its phases, each
+ * + a 15.7 MB region (group_rows 2048; 4x the rows: ~4x the region, 1/4 the
+ * group iterations). The region's size is the largest of its phases, each
  * measured by carving its views (the same functions the forward carves them
  * with) from an unbounded region.
  */
@@ -78,8 +80,9 @@ extern "C" {
 #define SLD_WINDOW     8            /* yaml window_size */
 #define SLD_RESOLUTION 64           /* yaml resolution: coords in [0, 64) */
 #define SLD_EPS        1e-6f        /* LayerNorm32 of the blocks (blocks.py:50-51) */
-/* Tokens per attention group (whole windows; >= SLD_WINDOW^3, the fullest
- * window): the activation region's size (slatdec.h "Memory"). */
+/* Tokens per attention group by default (whole windows; >= SLD_WINDOW^3, the
+ * fullest window): the activation region's size (slatdec.h "Memory"); a trunk's
+ * group_rows may raise it. */
 #define SLD_GROUP_ROWS 2048
 /* A group's gather, LN and GEMMs run on its rows rounded up to this (slatdec.c attn_forward). */
 #define SLD_GROUP_PAD  256
@@ -121,6 +124,9 @@ struct slatdec_trunk {
     struct tensor         in_b;        /* (C) F32 */
     struct slatdec_block  blocks[SLD_MAX_DEPTH];
     int64_t               mlp_rows;    /* 0: MLP chunk from the region; > 0 caps it (tests) */
+    int64_t               group_rows;  /* tokens per attention group at most, >= SLD_WINDOW^3
+                                        * (0: SLD_GROUP_ROWS): sizes the region and the
+                                        * geometry; set before planning (slatdec_bind: 0) */
 };
 
 /* Detect the config from w (opened with the decoder's prefix, usually none)
@@ -148,8 +154,9 @@ struct slatdec_geom {
     struct tensor roff[2];          /* (nwin + ngroups) I32: group k's window offsets,
                                      * relative to its first slot, at [gwin[k] + k,
                                      * gwin[k + 1] + k] (gwin[k + 1] - gwin[k] + 1 entries) */
-    struct tensor iota;             /* (min(N, SLD_GROUP_ROWS)) I32: 0, 1, ... (a group's
-                                     * rows are gathered in slot order) */
+    struct tensor iota;             /* (min(N, group rows)) I32: 0, 1, ... (a group's rows
+                                     * are gathered in slot order); its length bounds
+                                     * every group's tokens */
     int64_t       nwin[2];          /* non-empty windows */
     int           max_len[2];       /* longest window */
     double        sum_l2[2];        /* sum over windows of len^2 (attention cost) */
@@ -158,19 +165,22 @@ struct slatdec_geom {
     int32_t       gslot[2][SLD_MAX_WINDOWS + 1];  /* group k: slots [gslot[k], gslot[k + 1]) */
 };
 
-/* Arena bytes slatdec_geom_build takes for N voxels (its plan mode). */
-size_t slatdec_geom_bytes(int64_t n);
+/* Arena bytes slatdec_geom_build takes for N voxels with t's group size (its
+ * plan mode; at least what slatdec_geom_build_rows takes for fewer rows). */
+size_t slatdec_geom_bytes(const struct slatdec_trunk *t, int64_t n);
 /* Partition checked coords (host I32 (N, 4)) for both shifts on the host,
  * group the windows (consecutive windows while a group holds at most
- * SLD_GROUP_ROWS tokens) and put coords, partitions, group offsets and iota
+ * t's group_rows tokens) and put coords, partitions, group offsets and iota
  * into `a` (an arena on the trunk's device; ctx NULL on the host). The views
  * stay valid until `a` is released below its mark at the call. Plan mode (`a`
  * a planning arena, arena_plan_init): takes the buffers any N-voxel set needs
  * and reads nothing (coords may have NULL data). */
-void   slatdec_geom_build(const struct op_ctx *ctx, struct arena *a, const struct tensor *coords,
-                          struct slatdec_geom *g);
-/* The same with groups of at most group_rows tokens (1 .. SLD_GROUP_ROWS; a
- * window longer than that is a group alone): the tests' many-group runs. */
+void   slatdec_geom_build(const struct slatdec_trunk *t, const struct op_ctx *ctx,
+                          struct arena *a, const struct tensor *coords, struct slatdec_geom *g);
+/* The same with groups of at most group_rows tokens (>= 1; a window longer
+ * than that is a group alone, so the groups hold at most max(group_rows,
+ * SLD_WINDOW^3) tokens, which must be within the forward's trunk group_rows):
+ * the tests' many-group runs. */
 void   slatdec_geom_build_rows(const struct op_ctx *ctx, struct arena *a,
                                const struct tensor *coords, int group_rows,
                                struct slatdec_geom *g);
