@@ -353,6 +353,7 @@ static void cpu_fixtures(void)
             printf("scatter rows cpu: reversed, gathered back %s\n", rt ? "OK" : "FAIL");
             CHECK(rt && ot_guard_ok(&s) && ot_guard_ok(&u2));
             free(rv);
+            ot_free(&trv);
             ot_free(&s);
             ot_free(&u2);
             ot_free(&y);
