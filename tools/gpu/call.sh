@@ -21,6 +21,7 @@ if [ -f .gpuw/spconv.tar.xz ]; then
     tar -xJf .gpuw/spconv.tar.xz -C /tmp/site && mkdir -p /tmp/site/cumm/include /tmp/site/cumm/lib
 fi
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 S3D_BIN=build-gpu
+[ -f build-gpu/COMMIT ] && S3D_COMMIT=$(cat build-gpu/COMMIT) && export S3D_COMMIT
 # shellcheck disable=SC1091
 . tools/gpu/device_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"

@@ -24,6 +24,10 @@ if [ -d "$BUILD/dev" ]; then
     for t in "$BUILD"/dev/*; do [ -f "$t" ] && cp "$t" build-gpu/dev/; done
 fi
 strip build-gpu/sam3d* build-gpu/tests/test_* build-gpu/tests/tools/* build-gpu/dev/* 2>/dev/null || true
+# the commit the binaries come from: the device's copy of the tree may carry an older git HEAD,
+# so the parity rows (tools/ref/compare.py) take it from here (call.sh exports S3D_COMMIT)
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!build-gpu' || echo '+changes')" \
+    >build-gpu/COMMIT
 # one xz block with a dictionary larger than the tree: every binary links the same kernels,
 # so the window finds them again (~4 MB instead of ~19 MB with the default 8 MiB window)
 tar -cf - build-gpu | xz -T1 --lzma2=preset=6,dict=192MiB >.gpubin/bin.tar.xz

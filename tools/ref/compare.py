@@ -138,6 +138,10 @@ def run_compare(ours, ref, precision="fp32", ref_to_ours=None, only=None, requir
 
 
 def git_commit():
+    """The binaries' commit: S3D_COMMIT when set (tools/gpu/call.sh, from pack.sh), else this
+    tree's HEAD."""
+    if os.environ.get("S3D_COMMIT"):
+        return os.environ["S3D_COMMIT"]
     try:
         return subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip() or "unknown"
