@@ -1,11 +1,13 @@
 /*
  * engine.c - stage processes and the jobs that run through them. Contract: engine.h.
  *
- * Sections: processes (start, stop, synchronous calls), opening (pipeline,
- * stages, devices, budgets), jobs, the VRAM budget, turns (request, reply,
- * retry), the scheduler.
+ * Sections: opening (pipeline, stages, devices, budgets), jobs, the VRAM
+ * budget, turns (reply, retry), the scheduler. The stage processes (start,
+ * stop, synchronous calls) are in engine_proc.c, the run request in
+ * engine_req.c (engine_int.h).
  */
 #include "engine.h"
+#include "engine_int.h"
 
 #include "beat.h"
 
@@ -13,7 +15,6 @@
 #include "jobspace.h"
 #include "log.h"
 #include "report.h"
-#include "safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +25,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define STOP_GRACE_MS 2000
 #define SLICE_MS      100
 
 static volatile sig_atomic_t never;
@@ -44,7 +44,7 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static bool stopping(const struct engine *e)
+bool engine_stopping(const struct engine *e)
 {
     return *e->o.interrupted != 0;
 }
@@ -57,154 +57,6 @@ static void emit(struct engine *e, enum engine_ev kind, struct job *j, int s)
 
     if (e->o.event)
         e->o.event(e->o.event_arg, &ev);
-}
-
-// ---------------------------------------------------------------- stage processes
-
-struct waiter {
-    struct engine   *e;
-    struct stage_rt *rt;
-};
-
-/* A synchronous call keeps waiting while the stage lives (a remote one: until
- * the timeout) and no signal came; the idle hook runs meanwhile. */
-static bool keep_waiting(void *arg)
-{
-    struct waiter *w = arg;
-
-    if (w->e->o.idle)
-        w->e->o.idle(w->e->o.idle_arg);
-    return !stopping(w->e) && (w->rt->remote || proc_alive(&w->rt->proc));
-}
-
-static int call(struct engine *e, struct stage_rt *rt, enum wire_method m, int timeout_ms,
-                char *why, size_t why_len)
-{
-    struct waiter w = {e, rt};
-    int rc;
-
-    wire_msg_init(&e->req, WIRE_REQUEST, 0);
-    e->req.method = m;
-    rc = client_call(&rt->cli, &e->req, &e->rep, &e->frames, timeout_ms, keep_waiting, &w,
-                     why, why_len);
-    if (rc == 0 && e->rep.has_error) {
-        snprintf(why, why_len, "%s", e->rep.error);
-        return S3D_EINVAL;
-    }
-    return rc;
-}
-
-/* (Re)connect to rt's endpoint and wait until it answers status; on failure
- * rt->error says why (a remote stage: where it was looked for). */
-static int connect_stage(struct engine *e, struct stage_rt *rt)
-{
-    char why[WIRE_ERR_MAX], desc[64];
-    int rc;
-
-    client_close(&rt->cli);
-    rc = client_open(&rt->cli, e->zctx, rt->endpoint);
-    if (rc)
-        return rc;
-    rc = call(e, rt, WIRE_STATUS, e->o.timeout_ms, why, sizeof(why));
-    if (rc && stopping(e))
-        return S3D_ETIMEOUT;
-    if (rc && rt->remote) {
-        snprintf(rt->error, sizeof(rt->error), "remote stage '%s' at %.200s did not answer "
-                 "status: %.200s", rt->ps->name, rt->endpoint, why);
-        log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
-                  "and check the address; for tcp:// beyond loopback set "
-                  "S3D_CURVE_SERVERKEY to its public key and S3D_CURVE_CLIENT_SECRET to a "
-                  "client key on its --curve-clients list", rt->error);
-    } else if (rc) {
-        snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: "
-                 "%.200s (%s)", rt->ps->name, rt->exe, why,
-                 proc_describe(&rt->proc, desc, sizeof(desc)));
-        log_error("%s. HINT: its log lines above say why", rt->error);
-    }
-    if (rc)
-        return rc;
-    rt->loaded = wire_get_bool(&e->rep, "loaded", false);
-    if (rt->remote)
-        log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
-    else
-        log_info("stage %s up (pid %d, %s)", rt->ps->name, (int)rt->proc.pid, rt->endpoint);
-    return 0;
-}
-
-/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
-static int start_stage(struct engine *e, struct stage_rt *rt)
-{
-    char *argv[16];
-    int n = 0, rc;
-
-    if (rt->remote)
-        return connect_stage(e, rt);
-    argv[n++] = rt->exe;
-    argv[n++] = "--listen";
-    argv[n++] = rt->endpoint;
-    if (rt->weights[0]) {
-        argv[n++] = "--weights";
-        argv[n++] = rt->weights;
-    }
-    if (rt->device[0]) {
-        argv[n++] = "--device";
-        argv[n++] = rt->device;
-    }
-    if (e->o.precision) {
-        argv[n++] = "--precision";
-        argv[n++] = (char *)e->o.precision;
-    }
-    if (rt->beat_fd < 0 &&       /* beside its socket; none: --timeout stays per reply */
-        snprintf(rt->beat_path, sizeof(rt->beat_path), "%s/%s.beat", e->o.sock_dir,
-                 rt->ps->name) < (int)sizeof(rt->beat_path) &&
-        (rt->beat_fd = beat_create(rt->beat_path)) < 0)
-        log_warn("stage %s: cannot create its beat file '%s': %s (--timeout is then a limit "
-                 "per reply)", rt->ps->name, rt->beat_path, strerror(errno));
-    if (rt->beat_fd >= 0) {
-        argv[n++] = "--beat";
-        argv[n++] = rt->beat_path;
-    }
-    argv[n] = NULL;
-    rt->loaded = false;
-    rc = proc_spawn(&rt->proc, argv);
-    if (rc)
-        return rc;
-    rt->starts++;
-    if (rt->cuda >= 0)
-        devmem_watch(e->dm, rt->proc.pid, rt->cuda);
-    return connect_stage(e, rt);
-}
-
-/* Stop rt's process (proc_stop) and keep its peak resident set. */
-static void stop_proc(struct engine *e, struct stage_rt *rt)
-{
-    if (rt->proc.pid > 0)
-        devmem_unwatch(e->dm, rt->proc.pid);
-    proc_stop(&rt->proc, STOP_GRACE_MS);
-    if (rt->beat_fd >= 0) {
-        close(rt->beat_fd);
-        unlink(rt->beat_path);
-        rt->beat_fd = -1;
-    }
-    if ((int64_t)rt->proc.max_rss_kb * 1024 > rt->rss_peak_bytes)
-        rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
-    rt->loaded = false;
-}
-
-/* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. A remote stage
- * is not ours to stop: only the connection is closed. */
-static void stop_stage(struct engine *e, struct stage_rt *rt)
-{
-    char why[WIRE_ERR_MAX];
-
-    if (rt->remote) {
-        client_close(&rt->cli);
-        return;
-    }
-    if (proc_alive(&rt->proc) && !stopping(e) && !rt->busy)
-        (void)call(e, rt, WIRE_SHUTDOWN, 2000, why, sizeof(why));
-    stop_proc(e, rt);
-    client_close(&rt->cli);
 }
 
 // ---------------------------------------------------------------- opening
@@ -413,7 +265,7 @@ void engine_close(struct engine *e)
     if (!e)
         return;
     for (int i = 0; i < e->n_rt; i++) {
-        stop_stage(e, &e->rt[i]);
+        engine_stop_stage(e, &e->rt[i]);
         if (e->rt[i].rin) {
             remote_inputs_close(e->rt[i].rin);
             free(e->rt[i].rin);
@@ -501,13 +353,13 @@ int engine_check(struct engine *e, int first, int last)
 
 int engine_start(struct engine *e, int first, int last)
 {
-    for (int i = first; i <= last && i < e->first_missing && !stopping(e); i++) {
-        int rc = start_stage(e, &e->rt[i]);
+    for (int i = first; i <= last && i < e->first_missing && !engine_stopping(e); i++) {
+        int rc = engine_start_stage(e, &e->rt[i]);
 
         if (rc)
             return rc;
     }
-    return stopping(e) ? S3D_ETIMEOUT : 0;
+    return engine_stopping(e) ? S3D_ETIMEOUT : 0;
 }
 
 // ---------------------------------------------------------------- jobs
@@ -680,7 +532,7 @@ static bool budget_fit(struct engine *e, struct stage_rt *rt)
         }
         budget_size_str(held(e, &e->rt[v]), a, sizeof(a));
         if (e->rt[v].loaded &&
-            call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
+            engine_call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
             e->rt[v].loaded = false;
             log_info("budget: unloaded %s (it held %s; %s needs %s, budget %s on cuda:%d)",
                      e->rt[v].ps->name, a, rt->ps->name, budget_size_str(need, b, sizeof(b)),
@@ -688,137 +540,13 @@ static bool budget_fit(struct engine *e, struct stage_rt *rt)
         } else {
             log_info("budget: stopped %s (its process held %s on cuda:%d)", e->rt[v].ps->name,
                      a, d);
-            stop_stage(e, &e->rt[v]);
+            engine_stop_stage(e, &e->rt[v]);
         }
         devmem_sample(e->dm);
     }
 }
 
 // ---------------------------------------------------------------- turns
-
-/* Replace $JOB, $IMAGE, $MASK in v into out. */
-static int expand(const struct job *j, const char *v, char *out, size_t len)
-{
-    static const char *const vars[] = {"$JOB", "$IMAGE", "$MASK"};
-    const char *vals[] = {j->dir.path, j->image, j->mask};
-    size_t n = 0;
-
-    while (*v) {
-        int k = -1;
-
-        for (int i = 0; i < 3 && k < 0; i++)
-            if (!strncmp(v, vars[i], strlen(vars[i])))
-                k = i;
-        if (k >= 0) {
-            size_t l = strlen(vals[k]);
-
-            if (n + l >= len)
-                return S3D_EINVAL;
-            memcpy(out + n, vals[k], l);
-            n += l;
-            v += strlen(vars[k]);
-        } else {
-            if (n + 1 >= len)
-                return S3D_EINVAL;
-            out[n++] = *v++;
-        }
-    }
-    out[n] = 0;
-    return 0;
-}
-
-/* Describe tensor key of artifact file (in the job directory) as input name. */
-static int add_input(struct wire_msg *m, const struct job *j, const char *file, const char *key,
-                     const char *name, char *err, size_t err_len)
-{
-    const struct ckpt_entry *ce;
-    struct wire_tensor *t;
-    struct ckpt c;
-    char path[PATH_MAX + WIRE_KEY_MAX];
-
-    snprintf(path, sizeof(path), "%s/%s", j->dir.path, file);
-    if (safetensors_open(&c, path) != 0) {
-        snprintf(err, err_len, "input artifact '%s' is missing or unreadable (it comes from an "
-                 "earlier stage; re-run that one)", file);
-        return S3D_ENOTFOUND;
-    }
-    ce = ckpt_find(&c, key);
-    if (!ce) {
-        snprintf(err, err_len, "artifact '%s' has no tensor '%s'", file, key);
-        ckpt_close(&c);
-        return S3D_ENOTFOUND;
-    }
-    t = wire_add_shm(m, name, ce->dtype, ce->shape, ce->ndim, path);
-    strcpy(t->key, key);
-    ckpt_close(&c);
-    return 0;
-}
-
-/* The run request for stage s of job j: params (pipeline's, then the job's
- * overrides) and the input descriptors. 0, or an error with err set. */
-static int build_request(struct engine *e, struct job *j, int s, char *err, size_t err_len)
-{
-    const struct stage_rt *rt = &e->rt[s];
-    const struct pipe_stage *ps = rt->ps;
-    struct wire_msg *m = &e->req;
-    char v[WIRE_STR_MAX];
-    int rc;
-
-    wire_msg_init(m, WIRE_REQUEST, 0);
-    m->method = WIRE_RUN;
-    if (!rt->remote)                    /* a remote stage answers inline (no job there) */
-        ASSERT(wire_set_str(m, "job", j->dir.path) == 0);
-    ASSERT(wire_set_str(m, "out", ps->out) == 0);
-    for (int pass = 0; pass < 2; pass++) {  /* the pipeline's keys, then the job's own ones */
-        int n = pass == 0 ? ps->n_params : j->n_set;
-
-        for (int i = 0; i < n; i++) {
-            const char *key = pass == 0 ? ps->param_key[i] : j->set[i].key;
-
-            if (pass == 1 && (j->set[i].stage != s || wire_find(m, key)))
-                continue;
-            if (expand(j, job_param(e, j, s, key), v, sizeof(v)) != 0 ||
-                wire_set_parsed(m, key, v) != 0) {
-                snprintf(err, err_len, "param '%s' too long after expansion", key);
-                return S3D_EINVAL;
-            }
-        }
-    }
-    if (rt->remote) {
-        if (j->n_extra) {
-            snprintf(err, err_len, "a remote stage cannot take this job's extra inputs");
-            return S3D_EINVAL;
-        }
-        return remote_add_inputs(m, ps, j->dir.path, rt->rin, err, err_len);
-    }
-    for (int i = 0; i < ps->n_inputs; i++)
-        if ((rc = add_input(m, j, ps->inputs[i].file, ps->inputs[i].key, ps->inputs[i].name,
-                            err, err_len)))
-            return rc;
-    for (int i = 0; i < j->n_extra; i++)
-        if (j->extra[i].stage == s &&
-            (rc = add_input(m, j, j->extra[i].file, j->extra[i].key, j->extra[i].key, err,
-                            err_len)))
-            return rc;
-    return 0;
-}
-
-/* Name the user's files, not the job's copies (which are gone after the run),
- * in a stage's error text. */
-static void name_user_inputs(const struct job *j, char *text, size_t len)
-{
-    const char *copy[2] = {j->image, j->mask}, *user[2] = {j->user_image, j->user_mask};
-
-    for (int k = 0; k < 2; k++) {
-        char *at, out[WIRE_ERR_MAX];
-        size_t cl = strlen(copy[k]);
-
-        if (!user[k] || !cl || !(at = strstr(text, copy[k])))
-            continue;
-        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - text), text, user[k], at + cl);
-        snprintf(text, len, "%s", out);
-    }
-}
 
 static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
 {
@@ -888,7 +616,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
             snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
                      j->out_dir);
         }
-    } else if (stopping(e)) {
+    } else if (engine_stopping(e)) {
         snprintf(t->error, sizeof(t->error), "interrupted by a signal");
     } else {
         jobspace_failure_hint(j->dir.path, t->error, sizeof(t->error));
@@ -897,7 +625,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
     }
     emit(e, EV_STAGE_DONE, j, s);
     if (t->state != TURN_DONE)
-        job_finish(e, j, stopping(e) ? 130 : 1);
+        job_finish(e, j, engine_stopping(e) ? 130 : 1);
     else if (++j->next > j->last)
         job_finish(e, j, j->partial ? 3 : 0);
 }
@@ -922,9 +650,9 @@ static void retry_turn(struct engine *e, struct job *j, int s, const char *why)
     log_warn("stage %s: %s", rt->ps->name, t->error);
     if (rt->rin)
         remote_inputs_close(rt->rin);
-    if (stopping(e) || ++t->attempt > e->o.retries) {
-        if (!rt->remote && !stopping(e))
-            stop_proc(e, rt);           /* a hung one must not keep its device memory */
+    if (engine_stopping(e) || ++t->attempt > e->o.retries) {
+        if (!rt->remote && !engine_stopping(e))
+            engine_stop_proc(e, rt);           /* a hung one must not keep its device memory */
         end_turn(e, j, s, false);
         return;
     }
@@ -935,7 +663,7 @@ static void retry_turn(struct engine *e, struct job *j, int s, const char *why)
     } else {
         log_warn("restarting stage %s (attempt %d of %d)", rt->ps->name, t->attempt + 1,
                  e->o.retries + 1);
-        stop_proc(e, rt);
+        engine_stop_proc(e, rt);
     }
     emit(e, EV_STAGE_RETRY, j, s);
     rt->busy = NULL;
@@ -963,16 +691,16 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         ASSERT(rt->rin);
     }
     if (!rt->remote && !proc_alive(&rt->proc)) {
-        stop_proc(e, rt);
-        if (start_stage(e, rt) != 0) {
+        engine_stop_proc(e, rt);
+        if (engine_start_stage(e, rt) != 0) {
             retry_turn(e, j, s, rt->error[0] ? rt->error : "the stage did not start");
             return;
         }
-    } else if (rt->remote && !client_socket(&rt->cli) && connect_stage(e, rt) != 0) {
+    } else if (rt->remote && !client_socket(&rt->cli) && engine_connect_stage(e, rt) != 0) {
         retry_turn(e, j, s, rt->error);
         return;
     }
-    rc = build_request(e, j, s, t->error, sizeof(t->error));
+    rc = engine_build_request(e, j, s, t->error, sizeof(t->error));
     if (rc) {
         if (rt->rin)
             remote_inputs_close(rt->rin);
@@ -1014,7 +742,7 @@ static void on_reply(struct engine *e, int s)
     }
     if (e->rep.has_error) {             /* the stage refused the request: do not repeat */
         snprintf(t->error, sizeof(t->error), "%s", e->rep.error);
-        name_user_inputs(j, t->error, sizeof(t->error));
+        engine_name_user_inputs(j, t->error, sizeof(t->error));
         rt->loaded = wire_get_bool(&e->rep, "loaded", rt->loaded);
         end_turn(e, j, s, false);
         return;
@@ -1061,7 +789,7 @@ static void dispatch(struct engine *e)
 
     for (int i = 0; i < e->n_jobs; i++)
         running += e->jobs[i]->state == JOB_RUNNING;
-    for (int i = 0; i < e->n_jobs && !stopping(e); i++) {
+    for (int i = 0; i < e->n_jobs && !engine_stopping(e); i++) {
         struct job *j = e->jobs[i];
         int s;
 
@@ -1104,7 +832,7 @@ int engine_step(struct engine *e, int timeout_ms)
     int who[PIPE_MAX_STAGES], n = 0, left = 0;
     double now;
 
-    if (!stopping(e))
+    if (!engine_stopping(e))
         dispatch(e);
     for (int s = 0; s < e->n_rt; s++)
         if (e->rt[s].busy && client_socket(&e->rt[s].cli)) {
@@ -1118,12 +846,12 @@ int engine_step(struct engine *e, int timeout_ms)
     if (!n && timeout_ms > 0) {
         struct timespec ts = {0, (timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) * 1000000L};
 
-        if (!e->n_jobs || !stopping(e))
+        if (!e->n_jobs || !engine_stopping(e))
             nanosleep(&ts, NULL);
     }
     if (e->o.idle)
         e->o.idle(e->o.idle_arg);
-    if (stopping(e)) {
+    if (engine_stopping(e)) {
         abort_all(e);
         return 0;
     }
@@ -1161,7 +889,7 @@ int engine_step(struct engine *e, int timeout_ms)
 void engine_stop_all(struct engine *e)
 {
     for (int i = 0; i < e->n_rt; i++)
-        stop_stage(e, &e->rt[i]);
+        engine_stop_stage(e, &e->rt[i]);
 }
 
 void engine_run(struct engine *e)
