@@ -1,10 +1,10 @@
 /*
  * engine.c - stage processes and the jobs that run through them. Contract: engine.h.
  *
- * Sections: opening (pipeline, stages, devices, budgets), jobs, the VRAM
- * budget, turns (reply, retry), the scheduler. The stage processes (start,
- * stop, synchronous calls) are in engine_proc.c, the run request in
- * engine_req.c (engine_int.h).
+ * Sections: opening (pipeline, stages, devices, budgets), jobs, turns (reply,
+ * retry), the scheduler. The stage processes (start, stop, synchronous calls)
+ * are in engine_proc.c, the run request in engine_req.c, the VRAM budget and
+ * loading ahead in engine_mem.c (engine_int.h).
  */
 #include "engine.h"
 #include "engine_int.h"
@@ -36,7 +36,7 @@ const char *turn_state_name(enum turn_state s)
     return (unsigned)s < sizeof(turn_names) / sizeof(turn_names[0]) ? turn_names[s] : "?";
 }
 
-static double now_ms(void)
+double engine_now_ms(void)
 {
     struct timespec ts;
 
@@ -450,100 +450,8 @@ static void job_finish(struct engine *e, struct job *j, int code)
 {
     j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;
     j->code = code;
-    j->wall_ms = now_ms() - j->t_start;
+    j->wall_ms = engine_now_ms() - j->t_start;
     emit(e, EV_JOB_DONE, j, -1);
-}
-
-// ---------------------------------------------------------------- the VRAM budget
-
-/* Device bytes rt's process holds now: measured, or estimated from its state. */
-static int64_t held(struct engine *e, const struct stage_rt *rt)
-{
-    const struct needs_row *ctx = needs_find(&e->needs, "context", e->precision);
-    int64_t now, peak;
-
-    if (rt->proc.pid <= 0 || rt->proc.reaped)
-        return 0;
-    if (devmem_process(e->dm, rt->proc.pid, &now, &peak))
-        return now;
-    if (rt->loaded)
-        return rt->need;
-    return rt->ever_loaded && ctx ? ctx->bytes : 0;
-}
-
-/* Turns until a job still queued or running needs stage s again (INT32_MAX: never). */
-static int next_use(const struct engine *e, int s)
-{
-    int base = 0;
-
-    for (int i = 0; i < e->n_jobs; i++) {
-        const struct job *j = e->jobs[i];
-
-        if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
-            continue;
-        if (s >= j->next && s <= j->last)
-            return base + (s - j->next);
-        base += j->last - j->next + 1;
-    }
-    return INT32_MAX;
-}
-
-/* Make room on rt's device for its turn: unload, then stop, idle stages there.
- * true when it fits (or nothing else can be freed and nothing is busy: then it
- * runs anyway, with a warning); false to wait for a busy stage to finish. */
-static bool budget_fit(struct engine *e, struct stage_rt *rt)
-{
-    struct budget_slot slot[PIPE_MAX_STAGES];
-    char a[32], b[32], c[32], why[WIRE_ERR_MAX];
-    int d = rt->cuda;
-
-    if (!e->budget_on || rt->remote || d < 0)
-        return true;
-    devmem_sample(e->dm);
-    for (;;) {
-        int64_t others = 0, need = rt->need > held(e, rt) ? rt->need : held(e, rt);
-        bool busy_there = false;
-        int v;
-
-        for (int i = 0; i < e->n_rt; i++) {
-            struct stage_rt *o = &e->rt[i];
-
-            slot[i].evictable = false;
-            if (o == rt || o->remote || o->cuda != d)
-                continue;
-            others += held(e, o);
-            busy_there |= o->busy != NULL;
-            slot[i].evictable = !o->busy && proc_alive(&o->proc);
-            slot[i].loaded = o->loaded;
-            slot[i].next_use = next_use(e, i);
-        }
-        if (others + need <= e->dev[d].budget)
-            return true;
-        v = budget_victim(slot, e->n_rt, true);
-        if (v < 0) {
-            if (busy_there)
-                return false;
-            log_warn("budget: stage %s needs %s on cuda:%d and the other stages hold %s "
-                     "that cannot be freed; the budget is %s", rt->ps->name,
-                     budget_size_str(need, a, sizeof(a)), d,
-                     budget_size_str(others, b, sizeof(b)),
-                     budget_size_str(e->dev[d].budget, c, sizeof(c)));
-            return true;
-        }
-        budget_size_str(held(e, &e->rt[v]), a, sizeof(a));
-        if (e->rt[v].loaded &&
-            engine_call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
-            e->rt[v].loaded = false;
-            log_info("budget: unloaded %s (it held %s; %s needs %s, budget %s on cuda:%d)",
-                     e->rt[v].ps->name, a, rt->ps->name, budget_size_str(need, b, sizeof(b)),
-                     budget_size_str(e->dev[d].budget, c, sizeof(c)), d);
-        } else {
-            log_info("budget: stopped %s (its process held %s on cuda:%d)", e->rt[v].ps->name,
-                     a, d);
-            engine_stop_stage(e, &e->rt[v]);
-        }
-        devmem_sample(e->dm);
-    }
 }
 
 // ---------------------------------------------------------------- turns
@@ -605,7 +513,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
 
     rt->busy = NULL;
     j->in_flight = false;
-    t->wall_ms = now_ms() - t->t0;
+    t->wall_ms = engine_now_ms() - t->t0;
     t->state = ok ? TURN_DONE : TURN_FAILED;
     if (ok) {
         log_info("stage %s done in %.1f ms (%d outputs -> %s)%s%s", rt->ps->name, t->wall_ms,
@@ -683,7 +591,7 @@ static void begin_turn(struct engine *e, struct job *j, int s)
     rt->busy = j;
     j->in_flight = true;
     if (t->attempt == 0 && t->t0 == 0) {
-        t->t0 = now_ms();
+        t->t0 = engine_now_ms();
         emit(e, EV_STAGE_START, j, s);
     }
     if (rt->remote && !rt->rin) {
@@ -707,7 +615,9 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         end_turn(e, j, s, false);       /* a missing artifact does not heal by retrying */
         return;
     }
-    t->warm = rt->loaded;
+    t->preloaded = rt->loaded && rt->preload_unclaimed;  /* its load counts for this turn */
+    t->warm = rt->loaded && !t->preloaded;
+    rt->preload_unclaimed = false;
     t->probe_free0 = 0;
     if (devmem_method(e->dm) == DEVMEM_PROBE && rt->cuda >= 0 &&
         devmem_device_free(e->dm, rt->cuda, &t->probe_free0, &tot) != 0)
@@ -716,12 +626,12 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         devmem_mark(e->dm, rt->proc.pid);
     log_info("stage %s: run%s%s (%d inputs%s%s)", rt->ps->name, e->n_jobs > 1 ? " for " : "",
              e->n_jobs > 1 ? j->name : "", e->req.n_tensors, rt->remote ? ", inline" : "",
-             t->warm ? ", loaded" : "");
+             t->warm ? ", loaded" : t->preloaded ? ", loaded ahead" : "");
     if (client_send(&rt->cli, &e->req, why, sizeof(why)) != 0) {
         retry_turn(e, j, s, why);
         return;
     }
-    t->deadline = now_ms() + e->o.timeout_ms;
+    t->deadline = engine_now_ms() + e->o.timeout_ms;
     rt->beat_seen = beat_read(rt->beat_fd);
 }
 
@@ -795,7 +705,7 @@ static void dispatch(struct engine *e)
 
         if (j->state == JOB_QUEUED && (e->o.max_active <= 0 || running < e->o.max_active)) {
             j->state = JOB_RUNNING;
-            j->t_start = now_ms();
+            j->t_start = engine_now_ms();
             running++;
             emit(e, EV_JOB_START, j, -1);
             if (j->next > j->last) {    /* nothing to run (all kept, or none built) */
@@ -806,16 +716,23 @@ static void dispatch(struct engine *e)
         if (j->state != JOB_RUNNING || j->in_flight)
             continue;
         s = j->next;
-        if (e->rt[s].busy || (!e->o.overlap && any_busy(e)) || !earlier_first(e, i, s) ||
-            !budget_fit(e, &e->rt[s]))
+        if (e->rt[s].busy || e->rt[s].preloading || (!e->o.overlap && any_busy(e)) ||
+            !earlier_first(e, i, s) || !engine_budget_fit(e, &e->rt[s]))
             continue;
         begin_turn(e, j, s);
     }
+    if (!engine_stopping(e))
+        engine_preload(e);
 }
 
 /* Abandon every turn in flight (a signal came). */
 static void abort_all(struct engine *e)
 {
+    for (int s = 0; s < e->n_rt; s++)
+        if (e->rt[s].preloading) {
+            client_abandon(&e->rt[s].cli);
+            e->rt[s].preloading = false;
+        }
     for (int s = 0; s < e->n_rt; s++)
         if (e->rt[s].busy) {
             client_abandon(&e->rt[s].cli);
@@ -835,14 +752,19 @@ int engine_step(struct engine *e, int timeout_ms)
     if (!engine_stopping(e))
         dispatch(e);
     for (int s = 0; s < e->n_rt; s++)
-        if (e->rt[s].busy && client_socket(&e->rt[s].cli)) {
+        if ((e->rt[s].busy || e->rt[s].preloading) && client_socket(&e->rt[s].cli)) {
             items[n] = (zmq_pollitem_t){client_socket(&e->rt[s].cli), 0, ZMQ_POLLIN, 0};
             who[n++] = s;
         }
     if (n && zmq_poll(items, n, timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) > 0)
-        for (int k = 0; k < n; k++)
-            if ((items[k].revents & ZMQ_POLLIN) && e->rt[who[k]].busy)
+        for (int k = 0; k < n; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN))
+                continue;
+            if (e->rt[who[k]].busy)
                 on_reply(e, who[k]);
+            else if (e->rt[who[k]].preloading)
+                engine_on_preload_reply(e, who[k]);
+        }
     if (!n && timeout_ms > 0) {
         struct timespec ts = {0, (timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) * 1000000L};
 
@@ -855,12 +777,25 @@ int engine_step(struct engine *e, int timeout_ms)
         abort_all(e);
         return 0;
     }
-    now = now_ms();
+    now = engine_now_ms();
     for (int s = 0; s < e->n_rt; s++) {
         struct stage_rt *rt = &e->rt[s];
         struct job *j = rt->busy;
         char why[WIRE_ERR_MAX];
 
+        if (!j && rt->preloading) {     /* a load ahead: the same clock, then given up */
+            uint64_t beat = beat_read(rt->beat_fd);
+
+            if (rt->beat_fd >= 0 && beat != rt->beat_seen) {
+                rt->beat_seen = beat;
+                rt->preload_deadline = now + e->o.timeout_ms;
+            }
+            if (now >= rt->preload_deadline || !proc_alive(&rt->proc)) {
+                client_abandon(&rt->cli);
+                engine_end_preload(rt, now >= rt->preload_deadline ? "no reply in time"
+                            : "the process is gone");
+            }
+        }
         if (!j)
             continue;
         uint64_t beat = beat_read(rt->beat_fd);

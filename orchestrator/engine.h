@@ -22,6 +22,15 @@
  * (budget.h), raised to what the driver measured once a stage has run. A
  * budget below a stage's need is refused by engine_check before any work.
  *
+ * Loading ahead (engine_step): a local stage that a queued or running job will
+ * use, idle and not loaded, is sent a load request while other stages run, so
+ * its weight load overlaps their work instead of opening its turn: in the
+ * order of next use, at most PRELOAD_MAX at once, only while what our
+ * processes hold on its device plus its known need (loads in flight counted
+ * at their need) fits the budget, never past a stage that does not fit, and
+ * not for a turn that will ask for another placement of the weights
+ * (stream_blocks). Its turn then counts that load (`preloaded`, load_ms).
+ *
  * Device memory (devmem.h) is recorded per turn (the process's driver-measured
  * peak during it) and per device (our processes together, at their peak).
  * Test: tests/test_orchestrator.sh, tests/test_budget.sh, tests/test_batch.sh.
@@ -61,7 +70,8 @@ struct out_desc {                     /* one tensor of a stage's artifact */
 /* One stage's turn in one job. */
 struct turn {
     enum turn_state state;
-    bool    warm;                      /* its weights were loaded when the turn began */
+    bool    warm;                      /* loaded by an earlier job: no load paid in this one */
+    bool    preloaded;                 /* loaded ahead of the turn, while others ran */
     int     restarts;
     double  wall_ms, load_ms, run_ms;  /* wall: first send to reply, retries included */
     int64_t peak_bytes, resident_bytes, host_peak_bytes;    /* the stage's arenas (status) */
@@ -163,6 +173,10 @@ struct stage_rt {
     char            beat_path[PATH_MAX];
     struct remote_inputs *rin;              /* remote stages: inputs mapped for a request */
     struct job     *busy;                   /* whose turn is in flight */
+    bool            preloading;             /* a load ahead of its turn in flight (engine.c) */
+    bool            preload_unclaimed;      /* loaded ahead; the next turn counts the load */
+    bool            preload_failed;         /* a load ahead failed: the turn loads (says why) */
+    double          preload_deadline;
     int             starts, loads;          /* process starts, weight loads observed */
     int64_t         need;                   /* device bytes it needs (table, learned); 0 unknown */
     double          table_ms;               /* warm run time from the table, 0 unknown */

@@ -2,7 +2,8 @@
  * engine_int.h - what the parts of the engine share among themselves (not a
  * contract for other callers: engine.h is). engine.c runs the jobs and the
  * scheduler; engine_proc.c starts, calls and stops stage processes;
- * engine_req.c builds a stage's run request.
+ * engine_req.c builds a stage's run request; engine_mem.c keeps the VRAM
+ * budget and loads stages ahead of their turns.
  */
 #ifndef S3D_ENGINE_INT_H
 #define S3D_ENGINE_INT_H
@@ -14,6 +15,8 @@
 
 /* A signal asked the engine to stop (engine_opts.interrupted). */
 bool engine_stopping(const struct engine *e);
+/* CLOCK_MONOTONIC in milliseconds. */
+double engine_now_ms(void);
 
 // engine_proc.c --------------------------------------------------------------
 
@@ -42,5 +45,20 @@ int  engine_build_request(struct engine *e, struct job *j, int s, char *err, siz
 /* Name the user's files, not the job's copies (gone after the run), in a
  * stage's error text. */
 void engine_name_user_inputs(const struct job *j, char *text, size_t len);
+
+// engine_mem.c ---------------------------------------------------------------
+
+/* Make room on rt's device for its turn: unload, then stop, idle stages there.
+ * true when it fits (or nothing else can be freed and nothing is busy: then it
+ * runs anyway, with a warning); false to wait for a busy stage to finish. */
+bool engine_budget_fit(struct engine *e, struct stage_rt *rt);
+/* Send load requests to the stages jobs will use next (engine.h, "Loading
+ * ahead"); each reply goes to engine_on_preload_reply. */
+void engine_preload(struct engine *e);
+/* The reply to stage s's load ahead is waiting on its socket. */
+void engine_on_preload_reply(struct engine *e, int s);
+/* rt's load ahead is over, or given up (failed: why, logged; not asked again:
+ * its turn loads and says why if it fails again). */
+void engine_end_preload(struct stage_rt *rt, const char *failed);
 
 #endif

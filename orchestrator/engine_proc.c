@@ -151,6 +151,10 @@ void engine_stop_stage(struct engine *e, struct stage_rt *rt)
 {
     char why[WIRE_ERR_MAX];
 
+    if (rt->preloading) {               /* its socket awaits a load's reply: reset it */
+        client_abandon(&rt->cli);
+        rt->preloading = false;
+    }
     if (rt->remote) {
         client_close(&rt->cli);
         return;
