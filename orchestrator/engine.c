@@ -462,6 +462,8 @@ static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
     bool was = rt->loaded;
 
     rt->loaded = wire_get_bool(rep, "loaded", true);
+    if (rt->loaded)
+        rt->preload_failed = false;     /* it loads again: later jobs may load it ahead */
     if (rt->loaded && !was) {
         rt->loads++;
         rt->ever_loaded = true;
