@@ -353,8 +353,16 @@ int engine_check(struct engine *e, int first, int last)
 
 int engine_start(struct engine *e, int first, int last)
 {
+    /* every process first, then the status of each: they start up side by side
+     * (their libraries and the CUDA driver), not one after another */
     for (int i = first; i <= last && i < e->first_missing && !engine_stopping(e); i++) {
-        int rc = engine_start_stage(e, &e->rt[i]);
+        int rc = engine_spawn_stage(e, &e->rt[i]);
+
+        if (rc)
+            return rc;
+    }
+    for (int i = first; i <= last && i < e->first_missing && !engine_stopping(e); i++) {
+        int rc = engine_connect_stage(e, &e->rt[i]);
 
         if (rc)
             return rc;

@@ -223,8 +223,9 @@ void engine_close(struct engine *e);
  * budget. 0 or S3D_ENOMEM. */
 int  engine_check(struct engine *e, int first, int last);
 /* Start the built local stages in [first, last] (connect to remote ones) and
- * check that each answers status, so a broken one fails before any work.
- * 0, or the first failure (rt->error set, logged). */
+ * check that each answers status, so a broken one fails before any work. The
+ * processes are all started first and then asked, so they start up side by
+ * side. 0, or the first failure (rt->error set, logged). */
 int  engine_start(struct engine *e, int first, int last);
 
 /* Initialise a job (zeroed, name, stages first..last, every turn "not run");

@@ -28,6 +28,9 @@ int  engine_call(struct engine *e, struct stage_rt *rt, enum wire_method m, int 
 /* (Re)connect to rt's endpoint and wait until it answers status; on failure
  * rt->error says why. */
 int  engine_connect_stage(struct engine *e, struct stage_rt *rt);
+/* Start rt's process and open its client without waiting for it to answer (a
+ * remote stage: nothing). 0, or the spawn's error. */
+int  engine_spawn_stage(struct engine *e, struct stage_rt *rt);
 /* Start rt's process (a remote stage: only connect) and wait until it answers status. */
 int  engine_start_stage(struct engine *e, struct stage_rt *rt);
 /* Stop rt's process at once (proc_stop) and keep its peak resident set. */

@@ -85,14 +85,15 @@ int engine_connect_stage(struct engine *e, struct stage_rt *rt)
     return 0;
 }
 
-/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
-int engine_start_stage(struct engine *e, struct stage_rt *rt)
+/* Start rt's process and open its client, without waiting for it (a remote
+ * stage: nothing to start). */
+int engine_spawn_stage(struct engine *e, struct stage_rt *rt)
 {
     char *argv[16];
     int n = 0, rc;
 
     if (rt->remote)
-        return engine_connect_stage(e, rt);
+        return 0;
     argv[n++] = rt->exe;
     argv[n++] = "--listen";
     argv[n++] = rt->endpoint;
@@ -126,7 +127,16 @@ int engine_start_stage(struct engine *e, struct stage_rt *rt)
     rt->starts++;
     if (rt->cuda >= 0)
         devmem_watch(e->dm, rt->proc.pid, rt->cuda);
-    return engine_connect_stage(e, rt);
+    client_close(&rt->cli);
+    return client_open(&rt->cli, e->zctx, rt->endpoint);
+}
+
+/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
+int engine_start_stage(struct engine *e, struct stage_rt *rt)
+{
+    int rc = engine_spawn_stage(e, rt);
+
+    return rc ? rc : engine_connect_stage(e, rt);
 }
 
 /* Stop rt's process (proc_stop) and keep its peak resident set. */

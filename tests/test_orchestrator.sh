@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_orchestrator.sh - `sam3d run` / `sam3d stage` / `sam3d check-weights` over
 # real stage processes (build/tests/tools/echo_stage) and ZeroMQ: a complete run,
-# the built prefix of a longer pipeline (exit 3), a stage error, a stage that
+# the stage processes starting side by side, the built prefix of a longer pipeline (exit 3), a stage error, a stage that
 # crashes once (restarted, run recovers), one that always crashes, one that hangs
 # (timeout), SIGINT and SIGTERM mid-run, re-running one stage on a kept job, and
 # pipeline syntax errors. After every case: no stage process and no job dir left.
@@ -88,6 +88,20 @@ grep -q '"restarts": 0, "params": {"file": "$IMAGE"}' "$T/o1/report.json" &&
     fail "report.json records each stage's params: $(grep -o '"params": {[^}]*}' "$T/o1/report.json")"
 [ -f "$T/o1/artifacts/echo_first.safetensors" ] || fail "first artifact copied"
 check_clean "complete run"; ok "complete run"
+
+# 1b. the stage processes start side by side: three stages that each take 0.8 s to start
+# (S3D_ECHO_START_MS) are all up in about 0.8 s, not 2.4 s one after another
+pipe "$T/three.pipe" ""
+printf 'stage third\n    exe echo_stage\n    out echo_third.safetensors\n    input echo_second.safetensors:s_bytes\n' >> "$T/three.pipe"
+t0=$(date +%s%N)
+S3D_ECHO_START_MS=800 run "$T/o1b" "$T/three.pipe"; rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+if [ $rc -eq 0 ] && [ $ms -lt 1800 ]; then
+    ok "three stages of 0.8 s start-up each: the run took $ms ms (started side by side)"
+else
+    fail "parallel start: rc=$rc, $ms ms for three 0.8 s start-ups (one after another: 2.4 s)"
+fi
+check_clean "parallel start"
 
 # 2. the built prefix of a longer pipeline: exit 3, names what is still to come
 pipe "$T/partial.pipe" "" sam3d-not-built-yet
