@@ -454,8 +454,31 @@ void engine_forget(struct engine *e, struct job *j)
         }
 }
 
+/* Wait for the copies of j's artifacts to OUT/artifacts; a failed one fails its
+ * turn and the job. Returns the job's code after them. */
+static int join_copies(struct job *j, int code)
+{
+    for (int s = j->first; s <= j->last; s++) {
+        struct turn *t = &j->turn[s];
+
+        if (t->copying) {
+            pthread_join(t->copier, NULL);
+            t->copying = false;
+        }
+        if (t->copy_rc && t->state == TURN_DONE) {
+            t->state = TURN_FAILED;
+            snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
+                     j->out_dir);
+            if (code == 0 || code == 3)
+                code = 1;
+        }
+    }
+    return code;
+}
+
 static void job_finish(struct engine *e, struct job *j, int code)
 {
+    code = join_copies(j, code);
     j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;
     j->code = code;
     j->wall_ms = engine_now_ms() - j->t_start;
@@ -515,6 +538,43 @@ static void record_devmem(struct engine *e, struct stage_rt *rt, struct turn *t)
     }
 }
 
+struct copy_arg {
+    const struct engine *e;
+    struct job          *j;
+    int                  s;
+};
+
+static void *copy_main(void *p)
+{
+    struct copy_arg *a = p;
+
+    a->j->turn[a->s].copy_rc = report_copy_artifact(a->e, a->j, a->s);
+    free(a);
+    return NULL;
+}
+
+/* Copy stage s's artifact of job j to OUT/artifacts on a thread of its own, so
+ * the next stage need not wait for it (the depth artifact of a large image is
+ * hundreds of MB); job_finish joins it. Without a thread: here and now. */
+static void start_copy(const struct engine *e, struct job *j, int s)
+{
+    struct turn *t = &j->turn[s];
+    struct copy_arg *a = malloc(sizeof(*a));
+
+    t->copy_rc = 0;
+    if (!j->out_dir[0])
+        return;
+    if (a) {
+        *a = (struct copy_arg){e, j, s};
+        if (pthread_create(&t->copier, NULL, copy_main, a) == 0) {
+            t->copying = true;
+            return;
+        }
+        free(a);
+    }
+    t->copy_rc = report_copy_artifact(e, j, s);
+}
+
 /* Turn s of job j is over (done, or failed for good). */
 static void end_turn(struct engine *e, struct job *j, int s, bool ok)
 {
@@ -529,11 +589,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
         log_info("stage %s done in %.1f ms (%d outputs -> %s)%s%s", rt->ps->name, t->wall_ms,
                  t->n_out, rt->ps->out, e->n_jobs > 1 ? " for " : "",
                  e->n_jobs > 1 ? j->name : "");
-        if (report_copy_artifact(e, j, s) != 0) {
-            t->state = TURN_FAILED;
-            snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
-                     j->out_dir);
-        }
+        start_copy(e, j, s);
     } else if (engine_stopping(e)) {
         snprintf(t->error, sizeof(t->error), "interrupted by a signal");
     } else {

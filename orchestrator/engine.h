@@ -47,6 +47,7 @@
 #include "remote.h"
 #include "wire.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,6 +80,10 @@ struct turn {
     char    error[WIRE_ERR_MAX];
     int     n_out;
     struct out_desc out[WIRE_MAX_TENSORS];
+    /* the copy of its artifact to OUT/artifacts, beside the next stages' work */
+    bool      copying;                 /* a copier thread to join (job_finish) */
+    int       copy_rc;
+    pthread_t copier;
     /* while in flight */
     int     attempt;
     double  t0, deadline;
@@ -106,7 +111,9 @@ struct job {
     char           image[PATH_MAX + 32], mask[PATH_MAX + 32];   /* $IMAGE, $MASK */
     const char    *user_image, *user_mask;   /* --image, --mask as given (messages), or NULL */
     char           out_dir[PATH_MAX];  /* artifacts are copied to OUT/artifacts as they
-                                          complete; "" = nowhere */
+                                          complete (each on a thread of its own, beside
+                                          the next stages; joined when the job finishes, a
+                                          failed copy fails the job); "" = nowhere */
     int            first, last;        /* the stages to run (engine_submit clamps last) */
     int            next;               /* the next stage to run */
     bool           partial;            /* last was clamped: stages not built */
