@@ -3,8 +3,10 @@
  */
 #include "preview.h"
 
+#include "dtype.h"
 #include "err.h"
 #include "log.h"
+#include "par.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +16,9 @@
 #define LOWPASS    0.3                    /* px^2 added to the 2D covariance (3DGS) */
 #define MAX_RADIUS 128                    /* px: cap on one splat's box */
 #define NEAR       1e-3                   /* nearer than this (or behind): not drawn */
+#define BAND       8                      /* rows: compositing deals bands to threads */
+#define TILE       8                      /* columns of a tile (BAND rows) */
+#define PROJ_MIN   16384                  /* Gaussians: the least a projecting thread takes */
 
 /* one Gaussian in the camera frame of a panel */
 struct splat {
@@ -71,24 +76,44 @@ static void mat3_t(const double A[9], double T[9])
             T[3 * j + i] = A[3 * i + j];
 }
 
-/* Project Gaussian m into a splat. Rc: object -> camera rotation for column
- * vectors (p_cam = s Rc p + t, then the view rotation V about the centre c). */
-static bool project(const struct gaussians *g, int64_t m, const double Rc[9], double s,
-                    const double t[3], const double V[9], const double c[3],
+/* A panel's transform of object points: q = A x + b in the panel camera
+ * (A = s V Rc, b = V (t - c) + c: placed with the pose, p_cam = s Rc x + t,
+ * then the view rotation V about the centre c), and W = V Rc, s2 = s^2 for the
+ * covariances (Sigma_cam = s2 W Sigma W^T). */
+struct panel_xf {
+    double A[9], b[3], W[9], s2;
+};
+
+static void panel_xf_init(struct panel_xf *xf, const double Rc[9], double s, const double t[3],
+                          const double V[9], const double c[3])
+{
+    mat3_mul(V, Rc, xf->W);
+    for (int i = 0; i < 9; i++)
+        xf->A[i] = s * xf->W[i];
+    for (int i = 0; i < 3; i++)
+        xf->b[i] = V[3 * i] * (t[0] - c[0]) + V[3 * i + 1] * (t[1] - c[1]) +
+                   V[3 * i + 2] * (t[2] - c[2]) + c[i];
+    xf->s2 = s * s;
+}
+
+/* Project Gaussian m into a splat through the panel transform xf. */
+static bool project(const struct gaussians *g, int64_t m, const struct panel_xf *xf,
                     const struct camera *cam, struct splat *sp)
 {
     const float *x = g->xyz + 3 * m, *sc = g->scale + 3 * m, *r = g->rotation + 4 * m;
-    double p[3], q[3], nq = 0, Rg[9], M[9], T[9], Sig[9], W[9], Wt[9], C3[9], Cv[9];
+    double q[3], nq = 0, Rg[9], G[9], Cv[9];
     double z, J[6], JC[6], a, b, d, det, lmax, o;
 
-    for (int i = 0; i < 3; i++)                      /* placed, then the view */
-        p[i] = s * (Rc[3 * i] * x[0] + Rc[3 * i + 1] * x[1] + Rc[3 * i + 2] * x[2]) + t[i] - c[i];
     for (int i = 0; i < 3; i++)
-        q[i] = V[3 * i] * p[0] + V[3 * i + 1] * p[1] + V[3 * i + 2] * p[2] + c[i];
+        q[i] = xf->A[3 * i] * x[0] + xf->A[3 * i + 1] * x[1] + xf->A[3 * i + 2] * x[2] + xf->b[i];
     z = q[2];
     if (!(z > NEAR))
         return false;
-    {                                                /* Sigma = Rg S^2 Rg^T (object) */
+    o = g->opacity[m];
+    sp->alpha = (float)(1.0 / (1.0 + exp(-o)));      /* +inf -> 1, -inf -> 0 */
+    if (!(sp->alpha * 255 > 1))
+        return false;
+    {                                                /* Rg from the normalised quaternion */
         double qq[4];
 
         for (int i = 0; i < 4; i++)
@@ -100,17 +125,19 @@ static bool project(const struct gaussians *g, int64_t m, const double Rc[9], do
             qq[i] = r[i] / nq;
         pose_quat_to_matrix(qq, Rg);
     }
+    /* G = W Rg S: Sigma_cam = s2 G G^T (Sigma = Rg S^2 Rg^T in the object) */
+    mat3_mul(xf->W, Rg, G);
+    for (int j = 0; j < 3; j++) {
+        double e = exp((double)sc[j]);
+
+        for (int i = 0; i < 3; i++)
+            G[3 * i + j] *= e;
+    }
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++)
-            M[3 * i + j] = Rg[3 * i + j] * exp(2.0 * sc[j]);
-    mat3_t(Rg, T);
-    mat3_mul(M, T, Sig);
-    mat3_mul(V, Rc, W);                              /* object -> panel camera */
-    mat3_t(W, Wt);
-    mat3_mul(W, Sig, M);
-    mat3_mul(M, Wt, C3);
-    for (int i = 0; i < 9; i++)
-        Cv[i] = C3[i] * s * s;
+        for (int j = i; j < 3; j++)
+            Cv[3 * i + j] = Cv[3 * j + i] =
+                xf->s2 * (G[3 * i] * G[3 * j] + G[3 * i + 1] * G[3 * j + 1] +
+                          G[3 * i + 2] * G[3 * j + 2]);
     /* u = fx (-x/z) + cx, v = fy (-y/z) + cy: J = d(u, v)/d(x, y, z) */
     J[0] = -cam->fx / z, J[1] = 0, J[2] = cam->fx * q[0] / (z * z);
     J[3] = 0, J[4] = -cam->fy / z, J[5] = cam->fy * q[1] / (z * z);
@@ -124,10 +151,6 @@ static bool project(const struct gaussians *g, int64_t m, const double Rc[9], do
     if (!(det > 0) || !isfinite(det))
         return false;
     lmax = 0.5 * (a + d) + sqrt(fmax(0.25 * (a - d) * (a - d) + b * b, 0));
-    o = g->opacity[m];
-    sp->alpha = (float)(1.0 / (1.0 + exp(-o)));      /* +inf -> 1, -inf -> 0 */
-    if (!(sp->alpha * 255 > 1))
-        return false;
     sp->e_max = (float)(2.0 * log(255.0 * sp->alpha));
     sp->depth = (float)z;
     sp->u = (float)(cam->fx * (-q[0] / z) + cam->cx);
@@ -145,22 +168,135 @@ static bool project(const struct gaussians *g, int64_t m, const double Rc[9], do
            sp->u - sp->radius < cam->w && sp->v - sp->radius < cam->h;
 }
 
+/* The projection of a panel: sp[m] and ok[m] for every Gaussian m. */
+struct proj_job {
+    const struct gaussians *g;
+    const struct panel_xf  *xf;
+    const struct camera    *cam;
+    struct splat           *sp;
+    uint8_t                *ok;
+};
+
+static void project_range(void *arg, int k, int64_t lo, int64_t hi)
+{
+    const struct proj_job *j = arg;
+
+    (void)k;
+    for (int64_t m = lo; m < hi; m++)
+        j->ok[m] = project(j->g, m, j->xf, j->cam, &j->sp[m]);
+}
+
+/* The splats in depth order: ord[r] = sp[keys[r] & 0xffffffff] for r in [lo, hi). */
+struct order_job {
+    const struct splat *sp;
+    const uint64_t     *keys;
+    struct splat       *ord;
+};
+
+static void order_range(void *arg, int k, int64_t lo, int64_t hi)
+{
+    const struct order_job *j = arg;
+
+    (void)k;
+    for (int64_t r = lo; r < hi; r++) {
+        if (r + 8 < hi)                              /* keys order reads sp at random */
+            __builtin_prefetch(&j->sp[j->keys[r + 8] & 0xffffffffu]);
+        j->ord[r] = j->sp[j->keys[r] & 0xffffffffu];
+    }
+}
+
+/* The compositing of a panel: part `lo` of `parts` owns the rows y with
+ * (y / BAND) % parts == part and walks every splat (depth order) over them,
+ * so each pixel sees the splats in the same order whatever the thread count
+ * (the image is the same bytes for any S3D_THREADS). full[] counts the pixels
+ * of each BAND x TILE tile that take nothing more (T < 1/255): a splat skips
+ * the tiles that are full, as it would skip each of their pixels; a tile's
+ * count is written only by the part that owns its rows. */
+struct comp_job {
+    const struct splat  *ord;        /* (n) nearest first */
+    int64_t              n;
+    const struct camera *cam;
+    float               *rgb;        /* (h, w, 3) */
+    float               *trans;      /* (h, w) */
+    uint8_t             *full;       /* (ceil(h / BAND), ceil(w / TILE)) */
+    int                  parts;
+};
+
+static void composite_part(void *arg, int k, int64_t lo, int64_t hi)
+{
+    const struct comp_job *j = arg;
+    const struct camera *cam = j->cam;
+    int part = (int)lo, tiles_x = (cam->w + TILE - 1) / TILE;
+
+    (void)k, (void)hi;
+    for (int64_t r = 0; r < j->n; r++) {
+        const struct splat *s = &j->ord[r];
+        int x0 = (int)floorf(s->u) - s->radius, x1 = (int)floorf(s->u) + s->radius;
+        int y0 = (int)floorf(s->v) - s->radius, y1 = (int)floorf(s->v) + s->radius;
+
+        x0 = x0 < 0 ? 0 : x0, y0 = y0 < 0 ? 0 : y0;
+        x1 = x1 >= cam->w ? cam->w - 1 : x1, y1 = y1 >= cam->h ? cam->h - 1 : y1;
+        for (int ty = y0 / BAND; ty <= y1 / BAND; ty++) {
+            int ya = ty * BAND > y0 ? ty * BAND : y0, yb = ty * BAND + BAND - 1;
+            int th = cam->h - ty * BAND < BAND ? cam->h - ty * BAND : BAND;
+
+            if (ty % j->parts != part)
+                continue;
+            yb = yb < y1 ? yb : y1;
+            for (int tx = x0 / TILE; tx <= x1 / TILE; tx++) {
+                uint8_t *f = &j->full[(size_t)ty * tiles_x + tx];
+                int xa = tx * TILE > x0 ? tx * TILE : x0, xb = tx * TILE + TILE - 1;
+                int tw = cam->w - tx * TILE < TILE ? cam->w - tx * TILE : TILE;
+
+                if (*f == tw * th)
+                    continue;
+                xb = xb < x1 ? xb : x1;
+                for (int y = ya; y <= yb; y++)
+                    for (int x = xa; x <= xb; x++) {
+                        size_t i = (size_t)y * cam->w + x;
+                        float du, dv, e, a;
+
+                        if (j->trans[i] < 1.0f / 255)
+                            continue;
+                        du = x + 0.5f - s->u, dv = y + 0.5f - s->v;
+                        e = s->ca * du * du + 2 * s->cb * du * dv + s->cc * dv * dv;
+                        if (e > s->e_max)
+                            continue;
+                        a = s->alpha * expf(-0.5f * e);
+                        a = a > 0.99f ? 0.99f : a;
+                        for (int c = 0; c < 3; c++)
+                            j->rgb[3 * i + c] += j->trans[i] * a * s->rgb[c];
+                        j->trans[i] *= 1 - a;
+                        *f += j->trans[i] < 1.0f / 255;
+                    }
+            }
+        }
+    }
+}
+
 /* Draw one panel into rgb (w*h*3 floats, zero) and trans (w*h floats, one): front
  * to back, C += T a c, T *= 1 - a (the same image as back-to-front "over"
  * compositing); a pixel whose T fell below 1/255 takes nothing more. The caller
- * adds T * background. */
+ * adds T * background. The projection and the reordering are split over
+ * S3D_THREADS threads by splats, the compositing by bands of rows; the sort
+ * is one thread. */
 static int render_panel(const struct gaussians *g, const struct pose *p, const double V[9],
                         const struct camera *cam, float *rgb, float *trans)
 {
-    struct splat *sp = malloc(sizeof(*sp) * (size_t)(g->n ? g->n : 1));
-    uint64_t *keys = malloc(sizeof(*keys) * (size_t)(g->n ? g->n : 1));
+    size_t cnt = (size_t)(g->n ? g->n : 1);
+    struct splat *sp = malloc(sizeof(*sp) * cnt), *ord;
+    uint8_t *full;
+    uint64_t *keys = malloc(sizeof(*keys) * cnt);
+    uint8_t *ok = malloc(cnt);
     double q[4], R[9], Rc[9], t[3], c[3];
+    struct panel_xf xf;
     int64_t n = 0;
-    float depth;
+    int parts = dtype_threads(), bands = (cam->h + BAND - 1) / BAND;
 
-    if (!sp || !keys) {
+    if (!sp || !keys || !ok) {
         free(sp);
         free(keys);
+        free(ok);
         return S3D_ENOMEM;
     }
     for (int i = 0; i < 4; i++)
@@ -169,51 +305,51 @@ static int render_panel(const struct gaussians *g, const struct pose *p, const d
     mat3_t(R, Rc);                                   /* row-vector pose: p @ R = R^T p */
     for (int i = 0; i < 3; i++)
         c[i] = t[i] = p->translation[i];
-    for (int64_t m = 0; m < g->n; m++)
-        if (project(g, m, Rc, p->scale[0], t, V, c, cam, &sp[n])) {
+    panel_xf_init(&xf, Rc, p->scale[0], t, V, c);
+    {
+        struct proj_job pj = {g, &xf, cam, sp, ok};
+
+        par_for(g->n, PROJ_MIN, 0, project_range, &pj);
+    }
+    for (int64_t m = 0; m < g->n; m++)               /* index order: ties keep it */
+        if (ok[m]) {
             uint32_t bits;
 
-            depth = sp[n].depth;
-            memcpy(&bits, &depth, 4);
-            keys[n] = (uint64_t)bits << 32 | (uint64_t)n;
-            n++;
+            memcpy(&bits, &sp[m].depth, 4);
+            keys[n++] = (uint64_t)bits << 32 | (uint64_t)m;
         }
+    free(ok);
     if (sort_keys(keys, n) != 0) {
         free(sp);
         free(keys);
         return S3D_ENOMEM;
     }
-    for (int64_t k = 0; k < n; k++) {
-        const struct splat *s;
+    ord = malloc(sizeof(*ord) * (size_t)(n ? n : 1));
+    if (!ord) {
+        free(sp);
+        free(keys);
+        return S3D_ENOMEM;
+    }
+    {
+        struct order_job oj = {sp, keys, ord};
 
-        if (k + 8 < n)                               /* the sorted order reads sp at random */
-            __builtin_prefetch(&sp[keys[k + 8] & 0xffffffffu]);
-        s = &sp[keys[k] & 0xffffffffu];
-        int x0 = (int)floorf(s->u) - s->radius, x1 = (int)floorf(s->u) + s->radius;
-        int y0 = (int)floorf(s->v) - s->radius, y1 = (int)floorf(s->v) + s->radius;
-
-        x0 = x0 < 0 ? 0 : x0, y0 = y0 < 0 ? 0 : y0;
-        x1 = x1 >= cam->w ? cam->w - 1 : x1, y1 = y1 >= cam->h ? cam->h - 1 : y1;
-        for (int y = y0; y <= y1; y++)
-            for (int x = x0; x <= x1; x++) {
-                size_t i = (size_t)y * cam->w + x;
-                float du, dv, e, a;
-
-                if (trans[i] < 1.0f / 255)
-                    continue;
-                du = x + 0.5f - s->u, dv = y + 0.5f - s->v;
-                e = s->ca * du * du + 2 * s->cb * du * dv + s->cc * dv * dv;
-                if (e > s->e_max)
-                    continue;
-                a = s->alpha * expf(-0.5f * e);
-                a = a > 0.99f ? 0.99f : a;
-                for (int j = 0; j < 3; j++)
-                    rgb[3 * i + j] += trans[i] * a * s->rgb[j];
-                trans[i] *= 1 - a;
-            }
+        par_for(n, PROJ_MIN, 0, order_range, &oj);
     }
     free(sp);
     free(keys);
+    parts = parts > bands ? bands : parts;
+    full = calloc((size_t)bands * (size_t)((cam->w + TILE - 1) / TILE), 1);
+    if (!full) {
+        free(ord);
+        return S3D_ENOMEM;
+    }
+    {
+        struct comp_job cj = {ord, n, cam, rgb, trans, full, parts};
+
+        par_for(parts, 1, parts, composite_part, &cj);
+    }
+    free(full);
+    free(ord);
     return 0;
 }
 
@@ -229,6 +365,11 @@ int preview_render(const struct gaussians *g, const struct pose *p, const float 
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
+    if (g->n < 0 || g->n > (int64_t)UINT32_MAX) {
+        log_error("preview: %lld Gaussians, at most %u can be drawn", (long long)g->n,
+                  UINT32_MAX);
+        return S3D_EINVAL;
+    }
     if (img_w < 1 || img_h < 1 || side < 16 || side > 8192 || !(K[0] > 0) || !(K[4] > 0) ||
         !isfinite(K[2]) || !isfinite(K[5])) {
         log_error("preview: bad camera (image %dx%d, fx %g, fy %g, panel %d px)", img_w, img_h,

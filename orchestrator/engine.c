@@ -1,11 +1,13 @@
 /*
  * engine.c - stage processes and the jobs that run through them. Contract: engine.h.
  *
- * Sections: processes (start, stop, synchronous calls), opening (pipeline,
- * stages, devices, budgets), jobs, the VRAM budget, turns (request, reply,
- * retry), the scheduler.
+ * Sections: opening (pipeline, stages, devices, budgets), jobs, turns (reply,
+ * retry), the scheduler. The stage processes (start, stop, synchronous calls)
+ * are in engine_proc.c, the run request in engine_req.c, the VRAM budget and
+ * loading ahead in engine_mem.c (engine_int.h).
  */
 #include "engine.h"
+#include "engine_int.h"
 
 #include "beat.h"
 
@@ -13,7 +15,6 @@
 #include "jobspace.h"
 #include "log.h"
 #include "report.h"
-#include "safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +25,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define STOP_GRACE_MS 2000
 #define SLICE_MS      100
 
 static volatile sig_atomic_t never;
@@ -36,7 +36,7 @@ const char *turn_state_name(enum turn_state s)
     return (unsigned)s < sizeof(turn_names) / sizeof(turn_names[0]) ? turn_names[s] : "?";
 }
 
-static double now_ms(void)
+double engine_now_ms(void)
 {
     struct timespec ts;
 
@@ -44,7 +44,7 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static bool stopping(const struct engine *e)
+bool engine_stopping(const struct engine *e)
 {
     return *e->o.interrupted != 0;
 }
@@ -57,154 +57,6 @@ static void emit(struct engine *e, enum engine_ev kind, struct job *j, int s)
 
     if (e->o.event)
         e->o.event(e->o.event_arg, &ev);
-}
-
-// ---------------------------------------------------------------- stage processes
-
-struct waiter {
-    struct engine   *e;
-    struct stage_rt *rt;
-};
-
-/* A synchronous call keeps waiting while the stage lives (a remote one: until
- * the timeout) and no signal came; the idle hook runs meanwhile. */
-static bool keep_waiting(void *arg)
-{
-    struct waiter *w = arg;
-
-    if (w->e->o.idle)
-        w->e->o.idle(w->e->o.idle_arg);
-    return !stopping(w->e) && (w->rt->remote || proc_alive(&w->rt->proc));
-}
-
-static int call(struct engine *e, struct stage_rt *rt, enum wire_method m, int timeout_ms,
-                char *why, size_t why_len)
-{
-    struct waiter w = {e, rt};
-    int rc;
-
-    wire_msg_init(&e->req, WIRE_REQUEST, 0);
-    e->req.method = m;
-    rc = client_call(&rt->cli, &e->req, &e->rep, &e->frames, timeout_ms, keep_waiting, &w,
-                     why, why_len);
-    if (rc == 0 && e->rep.has_error) {
-        snprintf(why, why_len, "%s", e->rep.error);
-        return S3D_EINVAL;
-    }
-    return rc;
-}
-
-/* (Re)connect to rt's endpoint and wait until it answers status; on failure
- * rt->error says why (a remote stage: where it was looked for). */
-static int connect_stage(struct engine *e, struct stage_rt *rt)
-{
-    char why[WIRE_ERR_MAX], desc[64];
-    int rc;
-
-    client_close(&rt->cli);
-    rc = client_open(&rt->cli, e->zctx, rt->endpoint);
-    if (rc)
-        return rc;
-    rc = call(e, rt, WIRE_STATUS, e->o.timeout_ms, why, sizeof(why));
-    if (rc && stopping(e))
-        return S3D_ETIMEOUT;
-    if (rc && rt->remote) {
-        snprintf(rt->error, sizeof(rt->error), "remote stage '%s' at %.200s did not answer "
-                 "status: %.200s", rt->ps->name, rt->endpoint, why);
-        log_error("%s. HINT: start it there (sam3d-<stage> --weights FILE --listen URL) "
-                  "and check the address; for tcp:// beyond loopback set "
-                  "S3D_CURVE_SERVERKEY to its public key and S3D_CURVE_CLIENT_SECRET to a "
-                  "client key on its --curve-clients list", rt->error);
-    } else if (rc) {
-        snprintf(rt->error, sizeof(rt->error), "stage '%s' (%.200s) did not answer status: "
-                 "%.200s (%s)", rt->ps->name, rt->exe, why,
-                 proc_describe(&rt->proc, desc, sizeof(desc)));
-        log_error("%s. HINT: its log lines above say why", rt->error);
-    }
-    if (rc)
-        return rc;
-    rt->loaded = wire_get_bool(&e->rep, "loaded", false);
-    if (rt->remote)
-        log_info("stage %s: remote at %s", rt->ps->name, rt->endpoint);
-    else
-        log_info("stage %s up (pid %d, %s)", rt->ps->name, (int)rt->proc.pid, rt->endpoint);
-    return 0;
-}
-
-/* Start rt's process (a remote stage: only connect) and wait until it answers status. */
-static int start_stage(struct engine *e, struct stage_rt *rt)
-{
-    char *argv[16];
-    int n = 0, rc;
-
-    if (rt->remote)
-        return connect_stage(e, rt);
-    argv[n++] = rt->exe;
-    argv[n++] = "--listen";
-    argv[n++] = rt->endpoint;
-    if (rt->weights[0]) {
-        argv[n++] = "--weights";
-        argv[n++] = rt->weights;
-    }
-    if (rt->device[0]) {
-        argv[n++] = "--device";
-        argv[n++] = rt->device;
-    }
-    if (e->o.precision) {
-        argv[n++] = "--precision";
-        argv[n++] = (char *)e->o.precision;
-    }
-    if (rt->beat_fd < 0 &&       /* beside its socket; none: --timeout stays per reply */
-        snprintf(rt->beat_path, sizeof(rt->beat_path), "%s/%s.beat", e->o.sock_dir,
-                 rt->ps->name) < (int)sizeof(rt->beat_path) &&
-        (rt->beat_fd = beat_create(rt->beat_path)) < 0)
-        log_warn("stage %s: cannot create its beat file '%s': %s (--timeout is then a limit "
-                 "per reply)", rt->ps->name, rt->beat_path, strerror(errno));
-    if (rt->beat_fd >= 0) {
-        argv[n++] = "--beat";
-        argv[n++] = rt->beat_path;
-    }
-    argv[n] = NULL;
-    rt->loaded = false;
-    rc = proc_spawn(&rt->proc, argv);
-    if (rc)
-        return rc;
-    rt->starts++;
-    if (rt->cuda >= 0)
-        devmem_watch(e->dm, rt->proc.pid, rt->cuda);
-    return connect_stage(e, rt);
-}
-
-/* Stop rt's process (proc_stop) and keep its peak resident set. */
-static void stop_proc(struct engine *e, struct stage_rt *rt)
-{
-    if (rt->proc.pid > 0)
-        devmem_unwatch(e->dm, rt->proc.pid);
-    proc_stop(&rt->proc, STOP_GRACE_MS);
-    if (rt->beat_fd >= 0) {
-        close(rt->beat_fd);
-        unlink(rt->beat_path);
-        rt->beat_fd = -1;
-    }
-    if ((int64_t)rt->proc.max_rss_kb * 1024 > rt->rss_peak_bytes)
-        rt->rss_peak_bytes = (int64_t)rt->proc.max_rss_kb * 1024;
-    rt->loaded = false;
-}
-
-/* Ask politely (shutdown), then SIGTERM/SIGKILL; always reaps. A remote stage
- * is not ours to stop: only the connection is closed. */
-static void stop_stage(struct engine *e, struct stage_rt *rt)
-{
-    char why[WIRE_ERR_MAX];
-
-    if (rt->remote) {
-        client_close(&rt->cli);
-        return;
-    }
-    if (proc_alive(&rt->proc) && !stopping(e) && !rt->busy)
-        (void)call(e, rt, WIRE_SHUTDOWN, 2000, why, sizeof(why));
-    stop_proc(e, rt);
-    client_close(&rt->cli);
 }
 
 // ---------------------------------------------------------------- opening
@@ -413,7 +265,7 @@ void engine_close(struct engine *e)
     if (!e)
         return;
     for (int i = 0; i < e->n_rt; i++) {
-        stop_stage(e, &e->rt[i]);
+        engine_stop_stage(e, &e->rt[i]);
         if (e->rt[i].rin) {
             remote_inputs_close(e->rt[i].rin);
             free(e->rt[i].rin);
@@ -501,13 +353,21 @@ int engine_check(struct engine *e, int first, int last)
 
 int engine_start(struct engine *e, int first, int last)
 {
-    for (int i = first; i <= last && i < e->first_missing && !stopping(e); i++) {
-        int rc = start_stage(e, &e->rt[i]);
+    /* every process first, then the status of each: they start up side by side
+     * (their libraries and the CUDA driver), not one after another */
+    for (int i = first; i <= last && i < e->first_missing && !engine_stopping(e); i++) {
+        int rc = engine_spawn_stage(e, &e->rt[i]);
 
         if (rc)
             return rc;
     }
-    return stopping(e) ? S3D_ETIMEOUT : 0;
+    for (int i = first; i <= last && i < e->first_missing && !engine_stopping(e); i++) {
+        int rc = engine_connect_stage(e, &e->rt[i]);
+
+        if (rc)
+            return rc;
+    }
+    return engine_stopping(e) ? S3D_ETIMEOUT : 0;
 }
 
 // ---------------------------------------------------------------- jobs
@@ -594,231 +454,38 @@ void engine_forget(struct engine *e, struct job *j)
         }
 }
 
+/* Wait for the copies of j's artifacts to OUT/artifacts; a failed one fails its
+ * turn and the job. Returns the job's code after them. */
+static int join_copies(struct job *j, int code)
+{
+    for (int s = j->first; s <= j->last; s++) {
+        struct turn *t = &j->turn[s];
+
+        if (t->copying) {
+            pthread_join(t->copier, NULL);
+            t->copying = false;
+        }
+        if (t->copy_rc && t->state == TURN_DONE) {
+            t->state = TURN_FAILED;
+            snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
+                     j->out_dir);
+            if (code == 0 || code == 3)
+                code = 1;
+        }
+    }
+    return code;
+}
+
 static void job_finish(struct engine *e, struct job *j, int code)
 {
+    code = join_copies(j, code);
     j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;
     j->code = code;
-    j->wall_ms = now_ms() - j->t_start;
+    j->wall_ms = engine_now_ms() - j->t_start;
     emit(e, EV_JOB_DONE, j, -1);
 }
 
-// ---------------------------------------------------------------- the VRAM budget
-
-/* Device bytes rt's process holds now: measured, or estimated from its state. */
-static int64_t held(struct engine *e, const struct stage_rt *rt)
-{
-    const struct needs_row *ctx = needs_find(&e->needs, "context", e->precision);
-    int64_t now, peak;
-
-    if (rt->proc.pid <= 0 || rt->proc.reaped)
-        return 0;
-    if (devmem_process(e->dm, rt->proc.pid, &now, &peak))
-        return now;
-    if (rt->loaded)
-        return rt->need;
-    return rt->ever_loaded && ctx ? ctx->bytes : 0;
-}
-
-/* Turns until a job still queued or running needs stage s again (INT32_MAX: never). */
-static int next_use(const struct engine *e, int s)
-{
-    int base = 0;
-
-    for (int i = 0; i < e->n_jobs; i++) {
-        const struct job *j = e->jobs[i];
-
-        if (j->state != JOB_QUEUED && j->state != JOB_RUNNING)
-            continue;
-        if (s >= j->next && s <= j->last)
-            return base + (s - j->next);
-        base += j->last - j->next + 1;
-    }
-    return INT32_MAX;
-}
-
-/* Make room on rt's device for its turn: unload, then stop, idle stages there.
- * true when it fits (or nothing else can be freed and nothing is busy: then it
- * runs anyway, with a warning); false to wait for a busy stage to finish. */
-static bool budget_fit(struct engine *e, struct stage_rt *rt)
-{
-    struct budget_slot slot[PIPE_MAX_STAGES];
-    char a[32], b[32], c[32], why[WIRE_ERR_MAX];
-    int d = rt->cuda;
-
-    if (!e->budget_on || rt->remote || d < 0)
-        return true;
-    devmem_sample(e->dm);
-    for (;;) {
-        int64_t others = 0, need = rt->need > held(e, rt) ? rt->need : held(e, rt);
-        bool busy_there = false;
-        int v;
-
-        for (int i = 0; i < e->n_rt; i++) {
-            struct stage_rt *o = &e->rt[i];
-
-            slot[i].evictable = false;
-            if (o == rt || o->remote || o->cuda != d)
-                continue;
-            others += held(e, o);
-            busy_there |= o->busy != NULL;
-            slot[i].evictable = !o->busy && proc_alive(&o->proc);
-            slot[i].loaded = o->loaded;
-            slot[i].next_use = next_use(e, i);
-        }
-        if (others + need <= e->dev[d].budget)
-            return true;
-        v = budget_victim(slot, e->n_rt, true);
-        if (v < 0) {
-            if (busy_there)
-                return false;
-            log_warn("budget: stage %s needs %s on cuda:%d and the other stages hold %s "
-                     "that cannot be freed; the budget is %s", rt->ps->name,
-                     budget_size_str(need, a, sizeof(a)), d,
-                     budget_size_str(others, b, sizeof(b)),
-                     budget_size_str(e->dev[d].budget, c, sizeof(c)));
-            return true;
-        }
-        budget_size_str(held(e, &e->rt[v]), a, sizeof(a));
-        if (e->rt[v].loaded &&
-            call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
-            e->rt[v].loaded = false;
-            log_info("budget: unloaded %s (it held %s; %s needs %s, budget %s on cuda:%d)",
-                     e->rt[v].ps->name, a, rt->ps->name, budget_size_str(need, b, sizeof(b)),
-                     budget_size_str(e->dev[d].budget, c, sizeof(c)), d);
-        } else {
-            log_info("budget: stopped %s (its process held %s on cuda:%d)", e->rt[v].ps->name,
-                     a, d);
-            stop_stage(e, &e->rt[v]);
-        }
-        devmem_sample(e->dm);
-    }
-}
-
 // ---------------------------------------------------------------- turns
-
-/* Replace $JOB, $IMAGE, $MASK in v into out. */
-static int expand(const struct job *j, const char *v, char *out, size_t len)
-{
-    static const char *const vars[] = {"$JOB", "$IMAGE", "$MASK"};
-    const char *vals[] = {j->dir.path, j->image, j->mask};
-    size_t n = 0;
-
-    while (*v) {
-        int k = -1;
-
-        for (int i = 0; i < 3 && k < 0; i++)
-            if (!strncmp(v, vars[i], strlen(vars[i])))
-                k = i;
-        if (k >= 0) {
-            size_t l = strlen(vals[k]);
-
-            if (n + l >= len)
-                return S3D_EINVAL;
-            memcpy(out + n, vals[k], l);
-            n += l;
-            v += strlen(vars[k]);
-        } else {
-            if (n + 1 >= len)
-                return S3D_EINVAL;
-            out[n++] = *v++;
-        }
-    }
-    out[n] = 0;
-    return 0;
-}
-
-/* Describe tensor key of artifact file (in the job directory) as input name. */
-static int add_input(struct wire_msg *m, const struct job *j, const char *file, const char *key,
-                     const char *name, char *err, size_t err_len)
-{
-    const struct ckpt_entry *ce;
-    struct wire_tensor *t;
-    struct ckpt c;
-    char path[PATH_MAX + WIRE_KEY_MAX];
-
-    snprintf(path, sizeof(path), "%s/%s", j->dir.path, file);
-    if (safetensors_open(&c, path) != 0) {
-        snprintf(err, err_len, "input artifact '%s' is missing or unreadable (it comes from an "
-                 "earlier stage; re-run that one)", file);
-        return S3D_ENOTFOUND;
-    }
-    ce = ckpt_find(&c, key);
-    if (!ce) {
-        snprintf(err, err_len, "artifact '%s' has no tensor '%s'", file, key);
-        ckpt_close(&c);
-        return S3D_ENOTFOUND;
-    }
-    t = wire_add_shm(m, name, ce->dtype, ce->shape, ce->ndim, path);
-    strcpy(t->key, key);
-    ckpt_close(&c);
-    return 0;
-}
-
-/* The run request for stage s of job j: params (pipeline's, then the job's
- * overrides) and the input descriptors. 0, or an error with err set. */
-static int build_request(struct engine *e, struct job *j, int s, char *err, size_t err_len)
-{
-    const struct stage_rt *rt = &e->rt[s];
-    const struct pipe_stage *ps = rt->ps;
-    struct wire_msg *m = &e->req;
-    char v[WIRE_STR_MAX];
-    int rc;
-
-    wire_msg_init(m, WIRE_REQUEST, 0);
-    m->method = WIRE_RUN;
-    if (!rt->remote)                    /* a remote stage answers inline (no job there) */
-        ASSERT(wire_set_str(m, "job", j->dir.path) == 0);
-    ASSERT(wire_set_str(m, "out", ps->out) == 0);
-    for (int pass = 0; pass < 2; pass++) {  /* the pipeline's keys, then the job's own ones */
-        int n = pass == 0 ? ps->n_params : j->n_set;
-
-        for (int i = 0; i < n; i++) {
-            const char *key = pass == 0 ? ps->param_key[i] : j->set[i].key;
-
-            if (pass == 1 && (j->set[i].stage != s || wire_find(m, key)))
-                continue;
-            if (expand(j, job_param(e, j, s, key), v, sizeof(v)) != 0 ||
-                wire_set_parsed(m, key, v) != 0) {
-                snprintf(err, err_len, "param '%s' too long after expansion", key);
-                return S3D_EINVAL;
-            }
-        }
-    }
-    if (rt->remote) {
-        if (j->n_extra) {
-            snprintf(err, err_len, "a remote stage cannot take this job's extra inputs");
-            return S3D_EINVAL;
-        }
-        return remote_add_inputs(m, ps, j->dir.path, rt->rin, err, err_len);
-    }
-    for (int i = 0; i < ps->n_inputs; i++)
-        if ((rc = add_input(m, j, ps->inputs[i].file, ps->inputs[i].key, ps->inputs[i].name,
-                            err, err_len)))
-            return rc;
-    for (int i = 0; i < j->n_extra; i++)
-        if (j->extra[i].stage == s &&
-            (rc = add_input(m, j, j->extra[i].file, j->extra[i].key, j->extra[i].key, err,
-                            err_len)))
-            return rc;
-    return 0;
-}
-
-/* Name the user's files, not the job's copies (which are gone after the run),
- * in a stage's error text. */
-static void name_user_inputs(const struct job *j, char *text, size_t len)
-{
-    const char *copy[2] = {j->image, j->mask}, *user[2] = {j->user_image, j->user_mask};
-
-    for (int k = 0; k < 2; k++) {
-        char *at, out[WIRE_ERR_MAX];
-        size_t cl = strlen(copy[k]);
-
-        if (!user[k] || !cl || !(at = strstr(text, copy[k])))
-            continue;
-        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - text), text, user[k], at + cl);
-        snprintf(text, len, "%s", out);
-    }
-}
 
 static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
 {
@@ -826,6 +493,8 @@ static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
     bool was = rt->loaded;
 
     rt->loaded = wire_get_bool(rep, "loaded", true);
+    if (rt->loaded)
+        rt->preload_failed = false;     /* it loads again: later jobs may load it ahead */
     if (rt->loaded && !was) {
         rt->loads++;
         rt->ever_loaded = true;
@@ -869,6 +538,43 @@ static void record_devmem(struct engine *e, struct stage_rt *rt, struct turn *t)
     }
 }
 
+struct copy_arg {
+    const struct engine *e;
+    struct job          *j;
+    int                  s;
+};
+
+static void *copy_main(void *p)
+{
+    struct copy_arg *a = p;
+
+    a->j->turn[a->s].copy_rc = report_copy_artifact(a->e, a->j, a->s);
+    free(a);
+    return NULL;
+}
+
+/* Copy stage s's artifact of job j to OUT/artifacts on a thread of its own, so
+ * the next stage need not wait for it (the depth artifact of a large image is
+ * hundreds of MB); job_finish joins it. Without a thread: here and now. */
+static void start_copy(const struct engine *e, struct job *j, int s)
+{
+    struct turn *t = &j->turn[s];
+    struct copy_arg *a = malloc(sizeof(*a));
+
+    t->copy_rc = 0;
+    if (!j->out_dir[0])
+        return;
+    if (a) {
+        *a = (struct copy_arg){e, j, s};
+        if (pthread_create(&t->copier, NULL, copy_main, a) == 0) {
+            t->copying = true;
+            return;
+        }
+        free(a);
+    }
+    t->copy_rc = report_copy_artifact(e, j, s);
+}
+
 /* Turn s of job j is over (done, or failed for good). */
 static void end_turn(struct engine *e, struct job *j, int s, bool ok)
 {
@@ -877,18 +583,14 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
 
     rt->busy = NULL;
     j->in_flight = false;
-    t->wall_ms = now_ms() - t->t0;
+    t->wall_ms = engine_now_ms() - t->t0;
     t->state = ok ? TURN_DONE : TURN_FAILED;
     if (ok) {
         log_info("stage %s done in %.1f ms (%d outputs -> %s)%s%s", rt->ps->name, t->wall_ms,
                  t->n_out, rt->ps->out, e->n_jobs > 1 ? " for " : "",
                  e->n_jobs > 1 ? j->name : "");
-        if (report_copy_artifact(e, j, s) != 0) {
-            t->state = TURN_FAILED;
-            snprintf(t->error, sizeof(t->error), "cannot copy the artifact to '%.400s'",
-                     j->out_dir);
-        }
-    } else if (stopping(e)) {
+        start_copy(e, j, s);
+    } else if (engine_stopping(e)) {
         snprintf(t->error, sizeof(t->error), "interrupted by a signal");
     } else {
         jobspace_failure_hint(j->dir.path, t->error, sizeof(t->error));
@@ -897,7 +599,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
     }
     emit(e, EV_STAGE_DONE, j, s);
     if (t->state != TURN_DONE)
-        job_finish(e, j, stopping(e) ? 130 : 1);
+        job_finish(e, j, engine_stopping(e) ? 130 : 1);
     else if (++j->next > j->last)
         job_finish(e, j, j->partial ? 3 : 0);
 }
@@ -922,9 +624,9 @@ static void retry_turn(struct engine *e, struct job *j, int s, const char *why)
     log_warn("stage %s: %s", rt->ps->name, t->error);
     if (rt->rin)
         remote_inputs_close(rt->rin);
-    if (stopping(e) || ++t->attempt > e->o.retries) {
-        if (!rt->remote && !stopping(e))
-            stop_proc(e, rt);           /* a hung one must not keep its device memory */
+    if (engine_stopping(e) || ++t->attempt > e->o.retries) {
+        if (!rt->remote && !engine_stopping(e))
+            engine_stop_proc(e, rt);           /* a hung one must not keep its device memory */
         end_turn(e, j, s, false);
         return;
     }
@@ -935,7 +637,7 @@ static void retry_turn(struct engine *e, struct job *j, int s, const char *why)
     } else {
         log_warn("restarting stage %s (attempt %d of %d)", rt->ps->name, t->attempt + 1,
                  e->o.retries + 1);
-        stop_proc(e, rt);
+        engine_stop_proc(e, rt);
     }
     emit(e, EV_STAGE_RETRY, j, s);
     rt->busy = NULL;
@@ -955,7 +657,7 @@ static void begin_turn(struct engine *e, struct job *j, int s)
     rt->busy = j;
     j->in_flight = true;
     if (t->attempt == 0 && t->t0 == 0) {
-        t->t0 = now_ms();
+        t->t0 = engine_now_ms();
         emit(e, EV_STAGE_START, j, s);
     }
     if (rt->remote && !rt->rin) {
@@ -963,23 +665,25 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         ASSERT(rt->rin);
     }
     if (!rt->remote && !proc_alive(&rt->proc)) {
-        stop_proc(e, rt);
-        if (start_stage(e, rt) != 0) {
+        engine_stop_proc(e, rt);
+        if (engine_start_stage(e, rt) != 0) {
             retry_turn(e, j, s, rt->error[0] ? rt->error : "the stage did not start");
             return;
         }
-    } else if (rt->remote && !client_socket(&rt->cli) && connect_stage(e, rt) != 0) {
+    } else if (rt->remote && !client_socket(&rt->cli) && engine_connect_stage(e, rt) != 0) {
         retry_turn(e, j, s, rt->error);
         return;
     }
-    rc = build_request(e, j, s, t->error, sizeof(t->error));
+    rc = engine_build_request(e, j, s, t->error, sizeof(t->error));
     if (rc) {
         if (rt->rin)
             remote_inputs_close(rt->rin);
         end_turn(e, j, s, false);       /* a missing artifact does not heal by retrying */
         return;
     }
-    t->warm = rt->loaded;
+    t->preloaded = rt->loaded && rt->preload_unclaimed;  /* its load counts for this turn */
+    t->warm = rt->loaded && !t->preloaded;
+    rt->preload_unclaimed = false;
     t->probe_free0 = 0;
     if (devmem_method(e->dm) == DEVMEM_PROBE && rt->cuda >= 0 &&
         devmem_device_free(e->dm, rt->cuda, &t->probe_free0, &tot) != 0)
@@ -988,12 +692,12 @@ static void begin_turn(struct engine *e, struct job *j, int s)
         devmem_mark(e->dm, rt->proc.pid);
     log_info("stage %s: run%s%s (%d inputs%s%s)", rt->ps->name, e->n_jobs > 1 ? " for " : "",
              e->n_jobs > 1 ? j->name : "", e->req.n_tensors, rt->remote ? ", inline" : "",
-             t->warm ? ", loaded" : "");
+             t->warm ? ", loaded" : t->preloaded ? ", loaded ahead" : "");
     if (client_send(&rt->cli, &e->req, why, sizeof(why)) != 0) {
         retry_turn(e, j, s, why);
         return;
     }
-    t->deadline = now_ms() + e->o.timeout_ms;
+    t->deadline = engine_now_ms() + e->o.timeout_ms;
     rt->beat_seen = beat_read(rt->beat_fd);
 }
 
@@ -1014,7 +718,7 @@ static void on_reply(struct engine *e, int s)
     }
     if (e->rep.has_error) {             /* the stage refused the request: do not repeat */
         snprintf(t->error, sizeof(t->error), "%s", e->rep.error);
-        name_user_inputs(j, t->error, sizeof(t->error));
+        engine_name_user_inputs(j, t->error, sizeof(t->error));
         rt->loaded = wire_get_bool(&e->rep, "loaded", rt->loaded);
         end_turn(e, j, s, false);
         return;
@@ -1061,13 +765,13 @@ static void dispatch(struct engine *e)
 
     for (int i = 0; i < e->n_jobs; i++)
         running += e->jobs[i]->state == JOB_RUNNING;
-    for (int i = 0; i < e->n_jobs && !stopping(e); i++) {
+    for (int i = 0; i < e->n_jobs && !engine_stopping(e); i++) {
         struct job *j = e->jobs[i];
         int s;
 
         if (j->state == JOB_QUEUED && (e->o.max_active <= 0 || running < e->o.max_active)) {
             j->state = JOB_RUNNING;
-            j->t_start = now_ms();
+            j->t_start = engine_now_ms();
             running++;
             emit(e, EV_JOB_START, j, -1);
             if (j->next > j->last) {    /* nothing to run (all kept, or none built) */
@@ -1078,16 +782,23 @@ static void dispatch(struct engine *e)
         if (j->state != JOB_RUNNING || j->in_flight)
             continue;
         s = j->next;
-        if (e->rt[s].busy || (!e->o.overlap && any_busy(e)) || !earlier_first(e, i, s) ||
-            !budget_fit(e, &e->rt[s]))
+        if (e->rt[s].busy || e->rt[s].preloading || (!e->o.overlap && any_busy(e)) ||
+            !earlier_first(e, i, s) || !engine_budget_fit(e, &e->rt[s]))
             continue;
         begin_turn(e, j, s);
     }
+    if (!engine_stopping(e))
+        engine_preload(e);
 }
 
 /* Abandon every turn in flight (a signal came). */
 static void abort_all(struct engine *e)
 {
+    for (int s = 0; s < e->n_rt; s++)
+        if (e->rt[s].preloading) {
+            client_abandon(&e->rt[s].cli);
+            e->rt[s].preloading = false;
+        }
     for (int s = 0; s < e->n_rt; s++)
         if (e->rt[s].busy) {
             client_abandon(&e->rt[s].cli);
@@ -1104,35 +815,53 @@ int engine_step(struct engine *e, int timeout_ms)
     int who[PIPE_MAX_STAGES], n = 0, left = 0;
     double now;
 
-    if (!stopping(e))
+    if (!engine_stopping(e))
         dispatch(e);
     for (int s = 0; s < e->n_rt; s++)
-        if (e->rt[s].busy && client_socket(&e->rt[s].cli)) {
+        if ((e->rt[s].busy || e->rt[s].preloading) && client_socket(&e->rt[s].cli)) {
             items[n] = (zmq_pollitem_t){client_socket(&e->rt[s].cli), 0, ZMQ_POLLIN, 0};
             who[n++] = s;
         }
     if (n && zmq_poll(items, n, timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) > 0)
-        for (int k = 0; k < n; k++)
-            if ((items[k].revents & ZMQ_POLLIN) && e->rt[who[k]].busy)
+        for (int k = 0; k < n; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN))
+                continue;
+            if (e->rt[who[k]].busy)
                 on_reply(e, who[k]);
+            else if (e->rt[who[k]].preloading)
+                engine_on_preload_reply(e, who[k]);
+        }
     if (!n && timeout_ms > 0) {
         struct timespec ts = {0, (timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS) * 1000000L};
 
-        if (!e->n_jobs || !stopping(e))
+        if (!e->n_jobs || !engine_stopping(e))
             nanosleep(&ts, NULL);
     }
     if (e->o.idle)
         e->o.idle(e->o.idle_arg);
-    if (stopping(e)) {
+    if (engine_stopping(e)) {
         abort_all(e);
         return 0;
     }
-    now = now_ms();
+    now = engine_now_ms();
     for (int s = 0; s < e->n_rt; s++) {
         struct stage_rt *rt = &e->rt[s];
         struct job *j = rt->busy;
         char why[WIRE_ERR_MAX];
 
+        if (!j && rt->preloading) {     /* a load ahead: the same clock, then given up */
+            uint64_t beat = beat_read(rt->beat_fd);
+
+            if (rt->beat_fd >= 0 && beat != rt->beat_seen) {
+                rt->beat_seen = beat;
+                rt->preload_deadline = now + e->o.timeout_ms;
+            }
+            if (now >= rt->preload_deadline || !proc_alive(&rt->proc)) {
+                client_abandon(&rt->cli);
+                engine_end_preload(rt, now >= rt->preload_deadline ? "no reply in time"
+                            : "the process is gone");
+            }
+        }
         if (!j)
             continue;
         uint64_t beat = beat_read(rt->beat_fd);
@@ -1161,7 +890,7 @@ int engine_step(struct engine *e, int timeout_ms)
 void engine_stop_all(struct engine *e)
 {
     for (int i = 0; i < e->n_rt; i++)
-        stop_stage(e, &e->rt[i]);
+        engine_stop_stage(e, &e->rt[i]);
 }
 
 void engine_run(struct engine *e)

@@ -22,6 +22,15 @@
  * (budget.h), raised to what the driver measured once a stage has run. A
  * budget below a stage's need is refused by engine_check before any work.
  *
+ * Loading ahead (engine_step): a local stage that a queued or running job will
+ * use, idle and not loaded, is sent a load request while other stages run, so
+ * its weight load overlaps their work instead of opening its turn: in the
+ * order of next use, at most PRELOAD_MAX at once, only while what our
+ * processes hold on its device plus its known need (loads in flight counted
+ * at their need) fits the budget, never past a stage that does not fit, and
+ * not for a turn that will ask for another placement of the weights
+ * (stream_blocks). Its turn then counts that load (`preloaded`, load_ms).
+ *
  * Device memory (devmem.h) is recorded per turn (the process's driver-measured
  * peak during it) and per device (our processes together, at their peak).
  * Test: tests/test_orchestrator.sh, tests/test_budget.sh, tests/test_batch.sh.
@@ -38,6 +47,7 @@
 #include "remote.h"
 #include "wire.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,7 +71,8 @@ struct out_desc {                     /* one tensor of a stage's artifact */
 /* One stage's turn in one job. */
 struct turn {
     enum turn_state state;
-    bool    warm;                      /* its weights were loaded when the turn began */
+    bool    warm;                      /* loaded by an earlier job: no load paid in this one */
+    bool    preloaded;                 /* loaded ahead of the turn, while others ran */
     int     restarts;
     double  wall_ms, load_ms, run_ms;  /* wall: first send to reply, retries included */
     int64_t peak_bytes, resident_bytes, host_peak_bytes;    /* the stage's arenas (status) */
@@ -69,6 +80,10 @@ struct turn {
     char    error[WIRE_ERR_MAX];
     int     n_out;
     struct out_desc out[WIRE_MAX_TENSORS];
+    /* the copy of its artifact to OUT/artifacts, beside the next stages' work */
+    bool      copying;                 /* a copier thread to join (job_finish) */
+    int       copy_rc;
+    pthread_t copier;
     /* while in flight */
     int     attempt;
     double  t0, deadline;
@@ -96,7 +111,9 @@ struct job {
     char           image[PATH_MAX + 32], mask[PATH_MAX + 32];   /* $IMAGE, $MASK */
     const char    *user_image, *user_mask;   /* --image, --mask as given (messages), or NULL */
     char           out_dir[PATH_MAX];  /* artifacts are copied to OUT/artifacts as they
-                                          complete; "" = nowhere */
+                                          complete (each on a thread of its own, beside
+                                          the next stages; joined when the job finishes, a
+                                          failed copy fails the job); "" = nowhere */
     int            first, last;        /* the stages to run (engine_submit clamps last) */
     int            next;               /* the next stage to run */
     bool           partial;            /* last was clamped: stages not built */
@@ -163,6 +180,10 @@ struct stage_rt {
     char            beat_path[PATH_MAX];
     struct remote_inputs *rin;              /* remote stages: inputs mapped for a request */
     struct job     *busy;                   /* whose turn is in flight */
+    bool            preloading;             /* a load ahead of its turn in flight (engine.c) */
+    bool            preload_unclaimed;      /* loaded ahead; the next turn counts the load */
+    bool            preload_failed;         /* a load ahead failed: the turn loads (says why) */
+    double          preload_deadline;
     int             starts, loads;          /* process starts, weight loads observed */
     int64_t         need;                   /* device bytes it needs (table, learned); 0 unknown */
     double          table_ms;               /* warm run time from the table, 0 unknown */
@@ -209,8 +230,9 @@ void engine_close(struct engine *e);
  * budget. 0 or S3D_ENOMEM. */
 int  engine_check(struct engine *e, int first, int last);
 /* Start the built local stages in [first, last] (connect to remote ones) and
- * check that each answers status, so a broken one fails before any work.
- * 0, or the first failure (rt->error set, logged). */
+ * check that each answers status, so a broken one fails before any work. The
+ * processes are all started first and then asked, so they start up side by
+ * side. 0, or the first failure (rt->error set, logged). */
 int  engine_start(struct engine *e, int first, int last);
 
 /* Initialise a job (zeroed, name, stages first..last, every turn "not run");

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -376,12 +377,55 @@ static void tally(int r, int *rc, int *n_written)
         (*n_written)++;
 }
 
+/* The meshes of an export (mesh.glb, mesh.ply), written on a thread of their
+ * own while the Gaussians' files are written (export_outputs joins it). */
+struct mesh_part {
+    const struct artifact *mesh;
+    const struct pose     *placed;        /* place with it, or NULL */
+    const char            *out_dir;
+    int                    dfd;
+    bool                   glb, ply;      /* wanted */
+    struct mesh_buf        mb;
+    int                    rc, n_written;
+};
+
+static void *write_meshes(void *arg)
+{
+    struct mesh_part *m = arg;
+    char label[PATH_MAX + 32];
+    int r = read_mesh(m->mesh, m->placed, &m->mb);
+
+    if (r) {
+        tally(r, &m->rc, &m->n_written);
+        return NULL;
+    }
+    if (m->glb) {
+        snprintf(label, sizeof(label), "%s/mesh.glb", m->out_dir);
+        r = glb_write_mesh(m->dfd, "mesh.glb", label, &m->mb.m);
+        if (!r)
+            log_info("wrote %s (%lld vertices, %lld faces, %s frame)", label,
+                     (long long)m->mb.m.n_vertices, (long long)m->mb.m.n_faces,
+                     m->placed ? "camera" : "y-up object");
+        tally(r, &m->rc, &m->n_written);
+    }
+    if (m->ply) {
+        snprintf(label, sizeof(label), "%s/mesh.ply", m->out_dir);
+        r = ply_write_mesh(m->dfd, "mesh.ply", label, &m->mb.m);
+        if (!r)
+            log_info("wrote %s", label);
+        tally(r, &m->rc, &m->n_written);
+    }
+    return NULL;
+}
+
 int export_outputs(const char *art_dir, const char *out_dir, const struct export_opts *o)
 {
     struct artifact gs, mesh, flow, dec, depth;
     struct gs_buf g = {0};
-    struct mesh_buf mb = {0};
+    struct mesh_part mp = {0};
     struct pose pose = {{1, 0, 0, 0}, {0, 0, 0}, {1, 1, 1}};
+    pthread_t mesh_tid;
+    bool mesh_thread = false;
     char label[PATH_MAX + 32];
     bool have_pose = false;
     int rc = 0, r, df = 1, dfd = -1, n_written = 0;
@@ -440,6 +484,13 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
                      pose.translation[2], pose.scale[0]);
         tally(r, &rc, &n_written);
     }
+    mp = (struct mesh_part){.mesh = &mesh, .placed = o->placed ? &pose : NULL,
+                            .out_dir = out_dir, .dfd = dfd, .glb = WANT(EXPORT_MESH),
+                            .ply = WANT(EXPORT_MESH_PLY)};
+    if (mp.glb || mp.ply)               /* beside the Gaussians' files; here without a thread */
+        mesh_thread = pthread_create(&mesh_tid, NULL, write_meshes, &mp) == 0;
+    if ((mp.glb || mp.ply) && !mesh_thread)
+        write_meshes(&mp);
     if (WANT(EXPORT_SPLAT) || WANT(EXPORT_PREVIEW)) {
         r = read_gaussians(&gs, &g);
         if (r)
@@ -459,27 +510,10 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
             tally(w, &rc, &n_written);
         }
     }
-    if (WANT(EXPORT_MESH) || WANT(EXPORT_MESH_PLY)) {
-        r = read_mesh(&mesh, o->placed ? &pose : NULL, &mb);
-        if (r)
-            tally(r, &rc, &n_written);
-        if (!r && WANT(EXPORT_MESH)) {
-            int w = glb_write_mesh(dfd, "mesh.glb", LABEL("mesh.glb"), &mb.m);
-
-            if (!w)
-                log_info("wrote %s (%lld vertices, %lld faces, %s frame)", label,
-                         (long long)mb.m.n_vertices, (long long)mb.m.n_faces,
-                         o->placed ? "camera" : "y-up object");
-            tally(w, &rc, &n_written);
-        }
-        if (!r && WANT(EXPORT_MESH_PLY)) {
-            int w = ply_write_mesh(dfd, "mesh.ply", LABEL("mesh.ply"), &mb.m);
-
-            if (!w)
-                log_info("wrote %s", label);
-            tally(w, &rc, &n_written);
-        }
-    }
+    if (mesh_thread)
+        pthread_join(mesh_tid, NULL);
+    rc = rc ? rc : mp.rc;
+    n_written += mp.n_written;
 #undef WANT
 #undef LABEL
     if (!rc && !n_written && o->allow_empty) {
@@ -492,7 +526,7 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
     }
 out_close:
     free(g.mem);
-    free(mb.mem);
+    free(mp.mb.mem);
     if (dfd >= 0)
         close(dfd);
     artifact_close(&gs);

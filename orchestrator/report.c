@@ -309,8 +309,9 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
             (long long)t->host_peak_bytes, rss, t->restarts);
     write_params(f, e, j, i);
     if (t->state == TURN_DONE) {
-        fprintf(f, ",\n     \"warm\": %s, \"loads\": %d, \"starts\": %d, \"device_bytes\": ",
-                t->warm ? "true" : "false", rt->loads, rt->starts);
+        fprintf(f, ",\n     \"warm\": %s, \"preloaded\": %s, \"loads\": %d, \"starts\": %d, "
+                "\"device_bytes\": ", t->warm ? "true" : "false", t->preloaded ? "true" : "false",
+                rt->loads, rt->starts);
         if (t->dev_bytes >= 0)
             fprintf(f, "%lld", (long long)t->dev_bytes);
         else

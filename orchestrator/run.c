@@ -396,7 +396,8 @@ static int run_objects(struct run_args *a, const char *image, char masks[][PATH_
 static bool job_made_something(const struct engine *e, const struct job *j)
 {
     for (int s = 0; s < e->n_rt; s++)
-        if (j->turn[s].state == TURN_DONE || j->turn[s].state == TURN_KEPT)
+        if (j->turn[s].state == TURN_DONE || j->turn[s].state == TURN_KEPT ||
+            j->turn[s].copy_rc != 0)    /* made, but not copied to --out */
             return true;
     return false;
 }

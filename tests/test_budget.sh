@@ -10,7 +10,9 @@
 #   1. a budget below a stage's need is refused before any work, naming stage and size;
 #   2. the default budget (the free memory): every stage stays loaded, report.json has
 #      each stage's driver-measured bytes and the run's peak (the sum) within the budget;
-#   3. 8M: stages are unloaded (farthest next use first) before the next one loads;
+#      b and c load ahead of their turns while a runs (engine.h "Loading ahead");
+#   3. 8M: stages are unloaded (farthest next use first) before the next one loads; none
+#      loads ahead (none fits beside the stage in its turn);
 #   4. 6.5M: unloading is not enough, a stage process is stopped; the peak stays inside;
 #   5. a stage that needs more than its table row says: the need is learned, report shows it;
 #      a table variant (b[act_bytes=0], b[stream_blocks=1]) runs a stage inside a budget below
@@ -117,6 +119,15 @@ got=$(json "$r" '(r["vram"]["devices"][0]["name"], r["vram"]["devices"][0]["driv
     ok "report.json: the GPU's name and driver (NVML)" ||
     bad "GPU name/driver $got"
 grep -q 'budget: unloaded\|budget: stopped' "$tmp/o2.log" && bad "default budget evicted a stage"
+# loading ahead: b and c load while a runs (their turns count the load: not warm, preloaded)
+got=$(json "$r" '[(s["warm"], s["preloaded"], s["loads"], s["load_ms"] > 0) for s in r["stages"]]')
+want="[(False, False, 1, True), (False, True, 1, True), (False, True, 1, True)]"
+if [ "$got" = "$want" ] && grep -q 'stage b: loading its weights ahead of its turn' "$tmp/o2.log" &&
+   grep -q 'stage c: loaded ahead in' "$tmp/o2.log" && grep -q 'stage c: run (1 inputs, loaded ahead)' "$tmp/o2.log"; then
+    ok "default budget: b and c loaded ahead while a ran (preloaded, one load each)"
+else
+    bad "loading ahead: $got, want $want"; grep 'ahead\|: run' "$tmp/o2.log"
+fi
 clean default
 
 # ---------------------------------------------------------------- 3. unloads
@@ -130,6 +141,11 @@ else
 fi
 got=$(json "$tmp/o3/report.json" '(r["vram"]["devices"][0]["peak_bytes"] <= 8 * 2**20, r["vram"]["devices"][0]["within_budget"])')
 [ "$got" = "(True, True)" ] && ok "8M: measured peak inside the budget" || bad "8M peak: $got"
+# a (4M) runs: b (6M) does not fit beside it; b (its need) runs: c (3M) does not fit beside it
+got=$(json "$tmp/o3/report.json" '[s["preloaded"] for s in r["stages"]]')
+[ "$got" = "[False, False, False]" ] && ! grep -q 'ahead' "$tmp/o3.log" &&
+    ok "8M: nothing loaded ahead (no stage fits beside the one running)" ||
+    { bad "8M loaded ahead: $got"; grep ahead "$tmp/o3.log"; }
 clean unloads
 
 # ---------------------------------------------------------------- 4. stops

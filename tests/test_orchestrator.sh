@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_orchestrator.sh - `sam3d run` / `sam3d stage` / `sam3d check-weights` over
 # real stage processes (build/tests/tools/echo_stage) and ZeroMQ: a complete run,
-# the built prefix of a longer pipeline (exit 3), a stage error, a stage that
+# the stage processes starting side by side, a failed copy of the artifacts to --out, the
+# built prefix of a longer pipeline (exit 3), a stage error, a stage that
 # crashes once (restarted, run recovers), one that always crashes, one that hangs
 # (timeout), SIGINT and SIGTERM mid-run, re-running one stage on a kept job, and
 # pipeline syntax errors. After every case: no stage process and no job dir left.
@@ -89,6 +90,20 @@ grep -q '"restarts": 0, "params": {"file": "$IMAGE"}' "$T/o1/report.json" &&
 [ -f "$T/o1/artifacts/echo_first.safetensors" ] || fail "first artifact copied"
 check_clean "complete run"; ok "complete run"
 
+# 1b. the stage processes start side by side: three stages that each take 0.8 s to start
+# (S3D_ECHO_START_MS) are all up in about 0.8 s, not 2.4 s one after another
+pipe "$T/three.pipe" ""
+printf 'stage third\n    exe echo_stage\n    out echo_third.safetensors\n    input echo_second.safetensors:s_bytes\n' >> "$T/three.pipe"
+t0=$(date +%s%N)
+S3D_ECHO_START_MS=800 run "$T/o1b" "$T/three.pipe"; rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+if [ $rc -eq 0 ] && [ $ms -lt 1800 ]; then
+    ok "three stages of 0.8 s start-up each: the run took $ms ms (started side by side)"
+else
+    fail "parallel start: rc=$rc, $ms ms for three 0.8 s start-ups (one after another: 2.4 s)"
+fi
+check_clean "parallel start"
+
 # 2. the built prefix of a longer pipeline: exit 3, names what is still to come
 pipe "$T/partial.pipe" "" sam3d-not-built-yet
 run "$T/o2" "$T/partial.pipe"; rc=$?
@@ -97,6 +112,23 @@ grep -q 'still to come: third (sam3d-not-built-yet)' "$T/o2.log" || fail "missin
 grep -q '"state": "not built"' "$T/o2/report.json" || fail "report says not built"
 grep -q '"status": "partial"' "$T/o2/report.json" || fail "report status partial"
 check_clean "partial"; ok "partial pipeline -> exit 3"
+
+# 2b. OUT/artifacts cannot take the artifacts (a file in its place): the copies, made beside
+# the next stages' work, fail the run at its end with the reason and the --out named, exit 1;
+# the job directory, whose artifacts are complete, is kept for a resume with another --out
+mkdir -p "$T/o2b"
+printf 'not a directory' > "$T/o2b/artifacts"
+run "$T/o2b" "$T/ok.pipe"; rc=$?
+if [ $rc -eq 1 ] && grep -q "cannot copy '.*echo_first.safetensors' to '$T/o2b/artifacts/echo_first.safetensors'.*HINT: check the space left where --out is" "$T/o2b.log" &&
+   grep -q '"status": "failed"' "$T/o2b/report.json" &&
+   grep -q "\"error\": \"cannot copy the artifact to '$T/o2b'\"" "$T/o2b/report.json"; then
+    ok "artifacts not copyable to --out: run failed, reason and --out named"
+else
+    fail "copy failure: rc=$rc: $(grep -i 'copy\|error' "$T/o2b.log" | head -5)"
+fi
+[ "$(cat "$T/o2b/artifacts")" = "not a directory" ] || fail "copy failure: the file in the way was changed"
+kept_job "copy failure" "$T/o2b.log"
+check_clean "copy failure"
 
 # 3. a stage that answers with an error: run fails at once (no retry), exit 1
 pipe "$T/err.pipe" "    param fail bad-input-for-test"

@@ -10,15 +10,23 @@
  *     a horizontal streak at row 25; with the pose turned a quarter about the
  *     object's z it becomes a vertical one at column 25;
  * background grey elsewhere; panel sizes follow the image's aspect; bad
- * intrinsics are refused.
+ * intrinsics are refused. Then a random cloud (20,000 Gaussians; M given as
+ * the first argument instead) rendered with S3D_THREADS=1 and with 3 threads
+ * (or the online cores when M is given): the same bytes, and both times
+ * printed - `build/tests/test_preview 1048544` times a full-size splat
+ * (32 Gaussians on ~32k voxels), docs/performance.md "Export".
  */
 #include "harness.h"
+#include "dtype.h"
 #include "err.h"
 #include "preview.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NG 5
 
@@ -32,7 +40,53 @@ static bool is_bg(const uint8_t *p)
     return p[0] == PREVIEW_BACKGROUND && p[1] == PREVIEW_BACKGROUND && p[2] == PREVIEW_BACKGROUND;
 }
 
-int main(void)
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The preview of a random cloud of m Gaussians (a ball of radius 0.4, scales
+ * 0.002-0.02, a turned pose 2.5 in front of a 1600x898 camera), image into
+ * *im, milliseconds returned; threads: S3D_THREADS for the call. */
+static double render_cloud(int64_t m, const char *threads, struct image *im)
+{
+    float *buf = malloc(sizeof(float) * 14 * (size_t)m);
+    struct s3d_randn r;
+    const float K[9] = {0.9f, 0, 0.5f, 0, 1.6f, 0.5f, 0, 0, 1};
+    struct pose p = {{0.9f, 0.1f, 0.3f, -0.2f}, {0.1f, -0.05f, 2.5f}, {1, 1, 1}};
+    struct gaussians g;
+    double t0;
+    int rc;
+
+    CHECK(buf != NULL);
+    s3d_randn_init(&r, 7);
+    s3d_randn_fill(&r, buf, 14 * m);
+    g = (struct gaussians){m, buf, buf + 3 * m, buf + 6 * m, buf + 7 * m, buf + 10 * m};
+    for (int64_t i = 0; i < m; i++) {
+        float *x = g.xyz + 3 * i, nx = sqrtf(x[0] * x[0] + x[1] * x[1] + x[2] * x[2]) + 1e-6f;
+        float u = 0.5f + 0.5f * erff(g.scale[3 * i] / sqrtf(2.0f));    /* uniform (0, 1) */
+
+        for (int k = 0; k < 3; k++)                /* radius 0.4 u^(1/3) */
+            x[k] *= 0.4f * cbrtf(u) / nx;
+        for (int k = 0; k < 3; k++)
+            g.scale[3 * i + k] = logf(0.002f) + (logf(0.02f) - logf(0.002f)) *
+                                 (0.5f + 0.5f * erff(g.scale[3 * i + k] / 3));
+        g.opacity[i] *= 2;
+    }
+    setenv("S3D_THREADS", threads, 1);
+    t0 = now_ms();
+    rc = preview_render(&g, &p, K, 1600, 898, PREVIEW_SIDE, im);
+    t0 = now_ms() - t0;
+    unsetenv("S3D_THREADS");
+    CHECK(rc == 0);
+    free(buf);
+    return t0;
+}
+
+int main(int argc, char **argv)
 {
     const float big = 0.5f / 0.28209479f;        /* 0.5 + C0 * big = 1 */
     float xyz[3 * NG] = {0, 0, 0, 0, 0, 0.5f, 0.2f, 0, 0, 0, 0, -3, 0, 0.5f, 0};
@@ -89,6 +143,29 @@ int main(void)
 
         fprintf(stderr, "expected error follows:\n");
         CHECK(preview_render(&g, &p, Kbad, 100, 100, 100, &im) == S3D_EINVAL);
+    }
+    {
+        int64_t m = argc > 1 ? atoll(argv[1]) : 20000;
+        char nt[16];
+        struct image one, many;
+        double t1, tn;
+        int covered = 0;
+
+        snprintf(nt, sizeof(nt), "%d", argc > 1 ? dtype_threads() : 3);
+        CHECK(m > 0 && m < (1 << 28), "cloud size %lld", (long long)m);
+        t1 = render_cloud(m, "1", &one);
+        tn = render_cloud(m, nt, &many);
+        CHECK(one.w == many.w && one.h == many.h && one.w == 1024 && one.h == 287,
+              "%dx%d", one.w, one.h);
+        CHECK(memcmp(one.data, many.data, (size_t)one.w * one.h * 3) == 0,
+              "the image differs between 1 and %s threads", nt);
+        for (int64_t i = 0; i < (int64_t)one.w * one.h; i++)
+            covered += !is_bg(one.data + 3 * i);
+        CHECK(covered > one.w * one.h / 50, "the cloud covers %d pixels", covered);
+        printf("random cloud of %lld Gaussians: %d pixels covered, the same bytes with 1 and "
+               "%s threads; %.1f ms and %.1f ms\n", (long long)m, covered, nt, t1, tn);
+        image_free(&one);
+        image_free(&many);
     }
     return harness_done("test_preview");
 }

@@ -127,7 +127,7 @@ echo "${tag}report.json: $status, $total ms in all (peak device: the stage's dev
 echo "${tag}peak host: its process's peak resident set, docs/formats.md)"
 awk -v tag="$tag" '
 function field(k,   m) {
-    if (match($0, "\"" k "\": (\"[^\"]*\"|[-0-9.]+)")) {
+    if (match($0, "\"" k "\": (\"[^\"]*\"|[-0-9.]+|true|false)")) {
         m = substr($0, RSTART + length(k) + 4, RLENGTH - length(k) - 4); gsub(/"/, "", m); return m
     }
     return ""
@@ -135,12 +135,16 @@ function field(k,   m) {
 function mb(b) { return sprintf("%.1f MB", b / 1e6) }
 /^    \{"name": / {
     name = field("name"); state = field("state")
-    if (state == "done")
-        printf "  %s%-12s %-8s wall %9.1f ms (load %.1f, run %.1f)  peak device %s, host %s\n", \
-               tag, name, state, field("wall_ms"), field("load_ms"), field("run_ms"), \
-               mb(field("peak_bytes")), mb(field("rss_peak_bytes"))
+    if (state == "done")        # printed with the next line: whether it loaded ahead
+        line = sprintf("  %s%-12s %-8s wall %9.1f ms (load %.1f%%s, run %.1f)  peak device %s, " \
+                       "host %s\n", tag, name, state, field("wall_ms"), field("load_ms"), \
+                       field("run_ms"), mb(field("peak_bytes")), mb(field("rss_peak_bytes")))
     else
         todo = todo sprintf("  %-12s %s (%s)\n", name, state, field("exe"))
+}
+/^     "warm": / && line != "" {
+    printf line, field("preloaded") == "true" ? " ahead" : ""
+    line = ""
 }
 END {
     if (todo != "") { print ""; printf "stages still to come:\n%s", todo }

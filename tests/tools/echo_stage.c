@@ -12,6 +12,8 @@
  * Fault params: "fail" (string: reply with that error), "sleep_ms" (int: sleep
  * before answering), "abort" (bool: abort()), "crash_marker" (a file name in the
  * job dir: abort() the first time, when the file does not exist yet, creating it).
+ * Start-up: env S3D_ECHO_START_MS (int) sleeps that long before serving, as a
+ * real stage spends loading its libraries and the CUDA driver.
  * Stage name: from env S3D_ECHO_NAME (default "echo"), so one binary can play
  * several pipeline stages; its outputs are "<name>[_<tag>].safetensors". It
  * accepts 1 MiB of inline tensors a request (stage_ops.max_input_bytes).
@@ -246,5 +248,12 @@ int main(int argc, char **argv)
         .status      = echo_status,
     };
 
+    const char *start = getenv("S3D_ECHO_START_MS");
+    if (start && atoi(start) > 0) {
+        struct timespec ts = {atoi(start) / 1000, (atoi(start) % 1000) * 1000000L};
+
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     return stage_main(&ops, &model, argc, argv);
 }
