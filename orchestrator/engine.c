@@ -559,11 +559,12 @@ static void *copy_main(void *p)
 static void start_copy(const struct engine *e, struct job *j, int s)
 {
     struct turn *t = &j->turn[s];
-    struct copy_arg *a = malloc(sizeof(*a));
+    struct copy_arg *a;
 
     t->copy_rc = 0;
     if (!j->out_dir[0])
         return;
+    a = malloc(sizeof(*a));
     if (a) {
         *a = (struct copy_arg){e, j, s};
         if (pthread_create(&t->copier, NULL, copy_main, a) == 0) {

@@ -123,6 +123,30 @@ int flow_load_weights(struct weights *w, const char *path, const char *prefix,
                       enum dtype gemm_dt, flow_bind_fn bind, void *model,
                       struct stage_blocks *blk, struct arena *weights, enum device dev,
                       void *blocks, size_t stride, int slots);
+/* What every flow net's loading has alike, given its model struct MODEL (with
+ * cfg.depth, gemm_dt, device, blk, weights, blocks[]), its BLOCK struct and its
+ * static detect(cfg, w) / bind_all(m, w, first):
+ * FLOW_BIND_FN(PFX, MODEL, BLOCK) defines static PFX##_bind, its flow_bind_fn
+ * (the sizes, then every tensor, the blocks last), and checks that a block is
+ * an array of tensors (stage_blocks.h); FLOW_MODEL_LOAD(m, w, path, prefix,
+ * bind, gemm_dt, dev, slots) zeroes *m, sets its dtype and device and runs
+ * flow_load_weights into it (0 with w open, or the error). */
+#define FLOW_BIND_FN(PFX, MODEL, BLOCK)                                                    \
+    _Static_assert(sizeof(BLOCK) % sizeof(struct tensor) == 0,                             \
+                   "a block is an array of tensors (stage_blocks.h)");                     \
+    static int PFX##_bind(void *model, struct weights *w, int *first, int *n_blocks)       \
+    {                                                                                      \
+        MODEL *m_ = model;                                                                 \
+        int rc_ = detect(&m_->cfg, w);                                                     \
+                                                                                           \
+        *n_blocks = m_->cfg.depth;                                                         \
+        return rc_ ? rc_ : bind_all(m_, w, first);                                         \
+    }
+#define FLOW_MODEL_LOAD(m, w, path, prefix, bind, gemm_dt, dev, slots)                     \
+    (memset((m), 0, sizeof(*(m))), (m)->gemm_dt = (gemm_dt), (m)->device = (dev),          \
+     flow_load_weights((w), (path), (prefix), (gemm_dt), (bind), (m), &(m)->blk,           \
+                       &(m)->weights, (dev), (m)->blocks, sizeof((m)->blocks[0]), (slots)))
+
 /* Free a flow net's weights: its streamed blocks (stage_blocks_free) and its
  * weights arena. */
 void flow_weights_free(struct stage_blocks *blk, struct arena *weights);

@@ -147,18 +147,7 @@ static void conv1_tapmajor(struct tensor *w)
     free(b);
 }
 
-_Static_assert(sizeof(struct slatflow_block) % sizeof(struct tensor) == 0,
-               "a block is an array of tensors (stage_blocks.h)");
-
-/* flow_bind_fn: the sizes, then every tensor (the blocks last). */
-static int slf_bind(void *model, struct weights *w, int *first, int *n_blocks)
-{
-    struct slatflow_model *m = model;
-    int rc = detect(&m->cfg, w);
-
-    *n_blocks = m->cfg.depth;
-    return rc ? rc : bind_all(m, w, first);
-}
+FLOW_BIND_FN(slf, struct slatflow_model, struct slatflow_block)
 
 int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
                   int stream_slots)
@@ -166,11 +155,7 @@ int slatflow_load(struct slatflow_model *m, const char *path, enum device dev, e
     struct weights w;
     int rc;
 
-    memset(m, 0, sizeof(*m));
-    m->gemm_dt = gemm_dt;
-    m->device = dev;
-    if ((rc = flow_load_weights(&w, path, SLF_PREFIX, gemm_dt, slf_bind, m, &m->blk, &m->weights,
-                                dev, m->blocks, sizeof(m->blocks[0]), stream_slots)))
+    if ((rc = FLOW_MODEL_LOAD(m, &w, path, SLF_PREFIX, slf_bind, gemm_dt, dev, stream_slots)))
         return rc;
     const struct slatflow_config *g = &m->cfg;
     /* out_blocks.0 conv1 runs tap-wise on the parents (slatflow_forward): tap-major kernel */

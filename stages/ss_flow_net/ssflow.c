@@ -111,18 +111,7 @@ static int bind_all(struct ssflow_model *m, struct weights *w, int *first)
     return rc ? S3D_ESHAPE : 0;
 }
 
-_Static_assert(sizeof(struct ssflow_block) % sizeof(struct tensor) == 0,
-               "a block is an array of tensors (stage_blocks.h)");
-
-/* flow_bind_fn: the sizes, then every tensor (the blocks last). */
-static int ssf_bind(void *model, struct weights *w, int *first, int *n_blocks)
-{
-    struct ssflow_model *m = model;
-    int rc = detect(&m->cfg, w);
-
-    *n_blocks = m->cfg.depth;
-    return rc ? rc : bind_all(m, w, first);
-}
+FLOW_BIND_FN(ssf, struct ssflow_model, struct ssflow_block)
 
 int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum dtype gemm_dt,
                 int stream_slots)
@@ -130,11 +119,7 @@ int ssflow_load(struct ssflow_model *m, const char *path, enum device dev, enum 
     struct weights w;
     int rc;
 
-    memset(m, 0, sizeof(*m));
-    m->gemm_dt = gemm_dt;
-    m->device = dev;
-    if ((rc = flow_load_weights(&w, path, SSF_PREFIX, gemm_dt, ssf_bind, m, &m->blk, &m->weights,
-                                dev, m->blocks, sizeof(m->blocks[0]), stream_slots)))
+    if ((rc = FLOW_MODEL_LOAD(m, &w, path, SSF_PREFIX, ssf_bind, gemm_dt, dev, stream_slots)))
         return rc;
     const struct ssflow_config *g = &m->cfg;
     char ws[96];
