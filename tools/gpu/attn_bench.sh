@@ -21,7 +21,7 @@
 # S3D_REQUIRE_GPU: they run their CPU parts and skip; the bench must say "no CUDA device"),
 # with S3D_BIN=build by default - the CPU-safe check of this script.
 #
-# Through tools/gpu/call.sh (tools/gpu/README.md "One call"; /work/notes/gpu_attn.md):
+# Through tools/gpu/call.sh (tools/gpu/README.md "One call"):
 #   make -j2 CUDA_ARCH=90 && make -j2 CUDA_ARCH=90 dev && bash tools/gpu/pack.sh
 #   bash tools/gpu/call.sh 585 attn_bench          (on the device; carry .gpubin and .deb)
 set -u
