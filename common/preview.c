@@ -353,6 +353,23 @@ static int render_panel(const struct gaussians *g, const struct pose *p, const d
     return 0;
 }
 
+bool preview_camera(const float K[9], int img_w, int img_h, float out[9])
+{
+    const double fx = 0.86602540378443865;   /* 0.5 / tan(30 deg): 60 degrees across the width */
+
+    if (K[0] > 0 && K[4] > 0 && isfinite(K[0]) && isfinite(K[4]) && isfinite(K[2]) &&
+        isfinite(K[5])) {
+        memcpy(out, K, 9 * sizeof(float));
+        return false;
+    }
+    memset(out, 0, 9 * sizeof(float));
+    out[0] = (float)fx;
+    out[4] = (float)(fx * (img_h > 0 && img_w > 0 ? (double)img_w / img_h : 1.0));
+    out[2] = out[5] = 0.5f;
+    out[8] = 1;
+    return true;
+}
+
 int preview_render(const struct gaussians *g, const struct pose *p, const float K[9],
                    int img_w, int img_h, int side, struct image *out)
 {
@@ -371,7 +388,7 @@ int preview_render(const struct gaussians *g, const struct pose *p, const float 
         return S3D_EINVAL;
     }
     if (img_w < 1 || img_h < 1 || side < 16 || side > 8192 || !(K[0] > 0) || !(K[4] > 0) ||
-        !isfinite(K[2]) || !isfinite(K[5])) {
+        !isfinite(K[0]) || !isfinite(K[4]) || !isfinite(K[2]) || !isfinite(K[5])) {
         log_error("preview: bad camera (image %dx%d, fx %g, fy %g, panel %d px)", img_w, img_h,
                   K[0], K[4], side);
         return S3D_EINVAL;

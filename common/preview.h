@@ -34,6 +34,8 @@
 #include "image.h"
 #include "pose.h"
 
+#include <stdbool.h>
+
 #define PREVIEW_SIDE       512         /* default longer side of one panel, pixels */
 #define PREVIEW_BACKGROUND 40          /* grey level of empty pixels */
 
@@ -44,5 +46,13 @@
  * S3D_EINVAL (bad intrinsics or sizes, logged) or S3D_ENOMEM. */
 int preview_render(const struct gaussians *g, const struct pose *p, const float K[9],
                    int img_w, int img_h, int side, struct image *out);
+
+/* The camera the preview draws through: K when its focal lengths are positive and finite and
+ * its principal point finite, else (returns true) a stand-in with a 60-degree horizontal
+ * field of view, square pixels and the principal point at the centre of an img_w x img_h
+ * image. A depth stage run on random weights, or a degenerate point map, can solve a
+ * negative focal; the splat and mesh are still worth a look, so the preview must not fail
+ * the run for it. out: normalised 3x3 row-major intrinsics, as K. */
+bool preview_camera(const float K[9], int img_w, int img_h, float out[9]);
 
 #endif

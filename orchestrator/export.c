@@ -320,6 +320,7 @@ static int write_preview(int dfd, const char *label, const struct gaussians *g,
 {
     int64_t ks[2] = {3, 3};
     const float *K = tensor_of(depth, "intrinsics", DTYPE_F32, 2, ks);
+    float Kp[9];
     struct image im;
     struct outfile *f;
     uint8_t *png;
@@ -328,7 +329,11 @@ static int write_preview(int dfd, const char *label, const struct gaussians *g,
 
     if (!K || !image_size(depth, &w, &h))
         return S3D_ESHAPE;
-    rc = preview_render(g, p, K, w, h, PREVIEW_SIDE, &im);
+    if (preview_camera(K, w, h, Kp))
+        log_warn("%s: the depth stage's camera is unusable (fx %g, fy %g, centre %g, %g): "
+                 "drawing the preview with a 60-degree field of view instead", depth->path,
+                 K[0], K[4], K[2], K[5]);
+    rc = preview_render(g, p, Kp, w, h, PREVIEW_SIDE, &im);
     if (rc)
         return rc;
     rc = image_encode_png(&im, &png, &len);

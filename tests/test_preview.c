@@ -141,8 +141,23 @@ int main(int argc, char **argv)
     {
         const float Kbad[9] = {0, 0, 0.5f, 0, 1, 0.5f, 0, 0, 1};
 
+        const float Kneg[9] = {-0.0158f, 0, 0.5f, 0, -0.0211f, 0.5f, 0, 0, 1};
+        const float Knan[9] = {1, 0, NAN, 0, 1, 0.5f, 0, 0, 1};
+        float Kp[9];
+
         fprintf(stderr, "expected error follows:\n");
         CHECK(preview_render(&g, &p, Kbad, 100, 100, 100, &im) == S3D_EINVAL);
+        /* the stand-in camera: a usable K passes through, a negative focal (random depth
+         * weights) or a NaN centre gets 60 degrees across, square pixels, centred */
+        CHECK(!preview_camera(K, 160, 80, Kp) && memcmp(K, Kp, sizeof(Kp)) == 0, "K kept");
+        CHECK(preview_camera(Kneg, 160, 80, Kp) && fabsf(Kp[0] - 0.8660254f) < 1e-6f &&
+              fabsf(Kp[4] - 2 * 0.8660254f) < 1e-6f && Kp[2] == 0.5f && Kp[5] == 0.5f &&
+              Kp[8] == 1, "stand-in %g %g %g %g", Kp[0], Kp[4], Kp[2], Kp[5]);
+        CHECK(preview_camera(Knan, 100, 100, Kp) && Kp[0] == Kp[4], "NaN centre");
+        CHECK(preview_camera(Kneg, 160, 80, Kp) &&
+              preview_render(&g, &p, Kp, 160, 80, 100, &im) == 0 && im.w == 200 && im.h == 50,
+              "render through the stand-in");
+        image_free(&im);
     }
     {
         int64_t m = argc > 1 ? atoll(argv[1]) : 20000;
