@@ -11,8 +11,9 @@
  * a slice of query rows (the first 96 and the last 70): rows are independent.
  * Guard bytes after every output. The GPU part runs every tensor-core kernel
  * variant on every shape against the same CPU reference (VARIANTS: v1 with
- * S3D_ATTN_MT=1 and =2, between which the default picks by query length, and
- * S3D_ATTN_KERNEL=v2, v2b, v2s and v3, the candidates of issue 16).
+ * S3D_ATTN_MT=1 and =2, between which v1 picks by query length, and
+ * S3D_ATTN_KERNEL=v2, v2b, v2s and v3; the default is v3 from 2048 query rows,
+ * v2s below, kernels/cuda/attention.cu).
  */
 #include "check.h"
 #include "harness.h"
