@@ -200,6 +200,59 @@ static void post_hand_cases(void)
     printf("post-processing hand cases (prune cube/single/dist 2, downsample identity/slab/subset) done\n");
 }
 
+/* ---- downsample's unique rows: the bitmap path and the sort path agree with a plain sort ---- */
+
+static int cmp_rows(const void *a, const void *b)
+{
+    return row_less(a, b) ? -1 : row_less(b, a) ? 1 : 0;
+}
+
+/* n rows with repeats, coordinates in [0, span) (x, y, z) and batch values in [0, nb);
+ * factor 1 keeps the coordinates, max n - 1 forces the unique step, and with repeats no
+ * subset is drawn: the output must be the sorted distinct rows. */
+static void unique_case(int64_t n, int32_t span, int32_t nb, uint64_t seed, const char *what)
+{
+    int32_t *in = malloc((size_t)n * 16), *out = malloc((size_t)n * 16), *ref = malloc((size_t)n * 16);
+    int64_t m = 0;
+    int f = 0;
+
+    for (int64_t i = 0; i < n; i++) {
+        int32_t *r = in + 4 * i;
+        if (i % 3 == 2) {                               /* a repeat of an earlier row */
+            memcpy(r, in + 4 * (i / 2), 16);
+            continue;
+        }
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        r[0] = (int32_t)((seed >> 60) % (uint64_t)nb);
+        for (int a = 1; a < 4; a++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            r[a] = (int32_t)((seed >> 33) % (uint64_t)span);
+        }
+    }
+    in[1] = 0, in[2] = 0, in[3] = 0;                    /* both ends of every axis present */
+    in[5] = span - 1, in[6] = span - 1, in[7] = span - 1;
+    memcpy(ref, in, (size_t)n * 16);
+    qsort(ref, (size_t)n, 16, cmp_rows);
+    for (int64_t i = 0; i < n; i++)
+        if (m == 0 || memcmp(ref + 4 * (m - 1), ref + 4 * i, 16) != 0)
+            memmove(ref + 4 * m++, ref + 4 * i, 16);
+    int64_t k = ssdec_downsample(in, n, n - 1, 1, 0, out, &f);
+    CHECK(k == m && f == 1 && memcmp(out, ref, (size_t)m * 16) == 0,
+          "%s: %lld rows, %lld distinct, downsample gave %lld", what, (long long)n, (long long)m,
+          (long long)k);
+    free(in);
+    free(out);
+    free(ref);
+}
+
+static void unique_cases(void)
+{
+    unique_case(200000, 32, 1, 1, "the pipeline's box (32^3, one batch): bitmap");
+    unique_case(50000, 64, 3, 2, "three batches in a 64^3 box: bitmap");
+    unique_case(30000, 1 << 20, 2, 3, "a 2^20-wide box (2^61 cells): the sort");
+    printf("downsample unique rows: bitmap and sort paths equal a plain sort\n");
+}
+
 /* ---- the fixture's official post-processing outputs ---- */
 
 static void post_fixture_cases(const struct ckpt *r)
@@ -307,6 +360,7 @@ int main(void)
         return harness_done("test_ss_decode");
 
     post_hand_cases();
+    unique_cases();
     post_fixture_cases(&r);
     released_act_bytes();
 

@@ -99,11 +99,65 @@ static int cmp_row(const void *a, const void *b)
     return 0;
 }
 
+/* Cells of the rows' 4-column bounding box up to which unique_rows marks a bitmap instead of
+ * sorting (2^27 bits: 16 MiB; the pipeline's downsampled 64^3 grid needs 32^3 cells). */
+#define UNIQUE_BOX_MAX ((int64_t)1 << 27)
+
+/* unique_rows for rows whose bounding box has at most UNIQUE_BOX_MAX cells: mark each row's
+ * cell, then emit the marked cells in index order, which is lexicographic row order. O(n + box)
+ * instead of a comparison sort: 45 ms -> a few ms for the ~189k rows of a full-size object.
+ * Returns the count, or -1 (nothing written) when the box is too large or memory is short. */
+static int64_t unique_rows_box(int32_t *rows, int64_t n)
+{
+    int32_t lo[4], hi[4];
+    int64_t dim[4], cells = 1, m = 0;
+    uint64_t *bits;
+
+    for (int a = 0; a < 4; a++)
+        lo[a] = hi[a] = rows[a];
+    for (int64_t i = 1; i < n; i++)
+        for (int a = 0; a < 4; a++) {
+            int32_t v = rows[4 * i + a];
+            lo[a] = v < lo[a] ? v : lo[a];
+            hi[a] = v > hi[a] ? v : hi[a];
+        }
+    for (int a = 0; a < 4; a++) {
+        dim[a] = (int64_t)hi[a] - lo[a] + 1;
+        if (dim[a] > UNIQUE_BOX_MAX / cells)
+            return -1;
+        cells *= dim[a];
+    }
+    bits = calloc((size_t)((cells + 63) / 64), sizeof(*bits));
+    if (!bits)
+        return -1;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t *r = rows + 4 * i;
+        int64_t k = (int64_t)(r[0] - lo[0]);
+        for (int a = 1; a < 4; a++)
+            k = k * dim[a] + (r[a] - lo[a]);
+        bits[k >> 6] |= 1ull << (k & 63);
+    }
+    for (int64_t w = 0; w < (cells + 63) / 64; w++)
+        for (uint64_t b = bits[w]; b; b &= b - 1) {
+            int64_t k = w * 64 + __builtin_ctzll(b);
+            int32_t *r = rows + 4 * m++;
+            for (int a = 3; a >= 0; a--) {
+                r[a] = (int32_t)(k % dim[a]) + lo[a];
+                k /= dim[a];
+            }
+        }
+    free(bits);
+    return m;
+}
+
 /* Sort rows lexicographically and drop repeats (torch.unique(dim=0)); returns the count. */
 static int64_t unique_rows(int32_t *rows, int64_t n)
 {
-    int64_t m = 0;
+    int64_t m = unique_rows_box(rows, n);
 
+    if (m >= 0)
+        return m;
+    m = 0;
     qsort(rows, (size_t)n, 4 * sizeof(*rows), cmp_row);
     for (int64_t i = 0; i < n; i++)
         if (m == 0 || cmp_row(rows + 4 * (m - 1), rows + 4 * i) != 0) {
