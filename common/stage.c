@@ -43,7 +43,7 @@ struct stage_state {
     struct stage_rt          rt;          /* device, op context, activations (while loaded) */
     struct arena             arena;       /* host request arena */
     int64_t                  requests;
-    double                   load_ms, last_run_ms, total_run_ms;
+    double                   load_ms, warm_ms, last_run_ms, total_run_ms;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -474,10 +474,47 @@ static int do_load(struct stage_state *s, char *err, size_t err_len)
     }
     s->loaded = true;
     s->load_ms = stage_now_ms() - t0;
+    s->warm_ms = 0;                             /* do_warm sets it after a requested load */
     log_info("loaded %s in %.1f ms (%zu device bytes resident)",
              s->opts->weights ? s->opts->weights : "(no weights)", s->load_ms,
              arena_device_resident());
     return 0;
+}
+
+/* S3D_WARMUP: whether a requested load warms the model up on this device:
+ * unset or "1" on CUDA only (the host path has no first-use costs worth a
+ * forward), "0" never, "all" on the host too (tests: the warm-up must leave
+ * every output unchanged). */
+static bool warmup_wanted(enum device dev)
+{
+    const char *e = getenv("S3D_WARMUP");
+
+    if (e && !strcmp(e, "0"))
+        return false;
+    return dev == DEVICE_CUDA || (e && !strcmp(e, "all"));
+}
+
+/* After a requested load: the stage's warm-up (stage_ops.warm), CUDA only.
+ * A failed warm-up is a warning; the model stays loaded. */
+static void do_warm(struct stage_state *s)
+{
+    double t0 = stage_now_ms();
+    int rc;
+
+    s->warm_ms = 0;
+    if (!s->ops->warm || !warmup_wanted(s->rt.device))
+        return;
+    arena_reset(&s->arena);
+    rc = s->ops->warm(s->model, &s->rt, &s->arena);
+    arena_reset(&s->arena);
+    arena_reset(&s->rt.act);
+    s->warm_ms = stage_now_ms() - t0;
+    if (rc)
+        log_warn("warm-up failed (%s) after %.1f ms: the first request pays the first-use "
+                 "costs instead", s3d_strerror(rc), s->warm_ms);
+    else
+        log_info("warmed up in %.1f ms (one run on made-up inputs; S3D_WARMUP=0 skips it)",
+                 s->warm_ms);
 }
 
 static void do_unload(struct stage_state *s)
@@ -528,6 +565,7 @@ static void add_status(struct stage_state *s, struct wire_msg *rep)
     ASSERT(wire_set_int(rep, "host_peak_bytes", (int64_t)s->arena.high_water) == 0);
     ASSERT(wire_set_int(rep, "requests", s->requests) == 0);
     ASSERT(wire_set_float(rep, "load_ms", s->load_ms) == 0);
+    ASSERT(wire_set_float(rep, "warm_ms", s->warm_ms) == 0);
     ASSERT(wire_set_float(rep, "last_run_ms", s->last_run_ms) == 0);
     ASSERT(wire_set_float(rep, "total_run_ms", s->total_run_ms) == 0);
     if (s->ops->status)
@@ -556,9 +594,14 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
     rq.out_dir = out_job ? out_job->path : NULL;
     rq.arena = &s->arena;
     switch (req->method) {
-    case WIRE_LOAD:
+    case WIRE_LOAD: {
+        bool was_loaded = s->loaded;
+
         rc = do_load(s, rq.err, sizeof(rq.err));
+        if (!rc && !was_loaded)
+            do_warm(s);             /* a requested load: ready for the first request */
         break;
+    }
     case WIRE_UNLOAD:
         do_unload(s);
         rc = 0;

@@ -182,6 +182,20 @@ struct stage_ops {
     int  (*check)(void *model, const struct stage_opts *opts);
     /* (optional) Add stage-specific fields to a status reply (wire_set_*). */
     void (*status)(void *model, struct wire_msg *rep);
+    /* (optional) Warm-up: run the model once on made-up inputs of a typical
+     * request's shapes (values irrelevant, outputs dropped), so that the first
+     * real request does not pay the first-use costs of the CUDA libraries and
+     * kernels (module loading, cuDNN/cuBLASLt set-up: 0.2-1.1 s per stage on an
+     * H100, docs/performance.md "Whole pipeline"). The library calls it on CUDA,
+     * after a load that a load request asked for (the orchestrator's
+     * loads ahead, which hide it behind the earlier stages; a run that loads
+     * the model does not warm it up: its own first run is the warm-up), unless
+     * S3D_WARMUP=0 (S3D_WARMUP=all: on the host too, for tests). host: the
+     * request arena, reset before and after; activations
+     * on rt->act (stage_rt_act to size it), which stays reserved as after a
+     * request. 0, or a negative s3d_err: the library logs a warning and the
+     * model stays loaded (a warm-up is never needed for correctness). */
+    int  (*warm)(void *model, struct stage_rt *rt, struct arena *host);
 };
 
 /*

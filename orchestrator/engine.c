@@ -500,6 +500,7 @@ static void record_reply(struct engine *e, struct stage_rt *rt, struct turn *t)
         rt->ever_loaded = true;
     }
     t->load_ms = t->warm ? 0 : wire_get_float(rep, "load_ms", 0);
+    t->warmup_ms = t->preloaded ? wire_get_float(rep, "warm_ms", 0) : 0;
     t->run_ms = wire_get_float(rep, "last_run_ms", 0);
     t->peak_bytes = wire_get_int(rep, "peak_bytes", 0);
     t->resident_bytes = wire_get_int(rep, "resident_bytes", 0);

@@ -75,6 +75,7 @@ struct turn {
     bool    preloaded;                 /* loaded ahead of the turn, while others ran */
     int     restarts;
     double  wall_ms, load_ms, run_ms;  /* wall: first send to reply, retries included */
+    double  warmup_ms;                 /* the warm-up after a load ahead (stage_ops.warm) */
     int64_t peak_bytes, resident_bytes, host_peak_bytes;    /* the stage's arenas (status) */
     int64_t dev_bytes;                 /* driver-measured process peak in the turn; -1 unknown */
     char    error[WIRE_ERR_MAX];

@@ -235,7 +235,7 @@ void engine_on_preload_reply(struct engine *e, int s)
         rt->ever_loaded = true;
         rt->preload_unclaimed = true;
     }
-    log_info("stage %s: loaded ahead in %.1f ms", rt->ps->name,
-             wire_get_float(&e->rep, "load_ms", 0));
+    log_info("stage %s: loaded ahead in %.1f ms (+ warm-up %.1f ms)", rt->ps->name,
+             wire_get_float(&e->rep, "load_ms", 0), wire_get_float(&e->rep, "warm_ms", 0));
 }
 

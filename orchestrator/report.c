@@ -302,9 +302,10 @@ static void write_stage(FILE *f, struct engine *e, const struct job *j, int i)
         fprintf(f, ", \"endpoint\": ");
         report_json_str(f, rt->endpoint);
     }
-    fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"run_ms\": %.1f, "
+    fprintf(f, ", \"wall_ms\": %.1f, \"load_ms\": %.1f, \"warmup_ms\": %.1f, \"run_ms\": %.1f, "
             "\"peak_bytes\": %lld, \"resident_bytes\": %lld, \"host_peak_bytes\": %lld, "
-            "\"rss_peak_bytes\": %lld, \"restarts\": %d", t->wall_ms, t->load_ms, t->run_ms,
+            "\"rss_peak_bytes\": %lld, \"restarts\": %d", t->wall_ms, t->load_ms, t->warmup_ms,
+            t->run_ms,
             (long long)t->peak_bytes, (long long)t->resident_bytes,
             (long long)t->host_peak_bytes, rss, t->restarts);
     write_params(f, e, j, i);

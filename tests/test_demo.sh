@@ -77,4 +77,31 @@ done
 unlabeled=$(grep -E "(done +wall|F32|I32|U8)" "$tmp/demo.log" | grep -vc "\[RANDOM WEIGHTS\]")
 if [ "$unlabeled" -eq 0 ]; then ok "every result line says [RANDOM WEIGHTS]"; else
     bad "$unlabeled result lines without [RANDOM WEIGHTS]"; fi
+
+# ---------------------------------------------------------------- 4. the warm-ups change nothing
+# S3D_WARMUP=all: every stage loaded ahead runs its warm-up (stage_ops.warm) on the host too;
+# each says so, report.json counts it, and every output is the same bytes as run 1's
+if grep -q '"name": "mesh_decode", "exe": "[^"]*", "state": "done"' "$rep" 2>/dev/null; then
+    env -u S3D_WEIGHTS -u S3D_DEMO_IMAGE -u S3D_DEMO_MASK S3D_WARMUP=all S3D_DEMO_DEVICE=cpu \
+        S3D_DEMO_OUT="$tmp/warm" tools/demo.sh "$build" >"$tmp/warm.log" 2>&1
+    rc=$? n_warm=0 fail0=$fail
+    for s in cond_ss cond_slat ss_flow ss_decode slat_flow gs_decode mesh_decode; do
+        if grep -q "stage $s: loaded ahead in [0-9.]* ms (+ warm-up [0-9.]* ms)" \
+               "$tmp/warm/sam3d.log" 2>/dev/null &&
+           grep -A1 "\"name\": \"$s\"" "$tmp/warm/report.json" | grep -q '"preloaded": true' &&
+           grep "\"name\": \"$s\"" "$tmp/warm/report.json" | grep -q '"warmup_ms": [0-9]'; then
+            n_warm=$((n_warm + 1))
+        fi
+    done
+    [ "$(grep -c "warmed up in" "$tmp/warm/sam3d.log" 2>/dev/null)" -ge 7 ] || n_warm=0
+    for f in $(cd "$tmp/out" && find . -name '*.safetensors' -o -name '*.ply' -o -name '*.glb' \
+               -o -name pose.json | sort); do
+        cmp -s "$tmp/out/$f" "$tmp/warm/$f" || bad "S3D_WARMUP=all: $f differs from run 1's"
+    done
+    if [ $rc -eq 0 ] && [ $n_warm -eq 7 ] && [ $fail -eq "$fail0" ]; then
+        ok "S3D_WARMUP=all: 7 stages warmed up after loading ahead, every output unchanged"
+    else
+        bad "S3D_WARMUP=all: exit $rc, $n_warm of 7 stages warmed up"; grep -h "warm" "$tmp/warm/sam3d.log" | tail -5
+    fi
+fi
 exit $fail

@@ -242,7 +242,36 @@ static void test_methods(void *s)
     CHECK(call(s, WIRE_LOAD) == NULL);
     CHECK(wire_get_bool(&rep, "stream_blocks", false) && wire_get_int(&rep, "loads", -1) ==
           loads + 4, "a load message places the weights as the last run asked");
+    /* the warm-up (S3D_WARMUP=all, set before the spawn): after each load a load message
+     * made (the one above and the first one), never after a run's own load, nor when the
+     * load message finds the weights loaded */
+    CHECK(wire_get_int(&rep, "warms", -1) == 2 && wire_get_float(&rep, "warm_ms", -1) >= 0,
+          "warms %lld after two requested loads", (long long)wire_get_int(&rep, "warms", -1));
+    CHECK(call(s, WIRE_LOAD) == NULL);
+    CHECK(wire_get_int(&rep, "warms", -1) == 2, "a load of loaded weights warmed up again");
     CHECK(call(s, WIRE_SHUTDOWN) == NULL);
+}
+
+/* S3D_WARMUP=0: a requested load does not warm up. */
+static void test_warmup_off(const char *weights)
+{
+    char ep[PATH_MAX + 32];
+    char *argv[8] = {echo_bin, "--listen", ep, "--weights", (char *)weights, NULL};
+    void *s;
+
+    snprintf(ep, sizeof(ep), "%s-off", fx.ep);
+    setenv("S3D_WARMUP", "0", 1);
+    pid_t pid = spawn(argv);
+    setenv("S3D_WARMUP", "all", 1);
+    s = connect_req(ep);
+    wire_msg_init(&req, WIRE_REQUEST, 60);
+    CHECK(call(s, WIRE_LOAD) == NULL);
+    CHECK(wire_get_bool(&rep, "loaded", false) && wire_get_int(&rep, "warms", -1) == 0 &&
+          wire_get_float(&rep, "warm_ms", -1) == 0, "S3D_WARMUP=0: warms %lld",
+          (long long)wire_get_int(&rep, "warms", -1));
+    CHECK(call(s, WIRE_SHUTDOWN) == NULL);
+    CHECK(wait_exit(pid) == 0);
+    zmq_close(s);
 }
 
 /* Bind refusals and CURVE. */
@@ -308,6 +337,7 @@ int main(void)
     argv[0] = echo_bin; argv[1] = "--listen"; argv[2] = ep;
     argv[3] = "--weights"; argv[4] = weights; argv[5] = NULL;
     zctx = zmq_ctx_new();
+    setenv("S3D_WARMUP", "all", 1);    /* the echo stage runs on the host */
     pid = spawn(argv);
     s = connect_req(ep);
     test_malformed(s);
@@ -316,6 +346,7 @@ int main(void)
     test_methods(s);
     CHECK(wait_exit(pid) == 0, "stage exits 0 after shutdown");
     zmq_close(s);
+    test_warmup_off(weights);
     test_binds(weights);
     wire_frames_close(&frames);
     zmq_ctx_term(zctx);

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "log.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -136,6 +137,58 @@ static void test_repeat(void)
     stage_rt_free(&rt);
 }
 
+/* The warm-ups' made-up inputs (stage_warm.h): the shell is a valid voxel set of
+ * about the asked size (unique rows (0, x, y, z) in increasing order, inside the
+ * grid), the noise is in [-1, 1) and the same every time, tensors are zeroed,
+ * and a full arena is an error, not an abort. */
+static void test_warm_inputs(void)
+{
+    struct arena a;
+    struct tensor c, n1, n2, z;
+
+    CHECK(arena_init(&a, ARENA_HOST, "warm", (size_t)8 << 20) == 0);
+    for (int k = 0; k < 3; k++) {
+        static const int res[3] = {64, 64, 32};
+        static const int64_t want[3] = {30000, 512, 2000};
+        arena_reset(&a);
+        CHECK(stage_warm_shell(&a, res[k], want[k], &c) == 0);
+        int64_t N = c.shape[0];
+        CHECK(c.dtype == DTYPE_I32 && c.ndim == 2 && c.shape[1] == 4);
+        CHECK(N > want[k] * 9 / 10 && N < want[k] * 11 / 10, "res %d: %lld voxels for %lld",
+              res[k], (long long)N, (long long)want[k]);
+        const int32_t *r = c.data;
+        bool ok = true;
+        for (int64_t i = 0; i < N; i++) {
+            const int32_t *p = r + 4 * i;
+            ok &= p[0] == 0 && p[1] >= 0 && p[1] < res[k] && p[2] >= 0 && p[2] < res[k] &&
+                  p[3] >= 0 && p[3] < res[k];
+            if (i)
+                ok &= memcmp(p - 4, p, 16) != 0 &&
+                      (p[-3] < p[1] || (p[-3] == p[1] && (p[-2] < p[2] ||
+                                                          (p[-2] == p[2] && p[-1] < p[3]))));
+        }
+        CHECK(ok, "res %d: rows out of the grid, repeated or out of order", res[k]);
+    }
+    CHECK(stage_warm_shell(&a, 2, 10, &c) == S3D_EINVAL);
+    arena_reset(&a);
+    CHECK(stage_warm_noise(&a, SHAPE(1000, 8), &n1) == 0 &&
+          stage_warm_noise(&a, SHAPE(1000, 8), &n2) == 0);
+    const float *x = n1.data;
+    bool in = true;
+    double sum = 0;
+    for (int i = 0; i < 8000; i++) {
+        in &= x[i] >= -1.0f && x[i] < 1.0f;
+        sum += x[i];
+    }
+    CHECK(in && memcmp(n1.data, n2.data, 8000 * sizeof(float)) == 0 && sum / 8000 > -0.05 &&
+          sum / 8000 < 0.05, "noise: in range %d, mean %g", in, sum / 8000);
+    CHECK(stage_warm_tensor(&a, DTYPE_F16, SHAPE(3, 5), &z) == 0 && z.device == DEVICE_HOST);
+    for (int i = 0; i < 15; i++)
+        CHECK(((const uint16_t *)z.data)[i] == 0);
+    CHECK(stage_warm_tensor(&a, DTYPE_F32, SHAPE(4, 1 << 20), &z) == S3D_ENOMEM);
+    arena_free(&a);
+}
+
 int main(void)
 {
     log_init("test_stage_rt");
@@ -143,5 +196,6 @@ int main(void)
     test_bad_device();
     test_cuda();
     test_repeat();
+    test_warm_inputs();
     return harness_done("test_stage_rt");
 }

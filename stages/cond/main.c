@@ -18,6 +18,7 @@
 #include "err.h"
 #include "log.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,34 @@ static int cond_stage_run(void *p, struct stage_req *rq)
     return 0;
 }
 
+/* Warm-up (stage_ops.warm): one forward on zeroed inputs at the preprocessor's size. */
+static int cond_stage_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    const struct cond_model *m = p;
+    int64_t S = m->input_size;          /* the depth stage's crops are this size (518) */
+    struct tensor img, rgb, msk, rmsk, pm, rpm, out;
+    struct cond_inputs in = {&img, &rgb, &msk, &rmsk, NULL, NULL};
+    int rc;
+
+    if ((rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 3, S, S), &img)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 3, S, S), &rgb)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 1, S, S), &msk)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 1, S, S), &rmsk)) ||
+        (rc = stage_warm_tensor(host, m->gemm_dt, SHAPE(1, m->n_tokens, m->dim), &out)))
+        return rc;
+    if (m->variant == COND_SS) {
+        if ((rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 3, S, S), &pm)) ||
+            (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, 3, S, S), &rpm)))
+            return rc;
+        in.pointmap = &pm;
+        in.rgb_pointmap = &rpm;
+    }
+    if ((rc = stage_rt_act(rt, cond_act_bytes(m))))
+        return rc;
+    cond_forward(m, rt->op, &rt->act, &in, &out);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct cond_model model;
@@ -77,6 +106,7 @@ int main(int argc, char **argv)
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         STAGE_MODEL_OPS(cond),
         .run = cond_stage_run,
+        .warm = cond_stage_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

@@ -40,6 +40,7 @@
 #include "depth_net/preprocess.h"
 #include "par.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -276,6 +277,30 @@ out:
     return rc;
 }
 
+/* Warm-up (stage_ops.warm): one MoGe forward on a black 4:3 image (1632 x 1224:
+ * the default token budget's 58 x 43 patch grid, as a 4:3 photo of any size
+ * gets, and a real downscale in the resize). The host post-processing is left
+ * out: it has no library set-up to do ahead. */
+#define DEPTH_WARM_W 1632
+#define DEPTH_WARM_H 1224
+
+static int depth_stage_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    struct moge_model *m = p;
+    struct moge_geom g;
+    struct tensor hi, raw;
+    int H = DEPTH_WARM_H, W = DEPTH_WARM_W, rc;
+
+    moge_geometry(m, H, W, &g);
+    if ((rc = stage_warm_tensor(host, DTYPE_U8, SHAPE(3, H, W), &hi)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(4, g.rh, g.rw), &raw)) ||
+        (rc = stage_rt_act(rt, moge_act_bytes(m, &g) + arena_round((size_t)3 * H * W))))
+        return rc;
+    struct tensor img = arena_tensor(&rt->act, DTYPE_U8, SHAPE(3, H, W));
+    op_upload(rt->op, &img, &hi);
+    return moge_forward(m, rt->op, &rt->act, &img, &g, raw.data, NULL, NULL);
+}
+
 int main(int argc, char **argv)
 {
     static struct moge_model model;
@@ -291,6 +316,7 @@ int main(int argc, char **argv)
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         STAGE_MODEL_OPS(depth),
         .run = depth_stage_run,
+        .warm = depth_stage_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

@@ -17,6 +17,7 @@
  */
 #include "gsdec.h"
 #include "stage.h"
+#include "stage_warm.h"
 #include "err.h"
 #include "log.h"
 
@@ -67,6 +68,33 @@ static int gsd_stage_run(void *p, struct stage_req *rq)
     return 0;
 }
 
+/* Warm-up (stage_ops.warm): one decode of a typical voxel set (stage_warm_voxels)
+ * with made-up latents. */
+static int gsd_stage_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    const struct gsdec_model *m = p;
+    struct tensor coords, feats, t[5];
+    char msg[256];
+    int rc;
+
+    if ((rc = stage_warm_voxels(rt, host, SLD_RESOLUTION, &coords)))
+        return rc;
+    int64_t N = coords.shape[0], M = N * m->G;
+    if ((rc = stage_warm_noise(host, SHAPE(N, m->trunk.cfg.in_ch), &feats)))
+        return rc;
+    if ((rc = gsdec_check_inputs(m, &coords, &feats, msg, sizeof(msg))))
+        return log_error_to(rc, NULL, 0, "warm-up: %s", msg);
+    const int ch[5] = {3, 3, 1, 3, 4};          /* xyz, f_dc, opacity, scale, rotation */
+    for (int i = 0; i < 5; i++)
+        if ((rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(M, ch[i]), &t[i])))
+            return rc;
+    struct gsdec_out out = {t[0].data, t[1].data, t[2].data, t[3].data, t[4].data};
+    if ((rc = stage_rt_act(rt, gsdec_act_bytes(m, N))))
+        return rc;
+    gsdec_forward(m, rt->op, &rt->act, &coords, &feats, &out, NULL, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct gsdec_model model;
@@ -76,6 +104,7 @@ int main(int argc, char **argv)
         SLD_STAGE_OPS,
         STAGE_MODEL_OPS(gsd),
         .run = gsd_stage_run,
+        .warm = gsd_stage_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

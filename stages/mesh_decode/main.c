@@ -22,6 +22,7 @@
  */
 #include "meshdec.h"
 #include "stage.h"
+#include "stage_warm.h"
 #include "err.h"
 #include "log.h"
 
@@ -174,6 +175,42 @@ static int mdd_stage_run(void *p, struct stage_req *rq)
     return rc;
 }
 
+/* Warm-up (stage_ops.warm): one decode, extraction and download of a typical
+ * voxel set (stage_warm_voxels) with made-up latents. */
+static int mdd_stage_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    struct meshdec_model *m = p;
+    struct tensor coords, feats, v, fa, c;
+    struct meshdec_plan plan;
+    struct meshdec_job job;
+    char msg[256];
+    int rc;
+
+    if ((rc = stage_warm_voxels(rt, host, MDD_RES_DEF, &coords)) ||
+        (rc = stage_warm_noise(host, SHAPE(coords.shape[0], m->trunk.cfg.in_ch), &feats)))
+        return rc;
+    if ((rc = meshdec_check_inputs(m, &coords, &feats, MDD_RES_DEF, msg, sizeof(msg))))
+        return log_error_to(rc, NULL, 0, "warm-up: %s", msg);
+    meshdec_plan_make(&plan, &coords, meshdec_chunk_voxels(m, MDD_CHUNK_BUDGET));
+    if ((rc = stage_rt_act(rt, meshdec_act_bytes(m, &plan))) ||
+        (rc = meshdec_decode(m, rt->op, &rt->act, &coords, &feats, MDD_RES_DEF, &plan, &job,
+                             NULL, NULL))) {
+        meshdec_plan_free(&plan);
+        return rc;
+    }
+    rc = meshdec_extract(m, rt->op, &rt->act, &job, MDD_MAX_FACES_DEF);
+    if (rc == S3D_ENOMEM && !(rc = stage_rt_act(rt, job.fc.need_scratch)))
+        rc = meshdec_extract(m, rt->op, &rt->act, &job, MDD_MAX_FACES_DEF);
+    int64_t V = job.fc.cnt.n_vd, F = job.fc.cnt.n_faces;
+    if (!rc && !(rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(V, 3), &v)) &&
+        !(rc = stage_warm_tensor(host, DTYPE_I32, SHAPE(F, 3), &fa)) &&
+        !(rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(V, 3), &c)))
+        meshdec_download(&job, rt->op, &v, &fa, &c);
+    meshdec_job_end(&job);
+    meshdec_plan_free(&plan);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static struct meshdec_model model;
@@ -185,6 +222,7 @@ int main(int argc, char **argv)
         .arena_bytes = (size_t)512 << 20,
         STAGE_MODEL_OPS(mdd),
         .run = mdd_stage_run,
+        .warm = mdd_stage_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

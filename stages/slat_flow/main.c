@@ -22,6 +22,7 @@
 #include "log.h"
 #include "flow_net/flow_params.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <string.h>
 
@@ -134,6 +135,40 @@ static int slf_run(void *p, struct stage_req *rq)
     return 0;
 }
 
+/* Warm-up (stage_ops.warm): the sampler for 2 steps (one plain evaluation, one
+ * CFG step) on a typical voxel set (stage_warm_voxels) and
+ * a zero condition of the SLAT cond stage's size at the released weights (5496
+ * rows, stages/cond/README.md). */
+#define SLF_WARM_COND_ROWS 5496
+
+static int slf_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    const struct slatflow_model *m = p;
+    struct slatflow_sampler sp;
+    struct tensor coords, cond, x;
+    enum dtype cdt = rt->compute_dt == DTYPE_F16 ? DTYPE_F16 : DTYPE_F32;  /* as cond gives */
+    float *vbuf;
+    int rc;
+
+    slatflow_sampler_defaults(&sp);
+    sp.steps = 2;
+    if ((rc = stage_warm_voxels(rt, host, SLF_RESOLUTION, &coords)))
+        return rc;
+    int64_t N = coords.shape[0], M = slatflow_parents(&coords, SLF_RESOLUTION);
+    if ((rc = stage_warm_tensor(host, cdt, SHAPE(1, SLF_WARM_COND_ROWS, m->cfg.cond_dim),
+                                &cond)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(N, SLF_LATENT), &x)))
+        return rc;
+    if (!(vbuf = arena_alloc(host, sizeof(float) * 2 * (size_t)N * SLF_LATENT)))
+        return S3D_ENOMEM;
+    slatflow_noise(0, &x);
+    if ((rc = stage_rt_act(rt, slatflow_sample_bytes(m, N, M, SLF_WARM_COND_ROWS,
+                                                     sp.cache_kv))))
+        return rc;
+    slatflow_sample(m, rt->op, &rt->act, &coords, &cond, &x, vbuf, &sp, NULL, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct slatflow_model model;
@@ -145,6 +180,7 @@ int main(int argc, char **argv)
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         STAGE_MODEL_OPS(slf),
         .run = slf_run,
+        .warm = slf_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

@@ -23,6 +23,7 @@
 #include "err.h"
 #include "log.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,25 @@ static int ssd_run(void *p, struct stage_req *rq)
     return 0;
 }
 
+/* Warm-up (stage_ops.warm): one forward of a made-up latent of the SS flow's
+ * size (16^3 tokens at the released size). */
+#define SSD_WARM_SIDE 16
+
+static int ssd_stage_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    const struct ssdec_model *m = p;
+    int r = SSD_WARM_SIDE, R = ssdec_out_side(m, r);
+    struct tensor lat, logits;
+    int rc;
+
+    if ((rc = stage_warm_noise(host, SHAPE(1, (int64_t)r * r * r, m->cfg.latent_ch), &lat)) ||
+        (rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, R, R, R, 1), &logits)) ||
+        (rc = stage_rt_act(rt, ssdec_act_bytes(m, r))))
+        return rc;
+    ssdec_forward(m, rt->op, &rt->act, &lat, &logits, NULL, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct ssdec_model model;
@@ -134,6 +154,7 @@ int main(int argc, char **argv)
         .max_input_bytes = (size_t)16 << 20,
         STAGE_MODEL_OPS(ssd),
         .run = ssd_run,
+        .warm = ssd_stage_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

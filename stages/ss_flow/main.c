@@ -26,6 +26,7 @@
 #include "log.h"
 #include "flow_net/flow_params.h"
 #include "stage.h"
+#include "stage_warm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,36 @@ static int ssf_run(void *p, struct stage_req *rq)
     return 0;
 }
 
+/* Warm-up (stage_ops.warm): the sampler for 2 steps (one plain evaluation, one
+ * CFG step) on a zero condition of the SS cond stage's size at the released
+ * weights (7528 rows, stages/cond/README.md). */
+#define SSF_WARM_COND_ROWS 7528
+
+static int ssf_warm(void *p, struct stage_rt *rt, struct arena *host)
+{
+    const struct ssflow_model *m = p;
+    const struct ssflow_config *g = &m->cfg;
+    struct ssflow_sampler sp;
+    struct tensor cond, x[SSF_N_LATENT], *xp[SSF_N_LATENT];
+    enum dtype cdt = rt->compute_dt == DTYPE_F16 ? DTYPE_F16 : DTYPE_F32;  /* as cond gives */
+    int rc;
+
+    ssflow_sampler_defaults(&sp);
+    sp.steps = 2;
+    if ((rc = stage_warm_tensor(host, cdt, SHAPE(1, SSF_WARM_COND_ROWS, g->cond_dim), &cond)))
+        return rc;
+    for (int l = 0; l < SSF_N_LATENT; l++) {
+        if ((rc = stage_warm_tensor(host, DTYPE_F32, SHAPE(1, g->ntok[l], g->cin[l]), &x[l])))
+            return rc;
+        xp[l] = &x[l];
+    }
+    ssflow_noise(0, xp);
+    if ((rc = stage_rt_act(rt, ssflow_sample_bytes(m, SSF_WARM_COND_ROWS, sp.cache_kv))))
+        return rc;
+    ssflow_sample(m, rt->op, &rt->act, &cond, xp, &sp, NULL, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct ssflow_model model;
@@ -124,6 +155,7 @@ int main(int argc, char **argv)
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
         STAGE_MODEL_OPS(ssf),
         .run = ssf_run,
+        .warm = ssf_warm,
     };
 
     return stage_main(&ops, &model, argc, argv);

@@ -26,6 +26,9 @@
  * "holds" a quarter of its weights file (the rest "streamed" from host memory);
  * status answers stream_blocks and loads (loads since start: a request with the
  * other placement reloads).
+ * Warm-up (stage_ops.warm; the library calls it on the host only with
+ * S3D_WARMUP=all): takes 1 MiB of the host arena it is given; status answers
+ * warms (warm-ups since start).
  */
 #include "beat.h"
 #include "err.h"
@@ -50,6 +53,7 @@ struct echo {
     int64_t        act_bytes; /* fake activation memory held until unload */
     bool           streamed;  /* loaded with rt->stream_blocks: a quarter on the "device" */
     int            loads;
+    int            warms;
 };
 
 #define FAKE_CONTEXT_BYTES (1 << 20)
@@ -113,6 +117,17 @@ static void echo_unload(void *model)
     fake_devmem(e);
 }
 
+/* The warm-up: counted, and it must find the host arena it was promised. */
+static int echo_warm(void *model, struct stage_rt *rt, struct arena *host)
+{
+    struct echo *e = model;
+
+    if (!e->weights || !rt || !arena_alloc(host, 1u << 20))
+        return S3D_EINVAL;
+    e->warms++;
+    return 0;
+}
+
 static void echo_status(void *model, struct wire_msg *rep)
 {
     struct echo *e = model;
@@ -120,6 +135,7 @@ static void echo_status(void *model, struct wire_msg *rep)
     ASSERT(wire_set_int(rep, "weights_bytes", (int64_t)e->n_weights) == 0);
     ASSERT(wire_set_bool(rep, "stream_blocks", e->streamed) == 0);
     ASSERT(wire_set_int(rep, "loads", e->loads) == 0);
+    ASSERT(wire_set_int(rep, "warms", e->warms) == 0);
 }
 
 static const struct stage_param echo_params[] = {
@@ -246,6 +262,7 @@ int main(int argc, char **argv)
         .unload      = echo_unload,
         .run         = echo_run,
         .status      = echo_status,
+        .warm        = echo_warm,
     };
 
     const char *start = getenv("S3D_ECHO_START_MS");
