@@ -423,6 +423,29 @@ static void *write_meshes(void *arg)
     return NULL;
 }
 
+/* splat.ply of an export, in the object frame, written on a thread of its own
+ * while the preview renders from the same (unchanged) Gaussians. */
+struct splat_part {
+    const struct gaussians *g;
+    const char             *out_dir;
+    int                     dfd;
+    int                     rc, n_written;
+};
+
+static void *write_splat(void *arg)
+{
+    struct splat_part *s = arg;
+    char label[PATH_MAX + 32];
+    int r;
+
+    snprintf(label, sizeof(label), "%s/splat.ply", s->out_dir);
+    r = ply_write_gaussians(s->dfd, "splat.ply", label, s->g);
+    if (!r)
+        log_info("wrote %s (%lld Gaussians, object frame)", label, (long long)s->g->n);
+    tally(r, &s->rc, &s->n_written);
+    return NULL;
+}
+
 int export_outputs(const char *art_dir, const char *out_dir, const struct export_opts *o)
 {
     struct artifact gs, mesh, flow, dec, depth;
@@ -497,13 +520,24 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
     if ((mp.glb || mp.ply) && !mesh_thread)
         write_meshes(&mp);
     if (WANT(EXPORT_SPLAT) || WANT(EXPORT_PREVIEW)) {
+        struct splat_part sp = {&g.g, out_dir, dfd, 0, 0};
+        pthread_t splat_tid;
+        bool splat_thread = false;
+
         r = read_gaussians(&gs, &g);
         if (r)
             tally(r, &rc, &n_written);
+        /* in the object frame splat.ply reads what the preview reads: beside it */
+        if (!r && WANT(EXPORT_SPLAT) && WANT(EXPORT_PREVIEW) && !o->placed)
+            splat_thread = pthread_create(&splat_tid, NULL, write_splat, &sp) == 0;
         if (!r && WANT(EXPORT_PREVIEW))          /* first: it places them itself */
             tally(write_preview(dfd, LABEL("preview.png"), &g.g, &pose, &depth), &rc,
                   &n_written);
-        if (!r && WANT(EXPORT_SPLAT)) {
+        if (splat_thread) {
+            pthread_join(splat_tid, NULL);
+            rc = rc ? rc : sp.rc;
+            n_written += sp.n_written;
+        } else if (!r && WANT(EXPORT_SPLAT)) {
             int w;
 
             if (o->placed)
