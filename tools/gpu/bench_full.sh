@@ -11,7 +11,11 @@
 #   2. ours on the same weights and image: `sam3d bench --runs 2` (cold: processes started,
 #      weights from the page cache; warm) and `sam3d bench --runs 2 --preset fast`;
 #   2b. the levers of issue 16, each an A/B against the default (BENCH_LEVERS=0 skips them):
-#      S3D_GEMM_EPILOGUE=0 (the GELU epilogue off) and the SS flow's K/V cache on;
+#      S3D_GEMM_EPILOGUE=0 (the GELU epilogue off), the SS flow's K/V cache on, and
+#      S3D_WARMUP=0 (no warm-up after the loads ahead: compared on the cold run);
+#   2c. BENCH_PROFILE=1 (default 1): `sam3d bench --runs 2` again with S3D_PROFILE=1, so each
+#      stage's log has its per-op device time table (kernels/prof.h) of the warm run, in
+#      OUT/ours_profile/ours_profile.log (the timings of this run are not used);
 #   3. tools/ref/bench_report.py: the side-by-side table (per stage: TFLOP, compute floor,
 #      official and our warm time, achieved TFLOP/s, speed-up, device memory, load time), the
 #      totals against the issue's targets, --preset fast's speed and its output difference
@@ -153,6 +157,13 @@ if [ "${BENCH_LEVERS:-1}" = 1 ]; then
     ours ours_kv_cache
     ours_args=("${ours_args_saved[@]}")
     variants+=(--variant "ss_flow K/V cache on=$WORK/ours_kv_cache")
+    S3D_WARMUP=0 ours ours_no_warmup
+    variants+=(--variant-cold "warm-up off=$WORK/ours_no_warmup")
+fi
+if [ "${BENCH_PROFILE:-1}" = 1 ]; then
+    S3D_PROFILE=1 ours ours_profile
+    grep -c "S3D_PROFILE" "$OUT/ours_profile/ours_profile.log" 2>/dev/null |
+        sed 's/^/per-op tables in ours_profile.log: /'
 fi
 
 # ---------------------------------------------------------------- 3. the tables

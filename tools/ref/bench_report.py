@@ -232,10 +232,12 @@ def totals(bench, runs, official, flops, peak):
     return t
 
 
-def variant_rows(base, other):
-    """Per stage: our warm wall ms and driver GiB in base and other (runs lists)."""
-    b = base[1] if len(base) > 1 else base[0]
-    o = other[1] if len(other) > 1 else other[0]
+def variant_rows(base, other, cold=False):
+    """Per stage: our wall ms (the warm run, or with cold the first one) and driver GiB in
+    base and other (runs lists)."""
+    k = 0 if cold else 1
+    b = base[k] if len(base) > k else base[0]
+    o = other[k] if len(other) > k else other[0]
     rows = []
     for s in STAGES:
         x, y = b["stages"].get(s, {}), o["stages"].get(s, {})
@@ -246,10 +248,11 @@ def variant_rows(base, other):
     return rows, b["wall_ms"], o["wall_ms"]
 
 
-def variant_markdown(label, vr):
+def variant_markdown(label, vr, cold=False):
     rows, tb, to = vr
-    L = ["", f"Lever A/B, default vs {label} (warm run):", "",
-         f"| stage | default warm ms | {label} warm ms | change | default GiB | {label} GiB |",
+    run = "cold" if cold else "warm"
+    L = ["", f"Lever A/B, default vs {label} ({run} run):", "",
+         f"| stage | default {run} ms | {label} {run} ms | change | default GiB | {label} GiB |",
          "|---|---|---|---|---|---|"]
     for s, a, b, ga, gb in rows:
         L.append(f"| {s} | {a:.0f} | {b:.0f} | {(b - a) / a * 100 if a else 0:+.1f}% | "
@@ -320,6 +323,9 @@ def main(argv=None):
     ap.add_argument("--official-work", help="bench_official.py's --work (its output arrays)")
     ap.add_argument("--gpu", default="", help="the GPU's name for the table's title")
     ap.add_argument("--peak-tflops", type=float, default=cost_model.PEAK_TFLOPS)
+    ap.add_argument("--variant-cold", action="append", default=[], metavar="LABEL=DIR",
+                    help="the same as --variant for a lever of the cold run (run 1): the "
+                    "warm-up after loading ahead")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                     help="another sam3d bench folder of the default preset with one lever "
                          "changed: its warm per-stage times and memory next to --ours")
@@ -363,11 +369,11 @@ def main(argv=None):
                 official_outputs(args.official_work, "fast"))
     md = markdown(rows, tot, meta, fast, diffs)
     variants = {}
-    for v in args.variant:
+    for v, cold in [(v, False) for v in args.variant] + [(v, True) for v in args.variant_cold]:
         label, _, folder = v.partition("=")
         if os.path.exists(os.path.join(folder, "bench.json")):
-            variants[label] = variant_rows(runs, ours_runs(folder)[1])
-            md += "\n" + variant_markdown(label, variants[label])
+            variants[label] = variant_rows(runs, ours_runs(folder)[1], cold)
+            md += "\n" + variant_markdown(label, variants[label], cold)
     print(md)
     print(f"\ngeometry (cost model inputs): {geom}")
     if args.out:
