@@ -14,6 +14,10 @@
  * S3D_ATTN_MT=1 and =2, between which v1 picks by query length, and
  * S3D_ATTN_KERNEL=v2, v2b, v2s and v3; the default is v3 from 2048 query rows,
  * v2s below, kernels/cuda/attention.cu).
+ * S3D_TEST_SMALL=1 leaves out the GPU cases of more than 2^20 query x key
+ * pairs (DINOv2 and the flows' shapes), each named: for compute-sanitizer's
+ * racecheck (tools/gpu/sanitize.sh), which instruments every shared-memory
+ * access; every variant still runs its multi-tile and tail paths.
  */
 #include "check.h"
 #include "harness.h"
@@ -340,10 +344,18 @@ static void test_gpu(void)
         CHECK(0, "GPU set-up failed");
         return;
     }
+    const char *small = getenv("S3D_TEST_SMALL");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct acase *c = &cases[i];
         struct adata  d;
         struct tensor ta, tb, q, k, v, dq, dk, dv;
+
+        if (small && strcmp(small, "0") && c->Tq * c->Tk > ((int64_t)1 << 20)) {
+            printf("    S3D_TEST_SMALL: left out B%lld Tq%lld Tk%lld H%lld %s\n",
+                   (long long)c->B, (long long)c->Tq, (long long)c->Tk, (long long)c->H,
+                   dtype_name(c->dt));
+            continue;
+        }
         size_t        mark = arena_mark(&a), n = (size_t)(c->B * c->Tq * c->H * OP_HEAD_DIM);
         int64_t       rowsz = c->H * OP_HEAD_DIM;
 

@@ -14,6 +14,8 @@
 # the kernels), SANITIZE_TOOLS (default "memcheck racecheck"). Each run is cut at
 # SANITIZE_TIMEOUT seconds (default 300), and no run starts after SANITIZE_BUDGET seconds
 # (default 900; the rest are listed as "not run (budget)"), so the script fits a short lease.
+# S3D_TEST_SMALL=1 (passed on to the tests) leaves test_op_attention's cases of more than 2^20
+# query x key pairs out: racecheck instruments every shared-memory access, and those take minutes.
 #
 # compute-sanitizer: taken from PATH, $CUDA_HOME/bin or /usr/local/cuda/bin, else from the
 # nvidia-cuda-sanitizer-api wheel: carry .whl/nvidia_cuda_sanitizer_api-13.0.*.whl (14 MB,
