@@ -414,10 +414,10 @@ const char *job_param(const struct engine *e, const struct job *j, int s, const 
     for (int i = 0; i < ps->n_params; i++)
         if (!strcmp(ps->param_key[i], key))
             v = ps->param_val[i];
-    for (int i = 0; i < j->n_set && v; i++)     /* a general override: where the key exists */
+    for (int i = 0; j && i < j->n_set && v; i++)    /* a general override: where the key exists */
         if (j->set[i].stage == -1 && !strcmp(j->set[i].key, key))
             v = j->set[i].val;
-    for (int i = 0; i < j->n_set; i++)          /* the stage's own override wins */
+    for (int i = 0; j && i < j->n_set; i++)     /* the stage's own override wins */
         if (j->set[i].stage == s && !strcmp(j->set[i].key, key))
             v = j->set[i].val;
     return v;

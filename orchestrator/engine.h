@@ -30,6 +30,8 @@
  * at their need) fits the budget, never past a stage that does not fit, and
  * not for a turn that will ask for another placement of the weights
  * (stream_blocks). Its turn then counts that load (`preloaded`, load_ms).
+ * With o.preload_idle the stages no job needs yet follow, in pipeline order
+ * (sam3d serve, from its start: the pipeline's params, no job's).
  *
  * Device memory (devmem.h) is recorded per turn (the process's driver-measured
  * peak during it) and per device (our processes together, at their peak).
@@ -156,6 +158,9 @@ struct engine_opts {
     const char  *only;                 /* the one stage that will run (sam3d stage), or NULL */
     bool         overlap;              /* turns of different jobs may run at once */
     int          max_active;           /* jobs running at once (0: unlimited) */
+    bool         preload_idle;         /* also load ahead (and so warm up) the stages no job
+                                        * needs yet, in pipeline order, within the budget
+                                        * (sam3d serve: the first job finds them ready) */
     volatile sig_atomic_t *interrupted; /* set by a signal handler: stop everything */
     void       (*event)(void *arg, const struct engine_event *ev);     /* (optional) */
     void        *event_arg;

@@ -31,7 +31,9 @@ static int64_t held(struct engine *e, const struct stage_rt *rt)
     return rt->ever_loaded && ctx ? ctx->bytes : 0;
 }
 
-/* Turns until a job still queued or running needs stage s again (INT32_MAX: never). */
+/* Turns until a job still queued or running needs stage s again (INT32_MAX: never;
+ * with preload_idle, a stage no job needs comes after every job's turns, in
+ * pipeline order). */
 static int next_use(const struct engine *e, int s)
 {
     int base = 0;
@@ -45,7 +47,7 @@ static int next_use(const struct engine *e, int s)
             return base + (s - j->next);
         base += j->last - j->next + 1;
     }
-    return INT32_MAX;
+    return e->o.preload_idle ? base + s : INT32_MAX;
 }
 
 /* Make room on rt's device for its turn: unload, then stop, idle stages there.

@@ -398,6 +398,7 @@ int cmd_serve(int argc, char **argv)
         return 1;
     a.o.sock_dir = socks.path;
     a.o.max_active = 1;                 /* one job at a time on the GPU */
+    a.o.preload_idle = true;            /* load (and warm up) the stages before the first job */
     a.o.event = on_event;
     a.o.event_arg = &s;
     if (engine_open(&s.e, &a.o) != 0 || engine_check(s.e, 0, s.e->n_rt - 1) != 0 ||
@@ -420,8 +421,7 @@ int cmd_serve(int argc, char **argv)
 
         if (zmq_poll(&it, 1, s.n_jobs ? 0 : 100) > 0)
             read_clients(&s);
-        if (s.n_jobs)
-            engine_step(s.e, 50);
+        engine_step(s.e, s.n_jobs ? 50 : 0);    /* idle: the loads ahead's replies */
         reap_jobs(&s);
     }
     engine_step(s.e, 0);                /* interrupted: the jobs in flight end (130) */

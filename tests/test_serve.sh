@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # test_serve.sh - `sam3d serve` and `sam3d run --server`, on the CPU with the tiny model
 # (the committed fixtures in the official layout) and real stage processes over ZeroMQ:
-#   1. a server on an ipc socket, two clients at once (the example and its mirror): both
-#      complete (exit 0/3) with report.json and artifacts in their --out; the job that ran
-#      second found every stage loaded (warm, no load time), each stage loaded once;
+#   1. a server on an ipc socket loads its stages before any job (S3D_WARMUP=all: and warms
+#      them up, depth included: the first job's depth turn is "preloaded" with warmup_ms);
+#      two clients at once (the example and its mirror): both complete (exit 0/3) with
+#      report.json and artifacts in their --out; the job that ran second found every stage
+#      loaded (warm, no load time), each stage loaded once;
 #   2. a client killed right after its job was accepted: the job goes on, its --out
 #      appears whole (renamed into place: report.json and artifacts; no part dir left);
 #   3. an --out that exists and is not empty is refused (exit 1, the reason named);
@@ -40,11 +42,17 @@ then echo "SKIP: PIL cannot write the test images"; exit 77; fi
 addr=ipc://$tmp/serve.sock
 
 # ---------------------------------------------------------------- 1. two clients
-"$sam3d" serve --listen "$addr" --weights "$w" --device cpu --pipeline "$pipe" --timeout 600 \
-    2>"$tmp/serve.log" &
+S3D_WARMUP=all "$sam3d" serve --listen "$addr" --weights "$w" --device cpu --pipeline "$pipe" \
+    --timeout 600 2>"$tmp/serve.log" &
 srv_pid=$!
 for _ in $(seq 100); do grep -q "^sam3d: serving on" "$tmp/serve.log" && break; sleep 0.1; done
 grep -q "^sam3d: serving on $addr" "$tmp/serve.log" || { bad "server did not start"; tail "$tmp/serve.log"; exit 1; }
+# before any job: the stages load ahead in pipeline order (depth first) and warm up
+for _ in $(seq 600); do grep -q "stage depth: loaded ahead in" "$tmp/serve.log" && break; sleep 0.1; done
+if grep -q "stage depth: loaded ahead in [0-9.]* ms (+ warm-up [1-9][0-9.]* ms)" "$tmp/serve.log" &&
+   grep -q "\[depth [0-9]*\] I .* warmed up in" "$tmp/serve.log"; then
+    ok "serve loads and warms up its stages before any job (depth: $(grep -o 'stage depth: loaded ahead in .*' "$tmp/serve.log"))"
+else bad "serve did not load depth ahead before the first job"; tail -20 "$tmp/serve.log"; fi
 client() {   # out image mask
     "$sam3d" run --server "$addr" --image "$2" --mask "$3" --out "$1" 2>"$1.log"
 }
@@ -68,6 +76,7 @@ for s in done:
 for s in second["stages"]:
     if s["state"] == "done":
         assert s["warm"] and s["load_ms"] == 0 and s["loads"] == 1 and s["starts"] == 1, s
+assert done[0]["preloaded"] and done[0]["warmup_ms"] > 0, done[0]   # depth, loaded before it
 for d in sys.argv[1:]:
     assert os.path.exists(os.path.join(d, "artifacts", "depth.safetensors")), d
 print(len(done), "stages; the second job found every one loaded")
