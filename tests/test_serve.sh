@@ -45,7 +45,7 @@ addr=ipc://$tmp/serve.sock
 S3D_WARMUP=all "$sam3d" serve --listen "$addr" --weights "$w" --device cpu --pipeline "$pipe" \
     --timeout 600 2>"$tmp/serve.log" &
 srv_pid=$!
-for _ in $(seq 100); do grep -q "^sam3d: serving on" "$tmp/serve.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "^sam3d: serving on" "$tmp/serve.log" && break; sleep 0.1; done
 grep -q "^sam3d: serving on $addr" "$tmp/serve.log" || { bad "server did not start"; tail "$tmp/serve.log"; exit 1; }
 # before any job: the stages load ahead in pipeline order (depth first) and warm up
 for _ in $(seq 600); do grep -q "stage depth: loaded ahead in" "$tmp/serve.log" && break; sleep 0.1; done
@@ -84,6 +84,18 @@ PY
 then ok "the second job pays no load: $(cat "$tmp/c.check")"; else bad "warm check"; cat "$tmp/c.check"; fi
 grep -q "job 1 accepted by $addr" "$tmp/c1.log" "$tmp/c2.log" && ok "the client says its job was accepted" ||
     bad "no 'accepted' line"
+# the warm-ups (depth's too) and the warm stages change no output: the example's job gives the
+# same bytes as a plain `sam3d run` of it
+"$sam3d" run --image "$ex/image.png" --mask "$ex/0.png" --weights "$w" --device cpu \
+    --pipeline "$pipe" --out "$tmp/plain" 2>"$tmp/plain.log"; rc=$?
+n_same=0 n_diff=0
+for f in $(cd "$tmp/plain/artifacts" 2>/dev/null && ls *.safetensors); do
+    if cmp -s "$tmp/plain/artifacts/$f" "$tmp/c1/artifacts/$f"; then n_same=$((n_same + 1)); else
+        n_diff=$((n_diff + 1)); echo "    differs: $f"; fi
+done
+{ [ $rc -eq 0 ] || [ $rc -eq 3 ]; } && [ $n_same -ge 2 ] && [ $n_diff -eq 0 ] &&
+    ok "served after warm-ups = plain sam3d run: $n_same artifacts, the same bytes" ||
+    bad "served vs plain run: exit $rc, $n_same same, $n_diff different"
 
 # ---------------------------------------------------------------- 2. a client that goes away
 "$sam3d" run --server "$addr" --image "$ex/image.png" --mask "$ex/0.png" --out "$tmp/c3" \
