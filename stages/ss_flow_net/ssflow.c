@@ -190,8 +190,7 @@ struct ssf_act {
     struct tensor ones;     /* (2, C) F32: rows +1 and -1 (fp16 rounding of 1 + scale) */
     struct tensor s16;      /* (1, C) gemm_dt: 1 + scale rounded */
     struct tensor s1;       /* (1, C) F32: (1 + scale rounded) - 1, exact */
-    /* four views of one scratch buffer, never live at the same time: */
-    struct tensor hf;       /* (T, C) F32: LayerNorm output before modulation */
+    /* three views of one scratch buffer, never live at the same time: */
     struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
     struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
     struct tensor z;        /* (T, C) gemm_dt: zeros (fp16 rounding of gate * h) */
@@ -210,7 +209,7 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv
         mt = g->ntok[l] > mt ? g->ntok[l] : mt;
         mc = g->cin[l] > mc ? g->cin[l] : mc;
     }
-    sb = sb > (size_t)(T * C) * sizeof(float) ? sb : (size_t)(T * C) * sizeof(float);
+    sb = sb > (size_t)(T * C) * e ? sb : (size_t)(T * C) * e;
     s->tf = arena_tensor(a, gd, SHAPE(1, SSF_FREQ_DIM));
     s->e1 = arena_tensor(a, gd, SHAPE(1, C));
     s->te = arena_tensor(a, gd, SHAPE(1, C));
@@ -230,7 +229,6 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv
     s->s16 = arena_tensor(a, gd, SHAPE(1, C));
     s->s1 = arena_tensor(a, DTYPE_F32, SHAPE(1, C));
     struct tensor scr = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)sb));
-    s->hf = tensor_view(scr.data, DTYPE_F32, scr.device, SHAPE(T, C));
     s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
     s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
     s->z = tensor_view(scr.data, gd, scr.device, SHAPE(T, C));
@@ -329,21 +327,23 @@ static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
         get(ctx, dst, src);
 }
 
-/* h = hf * (1 + scale) + shift (modulated.py:255-259). Under fp16 autocast
- * `1 + scale` is an fp16 tensor (rounded) before it meets the fp32 hf; with
- * gemm_dt F16 we round it too: s1 = fp16(1 + scale) - 1 is exact in fp32, so
- * op_modulate's 1 + s1 is the rounded value. */
-static void modulate(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
-                     const struct tensor *scale, const struct tensor *shift)
+/* h = LN(x) * (1 + scale) + shift (modulated.py:255-259; the norm has no
+ * affine), LayerNorm and modulation in one pass (op_layernorm_mod: the values
+ * of an F32 LayerNorm followed by the modulation, without the F32 round trip).
+ * Under fp16 autocast `1 + scale` is an fp16 tensor (rounded) before it meets
+ * the fp32 norm; with gemm_dt F16 we round it too: s1 = fp16(1 + scale) - 1 is
+ * exact in fp32, so the op's 1 + s1 is the rounded value. */
+static void norm_modulate(const struct ssflow_model *m, const struct op_ctx *ctx,
+                          struct ssf_act *s, const struct tensor *scale,
+                          const struct tensor *shift)
 {
-    if (m->gemm_dt == DTYPE_F32) {
-        op_modulate(ctx, &s->h, &s->hf, scale, shift);
-        return;
+    if (m->gemm_dt != DTYPE_F32) {
+        struct tensor plus = rows(&s->ones, 0, 1), minus = rows(&s->ones, 1, 1);
+        op_add_bias(ctx, &s->s16, scale, &plus);
+        op_add_bias(ctx, &s->s1, &s->s16, &minus);
+        scale = &s->s1;
     }
-    struct tensor plus = rows(&s->ones, 0, 1), minus = rows(&s->ones, 1, 1);
-    op_add_bias(ctx, &s->s16, scale, &plus);
-    op_add_bias(ctx, &s->s1, &s->s16, &minus);
-    op_modulate(ctx, &s->h, &s->hf, &s->s1, shift);
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, scale, shift, SSF_BLOCK_EPS);
 }
 
 /* x += gate * p (modulated.py:264-268, 302-306): under autocast `h * gate`
@@ -380,8 +380,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     op_linear(ctx, &ada2, &s->st, &B->ada_w, &B->ada_b, false);
 
     /* self-attention (L292-306); norm1 has no affine, so both streams at once */
-    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
-    modulate(m, ctx, s, &sc_msa, &sh_msa);
+    norm_modulate(m, ctx, s, &sc_msa, &sh_msa);
     for (int k = 0; k < 2; k++) {
         const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
@@ -446,8 +445,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     op_add(ctx, &s->x, &s->x, &s->p);
 
     /* MLP (L318-332) */
-    op_layernorm(ctx, &s->hf, &s->x, NULL, NULL, SSF_BLOCK_EPS);
-    modulate(m, ctx, s, &sc_mlp, &sh_mlp);
+    norm_modulate(m, ctx, s, &sc_mlp, &sh_mlp);
     for (int k = 0; k < 2; k++) {
         const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
