@@ -429,3 +429,12 @@ void dtype_convert_mt(void *dst, enum dtype dt, const void *src, enum dtype st, 
         if (started[k])
             pthread_join(tid[k], NULL);
 }
+
+float dtype_round(enum dtype dt, float v)
+{
+    switch (dt) {
+    case DTYPE_F16:  return f16_to_f32(f32_to_f16(v));
+    case DTYPE_BF16: return bf16_to_f32(f32_to_bf16(v));
+    default:         return v;
+    }
+}

@@ -43,6 +43,8 @@ uint16_t f64_to_f16(double d);
 uint16_t f32_to_bf16(float f);
 float    bf16_to_f32(uint16_t h);
 uint16_t f64_to_bf16(double d);
+/* v rounded once through dtype dt (round to nearest even); v itself for F32. */
+float    dtype_round(enum dtype dt, float v);
 
 /* Convert n elements from src (type st) to dst (type dt). Buffers must not
  * overlap unless dt == st. Contiguous, host memory. */

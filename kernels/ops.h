@@ -194,6 +194,14 @@ void op_add_scaled_cpu(struct tensor *y, const struct tensor *x, const struct te
 void op_add_scaled_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                         const struct tensor *g, const struct tensor *a);
 
+/* y = x + round_a(g * a): add_scaled with the product rounded once into a's
+ * dtype before the add (the reference's `h * gate` computed in h's dtype under
+ * autocast, then added to an fp32 stream); the same as add_scaled for fp32 a. */
+void op_add_gated_cpu(struct tensor *y, const struct tensor *x, const struct tensor *g,
+                      const struct tensor *a);
+void op_add_gated_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                       const struct tensor *g, const struct tensor *a);
+
 /* y = x * (1 + s) + t (adaLN modulate); x, y (..., C); s, t row-broadcast,
  * same numel as each other; t may be NULL (no shift). */
 void op_modulate_cpu(struct tensor *y, const struct tensor *x, const struct tensor *s,
@@ -354,6 +362,15 @@ static inline void op_add_scaled(const struct op_ctx *ctx, struct tensor *y, con
         op_add_scaled_cuda(ctx, y, x, g, a);
     else
         op_add_scaled_cpu(y, x, g, a);
+}
+
+static inline void op_add_gated(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                                const struct tensor *g, const struct tensor *a)
+{
+    if (y->device == DEVICE_CUDA)
+        op_add_gated_cuda(ctx, y, x, g, a);
+    else
+        op_add_gated_cpu(y, x, g, a);
 }
 
 static inline void op_modulate(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,

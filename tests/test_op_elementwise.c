@@ -1,6 +1,7 @@
 /*
  * test_op_elementwise.c - the residual/modulation family: add (y = x + a),
- * add_scaled (y = x + g a, g broadcast per row group), modulate
+ * add_scaled (y = x + g a, g broadcast per row group), add_gated
+ * (y = x + round_a(g a): the product rounded into a's dtype first), modulate
  * (y = x (1 + s) + t), add_bias. Mixed dtypes as the stages use them (an fp32
  * residual stream plus an fp16 branch), parameters shaped (C) and (B, C),
  * in place. CPU part: against double formulas, with small-integer inputs
@@ -22,8 +23,9 @@ static const struct op_tol TOL[] = {
 };
 #define NTOL (sizeof(TOL) / sizeof(TOL[0]))
 
-enum ew_op { EW_ADD, EW_ADD_SCALED, EW_MODULATE, EW_MODULATE_NO_T, EW_ADD_BIAS };
-static const char *ew_name[] = {"add", "add_scaled", "modulate", "modulate(no t)", "add_bias"};
+enum ew_op { EW_ADD, EW_ADD_SCALED, EW_ADD_GATED, EW_MODULATE, EW_MODULATE_NO_T, EW_ADD_BIAS };
+static const char *ew_name[] = {"add",      "add_scaled",     "add_gated",
+                                "modulate", "modulate(no t)", "add_bias"};
 
 struct ecase {
     enum ew_op op;
@@ -45,7 +47,9 @@ static int64_t p0_len(const struct ecase *c)
 
 static int64_t p1_len(const struct ecase *c)
 {
-    return c->op == EW_ADD_SCALED ? c->B * c->T * c->C : c->op == EW_MODULATE ? c->G * c->C : 0;
+    if (c->op == EW_ADD_SCALED || c->op == EW_ADD_GATED)
+        return c->B * c->T * c->C;
+    return c->op == EW_MODULATE ? c->G * c->C : 0;
 }
 
 static void make_data(const struct ecase *c, uint64_t seed, struct edata *d)
@@ -88,7 +92,8 @@ static void run_op(const struct ecase *c, const struct edata *d, float *out, str
     struct tensor hx = ot_host(c->xdt, SHAPE(c->B, c->T, c->C), d->x);
     struct tensor h0 = c->op == EW_ADD ? ot_host(c->pdt, SHAPE(c->B, c->T, c->C), d->p0)
                                        : ot_host(c->pdt, SHAPE(c->G, 1, c->C), d->p0);
-    struct tensor h1 = c->op == EW_ADD_SCALED ? ot_host(c->pdt, SHAPE(c->B, c->T, c->C), d->p1)
+    bool          full1 = c->op == EW_ADD_SCALED || c->op == EW_ADD_GATED;
+    struct tensor h1 = full1 ? ot_host(c->pdt, SHAPE(c->B, c->T, c->C), d->p1)
                                               : ot_host(c->pdt, SHAPE(c->G, c->C), d->p1);
     struct tensor hy = ot_host(c->ydt, SHAPE(c->B, c->T, c->C), NULL);
     struct tensor x = hx, p0 = h0, p1 = h1, y = hy;
@@ -105,6 +110,7 @@ static void run_op(const struct ecase *c, const struct edata *d, float *out, str
     switch (c->op) {
     case EW_ADD:           op_add(ctx, yp, &x, &p0); break;
     case EW_ADD_SCALED:    op_add_scaled(ctx, yp, &x, &p0, &p1); break;
+    case EW_ADD_GATED:     op_add_gated(ctx, yp, &x, &p0, &p1); break;
     case EW_MODULATE:      op_modulate(ctx, yp, &x, &p0, &p1); break;
     case EW_MODULATE_NO_T: op_modulate(ctx, yp, &x, &p0, NULL); break;
     case EW_ADD_BIAS:      op_add_bias(ctx, yp, &x, &p0); break;
@@ -132,6 +138,9 @@ static const struct ecase CPU_CASES[] = {
     {EW_ADD, 2, 5, 7, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 2, 1},
     {EW_ADD_SCALED, 2, 5, 7, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 1},
     {EW_ADD_SCALED, 2, 5, 7, 2, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 0, 0},
+    {EW_ADD_GATED, 2, 5, 7, 2, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},
+    {EW_ADD_GATED, 1, 3, 9, 1, DTYPE_F32, DTYPE_BF16, DTYPE_F32, 0, 1},
+    {EW_ADD_GATED, 1, 4, 8, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0},
     {EW_MODULATE, 3, 4, 9, 3, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0},
     {EW_MODULATE_NO_T, 3, 4, 9, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1},
     {EW_ADD_BIAS, 1, 6, 5, 1, DTYPE_F32, DTYPE_BF16, DTYPE_F32, 1, 0},
@@ -156,6 +165,9 @@ static void test_cpu(void)
                 switch (c->op) {
                 case EW_ADD:           v = x + d.p0[i0]; break;
                 case EW_ADD_SCALED:    v = x + (double)d.p0[ip] * d.p1[i0]; break;
+                case EW_ADD_GATED:
+                    v = x + dtype_round(c->pdt, (float)((double)d.p0[ip] * d.p1[i0]));
+                    break;
                 case EW_MODULATE:      v = x * (1.0 + d.p0[ip]) + d.p1[ip]; break;
                 case EW_MODULATE_NO_T: v = x * (1.0 + d.p0[ip]); break;
                 case EW_ADD_BIAS:      v = x + d.p0[ip]; break;
@@ -184,6 +196,9 @@ static void test_gpu(void)
         {EW_ADD_SCALED, 1, 1374, 1024, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},  /* DINOv2 ls */
         {EW_ADD_SCALED, 2, 4096, 1024, 2, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},  /* gate, CFG */
         {EW_ADD_SCALED, 3, 7, 33, 3, DTYPE_BF16, DTYPE_BF16, DTYPE_BF16, 0, 1},
+        {EW_ADD_GATED, 1, 4096, 1024, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},  /* SS flow */
+        {EW_ADD_GATED, 2, 77, 33, 2, DTYPE_F32, DTYPE_BF16, DTYPE_F16, 0, 0},
+        {EW_ADD_GATED, 1, 5941, 1024, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0},  /* 8-wide */
         {EW_MODULATE, 2, 4096, 1024, 2, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0},
         {EW_MODULATE, 1, 5, 1, 1, DTYPE_F16, DTYPE_F32, DTYPE_F16, 1, 0},
         {EW_MODULATE_NO_T, 1, 999, 129, 1, DTYPE_F16, DTYPE_F16, DTYPE_F32, 0, 0},

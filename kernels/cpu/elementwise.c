@@ -1,6 +1,7 @@
 /*
  * elementwise.c - CPU references for the residual and modulation ops:
- * add, add_scaled (x + g * a), modulate (x * (1 + s) + t), add_bias. See ops.h.
+ * add, add_scaled (x + g * a), add_gated (x + round_a(g * a)), modulate
+ * (x * (1 + s) + t), add_bias. See ops.h.
  *
  * Row by row: each operand row is converted to fp32, combined, and rounded
  * once into y's dtype. Broadcast parameters follow ops.h's "row broadcast".
@@ -10,7 +11,8 @@
 
 #include <stdlib.h>
 
-enum ew_kind { EW_ADD, EW_ADD_SCALED, EW_MODULATE, EW_ADD_BIAS };
+enum ew_kind { EW_ADD, EW_ADD_SCALED, EW_ADD_GATED, EW_MODULATE, EW_ADD_BIAS };
+
 
 /* Row r of a contiguous tensor with `cols` columns, as fp32 into dst. */
 static void load_row(float *dst, const struct tensor *t, int64_t r, int64_t cols)
@@ -44,6 +46,7 @@ static void ew_run(const char *op, enum ew_kind kind, struct tensor *y, const st
         ASSERT(tensor_numel(p0) == R * C);
         break;
     case EW_ADD_SCALED:    /* p0 = g (broadcast), p1 = a (full) */
+    case EW_ADD_GATED:
         op_check_dense(op, p0, DEVICE_HOST);
         op_check_dense(op, p1, DEVICE_HOST);
         g0 = op_bcast_groups(op, p0, R, C);
@@ -77,6 +80,9 @@ static void ew_run(const char *op, enum ew_kind kind, struct tensor *y, const st
             case EW_ADD_SCALED:
                 buf[c] = buf[c] + b0[c] * b1[c];
                 break;
+            case EW_ADD_GATED:
+                buf[c] = buf[c] + dtype_round(p1->dtype, b0[c] * b1[c]);
+                break;
             case EW_MODULATE:
                 buf[c] = buf[c] * (1.0f + b0[c]) + (p1 ? b1[c] : 0.0f);
                 break;
@@ -97,6 +103,12 @@ void op_add_scaled_cpu(struct tensor *y, const struct tensor *x, const struct te
                        const struct tensor *a)
 {
     ew_run("add_scaled", EW_ADD_SCALED, y, x, g, a);
+}
+
+void op_add_gated_cpu(struct tensor *y, const struct tensor *x, const struct tensor *g,
+                      const struct tensor *a)
+{
+    ew_run("add_gated", EW_ADD_GATED, y, x, g, a);
 }
 
 void op_modulate_cpu(struct tensor *y, const struct tensor *x, const struct tensor *s,

@@ -7,15 +7,6 @@
 
 #include <math.h>
 
-/* Round v through dtype dt (identity for F32). */
-static float round_to(enum dtype dt, float v)
-{
-    switch (dt) {
-    case DTYPE_F16:  return f16_to_f32(f32_to_f16(v));
-    case DTYPE_BF16: return bf16_to_f32(f32_to_bf16(v));
-    default:         return v;
-    }
-}
 
 void op_swiglu_cpu(struct tensor *y, const struct tensor *a, const struct tensor *b)
 {
@@ -27,7 +18,7 @@ void op_swiglu_cpu(struct tensor *y, const struct tensor *a, const struct tensor
 
     for (int64_t i = 0; i < n; i++) {
         float x = (float)dtype_get(a->data, a->dtype, (size_t)i);
-        float s = round_to(a->dtype, x / (1.0f + expf(-x)));
+        float s = dtype_round(a->dtype, x / (1.0f + expf(-x)));
         float g = (float)dtype_get(b->data, b->dtype, (size_t)i);
         dtype_set(y->data, y->dtype, (size_t)i, (double)(s * g));
     }

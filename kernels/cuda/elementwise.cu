@@ -1,6 +1,7 @@
 /*
  * elementwise.cu - residual and modulation ops on the GPU: add, add_scaled,
- * modulate, add_bias (fp32 math, one rounding into y). See ops.h.
+ * add_gated, modulate, add_bias (fp32 math, one rounding into y; add_gated
+ * also rounds its product into a's dtype). See ops.h.
  *
  * One grid-stride kernel: y[i] = f(x[i], p0, p1) where each parameter is either
  * full-size or row-broadcast with G groups (ops.h), and every operand's dtype
@@ -11,7 +12,17 @@
  */
 #include "common.cuh"
 
-enum ew_kind { EW_ADD, EW_ADD_SCALED, EW_MODULATE, EW_ADD_BIAS };
+enum ew_kind { EW_ADD, EW_ADD_SCALED, EW_ADD_GATED, EW_MODULATE, EW_ADD_BIAS };
+
+/* v rounded through dtype dt (identity for F32): add_gated's product. */
+__device__ __forceinline__ float round_dt(enum dtype dt, float v)
+{
+    switch (dt) {
+    case DTYPE_F16:  return __half2float(__float2half_rn(v));
+    case DTYPE_BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    default:         return v;
+    }
+}
 
 /* A parameter operand: data, dtype, and its broadcast groups (0 = full size). */
 struct ew_param {
@@ -46,6 +57,9 @@ __global__ void ew_kernel(void *y, enum dtype ydt, const void *x, enum dtype xdt
             break;
         case EW_ADD_SCALED:
             v = v + a * ew_load(p1, i, r, c, R, C);
+            break;
+        case EW_ADD_GATED:
+            v = v + round_dt(p1.dt, a * ew_load(p1, i, r, c, R, C));
             break;
         case EW_MODULATE:
             v = v * (1.0f + a) + (p1.p ? ew_load(p1, i, r, c, R, C) : 0.0f);
@@ -105,6 +119,9 @@ __global__ void ew_vec_kernel(T *y, const T *x, struct ew_param p0, struct ew_pa
             case EW_ADD_SCALED:
                 e = e + a[k] * b[k];
                 break;
+            case EW_ADD_GATED:
+                e = e + round_dt(p1.dt, a[k] * b[k]);
+                break;
             case EW_MODULATE:
                 e = e * (1.0f + a[k]) + (p1.p ? b[k] : 0.0f);
                 break;
@@ -158,7 +175,7 @@ static void ew_run(const struct op_ctx *ctx, const char *op, enum ew_kind kind, 
         op_check_dense(op, a1, DEVICE_CUDA);
         p1.p = a1->data;
         p1.dt = a1->dtype;
-        if (kind == EW_ADD_SCALED)
+        if (kind == EW_ADD_SCALED || kind == EW_ADD_GATED)
             ASSERT(tensor_numel(a1) == R * C);
         else if (R > 0 && C > 0)
             p1.groups = op_bcast_groups(op, a1, R, C);
@@ -189,6 +206,12 @@ void op_add_scaled_cuda(const struct op_ctx *ctx, struct tensor *y, const struct
                         const struct tensor *g, const struct tensor *a)
 {
     ew_run(ctx, "add_scaled", EW_ADD_SCALED, y, x, g, a);
+}
+
+void op_add_gated_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
+                       const struct tensor *g, const struct tensor *a)
+{
+    ew_run(ctx, "add_gated", EW_ADD_GATED, y, x, g, a);
 }
 
 void op_modulate_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,

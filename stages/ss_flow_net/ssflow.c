@@ -190,10 +190,9 @@ struct ssf_act {
     struct tensor ones;     /* (2, C) F32: rows +1 and -1 (fp16 rounding of 1 + scale) */
     struct tensor s16;      /* (1, C) gemm_dt: 1 + scale rounded */
     struct tensor s1;       /* (1, C) F32: (1 + scale rounded) - 1, exact */
-    /* three views of one scratch buffer, never live at the same time: */
+    /* two views of one scratch buffer, never live at the same time: */
     struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
     struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
-    struct tensor z;        /* (T, C) gemm_dt: zeros (fp16 rounding of gate * h) */
 };
 
 /* n_kv: rows of the per-evaluation K/V buffer (the condition's length, or 1
@@ -209,7 +208,7 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv
         mt = g->ntok[l] > mt ? g->ntok[l] : mt;
         mc = g->cin[l] > mc ? g->cin[l] : mc;
     }
-    sb = sb > (size_t)(T * C) * e ? sb : (size_t)(T * C) * e;
+    sb = sb > (size_t)(T * C) * e ? sb : (size_t)(T * C) * e;   /* q */
     s->tf = arena_tensor(a, gd, SHAPE(1, SSF_FREQ_DIM));
     s->e1 = arena_tensor(a, gd, SHAPE(1, C));
     s->te = arena_tensor(a, gd, SHAPE(1, C));
@@ -231,7 +230,6 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv
     struct tensor scr = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)sb));
     s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
     s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
-    s->z = tensor_view(scr.data, gd, scr.device, SHAPE(T, C));
 }
 
 size_t ssflow_act_bytes(const struct ssflow_model *m, int64_t n_cond)
@@ -346,22 +344,6 @@ static void norm_modulate(const struct ssflow_model *m, const struct op_ctx *ctx
     op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, scale, shift, SSF_BLOCK_EPS);
 }
 
-/* x += gate * p (modulated.py:264-268, 302-306): under autocast `h * gate`
- * is an fp16 product (rounded) added to the fp32 stream; with gemm_dt F16 we
- * round it too (p = fp16(0 + gate * p), then x += p). s->z (the scratch) must
- * be free: it is zeroed here. */
-static void gated_add(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
-                      const struct tensor *gate)
-{
-    if (m->gemm_dt == DTYPE_F32) {
-        op_add_scaled(ctx, &s->x, &s->x, gate, &s->p);
-        return;
-    }
-    op_zero(ctx, &s->z);
-    op_add_scaled(ctx, &s->p, &s->z, gate, &s->p);
-    op_add(ctx, &s->x, &s->x, &s->p);
-}
-
 static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
                           int blk, const struct ssflow_cond *cond, const struct ssflow_taps *tp)
 {
@@ -404,7 +386,10 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     }
     if (tp)
         tap(ctx, tp->self_attn, &s->p);
-    gated_add(m, ctx, s, &gt_msa);
+    /* x += gate * p (modulated.py:264-268, 302-306): under autocast `h * gate` is
+     * an fp16 product (rounded) added to the fp32 stream; add_gated rounds the
+     * product into p's dtype (gemm_dt) the same way, in one pass */
+    op_add_gated(ctx, &s->x, &s->x, &gt_msa, &s->p);
 
     /* cross-attention (L307-317): affine norm2 per stream, no gate */
     for (int k = 0; k < 2; k++) {
@@ -456,7 +441,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     }
     if (tp)
         tap(ctx, tp->mlp, &s->p);
-    gated_add(m, ctx, s, &gt_mlp);
+    op_add_gated(ctx, &s->x, &s->x, &gt_mlp, &s->p);   /* as after self-attention */
     if (tp)
         tap(ctx, tp->block_out, &s->x);
 }
