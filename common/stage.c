@@ -527,15 +527,17 @@ static void do_unload(struct stage_state *s)
 
 /* A stage with the stream_blocks param (STAGE_PARAM_STREAM_BLOCKS) loads its
  * weights as the request asks: a loaded model placed the other way is
- * unloaded here, and do_load loads it again. */
-static void place_weights(struct stage_state *s, const struct stage_req *rq)
+ * unloaded here, and do_load loads it again. only_given: a load request
+ * without the param keeps the placement of the last one (a run request's
+ * missing param is the default, resident). */
+static void place_weights(struct stage_state *s, const struct stage_req *rq, bool only_given)
 {
     const struct stage_param *p = s->ops->params;
     bool want;
 
     while (p && p->name && strcmp(p->name, "stream_blocks"))
         p++;
-    if (!p || !p->name)
+    if (!p || !p->name || (only_given && !stage_param_given(rq, "stream_blocks")))
         return;
     want = stage_get_flag(rq, "stream_blocks");
     if (s->loaded && s->rt.stream_blocks != want) {
@@ -595,9 +597,14 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
     rq.arena = &s->arena;
     switch (req->method) {
     case WIRE_LOAD: {
-        bool was_loaded = s->loaded;
+        bool was_loaded;
 
-        rc = do_load(s, rq.err, sizeof(rq.err));
+        rc = stage_params_check(&rq);   /* a load ahead may say how to place the weights */
+        if (!rc)
+            place_weights(s, &rq, true);
+        was_loaded = s->loaded;
+        if (!rc)
+            rc = do_load(s, rq.err, sizeof(rq.err));
         if (!rc && !was_loaded)
             do_warm(s);             /* a requested load: ready for the first request */
         break;
@@ -614,7 +621,7 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
         arena_reset(&s->arena);
         rc = stage_params_check(&rq);
         if (!rc)
-            place_weights(s, &rq);
+            place_weights(s, &rq, false);
         if (!rc)
             rc = do_load(s, rq.err, sizeof(rq.err));
         if (!rc)

@@ -27,9 +27,14 @@
  * its weight load overlaps their work instead of opening its turn: in the
  * order of next use, at most PRELOAD_MAX at once, only while what our
  * processes hold on its device plus its known need (loads in flight counted
- * at their need) fits the budget, never past a stage that does not fit, and
- * not for a turn that will ask for another placement of the weights
- * (stream_blocks). Its turn then counts that load (`preloaded`, load_ms).
+ * at their need) fits the budget - after unloading or stopping idle stages
+ * needed later than it (none needed again first), where that makes it fit -
+ * and never past a stage that does not fit. The load request carries the
+ * placement its turn will ask for (stream_blocks), so the turn finds the
+ * weights placed. Its turn then counts that load (`preloaded`, load_ms).
+ * Under a budget engine_check also gives a stage its memory-saving variant
+ * where that lets it and a pipeline neighbour fit side by side (one loads
+ * ahead while the other runs).
  * With o.preload_idle the stages no job needs yet follow, in pipeline order
  * (sam3d serve, from its start: the pipeline's params, no job's).
  *

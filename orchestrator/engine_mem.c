@@ -50,35 +50,76 @@ static int next_use(const struct engine *e, int s)
     return e->o.preload_idle ? base + s : INT32_MAX;
 }
 
+/* The stages on rt's device besides rt as the eviction policy sees them
+ * (slot[i] per stage; evictable: idle, alive, and not needed before `after`
+ * turns: next use > after). *others: what they hold; *freeable: what stopping
+ * every evictable one would free; *busy_there: one of them is in a turn or a
+ * load ahead. */
+static void survey(struct engine *e, const struct stage_rt *rt, int after,
+                   struct budget_slot slot[PIPE_MAX_STAGES], int64_t *others, int64_t *freeable,
+                   bool *busy_there)
+{
+    *others = *freeable = 0;
+    *busy_there = false;
+    for (int i = 0; i < e->n_rt; i++) {
+        struct stage_rt *o = &e->rt[i];
+        int64_t h;
+
+        slot[i].evictable = false;
+        if (o == rt || o->remote || o->cuda != rt->cuda)
+            continue;
+        h = held(e, o);
+        *others += h;
+        *busy_there |= o->busy != NULL || o->preloading;
+        slot[i].loaded = o->loaded;
+        slot[i].next_use = next_use(e, i);
+        slot[i].evictable = !o->busy && !o->preloading && proc_alive(&o->proc) &&
+                            slot[i].next_use > after;
+        if (slot[i].evictable)
+            *freeable += h;
+    }
+}
+
+/* Free room on rt's device: unload stage v (it stays up with its context), or
+ * stop its process when it is not loaded or the unload fails; `for_what` says
+ * why in the log ("b needs 6.0 MiB" / "to load c ahead"). */
+static void evict(struct engine *e, int v, const struct stage_rt *rt, const char *for_what)
+{
+    char a[32], c[32], why[WIRE_ERR_MAX];
+    struct stage_rt *o = &e->rt[v];
+
+    budget_size_str(held(e, o), a, sizeof(a));
+    budget_size_str(e->dev[rt->cuda].budget, c, sizeof(c));
+    if (o->loaded && engine_call(e, o, WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
+        o->loaded = false;
+        log_info("budget: unloaded %s (it held %s; %s, budget %s on cuda:%d)", o->ps->name, a,
+                 for_what, c, rt->cuda);
+    } else {
+        log_info("budget: stopped %s (its process held %s on cuda:%d; %s)", o->ps->name, a,
+                 rt->cuda, for_what);
+        engine_stop_stage(e, o);
+    }
+    devmem_sample(e->dm);
+}
+
 /* Make room on rt's device for its turn: unload, then stop, idle stages there.
  * true when it fits (or nothing else can be freed and nothing is busy: then it
  * runs anyway, with a warning); false to wait for a busy stage to finish. */
 bool engine_budget_fit(struct engine *e, struct stage_rt *rt)
 {
     struct budget_slot slot[PIPE_MAX_STAGES];
-    char a[32], b[32], c[32], why[WIRE_ERR_MAX];
+    char a[32], b[32], c[32], what[WIRE_ERR_MAX];
     int d = rt->cuda;
 
     if (!e->budget_on || rt->remote || d < 0)
         return true;
     devmem_sample(e->dm);
     for (;;) {
-        int64_t others = 0, need = rt->need > held(e, rt) ? rt->need : held(e, rt);
-        bool busy_there = false;
+        int64_t others, freeable, need = rt->need > held(e, rt) ? rt->need : held(e, rt);
+        bool busy_there;
         int v;
 
-        for (int i = 0; i < e->n_rt; i++) {
-            struct stage_rt *o = &e->rt[i];
-
-            slot[i].evictable = false;
-            if (o == rt || o->remote || o->cuda != d)
-                continue;
-            others += held(e, o);
-            busy_there |= o->busy != NULL || o->preloading;
-            slot[i].evictable = !o->busy && !o->preloading && proc_alive(&o->proc);
-            slot[i].loaded = o->loaded;
-            slot[i].next_use = next_use(e, i);
-        }
+        survey(e, rt, -1, slot, &others, &freeable, &busy_there);
         if (others + need <= e->dev[d].budget)
             return true;
         v = budget_victim(slot, e->n_rt, true);
@@ -92,19 +133,9 @@ bool engine_budget_fit(struct engine *e, struct stage_rt *rt)
                      budget_size_str(e->dev[d].budget, c, sizeof(c)));
             return true;
         }
-        budget_size_str(held(e, &e->rt[v]), a, sizeof(a));
-        if (e->rt[v].loaded &&
-            engine_call(e, &e->rt[v], WIRE_UNLOAD, e->o.timeout_ms, why, sizeof(why)) == 0) {
-            e->rt[v].loaded = false;
-            log_info("budget: unloaded %s (it held %s; %s needs %s, budget %s on cuda:%d)",
-                     e->rt[v].ps->name, a, rt->ps->name, budget_size_str(need, b, sizeof(b)),
-                     budget_size_str(e->dev[d].budget, c, sizeof(c)), d);
-        } else {
-            log_info("budget: stopped %s (its process held %s on cuda:%d)", e->rt[v].ps->name,
-                     a, d);
-            engine_stop_stage(e, &e->rt[v]);
-        }
-        devmem_sample(e->dm);
+        snprintf(what, sizeof(what), "%s needs %s", rt->ps->name,
+                 budget_size_str(need, b, sizeof(b)));
+        evict(e, v, rt, what);
     }
 }
 
@@ -126,22 +157,37 @@ static struct job *next_job_of(const struct engine *e, int s)
 
 /* Would rt's known need fit its device's budget next to what our processes
  * hold there now (loads in flight at their need)? No budget: yes; a budget and
- * an unknown need: no (it loads with its turn, where budget_fit makes room). */
-static bool preload_fits(struct engine *e, const struct stage_rt *rt)
+ * an unknown need: no (it loads with its turn, where budget_fit makes room).
+ * When it would fit once idle stages needed later than rt (next use > use,
+ * farthest first; a stage no job needs again first of all) are unloaded or
+ * stopped, they are, and it fits. */
+static bool preload_fits(struct engine *e, const struct stage_rt *rt, int use)
 {
-    int64_t others = 0;
+    struct budget_slot slot[PIPE_MAX_STAGES];
+    int64_t others, freeable, budget;
+    char what[WIRE_ERR_MAX];
+    bool busy_there;
 
     if (!e->budget_on || rt->cuda < 0)
         return true;
     if (rt->need <= 0)
         return false;
-    for (int i = 0; i < e->n_rt; i++) {
-        const struct stage_rt *o = &e->rt[i];
+    budget = e->dev[rt->cuda].budget;
+    survey(e, rt, use, slot, &others, &freeable, &busy_there);
+    if (others + rt->need <= budget)
+        return true;
+    if (others - freeable + rt->need > budget)
+        return false;                   /* not even with every later stage gone */
+    snprintf(what, sizeof(what), "to load %s ahead", rt->ps->name);
+    do {
+        int v = budget_victim(slot, e->n_rt, true);
 
-        if (o != rt && !o->remote && o->cuda == rt->cuda)
-            others += held(e, &e->rt[i]);
-    }
-    return others + rt->need <= e->dev[rt->cuda].budget;
+        if (v < 0)
+            return false;
+        evict(e, v, rt, what);
+        survey(e, rt, use, slot, &others, &freeable, &busy_there);
+    } while (others + rt->need > budget);
+    return true;
 }
 
 /* Send load requests to the stages that jobs will use next (engine.h,
@@ -175,20 +221,22 @@ void engine_preload(struct engine *e)
             !proc_alive(&rt->proc) || !client_socket(&rt->cli) ||
             (rt->cuda >= 0 && blocked[rt->cuda]))
             continue;
-        sb = job_param(e, next_job_of(e, order[k]), order[k], "stream_blocks");
-        if (sb && strcmp(sb, "0"))
-            continue;                   /* its turn places the weights itself */
         if (e->budget_on && rt->cuda >= 0 && !sampled) {
             devmem_sample(e->dm);
             sampled = true;
         }
-        if (!preload_fits(e, rt)) {
+        if (!preload_fits(e, rt, use[k])) {
             if (rt->cuda >= 0)
                 blocked[rt->cuda] = true;   /* the next to run comes first */
             continue;
         }
         wire_msg_init(&e->req, WIRE_REQUEST, 0);
         e->req.method = WIRE_LOAD;
+        /* the placement its turn will ask for (a memory-saving variant: the blocks
+         * streamed from host memory), so that the turn finds it loaded that way */
+        sb = job_param(e, next_job_of(e, order[k]), order[k], "stream_blocks");
+        if (sb)
+            ASSERT(wire_set_parsed(&e->req, "stream_blocks", sb) == 0);
         if (client_send(&rt->cli, &e->req, why, sizeof(why)) != 0) {
             log_warn("stage %s: could not ask it to load ahead (%s); it loads with its turn",
                      rt->ps->name, why);
@@ -199,7 +247,8 @@ void engine_preload(struct engine *e)
         rt->preload_deadline = engine_now_ms() + e->o.timeout_ms;
         rt->beat_seen = beat_read(rt->beat_fd);
         inflight++;
-        log_info("stage %s: loading its weights ahead of its turn", rt->ps->name);
+        log_info("stage %s: loading its weights ahead of its turn%s", rt->ps->name,
+                 sb && strcmp(sb, "0") ? " (its blocks streamed: stream_blocks=1)" : "");
     }
 }
 

@@ -16,7 +16,9 @@
 #   4. 6.5M: unloading is not enough, a stage process is stopped; the peak stays inside;
 #   5. a stage that needs more than its table row says: the need is learned, report shows it;
 #      a table variant (b[act_bytes=0], b[stream_blocks=1]) runs a stage inside a budget below
-#      its plain row; below every row of a stage, the refusal names the least need;
+#      its plain row; below every row of a stage, the refusal names the least need; a variant
+#      is also picked where it lets a neighbour load ahead beside the stage (loaded ahead
+#      with its placement), and idle stages needed later are unloaded for a load ahead;
 #   6. NVML cannot see our pids (container PID namespace): the device's used memory
 #      minus what was used at start stands for our processes;
 #   7. the needs table: a malformed line is one error naming FILE:LINE;
@@ -213,6 +215,30 @@ else
 fi
 mv "$tmp/p.needs.good" "$tmp/p.needs"
 clean streamed_refusal
+
+# ---------------------------------------------------------------- 5e. a variant for overlap
+# 8M: b fits resident (6M) but not beside a (4M); streamed (2.5M) it does, so b runs streamed
+# and loads ahead (with stream_blocks=1) while a runs; in b's turn, c (3M) fits only once a (no
+# job needs it again) is unloaded: a is unloaded for that and c loads ahead too
+cp "$tmp/p.needs" "$tmp/p.needs.good"
+cp "$tmp/p.pipe" "$tmp/p.pipe.good"
+printf 'b[stream_blocks=1] fp16 2.5M 30 test streamed\n' >> "$tmp/p.needs"
+sed -i 's/^stage a$/stage a\n    param sleep_ms 300/; s/^stage b$/stage b\n    param sleep_ms 300/' "$tmp/p.pipe"
+run "$tmp/o5e" --vram-budget 8M; rc=$?
+got=$(json "$tmp/o5e/report.json" '([s["preloaded"] for s in r["stages"]], r["stages"][1]["params"].get("stream_blocks"), r["stages"][1]["device_bytes"], r["stages"][1]["loads"], r["vram"]["devices"][0]["within_budget"])' 2>&1)
+want="([False, True, True], '1', $((MiB + 5 * MiB / 4)), 1, True)"
+if [ $rc -eq 0 ] && [ "$got" = "$want" ] &&
+   grep -q 'budget: stage b runs with stream_blocks=1 (needs 2.5 MiB on cuda:0, 6.0 MiB without; budget 8.0 MiB), so that a can load beside it' "$tmp/o5e.log" &&
+   grep -q 'stage b: loading its weights ahead of its turn (its blocks streamed' "$tmp/o5e.log" &&
+   grep -q 'budget: unloaded a (it held 4.0 MiB; to load c ahead' "$tmp/o5e.log" &&
+   ! grep -q 'reloading the weights' "$tmp/o5e.log"; then
+    ok "8M: b streamed so that it loads ahead beside a; a unloaded so that c loads ahead beside b"
+else
+    bad "overlap variant: rc=$rc got $got, want $want"; grep -i 'budget\|ahead\|error\|reload' "$tmp/o5e.log"
+fi
+mv "$tmp/p.needs.good" "$tmp/p.needs"
+mv "$tmp/p.pipe.good" "$tmp/p.pipe"
+clean overlap
 
 # ---------------------------------------------------------------- 6. pids not visible
 S3D_FAKE_NVML_HIDE_PIDS=1 S3D_FAKE_NVML_BASE=$((10 * MiB)) run "$tmp/o6"; rc=$?
