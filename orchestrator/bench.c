@@ -177,6 +177,7 @@ static struct job *new_job(struct bench *b, struct engine *e, int k)
     ASSERT(j);
     snprintf(name, sizeof(name), "run%d", k);
     job_init(j, name, 0, PIPE_MAX_STAGES - 1);
+    j->early.want = true;               /* the export below writes the preview */
     j->user_image = b->image;
     j->user_mask = b->mask;
     snprintf(j->out_dir, sizeof(j->out_dir), "%s/%s", b->out, name);
@@ -330,7 +331,8 @@ int cmd_bench(int argc, char **argv)
         engine_run(e);
         engine_forget(e, j);
         if (j->code == 0 || j->code == 3) {         /* the files users open, as sam3d run */
-            struct export_opts xo = {.what = EXPORT_DEFAULT, .allow_empty = true};
+            struct export_opts xo = {.early = &j->early, .what = EXPORT_DEFAULT,
+                                     .allow_empty = true};
             char art[PATH_MAX + 16];
             double t0 = now_ms();
 

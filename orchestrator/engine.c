@@ -520,6 +520,9 @@ static int join_copies(struct job *j, int code)
 static void job_finish(struct engine *e, struct job *j, int code)
 {
     code = join_copies(j, code);
+    export_early_join(&j->early);
+    if (code != 0 && code != 3)
+        export_early_discard(&j->early);   /* no export step for a failed job */
     j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;
     j->code = code;
     j->wall_ms = engine_now_ms() - j->t_start;
@@ -633,6 +636,7 @@ static void end_turn(struct engine *e, struct job *j, int s, bool ok)
                  t->n_out, rt->ps->out, e->n_jobs > 1 ? " for " : "",
                  e->n_jobs > 1 ? j->name : "");
         start_copy(e, j, s);
+        export_early_artifact(&j->early, j->dir.path, rt->ps->out);
     } else if (engine_stopping(e)) {
         snprintf(t->error, sizeof(t->error), "interrupted by a signal");
     } else {

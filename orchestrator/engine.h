@@ -48,6 +48,7 @@
 #include "budget.h"
 #include "client.h"
 #include "devmem.h"
+#include "export.h"
 #include "jobdir.h"
 #include "pipeline.h"
 #include "procs.h"
@@ -114,6 +115,10 @@ struct job_extra {                     /* an input beyond the pipeline's (multi-
 
 struct job {
     int            id;                 /* set by engine_submit, from 1 */
+    struct export_early early;         /* preview.png drawn ahead (export.h): the job's owner
+                                          sets early.want; each turn's artifact is announced
+                                          to it, job_finish joins it (and drops it when the
+                                          job failed), the export step uses it */
     char           name[128];          /* for logs and progress */
     struct jobdir  dir;                /* the caller creates it */
     char           image[PATH_MAX + 32], mask[PATH_MAX + 32];   /* $IMAGE, $MASK */

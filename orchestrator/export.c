@@ -315,28 +315,56 @@ static bool image_size(const struct artifact *d, int *w, int *h)
     return true;
 }
 
-static int write_preview(int dfd, const char *label, const struct gaussians *g,
-                         const struct pose *p, const struct artifact *depth)
+/* preview.png's bytes: g placed with p, seen through depth's camera. 0 with
+ * *png (malloc'ed, *len bytes) of a *w x *h image, or an error (logged). */
+static int render_preview(const struct gaussians *g, const struct pose *p,
+                          const struct artifact *depth, unsigned char **png, size_t *len, int *w,
+                          int *h)
 {
     int64_t ks[2] = {3, 3};
     const float *K = tensor_of(depth, "intrinsics", DTYPE_F32, 2, ks);
     float Kp[9];
     struct image im;
-    struct outfile *f;
-    uint8_t *png;
-    size_t len;
-    int w, h, rc;
+    int iw, ih, rc;
 
-    if (!K || !image_size(depth, &w, &h))
+    if (!K || !image_size(depth, &iw, &ih))
         return S3D_ESHAPE;
-    if (preview_camera(K, w, h, Kp))
+    if (preview_camera(K, iw, ih, Kp))
         log_warn("%s: the depth stage's camera is unusable (fx %g, fy %g, centre %g, %g): "
                  "drawing the preview with a 60-degree field of view instead", depth->path,
                  K[0], K[4], K[2], K[5]);
-    rc = preview_render(g, p, Kp, w, h, PREVIEW_SIDE, &im);
+    rc = preview_render(g, p, Kp, iw, ih, PREVIEW_SIDE, &im);
     if (rc)
         return rc;
-    rc = image_encode_png(&im, &png, &len);
+    *w = im.w;
+    *h = im.h;
+    rc = image_encode_png(&im, png, len);
+    image_free(&im);
+    return rc;
+}
+
+/* preview.png into dfd: the early one's bytes when it made them, else drawn now. */
+static int write_preview(int dfd, const char *label, const struct gaussians *g,
+                         const struct pose *p, const struct artifact *depth,
+                         struct export_early *early)
+{
+    struct outfile *f;
+    unsigned char *png = NULL;
+    size_t len = 0;
+    int w = 0, h = 0, rc;
+    bool ahead;
+
+    export_early_join(early);
+    ahead = early && early->started && early->rc == 0 && early->png;
+    if (ahead) {
+        png = early->png;
+        len = early->len;
+        w = early->w;
+        h = early->h;
+        rc = 0;
+    } else {
+        rc = render_preview(g, p, depth, &png, &len, &w, &h);
+    }
     if (!rc) {
         f = malloc(sizeof(*f));
         rc = S3D_ENOMEM;
@@ -345,11 +373,12 @@ static int write_preview(int dfd, const char *label, const struct gaussians *g,
             rc = outfile_commit(f);
         }
         free(f);
-        free(png);
     }
+    if (!ahead)
+        free(png);
     if (!rc)
-        log_info("wrote %s (%dx%d: the input camera | the side)", label, im.w, im.h);
-    image_free(&im);
+        log_info("wrote %s (%dx%d: the input camera | the side%s)", label, w, h,
+                 ahead ? "; drawn ahead, as gs_decode finished" : "");
     return rc;
 }
 
@@ -446,6 +475,74 @@ static void *write_splat(void *arg)
     return NULL;
 }
 
+// ---------------------------------------------------------------- the preview drawn ahead
+
+static void *early_main(void *arg)
+{
+    struct export_early *x = arg;
+    struct artifact gs, mesh, flow, dec, depth;
+    struct gs_buf g = {0};
+    struct pose pose = {{1, 0, 0, 0}, {0, 0, 0}, {1, 1, 1}};
+    bool have_pose = false;
+    int df = 1;
+
+    memset(&mesh, 0, sizeof(mesh));
+    memset(&flow, 0, sizeof(flow));
+    memset(&dec, 0, sizeof(dec));
+    memset(&depth, 0, sizeof(depth));
+    x->rc = S3D_EFORMAT;
+    if (artifact_open(&gs, x->dir, "gs_decode.safetensors") ||
+        artifact_open(&flow, x->dir, "ss_flow.safetensors") ||
+        artifact_open(&dec, x->dir, "ss_decode.safetensors") ||
+        artifact_open(&depth, x->dir, "depth.safetensors"))
+        goto out;
+    if (flow.present && dec.present) {
+        if ((x->rc = read_pose(&flow, &dec, &depth, &pose, &df)))
+            goto out;
+        have_pose = true;
+    }
+    x->rc = S3D_ENOTFOUND;              /* the export step says what is missing */
+    if (missing(EXPORT_PREVIEW, &gs, &mesh, have_pose, &depth, false))
+        goto out;
+    if (!(x->rc = read_gaussians(&gs, &g)))
+        x->rc = render_preview(&g.g, &pose, &depth, &x->png, &x->len, &x->w, &x->h);
+out:
+    free(g.mem);
+    artifact_close(&gs);
+    artifact_close(&flow);
+    artifact_close(&dec);
+    artifact_close(&depth);
+    return NULL;
+}
+
+void export_early_artifact(struct export_early *x, const char *job_dir, const char *name)
+{
+    if (!x || !x->want || x->started || strcmp(name, "gs_decode.safetensors"))
+        return;
+    snprintf(x->dir, sizeof(x->dir), "%s", job_dir);
+    x->joined = false;
+    x->started = pthread_create(&x->tid, NULL, early_main, x) == 0;
+}
+
+void export_early_join(struct export_early *x)
+{
+    if (x && x->started && !x->joined) {
+        pthread_join(x->tid, NULL);
+        x->joined = true;
+    }
+}
+
+void export_early_discard(struct export_early *x)
+{
+    if (!x)
+        return;
+    export_early_join(x);
+    free(x->png);
+    x->png = NULL;
+    x->len = 0;
+    x->started = x->joined = false;
+}
+
 int export_outputs(const char *art_dir, const char *out_dir, const struct export_opts *o)
 {
     struct artifact gs, mesh, flow, dec, depth;
@@ -531,7 +628,7 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
         if (!r && WANT(EXPORT_SPLAT) && WANT(EXPORT_PREVIEW) && !o->placed)
             splat_thread = pthread_create(&splat_tid, NULL, write_splat, &sp) == 0;
         if (!r && WANT(EXPORT_PREVIEW))          /* first: it places them itself */
-            tally(write_preview(dfd, LABEL("preview.png"), &g.g, &pose, &depth), &rc,
+            tally(write_preview(dfd, LABEL("preview.png"), &g.g, &pose, &depth, o->early), &rc,
                   &n_written);
         if (splat_thread) {
             pthread_join(splat_tid, NULL);
@@ -564,6 +661,7 @@ int export_outputs(const char *art_dir, const char *out_dir, const struct export
         rc = S3D_ENOTFOUND;
     }
 out_close:
+    export_early_discard(o->early);
     free(g.mem);
     free(mp.mb.mem);
     if (dfd >= 0)

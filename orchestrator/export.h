@@ -17,7 +17,10 @@
 #ifndef S3D_EXPORT_H
 #define S3D_EXPORT_H
 
+#include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 enum export_what {
     EXPORT_SPLAT    = 1 << 0,
@@ -28,7 +31,36 @@ enum export_what {
 };
 #define EXPORT_DEFAULT (EXPORT_SPLAT | EXPORT_MESH | EXPORT_POSE | EXPORT_PREVIEW)
 
+/* preview.png drawn ahead: it needs only gs_decode's, the pose's and the depth
+ * artifacts, so a job whose export wants it (want, set by the job's owner)
+ * draws it on a thread of its own as soon as gs_decode.safetensors is complete
+ * in the job directory (export_early_artifact, from the engine as each turn
+ * ends), while the mesh decoder runs; the export step then writes those PNG
+ * bytes instead of drawing them again (and draws them itself when the early
+ * one was not made or failed: the same error then reaches the user). */
+struct export_early {
+    bool           want;        /* the export will write preview.png: draw it ahead */
+    bool           started;     /* the thread was started (joined when joined) */
+    bool           joined;
+    pthread_t      tid;
+    char           dir[PATH_MAX];  /* the job directory it reads */
+    int            rc;          /* after the join: 0 when png holds preview.png */
+    unsigned char *png;
+    size_t         len;
+    int            w, h;
+};
+
+/* Artifact `name` of the job in job_dir is complete: the early preview starts
+ * with gs_decode.safetensors (x NULL, not wanted or started: nothing). */
+void export_early_artifact(struct export_early *x, const char *job_dir, const char *name);
+/* Wait for the early preview's thread, if any (NULL-safe; idempotent). */
+void export_early_join(struct export_early *x);
+/* Join, then free what it drew (NULL-safe); x can be wanted again. */
+void export_early_discard(struct export_early *x);
+
 struct export_opts {
+    struct export_early *early;  /* preview.png drawn ahead, or NULL (export_outputs
+                                  * discards it when done) */
     unsigned what;       /* EXPORT_* */
     bool     asked;      /* what was named by the user: a missing artifact is an error
                           * (else each file is written only when its artifacts exist) */

@@ -112,16 +112,19 @@ static void finish_job(struct mrun *m, struct job *j)
     int code = j->code;
 
     if (code == 0 || code == 3) {
+        struct export_opts xo = m->a->export;
         char art[PATH_MAX + 16];
         double t0 = now_ms();
 
+        xo.early = &j->early;
         snprintf(art, sizeof(art), "%s/artifacts", j->out_dir);
-        if (export_outputs(art, j->out_dir, &m->a->export) != 0)
+        if (export_outputs(art, j->out_dir, &xo) != 0)
             code = 1;
         m->export_ms[k] = now_ms() - t0;
     }
     if (report_write(m->e, j, report_status(code)) != 0 && code == 0)
         code = 1;
+    export_early_discard(&j->early);
     m->code[k] = code;
     m->wall_ms[k] = j->wall_ms + m->export_ms[k];
     m->n_finished++;
@@ -159,6 +162,7 @@ static void submit(struct mrun *m, int k)
 
     ASSERT(j);
     job_init(j, it->name, 0, PIPE_MAX_STAGES - 1);
+    j->early.want = (m->a->export.what & EXPORT_PREVIEW) != 0;
     j->user = (void *)(intptr_t)k;
     j->user_image = it->image;
     j->user_mask = it->mask;

@@ -414,13 +414,16 @@ static void fail_stage_of(struct engine *e, struct job *j)
 }
 
 /* The export step (export.h) on the artifacts copied to OUT/artifacts/: the
- * files of a->export.what whose stages ran (a partial run writes what it can). */
-static int run_export(const struct run_args *a)
+ * files of a->export.what whose stages ran (a partial run writes what it can),
+ * with j's preview drawn ahead. */
+static int run_export(const struct run_args *a, struct job *j)
 {
+    struct export_opts xo = a->export;
     char art[PATH_MAX + 16];
 
+    xo.early = &j->early;
     snprintf(art, sizeof(art), "%s/artifacts", a->out_dir);
-    return export_outputs(art, a->out_dir, &a->export);
+    return export_outputs(art, a->out_dir, &xo);
 }
 
 // ---------------------------------------------------------------- commands
@@ -542,6 +545,7 @@ int cmd_run(int argc, char **argv)
     a.o.idle = progress_tick;
     a.o.idle_arg = prog;
     job_init(j, "job", 0, PIPE_MAX_STAGES - 1);
+    j->early.want = (a.export.what & EXPORT_PREVIEW) != 0;
     if (resume ? adopt_job(j, resume) != 0 : jobdir_create(&j->dir, job_root) != 0)
         goto out_free;
     have_job = true;
@@ -589,7 +593,7 @@ int cmd_run(int argc, char **argv)
                   a.keep_job ? "" : ", job directory removed");
     if (code == EXIT_PARTIAL)
         log_missing(e);
-    if ((code == 0 || code == EXIT_PARTIAL) && run_export(&a) != 0)
+    if ((code == 0 || code == EXIT_PARTIAL) && run_export(&a, j) != 0)
         code = 1;
     if (report_write(e, j, report_status(code)) != 0 && code == 0)
         code = 1;
@@ -602,6 +606,8 @@ out_usage:
 out_free:
     engine_close(e);
     progress_close(prog);
+    if (j)
+        export_early_discard(&j->early);   /* nothing reads the job directory now */
     if (have_job) {
         if (a.keep_job)
             fprintf(stderr, "sam3d: job directory kept: %s\n", j->dir.path);

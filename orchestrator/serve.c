@@ -129,10 +129,14 @@ static void job_ended(struct server *s, struct sjob *sj)
     const char *where = sj->out;
 
     if (code == 0 || code == 3) {
+        struct export_opts xo = s->a->export;
+
+        xo.early = &j->early;
         snprintf(art, sizeof(art), "%s/artifacts", j->out_dir);
-        if (export_outputs(art, j->out_dir, &s->a->export) != 0)
+        if (export_outputs(art, j->out_dir, &xo) != 0)
             code = 1;
     }
+    export_early_discard(&j->early);
     if (report_write(s->e, j, report_status(code)) != 0 && code == 0)
         code = 1;
     jobdir_remove(j->dir.path);
@@ -230,6 +234,7 @@ static void submit(struct server *s, const unsigned char *ident, size_t ident_le
     ASSERT(sj);
     j = &sj->j;
     job_init(j, "job", 0, PIPE_MAX_STAGES - 1);
+    j->early.want = (s->a->export.what & EXPORT_PREVIEW) != 0;
     j->user = sj;
     memcpy(sj->ident, ident, ident_len);
     sj->ident_len = ident_len;

@@ -63,6 +63,20 @@ if grep -q '"name": "mesh_decode", "exe": "[^"]*", "state": "done"' "$rep" 2>/de
     fi
 fi
 
+# preview.png was drawn while mesh_decode ran (export.h "preview drawn ahead"), and it is the
+# same bytes as `sam3d export` draws afterwards from the run's artifacts
+if grep -q '"name": "gs_decode", "exe": "[^"]*", "state": "done"' "$rep" 2>/dev/null &&
+   grep -q '"name": "mesh_decode", "exe": "[^"]*", "state": "done"' "$rep" 2>/dev/null; then
+    if grep -q 'preview.png (.*drawn ahead, as gs_decode finished)' "$tmp/out/sam3d.log" &&
+       "$build/sam3d" export --job "$tmp/out" --out "$tmp/reexport" --outputs preview \
+           >"$tmp/reexport.log" 2>&1 &&
+       cmp -s "$tmp/out/preview.png" "$tmp/reexport/preview.png"; then
+        ok "preview.png drawn while mesh_decode ran, the same bytes as drawn by sam3d export"
+    else
+        bad "preview drawn ahead: $(grep -h 'preview' "$tmp/out/sam3d.log" "$tmp/reexport.log" 2>/dev/null | head -3)"
+    fi
+fi
+
 # ---------------------------------------------------------------- 3. weights and labels
 for g in ss slat; do
     w=$build/demo-weights/${g}_generator.ckpt
