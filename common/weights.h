@@ -10,9 +10,9 @@
  *   2. upload: weights_arena_bytes(w) is the exact size of a weights arena for
  *      everything declared; weights_upload() fills it: each tensor's logical
  *      contents (strided views made contiguous) converted exactly to the target
- *      dtype (common/dtype.h), in chunks through a bounded staging arena (pinned
- *      for device uploads: cudaMemcpyAsync double-buffered; host: memcpy - the
- *      same loop with a different copy function).
+ *      dtype (common/dtype.h), in chunks: for device uploads through a bounded
+ *      pinned staging arena (cudaMemcpyAsync double-buffered); a host or pinned
+ *      arena is converted into in place (the same loop, no copy).
  * Then weights_report_unused(w, prefix) warns about each tensor under the prefix
  * that nobody bound (naming bugs) and returns the count; weights_close unmaps.
  *
@@ -75,8 +75,9 @@ const struct ckpt_entry *weights_find(const struct weights *w, const char *fmt, 
 
 /* Exact size of an arena (ARENA_ALIGN-rounded per tensor) holding every bound tensor. */
 size_t weights_arena_bytes(const struct weights *w);
-/* Copy every bound tensor into dst (HOST, PINNED or DEVICE arena) through staging
- * (HOST or PINNED, any size >= 2 * 64 bytes; larger = fewer chunks). Sets each
+/* Copy every bound tensor into dst (HOST, PINNED or DEVICE arena); a DEVICE dst
+ * through staging (HOST or PINNED, any size >= 2 * 64 bytes; larger = fewer
+ * chunks), a host one in place (staging then only sizes the chunks). Sets each
  * dst tensor's data/device/strides (contiguous). Returns 0, or S3D_ENOMEM
  * (logged) when dst is too small. */
 int  weights_upload(struct weights *w, struct arena *dst, struct arena *staging);
