@@ -442,7 +442,12 @@ static int load_model(const struct stage_opts *o, const struct stage_ops *ops, v
     int rc = stage_rt_init(rt, o, ops->workspace_bytes);
 
     rt->stream_blocks = stream;
-    if (!rc && ops->load && (rc = ops->load(model, rt)))
+    if (!rc && ops->uses_cudnn)
+        stage_rt_dnn_begin(rt);
+    if (!rc && ops->load)
+        rc = ops->load(model, rt);
+    stage_rt_dnn_end(rt);
+    if (rc)
         stage_rt_free(rt);
     return rc;
 }

@@ -165,6 +165,8 @@ struct stage_ops {
                                   * docs/security.md); 0: the request arena's size */
     size_t      workspace_bytes; /* device workspace of the op context on CUDA (cuBLASLt:
                                   * OP_WORKSPACE_DEFAULT); 0: none */
+    bool        uses_cudnn;      /* the model convolves through cuDNN: its handle is made
+                                  * on a thread beside the weight load (stage_rt_dnn_begin) */
     /* (optional) Bind the weights (rt->opts->weights) and upload them to rt->device
      * in rt->compute_dt where the model computes in it; set rt->weights to the
      * model's weights arena (STAGE_MODEL below defines load and unload from the

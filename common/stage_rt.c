@@ -7,6 +7,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "ops_conv.h"
 #include "prof.h"
 #include "stage.h"
 
@@ -78,10 +79,34 @@ out_free:
     return rc;
 }
 
+static void *dnn_main(void *arg)
+{
+    struct stage_rt *rt = arg;
+
+    if (cudaSetDevice(rt->cuda_index) == cudaSuccess)   /* the current device is per thread */
+        op_ctx_dnn_prepare(rt->op);
+    return NULL;
+}
+
+void stage_rt_dnn_begin(struct stage_rt *rt)
+{
+    if (rt->device == DEVICE_CUDA && rt->op && !rt->dnn_on)
+        rt->dnn_on = pthread_create(&rt->dnn_thread, NULL, dnn_main, rt) == 0;
+}
+
+void stage_rt_dnn_end(struct stage_rt *rt)
+{
+    if (rt->dnn_on) {
+        pthread_join(rt->dnn_thread, NULL);
+        rt->dnn_on = false;
+    }
+}
+
 void stage_rt_free(struct stage_rt *rt)
 {
     if (!rt)
         return;
+    stage_rt_dnn_end(rt);
     char err[sizeof(rt->err)];
 
     memcpy(err, rt->err, sizeof(err));

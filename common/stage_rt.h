@@ -21,6 +21,7 @@
 #include "ops.h"
 #include "tensor.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -47,6 +48,8 @@ struct stage_rt {
     struct op_ctx            ctx;        /* CUDA: stream and handles; zeroed on the host */
     const struct op_ctx     *op;         /* what ops take: &ctx on CUDA, NULL on the host */
     size_t                   drv_used0;  /* device bytes in use (driver) when init ran, CUDA */
+    pthread_t                dnn_thread; /* stage_rt_dnn_begin's, while dnn_on */
+    bool                     dnn_on;
     char                     err[400];   /* why init failed with S3D_EDEVICE (kept by free) */
 };
 
@@ -60,6 +63,14 @@ int  stage_rt_init(struct stage_rt *rt, const struct stage_opts *opts, size_t wo
 /* Release the op context, the workspace and the activation arena (rt->err is
  * kept). The weights are the model's. A zeroed or already-freed rt is a no-op. */
 void stage_rt_free(struct stage_rt *rt);
+
+/* A convolving stage's cuDNN handle (op_ctx_dnn_prepare: cuDNN's libraries
+ * load) made on a thread of its own while the weights load: begin starts it
+ * on CUDA (nothing on the host, or when no thread can be made: the first
+ * convolution makes the handle then), end joins it (stage_rt_free joins too).
+ * The library calls them around stage_ops.load when stage_ops.uses_cudnn. */
+void stage_rt_dnn_begin(struct stage_rt *rt);
+void stage_rt_dnn_end(struct stage_rt *rt);
 
 /* Make rt->act an empty arena of at least bytes on rt's device (kept when it
  * is large enough, else re-reserved at exactly bytes). Size bytes by a dry run

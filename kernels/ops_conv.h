@@ -34,6 +34,12 @@
 extern "C" {
 #endif
 
+/* Make ctx's cuDNN handle now (else the first convolution makes it): cuDNN's
+ * libraries load then, a large part of a convolving stage's first-use cost.
+ * Any host thread whose current device is ctx's may call it (the handle's
+ * lock is taken); stage_rt_dnn_begin calls it beside a weight load. */
+void op_ctx_dnn_prepare(const struct op_ctx *ctx);
+
 // ----------------------------------------------------------------------------
 // 2-D convolution (NCHW)
 

@@ -3,11 +3,15 @@
  * and compute dtype from the options, an unusable device as one error and
  * S3D_EDEVICE (never an abort), the activation arena kept or grown, the
  * repeat loop (runs, timings, the first error stops it), stage_act's reply
- * text, the timing string. The cuda:0 cases run only with a GPU.
+ * text, the timing string, cuDNN's handle made on a thread beside a load
+ * (stage_rt_dnn_begin/end: no thread on the host; on CUDA a convolution then
+ * runs on the handle it made). The cuda:0 cases run only with a GPU.
  */
 #include "harness.h"
 #include "err.h"
 #include "log.h"
+#include "ops_conv.h"
+#include "ops_copy.h"
 #include "stage.h"
 #include "stage_warm.h"
 
@@ -31,9 +35,46 @@ static void test_host(void)
           "a smaller request keeps the arena, empty");
     CHECK(stage_rt_act(&rt, 5000) == 0 && rt.act.size == arena_round(5000), "grown");
     stage_rt_log_memory(&rt);
+    stage_rt_dnn_begin(&rt);
+    CHECK(!rt.dnn_on, "no cuDNN thread on the host");
+    stage_rt_dnn_end(&rt);
     stage_rt_free(&rt);
     CHECK(rt.act.base == NULL && rt.act.size == 0);
     stage_rt_free(&rt);                          /* idempotent */
+}
+
+/* cuDNN's handle made on stage_rt_dnn_begin's thread serves a 3x3 convolution
+ * on rt's stream: the same numbers as the CPU op (small integers: exact). */
+static void check_dnn_prepared(struct stage_rt *rt)
+{
+    float xh[25], wh[9], bh[1] = {2}, yh[9], yc[9];
+    struct tensor hx = tensor_view(xh, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, 5, 5));
+    struct tensor hw = tensor_view(wh, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, 3, 3));
+    struct tensor hb = tensor_view(bh, DTYPE_F32, DEVICE_HOST, SHAPE(1));
+    struct tensor hy = tensor_view(yh, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, 3, 3));
+    struct tensor hc = tensor_view(yc, DTYPE_F32, DEVICE_HOST, SHAPE(1, 1, 3, 3));
+
+    for (int i = 0; i < 25; i++)
+        xh[i] = (float)(i % 7 - 3);
+    for (int i = 0; i < 9; i++)
+        wh[i] = (float)(i % 3 - 1);
+    stage_rt_dnn_begin(rt);
+    CHECK(rt->dnn_on, "cuDNN's handle is made on a thread of its own");
+    stage_rt_dnn_end(rt);
+    CHECK(!rt->dnn_on, "joined");
+    CHECK(stage_rt_act(rt, 1 << 20) == 0);
+    struct tensor x = arena_tensor(&rt->act, DTYPE_F32, SHAPE(1, 1, 5, 5));
+    struct tensor w = arena_tensor(&rt->act, DTYPE_F32, SHAPE(1, 1, 3, 3));
+    struct tensor b = arena_tensor(&rt->act, DTYPE_F32, SHAPE(1));
+    struct tensor y = arena_tensor(&rt->act, DTYPE_F32, SHAPE(1, 1, 3, 3));
+    op_upload(rt->op, &x, &hx);
+    op_upload(rt->op, &w, &hw);
+    op_upload(rt->op, &b, &hb);
+    op_conv2d_cuda(rt->op, &rt->act, &y, &x, &w, &b, 1, 0, OP_PAD_ZEROS, false);
+    op_download(rt->op, &hy, &y);
+    op_ctx_synchronize(rt->op);
+    op_conv2d_cpu(&hc, &hx, &hw, &hb, 1, 0, OP_PAD_ZEROS, false);
+    CHECK(!memcmp(yh, yc, sizeof(yh)), "a convolution on the prepared handle = the CPU op");
 }
 
 static void test_bad_device(void)
@@ -66,6 +107,9 @@ static void test_cuda(void)
     stage_rt_log_memory(&rt);
     stage_rt_free(&rt);
     o.precision = STAGE_FP32;
+    CHECK(stage_rt_init(&rt, &o, 0) == 0);
+    check_dnn_prepared(&rt);
+    stage_rt_free(&rt);
     CHECK(stage_rt_init(&rt, &o, 0) == 0 && rt.compute_dt == DTYPE_F32 && rt.work.size == 0,
           "cuda:0 fp32, no workspace");
     stage_rt_free(&rt);

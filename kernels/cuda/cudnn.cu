@@ -61,6 +61,12 @@ void dnn_end(const struct op_ctx *ctx)
     pthread_mutex_unlock(&ctx->dnn->lock);
 }
 
+void op_ctx_dnn_prepare(const struct op_ctx *ctx)
+{
+    (void)dnn_begin(ctx);
+    dnn_end(ctx);
+}
+
 const struct dnn_algo *dnn_find(const struct op_ctx *ctx, const void *key, size_t len)
 {
     const struct op_dnn *d = ctx->dnn;

@@ -314,6 +314,7 @@ int main(int argc, char **argv)
         .max_input_bytes = 1 << 20,     /* inline tensors: none (image and mask are files;
                                          * reuse_points' inputs come as job files) */
         .workspace_bytes = OP_WORKSPACE_DEFAULT,
+        .uses_cudnn = true,             /* the head's convolutions */
         STAGE_MODEL_OPS(depth),
         .run = depth_stage_run,
         .warm = depth_stage_warm,

@@ -152,6 +152,7 @@ int main(int argc, char **argv)
         .params = ssd_params,
         /* shape_latent (1, T, 8) F32 with T = r^3 <= 64^3: 8 MiB */
         .max_input_bytes = (size_t)16 << 20,
+        .uses_cudnn = true,             /* the 3-D convolutions */
         STAGE_MODEL_OPS(ssd),
         .run = ssd_run,
         .warm = ssd_stage_warm,
