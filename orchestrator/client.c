@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #define SLICE_MS 100
+#define CLIENT_IPC_RECONNECT_MS 5   /* retry a local stage's socket this often */
 
 static int connect_sock(struct client *c)
 {
@@ -24,6 +25,13 @@ static int connect_sock(struct client *c)
     c->sock = zmq_socket(c->ctx, ZMQ_REQ);
     ASSERT(c->sock);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (!strncmp(c->endpoint, "ipc://", 6)) {
+        /* a stage process of ours, just spawned: it binds within a few hundred ms, and
+         * each failed attempt waits the reconnect interval (libzmq: 100 ms) */
+        int ivl = CLIENT_IPC_RECONNECT_MS;
+
+        zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof(ivl));
+    }
     if (wire_limit(c->sock, NULL, CLIENT_MAX_REPLY_BYTES) != 0) {
         log_error("cannot set the message limits of a socket: %s", zmq_strerror(errno));
         goto out_close;
