@@ -8,10 +8,12 @@
  *                 [--curve-secret Z85 --curve-clients FILE]
  *   sam3d-<stage> --weights FILE --once IN_DIR OUT_DIR [--param KEY=VALUE ...]
  *   sam3d-<stage> --weights FILE --check-weights
- *   sam3d-<stage> --help | --version      (stage_opts.c; params: stage_param.c)
+ *   sam3d-<stage> --help | --version      (stage_opts.c; params: stage_param.c;
+ *                                          a run's inputs and outputs: stage_req.c)
  *
- * Methods (wire.h): load (weights to the device), unload (free device memory),
- * run, status, shutdown. `run` loads first when needed. Every reply carries
+ * Methods (wire.h): load (weights to the device; a `stream_blocks` param places
+ * them as a run would), unload (free device memory), run, status, shutdown.
+ * `run` loads first when needed. Every reply carries
  * result fields; `status` answers name, pid, loaded, device, precision,
  * resident_bytes, peak_bytes (device arenas, arena.h), host_peak_bytes,
  * requests, load_ms, last_run_ms, total_run_ms.
