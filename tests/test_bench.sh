@@ -12,7 +12,8 @@
 #   4. `sam3d bench --preset fast` and `sam3d run --preset fast`: the SS flow runs the
 #      shortcut mode with 4 steps (its log line);
 #   5. tools/ref/bench_report.py on the bench folders (when torch is importable): the table
-#      with the FLOP model, --preset fast's speed and output difference;
+#      with the FLOP model, --preset fast's speed and output difference (and for an fp32
+#      bench the fp32 floors and targets);
 #   6. bad arguments: exit 2 and one error line.
 # The flows run with few steps (a copy of the pipeline file) to keep the CPU run short.
 # Env: BUILD (default build), S3D_EXAMPLE (default examples/human_object).
@@ -186,6 +187,18 @@ if python3 -c "import torch, safetensors, numpy" 2>/dev/null; then
         ok "bench_report.py: FLOP table, fast preset speed and output difference"
     else
         bad "bench_report.py"; tail -15 "$tmp/rep.txt"
+    fi
+    # BENCH_PRECISION=fp32 (tools/gpu/bench_full.sh): both halves take --precision fp32; the
+    # report's floors and targets are the fp32 ones
+    bench "$tmp/b32" --runs 1 --precision fp32
+    if (cd tools/ref && python3 bench_official.py --help) 2>/dev/null | grep -q -- "--precision {fp16,fp32}" &&
+       python3 tools/ref/bench_report.py --ours "$tmp/b32" --peak-tflops 67 --out "$tmp/rep32" \
+           >"$tmp/rep32.txt" 2>&1 &&
+       grep -q "floors at 67 TFLOP/s dense fp32" "$tmp/rep32.txt" &&
+       grep -q "fp32 warm not slower than official fp32: n/a" "$tmp/rep32.txt"; then
+        ok "fp32: bench_official.py --precision, the report's fp32 floors and targets"
+    else
+        bad "fp32 bench report"; tail -5 "$tmp/rep32.txt" "$tmp/b32.log"
     fi
 else
     echo "skip bench_report.py: torch/safetensors/numpy not importable"

@@ -27,6 +27,11 @@
 # with 3 + 2 steps from a pipeline copy): checks the script end to end (~15 min on 2 cores).
 # BENCH_SKIP_OFFICIAL=1 reuses /tmp/s3d-bench (weights + official.json) of an earlier call on
 # the same warm machine and runs only ours and the report.
+# BENCH_PRECISION=fp32: both sides in fp32 (issue 16: `--precision fp32` not slower than the
+# official modules in fp32): bench_official.py --precision fp32 (no autocast, fp32 torsos;
+# official_fp32.json; the weights of an earlier call reused) and `sam3d bench --precision
+# fp32`; no --preset fast run, no levers, no profile; the report's floors at
+# BENCH_PEAK_TFLOPS (default 67: the H100/H200 fp32 rate without tensor cores).
 #
 # Needs, carried with the call (tools/gpu/README.md, tools/ref/README.md "GPU run"):
 #   $S3D_BIN (default build): sam3d and every sam3d-* stage, x86-64 sm_90. build/ with its
@@ -105,20 +110,30 @@ fi
 stamp "input $img ($(python3 -c "from PIL import Image; print('%dx%d' % Image.open('$img').size)"))"
 
 # ---------------------------------------------------------------- 1. the official pipeline
+prec=${BENCH_PRECISION:-fp16}
+case $prec in fp16|fp32) ;; *) echo "BENCH_PRECISION=$prec: fp16 or fp32"; exit 2 ;; esac
+ojson=official.json oargs=(--fast)
+if [ "$prec" = fp32 ]; then
+    ojson=official_fp32.json oargs=(--precision fp32 --reuse-weights)
+    BENCH_LEVERS=0 BENCH_PROFILE=0
+    ours_args+=(--precision fp32)
+fi
 mkdir -p "$OUT/official"
 if [ "${BENCH_SKIP_OFFICIAL:-0}" != 1 ]; then
     PYTHONUNBUFFERED=1 timeout "${OFFICIAL_TIMEOUT:-420}" python3 tools/ref/bench_official.py \
         "${official[@]}" --image "$img" --mask "$mask" --weights-out "$WORK/weights" \
-        --out "$OUT/official" --work "$WORK/official" --runs 2 --fast \
+        --out "$OUT/official" --work "$WORK/official" --runs 2 "${oargs[@]}" \
         >"$OUT/official/bench_official.log" 2>&1
     rc=$?
     grep "^\[" "$OUT/official/bench_official.log" | tail -30
     stamp "bench_official.py: exit $rc"
     [ $rc = 0 ] || tail -30 "$OUT/official/bench_official.log"
+    [ "$ojson" != official.json ] && [ -f "$OUT/official/official.json" ] &&
+        mv "$OUT/official/official.json" "$OUT/official/$ojson"
 else
-    cp "$WORK/official.json" "$OUT/official/" 2>/dev/null
+    cp "$WORK/$ojson" "$OUT/official/" 2>/dev/null
 fi
-[ -f "$OUT/official/official.json" ] && cp "$OUT/official/official.json" "$WORK/"
+[ -f "$OUT/official/$ojson" ] && cp "$OUT/official/$ojson" "$WORK/"
 [ -f "$WORK/weights/ss_generator.ckpt" ] || { echo "no weights in $WORK/weights"; exit 1; }
 
 # ---------------------------------------------------------------- 2. ours
@@ -141,7 +156,7 @@ ours() {  # ours NAME ARGS...
     [ $rc = 0 ] || grep -E " E |error" "$WORK/$name.log" | tail -10
 }
 ours ours
-ours ours_fast --preset fast
+[ "$prec" = fp16 ] && ours ours_fast --preset fast
 # the levers, each against the default (BENCH_LEVERS=0 skips them): the cuBLASLt GELU epilogue
 # off (S3D_GEMM_EPILOGUE=0: fc1 then a separate GELU pass), the SS flow's condition K/V cache on
 variants=()
@@ -168,7 +183,8 @@ fi
 
 # ---------------------------------------------------------------- 3. the tables
 args=(--ours "$WORK/ours" --gpu "$gpu" --out "$OUT/bench_report" "${variants[@]}")
-[ -f "$WORK/ours_fast/bench.json" ] && args+=(--fast "$WORK/ours_fast")
-[ -f "$WORK/official.json" ] && args+=(--official "$WORK/official.json" --official-work "$WORK/official")
+[ "$prec" = fp32 ] && args+=(--peak-tflops "${BENCH_PEAK_TFLOPS:-67}")
+[ "$prec" = fp16 ] && [ -f "$WORK/ours_fast/bench.json" ] && args+=(--fast "$WORK/ours_fast")
+[ -f "$WORK/$ojson" ] && args+=(--official "$WORK/$ojson" --official-work "$WORK/official")
 timeout 300 python3 tools/ref/bench_report.py "${args[@]}" 2>&1 | tee "$OUT/bench_report.log"
 stamp "done"

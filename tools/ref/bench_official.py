@@ -31,7 +31,10 @@ the official file layout: the official half of the whole-pipeline benchmark
    faces, colours on the host), export (Gaussian.save_ply; the GLB is not written: to_glb
    needs pytorch3d/nvdiffrast). Each stage is CUDA-synchronised and timed, with torch's peak
    allocation; the process's driver-measured peak comes from nvidia-smi. Run 1 is cold
-   (cuDNN/cuBLAS set-up, lazy kernel loading), the others warm.
+   (cuDNN/cuBLAS set-up, lazy kernel loading), the others warm. --precision fp32 runs the
+   same without the autocast, the torsos in fp32 (use_fp16 off) and the sparse attention
+   through the official sdpa branch: the official modules in fp32, against `sam3d
+   --precision fp32` (tools/gpu/bench_full.sh BENCH_PRECISION=fp32).
    --fast adds one warm run of the pipeline's distillation mode with 4 steps
    (run(use_stage1_distillation=True, use_stage2_distillation=True, stage1_inference_steps=4,
    stage2_inference_steps=4), PL/inference_pipeline.py:642-655, 721-740): sam3d's --preset fast.
@@ -146,7 +149,7 @@ def chain_widths(cfg, cond_w, args):
         bb["latent_mapping"]["shape"]["pos_embedder"]["resolution"] = 16
     bb = cfg["slat_gen"]["reverse_fn"]["backbone"]
     bb["cond_channels"] = cond_w["slat"]
-    if args.device == "cpu":
+    if args.device == "cpu" or args.precision == "fp32":   # --precision fp32: fp32 torsos too
         bb["use_fp16"] = False
         cfg["gs_dec"]["use_fp16"] = False
         cfg["mesh_dec"]["use_fp16"] = False
@@ -309,7 +312,7 @@ def run_once(args, torch, M, rgba, pre, kind):
     import dump_gs_decoder
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    amp = dict(device_type="cuda", dtype=torch.float16, enabled=cuda)
+    amp = dict(device_type="cuda", dtype=torch.float16, enabled=cuda and args.precision == "fp16")
     res = {"kind": kind, "stages": {}}
     out = {}
 
@@ -426,9 +429,14 @@ def main(argv=None):
     dev = torch.device(args.device)
     meta = {"size": args.size, "device": args.device, "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-            "s3d_commit": refutil.ref_commit(args.s3d), "seed": args.seed, "noise": args.noise}
+            "s3d_commit": refutil.ref_commit(args.s3d), "seed": args.seed, "noise": args.noise,
+            "precision": args.precision}
+    if dev.type == "cuda":                 # what fp32 means here: torch's defaults, recorded
+        meta["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                        "cudnn": torch.backends.cudnn.allow_tf32}
     attn = None
-    if dev.type == "cuda" and args.attention == "auto":
+    if dev.type == "cuda" and args.attention == "auto" and args.precision == "fp16":
+        # (fp32: FlashAttention takes fp16/bf16 only; the official sdpa branch serves fp32)
         import flash_shim
         attn = flash_shim.install(torch)
         if attn:
@@ -509,6 +517,10 @@ def parse(argv=None):
     ap.add_argument("--noise", choices=["ours", "torch"], default="ours")
     ap.add_argument("--attention", choices=["auto", "sdpa"], default="auto")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--precision", choices=["fp16", "fp32"], default="fp16",
+                    help="fp16: the official fp16 autocast and fp16 torsos (the pipeline as "
+                         "released); fp32: no autocast, fp32 torsos (use_fp16 off), torch's "
+                         "TF32 defaults (recorded in official.json)")
     ap.add_argument("--max-voxels", type=int, default=42000,
                     help="max_coords of downsample_sparse_structure (official: 42000)")
     ap.add_argument("--s3d", default=".ref/sam-3d-objects")
