@@ -52,8 +52,14 @@ int stage_blocks_load(struct stage_blocks *b, struct weights *w, struct arena *w
     int nb = w->n_binds - first, rc;
 
     ASSERT(stride % sizeof(struct tensor) == 0 && n_blocks >= 1 && first >= 0 && nb >= 0);
-    ASSERT(nb == n_blocks * (int)(stride / sizeof(struct tensor)));
     ASSERT(slots == 0 || (slots >= 2 && slots <= STAGE_BLOCKS_MAX_SLOTS));
+    if (slots && nb != n_blocks * (int)(stride / sizeof(struct tensor))) {
+        log_error("%s: its blocks do not bind every tensor of their struct (%d binds for %d "
+                  "blocks of %d), so they cannot be streamed (HINT: run the stage with "
+                  "stream_blocks=0)", w->source, nb, n_blocks,
+                  (int)(stride / sizeof(struct tensor)));
+        return S3D_ESHAPE;
+    }
     memset(b, 0, sizeof(*b));
     b->n_blocks = n_blocks;
     b->n_tens = (int)(stride / sizeof(struct tensor));

@@ -82,7 +82,8 @@ struct stage_blocks {
  * pinned host arena with `slots` block slots on dev (the layout above). The
  * bound tensors of the blocks then point into the host copy: use them only
  * through stage_blocks_get. Then warns about unused tensors
- * (weights_report_unused). 0, or a negative s3d_err (logged; S3D_ESHAPE when
+ * (weights_report_unused). Resident, a block may leave tensors of its struct
+ * unbound (an optional part); streamed, every block binds all of them. 0, or a negative s3d_err (logged; S3D_ESHAPE when
  * the blocks do not share one layout) with nothing left allocated. */
 int  stage_blocks_load(struct stage_blocks *b, struct weights *w, struct arena *weights,
                        enum device dev, int first, void *blocks, size_t stride, int n_blocks,

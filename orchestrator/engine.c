@@ -298,10 +298,12 @@ static void set_default_param(struct engine *e, int s, const char *key, const ch
  * before or after it on the same device) is over the budget runs its
  * memory-saving variant when that one fits beside the neighbour: then one of
  * the two can load ahead while the other runs (the flows' streamed blocks
- * cost ~3% of their time; a load and first use seen in a turn cost more). */
-static void prefer_overlap(struct engine *e, int first, int last)
+ * cost ~3% of their time; a load and first use seen in a turn cost more).
+ * One pass over the stages; true when a stage took a variant. */
+static bool prefer_overlap_pass(struct engine *e, int first, int last)
 {
     char a[32], b[32], c[32];
+    bool changed = false;
 
     for (int i = first; i <= last && i < e->first_missing; i++) {
         struct stage_rt *rt = &e->rt[i];
@@ -322,16 +324,26 @@ static void prefer_overlap(struct engine *e, int first, int last)
             if (!row || !row->key[0] || row->bytes >= rt->need || row->bytes > room)
                 continue;
             log_info("budget: stage %s runs with %s=%s (needs %s on cuda:%d, %s without; "
-                     "budget %s), so that %s can load beside it", rt->ps->name, row->key,
+                     "budget %s), so that it and %s fit side by side", rt->ps->name, row->key,
                      row->val, budget_size_str(row->bytes, a, sizeof(a)), rt->cuda,
                      budget_size_str(rt->need, b, sizeof(b)),
                      budget_size_str(budget, c, sizeof(c)), nb->ps->name);
             set_default_param(e, i, row->key, row->val);
             rt->need = row->bytes;
             rt->table_ms = row->run_ms;
+            changed = true;
             break;
         }
     }
+    return changed;
+}
+
+/* prefer_overlap_pass until nothing changes (a neighbour's variant can make
+ * room for this stage's: the two condition stages under 2G). */
+static void prefer_overlap(struct engine *e, int first, int last)
+{
+    for (int pass = 0; pass < PIPE_MAX_STAGES && prefer_overlap_pass(e, first, last); pass++)
+        ;
 }
 
 int engine_check(struct engine *e, int first, int last)

@@ -228,7 +228,7 @@ run "$tmp/o5e" --vram-budget 8M; rc=$?
 got=$(json "$tmp/o5e/report.json" '([s["preloaded"] for s in r["stages"]], r["stages"][1]["params"].get("stream_blocks"), r["stages"][1]["device_bytes"], r["stages"][1]["loads"], r["vram"]["devices"][0]["within_budget"])' 2>&1)
 want="([False, True, True], '1', $((MiB + 5 * MiB / 4)), 1, True)"
 if [ $rc -eq 0 ] && [ "$got" = "$want" ] &&
-   grep -q 'budget: stage b runs with stream_blocks=1 (needs 2.5 MiB on cuda:0, 6.0 MiB without; budget 8.0 MiB), so that a can load beside it' "$tmp/o5e.log" &&
+   grep -q 'budget: stage b runs with stream_blocks=1 (needs 2.5 MiB on cuda:0, 6.0 MiB without; budget 8.0 MiB), so that it and a fit side by side' "$tmp/o5e.log" &&
    grep -q 'stage b: loading its weights ahead of its turn (its blocks streamed' "$tmp/o5e.log" &&
    grep -q 'budget: unloaded a (it held 4.0 MiB; to load c ahead' "$tmp/o5e.log" &&
    ! grep -q 'reloading the weights' "$tmp/o5e.log"; then

@@ -48,46 +48,55 @@ static const struct tensor *ref_tensor(const struct ckpt *r, const char *name, s
     return buf;
 }
 
-/* Run the fuser on dev/gemm_dt; returns a malloc'ed fp32 copy of the output. */
-static float *run_fuser(const char *ckpt, enum device dev, enum dtype gd,
-                        const struct cond_inputs *in, struct cond_model *m_out)
+/* Run the fuser on dev/gemm_dt (its DINO blocks streamed through `slots` slots;
+ * 0: resident); returns a malloc'ed fp32 copy of the output. The model is loaded
+ * into *m_out (left loaded for the caller: a loaded model is not copied, its
+ * towers point at its blocks) or, when m_out is NULL, freed. */
+static float *run_fuser_slots(const char *ckpt, enum device dev, enum dtype gd,
+                              const struct cond_inputs *in, struct cond_model *m_out, int slots)
 {
-    struct cond_model m;
+    static struct cond_model local;
+    struct cond_model *mp = m_out ? m_out : &local;
     struct arena act;
     struct op_ctx ctx;
     float *res = NULL;
 
     memset(&ctx, 0, sizeof(ctx));
-    if (cond_load(&m, ckpt, dev, gd) != 0) {
+    if (cond_load(mp, ckpt, dev, gd, slots) != 0) {
         CHECK(0, "cond_load %s", ckpt);
         return NULL;
     }
-    CHECK(cond_check_inputs(&m, in) == 0);
-    size_t bytes = cond_act_bytes(&m) + (dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0);
+    CHECK(cond_check_inputs(mp, in) == 0);
+    size_t bytes = cond_act_bytes(mp) + (dev == DEVICE_CUDA ? OP_WORKSPACE_DEFAULT : 0);
     CHECK(arena_init(&act, dev == DEVICE_CUDA ? ARENA_DEVICE : ARENA_HOST, "act", bytes) == 0);
     if (dev == DEVICE_CUDA)
         CHECK(op_ctx_init(&ctx, &act, OP_WORKSPACE_DEFAULT) == 0);
-    size_t n = (size_t)(m.n_tokens * m.dim);
+    size_t n = (size_t)(mp->n_tokens * mp->dim);
     void *o = malloc(n * dtype_size(gd));
-    struct tensor out = tensor_view(o, gd, DEVICE_HOST, SHAPE(1, m.n_tokens, m.dim));
-    cond_forward(&m, dev == DEVICE_CUDA ? &ctx : NULL, &act, in, &out);
+    struct tensor out = tensor_view(o, gd, DEVICE_HOST, SHAPE(1, mp->n_tokens, mp->dim));
+    cond_forward(mp, dev == DEVICE_CUDA ? &ctx : NULL, &act, in, &out);
     /* the plan is the run's exact high-water mark (on CUDA the op context's
      * workspace comes from the same arena) */
     CHECK(dev == DEVICE_CUDA ? act.high_water <= act.size : act.high_water == bytes,
           "activation high-water %zu, cond_act_bytes %zu", act.high_water, bytes);
-    printf("  %s %s: activation arena peak %.2f MB of %.2f MB sized\n",
-           dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd), act.high_water / 1e6, act.size / 1e6);
+    printf("  %s %s%s: activation arena peak %.2f MB of %.2f MB sized\n",
+           dev == DEVICE_CUDA ? "cuda" : "cpu", dtype_name(gd), slots ? " streamed" : "",
+           act.high_water / 1e6, act.size / 1e6);
     res = malloc(sizeof(*res) * n);
     dtype_convert(res, DTYPE_F32, o, gd, n);
     free(o);
     if (dev == DEVICE_CUDA)
         op_ctx_free(&ctx);
     arena_free(&act);
-    if (m_out)
-        *m_out = m;
-    else
-        cond_free(&m);
+    if (!m_out)
+        cond_free(mp);
     return res;
+}
+
+static float *run_fuser(const char *ckpt, enum device dev, enum dtype gd,
+                        const struct cond_inputs *in, struct cond_model *m_out)
+{
+    return run_fuser_slots(ckpt, dev, gd, in, m_out, 0);
 }
 
 static void run_variant(const char *dir, const char *ckpt_name, bool ss)
@@ -96,7 +105,7 @@ static void run_variant(const char *dir, const char *ckpt_name, bool ss)
     struct ckpt ref;
     struct tensor b[6];
     struct cond_inputs in;
-    struct cond_model m;
+    static struct cond_model m;
 
     snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, ckpt_name);
     snprintf(refp, sizeof(refp), "%s/ref.safetensors", dir);
@@ -180,9 +189,19 @@ static void run_variant(const char *dir, const char *ckpt_name, bool ss)
         }
     }
 
-    /* GPU: CUDA fp32 and fp16 against the CPU output */
+    /* the DINO towers' blocks streamed through 2 and 3 slots (stage_blocks.h): the
+     * resident output bit for bit; a wrong slot or a stale block would change it */
+    for (int slots = 2; slots <= 3; slots++) {
+        float *so = run_fuser_slots(ckpt, DEVICE_HOST, DTYPE_F32, &in, NULL, slots);
+        CHECK(so && !memcmp(so, out, sizeof(float) * (size_t)(m.n_tokens * m.dim)),
+              "%s: blocks streamed through %d slots = resident, bit for bit", dir + 15, slots);
+        free(so);
+    }
+
+    /* GPU: CUDA fp32 and fp16 against the CPU output, fp16 streamed = fp16 resident */
     if (harness_gpu("GPU part")) {
         const enum dtype gdts[2] = {DTYPE_F32, DTYPE_F16};
+        float *g16 = NULL;
         for (int g = 0; g < 2; g++) {
             float *go = run_fuser(ckpt, DEVICE_CUDA, gdts[g], &in, NULL);
             if (!go)
@@ -190,8 +209,16 @@ static void run_variant(const char *dir, const char *ckpt_name, bool ss)
             snprintf(label, sizeof(label), "%s cuda %s cond vs cpu", dir + 15, dtype_name(gdts[g]));
             report_cmp(label, compare_f32(go, out, (size_t)(m.n_tokens * m.dim), -1, -1,
                                           g ? GPU16_NMSE : GPU32_NMSE));
-            free(go);
+            if (g)
+                g16 = go;
+            else
+                free(go);
         }
+        float *gs = g16 ? run_fuser_slots(ckpt, DEVICE_CUDA, DTYPE_F16, &in, NULL, 2) : NULL;
+        CHECK(gs && !memcmp(gs, g16, sizeof(float) * (size_t)(m.n_tokens * m.dim)),
+              "%s: cuda fp16 streamed through 2 slots = resident, bit for bit", dir + 15);
+        free(gs);
+        free(g16);
     }
 out_free:
     free(out);
@@ -245,7 +272,7 @@ static void run_518(const char *ckpt, const char *refp, bool ss)
     struct ckpt ref;
     struct tensor t[6], small[6];
     struct cond_inputs in, ctl;
-    struct cond_model m;
+    static struct cond_model m;
     char label[128];
     float *buf = malloc(sizeof(float) * (size_t)(18 * n * n));
 
@@ -304,7 +331,7 @@ out_free:
 
 int main(void)
 {
-    struct cond_model m;
+    static struct cond_model m;
 
     log_init("test_cond");
     run_variant("tests/fixtures/cond_ss_tiny", "ss_generator.ckpt", true);
@@ -316,9 +343,9 @@ int main(void)
 
     /* the wrong checkpoint for this stage: MoGe's (no condition embedder) */
     printf("expect one error line (wrong checkpoint):\n");
-    CHECK(cond_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32) < 0,
+    CHECK(cond_load(&m, "tests/fixtures/moge_tiny/model.pt", DEVICE_HOST, DTYPE_F32, 0) < 0,
           "MoGe checkpoint refused");
     printf("expect one error line (missing file):\n");
-    CHECK(cond_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32) < 0);
+    CHECK(cond_load(&m, "tests/fixtures/no_such.ckpt", DEVICE_HOST, DTYPE_F32, 0) < 0);
     return harness_done("test_cond");
 }

@@ -4,7 +4,8 @@
 # below 1e-5, fp32 on the CPU), the SS output holds cond_ss alone (the pose
 # decoder reads pointmap_scale/shift from depth.safetensors), and bad inputs (the wrong checkpoint, a missing tensor, a wrong shape)
 # exit non-zero with one clear error line naming the problem; param repeat
-# reruns the forward (same output, median logged).
+# reruns the forward (same output, median logged); stream_blocks=1 (the DINO
+# blocks streamed from host memory) gives the same bytes.
 # Inputs are cut out of the fixture dumps with a stdlib-only Python helper.
 set -u
 build=${BUILD:-build}
@@ -96,6 +97,20 @@ elif grep -q "repeat 0 is outside" "$tmp/rep.log"; then
 else
     bad "repeat=0: no error line"; cat "$tmp/rep.log"
 fi
+
+# stream_blocks=1: the DINO towers' blocks in host memory, copied into two device slots
+# before they run (common/stage_blocks.h): the same bytes, for both variants
+for v in ss slat; do
+    mkdir -p "$tmp/sb_$v"
+    if "$bin" --weights tests/fixtures/cond_${v}_tiny/${v}_generator.ckpt --device cpu \
+        --param stream_blocks=1 --once "$tmp/$v/in" "$tmp/sb_$v" 2>"$tmp/sb_$v.log" &&
+        same_tensors "$tmp/sb_$v/cond.safetensors" "$tmp/$v/out/cond.safetensors" &&
+        grep -q "4 blocks of .* streamed from the host memory through 2 device slots" "$tmp/sb_$v.log"; then
+        ok "stream_blocks=1 $v: same output as the blocks resident"
+    else
+        bad "stream_blocks=1 $v"; tail -3 "$tmp/sb_$v.log"
+    fi
+done
 
 # refused() NAME WEIGHTS INDIR SUBSTRING: non-zero exit and an error line containing SUBSTRING
 refused() {

@@ -24,7 +24,16 @@
 #include <string.h>
 
 /* load / unload: cond_load and cond_free on the model (stage.h) */
-STAGE_MODEL(cond, struct cond_model, cond_load, cond_free);
+STAGE_MODEL_STREAM(cond, struct cond_model, cond_load, cond_free);
+
+/* repeat (stage.h) and stream_blocks: the DINO towers' 48 blocks streamed from
+ * host memory through STAGE_STREAM_SLOTS device slots (what `sam3d run
+ * --vram-budget` picks where it lets a neighbour stage load beside this one) */
+static const struct stage_param cond_params[] = {
+    STAGE_PARAM_REPEAT,
+    STAGE_PARAM_STREAM_BLOCKS,
+    {NULL},
+};
 
 static int cond_stage_run(void *p, struct stage_req *rq)
 {
@@ -99,7 +108,7 @@ int main(int argc, char **argv)
     static struct cond_model model;
     const struct stage_ops ops = {
         .name = "cond",
-        .params = stage_params_repeat,
+        .params = cond_params,
         /* image, rgb_image, pointmap, rgb_pointmap (1, 3, S, S), two masks (1, 1, S, S) F32:
          * 15 MB at S = 518; 64 MiB also takes inputs up to 1036 square */
         .max_input_bytes = (size_t)64 << 20,

@@ -43,8 +43,9 @@ static int bind_proj(struct cond_proj *p, struct weights *w, int i, int C, enum 
     return rc ? S3D_ESHAPE : 0;
 }
 
-/* Detect the variant and every config, then declare every tensor. */
-static int bind_all(struct cond_model *m, struct weights *w)
+/* Detect the variant and every config, then declare every tensor: the two
+ * towers' blocks last, from bind *first on (stage_blocks.h). */
+static int bind_all(struct cond_model *m, struct weights *w, int *first)
 {
     const struct ckpt_entry *idx = weights_find(w, "idx_emb");
     char prefix[64];
@@ -63,7 +64,7 @@ static int bind_all(struct cond_model *m, struct weights *w)
     for (int e = 0; e < 2; e++) {
         snprintf(prefix, sizeof(prefix), "module_list.%d.backbone.", e);
         if ((rc = vit_detect(&m->dino[e].cfg, w, prefix)) ||
-            (rc = vit_bind(&m->dino[e], w, prefix, m->gemm_dt)) ||
+            (rc = vit_bind_head(&m->dino[e], w, prefix, m->gemm_dt)) ||
             (rc = bind_proj(&m->proj[e], w, e, m->dim, m->gemm_dt)))
             return rc;
         if (m->proj[e].d_in != m->dino[e].cfg.dim)
@@ -85,6 +86,16 @@ static int bind_all(struct cond_model *m, struct weights *w)
     } else {
         m->n_tokens = 4 * (1 + g->n_reg + npatch);
     }
+    *first = w->n_binds;
+    for (int e = 0; e < 2; e++) {
+        snprintf(prefix, sizeof(prefix), "module_list.%d.backbone.", e);
+        for (int i = 0; i < g->depth; i++)
+            if ((rc = vit_bind_block(&m->blocks[e * g->depth + i], w, prefix, i, g->dim, g->mlp,
+                                     m->gemm_dt, g->ls)))
+                return rc;
+        m->dino[e].blk = &m->blk;
+        m->dino[e].blk0 = e * g->depth;
+    }
     return 0;
 bad:
     log_error("%s: the condition embedder's parts disagree in width (DINO towers, projection "
@@ -93,10 +104,11 @@ bad:
     return S3D_ESHAPE;
 }
 
-int cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt)
+int cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+              int stream_slots)
 {
     struct weights w;
-    int rc;
+    int rc, first = 0;
 
     memset(m, 0, sizeof(*m));
     m->gemm_dt = gemm_dt;
@@ -104,17 +116,19 @@ int cond_load(struct cond_model *m, const char *path, enum device dev, enum dtyp
     /* a bare file means its state_dict, the official Lightning container */
     if ((rc = weights_open_key(&w, path, "state_dict", COND_PREFIX, gemm_dt)))
         return rc;
-    if ((rc = bind_all(m, &w)))
-        goto out_close;
-    if ((rc = weights_load_arena(&w, &m->weights, dev)))
+    if ((rc = bind_all(m, &w, &first)))
         goto out_close;
     const struct vit_config *g = &m->dino[0].cfg;
+    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->blocks,
+                                sizeof(m->blocks[0]), 2 * g->depth, stream_slots)))
+        goto out_close;
     log_info("cond: %s variant from %s: DINO depth %d, dim %d, heads %d, %d registers, patch %d, "
-             "input %d; %s%s; fused width %d, %lld tokens; %.1f MB of %s weights",
+             "input %d; %s%s; fused width %d, %lld tokens; %.1f MB of %s weights%s",
              m->variant == COND_SS ? "SS" : "SLAT", w.ck.path, g->depth, g->dim, g->heads,
              g->n_reg, g->patch, m->input_size, m->variant == COND_SS ? "point-map embedder " : "",
              m->variant == COND_SS ? "present" : "no point-map embedder", m->dim,
-             (long long)m->n_tokens, (double)m->weights.used / 1e6, dtype_name(gemm_dt));
+             (long long)m->n_tokens, (double)m->weights.used / 1e6, dtype_name(gemm_dt),
+             m->blk.slots ? " besides the streamed blocks" : "");
     weights_close(&w);
     return 0;
 out_close:
@@ -124,8 +138,10 @@ out_close:
 
 void cond_free(struct cond_model *m)
 {
-    if (m)
-        arena_free(&m->weights);
+    if (!m)
+        return;
+    stage_blocks_free(&m->blk);
+    arena_free(&m->weights);
 }
 
 // ----------------------------------------------------------------------------

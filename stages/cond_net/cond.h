@@ -27,6 +27,7 @@
 #include "arena.h"
 #include "ops.h"
 #include "pointmap.h"
+#include "stage_blocks.h"
 #include "vit/vit.h"
 #include "weights.h"
 
@@ -60,15 +61,22 @@ struct cond_model {
     struct ppe        ppe;        /* module_list.2, SS only */
     struct cond_proj  proj[3];    /* projection_nets.{0,1,2} */
     struct tensor     idx_emb;    /* (3, C) F32 */
-    struct arena      weights;    /* the bound tensors, exactly sized */
+    struct arena      weights;    /* the bound tensors but the blocks when streamed */
+    /* both towers' transformer blocks, tower e's block i at e * depth + i (bound after
+     * every other tensor: stage_blocks.h), resident in `weights` or streamed */
+    struct vit_block  blocks[2 * VIT_MAX_DEPTH];
+    struct stage_blocks blk;
 };
 
 /* Open path ("FILE" or "FILE:KEY"; a bare file means FILE:state_dict), detect
  * the variant and config, bind and upload every tensor of the fuser to dev
- * (DEVICE_CUDA or DEVICE_HOST) with GEMM weights in gemm_dt. Returns 0, or a
- * negative s3d_err already logged (wrong checkpoint, missing tensor, ...).
- * On failure nothing stays allocated. */
-int  cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt);
+ * (DEVICE_CUDA or DEVICE_HOST) with GEMM weights in gemm_dt; stream_slots 0:
+ * every tensor resident; k >= 2: the two DINO towers' 48 blocks stay in
+ * (pinned) host memory and stream through k device slots (stage_blocks.h; the
+ * same output bit for bit). Returns 0, or a negative s3d_err already logged
+ * (wrong checkpoint, missing tensor, ...). On failure nothing stays allocated. */
+int  cond_load(struct cond_model *m, const char *path, enum device dev, enum dtype gemm_dt,
+               int stream_slots);
 void cond_free(struct cond_model *m);    /* NULL-safe, idempotent */
 
 /* Bytes cond_forward takes from its activation arena (on the model's device):

@@ -115,7 +115,17 @@ int vit_bind_block(struct vit_block *L, struct weights *w, const char *prefix, i
 int vit_bind(struct vit *m, struct weights *w, const char *prefix, enum dtype gemm_dt)
 {
     const struct vit_config *g = &m->cfg;
-    int64_t C = g->dim, M = g->mlp;
+    int rc = vit_bind_head(m, w, prefix, gemm_dt);
+
+    for (int i = 0; i < g->depth; i++)
+        rc |= vit_bind_block(&m->blocks[i], w, prefix, i, g->dim, g->mlp, gemm_dt, g->ls);
+    return rc ? S3D_ESHAPE : 0;
+}
+
+int vit_bind_head(struct vit *m, struct weights *w, const char *prefix, enum dtype gemm_dt)
+{
+    const struct vit_config *g = &m->cfg;
+    int64_t C = g->dim;
     int64_t P = 1 + (int64_t)g->grid * g->grid;
     int rc = 0;
 
@@ -131,8 +141,6 @@ int vit_bind(struct vit *m, struct weights *w, const char *prefix, enum dtype ge
                            "%sregister_tokens", prefix);
     rc |= weights_bind_as(w, &m->norm_w, DTYPE_F32, SHAPE(C), "%snorm.weight", prefix);
     rc |= weights_bind_as(w, &m->norm_b, DTYPE_F32, SHAPE(C), "%snorm.bias", prefix);
-    for (int i = 0; i < g->depth; i++)
-        rc |= vit_bind_block(&m->blocks[i], w, prefix, i, C, M, gemm_dt, g->ls);
     return rc ? S3D_ESHAPE : 0;
 }
 
@@ -243,8 +251,10 @@ struct tensor vit_forward(const struct vit *m, const struct op_ctx *ctx, struct 
     s.f = arena_tensor(act, m->gemm_dt, SHAPE(B * T, g->mlp));
     struct tensor x2 = tensor_reshape(&s.x, SHAPE(B * T, C));
     for (int i = 0; i < g->depth && !act->plan; i++) {
-        block_attn(m, &m->blocks[i], ctx, &s, &x2);
-        block_mlp(m, &m->blocks[i], ctx, &s, &x2);
+        const struct vit_block *L = m->blk ? stage_blocks_get(m->blk, ctx, m->blk0 + i)
+                                           : &m->blocks[i];
+        block_attn(m, L, ctx, &s, &x2);
+        block_mlp(m, L, ctx, &s, &x2);
         for (int t = 0; taps && t < taps->n; t++)
             if (taps->block[t] == i) {
                 struct tensor y = taps->out[t];

@@ -28,6 +28,7 @@
 
 #include "ckpt.h"
 #include "ops.h"
+#include "stage_blocks.h"
 #include "tensor.h"
 #include "weights.h"
 
@@ -79,6 +80,11 @@ struct vit {
     struct tensor     mask_token;     /* (1, C) F32: bound (strict checkpoint), unused at inference */
     struct tensor     norm_w, norm_b; /* (C) F32: final norm */
     struct vit_block  blocks[VIT_MAX_DEPTH];
+    /* where the blocks come from: NULL, blocks[] above (vit_bind); else block i is
+     * stage_blocks_get(blk, ctx, blk0 + i): a model that keeps the blocks of its
+     * towers together (resident or streamed, common/stage_blocks.h; the cond stage) */
+    const struct stage_blocks *blk;
+    int               blk0;
 };
 
 /* Detect the config of the ViT stored under prefix (e.g.
@@ -92,6 +98,9 @@ int  vit_detect(struct vit_config *cfg, const struct weights *w, const char *pre
  * be set (vit_detect). The views in m become valid after weights_upload.
  * Returns 0 or the weights_bind error (already logged). */
 int  vit_bind(struct vit *m, struct weights *w, const char *prefix, enum dtype gemm_dt);
+/* vit_bind without the blocks (a model that binds them apart, after all its
+ * other tensors, with vit_bind_block: the stage_blocks.h layout). */
+int  vit_bind_head(struct vit *m, struct weights *w, const char *prefix, enum dtype gemm_dt);
 
 /* Declare block i (prefix + "blocks.<i>."): a DINOv2 Block, or with ls false a
  * timm Block without LayerScale (PointPatchEmbed); C width, M MLP hidden.
