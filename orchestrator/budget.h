@@ -16,10 +16,10 @@
  * with [KEY=VALUE] is a variant: the stage's need when run with that request
  * param (ss_flow[stream_blocks=1]: the transformer blocks streamed from host
  * memory, common/stage_blocks.h; less memory, slower); the engine picks it
- * when the plain row does not fit the budget, or when the plain row does not
- * fit beside a pipeline neighbour's need and the variant does (so that one of
- * them can load ahead while the other runs); a refusal names the least need
- * of a stage's rows.
+ * when the plain row does not fit the budget, or when two pipeline neighbours'
+ * rows together do not fit and a variant of one (the larger first) or of both
+ * makes them fit (so that one can load ahead while the other runs); a refusal
+ * names the least need of a stage's rows.
  * A missing file is an empty table; a malformed line is an error naming it.
  */
 #ifndef S3D_BUDGET_H

@@ -294,52 +294,71 @@ static void set_default_param(struct engine *e, int s, const char *key, const ch
     snprintf(ps->param_val[i], WIRE_STR_MAX, "%s", val);
 }
 
-/* Under a budget, a stage whose need beside a pipeline neighbour's (the stage
- * before or after it on the same device) is over the budget runs its
- * memory-saving variant when that one fits beside the neighbour: then one of
- * the two can load ahead while the other runs (the flows' streamed blocks
- * cost ~3% of their time; a load and first use seen in a turn cost more).
- * One pass over the stages; true when a stage took a variant. */
+/* Stage i's memory-saving variant (the needs table's least row with a param),
+ * or NULL when it has none that needs less than its plan now. */
+static const struct needs_row *variant_of(struct engine *e, int i)
+{
+    const struct needs_row *row = needs_least(&e->needs, e->rt[i].ps->name, e->precision);
+
+    return row && row->key[0] && row->bytes < e->rt[i].need ? row : NULL;
+}
+
+static void take_variant(struct engine *e, int i, const struct needs_row *row, int nb)
+{
+    struct stage_rt *rt = &e->rt[i];
+    char a[32], b[32], c[32];
+
+    log_info("budget: stage %s runs with %s=%s (needs %s on cuda:%d, %s without; budget %s), "
+             "so that it and %s fit side by side", rt->ps->name, row->key, row->val,
+             budget_size_str(row->bytes, a, sizeof(a)), rt->cuda,
+             budget_size_str(rt->need, b, sizeof(b)),
+             budget_size_str(e->dev[rt->cuda].budget, c, sizeof(c)), e->rt[nb].ps->name);
+    set_default_param(e, i, row->key, row->val);
+    rt->need = row->bytes;
+    rt->table_ms = row->run_ms;
+}
+
+/* Under a budget, two pipeline neighbours on one device whose needs together
+ * are over it take memory-saving variants where that makes them fit side by
+ * side, so that one can load ahead while the other runs (a streamed stage
+ * costs a few percent of its time; a load and first use seen in a turn cost
+ * more): the variant of the one that needs more, else of the other, else of
+ * both. One pass over the pairs; true when a stage took a variant. */
 static bool prefer_overlap_pass(struct engine *e, int first, int last)
 {
-    char a[32], b[32], c[32];
     bool changed = false;
 
-    for (int i = first; i <= last && i < e->first_missing; i++) {
-        struct stage_rt *rt = &e->rt[i];
+    for (int i = first; i + 1 <= last && i + 1 < e->first_missing; i++) {
+        int p[2] = {i, i + 1};
+        struct stage_rt *x = &e->rt[i], *y = &e->rt[i + 1];
+        int64_t budget;
 
-        if (rt->remote || rt->cuda < 0 || rt->need <= 0)
+        if (x->remote || y->remote || x->cuda < 0 || x->cuda != y->cuda || x->need <= 0 ||
+            y->need <= 0 || x->need + y->need <= (budget = e->dev[x->cuda].budget))
             continue;
-        for (int k = 0; k < 2; k++) {
-            int n = k == 0 ? i - 1 : i + 1;
-            const struct stage_rt *nb = &e->rt[n < 0 ? i : n];
-            int64_t budget = e->dev[rt->cuda].budget, room;
-            const struct needs_row *row;
-
-            if (n < first || n > last || n >= e->first_missing || nb->remote ||
-                nb->cuda != rt->cuda || nb->need <= 0 || rt->need + nb->need <= budget)
-                continue;
-            room = budget - nb->need;
-            row = needs_fit(&e->needs, rt->ps->name, e->precision, room);
-            if (!row || !row->key[0] || row->bytes >= rt->need || row->bytes > room)
-                continue;
-            log_info("budget: stage %s runs with %s=%s (needs %s on cuda:%d, %s without; "
-                     "budget %s), so that it and %s fit side by side", rt->ps->name, row->key,
-                     row->val, budget_size_str(row->bytes, a, sizeof(a)), rt->cuda,
-                     budget_size_str(rt->need, b, sizeof(b)),
-                     budget_size_str(budget, c, sizeof(c)), nb->ps->name);
-            set_default_param(e, i, row->key, row->val);
-            rt->need = row->bytes;
-            rt->table_ms = row->run_ms;
-            changed = true;
-            break;
+        if (y->need > x->need) {        /* the one that needs more first */
+            p[0] = i + 1;
+            p[1] = i;
         }
+        const struct needs_row *v0 = variant_of(e, p[0]), *v1 = variant_of(e, p[1]);
+        int64_t n0 = e->rt[p[0]].need, n1 = e->rt[p[1]].need;
+        if (v0 && v0->bytes + n1 <= budget) {
+            take_variant(e, p[0], v0, p[1]);
+        } else if (v1 && n0 + v1->bytes <= budget) {
+            take_variant(e, p[1], v1, p[0]);
+        } else if (v0 && v1 && v0->bytes + v1->bytes <= budget) {
+            take_variant(e, p[0], v0, p[1]);
+            take_variant(e, p[1], v1, p[0]);
+        } else {
+            continue;
+        }
+        changed = true;
     }
     return changed;
 }
 
 /* prefer_overlap_pass until nothing changes (a neighbour's variant can make
- * room for this stage's: the two condition stages under 2G). */
+ * room for a pair further on). */
 static void prefer_overlap(struct engine *e, int first, int last)
 {
     for (int pass = 0; pass < PIPE_MAX_STAGES && prefer_overlap_pass(e, first, last); pass++)

@@ -32,9 +32,9 @@
  * and never past a stage that does not fit. The load request carries the
  * placement its turn will ask for (stream_blocks), so the turn finds the
  * weights placed. Its turn then counts that load (`preloaded`, load_ms).
- * Under a budget engine_check also gives a stage its memory-saving variant
- * where that lets it and a pipeline neighbour fit side by side (one loads
- * ahead while the other runs).
+ * Under a budget engine_check also gives pipeline neighbours whose needs
+ * together are over it their memory-saving variants where that lets them fit
+ * side by side (one loads ahead while the other runs).
  * With o.preload_idle the stages no job needs yet follow, in pipeline order
  * (sam3d serve, from its start: the pipeline's params, no job's).
  *

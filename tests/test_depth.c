@@ -80,11 +80,12 @@ struct runner {
     enum device       dev;
 };
 
-static int runner_load(struct runner *r, enum device dev, enum dtype act_dt, int num_tokens)
+static int runner_load(struct runner *r, enum device dev, enum dtype act_dt, int num_tokens,
+                       int slots)
 {
     memset(r, 0, sizeof(*r));
     r->dev = dev;
-    if (moge_load(&r->m, FIX "model.pt", dev, act_dt) != 0) {
+    if (moge_load(&r->m, FIX "model.pt", dev, act_dt, slots) != 0) {
         CHECK(0, "moge_load");
         return -1;
     }
@@ -171,7 +172,7 @@ static void gpu_part(const struct tensor *img, const struct moge_geom *g, const 
         struct runner r;
         const struct tol *tol = k ? &TOL_F16 : &TOL_F32;
         char label[96];
-        if (runner_load(&r, DEVICE_CUDA, dts[k], num_tokens) != 0)
+        if (runner_load(&r, DEVICE_CUDA, dts[k], num_tokens, 0) != 0)
             continue;
         float *raw = malloc(sizeof(float) * nraw);
         runner_forward(&r, img, g, raw, cmp_named, (void *)tol);
@@ -233,7 +234,7 @@ int main(void)
           moge_config_num_tokens(FIX "missing.pt", &nt) == S3D_ENOTFOUND, "missing file");
     CHECK(moge_config_num_tokens(FIX "README.md", &nt) == S3D_EFORMAT, "not a checkpoint");
 
-    if (runner_load(&cpu, DEVICE_HOST, DTYPE_F32, 36) != 0)
+    if (runner_load(&cpu, DEVICE_HOST, DTYPE_F32, 36, 0) != 0)
         return harness_done("test_depth");
     const struct ckpt_entry *ie = ckpt_find(&ref, "image");
     ASSERT(ie && ie->ndim == 3);
@@ -273,6 +274,24 @@ int main(void)
     runner_forward(&cpu, &img, &g, raw2, NULL, NULL);
     CHECK(!memcmp(raw, raw2, sizeof(float) * nraw), "result after a grid change differs");
     free(raw3);
+
+    /* the encoder's blocks streamed through 2 slots (stage_blocks.h): the same raw
+     * output bit for bit, twice (the second forward starts from the slots the first
+     * left; a wrong slot or a stale block would change it) */
+    {
+        static struct runner st;
+        if (runner_load(&st, DEVICE_HOST, DTYPE_F32, 36, 2) == 0) {
+            for (int k = 0; k < 2; k++) {
+                memset(raw2, 0, sizeof(float) * nraw);
+                runner_forward(&st, &img, &g, raw2, NULL, NULL);
+                CHECK(!memcmp(raw, raw2, sizeof(float) * nraw),
+                      "blocks streamed through 2 slots (forward %d) = resident, bit for bit", k + 1);
+            }
+            CHECK(st.m.blk.slots == 2 && st.m.blk.s && st.m.blk.s->copies > 0,
+                  "the blocks were copied into the slots");
+            runner_free(&st);
+        }
+    }
 
     struct moge_result r;
     r.pointmap = malloc(sizeof(float) * 3 * HW);

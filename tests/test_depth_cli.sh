@@ -111,6 +111,19 @@ else
     bad "--once on the fixture image"; tail -5 "$tmp/fx/log"
 fi
 
+# 1b. stream_blocks=1: the encoder's blocks in host memory, copied into two device slots
+#     before they run (common/stage_blocks.h): the same bytes
+mkdir -p "$tmp/fx/sb"
+if "$bin" --weights "$fx/model.pt" --device cpu --once "$tmp/fx/in" "$tmp/fx/sb" \
+    --param image="$tmp/fx/in/image.png" --param mask="$tmp/fx/in/mask.png" \
+    --param stream_blocks=1 2>"$tmp/fx/sb.log" &&
+    same_tensors "$tmp/fx/sb/depth.safetensors" "$tmp/fx/out/depth.safetensors" &&
+    grep -q "streamed from the host memory through 2 device slots" "$tmp/fx/sb.log"; then
+    ok "stream_blocks=1: same output as the blocks resident"
+else
+    bad "stream_blocks=1"; tail -3 "$tmp/fx/sb.log"
+fi
+
 # 2. the real example image, full size
 if [ -f "$ex/image.png" ] && [ -f "$ex/0.png" ]; then
     mkdir -p "$tmp/ex/in" "$tmp/ex/out" "$tmp/ex/out2"

@@ -58,11 +58,13 @@ static const struct stage_param depth_params[] = {
      "MoGe's token budget (trained with 1275..2551)", "the checkpoint's model_config (2551 for "
      "moge-vitl)"},
     STAGE_PARAM_REPEAT,
+    STAGE_PARAM_STREAM_BLOCKS,
     {NULL},
 };
 
-/* load / unload: moge_load and moge_free on the model (stage.h) */
-STAGE_MODEL(depth, struct moge_model, moge_load, moge_free);
+/* load / unload: moge_load and moge_free on the model (stage.h); stream_blocks=1
+ * streams the encoder's 24 blocks from host memory */
+STAGE_MODEL_STREAM(depth, struct moge_model, moge_load, moge_free);
 
 /* (H, W, 3) U8 -> (3, H, W), pixels [q0, q1). */
 struct to_chw {

@@ -42,7 +42,7 @@ static int bind_gn(struct weights *w, struct tensor *gw, struct tensor *gb, int 
     return 0;
 }
 
-int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt)
+int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt, int *first)
 {
     char name[128];
     const struct ckpt_entry *e;
@@ -53,7 +53,7 @@ int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt)
     m->num_tokens = MOGE_NUM_TOKENS;
     if ((rc = vit_detect(&m->vit.cfg, w, "backbone.")) != 0)
         return rc;
-    if ((rc = vit_bind(&m->vit, w, "backbone.", act_dt)) != 0)
+    if ((rc = vit_bind_head(&m->vit, w, "backbone.", act_dt)) != 0)
         return rc;
     int C = m->vit.cfg.dim;
 
@@ -150,13 +150,21 @@ int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt)
     if (weights_bind_as(w, &m->image_mean, DTYPE_F32, SHAPE(1, 3, 1, 1), "image_mean") ||
         weights_bind_as(w, &m->image_std, DTYPE_F32, SHAPE(1, 3, 1, 1), "image_std"))
         return S3D_ESHAPE;
+    *first = w->n_binds;                           /* the encoder's blocks last */
+    for (int i = 0; i < m->vit.cfg.depth; i++)
+        if ((rc = vit_bind_block(&m->vit.blocks[i], w, "backbone.", i, C, m->vit.cfg.mlp, act_dt,
+                                 m->vit.cfg.ls)))
+            return rc;
+    m->vit.blk = &m->blk;
+    m->vit.blk0 = 0;
     return 0;
 }
 
-int moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt)
+int moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt,
+              int stream_slots)
 {
     struct weights w;
-    int rc;
+    int rc, first = 0;
 
     memset(m, 0, sizeof(*m));
     if (!path) {
@@ -166,7 +174,7 @@ int moge_load(struct moge_model *m, const char *path, enum device dev, enum dtyp
     /* a bare file means its 'model' state dict, the official container */
     if ((rc = weights_open_key(&w, path, "model", NULL, act_dt)))
         return rc;
-    if ((rc = moge_bind(m, &w, act_dt)))
+    if ((rc = moge_bind(m, &w, act_dt, &first)))
         goto out_close;
     rc = moge_config_num_tokens(path, &m->num_tokens);
     if (rc == S3D_ENOTFOUND) {
@@ -176,12 +184,14 @@ int moge_load(struct moge_model *m, const char *path, enum device dev, enum dtyp
     } else if (rc) {
         goto out_close;
     }
-    if ((rc = weights_load_arena(&w, &m->weights, dev)))
+    if ((rc = stage_blocks_load(&m->blk, &w, &m->weights, dev, first, m->vit.blocks,
+                                sizeof(m->vit.blocks[0]), m->vit.cfg.depth, stream_slots)))
         goto out_close;
     log_info("depth: MoGe v1 from %s: ViT dim %d depth %d, %d taps, proj %d, %d tokens; "
-             "%.1f MB of %s weights on %s", w.ck.path, m->vit.cfg.dim, m->vit.cfg.depth,
+             "%.1f MB of %s weights on %s%s", w.ck.path, m->vit.cfg.dim, m->vit.cfg.depth,
              m->n_feat, m->dim_proj, m->num_tokens, (double)m->weights.used / 1e6,
-             dtype_name(act_dt), dev == DEVICE_CUDA ? "cuda" : "cpu");
+             dtype_name(act_dt), dev == DEVICE_CUDA ? "cuda" : "cpu",
+             m->blk.slots ? " besides the streamed blocks" : "");
 out_close:
     weights_close(&w);
     if (rc)
@@ -194,6 +204,7 @@ void moge_free(struct moge_model *m)
     if (!m)
         return;
     moge_release(m);
+    stage_blocks_free(&m->blk);
     arena_free(&m->weights);
 }
 

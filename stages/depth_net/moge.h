@@ -35,6 +35,7 @@
 #include "arena.h"
 #include "ops_conv.h"
 #include "ops_image.h"
+#include "stage_blocks.h"
 #include "vit/vit.h"
 #include "weights.h"
 
@@ -84,23 +85,29 @@ struct moge_model {
     int            pos_ph, pos_pw;        /* grid of pos_cache; 0 = empty */
     struct tensor  pos_cache;             /* (pos_ph * pos_pw, C) F32 on the weights' device */
     struct arena   pos_arena;             /* owns pos_cache (device or host) */
-    struct arena   weights;               /* every bound tensor, exactly sized (moge_load) */
+    struct arena   weights;               /* every bound tensor (but the streamed blocks) */
+    struct stage_blocks blk;              /* the encoder's blocks, bound last (moge_bind):
+                                           * resident in weights, or streamed */
 };
 
 /* Open path ("FILE" = FILE:model, MoGe's container, or "FILE:KEY"), detect the
  * config, bind every tensor, read the token budget from the checkpoint's
  * model_config (moge_config_num_tokens; MOGE_NUM_TOKENS with a warning when
  * it has none) and upload to dev (DEVICE_CUDA or DEVICE_HOST) with the head's
- * weights in act_dt (F16 or F32). Returns 0, or a negative s3d_err already
- * logged; on failure nothing stays allocated. */
-int  moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt);
+ * weights in act_dt (F16 or F32); stream_slots 0: all resident; k >= 2: the
+ * encoder's blocks stay in (pinned) host memory and stream through k device
+ * slots (stage_blocks.h; the same output). Returns 0, or a negative s3d_err
+ * already logged; on failure nothing stays allocated. */
+int  moge_load(struct moge_model *m, const char *path, enum device dev, enum dtype act_dt,
+               int stream_slots);
 /* The weights and the pos-embed cache. NULL-safe, idempotent. */
 void moge_free(struct moge_model *m);
 
 /* Detect the config and declare every tensor (phase 1 of weights binding,
- * inside moge_load; w opened on "model.pt:model"). act_dt: F16 or F32.
- * Returns 0 or an error (logged). */
-int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt);
+ * inside moge_load; w opened on "model.pt:model"), the encoder's blocks last
+ * from bind *first on (stage_blocks.h). act_dt: F16 or F32. Returns 0 or an
+ * error (logged). */
+int moge_bind(struct moge_model *m, struct weights *w, enum dtype act_dt, int *first);
 
 /* Free what moge_forward cached (the pos-embed); the weights are the caller's.
  * NULL-safe, idempotent. */
