@@ -240,6 +240,26 @@ mv "$tmp/p.needs.good" "$tmp/p.needs"
 mv "$tmp/p.pipe.good" "$tmp/p.pipe"
 clean overlap
 
+# 5f. 6.2M: a (4M) and b (6M) fit beside each other only with both streamed (2M + 2.5M; one
+# alone does not: 2.5 + 4 = 6.5, 2 + 6 = 8): both take their variants, and b and c load ahead
+cp "$tmp/p.needs" "$tmp/p.needs.good"
+cp "$tmp/p.pipe" "$tmp/p.pipe.good"
+printf 'a[stream_blocks=1] fp16 2M 30 test streamed\nb[stream_blocks=1] fp16 2.5M 30 test streamed\n' >> "$tmp/p.needs"
+sed -i 's/^stage a$/stage a\n    param sleep_ms 300/; s/^stage b$/stage b\n    param sleep_ms 300/' "$tmp/p.pipe"
+run "$tmp/o5f" --vram-budget 6.2M; rc=$?
+got=$(json "$tmp/o5f/report.json" '([s["params"].get("stream_blocks") for s in r["stages"]], [s["preloaded"] for s in r["stages"]], r["vram"]["devices"][0]["within_budget"])' 2>&1)
+want="(['1', '1', None], [False, True, True], True)"
+if [ $rc -eq 0 ] && [ "$got" = "$want" ] &&
+   grep -q 'budget: stage b runs with stream_blocks=1 .*so that it and a fit side by side' "$tmp/o5f.log" &&
+   grep -q 'budget: stage a runs with stream_blocks=1 .*so that it and b fit side by side' "$tmp/o5f.log"; then
+    ok "6.2M: a and b both streamed (neither alone fits beside the other); b and c loaded ahead"
+else
+    bad "both variants: rc=$rc got $got, want $want"; grep -i 'budget\|ahead\|error' "$tmp/o5f.log"
+fi
+mv "$tmp/p.needs.good" "$tmp/p.needs"
+mv "$tmp/p.pipe.good" "$tmp/p.pipe"
+clean both_variants
+
 # ---------------------------------------------------------------- 6. pids not visible
 S3D_FAKE_NVML_HIDE_PIDS=1 S3D_FAKE_NVML_BASE=$((10 * MiB)) run "$tmp/o6"; rc=$?
 [ $rc -eq 0 ] || { bad "hidden pids rc=$rc"; tail "$tmp/o6.log"; }
