@@ -396,12 +396,18 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
         const struct flow_block_w *W = &B->s[k];
         struct tensor pk = rows(&s->p, r0[k], nr[k]);
         if (!cond) {
-            /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v) */
+            /* condition x 0: all keys equal, all values b_v -> every row is to_out(b_v),
+             * an fp16 row c1 under autocast; x + p is then x + c1, added in one pass
+             * (p itself is written only for a tap) */
             struct tensor bv = tensor_slice(&W->ckv_b, 0, C, C);
             bv = tensor_reshape(&bv, SHAPE(1, C));
             op_linear(ctx, &s->c1, &bv, &W->co_w, &W->co_b, false);
-            op_zero(ctx, &pk);
-            op_add_bias(ctx, &pk, &pk, &s->c1);
+            if (tp) {
+                op_zero(ctx, &pk);
+                op_add_bias(ctx, &pk, &pk, &s->c1);
+            }
+            struct tensor xk = rows(&s->x, r0[k], nr[k]);
+            op_add_bias(ctx, &xk, &xk, &s->c1);
             continue;
         }
         struct tensor xk = rows(&s->x, r0[k], nr[k]);
@@ -427,7 +433,8 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     }
     if (tp)
         tap(ctx, tp->cross_attn, &s->p);
-    op_add(ctx, &s->x, &s->x, &s->p);
+    if (cond)
+        op_add(ctx, &s->x, &s->x, &s->p);
 
     /* MLP (L318-332) */
     norm_modulate(m, ctx, s, &sc_mlp, &sh_mlp);
