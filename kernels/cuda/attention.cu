@@ -42,7 +42,7 @@ static enum attn_kernel attn_default_kernel(int max_tq)
 
 /* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
  * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b / v2s
- * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh) or v3
+ * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh) or v3 / v4
  * (attention_wg.cu). Neither variable set: attn_default_kernel (v3 / v2s).
  * An unknown value warns once and takes v1. */
 static enum attn_kernel attn_kernel_env(int max_tq)
@@ -58,8 +58,10 @@ static enum attn_kernel attn_kernel_env(int max_tq)
         return ATTN_KERNEL_V2S;
     if (k && !strcmp(k, "v3"))
         return ATTN_KERNEL_V3;
+    if (k && !strcmp(k, "v4"))
+        return ATTN_KERNEL_V4;
     if (k && strcmp(k, "v1") && !warned) {
-        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b, v2s or v3); using v1", k);
+        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b, v2s, v3 or v4); using v1", k);
         warned = true;
     }
     if (e && !strcmp(e, "1"))
@@ -119,12 +121,15 @@ static void attn_mma_launch(cudaStream_t st, const struct attn_params *p, int B,
     case ATTN_KERNEL_V2S:                        /* 4 warps x 1 m-tile: 64 rows a block */
         attn_v2_launch<T, 1, 64, true, 4>(st, p, B, H, max_tq);
         return;
-    case ATTN_KERNEL_V3: {                       /* v2 with Q K^T on wgmma; v2 off Hopper */
+    case ATTN_KERNEL_V3:                         /* v2 with Q K^T on wgmma; v2 off Hopper */
+    case ATTN_KERNEL_V4: {                       /* ... and P V on wgmma, pipelined */
         static bool warned;
-        if (attn_wg_launch(st, p, std::is_same<T, __half>::value, B, H, max_tq))
+        if (attn_wg_launch(st, p, std::is_same<T, __half>::value, B, H, max_tq,
+                           kern == ATTN_KERNEL_V4))
             return;
         if (!warned && getenv("S3D_ATTN_KERNEL")) {   /* the default goes quietly */
-            log_warn("S3D_ATTN_KERNEL=v3 needs a compute capability 9.0 GPU: using v2");
+            log_warn("S3D_ATTN_KERNEL=%s needs a compute capability 9.0 GPU: using v2",
+                     kern == ATTN_KERNEL_V4 ? "v4" : "v3");
             warned = true;
         }
         attn_v2_launch<T, 2, 64, true, 2>(st, p, B, H, max_tq);

@@ -504,18 +504,21 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
  * V2 / V2B are attn_v2_kernel with 2 m-tiles per warp and 64-key tiles and Q
  * in registers / 128-key tiles and Q re-read from shared memory; V2S with one
  * m-tile per warp (64-row blocks), 64-key tiles (attention_v2.cuh); V3 is V2 with
- * S = Q K^T on wgmma (attention_wg.cu; compute capability 9.0 only, else V2). */
+ * S = Q K^T on wgmma (attention_wg.cu; compute capability 9.0 only, else V2); V4 is
+ * V3 with P V on wgmma too, beside the next tile's softmax (the same fallback). */
 enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
-                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3 };
+                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3, ATTN_KERNEL_V4 };
 
 /* attn_launch with the kernel given (the bench times each on one stream);
  * F32 or !mma_ok take the fp32 kernel whatever kern says. */
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
                         int max_tq, bool mma_ok, enum attn_kernel kern);
 
-/* attn_wg_kernel (kernels/cuda/attention_wg.cu) in fp16 (f16) or bf16 over grid
- * (ceil(max_tq / 128), H, B); false, launching nothing, on a device that is not
- * compute capability 9.0 (the kernel exists only as sm_90a code). */
-bool attn_wg_launch(cudaStream_t st, const struct attn_params *p, bool f16, int B, int H, int max_tq);
+/* attn_wg_kernel (pv_wg false: v3) or attn_wgp_kernel (true: v4; kernels/cuda/
+ * attention_wg.cu) in fp16 (f16) or bf16 over grid (ceil(max_tq / 128), H, B); false,
+ * launching nothing, on a device that is not compute capability 9.0 (the kernels
+ * exist only as sm_90a code). */
+bool attn_wg_launch(cudaStream_t st, const struct attn_params *p, bool f16, int B, int H, int max_tq,
+                    bool pv_wg);
 
 #endif

@@ -16,6 +16,8 @@
  *     9  v2s f16                 attn_v2_kernel<half, MT 1 (64-row blocks), 64-key tiles>
  *     10 v3 f16                  attn_wg_kernel<half>: v2 with Q K^T on wgmma (sm_90a);
  *     11 v3 bf16                 off compute capability 9.0 both run v2
+ *     12 v4 f16                  attn_wgp_kernel<half>: v3 with P V on wgmma too, beside
+ *     13 v4 bf16                 the next tile's softmax (sm_90a; else v2)
  * The op's default ("current") is v1 with MT2 from 1024 query rows, MT1 below.
  *
  * Shapes: the flow transformers' (head size 64): DINOv2, SS flow self and
@@ -82,6 +84,8 @@ static const struct version {
     {"v2s f16", DTYPE_F16, ATTN_KERNEL_V2S, true},
     {"v3 f16", DTYPE_F16, ATTN_KERNEL_V3, true},
     {"v3 bf16", DTYPE_BF16, ATTN_KERNEL_V3, true},
+    {"v4 f16", DTYPE_F16, ATTN_KERNEL_V4, true},
+    {"v4 bf16", DTYPE_BF16, ATTN_KERNEL_V4, true},
 };
 #define NVERSIONS ((int)(sizeof(VERSIONS) / sizeof(VERSIONS[0])) - 1)
 
