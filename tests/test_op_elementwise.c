@@ -210,6 +210,13 @@ static void test_gpu(void)
         {EW_MODULATE_NO_T, 2, 100, 64, 2, DTYPE_F16, DTYPE_F32, DTYPE_F16, 0, 0},
         {EW_ADD_BIAS, 1, 5941, 1024, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1},
         {EW_ADD, 1, 777, 136, 1, DTYPE_F16, DTYPE_F16, DTYPE_F16, 0, 0},
+        /* the row kernel's shapes: fp32 stream rows of 8 (one thread a row) to 2048, three
+         * groups of 50 rows, fp32 full-size operands, the SS flow's constant row (4 rows) */
+        {EW_ADD, 1, 300, 8, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},
+        {EW_ADD_SCALED, 3, 50, 2048, 3, DTYPE_F32, DTYPE_BF16, DTYPE_F32, 0, 0},
+        {EW_ADD_GATED, 3, 50, 520, 3, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},
+        {EW_ADD, 1, 100, 64, 1, DTYPE_F32, DTYPE_F32, DTYPE_F32, 0, 0},
+        {EW_ADD_BIAS, 1, 4, 1024, 1, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0},
     };
     struct arena  a;
     struct op_ctx ctx;

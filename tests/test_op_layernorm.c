@@ -7,7 +7,8 @@
  * op_layernorm_cpu into F32 followed by op_modulate_cpu. GPU part: the CUDA ops
  * against the CPU ops over a shape table (1 column, odd widths, DINOv2's 1374 x
  * 1024, a 30000-row decoder shape, the register path's 256..2048 fp16/bf16
- * widths, the SLAT flow's modulated 5941 x 1024), in place and not, with guard
+ * widths, the SLAT flow's modulated 5941 x 1024, the fp32-row register path's
+ * 256..1024 widths with the SS flow's 4096 x 1024), in place and not, with guard
  * bytes after every output.
  */
 #include "harness.h"
@@ -192,6 +193,12 @@ static void test_gpu(void)
         {33, 256, DTYPE_BF16, DTYPE_BF16, DTYPE_F16, 0, 0, 1e-5f, 1},
         {9, 768, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1, 1e-6f, 1},
         {9, 1000, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 1},      /* generic + modulated */
+        /* the fp32-row register path (F32 in, C = 256..1024, any out) */
+        {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 1},  /* SS flow adaLN */
+        {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},  /* SS flow norm2 */
+        {77, 512, DTYPE_F32, DTYPE_BF16, DTYPE_BF16, 1, 0, 1e-5f, 1},
+        {31, 256, DTYPE_F32, DTYPE_F32, DTYPE_F16, 1, 1, 1e-6f, 1},     /* in place: generic */
+        {5, 1280, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},     /* C / 256 = 5: generic */
     };
     struct arena  a;
     struct op_ctx ctx;

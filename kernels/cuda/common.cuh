@@ -91,6 +91,40 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
     return __float2bfloat16_rn(v);
 }
 
+/* 8 consecutive elements of T at p as fp32 (p 16-byte aligned: one 16-byte load of a
+ * 2-byte T, two of float), and 8 values rounded into T the same way. */
+template <typename T>
+__device__ __forceinline__ void load8_f32(const T *p, float out[8])
+{
+    if constexpr (sizeof(T) == 4) {
+        float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+        out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+        out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    } else {
+        uint4    u = *(const uint4 *)p;
+        const T *e = (const T *)&u;
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            out[k] = to_f32(e[k]);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void store8_f32(T *p, const float v[8])
+{
+    if constexpr (sizeof(T) == 4) {
+        ((float4 *)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        ((float4 *)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        uint4 u;
+        T    *e = (T *)&u;
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            e[k] = from_f32<T>(v[k]);
+        *(uint4 *)p = u;
+    }
+}
+
 /* Element i of a buffer whose dtype is known only at run time (uniform branch). */
 __device__ __forceinline__ float load_dt(const void *p, enum dtype dt, int64_t i)
 {

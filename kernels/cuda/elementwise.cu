@@ -6,9 +6,11 @@
  * One grid-stride kernel: y[i] = f(x[i], p0, p1) where each parameter is either
  * full-size or row-broadcast with G groups (ops.h), and every operand's dtype
  * is read at run time (a uniform branch; these ops are memory-bound). The
- * common fp16/bf16 case (y, x and the full-size operands of one 2-byte dtype,
- * rows of whole 16-byte vectors) runs the same arithmetic 8 elements per
- * thread step with 16-byte loads and stores (ew_vec_kernel).
+ * common case (y and x of one dtype, the full-size operands of one dtype, rows
+ * of whole 8-element vectors, all 16-byte aligned: the flows' fp32 residual
+ * stream plus fp16 branch outputs, and the all-16-bit ops) runs the same
+ * arithmetic 8 elements per thread step, row by row, with vector loads and
+ * stores and no index division per element (ew_rows_kernel).
  */
 #include "common.cuh"
 
@@ -69,66 +71,76 @@ __global__ void ew_kernel(void *y, enum dtype ydt, const void *x, enum dtype xdt
     }
 }
 
-/* 8 elements of parameter a at vector v (elements i = 8 v .. 8 v + 7, row r,
- * columns c .. c + 7): a full-size operand is one 16-byte load of T, a
- * broadcast one 8 loads of its run-time dtype (a row vector, cached). */
-template <typename T>
-__device__ __forceinline__ void ew_load8(const struct ew_param &a, int64_t v, int64_t r, int64_t c,
-                                         int64_t R, int64_t C, float out[8])
+/* 8 elements of parameter a at columns c .. c + 7 of row r: a full-size operand
+ * (elements i .. i + 7, i = r C + c) with vector loads of TA, a broadcast one
+ * (row base + c: its group's row, cached) with 8 loads of its run-time dtype. */
+template <typename TA>
+__device__ __forceinline__ void ew_param8(const struct ew_param &a, int64_t i, int64_t base,
+                                          float out[8])
 {
     if (!a.groups) {
-        uint4 u = ((const uint4 *)a.p)[v];
-        const T *e = (const T *)&u;
-#pragma unroll
-        for (int k = 0; k < 8; k++)
-            out[k] = to_f32(e[k]);
+        load8_f32<TA>((const TA *)a.p + i, out);
     } else {
-        int64_t base = (r / (R / a.groups)) * C + c;
 #pragma unroll
         for (int k = 0; k < 8; k++)
             out[k] = load_dt(a.p, a.dt, base + k);
     }
 }
 
-/* ew_kernel's arithmetic on 8 elements per step (the memory-bound common case:
- * y, x and every full-size operand 2-byte T, 16-byte aligned, C % 8 == 0). */
-template <typename T>
-__global__ void ew_vec_kernel(T *y, const T *x, struct ew_param p0, struct ew_param p1,
-                              enum ew_kind kind, int64_t R, int64_t C)
+/* The first element of row r's broadcast row of a (groups of R / groups rows each). */
+__device__ __forceinline__ int64_t ew_bcast_base(const struct ew_param &a, int64_t r, int64_t R,
+                                                 int64_t C)
 {
-    int64_t n8 = R * C / 8;
+    if (a.groups <= 1)
+        return 0;
+    int64_t per = R / a.groups;
+    return (r < (1ll << 31) && per < (1ll << 31) ? (int64_t)((uint32_t)r / (uint32_t)per)
+                                                 : r / per) * C;
+}
 
-    for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n8;
-         v += (int64_t)gridDim.x * blockDim.x) {
-        int64_t i = v * 8, r = i / C, c = i - r * C;
-        uint4   xu = ((const uint4 *)x)[v], yu;
-        const T *xe = (const T *)&xu;
-        T       *ye = (T *)&yu;
-        float    a[8], b[8];
-        ew_load8<T>(p0, v, r, c, R, C, a);
-        if (p1.p)
-            ew_load8<T>(p1, v, r, c, R, C, b);
+/* ew_kernel's arithmetic, 8 elements per step with vector loads and stores, row by row
+ * (no index division per element): TPR threads (a power of two) per row, 256 / TPR
+ * rows per block. y and x of TX, every full-size parameter of TA; C % 8 == 0 and every
+ * operand 16-byte aligned (ew_rows_ok). The flows' fp32 residual stream with fp16
+ * branch outputs (TX float, TA half) and the all-16-bit ops take it. */
+template <typename TX, typename TA>
+__global__ void __launch_bounds__(256) ew_rows_kernel(TX *y, const TX *x, struct ew_param p0,
+                                                      struct ew_param p1, enum ew_kind kind,
+                                                      int64_t R, int64_t C, int tpr)
+{
+    int     rpb = 256 / tpr, lane = threadIdx.x % tpr;
+    int64_t nv = C / 8;
+
+    for (int64_t r = (int64_t)blockIdx.x * rpb + threadIdx.x / tpr; r < R;
+         r += (int64_t)gridDim.x * rpb) {
+        int64_t b0 = ew_bcast_base(p0, r, R, C), b1 = p1.p ? ew_bcast_base(p1, r, R, C) : 0;
+        for (int64_t v = lane; v < nv; v += tpr) {
+            int64_t c = v * 8, i = r * C + c;
+            float   e[8], a[8], b[8];
+            load8_f32<TX>(x + i, e);
+            ew_param8<TA>(p0, i, b0 + c, a);
+            if (p1.p)
+                ew_param8<TA>(p1, i, b1 + c, b);
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float e = to_f32(xe[k]);
-            switch (kind) {
-            case EW_ADD:
-            case EW_ADD_BIAS:
-                e = e + a[k];
-                break;
-            case EW_ADD_SCALED:
-                e = e + a[k] * b[k];
-                break;
-            case EW_ADD_GATED:
-                e = e + round_dt(p1.dt, a[k] * b[k]);
-                break;
-            case EW_MODULATE:
-                e = e * (1.0f + a[k]) + (p1.p ? b[k] : 0.0f);
-                break;
+            for (int k = 0; k < 8; k++) {
+                switch (kind) {
+                case EW_ADD:
+                case EW_ADD_BIAS:
+                    e[k] = e[k] + a[k];
+                    break;
+                case EW_ADD_SCALED:
+                    e[k] = e[k] + a[k] * b[k];
+                    break;
+                case EW_ADD_GATED:
+                    e[k] = e[k] + round_dt(p1.dt, a[k] * b[k]);
+                    break;
+                case EW_MODULATE:
+                    e[k] = e[k] * (1.0f + a[k]) + (p1.p ? b[k] : 0.0f);
+                    break;
+                }
             }
-            ye[k] = from_f32<T>(e);
+            store8_f32<TX>(y + i, e);
         }
-        ((uint4 *)y)[v] = yu;
     }
 }
 
@@ -137,18 +149,49 @@ static bool al16(const void *p)
     return ((uintptr_t)p & 15) == 0;
 }
 
-/* Whether ew_vec_kernel can run: 2-byte y = x dtype, rows of whole 16-byte
- * vectors, full-size operands of that dtype, all aligned. */
-static bool ew_vec_ok(const void *y, enum dtype ydt, const void *x, enum dtype xdt,
-                      const struct ew_param *p0, const struct ew_param *p1, int64_t C)
+/* Whether ew_rows_kernel can run, and with which parameter dtype *ta: y = x dtype,
+ * rows of whole 8-element vectors, full-size operands all of one dtype, all aligned. */
+static bool ew_rows_ok(const void *y, enum dtype ydt, const void *x, enum dtype xdt,
+                       const struct ew_param *p0, const struct ew_param *p1, int64_t C,
+                       enum dtype *ta)
 {
-    if (ydt != xdt || (ydt != DTYPE_F16 && ydt != DTYPE_BF16) || C % 8 || !al16(y) || !al16(x))
+    if (ydt != xdt || C % 8 || !al16(y) || !al16(x))
         return false;
     const struct ew_param *ps[2] = {p0, p1};
-    for (int k = 0; k < 2; k++)
-        if (ps[k]->p && !ps[k]->groups && (ps[k]->dt != xdt || !al16(ps[k]->p)))
+    bool any = false;
+    for (int k = 0; k < 2; k++) {
+        if (!ps[k]->p || ps[k]->groups)
+            continue;
+        if (!al16(ps[k]->p) || (any && ps[k]->dt != *ta))
             return false;
+        *ta = ps[k]->dt;
+        any = true;
+    }
+    if (!any)
+        *ta = xdt;
     return true;
+}
+
+/* ew_rows_kernel<TX, TA> for the run-time dtypes (F32 / F16 / BF16 each). */
+template <typename TX>
+static void ew_rows_launch_x(const struct op_ctx *ctx, enum dtype ta, void *y, const void *x,
+                             const struct ew_param &p0, const struct ew_param &p1,
+                             enum ew_kind kind, int64_t R, int64_t C)
+{
+    int64_t nv = C / 8;
+    int     tpr = 1;
+    while (tpr < 256 && tpr < nv)
+        tpr *= 2;
+    unsigned g = grid_for(R, 256 / tpr);
+    if (ta == DTYPE_F16)
+        ew_rows_kernel<TX, __half><<<g, 256, 0, ctx->stream>>>((TX *)y, (const TX *)x, p0, p1,
+                                                               kind, R, C, tpr);
+    else if (ta == DTYPE_BF16)
+        ew_rows_kernel<TX, __nv_bfloat16><<<g, 256, 0, ctx->stream>>>((TX *)y, (const TX *)x, p0,
+                                                                      p1, kind, R, C, tpr);
+    else
+        ew_rows_kernel<TX, float><<<g, 256, 0, ctx->stream>>>((TX *)y, (const TX *)x, p0, p1,
+                                                              kind, R, C, tpr);
 }
 
 /* Checks as in kernels/cpu/elementwise.c, then one launch. */
@@ -182,14 +225,15 @@ static void ew_run(const struct op_ctx *ctx, const char *op, enum ew_kind kind, 
     }
     if (R == 0 || C == 0)
         return;
-    unsigned g8 = grid_for(R * C / 8, 256 * 2);
-    if (ew_vec_ok(y->data, y->dtype, x->data, x->dtype, &p0, &p1, C) && x->dtype == DTYPE_F16)
-        ew_vec_kernel<__half><<<g8, 256, 0, ctx->stream>>>((__half *)y->data,
-                                                           (const __half *)x->data, p0, p1,
-                                                           kind, R, C);
-    else if (ew_vec_ok(y->data, y->dtype, x->data, x->dtype, &p0, &p1, C))
-        ew_vec_kernel<__nv_bfloat16><<<g8, 256, 0, ctx->stream>>>(
-            (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, p0, p1, kind, R, C);
+    enum dtype ta;
+    bool rows = ew_rows_ok(y->data, y->dtype, x->data, x->dtype, &p0, &p1, C, &ta) &&
+                (kind != EW_ADD || op_cols(y) == C);
+    if (rows && x->dtype == DTYPE_F32)
+        ew_rows_launch_x<float>(ctx, ta, y->data, x->data, p0, p1, kind, R, C);
+    else if (rows && x->dtype == DTYPE_F16)
+        ew_rows_launch_x<__half>(ctx, ta, y->data, x->data, p0, p1, kind, R, C);
+    else if (rows && x->dtype == DTYPE_BF16)
+        ew_rows_launch_x<__nv_bfloat16>(ctx, ta, y->data, x->data, p0, p1, kind, R, C);
     else
         ew_kernel<<<grid_for(R * C, 256 * 4), 256, 0, ctx->stream>>>(y->data, y->dtype, x->data,
                                                                       x->dtype, p0, p1, kind, R, C);

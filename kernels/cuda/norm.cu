@@ -5,8 +5,9 @@
  * (mean, centred variance, output): the second and third reads hit L1, and
  * the two-pass variance matches the CPU reference far better than E[x^2]-m^2;
  * rows of 256..2048 fp16/bf16 elements are held in registers instead
- * (layernorm_vec_kernel). The adaLN modulation can follow in the same pass
- * (op_layernorm_mod).
+ * (layernorm_vec_kernel), and fp32 rows of 256..1024 into any dtype likewise
+ * (layernorm_vec32_kernel: the flows' residual stream). The adaLN modulation can
+ * follow in the same pass (op_layernorm_mod).
  * The per-head RMS norm of 64-element fp16/bf16 rows (every DiT's q/k) takes
  * 8 threads per row with 16-byte loads and stores (rmsnorm_heads64_kernel).
  */
@@ -120,6 +121,86 @@ layernorm_vec_kernel(T *y, const T *x, struct ln_par p, int64_t R, int C, int nv
     }
 }
 
+#define LN32_VEC_MAX 4     /* fp32 rows: 8 floats per vector, C <= 4 * 32 * 8 = 1024 */
+
+/* 8 elements i .. i + 7 of a (C) parameter of run-time dtype dt (16-byte aligned). */
+__device__ __forceinline__ void ln_par8(const void *p, enum dtype dt, int64_t i, float out[8])
+{
+    switch (dt) {
+    case DTYPE_F16:  load8_f32<__half>((const __half *)p + i, out); break;
+    case DTYPE_BF16: load8_f32<__nv_bfloat16>((const __nv_bfloat16 *)p + i, out); break;
+    default:         load8_f32<float>((const float *)p + i, out); break;
+    }
+}
+
+/* One warp per fp32 row of C = nv * 256 elements (the flows' residual stream), into
+ * Ty: lane l owns the 8-element vectors k * 32 + l, held in registers (32 floats at
+ * C = 1024); two-pass statistics; the affine and modulation parameters read 8 at a
+ * time; the same per-element arithmetic as ln_out. */
+template <typename Ty>
+__global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
+layernorm_vec32_kernel(Ty *y, const float *x, struct ln_par p, int64_t R, int C, int nv, float eps)
+{
+    int64_t row  = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
+    int     lane = threadIdx.x & 31;
+
+    if (row >= R)                                /* warp-uniform */
+        return;
+    const float *xr = x + row * C;
+    Ty          *yr = y + row * C;
+    float        v[LN32_VEC_MAX][8], s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN32_VEC_MAX; k++)
+        if (k < nv) {
+            load8_f32<float>(xr + (k * 32 + lane) * 8, v[k]);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                s += v[k][j];
+        }
+    float mean = warp_sum(s) / (float)C, q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < LN32_VEC_MAX; k++)
+        if (k < nv)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float d = v[k][j] - mean;
+                q += d * d;
+            }
+    float rstd = rsqrtf(warp_sum(q) / (float)C + eps);
+#pragma unroll
+    for (int k = 0; k < LN32_VEC_MAX; k++) {
+        if (k < nv) {
+            int64_t c0 = (int64_t)(k * 32 + lane) * 8;
+            float   w[8], b[8], sc[8], sh[8], o[8];
+            if (p.w)
+                ln_par8(p.w, p.wdt, c0, w);
+            if (p.b)
+                ln_par8(p.b, p.bdt, c0, b);
+            if (p.sc)
+                ln_par8(p.sc, p.scdt, c0, sc);
+            if (p.sh)
+                ln_par8(p.sh, p.shdt, c0, sh);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float t = (v[k][j] - mean) * rstd;
+                if (p.w)
+                    t = t * w[j];
+                if (p.b)
+                    t = t + b[j];
+                if (p.sc)
+                    t = t * (1.0f + sc[j]) + (p.sh ? sh[j] : 0.0f);
+                o[j] = t;
+            }
+            store8_f32<Ty>(yr + c0, o);
+        }
+    }
+}
+
+static bool ln_al16(const void *p)
+{
+    return ((uintptr_t)p & 15) == 0;
+}
+
 static void ln_vec_check(const char *what, const struct tensor *t, int64_t C)
 {
     if (t) {
@@ -156,7 +237,19 @@ void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const str
     bool vec = x->dtype == y->dtype && (x->dtype == DTYPE_F16 || x->dtype == DTYPE_BF16) &&
                C % 256 == 0 && C / 256 <= LN_VEC_MAX && ((uintptr_t)x->data & 15) == 0 &&
                ((uintptr_t)y->data & 15) == 0;
-    if (vec && x->dtype == DTYPE_F16)
+    bool vec32 = x->dtype == DTYPE_F32 && C % 256 == 0 && C / 256 <= LN32_VEC_MAX &&
+                 ln_al16(x->data) && ln_al16(y->data) && ln_al16(p.w) && ln_al16(p.b) &&
+                 ln_al16(p.sc) && ln_al16(p.sh) && x->data != y->data;
+    if (vec32 && y->dtype == DTYPE_F16)
+        layernorm_vec32_kernel<__half><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+            (__half *)y->data, (const float *)x->data, p, R, (int)C, (int)(C / 256), eps);
+    else if (vec32 && y->dtype == DTYPE_BF16)
+        layernorm_vec32_kernel<__nv_bfloat16><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+            (__nv_bfloat16 *)y->data, (const float *)x->data, p, R, (int)C, (int)(C / 256), eps);
+    else if (vec32)
+        layernorm_vec32_kernel<float><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
+            (float *)y->data, (const float *)x->data, p, R, (int)C, (int)(C / 256), eps);
+    else if (vec && x->dtype == DTYPE_F16)
         layernorm_vec_kernel<__half><<<grid, 32 * ROWS_PER_BLOCK, 0, ctx->stream>>>(
             (__half *)y->data, (const __half *)x->data, p, R, (int)C, (int)(C / 256), eps);
     else if (vec)
