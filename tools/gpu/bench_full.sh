@@ -13,6 +13,8 @@
 #   2b. the levers of issue 16, each an A/B against the default (BENCH_LEVERS=0 skips them):
 #      S3D_GEMM_EPILOGUE=0 (the GELU epilogue off), the SS flow's K/V cache on, and
 #      S3D_WARMUP=0 (no warm-up after the loads ahead: compared on the cold run);
+#   2b'. BENCH_ATTN="v4 ..." (default empty): each attention kernel named, through
+#      S3D_ATTN_KERNEL, as one more A/B variant of the default;
 #   2c. BENCH_PROFILE=1 (default 1): `sam3d bench --runs 2` again with S3D_PROFILE=1, so each
 #      stage's log has its per-op device time table (kernels/prof.h) of the warm run, in
 #      OUT/ours_profile/ours_profile.log (the timings of this run are not used);
@@ -175,6 +177,12 @@ if [ "${BENCH_LEVERS:-1}" = 1 ]; then
     S3D_WARMUP=0 ours ours_no_warmup
     variants+=(--variant-cold "warm-up off=$WORK/ours_no_warmup")
 fi
+# attention kernels to A/B against the default (BENCH_ATTN="v4 ...": S3D_ATTN_KERNEL of each,
+# ~10 s a run; empty by default)
+for k in ${BENCH_ATTN:-}; do
+    S3D_ATTN_KERNEL=$k ours "ours_attn_$k"
+    variants+=(--variant "attention $k=$WORK/ours_attn_$k")
+done
 if [ "${BENCH_PROFILE:-1}" = 1 ]; then
     S3D_PROFILE=1 ours ours_profile
     grep -c "S3D_PROFILE" "$OUT/ours_profile/ours_profile.log" 2>/dev/null |
