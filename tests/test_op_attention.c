@@ -12,7 +12,7 @@
  * Guard bytes after every output. The GPU part runs every tensor-core kernel
  * variant on every shape against the same CPU reference (VARIANTS: v1 with
  * S3D_ATTN_MT=1 and =2, between which v1 picks by query length, and
- * S3D_ATTN_KERNEL=v2, v2b, v2s, v3 and v4; the default is v3 from 2048 query rows,
+ * S3D_ATTN_KERNEL=v2, v2b, v2s, v3 and v4; the default is v4 from 1024 query rows,
  * v2s below, kernels/cuda/attention.cu).
  * S3D_TEST_SMALL=1 leaves out the GPU cases of more than 2^20 query x key
  * pairs (DINOv2 and the flows' shapes), each named: for compute-sanitizer's

@@ -27,23 +27,24 @@ static enum attn_kernel attn_v1_kernel(int max_tq)
     return max_tq >= ATTN_MT2_MIN_TQ ? ATTN_KERNEL_V1_MT2 : ATTN_KERNEL_V1_MT1;
 }
 
-/* Query length from which the default is v3 (wgmma S = QK^T), below it v2s. */
-#define ATTN_V3_MIN_TQ 2048
+/* Query length from which the default is v4 (S = QK^T and P V on wgmma), below it v2s. */
+#define ATTN_V4_MIN_TQ 1024
 
 /* The kernel when no variable names one: the one place the default is chosen.
- * tools/gpu/attn_bench.sh on an H100 (docs/performance.md "Attention kernel"):
- * v3 is the fastest from 4096 query rows (SS/SLAT flow self and cross: 1.5-1.7x
- * v1), v2s below (DINOv2 1374: 0.040 vs v1 0.056 ms; swin windows of <= 198
- * tokens: 0.110 vs 0.158 ms; a 4-row query block); v3 is v2 off Hopper. */
+ * tools/gpu/attn_bench.sh on an H100 (docs/performance.md "Attention kernel",
+ * binaries of 6402e4b): v4 is the fastest from DINOv2's 1374 query rows up
+ * (0.038 ms vs v2s 0.042; the flows' self and cross attention 1.15-1.19x v3,
+ * 394-415 TFLOP/s), v2s below (swin windows of <= 198 tokens: 0.112 vs v4 0.136
+ * ms; a 4-row query block 0.055 vs 0.080); v4 is v2 off Hopper. */
 static enum attn_kernel attn_default_kernel(int max_tq)
 {
-    return max_tq >= ATTN_V3_MIN_TQ ? ATTN_KERNEL_V3 : ATTN_KERNEL_V2S;
+    return max_tq >= ATTN_V4_MIN_TQ ? ATTN_KERNEL_V4 : ATTN_KERNEL_V2S;
 }
 
 /* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
  * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b / v2s
  * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh) or v3 / v4
- * (attention_wg.cu). Neither variable set: attn_default_kernel (v3 / v2s).
+ * (attention_wg.cu). Neither variable set: attn_default_kernel (v4 / v2s).
  * An unknown value warns once and takes v1. */
 static enum attn_kernel attn_kernel_env(int max_tq)
 {
