@@ -101,12 +101,14 @@ int file_create_tmp_at(int dirfd, const char *name, char *tmp, size_t tmp_len)
     return -1;
 }
 
-int file_write_all(int fd, const void *p, size_t n)
+
+/* write (off < 0) or pwrite at off all n bytes of p, retrying short writes and EINTR. */
+static int write_loop(int fd, const void *p, size_t n, int64_t off)
 {
     const char *b = p;
 
     while (n) {
-        ssize_t w = write(fd, b, n);
+        ssize_t w = off < 0 ? write(fd, b, n) : pwrite(fd, b, n, (off_t)off);
 
         if (w < 0 && errno == EINTR)
             continue;
@@ -117,8 +119,20 @@ int file_write_all(int fd, const void *p, size_t n)
         }
         b += w;
         n -= (size_t)w;
+        if (off >= 0)
+            off += w;
     }
     return 0;
+}
+
+int file_write_all(int fd, const void *p, size_t n)
+{
+    return write_loop(fd, p, n, -1);
+}
+
+int file_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    return write_loop(fd, p, n, (int64_t)off);
 }
 
 int file_commit_at(int fd, int dirfd, const char *tmp, const char *name)

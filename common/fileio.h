@@ -51,5 +51,8 @@ int file_commit_at(int fd, int dirfd, const char *tmp, const char *name);
 
 /* Write all n bytes (retrying short writes and EINTR). 0 or -1 (errno kept). */
 int file_write_all(int fd, const void *p, size_t n);
+/* The same at file offset off (pwrite: the file position untouched, so threads may
+ * write different ranges of one file). */
+int file_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 
 #endif

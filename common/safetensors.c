@@ -299,22 +299,26 @@ int safetensors_write(const char *path, const struct st_write_item *items, int n
     return rc;
 }
 
-int safetensors_write_at(int dirfd, const char *name, const char *label,
-                         const struct st_write_item *items, int n,
-                         const char *const *meta_kv, int n_meta)
+int st_writer_open(struct st_writer *w, int dirfd, const char *name, const char *label,
+                   const struct st_write_item *items, int n, const char *const *meta_kv,
+                   int n_meta)
 {
     struct sbuf h = {0};
-    char tmp[512];
     char num[64];
     uint64_t off = 0;
     uint8_t len8[8];
-    int fd = -1;
-    int rc = S3D_EIO;
     int *ord = NULL;             /* data order: widest elements first */
-    uint64_t *ofs = NULL;        /* data offset of item i */
     const char *path = label ? label : name;
-    int why = 0;                 /* errno of an I/O failure, restored on return */
+    int rc = S3D_EIO;
 
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+    w->dirfd = dirfd;
+    if (snprintf(w->name, sizeof(w->name), "%s", name) >= (int)sizeof(w->name) ||
+        snprintf(w->label, sizeof(w->label), "%s", path) >= (int)sizeof(w->label)) {
+        log_error("%s: name too long", path);
+        return S3D_EINVAL;
+    }
     for (int i = 0; i < n; i++) {
         if (!items[i].name || !items[i].name[0] || !strcmp(items[i].name, "__metadata__")) {
             log_error("%s: tensor %d has an empty or reserved name", path, i);
@@ -332,11 +336,11 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
      * can use it in place (an F64 after an odd-length F16 would not be). The format has
      * no gaps between tensors, so ordering is the only way to align them. */
     ord = malloc(sizeof(*ord) * (size_t)(n > 0 ? n : 1));
-    ofs = malloc(sizeof(*ofs) * (size_t)(n > 0 ? n : 1));
-    if (!ord || !ofs) {
+    w->ofs = malloc(sizeof(*w->ofs) * (size_t)(n > 0 ? n : 1));
+    if (!ord || !w->ofs) {
         log_error("%s: out of memory ordering %d tensors", path, n);
         rc = S3D_ENOMEM;
-        goto out_free;
+        goto fail;
     }
     for (int i = 0; i < n; i++) {
         int j = i;
@@ -348,7 +352,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
         ord[j] = i;
     }
     for (int k = 0; k < n; k++) {
-        ofs[ord[k]] = off;
+        w->ofs[ord[k]] = off;
         off += tensor_nbytes(&items[ord[k]].t);
     }
     sb_str(&h, "{");
@@ -378,7 +382,7 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
             sb_str(&h, num);
         }
         snprintf(num, sizeof(num), "],\"data_offsets\":[%llu,%llu]}",
-                 (unsigned long long)ofs[i], (unsigned long long)(ofs[i] + nb));
+                 (unsigned long long)w->ofs[i], (unsigned long long)(w->ofs[i] + nb));
         sb_str(&h, num);
     }
     sb_str(&h, "}");
@@ -387,66 +391,110 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
     if (h.oom) {
         log_error("%s: out of memory building the safetensors header", path);
         rc = S3D_ENOMEM;
-        goto out_free;
+        goto fail;
     }
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    fd = file_create_tmp_at(dirfd, name, tmp, sizeof(tmp));
-    if (fd < 0) {
-        why = errno;
+    w->data0 = 8 + h.n;
+    w->n = n;
+    w->fd = file_create_tmp_at(dirfd, name, w->tmp, sizeof(w->tmp));
+    if (w->fd < 0) {
+        w->why = errno;
         log_error("%s: cannot create a temporary file beside it: %s (HINT: check the directory "
                   "exists and is writable)", path, strerror(errno));
-        goto out_free;
+        goto fail;
     }
-    if (file_write_all(fd, len8, 8) || file_write_all(fd, h.p, h.n))
-        goto out_write;
-    for (int k = 0; k < n; k++) {
-        int i = ord[k];
-        const struct tensor *t = &items[i].t;
-        size_t nb = tensor_nbytes(t);
-        void *buf;
+    if (file_pwrite_all(w->fd, len8, 8, 0) || file_pwrite_all(w->fd, h.p, h.n, 8)) {
+        w->why = errno;
+        log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", path, strerror(errno));
+        goto fail;
+    }
+    free(ord);
+    free(h.p);
+    return 0;
+fail:
+    free(ord);
+    free(h.p);
+    st_writer_abort(w);
+    return rc;
+}
 
-        if (!nb)
-            continue;
-        if (tensor_is_contiguous(t)) {
-            if (file_write_all(fd, t->data, nb))
-                goto out_write;
-            continue;
-        }
+int st_writer_put(struct st_writer *w, const struct st_write_item *items, int i)
+{
+    const struct tensor *t = &items[i].t;
+    size_t nb = tensor_nbytes(t);
+    void *buf;
+    int r;
+
+    ASSERT(w->fd >= 0 && i >= 0 && i < w->n);
+    if (!nb)
+        return 0;
+    if (tensor_is_contiguous(t)) {
+        r = file_pwrite_all(w->fd, t->data, nb, w->data0 + w->ofs[i]);
+    } else {
         buf = malloc(nb);
         if (!buf) {
-            log_error("%s: out of memory copying tensor '%s'", path, items[i].name);
-            goto out_close;
+            log_error("%s: out of memory copying tensor '%s'", w->label, items[i].name);
+            return S3D_ENOMEM;
         }
         tensor_copy_contiguous(buf, t);
-        if (file_write_all(fd, buf, nb)) {
-            free(buf);
-            goto out_write;
-        }
+        r = file_pwrite_all(w->fd, buf, nb, w->data0 + w->ofs[i]);
         free(buf);
     }
-    if (file_commit_at(fd, dirfd, tmp, name) != 0) {
-        fd = -1;                                  /* closed, tmp unlinked */
-        why = errno;
+    if (r) {
+        w->why = errno;
+        log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", w->label,
+                  strerror(errno));
+        return S3D_EIO;
+    }
+    return 0;
+}
+
+int st_writer_commit(struct st_writer *w)
+{
+    int rc = 0;
+
+    ASSERT(w->fd >= 0);
+    if (file_commit_at(w->fd, w->dirfd, w->tmp, w->name) != 0) {
+        w->why = errno;
         log_error("%s: cannot put the new file in place: %s (HINT: disk or /dev/shm full?)",
-                  path, strerror(errno));
-        goto out_free;
+                  w->label, strerror(errno));
+        rc = S3D_EIO;
     }
-    rc = 0;
-    goto out_free;
-out_write:
-    why = errno;
-    log_error("%s: write failed: %s (HINT: disk or /dev/shm full?)", path, strerror(errno));
-out_close:
-    if (fd >= 0) {
-        close(fd);
-        unlinkat(dirfd, tmp, 0);
-    }
-out_free:
-    free(ord);
-    free(ofs);
-    free(h.p);
-    if (why)
-        errno = why;
+    w->fd = -1;                                   /* closed; on failure tmp unlinked */
+    free(w->ofs);
+    w->ofs = NULL;
+    if (rc)
+        errno = w->why;
     return rc;
+}
+
+void st_writer_abort(struct st_writer *w)
+{
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlinkat(w->dirfd, w->tmp, 0);
+        w->fd = -1;
+    }
+    free(w->ofs);
+    w->ofs = NULL;
+    if (w->why)
+        errno = w->why;
+}
+
+int safetensors_write_at(int dirfd, const char *name, const char *label,
+                         const struct st_write_item *items, int n,
+                         const char *const *meta_kv, int n_meta)
+{
+    struct st_writer w;
+    int rc = st_writer_open(&w, dirfd, name, label, items, n, meta_kv, n_meta);
+
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = st_writer_put(&w, items, i))) {
+            st_writer_abort(&w);
+            return rc;
+        }
+    return st_writer_commit(&w);
 }

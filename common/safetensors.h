@@ -52,4 +52,30 @@ int safetensors_write_at(int dirfd, const char *name, const char *label,
                          const struct st_write_item *items, int n,
                          const char *const *meta_kv, int n_meta);
 
+/* The same file written in steps, its tensors' data in any order and from any
+ * threads (one item per call; pwrite at the item's offset), so that a stage can
+ * write outputs that are done while it computes the others: st_writer_open checks
+ * the n items' names, plans the header from their dtypes and shapes (the data of
+ * items[] need not be final yet: only their dtype, shape and, at st_writer_put, the
+ * data of the item put) and writes it to a temporary file beside `name`;
+ * st_writer_put writes item i's data (items must be the same array every call);
+ * st_writer_commit puts the file in place once every item was put (fsync, rename);
+ * st_writer_abort closes and removes the temporary file. Errors as
+ * safetensors_write_at (logged; after open, commit and abort errno holds the first
+ * failure). The bytes are those safetensors_write_at writes for the same items. */
+struct st_writer {
+    int       dirfd, fd;        /* fd: the temporary file, -1 once committed or aborted */
+    char      tmp[512], name[256], label[512];
+    uint64_t  data0;            /* file offset of the data block */
+    uint64_t *ofs;              /* per item: its data's offset in the data block */
+    int       n;
+    int       why;              /* errno of the first failure */
+};
+int  st_writer_open(struct st_writer *w, int dirfd, const char *name, const char *label,
+                    const struct st_write_item *items, int n, const char *const *meta_kv,
+                    int n_meta);
+int  st_writer_put(struct st_writer *w, const struct st_write_item *items, int i);
+int  st_writer_commit(struct st_writer *w);
+void st_writer_abort(struct st_writer *w);
+
 #endif

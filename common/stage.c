@@ -12,9 +12,9 @@
 #include "check.h"
 #include "err.h"
 #include "jobdir.h"
-#include "json_min.h"
 #include "log.h"
 #include "safetensors.h"
+#include "stage_out.h"
 #include "zap.h"
 #include "version.h"
 
@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,167 +153,6 @@ static void close_inputs(struct stage_req *rq)
         ckpt_close(&rq->files[f]);
     rq->n_files = 0;
     rq->n_in = 0;
-}
-
-/* Text built by sbuf_put: b[len) holds what fits; n counts every byte asked
- * for, so a pass with len 0 measures. */
-struct sbuf {
-    char  *b;
-    size_t len, n;
-};
-
-static void sbuf_put(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sbuf_put(struct sbuf *s, const char *fmt, ...)
-{
-    va_list ap;
-    int k;
-
-    va_start(ap, fmt);
-    k = vsnprintf(s->n < s->len ? s->b + s->n : NULL, s->n < s->len ? s->len - s->n : 0, fmt,
-                  ap);
-    va_end(ap);
-    s->n += k > 0 ? (size_t)k : 0;
-}
-
-/* v as a JSON string: quotes, backslashes and control characters escaped. */
-static void sbuf_json_str(struct sbuf *s, const char *v)
-{
-    char e[7];
-
-    sbuf_put(s, "\"");
-    for (; *v; v++) {
-        json_escape_byte(e, (unsigned char)*v);
-        sbuf_put(s, "%s", e);
-    }
-    sbuf_put(s, "\"");
-}
-
-/* Every request param of rq with the value it runs with (defaults included),
- * as one JSON object: {"steps": 25, "cfg": 7, "seed": 42, "cache_kv": false}; numbers
- * in the shortest of %.15g / %.17g that reads back as the value, paths inside the
- * job directory relative to it (the same run in another job: the same bytes). */
-static void params_json(const struct stage_req *rq, struct sbuf *s)
-{
-    sbuf_put(s, "{");
-    for (int i = 0; rq->params && rq->params[i].name; i++) {
-        const struct stage_param *p = &rq->params[i];
-
-        sbuf_put(s, "%s", i ? ", " : "");
-        sbuf_json_str(s, p->name);
-        sbuf_put(s, ": ");
-        if (p->type == STAGE_PARAM_STRING || p->type == STAGE_PARAM_PATH) {
-            const char *v = wire_get_str(rq->msg, p->name, NULL);
-            size_t d = rq->in_dir ? strlen(rq->in_dir) : 0;
-
-            if (v && p->type == STAGE_PARAM_PATH && d && !strncmp(v, rq->in_dir, d) &&
-                v[d] == '/')
-                v += d + 1;                 /* inside the job: its name there, not the job's */
-            if (v)
-                sbuf_json_str(s, v);
-            else
-                sbuf_put(s, "null");
-        } else if (p->type == STAGE_PARAM_FLAG) {
-            sbuf_put(s, "%s", rq->val[i] != 0 ? "true" : "false");
-        } else {
-            char num[32];
-
-            snprintf(num, sizeof(num), "%.15g", rq->val[i]);
-            if (strtod(num, NULL) != rq->val[i])
-                snprintf(num, sizeof(num), "%.17g", rq->val[i]);
-            sbuf_put(s, "%s", num);
-        }
-    }
-    sbuf_put(s, "}");
-}
-
-/* The artifact's __metadata__ (docs/formats.md "Artifacts") as (key, value)
- * pairs in kv[12]: the stage, the version, its weights, the device and compute
- * precision it ran on (rq->rt), and params_json, built in the request arena.
- * The number of pairs, or S3D_ENOMEM after stage_fail. */
-static int artifact_meta(struct stage_req *rq, const char **kv, char *dev, size_t dev_len)
-{
-    const struct stage_rt *rt = rq->rt;
-    bool cuda = rt ? rt->device == DEVICE_CUDA : rq->opts->device >= 0;
-    struct sbuf s = {0};
-    int k = 0;
-
-    params_json(rq, &s);
-    s.len = s.n + 1;
-    s.n = 0;
-    s.b = arena_alloc(rq->arena, s.len);
-    if (!s.b)
-        return stage_fail(rq, S3D_ENOMEM, "the artifact's params (%zu bytes) do not fit the "
-                          "request arena", s.len);
-    params_json(rq, &s);
-    if (cuda)
-        snprintf(dev, dev_len, "cuda:%d", rt ? rt->cuda_index : rq->opts->device);
-    else
-        snprintf(dev, dev_len, "cpu");
-    kv[k++] = "stage";     kv[k++] = rq->opts->name;
-    kv[k++] = "version";   kv[k++] = s3d_version();
-    kv[k++] = "weights";   kv[k++] = rq->opts->weights ? rq->opts->weights : "";
-    kv[k++] = "device";    kv[k++] = dev;
-    kv[k++] = "precision"; kv[k++] = !cuda ? "fp32" :
-                                     rt ? (rt->compute_dt == DTYPE_F16 ? "fp16" : "fp32") :
-                                     rq->opts->precision == STAGE_FP32 ? "fp32" : "fp16";
-    kv[k++] = "params";    kv[k++] = s.b;
-    return k / 2;
-}
-
-/* Write the outputs to out_dir/<out> and describe them in rep (shm), or attach
- * them to rep as frames when out_dir is NULL. */
-static int emit_outputs(struct stage_req *rq, struct wire_msg *rep)
-{
-    struct st_write_item items[WIRE_MAX_TENSORS];
-    const char *out = wire_get_str(rq->msg, "out", NULL), *meta[12];
-    char file[WIRE_KEY_MAX + 16], path[PATH_MAX], dev[16];
-    int n, n_meta;
-
-    if (!rq->out_job) {          /* inline: the frames, and the metadata as meta_KEY fields */
-        n_meta = artifact_meta(rq, meta, dev, sizeof(dev));
-        if (n_meta < 0)
-            return n_meta;
-        for (int i = 0; i < rq->n_out; i++)
-            wire_add_frame(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
-                           rq->out[i].ndim, rq->out[i].data);
-        for (int k = 0; k < n_meta; k++) {
-            char key[WIRE_KEY_MAX];
-
-            snprintf(key, sizeof(key), "meta_%s", meta[2 * k]);
-            if (strlen(meta[2 * k + 1]) < WIRE_STR_MAX)  /* params too long for a field: left out */
-                (void)wire_set_str(rep, key, meta[2 * k + 1]);
-        }
-        return 0;
-    }
-    if (out)
-        n = snprintf(file, sizeof(file), "%s", out);
-    else
-        n = snprintf(file, sizeof(file), "%s.safetensors", rq->opts->name);
-    if (n < 0 || (size_t)n >= sizeof(file) || !jobdir_out_name_ok(rq->opts->name, file))
-        return stage_fail(rq, S3D_EINVAL, "param 'out': '%.100s' is not an output name of "
-                          "stage %s (%s.safetensors or %s_<tag>.safetensors, so that no request "
-                          "can make it write over a socket, an input or another stage's "
-                          "artifact)", out ? out : file, rq->opts->name, rq->opts->name,
-                          rq->opts->name);
-    n = snprintf(path, sizeof(path), "%s/%s", rq->out_job->path, file);
-    if (n < 0 || (size_t)n >= sizeof(path) || (size_t)n >= WIRE_STR_MAX)
-        return stage_fail(rq, S3D_EINVAL, "output path '%s/%s' is too long", rq->out_job->path,
-                          file);
-    for (int i = 0; i < rq->n_out; i++) {
-        items[i].name = rq->out_name[i];
-        items[i].t = rq->out[i];
-    }
-    n_meta = artifact_meta(rq, meta, dev, sizeof(dev));
-    if (n_meta < 0)
-        return n_meta;
-    n = safetensors_write_at(rq->out_job->fd, file, path, items, rq->n_out, meta, n_meta);
-    if (n != 0)
-        return stage_fail(rq, S3D_EIO, "cannot write the outputs to '%s': %s", path,
-                          n == S3D_EIO ? strerror(errno) : s3d_strerror(n));
-    for (int i = 0; i < rq->n_out; i++)
-        wire_add_shm(rep, rq->out_name[i], rq->out[i].dtype, rq->out[i].shape,
-                     rq->out[i].ndim, path);
-    return 0;
 }
 
 /* Start the runtime, then the stage's load (its blocks streamed when stream);
@@ -520,7 +358,9 @@ static void handle(struct stage_state *s, const struct wire_msg *req,
                 stage_fail(&rq, rc, "run failed: %s", s3d_strerror(rc));
         }
         if (!rc)
-            rc = emit_outputs(&rq, rep);
+            rc = stage_out_emit(&rq, rep);
+        else
+            stage_out_abort(&rq);               /* a file written ahead is abandoned */
         close_inputs(&rq);
         s->requests++;
         s->last_run_ms = stage_now_ms() - t0;

@@ -149,6 +149,7 @@ struct stage_req {
     bool                     given[STAGE_MAX_PARAMS];   /* present in the request */
     struct ckpt              files[WIRE_MAX_TENSORS];   /* open shm inputs (library-owned) */
     int                      n_files;
+    struct stage_ahead      *ahead;        /* the output file being written ahead, or NULL */
 };
 
 /*
@@ -289,6 +290,13 @@ const struct tensor *stage_input_opt(const struct stage_req *rq, const char *nam
  * the name repeats, or there are more than WIRE_MAX_TENSORS outputs. */
 struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype dt,
                             const int64_t *shape, int ndim);
+/* Start writing the output file while the run goes on (a request with a job
+ * directory; with an inline reply it does nothing): every output of the request
+ * must be declared (stage_output) before, and the data of the first n_ready of them
+ * final and left untouched from now on; those are written on a thread beside the
+ * rest of the run, the others after it returns (the same file as without). A
+ * stage_output after it fails. 0, or an error after stage_fail. */
+int stage_write_ahead(struct stage_req *rq, int n_ready);
 /* Resolve the string param key as a path inside rq->in_dir (must exist) into out.
  * 0, or an error code after stage_fail(). */
 int stage_param_path(struct stage_req *rq, const char *key, char *out, size_t out_len);

@@ -86,6 +86,11 @@ struct tensor *stage_output(struct stage_req *rq, const char *name, enum dtype d
     size_t bytes = dtype_size(dt);
     void *p;
 
+    if (rq->ahead) {
+        stage_fail(rq, S3D_EINVAL, "output '%s' declared after the output file was started "
+                   "(stage_write_ahead)", name);
+        return NULL;
+    }
     if (rq->n_out >= WIRE_MAX_TENSORS || strlen(name) >= WIRE_KEY_MAX || !name[0]) {
         stage_fail(rq, S3D_EINVAL, "output '%s': too many outputs or a bad name", name);
         return NULL;

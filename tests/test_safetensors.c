@@ -11,6 +11,8 @@
 #include "safetensors.h"
 #include "sha256.h"
 
+#include <fcntl.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +263,42 @@ static void test_write(void)
     CHECK(ckpt_meta(&c, "wéird \"key\"\n") && !strcmp(ckpt_meta(&c, "wéird \"key\"\n"),
                                                        "va\\lue"));
     ckpt_close(&c);
+    /* st_writer: the items put last to first (the transposed view among them), the same
+     * bytes; aborted after a put, nothing left */
+    {
+        char dir[] = "/tmp/s3d_test_stw_XXXXXX", p2[64];
+        uint8_t *raw2;
+        size_t n2;
+        struct st_writer w;
+        int dfd;
+
+        CHECK(mkdtemp(dir) != NULL);
+        dfd = open(dir, O_RDONLY | O_DIRECTORY);
+        CHECK(dfd >= 0 && st_writer_open(&w, dfd, "w.safetensors", NULL, items, 6, meta, 2) == 0);
+        for (int i = 5; i >= 0; i--)
+            CHECK(st_writer_put(&w, items, i) == 0);
+        CHECK(st_writer_commit(&w) == 0);
+        snprintf(p2, sizeof(p2), "%s/w.safetensors", dir);
+        raw = read_file(path, &n);
+        raw2 = read_file(p2, &n2);
+        CHECK(raw && raw2 && n == n2 && !memcmp(raw, raw2, n),
+              "st_writer out of order: the bytes of safetensors_write");
+        free(raw);
+        free(raw2);
+        unlink(p2);
+        CHECK(st_writer_open(&w, dfd, "a.safetensors", NULL, items, 6, NULL, 0) == 0);
+        CHECK(st_writer_put(&w, items, 0) == 0);
+        st_writer_abort(&w);
+        DIR *d = opendir(dir);
+        int left = 0;
+        for (struct dirent *de; d && (de = readdir(d));)
+            left += de->d_name[0] != '.';
+        if (d)
+            closedir(d);
+        CHECK(left == 0, "st_writer_abort leaves nothing (%d files)", left);
+        close(dfd);
+        rmdir(dir);
+    }
     /* nothing written, no data, no meta: still a valid file */
     CHECK(safetensors_write(path, NULL, 0, NULL, 0) == 0);
     CHECK(safetensors_open(&c, path) == 0 && c.n_entries == 0);

@@ -13,6 +13,7 @@
 #include "safetensors.h"
 #include "wire.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -214,6 +215,105 @@ static void test_shm(void *s)
     CHECK(jobdir_remove(j.path) == 0);
 }
 
+/* The files of job directory dir whose names contain part: how many. */
+static int count_files(const char *dir, const char *part)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    while (d && (e = readdir(d)))
+        n += strstr(e->d_name, part) != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Params write_ahead / fail_after / late_output (stage_write_ahead): the file written
+ * ahead holds the same tensors at the same offsets as the one written at the end; a run
+ * failing after it, or declaring an output after it, leaves no file behind; inline
+ * replies ignore it; the stage serves on. */
+static void test_write_ahead(void *s)
+{
+    static float a[1000];
+    static const int16_t b[5] = {1, -2, 300, 4, 5};
+    static const uint8_t c[3] = {7, 8, 9};
+    struct st_write_item items[3] = {
+        {"a", tensor_view(a, DTYPE_F32, DEVICE_HOST, SHAPE(1000))},
+        {"c", tensor_view((void *)c, DTYPE_U8, DEVICE_HOST, SHAPE(3))},
+        {"b", tensor_view((void *)b, DTYPE_I16, DEVICE_HOST, SHAPE(5))},
+    };
+    static const char *const outs[2] = {"echo_end.safetensors", "echo_ahead.safetensors"};
+    struct ckpt ck[2];
+    struct jobdir j;
+    char in[PATH_MAX + 32], out[2][PATH_MAX + 32];
+
+    for (int i = 0; i < 1000; i++)
+        a[i] = (float)i * 0.5f - 7.0f;
+    CHECK(jobdir_create(&j, root) == 0);
+    snprintf(in, sizeof(in), "%s/in.safetensors", j.path);
+    CHECK(safetensors_write(in, items, 3, NULL, 0) == 0);
+    for (int k = 0; k < 2; k++) {             /* at the end, then two of three ahead */
+        wire_msg_init(&req, WIRE_REQUEST, 40 + k);
+        CHECK(wire_set_str(&req, "job", j.path) == 0);
+        CHECK(wire_set_str(&req, "out", outs[k]) == 0);
+        CHECK(wire_set_float(&req, "scale", 2.0) == 0);
+        if (k)
+            CHECK(wire_set_int(&req, "write_ahead", 2) == 0);
+        for (int i = 0; i < 3; i++)
+            wire_add_shm(&req, items[i].name, items[i].t.dtype, items[i].t.shape,
+                         items[i].t.ndim, in);
+        CHECK(call(s, WIRE_RUN) == NULL, "write_ahead %d: %s", k ? 2 : -1, rep.error);
+        snprintf(out[k], sizeof(out[k]), "%s/%s", j.path, outs[k]);
+        CHECK(rep.n_tensors == 3 && !strcmp(rep.tensors[0].shm, out[k]));
+    }
+    if (safetensors_open(&ck[0], out[0]) == 0 && safetensors_open(&ck[1], out[1]) == 0) {
+        bool same = ck[0].n_entries == 3 && ck[1].n_entries == 3;
+        for (int i = 0; same && i < 3; i++) {   /* the same bytes, as far from the end */
+            const struct ckpt_entry *e0 = ckpt_find(&ck[0], items[i].name);
+            const struct ckpt_entry *e1 = ckpt_find(&ck[1], items[i].name);
+            size_t nb = tensor_nbytes(&items[i].t);
+            same = e0 && e1 && e0->dtype == e1->dtype && e0->shape[0] == e1->shape[0] &&
+                   ck[0].size - (size_t)(e0->data - ck[0].map) ==
+                       ck[1].size - (size_t)(e1->data - ck[1].map) &&
+                   !memcmp(e0->data, e1->data, nb);
+        }
+        const struct ckpt_entry *ea = ckpt_find(&ck[1], "a");
+        CHECK(same && ea && ((const float *)ea->data)[999] == 2.0f * a[999],
+              "written ahead: the same tensors, data block and order as written at the end");
+        ckpt_close(&ck[0]);
+        ckpt_close(&ck[1]);
+    } else {
+        CHECK(0, "both output files written");
+    }
+    /* a failure after the file was started: the error, nothing left in the job */
+    wire_msg_init(&req, WIRE_REQUEST, 42);
+    CHECK(wire_set_str(&req, "job", j.path) == 0);
+    CHECK(wire_set_str(&req, "out", "echo_fail.safetensors") == 0);
+    CHECK(wire_set_int(&req, "write_ahead", 1) == 0);
+    CHECK(wire_set_str(&req, "fail_after", "failed after the write ahead") == 0);
+    wire_add_shm(&req, "a", DTYPE_F32, SHAPE(1000), in);
+    expect_err("fail after write_ahead", call(s, WIRE_RUN), "failed after the write ahead");
+    CHECK(count_files(j.path, "echo_fail") == 0, "no file (or temporary file) left behind");
+    /* an output declared after it: refused, nothing left */
+    wire_msg_init(&req, WIRE_REQUEST, 43);
+    CHECK(wire_set_str(&req, "job", j.path) == 0);
+    CHECK(wire_set_str(&req, "out", "echo_late.safetensors") == 0);
+    CHECK(wire_set_int(&req, "write_ahead", 0) == 0);
+    CHECK(wire_set_bool(&req, "late_output", true) == 0);
+    wire_add_shm(&req, "a", DTYPE_F32, SHAPE(1000), in);
+    expect_err("output after write_ahead", call(s, WIRE_RUN), "declared after");
+    CHECK(count_files(j.path, "echo_late") == 0, "no file left behind");
+    /* inline: nothing to write ahead */
+    wire_msg_init(&req, WIRE_REQUEST, 44);
+    CHECK(wire_set_int(&req, "write_ahead", 1) == 0);
+    wire_add_frame(&req, "b", DTYPE_I16, SHAPE(5), b);
+    CHECK(call(s, WIRE_RUN) == NULL, "%s", rep.error);
+    CHECK(rep.n_tensors == 1 && rep.tensors[0].frame >= 0 &&
+          !memcmp(rep.tensors[0].data, b, sizeof(b)), "inline reply unchanged");
+    CHECK(jobdir_remove(j.path) == 0);
+}
+
 static void test_methods(void *s)
 {
     wire_msg_init(&req, WIRE_REQUEST, 40);
@@ -343,6 +443,7 @@ int main(void)
     test_malformed(s);
     test_inline(s);
     test_shm(s);
+    test_write_ahead(s);
     test_methods(s);
     CHECK(wait_exit(pid) == 0, "stage exits 0 after shutdown");
     zmq_close(s);

@@ -238,36 +238,46 @@ static int depth_stage_run(void *p, struct stage_req *rq)
         goto out;
     }
 
-    /* the SS preprocessor on the flipped, NaN-invalid point map, read in place */
+    /* every output declared now (the preprocessing's have fixed shapes), so that the
+     * artifact file starts with points and valid, which are final, while the SS
+     * preprocessor reads them (the flipped, NaN-invalid point map, in place) */
+    static const struct { const char *name; int c, n; } decl[] = {
+        {"image", 3, PREP_SIZE},          {"rgb_image", 3, PREP_SIZE},
+        {"mask", 1, PREP_SIZE},           {"rgb_image_mask", 1, PREP_SIZE},
+        {"pointmap", 3, PREP_SIZE},       {"rgb_pointmap", 3, PREP_SIZE},
+        {"pointmap_scale", 3, 0}, {"pointmap_shift", 3, 0}, {"intrinsics", 9, 0},
+        {"focal", 1, 0},     {"shift", 1, 0},
+    };
+    enum { N_DECL = sizeof(decl) / sizeof(decl[0]) };
+    struct tensor *ot[N_DECL];
+    for (int i = 0; i < N_DECL; i++) {
+        if (!strcmp(decl[i].name, "intrinsics"))
+            ot[i] = stage_output(rq, decl[i].name, DTYPE_F32, SHAPE(3, 3));
+        else if (decl[i].n)
+            ot[i] = stage_output(rq, decl[i].name, DTYPE_F32,
+                                 SHAPE(1, decl[i].c, decl[i].n, decl[i].n));
+        else if (decl[i].c == 3)
+            ot[i] = stage_output(rq, decl[i].name, DTYPE_F32, SHAPE(1, 3));
+        else
+            ot[i] = stage_output(rq, decl[i].name, DTYPE_F32, SHAPE(1));
+        if (!ot[i]) {
+            rc = S3D_ENOMEM;                              /* stage_output set the reply */
+            goto out;
+        }
+    }
+    if ((rc = stage_write_ahead(rq, 2)))                  /* points, valid: on a thread */
+        goto out;
     double t0 = stage_now_ms();
     if ((rc = prep_run_hwc(&rgb, &mask, r.pointmap, S, &po))) {
         stage_fail(rq, rc, "depth: preprocessing of '%s' with mask '%s' failed (%s; see the "
                    "log)", ipath, mpath, s3d_strerror(rc));
         goto out;
     }
-    const struct { const char *name; const float *src; int c, n; } outs[] = {
-        {"image", po.image, 3, S},         {"rgb_image", po.rgb_image, 3, S},
-        {"mask", po.mask, 1, S},           {"rgb_image_mask", po.rgb_image_mask, 1, S},
-        {"pointmap", po.pointmap, 3, S},   {"rgb_pointmap", po.rgb_pointmap, 3, S},
-        {"pointmap_scale", po.pointmap_scale, 3, 0}, {"pointmap_shift", po.pointmap_shift, 3, 0},
-        {"intrinsics", r.intrinsics, 9, 0}, {"focal", &r.focal, 1, 0}, {"shift", &r.shift, 1, 0},
-    };
-    for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) {
-        struct tensor *t;
-        if (!strcmp(outs[i].name, "intrinsics"))
-            t = stage_output(rq, outs[i].name, DTYPE_F32, SHAPE(3, 3));
-        else if (outs[i].n)
-            t = stage_output(rq, outs[i].name, DTYPE_F32, SHAPE(1, outs[i].c, outs[i].n, outs[i].n));
-        else if (outs[i].c == 3)
-            t = stage_output(rq, outs[i].name, DTYPE_F32, SHAPE(1, 3));
-        else
-            t = stage_output(rq, outs[i].name, DTYPE_F32, SHAPE(1));
-        if (!t) {
-            rc = S3D_ENOMEM;
-            goto out;
-        }
-        memcpy(t->data, outs[i].src, sizeof(float) * (size_t)tensor_numel(t));
-    }
+    const float *src[N_DECL] = {po.image, po.rgb_image, po.mask, po.rgb_image_mask, po.pointmap,
+                                po.rgb_pointmap, po.pointmap_scale, po.pointmap_shift,
+                                r.intrinsics, &r.focal, &r.shift};
+    for (int i = 0; i < N_DECL; i++)
+        memcpy(ot[i]->data, src[i], sizeof(float) * (size_t)tensor_numel(ot[i]));
     log_info("depth: preprocessing %.1f ms; crop box [%d, %d, %d, %d], pointmap scale %.6g "
              "shift (%.6g, %.6g, %.6g)", stage_now_ms() - t0, po.bbox[0], po.bbox[1], po.bbox[2],
              po.bbox[3], po.pointmap_scale[0], po.pointmap_shift[0], po.pointmap_shift[1],

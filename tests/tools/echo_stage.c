@@ -9,6 +9,9 @@
  *        the dtype), others copied. Param "file" (a path inside the job dir) adds
  *        output "file_bytes" (U8, the file's bytes).
  * Busy: "work_ms" (int: work that long, a progress point every 20 ms: it beats).
+ * Output file written ahead: "write_ahead" (int N: stage_write_ahead once every output
+ * is made, the first N on its thread), "late_output" (flag: one more output after it,
+ * which must fail), "fail_after" (string: fail after that).
  * Fault params: "fail" (string: reply with that error), "sleep_ms" (int: sleep
  * before answering), "abort" (bool: abort()), "crash_marker" (a file name in the
  * job dir: abort() the first time, when the file does not exist yet, creating it).
@@ -151,9 +154,33 @@ static const struct stage_param echo_params[] = {
     {"work_ms", STAGE_PARAM_INT, 0, 0, 3600000,
      "work this long, reaching a progress point every 20 ms (common/beat.h): busy, not hung",
      NULL},
+    {"write_ahead", STAGE_PARAM_INT, -1, -1, 1e6,
+     "start the output file when the outputs are made (stage_write_ahead), the first N "
+     "of them written on its thread; -1: at the end as usual", NULL},
+    {"fail_after", STAGE_PARAM_STRING, 0, 0, 0,
+     "reply with this error after the outputs are made (and written ahead)", "none"},
+    {"late_output", STAGE_PARAM_FLAG, 0, 0, 1,
+     "declare one more output after write_ahead (must fail)", NULL},
     STAGE_PARAM_STREAM_BLOCKS,
     {NULL},
 };
+
+/* The write-ahead checks (params write_ahead, late_output, fail_after): after every
+ * output is made. */
+static int echo_finish(struct stage_req *rq)
+{
+    int64_t wa = stage_get_int(rq, "write_ahead");
+    const char *fail_after = stage_get_str(rq, "fail_after", NULL);
+    int rc;
+
+    if (wa >= 0 && (rc = stage_write_ahead(rq, (int)(wa < rq->n_out ? wa : rq->n_out))))
+        return rc;
+    if (stage_get_flag(rq, "late_output") && !stage_output(rq, "late", DTYPE_U8, SHAPE(1)))
+        return S3D_EINVAL;               /* stage_output set the reply */
+    if (fail_after)
+        return stage_fail(rq, S3D_EINVAL, "%s", fail_after);
+    return 0;
+}
 
 static int echo_run(void *model, struct stage_req *rq)
 {
@@ -246,7 +273,7 @@ static int echo_run(void *model, struct stage_req *rq)
         }
         fclose(f);
     }
-    return 0;
+    return echo_finish(rq);
 }
 
 int main(int argc, char **argv)
