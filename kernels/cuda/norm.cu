@@ -273,27 +273,79 @@ void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct 
 // per-head RMS norm
 
 /* Leading dims of a strided (..., H, D) tensor: row r (flat over all dims but
- * the last) starts at sum_i idx_i * stride_i. */
+ * the last) starts at sum_i idx_i * stride_i. rows_desc_init drops size-1 dims and
+ * merges dims that are one run of rows in both x and y (the flows' q / k views:
+ * (T, H) at strides (3 C, 64)), and sets small when every index fits 32 bits: the
+ * offsets then take 32-bit divisions (an int64 one is ~70 instructions, per 8
+ * elements in rmsnorm_heads64_kernel). */
 struct rows_desc {
-    int     nd;                 /* leading dims (ndim - 1), at most 5 */
+    int     nd;                 /* leading dims after merging, 1..5 */
+    bool    small;              /* R < 2^31: 32-bit index arithmetic */
     int64_t shape[5];
     int64_t xs[5];              /* x strides of the leading dims */
     int64_t ys[5];              /* y strides */
 };
 
-/* Element offsets in x and y of flat row `row`. */
+static void rows_desc_init(struct rows_desc *rd, const struct tensor *x, const struct tensor *y,
+                           int64_t R)
+{
+    memset(rd, 0, sizeof(*rd));
+    for (int d = 0; d < x->ndim - 1; d++) {
+        int k = rd->nd - 1;
+        if (x->shape[d] == 1)
+            continue;                                /* index 0: no offset */
+        if (k >= 0 && rd->xs[k] == x->stride[d] * x->shape[d] &&
+            rd->ys[k] == y->stride[d] * y->shape[d]) {
+            rd->shape[k] *= x->shape[d];             /* outer dim k and d: one run */
+            rd->xs[k] = x->stride[d];
+            rd->ys[k] = y->stride[d];
+            continue;
+        }
+        rd->shape[rd->nd] = x->shape[d];
+        rd->xs[rd->nd] = x->stride[d];
+        rd->ys[rd->nd] = y->stride[d];
+        rd->nd++;
+    }
+    if (rd->nd == 0) {                               /* one row */
+        rd->nd = 1;
+        rd->shape[0] = 1;
+    }
+    rd->small = R < ((int64_t)1 << 31);
+}
+
+/* Element offsets in x and y of flat row `row` (row < R: the outermost index is
+ * what is left of it, no division). */
 __device__ __forceinline__ void rows_offsets(const struct rows_desc &rd, int64_t row, int64_t *xo,
                                              int64_t *yo)
 {
-    int64_t r = row;
-
     *xo = *yo = 0;
-    for (int d = rd.nd - 1; d >= 0; d--) {
+    if (rd.small) {
+        uint32_t r = (uint32_t)row;
+        for (int d = rd.nd - 1; d > 0; d--) {
+            uint32_t n = (uint32_t)rd.shape[d], i = r % n;
+            r /= n;
+            *xo += (int64_t)i * rd.xs[d];
+            *yo += (int64_t)i * rd.ys[d];
+        }
+        *xo += (int64_t)r * rd.xs[0];
+        *yo += (int64_t)r * rd.ys[0];
+        return;
+    }
+    int64_t r = row;
+    for (int d = rd.nd - 1; d > 0; d--) {
         int64_t i = r % rd.shape[d];
         r /= rd.shape[d];
         *xo += i * rd.xs[d];
         *yo += i * rd.ys[d];
     }
+    *xo += r * rd.xs[0];
+    *yo += r * rd.ys[0];
+}
+
+/* The head of flat row `row`: row % H. */
+__device__ __forceinline__ int rows_head(const struct rows_desc &rd, int64_t row, int H)
+{
+    return rd.small ? (int)((uint32_t)row % (uint32_t)H) : (int)(row % H);
 }
 
 /* y = x / max(||x||, 1e-12) * gamma[h] * scale, one warp per row of D. */
@@ -308,7 +360,7 @@ __global__ void rmsnorm_heads_kernel(T *y, const T *x, const void *g, enum dtype
         return;
     int64_t xo, yo;
     rows_offsets(rd, row, &xo, &yo);
-    int h = (int)(row % H);
+    int h = rows_head(rd, row, H);
     float ss = 0.0f;
     for (int c = lane; c < D; c += 32) {
         float v = to_f32(x[xo + c]);
@@ -336,7 +388,7 @@ rmsnorm_heads64_kernel(T *y, const T *x, const float *g, struct rows_desc rd, in
         row = R - 1;                             /* before the shuffles) */
     int64_t xo, yo;
     rows_offsets(rd, row, &xo, &yo);
-    int    h = (int)(row % H);
+    int    h = rows_head(rd, row, H);
     uint4  xu = *(const uint4 *)(x + xo + part * 8), yu;
     const T *xe = (const T *)&xu;
     T       *ye = (T *)&yu;
@@ -376,13 +428,7 @@ void op_rmsnorm_heads_cuda(const struct op_ctx *ctx, struct tensor *y, const str
         return;
 
     struct rows_desc rd;
-    memset(&rd, 0, sizeof(rd));
-    rd.nd = x->ndim - 1;
-    for (int d = 0; d < rd.nd; d++) {
-        rd.shape[d] = x->shape[d];
-        rd.xs[d] = x->stride[d];
-        rd.ys[d] = y->stride[d];
-    }
+    rows_desc_init(&rd, x, y, R);
     /* the vector kernel: D = 64, 2-byte dtype, F32 gamma, every row 16-byte aligned */
     bool vec = D == 64 && x->dtype != DTYPE_F32 && gamma->dtype == DTYPE_F32 &&
                ((uintptr_t)x->data & 15) == 0 && ((uintptr_t)y->data & 15) == 0 &&
