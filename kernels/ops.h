@@ -119,15 +119,19 @@ void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct 
  * the same values as op_layernorm into an F32 tensor followed by op_modulate
  * with (C) vectors. x, y, w, b as op_layernorm; scale, shift (C) contiguous,
  * any float dtype, or NULL (scale NULL: op_layernorm; shift NULL: no shift).
+ * round_scale: 1 + scale is rounded to scale's dtype first (computed in fp32,
+ * then rounded), as autocast's fp16 `1 + scale` is before it meets the fp32 norm
+ * (the SS flow); no-op for an F32 scale.
  * CUDA: one warp per row; rows of 2-byte x and y of one dtype with C a
  * multiple of 256 (at most 2048), 16-byte aligned, are held in registers and
  * moved with 16-byte loads and stores (op_layernorm takes that path too). */
 void op_layernorm_mod_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
                           const struct tensor *b, const struct tensor *scale,
-                          const struct tensor *shift, float eps);
+                          const struct tensor *shift, float eps, bool round_scale);
 void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                            const struct tensor *w, const struct tensor *b,
-                           const struct tensor *scale, const struct tensor *shift, float eps);
+                           const struct tensor *scale, const struct tensor *shift, float eps,
+                           bool round_scale);
 
 /* Per-head RMS norm of the flow transformers (MultiHeadRMSNorm,
  * sam-3d-objects tdfy_dit/modules/attention/modules.py:14-21 and
@@ -312,12 +316,13 @@ static inline void op_layernorm(const struct op_ctx *ctx, struct tensor *y, cons
 static inline void op_layernorm_mod(const struct op_ctx *ctx, struct tensor *y,
                                     const struct tensor *x, const struct tensor *w,
                                     const struct tensor *b, const struct tensor *scale,
-                                    const struct tensor *shift, float eps)
+                                    const struct tensor *shift, float eps,
+                                    bool round_scale)
 {
     if (y->device == DEVICE_CUDA)
-        op_layernorm_mod_cuda(ctx, y, x, w, b, scale, shift, eps);
+        op_layernorm_mod_cuda(ctx, y, x, w, b, scale, shift, eps, round_scale);
     else
-        op_layernorm_mod_cpu(y, x, w, b, scale, shift, eps);
+        op_layernorm_mod_cpu(y, x, w, b, scale, shift, eps, round_scale);
 }
 
 static inline void op_rmsnorm_heads(const struct op_ctx *ctx, struct tensor *y,

@@ -33,7 +33,8 @@ struct lcase {
     enum dtype in, out, par;
     bool       affine, in_place;
     float      eps;
-    bool       mod;         /* op_layernorm_mod with scale and shift (par dtype) */
+    int        mod;         /* op_layernorm_mod with scale and shift (par dtype); 2: and
+                             * round_scale (1 + scale rounded to the par dtype first) */
 };
 
 /* x (R,C) with an offset so the mean matters, w, b (C), then scale, shift (C) at
@@ -60,7 +61,7 @@ static void label_of(char *buf, size_t n, const char *what, const struct lcase *
 {
     snprintf(buf, n, "%s R%lld C%lld %s->%s%s%s%s eps%.0e", what, (long long)c->R,
              (long long)c->C, dtype_name(c->in), dtype_name(c->out), c->affine ? " affine" : "",
-             c->mod ? " modulated" : "", c->in_place ? " in-place" : "", (double)c->eps);
+             c->mod == 2 ? " modulated(rounded 1+scale)" : c->mod ? " modulated" : "", c->in_place ? " in-place" : "", (double)c->eps);
 }
 
 /* op_layernorm on `dev` (host: CPU op; cuda: CUDA op); result into out. */
@@ -86,7 +87,7 @@ static void run_op(const struct lcase *c, const float *xv, const float *wv, cons
     struct tensor *yp = c->in_place ? &x : &y;
     if (c->mod)
         op_layernorm_mod(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, &sc, &sh,
-                         c->eps);
+                         c->eps, c->mod == 2);
     else
         op_layernorm(ctx, yp, &x, c->affine ? &w : NULL, c->affine ? &b : NULL, c->eps);
     if (ctx)
@@ -163,11 +164,32 @@ static void test_cpu_composed(void)
     struct tensor y1 = ot_host(c.out, SHAPE(c.R, c.C), NULL);
     struct tensor f = ot_host(DTYPE_F32, SHAPE(c.R, c.C), NULL);
     struct tensor y2 = ot_host(c.out, SHAPE(c.R, c.C), NULL);
-    op_layernorm_mod_cpu(&y1, &hx, &hw, &hb, &hs, &ht, c.eps);
+    op_layernorm_mod_cpu(&y1, &hx, &hw, &hb, &hs, &ht, c.eps, false);
     op_layernorm_cpu(&f, &hx, &hw, &hb, c.eps);
     op_modulate_cpu(&y2, &f, &hs, &ht);
     CHECK(memcmp(y1.data, y2.data, tensor_nbytes(&y1)) == 0,
           "layernorm_mod = layernorm (F32) + modulate, bit for bit");
+    /* round_scale = the scale made fp16(1 + scale) - 1 beforehand by two bias adds (the
+     * SS flow's former s16 / s1 rows), bit for bit */
+    {
+        struct tensor hs2 = tensor_reshape(&hs, SHAPE(1, c.C));
+        struct tensor s16 = ot_host(c.par, SHAPE(1, c.C), NULL);
+        struct tensor s1 = ot_host(DTYPE_F32, SHAPE(1, c.C), NULL);
+        float *ones = malloc(sizeof(float) * 2 * (size_t)c.C);
+        for (int64_t i = 0; i < c.C; i++)
+            ones[i] = 1.0f, ones[c.C + i] = -1.0f;
+        struct tensor op1 = ot_host(DTYPE_F32, SHAPE(1, c.C), ones);
+        struct tensor om1 = ot_host(DTYPE_F32, SHAPE(1, c.C), ones + c.C);
+        op_add_bias_cpu(&s16, &hs2, &op1);
+        op_add_bias_cpu(&s1, &s16, &om1);
+        struct tensor s1v = tensor_reshape(&s1, SHAPE(c.C));
+        op_layernorm_mod_cpu(&y1, &hx, &hw, &hb, &s1v, &ht, c.eps, false);
+        op_layernorm_mod_cpu(&y2, &hx, &hw, &hb, &hs, &ht, c.eps, true);
+        CHECK(memcmp(y1.data, y2.data, tensor_nbytes(&y1)) == 0,
+              "layernorm_mod round_scale = the rounded scale built by two bias adds, bit for bit");
+        ot_free(&s16), ot_free(&s1), ot_free(&op1), ot_free(&om1);
+        free(ones);
+    }
     ot_free(&hx), ot_free(&hw), ot_free(&hb), ot_free(&hs), ot_free(&ht);
     ot_free(&y1), ot_free(&f), ot_free(&y2);
     free(x), free(w), free(b);
@@ -194,7 +216,9 @@ static void test_gpu(void)
         {9, 768, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 1, 1e-6f, 1},
         {9, 1000, DTYPE_F16, DTYPE_F16, DTYPE_F16, 1, 0, 1e-6f, 1},      /* generic + modulated */
         /* the fp32-row register path (F32 in, C = 256..1024, any out) */
-        {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 1},  /* SS flow adaLN */
+        {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 2},  /* SS flow adaLN */
+        {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 1},
+        {5, 1280, DTYPE_F32, DTYPE_F16, DTYPE_F16, 0, 0, 1e-6f, 2},    /* generic, rounded */
         {4096, 1024, DTYPE_F32, DTYPE_F16, DTYPE_F32, 1, 0, 1e-6f, 0},  /* SS flow norm2 */
         {77, 512, DTYPE_F32, DTYPE_BF16, DTYPE_BF16, 1, 0, 1e-5f, 1},
         {31, 256, DTYPE_F32, DTYPE_F32, DTYPE_F16, 1, 1, 1e-6f, 1},     /* in place: generic */

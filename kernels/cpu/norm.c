@@ -15,7 +15,7 @@
 void op_layernorm_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
                       const struct tensor *b, float eps)
 {
-    op_layernorm_mod_cpu(y, x, w, b, NULL, NULL, eps);
+    op_layernorm_mod_cpu(y, x, w, b, NULL, NULL, eps, false);
 }
 
 /* v (C) F32 = the (C) vector t converted, or `fill` everywhere when t is NULL. */
@@ -33,7 +33,7 @@ static void vec_f32(float *v, const struct tensor *t, int64_t C, float fill, con
 
 void op_layernorm_mod_cpu(struct tensor *y, const struct tensor *x, const struct tensor *w,
                           const struct tensor *b, const struct tensor *scale,
-                          const struct tensor *shift, float eps)
+                          const struct tensor *shift, float eps, bool round_scale)
 {
     op_check_dense("layernorm.x", x, DEVICE_HOST);
     op_check_dense("layernorm.y", y, DEVICE_HOST);
@@ -52,6 +52,9 @@ void op_layernorm_mod_cpu(struct tensor *y, const struct tensor *x, const struct
     vec_f32(bf, b, C, 0.0f, "layernorm.b");
     vec_f32(sf, scale, C, 0.0f, "layernorm.scale");
     vec_f32(tf, shift, C, 0.0f, "layernorm.shift");
+    if (scale && round_scale)                      /* sf = round(1 + scale) - 1, exact */
+        for (int64_t c = 0; c < C; c++)
+            sf[c] = dtype_round(scale->dtype, 1.0f + sf[c]) - 1.0f;
 
     size_t xs = dtype_size(x->dtype), ys = dtype_size(y->dtype);
     for (int64_t r = 0; r < R; r++) {

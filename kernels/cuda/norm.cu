@@ -22,7 +22,21 @@
 struct ln_par {
     const void *w, *b, *sc, *sh;
     enum dtype  wdt, bdt, scdt, shdt;
+    bool        round_sc;   /* 1 + sc rounded to scdt first (op_layernorm_mod's round_scale) */
 };
+
+/* 1 + sc, rounded to the scale's dtype when p.round_sc. */
+__device__ __forceinline__ float ln_one_plus(const struct ln_par &p, float sc)
+{
+    float v = 1.0f + sc;
+    if (!p.round_sc)
+        return v;
+    switch (p.scdt) {
+    case DTYPE_F16:  return __half2float(__float2half_rn(v));
+    case DTYPE_BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    default:         return v;
+    }
+}
 
 /* ((x - mean) * rstd * w + b) * (1 + sc) + sh of channel c, the CPU op's order. */
 __device__ __forceinline__ float ln_out(float xv, float mean, float rstd, const struct ln_par &p,
@@ -34,7 +48,7 @@ __device__ __forceinline__ float ln_out(float xv, float mean, float rstd, const 
     if (p.b)
         o = o + load_dt(p.b, p.bdt, c);
     if (p.sc)
-        o = o * (1.0f + load_dt(p.sc, p.scdt, c)) + (p.sh ? load_dt(p.sh, p.shdt, c) : 0.0f);
+        o = o * ln_one_plus(p, load_dt(p.sc, p.scdt, c)) + (p.sh ? load_dt(p.sh, p.shdt, c) : 0.0f);
     return o;
 }
 
@@ -188,7 +202,7 @@ layernorm_vec32_kernel(Ty *y, const float *x, struct ln_par p, int64_t R, int C,
                 if (p.b)
                     t = t + b[j];
                 if (p.sc)
-                    t = t * (1.0f + sc[j]) + (p.sh ? sh[j] : 0.0f);
+                    t = t * ln_one_plus(p, sc[j]) + (p.sh ? sh[j] : 0.0f);
                 o[j] = t;
             }
             store8_f32<Ty>(yr + c0, o);
@@ -211,7 +225,8 @@ static void ln_vec_check(const char *what, const struct tensor *t, int64_t C)
 
 void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                            const struct tensor *w, const struct tensor *b,
-                           const struct tensor *scale, const struct tensor *shift, float eps)
+                           const struct tensor *scale, const struct tensor *shift, float eps,
+                           bool round_scale)
 {
     op_check_dense("layernorm.x", x, DEVICE_CUDA);
     op_check_dense("layernorm.y", y, DEVICE_CUDA);
@@ -231,7 +246,7 @@ void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const str
     struct ln_par p = {w ? w->data : NULL, b ? b->data : NULL, scale ? scale->data : NULL,
                        shift ? shift->data : NULL, w ? w->dtype : DTYPE_F32,
                        b ? b->dtype : DTYPE_F32, scale ? scale->dtype : DTYPE_F32,
-                       shift ? shift->dtype : DTYPE_F32};
+                       shift ? shift->dtype : DTYPE_F32, scale && round_scale};
     unsigned grid = (unsigned)((R + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
     ASSERT((R + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK < (1ll << 31));
     bool vec = x->dtype == y->dtype && (x->dtype == DTYPE_F16 || x->dtype == DTYPE_BF16) &&
@@ -266,7 +281,7 @@ void op_layernorm_mod_cuda(const struct op_ctx *ctx, struct tensor *y, const str
 void op_layernorm_cuda(const struct op_ctx *ctx, struct tensor *y, const struct tensor *x,
                        const struct tensor *w, const struct tensor *b, float eps)
 {
-    op_layernorm_mod_cuda(ctx, y, x, w, b, NULL, NULL, eps);
+    op_layernorm_mod_cuda(ctx, y, x, w, b, NULL, NULL, eps, false);
 }
 
 // ----------------------------------------------------------------------------

@@ -619,7 +619,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
     op_linear(ctx, &ada2, &s->st, &B->ada_w, &B->ada_b, false);
 
     /* self-attention (modulated.py:163-167) */
-    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_msa, &sh_msa, SLF_EPS);
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_msa, &sh_msa, SLF_EPS, false);
     op_linear(ctx, &qkv2, &s->h, &W->qkv_w, &W->qkv_b, false);
     struct tensor q = op_heads_view(&qkv, 0), k = op_heads_view(&qkv, 1);
     struct tensor vv = op_heads_view(&qkv, 2);
@@ -667,7 +667,7 @@ static void block_forward(const struct slatflow_model *m, const struct op_ctx *c
     op_add(ctx, &s->x, &s->x, &s->p);
 
     /* MLP (L171-174): the hidden rows in big and a (one chunk at the released widths) */
-    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_mlp, &sh_mlp, SLF_EPS);
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, &sc_mlp, &sh_mlp, SLF_EPS, false);
     size_t room = (size_t)((char *)s->a.data - (char *)s->big.data) + tensor_nbytes(&s->a);
     int64_t mr = (int64_t)(room / ((size_t)g->mlp * dtype_size(s->h.dtype)));
     ASSERT(mr >= 1);

@@ -187,9 +187,6 @@ struct ssf_act {
     struct tensor c1;       /* (1, C) gemm_dt: the unconditional cross-attention output row */
     struct tensor kv;       /* (1, Nkv, 2, H, 64) gemm_dt: cross-attention keys/values */
     struct tensor vo;       /* (maxtok, maxcin) gemm_dt: one latent's velocity */
-    struct tensor ones;     /* (2, C) F32: rows +1 and -1 (fp16 rounding of 1 + scale) */
-    struct tensor s16;      /* (1, C) gemm_dt: 1 + scale rounded */
-    struct tensor s1;       /* (1, C) F32: (1 + scale rounded) - 1, exact */
     /* two views of one scratch buffer, never live at the same time: */
     struct tensor q;        /* (1, T, H, 64) gemm_dt: cross-attention queries */
     struct tensor f;        /* (T, M) gemm_dt: MLP hidden */
@@ -224,9 +221,6 @@ static void act_plan(const struct ssflow_model *m, struct arena *a, int64_t n_kv
     s->c1 = arena_tensor(a, gd, SHAPE(1, C));
     s->kv = arena_tensor(a, gd, SHAPE(1, n_kv, 2, H, OP_HEAD_DIM));
     s->vo = arena_tensor(a, gd, SHAPE(mt, mc));
-    s->ones = arena_tensor(a, DTYPE_F32, SHAPE(2, C));
-    s->s16 = arena_tensor(a, gd, SHAPE(1, C));
-    s->s1 = arena_tensor(a, DTYPE_F32, SHAPE(1, C));
     struct tensor scr = arena_tensor(a, DTYPE_U8, SHAPE((int64_t)sb));
     s->q = tensor_view(scr.data, gd, scr.device, SHAPE(1, T, H, OP_HEAD_DIM));
     s->f = tensor_view(scr.data, gd, scr.device, SHAPE(T, g->mlp));
@@ -329,19 +323,11 @@ static void tap(const struct op_ctx *ctx, float *dst, const struct tensor *src)
  * affine), LayerNorm and modulation in one pass (op_layernorm_mod: the values
  * of an F32 LayerNorm followed by the modulation, without the F32 round trip).
  * Under fp16 autocast `1 + scale` is an fp16 tensor (rounded) before it meets
- * the fp32 norm; with gemm_dt F16 we round it too: s1 = fp16(1 + scale) - 1 is
- * exact in fp32, so the op's 1 + s1 is the rounded value. */
-static void norm_modulate(const struct ssflow_model *m, const struct op_ctx *ctx,
-                          struct ssf_act *s, const struct tensor *scale,
+ * the fp32 norm: the op rounds it to scale's dtype (gemm_dt) too (round_scale). */
+static void norm_modulate(const struct op_ctx *ctx, struct ssf_act *s, const struct tensor *scale,
                           const struct tensor *shift)
 {
-    if (m->gemm_dt != DTYPE_F32) {
-        struct tensor plus = rows(&s->ones, 0, 1), minus = rows(&s->ones, 1, 1);
-        op_add_bias(ctx, &s->s16, scale, &plus);
-        op_add_bias(ctx, &s->s1, &s->s16, &minus);
-        scale = &s->s1;
-    }
-    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, scale, shift, SSF_BLOCK_EPS);
+    op_layernorm_mod(ctx, &s->h, &s->x, NULL, NULL, scale, shift, SSF_BLOCK_EPS, true);
 }
 
 static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
@@ -362,7 +348,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
     op_linear(ctx, &ada2, &s->st, &B->ada_w, &B->ada_b, false);
 
     /* self-attention (L292-306); norm1 has no affine, so both streams at once */
-    norm_modulate(m, ctx, s, &sc_msa, &sh_msa);
+    norm_modulate(ctx, s, &sc_msa, &sh_msa);
     for (int k = 0; k < 2; k++) {
         const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
@@ -437,7 +423,7 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
         op_add(ctx, &s->x, &s->x, &s->p);
 
     /* MLP (L318-332) */
-    norm_modulate(m, ctx, s, &sc_mlp, &sh_mlp);
+    norm_modulate(ctx, s, &sc_mlp, &sh_mlp);
     for (int k = 0; k < 2; k++) {
         const struct flow_block_w *W = &B->s[k];
         struct tensor hk = rows(&s->h, r0[k], nr[k]);
@@ -453,23 +439,13 @@ static void block_forward(const struct ssflow_model *m, const struct op_ctx *ctx
         tap(ctx, tp->block_out, &s->x);
 }
 
-/* The evaluation up to the blocks: the ones row (fp16), temb and SiLU(temb),
+/* The evaluation up to the blocks: temb and SiLU(temb),
  * the latent tokens + pos_emb into s->x (taps: t_emb, d_emb, tokens_in). */
 static void fwd_in(const struct ssflow_model *m, const struct op_ctx *ctx, struct ssf_act *s,
                    const struct tensor *const x[SSF_N_LATENT], float t, float d,
                    const struct ssflow_taps *taps)
 {
     const struct ssflow_config *g = &m->cfg;
-
-    if (m->gemm_dt != DTYPE_F32) {
-        float *pm = malloc(sizeof(float) * 2 * (size_t)g->dim);
-        ASSERT(pm);
-        for (int i = 0; i < 2 * g->dim; i++)
-            pm[i] = i < g->dim ? 1.0f : -1.0f;
-        struct tensor h = tensor_view(pm, DTYPE_F32, DEVICE_HOST, SHAPE(2, g->dim));
-        op_upload(ctx, &s->ones, &h);
-        free(pm);
-    }
 
     /* temb = t_embedder(t) + d_embedder(d) (mot_sparse_structure_flow.py:147-150), then SiLU
      * for the adaLN of every block */
