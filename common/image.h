@@ -94,6 +94,19 @@ int image_check_mask(const char *path, int expect_w, int expect_h, struct image 
 int image_decode_rgb(const void *buf, size_t len, const char *name, struct image *out);
 int image_decode_mask(const void *buf, size_t len, const char *name, struct image *out);
 
+/* A large single-scan (baseline) JPEG is decoded in horizontal stripes, one
+ * decoder a stripe on its own thread, each entropy-decoding the rows above its
+ * stripe without reconstructing them: the same bytes as one decoder, in about
+ * the entropy-decoding share of its time on many cores (docs/performance.md,
+ * "depth"). n = 0 (the default): up to 16 stripes by the thread count (S3D_THREADS,
+ * else the online cores), from 1 Mpixel; n = 1: one decoder always; n >= 2: up
+ * to n stripes at any size (tests, benchmarks). Progressive, arithmetic-coded,
+ * CMYK and unusually subsampled files always use one decoder. */
+void image_set_jpeg_stripes(int n);
+
+/* The stripes this thread's last JPEG decode used (0: one decoder). */
+int image_last_jpeg_stripes(void);
+
 /* Encode img as an 8-bit PNG in memory: c = 1 (gray), 3 (RGB) or 4 (RGBA).
  * *out is malloc'ed (free it), *len its size. Returns 0 or S3D_ENOMEM (logged).
  * Files users open are written from it through outfile.h (preview.png). */

@@ -56,3 +56,27 @@ int par_for(int64_t n, int64_t min_per_thread, int nthreads, par_fn fn, void *ar
             pthread_join(tid[k], NULL);
     return (int)nt;
 }
+
+static void *par_task_main(void *p)
+{
+    struct par_task *t = p;
+
+    t->fn(t->arg);
+    return NULL;
+}
+
+void par_task_start(struct par_task *t, void (*fn)(void *arg), void *arg)
+{
+    *t = (struct par_task){.fn = fn, .arg = arg};
+    if (dtype_threads() > 1)
+        t->started = pthread_create(&t->tid, NULL, par_task_main, t) == 0;
+    if (!t->started)
+        fn(arg);
+}
+
+void par_task_join(struct par_task *t)
+{
+    if (t->started)
+        pthread_join(t->tid, NULL);
+    t->started = false;
+}

@@ -10,8 +10,9 @@
 #     where valid is 0, the preprocessed tensors are in range; num_tokens and
 #     repeat params are honoured;
 #  3. refusals with one clear error line: a mask of another size, an empty
-#     mask, a file that is not an image, the wrong checkpoint, a missing param,
-#     a bad num_tokens.
+#     mask, a file that is not an image (as the image, the mask or both: the
+#     mask decodes beside MoGe), the wrong checkpoint, a missing param, a bad
+#     num_tokens; nothing is left in the output folder.
 # Python (stdlib only) writes the PNG inputs and reads the safetensors outputs.
 set -u
 build=${BUILD:-build}
@@ -157,6 +158,8 @@ refused() {
     if "$bin" --weights "$w" --device cpu --once "$tmp/fx/in" "$tmp/r_out" \
         --param image="$im" --param mask="$mk" "$@" 2>"$tmp/r_err"; then
         bad "$name: accepted"
+    elif [ -n "$(ls -A "$tmp/r_out")" ]; then
+        bad "$name: refused, but left $(ls "$tmp/r_out") in the output folder"
     elif grep -q " E .*$sub" "$tmp/r_err"; then
         ok "$name: refused ($(grep -m1 " E .*$sub" "$tmp/r_err" | sed 's/.* E [0-9:.]* //' | cut -c1-150))"
     else
@@ -170,6 +173,10 @@ I=$tmp/fx/in/image.png M=$tmp/fx/in/mask.png
 refused "mask of another size" "$fx/model.pt" "$I" "$tmp/fx/in/small.png" "small.png"
 refused "empty mask" "$fx/model.pt" "$I" "$tmp/fx/in/empty.png" "empty.png"
 refused "not an image" "$fx/model.pt" "$tmp/fx/in/text.png" "$M" "text.png"
+# the mask decodes beside the image and MoGe: its errors still name it, the image's name the image
+refused "mask not an image" "$fx/model.pt" "$I" "$tmp/fx/in/text.png" "mask '.*text.png"
+refused "image and mask not images" "$fx/model.pt" "$tmp/fx/in/text.png" "$tmp/fx/in/text.png" \
+    "cannot read the image"
 refused "wrong checkpoint" tests/fixtures/cond_ss_tiny/ss_generator.ckpt "$I" "$M" "ss_generator.ckpt"
 refused "num_tokens 0" "$fx/model.pt" "$I" "$M" "num_tokens" --param num_tokens=0
 mkdir -p "$tmp/r_out"

@@ -14,11 +14,13 @@
 #include "image.h"
 #include "log.h"
 
-#include <stdio.h>
+#include <stdio.h>          /* before jpeglib.h, which uses FILE */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jpeglib.h>
 
 #define FIX "tests/fixtures/images"
 
@@ -310,6 +312,149 @@ static void test_large(void)
     unlink(path);
 }
 
+/* A textured w x h picture (gradients, edges and noise, so that every DCT
+ * coefficient band and the entropy coder are exercised) encoded here by
+ * libjpeg: gray, or YCbCr with the luma sampled (hs, vs) against chroma 1x1,
+ * or RGB stored as RGB; restart every `restart` MCU rows (0: none). *len set. */
+static uint8_t *encode_jpeg(int w, int h, int gray, int rgb, int hs, int vs, int restart,
+                            int progressive, size_t *len)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr       e;
+    unsigned char              *out = NULL;
+    unsigned long               n = 0;
+    int                         nc = gray ? 1 : 3;
+    uint8_t                    *row = malloc((size_t)w * nc);
+    uint32_t                    seed = 12345u + (uint32_t)(w * 31 + h);
+
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &out, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = nc;
+    c.in_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    if (rgb)
+        jpeg_set_colorspace(&c, JCS_RGB);
+    if (!gray && !rgb) {
+        c.comp_info[0].h_samp_factor = hs;
+        c.comp_info[0].v_samp_factor = vs;
+    }
+    c.restart_in_rows = restart;
+    if (progressive)
+        jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        int y = (int)c.next_scanline;
+
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < nc; k++) {
+                seed = seed * 1664525u + 1013904223u;
+                int v = (x * (k + 1) + y * (3 - k)) / 3 + ((x / 17 + y / 13) & 1) * 60 +
+                        (int)(seed >> 27);
+                row[x * nc + k] = (uint8_t)(v & 255);
+            }
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    *len = n;
+    return out;
+}
+
+/* Decode buf with at most `stripes` stripes (1: one decoder); rc, *used the
+ * stripes the decode used. */
+static int decode_striped(const uint8_t *buf, size_t len, int stripes, struct image *img,
+                          int *used)
+{
+    image_set_jpeg_stripes(stripes);
+    int rc = image_decode_rgb(buf, len, "striped", img);
+
+    *used = image_last_jpeg_stripes();
+    image_set_jpeg_stripes(0);
+    return rc;
+}
+
+/* The striped JPEG decode (image_set_jpeg_stripes) gives one decoder's bytes
+ * for every layout it takes (luma 1x1, 2x1, 2x2, 1x2; gray; RGB stored as RGB;
+ * restart markers; sizes that are not whole MCUs), refuses the ones it does
+ * not take (progressive, 4x1 luma: one decoder), and fails like one decoder on
+ * truncated and damaged data. */
+static void test_jpeg_stripes(void)
+{
+    static const struct { int w, h, gray, rgb, hs, vs, restart, prog, striped; } cases[] = {
+        {640, 480, 0, 0, 2, 2, 0, 0, 1},  {257, 131, 0, 0, 2, 2, 0, 0, 1},
+        {333, 250, 0, 0, 1, 1, 0, 0, 1},  {301, 199, 0, 0, 2, 1, 0, 0, 1},
+        {300, 203, 0, 0, 1, 2, 0, 0, 1},  {411, 173, 1, 0, 1, 1, 0, 0, 1},
+        {280, 190, 0, 1, 1, 1, 0, 0, 1},  {517, 389, 0, 0, 2, 2, 2, 0, 1},
+        {1000, 33, 0, 0, 2, 2, 0, 0, 1},  {64, 40, 0, 0, 2, 2, 0, 0, 1},
+        {320, 240, 0, 0, 2, 2, 0, 1, 0},  {320, 240, 0, 0, 4, 1, 0, 0, 0},
+        {64, 16, 0, 0, 2, 2, 0, 0, 0},
+    };
+    static const int tries[] = {2, 3, 7, 16};
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t       len = 0;
+        uint8_t     *jpg = encode_jpeg(cases[i].w, cases[i].h, cases[i].gray, cases[i].rgb,
+                                       cases[i].hs, cases[i].vs, cases[i].restart,
+                                       cases[i].prog, &len);
+        struct image one, many;
+        int          used = 0, most = 0;
+        bool         same = true;
+
+        CHECK(decode_striped(jpg, len, 1, &one, &used) == 0 && used == 0, "case %zu", i);
+        for (size_t t = 0; t < sizeof(tries) / sizeof(tries[0]); t++) {
+            if (decode_striped(jpg, len, tries[t], &many, &used) != 0 || !one.data) {
+                same = false;
+                continue;
+            }
+            most = used > most ? used : most;
+            same = same && many.w == one.w && many.h == one.h &&
+                   memcmp(many.data, one.data, (size_t)one.w * one.h * 3) == 0;
+            image_free(&many);
+        }
+        printf("jpeg stripes %4dx%-4d %s luma %dx%d restart %d%s: up to %d stripes, %s\n",
+               cases[i].w, cases[i].h, cases[i].gray ? "gray " : cases[i].rgb ? "rgb  " : "ycbcr",
+               cases[i].hs, cases[i].vs, cases[i].restart, cases[i].prog ? " progressive" : "",
+               most, same ? "same bytes" : "DIFFERENT");
+        CHECK(same, "case %zu: striped decode differs from one decoder", i);
+        CHECK(cases[i].striped ? most >= 2 : most == 0, "case %zu: %d stripes", i, most);
+
+        if (i == 0 || i == 7) {                       /* damaged copies: same rc, same bytes */
+            uint8_t *bad = malloc(len);
+            int      rc1, rc2;
+
+            for (int cut = 1; cut <= 3; cut++) {      /* truncated: refused either way */
+                rc1 = decode_striped(jpg, len * cut / 4, 1, &many, &used);
+                image_free(&many);
+                rc2 = decode_striped(jpg, len * cut / 4, 16, &many, &used);
+                image_free(&many);
+                CHECK(rc1 == S3D_EFORMAT && rc2 == S3D_EFORMAT, "cut %d/4: %d %d", cut, rc1, rc2);
+            }
+            for (int flip = 1; flip <= 9; flip++) {   /* flipped bytes in the scan */
+                struct image a, b;
+
+                memcpy(bad, jpg, len);
+                bad[len - len * (size_t)flip / 12] ^= 0x5a;
+                rc1 = decode_striped(bad, len, 1, &a, &used);
+                rc2 = decode_striped(bad, len, 16, &b, &used);
+                CHECK(rc1 == rc2 && (rc1 != 0 || (a.w == b.w && a.h == b.h &&
+                      memcmp(a.data, b.data, (size_t)a.w * a.h * 3) == 0)),
+                      "case %zu flip %d: rc %d / %d or different bytes", i, flip, rc1, rc2);
+                image_free(&a);
+                image_free(&b);
+            }
+            free(bad);
+        }
+        image_free(&one);
+        free(jpg);
+    }
+}
+
 /* Issue 15, finding 10: the pixel limit (S3D_MAX_PIXELS) and the header probe
  * the orchestrator checks it with. */
 static void test_pixel_limit(void)
@@ -360,6 +505,7 @@ int main(void)
     test_errors();
     test_writer_and_empty_mask();
     test_large();
+    test_jpeg_stripes();
     test_pixel_limit();
     return harness_done("test_image");
 }

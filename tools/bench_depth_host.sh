@@ -2,9 +2,9 @@
 # bench_depth_host.sh - where the host time of the depth stage goes at full image resolution
 # (issue 16): a 6000x4500 JPEG + mask made from examples/human_object, run through
 # `sam3d-depth --once` and through `sam3d run` with a depth-only pipeline, RUNS times each;
-# prints the median of every phase the stage logs (decode of image + mask, MoGe forward,
-# full-resolution post-processing, SS preprocessing, the rest of the request = the image
-# upload and the artifact write) and the `sam3d run` wall time (processes started, job
+# prints the median of every phase the stage logs (the image's decode, the wait for the mask
+# decoded beside it and MoGe plus its checks, MoGe forward, full-resolution post-processing,
+# SS preprocessing, the rest of the request = the image upload and the artifact write) and the `sam3d run` wall time (processes started, job
 # directory, the artifact copied to OUT/artifacts).
 #
 #   tools/bench_depth_host.sh [--bin DIR] [--runs N] [--work DIR] [--weights FILE]
@@ -70,11 +70,12 @@ for r in $(seq "$runs"); do
     mkdir -m 700 "$out"
     "$bin/sam3d-depth" --weights "$weights" --device "$device" --once "$work/in" "$out" \
         --param image="$work/in/image.jpg" --param mask="$work/in/mask.png" 2>"$work/log"
-    dec=$(num "mask decoded in" "$work/log")
+    dec=$(sed -n 's/.*: image [0-9]*x[0-9]* decoded in \([0-9.]*\) ms.*/\1/p' "$work/log")
+    mwait=$(sed -n 's/.*joined and checked in \([0-9.]*\) ms.*/\1/p' "$work/log")
     moge=$(sed -n 's/.*: MoGe \([0-9.]*\) ms (forward \([0-9.]*\) + post-processing \([0-9.]*\) ms.*/\1 \2 \3/p' "$work/log")
     pre=$(num "preprocessing" "$work/log")
     req=$(num "outputs in" "$work/log")
-    [ -n "$dec" ] && [ -n "$moge" ] && [ -n "$pre" ] && [ -n "$req" ] ||
+    [ -n "$dec" ] && [ -n "$mwait" ] && [ -n "$moge" ] && [ -n "$pre" ] && [ -n "$req" ] ||
         { echo "bench_depth_host.sh: no timing lines in the stage log:" >&2; tail "$work/log" >&2; exit 1; }
     d=$(digest "$out/depth.safetensors")
     [ -z "$first" ] && first=$d
@@ -87,14 +88,15 @@ for r in $(seq "$runs"); do
         -q 2>"$work/runlog" >/dev/null || { cat "$work/runlog" >&2; exit 1; }
     t1=$(date +%s.%N)
     set -- $moge
-    echo "$dec $2 $3 $pre $req $(echo "$req $dec $1 $pre" | awk '{print $1 - $2 - $3 - $4}') \
+    echo "$dec $mwait $2 $3 $pre $req $(echo "$req $dec $mwait $1 $pre" |
+        awk '{print $1 - $2 - $3 - $4 - $5}') \
 $(echo "$t0 $t1" | awk '{print ($2 - $1) * 1000}')" >>"$work/t"
 done
 echo "depth host benchmark: $size JPEG + mask, weights $weights on $device," \
      "S3D_THREADS=${S3D_THREADS:-all cores ($(nproc))}, median of $runs runs (ms)"
 printf '%-44s %10s\n' "phase" "ms"
 col=1
-for name in "decode image + mask" "MoGe forward" "post-processing (full resolution)" \
+for name in "decode image" "mask: join + check after MoGe" "MoGe forward" "post-processing (full resolution)" \
             "SS preprocessing" "sam3d-depth request" "  of it: upload + artifact write" \
             "sam3d run to depth (wall, cold processes)"; do
     printf '%-44s %10s\n' "$name" "$(awk -v c=$col '{print $c}' "$work/t" | median)"

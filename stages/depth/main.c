@@ -173,23 +173,20 @@ static int reuse_points(struct stage_req *rq, int H, int W, struct moge_result *
     return 0;
 }
 
-/* The image and the mask decoded at once, one on each of two threads (par.h;
- * one after the other under S3D_THREADS=1): rc[0], rc[1] as image_load_rgb and
- * image_read_mask return. */
-struct decode_pair {
-    const char   *path[2];
-    struct image *img[2];
-    int           rc[2];
+/* The mask is decoded beside the image's decode and MoGe, which do not read it
+ * (par_task: one after the other under S3D_THREADS=1); rc as image_read_mask
+ * returns, once joined. */
+struct mask_read {
+    const char   *path;
+    struct image *img;
+    int           rc;
 };
 
-static void decode_one(void *arg, int k, int64_t q0, int64_t q1)
+static void mask_read_run(void *arg)
 {
-    struct decode_pair *d = arg;
+    struct mask_read *m = arg;
 
-    (void)k;
-    for (int64_t q = q0; q < q1; q++)
-        d->rc[q] = q == 0 ? image_load_rgb(d->path[0], d->img[0])
-                          : image_read_mask(d->path[1], d->img[1]);
+    m->rc = image_read_mask(m->path, m->img);
 }
 
 static int depth_stage_run(void *p, struct stage_req *rq)
@@ -206,23 +203,19 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     if ((rc = stage_param_path(rq, "image", ipath, sizeof(ipath))) ||
         (rc = stage_param_path(rq, "mask", mpath, sizeof(mpath))))
         return rc;
-    double t_dec = stage_now_ms();
-    struct decode_pair dp = {{ipath, mpath}, {&rgb, &mask}, {0, 0}};
-    par_for(2, 1, 0, decode_one, &dp);
-    if ((rc = dp.rc[0])) {
+    double           t_dec = stage_now_ms();
+    struct mask_read mr = {mpath, &mask, 0};
+    struct par_task  mask_task;
+
+    par_task_start(&mask_task, mask_read_run, &mr);
+    if ((rc = image_load_rgb(ipath, &rgb))) {
+        par_task_join(&mask_task);
         image_free(&mask);
         return stage_fail(rq, rc, "depth: cannot read the image '%s' (%s); HINT: a PNG or "
                           "JPEG file", ipath, s3d_strerror(rc));
     }
-    if ((rc = dp.rc[1]) || (rc = image_check_mask(mpath, rgb.w, rgb.h, &mask))) {
-        stage_fail(rq, rc, "depth: mask '%s' is not usable with the %dx%d image (%s); HINT: "
-                   "a PNG of the image's size with the object nonzero", mpath, rgb.w, rgb.h,
-                   s3d_strerror(rc));
-        goto out;
-    }
-
-    log_info("depth: image %dx%d and mask decoded in %.1f ms", rgb.w, rgb.h,
-             stage_now_ms() - t_dec);
+    log_info("depth: image %dx%d decoded in %.1f ms (%d stripes)", rgb.w, rgb.h,
+             stage_now_ms() - t_dec, image_last_jpeg_stripes());
     int H = rgb.h, W = rgb.w, S = PREP_SIZE;
     struct tensor *points = stage_output(rq, "points", DTYPE_F32, SHAPE(H, W, 3));
     struct tensor *valid = points ? stage_output(rq, "valid", DTYPE_U8, SHAPE(H, W)) : NULL;
@@ -237,6 +230,16 @@ static int depth_stage_run(void *p, struct stage_req *rq)
     } else if ((rc = run_moge(m, rq, &rgb, (int)nt, &r))) {
         goto out;
     }
+    double t_mask = stage_now_ms();
+    par_task_join(&mask_task);
+    if ((rc = mr.rc) || (rc = image_check_mask(mpath, rgb.w, rgb.h, &mask))) {
+        stage_fail(rq, rc, "depth: mask '%s' is not usable with the %dx%d image (%s); HINT: "
+                   "a PNG of the image's size with the object nonzero", mpath, rgb.w, rgb.h,
+                   s3d_strerror(rc));
+        goto out;
+    }
+    log_info("depth: mask (decoded beside MoGe) joined and checked in %.1f ms",
+             stage_now_ms() - t_mask);
 
     /* every output declared now (the preprocessing's have fixed shapes), so that the
      * artifact file starts with points and valid, which are final, while the SS
@@ -283,6 +286,7 @@ static int depth_stage_run(void *p, struct stage_req *rq)
              po.bbox[3], po.pointmap_scale[0], po.pointmap_shift[0], po.pointmap_shift[1],
              po.pointmap_shift[2]);
 out:
+    par_task_join(&mask_task);                            /* no-op once joined */
     prep_out_free(&po);
     image_free(&mask);
     image_free(&rgb);
