@@ -234,15 +234,25 @@ static void print_table(const struct bench *b, const struct engine *e)
         }
         printf("\n");
     }
-    printf("%-12s", "export");
+    printf("%-12s", "between");         /* the job's wall time outside the stages' turns */
+    for (int k = 0; k < b->n_done; k++) {
+        double in_turns = 0;
+
+        for (int s = 0; s < e->n_rt; s++)
+            if (b->job[k]->turn[s].state == TURN_DONE)
+                in_turns += b->job[k]->turn[s].wall_ms;
+        printf(" | %11s %8.1f %26s", "", b->job[k]->wall_ms - in_turns, "");
+    }
+    printf("\n%-12s", "export");
     for (int k = 0; k < b->n_done; k++)
         printf(" | %11s %8.1f %26s", "", b->export_ms[k], "");
     printf("\n%-12s", "total");
     for (int k = 0; k < b->n_done; k++)
         printf(" | %11s %8.1f %26s", "",
                b->job[k]->wall_ms + b->export_ms[k] + (k ? 0 : b->start_ms), "");
-    printf("\n(total: the stages, the export step and, for run 1, the process start; dev MiB: "
-           "the stage process's peak as the driver counts it, '-' where unknown)\n");
+    printf("\n(total: the stages, the job's time between and around their turns, the export step "
+           "and, for run 1, the process start; dev MiB: the stage process's peak as the driver "
+           "counts it, '-' where unknown)\n");
 }
 
 /* OUT/bench.json: the settings and one entry per run (details in run<k>/report.json). */

@@ -551,7 +551,8 @@ static int join_copies(struct job *j, int code)
 static void job_finish(struct engine *e, struct job *j, int code)
 {
     code = join_copies(j, code);
-    export_early_join(&j->early);
+    /* a preview drawn ahead may still be drawing: the export step joins it beside its
+     * own file writes (export_outputs), and every caller discards it after that */
     if (code != 0 && code != 3)
         export_early_discard(&j->early);   /* no export step for a failed job */
     j->state = code == 0 || code == 3 ? JOB_DONE : JOB_FAILED;

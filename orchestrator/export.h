@@ -37,7 +37,11 @@ enum export_what {
  * in the job directory (export_early_artifact, from the engine as each turn
  * ends), while the mesh decoder runs; the export step then writes those PNG
  * bytes instead of drawing them again (and draws them itself when the early
- * one was not made or failed: the same error then reaches the user). */
+ * one was not made or failed: the same error then reaches the user). The
+ * job's end does not wait for it: the export step joins it only when it
+ * writes preview.png, with splat.ply and mesh.glb being written beside it; the
+ * job's owner discards it once the export is over (before the job directory
+ * it reads is removed), and the engine at once for a failed job. */
 struct export_early {
     bool           want;        /* the export will write preview.png: draw it ahead */
     bool           started;     /* the thread was started (joined when joined) */

@@ -8,7 +8,8 @@
 #   3. `sam3d bench --runs 2`: bench.json, run1/ and run2/ with report.json, artifacts and
 #      the exported files (pose.json: the stages that exist make it);
 #      run 1 loads every stage, run 2 finds them loaded (warm, no load); both runs'
-#      artifacts are bit-identical (same seed); the table names every stage;
+#      artifacts are bit-identical (same seed); the table names every stage, and run 2's
+#      total is its stages, the time between their turns and the export;
 #   4. `sam3d bench --preset fast` and `sam3d run --preset fast`: the SS flow runs the
 #      shortcut mode with 4 steps (its log line);
 #   5. tools/ref/bench_report.py on the bench folders (when torch is importable): the table
@@ -142,8 +143,21 @@ else
     bad "bench outputs"; cat "$tmp/b.check"
 fi
 if grep -q "^sam3d bench: 2 runs" "$tmp/b.txt" && grep -q "^ss_decode " "$tmp/b.txt" &&
-   grep -q "^export " "$tmp/b.txt" && grep -q "^total " "$tmp/b.txt"; then
-    ok "the table: every stage and the total"
+   grep -q "^export " "$tmp/b.txt" && grep -q "^total " "$tmp/b.txt" &&
+   python3 - "$tmp/b.txt" <<'PY'
+import sys
+# run 2's column: total = the stages' walls + between + export (each printed to 0.1 ms)
+rows = {}
+for line in open(sys.argv[1]):
+    parts = [p.split() for p in line.split("|")]
+    if len(parts) == 3 and parts[0] and parts[2] and parts[0][0] != "stage":
+        rows[parts[0][0]] = float(parts[2][0])
+stages = sum(v for k, v in rows.items() if k not in ("between", "export", "total"))
+assert rows["between"] >= 0, rows
+assert abs(stages + rows["between"] + rows["export"] - rows["total"]) < 0.5, rows
+PY
+then
+    ok "the table: every stage, the time between turns, the export and the total"
 else
     bad "the table"; cat "$tmp/b.txt"
 fi

@@ -206,6 +206,10 @@ def totals(bench, runs, official, flops, peak):
     t = {"ours_cold_s": (bench.get("start_ms", 0) + cold["wall_ms"]) / 1e3,
          "ours_warm_s": warm["wall_ms"] / 1e3,
          "ours_export_ms": warm.get("export_ms"),
+         # the job's wall time outside the stages' turns (set-up, between turns, the end)
+         "ours_between_ms": warm["wall_ms"] - (warm.get("export_ms") or 0.0) -
+                            sum(s["wall_ms"] for s in warm["stages"].values()
+                                if s.get("state") == "done"),
          "tflop": sum(flops.values()) / 1e12,
          "floor_s": sum(flops.values()) / (peak * 1e12)}
     devs = [s.get("device_bytes") or 0 for r in runs for s in r["stages"].values()]
@@ -287,6 +291,7 @@ def markdown(rows, tot, meta, fast, diffs):
             f"{fmt(r.get('off_torch_gib'))} | {fmt(r.get('ours_dev_gib'))} | "
             f"{fmt((r.get('ours_load_ms') or 0) / 1e3 if r.get('ours_load_ms') is not None else None)}"
             f" ({fmt(r.get('load_s_per_gb'))}) | {fmt(r.get('off_load_s'))} |")
+    L.append(f"| between turns | | | | | {fmt(tot.get('ours_between_ms'), '.0f')} | | | | | | |")
     L.append(f"| export | | | {fmt(tot.get('official_export_ms'), '.0f')} (save_ply only) | | "
              f"{fmt(tot.get('ours_export_ms'), '.0f')} | | | | | | |")
     L.append(f"| **total** | {tot['tflop']:.1f} | {tot['floor_s'] * 1e3:.0f} | "

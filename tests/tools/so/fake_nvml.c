@@ -11,7 +11,8 @@
  * $S3D_FAKE_NVML_BASE (default 0) are used by others. With
  * S3D_FAKE_NVML_HIDE_PIDS=1 the process list shows other pids (as NVML does
  * from inside a container's PID namespace), so only the device's used memory
- * tells anything.
+ * tells anything. S3D_FAKE_NVML_CALL_MS (default 0) makes each process-list
+ * call take that long, as a slow driver's does.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 struct fake_memory { unsigned long long total, free, used; };
 struct fake_proc { unsigned int pid; unsigned long long used; unsigned int gi, ci; };
@@ -134,8 +136,12 @@ int nvmlDeviceGetComputeRunningProcesses_v3(void *dev, unsigned int *count,
 {
     unsigned long long sum;
     unsigned int n = scan(procs, *count, &sum);
+    long long ms = env_size("S3D_FAKE_NVML_CALL_MS", 0);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
 
     (void)dev;
+    if (ms > 0)
+        nanosleep(&ts, NULL);
     if (n > *count) {
         *count = n;
         return 7;                       /* NVML_ERROR_INSUFFICIENT_SIZE */
