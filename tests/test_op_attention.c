@@ -12,8 +12,9 @@
  * Guard bytes after every output. The GPU part runs every tensor-core kernel
  * variant on every shape against the same CPU reference (VARIANTS: v1 with
  * S3D_ATTN_MT=1 and =2, between which v1 picks by query length, and
- * S3D_ATTN_KERNEL=v2, v2b, v2s, v3 and v4; the default is v4 from 1024 query rows,
- * v2s below, kernels/cuda/attention.cu).
+ * S3D_ATTN_KERNEL=v2, v2b, v2s, v3, v4 and split - the key-split kernel for
+ * blocks of at most 16 queries, the default kernel on the other shapes; the
+ * default is v4 from 1024 query rows, v2s below, kernels/cuda/attention.cu).
  * S3D_TEST_SMALL=1 leaves out the GPU cases of more than 2^20 query x key
  * pairs (DINOv2 and the flows' shapes), each named: for compute-sanitizer's
  * racecheck (tools/gpu/sanitize.sh), which instruments every shared-memory
@@ -308,6 +309,7 @@ static const struct variant {
     {"cuda(v2s)~cpu", "v2s", NULL},
     {"cuda(v3)~cpu", "v3", NULL},
     {"cuda(v4)~cpu", "v4", NULL},
+    {"cuda(split)~cpu", "split", NULL},   /* <= 16 queries split over the keys; else default */
 };
 #define NVARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 
@@ -329,6 +331,10 @@ static void test_gpu(void)
         {2, 65, 65, 3, DTYPE_BF16, LAYOUT_FUSED, 1.5f},
         {1, 129, 1, 4, DTYPE_F16, LAYOUT_CROSS, 1.0f},       /* Tk = 1 */
         {1, 4, 4100, 16, DTYPE_F16, LAYOUT_CROSS, 1.0f},     /* pose queries over shape keys */
+        {1, 4, 7528, 16, DTYPE_F16, LAYOUT_CROSS, 1.0f},     /* ... over the condition */
+        {2, 16, 300, 3, DTYPE_BF16, LAYOUT_CROSS, 1.5f},     /* split: 16 queries, a tail part */
+        {1, 9, 129, 2, DTYPE_F16, LAYOUT_CROSS, 1.0f},       /* split: 9 of 16, one key over */
+        {3, 2, 37, 1, DTYPE_F16, LAYOUT_CROSS, 2.0f},        /* split: one part, short group */
         {3, 100, 77, 2, DTYPE_F32, LAYOUT_CROSS, 2.0f},
         {2, 50, 130, 3, DTYPE_F16, LAYOUT_PADDED, 1.0f},     /* unaligned strides: fp32 kernel */
         {1, 1374, 1374, 16, DTYPE_F16, LAYOUT_FUSED, 1.0f},  /* DINOv2 */

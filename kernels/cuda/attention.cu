@@ -44,7 +44,9 @@ static enum attn_kernel attn_default_kernel(int max_tq)
 /* S3D_ATTN_KERNEL (read at every launch): v1 (attn_mma_kernel, m-tiles per
  * warp as above; S3D_ATTN_MT set also means v1) or v2 / v2b / v2s
  * (attn_v2_kernel for every tensor-core launch, attention_v2.cuh) or v3 / v4
- * (attention_wg.cu). Neither variable set: attn_default_kernel (v4 / v2s).
+ * (attention_wg.cu) or split (attention_split.cu for dense blocks of at most
+ * 16 queries, the default kernel elsewhere; not the default until timed on a
+ * GPU). Neither variable set: attn_default_kernel (v4 / v2s).
  * An unknown value warns once and takes v1. */
 static enum attn_kernel attn_kernel_env(int max_tq)
 {
@@ -61,8 +63,11 @@ static enum attn_kernel attn_kernel_env(int max_tq)
         return ATTN_KERNEL_V3;
     if (k && !strcmp(k, "v4"))
         return ATTN_KERNEL_V4;
+    if (k && !strcmp(k, "split"))
+        return ATTN_KERNEL_SPLIT;
     if (k && strcmp(k, "v1") && !warned) {
-        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b, v2s, v3 or v4); using v1", k);
+        log_warn("S3D_ATTN_KERNEL=%s: not a kernel (v1, v2, v2b, v2s, v3, v4 or split); using v1",
+                 k);
         warned = true;
     }
     if (e && !strcmp(e, "1"))
@@ -145,9 +150,15 @@ static void attn_mma_launch(cudaStream_t st, const struct attn_params *p, int B,
 }
 
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
-                        int max_tq, bool mma_ok, enum attn_kernel kern)
+                        int max_tq, bool mma_ok, enum attn_kernel kern, void *ws,
+                        size_t ws_bytes)
 {
     ASSERT(B <= 65535 && H <= 65535);
+    if (kern == ATTN_KERNEL_SPLIT) {
+        if (attn_split_launch(st, p, dt, B, H, mma_ok, ws, ws_bytes))
+            return;
+        kern = ATTN_KERNEL_DEFAULT;
+    }
     if (dt == DTYPE_F32 || !mma_ok) {
         dim3 grid((unsigned)((max_tq + ATTN_SIMPLE_ROWS - 1) / ATTN_SIMPLE_ROWS), (unsigned)H,
                   (unsigned)B);
@@ -165,7 +176,8 @@ void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype
 void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dtype dt, int B, int H,
                  int max_tq, bool mma_ok)
 {
-    attn_launch_kernel(ctx->stream, p, dt, B, H, max_tq, mma_ok, attn_kernel_env(max_tq));
+    attn_launch_kernel(ctx->stream, p, dt, B, H, max_tq, mma_ok, attn_kernel_env(max_tq),
+                       ctx->workspace, ctx->workspace_size);
 }
 
 void op_attention_cuda(const struct op_ctx *ctx, struct tensor *o, const struct tensor *q,

@@ -507,12 +507,27 @@ void attn_launch(const struct op_ctx *ctx, const struct attn_params *p, enum dty
  * S = Q K^T on wgmma (attention_wg.cu; compute capability 9.0 only, else V2); V4 is
  * V3 with P V on wgmma too, beside the next tile's softmax (the same fallback). */
 enum attn_kernel { ATTN_KERNEL_DEFAULT, ATTN_KERNEL_V1_MT1, ATTN_KERNEL_V1_MT2, ATTN_KERNEL_V2,
-                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3, ATTN_KERNEL_V4 };
+                   ATTN_KERNEL_V2B, ATTN_KERNEL_V2S, ATTN_KERNEL_V3, ATTN_KERNEL_V4,
+                   ATTN_KERNEL_SPLIT };
 
 /* attn_launch with the kernel given (the bench times each on one stream);
- * F32 or !mma_ok take the fp32 kernel whatever kern says. */
+ * F32 or !mma_ok take the fp32 kernel whatever kern says. ATTN_KERNEL_SPLIT
+ * runs attn_split_launch in ws (ws_bytes; NULL, 0: none) where it applies,
+ * else the default kernel. */
 void attn_launch_kernel(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
-                        int max_tq, bool mma_ok, enum attn_kernel kern);
+                        int max_tq, bool mma_ok, enum attn_kernel kern, void *ws,
+                        size_t ws_bytes);
+
+/* Split-key attention (attention_split.cu) of dense sequences (no q_off, no
+ * rows) of 1 to ATTN_SPLIT_MAX_TQ queries over any Tk >= 0 keys, F16/BF16 with
+ * 16-byte rows (mma_ok): two kernels on st, the partials in ws, which must
+ * hold attn_split_ws_bytes(B, H, Tq, Tk) (the op passes the context's cuBLAS
+ * workspace: stream order keeps it from the GEMMs'). Returns false, launching
+ * nothing, where it does not apply or ws is too small. */
+#define ATTN_SPLIT_MAX_TQ 16
+size_t attn_split_ws_bytes(int B, int H, int Tq, int Tk);
+bool   attn_split_launch(cudaStream_t st, const struct attn_params *p, enum dtype dt, int B, int H,
+                         bool mma_ok, void *ws, size_t ws_bytes);
 
 /* attn_wg_kernel (pv_wg false: v3) or attn_wgp_kernel (true: v4; kernels/cuda/
  * attention_wg.cu) in fp16 (f16) or bf16 over grid (ceil(max_tq / 128), H, B); false,

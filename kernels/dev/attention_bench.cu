@@ -18,6 +18,9 @@
  *     11 v3 bf16                 off compute capability 9.0 both run v2
  *     12 v4 f16                  attn_wgp_kernel<half>: v3 with P V on wgmma too, beside
  *     13 v4 bf16                 the next tile's softmax (sm_90a; else v2)
+ *     14 split f16               attn_split_kernel + merge (attention_split.cu): blocks of
+ *     15 split bf16              <= 16 queries split over the keys (else the default kernel),
+ *                                the partials in a 32 MiB workspace as the op's cuBLAS one
  * The op's default ("current") is v1 with MT2 from 1024 query rows, MT1 below.
  *
  * Shapes: the flow transformers' (head size 64): DINOv2, SS flow self and
@@ -62,6 +65,7 @@ static const struct shape SHAPES[] = {
     {"slat-flow cross 5941x5496", 1, 5941, 5496, 16, false, 0},
     {"slat-flow self 9116 (42k vox)", 1, 9116, 9116, 16, true, 0},
     {"short q 4 x 4100", 1, 4, 4100, 16, false, 0},
+    {"short q 4 x 7528 (pose cross)", 1, 4, 7528, 16, false, 0},
     {"windows 29881 tok / 313, H12", 1, 29881, 29881, 12, true, 313},
 };
 #define NSHAPES (sizeof(SHAPES) / sizeof(SHAPES[0]))
@@ -86,6 +90,8 @@ static const struct version {
     {"v3 bf16", DTYPE_BF16, ATTN_KERNEL_V3, true},
     {"v4 f16", DTYPE_F16, ATTN_KERNEL_V4, true},
     {"v4 bf16", DTYPE_BF16, ATTN_KERNEL_V4, true},
+    {"split f16", DTYPE_F16, ATTN_KERNEL_SPLIT, true},
+    {"split bf16", DTYPE_BF16, ATTN_KERNEL_SPLIT, true},
 };
 #define NVERSIONS ((int)(sizeof(VERSIONS) / sizeof(VERSIONS[0])) - 1)
 
@@ -204,6 +210,8 @@ int main(int argc, char **argv)
     if (arena_init(&a, ARENA_DEVICE, "bench", (size_t)4 << 30) != 0)
         return 1;
     CUDA_CHECK(cudaStreamCreate(&st));
+    size_t ws_bytes = OP_WORKSPACE_DEFAULT;             /* as the op's context holds */
+    void  *ws = arena_must_alloc(&a, ws_bytes);
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
     printf("%-31s %-12s %9s %8s %9s %9s\n", "shape", "version", "ms", "TFLOP/s", "err_cpu", "d_cur");
@@ -273,7 +281,8 @@ int main(int argc, char **argv)
 
             /* the current kernel's output, and the CPU reference rows (dense shapes) */
             void *cur = malloc(no * es), *hout = malloc(no * es);
-            attn_launch_kernel(st, &p, dt, B, s->H, max_tq, true, ATTN_KERNEL_DEFAULT);
+            attn_launch_kernel(st, &p, dt, B, s->H, max_tq, true, ATTN_KERNEL_DEFAULT, ws,
+                               ws_bytes);
             CUDA_CHECK(cudaStreamSynchronize(st));
             CUDA_CHECK(cudaMemcpy(cur, dout, no * es, cudaMemcpyDeviceToHost));
             int nv = s->Tq < 64 ? s->Tq : 64;
@@ -286,7 +295,7 @@ int main(int argc, char **argv)
                 if (!want[ver] || vs->dt != dt)
                     continue;
                 CUDA_CHECK(cudaMemsetAsync(dout, 0xff, no * es, st));   /* NaN: no stale rows */
-                attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern);
+                attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern, ws, ws_bytes);
                 CUDA_CHECK(cudaGetLastError());
                 CUDA_CHECK(cudaStreamSynchronize(st));
                 CUDA_CHECK(cudaMemcpy(hout, dout, no * es, cudaMemcpyDeviceToHost));
@@ -301,10 +310,10 @@ int main(int argc, char **argv)
 
                 float times[20];
                 for (int w = 0; w < 3; w++)
-                    attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern);
+                    attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern, ws, ws_bytes);
                 for (int r = 0; r < 20; r++) {
                     CUDA_CHECK(cudaEventRecord(e0, st));
-                    attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern);
+                    attn_launch_kernel(st, &p, dt, B, s->H, max_tq, vs->mma, vs->kern, ws, ws_bytes);
                     CUDA_CHECK(cudaEventRecord(e1, st));
                     CUDA_CHECK(cudaEventSynchronize(e1));
                     CUDA_CHECK(cudaEventElapsedTime(&times[r], e0, e1));

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# attn_bench.sh OUT - the fused attention kernel's variants (issue 16: S3D_ATTN_KERNEL=v1|v2|v2b|v2s|v3|v4,
+# attn_bench.sh OUT - the fused attention kernel's variants (issue 16: S3D_ATTN_KERNEL=v1|v2|v2b|v2s|v3|v4|split,
 # kernels/cuda/attention.cu) checked and timed in one GPU call (~2 min on an H100; builds
 # nothing; binaries from $S3D_BIN, default build-gpu, as tools/gpu/pack.sh packs them):
 #   1. S3D_REQUIRE_GPU=1 (a skip is a failure): test_op_attention (every variant - v1 with one
-#      and two m-tiles per warp, v2, v2b, v2s, v3, v4 - on every shape against the CPU reference:
+#      and two m-tiles per warp, v2, v2b, v2s, v3, v4, split - on every shape against the CPU reference:
 #      DINOv2, SS flow self/cross, varlen windows, fp32 fallbacks); test_op_window under
 #      S3D_ATTN_KERNEL=v1, v2, v2b, v2s, v3 and v4 (swin windows through a row permutation against the
 #      CPU); test_slat_flow under v2, v2s, v3 and v4 (the SLAT flow network and sampler in fp16 and fp32 on the
 #      GPU against the CPU and the official fixture, with the variant inside the stage code);
-#   2. $S3D_BIN/dev/attention_bench 3 4 9 10 11 12 13 (`make CUDA_ARCH=90 dev`): at the flow
+#   2. $S3D_BIN/dev/attention_bench 3 4 9 10 11 12 13 14 15 (`make CUDA_ARCH=90 dev`): at the flow
 #      transformers' shapes (SLAT flow self 5941 / cross 5941x5496 / self 9116, SS flow self
-#      4096 / cross 4096x7528 with the CFG batch, DINOv2 1374, a short query block, swin
+#      4096 / cross 4096x7528 with the CFG batch, DINOv2 1374, the pose stream's 4-query
+#      blocks over 4100 and 7528 keys (where split applies), swin
 #      windows), per version: ms, TFLOP/s (4 B H Tq Tk 64), max error against the CPU
 #      reference and against the current kernel (v1) on the same data; WRONG marks a bound
 #      broken (exit 1).
@@ -73,13 +74,13 @@ for k in v2 v2s v3 v4; do
 done
 echo "tests: $(( $(date +%s) - t0 )) s" | tee -a "$S"
 
-# 2. timings at the real shapes (f16 v1 MT2 / v2 / v2s / v3 / v4, bf16 v3 / v4)
+# 2. timings at the real shapes (f16 v1 MT2 / v2 / v2s / v3 / v4 / split, bf16 v3 / v4 / split)
 B=$BIN/dev/attention_bench
 if [ ! -x "$B" ]; then
     echo "attention_bench: $B missing (HINT: make -j2 CUDA_ARCH=90 dev before tools/gpu/pack.sh)" | tee -a "$S"
     fail=1
 else
-    timeout 150 "$B" 3 4 9 10 11 12 13 >"$OUT/attention_bench.log" 2>&1
+    timeout 150 "$B" 3 4 9 10 11 12 13 14 15 >"$OUT/attention_bench.log" 2>&1
     rc=$?
     if [ "$TINY" = 1 ]; then
         # no GPU here: the bench must refuse cleanly, after checking its arguments
