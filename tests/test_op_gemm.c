@@ -10,7 +10,8 @@
  * loop and, for F32, bit for bit against op_linear_cpu + op_act_cpu; GPU
  * (the cuBLASLt GELU_BIAS epilogue, and the unfused fall-back when the bias
  * dtype is not y's) against the CPU at the MLP shapes of the flows and the
- * SLAT decoders.
+ * SLAT decoders. The GEMM cache's descriptors: one problem with three biases
+ * at three addresses, and more problems than it holds.
  */
 #include "harness.h"
 #include "log.h"
@@ -365,6 +366,66 @@ static void test_gpu(void)
     ot_gpu_end(&a, &ctx);
 }
 
+/* The cached descriptors (gemm.cu keeps each problem's matmul descriptor and
+ * layouts, setting only the bias pointer per call): one problem run with three
+ * biases at three addresses of equal alignment gives each bias's result, bit
+ * for bit (small integers); then 70 problems (more than the 64 cached, so
+ * entries are destroyed and made anew) and the first problem again. */
+static void test_gpu_cache(void)
+{
+    struct arena  a;
+    struct op_ctx ctx;
+    char          label[160];
+
+    if (!ot_gpu_begin(&a, &ctx, (size_t)256 << 20)) {
+        CHECK(0, "GPU set-up failed");
+        return;
+    }
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < (round ? 71 : 3); i++) {
+            /* round 0: the same problem, bias i; round 1: N = 1 .. 70, then N = 1 again */
+            struct gcase c = {round ? 3 : 64, round ? (i < 70 ? i + 1 : 1) : 96,
+                              round ? 8 : 32, DTYPE_F16, DTYPE_F16, 1, 0, 1};
+            struct gdata d;
+            size_t mark = arena_mark(&a);
+
+            gdata_make(&d, &c, 500 + (uint64_t)(round ? 0 : 1));
+            for (int64_t n = 0; n < c.N; n++)
+                d.b[n] += (float)(round ? 0 : i);            /* small integers: exact */
+            struct tensor hx = ot_host(c.in, SHAPE(c.M, c.K), d.x);
+            struct tensor hw = ot_host(c.in, SHAPE(c.N, c.K), d.w);
+            struct tensor hb = ot_host(c.in, SHAPE(c.N), d.b);
+            struct tensor hy = ot_host(c.out, SHAPE(c.M, c.N), NULL);
+            struct tensor x = ot_dev(&a, &hx), w = ot_dev(&a, &hw), y = ot_dev(&a, &hy);
+            for (int k = 0; k < i && !round; k++)            /* bias i at another address */
+                (void)arena_must_alloc(&a, 256);
+            struct tensor b = ot_dev(&a, &hb);
+
+            op_linear_cuda(&ctx, &y, &x, &w, &b, false);
+            op_ctx_synchronize(&ctx);
+            float *out = malloc(sizeof(float) * (size_t)(c.M * c.N));
+            float *ref = malloc(sizeof(float) * (size_t)(c.M * c.N));
+            ot_to_f32(&y, out);
+            run_cpu(&c, &d, ref);
+            snprintf(label, sizeof(label), "cached descriptors: %s %d (N %lld)",
+                     round ? "problem" : "same problem, bias", i, (long long)c.N);
+            if (round == 0 || i % 10 == 0 || i >= 69)
+                report_cmp(label, compare_f32(out, ref, (size_t)(c.M * c.N), 0, 0, -1));
+            else
+                CHECK(compare_f32(out, ref, (size_t)(c.M * c.N), 0, 0, -1).ok, "%s", label);
+            free(out);
+            free(ref);
+            ot_free(&hx);
+            ot_free(&hw);
+            ot_free(&hb);
+            ot_free(&hy);
+            gdata_free(&d);
+            arena_release(&a, mark);
+        }
+    }
+    ot_gpu_end(&a, &ctx);
+}
+
 int main(void)
 {
     log_init("test_op_gemm");
@@ -375,5 +436,6 @@ int main(void)
     ot_skip_without_gpu("test_op_gemm");
     test_gpu();
     test_gpu_gelu();
+    test_gpu_cache();
     return harness_done("test_op_gemm");
 }

@@ -7,7 +7,8 @@
  * no TF32 for F32 inputs, fp32 accumulation for F16/BF16). The bias is a
  * cuBLASLt epilogue when its dtype equals y's (cuBLASLt's default bias type),
  * else a separate op_add_bias. The chosen algorithm is cached per problem
- * (shape, dtypes, epilogue, beta, pointer alignments) in the op context.
+ * (shape, dtypes, epilogue, beta, pointer alignments) in the op context, with
+ * the descriptors it was chosen for.
  * op_linear_gelu_cuda: the same with the GELU_BIAS (or GELU) epilogue, whose
  * GELU is the tanh form; without such a kernel, with a bias of another dtype
  * than y or with S3D_GEMM_EPILOGUE=0 (to measure the difference), the GEMM
@@ -28,9 +29,16 @@ struct gemm_key {
     size_t   ws;              /* workspace bytes offered */
 };
 
+/* One cached problem: its algorithm and the matmul descriptor and matrix
+ * layouts it was chosen for, made once (only the bias pointer changes between
+ * calls: set under the cache's lock just before cublasLtMatmul queues the
+ * GEMM; the SS flow issues ~14.5k GEMMs a request, each of which made and
+ * destroyed four descriptors before). */
 struct gemm_entry {
     struct gemm_key         key;
     cublasLtMatmulAlgo_t    algo;
+    cublasLtMatmulDesc_t    op;
+    cublasLtMatrixLayout_t  la, lb, lc;
     bool                    valid;
 };
 
@@ -42,6 +50,7 @@ struct op_gemm {
     pthread_mutex_t   lock;
     struct gemm_entry cache[GEMM_CACHE];
     int               next;
+    int               last;           /* the entry found last: looked at first */
 };
 
 struct op_gemm *gemm_cache_new(void)
@@ -53,10 +62,28 @@ struct op_gemm *gemm_cache_new(void)
     return g;
 }
 
+static void destroy_problem(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                            cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc)
+{
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+}
+
+static void entry_clear(struct gemm_entry *e)
+{
+    if (e->valid)
+        destroy_problem(e->op, e->la, e->lb, e->lc);
+    e->valid = false;
+}
+
 void gemm_cache_free(struct op_gemm *g)
 {
     if (!g)
         return;
+    for (int i = 0; i < GEMM_CACHE; i++)
+        entry_clear(&g->cache[i]);
     pthread_mutex_destroy(&g->lock);
     free(g);
 }
@@ -83,30 +110,100 @@ static uint32_t ptr_align(const void *p)
     return al;
 }
 
-static bool cache_find(struct op_gemm *g, const struct gemm_key *k, cublasLtMatmulAlgo_t *algo)
+/* The entry of key k, or NULL; call with g->lock held. */
+static struct gemm_entry *cache_find(struct op_gemm *g, const struct gemm_key *k)
 {
-    bool hit = false;
+    struct gemm_entry *e = &g->cache[g->last];
 
-    pthread_mutex_lock(&g->lock);
-    for (int i = 0; i < GEMM_CACHE && !hit; i++) {
-        if (g->cache[i].valid && memcmp(&g->cache[i].key, k, sizeof(*k)) == 0) {
-            *algo = g->cache[i].algo;
-            hit = true;
+    if (e->valid && memcmp(&e->key, k, sizeof(*k)) == 0)
+        return e;
+    for (int i = 0; i < GEMM_CACHE; i++) {
+        e = &g->cache[i];
+        if (e->valid && memcmp(&e->key, k, sizeof(*k)) == 0) {
+            g->last = i;
+            return e;
         }
     }
-    pthread_mutex_unlock(&g->lock);
-    return hit;
+    return NULL;
 }
 
-static void cache_put(struct op_gemm *g, const struct gemm_key *k, const cublasLtMatmulAlgo_t *algo)
+/* A new entry for k holding the made descriptors and algo (the oldest entry's
+ * descriptors destroyed); call with g->lock held. */
+static struct gemm_entry *cache_put(struct op_gemm *g, const struct gemm_key *k,
+                                    const cublasLtMatmulAlgo_t *algo, cublasLtMatmulDesc_t op,
+                                    cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                    cublasLtMatrixLayout_t lc)
 {
-    pthread_mutex_lock(&g->lock);
     struct gemm_entry *e = &g->cache[g->next];
+
+    entry_clear(e);
+    g->last = g->next;
     g->next = (g->next + 1) % GEMM_CACHE;
     e->key = *k;
     e->algo = *algo;
+    e->op = op;
+    e->la = la;
+    e->lb = lb;
+    e->lc = lc;
     e->valid = true;
-    pthread_mutex_unlock(&g->lock);
+    return e;
+}
+
+/* The descriptors of a problem: op (transposes, the epilogue) and the three
+ * layouts. Returns false, having made nothing that is left, when gelu and
+ * cuBLASLt has no kernel for it; else *algo is the heuristic's first choice. */
+static bool make_problem(const struct op_ctx *ctx, const struct gemm_key *key, enum dtype xdt,
+                         enum dtype ydt, bool fuse_bias, bool gelu, cublasLtMatmulDesc_t *op,
+                         cublasLtMatrixLayout_t *la, cublasLtMatrixLayout_t *lb,
+                         cublasLtMatrixLayout_t *lc, cublasLtMatmulAlgo_t *algo)
+{
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cudaDataType_t    xt = cuda_dtype(xdt), yt = cuda_dtype(ydt);
+    int64_t           M = key->M, N = key->N, K = key->K;
+
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(*op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(*op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (fuse_bias || gelu) {
+        cublasLtEpilogue_t epi = !gelu ? CUBLASLT_EPILOGUE_BIAS
+                                       : fuse_bias ? CUBLASLT_EPILOGUE_GELU_BIAS
+                                                   : CUBLASLT_EPILOGUE_GELU;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(*op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                    sizeof(epi)));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(la, xt, (uint64_t)K, (uint64_t)N, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(lb, xt, (uint64_t)K, (uint64_t)M, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(lc, yt, (uint64_t)N, (uint64_t)M, N));
+
+    cublasLtMatmulPreference_t      pref;
+    cublasLtMatmulHeuristicResult_t res;
+    int                             nres = 0;
+    size_t                          ws = ctx->workspace_size;
+
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key->align[0], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key->align[1], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key->align[2], sizeof(uint32_t)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key->align[2], sizeof(uint32_t)));
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, *op, *la, *lb, *lc, *lc, pref, 1,
+                                                       &res, &nres);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if (gelu && (st != CUBLAS_STATUS_SUCCESS || nres < 1)) {
+        destroy_problem(*op, *la, *lb, *lc);
+        return false;                       /* the caller runs the unfused pair */
+    }
+    CUBLAS_CHECK(st);
+    if (nres < 1)
+        s3d_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", "no algorithm",
+                  "cuBLASLt found no kernel for this GEMM");
+    *algo = res.algo;
+    return true;
 }
 
 /* The GEMM through cuBLASLt, the bias fused when its dtype is y's, with the
@@ -133,72 +230,30 @@ static bool lt_linear(const struct op_ctx *ctx, struct tensor *y, const struct t
     key.align[3] = fuse_bias ? ptr_align(b->data) : 256;
     key.ws = ctx->workspace_size;
 
-    cublasLtMatmulDesc_t   op;
-    cublasLtMatrixLayout_t la, lb, lc;
-    cublasOperation_t      ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cudaDataType_t         xt = cuda_dtype(x->dtype), yt = cuda_dtype(y->dtype);
+    struct op_gemm    *g = ctx->gemm;
+    struct gemm_entry *e;
 
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (fuse_bias || gelu) {
-        cublasLtEpilogue_t epi = !gelu ? CUBLASLT_EPILOGUE_BIAS
-                                       : fuse_bias ? CUBLASLT_EPILOGUE_GELU_BIAS
-                                                   : CUBLASLT_EPILOGUE_GELU;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                    sizeof(epi)));
-        if (fuse_bias)
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                        &b->data, sizeof(b->data)));
-    }
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, xt, (uint64_t)K, (uint64_t)N, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, xt, (uint64_t)K, (uint64_t)M, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, yt, (uint64_t)N, (uint64_t)M, N));
+    pthread_mutex_lock(&g->lock);
+    if (!(e = cache_find(g, &key))) {
+        cublasLtMatmulDesc_t   op;
+        cublasLtMatrixLayout_t la, lb, lc;
+        cublasLtMatmulAlgo_t   algo;
 
-    cublasLtMatmulAlgo_t algo;
-    if (!cache_find(ctx->gemm, &key, &algo)) {
-        cublasLtMatmulPreference_t      pref;
-        cublasLtMatmulHeuristicResult_t res;
-        int                             nres = 0;
-        size_t                          ws = ctx->workspace_size;
-
-        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align[0], sizeof(uint32_t)));
-        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align[1], sizeof(uint32_t)));
-        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align[2], sizeof(uint32_t)));
-        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align[2], sizeof(uint32_t)));
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1,
-                                                           &res, &nres);
-        CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-        if (gelu && (st != CUBLAS_STATUS_SUCCESS || nres < 1)) {
-            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
-            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
-            CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
-            CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
-            return false;                   /* the caller runs the unfused pair */
+        if (!make_problem(ctx, &key, x->dtype, y->dtype, fuse_bias, gelu, &op, &la, &lb, &lc,
+                          &algo)) {
+            pthread_mutex_unlock(&g->lock);
+            return false;
         }
-        CUBLAS_CHECK(st);
-        if (nres < 1)
-            s3d_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", "no algorithm",
-                      "cuBLASLt found no kernel for this GEMM");
-        algo = res.algo;
-        cache_put(ctx->gemm, &key, &algo);
+        e = cache_put(g, &key, &algo, op, la, lb, lc);
     }
-
+    if (fuse_bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &b->data, sizeof(b->data)));
     float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(ctx->lt, op, &alpha, w->data, la, x->data, lb, &beta, y->data, lc,
-                                y->data, lc, &algo, ctx->workspace, ctx->workspace_size,
-                                ctx->stream));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
-    CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+    CUBLAS_CHECK(cublasLtMatmul(ctx->lt, e->op, &alpha, w->data, e->la, x->data, e->lb, &beta,
+                                y->data, e->lc, y->data, e->lc, &e->algo, ctx->workspace,
+                                ctx->workspace_size, ctx->stream));
+    pthread_mutex_unlock(&g->lock);
     op_done(ctx, gelu ? "linear_gelu" : "linear");
 
     if (b && !fuse_bias)
