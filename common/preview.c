@@ -36,28 +36,77 @@ struct camera {
     int    w, h;
 };
 
+/* One pass of the radix sort below over R ranges of the keys: range k is
+ * [n k / R, n (k + 1) / R); count[k] is its digit histogram, then (scatter) the
+ * first output slot of each digit of range k. */
+struct radix_job {
+    const uint64_t *src;
+    uint64_t       *dst;
+    int64_t         n;
+    int             ranges, shift;
+    int64_t        (*count)[256];
+};
+
+static void radix_hist(void *arg, int k, int64_t lo, int64_t hi)
+{
+    struct radix_job *j = arg;
+
+    (void)k, (void)hi;
+    int64_t *c = j->count[lo], a = j->n * lo / j->ranges, b = j->n * (lo + 1) / j->ranges;
+
+    memset(c, 0, sizeof(j->count[0]));
+    for (int64_t i = a; i < b; i++)
+        c[(j->src[i] >> j->shift) & 0xff]++;
+}
+
+static void radix_scatter(void *arg, int k, int64_t lo, int64_t hi)
+{
+    struct radix_job *j = arg;
+
+    (void)k, (void)hi;
+    int64_t *o = j->count[lo], a = j->n * lo / j->ranges, b = j->n * (lo + 1) / j->ranges;
+
+    for (int64_t i = a; i < b; i++)
+        j->dst[o[(j->src[i] >> j->shift) & 0xff]++] = j->src[i];
+}
+
 /* Sort keys[0..n) = (depth bits << 32 | index), depth > 0 (so its float bits order as
- * unsigned integers), nearest first: LSD radix on the four depth bytes. */
+ * unsigned integers), nearest first: LSD radix on the four depth bytes, each pass a
+ * histogram and a scatter over ranges on S3D_THREADS threads (ranges in order and
+ * each range in order: stable, and the keys are distinct anyway, so the result
+ * does not depend on the thread count). */
 static int sort_keys(uint64_t *keys, int64_t n)
 {
+    int64_t (*count)[256] = malloc(sizeof(*count) * PAR_MAX_THREADS);
     uint64_t *tmp = malloc(sizeof(*tmp) * (size_t)(n ? n : 1)), *a = keys, *b = tmp;
+    int64_t   ranges = dtype_threads();
 
-    if (!tmp)
+    if (!tmp || !count) {
+        free(tmp);
+        free(count);
         return S3D_ENOMEM;
+    }
+    ranges = ranges > PAR_MAX_THREADS ? PAR_MAX_THREADS : ranges;
+    ranges = ranges > n / 65536 ? (n / 65536 > 1 ? n / 65536 : 1) : ranges;
     for (int shift = 32; shift < 64; shift += 8) {
-        int64_t count[257] = {0};
+        struct radix_job j = {a, b, n, (int)ranges, shift, count};
+        int64_t          at = 0;
 
-        for (int64_t i = 0; i < n; i++)
-            count[((a[i] >> shift) & 0xff) + 1]++;
-        for (int d = 0; d < 256; d++)
-            count[d + 1] += count[d];
-        for (int64_t i = 0; i < n; i++)
-            b[count[(a[i] >> shift) & 0xff]++] = a[i];
+        par_for(ranges, 1, (int)ranges, radix_hist, &j);
+        for (int d = 0; d < 256; d++)                /* digit-major, ranges in order */
+            for (int64_t k = 0; k < ranges; k++) {
+                int64_t c = count[k][d];
+
+                count[k][d] = at;
+                at += c;
+            }
+        par_for(ranges, 1, (int)ranges, radix_scatter, &j);
         uint64_t *t = a;
         a = b;
         b = t;
     }
     free(tmp);                                   /* four passes: the result is in keys */
+    free(count);
     return 0;
 }
 
@@ -370,6 +419,23 @@ bool preview_camera(const float K[9], int img_w, int img_h, float out[9])
     return true;
 }
 
+/* render_panel's arguments and result, for the side panel's thread. */
+struct panel_job {
+    const struct gaussians *g;
+    const struct pose      *p;
+    const double           *V;
+    const struct camera    *cam;
+    float                  *rgb, *trans;
+    int                     rc;
+};
+
+static void panel_run(void *arg)
+{
+    struct panel_job *j = arg;
+
+    j->rc = render_panel(j->g, j->p, j->V, j->cam, j->rgb, j->trans);
+}
+
 int preview_render(const struct gaussians *g, const struct pose *p, const float K[9],
                    int img_w, int img_h, int side, struct image *out)
 {
@@ -410,10 +476,16 @@ int preview_render(const struct gaussians *g, const struct pose *p, const float 
     trans = rgb + (size_t)3 * cam.w * cam.h * 2;
     for (size_t i = 0; i < (size_t)cam.w * cam.h * 2; i++)
         trans[i] = 1;
-    for (int panel = 0; panel < 2 && !rc; panel++)
-        rc = render_panel(g, p, panel ? turn : front, &cam,
-                          rgb + (size_t)panel * 3 * cam.w * cam.h,
-                          trans + (size_t)panel * cam.w * cam.h);
+    /* the side panel on a thread of its own beside the front one: each one's
+     * sort is a single thread, and their parallel parts share the cores */
+    struct panel_job side_job = {g, p, turn, &cam, rgb + (size_t)3 * cam.w * cam.h,
+                                 trans + (size_t)cam.w * cam.h, 0};
+    struct par_task  side_task;
+
+    par_task_start(&side_task, panel_run, &side_job);
+    rc = render_panel(g, p, front, &cam, rgb, trans);
+    par_task_join(&side_task);
+    rc = rc ? rc : side_job.rc;
     if (rc) {
         free(rgb);
         image_free(out);

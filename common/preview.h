@@ -17,9 +17,10 @@
  * degree 0). Splats are sorted by depth (radix sort) and composited front to
  * back, C += T a c, T *= 1 - a, a pixel taking nothing more once T < 1/255
  * (the image of back-to-front "over" compositing); what is left of T shows
- * a dark grey background. The projection runs over S3D_THREADS threads (the
- * online cores by default) by Gaussians, the compositing by bands of rows in
- * the same per-pixel order: the image is the same bytes for any thread count.
+ * a dark grey background. The two panels are drawn at once (the side one on a
+ * thread of its own); in each, the projection runs over S3D_THREADS threads
+ * (the online cores by default) by Gaussians, the compositing by bands of rows
+ * in the same per-pixel order: the image is the same bytes for any thread count.
  *
  * The camera follows the PyTorch3D frame of pose.h (x left, y up, z forward):
  * pixel u = fx * (-x / z) + cx, v = fy * (-y / z) + cy, with the normalised

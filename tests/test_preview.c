@@ -10,7 +10,8 @@
  *     a horizontal streak at row 25; with the pose turned a quarter about the
  *     object's z it becomes a vertical one at column 25;
  * background grey elsewhere; panel sizes follow the image's aspect; bad
- * intrinsics are refused. Then a random cloud (20,000 Gaussians; M given as
+ * intrinsics are refused. Then a random cloud (200,000 Gaussians, so the depth
+ * sort runs over several ranges; M given as
  * the first argument instead) rendered with S3D_THREADS=1 and with 3 threads
  * (or the online cores when M is given): the same bytes, and both times
  * printed - `build/tests/test_preview 1048544` times a full-size splat
@@ -160,7 +161,7 @@ int main(int argc, char **argv)
         image_free(&im);
     }
     {
-        int64_t m = argc > 1 ? atoll(argv[1]) : 20000;
+        int64_t m = argc > 1 ? atoll(argv[1]) : 200000;   /* > 2 x 65536: the sort in ranges */
         char nt[16];
         struct image one, many;
         double t1, tn;
