@@ -160,16 +160,23 @@ static void close_inputs(struct stage_req *rq)
 static int load_model(const struct stage_opts *o, const struct stage_ops *ops, void *model,
                       struct stage_rt *rt, bool stream)
 {
-    int rc = stage_rt_init(rt, o, ops->workspace_bytes);
+    double t0 = stage_now_ms();
+    int    rc = stage_rt_init(rt, o, ops->workspace_bytes);
+    double t1 = stage_now_ms();
 
     rt->stream_blocks = stream;
     if (!rc && ops->uses_cudnn)
         stage_rt_dnn_begin(rt);
     if (!rc && ops->load)
         rc = ops->load(model, rt);
+    double t2 = stage_now_ms();
     stage_rt_dnn_end(rt);
     if (rc)
         stage_rt_free(rt);
+    else if (rt->device == DEVICE_CUDA)      /* where a load's time goes (issue 16: s per GB) */
+        log_info("load: device context, cuBLASLt and workspace %.1f ms, the model %.1f ms%s "
+                 "(then %.1f ms more for cuDNN's handle)", t1 - t0, t2 - t1,
+                 ops->uses_cudnn ? ", cuDNN's handle made beside it" : "", stage_now_ms() - t2);
     return rc;
 }
 
