@@ -134,8 +134,13 @@ static void jpeg_stripe_one(struct jpeg_stripe *st)
     jpeg_start_decompress(&c);
     jpeg_rows(&c, st->pix, st->row_bytes, st->y0, st->y1);
     st->truncated = e.truncated;
+    /* the last stripe reads on to the end of the file as one decoder's finish does (a
+     * marker there that it refuses fails the decode alike); the others are not
+     * finished: the rows below them are another's */
+    if (!st->truncated && st->y1 == (int)c.output_height)
+        jpeg_finish_decompress(&c);
     st->rc = 0;
-    jpeg_destroy_decompress(&c);         /* not finished: the rows below are another's */
+    jpeg_destroy_decompress(&c);
 }
 
 static void jpeg_stripe_run(void *arg, int k, int64_t s0, int64_t s1)

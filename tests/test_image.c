@@ -383,7 +383,8 @@ static int decode_striped(const uint8_t *buf, size_t len, int stripes, struct im
  * for every layout it takes (luma 1x1, 2x1, 2x2, 1x2; gray; RGB stored as RGB;
  * restart markers; sizes that are not whole MCUs), refuses the ones it does
  * not take (progressive, 4x1 luma: one decoder), and fails like one decoder on
- * truncated and damaged data. */
+ * truncated and damaged data and on a marker it refuses after the scan (the
+ * last stripe reads on to the end as one decoder's finish does). */
 static void test_jpeg_stripes(void)
 {
     static const struct { int w, h, gray, rgb, hs, vs, restart, prog, striped; } cases[] = {
@@ -448,6 +449,24 @@ static void test_jpeg_stripes(void)
                 image_free(&a);
                 image_free(&b);
             }
+            /* a second SOF after the scan, where one decoder's finish reads: refused alike */
+            size_t sof = 0;
+            for (size_t k = 2; k + 3 < len && !sof; k++)
+                if (jpg[k] == 0xff && jpg[k + 1] == 0xc0)
+                    sof = k;
+            size_t seg = sof ? 2 + ((size_t)jpg[sof + 2] << 8 | jpg[sof + 3]) : 0;
+            uint8_t *two = malloc(len + seg);
+            memcpy(two, jpg, len - 2);                /* all but EOI */
+            memcpy(two + len - 2, jpg + sof, seg);
+            two[len - 2 + seg] = 0xff;
+            two[len - 1 + seg] = 0xd9;
+            rc1 = decode_striped(two, len + seg, 1, &many, &used);
+            image_free(&many);
+            rc2 = decode_striped(two, len + seg, 16, &many, &used);
+            image_free(&many);
+            CHECK(sof && rc1 == S3D_EFORMAT && rc2 == S3D_EFORMAT && used >= 2,
+                  "case %zu: a second SOF after the scan: %d %d (%d stripes)", i, rc1, rc2, used);
+            free(two);
             free(bad);
         }
         image_free(&one);
